@@ -1,0 +1,172 @@
+/*
+ * chorus.h - libchorus, the C client library for a Chorus cluster.
+ *
+ * The only public header of Chorus. Types are opaque; the wire format
+ * (protobuf, sealed with libsodium) never shows through, so it can change
+ * without breaking programs built against this header.
+ *
+ * Threading: a ch_client may be shared by any number of threads. Each
+ * blocking call uses one of the client's request contexts; at most
+ * `contexts` calls (see ch_client_options) are on the wire at once, further
+ * callers wait for a free context. Async callbacks run on an nng thread:
+ * keep them short and do not call blocking ch_ functions from inside them.
+ *
+ * Errors: every call returns 0 or a negative CH_ERR_* code; when `err` is
+ * given it receives a human-readable message. ch_strerror() names each code.
+ */
+#ifndef CHORUS_H
+#define CHORUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CH_VERSION_STRING "0.1.0"
+#define CH_PROTOCOL_VERSION 1
+
+enum ch_error {
+	CH_OK = 0,
+	CH_ERR_INVALID = -1,      /* bad argument or malformed request */
+	CH_ERR_NOMEM = -2,
+	CH_ERR_IO = -3,           /* file or socket error */
+	CH_ERR_TIMEOUT = -4,      /* deadline passed */
+	CH_ERR_UNREACHABLE = -5,  /* no node answers at the address */
+	CH_ERR_AUTH = -6,         /* wrong cluster secret / handshake failed */
+	CH_ERR_PROTOCOL = -7,     /* unexpected or undecodable frame */
+	CH_ERR_NOT_FOUND = -8,    /* no such task or batch */
+	CH_ERR_UNKNOWN_HANDLER = -9,
+	CH_ERR_DENIED = -10,      /* exec command not allowlisted */
+	CH_ERR_TOO_LARGE = -11,   /* frame or payload over the cap */
+	CH_ERR_FULL = -12,        /* queue full: retry later (nothing accepted) */
+	CH_ERR_SHUTTING_DOWN = -13,
+	CH_ERR_STORAGE = -14,     /* the node could not journal the request */
+	CH_ERR_CLOSED = -15,
+	CH_ERR_INTERNAL = -16,
+};
+
+/* Names an error code ("timeout", "wrong cluster secret", ...). Never NULL. */
+const char *ch_strerror(int code);
+
+enum ch_task_state {
+	CH_TASK_UNKNOWN = 0,
+	CH_TASK_QUEUED = 1,
+	CH_TASK_RUNNING = 2,
+	CH_TASK_SUCCEEDED = 3,
+	CH_TASK_FAILED = 4,
+	CH_TASK_TIMED_OUT = 5,
+	CH_TASK_CANCELLED = 6,
+	CH_TASK_LOST = 7,
+};
+/* "queued", "running", ...; "unknown" for anything else. */
+const char *ch_task_state_name(int state);
+/* Parses a state name; returns CH_TASK_UNKNOWN when it is not one. */
+int ch_task_state_parse(const char *name);
+/* 1 when the state is terminal (succeeded .. lost). */
+int ch_task_state_is_final(int state);
+
+enum ch_restart {
+	CH_RESTART_TEMPORARY = 0, /* never retried */
+	CH_RESTART_TRANSIENT = 1, /* retried after crash or timeout */
+};
+
+struct ch_task_opts {
+	uint32_t timeout_ms;      /* 0 = node default */
+	int restart;              /* enum ch_restart */
+	uint32_t max_attempts;    /* transient: 0 = node default */
+	uint32_t backoff_ms;      /* transient: first retry delay, 0 = default */
+	const char *const *argv;  /* exec handler: NULL-terminated argv */
+};
+
+/* The outcome of one task. Owned by the library: free with ch_result_free. */
+struct ch_result {
+	uint64_t task_id;
+	int state;                /* enum ch_task_state */
+	uint8_t *output;
+	size_t output_len;
+	int exit_code;
+	char *error;              /* "" when none */
+	uint32_t attempts;
+	char *node;
+	char *handler;
+	uint64_t submitted_ms, started_ms, finished_ms; /* unix ms, 0 = never */
+	uint64_t batch_id;
+	uint32_t batch_index;
+};
+void ch_result_free(struct ch_result *r);
+
+typedef struct ch_client ch_client;
+
+struct ch_client_options {
+	uint32_t timeout_ms;      /* connect and per-call default; 0 = 5000 */
+	uint32_t contexts;        /* concurrent requests; 0 = 16 */
+	size_t frame_bytes_max;   /* 0 = 16 MiB */
+};
+
+/* Connects to a node at `addr` (e.g. "tcp://127.0.0.1:7400") using the
+ * cluster secret in `secret_file`, and completes the handshake. On success
+ * *out owns a client to release with ch_client_close. `opts` may be NULL. */
+int ch_client_connect(ch_client **out, const char *addr, const char *secret_file,
+                      const struct ch_client_options *opts, char *err, size_t err_len);
+void ch_client_close(ch_client *c);
+
+/* Fire-and-forget: journals the task on the node and returns its id. */
+int ch_submit(ch_client *c, const char *handler, const void *payload, size_t payload_len,
+              const struct ch_task_opts *opts, uint64_t *task_id, char *err, size_t err_len);
+
+/* Submit and wait up to wait_ms for the result. On CH_OK *result is set; it
+ * may hold a non-final state if the wait ran out (the task goes on). */
+int ch_submit_await(ch_client *c, const char *handler, const void *payload, size_t payload_len,
+                    const struct ch_task_opts *opts, uint32_t wait_ms,
+                    struct ch_result **result, char *err, size_t err_len);
+
+/* Waits up to wait_ms for a task; *result as for ch_submit_await. */
+int ch_await(ch_client *c, uint64_t task_id, uint32_t wait_ms, struct ch_result **result,
+             char *err, size_t err_len);
+
+/* Current state without waiting. */
+int ch_task_status(ch_client *c, uint64_t task_id, struct ch_result **result, char *err,
+                   size_t err_len);
+
+int ch_cancel(ch_client *c, uint64_t task_id, int *state_after, char *err, size_t err_len);
+
+/* Fan-out (Task.async_stream / await_many): one task per payload, at most
+ * max_concurrency running at once (0 = no limit), all finished or timed out
+ * by deadline_ms (0 = none). results[i] belongs to payloads[i]; each failure
+ * is reported in its own result. `progress`, if given, is called as results
+ * arrive (done, total). Free with ch_results_free(results, n). */
+struct ch_map_opts {
+	uint32_t max_concurrency;
+	uint32_t deadline_ms;
+	void (*progress)(void *arg, uint32_t done, uint32_t total);
+	void *progress_arg;
+};
+int ch_map(ch_client *c, const char *handler, const void *const *payloads, const size_t *lens,
+           uint32_t n, const struct ch_task_opts *opts, const struct ch_map_opts *mopts,
+           struct ch_result ***results, char *err, size_t err_len);
+void ch_results_free(struct ch_result **results, uint32_t n);
+
+/* Lists tasks, newest first. state = CH_TASK_UNKNOWN for any. */
+int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results, uint32_t *n,
+            char *err, size_t err_len);
+
+/* Node status as a JSON document (malloc'd, caller frees). */
+int ch_status_json(ch_client *c, char **json, char *err, size_t err_len);
+
+/* Async: the callback gets the error code and the result (owned by the
+ * callback, free with ch_result_free; NULL on error). Returns 0 when the
+ * request was sent; the callback then runs exactly once. */
+typedef void (*ch_result_cb)(void *arg, int code, struct ch_result *result, const char *err);
+int ch_submit_async(ch_client *c, const char *handler, const void *payload, size_t payload_len,
+                    const struct ch_task_opts *opts, uint32_t wait_ms, ch_result_cb cb, void *arg);
+
+/* Writes a new random cluster secret to `path` with mode 0600. Fails if the
+ * file exists. */
+int ch_keygen(const char *path, char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,80 @@
+/*
+ * config.h - chorusd settings: defaults, then an INI file (libinih), then
+ * command-line flags (getopt_long). Later sources override earlier ones.
+ *
+ * INI layout (see deploy/chorus.conf.example):
+ *   [node]   name, listen, data_dir, secret, workers, prefetch, log_level,
+ *            log_format, synchronous, frame_bytes_max, result_ttl,
+ *            queue_max, default_timeout, shutdown_grace, plugins (comma list)
+ *   [tasks]  max_attempts, backoff, backoff_max, output_max
+ *   [supervisor] intensity, period
+ *   [exec]   allow (comma-separated absolute paths)
+ *   [pool NAME] workers, handlers (comma list)
+ * Durations accept "250ms", "5s", "2m", "1h" or plain milliseconds.
+ * Sizes accept "512", "64k", "16M", "1G" (bytes, binary units).
+ * Unknown sections or keys and bad values are errors naming file:line.
+ */
+#ifndef CHORUS_CONFIG_H
+#define CHORUS_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_POOLS_MAX 16
+#define CONFIG_LIST_MAX 64
+#define CONFIG_PATH_MAX 1024
+
+struct config_pool {
+	char name[32];
+	uint32_t workers;
+	char *handlers[CONFIG_LIST_MAX]; /* owned */
+	uint32_t handler_count;
+};
+
+struct config {
+	char name[64];                 /* default: hostname */
+	char listen[256];              /* default tcp://127.0.0.1:7400 */
+	char data_dir[CONFIG_PATH_MAX];/* default ./chorus-data */
+	char secret_file[CONFIG_PATH_MAX]; /* "" = DATA_DIR/secret, created if missing */
+	char config_file[CONFIG_PATH_MAX];
+	uint32_t workers;              /* default pool size; default 2 */
+	uint32_t prefetch;             /* default 2 */
+	int log_level;                 /* enum log_level */
+	int log_json;
+	int synchronous;               /* enum store_sync; default NORMAL */
+	size_t frame_bytes_max;        /* default 16 MiB */
+	uint64_t result_ttl_ms;        /* default 1 h */
+	uint32_t queue_max;            /* default 1,000,000 */
+	uint32_t default_timeout_ms;   /* default 0 = none */
+	uint32_t shutdown_grace_ms;    /* default 10 s */
+	uint32_t max_attempts;         /* transient default; default 3 */
+	uint32_t backoff_ms;           /* default 100 */
+	uint32_t backoff_max_ms;       /* default 30 s */
+	size_t output_max;             /* default 1 MiB */
+	uint32_t intensity;            /* default 10 */
+	uint32_t period_ms;            /* default 5 s */
+	char *exec_allow[CONFIG_LIST_MAX]; /* owned, NULL-terminated */
+	uint32_t exec_allow_count;
+	char *plugins[CONFIG_LIST_MAX];    /* owned */
+	uint32_t plugin_count;
+	struct config_pool pools[CONFIG_POOLS_MAX]; /* named pools (not "default") */
+	uint32_t pool_count;
+};
+
+void config_defaults(struct config *c);
+/* Parses argv (after defaults; reads --config FILE first, then the other
+ * flags). Returns 0 to run, 1 when --help/--version was printed (exit 0),
+ * or -1 with a message in err (exit 2). */
+int config_load(struct config *c, int argc, char **argv, char *err, size_t err_len);
+/* Just the INI file (used by config_load and the tests). */
+int config_load_file(struct config *c, const char *path, char *err, size_t err_len);
+void config_free(struct config *c);
+#include <stdio.h>
+void config_usage(FILE *out);
+
+/* "250ms" / "5s" / "2m" / "1h" / "1500" -> ms. 0 ok, -1 bad. */
+int config_parse_duration_ms(const char *s, uint64_t *ms);
+/* "512" / "64k" / "16M" / "1G" -> bytes. 0 ok, -1 bad. */
+int config_parse_size(const char *s, size_t *bytes);
+
+#endif

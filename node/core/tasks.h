@@ -1,0 +1,209 @@
+/*
+ * tasks.h - the task table: a pure state machine for tasks, batches and
+ * pool queues on one node.
+ *
+ * Owns every task that is not yet final-and-persisted: queued tasks per pool
+ * (FIFO), tasks dispatched to workers, tasks waiting out a retry backoff,
+ * and fan-out batches with their max-concurrency and deadline.
+ *
+ * Pure: it reads no clock, does no I/O and draws no random numbers. The
+ * caller passes `now_ms` into every call and carries out the effects that
+ * the core requests through `struct tasks_effects` (persist a task, hand a
+ * task to a worker, kill a running task, tell waiters a task finished).
+ *
+ * Lifecycle of a task (OTP restart policies, see docs/tasks.md):
+ *   queued -> running -> succeeded | failed | timed_out
+ *   running -> (crash/timeout, transient, attempts left) -> queued after a
+ *              backoff of backoff_ms * 2^(attempt-1), capped
+ *   queued|running -> cancelled   (cancel, or batch deadline for queued)
+ *   running at restart of the node -> per restart policy (recovery)
+ * A final task stays in the table until the caller has persisted it and
+ * calls tasks_release_final(); then it is freed.
+ *
+ * Threading: none; one caller (the node's loop thread).
+ */
+#ifndef CHORUS_CORE_TASKS_H
+#define CHORUS_CORE_TASKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum task_state {
+	TASK_UNKNOWN = 0,
+	TASK_QUEUED = 1,
+	TASK_RUNNING = 2,
+	TASK_SUCCEEDED = 3,
+	TASK_FAILED = 4,
+	TASK_TIMED_OUT = 5,
+	TASK_CANCELLED = 6,
+	TASK_LOST = 7,
+};
+const char *task_state_name(int state);
+int task_state_is_final(int state);
+
+enum task_restart {
+	TASK_RESTART_TEMPORARY = 0,
+	TASK_RESTART_TRANSIENT = 1,
+};
+
+struct task_opts {
+	uint32_t timeout_ms;   /* 0 = none after defaults applied */
+	uint8_t restart;       /* enum task_restart */
+	uint32_t max_attempts; /* >= 1 after defaults applied */
+	uint32_t backoff_ms;   /* first retry delay */
+};
+
+/* One task. Strings and buffers are owned by the task (malloc'd) and freed
+ * by task_free(). */
+struct task {
+	uint64_t id;
+	uint64_t batch_id;     /* 0 = none */
+	uint32_t batch_index;
+	char *handler;
+	uint8_t *payload;
+	size_t payload_len;
+	char **argv;           /* exec handler: argc strings, NULL-terminated */
+	uint32_t argc;
+	struct task_opts opts;
+	uint32_t pool;         /* index into the pools */
+
+	int state;             /* enum task_state */
+	uint32_t attempts;     /* attempts started so far */
+	int32_t exit_code;
+	uint8_t *output;
+	size_t output_len;
+	char *error;           /* NULL = none */
+	char *node;            /* name of the node that ran it, NULL = none */
+	uint64_t submitted_ms, started_ms, finished_ms; /* 0 = not yet */
+
+	/* bookkeeping of the table (not persisted) */
+	uint64_t not_before_ms;  /* queued: do not dispatch before (backoff) */
+	uint64_t deadline_ms;    /* running: kill at (0 = none) */
+	int dispatched;          /* handed to a worker, result pending */
+	int kill_requested;      /* kill effect issued; waiting for the worker */
+	int kill_reason;         /* enum task_state to end in once killed */
+	struct task *qnext, *qprev; /* pool queue / backoff / final lists */
+	struct task *hnext;         /* id hash chain */
+	unsigned list;              /* which list the task is on */
+};
+void task_free(struct task *t);
+/* Deep copy (for results handed out of the table). NULL on ENOMEM. */
+struct task *task_clone(const struct task *t);
+
+/* A fan-out batch. */
+struct batch {
+	uint64_t id;
+	uint32_t total;
+	uint32_t done;            /* final tasks */
+	uint32_t in_flight;       /* dispatched and not final */
+	uint32_t max_concurrency; /* 0 = unlimited */
+	uint64_t deadline_ms;     /* absolute, 0 = none */
+	uint64_t created_ms;
+	struct batch *hnext;
+};
+
+/* Effects requested by the core. All are called synchronously from inside
+ * tasks_* calls; the callee must not call back into the core. */
+struct tasks_effects {
+	void *ctx;
+	/* Persist the task's current state (insert on first call for an id). */
+	void (*persist)(void *ctx, const struct task *t);
+	/* Hand the task to a worker of t->pool. Return 0 if taken, -1 if the
+	 * pool has no free slot (the task stays queued, at the head). */
+	int (*dispatch)(void *ctx, struct task *t);
+	/* Kill the worker running t (timeout or cancel). The worker's exit is
+	 * reported back through tasks_on_worker_lost(). */
+	void (*kill)(void *ctx, const struct task *t);
+	/* t reached a final state (already persisted). */
+	void (*final)(void *ctx, const struct task *t);
+	/* A batch's done count changed. */
+	void (*batch_progress)(void *ctx, const struct batch *b);
+};
+
+struct tasks_limits {
+	uint32_t pool_count;            /* >= 1 */
+	uint32_t queue_tasks_max;       /* non-final tasks held; beyond: CH_ERR_FULL */
+	uint32_t default_timeout_ms;    /* applied when a task gives 0 (0 = none) */
+	uint32_t default_max_attempts;  /* transient tasks giving 0 */
+	uint32_t default_backoff_ms;
+	uint32_t backoff_max_ms;
+	uint32_t batches_max;
+};
+
+struct tasks;
+
+/* Creates an empty table. first_task_id/first_batch_id: next ids to hand
+ * out (the caller restores them from the journal). NULL on ENOMEM. */
+struct tasks *tasks_create(const struct tasks_limits *lim, const struct tasks_effects *fx,
+                           uint64_t first_task_id, uint64_t first_batch_id);
+void tasks_destroy(struct tasks *ts);
+
+/* Takes ownership of t (fields handler/payload/argv/opts/pool set by the
+ * caller; id, state and times are set here). Applies default options,
+ * assigns an id, persists (effect) and queues it. Returns 0 and the id, or
+ * CH_ERR_FULL (t is not taken: caller frees). */
+int tasks_submit(struct tasks *ts, struct task *t, uint64_t now_ms, uint64_t *id);
+
+/* Creates a batch of n tasks (array of n owned tasks, all taken on success).
+ * Returns 0 and the batch id, or CH_ERR_FULL (nothing taken). */
+int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
+                       uint32_t deadline_ms, uint64_t now_ms, uint64_t *batch_id);
+
+/* Re-admits a task loaded from the journal at start-up (state queued or
+ * running). A running one was interrupted by the crash: it is charged one
+ * attempt and follows its restart policy, as if its worker had crashed. */
+void tasks_recover(struct tasks *ts, struct task *t, uint64_t now_ms);
+/* Re-creates a batch record at start-up (done counted by the caller). */
+int tasks_recover_batch(struct tasks *ts, const struct batch *b);
+
+/* Dispatches whatever may run now (queued, backoff over, pool has room,
+ * batch under its concurrency). Call after anything that may free a slot. */
+void tasks_pump(struct tasks *ts, uint64_t now_ms);
+
+/* A worker started running t (it was queued behind another job). */
+void tasks_on_started(struct tasks *ts, uint64_t task_id, uint64_t now_ms);
+
+/* A worker returned a result. ok=1: succeeded; ok=0: handler failed
+ * (a failure is an answer, not a crash: never retried). Ownership of
+ * output/error is NOT taken (they are copied). */
+void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *output,
+                     size_t output_len, int32_t exit_code, const char *error,
+                     const char *node, uint64_t now_ms);
+
+/* The worker running task_id died (crash, or killed by us). */
+void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, const char *why, uint64_t now_ms);
+
+/* Time passes: fires timeouts (kill effect), backoff expiries and batch
+ * deadlines. */
+void tasks_tick(struct tasks *ts, uint64_t now_ms);
+/* The earliest time tasks_tick has something to do; UINT64_MAX = never. */
+uint64_t tasks_next_deadline(const struct tasks *ts);
+
+/* Cancels a task: queued -> cancelled now; running -> kill, cancelled when
+ * the worker is gone. Returns 0, CH_ERR_NOT_FOUND (not in the table: final
+ * or unknown; the caller checks the journal). */
+int tasks_cancel(struct tasks *ts, uint64_t task_id, uint64_t now_ms);
+/* Cancels every unfinished task of a batch; returns how many. */
+uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, uint64_t now_ms);
+
+/* Frees final tasks that have been persisted (the caller committed). */
+void tasks_release_final(struct tasks *ts);
+
+/* Look-ups: NULL when not held. */
+const struct task *tasks_get(const struct tasks *ts, uint64_t id);
+const struct batch *tasks_get_batch(const struct tasks *ts, uint64_t id);
+/* Forgets a batch whose tasks are all final (the caller persisted it). */
+void tasks_drop_batch(struct tasks *ts, uint64_t id);
+
+struct tasks_counters {
+	uint64_t queued, running, backoff;  /* current */
+	uint64_t submitted, succeeded, failed, timed_out, cancelled, lost, retried;
+	uint64_t held;                      /* tasks in the table */
+};
+void tasks_counters(const struct tasks *ts, struct tasks_counters *c);
+uint32_t tasks_pool_queued(const struct tasks *ts, uint32_t pool);
+
+/* Stops dispatching (drain on SIGTERM). */
+void tasks_set_draining(struct tasks *ts, int draining);
+
+#endif

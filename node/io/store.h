@@ -1,0 +1,88 @@
+/*
+ * store.h - the journal: one sqlite database (WAL) in the node's data dir.
+ *
+ * Owns everything chorusd persists: tasks (spec, state, result), batches
+ * and node metadata (node id, id counters). The node's loop opens one write
+ * transaction per loop iteration (store_begin ... store_commit), so every
+ * request handled in that iteration shares one commit (group commit); it
+ * sends acknowledgements only after store_commit returned 0.
+ *
+ * Durability: `synchronous` is a setting (OFF, NORMAL, FULL, EXTRA). In WAL
+ * mode NORMAL survives a process crash (kill -9) but may lose the last
+ * commits on power loss; FULL survives power loss. See README.
+ *
+ * Schema (version 1):
+ *   meta(key TEXT PRIMARY KEY, value TEXT)
+ *   tasks(id INTEGER PRIMARY KEY, batch_id, batch_index, handler, payload BLOB,
+ *         argv TEXT (JSON array), timeout_ms, restart, max_attempts, backoff_ms,
+ *         pool, state, attempts, exit_code, output BLOB, error, node,
+ *         submitted_ms, started_ms, finished_ms)
+ *     index on (state) and (batch_id, batch_index) and (finished_ms)
+ *   batches(id INTEGER PRIMARY KEY, total, max_concurrency, deadline_ms, created_ms)
+ *
+ * Statements are prepared once at open. Threading: one thread (the loop).
+ */
+#ifndef CHORUS_IO_STORE_H
+#define CHORUS_IO_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct task;
+struct batch;
+struct store;
+
+enum store_sync { STORE_SYNC_OFF = 0, STORE_SYNC_NORMAL = 1, STORE_SYNC_FULL = 2, STORE_SYNC_EXTRA = 3 };
+/* Parses "off|normal|full|extra"; -1 when none. */
+int store_sync_parse(const char *s);
+const char *store_sync_name(int sync);
+
+/* Opens (creating) DIR/chorus.db. 0, or CH_ERR_STORAGE with err set. */
+int store_open(struct store **out, const char *dir, int synchronous, char *err, size_t err_len);
+void store_close(struct store *st);
+
+int store_begin(struct store *st);   /* BEGIN IMMEDIATE; nesting not allowed */
+int store_commit(struct store *st);  /* COMMIT */
+int store_rollback(struct store *st);
+
+/* Insert or update the whole row (INSERT OR REPLACE is fine; keep it cheap:
+ * update only mutable columns when the row exists: see store.c). */
+int store_task_put(struct store *st, const struct task *t);
+int store_batch_put(struct store *st, const struct batch *b);
+
+/* Loads tasks whose state is queued or running, oldest first; calls cb
+ * with a malloc'd task (cb owns it). Stops early if cb returns non-zero. */
+int store_load_unfinished(struct store *st, int (*cb)(void *arg, struct task *t), void *arg);
+/* Loads batches that still have unfinished tasks; b is a stack copy with
+ * `done` counted from the tasks table. */
+int store_load_open_batches(struct store *st, int (*cb)(void *arg, const struct batch *b),
+                            void *arg);
+
+/* One task by id; *out malloc'd (caller task_free). CH_ERR_NOT_FOUND. */
+int store_task_get(struct store *st, uint64_t id, struct task **out);
+/* Batch record (done counted). CH_ERR_NOT_FOUND. */
+int store_batch_get(struct store *st, uint64_t id, struct batch *out);
+/* Tasks of a batch with batch_index >= from, in index order, at most max;
+ * cb owns each task. */
+int store_batch_tasks(struct store *st, uint64_t batch_id, uint32_t from, uint32_t max,
+                      int (*cb)(void *arg, struct task *t), void *arg);
+/* Newest first; state 0 = any. */
+int store_task_list(struct store *st, int state, uint32_t limit,
+                    int (*cb)(void *arg, struct task *t), void *arg);
+
+/* Deletes final tasks with finished_ms < before_ms, and batches left empty.
+ * At most `max_rows` per call (bounded work per loop iteration). Returns
+ * the number deleted, or a negative code. */
+int store_purge(struct store *st, uint64_t before_ms, uint32_t max_rows);
+
+/* Highest task id and batch id in the journal (0 if none). */
+int store_max_ids(struct store *st, uint64_t *task_id, uint64_t *batch_id);
+
+/* meta key/value (node id and the like). get: CH_ERR_NOT_FOUND. */
+int store_meta_get(struct store *st, const char *key, char *val, size_t val_len);
+int store_meta_put(struct store *st, const char *key, const char *val);
+
+/* Counts by state (index = enum task_state, 0..7). */
+int store_count_states(struct store *st, uint64_t counts[8]);
+
+#endif

@@ -1,0 +1,119 @@
+/*
+ * workers.h - the supervisor: pools of long-lived worker processes.
+ *
+ * Owns the worker processes (fork()ed from chorusd, each running
+ * handlers_worker_main on one end of a socketpair). Each pool has a fixed
+ * number of workers; a worker takes job after job. Up to `prefetch` jobs may
+ * be queued at one worker; it runs them in order, so the head of its list is
+ * the running job, and the supervisor reports a job as started when the one
+ * before it finishes.
+ *
+ * Supervision (OTP one_for_one): a worker that exits (crash, or SIGKILL from
+ * workers_kill_task) is restarted. More than `intensity` restarts within
+ * `period_ms` in a pool marks the pool degraded: further restarts wait
+ * `degraded_backoff_ms` each, and status reports it, until a period passes
+ * without crashes.
+ *
+ * Frames on the socketpair: u32 little-endian length, then a protobuf
+ * WorkerJob (node -> worker) or WorkerResult (worker -> node). A frame
+ * longer than output_max + 64 KiB from a worker is a protocol error: the
+ * worker is killed.
+ *
+ * Threading: the node's loop thread only. The loop polls the fds from
+ * workers_pollfds() and calls workers_on_readable(); it calls
+ * workers_reap() when SIGCHLD arrives (signalfd) and workers_tick()
+ * regularly.
+ */
+#ifndef CHORUS_IO_WORKERS_H
+#define CHORUS_IO_WORKERS_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct handler_registry;
+
+#define WORKERS_POOLS_MAX 16
+#define WORKERS_PER_POOL_MAX 256
+#define WORKERS_POOL_NAME_MAX 31
+
+struct workers_pool_config {
+	char name[WORKERS_POOL_NAME_MAX + 1];
+	uint32_t worker_count;
+};
+
+struct workers_config {
+	uint32_t pool_count;
+	struct workers_pool_config pools[WORKERS_POOLS_MAX];
+	uint32_t prefetch;            /* jobs queued per worker, >= 1 */
+	uint32_t intensity;           /* restarts allowed ... */
+	uint32_t period_ms;           /* ... within this window */
+	uint32_t degraded_backoff_ms; /* delay between restarts when degraded */
+	size_t output_max;            /* bytes of output kept per task */
+};
+
+struct workers_job {
+	uint64_t task_id;
+	const char *handler;
+	const uint8_t *payload;
+	size_t payload_len;
+	const char *const *argv;      /* NULL or NULL-terminated */
+	uint32_t timeout_ms;
+};
+
+/* Callbacks into the node (called from workers_on_readable/workers_reap). */
+struct workers_events {
+	void *ctx;
+	void (*started)(void *ctx, uint64_t task_id, uint64_t now_ms);
+	/* Ownership of output/error stays with the supervisor. */
+	void (*result)(void *ctx, uint64_t task_id, int ok, const uint8_t *output, size_t output_len,
+	               int32_t exit_code, const char *error, uint64_t now_ms);
+	/* The worker died with these tasks (head first: the running one). */
+	void (*lost)(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms);
+};
+
+struct workers;
+
+/* Forks all workers. reg must outlive the supervisor. now_ms: a monotonic
+ * clock reading (the supervisor is told the time, it never reads it except
+ * through the events' now_ms, which it gets from workers_now_ms()). */
+int workers_start(struct workers **out, const struct workers_config *cfg,
+                  const struct handler_registry *reg, const struct workers_events *ev,
+                  char *err, size_t err_len);
+/* Monotonic milliseconds (CLOCK_MONOTONIC). */
+uint64_t workers_now_ms(void);
+
+/* Queues a job at the least-loaded live worker of the pool. 0, or -1 when
+ * every worker has `prefetch` jobs or none is alive. */
+int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job);
+/* Free job slots in a pool right now. */
+uint32_t workers_free_slots(const struct workers *w, uint32_t pool);
+
+/* SIGKILLs the worker holding task_id (running or queued there). Every task
+ * at that worker is reported through `lost` once the worker is reaped.
+ * Returns 0, or -1 if no worker holds it. */
+int workers_kill_task(struct workers *w, uint64_t task_id);
+
+/* Fills up to max pollfds (POLLIN on each live worker's fd); returns count. */
+int workers_pollfds(const struct workers *w, struct pollfd *fds, int max);
+/* Reads and handles whatever is ready on fd. */
+void workers_on_readable(struct workers *w, int fd);
+/* Reaps exited children (waitpid WNOHANG) and reports their jobs lost. */
+void workers_reap(struct workers *w);
+/* Restarts dead workers when allowed. */
+void workers_tick(struct workers *w, uint64_t now_ms);
+
+struct workers_pool_status {
+	const char *name;
+	uint32_t workers, alive, busy, restarts;
+	int degraded;
+};
+void workers_pool_status(const struct workers *w, uint32_t pool, struct workers_pool_status *st);
+/* Jobs currently held by workers (all pools). */
+uint32_t workers_jobs_held(const struct workers *w);
+
+/* Closes the job sockets (workers exit after their current job), waits up to
+ * grace_ms for them, then SIGKILLs the rest. Frees w. */
+void workers_stop(struct workers *w, uint32_t grace_ms);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * handlers.h - the handler registry and the worker process main loop.
+ *
+ * Owns the table of handlers a worker can run: the built-ins (echo, sleep,
+ * sha256, fail, crash, exec) and those registered by plugins. The table is
+ * filled in the node before workers fork, so every worker inherits it.
+ *
+ * Built-ins:
+ *   echo    output = payload
+ *   sleep   payload = milliseconds as decimal text; sleeps, outputs nothing
+ *   sha256  output = lowercase hex SHA-256 of the payload (libsodium)
+ *   fail    fails with error = payload (or "failed on purpose")
+ *   crash   abort()s the worker process
+ *   exec    runs argv (argv[0] must be allowlisted, checked by the node at
+ *           submit and again in the worker); payload on stdin; stdout is the
+ *           output (capped at output_max, then the child is killed and the
+ *           task fails); exit code kept; a non-zero exit fails the task.
+ *           The child dies with its worker (PR_SET_PDEATHSIG).
+ */
+#ifndef CHORUS_WORKER_HANDLERS_H
+#define CHORUS_WORKER_HANDLERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "chorus_plugin.h"
+
+#define HANDLERS_MAX 256
+#define HANDLER_NAME_MAX 63
+
+struct handler_entry {
+	char name[HANDLER_NAME_MAX + 1];
+	chorus_handler_fn fn;     /* NULL for exec (special-cased) */
+	int builtin;
+};
+
+struct handler_registry {
+	struct handler_entry entries[HANDLERS_MAX];
+	uint32_t count;
+	char **exec_allow;        /* NULL-terminated absolute paths; owned */
+	uint32_t exec_allow_count;
+	void *plugin_handles[32];
+	uint32_t plugin_count;
+};
+
+/* Fills reg with the built-ins. exec_allow: NULL-terminated list (copied). */
+int handlers_init(struct handler_registry *reg, const char *const *exec_allow);
+void handlers_free(struct handler_registry *reg);
+/* Loads a plugin and runs its init. 0, or -1 with a message in err. */
+int handlers_load_plugin(struct handler_registry *reg, const char *path, char *err, size_t err_len);
+/* NULL when unknown. */
+const struct handler_entry *handlers_find(const struct handler_registry *reg, const char *name);
+/* 1 when path is allowlisted for exec. */
+int handlers_exec_allowed(const struct handler_registry *reg, const char *path);
+
+/* Runs one job in the current (worker) process. Output is appended to a
+ * malloc'd buffer capped at output_max bytes. ok=1 on success. The caller
+ * frees *output and *error. */
+struct handler_run_result {
+	int ok;
+	uint8_t *output;
+	size_t output_len;
+	int32_t exit_code;
+	char *error;              /* NULL when none */
+};
+void handlers_run(const struct handler_registry *reg, const char *handler, const uint8_t *payload,
+                  size_t payload_len, const char *const *argv, uint32_t timeout_ms,
+                  size_t output_max, struct handler_run_result *res);
+
+/* The worker process main: reads length-prefixed WorkerJob messages from fd,
+ * runs each, writes a length-prefixed WorkerResult back, until EOF. Never
+ * returns (calls _exit). */
+void handlers_worker_main(const struct handler_registry *reg, int fd);
+
+#endif
