@@ -8,8 +8,10 @@
  *
  * Pure: it reads no clock, does no I/O and draws no random numbers. The
  * caller passes `now_ms` into every call and carries out the effects that
- * the core requests through `struct tasks_effects` (persist a task, hand a
- * task to a worker, kill a running task, tell waiters a task finished).
+ * the core requests through `struct tasks_effects` (hand a task to a
+ * worker, kill a running task, tell waiters a task finished). Changes to
+ * persist are collected and handed out by tasks_flush(), so the shell can
+ * write each changed task once per loop iteration (group commit).
  *
  * Lifecycle of a task (OTP restart policies, see docs/tasks.md):
  *   queued -> running -> succeeded | failed | timed_out
@@ -84,7 +86,10 @@ struct task {
 	int kill_reason;         /* enum task_state to end in once killed */
 	struct task *qnext, *qprev; /* pool queue / backoff / final lists */
 	struct task *hnext;         /* id hash chain */
+	struct task *dnext;         /* dirty chain (changed since last flush) */
 	unsigned list;              /* which list the task is on */
+	int dirty;
+	int no_retry;               /* batch deadline: end, do not retry */
 };
 void task_free(struct task *t);
 /* Deep copy (for results handed out of the table). NULL on ENOMEM. */
@@ -106,15 +111,14 @@ struct batch {
  * tasks_* calls; the callee must not call back into the core. */
 struct tasks_effects {
 	void *ctx;
-	/* Persist the task's current state (insert on first call for an id). */
-	void (*persist)(void *ctx, const struct task *t);
 	/* Hand the task to a worker of t->pool. Return 0 if taken, -1 if the
 	 * pool has no free slot (the task stays queued, at the head). */
 	int (*dispatch)(void *ctx, struct task *t);
 	/* Kill the worker running t (timeout or cancel). The worker's exit is
 	 * reported back through tasks_on_worker_lost(). */
 	void (*kill)(void *ctx, const struct task *t);
-	/* t reached a final state (already persisted). */
+	/* t reached a final state (it is persisted by the next tasks_flush;
+	 * tell waiters only after that commit). */
 	void (*final)(void *ctx, const struct task *t);
 	/* A batch's done count changed. */
 	void (*batch_progress)(void *ctx, const struct batch *b);
@@ -170,8 +174,21 @@ void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *
                      size_t output_len, int32_t exit_code, const char *error,
                      const char *node, uint64_t now_ms);
 
-/* The worker running task_id died (crash, or killed by us). */
-void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, const char *why, uint64_t now_ms);
+/* The worker holding task_id died (crash, or killed by us). was_running=1
+ * for the job it was running (charged as a crash, timeout or cancel),
+ * 0 for jobs queued behind it (put back at the head of the queue, no
+ * attempt charged). */
+void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, const char *why,
+                          uint64_t now_ms);
+
+/* Hands every task and batch changed since the last flush to the callbacks
+ * (in change order), e.g. inside one sqlite transaction. Returns the first
+ * non-zero callback result (the rest are not called, and nothing is marked
+ * clean); 0 when all were written. Call tasks_flush_done() after the
+ * commit succeeded: only then are the changes clean. */
+int tasks_flush(struct tasks *ts, int (*put_task)(void *arg, const struct task *t),
+                int (*put_batch)(void *arg, const struct batch *b), void *arg);
+void tasks_flush_done(struct tasks *ts);
 
 /* Time passes: fires timeouts (kill effect), backoff expiries and batch
  * deadlines. */
