@@ -42,6 +42,11 @@
 #define SEAL_ID_BYTES 16
 #define SEAL_REPLAY_WINDOW 1024 /* frames; older counters are refused */
 #define SEAL_FRAME_BYTES_DEFAULT (16u * 1024u * 1024u)
+/* Handshake frames (HELLO, WELCOME, REJECT) are small; a longer one is
+ * refused as SEAL_OVERSIZED before any decoding. */
+#define SEAL_HANDSHAKE_BYTES_MAX 4096u
+/* A REJECT reason longer than this is cut (at a UTF-8 character boundary). */
+#define SEAL_REASON_BYTES_MAX 512u
 
 enum seal_kind {
 	SEAL_KIND_HELLO = 1,
@@ -106,7 +111,10 @@ int seal_hello_build(struct seal_initiator *in, const struct seal_keyring *kr,
                      const uint8_t self_id[SEAL_ID_BYTES], uint8_t **out, size_t *out_len);
 /* Checks a WELCOME (or REJECT) reply and fills the session. Returns SEAL_OK,
  * or a verdict; for a REJECT frame returns SEAL_FORGED and copies the
- * peer's reason into err. */
+ * peer's reason into err. On SEAL_OK the ephemeral secret key in `in` is
+ * wiped, and a second WELCOME to the same initiator is SEAL_REPLAYED. On a
+ * refusal `in` is left intact (a forged reply must not end the handshake);
+ * a caller giving up calls sodium_memzero(in, sizeof *in). */
 int seal_welcome_accept(struct seal_initiator *in, const struct seal_keyring *kr,
                         const uint8_t *frame, size_t len, struct seal_session *out,
                         char *err, size_t err_len);
@@ -133,7 +141,10 @@ void seal_frame_seal(struct seal_session *s, const uint8_t *plain, size_t len, u
 
 /* Opens a DATA frame in place: on SEAL_OK, *plain points into frame and
  * *plain_len is the plaintext length. The replay window is updated only for
- * frames whose tag verifies. */
+ * frames whose tag verifies. No length cap is applied here (call
+ * seal_frame_peek with the link's cap first). A frame for another session
+ * is SEAL_NO_SESSION; counter 0 is SEAL_REPLAYED. When the tag does not
+ * verify (SEAL_TAMPERED) libsodium wipes the body bytes of frame. */
 int seal_frame_open(struct seal_session *s, uint8_t *frame, size_t len, uint8_t **plain,
                     size_t *plain_len);
 
