@@ -14,8 +14,9 @@
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 
-void log_setup(int level, int json); /* defaults: LOG_INFO, text */
+void log_setup(int level, int json); /* defaults: LOG_INFO, text; level > LOG_ERROR: silent */
 int log_level_parse(const char *s);  /* "debug|info|warn|error" or -1 */
+const char *log_level_name(int level); /* "debug".."error"; "unknown" */
 void log_msg(int level, const char *component, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
@@ -25,6 +26,11 @@ void log_msg(int level, const char *component, const char *fmt, ...)
 #define LOG_LIMIT_KEYS 128
 void log_limited(int level, const char *component, const char *key, uint32_t interval_ms,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Tests: the clock log_limited() measures intervals with (NULL restores
+ * CLOCK_MONOTONIC), and forgetting every rate-limit key. */
+void log_set_clock(uint64_t (*now_ms)(void *arg), void *arg);
+void log_limited_reset(void);
 
 #define log_debug(c, ...) log_msg(LOG_DEBUG, c, __VA_ARGS__)
 #define log_info(c, ...) log_msg(LOG_INFO, c, __VA_ARGS__)
