@@ -27,6 +27,15 @@
 #define HANDLERS_MAX 256
 #define HANDLER_NAME_MAX 63
 
+/* Largest WorkerJob frame a worker accepts (payload + argv + framing). */
+#define HANDLERS_JOB_FRAME_BYTES_MAX (64u * 1024u * 1024u)
+
+/* Exit statuses of a worker process (handlers_worker_main). */
+#define HANDLERS_EXIT_EOF 0       /* the node closed the socket */
+#define HANDLERS_EXIT_BAD_FRAME 3 /* oversized, truncated or undecodable job */
+#define HANDLERS_EXIT_WRITE 4     /* could not write a result back */
+#define HANDLERS_EXIT_NOMEM 5
+
 struct handler_entry {
 	char name[HANDLER_NAME_MAX + 1];
 	chorus_handler_fn fn;     /* NULL for exec (special-cased) */
@@ -54,7 +63,13 @@ int handlers_exec_allowed(const struct handler_registry *reg, const char *path);
 
 /* Runs one job in the current (worker) process. Output is appended to a
  * malloc'd buffer capped at output_max bytes. ok=1 on success. The caller
- * frees *output and *error. */
+ * frees *output and *error.
+ * Failures set error: "unknown handler NAME", "output exceeds N bytes" (the
+ * bytes that fit are kept), the handler's own message, and for exec also
+ * "exec: PATH is not in the exec allowlist", "timed out after N ms"
+ * (timeout_ms 0 = none), "exit status N: <first 4 KiB of stderr>" and
+ * "killed by signal N". exit_code: the child's exit status, or 128 + signal
+ * when it was killed. A plugin handler that overruns output_max fails too. */
 struct handler_run_result {
 	int ok;
 	uint8_t *output;

@@ -1,0 +1,900 @@
+/*
+ * handlers.c - the handler registry, the built-in handlers, the exec
+ * handler and the worker process main loop.
+ *
+ * The registry is filled in the node before any worker forks (built-ins by
+ * handlers_init, plugins by handlers_load_plugin), so each worker inherits
+ * it as plain memory; workers never change it.
+ *
+ * Subtle parts:
+ *  - exec writes the payload to the child's stdin and reads its stdout and
+ *    stderr in one poll() loop, so a child that never reads stdin (or
+ *    writes a lot before reading) cannot deadlock the worker. The child's
+ *    exit is watched through a pidfd when the kernel has one, else by
+ *    polling waitid() every few milliseconds.
+ *  - The child runs in its own process group and dies with its worker
+ *    (PR_SET_PDEATHSIG). Once it exits, or on timeout or output overflow,
+ *    the whole group is SIGKILLed so no straggler keeps our pipes open.
+ *  - SIGPIPE is blocked around the stdin writes (a pending one is consumed)
+ *    so handlers_run is safe in a process that has not ignored SIGPIPE.
+ *  - Text that ends up in an error string (stderr head, a `fail` payload, a
+ *    plugin's message) is made valid UTF-8, since it travels as a protobuf
+ *    string and ends up in JSON.
+ */
+#include "worker/handlers.h"
+
+#include <assert.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/chorus.pb-c.h"
+
+#define SLEEP_MS_MAX (3600u * 1000u)
+#define EXEC_STDERR_HEAD_BYTES 4096
+#define EXEC_CHUNK_BYTES 65536
+#define EXEC_DRAIN_AFTER_EXIT_MS 1000 /* pipes held by an escaped grandchild */
+#define EXEC_POLL_NO_PIDFD_MS 5
+#define ERROR_TEXT_MAX 8192
+
+/* ---- small helpers ---- */
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+	if (err == NULL || err_len == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *str_printf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	return n < 0 ? NULL : s;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Replaces, in place, every byte that is not part of a valid UTF-8 sequence
+ * (and every control character but \n and \t) with '?'. */
+static void text_sanitize(char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned char c = (unsigned char)s[i];
+		size_t need;
+		uint32_t cp;
+		if (c < 0x80) {
+			if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7f)
+				s[i] = '?';
+			i++;
+			continue;
+		} else if (c >= 0xc2 && c <= 0xdf) {
+			need = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			cp = c & 0x07;
+		} else {
+			s[i++] = '?';
+			continue;
+		}
+		int ok = len - i > need; /* the continuation bytes are there */
+		for (size_t k = 1; ok && k <= need; k++) {
+			unsigned char cc = (unsigned char)s[i + k];
+			if ((cc & 0xc0) != 0x80)
+				ok = 0;
+			else
+				cp = (cp << 6) | (cc & 0x3f);
+		}
+		if (ok && ((need == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		           (need == 3 && (cp < 0x10000 || cp > 0x10ffff))))
+			ok = 0;
+		if (!ok) {
+			s[i++] = '?';
+			continue;
+		}
+		i += need + 1;
+	}
+}
+
+/* malloc'd copy of len bytes of text, sanitized and NUL-terminated. */
+static char *text_dup(const void *data, size_t len)
+{
+	if (len > ERROR_TEXT_MAX)
+		len = ERROR_TEXT_MAX;
+	char *s = malloc(len + 1);
+	if (s == NULL)
+		return NULL;
+	if (len > 0)
+		memcpy(s, data, len);
+	s[len] = '\0';
+	text_sanitize(s, len);
+	return s;
+}
+
+/* ---- registry ---- */
+
+static int name_valid(const char *name)
+{
+	size_t n = 0;
+	for (; name[n] != '\0'; n++) {
+		char c = name[n];
+		if (n >= HANDLER_NAME_MAX)
+			return 0;
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+		      c == '-'))
+			return 0;
+	}
+	return n >= 1;
+}
+
+const struct handler_entry *handlers_find(const struct handler_registry *reg, const char *name)
+{
+	if (name == NULL)
+		return NULL;
+	for (uint32_t i = 0; i < reg->count; i++)
+		if (strcmp(reg->entries[i].name, name) == 0)
+			return &reg->entries[i];
+	return NULL;
+}
+
+/* 0, or -1 with a reason in why. */
+static int registry_add(struct handler_registry *reg, const char *name, chorus_handler_fn fn,
+                        int builtin, char *why, size_t why_len)
+{
+	if (name == NULL || !name_valid(name)) {
+		set_err(why, why_len, "handler name \"%.64s\" is invalid (want [a-z0-9_.-]{1,63})",
+		        name ? name : "(null)");
+		return -1;
+	}
+	if (handlers_find(reg, name) != NULL) {
+		set_err(why, why_len, "handler %s already registered", name);
+		return -1;
+	}
+	if (reg->count >= HANDLERS_MAX) {
+		set_err(why, why_len, "too many handlers (max %d)", HANDLERS_MAX);
+		return -1;
+	}
+	struct handler_entry *e = &reg->entries[reg->count++];
+	memset(e, 0, sizeof *e);
+	snprintf(e->name, sizeof e->name, "%s", name);
+	e->fn = fn;
+	e->builtin = builtin;
+	return 0;
+}
+
+/* ---- built-ins ---- */
+
+static int h_echo(const uint8_t *payload, size_t len, struct chorus_handler_out *out)
+{
+	return out->append(out, payload, len) == 0 ? 0 : 1;
+}
+
+static int h_sleep(const uint8_t *payload, size_t len, struct chorus_handler_out *out)
+{
+	size_t i = 0, end = len;
+	while (i < end && (payload[i] == ' ' || payload[i] == '\t' || payload[i] == '\n' ||
+	                   payload[i] == '\r'))
+		i++;
+	while (end > i && (payload[end - 1] == ' ' || payload[end - 1] == '\t' ||
+	                   payload[end - 1] == '\n' || payload[end - 1] == '\r'))
+		end--;
+	if (i == end) {
+		snprintf(out->error, sizeof out->error,
+		         "sleep: payload must be milliseconds as decimal text, got nothing");
+		return 1;
+	}
+	uint64_t ms = 0;
+	for (size_t k = i; k < end; k++) {
+		if (payload[k] < '0' || payload[k] > '9') {
+			snprintf(out->error, sizeof out->error,
+			         "sleep: payload must be milliseconds as decimal text");
+			return 1;
+		}
+		ms = ms * 10 + (uint64_t)(payload[k] - '0');
+		if (ms > SLEEP_MS_MAX) {
+			snprintf(out->error, sizeof out->error,
+			         "sleep: at most %u ms (1 hour) allowed", SLEEP_MS_MAX);
+			return 1;
+		}
+	}
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(ms / 1000);
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+		;
+	return 0;
+}
+
+static int h_sha256(const uint8_t *payload, size_t len, struct chorus_handler_out *out)
+{
+	static const uint8_t empty[1];
+	unsigned char digest[crypto_hash_sha256_BYTES];
+	char hex[crypto_hash_sha256_BYTES * 2 + 1];
+	crypto_hash_sha256(digest, len > 0 ? payload : empty, len);
+	sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+	return out->append(out, hex, strlen(hex)) == 0 ? 0 : 1;
+}
+
+static int h_fail(const uint8_t *payload, size_t len, struct chorus_handler_out *out)
+{
+	if (len == 0) {
+		snprintf(out->error, sizeof out->error, "failed on purpose");
+		return 1;
+	}
+	size_t n = len < sizeof out->error - 1 ? len : sizeof out->error - 1;
+	memcpy(out->error, payload, n);
+	out->error[n] = '\0';
+	return 1;
+}
+
+static int h_crash(const uint8_t *payload, size_t len, struct chorus_handler_out *out)
+{
+	(void)payload;
+	(void)len;
+	(void)out;
+	abort();
+}
+
+int handlers_init(struct handler_registry *reg, const char *const *exec_allow)
+{
+	memset(reg, 0, sizeof *reg);
+	if (sodium_init() < 0)
+		return -1;
+	static const struct {
+		const char *name;
+		chorus_handler_fn fn;
+	} builtins[] = {
+		{"echo", h_echo},   {"sleep", h_sleep}, {"sha256", h_sha256},
+		{"fail", h_fail},   {"crash", h_crash}, {"exec", NULL},
+	};
+	for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
+		int rc = registry_add(reg, builtins[i].name, builtins[i].fn, 1, NULL, 0);
+		assert(rc == 0);
+		(void)rc;
+	}
+	uint32_t n = 0;
+	while (exec_allow != NULL && exec_allow[n] != NULL)
+		n++;
+	reg->exec_allow = calloc((size_t)n + 1, sizeof *reg->exec_allow);
+	if (reg->exec_allow == NULL)
+		return -1;
+	for (uint32_t i = 0; i < n; i++) {
+		/* Only absolute paths can match; a relative entry is a config bug. */
+		if (exec_allow[i][0] != '/' || (reg->exec_allow[i] = strdup(exec_allow[i])) == NULL) {
+			handlers_free(reg);
+			return -1;
+		}
+		reg->exec_allow_count++;
+	}
+	return 0;
+}
+
+void handlers_free(struct handler_registry *reg)
+{
+	if (reg->exec_allow != NULL) {
+		for (uint32_t i = 0; i < reg->exec_allow_count; i++)
+			free(reg->exec_allow[i]);
+		free(reg->exec_allow);
+	}
+	for (uint32_t i = 0; i < reg->plugin_count; i++)
+		dlclose(reg->plugin_handles[i]);
+	memset(reg, 0, sizeof *reg);
+}
+
+int handlers_exec_allowed(const struct handler_registry *reg, const char *path)
+{
+	if (path == NULL || path[0] != '/')
+		return 0;
+	for (uint32_t i = 0; i < reg->exec_allow_count; i++)
+		if (strcmp(reg->exec_allow[i], path) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- plugins ---- */
+
+struct plugin_load {
+	struct handler_registry *reg;
+	char failure[192]; /* first registration error, "" when none */
+};
+
+static int plugin_register(const struct chorus_plugin_api *api, const char *name,
+                           chorus_handler_fn fn)
+{
+	struct plugin_load *ctx = api->impl;
+	char why[sizeof ctx->failure];
+	if (fn == NULL) {
+		snprintf(why, sizeof why, "handler %.64s has no function", name ? name : "(null)");
+	} else if (registry_add(ctx->reg, name, fn, 0, why, sizeof why) == 0) {
+		return 0;
+	}
+	if (ctx->failure[0] == '\0')
+		snprintf(ctx->failure, sizeof ctx->failure, "%s", why);
+	return -1;
+}
+
+typedef int (*plugin_init_fn)(const struct chorus_plugin_api *api);
+
+int handlers_load_plugin(struct handler_registry *reg, const char *path, char *err, size_t err_len)
+{
+	uint32_t max = sizeof reg->plugin_handles / sizeof reg->plugin_handles[0];
+	if (reg->plugin_count >= max) {
+		set_err(err, err_len, "plugin %s: too many plugins (max %u)", path, max);
+		return -1;
+	}
+	void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (h == NULL) {
+		const char *why = dlerror();
+		set_err(err, err_len, "plugin %s: dlopen: %s", path, why ? why : "unknown error");
+		return -1;
+	}
+	dlerror();
+	void *sym = dlsym(h, "chorus_plugin_init");
+	if (sym == NULL) {
+		dlclose(h);
+		set_err(err, err_len, "plugin %s: no chorus_plugin_init", path);
+		return -1;
+	}
+	plugin_init_fn init;
+	memcpy(&init, &sym, sizeof init); /* POSIX: object pointer to function pointer */
+
+	uint32_t count_before = reg->count;
+	struct plugin_load ctx = {.reg = reg};
+	struct chorus_plugin_api api = {
+		.api_version = CHORUS_PLUGIN_API_VERSION,
+		.register_handler = plugin_register,
+		.impl = &ctx,
+	};
+	int rc = init(&api);
+	if (rc != 0 || ctx.failure[0] != '\0') {
+		/* Undo this plugin's registrations: none of its handlers may stay
+		 * behind pointing into a closed object. */
+		memset(&reg->entries[count_before], 0,
+		       (reg->count - count_before) * sizeof reg->entries[0]);
+		reg->count = count_before;
+		dlclose(h);
+		if (ctx.failure[0] != '\0')
+			set_err(err, err_len, "plugin %s: %s", path, ctx.failure);
+		else
+			set_err(err, err_len, "plugin %s: init returned %d", path, rc);
+		return -1;
+	}
+	reg->plugin_handles[reg->plugin_count++] = h;
+	return 0;
+}
+
+/* ---- output sink given to handlers ---- */
+
+struct out_buf {
+	uint8_t *data;
+	size_t len, cap, max;
+	int capped; /* a handler tried to go past max */
+	int oom;
+};
+
+static int out_append(struct chorus_handler_out *out, const void *data, size_t len)
+{
+	struct out_buf *b = out->impl;
+	assert(b->len <= b->max);
+	size_t take = len < b->max - b->len ? len : b->max - b->len;
+	if (take > 0) {
+		if (b->len + take > b->cap) {
+			size_t cap = b->cap ? b->cap : 4096;
+			while (cap < b->len + take)
+				cap = cap > SIZE_MAX / 2 ? SIZE_MAX : cap * 2;
+			if (cap > b->max)
+				cap = b->max;
+			uint8_t *p = realloc(b->data, cap);
+			if (p == NULL) {
+				b->oom = 1;
+				return -1;
+			}
+			b->data = p;
+			b->cap = cap;
+		}
+		memcpy(b->data + b->len, data, take);
+		b->len += take;
+	}
+	if (take < len) {
+		b->capped = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- exec ---- */
+
+/* pipe2(O_CLOEXEC) whose ends are both >= 3, so the child's dup2 onto
+ * 0/1/2 can never clobber one of them. */
+static int pipe_high(int p[2])
+{
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		if (p[i] >= 3)
+			continue;
+		int hi = fcntl(p[i], F_DUPFD_CLOEXEC, 3);
+		if (hi < 0) {
+			close(p[0]);
+			close(p[1]);
+			return -1;
+		}
+		close(p[i]);
+		p[i] = hi;
+	}
+	return 0;
+}
+
+static void close_from(int lowfd)
+{
+	if (close_range((unsigned)lowfd, ~0u, 0) == 0)
+		return;
+	long max = sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > 65536)
+		max = 65536;
+	for (int fd = lowfd; fd < max; fd++)
+		close(fd);
+}
+
+static void write_str(int fd, const char *s)
+{
+	ssize_t r = write(fd, s, strlen(s));
+	(void)r;
+}
+
+static __attribute__((noreturn)) void exec_child(const char *const *argv, int in_r, int out_w,
+                                                 int err_w, pid_t parent)
+{
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent) /* the worker died before prctl took effect */
+		_exit(127);
+	if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+		_exit(127);
+	/* Dispositions set to "ignore" and the blocked mask survive execv. */
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
+	close_from(3);
+	execv(argv[0], (char *const *)argv);
+	int e = errno;
+	write_str(2, "exec ");
+	write_str(2, argv[0]);
+	write_str(2, ": ");
+	write_str(2, strerror(e));
+	write_str(2, "\n");
+	_exit(127);
+}
+
+struct exec_state {
+	pid_t pid;
+	int in_fd, out_fd, err_fd, pid_fd;
+	char err_head[EXEC_STDERR_HEAD_BYTES];
+	size_t err_head_len;
+};
+
+static void fd_close(int *fd)
+{
+	if (*fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+static void group_kill(pid_t pid)
+{
+	kill(-pid, SIGKILL);
+	kill(pid, SIGKILL); /* in case the child had not run setpgid yet */
+}
+
+/* 1 if the child has exited (left as a zombie, not reaped). */
+static int child_exited(pid_t pid)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0)
+		return errno == ECHILD;
+	return si.si_pid == pid;
+}
+
+static void exec_fail(struct handler_run_result *res, char *msg)
+{
+	res->ok = 0;
+	free(res->error);
+	res->error = msg;
+}
+
+static void run_exec(const struct handler_registry *reg, const uint8_t *payload,
+                     size_t payload_len, const char *const *argv, uint32_t timeout_ms,
+                     struct out_buf *ob, struct handler_run_result *res)
+{
+	if (argv == NULL || argv[0] == NULL) {
+		exec_fail(res, str_printf("exec: argv is empty"));
+		return;
+	}
+	/* Defence in depth: the node checked at submit; a worker checks too. */
+	if (!handlers_exec_allowed(reg, argv[0])) {
+		exec_fail(res, str_printf("exec: %.512s is not in the exec allowlist", argv[0]));
+		return;
+	}
+	int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
+	if (pipe_high(in_p) != 0 || pipe_high(out_p) != 0 || pipe_high(err_p) != 0) {
+		int e = errno;
+		int *all[] = {&in_p[0], &in_p[1], &out_p[0], &out_p[1], &err_p[0], &err_p[1]};
+		for (size_t i = 0; i < 6; i++)
+			fd_close(all[i]);
+		exec_fail(res, str_printf("exec: pipe: %s", strerror(e)));
+		return;
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		int *all[] = {&in_p[0], &in_p[1], &out_p[0], &out_p[1], &err_p[0], &err_p[1]};
+		for (size_t i = 0; i < 6; i++)
+			fd_close(all[i]);
+		exec_fail(res, str_printf("exec: fork: %s", strerror(e)));
+		return;
+	}
+	if (pid == 0)
+		exec_child(argv, in_p[0], out_p[1], err_p[1], parent);
+
+	setpgid(pid, pid); /* races with the child's own call; either wins */
+	close(in_p[0]);
+	close(out_p[1]);
+	close(err_p[1]);
+	struct exec_state st = {
+		.pid = pid, .in_fd = in_p[1], .out_fd = out_p[0], .err_fd = err_p[0], .pid_fd = -1,
+	};
+	st.pid_fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	fcntl(st.in_fd, F_SETFL, O_NONBLOCK);
+	fcntl(st.out_fd, F_SETFL, O_NONBLOCK);
+	fcntl(st.err_fd, F_SETFL, O_NONBLOCK);
+	if (payload_len == 0)
+		fd_close(&st.in_fd);
+
+	sigset_t pipe_set, old_mask;
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+
+	uint64_t start_ms = now_ms();
+	uint64_t deadline_ms = timeout_ms ? start_ms + timeout_ms : 0;
+	uint64_t drain_until_ms = 0;
+	size_t in_off = 0;
+	int exited = 0, timed_out = 0;
+	uint8_t *chunk = malloc(EXEC_CHUNK_BYTES);
+	if (chunk == NULL) {
+		group_kill(pid);
+		ob->oom = 1;
+	}
+
+	while (chunk != NULL && !ob->capped && !ob->oom) {
+		if (exited && st.out_fd < 0 && st.err_fd < 0)
+			break;
+		uint64_t now = now_ms();
+		if (!exited && deadline_ms && now >= deadline_ms) {
+			timed_out = 1;
+			break;
+		}
+		if (exited && now >= drain_until_ms)
+			break;
+		struct pollfd pfd[4];
+		int n = 0, i_in = -1, i_out = -1, i_err = -1, i_pid = -1;
+		if (st.in_fd >= 0) {
+			i_in = n;
+			pfd[n++] = (struct pollfd){.fd = st.in_fd, .events = POLLOUT};
+		}
+		if (st.out_fd >= 0) {
+			i_out = n;
+			pfd[n++] = (struct pollfd){.fd = st.out_fd, .events = POLLIN};
+		}
+		if (st.err_fd >= 0) {
+			i_err = n;
+			pfd[n++] = (struct pollfd){.fd = st.err_fd, .events = POLLIN};
+		}
+		if (!exited && st.pid_fd >= 0) {
+			i_pid = n;
+			pfd[n++] = (struct pollfd){.fd = st.pid_fd, .events = POLLIN};
+		}
+		int wait_ms = -1;
+		uint64_t until = exited ? drain_until_ms : deadline_ms;
+		if (until)
+			wait_ms = (int)(until > now ? (until - now > INT_MAX ? INT_MAX : until - now) : 0);
+		if (!exited && st.pid_fd < 0 && (wait_ms < 0 || wait_ms > EXEC_POLL_NO_PIDFD_MS))
+			wait_ms = EXEC_POLL_NO_PIDFD_MS;
+		int pr = poll(pfd, (nfds_t)n, wait_ms);
+		if (pr < 0) {
+			if (errno == EINTR)
+				continue;
+			group_kill(pid);
+			exec_fail(res, str_printf("exec: poll: %s", strerror(errno)));
+			break;
+		}
+		if (i_in >= 0 && pfd[i_in].revents) {
+			size_t left = payload_len - in_off;
+			ssize_t w = write(st.in_fd, payload + in_off, left);
+			if (w > 0) {
+				in_off += (size_t)w;
+				if (in_off == payload_len)
+					fd_close(&st.in_fd);
+			} else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+				/* The child closed its stdin (EPIPE): it wants no more. */
+				if (errno == EPIPE) {
+					struct timespec zero = {0, 0};
+					sigtimedwait(&pipe_set, NULL, &zero);
+				}
+				fd_close(&st.in_fd);
+			}
+		}
+		if (i_out >= 0 && pfd[i_out].revents) {
+			ssize_t r = read(st.out_fd, chunk, EXEC_CHUNK_BYTES);
+			if (r > 0) {
+				struct chorus_handler_out o = {.impl = ob};
+				out_append(&o, chunk, (size_t)r);
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				fd_close(&st.out_fd);
+			}
+		}
+		if (i_err >= 0 && pfd[i_err].revents) {
+			ssize_t r = read(st.err_fd, chunk, EXEC_CHUNK_BYTES);
+			if (r > 0) {
+				size_t room = sizeof st.err_head - st.err_head_len;
+				size_t take = (size_t)r < room ? (size_t)r : room;
+				memcpy(st.err_head + st.err_head_len, chunk, take);
+				st.err_head_len += take;
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				fd_close(&st.err_fd);
+			}
+		}
+		if (!exited && (st.pid_fd < 0 || (i_pid >= 0 && pfd[i_pid].revents)) &&
+		    child_exited(pid)) {
+			/* Kill leftovers in its group while the zombie still pins the
+			 * pgid, so the pipes reach EOF. */
+			exited = 1;
+			kill(-pid, SIGKILL);
+			fd_close(&st.in_fd);
+			drain_until_ms = now_ms() + EXEC_DRAIN_AFTER_EXIT_MS;
+		}
+	}
+	if (!exited || ob->capped || ob->oom || timed_out)
+		group_kill(pid);
+	fd_close(&st.in_fd);
+	fd_close(&st.out_fd);
+	fd_close(&st.err_fd);
+	fd_close(&st.pid_fd);
+	free(chunk);
+	{
+		/* Consume a SIGPIPE left pending by a late write before unblocking. */
+		struct timespec zero = {0, 0};
+		while (sigtimedwait(&pipe_set, NULL, &zero) > 0)
+			;
+	}
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status))
+		res->exit_code = WEXITSTATUS(status);
+	else if (WIFSIGNALED(status))
+		res->exit_code = 128 + WTERMSIG(status);
+
+	if (res->error != NULL)
+		return; /* poll failure, already reported */
+	if (ob->capped) {
+		exec_fail(res, str_printf("output exceeds %zu bytes", ob->max));
+	} else if (ob->oom) {
+		exec_fail(res, str_printf("exec: out of memory"));
+	} else if (timed_out) {
+		exec_fail(res, str_printf("timed out after %u ms", timeout_ms));
+	} else if (WIFSIGNALED(status)) {
+		exec_fail(res, str_printf("killed by signal %d", WTERMSIG(status)));
+	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
+		size_t n = st.err_head_len;
+		while (n > 0 && (st.err_head[n - 1] == '\n' || st.err_head[n - 1] == '\r' ||
+		                 st.err_head[n - 1] == ' '))
+			n--;
+		char *head = text_dup(st.err_head, n);
+		if (head != NULL && n > 0)
+			exec_fail(res, str_printf("exit status %d: %s", WEXITSTATUS(status), head));
+		else
+			exec_fail(res, str_printf("exit status %d", WEXITSTATUS(status)));
+		free(head);
+	} else {
+		res->ok = 1;
+	}
+}
+
+/* ---- running one job ---- */
+
+void handlers_run(const struct handler_registry *reg, const char *handler, const uint8_t *payload,
+                  size_t payload_len, const char *const *argv, uint32_t timeout_ms,
+                  size_t output_max, struct handler_run_result *res)
+{
+	memset(res, 0, sizeof *res);
+	struct out_buf ob = {.max = output_max};
+	const struct handler_entry *e = handlers_find(reg, handler);
+	if (e == NULL) {
+		res->error = str_printf("unknown handler %.64s", handler ? handler : "(null)");
+		return;
+	}
+	if (payload == NULL)
+		payload_len = 0;
+	if (e->fn == NULL) {
+		assert(strcmp(e->name, "exec") == 0);
+		run_exec(reg, payload, payload_len, argv, timeout_ms, &ob, res);
+	} else {
+		struct chorus_handler_out out = {.append = out_append, .impl = &ob};
+		int rc = e->fn(payload, payload_len, &out);
+		out.error[sizeof out.error - 1] = '\0';
+		res->exit_code = out.exit_code;
+		if (ob.capped) {
+			res->error = str_printf("output exceeds %zu bytes", output_max);
+		} else if (ob.oom) {
+			res->error = str_printf("%s: out of memory", e->name);
+		} else if (rc != 0) {
+			if (out.error[0] != '\0')
+				res->error = text_dup(out.error, strlen(out.error));
+			else
+				res->error = str_printf("%s: failed (returned %d)", e->name, rc);
+		} else {
+			res->ok = 1;
+		}
+	}
+	res->output = ob.data;
+	res->output_len = ob.len;
+	if (!res->ok && res->error == NULL)
+		res->error = str_printf("%s: failed", e->name);
+	assert(res->output_len <= output_max);
+}
+
+/* ---- the worker process ---- */
+
+/* 1 when all len bytes were read, 0 on EOF before the first byte, -1 on
+ * error or EOF in the middle. */
+static int read_full(int fd, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t r = read(fd, buf + got, len - got);
+		if (r > 0) {
+			got += (size_t)r;
+		} else if (r == 0) {
+			return got == 0 ? 0 : -1;
+		} else if (errno != EINTR) {
+			return -1;
+		}
+	}
+	return 1;
+}
+
+static int write_full(int fd, const uint8_t *buf, size_t len)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t w = write(fd, buf + done, len - done);
+		if (w > 0)
+			done += (size_t)w;
+		else if (w < 0 && errno != EINTR)
+			return -1;
+	}
+	return 0;
+}
+
+static void worker_signals_reset(void)
+{
+	static const int to_default[] = {SIGTERM, SIGINT, SIGCHLD, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof to_default / sizeof to_default[0]; i++)
+		signal(to_default[i], SIG_DFL);
+	signal(SIGPIPE, SIG_IGN);
+	/* The node blocks signals it reads through a signalfd; a worker must
+	 * not inherit that mask. */
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+void handlers_worker_main(const struct handler_registry *reg, int fd)
+{
+	worker_signals_reset();
+	for (;;) {
+		uint8_t hdr[4];
+		int r = read_full(fd, hdr, sizeof hdr);
+		if (r == 0)
+			_exit(HANDLERS_EXIT_EOF);
+		if (r < 0)
+			_exit(HANDLERS_EXIT_BAD_FRAME);
+		uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
+		               (uint32_t)hdr[3] << 24;
+		if (len > HANDLERS_JOB_FRAME_BYTES_MAX)
+			_exit(HANDLERS_EXIT_BAD_FRAME);
+		uint8_t *body = malloc(len ? len : 1);
+		if (body == NULL)
+			_exit(HANDLERS_EXIT_NOMEM);
+		if (read_full(fd, body, len) != 1 && len > 0)
+			_exit(HANDLERS_EXIT_BAD_FRAME);
+		Chorus__WorkerJob *job = chorus__worker_job__unpack(NULL, len, body);
+		free(body);
+		if (job == NULL)
+			_exit(HANDLERS_EXIT_BAD_FRAME);
+
+		const char **argv = NULL;
+		if (job->n_argv > 0) {
+			argv = calloc(job->n_argv + 1, sizeof *argv);
+			if (argv == NULL)
+				_exit(HANDLERS_EXIT_NOMEM);
+			for (size_t i = 0; i < job->n_argv; i++)
+				argv[i] = job->argv[i];
+		}
+		struct handler_run_result res;
+		handlers_run(reg, job->handler, job->payload.data, job->payload.len, argv,
+		             job->timeout_ms, job->output_max, &res);
+		free(argv);
+
+		Chorus__WorkerResult out = CHORUS__WORKER_RESULT__INIT;
+		out.task_id = job->task_id;
+		out.ok = res.ok ? 1 : 0;
+		out.output.data = res.output;
+		out.output.len = res.output_len;
+		out.exit_code = res.exit_code;
+		if (res.error != NULL)
+			out.error = res.error;
+		size_t body_len = chorus__worker_result__get_packed_size(&out);
+		uint8_t *frame = malloc(4 + body_len);
+		if (frame == NULL)
+			_exit(HANDLERS_EXIT_NOMEM);
+		frame[0] = (uint8_t)body_len;
+		frame[1] = (uint8_t)(body_len >> 8);
+		frame[2] = (uint8_t)(body_len >> 16);
+		frame[3] = (uint8_t)(body_len >> 24);
+		chorus__worker_result__pack(&out, frame + 4);
+		chorus__worker_job__free_unpacked(job, NULL);
+		free(res.output);
+		free(res.error);
+		if (write_full(fd, frame, 4 + body_len) != 0)
+			_exit(HANDLERS_EXIT_WRITE);
+		free(frame);
+	}
+}
