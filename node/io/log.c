@@ -192,14 +192,26 @@ static void log_emit(int level, const char *component, const char *msg,
 			json_object_set_new(o, "msg", json_string_lossy(text));
 			if (suppressed_count)
 				json_object_set_new(o, "suppressed", json_integer((json_int_t)suppressed_count));
-			size_t n = json_dumpb(o, line, sizeof(line) - 1,
-					      JSON_COMPACT | JSON_PRESERVE_ORDER);
-			json_decref(o);
+			const size_t flags = JSON_COMPACT | JSON_PRESERVE_ORDER;
+			size_t n = json_dumpb(o, line, sizeof(line) - 1, flags);
 			if (n > 0 && n < sizeof(line) - 1) {
+				json_decref(o);
 				line[n++] = '\n';
 				log_write(line, n);
 				return;
 			}
+			/* escapes made it longer than the line buffer (at most 6x
+			 * LOG_MSG_BYTES_MAX): one heap buffer, still one write */
+			char *big = n > 0 ? malloc(n + 1) : NULL;
+			if (big && json_dumpb(o, big, n, flags) == n) {
+				big[n] = '\n';
+				log_write(big, n + 1);
+				free(big);
+				json_decref(o);
+				return;
+			}
+			free(big);
+			json_decref(o);
 		}
 		/* no memory or too long for the line buffer: say so, still as JSON */
 		pos = (size_t)snprintf(line, sizeof(line),
