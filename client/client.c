@@ -1,0 +1,1598 @@
+/*
+ * client.c - libchorus: the client side of the node's request protocol.
+ *
+ * Owns one ch_client: an nng req0 socket dialled (non-blocking, so nng keeps
+ * reconnecting) to one node, the sealed session with that node (proto/seal.h),
+ * a pool of request contexts for blocking calls and a second, lazily grown
+ * pool for asynchronous calls.
+ *
+ * Wire protocol (see proto/chorus.proto and proto/seal.h):
+ *   - handshake: HELLO -> WELCOME (or a plaintext REJECT with a reason);
+ *   - request: Envelope{version, sender, request_id, body}, packed and sealed
+ *     as one DATA frame, sent on a req0 context; the reply is a DATA frame
+ *     whose Envelope carries the same request_id and the *_resp or an Error.
+ *   - a plaintext REJECT in answer to a DATA frame means the node no longer
+ *     knows our session (it restarted): we handshake again, once, and resend.
+ *
+ * Threading. The session (keys, tx counter, replay window) is shared by all
+ * contexts and guarded by sess_mu; sealing and opening are cheap, so the lock
+ * is held only for that, never across I/O. sess_gen counts handshakes: a
+ * request remembers the generation it was sealed under, so when several
+ * requests are refused at once only the first one whose generation is still
+ * current installs a new session; the others simply reseal under it.
+ * A handshake that loses that race is discarded (the node forgets it).
+ *
+ * Async calls and their contexts. An nng aio callback must not block and must
+ * not free its own aio (nng_aio_free waits for the callback to return) nor
+ * may it close its context. So async requests live in `struct async_req`
+ * slots that are created on demand (at most `contexts` of them), never freed
+ * before ch_client_close, and recycled through a free list: the callback
+ * runs the whole state machine (send, receive, re-handshake, resend), calls
+ * the user's callback, and as its last act puts the slot back on the free
+ * list. Whoever takes a recycled slot first calls nng_aio_wait() on it, which
+ * returns only once the previous callback has fully returned, so an aio is
+ * never restarted while its callback still runs. ch_client_close closes the
+ * socket (aborting every pending operation, so each async callback runs with
+ * CH_ERR_CLOSED), waits for all slots to come back, then frees the aios:
+ * nng_aio_free itself waits for any callback still returning.
+ */
+#include "chorus.h"
+#include "proto/chorus.pb-c.h"
+#include "proto/seal.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CLIENT_TIMEOUT_MS_DEFAULT 5000u
+#define CLIENT_CONTEXTS_DEFAULT 16u
+#define CLIENT_CONTEXTS_MAX 1024u
+#define CLIENT_RECV_SLACK_BYTES (64u * 1024u)
+#define CLIENT_ADDR_BYTES_MAX 256u
+#define CLIENT_ARGV_COUNT_MAX 4096u
+#define CLIENT_MAP_POLL_MS_MAX 1000u
+#define CLIENT_ERR_BYTES 256u
+
+/* A blocking call's context: checked out of the pool for one call. */
+struct sync_slot {
+	nng_ctx ctx;
+	nng_aio *aio; /* no callback: used with nng_aio_wait */
+	struct sync_slot *next_free;
+};
+
+enum async_state {
+	ASYNC_IDLE = 0,
+	ASYNC_SEND_REQUEST,
+	ASYNC_RECV_REPLY,
+	ASYNC_SEND_HELLO,
+	ASYNC_RECV_WELCOME,
+};
+
+struct async_req {
+	struct ch_client *c;
+	nng_ctx ctx;
+	nng_aio *aio; /* callback: async_on_io */
+	struct async_req *next_free;
+	struct async_req *next_all;
+	/* per request */
+	enum async_state state;
+	uint8_t *plain; /* packed Envelope, kept to reseal after a re-handshake */
+	size_t plain_len;
+	uint64_t request_id;
+	uint64_t gen;
+	bool rehandshaken;
+	nng_time deadline;
+	uint32_t total_ms;
+	struct seal_initiator initiator;
+	ch_result_cb cb;
+	void *cb_arg;
+};
+
+struct ch_client {
+	nng_socket sock;
+	char addr[CLIENT_ADDR_BYTES_MAX];
+	struct seal_keyring keyring;
+	uint8_t self_id[SEAL_ID_BYTES];
+	uint32_t timeout_ms;
+	size_t frame_bytes_max;
+	uint32_t contexts_count;
+
+	pthread_mutex_t sess_mu;
+	struct seal_session sess; /* guarded by sess_mu */
+	uint64_t sess_gen;        /* guarded by sess_mu; 0 = no session yet */
+	uint64_t request_id_last; /* guarded by sess_mu */
+
+	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
+	struct sync_slot *sync_slots; /* contexts_count of them */
+	struct sync_slot *sync_free;
+	struct async_req *async_all;
+	struct async_req *async_free;
+	uint32_t async_count; /* created */
+	uint32_t async_busy;  /* in flight */
+	bool closing;
+};
+
+/* ------------------------------------------------------------------ */
+/* names                                                               */
+
+const char *ch_strerror(int code)
+{
+	switch (code) {
+	case CH_OK: return "ok";
+	case CH_ERR_INVALID: return "invalid argument";
+	case CH_ERR_NOMEM: return "out of memory";
+	case CH_ERR_IO: return "i/o error";
+	case CH_ERR_TIMEOUT: return "timeout";
+	case CH_ERR_UNREACHABLE: return "node unreachable";
+	case CH_ERR_AUTH: return "authentication failed (wrong cluster secret?)";
+	case CH_ERR_PROTOCOL: return "protocol error";
+	case CH_ERR_NOT_FOUND: return "not found";
+	case CH_ERR_UNKNOWN_HANDLER: return "unknown handler";
+	case CH_ERR_DENIED: return "denied";
+	case CH_ERR_TOO_LARGE: return "too large";
+	case CH_ERR_FULL: return "queue full";
+	case CH_ERR_SHUTTING_DOWN: return "node shutting down";
+	case CH_ERR_STORAGE: return "storage error";
+	case CH_ERR_CLOSED: return "client closed";
+	case CH_ERR_INTERNAL: return "internal error";
+	default: return "unknown error";
+	}
+}
+
+static const char *const state_names[] = {
+	[CH_TASK_UNKNOWN] = "unknown",   [CH_TASK_QUEUED] = "queued",
+	[CH_TASK_RUNNING] = "running",   [CH_TASK_SUCCEEDED] = "succeeded",
+	[CH_TASK_FAILED] = "failed",     [CH_TASK_TIMED_OUT] = "timed_out",
+	[CH_TASK_CANCELLED] = "cancelled", [CH_TASK_LOST] = "lost",
+};
+#define STATE_COUNT ((int)(sizeof state_names / sizeof state_names[0]))
+
+const char *ch_task_state_name(int state)
+{
+	if (state < 0 || state >= STATE_COUNT)
+		return "unknown";
+	return state_names[state];
+}
+
+int ch_task_state_parse(const char *name)
+{
+	if (name == NULL)
+		return CH_TASK_UNKNOWN;
+	for (int i = 0; i < STATE_COUNT; i++) {
+		if (strcasecmp(name, state_names[i]) == 0)
+			return i;
+	}
+	/* accept the dashed spelling too: "timed-out" */
+	if (strcasecmp(name, "timed-out") == 0 || strcasecmp(name, "timedout") == 0)
+		return CH_TASK_TIMED_OUT;
+	return CH_TASK_UNKNOWN;
+}
+
+int ch_task_state_is_final(int state)
+{
+	return state >= CH_TASK_SUCCEEDED && state <= CH_TASK_LOST;
+}
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                       */
+
+__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t err_len, int code,
+                                                      const char *fmt, ...)
+{
+	assert(code < 0);
+	if (err != NULL && err_len > 0) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, err_len, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+static void err_clear(char *err, size_t err_len)
+{
+	if (err != NULL && err_len > 0)
+		err[0] = '\0';
+}
+
+/* Milliseconds as an nng duration: nng_duration is an int32. */
+static nng_duration duration_ms(uint64_t ms)
+{
+	return ms > (uint64_t)INT32_MAX ? (nng_duration)INT32_MAX : (nng_duration)ms;
+}
+
+static uint32_t total_ms_for(const ch_client *c, uint32_t wait_ms)
+{
+	uint64_t total = (uint64_t)wait_ms + c->timeout_ms;
+	return total > (uint64_t)INT32_MAX ? (uint32_t)INT32_MAX : (uint32_t)total;
+}
+
+static nng_duration remaining_ms(nng_time deadline)
+{
+	nng_time now = nng_clock();
+	if (now >= deadline)
+		return 1; /* let the operation fail with a timeout, not block */
+	return duration_ms(deadline - now);
+}
+
+/* A code the node sent us: keep CH_ERR_* values, map nonsense to internal. */
+static int code_from_wire(int32_t code)
+{
+	if (code < 0 && code >= CH_ERR_INTERNAL)
+		return code;
+	return CH_ERR_INTERNAL;
+}
+
+static int nng_to_code(int rv)
+{
+	switch (rv) {
+	case NNG_ENOMEM: return CH_ERR_NOMEM;
+	case NNG_ETIMEDOUT: return CH_ERR_TIMEOUT;
+	case NNG_ECLOSED:
+	case NNG_ECANCELED: return CH_ERR_CLOSED;
+	case NNG_EINVAL:
+	case NNG_EADDRINVAL:
+	case NNG_ENOTSUP: return CH_ERR_INVALID;
+	default: return CH_ERR_IO;
+	}
+}
+
+/* The message for a request that got no answer. */
+static int fail_no_answer(const ch_client *c, char *err, size_t err_len, int code,
+                          uint32_t total_ms)
+{
+	return fail(err, err_len, code, "no answer from %s within %u ms (is chorusd running?)",
+	            c->addr, total_ms);
+}
+
+static char *dup_str(const char *s)
+{
+	return strdup(s != NULL ? s : "");
+}
+
+/* ------------------------------------------------------------------ */
+/* results                                                             */
+
+void ch_result_free(struct ch_result *r)
+{
+	if (r == NULL)
+		return;
+	free(r->output);
+	free(r->error);
+	free(r->node);
+	free(r->handler);
+	free(r);
+}
+
+void ch_results_free(struct ch_result **results, uint32_t n)
+{
+	if (results == NULL)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		ch_result_free(results[i]);
+	free(results);
+}
+
+/* An empty result (strings "", output "") owned by the caller. */
+static struct ch_result *result_new(void)
+{
+	struct ch_result *r = calloc(1, sizeof *r);
+	if (r == NULL)
+		return NULL;
+	r->output = calloc(1, 1);
+	r->error = dup_str(NULL);
+	r->node = dup_str(NULL);
+	r->handler = dup_str(NULL);
+	if (r->output == NULL || r->error == NULL || r->node == NULL || r->handler == NULL) {
+		ch_result_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* Deep copy of a TaskResult; output is NUL-terminated, output_len exact. */
+static struct ch_result *result_from_wire(const Chorus__TaskResult *w)
+{
+	struct ch_result *r = calloc(1, sizeof *r);
+	if (r == NULL)
+		return NULL;
+	r->task_id = w->task_id;
+	r->state = (w->state >= 0 && (int)w->state < STATE_COUNT) ? (int)w->state : CH_TASK_UNKNOWN;
+	r->output_len = w->output.len;
+	r->output = malloc(w->output.len + 1);
+	if (r->output != NULL) {
+		if (w->output.len > 0)
+			memcpy(r->output, w->output.data, w->output.len);
+		r->output[w->output.len] = '\0';
+	}
+	r->exit_code = w->exit_code;
+	r->error = dup_str(w->error);
+	r->attempts = w->attempts;
+	r->node = dup_str(w->node);
+	r->handler = dup_str(w->handler);
+	r->submitted_ms = w->submitted_ms;
+	r->started_ms = w->started_ms;
+	r->finished_ms = w->finished_ms;
+	r->batch_id = w->batch_id;
+	r->batch_index = w->batch_index;
+	if (r->output == NULL || r->error == NULL || r->node == NULL || r->handler == NULL) {
+		ch_result_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* framing                                                             */
+
+/* Seals plain under the current session into a new message.
+ * *gen receives the session generation it was sealed under. */
+static int frame_request(ch_client *c, const uint8_t *plain, size_t plain_len, nng_msg **out,
+                         uint64_t *gen)
+{
+	nng_msg *m;
+	if (nng_msg_alloc(&m, plain_len + SEAL_OVERHEAD_BYTES) != 0)
+		return CH_ERR_NOMEM;
+	pthread_mutex_lock(&c->sess_mu);
+	seal_frame_seal(&c->sess, plain, plain_len, nng_msg_body(m));
+	*gen = c->sess_gen;
+	pthread_mutex_unlock(&c->sess_mu);
+	*out = m;
+	return CH_OK;
+}
+
+/* Copies a plaintext REJECT's reason into buf (or "" when undecodable). */
+static void reject_reason(const uint8_t *frame, size_t len, char *buf, size_t buf_len)
+{
+	assert(len >= SEAL_HEADER_BYTES);
+	buf[0] = '\0';
+	Chorus__Reject *rj =
+		chorus__reject__unpack(NULL, len - SEAL_HEADER_BYTES, frame + SEAL_HEADER_BYTES);
+	if (rj == NULL)
+		return;
+	snprintf(buf, buf_len, "%s", rj->reason != NULL ? rj->reason : "");
+	chorus__reject__free_unpacked(rj, NULL);
+}
+
+#define REPLY_REJECTED 1 /* positive: the node refused our session */
+
+/* Opens and decodes a reply. Returns CH_OK with *env set (caller frees with
+ * chorus__envelope__free_unpacked), REPLY_REJECTED with the reason in err,
+ * or a negative code (an Error body becomes its code and message). Does not
+ * block beyond sess_mu: safe in an aio callback. Does not free msg. */
+static int reply_decode(ch_client *c, nng_msg *msg, uint64_t request_id, Chorus__Envelope **env,
+                        char *err, size_t err_len)
+{
+	uint8_t *frame = nng_msg_body(msg);
+	size_t len = nng_msg_len(msg);
+	int kind = 0;
+	uint64_t session_id = 0;
+	int v = seal_frame_peek(frame, len, c->frame_bytes_max, &kind, &session_id);
+	if (v != SEAL_OK)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "bad reply frame from %s: %s", c->addr,
+		            seal_verdict_name(v));
+	if (kind == SEAL_KIND_REJECT) {
+		char reason[CLIENT_ERR_BYTES];
+		reject_reason(frame, len, reason, sizeof reason);
+		if (err != NULL && err_len > 0)
+			snprintf(err, err_len, "%s", reason[0] != '\0' ? reason : "rejected");
+		return REPLY_REJECTED;
+	}
+	if (kind != SEAL_KIND_DATA)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "unexpected %d frame from %s", kind,
+		            c->addr);
+
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	pthread_mutex_lock(&c->sess_mu);
+	if (session_id != c->sess.session_id)
+		v = SEAL_NO_SESSION;
+	else
+		v = seal_frame_open(&c->sess, frame, len, &plain, &plain_len);
+	pthread_mutex_unlock(&c->sess_mu);
+	if (v != SEAL_OK)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "reply from %s refused: %s", c->addr,
+		            seal_verdict_name(v));
+
+	Chorus__Envelope *e = chorus__envelope__unpack(NULL, plain_len, plain);
+	if (e == NULL)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "undecodable reply from %s", c->addr);
+	if (e->request_id != request_id) {
+		uint64_t got = e->request_id;
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "reply from %s answers request %llu, expected %llu", c->addr,
+		            (unsigned long long)got, (unsigned long long)request_id);
+	}
+	if (e->body_case == CHORUS__ENVELOPE__BODY_ERROR) {
+		int code = code_from_wire(e->error != NULL ? e->error->code : 0);
+		fail(err, err_len, code, "%s",
+		     (e->error != NULL && e->error->message != NULL && e->error->message[0] != '\0')
+		             ? e->error->message
+		             : ch_strerror(code));
+		chorus__envelope__free_unpacked(e, NULL);
+		return code;
+	}
+	*env = e;
+	return CH_OK;
+}
+
+/* Checks the WELCOME (or REJECT) answering our HELLO. On success the new
+ * session replaces the current one unless another handshake already did
+ * since base_gen (then ours is dropped: the other one is as good). */
+static int welcome_install(ch_client *c, struct seal_initiator *in, nng_msg *msg,
+                           uint64_t base_gen, char *err, size_t err_len)
+{
+	uint8_t *frame = nng_msg_body(msg);
+	size_t len = nng_msg_len(msg);
+	int kind = 0;
+	uint64_t session_id = 0;
+	int v = seal_frame_peek(frame, len, c->frame_bytes_max, &kind, &session_id);
+	if (v != SEAL_OK)
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "%s answered the handshake with a bad frame (%s): is it a chorus node?",
+		            c->addr, seal_verdict_name(v));
+	if (kind == SEAL_KIND_REJECT) {
+		char reason[CLIENT_ERR_BYTES];
+		reject_reason(frame, len, reason, sizeof reason);
+		return fail(err, err_len, CH_ERR_AUTH, "%s refused the handshake: %s", c->addr,
+		            reason[0] != '\0' ? reason : "no reason given");
+	}
+	if (kind != SEAL_KIND_WELCOME)
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "%s answered the handshake with frame kind %d", c->addr, kind);
+
+	struct seal_session s;
+	char why[CLIENT_ERR_BYTES] = "";
+	v = seal_welcome_accept(in, &c->keyring, frame, len, &s, why, sizeof why);
+	if (v == SEAL_FORGED)
+		return fail(err, err_len, CH_ERR_AUTH,
+		            "%s: the node's welcome does not carry our cluster secret (wrong secret)",
+		            c->addr);
+	if (v != SEAL_OK)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "%s: bad welcome (%s)", c->addr,
+		            seal_verdict_name(v));
+	pthread_mutex_lock(&c->sess_mu);
+	if (c->sess_gen == base_gen) {
+		c->sess = s;
+		c->sess_gen++;
+	}
+	pthread_mutex_unlock(&c->sess_mu);
+	sodium_memzero(&s, sizeof s);
+	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* blocking exchange on a sync slot                                    */
+
+static struct sync_slot *slot_take(ch_client *c)
+{
+	pthread_mutex_lock(&c->pool_mu);
+	while (c->sync_free == NULL && !c->closing)
+		pthread_cond_wait(&c->pool_cv, &c->pool_mu);
+	struct sync_slot *s = c->sync_free;
+	if (s != NULL && !c->closing)
+		c->sync_free = s->next_free;
+	else
+		s = NULL;
+	pthread_mutex_unlock(&c->pool_mu);
+	return s;
+}
+
+static void slot_give(ch_client *c, struct sync_slot *s)
+{
+	pthread_mutex_lock(&c->pool_mu);
+	s->next_free = c->sync_free;
+	c->sync_free = s;
+	pthread_cond_broadcast(&c->pool_cv);
+	pthread_mutex_unlock(&c->pool_mu);
+}
+
+/* Sends msg (always consumed) and receives the reply by deadline.
+ * Returns 0 or an nng error; *sent tells whether the send completed. */
+static int exchange(struct sync_slot *s, nng_msg *msg, nng_time deadline, uint32_t total_ms,
+                    nng_msg **reply, bool *sent)
+{
+	*sent = false;
+	*reply = NULL;
+	/* The node deduplicates resends by counter, but a resend before the
+	 * node had a chance to answer a long wait would only add load. */
+	nng_ctx_set_ms(s->ctx, NNG_OPT_REQ_RESENDTIME, duration_ms((uint64_t)total_ms + 1000u));
+	nng_aio_set_msg(s->aio, msg);
+	nng_aio_set_timeout(s->aio, remaining_ms(deadline));
+	nng_ctx_send(s->ctx, s->aio);
+	nng_aio_wait(s->aio);
+	int rv = nng_aio_result(s->aio);
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(s->aio));
+		return rv;
+	}
+	*sent = true;
+	nng_aio_set_timeout(s->aio, remaining_ms(deadline));
+	nng_ctx_recv(s->ctx, s->aio);
+	nng_aio_wait(s->aio);
+	rv = nng_aio_result(s->aio);
+	if (rv != 0)
+		return rv;
+	*reply = nng_aio_get_msg(s->aio);
+	return 0;
+}
+
+/* A fresh handshake on slot s. base_gen: the generation we found wanting. */
+static int handshake_sync(ch_client *c, struct sync_slot *s, nng_time deadline,
+                          uint32_t total_ms, uint64_t base_gen, char *err, size_t err_len)
+{
+	struct seal_initiator in;
+	uint8_t *hello = NULL;
+	size_t hello_len = 0;
+	if (seal_hello_build(&in, &c->keyring, c->self_id, &hello, &hello_len) != 0)
+		return fail(err, err_len, CH_ERR_NOMEM, "cannot build the handshake");
+	nng_msg *msg;
+	if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
+		free(hello);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	}
+	free(hello);
+	nng_msg *reply = NULL;
+	bool sent = false;
+	int rv = exchange(s, msg, deadline, total_ms, &reply, &sent);
+	int code;
+	if (rv == NNG_ETIMEDOUT)
+		code = fail_no_answer(c, err, err_len, CH_ERR_UNREACHABLE, total_ms);
+	else if (rv != 0)
+		code = fail(err, err_len, nng_to_code(rv), "handshake with %s: %s", c->addr,
+		            nng_strerror(rv));
+	else {
+		code = welcome_install(c, &in, reply, base_gen, err, err_len);
+		nng_msg_free(reply);
+	}
+	sodium_memzero(&in, sizeof in);
+	return code;
+}
+
+/* One request/reply: fills the header fields of req, packs, seals, sends,
+ * re-handshakes once on "unknown session", and returns the decoded reply
+ * envelope in *resp (caller frees). wait_ms is the time the node may hold
+ * the request; the client adds its own timeout on top. */
+static int call(ch_client *c, Chorus__Envelope *req, uint32_t wait_ms, Chorus__Envelope **resp,
+                char *err, size_t err_len)
+{
+	*resp = NULL;
+	pthread_mutex_lock(&c->sess_mu);
+	uint64_t request_id = ++c->request_id_last;
+	pthread_mutex_unlock(&c->sess_mu);
+	req->version = CH_PROTOCOL_VERSION;
+	req->sender.data = c->self_id;
+	req->sender.len = SEAL_ID_BYTES;
+	req->request_id = request_id;
+
+	size_t plain_len = chorus__envelope__get_packed_size(req);
+	if (plain_len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max)
+		return fail(err, err_len, CH_ERR_TOO_LARGE,
+		            "request of %zu bytes is over the frame cap of %zu bytes", plain_len,
+		            c->frame_bytes_max - SEAL_OVERHEAD_BYTES);
+	uint8_t *plain = malloc(plain_len > 0 ? plain_len : 1);
+	if (plain == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	size_t packed = chorus__envelope__pack(req, plain);
+	assert(packed == plain_len);
+	(void)packed;
+
+	struct sync_slot *s = slot_take(c);
+	if (s == NULL) {
+		free(plain);
+		return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
+	}
+	uint32_t total_ms = total_ms_for(c, wait_ms);
+	nng_time deadline = nng_clock() + total_ms;
+	int code = CH_ERR_INTERNAL;
+	/* attempt 0, and attempt 1 after a re-handshake */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		nng_msg *msg = NULL;
+		uint64_t gen = 0;
+		code = frame_request(c, plain, plain_len, &msg, &gen);
+		if (code != CH_OK) {
+			fail(err, err_len, code, "out of memory");
+			break;
+		}
+		nng_msg *reply = NULL;
+		bool sent = false;
+		int rv = exchange(s, msg, deadline, total_ms, &reply, &sent);
+		if (rv == NNG_ETIMEDOUT) {
+			code = fail_no_answer(c, err, err_len,
+			                      sent ? CH_ERR_TIMEOUT : CH_ERR_UNREACHABLE, total_ms);
+			break;
+		}
+		if (rv != 0) {
+			code = fail(err, err_len, nng_to_code(rv), "request to %s: %s", c->addr,
+			            nng_strerror(rv));
+			break;
+		}
+		code = reply_decode(c, reply, request_id, resp, err, err_len);
+		nng_msg_free(reply);
+		if (code != REPLY_REJECTED)
+			break;
+		if (attempt == 1) {
+			/* refused again right after a fresh handshake */
+			char reason[CLIENT_ERR_BYTES];
+			snprintf(reason, sizeof reason, "%s", err != NULL ? err : "");
+			code = fail(err, err_len, CH_ERR_AUTH, "%s refused the request: %s", c->addr,
+			            reason);
+			break;
+		}
+		/* The node lost our session (it restarted): handshake again. */
+		pthread_mutex_lock(&c->sess_mu);
+		bool stale = c->sess_gen != gen; /* someone already did */
+		pthread_mutex_unlock(&c->sess_mu);
+		if (!stale) {
+			code = handshake_sync(c, s, deadline, total_ms, gen, err, err_len);
+			if (code != CH_OK)
+				break;
+		}
+	}
+	slot_give(c, s);
+	free(plain);
+	assert(code <= 0);
+	if (code == CH_OK)
+		err_clear(err, err_len);
+	return code;
+}
+
+/* Checks that the reply carries the body we asked for. */
+static int expect_body(const ch_client *c, Chorus__Envelope *e, Chorus__Envelope__BodyCase want,
+                       char *err, size_t err_len)
+{
+	if (e->body_case == want && e->submit_resp != NULL) /* union: any member */
+		return CH_OK;
+	int got = e->body_case;
+	chorus__envelope__free_unpacked(e, NULL);
+	return fail(err, err_len, CH_ERR_PROTOCOL, "%s answered with body %d, expected %d",
+	            c->addr, got, (int)want);
+}
+
+/* ------------------------------------------------------------------ */
+/* connect / close                                                     */
+
+static void client_free(ch_client *c)
+{
+	/* Every async slot is idle here (see ch_client_close). */
+	while (c->async_all != NULL) {
+		struct async_req *a = c->async_all;
+		c->async_all = a->next_all;
+		nng_aio_free(a->aio); /* waits for a callback still returning */
+		free(a->plain);
+		free(a);
+	}
+	if (c->sync_slots != NULL) {
+		for (uint32_t i = 0; i < c->contexts_count; i++) {
+			if (c->sync_slots[i].aio != NULL)
+				nng_aio_free(c->sync_slots[i].aio);
+		}
+		free(c->sync_slots);
+	}
+	pthread_mutex_destroy(&c->sess_mu);
+	pthread_mutex_destroy(&c->pool_mu);
+	pthread_cond_destroy(&c->pool_cv);
+	sodium_memzero(&c->keyring, sizeof c->keyring);
+	sodium_memzero(&c->sess, sizeof c->sess);
+	free(c);
+}
+
+int ch_client_connect(ch_client **out, const char *addr, const char *secret_file,
+                      const struct ch_client_options *opts, char *err, size_t err_len)
+{
+	if (out == NULL || addr == NULL || secret_file == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "address and secret file are required");
+	*out = NULL;
+	if (strlen(addr) >= CLIENT_ADDR_BYTES_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "address too long (max %u bytes)",
+		            CLIENT_ADDR_BYTES_MAX - 1);
+	if (sodium_init() < 0)
+		return fail(err, err_len, CH_ERR_INTERNAL, "libsodium failed to initialise");
+
+	ch_client *c = calloc(1, sizeof *c);
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	snprintf(c->addr, sizeof c->addr, "%s", addr);
+	c->timeout_ms = (opts != NULL && opts->timeout_ms > 0) ? opts->timeout_ms
+	                                                      : CLIENT_TIMEOUT_MS_DEFAULT;
+	c->contexts_count = (opts != NULL && opts->contexts > 0) ? opts->contexts
+	                                                        : CLIENT_CONTEXTS_DEFAULT;
+	if (c->contexts_count > CLIENT_CONTEXTS_MAX)
+		c->contexts_count = CLIENT_CONTEXTS_MAX;
+	c->frame_bytes_max = (opts != NULL && opts->frame_bytes_max > 0) ? opts->frame_bytes_max
+	                                                                : SEAL_FRAME_BYTES_DEFAULT;
+	pthread_mutex_init(&c->sess_mu, NULL);
+	pthread_mutex_init(&c->pool_mu, NULL);
+	pthread_cond_init(&c->pool_cv, NULL);
+	if (c->frame_bytes_max < SEAL_OVERHEAD_BYTES + 64) {
+		client_free(c);
+		return fail(err, err_len, CH_ERR_INVALID, "frame_bytes_max too small");
+	}
+
+	char why[CLIENT_ERR_BYTES] = "";
+	if (seal_keyring_load(&c->keyring, secret_file, why, sizeof why) != 0) {
+		client_free(c);
+		return fail(err, err_len, CH_ERR_IO, "%s",
+		            why[0] != '\0' ? why : "cannot read the secret file");
+	}
+	randombytes_buf(c->self_id, sizeof c->self_id);
+
+	int rv = nng_req0_open(&c->sock);
+	if (rv != 0) {
+		client_free(c);
+		return fail(err, err_len, nng_to_code(rv), "cannot open socket: %s",
+		            nng_strerror(rv));
+	}
+	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ,
+	                    c->frame_bytes_max + CLIENT_RECV_SLACK_BYTES);
+	rv = nng_dial(c->sock, addr, NULL, NNG_FLAG_NONBLOCK);
+	if (rv != 0) {
+		nng_close(c->sock);
+		client_free(c);
+		return fail(err, err_len, CH_ERR_INVALID, "cannot dial %s: %s", addr,
+		            nng_strerror(rv));
+	}
+	c->sync_slots = calloc(c->contexts_count, sizeof *c->sync_slots);
+	if (c->sync_slots == NULL) {
+		nng_close(c->sock);
+		client_free(c);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < c->contexts_count; i++) {
+		struct sync_slot *s = &c->sync_slots[i];
+		rv = nng_ctx_open(&s->ctx, c->sock);
+		if (rv == 0)
+			rv = nng_aio_alloc(&s->aio, NULL, NULL);
+		if (rv != 0) {
+			nng_close(c->sock);
+			client_free(c);
+			return fail(err, err_len, nng_to_code(rv), "cannot open context: %s",
+			            nng_strerror(rv));
+		}
+		s->next_free = c->sync_free;
+		c->sync_free = s;
+	}
+
+	struct sync_slot *s = slot_take(c);
+	assert(s != NULL);
+	uint32_t total_ms = c->timeout_ms;
+	int code = handshake_sync(c, s, nng_clock() + total_ms, total_ms, 0, err, err_len);
+	slot_give(c, s);
+	if (code != CH_OK) {
+		nng_close(c->sock);
+		client_free(c);
+		return code;
+	}
+	assert(c->sess_gen == 1);
+	err_clear(err, err_len);
+	*out = c;
+	return CH_OK;
+}
+
+void ch_client_close(ch_client *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&c->pool_mu);
+	c->closing = true;
+	pthread_cond_broadcast(&c->pool_cv);
+	pthread_mutex_unlock(&c->pool_mu);
+	/* Aborts every pending operation: async callbacks run with ECLOSED. */
+	nng_close(c->sock);
+	pthread_mutex_lock(&c->pool_mu);
+	while (c->async_busy > 0)
+		pthread_cond_wait(&c->pool_cv, &c->pool_mu);
+	pthread_mutex_unlock(&c->pool_mu);
+	client_free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* requests                                                            */
+
+/* Wire options pointing into opts (no copies); argv_buf must outlive it. */
+static int task_options_fill(Chorus__TaskOptions *w, const struct ch_task_opts *o, char *err,
+                             size_t err_len)
+{
+	if (o == NULL)
+		return CH_OK;
+	if (o->restart != CH_RESTART_TEMPORARY && o->restart != CH_RESTART_TRANSIENT)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown restart policy %d", o->restart);
+	w->timeout_ms = o->timeout_ms;
+	w->restart = o->restart == CH_RESTART_TRANSIENT ? CHORUS__RESTART_POLICY__RESTART_TRANSIENT
+	                                                : CHORUS__RESTART_POLICY__RESTART_TEMPORARY;
+	w->max_attempts = o->max_attempts;
+	w->backoff_ms = o->backoff_ms;
+	if (o->argv != NULL) {
+		size_t n = 0;
+		while (o->argv[n] != NULL) {
+			if (++n > CLIENT_ARGV_COUNT_MAX)
+				return fail(err, err_len, CH_ERR_INVALID, "more than %u argv entries",
+				            CLIENT_ARGV_COUNT_MAX);
+		}
+		w->n_argv = n;
+		w->argv = (char **)o->argv; /* packed only, never written */
+	}
+	return CH_OK;
+}
+
+static int check_task(const char *handler, const void *payload, size_t payload_len, char *err,
+                      size_t err_len)
+{
+	if (handler == NULL || handler[0] == '\0')
+		return fail(err, err_len, CH_ERR_INVALID, "a handler name is required");
+	if (payload == NULL && payload_len > 0)
+		return fail(err, err_len, CH_ERR_INVALID, "payload is NULL but its length is %zu",
+		            payload_len);
+	return CH_OK;
+}
+
+/* Builds the SubmitReq envelope in caller-provided storage. */
+struct submit_msg {
+	Chorus__Envelope env;
+	Chorus__SubmitReq submit;
+	Chorus__TaskSpec spec;
+	Chorus__TaskOptions topts;
+};
+
+static int submit_msg_init(struct submit_msg *m, const char *handler, const void *payload,
+                           size_t payload_len, const struct ch_task_opts *opts, uint32_t wait_ms,
+                           char *err, size_t err_len)
+{
+	int code = check_task(handler, payload, payload_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	chorus__envelope__init(&m->env);
+	chorus__submit_req__init(&m->submit);
+	chorus__task_spec__init(&m->spec);
+	chorus__task_options__init(&m->topts);
+	code = task_options_fill(&m->topts, opts, err, err_len);
+	if (code != CH_OK)
+		return code;
+	m->spec.handler = (char *)handler;
+	m->spec.payload.data = (uint8_t *)payload;
+	m->spec.payload.len = payload_len;
+	m->spec.opts = &m->topts;
+	m->submit.task = &m->spec;
+	m->submit.wait_ms = wait_ms;
+	m->env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
+	m->env.submit = &m->submit;
+	return CH_OK;
+}
+
+int ch_submit(ch_client *c, const char *handler, const void *payload, size_t payload_len,
+              const struct ch_task_opts *opts, uint64_t *task_id, char *err, size_t err_len)
+{
+	if (c == NULL || task_id == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and task_id are required");
+	struct submit_msg m;
+	int code = submit_msg_init(&m, handler, payload, payload_len, opts, 0, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__Envelope *e = NULL;
+	code = call(c, &m.env, 0, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	*task_id = e->submit_resp->task_id;
+	chorus__envelope__free_unpacked(e, NULL);
+	return CH_OK;
+}
+
+/* A SubmitResp turned into a result (the node omits it when not waiting). */
+static int result_of_submit(const Chorus__SubmitResp *sr, struct ch_result **result, char *err,
+                            size_t err_len)
+{
+	struct ch_result *r = sr->result != NULL ? result_from_wire(sr->result) : result_new();
+	if (r == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	if (sr->result == NULL) {
+		r->task_id = sr->task_id;
+		r->state = CH_TASK_QUEUED;
+	}
+	*result = r;
+	return CH_OK;
+}
+
+int ch_submit_await(ch_client *c, const char *handler, const void *payload, size_t payload_len,
+                    const struct ch_task_opts *opts, uint32_t wait_ms,
+                    struct ch_result **result, char *err, size_t err_len)
+{
+	if (c == NULL || result == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and result are required");
+	*result = NULL;
+	struct submit_msg m;
+	int code = submit_msg_init(&m, handler, payload, payload_len, opts, wait_ms, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__Envelope *e = NULL;
+	code = call(c, &m.env, wait_ms, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	code = result_of_submit(e->submit_resp, result, err, err_len);
+	chorus__envelope__free_unpacked(e, NULL);
+	return code;
+}
+
+int ch_await(ch_client *c, uint64_t task_id, uint32_t wait_ms, struct ch_result **result,
+             char *err, size_t err_len)
+{
+	if (c == NULL || result == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and result are required");
+	*result = NULL;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__AwaitReq aw = CHORUS__AWAIT_REQ__INIT;
+	aw.task_id = task_id;
+	aw.wait_ms = wait_ms;
+	env.body_case = CHORUS__ENVELOPE__BODY_AWAIT;
+	env.await = &aw;
+	Chorus__Envelope *e = NULL;
+	int code = call(c, &env, wait_ms, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_AWAIT_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (e->await_resp->result == NULL) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_PROTOCOL, "%s answered an await without a result",
+		            c->addr);
+	}
+	*result = result_from_wire(e->await_resp->result);
+	chorus__envelope__free_unpacked(e, NULL);
+	if (*result == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	return CH_OK;
+}
+
+int ch_task_status(ch_client *c, uint64_t task_id, struct ch_result **result, char *err,
+                   size_t err_len)
+{
+	return ch_await(c, task_id, 0, result, err, err_len);
+}
+
+int ch_cancel(ch_client *c, uint64_t task_id, int *state_after, char *err, size_t err_len)
+{
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__CancelReq cr = CHORUS__CANCEL_REQ__INIT;
+	cr.task_id = task_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_CANCEL;
+	env.cancel = &cr;
+	Chorus__Envelope *e = NULL;
+	int code = call(c, &env, 0, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_CANCEL_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (state_after != NULL) {
+		int st = (int)e->cancel_resp->state;
+		*state_after = (st >= 0 && st < STATE_COUNT) ? st : CH_TASK_UNKNOWN;
+	}
+	chorus__envelope__free_unpacked(e, NULL);
+	return CH_OK;
+}
+
+int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results, uint32_t *n,
+            char *err, size_t err_len)
+{
+	if (c == NULL || results == NULL || n == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client, results and n are required");
+	*results = NULL;
+	*n = 0;
+	if (state < 0 || state >= STATE_COUNT)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown task state %d", state);
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__ListReq lr = CHORUS__LIST_REQ__INIT;
+	lr.state = (Chorus__TaskState)state;
+	lr.limit = limit;
+	env.body_case = CHORUS__ENVELOPE__BODY_LIST;
+	env.list = &lr;
+	Chorus__Envelope *e = NULL;
+	int code = call(c, &env, 0, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_LIST_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__ListResp *l = e->list_resp;
+	if (l->n_tasks > UINT32_MAX) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_PROTOCOL, "too many tasks in the list reply");
+	}
+	uint32_t count = (uint32_t)l->n_tasks;
+	struct ch_result **rs = calloc(count > 0 ? count : 1, sizeof *rs);
+	if (rs == NULL) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		rs[i] = result_from_wire(l->tasks[i]);
+		if (rs[i] == NULL) {
+			ch_results_free(rs, i);
+			chorus__envelope__free_unpacked(e, NULL);
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		}
+	}
+	chorus__envelope__free_unpacked(e, NULL);
+	*results = rs;
+	*n = count;
+	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* status as JSON                                                      */
+
+static json_t *json_strings(char **v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a != NULL && i < n; i++)
+		json_array_append_new(a, json_string(v[i] != NULL ? v[i] : ""));
+	return a;
+}
+
+/* jansson integers are signed 64-bit; counters never get near 2^63. */
+#define JU64(v) json_integer((json_int_t)(v))
+
+static json_t *status_to_json(const Chorus__StatusResp *s)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "node_id", json_string(s->node_id));
+	json_object_set_new(o, "name", json_string(s->name));
+	json_object_set_new(o, "version", json_string(s->version));
+	json_object_set_new(o, "listen", json_string(s->listen));
+	json_object_set_new(o, "started_ms", JU64(s->started_ms));
+	json_object_set_new(o, "now_ms", JU64(s->now_ms));
+	json_object_set_new(o, "queued", JU64(s->queued));
+	json_object_set_new(o, "running", JU64(s->running));
+	json_object_set_new(o, "submitted", JU64(s->submitted));
+	json_object_set_new(o, "succeeded", JU64(s->succeeded));
+	json_object_set_new(o, "failed", JU64(s->failed));
+	json_object_set_new(o, "timed_out", JU64(s->timed_out));
+	json_object_set_new(o, "cancelled", JU64(s->cancelled));
+	json_object_set_new(o, "lost", JU64(s->lost));
+	json_object_set_new(o, "retried", JU64(s->retried));
+	json_object_set_new(o, "sessions", JU64(s->sessions));
+	json_object_set_new(o, "handlers", json_strings(s->handlers, s->n_handlers));
+	json_t *pools = json_array();
+	for (size_t i = 0; pools != NULL && i < s->n_pools; i++) {
+		const Chorus__PoolStatus *p = s->pools[i];
+		json_t *po = json_object();
+		if (po == NULL)
+			continue;
+		json_object_set_new(po, "name", json_string(p->name));
+		json_object_set_new(po, "workers", JU64(p->workers));
+		json_object_set_new(po, "alive", JU64(p->alive));
+		json_object_set_new(po, "busy", JU64(p->busy));
+		json_object_set_new(po, "queued", JU64(p->queued));
+		json_object_set_new(po, "restarts", JU64(p->restarts));
+		json_object_set_new(po, "degraded", json_boolean(p->degraded));
+		json_object_set_new(po, "handlers", json_strings(p->handlers, p->n_handlers));
+		json_array_append_new(pools, po);
+	}
+	json_object_set_new(o, "pools", pools);
+	json_t *peers = json_array();
+	for (size_t i = 0; peers != NULL && i < s->n_peers; i++) {
+		const Chorus__PeerCounters *p = s->peers[i];
+		json_t *po = json_object();
+		if (po == NULL)
+			continue;
+		json_object_set_new(po, "peer", json_string(p->peer));
+		json_object_set_new(po, "forged", JU64(p->forged));
+		json_object_set_new(po, "tampered", JU64(p->tampered));
+		json_object_set_new(po, "replayed", JU64(p->replayed));
+		json_object_set_new(po, "truncated", JU64(p->truncated));
+		json_object_set_new(po, "oversized", JU64(p->oversized));
+		json_object_set_new(po, "malformed", JU64(p->malformed));
+		json_array_append_new(peers, po);
+	}
+	json_object_set_new(o, "peers", peers);
+	return o;
+}
+
+int ch_status_json(ch_client *c, char **json, char *err, size_t err_len)
+{
+	if (c == NULL || json == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and json are required");
+	*json = NULL;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__StatusReq sr = CHORUS__STATUS_REQ__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_STATUS;
+	env.status = &sr;
+	Chorus__Envelope *e = NULL;
+	int code = call(c, &env, 0, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_STATUS_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	json_t *o = status_to_json(e->status_resp);
+	chorus__envelope__free_unpacked(e, NULL);
+	char *text = o != NULL ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (text == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	/* json_dumps uses jansson's allocator, which is malloc unless the
+	 * program changed it; hand back a plain malloc'd copy to be sure. */
+	*json = strdup(text);
+	free(text);
+	if (*json == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* fan-out                                                             */
+
+static int map_start(ch_client *c, const char *handler, const void *const *payloads,
+                     const size_t *lens, uint32_t n, const struct ch_task_opts *opts,
+                     const struct ch_map_opts *mopts, uint64_t *batch_id, char *err,
+                     size_t err_len)
+{
+	ProtobufCBinaryData *items = calloc(n, sizeof *items);
+	if (items == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		items[i].data = (uint8_t *)payloads[i];
+		items[i].len = lens[i];
+	}
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MapReq mr = CHORUS__MAP_REQ__INIT;
+	Chorus__TaskOptions topts = CHORUS__TASK_OPTIONS__INIT;
+	int code = task_options_fill(&topts, opts, err, err_len);
+	if (code != CH_OK) {
+		free(items);
+		return code;
+	}
+	mr.handler = (char *)handler;
+	mr.n_payloads = n;
+	mr.payloads = items;
+	mr.opts = &topts;
+	mr.max_concurrency = mopts != NULL ? mopts->max_concurrency : 0;
+	mr.deadline_ms = mopts != NULL ? mopts->deadline_ms : 0;
+	env.body_case = CHORUS__ENVELOPE__BODY_MAP;
+	env.map = &mr;
+	/* call() refuses an over-cap request; say it in fan-out terms here */
+	size_t need = chorus__envelope__get_packed_size(&env) + SEAL_OVERHEAD_BYTES + 64;
+	if (need > c->frame_bytes_max) {
+		free(items);
+		return fail(err, err_len, CH_ERR_TOO_LARGE,
+		            "fan-out of %u payloads needs a %zu-byte request, over the frame cap "
+		            "of %zu bytes: split it into smaller batches",
+		            n, need, c->frame_bytes_max);
+	}
+	Chorus__Envelope *e = NULL;
+	code = call(c, &env, 0, &e, err, err_len);
+	free(items);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_MAP_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	uint32_t count = e->map_resp->count;
+	*batch_id = e->map_resp->batch_id;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (count != n)
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "%s accepted %u of %u tasks of the batch", c->addr, count, n);
+	return CH_OK;
+}
+
+/* Appends the results of one BatchAwaitResp; *got advances. */
+static int map_take(const ch_client *c, const Chorus__BatchAwaitResp *br, uint64_t batch_id,
+                    uint32_t n, struct ch_result **rs, uint32_t *got, char *err, size_t err_len)
+{
+	if (br->batch_id != batch_id || br->total != n || br->from_index != *got ||
+	    br->n_results > (size_t)(n - *got))
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "%s sent results that do not fit batch %llu (from %u, %zu results)",
+		            c->addr, (unsigned long long)batch_id, br->from_index, br->n_results);
+	for (size_t k = 0; k < br->n_results; k++) {
+		const Chorus__TaskResult *w = br->results[k];
+		if (w->batch_index != *got)
+			return fail(err, err_len, CH_ERR_PROTOCOL,
+			            "%s sent result %u where %u belongs", c->addr, w->batch_index,
+			            *got);
+		rs[*got] = result_from_wire(w);
+		if (rs[*got] == NULL)
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		(*got)++;
+	}
+	return CH_OK;
+}
+
+int ch_map(ch_client *c, const char *handler, const void *const *payloads, const size_t *lens,
+           uint32_t n, const struct ch_task_opts *opts, const struct ch_map_opts *mopts,
+           struct ch_result ***results, char *err, size_t err_len)
+{
+	if (c == NULL || results == NULL || (n > 0 && (payloads == NULL || lens == NULL)))
+		return fail(err, err_len, CH_ERR_INVALID, "client, payloads, lens and results are "
+		                                          "required");
+	*results = NULL;
+	int code = check_task(handler, "", 0, err, err_len);
+	if (code != CH_OK)
+		return code;
+	for (uint32_t i = 0; i < n; i++) {
+		if (payloads[i] == NULL && lens[i] > 0)
+			return fail(err, err_len, CH_ERR_INVALID, "payload %u is NULL", i);
+	}
+	struct ch_result **rs = calloc(n > 0 ? n : 1, sizeof *rs);
+	if (rs == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	if (n == 0) {
+		*results = rs;
+		return CH_OK;
+	}
+	nng_time start = nng_clock();
+	uint64_t batch_id = 0;
+	code = map_start(c, handler, payloads, lens, n, opts, mopts, &batch_id, err, err_len);
+	if (code != CH_OK) {
+		free(rs);
+		return code;
+	}
+	/* The node ends every task by deadline_ms; we allow our own timeout on
+	 * top of it before we stop asking. deadline_ms = 0: ask until done. */
+	uint32_t deadline_ms = mopts != NULL ? mopts->deadline_ms : 0;
+	nng_time deadline = deadline_ms > 0 ? start + deadline_ms + c->timeout_ms : 0;
+	uint32_t got = 0;
+	uint32_t progress_done = 0;
+	while (got < n) {
+		uint32_t wait_ms = CLIENT_MAP_POLL_MS_MAX;
+		if (deadline != 0) {
+			nng_time now = nng_clock();
+			if (now >= deadline)
+				break;
+			if (deadline - now < wait_ms)
+				wait_ms = (uint32_t)(deadline - now);
+		}
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		Chorus__BatchAwaitReq ba = CHORUS__BATCH_AWAIT_REQ__INIT;
+		ba.batch_id = batch_id;
+		ba.from_index = got;
+		ba.max_results = 0;
+		ba.wait_ms = wait_ms;
+		env.body_case = CHORUS__ENVELOPE__BODY_BATCH_AWAIT;
+		env.batch_await = &ba;
+		Chorus__Envelope *e = NULL;
+		code = call(c, &env, wait_ms, &e, err, err_len);
+		if (code == CH_OK)
+			code = expect_body(c, e, CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP, err, err_len);
+		if (code != CH_OK)
+			break;
+		uint32_t done = e->batch_await_resp->done;
+		code = map_take(c, e->batch_await_resp, batch_id, n, rs, &got, err, err_len);
+		chorus__envelope__free_unpacked(e, NULL);
+		if (code != CH_OK)
+			break;
+		if (done < got)
+			done = got;
+		if (done > n)
+			done = n;
+		if (done > progress_done) {
+			progress_done = done;
+			if (mopts != NULL && mopts->progress != NULL)
+				mopts->progress(mopts->progress_arg, done, n);
+		}
+	}
+	if (code != CH_OK) {
+		char why[CLIENT_ERR_BYTES];
+		snprintf(why, sizeof why, "%s", err != NULL ? err : "");
+		ch_results_free(rs, n);
+		return fail(err, err_len, code, "%s (batch %llu goes on running on the node)", why,
+		            (unsigned long long)batch_id);
+	}
+	/* Past our deadline: each missing result is reported as timed out. */
+	for (uint32_t i = got; i < n; i++) {
+		rs[i] = result_new();
+		if (rs[i] == NULL) {
+			ch_results_free(rs, n);
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		}
+		free(rs[i]->error);
+		rs[i]->error = strdup("no result from the node by the deadline");
+		rs[i]->state = CH_TASK_TIMED_OUT;
+		rs[i]->batch_id = batch_id;
+		rs[i]->batch_index = i;
+		if (rs[i]->error == NULL) {
+			ch_results_free(rs, n);
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		}
+	}
+	if (got < n && mopts != NULL && mopts->progress != NULL)
+		mopts->progress(mopts->progress_arg, n, n);
+	err_clear(err, err_len);
+	*results = rs;
+	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* async                                                               */
+
+static void async_release(ch_client *c, struct async_req *a)
+{
+	free(a->plain);
+	a->plain = NULL;
+	a->state = ASYNC_IDLE;
+	pthread_mutex_lock(&c->pool_mu);
+	a->next_free = c->async_free;
+	c->async_free = a;
+	assert(c->async_busy > 0);
+	c->async_busy--;
+	pthread_cond_broadcast(&c->pool_cv);
+	/* Last touch of c: ch_client_close may free it once we unlock, but it
+	 * frees this aio first, which waits for this callback to return. */
+	pthread_mutex_unlock(&c->pool_mu);
+}
+
+static void async_finish(struct async_req *a, int code, struct ch_result *r, const char *err)
+{
+	ch_client *c = a->c;
+	assert((code == CH_OK) == (r != NULL));
+	a->cb(a->cb_arg, code, r, code == CH_OK ? "" : err);
+	async_release(c, a);
+}
+
+static void async_send(struct async_req *a, nng_msg *msg, enum async_state next)
+{
+	a->state = next;
+	nng_aio_set_msg(a->aio, msg);
+	nng_aio_set_timeout(a->aio, remaining_ms(a->deadline));
+	nng_ctx_send(a->ctx, a->aio);
+}
+
+/* Reseals the request under the current session and sends it. */
+static void async_send_request(struct async_req *a)
+{
+	nng_msg *msg = NULL;
+	char err[CLIENT_ERR_BYTES];
+	if (frame_request(a->c, a->plain, a->plain_len, &msg, &a->gen) != CH_OK) {
+		snprintf(err, sizeof err, "out of memory");
+		async_finish(a, CH_ERR_NOMEM, NULL, err);
+		return;
+	}
+	async_send(a, msg, ASYNC_SEND_REQUEST);
+}
+
+static void async_on_reply(struct async_req *a, nng_msg *reply)
+{
+	ch_client *c = a->c;
+	char err[CLIENT_ERR_BYTES] = "";
+	Chorus__Envelope *e = NULL;
+	int code = reply_decode(c, reply, a->request_id, &e, err, sizeof err);
+	nng_msg_free(reply);
+	if (code == REPLY_REJECTED) {
+		if (a->rehandshaken) {
+			char why[CLIENT_ERR_BYTES];
+			snprintf(why, sizeof why, "%s", err);
+			fail(err, sizeof err, CH_ERR_AUTH, "%s refused the request: %s", c->addr, why);
+			async_finish(a, CH_ERR_AUTH, NULL, err);
+			return;
+		}
+		a->rehandshaken = true;
+		pthread_mutex_lock(&c->sess_mu);
+		bool stale = c->sess_gen != a->gen;
+		pthread_mutex_unlock(&c->sess_mu);
+		if (stale) {
+			async_send_request(a);
+			return;
+		}
+		uint8_t *hello = NULL;
+		size_t hello_len = 0;
+		nng_msg *msg = NULL;
+		if (seal_hello_build(&a->initiator, &c->keyring, c->self_id, &hello, &hello_len) != 0 ||
+		    nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
+			free(hello);
+			if (msg != NULL)
+				nng_msg_free(msg);
+			async_finish(a, CH_ERR_NOMEM, NULL, "out of memory");
+			return;
+		}
+		free(hello);
+		async_send(a, msg, ASYNC_SEND_HELLO);
+		return;
+	}
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, err, sizeof err);
+	if (code != CH_OK) {
+		async_finish(a, code, NULL, err);
+		return;
+	}
+	struct ch_result *r = NULL;
+	code = result_of_submit(e->submit_resp, &r, err, sizeof err);
+	chorus__envelope__free_unpacked(e, NULL);
+	async_finish(a, code, r, err);
+}
+
+/* The aio callback: one step of the async request's state machine. */
+static void async_on_io(void *arg)
+{
+	struct async_req *a = arg;
+	ch_client *c = a->c;
+	int rv = nng_aio_result(a->aio);
+	char err[CLIENT_ERR_BYTES];
+	enum async_state st = a->state;
+	if (rv != 0) {
+		if (st == ASYNC_SEND_REQUEST || st == ASYNC_SEND_HELLO)
+			nng_msg_free(nng_aio_get_msg(a->aio));
+		int code;
+		if (rv == NNG_ETIMEDOUT)
+			code = fail_no_answer(c, err, sizeof err,
+			                      st == ASYNC_RECV_REPLY ? CH_ERR_TIMEOUT
+			                                             : CH_ERR_UNREACHABLE,
+			                      a->total_ms);
+		else
+			code = fail(err, sizeof err, nng_to_code(rv), "request to %s: %s", c->addr,
+			            nng_strerror(rv));
+		sodium_memzero(&a->initiator, sizeof a->initiator);
+		async_finish(a, code, NULL, err);
+		return;
+	}
+	switch (st) {
+	case ASYNC_SEND_REQUEST:
+	case ASYNC_SEND_HELLO:
+		a->state = st == ASYNC_SEND_REQUEST ? ASYNC_RECV_REPLY : ASYNC_RECV_WELCOME;
+		nng_aio_set_timeout(a->aio, remaining_ms(a->deadline));
+		nng_ctx_recv(a->ctx, a->aio);
+		return;
+	case ASYNC_RECV_REPLY:
+		async_on_reply(a, nng_aio_get_msg(a->aio));
+		return;
+	case ASYNC_RECV_WELCOME: {
+		nng_msg *reply = nng_aio_get_msg(a->aio);
+		int code = welcome_install(c, &a->initiator, reply, a->gen, err, sizeof err);
+		nng_msg_free(reply);
+		sodium_memzero(&a->initiator, sizeof a->initiator);
+		if (code != CH_OK) {
+			async_finish(a, code, NULL, err);
+			return;
+		}
+		async_send_request(a);
+		return;
+	}
+	case ASYNC_IDLE:
+	default:
+		assert(!"async callback in idle state");
+		return;
+	}
+}
+
+/* Takes an idle async slot, creating one while fewer than contexts exist;
+ * waits (up to the client timeout) when all are in flight. */
+static int async_take(ch_client *c, struct async_req **out, char *err, size_t err_len)
+{
+	nng_time deadline = nng_clock() + c->timeout_ms;
+	pthread_mutex_lock(&c->pool_mu);
+	for (;;) {
+		if (c->closing) {
+			pthread_mutex_unlock(&c->pool_mu);
+			return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
+		}
+		if (c->async_free != NULL || c->async_count < c->contexts_count)
+			break;
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		nng_duration left = remaining_ms(deadline);
+		if (nng_clock() >= deadline) {
+			pthread_mutex_unlock(&c->pool_mu);
+			return fail(err, err_len, CH_ERR_FULL,
+			            "%u async requests already in flight", c->contexts_count);
+		}
+		ts.tv_sec += left / 1000;
+		ts.tv_nsec += (long)(left % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&c->pool_cv, &c->pool_mu, &ts);
+	}
+	struct async_req *a = c->async_free;
+	if (a != NULL) {
+		c->async_free = a->next_free;
+		c->async_busy++;
+		pthread_mutex_unlock(&c->pool_mu);
+		/* the previous callback may still be returning: see top comment */
+		nng_aio_wait(a->aio);
+		*out = a;
+		return CH_OK;
+	}
+	c->async_count++; /* reserve, so the pool never exceeds contexts */
+	c->async_busy++;
+	pthread_mutex_unlock(&c->pool_mu);
+
+	a = calloc(1, sizeof *a);
+	int rv = a == NULL ? NNG_ENOMEM : nng_ctx_open(&a->ctx, c->sock);
+	if (rv == 0)
+		rv = nng_aio_alloc(&a->aio, async_on_io, a);
+	if (rv != 0) {
+		free(a);
+		pthread_mutex_lock(&c->pool_mu);
+		c->async_count--;
+		c->async_busy--;
+		pthread_cond_broadcast(&c->pool_cv);
+		pthread_mutex_unlock(&c->pool_mu);
+		return fail(err, err_len, nng_to_code(rv), "cannot open an async context: %s",
+		            nng_strerror(rv));
+	}
+	a->c = c;
+	pthread_mutex_lock(&c->pool_mu);
+	a->next_all = c->async_all;
+	c->async_all = a;
+	pthread_mutex_unlock(&c->pool_mu);
+	*out = a;
+	return CH_OK;
+}
+
+int ch_submit_async(ch_client *c, const char *handler, const void *payload, size_t payload_len,
+                    const struct ch_task_opts *opts, uint32_t wait_ms, ch_result_cb cb, void *arg)
+{
+	if (c == NULL || cb == NULL)
+		return CH_ERR_INVALID;
+	struct submit_msg m;
+	int code = submit_msg_init(&m, handler, payload, payload_len, opts, wait_ms, NULL, 0);
+	if (code != CH_OK)
+		return code;
+	pthread_mutex_lock(&c->sess_mu);
+	uint64_t request_id = ++c->request_id_last;
+	pthread_mutex_unlock(&c->sess_mu);
+	m.env.version = CH_PROTOCOL_VERSION;
+	m.env.sender.data = c->self_id;
+	m.env.sender.len = SEAL_ID_BYTES;
+	m.env.request_id = request_id;
+	size_t plain_len = chorus__envelope__get_packed_size(&m.env);
+	if (plain_len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max)
+		return CH_ERR_TOO_LARGE;
+	uint8_t *plain = malloc(plain_len > 0 ? plain_len : 1);
+	if (plain == NULL)
+		return CH_ERR_NOMEM;
+	chorus__envelope__pack(&m.env, plain);
+
+	struct async_req *a = NULL;
+	code = async_take(c, &a, NULL, 0);
+	if (code != CH_OK) {
+		free(plain);
+		return code;
+	}
+	assert(a->state == ASYNC_IDLE && a->plain == NULL);
+	a->plain = plain;
+	a->plain_len = plain_len;
+	a->request_id = request_id;
+	a->rehandshaken = false;
+	a->total_ms = total_ms_for(c, wait_ms);
+	a->deadline = nng_clock() + a->total_ms;
+	a->cb = cb;
+	a->cb_arg = arg;
+	nng_ctx_set_ms(a->ctx, NNG_OPT_REQ_RESENDTIME,
+	               duration_ms((uint64_t)a->total_ms + 1000u));
+	/* From here the callback owns the request and runs exactly once. */
+	async_send_request(a);
+	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+
+int ch_keygen(const char *path, char *err, size_t err_len)
+{
+	if (path == NULL || path[0] == '\0')
+		return fail(err, err_len, CH_ERR_INVALID, "a file name is required");
+	if (sodium_init() < 0)
+		return fail(err, err_len, CH_ERR_INTERNAL, "libsodium failed to initialise");
+	char why[CLIENT_ERR_BYTES] = "";
+	if (seal_secret_generate(path, why, sizeof why) != 0)
+		return fail(err, err_len, CH_ERR_IO, "%s",
+		            why[0] != '\0' ? why : "cannot write the secret file");
+	err_clear(err, err_len);
+	return CH_OK;
+}

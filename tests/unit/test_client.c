@@ -1,0 +1,906 @@
+/*
+ * test_client.c - libchorus against a fake node running in a thread.
+ *
+ * The fake node is an nng rep0 socket on an ipc:// address that does the
+ * real handshake (seal_hello_accept), opens sealed requests and answers them
+ * from a small script of behaviours (forget the session once, answer with an
+ * Error, hand out batch results a few at a time, stay silent). Every wait in
+ * these tests is on a condition with a deadline, never a bare sleep.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "chorus.h"
+#include "proto/chorus.pb-c.h"
+#include "proto/seal.h"
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/util/platform.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FAKE_SESSIONS_MAX 64
+#define FAKE_BATCH_MAX 256
+#define BATCH_ID 77
+
+struct fake_node {
+	nng_socket sock;
+	char url[128];
+	struct seal_keyring kr;
+	uint8_t id[SEAL_ID_BYTES];
+	pthread_t thread;
+	atomic_bool stop;
+	struct seal_session sessions[FAKE_SESSIONS_MAX]; /* ring */
+	unsigned sessions_next;
+	/* behaviour */
+	atomic_int forget_sessions; /* >0: refuse that many data frames as "unknown session" */
+	int error_code;             /* != 0: answer submits with this Error */
+	const char *error_msg;
+	atomic_bool silent;         /* never answer anything */
+	uint32_t batch_chunk;       /* results per BatchAwait reply */
+	/* state */
+	uint64_t task_id_last;
+	uint32_t batch_count;
+	char *batch_payloads[FAKE_BATCH_MAX];
+	size_t batch_lens[FAKE_BATCH_MAX];
+	/* observations */
+	atomic_int handshakes;
+	atomic_int requests;
+	atomic_int batch_awaits;
+};
+
+struct fixture {
+	char dir[64];
+	char secret[128];
+	char other_secret[128];
+	struct fake_node node;
+};
+
+static int url_seq;
+
+static struct seal_session *fake_find(struct fake_node *n, uint64_t id)
+{
+	for (unsigned i = 0; i < FAKE_SESSIONS_MAX; i++) {
+		if (n->sessions[i].session_id == id && id != 0)
+			return &n->sessions[i];
+	}
+	return NULL;
+}
+
+static void fake_result(Chorus__TaskResult *r, uint64_t task_id, const char *out, size_t out_len)
+{
+	chorus__task_result__init(r);
+	r->task_id = task_id;
+	r->state = CHORUS__TASK_STATE__TASK_SUCCEEDED;
+	r->output.data = (uint8_t *)out;
+	r->output.len = out_len;
+	r->attempts = 1;
+	r->node = "fake";
+	r->handler = "echo";
+	r->submitted_ms = 1000;
+	r->started_ms = 1001;
+	r->finished_ms = 1002;
+}
+
+/* Answers one opened request; returns the reply envelope packed (malloc). */
+static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *len)
+{
+	Chorus__Envelope a = CHORUS__ENVELOPE__INIT;
+	a.version = CH_PROTOCOL_VERSION;
+	a.sender.data = n->id;
+	a.sender.len = SEAL_ID_BYTES;
+	a.request_id = q->request_id;
+	Chorus__Error er = CHORUS__ERROR__INIT;
+	Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+	Chorus__AwaitResp ar = CHORUS__AWAIT_RESP__INIT;
+	Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
+	Chorus__BatchAwaitResp br = CHORUS__BATCH_AWAIT_RESP__INIT;
+	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
+	Chorus__ListResp lr = CHORUS__LIST_RESP__INIT;
+	Chorus__StatusResp st = CHORUS__STATUS_RESP__INIT;
+	Chorus__PoolStatus pool = CHORUS__POOL_STATUS__INIT;
+	Chorus__PoolStatus *pools[1] = { &pool };
+	Chorus__PeerCounters peer = CHORUS__PEER_COUNTERS__INIT;
+	Chorus__PeerCounters *peers[1] = { &peer };
+	char *handlers[2] = { "echo", "sha256" };
+	Chorus__TaskResult res[FAKE_BATCH_MAX];
+	Chorus__TaskResult *resp[FAKE_BATCH_MAX];
+	char outbuf[512];
+	switch (q->body_case) {
+	case CHORUS__ENVELOPE__BODY_SUBMIT:
+		if (n->error_code != 0) {
+			er.code = n->error_code;
+			er.message = (char *)n->error_msg;
+			a.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+			a.error = &er;
+			break;
+		}
+		sr.task_id = ++n->task_id_last;
+		if (q->submit->wait_ms > 0) {
+			int k = snprintf(outbuf, sizeof outbuf, "echo:%.*s",
+			                 (int)q->submit->task->payload.len,
+			                 (const char *)q->submit->task->payload.data);
+			fake_result(&res[0], sr.task_id, outbuf, (size_t)k);
+			res[0].handler = q->submit->task->handler;
+			sr.result = &res[0];
+		}
+		a.body_case = CHORUS__ENVELOPE__BODY_SUBMIT_RESP;
+		a.submit_resp = &sr;
+		break;
+	case CHORUS__ENVELOPE__BODY_AWAIT: {
+		if (q->await->task_id == 404) {
+			er.code = CH_ERR_NOT_FOUND;
+			er.message = "no task 404";
+			a.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+			a.error = &er;
+			break;
+		}
+		int k = snprintf(outbuf, sizeof outbuf, "done-%llu",
+		                 (unsigned long long)q->await->task_id);
+		fake_result(&res[0], q->await->task_id, outbuf, (size_t)k);
+		if (q->await->wait_ms == 0)
+			res[0].state = CHORUS__TASK_STATE__TASK_RUNNING;
+		ar.result = &res[0];
+		a.body_case = CHORUS__ENVELOPE__BODY_AWAIT_RESP;
+		a.await_resp = &ar;
+		break;
+	}
+	case CHORUS__ENVELOPE__BODY_MAP:
+		for (uint32_t i = 0; i < n->batch_count; i++)
+			free(n->batch_payloads[i]);
+		n->batch_count = 0;
+		assert_true(q->map->n_payloads <= FAKE_BATCH_MAX);
+		for (size_t i = 0; i < q->map->n_payloads; i++) {
+			n->batch_payloads[i] = malloc(q->map->payloads[i].len + 1);
+			memcpy(n->batch_payloads[i], q->map->payloads[i].data, q->map->payloads[i].len);
+			n->batch_lens[i] = q->map->payloads[i].len;
+		}
+		n->batch_count = (uint32_t)q->map->n_payloads;
+		mr.batch_id = BATCH_ID;
+		mr.count = n->batch_count;
+		a.body_case = CHORUS__ENVELOPE__BODY_MAP_RESP;
+		a.map_resp = &mr;
+		break;
+	case CHORUS__ENVELOPE__BODY_BATCH_AWAIT: {
+		atomic_fetch_add(&n->batch_awaits, 1);
+		uint32_t from = q->batch_await->from_index;
+		uint32_t k = n->batch_chunk > 0 ? n->batch_chunk : 1;
+		if (from + k > n->batch_count)
+			k = n->batch_count - from;
+		for (uint32_t i = 0; i < k; i++) {
+			/* payloads are short; outputs point into the stored payloads */
+			fake_result(&res[i], 1000 + from + i, n->batch_payloads[from + i],
+			            n->batch_lens[from + i]);
+			res[i].batch_id = BATCH_ID;
+			res[i].batch_index = from + i;
+			if ((from + i) % 5 == 4) {
+				res[i].state = CHORUS__TASK_STATE__TASK_FAILED;
+				res[i].error = "every fifth fails";
+			}
+			resp[i] = &res[i];
+		}
+		br.batch_id = BATCH_ID;
+		br.total = n->batch_count;
+		br.done = from + k;
+		br.from_index = from;
+		br.n_results = k;
+		br.results = resp;
+		a.body_case = CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP;
+		a.batch_await_resp = &br;
+		break;
+	}
+	case CHORUS__ENVELOPE__BODY_CANCEL:
+		cr.cancelled = 1;
+		cr.state = CHORUS__TASK_STATE__TASK_CANCELLED;
+		a.body_case = CHORUS__ENVELOPE__BODY_CANCEL_RESP;
+		a.cancel_resp = &cr;
+		break;
+	case CHORUS__ENVELOPE__BODY_LIST: {
+		uint32_t k = q->list->limit < 3 ? q->list->limit : 3;
+		for (uint32_t i = 0; i < k; i++) {
+			fake_result(&res[i], 30 - i, "x", 1);
+			res[i].state = q->list->state != 0 ? q->list->state
+			                                  : CHORUS__TASK_STATE__TASK_QUEUED;
+			resp[i] = &res[i];
+		}
+		lr.n_tasks = k;
+		lr.tasks = resp;
+		a.body_case = CHORUS__ENVELOPE__BODY_LIST_RESP;
+		a.list_resp = &lr;
+		break;
+	}
+	case CHORUS__ENVELOPE__BODY_STATUS:
+		st.node_id = "n1";
+		st.name = "fake";
+		st.version = CH_VERSION_STRING;
+		st.listen = n->url;
+		st.queued = 2;
+		st.succeeded = 40;
+		st.sessions = 1;
+		st.n_handlers = 2;
+		st.handlers = handlers;
+		pool.name = "default";
+		pool.workers = 4;
+		pool.alive = 3;
+		pool.degraded = 1;
+		pool.n_handlers = 1;
+		pool.handlers = handlers;
+		st.n_pools = 1;
+		st.pools = pools;
+		peer.peer = "10.0.0.9";
+		peer.forged = 5;
+		st.n_peers = 1;
+		st.peers = peers;
+		a.body_case = CHORUS__ENVELOPE__BODY_STATUS_RESP;
+		a.status_resp = &st;
+		break;
+	default:
+		er.code = CH_ERR_INVALID;
+		er.message = "unexpected body";
+		a.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+		a.error = &er;
+		break;
+	}
+	*len = chorus__envelope__get_packed_size(&a);
+	uint8_t *buf = malloc(*len + 1);
+	chorus__envelope__pack(&a, buf);
+	return buf;
+}
+
+static void fake_send(struct fake_node *n, const uint8_t *buf, size_t len)
+{
+	nng_msg *m;
+	if (nng_msg_alloc(&m, 0) != 0)
+		return;
+	nng_msg_append(m, buf, len);
+	if (nng_sendmsg(n->sock, m, 0) != 0)
+		nng_msg_free(m);
+}
+
+static void fake_reject(struct fake_node *n, int code, const char *reason)
+{
+	uint8_t *f = NULL;
+	size_t len = 0;
+	if (seal_reject_build(code, reason, &f, &len) == 0)
+		fake_send(n, f, len);
+	free(f);
+}
+
+static void fake_handle(struct fake_node *n, nng_msg *m)
+{
+	uint8_t *frame = nng_msg_body(m);
+	size_t len = nng_msg_len(m);
+	int kind = 0;
+	uint64_t sid = 0;
+	if (seal_frame_peek(frame, len, SEAL_FRAME_BYTES_DEFAULT, &kind, &sid) != SEAL_OK)
+		return;
+	if (kind == SEAL_KIND_HELLO) {
+		struct seal_session s;
+		uint8_t *reply = NULL;
+		size_t reply_len = 0;
+		int v = seal_hello_accept(&n->kr, n->id, frame, len, &s, &reply, &reply_len);
+		if (v == SEAL_FORGED) {
+			fake_reject(n, CH_ERR_AUTH, "wrong cluster secret");
+			return;
+		}
+		if (v != SEAL_OK)
+			return;
+		n->sessions[n->sessions_next++ % FAKE_SESSIONS_MAX] = s;
+		atomic_fetch_add(&n->handshakes, 1);
+		fake_send(n, reply, reply_len);
+		free(reply);
+		return;
+	}
+	if (kind != SEAL_KIND_DATA)
+		return;
+	atomic_fetch_add(&n->requests, 1);
+	if (atomic_load(&n->forget_sessions) > 0) {
+		atomic_fetch_sub(&n->forget_sessions, 1);
+		memset(n->sessions, 0, sizeof n->sessions);
+	}
+	struct seal_session *s = fake_find(n, sid);
+	if (s == NULL) {
+		fake_reject(n, CH_ERR_AUTH, "unknown session");
+		return;
+	}
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	if (seal_frame_open(s, frame, len, &plain, &plain_len) != SEAL_OK)
+		return;
+	Chorus__Envelope *q = chorus__envelope__unpack(NULL, plain_len, plain);
+	if (q == NULL)
+		return;
+	size_t ans_len = 0;
+	uint8_t *ans = fake_answer(n, q, &ans_len);
+	chorus__envelope__free_unpacked(q, NULL);
+	uint8_t *out = malloc(ans_len + SEAL_OVERHEAD_BYTES);
+	seal_frame_seal(s, ans, ans_len, out);
+	fake_send(n, out, ans_len + SEAL_OVERHEAD_BYTES);
+	free(out);
+	free(ans);
+}
+
+static void *fake_run(void *arg)
+{
+	struct fake_node *n = arg;
+	while (!atomic_load(&n->stop)) {
+		nng_msg *m = NULL;
+		int rv = nng_recvmsg(n->sock, &m, 0);
+		if (rv == NNG_ETIMEDOUT)
+			continue;
+		if (rv != 0)
+			break;
+		if (!atomic_load(&n->silent))
+			fake_handle(n, m);
+		nng_msg_free(m);
+	}
+	return NULL;
+}
+
+static void fake_start(struct fake_node *n, const char *secret_file)
+{
+	char err[256];
+	assert_int_equal(seal_keyring_load(&n->kr, secret_file, err, sizeof err), 0);
+	randombytes_buf(n->id, sizeof n->id);
+	assert_int_equal(nng_rep0_open(&n->sock), 0);
+	assert_int_equal(nng_socket_set_ms(n->sock, NNG_OPT_RECVTIMEO, 50), 0);
+	assert_int_equal(nng_listen(n->sock, n->url, NULL, 0), 0);
+	assert_int_equal(pthread_create(&n->thread, NULL, fake_run, n), 0);
+}
+
+static void fake_stop(struct fake_node *n)
+{
+	atomic_store(&n->stop, true);
+	pthread_join(n->thread, NULL);
+	nng_close(n->sock);
+	for (uint32_t i = 0; i < n->batch_count; i++)
+		free(n->batch_payloads[i]);
+	n->batch_count = 0;
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/chorus-test-client-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->secret, sizeof f->secret, "%s/secret", f->dir);
+	snprintf(f->other_secret, sizeof f->other_secret, "%s/other", f->dir);
+	char err[256];
+	assert_int_equal(ch_keygen(f->secret, err, sizeof err), CH_OK);
+	assert_int_equal(ch_keygen(f->other_secret, err, sizeof err), CH_OK);
+	snprintf(f->node.url, sizeof f->node.url, "ipc://%s/node-%d.sock", f->dir, url_seq++);
+	f->node.batch_chunk = 3;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char path[256];
+	unlink(f->secret);
+	unlink(f->other_secret);
+	snprintf(path, sizeof path, "%s/node-%d.sock", f->dir, url_seq - 1);
+	unlink(path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static ch_client *connect_ok(struct fixture *f, uint32_t contexts)
+{
+	struct ch_client_options o = { .timeout_ms = 3000, .contexts = contexts };
+	ch_client *c = NULL;
+	char err[256] = "";
+	int rv = ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err);
+	if (rv != CH_OK)
+		fail_msg("connect: %s (%s)", ch_strerror(rv), err);
+	return c;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void requests_map_to_their_replies(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 4);
+	char err[256];
+
+	uint64_t id = 0;
+	assert_int_equal(ch_submit(c, "echo", "hi", 2, NULL, &id, err, sizeof err), CH_OK);
+	assert_int_equal(id, 1);
+
+	const char *argv[] = { "/bin/echo", "x", NULL };
+	struct ch_task_opts to = { .timeout_ms = 100, .restart = CH_RESTART_TRANSIENT,
+		                   .max_attempts = 3, .argv = argv };
+	struct ch_result *r = NULL;
+	assert_int_equal(ch_submit_await(c, "echo", "hello", 5, &to, 1000, &r, err, sizeof err),
+	                 CH_OK);
+	assert_int_equal(r->task_id, 2);
+	assert_int_equal(r->state, CH_TASK_SUCCEEDED);
+	assert_int_equal(r->output_len, strlen("echo:hello"));
+	assert_string_equal((char *)r->output, "echo:hello"); /* NUL-terminated */
+	assert_string_equal(r->handler, "echo");
+	assert_string_equal(r->node, "fake");
+	assert_string_equal(r->error, "");
+	assert_int_equal(r->finished_ms, 1002);
+	ch_result_free(r);
+
+	assert_int_equal(ch_await(c, 9, 500, &r, err, sizeof err), CH_OK);
+	assert_int_equal(r->task_id, 9);
+	assert_int_equal(r->state, CH_TASK_SUCCEEDED);
+	assert_string_equal((char *)r->output, "done-9");
+	ch_result_free(r);
+
+	assert_int_equal(ch_task_status(c, 9, &r, err, sizeof err), CH_OK);
+	assert_int_equal(r->state, CH_TASK_RUNNING); /* wait 0 went on the wire */
+	ch_result_free(r);
+
+	assert_int_equal(ch_await(c, 404, 0, &r, err, sizeof err), CH_ERR_NOT_FOUND);
+	assert_null(r);
+	assert_non_null(strstr(err, "no task 404"));
+
+	int after = -1;
+	assert_int_equal(ch_cancel(c, 9, &after, err, sizeof err), CH_OK);
+	assert_int_equal(after, CH_TASK_CANCELLED);
+
+	struct ch_result **rs = NULL;
+	uint32_t n = 0;
+	assert_int_equal(ch_list(c, CH_TASK_FAILED, 10, &rs, &n, err, sizeof err), CH_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(rs[0]->task_id, 30);
+	assert_int_equal(rs[2]->state, CH_TASK_FAILED);
+	ch_results_free(rs, n);
+
+	char *json = NULL;
+	assert_int_equal(ch_status_json(c, &json, err, sizeof err), CH_OK);
+	json_error_t je;
+	json_t *o = json_loads(json, 0, &je);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "name")), "fake");
+	assert_int_equal(json_integer_value(json_object_get(o, "succeeded")), 40);
+	json_t *pools = json_object_get(o, "pools");
+	assert_true(json_is_array(pools));
+	assert_int_equal(json_array_size(pools), 1);
+	assert_true(json_is_true(json_object_get(json_array_get(pools, 0), "degraded")));
+	json_t *peers = json_object_get(o, "peers");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(peers, 0), "forged")), 5);
+	assert_int_equal(json_array_size(json_object_get(o, "handlers")), 2);
+	json_decref(o);
+	free(json);
+
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void wrong_secret_fails_with_auth_and_reason(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->other_secret);
+	ch_client *c = NULL;
+	char err[256] = "";
+	struct ch_client_options o = { .timeout_ms = 3000 };
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err),
+	                 CH_ERR_AUTH);
+	assert_null(c);
+	assert_non_null(strstr(err, "wrong cluster secret"));
+	fake_stop(&f->node);
+}
+
+static void nothing_listening_is_unreachable_within_the_timeout(void **state)
+{
+	struct fixture *f = *state;
+	ch_client *c = NULL;
+	char err[256] = "";
+	struct ch_client_options o = { .timeout_ms = 300 };
+	nng_time t0 = nng_clock();
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err),
+	                 CH_ERR_UNREACHABLE);
+	nng_time elapsed = nng_clock() - t0;
+	assert_null(c);
+	assert_true(elapsed < 3 * 300);
+	assert_non_null(strstr(err, "no answer from ipc://"));
+	assert_non_null(strstr(err, "within 300 ms"));
+}
+
+static void missing_secret_file_is_an_io_error(void **state)
+{
+	struct fixture *f = *state;
+	ch_client *c = NULL;
+	char err[256] = "";
+	char path[256];
+	snprintf(path, sizeof path, "%s/nope", f->dir);
+	assert_int_equal(ch_client_connect(&c, f->node.url, path, NULL, err, sizeof err),
+	                 CH_ERR_IO);
+	assert_null(c);
+	assert_non_null(strstr(err, path));
+}
+
+static void lost_session_is_rebuilt_and_the_call_succeeds(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	assert_int_equal(atomic_load(&f->node.handshakes), 1);
+	atomic_store(&f->node.forget_sessions, 1); /* as if the node restarted */
+	char err[256];
+	uint64_t id = 0;
+	assert_int_equal(ch_submit(c, "echo", "a", 1, NULL, &id, err, sizeof err), CH_OK);
+	assert_int_equal(id, 1);
+	assert_int_equal(atomic_load(&f->node.handshakes), 2);
+	assert_int_equal(atomic_load(&f->node.requests), 2); /* refused once, then resent */
+	/* the new session keeps working */
+	assert_int_equal(ch_submit(c, "echo", "b", 1, NULL, &id, err, sizeof err), CH_OK);
+	assert_int_equal(id, 2);
+	assert_int_equal(atomic_load(&f->node.handshakes), 2);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void session_refused_twice_fails_with_auth(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	atomic_store(&f->node.forget_sessions, 2);
+	char err[256];
+	uint64_t id = 0;
+	assert_int_equal(ch_submit(c, "echo", "a", 1, NULL, &id, err, sizeof err), CH_ERR_AUTH);
+	assert_non_null(strstr(err, "unknown session"));
+	assert_int_equal(atomic_load(&f->node.handshakes), 2); /* re-handshake once only */
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void error_reply_surfaces_code_and_message(void **state)
+{
+	struct fixture *f = *state;
+	f->node.error_code = CH_ERR_UNKNOWN_HANDLER;
+	f->node.error_msg = "no handler named 'nope' on node n1";
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	char err[256];
+	uint64_t id = 0;
+	assert_int_equal(ch_submit(c, "nope", "", 0, NULL, &id, err, sizeof err),
+	                 CH_ERR_UNKNOWN_HANDLER);
+	assert_string_equal(err, "no handler named 'nope' on node n1");
+	struct ch_result *r = (struct ch_result *)&r; /* must be reset to NULL */
+	assert_int_equal(ch_submit_await(c, "nope", "x", 1, NULL, 10, &r, err, sizeof err),
+	                 CH_ERR_UNKNOWN_HANDLER);
+	assert_null(r);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+struct progress_log {
+	uint32_t calls;
+	uint32_t last_done;
+	bool monotonic;
+};
+
+static void on_progress(void *arg, uint32_t done, uint32_t total)
+{
+	struct progress_log *p = arg;
+	assert_int_equal(total, 11);
+	if (done <= p->last_done)
+		p->monotonic = false;
+	p->last_done = done;
+	p->calls++;
+}
+
+static void map_assembles_results_in_order_across_batch_awaits(void **state)
+{
+	struct fixture *f = *state;
+	f->node.batch_chunk = 3;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	enum { N = 11 };
+	char bufs[N][16];
+	const void *payloads[N];
+	size_t lens[N];
+	for (int i = 0; i < N; i++) {
+		lens[i] = (size_t)snprintf(bufs[i], sizeof bufs[i], "p%02d", i);
+		payloads[i] = bufs[i];
+	}
+	struct progress_log pl = { .monotonic = true };
+	struct ch_map_opts mo = { .max_concurrency = 4, .progress = on_progress,
+		                  .progress_arg = &pl };
+	struct ch_result **rs = NULL;
+	char err[256];
+	assert_int_equal(ch_map(c, "echo", payloads, lens, N, NULL, &mo, &rs, err, sizeof err),
+	                 CH_OK);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(rs[i]->batch_index, i);
+		assert_int_equal(rs[i]->batch_id, BATCH_ID);
+		assert_int_equal(rs[i]->output_len, lens[i]);
+		assert_memory_equal(rs[i]->output, bufs[i], lens[i]);
+		assert_int_equal(rs[i]->state, i % 5 == 4 ? CH_TASK_FAILED : CH_TASK_SUCCEEDED);
+	}
+	assert_string_equal(rs[4]->error, "every fifth fails");
+	assert_int_equal(atomic_load(&f->node.batch_awaits), 4); /* 3+3+3+2 */
+	assert_true(pl.monotonic);
+	assert_int_equal(pl.calls, 4);
+	assert_int_equal(pl.last_done, N);
+	ch_results_free(rs, N);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void map_over_the_frame_cap_is_too_large(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	struct ch_client_options o = { .timeout_ms = 3000, .frame_bytes_max = 4096 };
+	ch_client *c = NULL;
+	char err[256];
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err), CH_OK);
+	static char big[1000];
+	const void *payloads[10];
+	size_t lens[10];
+	for (int i = 0; i < 10; i++) {
+		payloads[i] = big;
+		lens[i] = sizeof big;
+	}
+	struct ch_result **rs = NULL;
+	assert_int_equal(ch_map(c, "echo", payloads, lens, 10, NULL, NULL, &rs, err, sizeof err),
+	                 CH_ERR_TOO_LARGE);
+	assert_null(rs);
+	assert_non_null(strstr(err, "frame cap"));
+	assert_int_equal(atomic_load(&f->node.requests), 0); /* nothing went out */
+	uint64_t id;
+	static char huge[5000];
+	assert_int_equal(ch_submit(c, "echo", huge, sizeof huge, NULL, &id, err, sizeof err),
+	                 CH_ERR_TOO_LARGE);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+struct worker_arg {
+	ch_client *c;
+	int index;
+	int ok;
+};
+
+#define THREADS 8
+#define CALLS 200
+
+static void *worker(void *arg)
+{
+	struct worker_arg *w = arg;
+	for (int i = 0; i < CALLS; i++) {
+		char payload[32], want[40], err[256];
+		int len = snprintf(payload, sizeof payload, "t%d-c%d", w->index, i);
+		snprintf(want, sizeof want, "echo:%s", payload);
+		struct ch_result *r = NULL;
+		if (ch_submit_await(w->c, "echo", payload, (size_t)len, NULL, 100, &r, err,
+		                    sizeof err) != CH_OK)
+			continue;
+		if (strcmp((char *)r->output, want) == 0)
+			w->ok++;
+		ch_result_free(r);
+	}
+	return NULL;
+}
+
+static void concurrent_callers_each_get_their_own_answer(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 4); /* fewer contexts than threads: callers queue */
+	pthread_t th[THREADS];
+	struct worker_arg wa[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		wa[i] = (struct worker_arg){ .c = c, .index = i };
+		assert_int_equal(pthread_create(&th[i], NULL, worker, &wa[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(wa[i].ok, CALLS);
+	}
+	assert_int_equal(f->node.task_id_last, THREADS * CALLS);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+struct async_box {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int calls;
+	int code;
+	uint64_t task_id;
+	char output[64];
+	char err[256];
+};
+
+static void on_async(void *arg, int code, struct ch_result *r, const char *err)
+{
+	struct async_box *b = arg;
+	pthread_mutex_lock(&b->mu);
+	b->calls++;
+	b->code = code;
+	snprintf(b->err, sizeof b->err, "%s", err != NULL ? err : "(null)");
+	if (r != NULL) {
+		b->task_id = r->task_id;
+		snprintf(b->output, sizeof b->output, "%s", (char *)r->output);
+		ch_result_free(r);
+	}
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* Waits until the callback ran `calls` times or 5 s passed. */
+static int box_wait(struct async_box *b, int calls)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	pthread_mutex_lock(&b->mu);
+	int rv = 0;
+	while (b->calls < calls && rv == 0)
+		rv = pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+	int got = b->calls;
+	pthread_mutex_unlock(&b->mu);
+	return got;
+}
+
+static void async_callback_runs_exactly_once(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	struct async_box b = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	assert_int_equal(ch_submit_async(c, "echo", "zz", 2, NULL, 100, on_async, &b), CH_OK);
+	assert_int_equal(box_wait(&b, 1), 1);
+	assert_int_equal(b.code, CH_OK);
+	assert_string_equal(b.output, "echo:zz");
+	/* the slot is recycled: a second request after a lost session */
+	atomic_store(&f->node.forget_sessions, 1);
+	assert_int_equal(ch_submit_async(c, "echo", "yy", 2, NULL, 100, on_async, &b), CH_OK);
+	assert_int_equal(box_wait(&b, 2), 2);
+	assert_int_equal(b.code, CH_OK);
+	assert_string_equal(b.output, "echo:yy");
+	assert_int_equal(atomic_load(&f->node.handshakes), 2);
+	ch_client_close(c);
+	/* nothing runs after close */
+	assert_int_equal(b.calls, 2);
+	fake_stop(&f->node);
+}
+
+static void many_async_requests_each_call_back_once(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 3); /* more requests than async slots */
+	struct async_box b = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(ch_submit_async(c, "echo", "m", 1, NULL, 0, on_async, &b), CH_OK);
+	assert_int_equal(box_wait(&b, 50), 50);
+	assert_int_equal(f->node.task_id_last, 50);
+	ch_client_close(c);
+	assert_int_equal(b.calls, 50);
+	fake_stop(&f->node);
+}
+
+static void close_aborts_pending_async_with_closed(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	atomic_store(&f->node.silent, true);
+	struct async_box b = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	assert_int_equal(ch_submit_async(c, "echo", "q", 1, NULL, 60000, on_async, &b), CH_OK);
+	ch_client_close(c); /* returns only after the callback ran */
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(b.code, CH_ERR_CLOSED);
+	fake_stop(&f->node);
+}
+
+static void silent_node_times_out_a_request(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	struct ch_client_options o = { .timeout_ms = 200 };
+	ch_client *c = NULL;
+	char err[256];
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err), CH_OK);
+	atomic_store(&f->node.silent, true);
+	uint64_t id = 0;
+	nng_time t0 = nng_clock();
+	assert_int_equal(ch_submit(c, "echo", "", 0, NULL, &id, err, sizeof err), CH_ERR_TIMEOUT);
+	assert_true(nng_clock() - t0 < 3 * 200);
+	assert_non_null(strstr(err, "within 200 ms"));
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void names_and_codes(void **state)
+{
+	(void)state;
+	for (int code = 0; code >= CH_ERR_INTERNAL; code--) {
+		assert_non_null(ch_strerror(code));
+		assert_string_not_equal(ch_strerror(code), "unknown error");
+	}
+	assert_string_equal(ch_strerror(-999), "unknown error");
+	for (int s = CH_TASK_UNKNOWN; s <= CH_TASK_LOST; s++)
+		assert_int_equal(ch_task_state_parse(ch_task_state_name(s)), s);
+	assert_string_equal(ch_task_state_name(42), "unknown");
+	assert_int_equal(ch_task_state_parse("bogus"), CH_TASK_UNKNOWN);
+	assert_int_equal(ch_task_state_parse(NULL), CH_TASK_UNKNOWN);
+	assert_false(ch_task_state_is_final(CH_TASK_RUNNING));
+	assert_true(ch_task_state_is_final(CH_TASK_SUCCEEDED));
+	assert_true(ch_task_state_is_final(CH_TASK_LOST));
+}
+
+static void keygen_refuses_to_overwrite(void **state)
+{
+	struct fixture *f = *state;
+	char err[256];
+	assert_int_equal(ch_keygen(f->secret, err, sizeof err), CH_ERR_IO);
+	assert_non_null(strstr(err, f->secret));
+	struct stat st;
+	assert_int_equal(stat(f->other_secret, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+}
+
+static void bad_arguments_are_invalid(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 1);
+	char err[256];
+	uint64_t id;
+	assert_int_equal(ch_submit(c, "", "x", 1, NULL, &id, err, sizeof err), CH_ERR_INVALID);
+	assert_int_equal(ch_submit(c, "echo", NULL, 3, NULL, &id, err, sizeof err), CH_ERR_INVALID);
+	struct ch_task_opts to = { .restart = 7 };
+	assert_int_equal(ch_submit(c, "echo", "x", 1, &to, &id, err, sizeof err), CH_ERR_INVALID);
+	assert_int_equal(ch_client_connect(NULL, "x", "y", NULL, err, sizeof err), CH_ERR_INVALID);
+	assert_int_equal(atomic_load(&f->node.requests), 0);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(requests_map_to_their_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(wrong_secret_fails_with_auth_and_reason, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(nothing_listening_is_unreachable_within_the_timeout,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(missing_secret_file_is_an_io_error, setup, teardown),
+		cmocka_unit_test_setup_teardown(lost_session_is_rebuilt_and_the_call_succeeds, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(session_refused_twice_fails_with_auth, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(error_reply_surfaces_code_and_message, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(map_assembles_results_in_order_across_batch_awaits,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(map_over_the_frame_cap_is_too_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(concurrent_callers_each_get_their_own_answer, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(async_callback_runs_exactly_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(many_async_requests_each_call_back_once, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(close_aborts_pending_async_with_closed, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(silent_node_times_out_a_request, setup, teardown),
+		cmocka_unit_test(names_and_codes),
+		cmocka_unit_test_setup_teardown(keygen_refuses_to_overwrite, setup, teardown),
+		cmocka_unit_test_setup_teardown(bad_arguments_are_invalid, setup, teardown),
+	};
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	nng_fini(); /* joins nng's own threads, so valgrind sees no stacks left */
+	return failed;
+}
