@@ -1,0 +1,616 @@
+/*
+ * frametool.c - sends hostile and edge-case frames to a chorusd node, for
+ * the integration tests (tests/integration/test_bad_input.py,
+ * test_reconnect.py).
+ *
+ *   chorus_frametool ADDR SECRET_FILE MODE [ARG]
+ *
+ * Modes (each prints one line per outcome and exits 0 when every outcome
+ * is the expected one, 1 when one is not, 2 on usage errors, 3 when the
+ * node cannot be reached at all):
+ *   garbage [N]      N (default 1) frames of random bytes (never the magic)
+ *                    -> no answer expected; the node counts them malformed
+ *   truncated [N]    N frames with a valid DATA header but shorter than
+ *                    header + tag -> no answer; counted truncated
+ *   oversized SIZE   one DATA frame of SIZE bytes ("100k" accepted) over the
+ *                    node's --frame-max -> no answer; counted oversized
+ *   tampered         a real handshake, then a sealed status request with one
+ *                    ciphertext byte flipped -> no answer (counted tampered);
+ *                    then an intact request on the same session -> answered
+ *   replay           a real handshake, a sealed status request answered; the
+ *                    same bytes again on a fresh context (the node may answer
+ *                    from its resend cache: printed); then, after enough other
+ *                    requests to push it out of that cache, the same bytes
+ *                    once more -> no answer; counted replayed
+ *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
+ *                    reason; counted forged
+ *   hammer N         N sequential ch_submit_await("echo") calls through
+ *                    libchorus; prints "ok N" or each failure
+ *
+ * Frames that expect no answer are given a short receive timeout
+ * (FRAMETOOL_QUIET_MS); a timeout there is the expected outcome.
+ * The tool talks nng req0 and proto/seal.h directly, so it can break every
+ * rule the library keeps.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <sodium.h>
+
+#include "chorus.h"
+#include "proto/chorus.pb-c.h"
+#include "proto/seal.h"
+
+#define FRAMETOOL_QUIET_MS 300        /* wait for an answer that should not come */
+#define FRAMETOOL_ANSWER_MS 5000      /* wait for an answer that should come */
+#define FRAMETOOL_COUNT_MAX 100000u
+#define FRAMETOOL_SIZE_MAX (256u * 1024u * 1024u)
+#define FRAMETOOL_GARBAGE_BYTES 96    /* longer than header + tag: not "truncated" */
+#define FRAMETOOL_TRUNCATED_BYTES 30  /* header (24) + 6: shorter than header + tag */
+#define FRAMETOOL_CACHE_FLUSH 40      /* > the node's per-session resend cache (32) */
+#define FRAMETOOL_HAMMER_WAIT_MS 10000
+
+static const char *g_addr;
+static uint8_t g_self_id[SEAL_ID_BYTES];
+static uint64_t g_request_id;
+
+static void die_nng(const char *what, int rv)
+{
+	fprintf(stderr, "frametool: %s: %s\n", what, nng_strerror(rv));
+	exit(3);
+}
+
+/* Dials synchronously so that a missing node is reported at once. */
+static nng_socket sock_open(void)
+{
+	nng_socket s;
+	int rv = nng_req0_open(&s);
+	if (rv != 0)
+		die_nng("nng_req0_open", rv);
+	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 0); /* no cap: we are the test */
+	/* no automatic resends: every frame we send is sent exactly once */
+	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	rv = nng_dial(s, g_addr, NULL, 0);
+	if (rv != 0)
+		die_nng(g_addr, rv);
+	return s;
+}
+
+/* One request on a fresh context. Returns 1 with *reply set (caller frees)
+ * when answered, 0 on timeout, -1 on another error. */
+static int xchg(nng_socket s, const uint8_t *frame, size_t len, int timeout_ms, nng_msg **reply)
+{
+	nng_ctx ctx;
+	nng_aio *aio;
+	nng_msg *msg;
+	*reply = NULL;
+	if (nng_ctx_open(&ctx, s) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0)
+		return -1;
+	if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, frame, len) != 0) {
+		nng_aio_free(aio);
+		nng_ctx_close(ctx);
+		return -1;
+	}
+	nng_aio_set_msg(aio, msg);
+	nng_aio_set_timeout(aio, FRAMETOOL_ANSWER_MS);
+	nng_ctx_send(ctx, aio);
+	nng_aio_wait(aio);
+	int rv = nng_aio_result(aio);
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(aio));
+		fprintf(stderr, "frametool: send: %s\n", nng_strerror(rv));
+		nng_aio_free(aio);
+		nng_ctx_close(ctx);
+		return -1;
+	}
+	nng_aio_set_timeout(aio, timeout_ms);
+	nng_ctx_recv(ctx, aio);
+	nng_aio_wait(aio);
+	rv = nng_aio_result(aio);
+	int out;
+	if (rv == 0) {
+		*reply = nng_aio_get_msg(aio);
+		out = 1;
+	} else if (rv == NNG_ETIMEDOUT) {
+		out = 0;
+	} else {
+		fprintf(stderr, "frametool: recv: %s\n", nng_strerror(rv));
+		out = -1;
+	}
+	nng_aio_free(aio);
+	nng_ctx_close(ctx);
+	return out;
+}
+
+/* Sends n frames, each on its own context, then waits once (concurrently on
+ * all contexts) for answers that should not come. Returns how many were
+ * answered, or -1 on a send error. */
+struct bulk {
+	nng_ctx ctx;
+	nng_aio *aio;
+};
+
+static int send_bulk(nng_socket s, uint32_t n, void (*make)(uint8_t *buf, size_t *len, uint32_t i),
+                     size_t buf_bytes)
+{
+	struct bulk *b = calloc(n, sizeof(*b));
+	uint8_t *buf = malloc(buf_bytes);
+	if (!b || !buf) {
+		fprintf(stderr, "frametool: out of memory\n");
+		exit(1);
+	}
+	int answered = 0, failed = 0;
+	uint32_t opened = 0;
+	for (uint32_t i = 0; i < n; i++, opened++) {
+		if (nng_ctx_open(&b[i].ctx, s) != 0 || nng_aio_alloc(&b[i].aio, NULL, NULL) != 0) {
+			failed = 1;
+			break;
+		}
+		size_t len = buf_bytes;
+		make(buf, &len, i);
+		nng_msg *msg;
+		if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, buf, len) != 0) {
+			failed = 1;
+			opened++;
+			break;
+		}
+		nng_aio_set_msg(b[i].aio, msg);
+		nng_aio_set_timeout(b[i].aio, FRAMETOOL_ANSWER_MS);
+		nng_ctx_send(b[i].ctx, b[i].aio);
+		nng_aio_wait(b[i].aio);
+		if (nng_aio_result(b[i].aio) != 0) {
+			nng_msg_free(nng_aio_get_msg(b[i].aio));
+			failed = 1;
+			opened++;
+			break;
+		}
+	}
+	if (!failed) {
+		for (uint32_t i = 0; i < n; i++) {
+			nng_aio_set_timeout(b[i].aio, FRAMETOOL_QUIET_MS);
+			nng_ctx_recv(b[i].ctx, b[i].aio);
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			nng_aio_wait(b[i].aio);
+			if (nng_aio_result(b[i].aio) == 0) {
+				nng_msg_free(nng_aio_get_msg(b[i].aio));
+				answered++;
+			}
+		}
+	}
+	for (uint32_t i = 0; i < opened && i < n; i++) {
+		if (b[i].aio)
+			nng_aio_free(b[i].aio);
+		nng_ctx_close(b[i].ctx);
+	}
+	free(b);
+	free(buf);
+	return failed ? -1 : answered;
+}
+
+static void header_put(uint8_t *f, int kind, uint64_t session_id, uint64_t counter)
+{
+	memset(f, 0, SEAL_HEADER_BYTES);
+	f[0] = SEAL_MAGIC;
+	f[1] = (uint8_t)kind;
+	f[2] = (uint8_t)(CH_PROTOCOL_VERSION & 0xff);
+	f[3] = (uint8_t)(CH_PROTOCOL_VERSION >> 8);
+	for (int i = 0; i < 8; i++) {
+		f[8 + i] = (uint8_t)(session_id >> (8 * i));
+		f[16 + i] = (uint8_t)(counter >> (8 * i));
+	}
+}
+
+static void make_garbage(uint8_t *buf, size_t *len, uint32_t i)
+{
+	(void)i;
+	*len = FRAMETOOL_GARBAGE_BYTES;
+	randombytes_buf(buf, *len);
+	if (buf[0] == SEAL_MAGIC)
+		buf[0] ^= 0xff; /* never a plausible header */
+}
+
+static void make_truncated(uint8_t *buf, size_t *len, uint32_t i)
+{
+	header_put(buf, SEAL_KIND_DATA, randombytes_random() | 1u, i + 1u);
+	randombytes_buf(buf + SEAL_HEADER_BYTES, FRAMETOOL_TRUNCATED_BYTES - SEAL_HEADER_BYTES);
+	*len = FRAMETOOL_TRUNCATED_BYTES;
+}
+
+static size_t g_oversize_bytes;
+
+static void make_oversized(uint8_t *buf, size_t *len, uint32_t i)
+{
+	header_put(buf, SEAL_KIND_DATA, ((uint64_t)randombytes_random() << 32) | 1u, i + 1u);
+	randombytes_buf(buf + SEAL_HEADER_BYTES, g_oversize_bytes - SEAL_HEADER_BYTES);
+	*len = g_oversize_bytes;
+}
+
+/* ---- sealed requests ---- */
+
+static void keyring_from_file(struct seal_keyring *kr, const char *path)
+{
+	char err[256] = "";
+	if (seal_keyring_load(kr, path, err, sizeof(err)) != 0) {
+		fprintf(stderr, "frametool: %s\n", err);
+		exit(2);
+	}
+}
+
+/* Handshakes: fills *sess, or exits (3 no answer, 1 refused). */
+static void handshake(nng_socket s, const struct seal_keyring *kr, struct seal_session *sess)
+{
+	struct seal_initiator in;
+	uint8_t *hello = NULL;
+	size_t hello_len = 0;
+	if (seal_hello_build(&in, kr, g_self_id, &hello, &hello_len) != 0) {
+		fprintf(stderr, "frametool: cannot build HELLO\n");
+		exit(1);
+	}
+	nng_msg *reply = NULL;
+	int rc = xchg(s, hello, hello_len, FRAMETOOL_ANSWER_MS, &reply);
+	free(hello);
+	if (rc != 1) {
+		printf("handshake: no answer\n");
+		exit(3);
+	}
+	char err[SEAL_REASON_BYTES_MAX + 64] = "";
+	int v = seal_welcome_accept(&in, kr, nng_msg_body(reply), nng_msg_len(reply), sess, err,
+	                            sizeof(err));
+	nng_msg_free(reply);
+	sodium_memzero(&in, sizeof(in));
+	if (v != SEAL_OK) {
+		printf("handshake: refused: %s (%s)\n", seal_verdict_name(v), err);
+		exit(1);
+	}
+}
+
+/* A sealed status request (malloc'd frame). */
+static uint8_t *status_frame(struct seal_session *sess, size_t *len)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__StatusReq sr = CHORUS__STATUS_REQ__INIT;
+	env.version = CH_PROTOCOL_VERSION;
+	env.sender.data = g_self_id;
+	env.sender.len = SEAL_ID_BYTES;
+	env.request_id = ++g_request_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_STATUS;
+	env.status = &sr;
+	size_t n = chorus__envelope__get_packed_size(&env);
+	uint8_t *plain = malloc(n ? n : 1);
+	uint8_t *frame = malloc(n + SEAL_OVERHEAD_BYTES);
+	if (!plain || !frame) {
+		fprintf(stderr, "frametool: out of memory\n");
+		exit(1);
+	}
+	chorus__envelope__pack(&env, plain);
+	seal_frame_seal(sess, plain, n, frame);
+	free(plain);
+	*len = n + SEAL_OVERHEAD_BYTES;
+	return frame;
+}
+
+/* Opens a reply and checks it is a StatusResp. Returns 1 when it is. */
+static int reply_is_status(struct seal_session *sess, nng_msg *reply, char *why, size_t why_len)
+{
+	uint8_t *frame = nng_msg_body(reply);
+	size_t len = nng_msg_len(reply);
+	int kind = 0;
+	uint64_t sid = 0;
+	int v = seal_frame_peek(frame, len, SEAL_FRAME_BYTES_DEFAULT, &kind, &sid);
+	if (v != SEAL_OK || kind != SEAL_KIND_DATA) {
+		snprintf(why, why_len, "not a data frame (verdict %s, kind %d)", seal_verdict_name(v),
+		         kind);
+		return 0;
+	}
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	v = seal_frame_open(sess, frame, len, &plain, &plain_len);
+	if (v != SEAL_OK) {
+		snprintf(why, why_len, "reply refused: %s", seal_verdict_name(v));
+		return 0;
+	}
+	Chorus__Envelope *env = chorus__envelope__unpack(NULL, plain_len, plain);
+	if (!env) {
+		snprintf(why, why_len, "undecodable reply");
+		return 0;
+	}
+	int ok = env->body_case == CHORUS__ENVELOPE__BODY_STATUS_RESP;
+	if (!ok)
+		snprintf(why, why_len, "reply body %d, not a status", (int)env->body_case);
+	chorus__envelope__free_unpacked(env, NULL);
+	return ok;
+}
+
+/* ---- modes ---- */
+
+static int mode_bulk(const char *name, uint32_t n, void (*make)(uint8_t *, size_t *, uint32_t),
+                     size_t buf_bytes)
+{
+	nng_socket s = sock_open();
+	int answered = send_bulk(s, n, make, buf_bytes);
+	nng_close(s);
+	if (answered < 0) {
+		printf("%s: send failed\n", name);
+		return 1;
+	}
+	printf("%s: sent %u, unanswered %u (expected), answered %d\n", name, n, n - (uint32_t)answered,
+	       answered);
+	return answered == 0 ? 0 : 1;
+}
+
+static int mode_tampered(const char *secret)
+{
+	struct seal_keyring kr;
+	struct seal_session sess;
+	keyring_from_file(&kr, secret);
+	nng_socket s = sock_open();
+	handshake(s, &kr, &sess);
+	int bad = 0;
+
+	size_t len;
+	uint8_t *frame = status_frame(&sess, &len);
+	frame[SEAL_HEADER_BYTES + 1] ^= 0x40; /* inside the ciphertext */
+	nng_msg *reply = NULL;
+	int rc = xchg(s, frame, len, FRAMETOOL_QUIET_MS, &reply);
+	free(frame);
+	if (rc == 0) {
+		printf("tampered: no answer (expected: dropped as tampered)\n");
+	} else {
+		printf("tampered: UNEXPECTED %s\n", rc == 1 ? "answer" : "error");
+		bad = 1;
+		if (reply)
+			nng_msg_free(reply);
+	}
+
+	frame = status_frame(&sess, &len);
+	rc = xchg(s, frame, len, FRAMETOOL_ANSWER_MS, &reply);
+	free(frame);
+	char why[128] = "";
+	if (rc == 1 && reply_is_status(&sess, reply, why, sizeof(why))) {
+		printf("tampered: the session still works: intact request answered\n");
+	} else {
+		printf("tampered: UNEXPECTED: intact request after it %s %s\n",
+		       rc == 1 ? "got a bad answer:" : "got no answer", why);
+		bad = 1;
+	}
+	if (reply)
+		nng_msg_free(reply);
+	nng_close(s);
+	sodium_memzero(&kr, sizeof(kr));
+	return bad;
+}
+
+static int mode_replay(const char *secret)
+{
+	struct seal_keyring kr;
+	struct seal_session sess;
+	keyring_from_file(&kr, secret);
+	nng_socket s = sock_open();
+	handshake(s, &kr, &sess);
+	int bad = 0;
+	char why[128] = "";
+
+	size_t len;
+	uint8_t *frame = status_frame(&sess, &len);
+	uint8_t *copy = malloc(len);
+	if (!copy)
+		return 1;
+	memcpy(copy, frame, len);
+	nng_msg *reply = NULL;
+	int rc = xchg(s, frame, len, FRAMETOOL_ANSWER_MS, &reply);
+	free(frame);
+	if (rc == 1 && reply_is_status(&sess, reply, why, sizeof(why))) {
+		printf("replay: original request answered\n");
+	} else {
+		printf("replay: UNEXPECTED: original request %s %s\n",
+		       rc == 1 ? "got a bad answer:" : "got no answer", why);
+		bad = 1;
+	}
+	if (reply)
+		nng_msg_free(reply);
+
+	/* the same bytes on a fresh context: a resend, as nng would make */
+	rc = xchg(s, copy, len, FRAMETOOL_QUIET_MS, &reply);
+	if (rc == 1 && reply_is_status(&sess, reply, why, sizeof(why))) {
+		printf("replay: immediate replay answered from the node's cache (not re-executed)\n");
+	} else if (rc == 0) {
+		printf("replay: immediate replay refused (counted replayed)\n");
+	} else {
+		printf("replay: UNEXPECTED: immediate replay %s\n", why);
+		bad = 1;
+	}
+	if (reply)
+		nng_msg_free(reply);
+
+	/* push the original out of the node's per-session resend cache */
+	for (int i = 0; i < FRAMETOOL_CACHE_FLUSH; i++) {
+		frame = status_frame(&sess, &len);
+		rc = xchg(s, frame, len, FRAMETOOL_ANSWER_MS, &reply);
+		free(frame);
+		if (rc != 1 || !reply_is_status(&sess, reply, why, sizeof(why))) {
+			printf("replay: UNEXPECTED: filler request %d %s %s\n", i,
+			       rc == 1 ? "bad answer:" : "no answer", why);
+			bad = 1;
+		}
+		if (reply)
+			nng_msg_free(reply);
+		if (bad)
+			break;
+	}
+
+	rc = xchg(s, copy, len, FRAMETOOL_QUIET_MS, &reply);
+	if (rc == 0) {
+		printf("replay: old replay refused (counted replayed)\n");
+	} else {
+		printf("replay: UNEXPECTED: old replay %s\n", rc == 1 ? "answered" : "failed");
+		bad = 1;
+		if (reply)
+			nng_msg_free(reply);
+	}
+	free(copy);
+	nng_close(s);
+	sodium_memzero(&kr, sizeof(kr));
+	return bad;
+}
+
+static int mode_wrong_secret(void)
+{
+	uint8_t secret[SEAL_SECRET_BYTES];
+	randombytes_buf(secret, sizeof(secret));
+	struct seal_keyring kr;
+	seal_keyring_init(&kr, secret);
+	nng_socket s = sock_open();
+	struct seal_initiator in;
+	uint8_t *hello = NULL;
+	size_t hello_len = 0;
+	if (seal_hello_build(&in, &kr, g_self_id, &hello, &hello_len) != 0)
+		return 1;
+	nng_msg *reply = NULL;
+	int rc = xchg(s, hello, hello_len, FRAMETOOL_ANSWER_MS, &reply);
+	free(hello);
+	int bad = 0;
+	if (rc != 1) {
+		printf("wrong-secret: UNEXPECTED: no REJECT (%s)\n", rc == 0 ? "timeout" : "error");
+		bad = 1;
+	} else {
+		char err[SEAL_REASON_BYTES_MAX + 64] = "";
+		struct seal_session sess;
+		int kind = 0;
+		uint64_t sid = 0;
+		(void)seal_frame_peek(nng_msg_body(reply), nng_msg_len(reply), SEAL_HANDSHAKE_BYTES_MAX,
+		                      &kind, &sid);
+		int v = seal_welcome_accept(&in, &kr, nng_msg_body(reply), nng_msg_len(reply), &sess,
+		                            err, sizeof(err));
+		if (kind == SEAL_KIND_REJECT && v != SEAL_OK) {
+			printf("wrong-secret: REJECT: %s\n", err);
+		} else {
+			printf("wrong-secret: UNEXPECTED: kind %d verdict %s\n", kind,
+			       seal_verdict_name(v));
+			bad = 1;
+		}
+		nng_msg_free(reply);
+	}
+	sodium_memzero(&in, sizeof(in));
+	nng_close(s);
+	return bad;
+}
+
+static int mode_hammer(const char *secret, uint32_t n)
+{
+	ch_client *c = NULL;
+	char err[512] = "";
+	struct ch_client_options o = {.timeout_ms = 10000};
+	int rc = ch_client_connect(&c, g_addr, secret, &o, err, sizeof(err));
+	if (rc != CH_OK) {
+		printf("hammer: connect failed: %s (%s)\n", ch_strerror(rc), err);
+		return 1;
+	}
+	uint32_t failures = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		char payload[64];
+		int plen = snprintf(payload, sizeof(payload), "hammer-%" PRIu32, i);
+		struct ch_result *r = NULL;
+		rc = ch_submit_await(c, "echo", payload, (size_t)plen, NULL, FRAMETOOL_HAMMER_WAIT_MS, &r,
+		                     err, sizeof(err));
+		if (rc != CH_OK) {
+			printf("fail %" PRIu32 ": %s (%s)\n", i, ch_strerror(rc), err);
+			failures++;
+		} else if (r->state != CH_TASK_SUCCEEDED || r->output_len != (size_t)plen ||
+		           memcmp(r->output, payload, (size_t)plen) != 0) {
+			printf("fail %" PRIu32 ": task %" PRIu64 " state %s output '%.*s'\n", i, r->task_id,
+			       ch_task_state_name(r->state), (int)r->output_len, (const char *)r->output);
+			failures++;
+		}
+		ch_result_free(r);
+	}
+	ch_client_close(c);
+	if (failures) {
+		printf("failed %" PRIu32 " of %" PRIu32 "\n", failures, n);
+		return 1;
+	}
+	printf("ok %" PRIu32 "\n", n);
+	return 0;
+}
+
+/* "100k", "2M", "512" -> bytes; 0 when bad. */
+static size_t parse_size(const char *s)
+{
+	char *end = NULL;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s)
+		return 0;
+	if (*end == 'k' || *end == 'K')
+		v *= 1024ull, end++;
+	else if (*end == 'm' || *end == 'M')
+		v *= 1024ull * 1024ull, end++;
+	if (*end || v > FRAMETOOL_SIZE_MAX)
+		return 0;
+	return (size_t)v;
+}
+
+static uint32_t parse_count(const char *s)
+{
+	char *end = NULL;
+	unsigned long v = strtoul(s, &end, 10);
+	if (end == s || *end || v == 0 || v > FRAMETOOL_COUNT_MAX)
+		return 0;
+	return (uint32_t)v;
+}
+
+static int usage(void)
+{
+	fprintf(stderr,
+	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
+	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
+	        "       wrong-secret | hammer N\n"
+	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4)
+		return usage();
+	if (sodium_init() < 0)
+		return 1;
+	g_addr = argv[1];
+	const char *secret = argv[2];
+	const char *mode = argv[3];
+	const char *arg = argc > 4 ? argv[4] : NULL;
+	randombytes_buf(g_self_id, sizeof(g_self_id));
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	int rc;
+	if (strcmp(mode, "garbage") == 0 || strcmp(mode, "truncated") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 1;
+		if (n == 0)
+			return usage();
+		int g = mode[0] == 'g';
+		rc = mode_bulk(mode, n, g ? make_garbage : make_truncated,
+		               g ? FRAMETOOL_GARBAGE_BYTES : FRAMETOOL_TRUNCATED_BYTES);
+	} else if (strcmp(mode, "oversized") == 0) {
+		g_oversize_bytes = arg ? parse_size(arg) : 0;
+		if (g_oversize_bytes < SEAL_OVERHEAD_BYTES)
+			return usage();
+		rc = mode_bulk(mode, 1, make_oversized, g_oversize_bytes);
+	} else if (strcmp(mode, "tampered") == 0) {
+		rc = mode_tampered(secret);
+	} else if (strcmp(mode, "replay") == 0) {
+		rc = mode_replay(secret);
+	} else if (strcmp(mode, "wrong-secret") == 0) {
+		rc = mode_wrong_secret();
+	} else if (strcmp(mode, "hammer") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		if (n == 0)
+			return usage();
+		rc = mode_hammer(secret, n);
+	} else {
+		return usage();
+	}
+	return rc;
+}
