@@ -1,0 +1,882 @@
+/*
+ * config.c - chorusd settings: defaults, then the INI file (libinih), then
+ * command-line flags (getopt_long); each source overrides the one before.
+ *
+ * Owns struct config and the strings it holds (lists of plugins, exec
+ * allow entries and pool handlers). Every value is checked where it is
+ * read, so an error names its source: "chorus.conf:12: unknown key
+ * 'wrkers' in [node]" or "--workers: '0' is out of range 1..256".
+ *
+ * Subtle parts:
+ *  - inih does not tell the handler which line it is on, and its return
+ *    value is only the first bad line. We feed it through our own line
+ *    reader (ini_parse_stream), which counts lines, so handler errors carry
+ *    their own line; a syntax error inih found earlier wins.
+ *  - inih's line buffer is fixed (200 bytes in Debian's build); the reader
+ *    refuses a longer line instead of letting inih split it silently.
+ *  - --config is found in a first getopt pass, so the file is applied
+ *    before every other flag wherever --config appears on the line.
+ *  - Repeatable flags (--plugin, --exec-allow) replace the file's list on
+ *    first use and append after; --pool NAME replaces that pool only.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chorus.h"
+#include "io/log.h"
+#include "io/store.h"
+
+#define CONFIG_WORKERS_MAX 256
+#define CONFIG_PREFETCH_MAX 64
+#define CONFIG_NAMED_POOLS_MAX (CONFIG_POOLS_MAX - 1) /* the default pool is one more */
+#define CONFIG_POOL_NAME_BYTES_MAX 31
+#define CONFIG_FRAME_BYTES_MIN ((size_t)1 << 10)
+#define CONFIG_FRAME_BYTES_MAX ((size_t)1 << 30)
+#define CONFIG_OUTPUT_BYTES_MAX ((size_t)1 << 30)
+#define CONFIG_ATTEMPTS_MAX 1000
+#define CONFIG_INTENSITY_MAX 100000
+/* The node purges at now - result_ttl: a TTL beyond the epoch would wrap. */
+#define CONFIG_RESULT_TTL_MS_MAX (3650ull * 24 * 60 * 60 * 1000)
+#define CONFIG_WHY_BYTES 200
+
+/* ---- value parsers ---- */
+
+/* Decimal digits only (no sign, no spaces); 0 or -1 (empty, junk, overflow). */
+static int parse_digits(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		uint64_t d = (uint64_t)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*end = p;
+	*out = v;
+	return 0;
+}
+
+int config_parse_duration_ms(const char *s, uint64_t *ms)
+{
+	if (!s)
+		return -1;
+	const char *end;
+	uint64_t v, mult;
+	if (parse_digits(s, &end, &v) != 0)
+		return -1;
+	if (*end == '\0' || strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "m") == 0)
+		mult = 60 * 1000;
+	else if (strcmp(end, "h") == 0)
+		mult = 60 * 60 * 1000;
+	else
+		return -1;
+	if (v > UINT64_MAX / mult)
+		return -1;
+	*ms = v * mult;
+	return 0;
+}
+
+int config_parse_size(const char *s, size_t *bytes)
+{
+	if (!s)
+		return -1;
+	const char *end;
+	uint64_t v;
+	unsigned shift;
+	if (parse_digits(s, &end, &v) != 0)
+		return -1;
+	if (*end == '\0')
+		shift = 0;
+	else if (end[1] != '\0')
+		return -1;
+	else if (*end == 'k' || *end == 'K')
+		shift = 10;
+	else if (*end == 'm' || *end == 'M')
+		shift = 20;
+	else if (*end == 'g' || *end == 'G')
+		shift = 30;
+	else
+		return -1;
+	if (v > (UINT64_MAX >> shift) || (v << shift) > SIZE_MAX)
+		return -1;
+	*bytes = (size_t)(v << shift);
+	return 0;
+}
+
+/* Pretty forms for --help: "1h", "10s", "250ms", "16M". */
+static void fmt_duration(char *buf, size_t len, uint64_t ms)
+{
+	if (ms == 0)
+		snprintf(buf, len, "0");
+	else if (ms % 3600000 == 0)
+		snprintf(buf, len, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms % 60000 == 0)
+		snprintf(buf, len, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms % 1000 == 0)
+		snprintf(buf, len, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(buf, len, "%llums", (unsigned long long)ms);
+}
+
+static void fmt_size(char *buf, size_t len, size_t bytes)
+{
+	static const char units[] = {'G', 'M', 'k'};
+	for (int i = 0; i < 3; i++) {
+		size_t unit = (size_t)1 << (10 * (3 - i));
+		if (bytes >= unit && bytes % unit == 0) {
+			snprintf(buf, len, "%zu%c", bytes / unit, units[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, "%zu", bytes);
+}
+
+static int why(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int why(char *buf, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, CONFIG_WHY_BYTES, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int set_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out, char *w)
+{
+	const char *end;
+	uint64_t n;
+	if (parse_digits(v, &end, &n) != 0 || *end != '\0')
+		return why(w, "'%s' is not a number", v);
+	if (n < lo || n > hi)
+		return why(w, "'%s' is out of range %u..%u", v, lo, hi);
+	*out = (uint32_t)n;
+	return 0;
+}
+
+static int set_duration(const char *v, uint64_t lo, uint64_t hi, uint64_t *out, char *w)
+{
+	uint64_t ms = 0;
+	if (config_parse_duration_ms(v, &ms) != 0)
+		return why(w, "'%s' is not a duration (e.g. 250ms, 5s, 2m, 1h)", v);
+	if (ms < lo || ms > hi)
+		return why(w, "'%s' is out of range %llums..%llums", v, (unsigned long long)lo,
+			   (unsigned long long)hi);
+	*out = ms;
+	return 0;
+}
+
+static int set_duration32(const char *v, uint64_t lo, uint32_t *out, char *w)
+{
+	uint64_t ms = 0;
+	if (set_duration(v, lo, UINT32_MAX, &ms, w) != 0)
+		return -1;
+	*out = (uint32_t)ms;
+	return 0;
+}
+
+static int set_size(const char *v, size_t lo, size_t hi, size_t *out, char *w)
+{
+	size_t n = 0;
+	if (config_parse_size(v, &n) != 0)
+		return why(w, "'%s' is not a size (e.g. 512, 64k, 16M, 1G)", v);
+	if (n < lo || n > hi) {
+		char a[32], b[32];
+		fmt_size(a, sizeof(a), lo);
+		fmt_size(b, sizeof(b), hi);
+		return why(w, "'%s' is out of range %s..%s", v, a, b);
+	}
+	*out = n;
+	return 0;
+}
+
+static int set_string(const char *v, char *dst, size_t cap, int empty_ok, char *w)
+{
+	size_t n = strlen(v);
+	if (n == 0 && !empty_ok)
+		return why(w, "must not be empty");
+	if (n >= cap)
+		return why(w, "longer than %zu bytes", cap - 1);
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
+static int name_ok(const char *s, size_t max, const char *extra)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return 0;
+	for (const char *p = s; *p; p++) {
+		int c = (unsigned char)*p;
+		if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr(extra, c))
+			continue;
+		return 0;
+	}
+	return 1;
+}
+
+static int set_listen(const char *v, char *dst, size_t cap, char *w)
+{
+	static const char *const schemes[] = {"tcp://", "ipc://", "inproc://"};
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		size_t n = strlen(schemes[i]);
+		if (strncmp(v, schemes[i], n) == 0 && v[n] != '\0')
+			return set_string(v, dst, cap, 0, w);
+	}
+	return why(w, "'%s' is not a tcp://, ipc:// or inproc:// address", v);
+}
+
+/* ---- lists ---- */
+
+static void list_free(char **items, uint32_t *count)
+{
+	for (uint32_t i = 0; i < *count; i++) {
+		free(items[i]);
+		items[i] = NULL;
+	}
+	*count = 0;
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+		s[--n] = '\0';
+	return s;
+}
+
+enum list_kind { LIST_PLAIN, LIST_ABSOLUTE_PATH };
+
+/* Appends the comma-separated entries of v to items (leaving one NULL slot
+ * at the end). On error nothing is appended. */
+static int list_append(const char *v, char **items, uint32_t *count, enum list_kind kind, char *w)
+{
+	char *copy = strdup(v);
+	if (!copy)
+		return why(w, "out of memory");
+	uint32_t added = 0;
+	int rc = 0;
+	char *save = NULL;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *item = trim(tok);
+		if (*item == '\0') {
+			rc = why(w, "empty entry in list '%s'", v);
+			break;
+		}
+		if (kind == LIST_ABSOLUTE_PATH && item[0] != '/') {
+			rc = why(w, "'%s' is not an absolute path", item);
+			break;
+		}
+		if (strlen(item) >= CONFIG_PATH_MAX) {
+			rc = why(w, "'%.40s...' is longer than %d bytes", item, CONFIG_PATH_MAX - 1);
+			break;
+		}
+		if (*count + added >= CONFIG_LIST_MAX - 1) {
+			rc = why(w, "more than %d entries", CONFIG_LIST_MAX - 1);
+			break;
+		}
+		char *dup = strdup(item);
+		if (!dup) {
+			rc = why(w, "out of memory");
+			break;
+		}
+		items[*count + added++] = dup;
+	}
+	free(copy);
+	if (rc != 0) {
+		for (uint32_t i = 0; i < added; i++) {
+			free(items[*count + i]);
+			items[*count + i] = NULL;
+		}
+		return rc;
+	}
+	*count += added;
+	items[*count] = NULL;
+	return 0;
+}
+
+/* Replaces a list with the entries of v ("" clears it). */
+static int list_set(const char *v, char **items, uint32_t *count, enum list_kind kind, char *w)
+{
+	char *fresh[CONFIG_LIST_MAX] = {0};
+	uint32_t fresh_count = 0;
+	if (list_append(v, fresh, &fresh_count, kind, w) != 0)
+		return -1;
+	list_free(items, count);
+	memcpy(items, fresh, sizeof(fresh));
+	*count = fresh_count;
+	return 0;
+}
+
+/* ---- pools ---- */
+
+static struct config_pool *pool_find(struct config *c, const char *name)
+{
+	for (uint32_t i = 0; i < c->pool_count; i++)
+		if (strcmp(c->pools[i].name, name) == 0)
+			return &c->pools[i];
+	return NULL;
+}
+
+static struct config_pool *pool_get(struct config *c, const char *name, char *w)
+{
+	if (!name_ok(name, CONFIG_POOL_NAME_BYTES_MAX, "_-")) {
+		why(w, "pool name '%s' is not 1..%d of [a-z0-9_-]", name, CONFIG_POOL_NAME_BYTES_MAX);
+		return NULL;
+	}
+	if (strcmp(name, "default") == 0) {
+		why(w, "pool name 'default' is reserved (the default pool is sized by workers)");
+		return NULL;
+	}
+	struct config_pool *p = pool_find(c, name);
+	if (p)
+		return p;
+	if (c->pool_count >= CONFIG_NAMED_POOLS_MAX) {
+		why(w, "more than %d pools", CONFIG_NAMED_POOLS_MAX);
+		return NULL;
+	}
+	p = &c->pools[c->pool_count++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	p->workers = 1;
+	return p;
+}
+
+/* Sets a pool's handlers; a handler may be in one pool only. */
+static int pool_set_handlers(struct config *c, struct config_pool *pool, const char *v, char *w)
+{
+	char *fresh[CONFIG_LIST_MAX] = {0};
+	uint32_t n = 0;
+	if (list_append(v, fresh, &n, LIST_PLAIN, w) != 0)
+		return -1;
+	int rc = 0;
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		for (uint32_t j = 0; j < i; j++)
+			if (strcmp(fresh[i], fresh[j]) == 0)
+				rc = why(w, "handler '%s' listed twice", fresh[i]);
+		for (uint32_t p = 0; p < c->pool_count && rc == 0; p++) {
+			struct config_pool *other = &c->pools[p];
+			if (other == pool)
+				continue;
+			for (uint32_t h = 0; h < other->handler_count; h++)
+				if (strcmp(other->handlers[h], fresh[i]) == 0)
+					rc = why(w, "handler '%s' is already in pool '%s'", fresh[i],
+						 other->name);
+		}
+	}
+	if (rc != 0) {
+		list_free(fresh, &n);
+		return rc;
+	}
+	list_free(pool->handlers, &pool->handler_count);
+	memcpy(pool->handlers, fresh, sizeof(fresh));
+	pool->handler_count = n;
+	return 0;
+}
+
+/* ---- the keys ---- */
+
+static int set_node_key(struct config *c, const char *name, const char *v, char *w)
+{
+	if (strcmp(name, "name") == 0) {
+		if (!name_ok(v, sizeof(c->name) - 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ._-"))
+			return why(w, "'%s' is not 1..%zu of [A-Za-z0-9._-]", v, sizeof(c->name) - 1);
+		return set_string(v, c->name, sizeof(c->name), 0, w);
+	}
+	if (strcmp(name, "listen") == 0)
+		return set_listen(v, c->listen, sizeof(c->listen), w);
+	if (strcmp(name, "data_dir") == 0)
+		return set_string(v, c->data_dir, sizeof(c->data_dir), 0, w);
+	if (strcmp(name, "secret") == 0)
+		return set_string(v, c->secret_file, sizeof(c->secret_file), 1, w);
+	if (strcmp(name, "workers") == 0)
+		return set_u32(v, 1, CONFIG_WORKERS_MAX, &c->workers, w);
+	if (strcmp(name, "prefetch") == 0)
+		return set_u32(v, 1, CONFIG_PREFETCH_MAX, &c->prefetch, w);
+	if (strcmp(name, "log_level") == 0) {
+		int l = log_level_parse(v);
+		if (l < 0)
+			return why(w, "'%s' is not one of debug, info, warn, error", v);
+		c->log_level = l;
+		return 0;
+	}
+	if (strcmp(name, "log_format") == 0) {
+		if (strcmp(v, "text") == 0)
+			c->log_json = 0;
+		else if (strcmp(v, "json") == 0)
+			c->log_json = 1;
+		else
+			return why(w, "'%s' is not one of text, json", v);
+		return 0;
+	}
+	if (strcmp(name, "synchronous") == 0) {
+		int s = store_sync_parse(v);
+		if (s < 0)
+			return why(w, "'%s' is not one of off, normal, full, extra", v);
+		c->synchronous = s;
+		return 0;
+	}
+	if (strcmp(name, "frame_bytes_max") == 0)
+		return set_size(v, CONFIG_FRAME_BYTES_MIN, CONFIG_FRAME_BYTES_MAX, &c->frame_bytes_max, w);
+	if (strcmp(name, "result_ttl") == 0)
+		return set_duration(v, 0, CONFIG_RESULT_TTL_MS_MAX, &c->result_ttl_ms, w);
+	if (strcmp(name, "queue_max") == 0)
+		return set_u32(v, 1, UINT32_MAX, &c->queue_max, w);
+	if (strcmp(name, "default_timeout") == 0)
+		return set_duration32(v, 0, &c->default_timeout_ms, w);
+	if (strcmp(name, "shutdown_grace") == 0)
+		return set_duration32(v, 0, &c->shutdown_grace_ms, w);
+	if (strcmp(name, "plugins") == 0)
+		return list_set(v, c->plugins, &c->plugin_count, LIST_PLAIN, w);
+	return why(w, "unknown key '%s' in [node]", name);
+}
+
+static int set_tasks_key(struct config *c, const char *name, const char *v, char *w)
+{
+	if (strcmp(name, "max_attempts") == 0)
+		return set_u32(v, 1, CONFIG_ATTEMPTS_MAX, &c->max_attempts, w);
+	if (strcmp(name, "backoff") == 0)
+		return set_duration32(v, 0, &c->backoff_ms, w);
+	if (strcmp(name, "backoff_max") == 0)
+		return set_duration32(v, 0, &c->backoff_max_ms, w);
+	if (strcmp(name, "output_max") == 0)
+		return set_size(v, 1, CONFIG_OUTPUT_BYTES_MAX, &c->output_max, w);
+	return why(w, "unknown key '%s' in [tasks]", name);
+}
+
+static int set_supervisor_key(struct config *c, const char *name, const char *v, char *w)
+{
+	if (strcmp(name, "intensity") == 0)
+		return set_u32(v, 0, CONFIG_INTENSITY_MAX, &c->intensity, w);
+	if (strcmp(name, "period") == 0)
+		return set_duration32(v, 1, &c->period_ms, w);
+	return why(w, "unknown key '%s' in [supervisor]", name);
+}
+
+static int set_key(struct config *c, const char *section, const char *name, const char *v,
+		   char *w)
+{
+	if (strcmp(section, "node") == 0)
+		return set_node_key(c, name, v, w);
+	if (strcmp(section, "tasks") == 0)
+		return set_tasks_key(c, name, v, w);
+	if (strcmp(section, "supervisor") == 0)
+		return set_supervisor_key(c, name, v, w);
+	if (strcmp(section, "exec") == 0) {
+		if (strcmp(name, "allow") == 0)
+			return list_set(v, c->exec_allow, &c->exec_allow_count, LIST_ABSOLUTE_PATH, w);
+		return why(w, "unknown key '%s' in [exec]", name);
+	}
+	if (strncmp(section, "pool", 4) == 0 && (section[4] == ' ' || section[4] == '\t')) {
+		char pname[64];
+		snprintf(pname, sizeof(pname), "%s", section + 5);
+		struct config_pool *p = pool_get(c, trim(pname), w);
+		if (!p)
+			return -1;
+		if (strcmp(name, "workers") == 0)
+			return set_u32(v, 1, CONFIG_WORKERS_MAX, &p->workers, w);
+		if (strcmp(name, "handlers") == 0)
+			return pool_set_handlers(c, p, v, w);
+		return why(w, "unknown key '%s' in [%s]", name, section);
+	}
+	if (section[0] == '\0')
+		return why(w, "key '%s' is outside of a [section]", name);
+	return why(w, "unknown section [%s]", section);
+}
+
+/* Checks that need the whole configuration. */
+static int config_check(const struct config *c, char *w)
+{
+	for (uint32_t i = 0; i < c->pool_count; i++)
+		if (c->pools[i].handler_count == 0)
+			return why(w, "pool '%s' has no handlers", c->pools[i].name);
+	if (c->backoff_ms > c->backoff_max_ms)
+		return why(w, "backoff (%ums) is above backoff_max (%ums)", c->backoff_ms,
+			   c->backoff_max_ms);
+	return 0;
+}
+
+/* ---- the file ---- */
+
+struct cfg_parse {
+	struct config *c;
+	FILE *fp;
+	int next_line;      /* line number of the next line to read */
+	int cur_line;       /* line inih is working on */
+	int error_line;     /* first line with an error we found, 0 = none */
+	char error[CONFIG_WHY_BYTES];
+};
+
+static void cfg_error(struct cfg_parse *p, const char *reason)
+{
+	if (p->error_line)
+		return; /* keep the first */
+	p->error_line = p->cur_line;
+	snprintf(p->error, sizeof(p->error), "%s", reason);
+}
+
+static char *cfg_reader(char *str, int num, void *stream)
+{
+	struct cfg_parse *p = stream;
+	if (p->error_line)
+		return NULL; /* stop at the first error: later ones would only confuse */
+	char *r = fgets(str, num, p->fp);
+	if (!r)
+		return NULL;
+	p->cur_line = p->next_line;
+	size_t n = strlen(r);
+	if (n > 0 && r[n - 1] == '\n') {
+		p->next_line++;
+		return r;
+	}
+	int ch = fgetc(p->fp);
+	if (ch == EOF)
+		return r; /* last line without a newline */
+	ungetc(ch, p->fp);
+	char reason[CONFIG_WHY_BYTES];
+	snprintf(reason, sizeof(reason), "line longer than %d bytes", num - 3);
+	cfg_error(p, reason);
+	return NULL;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct cfg_parse *p = user;
+	char w[CONFIG_WHY_BYTES];
+	if (set_key(p->c, section, name, value ? value : "", w) != 0) {
+		cfg_error(p, w);
+		return 0;
+	}
+	return 1;
+}
+
+int config_load_file(struct config *c, const char *path, char *err, size_t err_len)
+{
+	struct cfg_parse p = {.c = c, .next_line = 1};
+	p.fp = fopen(path, "r");
+	if (!p.fp) {
+		snprintf(err, err_len, "config file %s: %s", path, strerror(errno));
+		return -1;
+	}
+	int ret = ini_parse_stream(cfg_reader, &p, cfg_handler, &p);
+	int read_error = ferror(p.fp);
+	fclose(p.fp);
+	if (p.error_line && (ret <= 0 || ret >= p.error_line)) {
+		snprintf(err, err_len, "%s:%d: %s", path, p.error_line, p.error);
+		return -1;
+	}
+	if (ret > 0) {
+		snprintf(err, err_len, "%s:%d: syntax error (want [section] or key = value)", path, ret);
+		return -1;
+	}
+	if (ret < 0 || read_error) {
+		snprintf(err, err_len, "config file %s: %s", path,
+			 read_error ? "read error" : "out of memory");
+		return -1;
+	}
+	char w[CONFIG_WHY_BYTES];
+	if (config_check(c, w) != 0) {
+		snprintf(err, err_len, "%s: %s", path, w);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- defaults, flags, usage ---- */
+
+void config_defaults(struct config *c)
+{
+	memset(c, 0, sizeof(*c));
+	char host[256];
+	if (gethostname(host, sizeof(host)) == 0 && host[0]) {
+		host[sizeof(host) - 1] = '\0';
+		snprintf(c->name, sizeof(c->name), "%.63s", host);
+	} else {
+		snprintf(c->name, sizeof(c->name), "node");
+	}
+	snprintf(c->listen, sizeof(c->listen), "tcp://127.0.0.1:7400");
+	snprintf(c->data_dir, sizeof(c->data_dir), "./chorus-data");
+	c->workers = 2;
+	c->prefetch = 2;
+	c->log_level = LOG_INFO;
+	c->log_json = 0;
+	c->synchronous = STORE_SYNC_NORMAL;
+	c->frame_bytes_max = (size_t)16 << 20;
+	c->result_ttl_ms = 60ull * 60 * 1000;
+	c->queue_max = 1000000;
+	c->default_timeout_ms = 0;
+	c->shutdown_grace_ms = 10 * 1000;
+	c->max_attempts = 3;
+	c->backoff_ms = 100;
+	c->backoff_max_ms = 30 * 1000;
+	c->output_max = (size_t)1 << 20;
+	c->intensity = 10;
+	c->period_ms = 5 * 1000;
+}
+
+void config_free(struct config *c)
+{
+	list_free(c->exec_allow, &c->exec_allow_count);
+	list_free(c->plugins, &c->plugin_count);
+	for (uint32_t i = 0; i < c->pool_count; i++)
+		list_free(c->pools[i].handlers, &c->pools[i].handler_count);
+	c->pool_count = 0;
+}
+
+enum {
+	OPT_CONFIG = 256,
+	OPT_DATA_DIR,
+	OPT_LISTEN,
+	OPT_SECRET,
+	OPT_WORKERS,
+	OPT_PREFETCH,
+	OPT_NAME,
+	OPT_PLUGIN,
+	OPT_EXEC_ALLOW,
+	OPT_LOG_LEVEL,
+	OPT_LOG_FORMAT,
+	OPT_SYNCHRONOUS,
+	OPT_FRAME_MAX,
+	OPT_RESULT_TTL,
+	OPT_QUEUE_MAX,
+	OPT_TIMEOUT,
+	OPT_SHUTDOWN_GRACE,
+	OPT_POOL,
+};
+
+static const struct option config_options[] = {
+	{"config", required_argument, NULL, OPT_CONFIG},
+	{"data-dir", required_argument, NULL, OPT_DATA_DIR},
+	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"secret", required_argument, NULL, OPT_SECRET},
+	{"workers", required_argument, NULL, OPT_WORKERS},
+	{"prefetch", required_argument, NULL, OPT_PREFETCH},
+	{"name", required_argument, NULL, OPT_NAME},
+	{"plugin", required_argument, NULL, OPT_PLUGIN},
+	{"exec-allow", required_argument, NULL, OPT_EXEC_ALLOW},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+	{"synchronous", required_argument, NULL, OPT_SYNCHRONOUS},
+	{"frame-max", required_argument, NULL, OPT_FRAME_MAX},
+	{"result-ttl", required_argument, NULL, OPT_RESULT_TTL},
+	{"queue-max", required_argument, NULL, OPT_QUEUE_MAX},
+	{"timeout", required_argument, NULL, OPT_TIMEOUT},
+	{"shutdown-grace", required_argument, NULL, OPT_SHUTDOWN_GRACE},
+	{"pool", required_argument, NULL, OPT_POOL},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
+/* Flags that are [node] keys under another name. */
+static const char *flag_key(int opt)
+{
+	switch (opt) {
+	case OPT_DATA_DIR: return "data_dir";
+	case OPT_LISTEN: return "listen";
+	case OPT_SECRET: return "secret";
+	case OPT_WORKERS: return "workers";
+	case OPT_PREFETCH: return "prefetch";
+	case OPT_NAME: return "name";
+	case OPT_LOG_LEVEL: return "log_level";
+	case OPT_LOG_FORMAT: return "log_format";
+	case OPT_SYNCHRONOUS: return "synchronous";
+	case OPT_FRAME_MAX: return "frame_bytes_max";
+	case OPT_RESULT_TTL: return "result_ttl";
+	case OPT_QUEUE_MAX: return "queue_max";
+	case OPT_TIMEOUT: return "default_timeout";
+	case OPT_SHUTDOWN_GRACE: return "shutdown_grace";
+	default: return NULL;
+	}
+}
+
+/* --pool NAME:WORKERS:handler1,handler2 */
+static int set_pool_flag(struct config *c, const char *v, char *w)
+{
+	char buf[CONFIG_PATH_MAX];
+	if (strlen(v) >= sizeof(buf))
+		return why(w, "too long");
+	strcpy(buf, v);
+	char *workers = strchr(buf, ':');
+	char *handlers = workers ? strchr(workers + 1, ':') : NULL;
+	if (!handlers)
+		return why(w, "'%s' is not NAME:WORKERS:handler1,handler2", v);
+	*workers++ = '\0';
+	*handlers++ = '\0';
+	uint32_t n = 0;
+	if (set_u32(workers, 1, CONFIG_WORKERS_MAX, &n, w) != 0)
+		return -1;
+	struct config_pool *p = pool_get(c, buf, w);
+	if (!p)
+		return -1;
+	if (pool_set_handlers(c, p, handlers, w) != 0)
+		return -1;
+	p->workers = n;
+	return 0;
+}
+
+static const char *option_name(int opt)
+{
+	for (const struct option *o = config_options; o->name; o++)
+		if (o->val == opt)
+			return o->name;
+	return "?";
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t err_len)
+{
+	const char *shortopts = ":hV";
+	int help = 0, version = 0;
+	const char *config_path = NULL;
+
+	/* pass 1: --config (and --help/--version) before anything else */
+	opterr = 0;
+	optind = 0;
+	for (int opt; (opt = getopt_long(argc, argv, shortopts, config_options, NULL)) != -1;) {
+		if (opt == OPT_CONFIG)
+			config_path = optarg;
+		else if (opt == 'h')
+			help = 1;
+		else if (opt == 'V')
+			version = 1;
+	}
+	if (help) {
+		config_usage(stdout);
+		return 1;
+	}
+	if (version) {
+		printf("chorusd %s (protocol %d)\n", CH_VERSION_STRING, CH_PROTOCOL_VERSION);
+		return 1;
+	}
+	if (config_path) {
+		if (set_string(config_path, c->config_file, sizeof(c->config_file), 0,
+			       (char[CONFIG_WHY_BYTES]){0}) != 0) {
+			snprintf(err, err_len, "--config: path longer than %d bytes", CONFIG_PATH_MAX - 1);
+			return -1;
+		}
+		if (config_load_file(c, config_path, err, err_len) != 0)
+			return -1;
+	}
+
+	/* pass 2: every other flag, overriding the file */
+	int plugins_from_flags = 0, allow_from_flags = 0;
+	char w[CONFIG_WHY_BYTES];
+	opterr = 0;
+	optind = 0;
+	for (int opt; (opt = getopt_long(argc, argv, shortopts, config_options, NULL)) != -1;) {
+		int rc = 0;
+		switch (opt) {
+		case OPT_CONFIG:
+			break;
+		case OPT_PLUGIN:
+			if (!plugins_from_flags++)
+				list_free(c->plugins, &c->plugin_count);
+			rc = list_append(optarg, c->plugins, &c->plugin_count, LIST_PLAIN, w);
+			break;
+		case OPT_EXEC_ALLOW:
+			if (!allow_from_flags++)
+				list_free(c->exec_allow, &c->exec_allow_count);
+			rc = list_append(optarg, c->exec_allow, &c->exec_allow_count,
+					 LIST_ABSOLUTE_PATH, w);
+			break;
+		case OPT_POOL:
+			rc = set_pool_flag(c, optarg, w);
+			break;
+		case ':':
+			snprintf(err, err_len, "option '%s' needs a value (see --help)", argv[optind - 1]);
+			return -1;
+		case '?':
+			if (optopt)
+				snprintf(err, err_len, "unknown option '-%c' (see --help)", optopt);
+			else
+				snprintf(err, err_len, "unknown option '%s' (see --help)",
+					 argv[optind - 1]);
+			return -1;
+		default: {
+			const char *key = flag_key(opt);
+			if (!key) { /* -h/-V were handled in pass 1 */
+				snprintf(err, err_len, "unexpected option %d", opt);
+				return -1;
+			}
+			rc = set_node_key(c, key, optarg, w);
+		}
+		}
+		if (rc != 0) {
+			snprintf(err, err_len, "--%s: %s", option_name(opt), w);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		snprintf(err, err_len, "unexpected argument '%s' (see --help)", argv[optind]);
+		return -1;
+	}
+	if (config_check(c, w) != 0) {
+		snprintf(err, err_len, "%s", w);
+		return -1;
+	}
+	return 0;
+}
+
+void config_usage(FILE *out)
+{
+	struct config d;
+	config_defaults(&d);
+	char ttl[32], timeout[32], grace[32], frame[32];
+	fmt_duration(ttl, sizeof(ttl), d.result_ttl_ms);
+	fmt_duration(timeout, sizeof(timeout), d.default_timeout_ms);
+	fmt_duration(grace, sizeof(grace), d.shutdown_grace_ms);
+	fmt_size(frame, sizeof(frame), d.frame_bytes_max);
+	fprintf(out,
+		"Usage: chorusd [options]\n"
+		"Runs one node of a Chorus task cluster.\n"
+		"\n"
+		"Settings come from the defaults, then --config FILE, then the flags.\n"
+		"Durations: 250ms, 5s, 2m, 1h or plain milliseconds. Sizes: 512, 64k, 16M, 1G.\n"
+		"\n"
+		"  --config FILE         INI file read before the other flags (see chorus.conf.example)\n"
+		"  --name NAME           node name (default: the host name, here '%s')\n"
+		"  --listen URL          tcp://, ipc:// or inproc:// address (default %s)\n"
+		"  --data-dir DIR        journal and secret live here, created 0700 (default %s)\n"
+		"  --secret FILE         cluster secret (default DATA_DIR/secret, created if missing)\n"
+		"  --workers N           worker processes of the default pool, 1..%d (default %u)\n"
+		"  --prefetch N          tasks queued per worker ahead, 1..%d (default %u)\n"
+		"  --pool NAME:WORKERS:handler1,handler2\n"
+		"                        a named pool running only those handlers (repeatable,\n"
+		"                        at most %d; NAME is [a-z0-9_-], not 'default')\n"
+		"  --plugin PATH         handler plugin (.so) to load (repeatable; replaces the file's list)\n"
+		"  --exec-allow PATH     absolute path the exec handler may run (repeatable;\n"
+		"                        replaces the file's list; default: none, exec refused)\n"
+		"  --timeout DUR         default task timeout, 0 = none (default %s)\n"
+		"  --queue-max N         unfinished tasks held before refusing (default %u)\n"
+		"  --result-ttl DUR      keep finished tasks in the journal this long (default %s)\n"
+		"  --frame-max SIZE      largest frame accepted, 1k..1G (default %s)\n"
+		"  --synchronous MODE    journal durability: off|normal|full|extra (default %s)\n"
+		"  --shutdown-grace DUR  on SIGTERM, wait this long for running tasks (default %s)\n"
+		"  --log-level LEVEL     debug|info|warn|error (default %s)\n"
+		"  --log-format FORMAT   text|json (default %s)\n"
+		"  -h, --help            print this help and exit\n"
+		"  -V, --version         print the version and exit\n"
+		"\n"
+		"Retries ([tasks]) and supervision ([supervisor]) are set in the config file.\n",
+		d.name, d.listen, d.data_dir, CONFIG_WORKERS_MAX, d.workers, CONFIG_PREFETCH_MAX,
+		d.prefetch, CONFIG_NAMED_POOLS_MAX, timeout, d.queue_max, ttl, frame,
+		store_sync_name(d.synchronous), grace, log_level_name(d.log_level),
+		d.log_json ? "json" : "text");
+	config_free(&d);
+}

@@ -1,0 +1,602 @@
+/*
+ * test_config.c - chorusd settings (node/config.c): defaults, the INI file,
+ * flags overriding the file, every refusal naming file:line (or the flag),
+ * and the duration/size parsers at their edges. Config files are written
+ * to a temporary directory per test.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chorus.h"
+#include "config.h"
+#include "io/log.h"
+#include "io/store.h"
+
+struct fixture {
+	char dir[64];
+	char path[128]; /* DIR/chorus.conf */
+	struct config c;
+	char err[512];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	strcpy(f->dir, "/tmp/chorus-config-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/chorus.conf", f->dir);
+	config_defaults(&f->c);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	config_free(&f->c);
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void write_conf(struct fixture *f, const char *text)
+{
+	FILE *fp = fopen(f->path, "w");
+	assert_non_null(fp);
+	assert_int_equal(fputs(text, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+}
+
+/* config_load with a NULL-terminated argument list (argv[0] added). */
+static int load_args(struct fixture *f, ...)
+{
+	char *argv[64] = {"chorusd"};
+	int argc = 1;
+	va_list ap;
+	va_start(ap, f);
+	for (char *a; (a = va_arg(ap, char *)) != NULL;) {
+		assert_true(argc < 63);
+		argv[argc++] = a;
+	}
+	va_end(ap);
+	f->err[0] = '\0';
+	return config_load(&f->c, argc, argv, f->err, sizeof(f->err));
+}
+
+/* Loads `text` as the config file and expects the error "PATH:LINE: reason". */
+static void assert_file_error(struct fixture *f, const char *text, int line, const char *reason)
+{
+	write_conf(f, text);
+	assert_int_equal(config_load_file(&f->c, f->path, f->err, sizeof(f->err)), -1);
+	char want[512];
+	snprintf(want, sizeof(want), "%s:%d: %s", f->path, line, reason);
+	assert_string_equal(f->err, want);
+}
+
+static void defaults_are_the_documented_ones(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	assert_true(strlen(c->name) > 0);
+	char host[256] = "";
+	if (gethostname(host, sizeof(host)) == 0 && host[0])
+		assert_int_equal(strncmp(c->name, host, sizeof(c->name) - 1), 0);
+	assert_string_equal(c->listen, "tcp://127.0.0.1:7400");
+	assert_string_equal(c->data_dir, "./chorus-data");
+	assert_string_equal(c->secret_file, "");
+	assert_int_equal(c->workers, 2);
+	assert_int_equal(c->prefetch, 2);
+	assert_int_equal(c->log_level, LOG_INFO);
+	assert_int_equal(c->log_json, 0);
+	assert_int_equal(c->synchronous, STORE_SYNC_NORMAL);
+	assert_int_equal(c->frame_bytes_max, 16u << 20);
+	assert_int_equal(c->result_ttl_ms, 3600000);
+	assert_int_equal(c->queue_max, 1000000);
+	assert_int_equal(c->default_timeout_ms, 0);
+	assert_int_equal(c->shutdown_grace_ms, 10000);
+	assert_int_equal(c->max_attempts, 3);
+	assert_int_equal(c->backoff_ms, 100);
+	assert_int_equal(c->backoff_max_ms, 30000);
+	assert_int_equal(c->output_max, 1u << 20);
+	assert_int_equal(c->intensity, 10);
+	assert_int_equal(c->period_ms, 5000);
+	assert_int_equal(c->exec_allow_count, 0);
+	assert_null(c->exec_allow[0]);
+	assert_int_equal(c->plugin_count, 0);
+	assert_int_equal(c->pool_count, 0);
+	/* no flags: nothing changes */
+	assert_int_equal(load_args(f, NULL), 0);
+	assert_int_equal(c->workers, 2);
+}
+
+static const char full_file[] =
+	"# every key\n"
+	"[node]\n"
+	"name = edge-7\n"
+	"listen = tcp://0.0.0.0:7500\n"
+	"data_dir = /var/lib/chorus\n"
+	"secret = /etc/chorus/secret\n"
+	"workers = 8\n"
+	"prefetch = 4\n"
+	"log_level = debug\n"
+	"log_format = json\n"
+	"synchronous = full\n"
+	"frame_bytes_max = 64k\n"
+	"result_ttl = 2m\n"
+	"queue_max = 5000\n"
+	"default_timeout = 30s\n"
+	"shutdown_grace = 1500\n"
+	"plugins = /opt/a.so, /opt/b.so\n"
+	"[tasks]\n"
+	"max_attempts = 5\n"
+	"backoff = 250ms\n"
+	"backoff_max = 1h\n"
+	"output_max = 2M\n"
+	"[supervisor]\n"
+	"intensity = 3\n"
+	"period = 1m   ; inline comment\n"
+	"[exec]\n"
+	"allow = /bin/echo,/usr/bin/env\n"
+	"[pool slow]\n"
+	"workers = 3\n"
+	"handlers = resize, transcode\n"
+	"[pool io_1]\n"
+	"handlers = fetch\n";
+
+static void file_sets_every_documented_key(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	write_conf(f, full_file);
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	assert_string_equal(c->name, "edge-7");
+	assert_string_equal(c->listen, "tcp://0.0.0.0:7500");
+	assert_string_equal(c->data_dir, "/var/lib/chorus");
+	assert_string_equal(c->secret_file, "/etc/chorus/secret");
+	assert_int_equal(c->workers, 8);
+	assert_int_equal(c->prefetch, 4);
+	assert_int_equal(c->log_level, LOG_DEBUG);
+	assert_int_equal(c->log_json, 1);
+	assert_int_equal(c->synchronous, STORE_SYNC_FULL);
+	assert_int_equal(c->frame_bytes_max, 65536);
+	assert_int_equal(c->result_ttl_ms, 120000);
+	assert_int_equal(c->queue_max, 5000);
+	assert_int_equal(c->default_timeout_ms, 30000);
+	assert_int_equal(c->shutdown_grace_ms, 1500);
+	assert_int_equal(c->plugin_count, 2);
+	assert_string_equal(c->plugins[0], "/opt/a.so");
+	assert_string_equal(c->plugins[1], "/opt/b.so");
+	assert_int_equal(c->max_attempts, 5);
+	assert_int_equal(c->backoff_ms, 250);
+	assert_int_equal(c->backoff_max_ms, 3600000);
+	assert_int_equal(c->output_max, 2u << 20);
+	assert_int_equal(c->intensity, 3);
+	assert_int_equal(c->period_ms, 60000);
+	assert_int_equal(c->exec_allow_count, 2);
+	assert_string_equal(c->exec_allow[0], "/bin/echo");
+	assert_string_equal(c->exec_allow[1], "/usr/bin/env");
+	assert_null(c->exec_allow[2]);
+	assert_int_equal(c->pool_count, 2);
+	assert_string_equal(c->pools[0].name, "slow");
+	assert_int_equal(c->pools[0].workers, 3);
+	assert_int_equal(c->pools[0].handler_count, 2);
+	assert_string_equal(c->pools[0].handlers[0], "resize");
+	assert_string_equal(c->pools[0].handlers[1], "transcode");
+	assert_string_equal(c->pools[1].name, "io_1");
+	assert_int_equal(c->pools[1].workers, 1);
+	assert_string_equal(c->pools[1].handlers[0], "fetch");
+}
+
+static void flags_override_the_file_wherever_config_appears(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	write_conf(f, full_file);
+	/* --config last: the file is still applied first */
+	assert_int_equal(load_args(f, "--workers", "16", "--exec-allow", "/bin/true", "--plugin",
+				   "/opt/c.so", "--plugin", "/opt/d.so", "--pool", "slow:5:resize",
+				   "--config", f->path, NULL),
+			 0);
+	assert_string_equal(c->config_file, f->path);
+	assert_int_equal(c->workers, 16);
+	assert_int_equal(c->prefetch, 4); /* from the file */
+	assert_int_equal(c->exec_allow_count, 1);
+	assert_string_equal(c->exec_allow[0], "/bin/true");
+	assert_null(c->exec_allow[1]);
+	assert_int_equal(c->plugin_count, 2);
+	assert_string_equal(c->plugins[0], "/opt/c.so");
+	assert_string_equal(c->plugins[1], "/opt/d.so");
+	assert_int_equal(c->pool_count, 2);
+	assert_int_equal(c->pools[0].workers, 5);
+	assert_int_equal(c->pools[0].handler_count, 1);
+	assert_string_equal(c->pools[0].handlers[0], "resize");
+}
+
+static void every_flag_is_parsed(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	assert_int_equal(load_args(f, "--data-dir", "/d", "--listen", "ipc:///tmp/c.sock",
+				   "--secret", "/s", "--workers", "256", "--prefetch", "64", "--name",
+				   "n1", "--plugin", "/p.so", "--exec-allow", "/bin/sh", "--log-level",
+				   "error", "--log-format", "json", "--synchronous", "extra",
+				   "--frame-max", "1G", "--result-ttl", "5s", "--queue-max", "7",
+				   "--timeout", "2m", "--shutdown-grace", "250ms", "--pool",
+				   "gpu:2:render,encode", "--pool=cpu:1:hash", NULL),
+			 0);
+	assert_string_equal(c->data_dir, "/d");
+	assert_string_equal(c->listen, "ipc:///tmp/c.sock");
+	assert_string_equal(c->secret_file, "/s");
+	assert_int_equal(c->workers, 256);
+	assert_int_equal(c->prefetch, 64);
+	assert_string_equal(c->name, "n1");
+	assert_string_equal(c->plugins[0], "/p.so");
+	assert_string_equal(c->exec_allow[0], "/bin/sh");
+	assert_int_equal(c->log_level, LOG_ERROR);
+	assert_int_equal(c->log_json, 1);
+	assert_int_equal(c->synchronous, STORE_SYNC_EXTRA);
+	assert_int_equal(c->frame_bytes_max, 1u << 30);
+	assert_int_equal(c->result_ttl_ms, 5000);
+	assert_int_equal(c->queue_max, 7);
+	assert_int_equal(c->default_timeout_ms, 120000);
+	assert_int_equal(c->shutdown_grace_ms, 250);
+	assert_int_equal(c->pool_count, 2);
+	assert_string_equal(c->pools[0].name, "gpu");
+	assert_int_equal(c->pools[0].workers, 2);
+	assert_string_equal(c->pools[0].handlers[1], "encode");
+	assert_string_equal(c->pools[1].name, "cpu");
+}
+
+static void unknown_key_names_file_and_line(void **state)
+{
+	assert_file_error(*state, "[node]\nworkers = 2\n\nwrkers = 3\n", 4,
+			  "unknown key 'wrkers' in [node]");
+}
+
+static void unknown_section_names_file_and_line(void **state)
+{
+	assert_file_error(*state, "[node]\nworkers = 2\n[nodes]\nworkers = 3\n", 4,
+			  "unknown section [nodes]");
+}
+
+static void key_outside_a_section_is_refused(void **state)
+{
+	assert_file_error(*state, "workers = 3\n", 1, "key 'workers' is outside of a [section]");
+}
+
+static void bad_number_names_file_and_line(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[node]\nworkers = two\n", 2, "'two' is not a number");
+	assert_file_error(f, "[node]\nworkers = 0\n", 2, "'0' is out of range 1..256");
+	assert_file_error(f, "[node]\nprefetch = 65\n", 2, "'65' is out of range 1..64");
+	assert_file_error(f, "[node]\nqueue_max = 99999999999\n", 2,
+			  "'99999999999' is out of range 1..4294967295");
+	assert_file_error(f, "[supervisor]\nintensity = 100001\n", 2,
+			  "'100001' is out of range 0..100000");
+	assert_file_error(f, "[tasks]\nmax_attempts = 0\n", 2, "'0' is out of range 1..1000");
+}
+
+static void bad_duration_names_file_and_line(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[tasks]\nbackoff = 5 sec\n", 2,
+			  "'5 sec' is not a duration (e.g. 250ms, 5s, 2m, 1h)");
+	assert_file_error(f, "[node]\nshutdown_grace = 50000h\n", 2,
+			  "'50000h' is out of range 0ms..4294967295ms");
+	assert_file_error(f, "[node]\nresult_ttl = 87601h\n", 2,
+			  "'87601h' is out of range 0ms..315360000000ms");
+	assert_file_error(f, "[supervisor]\nperiod = 0\n", 2, "'0' is out of range 1ms..4294967295ms");
+}
+
+static void bad_size_names_file_and_line(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[tasks]\noutput_max = 1T\n", 2,
+			  "'1T' is not a size (e.g. 512, 64k, 16M, 1G)");
+	assert_file_error(f, "[node]\nframe_bytes_max = 1023\n", 2,
+			  "'1023' is out of range 1k..1G");
+	assert_file_error(f, "[node]\nframe_bytes_max = 2G\n", 2, "'2G' is out of range 1k..1G");
+	assert_file_error(f, "[tasks]\noutput_max = 0\n", 2, "'0' is out of range 1..1G");
+}
+
+static void bad_enum_values_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[node]\nlog_level = loud\n", 2,
+			  "'loud' is not one of debug, info, warn, error");
+	assert_file_error(f, "[node]\nlog_format = xml\n", 2, "'xml' is not one of text, json");
+	assert_file_error(f, "[node]\nsynchronous = maybe\n", 2,
+			  "'maybe' is not one of off, normal, full, extra");
+}
+
+static void relative_exec_path_is_refused(void **state)
+{
+	assert_file_error(*state, "[exec]\nallow = /bin/echo, bin/sh\n", 2,
+			  "'bin/sh' is not an absolute path");
+}
+
+static void handler_in_two_pools_is_refused(void **state)
+{
+	assert_file_error(*state,
+			  "[pool a]\nhandlers = x, y\n[pool b]\nworkers = 2\nhandlers = z,y\n", 5,
+			  "handler 'y' is already in pool 'a'");
+}
+
+static void bad_pool_names_and_too_many_pools_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[pool default]\nhandlers = x\n", 2,
+			  "pool name 'default' is reserved (the default pool is sized by workers)");
+	config_free(&f->c);
+	assert_file_error(f, "[pool GPU]\nhandlers = x\n", 2,
+			  "pool name 'GPU' is not 1..31 of [a-z0-9_-]");
+	config_free(&f->c);
+	char text[4096] = "";
+	for (int i = 0; i <= 15; i++) {
+		char sec[64];
+		snprintf(sec, sizeof(sec), "[pool p%d]\nhandlers = h%d\n", i, i);
+		strcat(text, sec);
+	}
+	assert_file_error(f, text, 32, "more than 15 pools");
+}
+
+static void pool_without_handlers_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	write_conf(f, "[pool lonely]\nworkers = 2\n");
+	assert_int_equal(config_load_file(&f->c, f->path, f->err, sizeof(f->err)), -1);
+	char want[256];
+	snprintf(want, sizeof(want), "%s: pool 'lonely' has no handlers", f->path);
+	assert_string_equal(f->err, want);
+}
+
+static void bad_listen_url_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[node]\nlisten = http://0.0.0.0:80\n", 2,
+			  "'http://0.0.0.0:80' is not a tcp://, ipc:// or inproc:// address");
+	assert_file_error(f, "[node]\nlisten = tcp://\n", 2,
+			  "'tcp://' is not a tcp://, ipc:// or inproc:// address");
+}
+
+static void syntax_error_names_its_line(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[node]\nworkers 3\n", 2,
+			  "syntax error (want [section] or key = value)");
+	/* an earlier syntax error wins over a later bad key */
+	assert_file_error(f, "[node]\nworkers 3\nbogus = 1\n", 2,
+			  "syntax error (want [section] or key = value)");
+}
+
+static void overlong_line_is_refused_not_split(void **state)
+{
+	struct fixture *f = *state;
+	char text[600];
+	char dir[400];
+	memset(dir, 'd', sizeof(dir) - 1);
+	dir[0] = '/';
+	dir[sizeof(dir) - 1] = '\0';
+	snprintf(text, sizeof(text), "[node]\nworkers = 2\ndata_dir = %s\n", dir);
+	assert_file_error(f, text, 3, "line longer than 197 bytes");
+}
+
+static void missing_config_file_is_a_clear_error(void **state)
+{
+	struct fixture *f = *state;
+	char missing[160];
+	snprintf(missing, sizeof(missing), "%s/nope.conf", f->dir);
+	assert_int_equal(load_args(f, "--config", missing, NULL), -1);
+	char want[256];
+	snprintf(want, sizeof(want), "config file %s: No such file or directory", missing);
+	assert_string_equal(f->err, want);
+}
+
+static void bad_flags_are_refused_with_the_flag_named(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(load_args(f, "--workers", "0", NULL), -1);
+	assert_string_equal(f->err, "--workers: '0' is out of range 1..256");
+	assert_int_equal(load_args(f, "--prefetch", "x", NULL), -1);
+	assert_string_equal(f->err, "--prefetch: 'x' is not a number");
+	assert_int_equal(load_args(f, "--listen", "udp://x", NULL), -1);
+	assert_string_equal(f->err, "--listen: 'udp://x' is not a tcp://, ipc:// or inproc:// address");
+	assert_int_equal(load_args(f, "--exec-allow", "sh", NULL), -1);
+	assert_string_equal(f->err, "--exec-allow: 'sh' is not an absolute path");
+	assert_int_equal(load_args(f, "--frame-max", "10", NULL), -1);
+	assert_string_equal(f->err, "--frame-max: '10' is out of range 1k..1G");
+	assert_int_equal(load_args(f, "--timeout", "soon", NULL), -1);
+	assert_string_equal(f->err, "--timeout: 'soon' is not a duration (e.g. 250ms, 5s, 2m, 1h)");
+	assert_int_equal(load_args(f, "--pool", "a:1", NULL), -1);
+	assert_string_equal(f->err, "--pool: 'a:1' is not NAME:WORKERS:handler1,handler2");
+	assert_int_equal(load_args(f, "--pool", "a:1:x", "--pool", "b:1:x", NULL), -1);
+	assert_string_equal(f->err, "--pool: handler 'x' is already in pool 'a'");
+	assert_int_equal(load_args(f, "--name", "has space", NULL), -1);
+	assert_string_equal(f->err, "--name: 'has space' is not 1..63 of [A-Za-z0-9._-]");
+	assert_int_equal(load_args(f, "--wrkers", "3", NULL), -1);
+	assert_string_equal(f->err, "unknown option '--wrkers' (see --help)");
+	assert_int_equal(load_args(f, "-x", NULL), -1);
+	assert_string_equal(f->err, "unknown option '-x' (see --help)");
+	assert_int_equal(load_args(f, "--workers", NULL), -1);
+	assert_string_equal(f->err, "option '--workers' needs a value (see --help)");
+	assert_int_equal(load_args(f, "stray", NULL), -1);
+	assert_string_equal(f->err, "unexpected argument 'stray' (see --help)");
+}
+
+static void too_many_pools_by_flag_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	char *argv[40] = {"chorusd"};
+	char specs[16][32];
+	int argc = 1;
+	for (int i = 0; i < 16; i++) {
+		snprintf(specs[i], sizeof(specs[i]), "p%d:1:h%d", i, i);
+		argv[argc++] = "--pool";
+		argv[argc++] = specs[i];
+	}
+	assert_int_equal(config_load(&f->c, argc, argv, f->err, sizeof(f->err)), -1);
+	assert_string_equal(f->err, "--pool: more than 15 pools");
+	assert_int_equal(f->c.pool_count, 15);
+}
+
+static void help_and_version_return_one(void **state)
+{
+	struct fixture *f = *state;
+	fflush(stdout);
+	int saved = dup(STDOUT_FILENO);
+	int devnull = open("/dev/null", O_WRONLY);
+	assert_true(saved >= 0 && devnull >= 0);
+	dup2(devnull, STDOUT_FILENO);
+	int help = load_args(f, "--workers", "0", "--help", NULL); /* help wins over a bad flag */
+	int h = load_args(f, "-h", NULL);
+	int version = load_args(f, "-V", NULL);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	close(devnull);
+	assert_int_equal(help, 1);
+	assert_int_equal(h, 1);
+	assert_int_equal(version, 1);
+}
+
+static void usage_lists_every_flag_and_default(void **state)
+{
+	(void)state;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	assert_non_null(out);
+	config_usage(out);
+	fclose(out);
+	static const char *const flags[] = {
+		"--config FILE", "--data-dir DIR", "--listen URL", "--secret FILE", "--workers N",
+		"--prefetch N", "--name NAME", "--plugin PATH", "--exec-allow PATH",
+		"--log-level", "--log-format", "--synchronous", "--frame-max SIZE",
+		"--result-ttl DUR", "--queue-max N", "--timeout DUR", "--shutdown-grace DUR",
+		"--pool NAME:WORKERS:handler1,handler2", "-h, --help", "-V, --version",
+		"(default tcp://127.0.0.1:7400)", "(default ./chorus-data)", "(default 2)",
+		"(default 16M)", "(default 1h)", "(default 10s)", "(default normal)",
+		"(default info)", "(default text)", "(default 1000000)",
+	};
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (!strstr(text, flags[i]))
+			fail_msg("usage lacks '%s'", flags[i]);
+	free(text);
+}
+
+static void example_file_parses_to_the_defaults(void **state)
+{
+	struct fixture *f = *state;
+	char src[1024];
+	snprintf(src, sizeof(src), "%s", __FILE__);
+	char example[1200];
+	/* tests/unit/test_config.c -> deploy/chorus.conf.example */
+	snprintf(example, sizeof(example), "%s/../../deploy/chorus.conf.example", dirname(src));
+	if (access(example, R_OK) != 0)
+		skip();
+	struct config d;
+	config_defaults(&d);
+	assert_int_equal(config_load_file(&f->c, example, f->err, sizeof(f->err)), 0);
+	assert_memory_equal(&f->c, &d, sizeof(d));
+	config_free(&d);
+}
+
+static void durations_parse_with_units_and_refuse_overflow(void **state)
+{
+	(void)state;
+	uint64_t ms = 1;
+	static const struct {
+		const char *in;
+		uint64_t ms;
+	} ok[] = {
+		{"0", 0},          {"1500", 1500},         {"250ms", 250},
+		{"5s", 5000},      {"2m", 120000},         {"1h", 3600000},
+		{"18446744073709551615", UINT64_MAX},      {"5124095576030h", 5124095576030ull * 3600000},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_int_equal(config_parse_duration_ms(ok[i].in, &ms), 0);
+		assert_int_equal(ms, ok[i].ms);
+	}
+	static const char *const bad[] = {
+		"", "5x", "-1", "+1", "1.5s", " 5s", "5s ", "5 s", "ms", "5S", "1d", "5sec",
+		"18446744073709551616", "18446744073709551615ms0", "18446744073709552s",
+		"5124095576031h", "307445734561826m", NULL,
+	};
+	for (size_t i = 0; bad[i]; i++)
+		if (config_parse_duration_ms(bad[i], &ms) != -1)
+			fail_msg("duration '%s' was accepted", bad[i]);
+	assert_int_equal(config_parse_duration_ms(NULL, &ms), -1);
+}
+
+static void sizes_parse_with_binary_units_and_refuse_overflow(void **state)
+{
+	(void)state;
+	size_t n = 1;
+	static const struct {
+		const char *in;
+		size_t bytes;
+	} ok[] = {
+		{"0", 0}, {"512", 512}, {"64k", 65536}, {"64K", 65536}, {"16M", 16u << 20},
+		{"1G", 1u << 30}, {"1g", 1u << 30}, {"17179869183G", 17179869183ull << 30},
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_int_equal(config_parse_size(ok[i].in, &n), 0);
+		assert_int_equal(n, ok[i].bytes);
+	}
+	static const char *const bad[] = {
+		"", "1T", "1kb", "1KiB", "-1", "1.5M", " 1k", "k", "17179869184G",
+		"18446744073709551616", NULL,
+	};
+	for (size_t i = 0; bad[i]; i++)
+		if (config_parse_size(bad[i], &n) != -1)
+			fail_msg("size '%s' was accepted", bad[i]);
+}
+
+int main(void)
+{
+	log_setup(LOG_ERROR + 1, 0);
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(defaults_are_the_documented_ones),
+		T(file_sets_every_documented_key),
+		T(flags_override_the_file_wherever_config_appears),
+		T(every_flag_is_parsed),
+		T(unknown_key_names_file_and_line),
+		T(unknown_section_names_file_and_line),
+		T(key_outside_a_section_is_refused),
+		T(bad_number_names_file_and_line),
+		T(bad_duration_names_file_and_line),
+		T(bad_size_names_file_and_line),
+		T(bad_enum_values_are_refused),
+		T(relative_exec_path_is_refused),
+		T(handler_in_two_pools_is_refused),
+		T(bad_pool_names_and_too_many_pools_are_refused),
+		T(pool_without_handlers_is_refused),
+		T(bad_listen_url_is_refused),
+		T(syntax_error_names_its_line),
+		T(overlong_line_is_refused_not_split),
+		T(missing_config_file_is_a_clear_error),
+		T(bad_flags_are_refused_with_the_flag_named),
+		T(too_many_pools_by_flag_are_refused),
+		T(help_and_version_return_one),
+		T(usage_lists_every_flag_and_default),
+		T(example_file_parses_to_the_defaults),
+		T(durations_parse_with_units_and_refuse_overflow),
+		T(sizes_parse_with_binary_units_and_refuse_overflow),
+	};
+#undef T
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
