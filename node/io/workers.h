@@ -61,11 +61,15 @@ struct workers_job {
 	uint32_t timeout_ms;
 };
 
-/* Callbacks into the node (called from workers_on_readable/workers_reap). */
+/* Callbacks into the node (called from workers_on_readable/workers_reap,
+ * `started` also from workers_dispatch, and all of them from workers_stop
+ * during its grace period). Callbacks may call workers_dispatch and
+ * workers_kill_task. */
 struct workers_events {
 	void *ctx;
 	void (*started)(void *ctx, uint64_t task_id, uint64_t now_ms);
-	/* Ownership of output/error stays with the supervisor. */
+	/* Ownership of output/error stays with the supervisor; both are valid
+	 * only during the call. output may be NULL when output_len is 0. */
 	void (*result)(void *ctx, uint64_t task_id, int ok, const uint8_t *output, size_t output_len,
 	               int32_t exit_code, const char *error, uint64_t now_ms);
 	/* The worker died with these tasks (head first: the running one). */
@@ -84,7 +88,12 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 uint64_t workers_now_ms(void);
 
 /* Queues a job at the least-loaded live worker of the pool. 0, or -1 when
- * every worker has `prefetch` jobs or none is alive. */
+ * every worker has `prefetch` jobs or none is alive (or the supervisor is
+ * stopping), or WORKERS_ERR_JOB_TOO_BIG when the encoded job would exceed
+ * HANDLERS_JOB_FRAME_BYTES_MAX (the node should cap payloads well below).
+ * A job that lands on an idle worker is running at once: `started` is
+ * called for it before workers_dispatch returns. */
+#define WORKERS_ERR_JOB_TOO_BIG (-2)
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job);
 /* Free job slots in a pool right now. */
 uint32_t workers_free_slots(const struct workers *w, uint32_t pool);
@@ -98,7 +107,9 @@ int workers_kill_task(struct workers *w, uint64_t task_id);
 int workers_pollfds(const struct workers *w, struct pollfd *fds, int max);
 /* Reads and handles whatever is ready on fd. */
 void workers_on_readable(struct workers *w, int fd);
-/* Reaps exited children (waitpid WNOHANG) and reports their jobs lost. */
+/* Reaps exited children (waitpid(-1, WNOHANG): the node must have no
+ * other children it wants to wait for) and reports their jobs lost, then
+ * restarts the dead workers it may restart now. */
 void workers_reap(struct workers *w);
 /* Restarts dead workers when allowed. */
 void workers_tick(struct workers *w, uint64_t now_ms);
@@ -107,13 +118,16 @@ struct workers_pool_status {
 	const char *name;
 	uint32_t workers, alive, busy, restarts;
 	int degraded;
+	uint32_t queued;  /* jobs waiting at workers behind the running ones */
 };
 void workers_pool_status(const struct workers *w, uint32_t pool, struct workers_pool_status *st);
 /* Jobs currently held by workers (all pools). */
 uint32_t workers_jobs_held(const struct workers *w);
 
-/* Closes the job sockets (workers exit after their current job), waits up to
- * grace_ms for them, then SIGKILLs the rest. Frees w. */
+/* Closes the job sockets for writing (workers finish the jobs they already
+ * hold, then exit on EOF), waits up to grace_ms for them while still
+ * delivering `result`s, then SIGKILLs the rest and reports their jobs
+ * through `lost`. No restarts or dispatches once it starts. Frees w. */
 void workers_stop(struct workers *w, uint32_t grace_ms);
 
 #endif

@@ -1,0 +1,830 @@
+/*
+ * workers.c - the supervisor: pools of forked worker processes, the job and
+ * result frames on their socketpairs, and OTP-style restarts.
+ *
+ * Owns every worker process, its socket (the parent end, non-blocking), a
+ * read buffer that reassembles result frames and a write buffer holding job
+ * bytes the socket did not take yet (flushed on the next call or when poll
+ * reports POLLOUT), so the node's loop never blocks on a worker.
+ *
+ * Each worker holds a ring of at most `prefetch` task ids: the head is the
+ * running job, the rest are queued behind it in the order they were sent.
+ * A result must name the head; anything else is a protocol error and the
+ * worker is SIGKILLed. A killed or crashed worker keeps its jobs until it
+ * is reaped; workers_reap then reports them through `lost` (head first,
+ * was_running=1) and the worker is restarted.
+ *
+ * Restarts follow OTP one_for_one with an intensity limit per pool: the
+ * (intensity+1)-th restart within period_ms marks the pool degraded, and
+ * from then on restarts are spaced degraded_backoff_ms apart until a whole
+ * period passes without a restart. The last `intensity` restart times are
+ * kept in a ring, which is all the window check needs.
+ *
+ * Subtle parts:
+ *  - Callbacks may call back into the supervisor (dispatch, kill_task). A
+ *    worker's jobs are copied out and cleared before `lost` is called, and
+ *    after every callback the worker's state is checked again.
+ *  - workers_reap uses waitpid(-1): the node has no other children (exec
+ *    children are the workers' children), and pids that are not ours are
+ *    ignored.
+ *  - Writes use send(MSG_NOSIGNAL) so a dead worker gives EPIPE, never a
+ *    SIGPIPE in the node.
+ */
+#include "io/workers.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/chorus.pb-c.h"
+#include "worker/handlers.h"
+
+#define RESULT_FRAME_SLACK_BYTES (64u * 1024u)
+#define READ_CHUNK_BYTES (64u * 1024u)
+#define READS_PER_CALL_MAX 64
+#define STOP_POLL_SLICE_MS 10
+#define PREFETCH_MAX 1024
+#define INTENSITY_MAX 100000
+#define OUTPUT_MAX_LIMIT (1024u * 1024u * 1024u)
+
+enum worker_state {
+	WORKER_DEAD = 0, /* not running; waiting for a restart */
+	WORKER_LIVE,     /* running, socket open */
+	WORKER_DYING,    /* killed or socket gone; jobs held until reaped */
+};
+
+struct worker {
+	enum worker_state state;
+	pid_t pid;  /* > 0 unless DEAD */
+	int fd;     /* parent end; >= 0 only when LIVE */
+	uint32_t pool;
+	uint64_t *jobs; /* ring of task ids, capacity prefetch; head is running */
+	uint32_t job_head, job_count;
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	uint8_t *wbuf;
+	size_t woff, wlen, wcap; /* unsent bytes are wbuf[woff, wlen) */
+	int shut_wr;             /* workers_stop sent SHUT_WR */
+	char kill_reason[160];   /* why we killed it, "" when we did not */
+};
+
+struct pool {
+	char name[WORKERS_POOL_NAME_MAX + 1];
+	uint32_t worker_count;
+	struct worker *workers;
+	uint32_t restarts;
+	uint64_t *restart_ms; /* ring of the last `intensity` restart times */
+	uint32_t restart_head, restart_count;
+	uint64_t last_restart_ms;
+	int any_restart;
+	int degraded;
+	uint32_t cursor; /* tie-break for dispatch, spreads work */
+};
+
+struct workers {
+	struct workers_config cfg;
+	const struct handler_registry *reg;
+	struct workers_events ev;
+	struct pool pools[WORKERS_POOLS_MAX];
+	size_t result_frame_max;
+	int stopping;
+};
+
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t err_len, const char *fmt, ...)
+{
+	if (err == NULL || err_len == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, err_len, fmt, ap);
+	va_end(ap);
+}
+
+uint64_t workers_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- processes ---- */
+
+static __attribute__((noreturn)) void worker_child(const struct workers *w, int fd)
+{
+	/* Keep only stdio and our end of the socketpair: no other worker's
+	 * socket, no nng socket, no sqlite file may leak into a worker. */
+	if (fd != 3) {
+		if (dup2(fd, 3) < 0)
+			_exit(HANDLERS_EXIT_BAD_FRAME);
+		fd = 3;
+	}
+	if (close_range(4, ~0u, 0) != 0) {
+		long max = sysconf(_SC_OPEN_MAX);
+		if (max < 0 || max > 65536)
+			max = 65536;
+		for (int i = 4; i < max; i++)
+			close(i);
+	}
+	handlers_worker_main(w->reg, fd);
+	_exit(HANDLERS_EXIT_EOF); /* not reached: the worker main never returns */
+}
+
+static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t err_len)
+{
+	assert(wk->state == WORKER_DEAD);
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		set_err(err, err_len, "socketpair: %s", strerror(errno));
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		set_err(err, err_len, "fork: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		worker_child(w, sv[1]);
+	}
+	close(sv[1]);
+	int flags = fcntl(sv[0], F_GETFL);
+	fcntl(sv[0], F_SETFL, flags | O_NONBLOCK);
+	wk->state = WORKER_LIVE;
+	wk->pid = pid;
+	wk->fd = sv[0];
+	wk->job_head = 0;
+	wk->job_count = 0;
+	wk->rlen = 0;
+	wk->woff = 0;
+	wk->wlen = 0;
+	wk->shut_wr = 0;
+	wk->kill_reason[0] = '\0';
+	return 0;
+}
+
+/* SIGKILLs a live worker and closes its socket; its jobs stay until it is
+ * reaped. reason (may be NULL) is added to the `lost` message. */
+static void worker_kill(struct worker *wk, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void worker_kill(struct worker *wk, const char *fmt, ...)
+{
+	if (wk->state != WORKER_LIVE)
+		return;
+	assert(wk->pid > 0);
+	kill(wk->pid, SIGKILL);
+	close(wk->fd);
+	wk->fd = -1;
+	wk->state = WORKER_DYING;
+	wk->rlen = 0;
+	wk->woff = wk->wlen = 0;
+	if (fmt != NULL && wk->kill_reason[0] == '\0') {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(wk->kill_reason, sizeof wk->kill_reason, fmt, ap);
+		va_end(ap);
+	}
+}
+
+static struct worker *worker_by_fd(struct workers *w, int fd)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++)
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++)
+			if (w->pools[p].workers[i].state == WORKER_LIVE && w->pools[p].workers[i].fd == fd)
+				return &w->pools[p].workers[i];
+	return NULL;
+}
+
+static struct worker *worker_by_pid(struct workers *w, pid_t pid)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++)
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++)
+			if (w->pools[p].workers[i].state != WORKER_DEAD && w->pools[p].workers[i].pid == pid)
+				return &w->pools[p].workers[i];
+	return NULL;
+}
+
+/* ---- writing jobs ---- */
+
+/* Sends what the socket takes now. A broken socket kills the worker. */
+static void worker_flush(struct worker *wk)
+{
+	while (wk->state == WORKER_LIVE && wk->woff < wk->wlen) {
+		ssize_t n = send(wk->fd, wk->wbuf + wk->woff, wk->wlen - wk->woff, MSG_NOSIGNAL);
+		if (n > 0) {
+			wk->woff += (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			return;
+		} else {
+			worker_kill(wk, "job socket write failed: %s", n < 0 ? strerror(errno) : "0 bytes");
+			return;
+		}
+	}
+	if (wk->woff == wk->wlen)
+		wk->woff = wk->wlen = 0;
+}
+
+/* Room for `need` more bytes at the end of the write buffer. */
+static int wbuf_reserve(struct worker *wk, size_t need)
+{
+	if (wk->woff > 0) {
+		memmove(wk->wbuf, wk->wbuf + wk->woff, wk->wlen - wk->woff);
+		wk->wlen -= wk->woff;
+		wk->woff = 0;
+	}
+	if (wk->wcap - wk->wlen >= need)
+		return 0;
+	size_t cap = wk->wcap ? wk->wcap : 4096;
+	while (cap - wk->wlen < need)
+		cap *= 2;
+	uint8_t *p = realloc(wk->wbuf, cap);
+	if (p == NULL)
+		return -1;
+	wk->wbuf = p;
+	wk->wcap = cap;
+	return 0;
+}
+
+static uint32_t le32_get(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void le32_put(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+/* ---- start ---- */
+
+static void workers_free_memory(struct workers *w)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		struct pool *pl = &w->pools[p];
+		if (pl->workers != NULL) {
+			for (uint32_t i = 0; i < pl->worker_count; i++) {
+				struct worker *wk = &pl->workers[i];
+				assert(wk->state == WORKER_DEAD);
+				free(wk->jobs);
+				free(wk->rbuf);
+				free(wk->wbuf);
+			}
+		}
+		free(pl->workers);
+		free(pl->restart_ms);
+	}
+	free(w);
+}
+
+/* Kills and reaps every running worker without reporting anything (used
+ * when start fails half-way). */
+static void workers_kill_all_silently(struct workers *w)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			struct worker *wk = &w->pools[p].workers[i];
+			if (wk->state == WORKER_DEAD)
+				continue;
+			kill(wk->pid, SIGKILL);
+			if (wk->fd >= 0)
+				close(wk->fd);
+			while (waitpid(wk->pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			wk->state = WORKER_DEAD;
+			wk->fd = -1;
+			wk->pid = 0;
+		}
+	}
+}
+
+int workers_start(struct workers **out, const struct workers_config *cfg,
+                  const struct handler_registry *reg, const struct workers_events *ev,
+                  char *err, size_t err_len)
+{
+	*out = NULL;
+	if (cfg->pool_count == 0 || cfg->pool_count > WORKERS_POOLS_MAX) {
+		set_err(err, err_len, "workers: pool count %u out of range 1..%d", cfg->pool_count,
+		        WORKERS_POOLS_MAX);
+		return -1;
+	}
+	if (cfg->prefetch == 0 || cfg->prefetch > PREFETCH_MAX) {
+		set_err(err, err_len, "workers: prefetch %u out of range 1..%d", cfg->prefetch,
+		        PREFETCH_MAX);
+		return -1;
+	}
+	if (cfg->output_max == 0 || cfg->output_max > OUTPUT_MAX_LIMIT) {
+		set_err(err, err_len, "workers: output_max %zu out of range 1..%u", cfg->output_max,
+		        OUTPUT_MAX_LIMIT);
+		return -1;
+	}
+	if (cfg->intensity > INTENSITY_MAX) {
+		set_err(err, err_len, "workers: intensity %u above %d", cfg->intensity, INTENSITY_MAX);
+		return -1;
+	}
+	for (uint32_t p = 0; p < cfg->pool_count; p++) {
+		const struct workers_pool_config *pc = &cfg->pools[p];
+		if (pc->worker_count == 0 || pc->worker_count > WORKERS_PER_POOL_MAX) {
+			set_err(err, err_len, "workers: pool %.31s: %u workers, want 1..%d", pc->name,
+			        pc->worker_count, WORKERS_PER_POOL_MAX);
+			return -1;
+		}
+	}
+
+	struct workers *w = calloc(1, sizeof *w);
+	if (w == NULL) {
+		set_err(err, err_len, "workers: out of memory");
+		return -1;
+	}
+	w->cfg = *cfg;
+	w->reg = reg;
+	if (ev != NULL)
+		w->ev = *ev;
+	w->result_frame_max = cfg->output_max + RESULT_FRAME_SLACK_BYTES;
+	int oom = 0;
+	for (uint32_t p = 0; p < cfg->pool_count && !oom; p++) {
+		struct pool *pl = &w->pools[p];
+		snprintf(pl->name, sizeof pl->name, "%s", cfg->pools[p].name);
+		pl->worker_count = cfg->pools[p].worker_count;
+		pl->workers = calloc(pl->worker_count, sizeof *pl->workers);
+		pl->restart_ms = calloc(cfg->intensity ? cfg->intensity : 1, sizeof *pl->restart_ms);
+		if (pl->workers == NULL || pl->restart_ms == NULL) {
+			oom = 1;
+			break;
+		}
+		for (uint32_t i = 0; i < pl->worker_count; i++) {
+			struct worker *wk = &pl->workers[i];
+			wk->fd = -1;
+			wk->pool = p;
+			wk->jobs = calloc(cfg->prefetch, sizeof *wk->jobs);
+			if (wk->jobs == NULL) {
+				oom = 1;
+				break;
+			}
+		}
+	}
+	if (oom) {
+		set_err(err, err_len, "workers: out of memory");
+		workers_free_memory(w);
+		return -1;
+	}
+	for (uint32_t p = 0; p < cfg->pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			char why[128];
+			if (worker_spawn(w, &w->pools[p].workers[i], why, sizeof why) != 0) {
+				set_err(err, err_len, "workers: pool %s: %s", w->pools[p].name, why);
+				workers_kill_all_silently(w);
+				workers_free_memory(w);
+				return -1;
+			}
+		}
+	}
+	*out = w;
+	return 0;
+}
+
+/* ---- dispatch ---- */
+
+int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job)
+{
+	if (pool >= w->cfg.pool_count || w->stopping)
+		return -1;
+	struct pool *pl = &w->pools[pool];
+	struct worker *best = NULL;
+	for (uint32_t k = 0; k < pl->worker_count; k++) {
+		struct worker *wk = &pl->workers[(pl->cursor + k) % pl->worker_count];
+		if (wk->state != WORKER_LIVE || wk->job_count >= w->cfg.prefetch)
+			continue;
+		if (best == NULL || wk->job_count < best->job_count)
+			best = wk;
+	}
+	if (best == NULL)
+		return -1;
+	pl->cursor = (pl->cursor + 1) % pl->worker_count;
+
+	Chorus__WorkerJob msg = CHORUS__WORKER_JOB__INIT;
+	msg.task_id = job->task_id;
+	msg.handler = (char *)(job->handler ? job->handler : "");
+	msg.payload.data = (uint8_t *)job->payload;
+	msg.payload.len = job->payload ? job->payload_len : 0;
+	size_t argc = 0;
+	while (job->argv != NULL && job->argv[argc] != NULL)
+		argc++;
+	msg.n_argv = argc;
+	msg.argv = (char **)job->argv;
+	msg.timeout_ms = job->timeout_ms;
+	msg.output_max = (uint32_t)w->cfg.output_max;
+	size_t len = chorus__worker_job__get_packed_size(&msg);
+	if (len > HANDLERS_JOB_FRAME_BYTES_MAX)
+		return WORKERS_ERR_JOB_TOO_BIG;
+	if (wbuf_reserve(best, 4 + len) != 0)
+		return -1;
+	le32_put(best->wbuf + best->wlen, (uint32_t)len);
+	size_t packed = chorus__worker_job__pack(&msg, best->wbuf + best->wlen + 4);
+	assert(packed == len);
+	(void)packed;
+	best->wlen += 4 + len;
+
+	assert(best->job_count < w->cfg.prefetch);
+	best->jobs[(best->job_head + best->job_count) % w->cfg.prefetch] = job->task_id;
+	best->job_count++;
+	worker_flush(best);
+	/* A job sent to an idle worker is running from now on. */
+	if (best->job_count == 1 && w->ev.started != NULL)
+		w->ev.started(w->ev.ctx, job->task_id, workers_now_ms());
+	return 0;
+}
+
+uint32_t workers_free_slots(const struct workers *w, uint32_t pool)
+{
+	if (pool >= w->cfg.pool_count || w->stopping)
+		return 0;
+	const struct pool *pl = &w->pools[pool];
+	uint32_t free_slots = 0;
+	for (uint32_t i = 0; i < pl->worker_count; i++)
+		if (pl->workers[i].state == WORKER_LIVE)
+			free_slots += w->cfg.prefetch - pl->workers[i].job_count;
+	return free_slots;
+}
+
+int workers_kill_task(struct workers *w, uint64_t task_id)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			struct worker *wk = &w->pools[p].workers[i];
+			for (uint32_t j = 0; j < wk->job_count; j++) {
+				if (wk->jobs[(wk->job_head + j) % w->cfg.prefetch] != task_id)
+					continue;
+				worker_kill(wk, "task %llu killed", (unsigned long long)task_id);
+				return 0;
+			}
+		}
+	}
+	return -1;
+}
+
+/* ---- reading results ---- */
+
+/* Handles one decoded result; 0 to go on, -1 when the worker is gone. */
+static int worker_on_result(struct workers *w, struct worker *wk, Chorus__WorkerResult *res)
+{
+	if (wk->job_count == 0 || wk->jobs[wk->job_head] != res->task_id) {
+		if (wk->job_count == 0)
+			worker_kill(wk, "protocol error: result for task %llu while idle",
+			            (unsigned long long)res->task_id);
+		else
+			worker_kill(wk, "protocol error: result for task %llu, running %llu",
+			            (unsigned long long)res->task_id,
+			            (unsigned long long)wk->jobs[wk->job_head]);
+		return -1;
+	}
+	wk->job_head = (wk->job_head + 1) % w->cfg.prefetch;
+	wk->job_count--;
+	int has_next = wk->job_count > 0;
+	if (w->ev.result != NULL)
+		w->ev.result(w->ev.ctx, res->task_id, res->ok ? 1 : 0, res->output.data, res->output.len,
+		             res->exit_code, res->error, workers_now_ms());
+	if (wk->state != WORKER_LIVE)
+		return -1;
+	/* The worker went straight on to the next job it already had. (A job
+	 * dispatched from inside the callback to this then idle worker was
+	 * reported started by workers_dispatch.) */
+	if (has_next && wk->job_count > 0 && w->ev.started != NULL)
+		w->ev.started(w->ev.ctx, wk->jobs[wk->job_head], workers_now_ms());
+	return wk->state == WORKER_LIVE ? 0 : -1;
+}
+
+/* Decodes every complete frame in the read buffer. */
+static void worker_parse(struct workers *w, struct worker *wk)
+{
+	size_t off = 0;
+	while (wk->state == WORKER_LIVE && wk->rlen - off >= 4) {
+		uint32_t len = le32_get(wk->rbuf + off);
+		if (len > w->result_frame_max) {
+			worker_kill(wk, "protocol error: result frame of %u bytes (max %zu)", len,
+			            w->result_frame_max);
+			return;
+		}
+		if (wk->rlen - off - 4 < len)
+			break;
+		Chorus__WorkerResult *res = chorus__worker_result__unpack(NULL, len, wk->rbuf + off + 4);
+		off += 4 + (size_t)len;
+		if (res == NULL) {
+			worker_kill(wk, "protocol error: undecodable result frame");
+			return;
+		}
+		int rc = worker_on_result(w, wk, res);
+		chorus__worker_result__free_unpacked(res, NULL);
+		if (rc != 0)
+			return;
+	}
+	if (wk->state != WORKER_LIVE)
+		return;
+	if (off > 0) {
+		memmove(wk->rbuf, wk->rbuf + off, wk->rlen - off);
+		wk->rlen -= off;
+	}
+}
+
+/* Room to read: a chunk, or the rest of the frame being assembled. */
+static int rbuf_reserve(struct workers *w, struct worker *wk)
+{
+	size_t want = wk->rlen + READ_CHUNK_BYTES;
+	size_t frame_cap = 4 + w->result_frame_max;
+	if (want > frame_cap)
+		want = frame_cap;
+	if (want <= wk->rlen)
+		want = wk->rlen + 1; /* cannot happen: a full frame is parsed first */
+	if (wk->rcap >= want)
+		return 0;
+	size_t cap = wk->rcap ? wk->rcap : READ_CHUNK_BYTES;
+	while (cap < want)
+		cap *= 2;
+	uint8_t *p = realloc(wk->rbuf, cap);
+	if (p == NULL)
+		return -1;
+	wk->rbuf = p;
+	wk->rcap = cap;
+	return 0;
+}
+
+void workers_on_readable(struct workers *w, int fd)
+{
+	struct worker *wk = worker_by_fd(w, fd);
+	if (wk == NULL)
+		return;
+	worker_flush(wk);
+	for (int reads = 0; reads < READS_PER_CALL_MAX && wk->state == WORKER_LIVE; reads++) {
+		if (rbuf_reserve(w, wk) != 0)
+			return; /* try again on the next readiness */
+		ssize_t n = read(wk->fd, wk->rbuf + wk->rlen, wk->rcap - wk->rlen);
+		if (n > 0) {
+			wk->rlen += (size_t)n;
+			worker_parse(w, wk);
+		} else if (n == 0) {
+			worker_kill(wk, NULL);
+			return;
+		} else if (errno == EINTR) {
+			continue;
+		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			return;
+		} else {
+			worker_kill(wk, "job socket read failed: %s", strerror(errno));
+			return;
+		}
+	}
+}
+
+int workers_pollfds(const struct workers *w, struct pollfd *fds, int max)
+{
+	int n = 0;
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			const struct worker *wk = &w->pools[p].workers[i];
+			if (wk->state != WORKER_LIVE)
+				continue;
+			if (n >= max)
+				return n;
+			fds[n].fd = wk->fd;
+			fds[n].events = (short)(POLLIN | (wk->woff < wk->wlen ? POLLOUT : 0));
+			fds[n].revents = 0;
+			n++;
+		}
+	}
+	return n;
+}
+
+/* ---- exits and restarts ---- */
+
+static void describe_exit(char *out, size_t out_len, pid_t pid, int status, const char *reason)
+{
+	int n;
+	if (WIFSIGNALED(status)) {
+		const char *name = strsignal(WTERMSIG(status));
+		n = snprintf(out, out_len, "worker %d killed by signal %d (%s)", (int)pid,
+		             WTERMSIG(status), name ? name : "?");
+	} else if (WIFEXITED(status)) {
+		const char *what = NULL;
+		switch (WEXITSTATUS(status)) {
+		case HANDLERS_EXIT_BAD_FRAME: what = " (bad job frame)"; break;
+		case HANDLERS_EXIT_WRITE: what = " (could not write a result)"; break;
+		case HANDLERS_EXIT_NOMEM: what = " (out of memory)"; break;
+		default: what = ""; break;
+		}
+		n = snprintf(out, out_len, "worker %d exited with status %d%s", (int)pid,
+		             WEXITSTATUS(status), what);
+	} else {
+		n = snprintf(out, out_len, "worker %d ended (status 0x%x)", (int)pid, (unsigned)status);
+	}
+	if (reason != NULL && reason[0] != '\0' && n >= 0 && (size_t)n < out_len)
+		snprintf(out + n, out_len - (size_t)n, ": %s", reason);
+}
+
+/* The worker's process is gone (reaped): report its jobs and mark it for
+ * a restart. */
+static void worker_exited(struct workers *w, struct worker *wk, int status)
+{
+	assert(wk->state != WORKER_DEAD);
+	char why[320];
+	describe_exit(why, sizeof why, wk->pid, status, wk->kill_reason);
+	if (wk->fd >= 0)
+		close(wk->fd);
+	/* Copy first: a `lost` callback may dispatch, even to this pool. */
+	uint64_t ids[PREFETCH_MAX];
+	uint32_t held = wk->job_count;
+	assert(held <= PREFETCH_MAX);
+	for (uint32_t j = 0; j < held; j++)
+		ids[j] = wk->jobs[(wk->job_head + j) % w->cfg.prefetch];
+	wk->state = WORKER_DEAD;
+	wk->pid = 0;
+	wk->fd = -1;
+	wk->job_head = wk->job_count = 0;
+	wk->rlen = wk->woff = wk->wlen = 0;
+	wk->kill_reason[0] = '\0';
+	if (w->ev.lost == NULL)
+		return;
+	for (uint32_t j = 0; j < held; j++)
+		w->ev.lost(w->ev.ctx, ids[j], j == 0, why, workers_now_ms());
+}
+
+/* How many of the pool's restarts fall within the last period_ms; only
+ * whether it reaches `intensity` matters, so the ring holds that many. */
+static int pool_intensity_reached(const struct workers *w, const struct pool *pl, uint64_t now_ms)
+{
+	uint32_t cap = w->cfg.intensity;
+	if (cap == 0)
+		return 1;
+	if (pl->restart_count < cap)
+		return 0;
+	uint64_t oldest = pl->restart_ms[pl->restart_head]; /* ring full: head is oldest */
+	return now_ms - oldest < w->cfg.period_ms;
+}
+
+static void pool_record_restart(const struct workers *w, struct pool *pl, uint64_t now_ms)
+{
+	pl->restarts++;
+	pl->last_restart_ms = now_ms;
+	pl->any_restart = 1;
+	uint32_t cap = w->cfg.intensity;
+	if (cap == 0)
+		return;
+	if (pl->restart_count < cap) {
+		pl->restart_ms[(pl->restart_head + pl->restart_count) % cap] = now_ms;
+		pl->restart_count++;
+	} else {
+		pl->restart_ms[pl->restart_head] = now_ms;
+		pl->restart_head = (pl->restart_head + 1) % cap;
+	}
+}
+
+static void restart_due(struct workers *w, uint64_t now_ms)
+{
+	if (w->stopping)
+		return;
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		struct pool *pl = &w->pools[p];
+		if (pl->degraded && now_ms - pl->last_restart_ms >= w->cfg.period_ms)
+			pl->degraded = 0;
+		for (uint32_t i = 0; i < pl->worker_count; i++) {
+			struct worker *wk = &pl->workers[i];
+			if (wk->state != WORKER_DEAD)
+				continue;
+			if (!pl->degraded && pool_intensity_reached(w, pl, now_ms))
+				pl->degraded = 1;
+			if (pl->degraded && pl->any_restart &&
+			    now_ms < pl->last_restart_ms + w->cfg.degraded_backoff_ms)
+				continue;
+			if (worker_spawn(w, wk, NULL, 0) != 0)
+				continue; /* fork failed: the next tick tries again */
+			pool_record_restart(w, pl, now_ms);
+		}
+	}
+}
+
+void workers_reap(struct workers *w)
+{
+	for (;;) {
+		int status = 0;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid <= 0)
+			break;
+		struct worker *wk = worker_by_pid(w, pid);
+		if (wk == NULL)
+			continue; /* not one of ours */
+		worker_exited(w, wk, status);
+	}
+	restart_due(w, workers_now_ms());
+}
+
+void workers_tick(struct workers *w, uint64_t now_ms)
+{
+	restart_due(w, now_ms);
+}
+
+void workers_pool_status(const struct workers *w, uint32_t pool, struct workers_pool_status *st)
+{
+	memset(st, 0, sizeof *st);
+	if (pool >= w->cfg.pool_count)
+		return;
+	const struct pool *pl = &w->pools[pool];
+	st->name = pl->name;
+	st->workers = pl->worker_count;
+	st->restarts = pl->restarts;
+	st->degraded = pl->degraded;
+	for (uint32_t i = 0; i < pl->worker_count; i++) {
+		const struct worker *wk = &pl->workers[i];
+		if (wk->state == WORKER_LIVE)
+			st->alive++;
+		if (wk->job_count > 0) {
+			st->busy++;
+			st->queued += wk->job_count - 1;
+		}
+	}
+}
+
+uint32_t workers_jobs_held(const struct workers *w)
+{
+	uint32_t n = 0;
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++)
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++)
+			n += w->pools[p].workers[i].job_count;
+	return n;
+}
+
+/* ---- stop ---- */
+
+void workers_stop(struct workers *w, uint32_t grace_ms)
+{
+	if (w == NULL)
+		return;
+	w->stopping = 1;
+	uint64_t deadline_ms = workers_now_ms() + grace_ms;
+	for (;;) {
+		int running = 0;
+		for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+			for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+				struct worker *wk = &w->pools[p].workers[i];
+				if (wk->state == WORKER_DEAD)
+					continue;
+				running = 1;
+				worker_flush(wk);
+				/* EOF only after the last whole job frame is out. */
+				if (wk->state == WORKER_LIVE && !wk->shut_wr && wk->woff == wk->wlen) {
+					shutdown(wk->fd, SHUT_WR);
+					wk->shut_wr = 1;
+				}
+			}
+		}
+		if (!running)
+			break;
+		uint64_t now = workers_now_ms();
+		if (now >= deadline_ms)
+			break;
+		struct pollfd fds[WORKERS_POOLS_MAX * WORKERS_PER_POOL_MAX];
+		int n = workers_pollfds(w, fds, (int)(sizeof fds / sizeof fds[0]));
+		uint64_t left = deadline_ms - now;
+		int slice = left < STOP_POLL_SLICE_MS ? (int)left : STOP_POLL_SLICE_MS;
+		if (poll(fds, (nfds_t)n, slice) > 0)
+			for (int k = 0; k < n; k++)
+				if (fds[k].revents != 0)
+					workers_on_readable(w, fds[k].fd);
+		workers_reap(w);
+	}
+	/* Grace is over: whoever is left is killed, and its jobs are lost. */
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			struct worker *wk = &w->pools[p].workers[i];
+			if (wk->state == WORKER_DEAD)
+				continue;
+			worker_kill(wk, "shutdown grace of %u ms ran out", grace_ms);
+			kill(wk->pid, SIGKILL);
+			int status = 0;
+			pid_t r;
+			while ((r = waitpid(wk->pid, &status, 0)) < 0 && errno == EINTR)
+				;
+			if (r == wk->pid)
+				worker_exited(w, wk, status);
+			else
+				worker_exited(w, wk, SIGKILL); /* raw wait status of "killed by SIGKILL" */
+		}
+	}
+	workers_free_memory(w);
+}

@@ -1,0 +1,532 @@
+/*
+ * test_workers.c - the supervisor (node/io/workers.c) with real forked
+ * workers: dispatch and results through a poll loop, prefetch, crashes,
+ * kill_task, restart intensity, and stop.
+ *
+ * Every wait is a small poll loop that ends on a condition or fails at a
+ * deadline; workers_reap() is called on every turn instead of handling
+ * SIGCHLD.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "io/workers.h"
+#include "worker/handlers.h"
+
+#define IDS_MAX 2048
+#define DEADLINE_MS 10000
+
+struct rec {
+	uint32_t started[IDS_MAX], results[IDS_MAX], lost[IDS_MAX];
+	int ok[IDS_MAX], was_running[IDS_MAX];
+	uint32_t result_total, lost_total, echo_mismatches;
+	int order_broken; /* a result arrived for a task never started */
+	char last_why[512];
+	char last_error[256];
+	char last_output[256];
+};
+
+struct fixture {
+	struct handler_registry reg;
+	struct rec *rec;
+	struct workers *w;
+};
+
+static void on_started(void *ctx, uint64_t task_id, uint64_t now_ms)
+{
+	struct rec *r = ctx;
+	(void)now_ms;
+	assert_true(task_id < IDS_MAX);
+	r->started[task_id]++;
+}
+
+static void on_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output,
+                      size_t output_len, int32_t exit_code, const char *error, uint64_t now_ms)
+{
+	struct rec *r = ctx;
+	(void)exit_code;
+	(void)now_ms;
+	assert_true(task_id < IDS_MAX);
+	if (r->started[task_id] == 0)
+		r->order_broken = 1;
+	r->results[task_id]++;
+	r->ok[task_id] = ok;
+	r->result_total++;
+	snprintf(r->last_error, sizeof r->last_error, "%s", error ? error : "");
+	size_t n = output_len < sizeof r->last_output - 1 ? output_len : sizeof r->last_output - 1;
+	if (n > 0) /* output is NULL when empty */
+		memcpy(r->last_output, output, n);
+	r->last_output[n] = '\0';
+	if (task_id >= 1 && task_id <= 1000) {
+		char want[32];
+		int wl = snprintf(want, sizeof want, "job-%llu", (unsigned long long)task_id);
+		if (output_len != (size_t)wl || output == NULL || memcmp(output, want, output_len) != 0)
+			r->echo_mismatches++;
+	}
+}
+
+static void on_lost(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms)
+{
+	struct rec *r = ctx;
+	(void)now_ms;
+	assert_true(task_id < IDS_MAX);
+	r->lost[task_id]++;
+	r->was_running[task_id] = was_running;
+	r->lost_total++;
+	snprintf(r->last_why, sizeof r->last_why, "%s", why);
+}
+
+static const char *const allow[] = {"/bin/sh", NULL};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof *f);
+	assert_non_null(f);
+	f->rec = calloc(1, sizeof *f->rec);
+	assert_non_null(f->rec);
+	assert_int_equal(handlers_init(&f->reg, allow), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	if (f->w != NULL)
+		workers_stop(f->w, 0);
+	handlers_free(&f->reg);
+	free(f->rec);
+	free(f);
+	return 0;
+}
+
+static struct workers_config config(uint32_t worker_count, uint32_t prefetch)
+{
+	struct workers_config cfg = {
+		.pool_count = 1,
+		.prefetch = prefetch,
+		.intensity = 10,
+		.period_ms = 5000,
+		.degraded_backoff_ms = 1000,
+		.output_max = 1 << 20,
+	};
+	snprintf(cfg.pools[0].name, sizeof cfg.pools[0].name, "default");
+	cfg.pools[0].worker_count = worker_count;
+	return cfg;
+}
+
+static void start(struct fixture *f, const struct workers_config *cfg)
+{
+	struct workers_events ev = {
+		.ctx = f->rec, .started = on_started, .result = on_result, .lost = on_lost,
+	};
+	char err[256] = "";
+	int rc = workers_start(&f->w, cfg, &f->reg, &ev, err, sizeof err);
+	if (rc != 0)
+		fail_msg("workers_start: %s", err);
+}
+
+/* One turn of a node-like loop: poll the worker fds, read, reap, tick. */
+static void turn(struct workers *w)
+{
+	struct pollfd fds[64];
+	int n = workers_pollfds(w, fds, 64);
+	int rc = poll(fds, (nfds_t)n, 20);
+	assert_true(rc >= 0 || errno == EINTR);
+	for (int i = 0; rc > 0 && i < n; i++)
+		if (fds[i].revents != 0)
+			workers_on_readable(w, fds[i].fd);
+	workers_reap(w);
+	workers_tick(w, workers_now_ms());
+}
+
+#define PUMP_UNTIL(w, cond)                                                  \
+	do {                                                                     \
+		uint64_t pump_deadline_ = workers_now_ms() + DEADLINE_MS;            \
+		while (!(cond)) {                                                    \
+			if (workers_now_ms() > pump_deadline_)                           \
+				fail_msg("timed out waiting for: %s", #cond);                \
+			turn(w);                                                         \
+		}                                                                    \
+	} while (0)
+
+static int dispatch(struct workers *w, uint64_t id, const char *handler, const char *payload)
+{
+	struct workers_job job = {
+		.task_id = id,
+		.handler = handler,
+		.payload = (const uint8_t *)payload,
+		.payload_len = strlen(payload),
+		.timeout_ms = 10000,
+	};
+	return workers_dispatch(w, 0, &job);
+}
+
+static uint32_t alive(const struct workers *w)
+{
+	struct workers_pool_status st;
+	workers_pool_status(w, 0, &st);
+	return st.alive;
+}
+
+/* ---- tests ---- */
+
+static void thousand_echo_jobs_each_get_exactly_one_result(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(2, 4);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	uint64_t next = 1;
+	uint64_t deadline = workers_now_ms() + DEADLINE_MS;
+	while (r->result_total < 1000) {
+		if (workers_now_ms() > deadline)
+			fail_msg("only %u of 1000 results", r->result_total);
+		while (next <= 1000 && workers_free_slots(f->w, 0) > 0) {
+			char payload[32];
+			snprintf(payload, sizeof payload, "job-%llu", (unsigned long long)next);
+			assert_int_equal(dispatch(f->w, next, "echo", payload), 0);
+			next++;
+		}
+		assert_true(workers_jobs_held(f->w) <= 2 * 4);
+		turn(f->w);
+	}
+	for (uint64_t id = 1; id <= 1000; id++) {
+		assert_int_equal(r->results[id], 1);
+		assert_int_equal(r->started[id], 1);
+		assert_true(r->ok[id]);
+	}
+	assert_int_equal(r->echo_mismatches, 0);
+	assert_int_equal(r->lost_total, 0);
+	assert_false(r->order_broken);
+	assert_int_equal(workers_jobs_held(f->w), 0);
+	assert_int_equal(workers_free_slots(f->w, 0), 8);
+}
+
+static void prefetch_is_respected(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(2, 2);
+	start(f, &cfg);
+	assert_int_equal(workers_free_slots(f->w, 0), 4);
+	for (uint64_t id = 1; id <= 4; id++)
+		assert_int_equal(dispatch(f->w, id, "sleep", "10000"), 0);
+	assert_int_equal(dispatch(f->w, 5, "echo", "no room"), -1);
+	assert_int_equal(workers_free_slots(f->w, 0), 0);
+	assert_int_equal(workers_jobs_held(f->w), 4);
+	struct workers_pool_status st;
+	workers_pool_status(f->w, 0, &st);
+	assert_string_equal(st.name, "default");
+	assert_int_equal(st.workers, 2);
+	assert_int_equal(st.alive, 2);
+	assert_int_equal(st.busy, 2);
+	assert_int_equal(st.queued, 2);
+	/* Least loaded first: each worker got one running job, then one queued. */
+	uint32_t running = 0;
+	for (uint64_t id = 1; id <= 4; id++)
+		running += f->rec->started[id];
+	assert_int_equal(running, 2);
+	/* Stopping with no grace: all four are lost, two of them running. */
+	workers_stop(f->w, 0);
+	f->w = NULL;
+	uint32_t was_running = 0;
+	for (uint64_t id = 1; id <= 4; id++) {
+		assert_int_equal(f->rec->lost[id], 1);
+		was_running += (uint32_t)f->rec->was_running[id];
+	}
+	assert_int_equal(was_running, 2);
+}
+
+static void crash_loses_running_and_queued_jobs_then_worker_restarts(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 3);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	assert_int_equal(dispatch(f->w, 1, "crash", ""), 0);
+	assert_int_equal(dispatch(f->w, 2, "echo", "two"), 0);
+	assert_int_equal(dispatch(f->w, 3, "echo", "three"), 0);
+	assert_int_equal(r->started[1], 1);
+	assert_int_equal(r->started[2], 0);
+	PUMP_UNTIL(f->w, r->lost_total == 3);
+	assert_int_equal(r->lost[1], 1);
+	assert_int_equal(r->was_running[1], 1);
+	assert_int_equal(r->lost[2], 1);
+	assert_int_equal(r->was_running[2], 0);
+	assert_int_equal(r->lost[3], 1);
+	assert_int_equal(r->was_running[3], 0);
+	assert_int_equal(r->result_total, 0);
+	assert_non_null(strstr(r->last_why, "killed by signal 6 (Aborted)"));
+	assert_int_equal(strncmp(r->last_why, "worker ", 7), 0);
+
+	PUMP_UNTIL(f->w, alive(f->w) == 1);
+	struct workers_pool_status st;
+	workers_pool_status(f->w, 0, &st);
+	assert_int_equal(st.restarts, 1);
+	assert_false(st.degraded);
+	assert_int_equal(workers_jobs_held(f->w), 0);
+	assert_int_equal(dispatch(f->w, 4, "echo", "after"), 0);
+	PUMP_UNTIL(f->w, r->results[4] == 1);
+	assert_true(r->ok[4]);
+	assert_string_equal(r->last_output, "after");
+}
+
+static void kill_task_kills_its_worker_and_reports_it_lost(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 2);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	assert_int_equal(dispatch(f->w, 1, "sleep", "10000"), 0);
+	assert_int_equal(dispatch(f->w, 2, "echo", "queued"), 0);
+	assert_int_equal(r->started[1], 1);
+	assert_int_equal(workers_kill_task(f->w, 999), -1);
+	uint64_t t0 = workers_now_ms();
+	assert_int_equal(workers_kill_task(f->w, 1), 0);
+	PUMP_UNTIL(f->w, r->lost_total == 2);
+	assert_true(workers_now_ms() - t0 < 5000);
+	assert_int_equal(r->was_running[1], 1);
+	assert_int_equal(r->was_running[2], 0);
+	assert_non_null(strstr(r->last_why, "killed by signal 9"));
+	assert_non_null(strstr(r->last_why, "task 1 killed"));
+	assert_int_equal(r->results[1], 0);
+	/* Gone from the supervisor: a second kill finds nothing. */
+	assert_int_equal(workers_kill_task(f->w, 1), -1);
+
+	PUMP_UNTIL(f->w, alive(f->w) == 1);
+	assert_int_equal(dispatch(f->w, 3, "sha256", "abc"), 0);
+	PUMP_UNTIL(f->w, r->results[3] == 1);
+	assert_string_equal(r->last_output,
+	                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void queued_task_can_be_killed_too(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 2);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	assert_int_equal(dispatch(f->w, 1, "sleep", "10000"), 0);
+	assert_int_equal(dispatch(f->w, 2, "sleep", "10000"), 0);
+	assert_int_equal(workers_kill_task(f->w, 2), 0);
+	PUMP_UNTIL(f->w, r->lost_total == 2);
+	assert_int_equal(r->was_running[1], 1);
+	assert_int_equal(r->was_running[2], 0);
+}
+
+static void intensity_exceeded_marks_pool_degraded_until_a_quiet_period(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 1);
+	cfg.intensity = 1;
+	cfg.period_ms = 2000;
+	cfg.degraded_backoff_ms = 300;
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	struct workers_pool_status st;
+
+	/* First crash: within intensity, restarted at once. */
+	assert_int_equal(dispatch(f->w, 1, "crash", ""), 0);
+	PUMP_UNTIL(f->w, r->lost[1] == 1 && alive(f->w) == 1);
+	workers_pool_status(f->w, 0, &st);
+	assert_int_equal(st.restarts, 1);
+	assert_false(st.degraded);
+
+	/* Second crash within the period: degraded, the restart waits. */
+	assert_int_equal(dispatch(f->w, 2, "crash", ""), 0);
+	PUMP_UNTIL(f->w, r->lost[2] == 1);
+	workers_pool_status(f->w, 0, &st);
+	assert_true(st.degraded);
+	assert_int_equal(st.alive, 0);
+	assert_int_equal(st.restarts, 1);
+	assert_int_equal(workers_free_slots(f->w, 0), 0);
+	assert_int_equal(dispatch(f->w, 3, "echo", "x"), -1);
+
+	PUMP_UNTIL(f->w, alive(f->w) == 1);
+	uint64_t restarted_ms = workers_now_ms();
+	workers_pool_status(f->w, 0, &st);
+	assert_int_equal(st.restarts, 2);
+	assert_true(st.degraded);
+	assert_int_equal(dispatch(f->w, 3, "echo", "x"), 0);
+	PUMP_UNTIL(f->w, r->results[3] == 1);
+
+	/* No restart for a whole period: degraded clears. */
+	PUMP_UNTIL(f->w, (workers_pool_status(f->w, 0, &st), !st.degraded));
+	assert_true(workers_now_ms() - restarted_ms >= cfg.period_ms - 50);
+}
+
+static void degraded_restarts_are_spaced_by_backoff(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 1);
+	cfg.intensity = 0; /* every restart is beyond the limit */
+	cfg.period_ms = 60000;
+	cfg.degraded_backoff_ms = 400;
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	struct workers_pool_status st;
+	assert_int_equal(dispatch(f->w, 1, "crash", ""), 0);
+	PUMP_UNTIL(f->w, r->lost[1] == 1 && alive(f->w) == 1);
+	uint64_t first_ms = workers_now_ms();
+	workers_pool_status(f->w, 0, &st);
+	assert_true(st.degraded);
+	assert_int_equal(dispatch(f->w, 2, "crash", ""), 0);
+	PUMP_UNTIL(f->w, r->lost[2] == 1 && alive(f->w) == 1);
+	assert_true(workers_now_ms() - first_ms >= 400 - 25);
+	workers_pool_status(f->w, 0, &st);
+	assert_int_equal(st.restarts, 2);
+}
+
+static void stop_lets_a_sleeping_job_finish_within_grace(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 1);
+	start(f, &cfg);
+	assert_int_equal(dispatch(f->w, 1, "sleep", "200"), 0);
+	uint64_t t0 = workers_now_ms();
+	workers_stop(f->w, 5000);
+	f->w = NULL;
+	uint64_t took = workers_now_ms() - t0;
+	assert_true(took < 4000);
+	assert_int_equal(f->rec->results[1], 1);
+	assert_true(f->rec->ok[1]);
+	assert_int_equal(f->rec->lost_total, 0);
+}
+
+static void stop_kills_a_job_that_outlives_grace(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(2, 1);
+	start(f, &cfg);
+	assert_int_equal(dispatch(f->w, 1, "sleep", "10000"), 0);
+	uint64_t t0 = workers_now_ms();
+	workers_stop(f->w, 300);
+	f->w = NULL;
+	uint64_t took = workers_now_ms() - t0;
+	assert_true(took >= 300);
+	assert_true(took < 3000);
+	assert_int_equal(f->rec->lost[1], 1);
+	assert_int_equal(f->rec->was_running[1], 1);
+	assert_non_null(strstr(f->rec->last_why, "shutdown grace of 300 ms ran out"));
+}
+
+static void exec_job_carries_argv_and_timeout(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 1);
+	start(f, &cfg);
+	const char *argv[] = {"/bin/sh", "-c", "printf '%s-%s' \"$0\" \"$(cat)\"", "argzero", NULL};
+	struct workers_job job = {
+		.task_id = 7,
+		.handler = "exec",
+		.payload = (const uint8_t *)"stdin",
+		.payload_len = 5,
+		.argv = argv,
+		.timeout_ms = 5000,
+	};
+	assert_int_equal(workers_dispatch(f->w, 0, &job), 0);
+	PUMP_UNTIL(f->w, f->rec->results[7] == 1);
+	assert_true(f->rec->ok[7]);
+	assert_string_equal(f->rec->last_output, "argzero-stdin");
+
+	const char *slow[] = {"/bin/sh", "-c", "sleep 30", NULL};
+	job.task_id = 8;
+	job.argv = slow;
+	job.timeout_ms = 150;
+	assert_int_equal(workers_dispatch(f->w, 0, &job), 0);
+	PUMP_UNTIL(f->w, f->rec->results[8] == 1);
+	assert_false(f->rec->ok[8]);
+	assert_string_equal(f->rec->last_error, "timed out after 150 ms");
+}
+
+static void oversized_job_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 1);
+	start(f, &cfg);
+	size_t len = HANDLERS_JOB_FRAME_BYTES_MAX + 1;
+	uint8_t *big = calloc(1, len);
+	assert_non_null(big);
+	struct workers_job job = {
+		.task_id = 1, .handler = "echo", .payload = big, .payload_len = len,
+	};
+	assert_int_equal(workers_dispatch(f->w, 0, &job), WORKERS_ERR_JOB_TOO_BIG);
+	free(big);
+	assert_int_equal(workers_jobs_held(f->w), 0);
+	assert_int_equal(f->rec->started[1], 0);
+}
+
+static void bad_config_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_events ev = {.ctx = f->rec};
+	char err[256];
+	struct workers_config cfg = config(1, 0);
+	assert_int_equal(workers_start(&f->w, &cfg, &f->reg, &ev, err, sizeof err), -1);
+	assert_null(f->w);
+	assert_non_null(strstr(err, "prefetch"));
+	cfg = config(0, 1);
+	assert_int_equal(workers_start(&f->w, &cfg, &f->reg, &ev, err, sizeof err), -1);
+	assert_non_null(strstr(err, "pool default: 0 workers"));
+	cfg = config(1, 1);
+	cfg.pool_count = 0;
+	assert_int_equal(workers_start(&f->w, &cfg, &f->reg, &ev, err, sizeof err), -1);
+	cfg = config(1, 1);
+	cfg.output_max = 0;
+	assert_int_equal(workers_start(&f->w, &cfg, &f->reg, &ev, err, sizeof err), -1);
+	assert_non_null(strstr(err, "output_max"));
+}
+
+static void big_results_are_reassembled(void **state)
+{
+	/* Results far larger than one read or the socket buffer. */
+	struct fixture *f = *state;
+	struct workers_config cfg = config(1, 2);
+	start(f, &cfg);
+	size_t len = 900 * 1024;
+	char *payload = malloc(len + 1);
+	assert_non_null(payload);
+	memset(payload, 'z', len);
+	payload[len] = '\0';
+	assert_int_equal(dispatch(f->w, 1, "sha256", payload), 0);
+	assert_int_equal(dispatch(f->w, 2, "echo", payload), 0);
+	PUMP_UNTIL(f->w, f->rec->results[2] == 1);
+	assert_true(f->rec->ok[1]);
+	assert_true(f->rec->ok[2]);
+	free(payload);
+}
+
+int main(void)
+{
+	/* crash tests must not litter core files */
+	struct rlimit no_core = {0, 0};
+	setrlimit(RLIMIT_CORE, &no_core);
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+	const struct CMUnitTest tests[] = {
+		T(thousand_echo_jobs_each_get_exactly_one_result),
+		T(prefetch_is_respected),
+		T(crash_loses_running_and_queued_jobs_then_worker_restarts),
+		T(kill_task_kills_its_worker_and_reports_it_lost),
+		T(queued_task_can_be_killed_too),
+		T(intensity_exceeded_marks_pool_degraded_until_a_quiet_period),
+		T(degraded_restarts_are_spaced_by_backoff),
+		T(stop_lets_a_sleeping_job_finish_within_grace),
+		T(stop_kills_a_job_that_outlives_grace),
+		T(exec_job_carries_argv_and_timeout),
+		T(oversized_job_is_refused),
+		T(bad_config_is_refused),
+		T(big_results_are_reassembled),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
