@@ -9,7 +9,7 @@
  *   [tasks]  max_attempts, backoff, backoff_max, output_max
  *   [supervisor] intensity, period
  *   [exec]   allow (comma-separated absolute paths)
- *   [pool NAME] workers, handlers (comma list)
+ *   [pool NAME] workers (default 1), handlers (comma list, at least one)
  * Durations accept "250ms", "5s", "2m", "1h" or plain milliseconds.
  * Sizes accept "512", "64k", "16M", "1G" (bytes, binary units).
  * Unknown sections or keys and bad values are errors naming file:line.

@@ -46,7 +46,9 @@ int store_commit(struct store *st);  /* COMMIT */
 int store_rollback(struct store *st);
 
 /* Insert or update the whole row (INSERT OR REPLACE is fine; keep it cheap:
- * update only mutable columns when the row exists: see store.c). */
+ * update only mutable columns when the row exists: see store.c).
+ * Added: CH_ERR_INVALID (nothing written) when an argv string is not UTF-8,
+ * since argv is journaled as a JSON array. */
 int store_task_put(struct store *st, const struct task *t);
 int store_batch_put(struct store *st, const struct batch *b);
 
@@ -66,7 +68,8 @@ int store_batch_get(struct store *st, uint64_t id, struct batch *out);
  * cb owns each task. */
 int store_batch_tasks(struct store *st, uint64_t batch_id, uint32_t from, uint32_t max,
                       int (*cb)(void *arg, struct task *t), void *arg);
-/* Newest first; state 0 = any. */
+/* Newest first; state 0 = any. A limit (or max above) of 0 yields no rows:
+ * callers apply their own default. Callbacks must not call into the store. */
 int store_task_list(struct store *st, int state, uint32_t limit,
                     int (*cb)(void *arg, struct task *t), void *arg);
 
@@ -75,7 +78,9 @@ int store_task_list(struct store *st, int state, uint32_t limit,
  * the number deleted, or a negative code. */
 int store_purge(struct store *st, uint64_t before_ms, uint32_t max_rows);
 
-/* Highest task id and batch id in the journal (0 if none). */
+/* Highest task id and batch id in the journal (0 if none). Never goes
+ * back after a purge: purge keeps high-water marks in meta under the
+ * reserved keys "task_id_hw" and "batch_id_hw". */
 int store_max_ids(struct store *st, uint64_t *task_id, uint64_t *batch_id);
 
 /* meta key/value (node id and the like). get: CH_ERR_NOT_FOUND. */
