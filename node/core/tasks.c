@@ -67,7 +67,7 @@ struct tasks {
 	struct batch_entry *open_head;
 
 	struct task *dirty_head, *dirty_tail;
-	struct batch_entry *bdirty_head;
+	struct batch_entry *bdirty_head, *bdirty_tail;
 
 	int draining;
 	struct tasks_counters cnt;
@@ -301,8 +301,12 @@ static void batch_mark_dirty(struct tasks *ts, struct batch_entry *b)
 	if (b->dirty)
 		return;
 	b->dirty = 1;
-	b->dnext = ts->bdirty_head;
-	ts->bdirty_head = b;
+	b->dnext = NULL; /* appended: flush hands changes out in change order */
+	if (ts->bdirty_tail)
+		ts->bdirty_tail->dnext = b;
+	else
+		ts->bdirty_head = b;
+	ts->bdirty_tail = b;
 }
 
 static void batch_open(struct tasks *ts, struct batch_entry *b)
@@ -424,7 +428,9 @@ static void finish(struct tasks *ts, struct task *t, int state, const char *erro
 static uint64_t backoff_delay_ms(const struct tasks *ts, const struct task *t)
 {
 	uint64_t d = t->opts.backoff_ms ? t->opts.backoff_ms : 1;
-	for (uint32_t i = 1; i < t->attempts && d < ts->lim.backoff_max_ms; i++)
+	/* backoff_max_ms 0 = no cap; still stop doubling long before overflow */
+	uint64_t cap_ms = ts->lim.backoff_max_ms ? ts->lim.backoff_max_ms : UINT64_C(1) << 40;
+	for (uint32_t i = 1; i < t->attempts && d < cap_ms; i++)
 		d *= 2;
 	if (ts->lim.backoff_max_ms && d > ts->lim.backoff_max_ms)
 		d = ts->lim.backoff_max_ms;
@@ -929,7 +935,7 @@ void tasks_flush_done(struct tasks *ts)
 		b->dnext = NULL;
 		b = n;
 	}
-	ts->bdirty_head = NULL;
+	ts->bdirty_head = ts->bdirty_tail = NULL;
 	struct task *t = ts->dirty_head;
 	while (t) {
 		struct task *n = t->dnext;
