@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -131,6 +133,7 @@ struct server {
 	uint32_t ready_count;
 	int wake_fd;
 	int sig_fd;
+	int lock_fd; /* flock on DATA/lock: one node per data dir */
 
 	struct seal_keyring kr;
 	uint8_t node_id[SEAL_ID_BYTES];
@@ -1675,6 +1678,8 @@ static void server_free(struct server *srv)
 		close(srv->wake_fd);
 	if (srv->sig_fd >= 0)
 		close(srv->sig_fd);
+	if (srv->lock_fd >= 0)
+		close(srv->lock_fd);
 	pthread_mutex_destroy(&srv->mu);
 	sodium_memzero(&srv->kr, sizeof(srv->kr));
 	free(srv);
@@ -1693,6 +1698,7 @@ int server_run(const struct config *cfg)
 	srv->cfg = cfg;
 	srv->wake_fd = -1;
 	srv->sig_fd = -1;
+	srv->lock_fd = -1;
 	pthread_mutex_init(&srv->mu, NULL);
 	srv->started_ms = wall_ms();
 	int code = 1;
@@ -1706,6 +1712,14 @@ int server_run(const struct config *cfg)
 		goto out;
 	if (store_open(&srv->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0) {
 		log_error("store", "%s", err);
+		goto out;
+	}
+	char lock_path[CONFIG_PATH_MAX + 8];
+	snprintf(lock_path, sizeof(lock_path), "%s/lock", cfg->data_dir);
+	srv->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (srv->lock_fd < 0 || flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		log_error("node", "data dir %s is in use by another chorusd (%s)", cfg->data_dir,
+		          strerror(errno));
 		goto out;
 	}
 	if (node_identity(srv) != 0) {
