@@ -1,0 +1,1175 @@
+/*
+ * clusterctl.c - the command-line client of a Chorus cluster.
+ *
+ * Owns argument parsing, reading payloads (argument, file, stdin, one per
+ * line for a fan-out), rendering results as tables or JSON, and the mapping
+ * of libchorus error codes to the documented exit codes. Everything that
+ * talks to a node goes through libchorus (client/chorus.h).
+ *
+ * Output discipline: results go to stdout (a task's raw output, task ids,
+ * tables, JSON); diagnostics go to stderr as ONE line starting with
+ * "clusterctl: ". With `submit --wait` in human mode the task's output is
+ * written raw to stdout and its state table to stderr, so the output can be
+ * piped untouched.
+ */
+#include "chorus.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <nng/nng.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADDR_DEFAULT "tcp://127.0.0.1:7400"
+#define SECRET_DEFAULT "./chorus-data/secret"
+#define KEYGEN_FILE_DEFAULT "./chorus-secret"
+#define INPUT_BYTES_MAX (16u * 1024u * 1024u) /* the default frame cap */
+#define FANOUT_LINES_MAX 1000000u
+#define ARGV_COUNT_MAX 4096u
+#define WAIT_CHUNK_MS 30000u  /* one await round trip while waiting "forever" */
+#define ERR_BYTES 512u
+#define PROGRESS_WIDTH 40
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_TASK_FAILED = 1,
+	EXIT_USAGE = 2,
+	EXIT_UNREACHABLE = 3,
+	EXIT_AUTH = 4,
+	EXIT_NOT_FOUND = 5,
+	EXIT_REJECTED = 6,
+	EXIT_OTHER = 7,
+};
+
+struct cli {
+	const char *addr;
+	const char *secret;
+	bool json;
+	uint32_t timeout_ms; /* 0 = library default */
+	ch_client *c;
+};
+
+/* ------------------------------------------------------------------ */
+/* help                                                                */
+
+static const char usage_text[] =
+	"usage: clusterctl [-a ADDR] [-k SECRET_FILE] [--json] [--timeout DUR] COMMAND ...\n"
+	"\n"
+	"Talks to a Chorus node over its sealed link.\n"
+	"\n"
+	"commands:\n"
+	"  submit HANDLER [PAYLOAD | -f FILE | -] [options]   run one task\n"
+	"  submit HANDLER --fanout FILE|- [options]           one task per input line\n"
+	"  status [TASK_ID]                                   node status, or one task\n"
+	"  tasks [--state STATE] [--limit N]                  list tasks, newest first\n"
+	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
+	"  cancel TASK_ID                                     cancel a task\n"
+	"  keygen [FILE]                                      write a new cluster secret\n"
+	"  help [COMMAND]                                     help on a command\n"
+	"\n"
+	"global options:\n"
+	"  -a, --addr ADDR      node address (env CHORUS_ADDR; default " ADDR_DEFAULT ")\n"
+	"  -k, --secret FILE    cluster secret file (env CHORUS_SECRET;\n"
+	"                       default " SECRET_DEFAULT ", the node's default data dir)\n"
+	"  --json               machine-readable output\n"
+	"  --timeout DUR        connect and per-request timeout (default 5s)\n"
+	"  -h, --help           this help\n"
+	"  --version            print the version\n"
+	"\n"
+	"DUR is a number with a unit: 250ms, 5s, 2m, 1h (a bare number is seconds).\n"
+	"\n"
+	"exit codes:\n"
+	"  0  ok\n"
+	"  1  the task (or a task of a fan-out) did not succeed\n"
+	"  2  usage error\n"
+	"  3  node unreachable, or a timeout\n"
+	"  4  authentication failed (wrong cluster secret)\n"
+	"  5  not found (no such task)\n"
+	"  6  rejected by the node (unknown handler, exec denied, too large, queue full)\n"
+	"  7  any other error\n";
+
+static const char help_submit[] =
+	"usage: clusterctl submit HANDLER [PAYLOAD | -f FILE | -] [options] [-- ARGV...]\n"
+	"       clusterctl submit HANDLER --fanout FILE|- [options]\n"
+	"\n"
+	"Submits a task and prints its id. The payload is the PAYLOAD argument, the\n"
+	"contents of FILE (-f), or standard input (-); none means an empty payload.\n"
+	"\n"
+	"options:\n"
+	"  --wait             wait for the result: the task's output goes raw to stdout,\n"
+	"                     its state, exit code and error to stderr (exit 1 unless it\n"
+	"                     succeeded). With --json one object with \"output\" (UTF-8)\n"
+	"                     or \"output_base64\".\n"
+	"  --timeout DUR      the task's own time limit (default: the node's)\n"
+	"  --transient        retry the task after a crash or timeout\n"
+	"  --retries N        transient: at most N attempts in all\n"
+	"  --backoff DUR      transient: first retry delay, doubling each attempt\n"
+	"  --arg ARG          exec handler: append ARG to argv (repeatable)\n"
+	"  --                 the remaining arguments are argv\n"
+	"\n"
+	"fan-out:\n"
+	"  --fanout FILE|-    one task per line (the line without its newline is the\n"
+	"                     payload); prints \"index<TAB>state<TAB>output-or-error\" per\n"
+	"                     task in input order (tabs, newlines and backslashes in the\n"
+	"                     text are escaped), or a JSON array with --json. A progress\n"
+	"                     bar is drawn on stderr when it is a terminal.\n"
+	"  --max-concurrency N  at most N tasks of the batch running at once\n"
+	"  --deadline DUR     every task finished or timed out by then\n";
+
+static const char help_status[] =
+	"usage: clusterctl status [TASK_ID]\n"
+	"\n"
+	"Without TASK_ID: the node, its worker pools, queue, counters and the peers\n"
+	"that sent bad frames. With TASK_ID: that task's current state.\n";
+
+static const char help_tasks[] =
+	"usage: clusterctl tasks [--state STATE] [--limit N]\n"
+	"\n"
+	"Lists tasks, newest first. STATE is one of queued, running, succeeded,\n"
+	"failed, timed_out, cancelled, lost. N defaults to 50.\n";
+
+static const char help_wait[] =
+	"usage: clusterctl wait TASK_ID [--timeout DUR]\n"
+	"\n"
+	"Waits for the task to finish (at most DUR) and prints its result like\n"
+	"submit --wait. Exit 3 when it is still running after DUR.\n";
+
+static const char help_cancel[] =
+	"usage: clusterctl cancel TASK_ID\n"
+	"\n"
+	"Cancels a task that has not finished and prints its state afterwards.\n";
+
+static const char help_keygen[] =
+	"usage: clusterctl keygen [FILE]\n"
+	"\n"
+	"Writes a new random cluster secret (64 hex characters, mode 0600) to FILE\n"
+	"(default " KEYGEN_FILE_DEFAULT "). Refuses to overwrite an existing file.\n"
+	"Every node and client of a cluster needs the same secret.\n";
+
+/* ------------------------------------------------------------------ */
+/* diagnostics                                                         */
+
+__attribute__((format(printf, 1, 2), noreturn)) static void usage_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("clusterctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(" (see clusterctl --help)\n", stderr);
+	va_end(ap);
+	exit(EXIT_USAGE);
+}
+
+static int exit_for(int code)
+{
+	switch (code) {
+	case CH_OK: return EXIT_OK;
+	case CH_ERR_INVALID: return EXIT_USAGE;
+	case CH_ERR_UNREACHABLE:
+	case CH_ERR_TIMEOUT: return EXIT_UNREACHABLE;
+	case CH_ERR_AUTH: return EXIT_AUTH;
+	case CH_ERR_NOT_FOUND: return EXIT_NOT_FOUND;
+	case CH_ERR_UNKNOWN_HANDLER:
+	case CH_ERR_DENIED:
+	case CH_ERR_TOO_LARGE:
+	case CH_ERR_FULL:
+	case CH_ERR_SHUTTING_DOWN: return EXIT_REJECTED;
+	default: return EXIT_OTHER;
+	}
+}
+
+/* Prints one line for a failed call and returns the exit code. */
+static int report(const struct cli *cli, int code, const char *err)
+{
+	const char *msg = (err != NULL && err[0] != '\0') ? err : ch_strerror(code);
+	if (code == CH_ERR_UNREACHABLE) {
+		/* "no answer from ADDR within ..." reads better as
+		 * "cannot reach ADDR: no answer within ..." */
+		char from[300];
+		snprintf(from, sizeof from, "from %s ", cli->addr);
+		const char *at = strstr(msg, from);
+		if (at != NULL)
+			fprintf(stderr, "clusterctl: cannot reach %s: %.*s%s\n", cli->addr,
+			        (int)(at - msg), msg, at + strlen(from));
+		else
+			fprintf(stderr, "clusterctl: cannot reach %s: %s\n", cli->addr, msg);
+	} else if (code == CH_ERR_AUTH) {
+		fprintf(stderr, "clusterctl: authentication failed: %s\n", msg);
+	} else if (strcmp(msg, ch_strerror(code)) == 0) {
+		fprintf(stderr, "clusterctl: %s\n", msg);
+	} else {
+		fprintf(stderr, "clusterctl: %s: %s\n", ch_strerror(code), msg);
+	}
+	return exit_for(code);
+}
+
+/* ------------------------------------------------------------------ */
+/* parsing                                                             */
+
+/* "250ms", "5s", "2m", "1h", bare number = seconds. */
+static bool parse_duration_ms(const char *s, uint32_t *out)
+{
+	if (s == NULL || *s == '\0')
+		return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || end == s || s[0] == '-')
+		return false;
+	unsigned long long mult;
+	if (*end == '\0' || strcmp(end, "s") == 0)
+		mult = 1000;
+	else if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0)
+		mult = 60000;
+	else if (strcmp(end, "h") == 0)
+		mult = 3600000;
+	else
+		return false;
+	if (v > UINT32_MAX / mult)
+		return false;
+	*out = (uint32_t)(v * mult);
+	return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	if (s == NULL || *s == '\0' || s[0] == '-')
+		return false;
+	errno = 0;
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return false;
+	*out = v;
+	return true;
+}
+
+static uint32_t parse_u32_or_die(const char *opt, const char *s)
+{
+	uint64_t v;
+	if (!parse_u64(s, &v) || v > UINT32_MAX)
+		usage_fail("%s needs a number, got '%s'", opt, s != NULL ? s : "");
+	return (uint32_t)v;
+}
+
+static uint32_t parse_dur_or_die(const char *opt, const char *s)
+{
+	uint32_t v;
+	if (!parse_duration_ms(s, &v))
+		usage_fail("%s needs a duration like 500ms, 5s or 2m, got '%s'", opt,
+		           s != NULL ? s : "");
+	return v;
+}
+
+static uint64_t parse_task_id_or_die(const char *s)
+{
+	uint64_t v;
+	if (!parse_u64(s, &v) || v == 0)
+		usage_fail("'%s' is not a task id", s != NULL ? s : "");
+	return v;
+}
+
+/* The value of an option taking one: argv[*i + 1]. */
+static const char *opt_value(int argc, char **argv, int *i)
+{
+	if (*i + 1 >= argc)
+		usage_fail("%s needs a value", argv[*i]);
+	(*i)++;
+	return argv[*i];
+}
+
+/* ------------------------------------------------------------------ */
+/* input                                                               */
+
+/* Reads all of f, at most INPUT_BYTES_MAX. Returns 0 or an exit code. */
+static int read_all(FILE *f, const char *name, uint8_t **out, size_t *len)
+{
+	size_t cap = 4096, n = 0;
+	uint8_t *buf = malloc(cap);
+	if (buf == NULL) {
+		fprintf(stderr, "clusterctl: out of memory\n");
+		return EXIT_OTHER;
+	}
+	for (;;) {
+		if (n == cap) {
+			if (cap >= INPUT_BYTES_MAX + 1) {
+				free(buf);
+				fprintf(stderr, "clusterctl: %s is larger than %u bytes, the frame cap\n",
+				        name, INPUT_BYTES_MAX);
+				return EXIT_REJECTED;
+			}
+			cap = cap * 2 > INPUT_BYTES_MAX + 1 ? INPUT_BYTES_MAX + 1 : cap * 2;
+			uint8_t *nb = realloc(buf, cap);
+			if (nb == NULL) {
+				free(buf);
+				fprintf(stderr, "clusterctl: out of memory\n");
+				return EXIT_OTHER;
+			}
+			buf = nb;
+		}
+		size_t r = fread(buf + n, 1, cap - n, f);
+		n += r;
+		if (r == 0) {
+			if (ferror(f)) {
+				free(buf);
+				fprintf(stderr, "clusterctl: cannot read %s: %s\n", name, strerror(errno));
+				return EXIT_OTHER;
+			}
+			break;
+		}
+	}
+	if (n > INPUT_BYTES_MAX) {
+		free(buf);
+		fprintf(stderr, "clusterctl: %s is larger than %u bytes, the frame cap\n", name,
+		        INPUT_BYTES_MAX);
+		return EXIT_REJECTED;
+	}
+	*out = buf;
+	*len = n;
+	return EXIT_OK;
+}
+
+static int read_source(const char *path, uint8_t **out, size_t *len)
+{
+	if (strcmp(path, "-") == 0)
+		return read_all(stdin, "standard input", out, len);
+	FILE *f = fopen(path, "rb");
+	if (f == NULL) {
+		fprintf(stderr, "clusterctl: cannot open %s: %s\n", path, strerror(errno));
+		return EXIT_OTHER;
+	}
+	int rc = read_all(f, path, out, len);
+	fclose(f);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* rendering                                                           */
+
+static bool utf8_valid(const uint8_t *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		uint8_t c = s[i];
+		size_t extra;
+		uint32_t cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xE0) == 0xC0) {
+			extra = 1;
+			cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			extra = 2;
+			cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			extra = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (extra > n - i - 1) /* truncated sequence */
+			return false;
+		for (size_t k = 1; k <= extra; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		/* overlong forms, surrogates, beyond U+10FFFF */
+		if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
+		    (extra == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += extra + 1;
+	}
+	return true;
+}
+
+static json_t *result_json(const struct ch_result *r, bool batch)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "task_id", json_integer((json_int_t)r->task_id));
+	if (batch)
+		json_object_set_new(o, "index", json_integer(r->batch_index));
+	json_object_set_new(o, "state", json_string(ch_task_state_name(r->state)));
+	json_object_set_new(o, "exit_code", json_integer(r->exit_code));
+	json_object_set_new(o, "error", json_string(r->error));
+	json_object_set_new(o, "attempts", json_integer(r->attempts));
+	json_object_set_new(o, "node", json_string(r->node));
+	json_object_set_new(o, "handler", json_string(r->handler));
+	json_object_set_new(o, "submitted_ms", json_integer((json_int_t)r->submitted_ms));
+	json_object_set_new(o, "started_ms", json_integer((json_int_t)r->started_ms));
+	json_object_set_new(o, "finished_ms", json_integer((json_int_t)r->finished_ms));
+	if (batch)
+		json_object_set_new(o, "batch_id", json_integer((json_int_t)r->batch_id));
+	if (utf8_valid(r->output, r->output_len)) {
+		json_object_set_new(o, "output", json_stringn((const char *)r->output, r->output_len));
+	} else {
+		size_t b64_len = sodium_base64_encoded_len(r->output_len,
+		                                           sodium_base64_VARIANT_ORIGINAL);
+		char *b64 = malloc(b64_len);
+		if (b64 != NULL) {
+			sodium_bin2base64(b64, b64_len, r->output, r->output_len,
+			                  sodium_base64_VARIANT_ORIGINAL);
+			json_object_set_new(o, "output_base64", json_string(b64));
+			free(b64);
+		}
+	}
+	return o;
+}
+
+static void json_print(json_t *o)
+{
+	char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	if (s != NULL) {
+		fputs(s, stdout);
+		fputc('\n', stdout);
+		free(s);
+	}
+	json_decref(o);
+}
+
+static void print_time_ms(FILE *f, const char *label, uint64_t ms)
+{
+	if (ms == 0) {
+		fprintf(f, "%-10s -\n", label);
+		return;
+	}
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char buf[64];
+	gmtime_r(&t, &tm);
+	strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(f, "%-10s %s.%03u UTC\n", label, buf, (unsigned)(ms % 1000));
+}
+
+/* The task table (no output). */
+static void result_table(FILE *f, const struct ch_result *r)
+{
+	fprintf(f, "%-10s %llu\n", "task", (unsigned long long)r->task_id);
+	fprintf(f, "%-10s %s\n", "state", ch_task_state_name(r->state));
+	fprintf(f, "%-10s %s\n", "handler", r->handler[0] != '\0' ? r->handler : "-");
+	fprintf(f, "%-10s %s\n", "node", r->node[0] != '\0' ? r->node : "-");
+	fprintf(f, "%-10s %u\n", "attempts", r->attempts);
+	fprintf(f, "%-10s %d\n", "exit", r->exit_code);
+	fprintf(f, "%-10s %s\n", "error", r->error[0] != '\0' ? r->error : "-");
+	print_time_ms(f, "submitted", r->submitted_ms);
+	print_time_ms(f, "started", r->started_ms);
+	print_time_ms(f, "finished", r->finished_ms);
+	if (r->started_ms != 0 && r->finished_ms >= r->started_ms)
+		fprintf(f, "%-10s %llu ms\n", "duration",
+		        (unsigned long long)(r->finished_ms - r->started_ms));
+}
+
+/* Text on one line: \t \n \r \\ and other control bytes escaped. */
+static void print_escaped(FILE *f, const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = s[i];
+		switch (c) {
+		case '\t': fputs("\\t", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\\': fputs("\\\\", f); break;
+		default:
+			if (c < 0x20 || c == 0x7F)
+				fprintf(f, "\\x%02x", c);
+			else
+				fputc(c, f);
+		}
+	}
+}
+
+/* Prints a finished (or waited-for) task; returns its exit code. */
+static int show_result(const struct cli *cli, const struct ch_result *r, bool raw_output)
+{
+	if (cli->json) {
+		json_print(result_json(r, false));
+	} else if (raw_output) {
+		fwrite(r->output, 1, r->output_len, stdout);
+		fflush(stdout);
+		result_table(stderr, r);
+	} else {
+		result_table(stdout, r);
+		fprintf(stdout, "%-10s %zu bytes", "output", r->output_len);
+		if (r->output_len > 0) {
+			fputs(": ", stdout);
+			print_escaped(stdout, r->output, r->output_len > 200 ? 200 : r->output_len);
+			if (r->output_len > 200)
+				fputs("...", stdout);
+		}
+		fputc('\n', stdout);
+	}
+	if (r->state == CH_TASK_SUCCEEDED)
+		return EXIT_OK;
+	if (!ch_task_state_is_final(r->state))
+		return EXIT_UNREACHABLE; /* still going: the wait timed out */
+	return EXIT_TASK_FAILED;
+}
+
+/* ------------------------------------------------------------------ */
+/* connection                                                          */
+
+static int connect_cli(struct cli *cli)
+{
+	struct ch_client_options o = { .timeout_ms = cli->timeout_ms };
+	char err[ERR_BYTES] = "";
+	int rv = ch_client_connect(&cli->c, cli->addr, cli->secret, &o, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	return EXIT_OK;
+}
+
+/* Waits for task_id until it is final or limit_ms (0 = no limit) passed. */
+static int wait_until_final(struct cli *cli, uint64_t task_id, struct ch_result **result,
+                            uint32_t limit_ms, char *err, size_t err_len)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		uint32_t chunk = WAIT_CHUNK_MS;
+		if (limit_ms > 0) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			uint64_t spent = (uint64_t)(now.tv_sec - t0.tv_sec) * 1000u +
+			                 (uint64_t)((now.tv_nsec - t0.tv_nsec) / 1000000L);
+			uint64_t left = spent >= limit_ms ? 0 : limit_ms - spent;
+			if (left < chunk)
+				chunk = (uint32_t)left;
+		}
+		int rv = ch_await(cli->c, task_id, chunk, result, err, err_len);
+		if (rv != CH_OK)
+			return rv;
+		if (ch_task_state_is_final((*result)->state) || chunk == 0 ||
+		    (limit_ms > 0 && chunk < WAIT_CHUNK_MS))
+			return CH_OK;
+		ch_result_free(*result);
+		*result = NULL;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* commands                                                            */
+
+struct submit_args {
+	const char *handler;
+	const char *payload_arg;
+	const char *payload_file;
+	bool wait;
+	struct ch_task_opts opts;
+	const char **argv;
+	size_t argv_count;
+	const char *fanout;
+	struct ch_map_opts mopts;
+};
+
+static void progress_bar(void *arg, uint32_t done, uint32_t total)
+{
+	(void)arg;
+	int filled = total > 0 ? (int)((uint64_t)done * PROGRESS_WIDTH / total) : PROGRESS_WIDTH;
+	fputc('\r', stderr);
+	fputc('[', stderr);
+	for (int i = 0; i < PROGRESS_WIDTH; i++)
+		fputc(i < filled ? '#' : ' ', stderr);
+	fprintf(stderr, "] %u/%u", done, total);
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static int cmd_fanout(struct cli *cli, struct submit_args *sa)
+{
+	uint8_t *input = NULL;
+	size_t input_len = 0;
+	int rc = read_source(sa->fanout, &input, &input_len);
+	if (rc != EXIT_OK)
+		return rc;
+	/* split into lines in place: payload = line without its newline */
+	size_t lines = 0;
+	for (size_t i = 0; i < input_len; i++)
+		lines += input[i] == '\n';
+	if (input_len > 0 && input[input_len - 1] != '\n')
+		lines++;
+	if (lines > FANOUT_LINES_MAX) {
+		free(input);
+		fprintf(stderr, "clusterctl: %zu lines is more than the %u a fan-out takes\n", lines,
+		        FANOUT_LINES_MAX);
+		return EXIT_USAGE;
+	}
+	uint32_t n = (uint32_t)lines;
+	const void **payloads = calloc(n > 0 ? n : 1, sizeof *payloads);
+	size_t *lens = calloc(n > 0 ? n : 1, sizeof *lens);
+	if (payloads == NULL || lens == NULL) {
+		free(payloads);
+		free(lens);
+		free(input);
+		fprintf(stderr, "clusterctl: out of memory\n");
+		return EXIT_OTHER;
+	}
+	size_t start = 0;
+	uint32_t k = 0;
+	for (size_t i = 0; i <= input_len && k < n; i++) {
+		if (i == input_len || input[i] == '\n') {
+			payloads[k] = input + start;
+			lens[k] = i - start;
+			k++;
+			start = i + 1;
+		}
+	}
+	rc = connect_cli(cli);
+	if (rc != EXIT_OK) {
+		free(payloads);
+		free(lens);
+		free(input);
+		return rc;
+	}
+	if (!cli->json && isatty(STDERR_FILENO))
+		sa->mopts.progress = progress_bar;
+	struct ch_result **rs = NULL;
+	char err[ERR_BYTES] = "";
+	int rv = ch_map(cli->c, sa->handler, payloads, lens, n, &sa->opts, &sa->mopts, &rs, err,
+	                sizeof err);
+	free(payloads);
+	free(lens);
+	free(input);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	rc = EXIT_OK;
+	json_t *arr = cli->json ? json_array() : NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct ch_result *r = rs[i];
+		if (r->state != CH_TASK_SUCCEEDED)
+			rc = EXIT_TASK_FAILED;
+		if (arr != NULL) {
+			json_array_append_new(arr, result_json(r, true));
+			continue;
+		}
+		printf("%u\t%s\t", i, ch_task_state_name(r->state));
+		if (r->state == CH_TASK_SUCCEEDED)
+			print_escaped(stdout, r->output, r->output_len);
+		else
+			print_escaped(stdout, (const uint8_t *)r->error, strlen(r->error));
+		putchar('\n');
+	}
+	if (arr != NULL)
+		json_print(arr);
+	ch_results_free(rs, n);
+	return rc;
+}
+
+static int cmd_submit(struct cli *cli, int argc, char **argv)
+{
+	struct submit_args sa = { .opts.restart = CH_RESTART_TEMPORARY };
+	const char **av = calloc((size_t)argc + 1, sizeof *av);
+	if (av == NULL)
+		return EXIT_OTHER;
+	sa.argv = av;
+	bool stdin_payload = false;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			for (i++; i < argc; i++)
+				av[sa.argv_count++] = argv[i];
+			break;
+		} else if (strcmp(a, "--wait") == 0) {
+			sa.wait = true;
+		} else if (strcmp(a, "--json") == 0) {
+			cli->json = true;
+		} else if (strcmp(a, "--timeout") == 0) {
+			sa.opts.timeout_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "--transient") == 0) {
+			sa.opts.restart = CH_RESTART_TRANSIENT;
+		} else if (strcmp(a, "--retries") == 0) {
+			sa.opts.max_attempts = parse_u32_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "--backoff") == 0) {
+			sa.opts.backoff_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "--arg") == 0) {
+			av[sa.argv_count++] = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) {
+			sa.payload_file = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "--fanout") == 0) {
+			sa.fanout = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "--max-concurrency") == 0) {
+			sa.mopts.max_concurrency = parse_u32_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "--deadline") == 0) {
+			sa.mopts.deadline_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "-") == 0 && sa.handler != NULL && !stdin_payload &&
+		           sa.payload_arg == NULL) {
+			stdin_payload = true;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			free(av);
+			usage_fail("submit: unknown option '%s'", a);
+		} else if (sa.handler == NULL) {
+			sa.handler = a;
+		} else if (sa.payload_arg == NULL && !stdin_payload) {
+			sa.payload_arg = a;
+		} else {
+			free(av);
+			usage_fail("submit: unexpected argument '%s'", a);
+		}
+	}
+	if (sa.handler == NULL) {
+		free(av);
+		usage_fail("submit needs a HANDLER");
+	}
+	if (sa.argv_count > ARGV_COUNT_MAX) {
+		free(av);
+		usage_fail("submit: more than %u argv entries", ARGV_COUNT_MAX);
+	}
+	int sources = (sa.payload_arg != NULL) + (sa.payload_file != NULL) + stdin_payload +
+	              (sa.fanout != NULL);
+	if (sources > 1) {
+		free(av);
+		usage_fail("submit: give one of PAYLOAD, -f FILE, - or --fanout");
+	}
+	if (sa.fanout == NULL && (sa.mopts.max_concurrency != 0 || sa.mopts.deadline_ms != 0)) {
+		free(av);
+		usage_fail("submit: --max-concurrency and --deadline go with --fanout");
+	}
+	if (sa.fanout != NULL && sa.wait) {
+		free(av);
+		usage_fail("submit: --fanout always waits; drop --wait");
+	}
+	if (sa.argv_count > 0)
+		sa.opts.argv = av; /* NULL-terminated by calloc */
+
+	if (sa.fanout != NULL) {
+		int rc = cmd_fanout(cli, &sa);
+		free(av);
+		return rc;
+	}
+
+	uint8_t *payload = NULL;
+	size_t payload_len = 0;
+	int rc = EXIT_OK;
+	if (sa.payload_file != NULL || stdin_payload)
+		rc = read_source(stdin_payload ? "-" : sa.payload_file, &payload, &payload_len);
+	else if (sa.payload_arg != NULL) {
+		payload_len = strlen(sa.payload_arg);
+		payload = (uint8_t *)strdup(sa.payload_arg);
+		if (payload == NULL)
+			rc = EXIT_OTHER;
+	}
+	if (rc == EXIT_OK)
+		rc = connect_cli(cli);
+	if (rc != EXIT_OK) {
+		free(payload);
+		free(av);
+		return rc;
+	}
+	char err[ERR_BYTES] = "";
+	uint64_t task_id = 0;
+	int rv = ch_submit(cli->c, sa.handler, payload != NULL ? payload : (uint8_t *)"",
+	                   payload_len, &sa.opts, &task_id, err, sizeof err);
+	free(payload);
+	free(av);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (!sa.wait) {
+		if (cli->json) {
+			json_t *o = json_object();
+			json_object_set_new(o, "task_id", json_integer((json_int_t)task_id));
+			json_print(o);
+		} else {
+			printf("%llu\n", (unsigned long long)task_id);
+		}
+		return EXIT_OK;
+	}
+	struct ch_result *r = NULL;
+	rv = wait_until_final(cli, task_id, &r, 0, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	rc = show_result(cli, r, true);
+	ch_result_free(r);
+	return rc;
+}
+
+static uint64_t json_u64(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static const char *json_str(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+	return s != NULL && s[0] != '\0' ? s : "-";
+}
+
+static void print_string_list(json_t *arr)
+{
+	size_t i;
+	json_t *v;
+	if (json_array_size(arr) == 0) {
+		fputs("-", stdout);
+		return;
+	}
+	json_array_foreach(arr, i, v)
+	{
+		printf("%s%s", i > 0 ? "," : "", json_string_value(v) != NULL ? json_string_value(v)
+		                                                              : "");
+	}
+}
+
+static void print_status_tables(json_t *o)
+{
+	uint64_t started = json_u64(o, "started_ms"), now = json_u64(o, "now_ms");
+	uint64_t up_s = (now > started && started > 0) ? (now - started) / 1000 : 0;
+	printf("%-10s %s (%s)  version %s  listen %s\n", "node", json_str(o, "node_id"),
+	       json_str(o, "name"), json_str(o, "version"), json_str(o, "listen"));
+	printf("%-10s %llud %02lluh %02llum %02llus\n", "uptime",
+	       (unsigned long long)(up_s / 86400), (unsigned long long)(up_s / 3600 % 24),
+	       (unsigned long long)(up_s / 60 % 60), (unsigned long long)(up_s % 60));
+	printf("%-10s queued %llu  running %llu  sessions %llu\n", "queue",
+	       (unsigned long long)json_u64(o, "queued"), (unsigned long long)json_u64(o, "running"),
+	       (unsigned long long)json_u64(o, "sessions"));
+	printf("%-10s submitted %llu  succeeded %llu  failed %llu  timed_out %llu  cancelled %llu"
+	       "  lost %llu  retried %llu\n",
+	       "tasks", (unsigned long long)json_u64(o, "submitted"),
+	       (unsigned long long)json_u64(o, "succeeded"), (unsigned long long)json_u64(o, "failed"),
+	       (unsigned long long)json_u64(o, "timed_out"),
+	       (unsigned long long)json_u64(o, "cancelled"), (unsigned long long)json_u64(o, "lost"),
+	       (unsigned long long)json_u64(o, "retried"));
+	printf("%-10s ", "handlers");
+	print_string_list(json_object_get(o, "handlers"));
+	putchar('\n');
+
+	json_t *pools = json_object_get(o, "pools");
+	size_t i;
+	json_t *p;
+	printf("\n%-16s %7s %5s %4s %6s %8s %8s  %s\n", "POOL", "WORKERS", "ALIVE", "BUSY",
+	       "QUEUED", "RESTARTS", "DEGRADED", "HANDLERS");
+	json_array_foreach(pools, i, p)
+	{
+		printf("%-16s %7llu %5llu %4llu %6llu %8llu %8s  ", json_str(p, "name"),
+		       (unsigned long long)json_u64(p, "workers"), (unsigned long long)json_u64(p, "alive"),
+		       (unsigned long long)json_u64(p, "busy"), (unsigned long long)json_u64(p, "queued"),
+		       (unsigned long long)json_u64(p, "restarts"),
+		       json_is_true(json_object_get(p, "degraded")) ? "yes" : "no");
+		print_string_list(json_object_get(p, "handlers"));
+		putchar('\n');
+	}
+
+	static const char *const bad[] = { "forged",    "tampered",  "replayed",
+		                           "truncated", "oversized", "malformed" };
+	json_t *peers = json_object_get(o, "peers");
+	bool header = false;
+	json_array_foreach(peers, i, p)
+	{
+		uint64_t sum = 0;
+		for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++)
+			sum += json_u64(p, bad[k]);
+		if (sum == 0)
+			continue;
+		if (!header) {
+			printf("\n%-24s %8s %8s %8s %9s %9s %9s\n", "PEER (bad frames)", "FORGED",
+			       "TAMPERED", "REPLAYED", "TRUNCATED", "OVERSIZED", "MALFORMED");
+			header = true;
+		}
+		printf("%-24s %8llu %8llu %8llu %9llu %9llu %9llu\n", json_str(p, "peer"),
+		       (unsigned long long)json_u64(p, "forged"),
+		       (unsigned long long)json_u64(p, "tampered"),
+		       (unsigned long long)json_u64(p, "replayed"),
+		       (unsigned long long)json_u64(p, "truncated"),
+		       (unsigned long long)json_u64(p, "oversized"),
+		       (unsigned long long)json_u64(p, "malformed"));
+	}
+	if (!header)
+		printf("\nno peer sent bad frames\n");
+}
+
+static int cmd_status(struct cli *cli, int argc, char **argv)
+{
+	const char *id_arg = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (argv[i][0] == '-')
+			usage_fail("status: unknown option '%s'", argv[i]);
+		else if (id_arg == NULL)
+			id_arg = argv[i];
+		else
+			usage_fail("status: unexpected argument '%s'", argv[i]);
+	}
+	uint64_t task_id = id_arg != NULL ? parse_task_id_or_die(id_arg) : 0;
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	if (id_arg != NULL) {
+		struct ch_result *r = NULL;
+		int rv = ch_task_status(cli->c, task_id, &r, err, sizeof err);
+		if (rv != CH_OK)
+			return report(cli, rv, err);
+		show_result(cli, r, false);
+		ch_result_free(r);
+		return EXIT_OK; /* asking about a task is not the task failing */
+	}
+	char *text = NULL;
+	int rv = ch_status_json(cli->c, &text, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		printf("%s\n", text);
+		free(text);
+		return EXIT_OK;
+	}
+	json_error_t je;
+	json_t *o = json_loads(text, 0, &je);
+	free(text);
+	if (o == NULL) {
+		fprintf(stderr, "clusterctl: status is not valid JSON: %s\n", je.text);
+		return EXIT_OTHER;
+	}
+	print_status_tables(o);
+	json_decref(o);
+	return EXIT_OK;
+}
+
+static int cmd_tasks(struct cli *cli, int argc, char **argv)
+{
+	int state = CH_TASK_UNKNOWN;
+	uint32_t limit = 50;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0) {
+			cli->json = true;
+		} else if (strcmp(argv[i], "--state") == 0) {
+			const char *s = opt_value(argc, argv, &i);
+			state = ch_task_state_parse(s);
+			if (state == CH_TASK_UNKNOWN && strcmp(s, "any") != 0)
+				usage_fail("tasks: unknown state '%s'", s);
+		} else if (strcmp(argv[i], "--limit") == 0) {
+			limit = parse_u32_or_die("--limit", opt_value(argc, argv, &i));
+		} else {
+			usage_fail("tasks: unexpected argument '%s'", argv[i]);
+		}
+	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	struct ch_result **rs = NULL;
+	uint32_t n = 0;
+	char err[ERR_BYTES] = "";
+	int rv = ch_list(cli->c, state, limit, &rs, &n, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *arr = json_array();
+		for (uint32_t i = 0; i < n; i++)
+			json_array_append_new(arr, result_json(rs[i], false));
+		json_print(arr);
+	} else {
+		printf("%-20s %-10s %-16s %-16s %8s %5s  %s\n", "ID", "STATE", "HANDLER", "NODE",
+		       "ATTEMPTS", "EXIT", "ERROR");
+		for (uint32_t i = 0; i < n; i++) {
+			const struct ch_result *r = rs[i];
+			printf("%-20llu %-10s %-16s %-16s %8u %5d  ", (unsigned long long)r->task_id,
+			       ch_task_state_name(r->state), r->handler[0] ? r->handler : "-",
+			       r->node[0] ? r->node : "-", r->attempts, r->exit_code);
+			print_escaped(stdout, (const uint8_t *)r->error, strlen(r->error));
+			putchar('\n');
+		}
+	}
+	ch_results_free(rs, n);
+	return EXIT_OK;
+}
+
+static int cmd_wait(struct cli *cli, int argc, char **argv)
+{
+	const char *id_arg = NULL;
+	uint32_t limit_ms = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (strcmp(argv[i], "--timeout") == 0)
+			limit_ms = parse_dur_or_die("--timeout", opt_value(argc, argv, &i));
+		else if (argv[i][0] == '-')
+			usage_fail("wait: unknown option '%s'", argv[i]);
+		else if (id_arg == NULL)
+			id_arg = argv[i];
+		else
+			usage_fail("wait: unexpected argument '%s'", argv[i]);
+	}
+	if (id_arg == NULL)
+		usage_fail("wait needs a TASK_ID");
+	uint64_t task_id = parse_task_id_or_die(id_arg);
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	struct ch_result *r = NULL;
+	char err[ERR_BYTES] = "";
+	int rv = wait_until_final(cli, task_id, &r, limit_ms, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	rc = show_result(cli, r, true);
+	if (rc == EXIT_UNREACHABLE)
+		fprintf(stderr, "clusterctl: task %llu is still %s after %u ms\n",
+		        (unsigned long long)task_id, ch_task_state_name(r->state), limit_ms);
+	ch_result_free(r);
+	return rc;
+}
+
+static int cmd_cancel(struct cli *cli, int argc, char **argv)
+{
+	const char *id_arg = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (argv[i][0] == '-')
+			usage_fail("cancel: unknown option '%s'", argv[i]);
+		else if (id_arg == NULL)
+			id_arg = argv[i];
+		else
+			usage_fail("cancel: unexpected argument '%s'", argv[i]);
+	}
+	if (id_arg == NULL)
+		usage_fail("cancel needs a TASK_ID");
+	uint64_t task_id = parse_task_id_or_die(id_arg);
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	int state = CH_TASK_UNKNOWN;
+	char err[ERR_BYTES] = "";
+	int rv = ch_cancel(cli->c, task_id, &state, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "task_id", json_integer((json_int_t)task_id));
+		json_object_set_new(o, "state", json_string(ch_task_state_name(state)));
+		json_print(o);
+	} else {
+		printf("task %llu: %s\n", (unsigned long long)task_id, ch_task_state_name(state));
+	}
+	return EXIT_OK;
+}
+
+static int cmd_keygen(struct cli *cli, int argc, char **argv)
+{
+	const char *path = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (argv[i][0] == '-')
+			usage_fail("keygen: unknown option '%s'", argv[i]);
+		else if (path == NULL)
+			path = argv[i];
+		else
+			usage_fail("keygen: unexpected argument '%s'", argv[i]);
+	}
+	if (path == NULL)
+		path = KEYGEN_FILE_DEFAULT;
+	char err[ERR_BYTES] = "";
+	int rv = ch_keygen(path, err, sizeof err);
+	if (rv != CH_OK) {
+		fprintf(stderr, "clusterctl: %s\n", err[0] != '\0' ? err : ch_strerror(rv));
+		return EXIT_OTHER;
+	}
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "path", json_string(path));
+		json_print(o);
+	} else {
+		printf("wrote a new cluster secret to %s (mode 0600)\n", path);
+	}
+	return EXIT_OK;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_text, stdout);
+		return EXIT_OK;
+	}
+	const char *c = argv[1];
+	const char *text = strcmp(c, "submit") == 0   ? help_submit
+	                   : strcmp(c, "status") == 0 ? help_status
+	                   : strcmp(c, "tasks") == 0  ? help_tasks
+	                   : strcmp(c, "wait") == 0   ? help_wait
+	                   : strcmp(c, "cancel") == 0 ? help_cancel
+	                   : strcmp(c, "keygen") == 0 ? help_keygen
+	                                              : NULL;
+	if (text == NULL)
+		usage_fail("no command '%s'", c);
+	fputs(text, stdout);
+	return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	struct cli cli = { .addr = getenv("CHORUS_ADDR"), .secret = getenv("CHORUS_SECRET") };
+	if (cli.addr == NULL || cli.addr[0] == '\0')
+		cli.addr = ADDR_DEFAULT;
+	if (cli.secret == NULL || cli.secret[0] == '\0')
+		cli.secret = SECRET_DEFAULT;
+
+	int i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "-a") == 0 || strcmp(a, "--addr") == 0) {
+			cli.addr = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "-k") == 0 || strcmp(a, "--secret") == 0) {
+			cli.secret = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "--json") == 0) {
+			cli.json = true;
+		} else if (strcmp(a, "--timeout") == 0) {
+			cli.timeout_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
+			if (cli.timeout_ms == 0)
+				usage_fail("--timeout must be more than 0");
+		} else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			fputs(usage_text, stdout);
+			return EXIT_OK;
+		} else if (strcmp(a, "--version") == 0) {
+			printf("clusterctl %s (protocol %d)\n", CH_VERSION_STRING, CH_PROTOCOL_VERSION);
+			return EXIT_OK;
+		} else if (a[0] == '-') {
+			usage_fail("unknown option '%s'", a);
+		} else {
+			break;
+		}
+	}
+	if (i >= argc)
+		usage_fail("no command given");
+	const char *cmd = argv[i];
+	int sub_argc = argc - i;
+	char **sub_argv = argv + i;
+	for (int k = 1; k < sub_argc; k++) {
+		if (strcmp(sub_argv[k], "--") == 0)
+			break;
+		if (strcmp(sub_argv[k], "-h") == 0 || strcmp(sub_argv[k], "--help") == 0) {
+			char *help_argv[] = { "help", (char *)cmd, NULL };
+			return cmd_help(2, help_argv);
+		}
+	}
+	int rc;
+	if (strcmp(cmd, "submit") == 0)
+		rc = cmd_submit(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "status") == 0)
+		rc = cmd_status(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "tasks") == 0)
+		rc = cmd_tasks(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "wait") == 0)
+		rc = cmd_wait(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "cancel") == 0)
+		rc = cmd_cancel(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "keygen") == 0)
+		rc = cmd_keygen(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "help") == 0)
+		rc = cmd_help(sub_argc, sub_argv);
+	else
+		usage_fail("unknown command '%s'", cmd);
+	ch_client_close(cli.c);
+	nng_fini(); /* the program, not the library, may end nng's threads */
+	return rc;
+}
