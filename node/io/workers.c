@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -121,8 +122,13 @@ uint64_t workers_now_ms(void)
 
 /* ---- processes ---- */
 
-static __attribute__((noreturn)) void worker_child(const struct workers *w, int fd)
+static __attribute__((noreturn)) void worker_child(const struct workers *w, int fd, pid_t parent)
 {
+	/* A worker must not outlive its node (a kill -9 of chorusd would
+	 * otherwise leave it running its current job). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(HANDLERS_EXIT_EOF);
 	/* Keep only stdio and our end of the socketpair: no other worker's
 	 * socket, no nng socket, no sqlite file may leak into a worker. */
 	if (fd != 3) {
@@ -149,6 +155,7 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 		set_err(err, err_len, "socketpair: %s", strerror(errno));
 		return -1;
 	}
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		set_err(err, err_len, "fork: %s", strerror(errno));
@@ -158,7 +165,7 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		worker_child(w, sv[1]);
+		worker_child(w, sv[1], parent);
 	}
 	close(sv[1]);
 	int flags = fcntl(sv[0], F_GETFL);

@@ -356,6 +356,11 @@ typedef int (*plugin_init_fn)(const struct chorus_plugin_api *api);
 int handlers_load_plugin(struct handler_registry *reg, const char *path, char *err, size_t err_len)
 {
 	uint32_t max = sizeof reg->plugin_handles / sizeof reg->plugin_handles[0];
+	if (path == NULL || path[0] == '\0') {
+		/* dlopen(NULL) would hand back the main program itself. */
+		set_err(err, err_len, "plugin: empty path");
+		return -1;
+	}
 	if (reg->plugin_count >= max) {
 		set_err(err, err_len, "plugin %s: too many plugins (max %u)", path, max);
 		return -1;

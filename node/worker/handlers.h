@@ -69,7 +69,9 @@ int handlers_exec_allowed(const struct handler_registry *reg, const char *path);
  * "exec: PATH is not in the exec allowlist", "timed out after N ms"
  * (timeout_ms 0 = none), "exit status N: <first 4 KiB of stderr>" and
  * "killed by signal N". exit_code: the child's exit status, or 128 + signal
- * when it was killed. A plugin handler that overruns output_max fails too. */
+ * when it was killed. A plugin handler that overruns output_max fails too.
+ * timeout_ms is enforced here for exec only; any other handler that runs
+ * too long is stopped by the node killing its worker. */
 struct handler_run_result {
 	int ok;
 	uint8_t *output;

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "io/workers.h"
+#include "proto/chorus.pb-c.h"
 #include "worker/handlers.h"
 
 #define IDS_MAX 2048
@@ -507,6 +508,81 @@ static void big_results_are_reassembled(void **state)
 	free(payload);
 }
 
+/* Test-only handlers that misbehave on the wire. They write straight into
+ * the worker's socket, which the supervisor places at fd 3. */
+static void forge_write(const void *buf, size_t len)
+{
+	ssize_t w = write(3, buf, len);
+	(void)w;
+}
+
+static int h_wrong_task(const uint8_t *p, size_t n, struct chorus_handler_out *o)
+{
+	(void)p;
+	(void)n;
+	(void)o;
+	Chorus__WorkerResult res = CHORUS__WORKER_RESULT__INIT;
+	res.task_id = 999;
+	res.ok = 1;
+	uint8_t frame[64];
+	size_t len = chorus__worker_result__pack(&res, frame + 4);
+	frame[0] = (uint8_t)len;
+	frame[1] = frame[2] = frame[3] = 0;
+	forge_write(frame, 4 + len);
+	return 0;
+}
+
+static int h_huge_frame(const uint8_t *p, size_t n, struct chorus_handler_out *o)
+{
+	(void)p;
+	(void)n;
+	(void)o;
+	uint32_t len = (1u << 20) + 64u * 1024u + 1u; /* output_max + 64 KiB + 1 */
+	uint8_t hdr[4] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
+	                  (uint8_t)(len >> 24)};
+	forge_write(hdr, 4);
+	return 0;
+}
+
+static void add_test_handler(struct handler_registry *reg, const char *name, chorus_handler_fn fn)
+{
+	assert_true(reg->count < HANDLERS_MAX);
+	struct handler_entry *e = &reg->entries[reg->count++];
+	memset(e, 0, sizeof *e);
+	snprintf(e->name, sizeof e->name, "%s", name);
+	e->fn = fn;
+}
+
+static void result_for_another_task_kills_the_worker(void **state)
+{
+	struct fixture *f = *state;
+	add_test_handler(&f->reg, "wrong-task", h_wrong_task);
+	struct workers_config cfg = config(1, 2);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	assert_int_equal(dispatch(f->w, 1, "wrong-task", ""), 0);
+	assert_int_equal(dispatch(f->w, 2, "echo", "behind"), 0);
+	PUMP_UNTIL(f->w, r->lost_total == 2);
+	assert_int_equal(r->result_total, 0);
+	assert_int_equal(r->was_running[1], 1);
+	assert_int_equal(r->was_running[2], 0);
+	assert_non_null(strstr(r->last_why, "protocol error: result for task 999, running 1"));
+	PUMP_UNTIL(f->w, alive(f->w) == 1);
+}
+
+static void oversized_result_frame_kills_the_worker(void **state)
+{
+	struct fixture *f = *state;
+	add_test_handler(&f->reg, "huge-frame", h_huge_frame);
+	struct workers_config cfg = config(1, 1);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	assert_int_equal(dispatch(f->w, 1, "huge-frame", ""), 0);
+	PUMP_UNTIL(f->w, r->lost_total == 1);
+	assert_int_equal(r->result_total, 0);
+	assert_non_null(strstr(r->last_why, "protocol error: result frame of 1114113 bytes"));
+}
+
 int main(void)
 {
 	/* crash tests must not litter core files */
@@ -527,6 +603,8 @@ int main(void)
 		T(oversized_job_is_refused),
 		T(bad_config_is_refused),
 		T(big_results_are_reassembled),
+		T(result_for_another_task_kills_the_worker),
+		T(oversized_result_frame_kills_the_worker),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
