@@ -443,7 +443,7 @@ static void abnormal_end(struct tasks *ts, struct task *t, int final_state, cons
                          uint64_t now_ms)
 {
 	if (t->opts.restart == TASK_RESTART_TRANSIENT && !t->no_retry &&
-	    t->attempts < t->opts.max_attempts && !ts->draining) {
+	    t->attempts < t->opts.max_attempts) {
 		set_error(t, why);
 		t->state = TASK_QUEUED;
 		t->dispatched = 0;

@@ -17,7 +17,7 @@
  *   queued -> running -> succeeded | failed | timed_out
  *   running -> (crash/timeout, transient, attempts left) -> queued after a
  *              backoff of backoff_ms * 2^(attempt-1), capped
- *   queued|running -> cancelled   (cancel, or batch deadline for queued)
+ *   queued|running -> cancelled   (cancel); -> timed_out (batch deadline)
  *   running at restart of the node -> per restart policy (recovery)
  * A final task stays in the table until the caller has persisted it and
  * calls tasks_release_final(); then it is freed.
@@ -220,7 +220,8 @@ struct tasks_counters {
 void tasks_counters(const struct tasks *ts, struct tasks_counters *c);
 uint32_t tasks_pool_queued(const struct tasks *ts, uint32_t pool);
 
-/* Stops dispatching (drain on SIGTERM). */
+/* Stops dispatching (drain on SIGTERM). Transient tasks that end abnormally
+ * while draining still go back to the queue: they run after the restart. */
 void tasks_set_draining(struct tasks *ts, int draining);
 
 #endif
