@@ -699,7 +699,14 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 			t->state = TASK_RUNNING;
 			t->started_ms = now_ms;
 			t->deadline_ms = t->opts.timeout_ms ? now_ms + t->opts.timeout_ms : 0;
-			if (ts->fx.dispatch(ts->fx.ctx, t) != 0) {
+			int rc = ts->fx.dispatch(ts->fx.ctx, t);
+			if (rc > 0) {
+				t->state = TASK_QUEUED;
+				finish(ts, t, TASK_FAILED, "not dispatchable: no worker can take this job",
+				       now_ms);
+				continue;
+			}
+			if (rc != 0) {
 				t->attempts--;
 				t->state = TASK_QUEUED;
 				t->started_ms = 0;

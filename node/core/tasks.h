@@ -112,7 +112,8 @@ struct batch {
 struct tasks_effects {
 	void *ctx;
 	/* Hand the task to a worker of t->pool. Return 0 if taken, -1 if the
-	 * pool has no free slot (the task stays queued, at the head). */
+	 * pool has no free slot (the task stays queued, at the head), 1 if no
+	 * worker can ever take it (the task fails with "not dispatchable"). */
 	int (*dispatch)(void *ctx, struct task *t);
 	/* Kill the worker running t (timeout or cancel). The worker's exit is
 	 * reported back through tasks_on_worker_lost(). */

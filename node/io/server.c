@@ -1294,7 +1294,12 @@ static int fx_dispatch(void *ctx, struct task *t)
 		.argv = (const char *const *)t->argv,
 		.timeout_ms = t->opts.timeout_ms,
 	};
-	return workers_dispatch(srv->workers, t->pool, &job);
+	int rc = workers_dispatch(srv->workers, t->pool, &job);
+	if (rc == WORKERS_ERR_JOB_TOO_BIG) {
+		log_error("workers", "task %" PRIu64 ": job too large for a worker", t->id);
+		return 1;
+	}
+	return rc;
 }
 
 static void fx_kill(void *ctx, const struct task *t)
