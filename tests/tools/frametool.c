@@ -26,6 +26,12 @@
  *                    reason; counted forged
  *   hammer N         N sequential ch_submit_await("echo") calls through
  *                    libchorus; prints "ok N" or each failure
+ *   submit N HANDLER PAYLOAD [transient]
+ *                    N sequential fire-and-forget ch_submit calls; prints
+ *                    "id ID" as each is acknowledged (line-buffered, so a
+ *                    test can kill the node mid-way and know every id it was
+ *                    promised); stops at the first error ("error I: ...",
+ *                    exit 1) and ends with "submitted K"
  *
  * Frames that expect no answer are given a short receive timeout
  * (FRAMETOOL_QUIET_MS); a timeout there is the expected outcome.
@@ -537,6 +543,37 @@ static int mode_hammer(const char *secret, uint32_t n)
 	return 0;
 }
 
+#define FRAMETOOL_SUBMIT_TIMEOUT_MS 2000
+
+static int mode_submit(const char *secret, uint32_t n, const char *handler, const char *payload,
+                       int transient)
+{
+	ch_client *c = NULL;
+	char err[512] = "";
+	struct ch_client_options o = {.timeout_ms = FRAMETOOL_SUBMIT_TIMEOUT_MS};
+	int rc = ch_client_connect(&c, g_addr, secret, &o, err, sizeof(err));
+	if (rc != CH_OK) {
+		printf("error connect: %s (%s)\n", ch_strerror(rc), err);
+		return 1;
+	}
+	struct ch_task_opts to = {.restart = transient ? CH_RESTART_TRANSIENT : CH_RESTART_TEMPORARY};
+	uint32_t done = 0;
+	int bad = 0;
+	for (; done < n; done++) {
+		uint64_t id = 0;
+		rc = ch_submit(c, handler, payload, strlen(payload), &to, &id, err, sizeof(err));
+		if (rc != CH_OK) {
+			printf("error %" PRIu32 ": %s (%s)\n", done, ch_strerror(rc), err);
+			bad = 1;
+			break;
+		}
+		printf("id %" PRIu64 "\n", id);
+	}
+	printf("submitted %" PRIu32 "\n", done);
+	ch_client_close(c);
+	return bad;
+}
+
 /* "100k", "2M", "512" -> bytes; 0 when bad. */
 static size_t parse_size(const char *s)
 {
@@ -567,7 +604,7 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | hammer N\n"
+	        "       wrong-secret | hammer N | submit N HANDLER PAYLOAD [transient]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
 }
@@ -609,6 +646,12 @@ int main(int argc, char **argv)
 		if (n == 0)
 			return usage();
 		rc = mode_hammer(secret, n);
+	} else if (strcmp(mode, "submit") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		if (n == 0 || argc < 7)
+			return usage();
+		int transient = argc > 7 && strcmp(argv[7], "transient") == 0;
+		rc = mode_submit(secret, n, argv[5], argv[6], transient);
 	} else {
 		return usage();
 	}

@@ -1,0 +1,366 @@
+"""harness.py - real chorusd processes on loopback for the integration tests.
+
+Owns: finding the built binaries (CHORUS_BUILD_DIR, else SOURCE/build), free
+TCP ports, one Node per chorusd process (temporary data dir, log file, start,
+wait_ready, stop with SIGTERM, kill -9, restart on the same data dir), running
+clusterctl and chorus_frametool against a node, and NodeTestCase, which
+cleans every process up even when a test fails and prints the node logs of a
+failed test.
+
+Rules the tests keep: never sleep-and-hope. Every wait is a condition polled
+with a deadline (wait_until); a fixed sleep appears only where the test needs
+time to pass on purpose (e.g. to let a proxy cut connections).
+
+Standard library only.
+"""
+
+import json as jsonlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("CHORUS_SOURCE_DIR") or os.path.normpath(os.path.join(HERE, "..", ".."))
+BUILD_DIR = os.environ.get("CHORUS_BUILD_DIR") or os.path.join(SOURCE_DIR, "build")
+
+CHORUSD = os.path.join(BUILD_DIR, "chorusd")
+CLUSTERCTL = os.path.join(BUILD_DIR, "clusterctl")
+FRAMETOOL = os.path.join(BUILD_DIR, "chorus_frametool")
+PLUGIN_UPPER = os.path.join(BUILD_DIR, "example_upper.so")
+
+POLL_S = 0.05          # interval between two looks at a condition
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 20.0
+CTL_TIMEOUT_S = 60.0   # a clusterctl run that takes longer is a failure
+LOG_TAIL_LINES = 60
+
+# clusterctl exit codes (clusterctl --help)
+EXIT_OK = 0
+EXIT_TASK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_AUTH = 4
+EXIT_REFUSED = 6
+
+FINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled", "lost")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout_s, what, interval_s=POLL_S):
+    """Polls cond() until it returns something truthy (returned) or the
+    deadline passes (AssertionError naming `what` and the last value)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        last = cond()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s (last: %r)"
+                                 % (timeout_s, what, last))
+        time.sleep(interval_s)
+
+
+def binaries_missing():
+    """Names of the binaries the tests need that are not built."""
+    return [p for p in (CHORUSD, CLUSTERCTL, FRAMETOOL) if not os.access(p, os.X_OK)]
+
+
+# ---- task JSON helpers: clusterctl --json prints task results as objects ----
+
+def task_id(obj):
+    """The task id in a clusterctl JSON answer (a result or a submit ack)."""
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, dict):
+        for k in ("task_id", "id"):
+            if k in obj:
+                return int(obj[k])
+    raise AssertionError("no task id in %r" % (obj,))
+
+
+def task_state(obj):
+    if isinstance(obj, dict) and "state" in obj:
+        return obj["state"]
+    raise AssertionError("no state in %r" % (obj,))
+
+
+def task_list(obj):
+    """A list of task results from a JSON answer: a list, or an object
+    holding one under results/tasks."""
+    if isinstance(obj, list):
+        return obj
+    if isinstance(obj, dict):
+        for k in ("results", "tasks"):
+            if isinstance(obj.get(k), list):
+                return obj[k]
+    raise AssertionError("no list of tasks in %r" % (obj,))
+
+
+def pool(status, name="default"):
+    for p in status.get("pools", []):
+        if p.get("name") == name:
+            return p
+    raise AssertionError("no pool %r in status %r" % (name, status))
+
+
+def peer_counters(status, peer="127.0.0.1"):
+    """The refused-frame counters of one peer address (zeros when absent)."""
+    for p in status.get("peers", []):
+        if p.get("peer") == peer:
+            return p
+    return {k: 0 for k in ("forged", "tampered", "replayed", "truncated", "oversized", "malformed")}
+
+
+class Node:
+    """One chorusd process with its own data dir and log file."""
+
+    def __init__(self, workdir, name="n1", args=(), port=None, secret=None):
+        self.workdir = workdir
+        self.name = name
+        self.args = list(args)
+        self.port = port or free_port()
+        self.addr = "tcp://127.0.0.1:%d" % self.port
+        self.data_dir = os.path.join(workdir, name + "-data")
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.secret = secret or os.path.join(self.data_dir, "secret")
+        self.proc = None
+        self.pgids = []     # process groups we started (chorusd and its workers)
+        self.starts = 0
+
+    # ---- process control ----
+
+    def start(self, wait=True):
+        """Starts chorusd; with wait, returns once it answers status."""
+        assert self.proc is None or self.proc.poll() is not None, "node already running"
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(("---- start %d: %s\n" % (self.starts, " ".join(self.command()))).encode())
+        log.flush()
+        try:
+            # a session of its own, so that cleanup can reap orphaned workers
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        self.pgids.append(self.proc.pid)
+        if wait:
+            return self.wait_ready()
+        return None
+
+    def command(self):
+        return [CHORUSD, "--data-dir", self.data_dir, "--listen", self.addr,
+                "--name", self.name] + self.args
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout_s=READY_TIMEOUT_S):
+        """Polls `clusterctl status --json` until it answers; fails at once
+        when chorusd exits. Returns the status object."""
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while True:
+            if not self.running():
+                raise AssertionError("chorusd %s exited with %s before it was ready:\n%s"
+                                     % (self.name, self.proc.returncode, self.log_tail()))
+            if os.path.exists(self.secret):
+                rc, out, err = self.ctl("--timeout", "1s", "status", timeout_s=10)
+                if rc == 0 and isinstance(out, dict):
+                    return out
+                last = "rc=%s %s" % (rc, err.strip())
+            if time.monotonic() >= deadline:
+                raise AssertionError("chorusd %s not ready after %.0f s (%s):\n%s"
+                                     % (self.name, timeout_s, last, self.log_tail()))
+            time.sleep(POLL_S)
+
+    def wait_exit(self, timeout_s=STOP_TIMEOUT_S):
+        """Waits for chorusd to exit; returns its exit code (fails on timeout)."""
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("chorusd %s did not exit within %.0f s:\n%s"
+                                 % (self.name, timeout_s, self.log_tail()))
+
+    def stop(self, timeout_s=STOP_TIMEOUT_S):
+        """SIGTERM (a drain), then waits; returns the exit code."""
+        if not self.running():
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout_s)
+
+    def kill9(self):
+        """kill -9 of chorusd alone (its workers are left to notice)."""
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def restart(self, wait=True):
+        """Starts again on the same data dir, port and secret."""
+        if self.running():
+            self.stop()
+        return self.start(wait=wait)
+
+    def cleanup(self):
+        """Kills chorusd and everything left in its process groups."""
+        if self.running():
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        for pg in self.pgids:
+            try:
+                os.killpg(pg, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def log_lines_since_last_start(self):
+        text = self.log_text()
+        i = text.rfind("---- start ")
+        return text[i:].splitlines()[1:] if i >= 0 else text.splitlines()
+
+    def log_tail(self, n=LOG_TAIL_LINES):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    # ---- clients ----
+
+    def ctl(self, *args, json=True, timeout_s=CTL_TIMEOUT_S, input=None, secret=None, addr=None):
+        """Runs clusterctl -a ADDR -k SECRET [--json] ARGS. Returns
+        (exit code, parsed JSON (or the text when it does not parse, or
+        json=False), stderr text)."""
+        cmd = [CLUSTERCTL, "-a", addr or self.addr, "-k", secret or self.secret]
+        if json:
+            cmd.append("--json")
+        cmd += [str(a) for a in args]
+        return run_cmd(cmd, timeout_s=timeout_s, input=input, parse_json=json)
+
+    def status(self):
+        rc, out, err = self.ctl("status")
+        if rc != 0 or not isinstance(out, dict):
+            raise AssertionError("status failed: rc=%s out=%r err=%s" % (rc, out, err))
+        return out
+
+    def task(self, tid):
+        """One task's result object (clusterctl status ID)."""
+        rc, out, err = self.ctl("status", tid)
+        if rc != 0 or not isinstance(out, dict):
+            raise AssertionError("status %s failed: rc=%s out=%r err=%s" % (tid, rc, out, err))
+        return out
+
+    def submit(self, handler, *args, payload=None, expect_rc=0):
+        """clusterctl submit HANDLER [PAYLOAD] ARGS...; checks the exit code
+        and returns the JSON answer."""
+        cmd = ["submit", handler]
+        if payload is not None:
+            cmd.append(payload)
+        rc, out, err = self.ctl(*(cmd + list(args)))
+        if expect_rc is not None and rc != expect_rc:
+            raise AssertionError("submit %s %r: rc=%s (expected %s) out=%r err=%s\n%s"
+                                 % (handler, args, rc, expect_rc, out, err, self.log_tail(20)))
+        return out
+
+    def frametool(self, mode, *args, timeout_s=60, secret=None, addr=None):
+        """Runs chorus_frametool; returns (exit code, stdout, stderr)."""
+        cmd = [FRAMETOOL, addr or self.addr, secret or self.secret, mode] + [str(a) for a in args]
+        return run_cmd(cmd, timeout_s=timeout_s, parse_json=False)
+
+
+def run_cmd(cmd, timeout_s=CTL_TIMEOUT_S, input=None, parse_json=False):
+    """Runs a command with a deadline; returns (rc, stdout (JSON-parsed when
+    asked and possible), stderr)."""
+    if isinstance(input, str):
+        input = input.encode()
+    try:
+        p = subprocess.run(cmd, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("%s did not finish within %.0f s (stdout %r stderr %r)"
+                             % (" ".join(cmd), timeout_s, e.stdout, e.stderr))
+    out = p.stdout.decode(errors="replace")
+    err = p.stderr.decode(errors="replace")
+    if parse_json:
+        try:
+            out = jsonlib.loads(out)
+        except ValueError:
+            pass
+    return p.returncode, out, err
+
+
+class NodeTestCase(unittest.TestCase):
+    """A test case with a temporary directory and nodes that are always
+    cleaned up; the logs of a failed test's nodes are printed."""
+
+    def setUp(self):
+        missing = binaries_missing()
+        if missing:
+            self.fail("not built: %s (build with scripts/build.sh; set CHORUS_BUILD_DIR)"
+                      % ", ".join(missing))
+        self.workdir = tempfile.mkdtemp(prefix="chorus-it-")
+        self.nodes = []
+
+    def new_node(self, *args, name=None, start=True, **kw):
+        """A node with extra chorusd flags; started and ready unless start=False."""
+        node = Node(self.workdir, name=name or "n%d" % (len(self.nodes) + 1), args=args, **kw)
+        self.nodes.append(node)
+        self.addCleanup(node.cleanup)
+        if start:
+            node.start()
+        return node
+
+    def run(self, result=None):
+        result = result if result is not None else self.defaultTestResult()
+        before = len(result.failures) + len(result.errors)
+        super().run(result)
+        failed = len(result.failures) + len(result.errors) > before
+        nodes = getattr(self, "nodes", [])
+        if failed:
+            for n in nodes:
+                sys.stderr.write("\n==== %s: log of node %s (%s), last %d lines ====\n%s\n"
+                                 % (self.id(), n.name, n.log_path, LOG_TAIL_LINES, n.log_tail()))
+        workdir = getattr(self, "workdir", None)
+        if workdir and not failed:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif workdir:
+            sys.stderr.write("(kept %s)\n" % workdir)
+        return result
+
+    # ---- assertions on tasks ----
+
+    def wait_task(self, node, tid, states=FINAL_STATES, timeout_s=30):
+        """Polls one task until its state is one of `states`; returns it."""
+        def look():
+            t = node.task(tid)
+            return t if task_state(t) in states else None
+        return wait_until(look, timeout_s, "task %s in %s" % (tid, states))
+
+    def wait_status(self, node, pred, what, timeout_s=15):
+        """Polls node status until pred(status) holds; returns the status."""
+        seen = {}
+
+        def look():
+            seen["status"] = node.status()
+            return seen["status"] if pred(seen["status"]) else None
+        try:
+            return wait_until(look, timeout_s, what)
+        except AssertionError as e:
+            raise AssertionError("%s; last status: %r" % (e, seen.get("status")))
