@@ -63,6 +63,8 @@
 #define PURGE_INTERVAL_MS 1000
 #define PURGE_ROWS_MAX 2000
 #define WAIT_MS_MAX (24u * 3600u * 1000u)
+/* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
+#define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
 
 enum slot_state { SLOT_RECV, SLOT_READY, SLOT_BUSY, SLOT_PARKED, SLOT_SEND };
 
@@ -529,7 +531,7 @@ static uint32_t handler_pool(struct server *srv, const char *handler)
 
 /* Checks a task spec; on error fills msg and returns a CH_ERR code. */
 static int spec_check(struct server *srv, const char *handler, const Chorus__TaskOptions *o,
-                      char *msg, size_t len)
+                      size_t payload_len, char *msg, size_t len)
 {
 	if (!handler || !*handler) {
 		snprintf(msg, len, "no handler given");
@@ -558,6 +560,11 @@ static int spec_check(struct server *srv, const char *handler, const Chorus__Tas
 	    o->restart != CHORUS__RESTART_POLICY__RESTART_TRANSIENT) {
 		snprintf(msg, len, "unknown restart policy %d", (int)o->restart);
 		return CH_ERR_INVALID;
+	}
+	if (payload_len > PAYLOAD_BYTES_MAX) {
+		snprintf(msg, len, "payload of %zu bytes is over the %u-byte limit", payload_len,
+		         PAYLOAD_BYTES_MAX);
+		return CH_ERR_TOO_LARGE;
 	}
 	if (o && o->max_attempts > 1000) {
 		snprintf(msg, len, "max_attempts %u is over 1000", o->max_attempts);
@@ -828,7 +835,8 @@ static void handle_submit(struct req *q, const Chorus__SubmitReq *m)
 		            "submit without a task");
 		return;
 	}
-	int rc = spec_check(srv, m->task->handler, m->task->opts, msg, sizeof(msg));
+	int rc = spec_check(srv, m->task->handler, m->task->opts, m->task->payload.len, msg,
+	                    sizeof(msg));
 	if (rc) {
 		log_limited(LOG_WARN, "tasks", "submit-refused", 10000, "submit refused: %s", msg);
 		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, rc, "%s", msg);
@@ -873,7 +881,11 @@ static void handle_map(struct req *q, const Chorus__MapReq *m)
 		            "node is shutting down: not accepting tasks");
 		return;
 	}
-	int rc = spec_check(srv, m->handler, m->opts, msg, sizeof(msg));
+	size_t biggest = 0;
+	for (size_t i = 0; i < m->n_payloads; i++)
+		if (m->payloads[i].len > biggest)
+			biggest = m->payloads[i].len;
+	int rc = spec_check(srv, m->handler, m->opts, biggest, msg, sizeof(msg));
 	if (rc) {
 		log_limited(LOG_WARN, "tasks", "map-refused", 10000, "fan-out refused: %s", msg);
 		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, rc, "%s", msg);
