@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -203,7 +204,8 @@ static int report(const struct cli *cli, int code, const char *err)
 			fprintf(stderr, "clusterctl: cannot reach %s: %s\n", cli->addr, msg);
 	} else if (code == CH_ERR_AUTH) {
 		fprintf(stderr, "clusterctl: authentication failed: %s\n", msg);
-	} else if (strcmp(msg, ch_strerror(code)) == 0) {
+	} else if (strncasecmp(msg, ch_strerror(code), strlen(ch_strerror(code))) == 0) {
+		/* the message already starts with the phrase: do not repeat it */
 		fprintf(stderr, "clusterctl: %s\n", msg);
 	} else {
 		fprintf(stderr, "clusterctl: %s: %s\n", ch_strerror(code), msg);
