@@ -714,6 +714,10 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 				break;
 			}
 			t->dispatched = 1;
+			if (ts->lim.node_name && (!t->node || strcmp(t->node, ts->lim.node_name) != 0)) {
+				free(t->node);
+				t->node = strdup(ts->lim.node_name);
+			}
 			move_to(ts, t, LIST_RUNNING, 0);
 			mark_dirty(ts, t);
 		}

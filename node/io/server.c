@@ -1770,6 +1770,7 @@ int server_run(const struct config *cfg)
 	if (store_max_ids(srv->store, &max_task, &max_batch) != 0)
 		goto out;
 	struct tasks_limits lim = {
+		.node_name = cfg->name,
 		.pool_count = 1 + cfg->pool_count,
 		.queue_tasks_max = cfg->queue_max,
 		.default_timeout_ms = cfg->default_timeout_ms,
