@@ -110,6 +110,9 @@ struct ch_client_options {
  * *out owns a client to release with ch_client_close. `opts` may be NULL. */
 int ch_client_connect(ch_client **out, const char *addr, const char *secret_file,
                       const struct ch_client_options *opts, char *err, size_t err_len);
+/* Call once no other thread is inside a blocking call on c, and never from
+ * an async callback. Pending async requests are aborted: each callback runs
+ * (with CH_ERR_CLOSED) before ch_client_close returns. */
 void ch_client_close(ch_client *c);
 
 /* Fire-and-forget: journals the task on the node and returns its id. */
