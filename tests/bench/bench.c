@@ -440,6 +440,14 @@ static void fail(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fprintf(stderr, "\n");
 	va_end(ap);
+	int status;
+	if (bench.node.pid > 0 && waitpid(bench.node.pid, &status, WNOHANG) == bench.node.pid) {
+		if (WIFSIGNALED(status))
+			fprintf(stderr, "bench: the node died of signal %d\n", WTERMSIG(status));
+		else
+			fprintf(stderr, "bench: the node exited with status %d\n", WEXITSTATUS(status));
+		bench.node.pid = 0;
+	}
 	if (bench.node.log_path[0] != '\0')
 		print_log_tail(bench.node.log_path);
 	cleanup();
