@@ -24,8 +24,11 @@
  *                    once more -> no answer; counted replayed
  *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
  *                    reason; counted forged
- *   hammer N         N sequential ch_submit_await("echo") calls through
- *                    libchorus; prints "ok N" or each failure
+ *   hammer N [SLEEP_MS]
+ *                    N sequential ch_submit_await("echo") calls through
+ *                    libchorus; prints each failure, then "ok N (...)"
+ *                    with the total and slowest call times; with SLEEP_MS,
+ *                    "sleep SLEEP_MS" tasks instead, so each wait is parked
  *   submit N HANDLER PAYLOAD [transient]
  *                    N sequential fire-and-forget ch_submit calls; prints
  *                    "id ID" as each is acknowledged (line-buffered, so a
@@ -42,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -59,8 +63,16 @@
 #define FRAMETOOL_TRUNCATED_BYTES 30  /* header (24) + 6: shorter than header + tag */
 #define FRAMETOOL_CACHE_FLUSH 40      /* > the node's per-session resend cache (32) */
 #define FRAMETOOL_HAMMER_WAIT_MS 10000
+#define FRAMETOOL_SLOW_CALL_MS 100    /* hammer: calls this slow are printed */
 
 static const char *g_addr;
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 static uint8_t g_self_id[SEAL_ID_BYTES];
 static uint64_t g_request_id;
 
@@ -506,7 +518,9 @@ static int mode_wrong_secret(void)
 	return bad;
 }
 
-static int mode_hammer(const char *secret, uint32_t n)
+/* sleep_ms > 0: "sleep" tasks of that length (the node parks each wait)
+ * instead of "echo" tasks. */
+static int mode_hammer(const char *secret, uint32_t n, uint32_t sleep_ms)
 {
 	ch_client *c = NULL;
 	char err[512] = "";
@@ -517,29 +531,40 @@ static int mode_hammer(const char *secret, uint32_t n)
 		return 1;
 	}
 	uint32_t failures = 0;
+	uint64_t slowest_ms = 0, total_ms = 0;
 	for (uint32_t i = 0; i < n; i++) {
+		uint64_t t0 = now_ms();
 		char payload[64];
-		int plen = snprintf(payload, sizeof(payload), "hammer-%" PRIu32, i);
+		int plen = sleep_ms ? snprintf(payload, sizeof(payload), "%" PRIu32, sleep_ms)
+		                    : snprintf(payload, sizeof(payload), "hammer-%" PRIu32, i);
+		size_t want_len = sleep_ms ? 0 : (size_t)plen;
 		struct ch_result *r = NULL;
-		rc = ch_submit_await(c, "echo", payload, (size_t)plen, NULL, FRAMETOOL_HAMMER_WAIT_MS, &r,
-		                     err, sizeof(err));
+		rc = ch_submit_await(c, sleep_ms ? "sleep" : "echo", payload, (size_t)plen, NULL,
+		                     FRAMETOOL_HAMMER_WAIT_MS, &r, err, sizeof(err));
 		if (rc != CH_OK) {
 			printf("fail %" PRIu32 ": %s (%s)\n", i, ch_strerror(rc), err);
 			failures++;
-		} else if (r->state != CH_TASK_SUCCEEDED || r->output_len != (size_t)plen ||
-		           memcmp(r->output, payload, (size_t)plen) != 0) {
+		} else if (r->state != CH_TASK_SUCCEEDED || r->output_len != want_len ||
+		           memcmp(r->output, payload, want_len) != 0) {
 			printf("fail %" PRIu32 ": task %" PRIu64 " state %s output '%.*s'\n", i, r->task_id,
 			       ch_task_state_name(r->state), (int)r->output_len, (const char *)r->output);
 			failures++;
 		}
 		ch_result_free(r);
+		uint64_t took_ms = now_ms() - t0;
+		if (took_ms >= FRAMETOOL_SLOW_CALL_MS)
+			printf("slow %" PRIu32 ": %" PRIu64 " ms\n", i, took_ms);
+		total_ms += took_ms;
+		if (took_ms > slowest_ms)
+			slowest_ms = took_ms;
 	}
 	ch_client_close(c);
 	if (failures) {
 		printf("failed %" PRIu32 " of %" PRIu32 "\n", failures, n);
 		return 1;
 	}
-	printf("ok %" PRIu32 "\n", n);
+	printf("ok %" PRIu32 " (%" PRIu64 " ms in all, slowest call %" PRIu64 " ms)\n", n, total_ms,
+	       slowest_ms);
 	return 0;
 }
 
@@ -604,7 +629,7 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | hammer N | submit N HANDLER PAYLOAD [transient]\n"
+	        "       wrong-secret | hammer N [SLEEP_MS] | submit N HANDLER PAYLOAD [transient]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
 }
@@ -645,7 +670,10 @@ int main(int argc, char **argv)
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)
 			return usage();
-		rc = mode_hammer(secret, n);
+		uint32_t sleep_ms = argc > 5 ? parse_count(argv[5]) : 0;
+		if (argc > 5 && sleep_ms == 0)
+			return usage();
+		rc = mode_hammer(secret, n, sleep_ms);
 	} else if (strcmp(mode, "submit") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0 || argc < 7)
