@@ -50,6 +50,9 @@ EXIT_REFUSED = 6
 
 FINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 
+# reports of AddressSanitizer, LeakSanitizer and UBSan in a node's log
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
 
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -291,7 +294,8 @@ def run_cmd(cmd, timeout_s=CTL_TIMEOUT_S, input=None, parse_json=False):
     if isinstance(input, str):
         input = input.encode()
     try:
-        p = subprocess.run(cmd, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+        p = subprocess.run(cmd, input=input,
+                           stdin=None if input is not None else subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s)
     except subprocess.TimeoutExpired as e:
         raise AssertionError("%s did not finish within %.0f s (stdout %r stderr %r)"
@@ -317,6 +321,19 @@ class NodeTestCase(unittest.TestCase):
                       % ", ".join(missing))
         self.workdir = tempfile.mkdtemp(prefix="chorus-it-")
         self.nodes = []
+        # registered first, so it runs last: after every node was stopped
+        self.addCleanup(self.check_sanitizer_reports)
+
+    def check_sanitizer_reports(self):
+        """Fails the test when a node (or a worker) printed a sanitizer
+        report (ASan+UBSan builds)."""
+        for n in self.nodes:
+            text = n.log_text()
+            for mark in SANITIZER_MARKS:
+                i = text.find(mark)
+                if i >= 0:
+                    self.fail("sanitizer report in the log of node %s:\n%s"
+                              % (n.name, text[max(0, i - 200):i + 3000]))
 
     def new_node(self, *args, name=None, start=True, **kw):
         """A node with extra chorusd flags; started and ready unless start=False."""

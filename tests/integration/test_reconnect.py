@@ -17,7 +17,7 @@ import threading
 import time
 import unittest
 
-from harness import NodeTestCase, free_port, wait_until
+from harness import NodeTestCase, wait_until
 
 CALLS = 300
 PARKED_CALLS = 25

@@ -29,8 +29,9 @@
  *                    libchorus; prints each failure, then "ok N (...)"
  *                    with the total and slowest call times; with SLEEP_MS,
  *                    "sleep SLEEP_MS" tasks instead, so each wait is parked
- *   submit N HANDLER PAYLOAD [transient]
- *                    N sequential fire-and-forget ch_submit calls; prints
+ *   submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]
+ *                    N sequential fire-and-forget ch_submit calls (PAUSE_MS
+ *                    apart, default 0); prints
  *                    "id ID" as each is acknowledged (line-buffered, so a
  *                    test can kill the node mid-way and know every id it was
  *                    promised); stops at the first error ("error I: ...",
@@ -571,7 +572,7 @@ static int mode_hammer(const char *secret, uint32_t n, uint32_t sleep_ms)
 #define FRAMETOOL_SUBMIT_TIMEOUT_MS 2000
 
 static int mode_submit(const char *secret, uint32_t n, const char *handler, const char *payload,
-                       int transient)
+                       int transient, uint32_t pause_ms)
 {
 	ch_client *c = NULL;
 	char err[512] = "";
@@ -593,6 +594,10 @@ static int mode_submit(const char *secret, uint32_t n, const char *handler, cons
 			break;
 		}
 		printf("id %" PRIu64 "\n", id);
+		if (pause_ms) {
+			struct timespec ts = {pause_ms / 1000u, (long)(pause_ms % 1000u) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
 	}
 	printf("submitted %" PRIu32 "\n", done);
 	ch_client_close(c);
@@ -629,7 +634,8 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | hammer N [SLEEP_MS] | submit N HANDLER PAYLOAD [transient]\n"
+	        "       wrong-secret | hammer N [SLEEP_MS] |\n"
+	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
 }
@@ -679,7 +685,12 @@ int main(int argc, char **argv)
 		if (n == 0 || argc < 7)
 			return usage();
 		int transient = argc > 7 && strcmp(argv[7], "transient") == 0;
-		rc = mode_submit(secret, n, argv[5], argv[6], transient);
+		if (argc > 7 && !transient && strcmp(argv[7], "temporary") != 0)
+			return usage();
+		uint32_t pause_ms = argc > 8 ? parse_count(argv[8]) : 0;
+		if (argc > 8 && pause_ms == 0)
+			return usage();
+		rc = mode_submit(secret, n, argv[5], argv[6], transient, pause_ms);
 	} else {
 		return usage();
 	}
