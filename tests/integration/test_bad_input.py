@@ -146,6 +146,16 @@ class TestHostileFrames(NodeTestCase):
             self.assertLessEqual(n, 3, "%d log lines for %s frames" % (n, kind))
         self.assertLess(len(lines), GARBAGE_FRAMES // 4)
 
+    def test_frame_far_over_the_cap_leaves_the_node_serving(self):
+        # More than twice the cap: nng's own receive limit drops the
+        # connection before the node sees the frame (so it is not counted).
+        node = self.new_node("--frame-max", "64k")
+        rc, out, err = node.frametool("oversized", "1M")
+        self.assertEqual(rc, 0, (out, err))
+        self.assertTrue(node.running())
+        r = node.submit("echo", "--wait", payload="still serving")
+        self.assertEqual(r["output"], "still serving")
+
 
 class TestQueueFull(NodeTestCase):
 
