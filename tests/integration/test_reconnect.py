@@ -31,9 +31,12 @@ class CuttingProxy:
     """Forwards 127.0.0.1:listen_port to target_port; cut() closes every
     live connection pair. Runs on daemon threads; close() stops it."""
 
-    def __init__(self, target_port, cut_every_chunks=0):
+    def __init__(self, target_port, cut_every_chunks=0, cut_answers_over_bytes=0):
         self.target_port = target_port
         self.cut_every_chunks = cut_every_chunks
+        # > 0: the first answer chunk (node -> client) at least this long is
+        # dropped and its connection cut, once
+        self.cut_answers_over_bytes = cut_answers_over_bytes
         self.chunks = 0       # client -> node chunks seen
         self.lost_requests = 0
         self.lost_replies = 0
@@ -88,15 +91,26 @@ class CuttingProxy:
             return "before"
         return None
 
+    def answer_chaos(self, n):
+        """For a node -> client chunk of n bytes: "before" once for the
+        first big one, else None."""
+        with self.lock:
+            if self.cut_answers_over_bytes and n >= self.cut_answers_over_bytes:
+                self.cut_answers_over_bytes = 0
+                self.lost_replies += 1
+                return "before"
+        return None
+
     def pump(self, src, dst, pair, upstream):
         try:
             while True:
                 data = src.recv(PROXY_BUF_BYTES)
                 if not data:
                     break
-                what = self.chaos() if upstream else None
+                what = self.chaos() if upstream else self.answer_chaos(len(data))
                 if what == "before":
-                    self.lost_requests += 1
+                    if upstream:
+                        self.lost_requests += 1
                     break
                 dst.sendall(data)
                 if what == "after":
@@ -204,6 +218,29 @@ class TestReconnect(NodeTestCase):
         st = node.status()
         self.assertEqual(st["submitted"], PARKED_CALLS, st)
         self.assertEqual(st["succeeded"], PARKED_CALLS, st)
+
+    def lose_one_answer(self, payload_bytes):
+        """One echo call whose answer (payload_bytes long) is lost with its
+        connection; the resend on the next connection must be answered."""
+        node = self.new_node()
+        proxy = CuttingProxy(node.port, cut_answers_over_bytes=payload_bytes // 2)
+        self.addCleanup(proxy.close)
+        rc, out, err = node.frametool("hammer-big", 3, payload_bytes,
+                                      addr="tcp://127.0.0.1:%d" % proxy.port, timeout_s=60)
+        lines = out.strip().splitlines()
+        self.assertEqual(proxy.lost_replies, 1, "the proxy did not cut an answer")
+        self.assertEqual(rc, 0, "calls failed after a lost answer of %d bytes:\n%s\n%s"
+                         % (payload_bytes, "\n".join(lines[-10:]), err))
+        self.assertTrue(lines[-1].startswith("ok 3 "), lines[-1])
+        st = node.status()
+        self.assertEqual(st["submitted"], 3, "a resend was run again: %s" % st)
+
+    def test_lost_small_answer_is_resent_from_the_cache(self):
+        self.lose_one_answer(8 * 1024)
+
+    def test_lost_large_answer_is_resent(self):
+        # answers over the node's resend cache limit (16 KiB) are not kept
+        self.lose_one_answer(20 * 1024)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@
  *                    libchorus; prints each failure, then "ok N (...)"
  *                    with the total and slowest call times; with SLEEP_MS,
  *                    "sleep SLEEP_MS" tasks instead, so each wait is parked
+ *   hammer-big N BYTES
+ *                    like hammer, with echo payloads (and so answers) of
+ *                    BYTES ("20k" accepted) and a 3 s client timeout
  *   submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]
  *                    N sequential fire-and-forget ch_submit calls (PAUSE_MS
  *                    apart, default 0); prints
@@ -65,6 +68,8 @@
 #define FRAMETOOL_CACHE_FLUSH 40      /* > the node's per-session resend cache (32) */
 #define FRAMETOOL_HAMMER_WAIT_MS 10000
 #define FRAMETOOL_SLOW_CALL_MS 100    /* hammer: calls this slow are printed */
+#define FRAMETOOL_BIG_TIMEOUT_MS 3000 /* hammer-big: a lost answer fails in ~6 s */
+#define FRAMETOOL_BIG_BYTES_MAX (8u * 1024u * 1024u)
 
 static const char *g_addr;
 
@@ -519,36 +524,54 @@ static int mode_wrong_secret(void)
 	return bad;
 }
 
-/* sleep_ms > 0: "sleep" tasks of that length (the node parks each wait)
- * instead of "echo" tasks. */
-static int mode_hammer(const char *secret, uint32_t n, uint32_t sleep_ms)
+/* What each hammer call submits. */
+struct hammer_spec {
+	uint32_t sleep_ms;      /* > 0: "sleep" tasks (the node parks each wait) */
+	uint32_t echo_bytes;    /* > 0: "echo" tasks with payloads this long */
+	uint32_t timeout_ms;    /* client timeout, and the wait of each call */
+};
+
+static int mode_hammer(const char *secret, uint32_t n, const struct hammer_spec *hs)
 {
 	ch_client *c = NULL;
 	char err[512] = "";
-	struct ch_client_options o = {.timeout_ms = 10000};
+	struct ch_client_options o = {.timeout_ms = hs->timeout_ms};
 	int rc = ch_client_connect(&c, g_addr, secret, &o, err, sizeof(err));
 	if (rc != CH_OK) {
 		printf("hammer: connect failed: %s (%s)\n", ch_strerror(rc), err);
+		return 1;
+	}
+	size_t cap = hs->echo_bytes > 64 ? hs->echo_bytes : 64;
+	char *payload = malloc(cap);
+	if (!payload) {
+		ch_client_close(c);
 		return 1;
 	}
 	uint32_t failures = 0;
 	uint64_t slowest_ms = 0, total_ms = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t t0 = now_ms();
-		char payload[64];
-		int plen = sleep_ms ? snprintf(payload, sizeof(payload), "%" PRIu32, sleep_ms)
-		                    : snprintf(payload, sizeof(payload), "hammer-%" PRIu32, i);
-		size_t want_len = sleep_ms ? 0 : (size_t)plen;
+		size_t plen, want_len;
+		if (hs->sleep_ms) {
+			plen = (size_t)snprintf(payload, cap, "%" PRIu32, hs->sleep_ms);
+			want_len = 0;
+		} else if (hs->echo_bytes) {
+			for (size_t k = 0; k < hs->echo_bytes; k++)
+				payload[k] = (char)('a' + (i + k) % 26);
+			plen = want_len = hs->echo_bytes;
+		} else {
+			plen = want_len = (size_t)snprintf(payload, cap, "hammer-%" PRIu32, i);
+		}
 		struct ch_result *r = NULL;
-		rc = ch_submit_await(c, sleep_ms ? "sleep" : "echo", payload, (size_t)plen, NULL,
-		                     FRAMETOOL_HAMMER_WAIT_MS, &r, err, sizeof(err));
+		rc = ch_submit_await(c, hs->sleep_ms ? "sleep" : "echo", payload, plen, NULL,
+		                     hs->timeout_ms, &r, err, sizeof(err));
 		if (rc != CH_OK) {
 			printf("fail %" PRIu32 ": %s (%s)\n", i, ch_strerror(rc), err);
 			failures++;
 		} else if (r->state != CH_TASK_SUCCEEDED || r->output_len != want_len ||
 		           memcmp(r->output, payload, want_len) != 0) {
-			printf("fail %" PRIu32 ": task %" PRIu64 " state %s output '%.*s'\n", i, r->task_id,
-			       ch_task_state_name(r->state), (int)r->output_len, (const char *)r->output);
+			printf("fail %" PRIu32 ": task %" PRIu64 " state %s output of %zu bytes\n", i,
+			       r->task_id, ch_task_state_name(r->state), r->output_len);
 			failures++;
 		}
 		ch_result_free(r);
@@ -559,6 +582,7 @@ static int mode_hammer(const char *secret, uint32_t n, uint32_t sleep_ms)
 		if (took_ms > slowest_ms)
 			slowest_ms = took_ms;
 	}
+	free(payload);
 	ch_client_close(c);
 	if (failures) {
 		printf("failed %" PRIu32 " of %" PRIu32 "\n", failures, n);
@@ -634,7 +658,7 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | hammer N [SLEEP_MS] |\n"
+	        "       wrong-secret | hammer N [SLEEP_MS] | hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
@@ -676,10 +700,19 @@ int main(int argc, char **argv)
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)
 			return usage();
-		uint32_t sleep_ms = argc > 5 ? parse_count(argv[5]) : 0;
-		if (argc > 5 && sleep_ms == 0)
+		struct hammer_spec hs = {.timeout_ms = FRAMETOOL_HAMMER_WAIT_MS};
+		hs.sleep_ms = argc > 5 ? parse_count(argv[5]) : 0;
+		if (argc > 5 && hs.sleep_ms == 0)
 			return usage();
-		rc = mode_hammer(secret, n, sleep_ms);
+		rc = mode_hammer(secret, n, &hs);
+	} else if (strcmp(mode, "hammer-big") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		size_t bytes = argc > 5 ? parse_size(argv[5]) : 0;
+		if (n == 0 || bytes == 0 || bytes > FRAMETOOL_BIG_BYTES_MAX)
+			return usage();
+		struct hammer_spec hs = {.echo_bytes = (uint32_t)bytes,
+		                         .timeout_ms = FRAMETOOL_BIG_TIMEOUT_MS};
+		rc = mode_hammer(secret, n, &hs);
 	} else if (strcmp(mode, "submit") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0 || argc < 7)
