@@ -17,11 +17,12 @@ import threading
 import time
 import unittest
 
-from harness import NodeTestCase, wait_until
+from harness import NodeTestCase, peer_counters, wait_until
 
 CALLS = 300
 PARKED_CALLS = 25
 PARKED_SLEEP_MS = 150
+DUP_SUBMITS = 10
 CUT_EVERY_S = 0.2
 CUT_EVERY_CHUNKS = 30
 PROXY_BUF_BYTES = 65536
@@ -241,6 +242,18 @@ class TestReconnect(NodeTestCase):
     def test_lost_large_answer_is_resent(self):
         # answers over the node's resend cache limit (16 KiB) are not kept
         self.lose_one_answer(20 * 1024)
+
+    def test_resend_that_overtakes_the_answer_is_answered(self):
+        """A resend can reach the node before the original's answer left
+        (nng resends at once on a new pipe). frametool's `dup` sends one
+        sealed submit twice back to back on two contexts: both copies must
+        be answered, and the task must run once."""
+        node = self.new_node()
+        rc, out, err = node.frametool("dup", DUP_SUBMITS, timeout_s=60)
+        st = node.status()
+        self.assertEqual(st["submitted"], DUP_SUBMITS, "a resend was run again: %s" % st)
+        self.assertEqual(rc, 0, "%s %s\nrefused as replayed: %s"
+                         % (out, err, peer_counters(st)["replayed"]))
 
 
 if __name__ == "__main__":

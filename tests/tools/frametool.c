@@ -29,6 +29,9 @@
  *                    libchorus; prints each failure, then "ok N (...)"
  *                    with the total and slowest call times; with SLEEP_MS,
  *                    "sleep SLEEP_MS" tasks instead, so each wait is parked
+ *   dup [N]          N times: one sealed echo submit sent twice back to back on
+ *                    two contexts (a resend that reaches the node before it
+ *                    answered the original); both should be answered
  *   hammer-big N BYTES
  *                    like hammer, with echo payloads (and so answers) of
  *                    BYTES ("20k" accepted) and a 3 s client timeout
@@ -482,6 +485,107 @@ static int mode_replay(const char *secret)
 	return bad;
 }
 
+/* A sealed fire-and-forget echo submit (malloc'd frame). */
+static uint8_t *submit_frame(struct seal_session *sess, const char *payload, size_t *len)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__SubmitReq sr = CHORUS__SUBMIT_REQ__INIT;
+	Chorus__TaskSpec ts = CHORUS__TASK_SPEC__INIT;
+	ts.handler = (char *)"echo";
+	ts.payload.data = (uint8_t *)payload;
+	ts.payload.len = strlen(payload);
+	sr.task = &ts;
+	env.version = CH_PROTOCOL_VERSION;
+	env.sender.data = g_self_id;
+	env.sender.len = SEAL_ID_BYTES;
+	env.request_id = ++g_request_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
+	env.submit = &sr;
+	size_t n = chorus__envelope__get_packed_size(&env);
+	uint8_t *plain = malloc(n ? n : 1);
+	uint8_t *frame = malloc(n + SEAL_OVERHEAD_BYTES);
+	if (!plain || !frame) {
+		fprintf(stderr, "frametool: out of memory\n");
+		exit(1);
+	}
+	chorus__envelope__pack(&env, plain);
+	seal_frame_seal(sess, plain, n, frame);
+	free(plain);
+	*len = n + SEAL_OVERHEAD_BYTES;
+	return frame;
+}
+
+/* Starts a send of frame on ctx (aio left in flight). */
+static void send_start(nng_ctx ctx, nng_aio *aio, const uint8_t *frame, size_t len)
+{
+	nng_msg *msg;
+	if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, frame, len) != 0) {
+		fprintf(stderr, "frametool: out of memory\n");
+		exit(1);
+	}
+	nng_aio_set_msg(aio, msg);
+	nng_aio_set_timeout(aio, FRAMETOOL_ANSWER_MS);
+	nng_ctx_send(ctx, aio);
+}
+
+/* Waits for the send on aio, then for its answer; 1 answered, 0 not. */
+static int answer_wait(nng_ctx ctx, nng_aio *aio, int timeout_ms)
+{
+	nng_aio_wait(aio);
+	if (nng_aio_result(aio) != 0) {
+		nng_msg_free(nng_aio_get_msg(aio));
+		return 0;
+	}
+	nng_aio_set_timeout(aio, timeout_ms);
+	nng_ctx_recv(ctx, aio);
+	nng_aio_wait(aio);
+	if (nng_aio_result(aio) != 0)
+		return 0;
+	nng_msg_free(nng_aio_get_msg(aio));
+	return 1;
+}
+
+/* n times: one sealed submit sent twice back to back (a resend that
+ * arrives before the node answered the original). Both copies should be
+ * answered, the task run once. */
+static int mode_dup(const char *secret, uint32_t n)
+{
+	struct seal_keyring kr;
+	struct seal_session sess;
+	keyring_from_file(&kr, secret);
+	nng_socket s = sock_open();
+	handshake(s, &kr, &sess);
+	uint32_t first_answered = 0, dup_answered = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		char payload[32];
+		snprintf(payload, sizeof(payload), "dup-%" PRIu32, i);
+		size_t len;
+		uint8_t *frame = submit_frame(&sess, payload, &len);
+		nng_ctx a, b;
+		nng_aio *aa, *ab;
+		if (nng_ctx_open(&a, s) != 0 || nng_ctx_open(&b, s) != 0 ||
+		    nng_aio_alloc(&aa, NULL, NULL) != 0 || nng_aio_alloc(&ab, NULL, NULL) != 0) {
+			fprintf(stderr, "frametool: nng contexts\n");
+			return 1;
+		}
+		send_start(a, aa, frame, len);
+		send_start(b, ab, frame, len);
+		free(frame);
+		first_answered += (uint32_t)answer_wait(a, aa, FRAMETOOL_ANSWER_MS);
+		dup_answered += (uint32_t)answer_wait(b, ab, 1000);
+		nng_aio_free(aa);
+		nng_aio_free(ab);
+		nng_ctx_close(a);
+		nng_ctx_close(b);
+	}
+	printf("dup: %" PRIu32 " submits sent twice: %" PRIu32 " originals and %" PRIu32
+	       " resends answered\n",
+	       n, first_answered, dup_answered);
+	nng_close(s);
+	sodium_memzero(&kr, sizeof(kr));
+	return first_answered == n && dup_answered == n ? 0 : 1;
+}
+
 static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
@@ -658,7 +762,7 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | hammer N [SLEEP_MS] | hammer-big N BYTES |\n"
+	        "       wrong-secret | dup [N] | hammer N [SLEEP_MS] | hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
@@ -694,6 +798,11 @@ int main(int argc, char **argv)
 		rc = mode_tampered(secret);
 	} else if (strcmp(mode, "replay") == 0) {
 		rc = mode_replay(secret);
+	} else if (strcmp(mode, "dup") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 1;
+		if (n == 0)
+			return usage();
+		rc = mode_dup(secret, n);
 	} else if (strcmp(mode, "wrong-secret") == 0) {
 		rc = mode_wrong_secret();
 	} else if (strcmp(mode, "hammer") == 0) {
