@@ -6,10 +6,13 @@ ch_submit_await("echo") calls through it. A call takes well under a
 millisecond on loopback, so the proxy also cuts by traffic: after every
 CUT_EVERY_CHUNKS-th chunk from the client it either drops the chunk and cuts
 (the request is lost: the resend must be executed) or forwards it and cuts
-(the reply is lost: the resend must be answered from the node's cache). Every call must succeed: nng
-reconnects and resends the request on the new pipe, and the node answers a
-resend from its per-session cache (or moves a parked wait to the new pipe)
-instead of running the task twice.
+(the answer is lost: the resend must be answered from the node's cache).
+Every call must succeed: nng reconnects and resends the request on the new
+pipe, and the node answers a resend from its per-session cache (or moves a
+parked wait to the new pipe) instead of running the task twice.
+
+Also: a lost answer too big for that cache, and a resend that reaches the
+node before the original was answered (frametool `dup`).
 """
 
 import socket
