@@ -55,7 +55,8 @@
 #define SESSIONS_MAX 4096
 #define SESSION_IDLE_MS (30u * 60u * 1000u)
 #define SESSION_RECENT 32            /* remembered requests per session */
-#define RECENT_REPLY_BYTES_MAX 16384 /* bigger answers are not cached */
+#define RECENT_REPLY_BYTES_MAX (1u << 20)    /* bigger answers are not cached */
+#define RECENT_CACHE_BYTES_MAX (64u << 20)   /* all sessions' cached answers */
 #define PEERS_MAX 256
 #define BATCH_RESULTS_DEFAULT 1000
 #define BATCH_RESULTS_MAX 10000
@@ -165,6 +166,7 @@ struct server {
 	int draining;
 	uint64_t drain_deadline_ms;
 	uint64_t next_purge_ms;
+	uint64_t now_ms; /* wall clock read once per loop iteration */
 };
 
 static uint64_t wall_ms(void)
@@ -286,8 +288,12 @@ static struct session *sess_find(struct server *srv, uint64_t id)
 	return s;
 }
 
+static size_t recent_cache_bytes; /* loop thread only */
+
 static void recent_clear(struct recent *r)
 {
+	if (r->reply)
+		recent_cache_bytes -= r->reply_len;
 	free(r->reply);
 	memset(r, 0, sizeof(*r));
 }
@@ -451,11 +457,13 @@ static void outbox_send(struct server *srv)
 			if (r) {
 				r->pending = 0;
 				r->waiter = NULL;
-				if (o->len <= RECENT_REPLY_BYTES_MAX) {
+				if (!r->reply && o->len <= RECENT_REPLY_BYTES_MAX &&
+				    recent_cache_bytes + o->len <= RECENT_CACHE_BYTES_MAX) {
 					r->reply = malloc(o->len ? o->len : 1);
 					if (r->reply) {
 						memcpy(r->reply, o->plain, o->len);
 						r->reply_len = o->len;
+						recent_cache_bytes += o->len;
 					}
 				}
 			}
@@ -849,7 +857,7 @@ static void handle_submit(struct req *q, const Chorus__SubmitReq *m)
 		return;
 	}
 	uint64_t id = 0;
-	rc = tasks_submit(srv->tasks, t, wall_ms(), &id);
+	rc = tasks_submit(srv->tasks, t, srv->now_ms, &id);
 	if (rc) {
 		task_free(t);
 		log_limited(LOG_WARN, "tasks", "queue-full", 10000, "queue full (%u tasks): submit refused",
@@ -914,7 +922,7 @@ static void handle_map(struct req *q, const Chorus__MapReq *m)
 		}
 	}
 	uint64_t batch_id = 0;
-	rc = tasks_submit_batch(srv->tasks, tv, n, m->max_concurrency, m->deadline_ms, wall_ms(),
+	rc = tasks_submit_batch(srv->tasks, tv, n, m->max_concurrency, m->deadline_ms, srv->now_ms,
 	                        &batch_id);
 	if (rc) {
 		for (uint32_t i = 0; i < n; i++)
@@ -963,7 +971,7 @@ static void handle_cancel(struct req *q, const Chorus__CancelReq *m)
 {
 	struct server *srv = q->srv;
 	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
-	uint64_t now = wall_ms();
+	uint64_t now = srv->now_ms;
 	if (m->batch_id) {
 		if (!tasks_get_batch(srv->tasks, m->batch_id)) {
 			struct batch b;
@@ -1216,6 +1224,19 @@ static void handle_data(struct server *srv, struct slot *sl, nng_msg *msg, uint6
 			sl->waiter = w;
 			slot_recv(old);
 			return;
+		} else if (r && r->pending) {
+			/* the resend overtook its answer, still in the outbox:
+			 * answer both copies */
+			for (struct out *o = srv->out_head; o; o = o->next) {
+				if (o->sess != sess || o->counter != counter)
+					continue;
+				uint8_t *copy = malloc(o->len ? o->len : 1);
+				if (!copy)
+					break;
+				memcpy(copy, o->plain, o->len);
+				out_push(srv, sl, sess, 0, copy, o->len);
+				return;
+			}
 		}
 		refuse(srv, msg, v, len);
 		slot_recv(sl);
@@ -1342,7 +1363,7 @@ static void ev_started(void *ctx, uint64_t task_id, uint64_t now_ms)
 {
 	struct server *srv = ctx;
 	(void)now_ms;
-	tasks_on_started(srv->tasks, task_id, wall_ms());
+	tasks_on_started(srv->tasks, task_id, srv->now_ms);
 }
 
 static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output, size_t output_len,
@@ -1351,7 +1372,7 @@ static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output
 	struct server *srv = ctx;
 	(void)now_ms;
 	tasks_on_result(srv->tasks, task_id, ok, output, output_len, exit_code, error, srv->cfg->name,
-	                wall_ms());
+	                srv->now_ms);
 }
 
 static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms)
@@ -1360,7 +1381,7 @@ static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *wh
 	(void)now_ms;
 	if (was_running)
 		log_warn("workers", "task %" PRIu64 ": %s", task_id, why ? why : "worker lost");
-	tasks_on_worker_lost(srv->tasks, task_id, was_running, why, wall_ms());
+	tasks_on_worker_lost(srv->tasks, task_id, was_running, why, srv->now_ms);
 }
 
 /* ---- start-up ---- */
@@ -1605,6 +1626,7 @@ static int loop(struct server *srv)
 			return 1;
 		}
 		now = wall_ms();
+		srv->now_ms = now;
 		if (store_begin(srv->store) != 0) {
 			log_error("store", "cannot begin a transaction");
 			return 1;
@@ -1727,10 +1749,8 @@ int server_run(const struct config *cfg)
 	srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (srv->wake_fd < 0)
 		goto out;
-	if (store_open(&srv->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0) {
-		log_error("store", "%s", err);
-		goto out;
-	}
+	if (store_open(&srv->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0)
+		goto out; /* store_open logged why */
 	char lock_path[CONFIG_PATH_MAX + 8];
 	snprintf(lock_path, sizeof(lock_path), "%s/lock", cfg->data_dir);
 	srv->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -1796,7 +1816,8 @@ int server_run(const struct config *cfg)
 		goto out;
 	}
 
-	struct recover_ctx rctx = {srv, wall_ms(), 0};
+	srv->now_ms = wall_ms();
+	struct recover_ctx rctx = {srv, srv->now_ms, 0};
 	if (store_load_open_batches(srv->store, recover_batch_cb, &rctx) != 0 ||
 	    store_load_unfinished(srv->store, recover_task_cb, &rctx) != 0) {
 		log_error("store", "cannot load unfinished tasks");
