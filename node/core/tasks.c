@@ -105,6 +105,11 @@ void task_free(struct task *t)
 			free(t->argv[i]);
 		free(t->argv);
 	}
+	if (t->require) {
+		for (uint32_t i = 0; i < t->require_count; i++)
+			free(t->require[i]);
+		free(t->require);
+	}
 	free(t->output);
 	free(t->error);
 	free(t->node);
@@ -143,6 +148,7 @@ struct task *task_clone(const struct task *t)
 	c->handler = NULL;
 	c->payload = NULL;
 	c->argv = NULL;
+	c->require = NULL;
 	c->output = NULL;
 	c->error = NULL;
 	c->node = NULL;
@@ -164,6 +170,16 @@ struct task *task_clone(const struct task *t)
 				c->argv[i] = dup_or_null(t->argv[i], &fail);
 	} else {
 		c->argc = 0;
+	}
+	if (t->require) {
+		c->require = calloc(t->require_count + 1, sizeof(char *));
+		if (!c->require)
+			fail = 1;
+		else
+			for (uint32_t i = 0; i < t->require_count; i++)
+				c->require[i] = dup_or_null(t->require[i], &fail);
+	} else {
+		c->require_count = 0;
 	}
 	if (fail) {
 		task_free(c);
@@ -455,6 +471,7 @@ static void abnormal_end(struct tasks *ts, struct task *t, int final_state, cons
 		mark_dirty(ts, t);
 		return;
 	}
+	t->abnormal = 1;
 	finish(ts, t, final_state, why, now_ms);
 }
 
@@ -795,6 +812,21 @@ void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, c
 	abnormal_end(ts, t, TASK_FAILED, why ? why : "worker crashed", now_ms);
 }
 
+void tasks_on_lost(struct tasks *ts, uint64_t task_id, int final_state, const char *why,
+                   uint64_t now_ms)
+{
+	assert(final_state == TASK_LOST || final_state == TASK_TIMED_OUT ||
+	       final_state == TASK_FAILED);
+	struct task *t = task_find(ts, task_id);
+	if (!t || t->list != LIST_RUNNING)
+		return;
+	if (t->kill_requested && t->kill_reason == TASK_CANCELLED) {
+		finish(ts, t, TASK_CANCELLED, "cancelled while running", now_ms);
+		return;
+	}
+	abnormal_end(ts, t, final_state, why, now_ms);
+}
+
 static void request_kill(struct tasks *ts, struct task *t, int reason)
 {
 	assert(t->list == LIST_RUNNING);
@@ -930,6 +962,8 @@ int tasks_flush(struct tasks *ts, int (*put_task)(void *arg, const struct task *
 			return rc;
 	}
 	for (struct task *t = ts->dirty_head; t; t = t->dnext) {
+		if (t->ephemeral)
+			continue;
 		int rc = put_task(arg, t);
 		if (rc)
 			return rc;

@@ -66,6 +66,13 @@ struct task {
 	size_t payload_len;
 	char **argv;           /* exec handler: argc strings, NULL-terminated */
 	uint32_t argc;
+	char **require;        /* tags a member must have to run it; NULL-terminated */
+	uint32_t require_count;
+	/* Placed here by a coordinator (cluster fan-out): never journaled by
+	 * this node, never retried here; the coordinator owns its policy. */
+	uint8_t ephemeral;
+	uint8_t origin[16];    /* coordinator's node id */
+	uint64_t origin_task;  /* coordinator's task id */
 	struct task_opts opts;
 	uint32_t pool;         /* index into the pools */
 
@@ -76,6 +83,7 @@ struct task {
 	size_t output_len;
 	char *error;           /* NULL = none */
 	char *node;            /* name of the node that ran it, NULL = none */
+	uint8_t abnormal;      /* ended by a crash, timeout or lost node (not persisted) */
 	uint64_t submitted_ms, started_ms, finished_ms; /* 0 = not yet */
 
 	/* bookkeeping of the table (not persisted) */
@@ -183,7 +191,16 @@ void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *
 void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, const char *why,
                           uint64_t now_ms);
 
-/* Hands every task and batch changed since the last flush to the callbacks
+/* The attempt running task_id ended abnormally elsewhere than in a local
+ * worker: final_state TASK_LOST (its node died), TASK_TIMED_OUT or
+ * TASK_FAILED (it crashed there). A transient task with attempts left is
+ * retried; otherwise it ends in final_state with `why`. A kill requested
+ * for cancel still ends it cancelled. */
+void tasks_on_lost(struct tasks *ts, uint64_t task_id, int final_state, const char *why,
+                   uint64_t now_ms);
+
+/* Hands every task and batch changed since the last flush (ephemeral tasks
+ * are never handed out) to the callbacks
  * (in change order), e.g. inside one sqlite transaction. Returns the first
  * non-zero callback result (the rest are not called, and nothing is marked
  * clean); 0 when all were written. Call tasks_flush_done() after the

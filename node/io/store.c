@@ -74,7 +74,7 @@ enum {
 #define TASK_COLS                                                                              \
 	"id, batch_id, batch_index, handler, payload, argv, timeout_ms, restart, max_attempts, " \
 	"backoff_ms, pool, state, attempts, exit_code, output, error, node, submitted_ms, "      \
-	"started_ms, finished_ms"
+	"started_ms, finished_ms, require"
 
 #define BATCH_COLS                                                                  \
 	"b.id, b.total, b.max_concurrency, b.deadline_ms, b.created_ms, "            \
@@ -86,7 +86,7 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_ROLLBACK] = "ROLLBACK",
 	[Q_TASK_PUT] = "INSERT INTO tasks(" TASK_COLS ") VALUES "
 		       "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-		       "?18, ?19, ?20) "
+		       "?18, ?19, ?20, ?21) "
 		       "ON CONFLICT(id) DO UPDATE SET state = excluded.state, "
 		       "attempts = excluded.attempts, exit_code = excluded.exit_code, "
 		       "output = excluded.output, error = excluded.error, node = excluded.node, "
@@ -157,7 +157,8 @@ static const char *const store_schema_v1 =
 	"  node TEXT,"
 	"  submitted_ms INTEGER NOT NULL DEFAULT 0,"
 	"  started_ms INTEGER NOT NULL DEFAULT 0,"
-	"  finished_ms INTEGER NOT NULL DEFAULT 0);"
+	"  finished_ms INTEGER NOT NULL DEFAULT 0,"
+	"  require TEXT);"
 	"CREATE INDEX tasks_by_state ON tasks(state);"
 	"CREATE INDEX tasks_by_batch ON tasks(batch_id, batch_index);"
 	"CREATE INDEX tasks_by_finished ON tasks(finished_ms);"
@@ -439,22 +440,24 @@ int store_rollback(struct store *st)
 
 /* ---- tasks ---- */
 
-/* argv as a compact JSON array; *json malloc'd (free()). NULL when no argv. */
-static int argv_to_json(const struct task *t, char **json)
+/* A string list (argv, required tags) as a compact JSON array; *json
+ * malloc'd (free()). NULL when there is no list. */
+static int strings_to_json(const struct task *t, char *const *list, uint32_t n, const char *what,
+                           char **json)
 {
 	*json = NULL;
-	if (!t->argv)
+	if (!list)
 		return 0;
 	json_t *arr = json_array();
 	if (!arr)
 		return CH_ERR_NOMEM;
-	for (uint32_t i = 0; i < t->argc; i++) {
-		assert(t->argv[i]);
-		json_t *s = json_string(t->argv[i]);
+	for (uint32_t i = 0; i < n; i++) {
+		assert(list[i]);
+		json_t *s = json_string(list[i]);
 		if (!s) { /* not UTF-8: refuse rather than journal garbage */
 			json_decref(arr);
-			log_error("store", "task %llu: argv[%u] is not valid UTF-8",
-				  (unsigned long long)t->id, i);
+			log_error("store", "task %llu: %s[%u] is not valid UTF-8",
+				  (unsigned long long)t->id, what, i);
 			return CH_ERR_INVALID;
 		}
 		json_array_append_new(arr, s);
@@ -468,10 +471,15 @@ int store_task_put(struct store *st, const struct task *t)
 {
 	assert(t && t->handler);
 	assert(t->state >= 0 && t->state < STORE_TASK_STATES);
-	char *argv_json;
-	int rc = argv_to_json(t, &argv_json);
+	char *argv_json, *require_json;
+	int rc = strings_to_json(t, t->argv, t->argc, "argv", &argv_json);
 	if (rc != 0)
 		return rc;
+	rc = strings_to_json(t, t->require, t->require_count, "require", &require_json);
+	if (rc != 0) {
+		free(argv_json);
+		return rc;
+	}
 
 	sqlite3_stmt *s = st->q[Q_TASK_PUT];
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)t->id);
@@ -499,6 +507,8 @@ int store_task_put(struct store *st, const struct task *t)
 	sqlite3_bind_int64(s, 18, (sqlite3_int64)t->submitted_ms);
 	sqlite3_bind_int64(s, 19, (sqlite3_int64)t->started_ms);
 	sqlite3_bind_int64(s, 20, (sqlite3_int64)t->finished_ms);
+	if (require_json)
+		sqlite3_bind_text(s, 21, require_json, -1, free);
 	return q_exec(st, Q_TASK_PUT, "task put");
 }
 
@@ -530,18 +540,20 @@ static uint8_t *col_blob(sqlite3_stmt *s, int i, size_t *len, int *oom)
 	return b;
 }
 
-static int argv_from_json(struct task *t, const char *text)
+static int strings_from_json(const struct task *t, const char *text, const char *what,
+                             char ***list, uint32_t *count)
 {
 	json_error_t jerr;
 	json_t *arr = json_loads(text, 0, &jerr);
 	if (!arr || !json_is_array(arr) || json_array_size(arr) >= UINT32_MAX) {
 		json_decref(arr);
-		log_error("store", "task %llu: corrupt argv in journal", (unsigned long long)t->id);
+		log_error("store", "task %llu: corrupt %s in journal", (unsigned long long)t->id,
+		          what);
 		return CH_ERR_STORAGE;
 	}
 	size_t n = json_array_size(arr);
-	t->argv = calloc(n + 1, sizeof(char *));
-	if (!t->argv) {
+	*list = calloc(n + 1, sizeof(char *));
+	if (!*list) {
 		json_decref(arr);
 		return CH_ERR_NOMEM;
 	}
@@ -549,16 +561,16 @@ static int argv_from_json(struct task *t, const char *text)
 		const char *v = json_string_value(json_array_get(arr, i));
 		if (!v) {
 			json_decref(arr);
-			log_error("store", "task %llu: corrupt argv in journal",
-				  (unsigned long long)t->id);
+			log_error("store", "task %llu: corrupt %s in journal",
+				  (unsigned long long)t->id, what);
 			return CH_ERR_STORAGE;
 		}
-		t->argv[i] = strdup(v);
-		if (!t->argv[i]) {
+		(*list)[i] = strdup(v);
+		if (!(*list)[i]) {
 			json_decref(arr);
 			return CH_ERR_NOMEM;
 		}
-		t->argc = (uint32_t)(i + 1); /* task_free frees what is there */
+		*count = (uint32_t)(i + 1); /* task_free frees what is there */
 	}
 	json_decref(arr);
 	return 0;
@@ -598,7 +610,11 @@ static int row_to_task(sqlite3_stmt *s, struct task **out)
 	}
 	const unsigned char *argv = sqlite3_column_text(s, 5);
 	if (rc == 0 && argv)
-		rc = argv_from_json(t, (const char *)argv);
+		rc = strings_from_json(t, (const char *)argv, "argv", &t->argv, &t->argc);
+	const unsigned char *require = sqlite3_column_text(s, 20);
+	if (rc == 0 && require)
+		rc = strings_from_json(t, (const char *)require, "require", &t->require,
+		                       &t->require_count);
 	if (rc != 0) {
 		task_free(t);
 		return rc;
