@@ -469,9 +469,84 @@ static int set_supervisor_key(struct config *c, const char *name, const char *v,
 	return why(w, "unknown key '%s' in [supervisor]", name);
 }
 
+/* Tags: [a-z0-9_.:-]{1,31}, at most CONFIG_TAGS_MAX, no duplicates. */
+static int set_tags(struct config *c, const char *v, char *w)
+{
+	char *fresh[CONFIG_LIST_MAX] = {0};
+	uint32_t n = 0;
+	if (*v && list_append(v, fresh, &n, LIST_PLAIN, w) != 0)
+		return -1;
+	int rc = 0;
+	if (n > CONFIG_TAGS_MAX)
+		rc = why(w, "more than %d tags", CONFIG_TAGS_MAX);
+	for (uint32_t i = 0; i < n && rc == 0; i++) {
+		if (!name_ok(fresh[i], 31, "_.:-"))
+			rc = why(w, "tag '%s' is not 1..31 of [a-z0-9_.:-]", fresh[i]);
+		for (uint32_t j = 0; j < i && rc == 0; j++)
+			if (strcmp(fresh[i], fresh[j]) == 0)
+				rc = why(w, "tag '%s' listed twice", fresh[i]);
+	}
+	if (rc != 0) {
+		list_free(fresh, &n);
+		return rc;
+	}
+	list_free(c->tags, &c->tag_count);
+	memcpy(c->tags, fresh, sizeof(c->tags));
+	c->tag_count = n;
+	return 0;
+}
+
+static int set_cluster_key(struct config *c, const char *name, const char *v, char *w)
+{
+	if (strcmp(name, "seeds") == 0) {
+		char *fresh[CONFIG_LIST_MAX] = {0};
+		uint32_t n = 0;
+		if (*v && list_append(v, fresh, &n, LIST_PLAIN, w) != 0)
+			return -1;
+		for (uint32_t i = 0; i < n; i++) {
+			char tmp[256];
+			if (set_listen(fresh[i], tmp, sizeof(tmp), w) != 0) {
+				list_free(fresh, &n);
+				return -1;
+			}
+		}
+		if (n > 16) {
+			list_free(fresh, &n);
+			return why(w, "more than 16 seeds");
+		}
+		list_free(c->seeds, &c->seed_count);
+		memcpy(c->seeds, fresh, sizeof(fresh));
+		c->seed_count = n;
+		return 0;
+	}
+	if (strcmp(name, "tags") == 0)
+		return set_tags(c, v, w);
+	if (strcmp(name, "advertise") == 0) {
+		if (*v == '\0') {
+			c->advertise[0] = '\0';
+			return 0;
+		}
+		return set_listen(v, c->advertise, sizeof(c->advertise), w);
+	}
+	if (strcmp(name, "gossip_period") == 0) {
+		uint64_t ms;
+		if (set_duration(v, 20, 60000, &ms, w) != 0)
+			return -1;
+		c->gossip_period_ms = (uint32_t)ms;
+		return 0;
+	}
+	if (strcmp(name, "probe_timeout") == 0)
+		return set_duration32(v, 0, &c->probe_timeout_ms, w);
+	if (strcmp(name, "reap_after") == 0)
+		return set_duration32(v, 1000, &c->reap_after_ms, w);
+	return why(w, "unknown key '%s' in [cluster]", name);
+}
+
 static int set_key(struct config *c, const char *section, const char *name, const char *v,
 		   char *w)
 {
+	if (strcmp(section, "cluster") == 0)
+		return set_cluster_key(c, name, v, w);
 	if (strcmp(section, "node") == 0)
 		return set_node_key(c, name, v, w);
 	if (strcmp(section, "tasks") == 0)
@@ -506,6 +581,9 @@ static int config_check(const struct config *c, char *w)
 	for (uint32_t i = 0; i < c->pool_count; i++)
 		if (c->pools[i].handler_count == 0)
 			return why(w, "pool '%s' has no handlers", c->pools[i].name);
+	if (c->probe_timeout_ms && c->probe_timeout_ms >= c->gossip_period_ms)
+		return why(w, "probe_timeout (%ums) must be below gossip_period (%ums)",
+			   c->probe_timeout_ms, c->gossip_period_ms);
 	if (c->backoff_ms > c->backoff_max_ms)
 		return why(w, "backoff (%ums) is above backoff_max (%ums)", c->backoff_ms,
 			   c->backoff_max_ms);
@@ -628,12 +706,17 @@ void config_defaults(struct config *c)
 	c->output_max = (size_t)1 << 20;
 	c->intensity = 10;
 	c->period_ms = 5 * 1000;
+	c->gossip_period_ms = 1000;
+	c->probe_timeout_ms = 0;
+	c->reap_after_ms = 60 * 1000;
 }
 
 void config_free(struct config *c)
 {
 	list_free(c->exec_allow, &c->exec_allow_count);
 	list_free(c->plugins, &c->plugin_count);
+	list_free(c->seeds, &c->seed_count);
+	list_free(c->tags, &c->tag_count);
 	for (uint32_t i = 0; i < c->pool_count; i++)
 		list_free(c->pools[i].handlers, &c->pools[i].handler_count);
 	c->pool_count = 0;
@@ -658,6 +741,10 @@ enum {
 	OPT_TIMEOUT,
 	OPT_SHUTDOWN_GRACE,
 	OPT_POOL,
+	OPT_SEEDS,
+	OPT_TAGS,
+	OPT_ADVERTISE,
+	OPT_GOSSIP_PERIOD,
 };
 
 static const struct option config_options[] = {
@@ -679,6 +766,10 @@ static const struct option config_options[] = {
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"shutdown-grace", required_argument, NULL, OPT_SHUTDOWN_GRACE},
 	{"pool", required_argument, NULL, OPT_POOL},
+	{"seeds", required_argument, NULL, OPT_SEEDS},
+	{"tags", required_argument, NULL, OPT_TAGS},
+	{"advertise", required_argument, NULL, OPT_ADVERTISE},
+	{"gossip-period", required_argument, NULL, OPT_GOSSIP_PERIOD},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -798,6 +889,18 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		case OPT_POOL:
 			rc = set_pool_flag(c, optarg, w);
 			break;
+		case OPT_SEEDS:
+			rc = set_cluster_key(c, "seeds", optarg, w);
+			break;
+		case OPT_TAGS:
+			rc = set_cluster_key(c, "tags", optarg, w);
+			break;
+		case OPT_ADVERTISE:
+			rc = set_cluster_key(c, "advertise", optarg, w);
+			break;
+		case OPT_GOSSIP_PERIOD:
+			rc = set_cluster_key(c, "gossip_period", optarg, w);
+			break;
 		case ':':
 			snprintf(err, err_len, "option '%s' needs a value (see --help)", argv[optind - 1]);
 			return -1;
@@ -842,6 +945,8 @@ void config_usage(FILE *out)
 	fmt_duration(timeout, sizeof(timeout), d.default_timeout_ms);
 	fmt_duration(grace, sizeof(grace), d.shutdown_grace_ms);
 	fmt_size(frame, sizeof(frame), d.frame_bytes_max);
+	char gossip[32];
+	fmt_duration(gossip, sizeof(gossip), d.gossip_period_ms);
 	fprintf(out,
 		"Usage: chorusd [options]\n"
 		"Runs one node of a Chorus task cluster.\n"
@@ -868,15 +973,22 @@ void config_usage(FILE *out)
 		"  --frame-max SIZE      largest frame accepted, 1k..1G (default %s)\n"
 		"  --synchronous MODE    journal durability: off|normal|full|extra (default %s)\n"
 		"  --shutdown-grace DUR  on SIGTERM, wait this long for running tasks (default %s)\n"
+		"  --seeds URL,URL       other nodes to join through (default: none, a one-node\n"
+		"                        cluster); unreachable seeds are retried with backoff\n"
+		"  --tags TAG,TAG        this node's tags, matched by tasks' --require (max %d)\n"
+		"  --advertise URL       address other nodes reach us at (default: --listen)\n"
+		"  --gossip-period DUR   SWIM protocol period, 20ms..60s (default %s)\n"
 		"  --log-level LEVEL     debug|info|warn|error (default %s)\n"
 		"  --log-format FORMAT   text|json (default %s)\n"
 		"  -h, --help            print this help and exit\n"
 		"  -V, --version         print the version and exit\n"
 		"\n"
-		"Retries ([tasks]) and supervision ([supervisor]) are set in the config file.\n",
+		"Retries ([tasks]), supervision ([supervisor]) and probe_timeout / reap_after\n"
+		"([cluster]) are set in the config file.\n",
 		d.name, d.listen, d.data_dir, CONFIG_WORKERS_MAX, d.workers, CONFIG_PREFETCH_MAX,
 		d.prefetch, CONFIG_NAMED_POOLS_MAX, timeout, d.queue_max, ttl, frame,
-		store_sync_name(d.synchronous), grace, log_level_name(d.log_level),
+		store_sync_name(d.synchronous), grace, CONFIG_TAGS_MAX, gossip,
+		log_level_name(d.log_level),
 		d.log_json ? "json" : "text");
 	config_free(&d);
 }

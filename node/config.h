@@ -23,6 +23,7 @@
 #define CONFIG_POOLS_MAX 16
 #define CONFIG_LIST_MAX 64
 #define CONFIG_PATH_MAX 1024
+#define CONFIG_TAGS_MAX 8
 
 struct config_pool {
 	char name[32];
@@ -59,6 +60,16 @@ struct config {
 	uint32_t plugin_count;
 	struct config_pool pools[CONFIG_POOLS_MAX]; /* named pools (not "default") */
 	uint32_t pool_count;
+
+	/* [cluster]: membership (SWIM) and placement */
+	char *seeds[CONFIG_LIST_MAX];  /* owned, NULL-terminated: addresses of other nodes */
+	uint32_t seed_count;
+	char *tags[CONFIG_TAGS_MAX + 1]; /* owned, NULL-terminated */
+	uint32_t tag_count;
+	char advertise[256];           /* address others reach us at; "" = listen */
+	uint32_t gossip_period_ms;     /* SWIM protocol period; default 1 s */
+	uint32_t probe_timeout_ms;     /* direct ping timeout; 0 = half the period */
+	uint32_t reap_after_ms;        /* forget dead/left members after; default 60 s */
 };
 
 void config_defaults(struct config *c);

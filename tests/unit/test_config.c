@@ -224,6 +224,40 @@ static void flags_override_the_file_wherever_config_appears(void **state)
 	assert_string_equal(c->pools[0].handlers[0], "resize");
 }
 
+
+static void cluster_settings_from_file_and_flags(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	assert_int_equal(c->seed_count, 0);
+	assert_int_equal(c->gossip_period_ms, 1000);
+	write_conf(f, "[cluster]\nseeds = tcp://10.0.0.1:7400, tcp://10.0.0.2:7400\n"
+		      "tags = gpu,zone:a\nadvertise = tcp://10.0.0.9:7400\ngossip_period = 200ms\n"
+		      "probe_timeout = 100ms\nreap_after = 5s\n");
+	assert_int_equal(load_args(f, "--config", f->path, "--tags", "ssd", NULL), 0);
+	assert_int_equal(c->seed_count, 2);
+	assert_string_equal(c->seeds[1], "tcp://10.0.0.2:7400");
+	assert_null(c->seeds[2]);
+	assert_int_equal(c->tag_count, 1);
+	assert_string_equal(c->tags[0], "ssd");
+	assert_string_equal(c->advertise, "tcp://10.0.0.9:7400");
+	assert_int_equal(c->gossip_period_ms, 200);
+	assert_int_equal(c->probe_timeout_ms, 100);
+	assert_int_equal(c->reap_after_ms, 5000);
+}
+
+static void bad_cluster_settings_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[cluster]\nseeds = 10.0.0.1:7400\n", 2,
+			  "'10.0.0.1:7400' is not a tcp://, ipc:// or inproc:// address");
+	assert_file_error(f, "[cluster]\ntags = GPU\n", 2, "tag 'GPU' is not 1..31 of [a-z0-9_.:-]");
+	assert_file_error(f, "[cluster]\ntags = a,a\n", 2, "tag 'a' listed twice");
+	assert_file_error(f, "[cluster]\ngossip = 1s\n", 2, "unknown key 'gossip' in [cluster]");
+	assert_int_equal(load_args(f, "--gossip-period", "5ms", NULL), -1);
+	assert_non_null(strstr(f->err, "--gossip-period"));
+}
+
 static void every_flag_is_parsed(void **state)
 {
 	struct fixture *f = *state;
@@ -573,6 +607,8 @@ int main(void)
 		T(defaults_are_the_documented_ones),
 		T(file_sets_every_documented_key),
 		T(flags_override_the_file_wherever_config_appears),
+		T(cluster_settings_from_file_and_flags),
+		T(bad_cluster_settings_are_refused),
 		T(every_flag_is_parsed),
 		T(unknown_key_names_file_and_line),
 		T(unknown_section_names_file_and_line),
