@@ -960,7 +960,7 @@ static void usage(void)
 	printf("usage: chorus_sim [--ci] [--big] [--seed S] [-v]\n"
 	       "       chorus_sim --scenario detect|partition|loss|join|leave|restart --n N --seed S [--loss PCT]\n"
 	       "  --ci     asserting scenarios for N = 10, 100, 1000 and the table (exit 1 on a violation)\n"
-	       "  --big    also N = 10,000 in the table (needs ~14 GB of memory and minutes)\n"
+	       "  --big    also N = 10,000 in the table (needs ~16 GB of memory and minutes)\n"
 	       "  --seed   top-level seed (default 1); every failure prints the seed to reproduce it\n");
 }
 
