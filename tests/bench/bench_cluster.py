@@ -408,11 +408,13 @@ def run_detection(workdir, args, view, log):
                 % (i + 1, args.kills, victim.name, fmt_s(k["first_s"]), fmt_s(k["all_s"]),
                    fmt_s(k["node_clock_first_s"]), fmt_s(k["node_clock_all_s"]),
                    fmt_s(k["first_suspect_s"]), k["polls"]))
+            t_restart = time.monotonic()
             try:
                 victim.start(wait=True)
             except AssertionError as e:
                 raise RunError("restart of %s failed: %s" % (victim.name, e))
             wait_converged(cl.nodes, cl.names(), view)
+            k["rejoin_s"] = time.monotonic() - t_restart
         return kills
     finally:
         if args.keep:
@@ -439,6 +441,7 @@ def detection_summary(kills):
         "first": dist("first_s"),
         "node_clock_all": dist("node_clock_all_s"),
         "first_suspect": dist("first_suspect_s"),
+        "rejoin": dist("rejoin_s"),
         "poll_interval_ms": 1000.0 * poll_time / polls if polls else None,
         "poll_errors": sum(k["poll_errors"] for k in kills),
     }
@@ -530,6 +533,10 @@ def figures(det, spread, single):
             ("detect_all_node_clock_p99", "  same by the nodes' own clocks, p99", nc["p99"], "s",
              None, None),
             ("suspect_first_p50", "first suspect seen, p50", su["p50"], "s", None, None),
+            ("rejoin_p50", "restart of the victim to all 5 alive in every view, p50",
+             det["rejoin"]["p50"], "s", None, None),
+            ("rejoin_max", "restart of the victim to all 5 alive in every view, max",
+             det["rejoin"]["max"], "s", None, None),
             ("detect_undetected", "kills not detected by all within %.0f s (of %d)"
              % (DETECT_TIMEOUT_S, n), a["missing"], "", None, None),
             ("poll_interval", "poll interval per survivor, mean", det["poll_interval_ms"], "ms",
