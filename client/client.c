@@ -14,29 +14,50 @@
  *   - a plaintext REJECT in answer to a DATA frame means the node no longer
  *     knows our session (it restarted): we handshake again, once, and resend.
  *
+ * Sessions. A client opened with chi_client_open_lazy (client_internal.h)
+ * has no session until its first request; ch_client_connect is the same
+ * open followed by a blocking handshake. Whenever a request finds no session
+ * (sess_gen 0) or the node refuses the one it sealed under, it calls for a
+ * new session "newer than generation g". At most one handshake is in flight
+ * per client (hs_busy): the first request to ask runs it on its own context,
+ * the others wait for its outcome (blocking callers on hs_cv, async ones
+ * parked on hs_parked with their aio asleep until their deadline, woken by
+ * nng_aio_abort). The node keeps a bounded LRU of sessions, so a burst of
+ * handshakes from one client would evict other clients' sessions. A waiter
+ * adopts a definite failure (wrong secret, bad frame) and retries, time
+ * permitting, after one that merely timed out.
+ *
  * Threading. The session (keys, tx counter, replay window) is shared by all
  * contexts and guarded by sess_mu; sealing and opening are cheap, so the lock
  * is held only for that, never across I/O. sess_gen counts handshakes: a
  * request remembers the generation it was sealed under, so when several
  * requests are refused at once only the first one whose generation is still
- * current installs a new session; the others simply reseal under it.
- * A handshake that loses that race is discarded (the node forgets it).
+ * current starts a new session; the others reseal under it or wait for it.
+ * Lock order: pool_mu and sess_mu are never held together; nng's own locks
+ * are taken under sess_mu (nng_sleep_aio, nng_aio_abort), never the reverse,
+ * since nng runs our callbacks without holding any of its locks.
  *
  * Async calls and their contexts. An nng aio callback must not block and must
  * not free its own aio (nng_aio_free waits for the callback to return) nor
  * may it close its context. So async requests live in `struct async_req`
  * slots that are created on demand (at most `contexts` of them), never freed
  * before ch_client_close, and recycled through a free list: the callback
- * runs the whole state machine (send, receive, re-handshake, resend), calls
- * the user's callback, and as its last act puts the slot back on the free
- * list. Whoever takes a recycled slot first calls nng_aio_wait() on it, which
- * returns only once the previous callback has fully returned, so an aio is
- * never restarted while its callback still runs. ch_client_close closes the
- * socket (aborting every pending operation, so each async callback runs with
+ * runs the whole state machine (handshake, send, receive, re-handshake,
+ * resend), calls the completion, and as its last act puts the slot back on
+ * the free list. Whoever takes a recycled slot first calls nng_aio_wait() on
+ * it, which returns only once the previous callback has fully returned (a
+ * few instructions), so an aio is never restarted while its callback still
+ * runs. ch_client_close wakes parked requests and closes the socket
+ * (aborting every pending operation, so each async callback runs with
  * CH_ERR_CLOSED), waits for all slots to come back, then frees the aios:
  * nng_aio_free itself waits for any callback still returning.
+ *
+ * The public ch_ calls and the internal chi_ calls (client_internal.h) share
+ * one blocking path (request_sync) and one async path (async_start); they
+ * differ only in how a reply is turned into a result.
  */
 #include "chorus.h"
+#include "client_internal.h"
 #include "proto/chorus.pb-c.h"
 #include "proto/seal.h"
 
@@ -76,7 +97,14 @@ enum async_state {
 	ASYNC_RECV_REPLY,
 	ASYNC_SEND_HELLO,
 	ASYNC_RECV_WELCOME,
+	ASYNC_WAIT_SESSION, /* parked: aio asleep until the deadline or a wake-up */
 };
+
+struct async_req;
+/* Turns the outcome into the caller's result and calls the caller back.
+ * reply (owned by the callee) is non-NULL exactly when code is CH_OK. */
+typedef void (*async_done_fn)(struct async_req *a, int code, Chorus__Envelope *reply,
+                              const char *err);
 
 struct async_req {
 	struct ch_client *c;
@@ -84,17 +112,23 @@ struct async_req {
 	nng_aio *aio; /* callback: async_on_io */
 	struct async_req *next_free;
 	struct async_req *next_all;
+	struct async_req *next_parked; /* guarded by sess_mu */
+	bool parked;                   /* guarded by sess_mu: on c->hs_parked */
 	/* per request */
 	enum async_state state;
 	uint8_t *plain; /* packed Envelope, kept to reseal after a re-handshake */
 	size_t plain_len;
 	uint64_t request_id;
-	uint64_t gen;
-	bool rehandshaken;
+	uint64_t gen;      /* sealed under; while handshaking or parked: the one found wanting */
+	uint64_t hs_seen;  /* c->hs_done_count when parked */
+	bool rehandshaken; /* the node refused our session once already */
+	bool initiating;   /* this request runs the client's handshake (hs_busy) */
 	nng_time deadline;
 	uint32_t total_ms;
 	struct seal_initiator initiator;
-	ch_result_cb cb;
+	async_done_fn done;
+	ch_result_cb result_cb; /* ch_submit_async */
+	chi_reply_cb reply_cb;  /* chi_request_async */
 	void *cb_arg;
 };
 
@@ -111,6 +145,14 @@ struct ch_client {
 	struct seal_session sess; /* guarded by sess_mu */
 	uint64_t sess_gen;        /* guarded by sess_mu; 0 = no session yet */
 	uint64_t request_id_last; /* guarded by sess_mu */
+	/* the one handshake in flight and its waiters, all guarded by sess_mu */
+	bool hs_busy;
+	uint64_t hs_done_count;          /* handshakes finished, either way */
+	int hs_last_code;                /* outcome of the last one */
+	char hs_last_err[CLIENT_ERR_BYTES];
+	pthread_cond_t hs_cv;            /* CLOCK_MONOTONIC; blocking waiters */
+	struct async_req *hs_parked;     /* async waiters */
+	bool sess_closing;
 
 	pthread_mutex_t pool_mu;
 	pthread_cond_t pool_cv;
@@ -336,8 +378,11 @@ static struct ch_result *result_from_wire(const Chorus__TaskResult *w)
 /* ------------------------------------------------------------------ */
 /* framing                                                             */
 
+#define NEED_SESSION 2 /* positive: no session yet, handshake first */
+
 /* Seals plain under the current session into a new message.
- * *gen receives the session generation it was sealed under. */
+ * *gen receives the session generation it was sealed under. Returns CH_OK,
+ * NEED_SESSION (nothing allocated) or CH_ERR_NOMEM. */
 static int frame_request(ch_client *c, const uint8_t *plain, size_t plain_len, nng_msg **out,
                          uint64_t *gen)
 {
@@ -345,6 +390,11 @@ static int frame_request(ch_client *c, const uint8_t *plain, size_t plain_len, n
 	if (nng_msg_alloc(&m, plain_len + SEAL_OVERHEAD_BYTES) != 0)
 		return CH_ERR_NOMEM;
 	pthread_mutex_lock(&c->sess_mu);
+	if (c->sess_gen == 0) {
+		pthread_mutex_unlock(&c->sess_mu);
+		nng_msg_free(m);
+		return NEED_SESSION;
+	}
 	seal_frame_seal(&c->sess, plain, plain_len, nng_msg_body(m));
 	*gen = c->sess_gen;
 	pthread_mutex_unlock(&c->sess_mu);
@@ -529,25 +579,39 @@ static int exchange(struct sync_slot *s, nng_msg *msg, nng_time deadline, uint32
 	return 0;
 }
 
-/* A fresh handshake on slot s. base_gen: the generation we found wanting. */
+/* A new HELLO frame for initiator `in`, as an nng message. */
+static int hello_msg(ch_client *c, struct seal_initiator *in, nng_msg **out, char *err,
+                     size_t err_len)
+{
+	uint8_t *hello = NULL;
+	size_t hello_len = 0;
+	nng_msg *msg = NULL;
+	if (seal_hello_build(in, &c->keyring, c->self_id, &hello, &hello_len) != 0 ||
+	    nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
+		free(hello);
+		if (msg != NULL)
+			nng_msg_free(msg);
+		sodium_memzero(in, sizeof *in);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory building the handshake");
+	}
+	free(hello);
+	*out = msg;
+	return CH_OK;
+}
+
+/* A fresh handshake on slot s. base_gen: the generation we found wanting.
+ * The caller holds hs_busy. */
 static int handshake_sync(ch_client *c, struct sync_slot *s, nng_time deadline,
                           uint32_t total_ms, uint64_t base_gen, char *err, size_t err_len)
 {
 	struct seal_initiator in;
-	uint8_t *hello = NULL;
-	size_t hello_len = 0;
-	if (seal_hello_build(&in, &c->keyring, c->self_id, &hello, &hello_len) != 0)
-		return fail(err, err_len, CH_ERR_NOMEM, "cannot build the handshake");
-	nng_msg *msg;
-	if (nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
-		free(hello);
-		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
-	}
-	free(hello);
+	nng_msg *msg = NULL;
+	int code = hello_msg(c, &in, &msg, err, err_len);
+	if (code != CH_OK)
+		return code;
 	nng_msg *reply = NULL;
 	bool sent = false;
 	int rv = exchange(s, msg, deadline, total_ms, &reply, &sent);
-	int code;
 	if (rv == NNG_ETIMEDOUT)
 		code = fail_no_answer(c, err, err_len, CH_ERR_UNREACHABLE, total_ms);
 	else if (rv != 0)
@@ -561,47 +625,164 @@ static int handshake_sync(ch_client *c, struct sync_slot *s, nng_time deadline,
 	return code;
 }
 
-/* One request/reply: fills the header fields of req, packs, seals, sends,
- * re-handshakes once on "unknown session", and returns the decoded reply
- * envelope in *resp (caller frees). wait_ms is the time the node may hold
- * the request; the client adds its own timeout on top. */
-static int call(ch_client *c, Chorus__Envelope *req, uint32_t wait_ms, Chorus__Envelope **resp,
-                char *err, size_t err_len)
+/* A handshake that timed out may succeed when tried again; others not. */
+static bool handshake_retryable(int code)
 {
-	*resp = NULL;
+	return code == CH_ERR_UNREACHABLE || code == CH_ERR_TIMEOUT;
+}
+
+/* Ends the handshake in flight (success or not): records its outcome, wakes
+ * the blocking waiters and every parked async request. */
+static void handshake_done(ch_client *c, int code, const char *err)
+{
 	pthread_mutex_lock(&c->sess_mu);
-	uint64_t request_id = ++c->request_id_last;
+	assert(c->hs_busy);
+	c->hs_busy = false;
+	c->hs_done_count++;
+	c->hs_last_code = code;
+	snprintf(c->hs_last_err, sizeof c->hs_last_err, "%s", err != NULL ? err : "");
+	/* Each parked aio is asleep or its callback waits for sess_mu: abort
+	 * cancels the sleep (the callback then runs) or is a no-op. */
+	while (c->hs_parked != NULL) {
+		struct async_req *a = c->hs_parked;
+		c->hs_parked = a->next_parked;
+		a->next_parked = NULL;
+		a->parked = false;
+		nng_aio_abort(a->aio, NNG_ECANCELED);
+	}
+	pthread_cond_broadcast(&c->hs_cv);
+	pthread_mutex_unlock(&c->sess_mu);
+}
+
+/* pthread_cond_timedwait on hs_cv (CLOCK_MONOTONIC) until an nng deadline. */
+static int hs_wait_until(ch_client *c, nng_time deadline)
+{
+	nng_time now = nng_clock();
+	if (now >= deadline)
+		return ETIMEDOUT;
+	uint64_t left_ms = deadline - now;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(left_ms / 1000u);
+	ts.tv_nsec += (long)(left_ms % 1000u) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	return pthread_cond_timedwait(&c->hs_cv, &c->sess_mu, &ts);
+}
+
+/* Makes sure the client has a session newer than base_gen, by the deadline:
+ * runs the handshake on slot s when none is in flight, else waits for the
+ * one that is (see the top comment). */
+static int session_renew_sync(ch_client *c, struct sync_slot *s, uint64_t base_gen,
+                              nng_time deadline, uint32_t total_ms, char *err, size_t err_len)
+{
+	pthread_mutex_lock(&c->sess_mu);
+	for (;;) {
+		if (c->sess_gen != base_gen) {
+			pthread_mutex_unlock(&c->sess_mu);
+			return CH_OK;
+		}
+		if (c->sess_closing) {
+			pthread_mutex_unlock(&c->sess_mu);
+			return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
+		}
+		if (!c->hs_busy)
+			break;
+		uint64_t seen = c->hs_done_count;
+		int rc = 0;
+		while (c->hs_busy && c->hs_done_count == seen && !c->sess_closing && rc != ETIMEDOUT)
+			rc = hs_wait_until(c, deadline);
+		if (c->sess_gen != base_gen || c->sess_closing)
+			continue;
+		if (c->hs_done_count != seen && c->hs_last_code < 0 &&
+		    !handshake_retryable(c->hs_last_code)) {
+			int code = fail(err, err_len, c->hs_last_code, "%s", c->hs_last_err);
+			pthread_mutex_unlock(&c->sess_mu);
+			return code;
+		}
+		if (nng_clock() >= deadline) {
+			pthread_mutex_unlock(&c->sess_mu);
+			return fail_no_answer(c, err, err_len, CH_ERR_UNREACHABLE, total_ms);
+		}
+		/* the other handshake timed out and we have time left: try ours */
+	}
+	c->hs_busy = true;
+	pthread_mutex_unlock(&c->sess_mu);
+	char why[CLIENT_ERR_BYTES] = "";
+	int code = handshake_sync(c, s, deadline, total_ms, base_gen, why, sizeof why);
+	handshake_done(c, code, why);
+	if (code != CH_OK)
+		return fail(err, err_len, code, "%s", why);
+	return CH_OK;
+}
+
+/* Fills the header fields of req (version, sender, a new request_id) and
+ * packs it into *plain (malloc'd, caller frees). */
+static int request_pack(ch_client *c, Chorus__Envelope *req, uint8_t **plain, size_t *plain_len,
+                        uint64_t *request_id, char *err, size_t err_len)
+{
+	pthread_mutex_lock(&c->sess_mu);
+	*request_id = ++c->request_id_last;
 	pthread_mutex_unlock(&c->sess_mu);
 	req->version = CH_PROTOCOL_VERSION;
 	req->sender.data = c->self_id;
 	req->sender.len = SEAL_ID_BYTES;
-	req->request_id = request_id;
+	req->request_id = *request_id;
 
-	size_t plain_len = chorus__envelope__get_packed_size(req);
-	if (plain_len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max)
+	size_t len = chorus__envelope__get_packed_size(req);
+	if (len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max)
 		return fail(err, err_len, CH_ERR_TOO_LARGE,
-		            "request of %zu bytes is over the frame cap of %zu bytes", plain_len,
+		            "request of %zu bytes is over the frame cap of %zu bytes", len,
 		            c->frame_bytes_max - SEAL_OVERHEAD_BYTES);
-	uint8_t *plain = malloc(plain_len > 0 ? plain_len : 1);
-	if (plain == NULL)
+	uint8_t *buf = malloc(len > 0 ? len : 1);
+	if (buf == NULL)
 		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
-	size_t packed = chorus__envelope__pack(req, plain);
-	assert(packed == plain_len);
+	size_t packed = chorus__envelope__pack(req, buf);
+	assert(packed == len);
 	(void)packed;
+	*plain = buf;
+	*plain_len = len;
+	return CH_OK;
+}
+
+/* One blocking request/reply within total_ms: packs req (see request_pack),
+ * seals, sends, handshakes first when there is no session yet, re-handshakes
+ * once on "unknown session", and returns the decoded reply envelope in
+ * *resp (caller frees). */
+static int request_sync(ch_client *c, Chorus__Envelope *req, uint32_t total_ms,
+                        Chorus__Envelope **resp, char *err, size_t err_len)
+{
+	*resp = NULL;
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	uint64_t request_id = 0;
+	int code = request_pack(c, req, &plain, &plain_len, &request_id, err, err_len);
+	if (code != CH_OK)
+		return code;
 
 	struct sync_slot *s = slot_take(c);
 	if (s == NULL) {
 		free(plain);
 		return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
 	}
-	uint32_t total_ms = total_ms_for(c, wait_ms);
 	nng_time deadline = nng_clock() + total_ms;
-	int code = CH_ERR_INTERNAL;
-	/* attempt 0, and attempt 1 after a re-handshake */
-	for (int attempt = 0; attempt < 2; attempt++) {
+	bool rehandshaken = false;
+	code = CH_ERR_INTERNAL;
+	/* At most: a first handshake, a send refused, a re-handshake, a resend. */
+	int step;
+	for (step = 0; step < 4; step++) {
 		nng_msg *msg = NULL;
 		uint64_t gen = 0;
 		code = frame_request(c, plain, plain_len, &msg, &gen);
+		if (code == NEED_SESSION) {
+			code = session_renew_sync(c, s, 0, deadline, total_ms, err, err_len);
+			if (code != CH_OK)
+				break;
+			code = CH_ERR_INTERNAL;
+			continue;
+		}
 		if (code != CH_OK) {
 			fail(err, err_len, code, "out of memory");
 			break;
@@ -623,7 +804,7 @@ static int call(ch_client *c, Chorus__Envelope *req, uint32_t wait_ms, Chorus__E
 		nng_msg_free(reply);
 		if (code != REPLY_REJECTED)
 			break;
-		if (attempt == 1) {
+		if (rehandshaken) {
 			/* refused again right after a fresh handshake */
 			char reason[CLIENT_ERR_BYTES];
 			snprintf(reason, sizeof reason, "%s", err != NULL ? err : "");
@@ -631,22 +812,31 @@ static int call(ch_client *c, Chorus__Envelope *req, uint32_t wait_ms, Chorus__E
 			            reason);
 			break;
 		}
-		/* The node lost our session (it restarted): handshake again. */
-		pthread_mutex_lock(&c->sess_mu);
-		bool stale = c->sess_gen != gen; /* someone already did */
-		pthread_mutex_unlock(&c->sess_mu);
-		if (!stale) {
-			code = handshake_sync(c, s, deadline, total_ms, gen, err, err_len);
-			if (code != CH_OK)
-				break;
-		}
+		/* The node lost our session (it restarted): handshake again,
+		 * unless someone already did since we sealed. */
+		rehandshaken = true;
+		code = session_renew_sync(c, s, gen, deadline, total_ms, err, err_len);
+		if (code != CH_OK)
+			break;
+		code = CH_ERR_INTERNAL;
 	}
 	slot_give(c, s);
 	free(plain);
 	assert(code <= 0);
+	assert(step < 4); /* every path above ends in a break */
+	if (step == 4)
+		code = fail(err, err_len, CH_ERR_INTERNAL, "request to %s: no outcome", c->addr);
 	if (code == CH_OK)
 		err_clear(err, err_len);
 	return code;
+}
+
+/* The public calls: the node may hold the request wait_ms; the client adds
+ * its own timeout on top. */
+static int call(ch_client *c, Chorus__Envelope *req, uint32_t wait_ms, Chorus__Envelope **resp,
+                char *err, size_t err_len)
+{
+	return request_sync(c, req, total_ms_for(c, wait_ms), resp, err, err_len);
 }
 
 /* Checks that the reply carries the body we asked for. */
@@ -681,19 +871,24 @@ static void client_free(ch_client *c)
 		}
 		free(c->sync_slots);
 	}
+	assert(c->hs_parked == NULL);
 	pthread_mutex_destroy(&c->sess_mu);
 	pthread_mutex_destroy(&c->pool_mu);
 	pthread_cond_destroy(&c->pool_cv);
+	pthread_cond_destroy(&c->hs_cv);
 	sodium_memzero(&c->keyring, sizeof c->keyring);
 	sodium_memzero(&c->sess, sizeof c->sess);
 	free(c);
 }
 
-int ch_client_connect(ch_client **out, const char *addr, const char *secret_file,
-                      const struct ch_client_options *opts, char *err, size_t err_len)
+/* Everything but the handshake: a client with no session (sess_gen 0)
+ * whose socket dials `addr` in the background. The secret comes from
+ * secret_file or, when it is NULL, from the 32 bytes at secret32. */
+static int client_open(ch_client **out, const char *addr, const char *secret_file,
+                       const uint8_t *secret32, const struct ch_client_options *opts,
+                       char *err, size_t err_len)
 {
-	if (out == NULL || addr == NULL || secret_file == NULL)
-		return fail(err, err_len, CH_ERR_INVALID, "address and secret file are required");
+	assert(out != NULL && addr != NULL && (secret_file == NULL) != (secret32 == NULL));
 	*out = NULL;
 	if (strlen(addr) >= CLIENT_ADDR_BYTES_MAX)
 		return fail(err, err_len, CH_ERR_INVALID, "address too long (max %u bytes)",
@@ -716,16 +911,25 @@ int ch_client_connect(ch_client **out, const char *addr, const char *secret_file
 	pthread_mutex_init(&c->sess_mu, NULL);
 	pthread_mutex_init(&c->pool_mu, NULL);
 	pthread_cond_init(&c->pool_cv, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->hs_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (c->frame_bytes_max < SEAL_OVERHEAD_BYTES + 64) {
 		client_free(c);
 		return fail(err, err_len, CH_ERR_INVALID, "frame_bytes_max too small");
 	}
 
-	char why[CLIENT_ERR_BYTES] = "";
-	if (seal_keyring_load(&c->keyring, secret_file, why, sizeof why) != 0) {
-		client_free(c);
-		return fail(err, err_len, CH_ERR_IO, "%s",
-		            why[0] != '\0' ? why : "cannot read the secret file");
+	if (secret_file != NULL) {
+		char why[CLIENT_ERR_BYTES] = "";
+		if (seal_keyring_load(&c->keyring, secret_file, why, sizeof why) != 0) {
+			client_free(c);
+			return fail(err, err_len, CH_ERR_IO, "%s",
+			            why[0] != '\0' ? why : "cannot read the secret file");
+		}
+	} else {
+		seal_keyring_init(&c->keyring, secret32);
 	}
 	randombytes_buf(c->self_id, sizeof c->self_id);
 
@@ -764,11 +968,25 @@ int ch_client_connect(ch_client **out, const char *addr, const char *secret_file
 		s->next_free = c->sync_free;
 		c->sync_free = s;
 	}
+	assert(c->sess_gen == 0 && !c->hs_busy);
+	*out = c;
+	return CH_OK;
+}
 
+int ch_client_connect(ch_client **out, const char *addr, const char *secret_file,
+                      const struct ch_client_options *opts, char *err, size_t err_len)
+{
+	if (out == NULL || addr == NULL || secret_file == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "address and secret file are required");
+	*out = NULL;
+	ch_client *c = NULL;
+	int code = client_open(&c, addr, secret_file, NULL, opts, err, err_len);
+	if (code != CH_OK)
+		return code;
 	struct sync_slot *s = slot_take(c);
 	assert(s != NULL);
 	uint32_t total_ms = c->timeout_ms;
-	int code = handshake_sync(c, s, nng_clock() + total_ms, total_ms, 0, err, err_len);
+	code = session_renew_sync(c, s, 0, nng_clock() + total_ms, total_ms, err, err_len);
 	slot_give(c, s);
 	if (code != CH_OK) {
 		nng_close(c->sock);
@@ -781,6 +999,24 @@ int ch_client_connect(ch_client **out, const char *addr, const char *secret_file
 	return CH_OK;
 }
 
+int chi_client_open_lazy(ch_client **out, const char *addr, const char *secret_file_or_null,
+                         const uint8_t *secret32_or_null, const struct ch_client_options *opts,
+                         char *err, size_t err_len)
+{
+	if (out == NULL || addr == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "out and address are required");
+	*out = NULL;
+	if ((secret_file_or_null == NULL) == (secret32_or_null == NULL))
+		return fail(err, err_len, CH_ERR_INVALID,
+		            "give either a secret file or the secret bytes, not %s",
+		            secret_file_or_null == NULL ? "neither" : "both");
+	int code = client_open(out, addr, secret_file_or_null, secret32_or_null, opts, err,
+	                       err_len);
+	if (code == CH_OK)
+		err_clear(err, err_len);
+	return code;
+}
+
 void ch_client_close(ch_client *c)
 {
 	if (c == NULL)
@@ -789,7 +1025,28 @@ void ch_client_close(ch_client *c)
 	c->closing = true;
 	pthread_cond_broadcast(&c->pool_cv);
 	pthread_mutex_unlock(&c->pool_mu);
-	/* Aborts every pending operation: async callbacks run with ECLOSED. */
+	/* Parked requests sleep on aios the socket does not know: wake each
+	 * (its callback finishes with CH_ERR_CLOSED); none parks after this. */
+	pthread_mutex_lock(&c->sess_mu);
+	c->sess_closing = true;
+	while (c->hs_parked != NULL) {
+		struct async_req *a = c->hs_parked;
+		c->hs_parked = a->next_parked;
+		a->next_parked = NULL;
+		a->parked = false;
+		nng_aio_abort(a->aio, NNG_ECLOSED);
+	}
+	pthread_cond_broadcast(&c->hs_cv);
+	pthread_mutex_unlock(&c->sess_mu);
+	/* Close the contexts before the socket: that empties req0's send queue
+	 * first. nng 1.5 can leak a request still queued for a pipe that is
+	 * closing with the socket. Each pending operation ends with ECLOSED. */
+	pthread_mutex_lock(&c->pool_mu);
+	for (struct async_req *a = c->async_all; a != NULL; a = a->next_all)
+		nng_ctx_close(a->ctx);
+	pthread_mutex_unlock(&c->pool_mu);
+	for (uint32_t i = 0; i < c->contexts_count; i++)
+		nng_ctx_close(c->sync_slots[i].ctx);
 	nng_close(c->sock);
 	pthread_mutex_lock(&c->pool_mu);
 	while (c->async_busy > 0)
@@ -1323,6 +1580,7 @@ int ch_map(ch_client *c, const char *handler, const void *const *payloads, const
 
 static void async_release(ch_client *c, struct async_req *a)
 {
+	assert(!a->parked && !a->initiating);
 	free(a->plain);
 	a->plain = NULL;
 	a->state = ASYNC_IDLE;
@@ -1337,11 +1595,12 @@ static void async_release(ch_client *c, struct async_req *a)
 	pthread_mutex_unlock(&c->pool_mu);
 }
 
-static void async_finish(struct async_req *a, int code, struct ch_result *r, const char *err)
+/* Ends a request: the completion owns reply; then the slot goes back. */
+static void async_finish(struct async_req *a, int code, Chorus__Envelope *reply, const char *err)
 {
 	ch_client *c = a->c;
-	assert((code == CH_OK) == (r != NULL));
-	a->cb(a->cb_arg, code, r, code == CH_OK ? "" : err);
+	assert((code == CH_OK) == (reply != NULL));
+	a->done(a, code, reply, code == CH_OK ? "" : (err != NULL ? err : ch_strerror(code)));
 	async_release(c, a);
 }
 
@@ -1353,17 +1612,117 @@ static void async_send(struct async_req *a, nng_msg *msg, enum async_state next)
 	nng_ctx_send(a->ctx, a->aio);
 }
 
-/* Reseals the request under the current session and sends it. */
-static void async_send_request(struct async_req *a)
+/* The steps below return CH_OK when an aio operation is under way (the
+ * callback will run again) or an error code with err filled and nothing
+ * pending. They never call the completion, so they are safe both in the
+ * callback and in the caller's thread (where an error means "not sent"). */
+static int async_need_session(struct async_req *a, uint64_t base_gen, char *err, size_t err_len);
+
+/* Reseals the request under the current session and sends it; with no
+ * session yet, joins or starts a handshake first. */
+static int async_send_request(struct async_req *a, char *err, size_t err_len)
 {
 	nng_msg *msg = NULL;
-	char err[CLIENT_ERR_BYTES];
-	if (frame_request(a->c, a->plain, a->plain_len, &msg, &a->gen) != CH_OK) {
-		snprintf(err, sizeof err, "out of memory");
-		async_finish(a, CH_ERR_NOMEM, NULL, err);
-		return;
-	}
+	int code = frame_request(a->c, a->plain, a->plain_len, &msg, &a->gen);
+	if (code == NEED_SESSION)
+		return async_need_session(a, 0, err, err_len);
+	if (code != CH_OK)
+		return fail(err, err_len, code, "out of memory");
 	async_send(a, msg, ASYNC_SEND_REQUEST);
+	return CH_OK;
+}
+
+/* Gets a session newer than base_gen: resends at once if there is one,
+ * parks the request if a handshake is in flight, else starts one on this
+ * request's context (HELLO, then WELCOME, then the request itself). */
+static int async_need_session(struct async_req *a, uint64_t base_gen, char *err, size_t err_len)
+{
+	ch_client *c = a->c;
+	pthread_mutex_lock(&c->sess_mu);
+	if (c->sess_closing) {
+		pthread_mutex_unlock(&c->sess_mu);
+		return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
+	}
+	if (c->sess_gen != base_gen) {
+		pthread_mutex_unlock(&c->sess_mu);
+		assert(c->sess_gen != 0); /* so this does not recurse again */
+		return async_send_request(a, err, err_len);
+	}
+	a->gen = base_gen;
+	if (c->hs_busy) {
+		/* Sleep (no thread held) until the deadline; handshake_done or
+		 * ch_client_close cuts the sleep short. Scheduled under sess_mu
+		 * so that neither can miss us. */
+		a->hs_seen = c->hs_done_count;
+		a->parked = true;
+		a->next_parked = c->hs_parked;
+		c->hs_parked = a;
+		a->state = ASYNC_WAIT_SESSION;
+		nng_aio_set_timeout(a->aio, NNG_DURATION_INFINITE);
+		nng_sleep_aio(remaining_ms(a->deadline), a->aio);
+		pthread_mutex_unlock(&c->sess_mu);
+		return CH_OK;
+	}
+	c->hs_busy = true;
+	pthread_mutex_unlock(&c->sess_mu);
+	a->initiating = true;
+	nng_msg *msg = NULL;
+	int code = hello_msg(c, &a->initiator, &msg, err, err_len);
+	if (code != CH_OK) {
+		a->initiating = false;
+		handshake_done(c, code, err);
+		return code;
+	}
+	async_send(a, msg, ASYNC_SEND_HELLO);
+	return CH_OK;
+}
+
+/* Takes a off the parked list if it is still there. Caller holds sess_mu. */
+static void async_unpark(ch_client *c, struct async_req *a)
+{
+	if (!a->parked)
+		return;
+	struct async_req **pp = &c->hs_parked;
+	while (*pp != a) {
+		assert(*pp != NULL);
+		pp = &(*pp)->next_parked;
+	}
+	*pp = a->next_parked;
+	a->next_parked = NULL;
+	a->parked = false;
+}
+
+/* A parked request wakes: a handshake ended, the client closes, or its
+ * deadline came. */
+static void async_on_wake(struct async_req *a, int rv)
+{
+	ch_client *c = a->c;
+	char err[CLIENT_ERR_BYTES] = "";
+	char hs_err[CLIENT_ERR_BYTES] = "";
+	pthread_mutex_lock(&c->sess_mu);
+	async_unpark(c, a);
+	bool closing = c->sess_closing;
+	bool renewed = c->sess_gen != a->gen;
+	bool hs_failed = !renewed && c->hs_done_count != a->hs_seen && c->hs_last_code < 0;
+	int hs_code = c->hs_last_code;
+	if (hs_failed)
+		snprintf(hs_err, sizeof hs_err, "%s", c->hs_last_err);
+	pthread_mutex_unlock(&c->sess_mu);
+
+	int code;
+	if (rv == NNG_ECLOSED || closing)
+		code = fail(err, sizeof err, CH_ERR_CLOSED, "client is closing");
+	else if (renewed)
+		code = async_send_request(a, err, sizeof err);
+	else if (nng_clock() >= a->deadline)
+		code = fail_no_answer(c, err, sizeof err, CH_ERR_UNREACHABLE, a->total_ms);
+	else if (hs_failed && !handshake_retryable(hs_code))
+		code = fail(err, sizeof err, hs_code, "%s", /* adopt the definite failure */
+		            hs_err[0] != '\0' ? hs_err : ch_strerror(hs_code));
+	else
+		code = async_need_session(a, a->gen, err, sizeof err); /* try again */
+	if (code != CH_OK)
+		async_finish(a, code, NULL, err);
 }
 
 static void async_on_reply(struct async_req *a, nng_msg *reply)
@@ -1377,43 +1736,17 @@ static void async_on_reply(struct async_req *a, nng_msg *reply)
 		if (a->rehandshaken) {
 			char why[CLIENT_ERR_BYTES];
 			snprintf(why, sizeof why, "%s", err);
-			fail(err, sizeof err, CH_ERR_AUTH, "%s refused the request: %s", c->addr, why);
-			async_finish(a, CH_ERR_AUTH, NULL, err);
-			return;
+			code = fail(err, sizeof err, CH_ERR_AUTH, "%s refused the request: %s",
+			            c->addr, why);
+		} else {
+			/* The node lost our session (it restarted): get a new one. */
+			a->rehandshaken = true;
+			code = async_need_session(a, a->gen, err, sizeof err);
+			if (code == CH_OK)
+				return;
 		}
-		a->rehandshaken = true;
-		pthread_mutex_lock(&c->sess_mu);
-		bool stale = c->sess_gen != a->gen;
-		pthread_mutex_unlock(&c->sess_mu);
-		if (stale) {
-			async_send_request(a);
-			return;
-		}
-		uint8_t *hello = NULL;
-		size_t hello_len = 0;
-		nng_msg *msg = NULL;
-		if (seal_hello_build(&a->initiator, &c->keyring, c->self_id, &hello, &hello_len) != 0 ||
-		    nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
-			free(hello);
-			if (msg != NULL)
-				nng_msg_free(msg);
-			async_finish(a, CH_ERR_NOMEM, NULL, "out of memory");
-			return;
-		}
-		free(hello);
-		async_send(a, msg, ASYNC_SEND_HELLO);
-		return;
 	}
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, err, sizeof err);
-	if (code != CH_OK) {
-		async_finish(a, code, NULL, err);
-		return;
-	}
-	struct ch_result *r = NULL;
-	code = result_of_submit(e->submit_resp, &r, err, sizeof err);
-	chorus__envelope__free_unpacked(e, NULL);
-	async_finish(a, code, r, err);
+	async_finish(a, code, code == CH_OK ? e : NULL, err);
 }
 
 /* The aio callback: one step of the async request's state machine. */
@@ -1422,12 +1755,16 @@ static void async_on_io(void *arg)
 	struct async_req *a = arg;
 	ch_client *c = a->c;
 	int rv = nng_aio_result(a->aio);
-	char err[CLIENT_ERR_BYTES];
+	char err[CLIENT_ERR_BYTES] = "";
 	enum async_state st = a->state;
+	if (st == ASYNC_WAIT_SESSION) {
+		async_on_wake(a, rv);
+		return;
+	}
+	int code;
 	if (rv != 0) {
 		if (st == ASYNC_SEND_REQUEST || st == ASYNC_SEND_HELLO)
 			nng_msg_free(nng_aio_get_msg(a->aio));
-		int code;
 		if (rv == NNG_ETIMEDOUT)
 			code = fail_no_answer(c, err, sizeof err,
 			                      st == ASYNC_RECV_REPLY ? CH_ERR_TIMEOUT
@@ -1436,7 +1773,11 @@ static void async_on_io(void *arg)
 		else
 			code = fail(err, sizeof err, nng_to_code(rv), "request to %s: %s", c->addr,
 			            nng_strerror(rv));
-		sodium_memzero(&a->initiator, sizeof a->initiator);
+		if (a->initiating) {
+			sodium_memzero(&a->initiator, sizeof a->initiator);
+			a->initiating = false;
+			handshake_done(c, code, err);
+		}
 		async_finish(a, code, NULL, err);
 		return;
 	}
@@ -1451,27 +1792,31 @@ static void async_on_io(void *arg)
 		async_on_reply(a, nng_aio_get_msg(a->aio));
 		return;
 	case ASYNC_RECV_WELCOME: {
+		assert(a->initiating);
 		nng_msg *reply = nng_aio_get_msg(a->aio);
-		int code = welcome_install(c, &a->initiator, reply, a->gen, err, sizeof err);
+		code = welcome_install(c, &a->initiator, reply, a->gen, err, sizeof err);
 		nng_msg_free(reply);
 		sodium_memzero(&a->initiator, sizeof a->initiator);
-		if (code != CH_OK) {
+		a->initiating = false;
+		handshake_done(c, code, err);
+		if (code == CH_OK)
+			code = async_send_request(a, err, sizeof err);
+		if (code != CH_OK)
 			async_finish(a, code, NULL, err);
-			return;
-		}
-		async_send_request(a);
 		return;
 	}
+	case ASYNC_WAIT_SESSION:
 	case ASYNC_IDLE:
 	default:
-		assert(!"async callback in idle state");
+		assert(!"async callback in an unexpected state");
 		return;
 	}
 }
 
-/* Takes an idle async slot, creating one while fewer than contexts exist;
- * waits (up to the client timeout) when all are in flight. */
-static int async_take(ch_client *c, struct async_req **out, char *err, size_t err_len)
+/* Takes an idle async slot, creating one while fewer than contexts exist.
+ * When all are in flight: waits up to the client timeout if `wait`, else
+ * fails at once with CH_ERR_FULL. */
+static int async_take(ch_client *c, bool wait, struct async_req **out, char *err, size_t err_len)
 {
 	nng_time deadline = nng_clock() + c->timeout_ms;
 	pthread_mutex_lock(&c->pool_mu);
@@ -1482,14 +1827,14 @@ static int async_take(ch_client *c, struct async_req **out, char *err, size_t er
 		}
 		if (c->async_free != NULL || c->async_count < c->contexts_count)
 			break;
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		nng_duration left = remaining_ms(deadline);
-		if (nng_clock() >= deadline) {
+		if (!wait || nng_clock() >= deadline) {
 			pthread_mutex_unlock(&c->pool_mu);
 			return fail(err, err_len, CH_ERR_FULL,
 			            "%u async requests already in flight", c->contexts_count);
 		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		nng_duration left = remaining_ms(deadline);
 		ts.tv_sec += left / 1000;
 		ts.tv_nsec += (long)(left % 1000) * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
@@ -1514,8 +1859,11 @@ static int async_take(ch_client *c, struct async_req **out, char *err, size_t er
 
 	a = calloc(1, sizeof *a);
 	int rv = a == NULL ? NNG_ENOMEM : nng_ctx_open(&a->ctx, c->sock);
-	if (rv == 0)
+	if (rv == 0) {
 		rv = nng_aio_alloc(&a->aio, async_on_io, a);
+		if (rv != 0)
+			nng_ctx_close(a->ctx);
+	}
 	if (rv != 0) {
 		free(a);
 		pthread_mutex_lock(&c->pool_mu);
@@ -1535,6 +1883,69 @@ static int async_take(ch_client *c, struct async_req **out, char *err, size_t er
 	return CH_OK;
 }
 
+/* Hands a slot back that never started (nothing pending on its aio). */
+static void async_abandon(ch_client *c, struct async_req *a)
+{
+	a->done = NULL;
+	async_release(c, a);
+}
+
+/* The one async path: packs env, takes a slot and starts the request.
+ * On CH_OK `done` will run exactly once; on an error it never runs. */
+static int async_start(ch_client *c, Chorus__Envelope *env, uint32_t total_ms, bool wait_for_slot,
+                       async_done_fn done, ch_result_cb result_cb, chi_reply_cb reply_cb,
+                       void *arg)
+{
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	uint64_t request_id = 0;
+	int code = request_pack(c, env, &plain, &plain_len, &request_id, NULL, 0);
+	if (code != CH_OK)
+		return code;
+	struct async_req *a = NULL;
+	code = async_take(c, wait_for_slot, &a, NULL, 0);
+	if (code != CH_OK) {
+		free(plain);
+		return code;
+	}
+	assert(a->state == ASYNC_IDLE && a->plain == NULL && !a->parked && !a->initiating);
+	a->plain = plain;
+	a->plain_len = plain_len;
+	a->request_id = request_id;
+	a->gen = 0;
+	a->hs_seen = 0;
+	a->rehandshaken = false;
+	a->total_ms = total_ms;
+	a->deadline = nng_clock() + total_ms;
+	a->done = done;
+	a->result_cb = result_cb;
+	a->reply_cb = reply_cb;
+	a->cb_arg = arg;
+	nng_ctx_set_ms(a->ctx, NNG_OPT_REQ_RESENDTIME, duration_ms((uint64_t)total_ms + 1000u));
+	/* From a CH_OK on, the callback owns the request and finishes it. */
+	char err[CLIENT_ERR_BYTES] = "";
+	code = async_send_request(a, err, sizeof err);
+	if (code != CH_OK)
+		async_abandon(c, a);
+	return code;
+}
+
+/* ch_submit_async's completion: a SubmitResp becomes a ch_result. */
+static void async_done_submit(struct async_req *a, int code, Chorus__Envelope *e, const char *err)
+{
+	char why[CLIENT_ERR_BYTES] = "";
+	struct ch_result *r = NULL;
+	if (code == CH_OK) {
+		code = expect_body(a->c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, why, sizeof why);
+		if (code == CH_OK) {
+			code = result_of_submit(e->submit_resp, &r, why, sizeof why);
+			chorus__envelope__free_unpacked(e, NULL);
+		}
+		err = code == CH_OK ? "" : why;
+	}
+	a->result_cb(a->cb_arg, code, r, err);
+}
+
 int ch_submit_async(ch_client *c, const char *handler, const void *payload, size_t payload_len,
                     const struct ch_task_opts *opts, uint32_t wait_ms, ch_result_cb cb, void *arg)
 {
@@ -1544,41 +1955,41 @@ int ch_submit_async(ch_client *c, const char *handler, const void *payload, size
 	int code = submit_msg_init(&m, handler, payload, payload_len, opts, wait_ms, NULL, 0);
 	if (code != CH_OK)
 		return code;
-	pthread_mutex_lock(&c->sess_mu);
-	uint64_t request_id = ++c->request_id_last;
-	pthread_mutex_unlock(&c->sess_mu);
-	m.env.version = CH_PROTOCOL_VERSION;
-	m.env.sender.data = c->self_id;
-	m.env.sender.len = SEAL_ID_BYTES;
-	m.env.request_id = request_id;
-	size_t plain_len = chorus__envelope__get_packed_size(&m.env);
-	if (plain_len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max)
-		return CH_ERR_TOO_LARGE;
-	uint8_t *plain = malloc(plain_len > 0 ? plain_len : 1);
-	if (plain == NULL)
-		return CH_ERR_NOMEM;
-	chorus__envelope__pack(&m.env, plain);
+	/* The public call keeps its contract: wait (up to the client timeout)
+	 * for a free slot rather than fail with CH_ERR_FULL. */
+	return async_start(c, &m.env, total_ms_for(c, wait_ms), true, async_done_submit, cb, NULL,
+	                   arg);
+}
 
-	struct async_req *a = NULL;
-	code = async_take(c, &a, NULL, 0);
-	if (code != CH_OK) {
-		free(plain);
-		return code;
-	}
-	assert(a->state == ASYNC_IDLE && a->plain == NULL);
-	a->plain = plain;
-	a->plain_len = plain_len;
-	a->request_id = request_id;
-	a->rehandshaken = false;
-	a->total_ms = total_ms_for(c, wait_ms);
-	a->deadline = nng_clock() + a->total_ms;
-	a->cb = cb;
-	a->cb_arg = arg;
-	nng_ctx_set_ms(a->ctx, NNG_OPT_REQ_RESENDTIME,
-	               duration_ms((uint64_t)a->total_ms + 1000u));
-	/* From here the callback owns the request and runs exactly once. */
-	async_send_request(a);
-	return CH_OK;
+/* ------------------------------------------------------------------ */
+/* internal API (client_internal.h)                                    */
+
+int chi_request(ch_client *c, Chorus__Envelope *env, uint32_t timeout_ms,
+                Chorus__Envelope **reply, char *err, size_t err_len)
+{
+	if (reply != NULL)
+		*reply = NULL;
+	if (c == NULL || env == NULL || reply == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client, envelope and reply are required");
+	if (env->body_case == CHORUS__ENVELOPE__BODY__NOT_SET)
+		return fail(err, err_len, CH_ERR_INVALID, "the envelope has no body");
+	return request_sync(c, env, timeout_ms > 0 ? timeout_ms : c->timeout_ms, reply, err,
+	                    err_len);
+}
+
+static void async_done_reply(struct async_req *a, int code, Chorus__Envelope *e, const char *err)
+{
+	a->reply_cb(a->cb_arg, code, e, err);
+}
+
+int chi_request_async(ch_client *c, Chorus__Envelope *env, uint32_t timeout_ms, chi_reply_cb cb,
+                      void *arg)
+{
+	if (c == NULL || env == NULL || cb == NULL ||
+	    env->body_case == CHORUS__ENVELOPE__BODY__NOT_SET)
+		return CH_ERR_INVALID;
+	return async_start(c, env, timeout_ms > 0 ? timeout_ms : c->timeout_ms, false,
+	                   async_done_reply, NULL, cb, arg);
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
 # Chorus's main job on embedded defaults: installs what is missing, builds,
-# starts a local node (fresh data dir, secret created by the node), runs a
-# fan-out of 1,000 sha256 tasks across its workers, shows the results and the
-# node's status, then stops the node with SIGTERM (a clean drain).
+# starts a local 3-node cluster (fresh data dirs, one shared secret, nodes 2
+# and 3 join through node 1), runs a fan-out of 1,000 sha256 tasks across it,
+# shows the results, who ran what and the cluster's status, then stops the
+# nodes with SIGTERM (each drains and leaves gracefully).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/deps.sh
 bash scripts/build.sh build
-port=${CHORUS_DEMO_PORT:-7400}
+base=${CHORUS_DEMO_PORT:-7400}
 data=$(mktemp -d /tmp/chorus-demo.XXXXXX)
-addr="tcp://127.0.0.1:$port"
-build/chorusd --data-dir "$data/node1" --listen "$addr" --name node1 2>"$data/node1.log" &
-pid=$!
-cleanup() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; echo "node log: $data/node1.log"; }
+secret="$data/secret"
+build/clusterctl keygen "$secret" >/dev/null
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  echo "node logs: $data/node*.log"
+}
 trap cleanup EXIT
-ctl() { build/clusterctl -a "$addr" -k "$data/node1/secret" "$@"; }
-# wait (with a deadline) for the node to create its secret and answer
+seed="tcp://127.0.0.1:$base"
+for i in 1 2 3; do
+  addr="tcp://127.0.0.1:$((base + i - 1))"
+  seeds=(); [ "$i" -gt 1 ] && seeds=(--seeds "$seed")
+  build/chorusd --name "node$i" --data-dir "$data/node$i" --listen "$addr" --secret "$secret" \
+    --gossip-period 200ms "${seeds[@]}" 2>"$data/node$i.log" &
+  pids+=($!)
+done
+ctl() { build/clusterctl -a "$seed" -k "$secret" "$@"; }
+# wait (with a deadline) until node1 sees all three members alive
 for _ in $(seq 1 100); do
-  [ -f "$data/node1/secret" ] && ctl --timeout 1s status >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { cat "$data/node1.log"; exit 1; }
+  n=$(ctl --timeout 1s --json members 2>/dev/null | grep -o '"state": *"alive"' | wc -l || true)
+  [ "$n" -ge 3 ] && break
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { cat "$data"/node*.log; exit 1; }; done
   sleep 0.1
 done
-echo "== node is up at $addr (data: $data/node1)"
+echo "== a 3-node cluster is up (data: $data)"
+ctl members
 echo "== submit one task and wait for it"
 ctl submit echo "hello, chorus" --wait
-echo "== fan-out: 1,000 sha256 tasks, results in input order (first 5 shown)"
+echo
+echo "== fan-out: 1,000 sha256 tasks across the cluster, results in input order (first 5 shown)"
 seq 1 1000 | sed 's/^/payload-/' > "$data/payloads.txt"
 time ctl submit sha256 --fanout "$data/payloads.txt" > "$data/results.txt"
 head -5 "$data/results.txt"
 echo "   ... $(grep -c succeeded "$data/results.txt") of 1000 succeeded"
-echo "== status"
+echo "== who ran them"
+ctl --json tasks --limit 1000 | grep -o '"node": *"[^"]*"' | sort | uniq -c
+echo "== status of node1"
 ctl status

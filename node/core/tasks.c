@@ -719,7 +719,9 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 			int rc = ts->fx.dispatch(ts->fx.ctx, t);
 			if (rc > 0) {
 				t->state = TASK_QUEUED;
-				finish(ts, t, TASK_FAILED, "not dispatchable: no worker can take this job",
+				/* the shell may have said why in t->error */
+				finish(ts, t, TASK_FAILED,
+				       t->error ? NULL : "not dispatchable: no worker can take this job",
 				       now_ms);
 				continue;
 			}
@@ -1013,6 +1015,17 @@ void tasks_release_final(struct tasks *ts)
 		}
 		t = n;
 	}
+}
+
+const struct task *tasks_find_origin(const struct tasks *ts, const uint8_t origin[16],
+                                     uint64_t origin_task)
+{
+	for (uint64_t i = 0; i < ts->bucket_count; i++)
+		for (const struct task *t = ts->buckets[i]; t; t = t->hnext)
+			if (t->ephemeral && t->origin_task == origin_task &&
+			    !task_state_is_final(t->state) && memcmp(t->origin, origin, 16) == 0)
+				return t;
+	return NULL;
 }
 
 const struct task *tasks_get(const struct tasks *ts, uint64_t id)

@@ -121,8 +121,10 @@ struct tasks_effects {
 	void *ctx;
 	/* Hand the task to a worker of t->pool. Return 0 if taken, -1 if the
 	 * pool has no free slot (the task stays queued, at the head), 1 if no
-	 * worker can ever take it (the task fails with "not dispatchable"). */
+	 * worker can ever take it (the task fails with t->error if the effect
+	 * set it, else "not dispatchable"). */
 	int (*dispatch)(void *ctx, struct task *t);
+	/* (set t->error with malloc'd text before returning 1, or leave it) */
 	/* Kill the worker running t (timeout or cancel). The worker's exit is
 	 * reported back through tasks_on_worker_lost(). */
 	void (*kill)(void *ctx, const struct task *t);
@@ -224,6 +226,11 @@ uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, uint64_t now_ms
 
 /* Frees final tasks that have been persisted (the caller committed). */
 void tasks_release_final(struct tasks *ts);
+
+/* The unfinished ephemeral task a coordinator placed here under its own
+ * task id, or NULL. Scans the table (cancels are rare). */
+const struct task *tasks_find_origin(const struct tasks *ts, const uint8_t origin[16],
+                                     uint64_t origin_task);
 
 /* Look-ups: NULL when not held. */
 const struct task *tasks_get(const struct tasks *ts, uint64_t id);

@@ -44,6 +44,7 @@
 #include "chorus.h"
 #include "config.h"
 #include "core/tasks.h"
+#include "io/cluster.h"
 #include "io/log.h"
 #include "io/store.h"
 #include "io/workers.h"
@@ -167,6 +168,11 @@ struct server {
 	uint64_t drain_deadline_ms;
 	uint64_t next_purge_ms;
 	uint64_t now_ms; /* wall clock read once per loop iteration */
+
+	struct cluster *cluster;
+	uint32_t incarnation_saved;
+	int leaving;
+	uint64_t leave_deadline_ms;
 };
 
 static uint64_t wall_ms(void)
@@ -856,6 +862,21 @@ static void handle_submit(struct req *q, const Chorus__SubmitReq *m)
 		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
+	if (m->origin.len) {
+		/* placed here by a coordinator: run once, journal nothing, the
+		 * coordinator owns the task and its restart policy */
+		if (m->origin.len != SEAL_ID_BYTES) {
+			task_free(t);
+			reply_error(srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_INVALID,
+			            "origin must be a 16-byte node id");
+			return;
+		}
+		t->ephemeral = 1;
+		memcpy(t->origin, m->origin.data, SEAL_ID_BYTES);
+		t->origin_task = m->origin_task;
+		t->opts.restart = TASK_RESTART_TEMPORARY;
+		t->opts.max_attempts = 1;
+	}
 	uint64_t id = 0;
 	rc = tasks_submit(srv->tasks, t, srv->now_ms, &id);
 	if (rc) {
@@ -972,6 +993,11 @@ static void handle_cancel(struct req *q, const Chorus__CancelReq *m)
 	struct server *srv = q->srv;
 	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
 	uint64_t now = srv->now_ms;
+	if (m->origin.len == SEAL_ID_BYTES) {
+		const struct task *t = tasks_find_origin(srv->tasks, m->origin.data, m->origin_task);
+		if (t && tasks_cancel(srv->tasks, t->id, now) == 0)
+			cr.cancelled = 1;
+	}
 	if (m->batch_id) {
 		if (!tasks_get_batch(srv->tasks, m->batch_id)) {
 			struct batch b;
@@ -1142,10 +1168,56 @@ static void handle_status(struct req *q)
 	st.n_handlers = srv->reg.count;
 	st.handlers = hn;
 
+	Chorus__MemberInfo **members = NULL;
+	size_t member_count = 0;
+	if (cluster_members(srv->cluster, &members, &member_count) == 0) {
+		st.n_members = member_count;
+		st.members = members;
+	}
+	st.n_tags = srv->cfg->tag_count;
+	st.tags = (char **)srv->cfg->tags;
+
 	Chorus__Envelope env;
 	envelope_init(srv, &env, q->request_id);
 	env.body_case = CHORUS__ENVELOPE__BODY_STATUS_RESP;
 	env.status_resp = &st;
+	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	cluster_members_free(members, member_count);
+}
+
+static void handle_members(struct req *q)
+{
+	struct server *srv = q->srv;
+	Chorus__MembersResp mr = CHORUS__MEMBERS_RESP__INIT;
+	Chorus__MemberInfo **members = NULL;
+	size_t n = 0;
+	if (cluster_members(srv->cluster, &members, &n) != 0) {
+		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	mr.n_members = n;
+	mr.members = members;
+	Chorus__Envelope env;
+	envelope_init(srv, &env, q->request_id);
+	env.body_case = CHORUS__ENVELOPE__BODY_MEMBERS_RESP;
+	env.members_resp = &mr;
+	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	cluster_members_free(members, n);
+}
+
+static void handle_gossip(struct req *q, const Chorus__Gossip *g)
+{
+	struct server *srv = q->srv;
+	int rc = cluster_on_gossip(srv->cluster, g, srv->now_ms);
+	if (rc) {
+		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, rc, "malformed gossip");
+		return;
+	}
+	Chorus__GossipAck ack = CHORUS__GOSSIP_ACK__INIT;
+	Chorus__Envelope env;
+	envelope_init(srv, &env, q->request_id);
+	env.body_case = CHORUS__ENVELOPE__BODY_GOSSIP_ACK;
+	env.gossip_ack = &ack;
 	reply_env(srv, q->sl, q->sess, q->counter, &env);
 }
 
@@ -1267,6 +1339,8 @@ static void handle_data(struct server *srv, struct slot *sl, nng_msg *msg, uint6
 	case CHORUS__ENVELOPE__BODY_CANCEL: handle_cancel(&q, env->cancel); break;
 	case CHORUS__ENVELOPE__BODY_LIST: handle_list(&q, env->list); break;
 	case CHORUS__ENVELOPE__BODY_STATUS: handle_status(&q); break;
+	case CHORUS__ENVELOPE__BODY_MEMBERS: handle_members(&q); break;
+	case CHORUS__ENVELOPE__BODY_GOSSIP: handle_gossip(&q, env->gossip); break;
 	default:
 		refuse(srv, msg, SEAL_MALFORMED, len);
 		reply_error(srv, sl, sess, counter, env->request_id, CH_ERR_PROTOCOL,
@@ -1316,9 +1390,27 @@ static void handle_slot(struct server *srv, struct slot *sl)
 
 /* ---- core effects and worker events ---- */
 
+static uint32_t local_capacity(const struct server *srv)
+{
+	return srv->cfg->workers * srv->cfg->prefetch;
+}
+
 static int fx_dispatch(void *ctx, struct task *t)
 {
 	struct server *srv = ctx;
+	/* Fan-out tasks and tasks that require tags go wherever placement
+	 * says; single tasks, tasks of named pools and tasks placed here by
+	 * another coordinator run here. */
+	if (!t->ephemeral && t->pool == 0 && (t->batch_id || t->require_count)) {
+		uint32_t held = local_capacity(srv) - workers_free_slots(srv->workers, 0);
+		int where = cluster_place(srv->cluster, t, held, srv->now_ms);
+		if (where == 1)
+			return 0;
+		if (where == 2)
+			return 1;
+		if (where < 0)
+			return -1;
+	}
 	struct workers_job job = {
 		.task_id = t->id,
 		.handler = t->handler,
@@ -1338,6 +1430,10 @@ static int fx_dispatch(void *ctx, struct task *t)
 static void fx_kill(void *ctx, const struct task *t)
 {
 	struct server *srv = ctx;
+	if (cluster_placed_remotely(srv->cluster, t->id)) {
+		cluster_kill(srv->cluster, t);
+		return;
+	}
 	if (workers_kill_task(srv->workers, t->id) != 0)
 		log_warn("tasks", "task %" PRIu64 ": no worker holds it to kill", t->id);
 }
@@ -1566,6 +1662,55 @@ static int workers_setup(struct server *srv, char *err, size_t err_len)
 	return workers_start(&srv->workers, &wc, &srv->reg, &ev, err, err_len);
 }
 
+static void server_wake(void *arg)
+{
+	struct server *srv = arg;
+	uint64_t one = 1;
+	ssize_t n = write(srv->wake_fd, &one, sizeof(one));
+	(void)n;
+}
+
+/* Membership: a restarted node comes back with an incarnation above any it
+ * used before (SWIM §4.2: only the member raises its own incarnation). */
+static int cluster_setup(struct server *srv, char *err, size_t err_len)
+{
+	const struct config *cfg = srv->cfg;
+	char v[32];
+	uint32_t inc = 0;
+	if (store_meta_get(srv->store, "incarnation", v, sizeof(v)) == 0)
+		inc = (uint32_t)strtoul(v, NULL, 10);
+	inc++;
+	snprintf(v, sizeof(v), "%u", inc);
+	if (store_begin(srv->store) != 0 || store_meta_put(srv->store, "incarnation", v) != 0 ||
+	    store_commit(srv->store) != 0) {
+		snprintf(err, err_len, "cannot record the incarnation");
+		return -1;
+	}
+	srv->incarnation_saved = inc;
+	uint64_t seed;
+	randombytes_buf(&seed, sizeof(seed));
+	struct cluster_config cc = {
+		.node_id = srv->node_id,
+		.name = cfg->name,
+		.addr = cfg->advertise[0] ? cfg->advertise : cfg->listen,
+		.tags = (const char *const *)cfg->tags,
+		.tag_count = cfg->tag_count,
+		.seeds = (const char *const *)cfg->seeds,
+		.seed_count = cfg->seed_count,
+		.secret = srv->kr.secret,
+		.capacity = local_capacity(srv),
+		.incarnation = inc,
+		.seed = seed,
+		.period_ms = cfg->gossip_period_ms,
+		.probe_timeout_ms = cfg->probe_timeout_ms,
+		.reap_after_ms = cfg->reap_after_ms,
+		.frame_bytes_max = cfg->frame_bytes_max,
+		.wake = server_wake,
+		.wake_arg = srv,
+	};
+	return cluster_start(&srv->cluster, &cc, wall_ms(), err, err_len);
+}
+
 static int signals_setup(struct server *srv)
 {
 	sigset_t set;
@@ -1612,6 +1757,9 @@ static int loop(struct server *srv)
 		uint64_t wn = waiters_next_deadline(srv);
 		if (wn < next)
 			next = wn;
+		uint64_t cn = cluster_next_deadline(srv->cluster);
+		if (cn < next)
+			next = cn;
 		int timeout = 100; /* worker restarts, purge, drain checks */
 		if (next <= now)
 			timeout = 0;
@@ -1652,6 +1800,14 @@ static int loop(struct server *srv)
 		if (chld)
 			workers_reap(srv->workers);
 		workers_tick(srv->workers, workers_now_ms());
+		cluster_tick(srv->cluster, srv->tasks, workers_jobs_held(srv->workers), now);
+		uint32_t inc = cluster_incarnation(srv->cluster);
+		if (inc != srv->incarnation_saved) {
+			char v[16];
+			snprintf(v, sizeof(v), "%u", inc);
+			if (store_meta_put(srv->store, "incarnation", v) == 0)
+				srv->incarnation_saved = inc;
+		}
 		tasks_tick(srv->tasks, now);
 		tasks_pump(srv->tasks, now);
 		(void)commit_and_answer(srv, now);
@@ -1671,20 +1827,28 @@ static int loop(struct server *srv)
 		if (srv->draining) {
 			struct tasks_counters c;
 			tasks_counters(srv->tasks, &c);
-			if (c.running == 0 || now >= srv->drain_deadline_ms) {
+			if (!srv->leaving && (c.running == 0 || now >= srv->drain_deadline_ms)) {
 				if (c.running)
 					log_warn("node", "grace period over: %" PRIu64
 					                 " running task(s) will follow their restart policy at "
 					                 "next start",
 					         c.running);
-				return 0;
+				/* tell the cluster we leave (others mark us left,
+				 * not dead), then go */
+				srv->leaving = 1;
+				srv->leave_deadline_ms = now + 2000;
+				cluster_leave(srv->cluster, now);
 			}
+			if (srv->leaving &&
+			    (cluster_leave_done(srv->cluster) || now >= srv->leave_deadline_ms))
+				return 0;
 		}
 	}
 }
 
 static void server_free(struct server *srv)
 {
+	cluster_stop(srv->cluster);
 	if (srv->workers)
 		workers_stop(srv->workers, 1000);
 	nng_close(srv->sock);
@@ -1810,9 +1974,13 @@ int server_run(const struct config *cfg)
 	if (!srv->tasks)
 		goto out;
 
-	/* Workers fork before the listener starts nng's threads. */
+	/* Workers fork before the listener and the links start nng's threads. */
 	if (workers_setup(srv, err, sizeof(err)) != 0) {
 		log_error("workers", "%s", err);
+		goto out;
+	}
+	if (cluster_setup(srv, err, sizeof(err)) != 0) {
+		log_error("cluster", "%s", err);
 		goto out;
 	}
 

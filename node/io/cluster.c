@@ -1,0 +1,874 @@
+/*
+ * cluster.c - membership over sealed links and remote placement (see
+ * cluster.h).
+ *
+ * Subtle parts:
+ *  - SWIM effects run inside swim_* calls, which must not be re-entered:
+ *    member deaths are only noted there (dead[]) and acted on in
+ *    cluster_tick, where tasks placed on the dead member end `lost` (temporary)
+ *    or go back to the queue (transient: placed again elsewhere).
+ *  - A completion can arrive after its attempt was already given up (the
+ *    member was declared dead, the task was cancelled): each placement is
+ *    keyed by (task id, attempt) and a late completion that matches none is
+ *    dropped, so no task is reported twice.
+ *  - Links are libchorus clients opened lazily: a peer that is down costs a
+ *    request that times out, never a blocked loop.
+ */
+#include "io/cluster.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "chorus.h"
+#include "client_internal.h"
+#include "core/placement.h"
+#include "core/swim.h"
+#include "core/tasks.h"
+#include "io/log.h"
+
+#define LINKS_MAX 1024
+#define LINK_CONTEXTS 256
+#define PLACED_BUCKETS 4096
+#define DEAD_PENDING_MAX 256
+#define STATES_MAX 16384
+#define RUN_WAIT_MS_MAX (24u * 3600u * 1000u)
+#define RUN_EXTRA_MS 10000u
+#define LINK_IDLE_MS 60000u
+
+struct link {
+	char addr[SWIM_ADDR_BYTES_MAX];
+	ch_client *cli;
+	uint32_t inflight;     /* tasks placed there, not back */
+	uint64_t last_used_ms;
+};
+
+struct placed {
+	uint64_t task_id;
+	uint32_t attempt;
+	uint32_t link;
+	uint8_t member[SWIM_ID_BYTES];
+	char member_name[SWIM_NAME_BYTES_MAX];
+	struct placed *next;
+};
+
+struct completion {
+	uint64_t task_id;
+	uint32_t attempt;
+	int code;
+	char err[256];
+	Chorus__Envelope *reply;
+	struct completion *next;
+};
+
+struct run_arg {
+	struct cluster *c;
+	uint64_t task_id;
+	uint32_t attempt;
+};
+
+struct cluster {
+	struct swim *swim;
+	uint8_t node_id[SWIM_ID_BYTES];
+	uint8_t secret[32];
+	char name[SWIM_NAME_BYTES_MAX];
+	char *tags[SWIM_TAGS_MAX + 1];
+	uint32_t tag_count;
+	char *seeds[SWIM_SEEDS_MAX];
+	uint32_t seed_count;
+	uint32_t capacity;
+	uint32_t period_ms;
+	size_t frame_bytes_max;
+	void (*wake)(void *);
+	void *wake_arg;
+
+	struct link links[LINKS_MAX];
+	uint32_t link_count;
+
+	struct placed *placed[PLACED_BUCKETS];
+	uint64_t placed_count;
+
+	pthread_mutex_t mu; /* completions, from nng threads */
+	struct completion *done_head, *done_tail;
+
+	uint8_t dead[DEAD_PENDING_MAX][SWIM_ID_BYTES];
+	uint32_t dead_count;
+	int dead_overflow;
+
+	uint64_t rng;
+	uint32_t last_load;
+	uint64_t next_meta_ms, next_link_sweep_ms, next_join_log_ms;
+	int joined_logged;
+
+	struct placement_candidate *cand;
+	const struct swim_member **cand_member;
+	uint32_t cand_cap;
+};
+
+/* ---- links ---- */
+
+static int link_find(const struct cluster *c, const char *addr)
+{
+	for (uint32_t i = 0; i < c->link_count; i++)
+		if (strcmp(c->links[i].addr, addr) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int link_get(struct cluster *c, const char *addr, uint64_t now_ms)
+{
+	int i = link_find(c, addr);
+	if (i >= 0) {
+		c->links[i].last_used_ms = now_ms;
+		return i;
+	}
+	if (c->link_count >= LINKS_MAX || strlen(addr) >= SWIM_ADDR_BYTES_MAX)
+		return -1;
+	struct ch_client_options o = {
+		.timeout_ms = 2000,
+		.contexts = LINK_CONTEXTS,
+		.frame_bytes_max = c->frame_bytes_max,
+	};
+	char err[256];
+	struct link *l = &c->links[c->link_count];
+	memset(l, 0, sizeof(*l));
+	if (chi_client_open_lazy(&l->cli, addr, NULL, c->secret, &o, err, sizeof(err)) != 0) {
+		log_limited(LOG_WARN, "cluster", addr, 10000, "cannot open a link to %s: %s", addr, err);
+		return -1;
+	}
+	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	l->last_used_ms = now_ms;
+	return (int)c->link_count++;
+}
+
+static void link_close(struct cluster *c, uint32_t i)
+{
+	assert(i < c->link_count);
+	ch_client_close(c->links[i].cli);
+	/* keep indexes of placements valid: only links with nothing placed
+	 * are closed, and the last link moves into the hole */
+	assert(c->links[i].inflight == 0);
+	uint32_t last = c->link_count - 1;
+	if (i != last) {
+		c->links[i] = c->links[last];
+		for (uint32_t b = 0; b < PLACED_BUCKETS; b++)
+			for (struct placed *p = c->placed[b]; p; p = p->next)
+				if (p->link == last)
+					p->link = i;
+	}
+	c->link_count--;
+}
+
+/* ---- SWIM messages <-> protobuf ---- */
+
+static void update_to_pb(Chorus__SwimUpdate *pu, const struct swim_update *u)
+{
+	chorus__swim_update__init(pu);
+	pu->id.data = (uint8_t *)u->id;
+	pu->id.len = SWIM_ID_BYTES;
+	pu->from.data = (uint8_t *)u->from;
+	pu->from.len = SWIM_ID_BYTES;
+	pu->incarnation = u->incarnation;
+	pu->state = u->state;
+	pu->proto_version = u->proto_version;
+	pu->capacity = u->capacity;
+	pu->load = u->load;
+	pu->name = (char *)(u->name ? u->name : "");
+	pu->addr = (char *)(u->addr ? u->addr : "");
+	pu->n_tags = u->tag_count;
+	pu->tags = (char **)u->tags;
+}
+
+static int update_from_pb(struct swim_update *u, const Chorus__SwimUpdate *pu)
+{
+	memset(u, 0, sizeof(*u));
+	if (pu->id.len != SWIM_ID_BYTES || (pu->from.len != 0 && pu->from.len != SWIM_ID_BYTES) ||
+	    pu->n_tags > SWIM_TAGS_MAX || pu->state > SWIM_LEFT || pu->proto_version > UINT16_MAX)
+		return -1;
+	memcpy(u->id, pu->id.data, SWIM_ID_BYTES);
+	if (pu->from.len)
+		memcpy(u->from, pu->from.data, SWIM_ID_BYTES);
+	u->incarnation = pu->incarnation;
+	u->state = (uint8_t)pu->state;
+	u->proto_version = (uint16_t)pu->proto_version;
+	u->capacity = pu->capacity;
+	u->load = pu->load;
+	u->name = pu->name;
+	u->addr = pu->addr;
+	u->tag_count = (uint8_t)pu->n_tags;
+	u->tags = (const char *const *)pu->tags;
+	return 0;
+}
+
+static void gossip_reply_cb(void *arg, int code, Chorus__Envelope *reply, const char *err)
+{
+	(void)arg;
+	(void)code;
+	(void)err;
+	if (reply)
+		chorus__envelope__free_unpacked(reply, NULL);
+}
+
+static void fx_send(void *ctx, const char *addr, const struct swim_msg *m)
+{
+	struct cluster *c = ctx;
+	int li = link_get(c, addr, 0);
+	if (li < 0)
+		return;
+	Chorus__SwimUpdate ups[SWIM_PIGGYBACK_MAX];
+	Chorus__SwimUpdate *upp[SWIM_PIGGYBACK_MAX];
+	for (uint32_t i = 0; i < m->update_count && i < SWIM_PIGGYBACK_MAX; i++) {
+		update_to_pb(&ups[i], &m->updates[i]);
+		upp[i] = &ups[i];
+	}
+	Chorus__SwimUpdate *sts = NULL;
+	Chorus__SwimUpdate **stp = NULL;
+	if (m->state_count) {
+		sts = calloc(m->state_count, sizeof(*sts));
+		stp = calloc(m->state_count, sizeof(*stp));
+		if (!sts || !stp) {
+			free(sts);
+			free(stp);
+			return;
+		}
+		for (uint32_t i = 0; i < m->state_count; i++) {
+			update_to_pb(&sts[i], &m->states[i]);
+			stp[i] = &sts[i];
+		}
+	}
+	Chorus__Gossip g = CHORUS__GOSSIP__INIT;
+	g.type = m->type;
+	g.proto_version = m->proto_version;
+	g.seq = m->seq;
+	g.from.data = (uint8_t *)m->from;
+	g.from.len = SWIM_ID_BYTES;
+	g.from_addr = (char *)(m->from_addr ? m->from_addr : "");
+	g.target.data = (uint8_t *)m->target;
+	g.target.len = SWIM_ID_BYTES;
+	g.target_addr = (char *)(m->target_addr ? m->target_addr : "");
+	g.join = m->join;
+	g.n_updates = m->update_count;
+	g.updates = upp;
+	g.n_states = m->state_count;
+	g.states = stp;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_GOSSIP;
+	env.gossip = &g;
+	uint32_t timeout = c->period_ms * 2 > 1000 ? c->period_ms * 2 : 1000;
+	(void)chi_request_async(c->links[li].cli, &env, timeout, gossip_reply_cb, NULL);
+	free(sts);
+	free(stp);
+}
+
+static void fx_event(void *ctx, int event, const struct swim_member *m, int old_state)
+{
+	struct cluster *c = ctx;
+	char hex[SWIM_ID_BYTES * 2 + 1];
+	sodium_bin2hex(hex, sizeof(hex), m->id, 8);
+	switch (event) {
+	case SWIM_EV_JOIN:
+		log_info("cluster", "member %s (%s) joined at %s", m->name, hex, m->addr);
+		break;
+	case SWIM_EV_STATE:
+		log_msg(m->state == SWIM_ALIVE || m->state == SWIM_LEFT ? LOG_INFO : LOG_WARN,
+		        "cluster", "member %s (%s) %s -> %s", m->name, hex, swim_state_name(old_state),
+		        swim_state_name(m->state));
+		break;
+	case SWIM_EV_REAP:
+		log_info("cluster", "member %s (%s) forgotten", m->name, hex);
+		break;
+	default:
+		return;
+	}
+	if ((event == SWIM_EV_STATE && (m->state == SWIM_DEAD || m->state == SWIM_LEFT)) ||
+	    event == SWIM_EV_REAP) {
+		if (c->dead_count < DEAD_PENDING_MAX)
+			memcpy(c->dead[c->dead_count++], m->id, SWIM_ID_BYTES);
+		else
+			c->dead_overflow = 1;
+	}
+}
+
+int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, uint64_t now_ms)
+{
+	if (g->from.len != SWIM_ID_BYTES || (g->target.len != 0 && g->target.len != SWIM_ID_BYTES) ||
+	    g->n_updates > SWIM_PIGGYBACK_MAX || g->n_states > STATES_MAX || g->type > 255 ||
+	    g->proto_version > UINT16_MAX)
+		return CH_ERR_PROTOCOL;
+	struct swim_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = (uint8_t)g->type;
+	m.proto_version = (uint16_t)g->proto_version;
+	m.seq = g->seq;
+	memcpy(m.from, g->from.data, SWIM_ID_BYTES);
+	m.from_addr = g->from_addr;
+	if (g->target.len)
+		memcpy(m.target, g->target.data, SWIM_ID_BYTES);
+	m.target_addr = g->target_addr;
+	m.join = g->join ? 1 : 0;
+	m.update_count = (uint32_t)g->n_updates;
+	for (size_t i = 0; i < g->n_updates; i++)
+		if (update_from_pb(&m.updates[i], g->updates[i]) != 0)
+			return CH_ERR_PROTOCOL;
+	struct swim_update *states = NULL;
+	if (g->n_states) {
+		states = calloc(g->n_states, sizeof(*states));
+		if (!states)
+			return CH_ERR_NOMEM;
+		for (size_t i = 0; i < g->n_states; i++) {
+			if (update_from_pb(&states[i], g->states[i]) != 0) {
+				free(states);
+				return CH_ERR_PROTOCOL;
+			}
+		}
+		m.state_count = (uint32_t)g->n_states;
+		m.states = states;
+	}
+	int rc = swim_on_message(c->swim, now_ms, &m);
+	free(states);
+	if (rc != 0)
+		log_limited(LOG_WARN, "cluster", "bad-gossip", 10000, "refused a malformed gossip message");
+	return rc;
+}
+
+/* ---- placement ---- */
+
+static struct placed **placed_slot(struct cluster *c, uint64_t task_id)
+{
+	struct placed **pp = &c->placed[(task_id * 0x9E3779B97F4A7C15ULL) >> 52];
+	while (*pp && (*pp)->task_id != task_id)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+int cluster_placed_remotely(const struct cluster *c, uint64_t task_id)
+{
+	return *placed_slot((struct cluster *)c, task_id) != NULL;
+}
+
+static void run_reply_cb(void *arg, int code, Chorus__Envelope *reply, const char *err)
+{
+	struct run_arg *ra = arg;
+	struct cluster *c = ra->c;
+	struct completion *d = calloc(1, sizeof(*d));
+	if (!d) {
+		/* the attempt is given up when its member is seen dead, or by
+		 * its timeout: nothing better to do without memory */
+		if (reply)
+			chorus__envelope__free_unpacked(reply, NULL);
+		free(ra);
+		return;
+	}
+	d->task_id = ra->task_id;
+	d->attempt = ra->attempt;
+	d->code = code;
+	d->reply = reply;
+	snprintf(d->err, sizeof(d->err), "%s", err ? err : "");
+	free(ra);
+	pthread_mutex_lock(&c->mu);
+	if (c->done_tail)
+		c->done_tail->next = d;
+	else
+		c->done_head = d;
+	c->done_tail = d;
+	pthread_mutex_unlock(&c->mu);
+	c->wake(c->wake_arg);
+}
+
+static int ensure_candidates(struct cluster *c, uint32_t n)
+{
+	if (n <= c->cand_cap)
+		return 0;
+	uint32_t cap = n < 16 ? 16 : n * 2;
+	struct placement_candidate *nc = realloc(c->cand, cap * sizeof(*nc));
+	if (!nc)
+		return -1;
+	c->cand = nc;
+	const struct swim_member **nm = realloc((void *)c->cand_member, cap * sizeof(*nm));
+	if (!nm)
+		return -1;
+	c->cand_member = nm;
+	c->cand_cap = cap;
+	return 0;
+}
+
+static char *tags_text(char *const *tags, uint32_t n)
+{
+	size_t len = 1;
+	for (uint32_t i = 0; i < n; i++)
+		len += strlen(tags[i]) + 2;
+	char *s = malloc(len);
+	if (!s)
+		return NULL;
+	s[0] = '\0';
+	for (uint32_t i = 0; i < n; i++) {
+		if (i)
+			strcat(s, ", ");
+		strcat(s, tags[i]);
+	}
+	return s;
+}
+
+static int send_run(struct cluster *c, struct task *t, const struct swim_member *m, int li)
+{
+	Chorus__TaskOptions o = CHORUS__TASK_OPTIONS__INIT;
+	o.timeout_ms = t->opts.timeout_ms;
+	o.restart = CHORUS__RESTART_POLICY__RESTART_TEMPORARY;
+	o.n_argv = t->argc;
+	o.argv = t->argv;
+	Chorus__TaskSpec spec = CHORUS__TASK_SPEC__INIT;
+	spec.handler = t->handler;
+	spec.payload.data = t->payload;
+	spec.payload.len = t->payload_len;
+	spec.opts = &o;
+	Chorus__SubmitReq sr = CHORUS__SUBMIT_REQ__INIT;
+	sr.task = &spec;
+	uint32_t wait = t->opts.timeout_ms ? t->opts.timeout_ms + 2000u : RUN_WAIT_MS_MAX;
+	if (wait > RUN_WAIT_MS_MAX)
+		wait = RUN_WAIT_MS_MAX;
+	sr.wait_ms = wait;
+	sr.origin.data = c->node_id;
+	sr.origin.len = SWIM_ID_BYTES;
+	sr.origin_task = t->id;
+	sr.origin_attempt = t->attempts;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
+	env.submit = &sr;
+	struct run_arg *ra = malloc(sizeof(*ra));
+	struct placed *p = calloc(1, sizeof(*p));
+	if (!ra || !p) {
+		free(ra);
+		free(p);
+		return -1;
+	}
+	*ra = (struct run_arg){c, t->id, t->attempts};
+	int rc = chi_request_async(c->links[li].cli, &env, wait + RUN_EXTRA_MS, run_reply_cb, ra);
+	if (rc != 0) {
+		free(ra);
+		free(p);
+		log_limited(LOG_WARN, "cluster", m->addr, 10000, "cannot send a task to %s (%s): %s",
+		            m->name, m->addr, ch_strerror(rc));
+		return -1;
+	}
+	p->task_id = t->id;
+	p->attempt = t->attempts;
+	p->link = (uint32_t)li;
+	memcpy(p->member, m->id, SWIM_ID_BYTES);
+	snprintf(p->member_name, sizeof(p->member_name), "%s", m->name);
+	struct placed **slot = placed_slot(c, t->id);
+	assert(*slot == NULL);
+	*slot = p;
+	c->placed_count++;
+	c->links[li].inflight++;
+	return 0;
+}
+
+int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight, uint64_t now_ms)
+{
+	uint32_t n = swim_member_count(c->swim);
+	if (ensure_candidates(c, n + 1) != 0)
+		return -1;
+	uint32_t k = 0, cursor = 0;
+	const struct swim_member *self = swim_self(c->swim);
+	for (const struct swim_member *m; (m = swim_next_member(c->swim, &cursor)) != NULL;) {
+		if (m->state != SWIM_ALIVE)
+			continue;
+		struct placement_candidate *pc = &c->cand[k];
+		pc->tags = m->tags;
+		pc->tag_count = m->tag_count;
+		if (m == self) {
+			pc->capacity = c->capacity;
+			pc->inflight = local_inflight;
+			pc->load = 0;
+		} else {
+			int li = link_find(c, m->addr);
+			pc->capacity = m->capacity;
+			pc->load = m->load;
+			pc->inflight = li >= 0 ? c->links[li].inflight : 0;
+		}
+		c->cand_member[k++] = m;
+	}
+	const char *const *req = (const char *const *)t->require;
+	int pick = placement_pick(c->cand, k, req, t->require_count, &c->rng);
+	if (pick < 0) {
+		if (!placement_satisfiable(c->cand, k, req, t->require_count)) {
+			char *tags = tags_text(t->require, t->require_count);
+			char msg[512];
+			snprintf(msg, sizeof(msg), "no alive member has the required tags: %s",
+			         tags ? tags : "?");
+			free(tags);
+			free(t->error);
+			t->error = strdup(msg);
+			return 2;
+		}
+		return -1;
+	}
+	const struct swim_member *m = c->cand_member[pick];
+	if (m == self)
+		return 0;
+	int li = link_get(c, m->addr, now_ms);
+	if (li < 0 || send_run(c, t, m, li) != 0) {
+		/* the member cannot be reached now: run it here if we can */
+		return local_inflight < c->capacity ? 0 : -1;
+	}
+	return 1;
+}
+
+void cluster_kill(struct cluster *c, const struct task *t)
+{
+	struct placed *p = *placed_slot(c, t->id);
+	if (!p)
+		return;
+	Chorus__CancelReq cr = CHORUS__CANCEL_REQ__INIT;
+	cr.origin.data = c->node_id;
+	cr.origin.len = SWIM_ID_BYTES;
+	cr.origin_task = t->id;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CANCEL;
+	env.cancel = &cr;
+	(void)chi_request_async(c->links[p->link].cli, &env, 5000, gossip_reply_cb, NULL);
+}
+
+/* Feeds one remote outcome to the task core. */
+static void complete(struct tasks *ts, struct placed *p, struct completion *d, uint64_t now_ms)
+{
+	char why[512];
+	const struct task *t = tasks_get(ts, p->task_id);
+	if (!t)
+		return;
+	if (d->code != 0) {
+		if (d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN) {
+			/* refused before it ran: place it again, no attempt charged */
+			tasks_on_worker_lost(ts, p->task_id, 0, d->err, now_ms);
+			return;
+		}
+		if (d->code == CH_ERR_UNKNOWN_HANDLER || d->code == CH_ERR_DENIED ||
+		    d->code == CH_ERR_INVALID || d->code == CH_ERR_TOO_LARGE) {
+			snprintf(why, sizeof(why), "refused by %s: %s", p->member_name, d->err);
+			tasks_on_result(ts, p->task_id, 0, NULL, 0, 0, why, p->member_name, now_ms);
+			return;
+		}
+		snprintf(why, sizeof(why), "lost contact with %s: %s", p->member_name, d->err);
+		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
+		return;
+	}
+	const Chorus__TaskResult *r = NULL;
+	if (d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
+	    d->reply->submit_resp)
+		r = d->reply->submit_resp->result;
+	if (!r) {
+		snprintf(why, sizeof(why), "%s answered without a result", p->member_name);
+		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
+		return;
+	}
+	const char *node = r->node && *r->node ? r->node : p->member_name;
+	switch (r->state) {
+	case CHORUS__TASK_STATE__TASK_SUCCEEDED:
+		tasks_on_result(ts, p->task_id, 1, r->output.data, r->output.len, r->exit_code, NULL,
+		                node, now_ms);
+		break;
+	case CHORUS__TASK_STATE__TASK_FAILED:
+		if (r->abnormal)
+			tasks_on_lost(ts, p->task_id, TASK_FAILED, r->error, now_ms);
+		else
+			tasks_on_result(ts, p->task_id, 0, r->output.data, r->output.len, r->exit_code,
+			                r->error, node, now_ms);
+		break;
+	case CHORUS__TASK_STATE__TASK_TIMED_OUT:
+		tasks_on_lost(ts, p->task_id, TASK_TIMED_OUT, r->error, now_ms);
+		break;
+	case CHORUS__TASK_STATE__TASK_CANCELLED:
+		tasks_on_lost(ts, p->task_id,
+		              t->kill_requested && t->kill_reason == TASK_TIMED_OUT ? TASK_TIMED_OUT
+		                                                                    : TASK_FAILED,
+		              t->kill_requested && t->kill_reason == TASK_TIMED_OUT
+		                  ? "timed out: cancelled on its node"
+		                  : "cancelled on its node",
+		              now_ms);
+		break;
+	default:
+		snprintf(why, sizeof(why), "%s gave no final state (%s)", p->member_name,
+		         task_state_name((int)r->state));
+		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
+		break;
+	}
+}
+
+static void placed_remove(struct cluster *c, struct placed *p)
+{
+	struct placed **slot = placed_slot(c, p->task_id);
+	assert(*slot == p);
+	*slot = p->next;
+	assert(c->links[p->link].inflight > 0);
+	c->links[p->link].inflight--;
+	c->placed_count--;
+	free(p);
+}
+
+/* Tasks placed on members that died (or left, or were forgotten). */
+static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_ms)
+{
+	if (c->dead_count == 0 && !c->dead_overflow)
+		return;
+	for (uint32_t b = 0; b < PLACED_BUCKETS; b++) {
+		struct placed *p = c->placed[b];
+		while (p) {
+			struct placed *next = p->next;
+			int gone = 0;
+			if (c->dead_overflow) {
+				const struct swim_member *m = swim_find(c->swim, p->member);
+				gone = !m || m->state == SWIM_DEAD || m->state == SWIM_LEFT;
+			} else {
+				for (uint32_t i = 0; i < c->dead_count && !gone; i++)
+					gone = memcmp(c->dead[i], p->member, SWIM_ID_BYTES) == 0;
+			}
+			if (gone) {
+				char why[256];
+				snprintf(why, sizeof(why), "node %s died while running it",
+				         p->member_name);
+				uint64_t id = p->task_id;
+				placed_remove(c, p);
+				tasks_on_lost(ts, id, TASK_LOST, why, now_ms);
+			}
+			p = next;
+		}
+	}
+	c->dead_count = 0;
+	c->dead_overflow = 0;
+}
+
+void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t now_ms)
+{
+	swim_tick(c->swim, now_ms);
+
+	pthread_mutex_lock(&c->mu);
+	struct completion *d = c->done_head;
+	c->done_head = c->done_tail = NULL;
+	pthread_mutex_unlock(&c->mu);
+	while (d) {
+		struct completion *next = d->next;
+		struct placed *p = *placed_slot(c, d->task_id);
+		if (p && p->attempt == d->attempt) {
+			struct placed copy = *p;
+			placed_remove(c, p);
+			complete(ts, &copy, d, now_ms);
+		}
+		if (d->reply)
+			chorus__envelope__free_unpacked(d->reply, NULL);
+		free(d);
+		d = next;
+	}
+	fail_dead_members(c, ts, now_ms);
+
+	/* load (and so capacity) gossiped at most once a period, on change */
+	if (now_ms >= c->next_meta_ms && load != c->last_load) {
+		c->next_meta_ms = now_ms + c->period_ms;
+		c->last_load = load;
+		(void)swim_set_meta(c->swim, now_ms, c->capacity, load,
+		                    (const char *const *)c->tags, (uint8_t)c->tag_count);
+	}
+
+	if (swim_joining(c->swim) && now_ms >= c->next_join_log_ms) {
+		c->next_join_log_ms = now_ms + 10000;
+		char list[512] = "";
+		size_t off = 0;
+		for (uint32_t i = 0; i < c->seed_count && off < sizeof(list) - 2; i++)
+			off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
+			                        c->seeds[i]);
+		log_warn("cluster", "no seed has answered yet (%s): still trying, with backoff", list);
+	} else if (!swim_joining(c->swim) && c->seed_count && !c->joined_logged) {
+		c->joined_logged = 1;
+		log_info("cluster", "joined: %u member(s) known", swim_member_count(c->swim));
+	}
+
+	/* close links to addresses that are no longer members */
+	if (now_ms >= c->next_link_sweep_ms) {
+		c->next_link_sweep_ms = now_ms + 10000;
+		for (uint32_t i = 0; i < c->link_count;) {
+			struct link *l = &c->links[i];
+			int keep = l->inflight > 0 || l->last_used_ms + LINK_IDLE_MS > now_ms;
+			for (uint32_t s = 0; s < c->seed_count && !keep; s++)
+				keep = strcmp(c->seeds[s], l->addr) == 0;
+			uint32_t cur = 0;
+			for (const struct swim_member *m; !keep && (m = swim_next_member(c->swim, &cur));)
+				keep = strcmp(m->addr, l->addr) == 0 && m->state != SWIM_DEAD &&
+				       m->state != SWIM_LEFT;
+			if (keep)
+				i++;
+			else
+				link_close(c, i);
+		}
+	}
+}
+
+uint64_t cluster_next_deadline(const struct cluster *c)
+{
+	return swim_next_deadline_ms(c->swim);
+}
+
+void cluster_leave(struct cluster *c, uint64_t now_ms)
+{
+	(void)swim_leave(c->swim, now_ms);
+}
+
+int cluster_leave_done(const struct cluster *c)
+{
+	return swim_leave_done(c->swim) || swim_member_count(c->swim) <= 1;
+}
+
+uint32_t cluster_incarnation(const struct cluster *c)
+{
+	return swim_self_incarnation(c->swim);
+}
+
+const struct swim *cluster_swim(const struct cluster *c)
+{
+	return c->swim;
+}
+
+struct member_info {
+	Chorus__MemberInfo pb;
+	char id[SWIM_ID_BYTES * 2 + 1];
+};
+
+int cluster_members(const struct cluster *c, Chorus__MemberInfo ***out, size_t *n)
+{
+	uint32_t count = swim_member_count(c->swim);
+	Chorus__MemberInfo **v = calloc(count ? count : 1, sizeof(*v));
+	if (!v)
+		return CH_ERR_NOMEM;
+	const struct swim_member *self = swim_self(c->swim);
+	uint32_t k = 0, cursor = 0;
+	for (const struct swim_member *m; k < count && (m = swim_next_member(c->swim, &cursor));) {
+		struct member_info *mi = calloc(1, sizeof(*mi));
+		if (!mi) {
+			cluster_members_free(v, k);
+			return CH_ERR_NOMEM;
+		}
+		chorus__member_info__init(&mi->pb);
+		sodium_bin2hex(mi->id, sizeof(mi->id), m->id, SWIM_ID_BYTES);
+		mi->pb.id = mi->id;
+		mi->pb.name = (char *)m->name;
+		mi->pb.addr = (char *)m->addr;
+		mi->pb.state = (char *)swim_state_name(m->state);
+		mi->pb.incarnation = m->incarnation;
+		mi->pb.n_tags = m->tag_count;
+		mi->pb.tags = (char **)m->tags;
+		mi->pb.capacity = m->capacity;
+		mi->pb.load = m->load;
+		mi->pb.since_ms = m->state_change_ms;
+		mi->pb.self = m == self;
+		mi->pb.protocol_version = m->proto_version;
+		v[k++] = &mi->pb;
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void cluster_members_free(Chorus__MemberInfo **m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(m[i]); /* pb is the first member of struct member_info */
+	free(m);
+}
+
+int cluster_start(struct cluster **out, const struct cluster_config *cfg, uint64_t now_ms,
+                  char *err, size_t err_len)
+{
+	struct cluster *c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, err_len, "out of memory");
+		return CH_ERR_NOMEM;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	memcpy(c->node_id, cfg->node_id, SWIM_ID_BYTES);
+	memcpy(c->secret, cfg->secret, sizeof(c->secret));
+	snprintf(c->name, sizeof(c->name), "%s", cfg->name);
+	c->capacity = cfg->capacity;
+	c->period_ms = cfg->period_ms;
+	c->frame_bytes_max = cfg->frame_bytes_max;
+	c->wake = cfg->wake;
+	c->wake_arg = cfg->wake_arg;
+	c->rng = cfg->seed;
+	int rc = 0;
+	for (uint32_t i = 0; i < cfg->tag_count && i < SWIM_TAGS_MAX && rc == 0; i++)
+		if (!(c->tags[c->tag_count++] = strdup(cfg->tags[i])))
+			rc = CH_ERR_NOMEM;
+	for (uint32_t i = 0; i < cfg->seed_count && i < SWIM_SEEDS_MAX && rc == 0; i++)
+		if (!(c->seeds[c->seed_count++] = strdup(cfg->seeds[i])))
+			rc = CH_ERR_NOMEM;
+	if (rc == 0) {
+		struct swim_config sc;
+		swim_config_defaults(&sc);
+		memcpy(sc.id, cfg->node_id, SWIM_ID_BYTES);
+		sc.name = cfg->name;
+		sc.addr = cfg->addr;
+		sc.tags = (const char *const *)c->tags;
+		sc.tag_count = (uint8_t)c->tag_count;
+		sc.capacity = cfg->capacity;
+		sc.load = 0;
+		sc.incarnation = cfg->incarnation;
+		sc.seed = cfg->seed;
+		sc.period_ms = cfg->period_ms;
+		sc.probe_timeout_ms = cfg->probe_timeout_ms ? cfg->probe_timeout_ms : cfg->period_ms / 2;
+		sc.reap_after_ms = cfg->reap_after_ms;
+		sc.join_backoff_ms = cfg->period_ms;
+		sc.join_backoff_max_ms = 10000;
+		struct swim_effects fx = {.ctx = c, .send = fx_send, .event = fx_event};
+		rc = swim_create(&c->swim, &sc, &fx, now_ms, err, err_len);
+	}
+	if (rc == 0 && c->seed_count)
+		rc = swim_join(c->swim, now_ms, (const char *const *)c->seeds, c->seed_count);
+	/* a seed usually answers within a period or two: complain only when
+	 * none has for a while */
+	c->next_join_log_ms = now_ms + 5000;
+	if (rc != 0) {
+		if (!*err)
+			snprintf(err, err_len, "cannot start membership: %s", ch_strerror(rc));
+		cluster_stop(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+void cluster_stop(struct cluster *c)
+{
+	if (!c)
+		return;
+	for (uint32_t i = 0; i < c->link_count; i++)
+		ch_client_close(c->links[i].cli); /* pending callbacks run now */
+	c->link_count = 0;
+	struct completion *d = c->done_head;
+	while (d) {
+		struct completion *n = d->next;
+		if (d->reply)
+			chorus__envelope__free_unpacked(d->reply, NULL);
+		free(d);
+		d = n;
+	}
+	for (uint32_t b = 0; b < PLACED_BUCKETS; b++) {
+		struct placed *p = c->placed[b];
+		while (p) {
+			struct placed *n = p->next;
+			free(p);
+			p = n;
+		}
+	}
+	swim_destroy(c->swim);
+	for (uint32_t i = 0; i < c->tag_count; i++)
+		free(c->tags[i]);
+	for (uint32_t i = 0; i < c->seed_count; i++)
+		free(c->seeds[i]);
+	free(c->cand);
+	free((void *)c->cand_member);
+	pthread_mutex_destroy(&c->mu);
+	sodium_memzero(c->secret, sizeof(c->secret));
+	free(c);
+}
