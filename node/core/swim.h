@@ -20,7 +20,7 @@
  *   - hashicorp/memberlist: retransmit limit, push-pull with dead softened
  *     to suspect, push-pull interval scaled with cluster size.
  *
- * Pure: no clock, no sockets, no threads, no rand(). `now_ms` comes in with
+ * Pure: no clock, no sockets, no threads, no libc PRNG. `now_ms` comes in with
  * every call (it may step backwards: the core never lets its own time go
  * back); random numbers come from a xoshiro256** generator seeded by the
  * caller (swim_config.seed). The core asks its caller to act through
