@@ -1038,15 +1038,7 @@ void ch_client_close(ch_client *c)
 	}
 	pthread_cond_broadcast(&c->hs_cv);
 	pthread_mutex_unlock(&c->sess_mu);
-	/* Close the contexts before the socket: that empties req0's send queue
-	 * first. nng 1.5 can leak a request still queued for a pipe that is
-	 * closing with the socket. Each pending operation ends with ECLOSED. */
-	pthread_mutex_lock(&c->pool_mu);
-	for (struct async_req *a = c->async_all; a != NULL; a = a->next_all)
-		nng_ctx_close(a->ctx);
-	pthread_mutex_unlock(&c->pool_mu);
-	for (uint32_t i = 0; i < c->contexts_count; i++)
-		nng_ctx_close(c->sync_slots[i].ctx);
+	/* Aborts every pending operation: async callbacks run with ECLOSED. */
 	nng_close(c->sock);
 	pthread_mutex_lock(&c->pool_mu);
 	while (c->async_busy > 0)

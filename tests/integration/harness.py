@@ -3,7 +3,8 @@
 Owns: finding the built binaries (CHORUS_BUILD_DIR, else SOURCE/build), free
 TCP ports, one Node per chorusd process (temporary data dir, log file, start,
 wait_ready, stop with SIGTERM, kill -9, restart on the same data dir), running
-clusterctl and chorus_frametool against a node, and NodeTestCase, which
+clusterctl and chorus_frametool against a node, a node's membership view,
+cluster secrets (keygen), and NodeTestCase, which
 cleans every process up even when a test fails and prints the node logs of a
 failed test.
 
@@ -74,6 +75,15 @@ def wait_until(cond, timeout_s, what, interval_s=POLL_S):
             raise AssertionError("timed out after %.1f s waiting for %s (last: %r)"
                                  % (timeout_s, what, last))
         time.sleep(interval_s)
+
+
+def keygen(path):
+    """Writes a new cluster secret to path (clusterctl keygen) and returns
+    path: one secret file shared by every node of a cluster."""
+    rc, out, err = run_cmd([CLUSTERCTL, "keygen", path])
+    if rc != 0 or not os.path.exists(path):
+        raise AssertionError("clusterctl keygen %s failed: rc=%s %s %s" % (path, rc, out, err))
+    return path
 
 
 def binaries_missing():
@@ -262,6 +272,15 @@ class Node:
         if rc != 0 or not isinstance(out, dict):
             raise AssertionError("status failed: rc=%s out=%r err=%s" % (rc, out, err))
         return out
+
+    def members(self):
+        """The node's membership view (clusterctl --json members) as a dict
+        name -> member object."""
+        rc, out, err = self.ctl("members")
+        if rc != 0 or not isinstance(out, list):
+            raise AssertionError("members of %s failed: rc=%s out=%r err=%s"
+                                 % (self.name, rc, out, err))
+        return {m["name"]: m for m in out}
 
     def task(self, tid):
         """One task's result object (clusterctl status ID)."""
