@@ -78,7 +78,14 @@ struct ch_task_opts {
 	uint32_t max_attempts;    /* transient: 0 = node default */
 	uint32_t backoff_ms;      /* transient: first retry delay, 0 = default */
 	const char *const *argv;  /* exec handler: NULL-terminated argv */
+	/* Cluster placement: run only on a member having every one of these
+	 * tags (NULL-terminated; NULL or empty = anywhere; at most
+	 * CH_REQUIRE_COUNT_MAX, none ""). A single submit with tags may leave
+	 * the node it was sent to; a fan-out applies them to every task. When
+	 * no alive member has them all, the task fails naming the tags. */
+	const char *const *require;
 };
+#define CH_REQUIRE_COUNT_MAX 16
 
 /* The outcome of one task. Owned by the library: free with ch_result_free. */
 struct ch_result {
@@ -155,8 +162,22 @@ void ch_results_free(struct ch_result **results, uint32_t n);
 int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results, uint32_t *n,
             char *err, size_t err_len);
 
-/* Node status as a JSON document (malloc'd, caller frees). */
+/* Node status as a JSON object (malloc'd, caller frees): node_id, name,
+ * version, listen, started_ms, now_ms, task counters, handlers, pools, peers
+ * (bad-frame counters), "tags" (this node's own tags, an array of strings)
+ * and "members" (the node's membership view, objects as for
+ * ch_members_json). */
 int ch_status_json(ch_client *c, char **json, char *err, size_t err_len);
+
+/* The membership view of the node asked, as a JSON array (malloc'd, caller
+ * frees), one object per member it knows, itself included:
+ *   {"id": "<32 hex>", "name": "n1", "addr": "tcp://127.0.0.1:7601",
+ *    "state": "alive"|"suspect"|"dead"|"left", "incarnation": 3,
+ *    "tags": ["gpu"], "capacity": 4, "load": 0,
+ *    "since_ms": <unix ms of the last state change>, "self": true|false,
+ *    "protocol_version": 1}
+ * A node with no peers answers a one-element array (itself). */
+int ch_members_json(ch_client *c, char **json, char *err, size_t err_len);
 
 /* Async: the callback gets the error code and the result (owned by the
  * callback, free with ch_result_free; NULL on error). Returns 0 when the

@@ -1073,6 +1073,18 @@ static int task_options_fill(Chorus__TaskOptions *w, const struct ch_task_opts *
 		w->n_argv = n;
 		w->argv = (char **)o->argv; /* packed only, never written */
 	}
+	if (o->require != NULL) {
+		size_t n = 0;
+		for (; o->require[n] != NULL; n++) {
+			if (n >= CH_REQUIRE_COUNT_MAX)
+				return fail(err, err_len, CH_ERR_INVALID, "more than %d required tags",
+				            CH_REQUIRE_COUNT_MAX);
+			if (o->require[n][0] == '\0')
+				return fail(err, err_len, CH_ERR_INVALID, "required tag %zu is empty", n);
+		}
+		w->n_require = n;
+		w->require = (char **)o->require; /* packed only, never written */
+	}
 	return CH_OK;
 }
 
@@ -1296,6 +1308,59 @@ static json_t *json_strings(char **v, size_t n)
 /* jansson integers are signed 64-bit; counters never get near 2^63. */
 #define JU64(v) json_integer((json_int_t)(v))
 
+/* A string a peer reported (names and addresses travel by gossip): jansson
+ * refuses invalid UTF-8, so such bytes become '?' rather than the key
+ * going missing. */
+static json_t *json_text(const char *s)
+{
+	if (s == NULL)
+		return json_string("");
+	json_t *j = json_string(s);
+	if (j != NULL)
+		return j;
+	char *copy = strdup(s);
+	if (copy == NULL)
+		return NULL;
+	for (char *p = copy; *p != '\0'; p++) {
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	}
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
+
+/* One member as in ch_members_json's contract (chorus.h). */
+static json_t *member_to_json(const Chorus__MemberInfo *m)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "id", json_text(m->id));
+	json_object_set_new(o, "name", json_text(m->name));
+	json_object_set_new(o, "addr", json_text(m->addr));
+	json_object_set_new(o, "state", json_text(m->state));
+	json_object_set_new(o, "incarnation", JU64(m->incarnation));
+	json_t *tags = json_array();
+	for (size_t i = 0; tags != NULL && i < m->n_tags; i++)
+		json_array_append_new(tags, json_text(m->tags[i]));
+	json_object_set_new(o, "tags", tags);
+	json_object_set_new(o, "capacity", JU64(m->capacity));
+	json_object_set_new(o, "load", JU64(m->load));
+	json_object_set_new(o, "since_ms", JU64(m->since_ms));
+	json_object_set_new(o, "self", json_boolean(m->self));
+	json_object_set_new(o, "protocol_version", JU64(m->protocol_version));
+	return o;
+}
+
+static json_t *members_to_json(Chorus__MemberInfo *const *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a != NULL && i < n; i++)
+		json_array_append_new(a, member_to_json(v[i]));
+	return a;
+}
+
 static json_t *status_to_json(const Chorus__StatusResp *s)
 {
 	json_t *o = json_object();
@@ -1351,7 +1416,26 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 		json_array_append_new(peers, po);
 	}
 	json_object_set_new(o, "peers", peers);
+	json_object_set_new(o, "tags", json_strings(s->tags, s->n_tags));
+	json_object_set_new(o, "members", members_to_json(s->members, s->n_members));
 	return o;
+}
+
+/* Dumps and releases o; *json gets the text, malloc'd for the caller. */
+static int json_hand_over(json_t *o, char **json, char *err, size_t err_len)
+{
+	char *text = o != NULL ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (text == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	/* json_dumps uses jansson's allocator, which is malloc unless the
+	 * program changed it; hand back a plain malloc'd copy to be sure. */
+	*json = strdup(text);
+	free(text);
+	if (*json == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	err_clear(err, err_len);
+	return CH_OK;
 }
 
 int ch_status_json(ch_client *c, char **json, char *err, size_t err_len)
@@ -1371,17 +1455,27 @@ int ch_status_json(ch_client *c, char **json, char *err, size_t err_len)
 		return code;
 	json_t *o = status_to_json(e->status_resp);
 	chorus__envelope__free_unpacked(e, NULL);
-	char *text = o != NULL ? json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
-	if (text == NULL)
-		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
-	/* json_dumps uses jansson's allocator, which is malloc unless the
-	 * program changed it; hand back a plain malloc'd copy to be sure. */
-	*json = strdup(text);
-	free(text);
-	if (*json == NULL)
-		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
-	return CH_OK;
+	return json_hand_over(o, json, err, err_len);
+}
+
+int ch_members_json(ch_client *c, char **json, char *err, size_t err_len)
+{
+	if (c == NULL || json == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and json are required");
+	*json = NULL;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MembersReq mr = CHORUS__MEMBERS_REQ__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_MEMBERS;
+	env.members = &mr;
+	Chorus__Envelope *e = NULL;
+	int code = call(c, &env, 0, &e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_MEMBERS_RESP, err, err_len);
+	if (code != CH_OK)
+		return code;
+	json_t *a = members_to_json(e->members_resp->members, e->members_resp->n_members);
+	chorus__envelope__free_unpacked(e, NULL);
+	return json_hand_over(a, json, err, err_len);
 }
 
 /* ------------------------------------------------------------------ */

@@ -68,8 +68,10 @@ static const char usage_text[] =
 	"\n"
 	"commands:\n"
 	"  submit HANDLER [PAYLOAD | -f FILE | -] [options]   run one task\n"
-	"  submit HANDLER --fanout FILE|- [options]           one task per input line\n"
+	"  submit HANDLER --fanout FILE|- [options]           one task per input line,\n"
+	"                                                     spread over the cluster\n"
 	"  status [TASK_ID]                                   node status, or one task\n"
+	"  members                                            the cluster as this node sees it\n"
 	"  tasks [--state STATE] [--limit N]                  list tasks, newest first\n"
 	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
 	"  cancel TASK_ID                                     cancel a task\n"
@@ -114,22 +116,43 @@ static const char help_submit[] =
 	"  --retries N        transient: at most N attempts in all\n"
 	"  --backoff DUR      transient: first retry delay, doubling each attempt\n"
 	"  --arg ARG          exec handler: append ARG to argv (repeatable)\n"
+	"  --require TAG      run only on a member that has tag TAG (repeatable: all of\n"
+	"                     them); the task may then run on another node than the one\n"
+	"                     asked. It fails, naming the tags, when no alive member has\n"
+	"                     them all. With --fanout it applies to every task.\n"
 	"  --                 the remaining arguments are argv\n"
 	"\n"
 	"fan-out:\n"
 	"  --fanout FILE|-    one task per line (the line without its newline is the\n"
-	"                     payload); prints \"index<TAB>state<TAB>output-or-error\" per\n"
+	"                     payload), spread over the alive members of the cluster;\n"
+	"                     prints \"index<TAB>state<TAB>output-or-error<TAB>node\" per\n"
 	"                     task in input order (tabs, newlines and backslashes in the\n"
-	"                     text are escaped), or a JSON array with --json. A progress\n"
-	"                     bar is drawn on stderr when it is a terminal.\n"
+	"                     text are escaped; node is the member that ran it), or a\n"
+	"                     JSON array with --json (each result has \"node\"). A\n"
+	"                     progress bar is drawn on stderr when it is a terminal.\n"
 	"  --max-concurrency N  at most N tasks of the batch running at once\n"
 	"  --deadline DUR     every task finished or timed out by then\n";
 
 static const char help_status[] =
 	"usage: clusterctl status [TASK_ID]\n"
 	"\n"
-	"Without TASK_ID: the node, its worker pools, queue, counters and the peers\n"
-	"that sent bad frames. With TASK_ID: that task's current state.\n";
+	"Without TASK_ID: the node, its tags, worker pools, queue, counters, the\n"
+	"peers that sent bad frames and the cluster's members as this node sees them\n"
+	"(see clusterctl help members); --json adds \"tags\" and \"members\". With\n"
+	"TASK_ID: that task's current state, and the node that ran it.\n";
+
+static const char help_members[] =
+	"usage: clusterctl members\n"
+	"\n"
+	"The cluster's members as the node asked sees them (SWIM gossip), one line\n"
+	"each: NAME (the node asked is marked with *), STATE (alive, suspect, dead\n"
+	"or left), ADDRESS, TAGS, LOAD/CAP (tasks running / worker capacity),\n"
+	"INCARNATION (grows each time the member restarts or refutes a suspicion)\n"
+	"and SINCE (the last change of state, as an age by this machine's clock).\n"
+	"\n"
+	"With --json: an array of {\"id\", \"name\", \"addr\", \"state\", \"incarnation\",\n"
+	"\"tags\", \"capacity\", \"load\", \"since_ms\" (unix ms), \"self\",\n"
+	"\"protocol_version\"}.\n";
 
 static const char help_tasks[] =
 	"usage: clusterctl tasks [--state STATE] [--limit N]\n"
@@ -570,6 +593,8 @@ struct submit_args {
 	struct ch_task_opts opts;
 	const char **argv;
 	size_t argv_count;
+	const char **require; /* NULL-terminated */
+	size_t require_count;
 	const char *fanout;
 	struct ch_map_opts mopts;
 };
@@ -660,6 +685,11 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 			print_escaped(stdout, r->output, r->output_len);
 		else
 			print_escaped(stdout, (const uint8_t *)r->error, strlen(r->error));
+		putchar('\t');
+		if (r->node[0] != '\0')
+			print_escaped(stdout, (const uint8_t *)r->node, strlen(r->node));
+		else
+			putchar('-');
 		putchar('\n');
 	}
 	if (arr != NULL)
@@ -671,10 +701,14 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 static int cmd_submit(struct cli *cli, int argc, char **argv)
 {
 	struct submit_args sa = { .opts.restart = CH_RESTART_TEMPORARY };
-	const char **av = calloc((size_t)argc + 1, sizeof *av);
+	/* One allocation for both lists, each NULL-terminated by calloc: argv
+	 * entries in av[0..argc], required tags in req[0..argc]. */
+	const char **av = calloc(2 * ((size_t)argc + 1), sizeof *av);
 	if (av == NULL)
 		return EXIT_OTHER;
+	const char **req = av + argc + 1;
 	sa.argv = av;
+	sa.require = req;
 	bool stdin_payload = false;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -696,6 +730,13 @@ static int cmd_submit(struct cli *cli, int argc, char **argv)
 			sa.opts.backoff_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
 		} else if (strcmp(a, "--arg") == 0) {
 			av[sa.argv_count++] = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "--require") == 0) {
+			const char *tag = opt_value(argc, argv, &i);
+			if (tag[0] == '\0') {
+				free(av);
+				usage_fail("submit: --require needs a tag");
+			}
+			req[sa.require_count++] = tag;
 		} else if (strcmp(a, "-f") == 0 || strcmp(a, "--file") == 0) {
 			sa.payload_file = opt_value(argc, argv, &i);
 		} else if (strcmp(a, "--fanout") == 0) {
@@ -741,8 +782,14 @@ static int cmd_submit(struct cli *cli, int argc, char **argv)
 		free(av);
 		usage_fail("submit: --fanout always waits; drop --wait");
 	}
+	if (sa.require_count > CH_REQUIRE_COUNT_MAX) {
+		free(av);
+		usage_fail("submit: more than %d --require tags", CH_REQUIRE_COUNT_MAX);
+	}
 	if (sa.argv_count > 0)
 		sa.opts.argv = av; /* NULL-terminated by calloc */
+	if (sa.require_count > 0)
+		sa.opts.require = req;
 
 	if (sa.fanout != NULL) {
 		int rc = cmd_fanout(cli, &sa);
@@ -822,6 +869,121 @@ static void print_string_list(json_t *arr)
 	}
 }
 
+/* An age like "12s ago", "5m ago", "3h ago", "2d ago"; "-" when never. */
+static void format_age(char *buf, size_t len, uint64_t since_ms, uint64_t now_ms)
+{
+	if (since_ms == 0) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	/* the clocks of two machines may disagree: never a negative age */
+	uint64_t s = now_ms > since_ms ? (now_ms - since_ms) / 1000 : 0;
+	if (s < 60)
+		snprintf(buf, len, "%llus ago", (unsigned long long)s);
+	else if (s < 3600)
+		snprintf(buf, len, "%llum ago", (unsigned long long)(s / 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%lluh ago", (unsigned long long)(s / 3600));
+	else
+		snprintf(buf, len, "%llud ago", (unsigned long long)(s / 86400));
+}
+
+static uint64_t wall_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* "gpu,ssd" or "-" into buf (cut short, never overrun, when very long). */
+static void join_strings(char *buf, size_t len, json_t *arr)
+{
+	size_t off = 0;
+	size_t i;
+	json_t *v;
+	buf[0] = '\0';
+	json_array_foreach(arr, i, v)
+	{
+		const char *t = json_string_value(v);
+		if (t == NULL || off >= len)
+			continue;
+		int k = snprintf(buf + off, len - off, "%s%s", i > 0 ? "," : "", t);
+		off += k > 0 ? (size_t)k : 0;
+	}
+	if (buf[0] == '\0')
+		snprintf(buf, len, "-");
+}
+
+#define MEMBER_NAME_COLS_MAX 40
+#define MEMBER_ADDR_COLS_MAX 60
+#define MEMBER_TAGS_BYTES 300
+
+static int member_by_name(const void *x, const void *y)
+{
+	json_t *const *a = x, *const *b = y;
+	int c = strcmp(json_str(*a, "name"), json_str(*b, "name"));
+	return c != 0 ? c : strcmp(json_str(*a, "id"), json_str(*b, "id"));
+}
+
+/* The member table of `clusterctl members` and `status`, sorted by name,
+ * ages measured against now_ms. Columns as wide as their widest cell
+ * (within a cap). */
+static void print_members_table(json_t *members, uint64_t now_ms)
+{
+	/* sort a copy of the array (references only) */
+	size_t count = json_array_size(members);
+	json_t **sorted = calloc(count > 0 ? count : 1, sizeof *sorted);
+	json_t *view = json_array();
+	if (sorted != NULL && view != NULL) {
+		for (size_t k = 0; k < count; k++)
+			sorted[k] = json_array_get(members, k);
+		qsort(sorted, count, sizeof *sorted, member_by_name);
+		for (size_t k = 0; k < count; k++)
+			json_array_append(view, sorted[k]);
+		members = view;
+	}
+	free(sorted);
+
+	int name_w = (int)strlen("NAME"), addr_w = (int)strlen("ADDRESS");
+	int tags_w = (int)strlen("TAGS");
+	size_t i;
+	json_t *m;
+	char tags[MEMBER_TAGS_BYTES];
+	json_array_foreach(members, i, m)
+	{
+		int w = (int)strlen(json_str(m, "name")) + 1; /* room for the self mark */
+		if (w > name_w)
+			name_w = w > MEMBER_NAME_COLS_MAX ? MEMBER_NAME_COLS_MAX : w;
+		w = (int)strlen(json_str(m, "addr"));
+		if (w > addr_w)
+			addr_w = w > MEMBER_ADDR_COLS_MAX ? MEMBER_ADDR_COLS_MAX : w;
+		join_strings(tags, sizeof tags, json_object_get(m, "tags"));
+		w = (int)strlen(tags);
+		if (w > tags_w)
+			tags_w = w;
+	}
+	printf("%-*s  %-7s  %-*s  %-*s  %8s  %11s  %s\n", name_w, "NAME", "STATE", addr_w,
+	       "ADDRESS", tags_w, "TAGS", "LOAD/CAP", "INCARNATION", "SINCE");
+	json_array_foreach(members, i, m)
+	{
+		char name[MEMBER_NAME_COLS_MAX + 8];
+		char load[48];
+		char age[32];
+		snprintf(name, sizeof name, "%s%s", json_str(m, "name"),
+		         json_is_true(json_object_get(m, "self")) ? "*" : "");
+		snprintf(load, sizeof load, "%llu/%llu", (unsigned long long)json_u64(m, "load"),
+		         (unsigned long long)json_u64(m, "capacity"));
+		join_strings(tags, sizeof tags, json_object_get(m, "tags"));
+		format_age(age, sizeof age, json_u64(m, "since_ms"), now_ms);
+		printf("%-*s  %-7s  %-*s  %-*s  %8s  %11llu  %s\n", name_w, name, json_str(m, "state"),
+		       addr_w, json_str(m, "addr"), tags_w, tags, load,
+		       (unsigned long long)json_u64(m, "incarnation"), age);
+	}
+	if (json_array_size(members) == 0)
+		printf("(the node reported no members)\n");
+	json_decref(view);
+}
+
 static void print_status_tables(json_t *o)
 {
 	uint64_t started = json_u64(o, "started_ms"), now = json_u64(o, "now_ms");
@@ -843,6 +1005,9 @@ static void print_status_tables(json_t *o)
 	       (unsigned long long)json_u64(o, "retried"));
 	printf("%-10s ", "handlers");
 	print_string_list(json_object_get(o, "handlers"));
+	putchar('\n');
+	printf("%-10s ", "tags");
+	print_string_list(json_object_get(o, "tags"));
 	putchar('\n');
 
 	json_t *pools = json_object_get(o, "pools");
@@ -887,6 +1052,19 @@ static void print_status_tables(json_t *o)
 	}
 	if (!header)
 		printf("\nno peer sent bad frames\n");
+
+	json_t *members = json_object_get(o, "members");
+	if (json_is_array(members)) {
+		size_t alive = 0;
+		json_array_foreach(members, i, p)
+		{
+			alive += strcmp(json_str(p, "state"), "alive") == 0;
+		}
+		size_t count = json_array_size(members);
+		printf("\n%-10s %zu member%s, %zu alive\n", "cluster", count, count == 1 ? "" : "s",
+		       alive);
+		print_members_table(members, now > 0 ? now : wall_now_ms());
+	}
 }
 
 static int cmd_status(struct cli *cli, int argc, char **argv)
@@ -934,6 +1112,40 @@ static int cmd_status(struct cli *cli, int argc, char **argv)
 	}
 	print_status_tables(o);
 	json_decref(o);
+	return EXIT_OK;
+}
+
+static int cmd_members(struct cli *cli, int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else
+			usage_fail("members: unexpected argument '%s'", argv[i]);
+	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	char *text = NULL;
+	int rv = ch_members_json(cli->c, &text, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		printf("%s\n", text);
+		free(text);
+		return EXIT_OK;
+	}
+	json_error_t je;
+	json_t *a = json_loads(text, 0, &je);
+	free(text);
+	if (!json_is_array(a)) {
+		json_decref(a);
+		fprintf(stderr, "clusterctl: the member list is not a JSON array\n");
+		return EXIT_OTHER;
+	}
+	print_members_table(a, wall_now_ms());
+	json_decref(a);
 	return EXIT_OK;
 }
 
@@ -1095,6 +1307,7 @@ static int cmd_help(int argc, char **argv)
 	const char *c = argv[1];
 	const char *text = strcmp(c, "submit") == 0   ? help_submit
 	                   : strcmp(c, "status") == 0 ? help_status
+	                   : strcmp(c, "members") == 0 ? help_members
 	                   : strcmp(c, "tasks") == 0  ? help_tasks
 	                   : strcmp(c, "wait") == 0   ? help_wait
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
@@ -1159,6 +1372,8 @@ int main(int argc, char **argv)
 		rc = cmd_submit(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "status") == 0)
 		rc = cmd_status(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "members") == 0)
+		rc = cmd_members(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "tasks") == 0)
 		rc = cmd_tasks(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "wait") == 0)

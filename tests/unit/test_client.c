@@ -31,6 +31,8 @@
 
 #define FAKE_SESSIONS_MAX 64
 #define FAKE_BATCH_MAX 256
+#define FAKE_REQUIRE_MAX 32
+#define FAKE_TAG_BYTES 32
 #define BATCH_ID 77
 
 struct fake_node {
@@ -54,6 +56,10 @@ struct fake_node {
 	char *batch_payloads[FAKE_BATCH_MAX];
 	size_t batch_lens[FAKE_BATCH_MAX];
 	/* observations */
+	pthread_mutex_t seen_mu; /* guards the require_* fields */
+	int require_seen;        /* task requests (submit, map) seen */
+	size_t require_count;    /* of the last one */
+	char require[FAKE_REQUIRE_MAX][FAKE_TAG_BYTES];
 	atomic_int handshakes;
 	atomic_int requests;
 	atomic_int batch_awaits;
@@ -92,6 +98,59 @@ static void fake_result(Chorus__TaskResult *r, uint64_t task_id, const char *out
 	r->finished_ms = 1002;
 }
 
+/* Notes the required tags of a submit or map as they came off the wire. */
+static void fake_note_require(struct fake_node *n, const Chorus__TaskOptions *o)
+{
+	pthread_mutex_lock(&n->seen_mu);
+	n->require_seen++;
+	n->require_count = o != NULL ? o->n_require : 0;
+	for (size_t i = 0; i < n->require_count && i < FAKE_REQUIRE_MAX; i++)
+		snprintf(n->require[i], FAKE_TAG_BYTES, "%s", o->require[i]);
+	pthread_mutex_unlock(&n->seen_mu);
+}
+
+/* The tags of the last task request, space-separated ("" when none). */
+static void fake_last_require(struct fake_node *n, int *seen, char *buf, size_t len)
+{
+	pthread_mutex_lock(&n->seen_mu);
+	*seen = n->require_seen;
+	buf[0] = '\0';
+	size_t off = 0;
+	for (size_t i = 0; i < n->require_count && i < FAKE_REQUIRE_MAX && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%s", i > 0 ? " " : "", n->require[i]);
+	pthread_mutex_unlock(&n->seen_mu);
+}
+
+/* Two members: this node (alive, tagged) and a suspect peer whose name came
+ * through gossip with a byte that is not UTF-8. */
+static void fake_members(Chorus__MemberInfo *m, Chorus__MemberInfo **v, char **tags)
+{
+	chorus__member_info__init(&m[0]);
+	m[0].id = "00112233445566778899aabbccddeeff";
+	m[0].name = "fake";
+	m[0].addr = "tcp://127.0.0.1:7601";
+	m[0].state = "alive";
+	m[0].incarnation = 3;
+	m[0].n_tags = 2;
+	m[0].tags = tags;
+	m[0].capacity = 4;
+	m[0].load = 1;
+	m[0].since_ms = 1700000000123ull;
+	m[0].self = 1;
+	m[0].protocol_version = 1;
+	chorus__member_info__init(&m[1]);
+	m[1].id = "ffeeddccbbaa99887766554433221100";
+	m[1].name = "n\xff" "2";
+	m[1].addr = "tcp://127.0.0.1:7602";
+	m[1].state = "suspect";
+	m[1].incarnation = 7;
+	m[1].capacity = 2;
+	m[1].since_ms = 1700000000999ull;
+	m[1].protocol_version = 1;
+	v[0] = &m[0];
+	v[1] = &m[1];
+}
+
 /* Answers one opened request; returns the reply envelope packed (malloc). */
 static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *len)
 {
@@ -113,11 +172,16 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 	Chorus__PeerCounters peer = CHORUS__PEER_COUNTERS__INIT;
 	Chorus__PeerCounters *peers[1] = { &peer };
 	char *handlers[2] = { "echo", "sha256" };
+	char *tags[2] = { "gpu", "ssd" };
+	Chorus__MemberInfo members[2];
+	Chorus__MemberInfo *memberp[2];
+	Chorus__MembersResp msr = CHORUS__MEMBERS_RESP__INIT;
 	Chorus__TaskResult res[FAKE_BATCH_MAX];
 	Chorus__TaskResult *resp[FAKE_BATCH_MAX];
 	char outbuf[512];
 	switch (q->body_case) {
 	case CHORUS__ENVELOPE__BODY_SUBMIT:
+		fake_note_require(n, q->submit->task != NULL ? q->submit->task->opts : NULL);
 		if (n->error_code != 0) {
 			er.code = n->error_code;
 			er.message = (char *)n->error_msg;
@@ -156,6 +220,7 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 		break;
 	}
 	case CHORUS__ENVELOPE__BODY_MAP:
+		fake_note_require(n, q->map->opts);
 		for (uint32_t i = 0; i < n->batch_count; i++)
 			free(n->batch_payloads[i]);
 		n->batch_count = 0;
@@ -241,8 +306,20 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 		peer.forged = 5;
 		st.n_peers = 1;
 		st.peers = peers;
+		st.n_tags = 2;
+		st.tags = tags;
+		fake_members(members, memberp, tags);
+		st.n_members = 2;
+		st.members = memberp;
 		a.body_case = CHORUS__ENVELOPE__BODY_STATUS_RESP;
 		a.status_resp = &st;
+		break;
+	case CHORUS__ENVELOPE__BODY_MEMBERS:
+		fake_members(members, memberp, tags);
+		msr.n_members = 2;
+		msr.members = memberp;
+		a.body_case = CHORUS__ENVELOPE__BODY_MEMBERS_RESP;
+		a.members_resp = &msr;
 		break;
 	default:
 		er.code = CH_ERR_INVALID;
@@ -352,6 +429,7 @@ static void fake_start(struct fake_node *n, const char *secret_file)
 	char err[256];
 	assert_int_equal(seal_keyring_load(&n->kr, secret_file, err, sizeof err), 0);
 	randombytes_buf(n->id, sizeof n->id);
+	pthread_mutex_init(&n->seen_mu, NULL);
 	assert_int_equal(nng_rep0_open(&n->sock), 0);
 	assert_int_equal(nng_socket_set_ms(n->sock, NNG_OPT_RECVTIMEO, 50), 0);
 	assert_int_equal(nng_listen(n->sock, n->url, NULL, 0), 0);
@@ -366,6 +444,7 @@ static void fake_stop(struct fake_node *n)
 	for (uint32_t i = 0; i < n->batch_count; i++)
 		free(n->batch_payloads[i]);
 	n->batch_count = 0;
+	pthread_mutex_destroy(&n->seen_mu);
 }
 
 static int setup(void **state)
@@ -870,6 +949,195 @@ static void bad_arguments_are_invalid(void **state)
 	fake_stop(&f->node);
 }
 
+/* ------------------------------------------------------------------ */
+/* cluster                                                             */
+
+static void check_member_fields(json_t *m)
+{
+	static const char *const keys[] = { "id",   "name",     "addr",     "state",
+		                            "incarnation", "tags", "capacity", "load",
+		                            "since_ms", "self", "protocol_version" };
+	assert_true(json_is_object(m));
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		if (json_object_get(m, keys[i]) == NULL)
+			fail_msg("member lacks \"%s\"", keys[i]);
+	}
+	assert_int_equal(json_object_size(m), sizeof keys / sizeof keys[0]);
+}
+
+static void members_json_lists_each_member_with_every_field(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	char err[256] = "stale";
+	char *json = NULL;
+	assert_int_equal(ch_members_json(c, &json, err, sizeof err), CH_OK);
+	assert_string_equal(err, "");
+	json_error_t je;
+	json_t *a = json_loads(json, 0, &je);
+	if (a == NULL)
+		fail_msg("not JSON: %s", je.text);
+	assert_true(json_is_array(a));
+	assert_int_equal(json_array_size(a), 2);
+	json_t *me = json_array_get(a, 0);
+	check_member_fields(me);
+	assert_string_equal(json_string_value(json_object_get(me, "id")),
+	                    "00112233445566778899aabbccddeeff");
+	assert_string_equal(json_string_value(json_object_get(me, "name")), "fake");
+	assert_string_equal(json_string_value(json_object_get(me, "addr")), "tcp://127.0.0.1:7601");
+	assert_string_equal(json_string_value(json_object_get(me, "state")), "alive");
+	assert_int_equal(json_integer_value(json_object_get(me, "incarnation")), 3);
+	json_t *tags = json_object_get(me, "tags");
+	assert_true(json_is_array(tags));
+	assert_int_equal(json_array_size(tags), 2);
+	assert_string_equal(json_string_value(json_array_get(tags, 0)), "gpu");
+	assert_string_equal(json_string_value(json_array_get(tags, 1)), "ssd");
+	assert_int_equal(json_integer_value(json_object_get(me, "capacity")), 4);
+	assert_int_equal(json_integer_value(json_object_get(me, "load")), 1);
+	assert_int_equal(json_integer_value(json_object_get(me, "since_ms")), 1700000000123ll);
+	assert_true(json_is_true(json_object_get(me, "self")));
+	assert_int_equal(json_integer_value(json_object_get(me, "protocol_version")), 1);
+
+	json_t *peer = json_array_get(a, 1);
+	check_member_fields(peer);
+	assert_string_equal(json_string_value(json_object_get(peer, "state")), "suspect");
+	assert_true(json_is_false(json_object_get(peer, "self")));
+	assert_true(json_is_array(json_object_get(peer, "tags")));
+	assert_int_equal(json_array_size(json_object_get(peer, "tags")), 0);
+	assert_int_equal(json_integer_value(json_object_get(peer, "incarnation")), 7);
+	/* a byte that is not UTF-8 is replaced, the key is kept */
+	assert_string_equal(json_string_value(json_object_get(peer, "name")), "n?2");
+	json_decref(a);
+	free(json);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void status_json_carries_members_and_tags(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	char err[256];
+	char *json = NULL;
+	assert_int_equal(ch_status_json(c, &json, err, sizeof err), CH_OK);
+	json_error_t je;
+	json_t *o = json_loads(json, 0, &je);
+	assert_non_null(o);
+	json_t *tags = json_object_get(o, "tags");
+	assert_true(json_is_array(tags));
+	assert_int_equal(json_array_size(tags), 2);
+	assert_string_equal(json_string_value(json_array_get(tags, 0)), "gpu");
+	json_t *members = json_object_get(o, "members");
+	assert_true(json_is_array(members));
+	assert_int_equal(json_array_size(members), 2);
+	check_member_fields(json_array_get(members, 0));
+	check_member_fields(json_array_get(members, 1));
+	assert_string_equal(json_string_value(json_object_get(json_array_get(members, 1), "id")),
+	                    "ffeeddccbbaa99887766554433221100");
+	/* what was there before is still there */
+	assert_string_equal(json_string_value(json_object_get(o, "name")), "fake");
+	assert_int_equal(json_array_size(json_object_get(o, "pools")), 1);
+	json_decref(o);
+	free(json);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+/* Asserts the fake node's last task request carried exactly `want`. */
+static void assert_require_seen(struct fake_node *n, int seen_before, const char *want)
+{
+	int seen = 0;
+	char got[FAKE_REQUIRE_MAX * FAKE_TAG_BYTES];
+	fake_last_require(n, &seen, got, sizeof got);
+	assert_int_equal(seen, seen_before + 1);
+	assert_string_equal(got, want);
+}
+
+static void required_tags_reach_the_wire_for_every_kind_of_submit(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	char err[256];
+	const char *gpu_ssd[] = { "gpu", "ssd", NULL };
+	struct ch_task_opts to = { .require = gpu_ssd };
+	uint64_t id = 0;
+	assert_int_equal(ch_submit(c, "echo", "a", 1, &to, &id, err, sizeof err), CH_OK);
+	assert_require_seen(&f->node, 0, "gpu ssd");
+
+	const char *one[] = { "big", NULL };
+	const char *argv[] = { "/bin/true", NULL };
+	struct ch_task_opts to1 = { .timeout_ms = 50, .argv = argv, .require = one };
+	struct ch_result *r = NULL;
+	assert_int_equal(ch_submit_await(c, "echo", "b", 1, &to1, 100, &r, err, sizeof err), CH_OK);
+	ch_result_free(r);
+	assert_require_seen(&f->node, 1, "big");
+
+	struct async_box b = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	assert_int_equal(ch_submit_async(c, "echo", "c", 1, &to, 100, on_async, &b), CH_OK);
+	assert_int_equal(box_wait(&b, 1), 1);
+	assert_int_equal(b.code, CH_OK);
+	assert_require_seen(&f->node, 2, "gpu ssd");
+
+	const void *payloads[2] = { "x", "y" };
+	size_t lens[2] = { 1, 1 };
+	struct ch_result **rs = NULL;
+	assert_int_equal(ch_map(c, "echo", payloads, lens, 2, &to1, NULL, &rs, err, sizeof err),
+	                 CH_OK);
+	ch_results_free(rs, 2);
+	assert_require_seen(&f->node, 3, "big");
+
+	/* none given, none sent: NULL and an empty list alike */
+	assert_int_equal(ch_submit(c, "echo", "d", 1, NULL, &id, err, sizeof err), CH_OK);
+	assert_require_seen(&f->node, 4, "");
+	const char *none[] = { NULL };
+	struct ch_task_opts to0 = { .require = none };
+	assert_int_equal(ch_submit(c, "echo", "e", 1, &to0, &id, err, sizeof err), CH_OK);
+	assert_require_seen(&f->node, 5, "");
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void bad_required_tags_are_invalid_and_nothing_is_sent(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	char err[256];
+	uint64_t id = 0;
+	const char *empty[] = { "gpu", "", NULL };
+	struct ch_task_opts to = { .require = empty };
+	assert_int_equal(ch_submit(c, "echo", "a", 1, &to, &id, err, sizeof err), CH_ERR_INVALID);
+	assert_non_null(strstr(err, "empty"));
+	const char *many[CH_REQUIRE_COUNT_MAX + 2];
+	for (int i = 0; i <= CH_REQUIRE_COUNT_MAX; i++)
+		many[i] = "t";
+	many[CH_REQUIRE_COUNT_MAX + 1] = NULL;
+	to.require = many;
+	assert_int_equal(ch_submit(c, "echo", "a", 1, &to, &id, err, sizeof err), CH_ERR_INVALID);
+	assert_non_null(strstr(err, "required tags"));
+	const void *payloads[1] = { "x" };
+	size_t lens[1] = { 1 };
+	struct ch_result **rs = NULL;
+	assert_int_equal(ch_map(c, "echo", payloads, lens, 1, &to, NULL, &rs, err, sizeof err),
+	                 CH_ERR_INVALID);
+	assert_null(rs);
+	assert_int_equal(ch_submit_async(c, "echo", "a", 1, &to, 0, on_async, NULL),
+	                 CH_ERR_INVALID);
+	assert_int_equal(atomic_load(&f->node.requests), 0);
+	/* exactly the limit is fine */
+	many[CH_REQUIRE_COUNT_MAX] = NULL;
+	assert_int_equal(ch_submit(c, "echo", "a", 1, &to, &id, err, sizeof err), CH_OK);
+	char want[2 * CH_REQUIRE_COUNT_MAX + 1] = "";
+	for (int i = 0; i < CH_REQUIRE_COUNT_MAX; i++)
+		strcat(want, i > 0 ? " t" : "t");
+	assert_require_seen(&f->node, 0, want);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -899,6 +1167,13 @@ int main(void)
 		cmocka_unit_test(names_and_codes),
 		cmocka_unit_test_setup_teardown(keygen_refuses_to_overwrite, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_arguments_are_invalid, setup, teardown),
+		cmocka_unit_test_setup_teardown(members_json_lists_each_member_with_every_field, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(status_json_carries_members_and_tags, setup, teardown),
+		cmocka_unit_test_setup_teardown(required_tags_reach_the_wire_for_every_kind_of_submit,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(bad_required_tags_are_invalid_and_nothing_is_sent,
+		                                setup, teardown),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	nng_fini(); /* joins nng's own threads, so valgrind sees no stacks left */
