@@ -65,6 +65,7 @@
 #define PURGE_INTERVAL_MS 1000
 #define PURGE_ROWS_MAX 2000
 #define WAIT_MS_MAX (24u * 3600u * 1000u)
+#define REQUIRE_TAGS_MAX 16
 /* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
 #define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
 
@@ -580,6 +581,17 @@ static int spec_check(struct server *srv, const char *handler, const Chorus__Tas
 		         PAYLOAD_BYTES_MAX);
 		return CH_ERR_TOO_LARGE;
 	}
+	if (o && o->n_require > REQUIRE_TAGS_MAX) {
+		snprintf(msg, len, "%zu required tags: at most %u", o->n_require, REQUIRE_TAGS_MAX);
+		return CH_ERR_INVALID;
+	}
+	for (size_t i = 0; o && i < o->n_require; i++) {
+		if (!o->require[i][0] || strlen(o->require[i]) > 31) {
+			snprintf(msg, len, "required tag '%.40s' is empty or longer than 31 bytes",
+			         o->require[i]);
+			return CH_ERR_INVALID;
+		}
+	}
 	if (o && o->max_attempts > 1000) {
 		snprintf(msg, len, "max_attempts %u is over 1000", o->max_attempts);
 		return CH_ERR_INVALID;
@@ -622,6 +634,21 @@ static struct task *task_from_spec(struct server *srv, const char *handler, cons
 					task_free(t);
 					return NULL;
 				}
+			}
+		}
+	}
+	if (o && o->n_require) {
+		t->require = calloc(o->n_require + 1, sizeof(char *));
+		if (!t->require) {
+			task_free(t);
+			return NULL;
+		}
+		t->require_count = (uint32_t)o->n_require;
+		for (size_t i = 0; i < o->n_require; i++) {
+			t->require[i] = strdup(o->require[i]);
+			if (!t->require[i]) {
+				task_free(t);
+				return NULL;
 			}
 		}
 	}
