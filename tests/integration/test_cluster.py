@@ -243,11 +243,12 @@ class TestCluster(NodeTestCase):
         return rc, results, detect_s
 
     def test_kill9_mid_fanout_temporary_lost_transient_replaced(self):
-        nodes = self.cluster(5)
+        workers = 4  # sleeps cost no CPU: more slots, a shorter test
+        nodes = self.cluster(5, workers=workers)
         coord = nodes[0]
         names = {n.name for n in nodes}
         count = 600
-        capacity = WORKERS * PREFETCH
+        capacity = workers * PREFETCH
 
         # temporary: what the dead member held ends lost, naming it
         victim = nodes[2]
@@ -269,6 +270,12 @@ class TestCluster(NodeTestCase):
         self.assertLessEqual(lost, capacity, "more lost than %s could hold: %r"
                              % (victim.name, states))
         self.assertEqual(rc, EXIT_TASK_FAILED, "a lost task must fail the fan-out")
+        # the coordinator's journal agrees with what the fan-out printed
+        for r in results:
+            if task_state(r) == "lost":
+                t = coord.task(task_id(r))
+                self.assertEqual((task_state(t), t["error"]), ("lost", r["error"]), t)
+        lost_results = [r for r in results if task_state(r) == "lost"]
         ran_on_victim = sum(1 for r in results if r["node"] == victim.name
                             and task_state(r) == "succeeded")
         self.assertGreater(ran_on_victim, 0, "the victim ran nothing before the kill")
@@ -294,6 +301,10 @@ class TestCluster(NodeTestCase):
             self.assertEqual(v[victim2.name]["state"], "dead", summary(v))
         self.note("temporary: %r, detected dead in %.2f s; transient: %d re-placed, "
                   "detected in %.2f s" % (states, detect1, len(replaced), detect2))
+        # "node" names the member that ran a task, lost ones included (checked
+        # last: a wrong name must not hide the checks above)
+        self.assertEqual([r for r in lost_results if r["node"] != victim.name], [],
+                         "lost tasks must name %s, the member that ran them" % victim.name)
 
     # ---- 4 ----
 
