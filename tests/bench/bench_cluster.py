@@ -59,6 +59,8 @@ DETECT_TARGET_P99_S = 2.0
 SPREAD_TARGET_RATIO = 1.15
 DETECT_TIMEOUT_S = 25.0      # a survivor that has not marked the victim dead by then: "not detected"
 CONVERGE_TIMEOUT_S = 60.0    # all members alive in every view
+RESTART_GRACE_S = 3.0        # a false suspicion this soon after the member's restart is counted apart
+REJOIN_SLOW_S = 2.0          # a restart slower than this to converge is described in the progress
 FANOUT_TIMEOUT_S = 600.0
 POLL_CTL_TIMEOUT = "1s"
 LOG_POLL_PAUSE_S = 0.01      # between two reads of a node log (membership from logs)      # clusterctl --timeout for one members poll
@@ -297,19 +299,24 @@ class Cluster:
 
 
 def wait_converged(nodes, names, view, timeout_s=CONVERGE_TIMEOUT_S):
-    """Until every node in `nodes` shows every name in `names` alive."""
+    """Until every node in `nodes` shows every name in `names` alive. Returns
+    the last view that was not there yet: (node name, {member: state} of the
+    members not alive), or None when all were converged at the first look."""
     deadline = time.monotonic() + timeout_s
     last = {}
+    lag = None
     while True:
         done = True
         for n in nodes:
             v = view(n)
             last[n.name] = {k: s for k, (s, _) in v.states.items()}
             if not v.ok or any(v.state(name)[0] != "alive" for name in names):
+                lag = (n.name, {name: v.state(name)[0] for name in names
+                                if v.state(name)[0] != "alive"} if v.ok else "no answer")
                 done = False
                 break
         if done:
-            return
+            return lag
         if time.monotonic() >= deadline:
             raise RunError("membership did not converge within %.0f s: %r\n%s"
                            % (timeout_s, last, "\n".join(
@@ -370,7 +377,7 @@ def measure_one_kill(victim, survivors, view):
     for t in threads:
         t.join(DETECT_TIMEOUT_S + 15)
     stop.set()
-    return results
+    return results, t0["unix_ms"]
 
 
 def run_detection(workdir, args, view, log):
@@ -385,7 +392,7 @@ def run_detection(workdir, args, view, log):
         for i in range(args.kills):
             victim = cl.nodes[i % DETECT_NODES]
             survivors = [n for n in cl.nodes if n is not victim]
-            r = measure_one_kill(victim, survivors, view)
+            r, kill_unix_ms = measure_one_kill(victim, survivors, view)
             dead = [x["dead_s"] for x in r.values()]
             k = {
                 "victim": victim.name,
@@ -401,6 +408,7 @@ def run_detection(workdir, args, view, log):
                 "polls": sum(x["polls"] for x in r.values()),
                 "poll_errors": sum(x["errors"] for x in r.values()),
                 "per_survivor": r,
+                "kill_unix_ms": kill_unix_ms,
             }
             kills.append(k)
             log("  kill %2d/%d %s: first dead %s s, all dead %s s (node clocks %s / %s), "
@@ -409,13 +417,19 @@ def run_detection(workdir, args, view, log):
                    fmt_s(k["node_clock_first_s"]), fmt_s(k["node_clock_all_s"]),
                    fmt_s(k["first_suspect_s"]), k["polls"]))
             t_restart = time.monotonic()
+            k["restart_unix_ms"] = time.time() * 1000.0
             try:
                 victim.start(wait=True)
             except AssertionError as e:
                 raise RunError("restart of %s failed: %s" % (victim.name, e))
-            wait_converged(cl.nodes, cl.names(), view)
+            k["restart_s"] = time.monotonic() - t_restart
+            lag = wait_converged(cl.nodes, cl.names(), view)
             k["rejoin_s"] = time.monotonic() - t_restart
-        return kills
+            if k["rejoin_s"] > REJOIN_SLOW_S:
+                log("    slow rejoin: %.3f s (answering after %.3f s); last view not converged: "
+                    "%s %s" % (k["rejoin_s"], k["restart_s"], lag[0] if lag else "-",
+                               lag[1] if lag else ""))
+        return kills, false_transitions(cl.nodes, kills, time.time() * 1000.0)
     finally:
         if args.keep:
             for n in cl.nodes:
@@ -424,7 +438,35 @@ def run_detection(workdir, args, view, log):
         cl.cleanup()
 
 
-def detection_summary(kills):
+def false_transitions(nodes, kills, end_unix_ms):
+    """From every node's log, between the first kill and end_unix_ms: how
+    often a member that was running was marked suspect or dead (a member is
+    down from its kill to its restart), and how many of those hit a member
+    restarted less than RESTART_GRACE_S before."""
+    out = {"suspect": 0, "dead": 0, "suspect_after_restart": 0, "dead_after_restart": 0}
+    if not kills:
+        return out
+    start_ms = kills[0]["kill_unix_ms"]
+    for n in nodes:
+        for line in n.log_text().splitlines():
+            m = LOG_LINE.match(line)
+            if not m or m.group(6) not in ("suspect", "dead"):
+                continue
+            ts = log_ts_ms(m.group(1), m.group(2))
+            if ts < start_ms or ts > end_unix_ms:
+                continue
+            name = m.group(3)
+            if any(k["victim"] == name and k["kill_unix_ms"] <= ts <= k["restart_unix_ms"]
+                   for k in kills):
+                continue
+            out[m.group(6)] += 1
+            if any(k["victim"] == name and
+                   0 <= ts - k["restart_unix_ms"] <= RESTART_GRACE_S * 1000 for k in kills):
+                out[m.group(6) + "_after_restart"] += 1
+    return out
+
+
+def detection_summary(kills, false):
     def dist(key):
         xs = [k[key] for k in kills]
         missing = sum(1 for x in xs if x is None)
@@ -444,6 +486,7 @@ def detection_summary(kills):
         "rejoin": dist("rejoin_s"),
         "poll_interval_ms": 1000.0 * poll_time / polls if polls else None,
         "poll_errors": sum(k["poll_errors"] for k in kills),
+        "false": false,
     }
 
 
@@ -537,6 +580,13 @@ def figures(det, spread, single):
              det["rejoin"]["p50"], "s", None, None),
             ("rejoin_max", "restart of the victim to all 5 alive in every view, max",
              det["rejoin"]["max"], "s", None, None),
+            ("false_suspect", "running members marked suspect (of them: < %.0f s after "
+             "their restart)" % RESTART_GRACE_S, "%d (%d)" % (det["false"]["suspect"],
+                                                             det["false"]["suspect_after_restart"]),
+             "", None, None),
+            ("false_dead", "running members marked dead (of them: < %.0f s after their restart)"
+             % RESTART_GRACE_S, "%d (%d)" % (det["false"]["dead"],
+                                             det["false"]["dead_after_restart"]), "", None, None),
             ("detect_undetected", "kills not detected by all within %.0f s (of %d)"
              % (DETECT_TIMEOUT_S, n), a["missing"], "", None, None),
             ("poll_interval", "poll interval per survivor, mean", det["poll_interval_ms"], "ms",
@@ -591,7 +641,7 @@ def table_text(rows):
         else:
             v = "%d" % value
         t = "" if target is None else "%s %s" % (target, "MET" if met else "MISSED")
-        if isinstance(value, str):
+        if isinstance(value, str) and len(value) > 10:
             lines.append("%-34s %s" % (label, v))
         else:
             lines.append("%-66s %10s %-5s %s" % (label, v, unit, t))
@@ -675,8 +725,8 @@ def main():
     failed = None
     try:
         if args.only in (None, "detect"):
-            kills = run_detection(workdir, args, args.view, log)
-            det = detection_summary(kills)
+            kills, false = run_detection(workdir, args, args.view, log)
+            det = detection_summary(kills, false)
         if args.only in (None, "spread"):
             spread = run_fanout(workdir, args, "spread", SPREAD_NODES, log)
             if not args.skip_single:
