@@ -941,6 +941,11 @@ static int client_open(ch_client **out, const char *addr, const char *secret_fil
 	}
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ,
 	                    c->frame_bytes_max + CLIENT_RECV_SLACK_BYTES);
+	/* nng waits 1 s before redialling a dropped connection by default: a
+	 * call caught by a cut would stall that long. Redial fast, back off to
+	 * 2 s while the node stays away. */
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 2000);
 	rv = nng_dial(c->sock, addr, NULL, NNG_FLAG_NONBLOCK);
 	if (rv != 0) {
 		nng_close(c->sock);

@@ -716,6 +716,12 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 			t->state = TASK_RUNNING;
 			t->started_ms = now_ms;
 			t->deadline_ms = t->opts.timeout_ms ? now_ms + t->opts.timeout_ms : 0;
+			/* where it runs: this node, unless the dispatch effect places
+			 * it elsewhere and says so */
+			if (ts->lim.node_name && (!t->node || strcmp(t->node, ts->lim.node_name) != 0)) {
+				free(t->node);
+				t->node = strdup(ts->lim.node_name);
+			}
 			int rc = ts->fx.dispatch(ts->fx.ctx, t);
 			if (rc > 0) {
 				t->state = TASK_QUEUED;
@@ -733,10 +739,6 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 				break;
 			}
 			t->dispatched = 1;
-			if (ts->lim.node_name && (!t->node || strcmp(t->node, ts->lim.node_name) != 0)) {
-				free(t->node);
-				t->node = strdup(ts->lim.node_name);
-			}
 			move_to(ts, t, LIST_RUNNING, 0);
 			mark_dirty(ts, t);
 		}

@@ -136,7 +136,7 @@ struct tasks_effects {
 };
 
 struct tasks_limits {
-	const char *node_name;          /* recorded as t->node at dispatch; NULL = none */
+	const char *node_name;          /* t->node before dispatch (the effect may change it) */
 	uint32_t pool_count;            /* >= 1 */
 	uint32_t queue_tasks_max;       /* non-final tasks held; beyond: CH_ERR_FULL */
 	uint32_t default_timeout_ms;    /* applied when a task gives 0 (0 = none) */

@@ -516,6 +516,11 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight, ui
 		/* the member cannot be reached now: run it here if we can */
 		return local_inflight < c->capacity ? 0 : -1;
 	}
+	char *name = strdup(m->name);
+	if (name) {
+		free(t->node);
+		t->node = name;
+	}
 	return 1;
 }
 
