@@ -295,7 +295,39 @@ class Cluster:
 
     def cleanup(self):
         for n in self.nodes:
-            n.cleanup()
+            kill_node(n)
+
+
+def kill_node(node):
+    """kill -9 of a running chorusd and its process group, sent before the
+    process is reaped so that its pid (= its group id) cannot have been
+    reused by then. Its workers die with it (PR_SET_PDEATHSIG). Groups of
+    earlier starts are forgotten, never signalled: with the bench spawning
+    hundreds of clusterctl processes a second, pids wrap (pid_max 32768)
+    within minutes and a stale group id may belong to someone else by then
+    (harness.Node.cleanup would signal them all)."""
+    p = node.proc
+    if p is not None and p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            p.kill()
+        try:
+            p.wait(timeout=harness.STOP_TIMEOUT_S)
+        except Exception:
+            pass
+    node.pgids = []
+
+
+def check_running(nodes, expected_down=()):
+    """A node that exited although the bench did not stop it: the run is void."""
+    for n in nodes:
+        if n not in expected_down and not n.running():
+            rc = n.proc.returncode if n.proc else None
+            raise RunError("node %s exited on its own (exit status %s%s) while the bench ran; "
+                           "its log:\n%s" % (n.name, rc, " = killed by signal %d" % -rc
+                                             if rc is not None and rc < 0 else "",
+                                             n.log_tail(30)))
 
 
 def wait_converged(nodes, names, view, timeout_s=CONVERGE_TIMEOUT_S):
@@ -317,6 +349,7 @@ def wait_converged(nodes, names, view, timeout_s=CONVERGE_TIMEOUT_S):
                 break
         if done:
             return lag
+        check_running(nodes)
         if time.monotonic() >= deadline:
             raise RunError("membership did not converge within %.0f s: %r\n%s"
                            % (timeout_s, last, "\n".join(
@@ -372,7 +405,7 @@ def measure_one_kill(victim, survivors, view):
         t.start()
     t0["unix_ms"] = time.time() * 1000.0
     t0["mono"] = time.monotonic()
-    victim.kill9()
+    kill_node(victim)
     ready.wait()
     for t in threads:
         t.join(DETECT_TIMEOUT_S + 15)
@@ -393,6 +426,7 @@ def run_detection(workdir, args, view, log):
             victim = cl.nodes[i % DETECT_NODES]
             survivors = [n for n in cl.nodes if n is not victim]
             r, kill_unix_ms = measure_one_kill(victim, survivors, view)
+            check_running(survivors)
             dead = [x["dead_s"] for x in r.values()]
             k = {
                 "victim": victim.name,
