@@ -749,7 +749,8 @@ def main():
     workdir = tempfile.mkdtemp(prefix="bench_cluster.")
     started = datetime.datetime.now()
     settings = protocol_settings(args.gossip_period_ms, DETECT_NODES)
-    log("bench_cluster %s, %s" % (started.strftime("%Y-%m-%d %H:%M"), machine_text()))
+    machine = machine_text()
+    log("bench_cluster %s, %s" % (started.strftime("%Y-%m-%d %H:%M"), machine))
     for line in settings_lines(settings):
         log(line)
     log("membership read from: %s" % how)
@@ -783,7 +784,7 @@ def main():
     if args.json:
         doc = {
             "date": started.isoformat(timespec="seconds"),
-            "machine": machine_text(),
+            "machine": machine,
             "settings": settings,
             "membership_from": mode,
             "kills": args.kills, "fanout": args.fanout, "task_ms": args.task_ms,
