@@ -569,6 +569,7 @@ static int exchange(struct sync_slot *s, nng_msg *msg, nng_time deadline, uint32
 		return rv;
 	}
 	*sent = true;
+	nng_aio_set_msg(s->aio, NULL); /* sent: nng owns it now */
 	nng_aio_set_timeout(s->aio, remaining_ms(deadline));
 	nng_ctx_recv(s->ctx, s->aio);
 	nng_aio_wait(s->aio);
@@ -576,6 +577,9 @@ static int exchange(struct sync_slot *s, nng_msg *msg, nng_time deadline, uint32
 	if (rv != 0)
 		return rv;
 	*reply = nng_aio_get_msg(s->aio);
+	nng_aio_set_msg(s->aio, NULL);
+	if (*reply == NULL) /* never seen to carry no message, but never trust it */
+		return NNG_EPROTO;
 	return 0;
 }
 
@@ -943,9 +947,10 @@ static int client_open(ch_client **out, const char *addr, const char *secret_fil
 	                    c->frame_bytes_max + CLIENT_RECV_SLACK_BYTES);
 	/* nng waits 1 s before redialling a dropped connection by default: a
 	 * call caught by a cut would stall that long. Redial fast, back off to
-	 * 2 s while the node stays away. */
+	 * 250 ms while the node stays away (a restarted peer is found again
+	 * within a gossip period or two). */
 	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMINT, 50);
-	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 2000);
+	nng_socket_set_ms(c->sock, NNG_OPT_RECONNMAXT, 250);
 	rv = nng_dial(c->sock, addr, NULL, NNG_FLAG_NONBLOCK);
 	if (rv != 0) {
 		nng_close(c->sock);
@@ -1875,16 +1880,40 @@ static void async_on_io(void *arg)
 	switch (st) {
 	case ASYNC_SEND_REQUEST:
 	case ASYNC_SEND_HELLO:
+		nng_aio_set_msg(a->aio, NULL); /* sent: nng owns it now */
 		a->state = st == ASYNC_SEND_REQUEST ? ASYNC_RECV_REPLY : ASYNC_RECV_WELCOME;
 		nng_aio_set_timeout(a->aio, remaining_ms(a->deadline));
 		nng_ctx_recv(a->ctx, a->aio);
 		return;
 	case ASYNC_RECV_REPLY:
-		async_on_reply(a, nng_aio_get_msg(a->aio));
+	case ASYNC_RECV_WELCOME:
+		/* Seen under load with nng 1.5.2: a receive that completes
+		 * without error and without a message. Never dereference it. */
+		if (nng_aio_get_msg(a->aio) == NULL) {
+			code = fail(err, sizeof err, CH_ERR_PROTOCOL, "empty reply from %s", c->addr);
+			if (a->initiating) {
+				sodium_memzero(&a->initiator, sizeof a->initiator);
+				a->initiating = false;
+				handshake_done(c, code, err);
+			}
+			async_finish(a, code, NULL, err);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	switch (st) {
+	case ASYNC_RECV_REPLY: {
+		nng_msg *reply = nng_aio_get_msg(a->aio);
+		nng_aio_set_msg(a->aio, NULL);
+		async_on_reply(a, reply);
 		return;
+	}
 	case ASYNC_RECV_WELCOME: {
 		assert(a->initiating);
 		nng_msg *reply = nng_aio_get_msg(a->aio);
+		nng_aio_set_msg(a->aio, NULL);
 		code = welcome_install(c, &a->initiator, reply, a->gen, err, sizeof err);
 		nng_msg_free(reply);
 		sodium_memzero(&a->initiator, sizeof a->initiator);

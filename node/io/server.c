@@ -202,6 +202,7 @@ static void slot_recv(struct slot *sl)
 	sl->state = SLOT_RECV;
 	sl->sending = 0;
 	sl->waiter = NULL;
+	nng_aio_set_msg(sl->aio, NULL);
 	nng_ctx_recv(sl->ctx, sl->aio);
 }
 
@@ -1381,11 +1382,12 @@ static void handle_slot(struct server *srv, struct slot *sl)
 {
 	int rv = nng_aio_result(sl->aio);
 	if (sl->sending) {
-		if (rv != 0) {
+		if (rv != 0) { /* not sent: the message is still ours */
 			nng_msg *m = nng_aio_get_msg(sl->aio);
 			if (m)
 				nng_msg_free(m);
 		}
+		nng_aio_set_msg(sl->aio, NULL);
 		slot_recv(sl);
 		return;
 	}
@@ -1396,6 +1398,7 @@ static void handle_slot(struct server *srv, struct slot *sl)
 		return;
 	}
 	nng_msg *msg = nng_aio_get_msg(sl->aio);
+	nng_aio_set_msg(sl->aio, NULL);
 	sl->state = SLOT_BUSY;
 	size_t len = nng_msg_len(msg);
 	int kind = 0;
@@ -1881,9 +1884,14 @@ static void server_free(struct server *srv)
 	nng_close(srv->sock);
 	for (uint32_t i = 0; i < SERVER_CONTEXTS; i++) {
 		if (srv->slots[i].aio) {
-			nng_aio_stop(srv->slots[i].aio);
-			nng_msg *m = nng_aio_get_msg(srv->slots[i].aio);
-			if (m && srv->slots[i].sending)
+			struct slot *sl = &srv->slots[i];
+			nng_aio_stop(sl->aio);
+			/* a request received but never handled (the loop ended
+			 * first), or an answer nng did not take: ours to free */
+			nng_msg *m = nng_aio_get_msg(sl->aio);
+			int unconsumed = sl->sending ? nng_aio_result(sl->aio) != 0
+			                             : nng_aio_result(sl->aio) == 0;
+			if (m && unconsumed)
 				nng_msg_free(m);
 			nng_aio_free(srv->slots[i].aio);
 		}
