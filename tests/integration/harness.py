@@ -227,17 +227,21 @@ class Node:
         return self.start(wait=wait)
 
     def cleanup(self):
-        """Kills chorusd and everything left in its process groups."""
+        """Kills chorusd and its process group (workers, exec children).
+
+        Only the group of the process still running is signalled, before it
+        is reaped: while its leader is unreaped the group id cannot belong to
+        anyone else. Groups of earlier runs are not signalled, since their ids
+        may have been reused by now; their workers die with their node
+        (PR_SET_PDEATHSIG)."""
         if self.running():
-            self.proc.kill()
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                pass
-        for pg in self.pgids:
-            try:
-                os.killpg(pg, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
                 pass
 
     def log_text(self):
