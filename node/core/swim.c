@@ -490,6 +490,9 @@ static void dead_append(struct swim *s, uint32_t idx)
 static uint64_t susp_timeout_ms(const struct swim *s, const struct susp *x)
 {
 	uint32_t k = s->cfg.suspicion_k;
+	/* memberlist: a cluster too small to produce k independent
+	 * confirmations (N - 2 < k) waits the minimum at once */
+	if (live_count(s) < k + 2) k = 0;
 	if (k == 0 || x->confirm_count >= k) return x->min_ms;
 	double frac = ln_approx((double)x->confirm_count + 1.0) / ln_approx((double)k + 1.0);
 	double t = (double)x->max_ms - (double)(x->max_ms - x->min_ms) * frac;
@@ -942,7 +945,7 @@ void swim_config_defaults(struct swim_config *c)
 	c->retransmit_mult = 4;
 	c->suspicion_alpha = 4;
 	c->suspicion_beta = 6;
-	c->suspicion_k = 3;
+	c->suspicion_k = 2; /* memberlist: SuspicionMult - 2 */
 	c->lhm_max = 8;
 	c->push_pull_periods = 30;
 	c->push_pull_scale = 1;

@@ -175,7 +175,7 @@ struct swim_config {
 	uint32_t retransmit_mult;     /* lambda: retransmit limit = lambda*ceil(log10(N+1)); default 4 */
 	uint32_t suspicion_alpha;     /* Lifeguard min timeout = alpha*log10(N)*period; default 4 */
 	uint32_t suspicion_beta;      /* max timeout = beta*min; default 6 */
-	uint32_t suspicion_k;         /* confirmations to reach min; default 3 (<= SWIM_SUSPICION_K_MAX) */
+	uint32_t suspicion_k;         /* confirmations to reach min; default 2 (<= SWIM_SUSPICION_K_MAX) */
 	uint32_t lhm_max;             /* local health multiplier cap; default 8 (<= SWIM_LHM_MAX) */
 	uint32_t push_pull_periods;   /* M: push-pull every M periods; 0 = never; default 30 */
 	uint8_t push_pull_scale;      /* scale M with log2(N/32) like memberlist; default 1 */
