@@ -600,6 +600,25 @@ static int spec_check(struct server *srv, const char *handler, const Chorus__Tas
 	return 0;
 }
 
+/* Copies n strings into a NULL-terminated array (*dst stays NULL when n is
+ * 0). On ENOMEM returns -1; what was copied is counted in *count, so
+ * task_free() releases it. */
+static int strv_dup(char *const *src, size_t n, char ***dst, uint32_t *count)
+{
+	if (n == 0)
+		return 0;
+	*dst = calloc(n + 1, sizeof(char *));
+	if (!*dst)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		(*dst)[i] = strdup(src[i]);
+		if (!(*dst)[i])
+			return -1;
+		*count = (uint32_t)(i + 1);
+	}
+	return 0;
+}
+
 static struct task *task_from_spec(struct server *srv, const char *handler, const uint8_t *payload,
                                    size_t payload_len, const Chorus__TaskOptions *o)
 {
@@ -622,35 +641,10 @@ static struct task *task_from_spec(struct server *srv, const char *handler, cons
 		                      : TASK_RESTART_TEMPORARY;
 		t->opts.max_attempts = o->max_attempts;
 		t->opts.backoff_ms = o->backoff_ms;
-		if (o->n_argv) {
-			t->argv = calloc(o->n_argv + 1, sizeof(char *));
-			if (!t->argv) {
-				task_free(t);
-				return NULL;
-			}
-			t->argc = (uint32_t)o->n_argv;
-			for (size_t i = 0; i < o->n_argv; i++) {
-				t->argv[i] = strdup(o->argv[i]);
-				if (!t->argv[i]) {
-					task_free(t);
-					return NULL;
-				}
-			}
-		}
-	}
-	if (o && o->n_require) {
-		t->require = calloc(o->n_require + 1, sizeof(char *));
-		if (!t->require) {
+		if (strv_dup(o->argv, o->n_argv, &t->argv, &t->argc) != 0 ||
+		    strv_dup(o->require, o->n_require, &t->require, &t->require_count) != 0) {
 			task_free(t);
 			return NULL;
-		}
-		t->require_count = (uint32_t)o->n_require;
-		for (size_t i = 0; i < o->n_require; i++) {
-			t->require[i] = strdup(o->require[i]);
-			if (!t->require[i]) {
-				task_free(t);
-				return NULL;
-			}
 		}
 	}
 	t->pool = handler_pool(srv, handler);
