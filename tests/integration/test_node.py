@@ -1,0 +1,88 @@
+"""test_node.py - node-level settings on a real chorusd: result retention,
+JSON logs, named pools, one node per data dir, protocol.
+
+Each test waits on conditions with deadlines (harness.wait_until)."""
+
+import json
+import subprocess
+import time
+import unittest
+
+from harness import CHORUSD, NodeTestCase, task_id, task_state, wait_until
+
+
+class TestNode(NodeTestCase):
+
+    def test_results_expire_after_result_ttl(self):
+        node = self.new_node("--result-ttl", "1s")
+        r = node.submit("echo", "--wait", payload="short-lived")
+        tid = task_id(r)
+        self.assertEqual(task_state(r), "succeeded")
+        # right after: still there
+        self.assertEqual(task_state(node.task(tid)), "succeeded")
+
+        def gone():
+            rc, _, err = node.ctl("status", tid)
+            return rc == 5 and "no task" in err
+        wait_until(gone, 15, "task %d purged after its 1 s retention" % tid)
+
+    def test_json_log_lines_parse_and_carry_the_fields(self):
+        node = self.new_node("--log-format", "json")
+        node.submit("nope", payload="x", expect_rc=6)  # logs a warning too
+        lines = [l for l in node.log_lines_since_last_start() if l.strip()]
+        self.assertGreater(len(lines), 3)
+        levels = set()
+        for l in lines:
+            obj = json.loads(l)
+            for key in ("ts", "level", "component", "msg"):
+                self.assertIn(key, obj, l)
+            self.assertRegex(obj["ts"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+            levels.add(obj["level"])
+        self.assertIn("info", levels)
+        self.assertIn("warn", levels)
+
+    def test_named_pool_throttles_its_handlers_only(self):
+        node = self.new_node("--pool", "slow:1:sleep", "--workers", "2")
+        st = node.status()
+        pools = {p["name"]: p for p in st["pools"]}
+        self.assertEqual(pools["slow"]["workers"], 1)
+        self.assertEqual(pools["slow"]["handlers"], ["sleep"])
+        # two sleeps share the one slow worker: they run one after the other
+        a = task_id(node.submit("sleep", payload="1200"))
+        b = task_id(node.submit("sleep", payload="1200"))
+        # the default pool is not held up by them
+        t0 = time.monotonic()
+        e = node.submit("echo", "--wait", payload="not blocked")
+        self.assertEqual(task_state(e), "succeeded")
+        self.assertLess(time.monotonic() - t0, 1.0)
+        for tid in (a, b):
+            rc, _, err = node.ctl("wait", tid, "--timeout", "20s")
+            self.assertEqual(rc, 0, err)
+        ra, rb = node.task(a), node.task(b)
+        first, second = sorted((ra, rb), key=lambda r: r["started_ms"])
+        self.assertGreaterEqual(second["started_ms"], first["finished_ms"] - 5,
+                                "the 1-worker pool ran two sleeps at once")
+
+    def test_a_second_node_on_the_same_data_dir_is_refused(self):
+        node = self.new_node()
+        other = subprocess.run([CHORUSD, "--data-dir", node.data_dir, "--listen",
+                                "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(other.returncode, 0)
+        self.assertIn("in use by another chorusd", other.stderr)
+        # the first one is unaffected
+        self.assertEqual(task_state(node.submit("echo", "--wait", payload="still here")),
+                         "succeeded")
+
+    def test_help_and_version(self):
+        out = subprocess.run([CHORUSD, "--help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0)
+        for flag in ("--seeds", "--tags", "--gossip-period", "--workers", "--exec-allow",
+                     "--synchronous", "--log-format"):
+            self.assertIn(flag, out.stdout)
+        ver = subprocess.run([CHORUSD, "--version"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(ver.returncode, 0)
+        self.assertIn("chorusd", ver.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
