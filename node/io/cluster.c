@@ -40,12 +40,14 @@
 #define RUN_WAIT_MS_MAX (24u * 3600u * 1000u)
 #define RUN_EXTRA_MS 10000u
 #define LINK_IDLE_MS 60000u
+#define REFUSED_BACKOFF_MS 1000u
 
 struct link {
 	char addr[SWIM_ADDR_BYTES_MAX];
 	ch_client *cli;
 	uint32_t inflight;     /* tasks placed there, not back */
 	uint64_t last_used_ms;
+	uint64_t refusing_until_ms; /* it said full / shutting down: look elsewhere */
 };
 
 struct placed {
@@ -490,6 +492,11 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight, ui
 			pc->capacity = m->capacity;
 			pc->load = m->load;
 			pc->inflight = li >= 0 ? c->links[li].inflight : 0;
+			/* a member that just refused work (draining, queue full)
+			 * gets none for a moment, so a drain does not become a
+			 * loop of refusals */
+			if (li >= 0 && c->links[li].refusing_until_ms > now_ms)
+				pc->inflight = pc->capacity;
 		}
 		c->cand_member[k++] = m;
 	}
@@ -540,7 +547,8 @@ void cluster_kill(struct cluster *c, const struct task *t)
 }
 
 /* Feeds one remote outcome to the task core. */
-static void complete(struct tasks *ts, struct placed *p, struct completion *d, uint64_t now_ms)
+static void complete(struct cluster *c, struct tasks *ts, struct placed *p, struct completion *d,
+                     uint64_t now_ms)
 {
 	char why[512];
 	const struct task *t = tasks_get(ts, p->task_id);
@@ -548,7 +556,10 @@ static void complete(struct tasks *ts, struct placed *p, struct completion *d, u
 		return;
 	if (d->code != 0) {
 		if (d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN) {
-			/* refused before it ran: place it again, no attempt charged */
+			/* refused before it ran: place it again (elsewhere for a
+			 * while), no attempt charged */
+			if (p->link < c->link_count)
+				c->links[p->link].refusing_until_ms = now_ms + REFUSED_BACKOFF_MS;
 			tasks_on_worker_lost(ts, p->task_id, 0, d->err, now_ms);
 			return;
 		}
@@ -595,6 +606,14 @@ static void complete(struct tasks *ts, struct placed *p, struct completion *d, u
 		                  ? "timed out: cancelled on its node"
 		                  : "cancelled on its node",
 		              now_ms);
+		break;
+	case CHORUS__TASK_STATE__TASK_QUEUED:
+		/* it never started there (the member is draining): run it
+		 * elsewhere, no attempt charged */
+		if (p->link < c->link_count)
+			c->links[p->link].refusing_until_ms = now_ms + REFUSED_BACKOFF_MS;
+		snprintf(why, sizeof(why), "not started on %s", p->member_name);
+		tasks_on_worker_lost(ts, p->task_id, 0, why, now_ms);
 		break;
 	default:
 		snprintf(why, sizeof(why), "%s gave no final state (%s)", p->member_name,
@@ -661,7 +680,7 @@ void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t n
 		if (p && p->attempt == d->attempt) {
 			struct placed copy = *p;
 			placed_remove(c, p);
-			complete(ts, &copy, d, now_ms);
+			complete(c, ts, &copy, d, now_ms);
 		}
 		if (d->reply)
 			chorus__envelope__free_unpacked(d->reply, NULL);

@@ -174,6 +174,7 @@ struct server {
 	uint32_t incarnation_saved;
 	int leaving;
 	uint64_t leave_deadline_ms;
+	int closing; /* the loop ends after this iteration: answer every wait */
 };
 
 static uint64_t wall_ms(void)
@@ -818,11 +819,17 @@ static void serve_waiters(struct server *srv, uint64_t now_ms)
 {
 	for (struct waiter *w = srv->waiters, *n; w; w = n) {
 		n = w->next;
-		int expired = now_ms >= w->deadline_ms || srv->draining;
+		/* a drain keeps waits open while their tasks finish (a
+		 * coordinator waits here for the tasks it placed); only the
+		 * last iteration answers what is left */
+		int expired = now_ms >= w->deadline_ms || srv->closing;
 		int done = 0;
 		if (w->kind == WAIT_TASK) {
 			const struct task *t = tasks_get(srv->tasks, w->id);
-			if (expired || !t || task_state_is_final(t->state)) {
+			/* draining: a task a coordinator placed here that has not
+			 * started will not start; hand it back at once */
+			int handed_back = srv->draining && t && t->ephemeral && t->state == TASK_QUEUED;
+			if (expired || handed_back || !t || task_state_is_final(t->state)) {
 				answer_task(srv, w->slot, w->sess, w->counter, w->request_id, w->id,
 				            w->is_submit);
 				done = 1;
@@ -992,7 +999,7 @@ static void handle_await(struct req *q, const Chorus__AwaitReq *m)
 {
 	struct server *srv = q->srv;
 	const struct task *t = tasks_get(srv->tasks, m->task_id);
-	if (t && !task_state_is_final(t->state) && m->wait_ms && !srv->draining) {
+	if (t && !task_state_is_final(t->state) && m->wait_ms && !srv->closing) {
 		park(srv, q->sl, q->sess, q->counter, q->request_id, WAIT_TASK, m->task_id, m->wait_ms, 0,
 		     0, 0);
 		return;
@@ -1003,7 +1010,7 @@ static void handle_await(struct req *q, const Chorus__AwaitReq *m)
 static void handle_batch_await(struct req *q, const Chorus__BatchAwaitReq *m)
 {
 	struct server *srv = q->srv;
-	int force = m->wait_ms == 0 || srv->draining;
+	int force = m->wait_ms == 0 || srv->closing;
 	if (!answer_batch(srv, q->sl, q->sess, q->counter, q->request_id, m->batch_id, m->from_index,
 	                  m->max_results, force))
 		park(srv, q->sl, q->sess, q->counter, q->request_id, WAIT_BATCH, m->batch_id, m->wait_ms,
@@ -1864,17 +1871,40 @@ static int loop(struct server *srv)
 				cluster_leave(srv->cluster, now);
 			}
 			if (srv->leaving &&
-			    (cluster_leave_done(srv->cluster) || now >= srv->leave_deadline_ms))
+			    (cluster_leave_done(srv->cluster) || now >= srv->leave_deadline_ms)) {
+				srv->closing = 1; /* the final commit answers every wait */
 				return 0;
+			}
 		}
 	}
 }
 
+/* nng 1.5.2 can hang in nng_close while a connection is half set up
+ * (nanomsg/nng#1813). By then the journal is closed and every answer sent,
+ * so a stuck teardown ends the process instead of hanging it. */
+static void teardown_stuck(int sig)
+{
+	(void)sig;
+	static const char msg[] = "chorusd: shutdown stuck in the transport library: exiting\n";
+	ssize_t n = write(2, msg, sizeof(msg) - 1);
+	(void)n;
+	_exit(0);
+}
+
 static void server_free(struct server *srv)
 {
-	cluster_stop(srv->cluster);
+	/* workers first: their last events still reach the task table */
 	if (srv->workers)
 		workers_stop(srv->workers, 1000);
+	srv->workers = NULL;
+	/* then the durable part: nothing below touches the journal */
+	tasks_destroy(srv->tasks);
+	srv->tasks = NULL;
+	store_close(srv->store);
+	srv->store = NULL;
+	signal(SIGALRM, teardown_stuck);
+	alarm(10);
+	cluster_stop(srv->cluster);
 	nng_close(srv->sock);
 	for (uint32_t i = 0; i < SERVER_CONTEXTS; i++) {
 		if (srv->slots[i].aio) {
@@ -1903,8 +1933,6 @@ static void server_free(struct server *srv)
 	}
 	while (srv->lru_head)
 		sess_free(srv, srv->lru_head);
-	tasks_destroy(srv->tasks);
-	store_close(srv->store);
 	handlers_free(&srv->reg);
 	if (srv->wake_fd >= 0)
 		close(srv->wake_fd);

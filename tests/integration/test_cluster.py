@@ -23,6 +23,7 @@ Covers:
    naming the tag, when no member has it.
 """
 
+import collections
 import json
 import os
 import re
@@ -348,6 +349,40 @@ class TestCluster(NodeTestCase):
         dead_line = re.compile(r"member %s \(\w+\) \w+ -> dead" % leaver.name)
         for n in others:
             self.assertIsNone(dead_line.search(n.log_text()), n.log_tail())
+
+    def test_sigterm_mid_fanout_drains_and_loses_nothing(self):
+        """A member that drains while a coordinator keeps placing work on it
+        finishes what it runs, refuses the rest (placed elsewhere), leaves,
+        and every task of the fan-out succeeds."""
+        nodes = self.cluster(3)
+        coord, leaver = nodes[0], nodes[2]
+        self.wait_placement_warm(coord, nodes)
+        count = 300
+        base = coord.status()["succeeded"]
+        p, out_path, err_path = self.fanout_in_background(coord, "drain", count, [])
+
+        def midway():
+            if p.poll() is not None:
+                self.fail("the fan-out ended before the SIGTERM: rc=%s" % p.returncode)
+            return (coord.status()["succeeded"] - base >= count // 6
+                    and pool(leaver.status())["busy"] > 0)
+        wait_until(midway, 30, "a sixth done and %s busy" % leaver.name)
+        code = leaver.stop()
+        self.assertEqual(code, 0, leaver.log_tail())
+        try:
+            rc = p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("the fan-out did not finish within 60 s of the SIGTERM")
+        with open(out_path) as f, open(err_path) as f2:
+            text, err = f.read(), f2.read()
+        results = task_list(json.loads(text))
+        self.check_fanout_order(results, count)
+        states = collections.Counter(r["state"] for r in results)
+        self.assertEqual(rc, 0, "%s %s" % (states, err))
+        self.assertEqual(states, {"succeeded": count})
+        self.assertGreater(sum(1 for r in results if r["node"] == leaver.name), 0)
+        self.wait_views(nodes[:2], lambda v: v[leaver.name]["state"] == "left",
+                        "%s left everywhere" % leaver.name, timeout_s=DETECT_S)
 
     # ---- 6 ----
 
