@@ -855,6 +855,20 @@ static int expect_body(const ch_client *c, Chorus__Envelope *e, Chorus__Envelope
 	            c->addr, got, (int)want);
 }
 
+/* A request whose answer must carry the body `want`: call + expect_body.
+ * On CH_OK *e is the reply (caller frees), else NULL. */
+static int call_expect(ch_client *c, Chorus__Envelope *env, uint32_t wait_ms,
+                       Chorus__Envelope__BodyCase want, Chorus__Envelope **e, char *err,
+                       size_t err_len)
+{
+	int code = call(c, env, wait_ms, e, err, err_len);
+	if (code == CH_OK)
+		code = expect_body(c, *e, want, err, err_len);
+	if (code != CH_OK)
+		*e = NULL;
+	return code;
+}
+
 /* ------------------------------------------------------------------ */
 /* connect / close                                                     */
 
@@ -1152,9 +1166,7 @@ int ch_submit(ch_client *c, const char *handler, const void *payload, size_t pay
 	if (code != CH_OK)
 		return code;
 	Chorus__Envelope *e = NULL;
-	code = call(c, &m.env, 0, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, err, err_len);
+	code = call_expect(c, &m.env, 0, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	*task_id = e->submit_resp->task_id;
@@ -1189,9 +1201,7 @@ int ch_submit_await(ch_client *c, const char *handler, const void *payload, size
 	if (code != CH_OK)
 		return code;
 	Chorus__Envelope *e = NULL;
-	code = call(c, &m.env, wait_ms, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, err, err_len);
+	code = call_expect(c, &m.env, wait_ms, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	code = result_of_submit(e->submit_resp, result, err, err_len);
@@ -1212,9 +1222,7 @@ int ch_await(ch_client *c, uint64_t task_id, uint32_t wait_ms, struct ch_result 
 	env.body_case = CHORUS__ENVELOPE__BODY_AWAIT;
 	env.await = &aw;
 	Chorus__Envelope *e = NULL;
-	int code = call(c, &env, wait_ms, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_AWAIT_RESP, err, err_len);
+	int code = call_expect(c, &env, wait_ms, CHORUS__ENVELOPE__BODY_AWAIT_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	if (e->await_resp->result == NULL) {
@@ -1245,9 +1253,7 @@ int ch_cancel(ch_client *c, uint64_t task_id, int *state_after, char *err, size_
 	env.body_case = CHORUS__ENVELOPE__BODY_CANCEL;
 	env.cancel = &cr;
 	Chorus__Envelope *e = NULL;
-	int code = call(c, &env, 0, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_CANCEL_RESP, err, err_len);
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_CANCEL_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	if (state_after != NULL) {
@@ -1274,9 +1280,7 @@ int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results
 	env.body_case = CHORUS__ENVELOPE__BODY_LIST;
 	env.list = &lr;
 	Chorus__Envelope *e = NULL;
-	int code = call(c, &env, 0, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_LIST_RESP, err, err_len);
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_LIST_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	Chorus__ListResp *l = e->list_resp;
@@ -1458,9 +1462,7 @@ int ch_status_json(ch_client *c, char **json, char *err, size_t err_len)
 	env.body_case = CHORUS__ENVELOPE__BODY_STATUS;
 	env.status = &sr;
 	Chorus__Envelope *e = NULL;
-	int code = call(c, &env, 0, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_STATUS_RESP, err, err_len);
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_STATUS_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	json_t *o = status_to_json(e->status_resp);
@@ -1478,9 +1480,7 @@ int ch_members_json(ch_client *c, char **json, char *err, size_t err_len)
 	env.body_case = CHORUS__ENVELOPE__BODY_MEMBERS;
 	env.members = &mr;
 	Chorus__Envelope *e = NULL;
-	int code = call(c, &env, 0, &e, err, err_len);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_MEMBERS_RESP, err, err_len);
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_MEMBERS_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
 	json_t *a = members_to_json(e->members_resp->members, e->members_resp->n_members);
@@ -1529,10 +1529,8 @@ static int map_start(ch_client *c, const char *handler, const void *const *paylo
 		            n, need, c->frame_bytes_max);
 	}
 	Chorus__Envelope *e = NULL;
-	code = call(c, &env, 0, &e, err, err_len);
+	code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_MAP_RESP, &e, err, err_len);
 	free(items);
-	if (code == CH_OK)
-		code = expect_body(c, e, CHORUS__ENVELOPE__BODY_MAP_RESP, err, err_len);
 	if (code != CH_OK)
 		return code;
 	uint32_t count = e->map_resp->count;
@@ -1620,9 +1618,7 @@ int ch_map(ch_client *c, const char *handler, const void *const *payloads, const
 		env.body_case = CHORUS__ENVELOPE__BODY_BATCH_AWAIT;
 		env.batch_await = &ba;
 		Chorus__Envelope *e = NULL;
-		code = call(c, &env, wait_ms, &e, err, err_len);
-		if (code == CH_OK)
-			code = expect_body(c, e, CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP, err, err_len);
+		code = call_expect(c, &env, wait_ms, CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP, &e, err, err_len);
 		if (code != CH_OK)
 			break;
 		uint32_t done = e->batch_await_resp->done;

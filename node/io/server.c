@@ -408,6 +408,15 @@ static void out_push(struct server *srv, struct slot *sl, struct session *sess, 
 	srv->out_tail = o;
 }
 
+static void envelope_init(struct server *srv, Chorus__Envelope *env, uint64_t request_id)
+{
+	chorus__envelope__init(env);
+	env->version = CH_PROTOCOL_VERSION;
+	env->sender.data = srv->node_id;
+	env->sender.len = SEAL_ID_BYTES;
+	env->request_id = request_id;
+}
+
 /* Packs an envelope around a body and queues it for the slot. */
 static void reply_env(struct server *srv, struct slot *sl, struct session *sess, uint64_t counter,
                       Chorus__Envelope *env)
@@ -436,11 +445,8 @@ static void reply_error(struct server *srv, struct slot *sl, struct session *ses
 	Chorus__Error e = CHORUS__ERROR__INIT;
 	e.code = code;
 	e.message = msg;
-	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-	env.version = CH_PROTOCOL_VERSION;
-	env.sender.data = srv->node_id;
-	env.sender.len = SEAL_ID_BYTES;
-	env.request_id = request_id;
+	Chorus__Envelope env;
+	envelope_init(srv, &env, request_id);
 	env.body_case = CHORUS__ENVELOPE__BODY_ERROR;
 	env.error = &e;
 	reply_env(srv, sl, sess, counter, &env);
@@ -686,15 +692,6 @@ static void park(struct server *srv, struct slot *sl, struct session *sess, uint
 		r->waiter = w;
 }
 
-static void envelope_init(struct server *srv, Chorus__Envelope *env, uint64_t request_id)
-{
-	chorus__envelope__init(env);
-	env->version = CH_PROTOCOL_VERSION;
-	env->sender.data = srv->node_id;
-	env->sender.len = SEAL_ID_BYTES;
-	env->request_id = request_id;
-}
-
 /* Replies to a task waiter with the task's current state. */
 static void answer_task(struct server *srv, struct slot *sl, struct session *sess, uint64_t counter,
                         uint64_t request_id, uint64_t task_id, int is_submit)
@@ -864,15 +861,32 @@ struct req {
 	uint64_t request_id;
 };
 
+/* Answers request q with one body (the envelope's union member `member`). */
+#define reply_q(q, body, member, value)                                                        \
+	do {                                                                                   \
+		Chorus__Envelope env_;                                                         \
+		envelope_init((q)->srv, &env_, (q)->request_id);                               \
+		env_.body_case = (body);                                                       \
+		env_.member = (value);                                                         \
+		reply_env((q)->srv, (q)->sl, (q)->sess, (q)->counter, &env_);                  \
+	} while (0)
+
+/* SIGTERM: a draining node takes no new work. 1 when q was refused. */
+static int refuse_if_draining(struct req *q)
+{
+	if (!q->srv->draining)
+		return 0;
+	reply_error(q->srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_SHUTTING_DOWN,
+	            "node is shutting down: not accepting tasks");
+	return 1;
+}
+
 static void handle_submit(struct req *q, const Chorus__SubmitReq *m)
 {
 	struct server *srv = q->srv;
 	char msg[600];
-	if (srv->draining) {
-		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_SHUTTING_DOWN,
-		            "node is shutting down: not accepting tasks");
+	if (refuse_if_draining(q))
 		return;
-	}
 	if (!m->task) {
 		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_INVALID,
 		            "submit without a task");
@@ -923,22 +937,15 @@ static void handle_submit(struct req *q, const Chorus__SubmitReq *m)
 	}
 	Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
 	sr.task_id = id;
-	Chorus__Envelope env;
-	envelope_init(srv, &env, q->request_id);
-	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT_RESP;
-	env.submit_resp = &sr;
-	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	reply_q(q, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
 }
 
 static void handle_map(struct req *q, const Chorus__MapReq *m)
 {
 	struct server *srv = q->srv;
 	char msg[600];
-	if (srv->draining) {
-		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, CH_ERR_SHUTTING_DOWN,
-		            "node is shutting down: not accepting tasks");
+	if (refuse_if_draining(q))
 		return;
-	}
 	size_t biggest = 0;
 	for (size_t i = 0; i < m->n_payloads; i++)
 		if (m->payloads[i].len > biggest)
@@ -988,11 +995,7 @@ static void handle_map(struct req *q, const Chorus__MapReq *m)
 	Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
 	mr.batch_id = batch_id;
 	mr.count = n;
-	Chorus__Envelope env;
-	envelope_init(srv, &env, q->request_id);
-	env.body_case = CHORUS__ENVELOPE__BODY_MAP_RESP;
-	env.map_resp = &mr;
-	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	reply_q(q, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
 }
 
 static void handle_await(struct req *q, const Chorus__AwaitReq *m)
@@ -1057,11 +1060,7 @@ static void handle_cancel(struct req *q, const Chorus__CancelReq *m)
 			task_free(owned);
 		}
 	}
-	Chorus__Envelope env;
-	envelope_init(srv, &env, q->request_id);
-	env.body_case = CHORUS__ENVELOPE__BODY_CANCEL_RESP;
-	env.cancel_resp = &cr;
-	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	reply_q(q, CHORUS__ENVELOPE__BODY_CANCEL_RESP, cancel_resp, &cr);
 }
 
 struct list_collect {
@@ -1112,11 +1111,7 @@ static void handle_list(struct req *q, const Chorus__ListReq *m)
 		Chorus__ListResp lr = CHORUS__LIST_RESP__INIT;
 		lr.n_tasks = lc.n;
 		lr.tasks = rp;
-		Chorus__Envelope env;
-		envelope_init(srv, &env, q->request_id);
-		env.body_case = CHORUS__ENVELOPE__BODY_LIST_RESP;
-		env.list_resp = &lr;
-		reply_env(srv, q->sl, q->sess, q->counter, &env);
+		reply_q(q, CHORUS__ENVELOPE__BODY_LIST_RESP, list_resp, &lr);
 	}
 	for (uint32_t i = 0; i < lc.n; i++)
 		task_free(lc.tasks[i]);
@@ -1206,11 +1201,7 @@ static void handle_status(struct req *q)
 	st.n_tags = srv->cfg->tag_count;
 	st.tags = (char **)srv->cfg->tags;
 
-	Chorus__Envelope env;
-	envelope_init(srv, &env, q->request_id);
-	env.body_case = CHORUS__ENVELOPE__BODY_STATUS_RESP;
-	env.status_resp = &st;
-	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	reply_q(q, CHORUS__ENVELOPE__BODY_STATUS_RESP, status_resp, &st);
 	cluster_members_free(members, member_count);
 }
 
@@ -1226,11 +1217,7 @@ static void handle_members(struct req *q)
 	}
 	mr.n_members = n;
 	mr.members = members;
-	Chorus__Envelope env;
-	envelope_init(srv, &env, q->request_id);
-	env.body_case = CHORUS__ENVELOPE__BODY_MEMBERS_RESP;
-	env.members_resp = &mr;
-	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	reply_q(q, CHORUS__ENVELOPE__BODY_MEMBERS_RESP, members_resp, &mr);
 	cluster_members_free(members, n);
 }
 
@@ -1243,11 +1230,7 @@ static void handle_gossip(struct req *q, const Chorus__Gossip *g)
 		return;
 	}
 	Chorus__GossipAck ack = CHORUS__GOSSIP_ACK__INIT;
-	Chorus__Envelope env;
-	envelope_init(srv, &env, q->request_id);
-	env.body_case = CHORUS__ENVELOPE__BODY_GOSSIP_ACK;
-	env.gossip_ack = &ack;
-	reply_env(srv, q->sl, q->sess, q->counter, &env);
+	reply_q(q, CHORUS__ENVELOPE__BODY_GOSSIP_ACK, gossip_ack, &ack);
 }
 
 /* ---- frames ---- */
