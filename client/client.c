@@ -1375,6 +1375,54 @@ static json_t *members_to_json(Chorus__MemberInfo *const *v, size_t n)
 	return a;
 }
 
+/* The latency (us) under which a share q of the answers fell: the upper
+ * bound of the bucket holding that rank (bucket i: < 2^(i+4) us). */
+static uint64_t bucket_quantile_us(const uint64_t *b, size_t n, double q)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += b[i];
+	if (total == 0)
+		return 0;
+	uint64_t rank = (uint64_t)(q * (double)total);
+	if (rank >= total)
+		rank = total - 1;
+	uint64_t seen = 0;
+	for (size_t i = 0; i < n; i++) {
+		seen += b[i];
+		if (seen > rank)
+			return UINT64_C(16) << i;
+	}
+	return UINT64_C(16) << (n ? n - 1 : 0);
+}
+
+/* The node's request table counters: calls, errors, refusals, latency. */
+static json_t *requests_to_json(Chorus__RequestStats *const *v, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a != NULL && i < n; i++) {
+		const Chorus__RequestStats *r = v[i];
+		json_t *o = json_object();
+		if (o == NULL)
+			continue;
+		json_object_set_new(o, "name", json_string(r->name));
+		json_object_set_new(o, "calls", JU64(r->calls));
+		json_object_set_new(o, "errors", JU64(r->errors));
+		json_object_set_new(o, "refused", JU64(r->refused));
+		json_object_set_new(o, "latency_sum_us", JU64(r->latency_sum_us));
+		json_object_set_new(o, "latency_p50_us",
+		                    JU64(bucket_quantile_us(r->latency_buckets, r->n_latency_buckets, 0.5)));
+		json_object_set_new(o, "latency_p99_us",
+		                    JU64(bucket_quantile_us(r->latency_buckets, r->n_latency_buckets, 0.99)));
+		json_t *b = json_array();
+		for (size_t k = 0; b != NULL && k < r->n_latency_buckets; k++)
+			json_array_append_new(b, JU64(r->latency_buckets[k]));
+		json_object_set_new(o, "latency_buckets", b);
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
 static json_t *status_to_json(const Chorus__StatusResp *s)
 {
 	json_t *o = json_object();
@@ -1432,6 +1480,7 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 	json_object_set_new(o, "peers", peers);
 	json_object_set_new(o, "tags", json_strings(s->tags, s->n_tags));
 	json_object_set_new(o, "members", members_to_json(s->members, s->n_members));
+	json_object_set_new(o, "requests", requests_to_json(s->requests, s->n_requests));
 	return o;
 }
 

@@ -1053,6 +1053,25 @@ static void print_status_tables(json_t *o)
 	if (!header)
 		printf("\nno peer sent bad frames\n");
 
+	json_t *reqs = json_object_get(o, "requests");
+	header = false;
+	json_array_foreach(reqs, i, p)
+	{
+		if (json_u64(p, "calls") == 0)
+			continue;
+		if (!header) {
+			printf("\n%-16s %10s %8s %8s %10s %10s\n", "REQUEST", "CALLS", "ERRORS", "REFUSED",
+			       "P50", "P99");
+			header = true;
+		}
+		char p50[32], p99[32];
+		snprintf(p50, sizeof p50, "<%llu us", (unsigned long long)json_u64(p, "latency_p50_us"));
+		snprintf(p99, sizeof p99, "<%llu us", (unsigned long long)json_u64(p, "latency_p99_us"));
+		printf("%-16s %10llu %8llu %8llu %10s %10s\n", json_str(p, "name"),
+		       (unsigned long long)json_u64(p, "calls"), (unsigned long long)json_u64(p, "errors"),
+		       (unsigned long long)json_u64(p, "refused"), p50, p99);
+	}
+
 	json_t *members = json_object_get(o, "members");
 	if (json_is_array(members)) {
 		size_t alive = 0;

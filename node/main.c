@@ -1,5 +1,14 @@
 /*
- * main.c - chorusd: parse settings, set up logging, run the node.
+ * main.c - chorusd's composition root: parse settings, set up logging,
+ * register the services, run the node.
+ *
+ * The one place that names every service. Registration order is start and
+ * tick order (svc/service.h); drain and stop run in reverse:
+ *   cluster  membership and placement (provides "placement")
+ *   tasks    tasks, fan-outs, workers (provides "task_sink"; its workers
+ *            fork at start, before any thread exists)
+ *   status   `clusterctl status`, from every service's status()
+ * So on SIGTERM the tasks drain first, then the node leaves the cluster.
  *
  * Exit codes: 0 clean stop (SIGTERM/SIGINT drained), 1 runtime failure
  * (store, listener, workers), 2 bad settings (message on stderr).
@@ -7,8 +16,19 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "io/host.h"
 #include "io/log.h"
-#include "io/server.h"
+#include "svc/cluster_svc.h"
+#include "svc/status_svc.h"
+#include "svc/tasks_svc.h"
+
+static int register_services(struct host *h)
+{
+	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
+	    status_svc_register(h) != 0)
+		return -1;
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -27,7 +47,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_setup(cfg.log_level, cfg.log_json);
-	int code = server_run(&cfg);
+	int code = host_run(&cfg, register_services);
 	config_free(&cfg);
 	return code;
 }

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chorus.h"
+#include "lib/err.h"
 
 enum {
 	LIST_NONE = 0,
@@ -570,7 +570,7 @@ static uint64_t live_held(const struct tasks *ts)
 int tasks_submit(struct tasks *ts, struct task *t, uint64_t now_ms, uint64_t *id)
 {
 	if (live_held(ts) >= ts->lim.queue_tasks_max)
-		return CH_ERR_FULL;
+		return ERR_FULL;
 	t->batch_id = 0;
 	admit(ts, t, now_ms);
 	move_to(ts, t, LIST_QUEUE, 0);
@@ -610,7 +610,7 @@ int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t 
                        uint32_t deadline_ms, uint64_t now_ms, uint64_t *batch_id)
 {
 	if (live_held(ts) + n > ts->lim.queue_tasks_max || ts->batch_count >= ts->lim.batches_max)
-		return CH_ERR_FULL;
+		return ERR_FULL;
 	struct batch b = {
 		.id = ts->next_batch_id,
 		.total = n,
@@ -620,7 +620,7 @@ int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t 
 	};
 	struct batch_entry *e = batch_insert(ts, &b);
 	if (!e)
-		return CH_ERR_NOMEM;
+		return ERR_NOMEM;
 	ts->next_batch_id++;
 	batch_mark_dirty(ts, e);
 	for (uint32_t i = 0; i < n; i++) {
@@ -680,7 +680,7 @@ int tasks_recover_batch(struct tasks *ts, const struct batch *b)
 		return 0;
 	struct batch copy = *b;
 	copy.in_flight = 0;
-	return batch_insert(ts, &copy) ? 0 : CH_ERR_NOMEM;
+	return batch_insert(ts, &copy) ? 0 : ERR_NOMEM;
 }
 
 /* Moves tasks of open batches into their pool queues while under their
@@ -929,7 +929,7 @@ int tasks_cancel(struct tasks *ts, uint64_t task_id, uint64_t now_ms)
 {
 	struct task *t = task_find(ts, task_id);
 	if (!t || task_state_is_final(t->state))
-		return CH_ERR_NOT_FOUND;
+		return ERR_NOT_FOUND;
 	if (t->list == LIST_RUNNING)
 		request_kill(ts, t, TASK_CANCELLED);
 	else

@@ -138,7 +138,7 @@ struct tasks_effects {
 struct tasks_limits {
 	const char *node_name;          /* t->node before dispatch (the effect may change it) */
 	uint32_t pool_count;            /* >= 1 */
-	uint32_t queue_tasks_max;       /* non-final tasks held; beyond: CH_ERR_FULL */
+	uint32_t queue_tasks_max;       /* non-final tasks held; beyond: ERR_FULL */
 	uint32_t default_timeout_ms;    /* applied when a task gives 0 (0 = none) */
 	uint32_t default_max_attempts;  /* transient tasks giving 0 */
 	uint32_t default_backoff_ms;
@@ -157,11 +157,11 @@ void tasks_destroy(struct tasks *ts);
 /* Takes ownership of t (fields handler/payload/argv/opts/pool set by the
  * caller; id, state and times are set here). Applies default options,
  * assigns an id, persists (effect) and queues it. Returns 0 and the id, or
- * CH_ERR_FULL (t is not taken: caller frees). */
+ * ERR_FULL (t is not taken: caller frees). */
 int tasks_submit(struct tasks *ts, struct task *t, uint64_t now_ms, uint64_t *id);
 
 /* Creates a batch of n tasks (array of n owned tasks, all taken on success).
- * Returns 0 and the batch id, or CH_ERR_FULL (nothing taken). */
+ * Returns 0 and the batch id, or ERR_FULL (nothing taken). */
 int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
                        uint32_t deadline_ms, uint64_t now_ms, uint64_t *batch_id);
 
@@ -218,7 +218,7 @@ void tasks_tick(struct tasks *ts, uint64_t now_ms);
 uint64_t tasks_next_deadline(const struct tasks *ts);
 
 /* Cancels a task: queued -> cancelled now; running -> kill, cancelled when
- * the worker is gone. Returns 0, CH_ERR_NOT_FOUND (not in the table: final
+ * the worker is gone. Returns 0, ERR_NOT_FOUND (not in the table: final
  * or unknown; the caller checks the journal). */
 int tasks_cancel(struct tasks *ts, uint64_t task_id, uint64_t now_ms);
 /* Cancels every unfinished task of a batch; returns how many. */

@@ -31,6 +31,9 @@
 #include "core/swim.h"
 #include "core/tasks.h"
 #include "io/log.h"
+#include "codec/codec.h"
+#include "lib/arena.h"
+#include "svc/ports.h"
 
 #define LINKS_MAX 1024
 #define LINK_CONTEXTS 256
@@ -296,8 +299,9 @@ static void fx_event(void *ctx, int event, const struct swim_member *m, int old_
 	}
 }
 
-int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, uint64_t now_ms)
+int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, const struct now *now)
 {
+	uint64_t now_ms = now->mono_ms;
 	if (g->from.len != SWIM_ID_BYTES || (g->target.len != 0 && g->target.len != SWIM_ID_BYTES) ||
 	    g->n_updates > SWIM_PIGGYBACK_MAX || g->n_states > STATES_MAX || g->type > 255 ||
 	    g->proto_version > UINT16_MAX)
@@ -418,29 +422,14 @@ static char *tags_text(char *const *tags, uint32_t n)
 
 static int send_run(struct cluster *c, struct task *t, const struct swim_member *m, int li)
 {
-	Chorus__TaskOptions o = CHORUS__TASK_OPTIONS__INIT;
-	o.timeout_ms = t->opts.timeout_ms;
-	o.restart = CHORUS__RESTART_POLICY__RESTART_TEMPORARY;
-	o.n_argv = t->argc;
-	o.argv = t->argv;
-	Chorus__TaskSpec spec = CHORUS__TASK_SPEC__INIT;
-	spec.handler = t->handler;
-	spec.payload.data = t->payload;
-	spec.payload.len = t->payload_len;
-	spec.opts = &o;
-	Chorus__SubmitReq sr = CHORUS__SUBMIT_REQ__INIT;
-	sr.task = &spec;
 	uint32_t wait = t->opts.timeout_ms ? t->opts.timeout_ms + 2000u : RUN_WAIT_MS_MAX;
 	if (wait > RUN_WAIT_MS_MAX)
 		wait = RUN_WAIT_MS_MAX;
-	sr.wait_ms = wait;
-	sr.origin.data = c->node_id;
-	sr.origin.len = SWIM_ID_BYTES;
-	sr.origin_task = t->id;
-	sr.origin_attempt = t->attempts;
+	struct codec_remote_submit rs;
+	codec_remote_submit_fill(&rs, t, c->node_id, wait);
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
-	env.submit = &sr;
+	env.submit = &rs.req;
 	struct run_arg *ra = malloc(sizeof(*ra));
 	struct placed *p = calloc(1, sizeof(*p));
 	if (!ra || !p) {
@@ -470,8 +459,10 @@ static int send_run(struct cluster *c, struct task *t, const struct swim_member 
 	return 0;
 }
 
-int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight, uint64_t now_ms)
+int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
+                  const struct now *now)
 {
+	uint64_t now_ms = now->mono_ms;
 	uint32_t n = swim_member_count(c->swim);
 	if (ensure_candidates(c, n + 1) != 0)
 		return -1;
@@ -546,81 +537,30 @@ void cluster_kill(struct cluster *c, const struct task *t)
 	(void)chi_request_async(c->links[p->link].cli, &env, 5000, gossip_reply_cb, NULL);
 }
 
-/* Feeds one remote outcome to the task core. */
-static void complete(struct cluster *c, struct tasks *ts, struct placed *p, struct completion *d,
-                     uint64_t now_ms)
+/* Hands one remote outcome to the task service. A member that refused the
+ * attempt before running it (full, draining, or it answered "not started")
+ * gets no new work for a moment, so a drain does not become a loop of
+ * refusals. */
+static void complete(struct cluster *c, const struct task_sink_port *sink, struct placed *p,
+                     struct completion *d, const struct now *now)
 {
-	char why[512];
-	const struct task *t = tasks_get(ts, p->task_id);
-	if (!t)
-		return;
-	if (d->code != 0) {
-		if (d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN) {
-			/* refused before it ran: place it again (elsewhere for a
-			 * while), no attempt charged */
-			if (p->link < c->link_count)
-				c->links[p->link].refusing_until_ms = now_ms + REFUSED_BACKOFF_MS;
-			tasks_on_worker_lost(ts, p->task_id, 0, d->err, now_ms);
-			return;
-		}
-		if (d->code == CH_ERR_UNKNOWN_HANDLER || d->code == CH_ERR_DENIED ||
-		    d->code == CH_ERR_INVALID || d->code == CH_ERR_TOO_LARGE) {
-			snprintf(why, sizeof(why), "refused by %s: %s", p->member_name, d->err);
-			tasks_on_result(ts, p->task_id, 0, NULL, 0, 0, why, p->member_name, now_ms);
-			return;
-		}
-		snprintf(why, sizeof(why), "lost contact with %s: %s", p->member_name, d->err);
-		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
-		return;
-	}
 	const Chorus__TaskResult *r = NULL;
-	if (d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
+	if (d->code == 0 && d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
 	    d->reply->submit_resp)
 		r = d->reply->submit_resp->result;
-	if (!r) {
-		snprintf(why, sizeof(why), "%s answered without a result", p->member_name);
-		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
-		return;
-	}
-	const char *node = r->node && *r->node ? r->node : p->member_name;
-	switch (r->state) {
-	case CHORUS__TASK_STATE__TASK_SUCCEEDED:
-		tasks_on_result(ts, p->task_id, 1, r->output.data, r->output.len, r->exit_code, NULL,
-		                node, now_ms);
-		break;
-	case CHORUS__TASK_STATE__TASK_FAILED:
-		if (r->abnormal)
-			tasks_on_lost(ts, p->task_id, TASK_FAILED, r->error, now_ms);
-		else
-			tasks_on_result(ts, p->task_id, 0, r->output.data, r->output.len, r->exit_code,
-			                r->error, node, now_ms);
-		break;
-	case CHORUS__TASK_STATE__TASK_TIMED_OUT:
-		tasks_on_lost(ts, p->task_id, TASK_TIMED_OUT, r->error, now_ms);
-		break;
-	case CHORUS__TASK_STATE__TASK_CANCELLED:
-		tasks_on_lost(ts, p->task_id,
-		              t->kill_requested && t->kill_reason == TASK_TIMED_OUT ? TASK_TIMED_OUT
-		                                                                    : TASK_FAILED,
-		              t->kill_requested && t->kill_reason == TASK_TIMED_OUT
-		                  ? "timed out: cancelled on its node"
-		                  : "cancelled on its node",
-		              now_ms);
-		break;
-	case CHORUS__TASK_STATE__TASK_QUEUED:
-		/* it never started there (the member is draining): run it
-		 * elsewhere, no attempt charged */
-		if (p->link < c->link_count)
-			c->links[p->link].refusing_until_ms = now_ms + REFUSED_BACKOFF_MS;
-		snprintf(why, sizeof(why), "not started on %s", p->member_name);
-		tasks_on_worker_lost(ts, p->task_id, 0, why, now_ms);
-		break;
-	default:
-		snprintf(why, sizeof(why), "%s gave no final state (%s)", p->member_name,
-		         task_state_name((int)r->state));
-		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
-		break;
-	}
+	int refused = d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN ||
+	              (r && codec_state_from_wire(r->state) == TASK_QUEUED);
+	if (refused && p->link < c->link_count)
+		c->links[p->link].refusing_until_ms = now->mono_ms + REFUSED_BACKOFF_MS;
+	struct remote_outcome o = {
+		.task_id = p->task_id,
+		.code = d->code,
+		.err = d->err,
+		.result = r,
+		.member_name = p->member_name,
+	};
+	if (sink)
+		sink->outcome(sink->ctx, &o, now);
 }
 
 static void placed_remove(struct cluster *c, struct placed *p)
@@ -635,7 +575,8 @@ static void placed_remove(struct cluster *c, struct placed *p)
 }
 
 /* Tasks placed on members that died (or left, or were forgotten). */
-static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_ms)
+static void fail_dead_members(struct cluster *c, const struct task_sink_port *sink,
+                              const struct now *now)
 {
 	if (c->dead_count == 0 && !c->dead_overflow)
 		return;
@@ -657,7 +598,8 @@ static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_
 				         p->member_name);
 				uint64_t id = p->task_id;
 				placed_remove(c, p);
-				tasks_on_lost(ts, id, TASK_LOST, why, now_ms);
+				if (sink)
+					sink->member_lost(sink->ctx, id, why, now);
 			}
 			p = next;
 		}
@@ -666,8 +608,10 @@ static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_
 	c->dead_overflow = 0;
 }
 
-void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t now_ms)
+void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t load,
+                  const struct now *now)
 {
+	uint64_t now_ms = now->mono_ms;
 	swim_tick(c->swim, now_ms);
 
 	pthread_mutex_lock(&c->mu);
@@ -680,14 +624,14 @@ void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t n
 		if (p && p->attempt == d->attempt) {
 			struct placed copy = *p;
 			placed_remove(c, p);
-			complete(c, ts, &copy, d, now_ms);
+			complete(c, sink, &copy, d, now);
 		}
 		if (d->reply)
 			chorus__envelope__free_unpacked(d->reply, NULL);
 		free(d);
 		d = next;
 	}
-	fail_dead_members(c, ts, now_ms);
+	fail_dead_members(c, sink, now);
 
 	/* load (and so capacity) gossiped at most once a period, on change */
 	if (now_ms >= c->next_meta_ms && load != c->last_load) {
@@ -735,9 +679,9 @@ uint64_t cluster_next_deadline(const struct cluster *c)
 	return swim_next_deadline_ms(c->swim);
 }
 
-void cluster_leave(struct cluster *c, uint64_t now_ms)
+void cluster_leave(struct cluster *c, const struct now *now)
 {
-	(void)swim_leave(c->swim, now_ms);
+	(void)swim_leave(c->swim, now->mono_ms);
 }
 
 int cluster_leave_done(const struct cluster *c)
@@ -755,56 +699,47 @@ const struct swim *cluster_swim(const struct cluster *c)
 	return c->swim;
 }
 
-struct member_info {
-	Chorus__MemberInfo pb;
-	char id[SWIM_ID_BYTES * 2 + 1];
-};
-
-int cluster_members(const struct cluster *c, Chorus__MemberInfo ***out, size_t *n)
+int cluster_members(const struct cluster *c, struct arena *a, const struct now *now,
+                    Chorus__MemberInfo ***out, size_t *n)
 {
 	uint32_t count = swim_member_count(c->swim);
-	Chorus__MemberInfo **v = calloc(count ? count : 1, sizeof(*v));
-	if (!v)
+	Chorus__MemberInfo **v = arena_alloc(a, (count ? count : 1) * sizeof(*v));
+	Chorus__MemberInfo *mi = arena_alloc(a, (count ? count : 1) * sizeof(*mi));
+	char *ids = arena_alloc(a, (count ? count : 1) * (SWIM_ID_BYTES * 2 + 1));
+	if (!v || !mi || !ids)
 		return CH_ERR_NOMEM;
 	const struct swim_member *self = swim_self(c->swim);
 	uint32_t k = 0, cursor = 0;
 	for (const struct swim_member *m; k < count && (m = swim_next_member(c->swim, &cursor));) {
-		struct member_info *mi = calloc(1, sizeof(*mi));
-		if (!mi) {
-			cluster_members_free(v, k);
-			return CH_ERR_NOMEM;
-		}
-		chorus__member_info__init(&mi->pb);
-		sodium_bin2hex(mi->id, sizeof(mi->id), m->id, SWIM_ID_BYTES);
-		mi->pb.id = mi->id;
-		mi->pb.name = (char *)m->name;
-		mi->pb.addr = (char *)m->addr;
-		mi->pb.state = (char *)swim_state_name(m->state);
-		mi->pb.incarnation = m->incarnation;
-		mi->pb.n_tags = m->tag_count;
-		mi->pb.tags = (char **)m->tags;
-		mi->pb.capacity = m->capacity;
-		mi->pb.load = m->load;
-		mi->pb.since_ms = m->state_change_ms;
-		mi->pb.self = m == self;
-		mi->pb.protocol_version = m->proto_version;
-		v[k++] = &mi->pb;
+		char *id = ids + (size_t)k * (SWIM_ID_BYTES * 2 + 1);
+		chorus__member_info__init(&mi[k]);
+		sodium_bin2hex(id, SWIM_ID_BYTES * 2 + 1, m->id, SWIM_ID_BYTES);
+		mi[k].id = id;
+		mi[k].name = (char *)m->name;
+		mi[k].addr = (char *)m->addr;
+		mi[k].state = (char *)swim_state_name(m->state);
+		mi[k].incarnation = m->incarnation;
+		mi[k].n_tags = m->tag_count;
+		mi[k].tags = (char **)m->tags;
+		mi[k].capacity = m->capacity;
+		mi[k].load = m->load;
+		/* the core keeps monotonic times; users see wall times */
+		uint64_t ago = now->mono_ms > m->state_change_ms ? now->mono_ms - m->state_change_ms : 0;
+		mi[k].since_ms = now->wall_ms > ago ? now->wall_ms - ago : 0;
+		mi[k].self = m == self;
+		mi[k].protocol_version = m->proto_version;
+		v[k] = &mi[k];
+		k++;
 	}
 	*out = v;
 	*n = k;
 	return 0;
 }
 
-void cluster_members_free(Chorus__MemberInfo **m, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(m[i]); /* pb is the first member of struct member_info */
-	free(m);
-}
-
-int cluster_start(struct cluster **out, const struct cluster_config *cfg, uint64_t now_ms,
+int cluster_start(struct cluster **out, const struct cluster_config *cfg, const struct now *now,
                   char *err, size_t err_len)
 {
+	uint64_t now_ms = now->mono_ms;
 	struct cluster *c = calloc(1, sizeof(*c));
 	if (!c) {
 		snprintf(err, err_len, "out of memory");
@@ -847,8 +782,6 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, uint64
 		struct swim_effects fx = {.ctx = c, .send = fx_send, .event = fx_event};
 		rc = swim_create(&c->swim, &sc, &fx, now_ms, err, err_len);
 	}
-	if (rc == 0 && c->seed_count)
-		rc = swim_join(c->swim, now_ms, (const char *const *)c->seeds, c->seed_count);
 	/* a seed usually answers within a period or two: complain only when
 	 * none has for a while */
 	c->next_join_log_ms = now_ms + 5000;
@@ -860,6 +793,14 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, uint64
 	}
 	*out = c;
 	return 0;
+}
+
+int cluster_join(struct cluster *c, const struct now *now)
+{
+	if (!c->seed_count)
+		return 0;
+	c->next_join_log_ms = now->mono_ms + 5000;
+	return swim_join(c->swim, now->mono_ms, (const char *const *)c->seeds, c->seed_count);
 }
 
 void cluster_stop(struct cluster *c)

@@ -20,11 +20,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/clock.h"
 #include "proto/chorus.pb-c.h"
 
 struct task;
-struct tasks;
 struct swim;
+struct arena;
+struct task_sink_port;
 
 struct cluster_config {
 	const uint8_t *node_id;      /* 16 bytes */
@@ -46,39 +48,47 @@ struct cluster_config {
 
 struct cluster;
 
-int cluster_start(struct cluster **out, const struct cluster_config *cfg, uint64_t now_ms,
+/* Creates the membership core and the link table; opens no connection
+ * (call cluster_join from the loop once the node runs). */
+int cluster_start(struct cluster **out, const struct cluster_config *cfg, const struct now *now,
                   char *err, size_t err_len);
+/* Starts joining through the seeds (no-op without seeds). */
+int cluster_join(struct cluster *c, const struct now *now);
 /* Closes every link (waits for their callbacks), frees everything. */
 void cluster_stop(struct cluster *c);
 
 /* A Gossip request from a peer. 0, or CH_ERR_PROTOCOL for a malformed one. */
-int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, uint64_t now_ms);
+int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, const struct now *now);
 
-/* Time passes (SWIM), completions of placed tasks are fed to the task
- * core, tasks of members that died end or are retried, load is gossiped. */
-void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t now_ms);
+/* Time passes (SWIM, on the monotonic clock); outcomes of placed attempts
+ * and of attempts on members that died go to `sink`; load is gossiped. */
+void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t load,
+                  const struct now *now);
+/* Monotonic ms. */
 uint64_t cluster_next_deadline(const struct cluster *c);
 
 /* Where t runs: 0 = here (the caller dispatches locally), 1 = sent to
  * another member, -1 = nowhere has room now (wait), 2 = no alive member can
  * ever run it (t->error set). local_inflight: tasks held by local workers. */
-int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight, uint64_t now_ms);
+int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
+                  const struct now *now);
 /* 1 when t was placed on another member (and is not back yet). */
 int cluster_placed_remotely(const struct cluster *c, uint64_t task_id);
 /* Asks the member running t to cancel it (timeout or cancel). */
 void cluster_kill(struct cluster *c, const struct task *t);
 
 /* Graceful leave; cluster_leave_done() once others have been told. */
-void cluster_leave(struct cluster *c, uint64_t now_ms);
+void cluster_leave(struct cluster *c, const struct now *now);
 int cluster_leave_done(const struct cluster *c);
 
 /* This node's incarnation (persist it; start above it after a restart). */
 uint32_t cluster_incarnation(const struct cluster *c);
 const struct swim *cluster_swim(const struct cluster *c);
 
-/* Members as protobuf MemberInfo (arrays malloc'd; free with
- * cluster_members_free). now_ms/wall_ms convert state-change times. */
-int cluster_members(const struct cluster *c, Chorus__MemberInfo ***out, size_t *n);
-void cluster_members_free(Chorus__MemberInfo **m, size_t n);
+/* Members as protobuf MemberInfo, allocated from the arena (strings point
+ * into the core: valid until the next call into it). since_ms is wall time
+ * (the core keeps monotonic times; now converts). */
+int cluster_members(const struct cluster *c, struct arena *a, const struct now *now,
+                    Chorus__MemberInfo ***out, size_t *n);
 
 #endif

@@ -24,5 +24,7 @@ struct now {
 struct now clock_read(void);
 uint64_t clock_mono_ms(void);
 uint64_t clock_wall_ms(void);
+/* Monotonic nanoseconds, for measuring short durations (request latency). */
+uint64_t clock_mono_ns(void);
 
 #endif

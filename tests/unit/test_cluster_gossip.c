@@ -12,6 +12,12 @@
 #include "chorus.h"
 #include "core/swim.h"
 #include "io/cluster.h"
+#include "lib/arena.h"
+#include "lib/clock.h"
+
+/* monotonic and wall clocks far apart, as on a real machine */
+static const struct now T1000 = {1000, 1700000000000};
+static const struct now T2000 = {2000, 1700000001000};
 
 static void wake_nop(void *arg)
 {
@@ -37,7 +43,7 @@ static struct cluster *start(void)
 	};
 	struct cluster *c = NULL;
 	char err[256] = "";
-	assert_int_equal(cluster_start(&c, &cc, 1000, err, sizeof(err)), 0);
+	assert_int_equal(cluster_start(&c, &cc, &T1000, err, sizeof(err)), 0);
 	assert_non_null(c);
 	return c;
 }
@@ -77,15 +83,15 @@ static void malformed_gossip_is_refused_and_changes_nothing(void **state)
 
 	fill_push_pull(&g, &u, &up);
 	g.from.len = 3; /* a sender id of the wrong size */
-	assert_int_equal(cluster_on_gossip(c, &g, 2000), CH_ERR_PROTOCOL);
+	assert_int_equal(cluster_on_gossip(c, &g, &T2000), CH_ERR_PROTOCOL);
 
 	fill_push_pull(&g, &u, &up);
 	u.id.len = 15; /* a member id of the wrong size */
-	assert_int_equal(cluster_on_gossip(c, &g, 2000), CH_ERR_PROTOCOL);
+	assert_int_equal(cluster_on_gossip(c, &g, &T2000), CH_ERR_PROTOCOL);
 
 	fill_push_pull(&g, &u, &up);
 	u.state = 9; /* no such state */
-	assert_int_equal(cluster_on_gossip(c, &g, 2000), CH_ERR_PROTOCOL);
+	assert_int_equal(cluster_on_gossip(c, &g, &T2000), CH_ERR_PROTOCOL);
 
 	fill_push_pull(&g, &u, &up);
 	g.n_updates = SWIM_PIGGYBACK_MAX + 1; /* over the piggyback bound */
@@ -93,7 +99,7 @@ static void malformed_gossip_is_refused_and_changes_nothing(void **state)
 	for (int i = 0; i <= SWIM_PIGGYBACK_MAX; i++)
 		many[i] = &u;
 	g.updates = many;
-	assert_int_equal(cluster_on_gossip(c, &g, 2000), CH_ERR_PROTOCOL);
+	assert_int_equal(cluster_on_gossip(c, &g, &T2000), CH_ERR_PROTOCOL);
 
 	fill_push_pull(&g, &u, &up);
 	u.n_tags = SWIM_TAGS_MAX + 1; /* too many tags */
@@ -101,7 +107,7 @@ static void malformed_gossip_is_refused_and_changes_nothing(void **state)
 	for (int i = 0; i <= SWIM_TAGS_MAX; i++)
 		tags[i] = (char *)"t";
 	u.tags = tags;
-	assert_int_equal(cluster_on_gossip(c, &g, 2000), CH_ERR_PROTOCOL);
+	assert_int_equal(cluster_on_gossip(c, &g, &T2000), CH_ERR_PROTOCOL);
 
 	assert_int_equal(swim_member_count(sw), 1);
 	assert_int_equal(cluster_incarnation(c), 1);
@@ -115,20 +121,25 @@ static void push_pull_from_a_new_member_adds_it(void **state)
 	Chorus__Gossip g;
 	Chorus__SwimUpdate u, *up;
 	fill_push_pull(&g, &u, &up);
-	assert_int_equal(cluster_on_gossip(c, &g, 2000), 0);
+	assert_int_equal(cluster_on_gossip(c, &g, &T2000), 0);
 	const struct swim_member *m = swim_find(cluster_swim(c), peer_id);
 	assert_non_null(m);
 	assert_int_equal(m->state, SWIM_ALIVE);
 	assert_string_equal(m->name, "peer");
 	Chorus__MemberInfo **mi = NULL;
 	size_t n = 0;
-	assert_int_equal(cluster_members(c, &mi, &n), 0);
+	struct arena a = {0};
+	assert_int_equal(cluster_members(c, &a, &T2000, &mi, &n), 0);
 	assert_int_equal(n, 2);
 	int selves = 0;
 	for (size_t i = 0; i < n; i++)
 		selves += mi[i]->self;
 	assert_int_equal(selves, 1);
-	cluster_members_free(mi, n);
+	/* since_ms is wall time: 1 s before "now" on the wall clock */
+	for (size_t i = 0; i < n; i++)
+		if (!mi[i]->self)
+			assert_int_equal(mi[i]->since_ms, T2000.wall_ms);
+	arena_free(&a);
 	cluster_stop(c);
 }
 

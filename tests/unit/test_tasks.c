@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chorus.h"
+#include "lib/err.h"
 #include "core/tasks.h"
 
 /* ---- the fake effects ---- */
@@ -208,7 +208,7 @@ static int put_task(void *arg, const struct task *t)
 	CHECK(F.put_count < LOG_MAX);
 	F.put_log[F.put_count++] = t->id;
 	if (F.put_fail_at && (long)F.put_count == F.put_fail_at)
-		return CH_ERR_STORAGE;
+		return ERR_STORAGE;
 	struct rec *r = rec_of(t->id);
 	r->put_count++;
 	CHECK(r->put_count == 1); /* once per flush */
@@ -220,7 +220,7 @@ static int put_batch(void *arg, const struct batch *b)
 	(void)arg;
 	CHECK(F.put_batch_count < LOG_MAX);
 	F.put_batch_log[F.put_batch_count++] = b->id;
-	return F.put_batch_fails ? CH_ERR_STORAGE : 0;
+	return F.put_batch_fails ? ERR_STORAGE : 0;
 }
 
 /* Flush with the recording callbacks; commit (flush_done) when it worked. */
@@ -811,15 +811,15 @@ static void cancel_of_unknown_or_final_task_is_not_found(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	assert_int_equal(tasks_cancel(ts, 12345, 0), CH_ERR_NOT_FOUND);
+	assert_int_equal(tasks_cancel(ts, 12345, 0), ERR_NOT_FOUND);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	tasks_pump(ts, 0);
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
-	assert_int_equal(tasks_cancel(ts, a, 2), CH_ERR_NOT_FOUND); /* final, still held */
+	assert_int_equal(tasks_cancel(ts, a, 2), ERR_NOT_FOUND); /* final, still held */
 	assert_int_equal(flush(ts), 0);
 	tasks_release_final(ts);
 	assert_null(tasks_get(ts, a));
-	assert_int_equal(tasks_cancel(ts, a, 3), CH_ERR_NOT_FOUND); /* released */
+	assert_int_equal(tasks_cancel(ts, a, 3), ERR_NOT_FOUND); /* released */
 	assert_int_equal(F.final_count, 1);
 	assert_int_equal(counters(ts).cancelled, 0);
 	tasks_destroy(ts);
@@ -1026,12 +1026,12 @@ static void full_queue_refuses_submit_and_batch_until_tasks_are_released(void **
 
 	struct task *t = mk_task(0, TASK_RESTART_TEMPORARY, 0, 0, 0);
 	uint64_t id = 77;
-	assert_int_equal(tasks_submit(ts, t, 1, &id), CH_ERR_FULL);
+	assert_int_equal(tasks_submit(ts, t, 1, &id), ERR_FULL);
 	assert_int_equal(id, 77);
 	assert_int_equal(t->id, 0); /* not taken */
 	struct task *tv[2] = {mk_task(0, 0, 0, 0, 0), mk_task(0, 0, 0, 0, 0)};
 	uint64_t bid = 0;
-	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, 1, &bid), CH_ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, 1, &bid), ERR_FULL);
 	assert_int_equal(counters(ts).submitted, 3);
 	assert_int_equal(counters(ts).held, 3);
 
@@ -1042,13 +1042,13 @@ static void full_queue_refuses_submit_and_batch_until_tasks_are_released(void **
 	tasks_release_final(ts);
 	assert_int_equal(counters(ts).held, 2);
 	/* a batch of two does not fit; nothing of it is taken */
-	assert_int_equal(tasks_submit_batch(ts, tv, 2, 0, 0, 4, &bid), CH_ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, tv, 2, 0, 0, 4, &bid), ERR_FULL);
 	assert_int_equal(tv[0]->id, 0);
 	assert_int_equal(tv[1]->id, 0);
 	assert_int_equal(counters(ts).held, 2);
 	/* a batch of one does */
 	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, 4, &bid), 0);
-	assert_int_equal(tasks_submit(ts, tv[1], 4, &id), CH_ERR_FULL);
+	assert_int_equal(tasks_submit(ts, tv[1], 4, &id), ERR_FULL);
 	task_free(tv[1]);
 	task_free(t);
 	tasks_destroy(ts);
@@ -1066,7 +1066,7 @@ static void thousands_of_tasks_are_found_and_run_in_order(void **state)
 		assert_int_equal(submit_simple(ts, 0, TASK_RESTART_TEMPORARY, i), i + 1);
 	struct task *t = mk_task(0, 0, 0, 0, 0);
 	uint64_t id = 0;
-	assert_int_equal(tasks_submit(ts, t, N, &id), CH_ERR_FULL);
+	assert_int_equal(tasks_submit(ts, t, N, &id), ERR_FULL);
 	task_free(t);
 	for (uint64_t i = 1; i <= N; i++)
 		assert_int_equal(tasks_get(ts, i)->submitted_ms, i - 1);
@@ -1097,7 +1097,7 @@ static void batches_max_refuses_new_batches(void **state)
 	submit_batch(ts, 1, 0, 0, 0, 0, 0);
 	struct task *t = mk_task(0, 0, 0, 0, 0);
 	uint64_t bid = 0;
-	assert_int_equal(tasks_submit_batch(ts, &t, 1, 0, 0, 0, &bid), CH_ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, &t, 1, 0, 0, 0, &bid), ERR_FULL);
 	assert_int_equal(t->id, 0);
 	task_free(t);
 	tasks_destroy(ts);
@@ -1154,7 +1154,7 @@ static void failing_put_stops_the_flush_and_marks_nothing_clean(void **state)
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	worker_result(ts, b, 1, "ok", 0, NULL, 1);
 	F.put_fail_at = 2;
-	assert_int_equal(flush(ts), CH_ERR_STORAGE);
+	assert_int_equal(flush(ts), ERR_STORAGE);
 	assert_int_equal(F.put_count, 2); /* stopped at the failing one */
 	/* the commit failed: the final tasks are not persisted, keep them */
 	tasks_release_final(ts);
@@ -1180,7 +1180,7 @@ static void failing_put_batch_stops_the_flush(void **state)
 	struct tasks *ts = new_default(0, 0);
 	uint64_t bid = submit_batch(ts, 2, 0, 0, 0, 0, 0);
 	F.put_batch_fails = 1;
-	assert_int_equal(flush(ts), CH_ERR_STORAGE);
+	assert_int_equal(flush(ts), ERR_STORAGE);
 	assert_int_equal(F.put_batch_count, 1);
 	assert_int_equal(F.put_count, 0); /* no task written without its batch */
 	F.put_batch_fails = 0;
@@ -1581,7 +1581,7 @@ static void model_flush(struct model *m)
 		tasks_flush_done(m->ts);
 	} else {
 		CHECK(fail);
-		CHECK(rc == CH_ERR_STORAGE);
+		CHECK(rc == ERR_STORAGE);
 	}
 	F.put_fail_at = 0;
 	tasks_release_final(m->ts);
@@ -1610,7 +1610,7 @@ static void model_step(struct model *m)
 		uint64_t live = m->submitted - model_finals();
 		int rc = tasks_submit(ts, t, m->now_ms, &id);
 		if (live >= m->queue_max) {
-			CHECK(rc == CH_ERR_FULL);
+			CHECK(rc == ERR_FULL);
 			g_cov.full++;
 			task_free(t);
 		} else {
@@ -1631,7 +1631,7 @@ static void model_step(struct model *m)
 		uint64_t live = m->submitted - model_finals();
 		int rc = tasks_submit_batch(ts, tv, n, max, deadline, m->now_ms, &bid);
 		if (live + n > m->queue_max) {
-			CHECK(rc == CH_ERR_FULL);
+			CHECK(rc == ERR_FULL);
 			g_cov.full++;
 			for (uint32_t i = 0; i < n; i++)
 				task_free(tv[i]);
@@ -1686,7 +1686,7 @@ static void model_step(struct model *m)
 			int final = id <= m->last_id && F.rec[id].final_calls;
 			int known = id <= m->last_id;
 			int rc = tasks_cancel(ts, id, m->now_ms);
-			CHECK(rc == ((!known || final) ? CH_ERR_NOT_FOUND : 0));
+			CHECK(rc == ((!known || final) ? ERR_NOT_FOUND : 0));
 			if (rc == 0) {
 				struct rec *r = rec_of(id);
 				r->cancel_requested = 1;

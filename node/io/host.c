@@ -1,0 +1,519 @@
+/*
+ * host.c - the node's composition and event loop (see io/host.h and
+ * svc/service.h, which documents the loop's order).
+ *
+ * Owns: the signalfd and the wake eventfd, the data dir lock, the journal
+ * (store.c) and its per-iteration transaction, the transport (rpc.c), the
+ * request table (dispatch.c), the node's identity and keyring, the
+ * registered services and the ports between them, and the drain.
+ */
+#include "io/host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "chorus.h"
+#include "config.h"
+#include "io/dispatch.h"
+#include "io/log.h"
+#include "io/rpc.h"
+#include "io/store.h"
+#include "lib/arena.h"
+#include "lib/clock.h"
+#include "proto/seal.h"
+#include "svc/service.h"
+
+#define SERVICES_MAX 16
+#define PORTS_MAX 16
+#define POLLFDS_MAX 512
+#define LOOP_IDLE_MS 100 /* the longest poll: worker restarts, drain checks */
+
+struct service {
+	const struct service_ops *ops;
+	void *svc;
+	int started;
+	int drain_started;
+	int fd_first, fd_count; /* its range in the iteration's pollfds */
+};
+
+struct port {
+	const char *name;
+	void *port;
+};
+
+struct host {
+	const struct config *cfg;
+	int wake_fd, sig_fd, lock_fd;
+	struct store *store;
+	struct rpc *rpc;
+	struct dispatch *dispatch;
+	struct seal_keyring kr;
+	uint8_t node_id[SEAL_ID_BYTES];
+	char node_id_hex[SEAL_ID_BYTES * 2 + 1];
+	uint64_t started_wall_ms;
+
+	struct service services[SERVICES_MAX];
+	uint32_t service_count;
+	struct port ports[PORTS_MAX];
+	uint32_t port_count;
+
+	struct now now;  /* the iteration's */
+	int draining, closing;
+	int drain_index; /* the service draining now (reverse order) */
+};
+
+/* ---- what services see ---- */
+
+int host_register(struct host *h, const struct service_ops *ops, void *svc)
+{
+	if (h->service_count >= SERVICES_MAX || !ops || !ops->name)
+		return -1;
+	h->services[h->service_count++] = (struct service){.ops = ops, .svc = svc};
+	return 0;
+}
+
+const struct config *host_config(const struct host *h) { return h->cfg; }
+struct store *host_store(struct host *h) { return h->store; }
+struct dispatch *host_dispatch(struct host *h) { return h->dispatch; }
+struct rpc *host_rpc(struct host *h) { return h->rpc; }
+const uint8_t *host_node_id(const struct host *h) { return h->node_id; }
+const char *host_node_id_hex(const struct host *h) { return h->node_id_hex; }
+const struct seal_keyring *host_keyring(const struct host *h) { return &h->kr; }
+uint64_t host_started_wall_ms(const struct host *h) { return h->started_wall_ms; }
+int host_draining(const struct host *h) { return h->draining; }
+const struct now *host_now(const struct host *h) { return &h->now; }
+int host_closing(const struct host *h) { return h->closing; }
+
+void host_wake(void *arg)
+{
+	struct host *h = arg;
+	uint64_t one = 1;
+	ssize_t n = write(h->wake_fd, &one, sizeof(one));
+	(void)n; /* EAGAIN: the counter is already non-zero, the loop wakes */
+}
+
+int host_port_set(struct host *h, const char *name, void *port)
+{
+	if (h->port_count >= PORTS_MAX || host_port_get(h, name))
+		return -1;
+	h->ports[h->port_count++] = (struct port){name, port};
+	return 0;
+}
+
+void *host_port_get(const struct host *h, const char *name)
+{
+	for (uint32_t i = 0; i < h->port_count; i++)
+		if (strcmp(h->ports[i].name, name) == 0)
+			return h->ports[i].port;
+	return NULL;
+}
+
+void host_status_fill(struct host *h, Chorus__StatusResp *st, struct arena *a)
+{
+	st->node_id = h->node_id_hex;
+	st->name = (char *)h->cfg->name;
+	st->version = (char *)CH_VERSION_STRING;
+	st->listen = (char *)h->cfg->listen;
+	st->started_ms = h->started_wall_ms;
+	st->now_ms = clock_wall_ms();
+	st->sessions = h->rpc ? rpc_session_count(h->rpc) : 0;
+	st->n_tags = h->cfg->tag_count;
+	st->tags = (char **)h->cfg->tags;
+	Chorus__PeerCounters **pcs = NULL;
+	size_t npc = 0;
+	if (h->rpc && rpc_peer_counters(h->rpc, &pcs, &npc) == 0 && npc) {
+		/* copied into the arena so one free releases everything */
+		Chorus__PeerCounters **v = arena_alloc(a, npc * sizeof(*v));
+		Chorus__PeerCounters *s = arena_alloc(a, npc * sizeof(*s));
+		if (v && s) {
+			for (size_t i = 0; i < npc; i++) {
+				s[i] = *pcs[i];
+				s[i].peer = arena_strdup(a, pcs[i]->peer);
+				v[i] = &s[i];
+			}
+			st->n_peers = npc;
+			st->peers = v;
+		}
+	}
+	rpc_peer_counters_free(pcs, npc);
+	/* the request table's counters */
+	int cur = 0, n = 0;
+	const char *name;
+	while (dispatch_next_stats(h->dispatch, &cur, &name))
+		n++;
+	Chorus__RequestStats **rv = n ? arena_alloc(a, (size_t)n * sizeof(*rv)) : NULL;
+	Chorus__RequestStats *rs = n ? arena_alloc(a, (size_t)n * sizeof(*rs)) : NULL;
+	uint64_t *buckets = n ? arena_alloc(a, (size_t)n * DISPATCH_BUCKETS * sizeof(uint64_t)) : NULL;
+	if (rv && rs && buckets) {
+		cur = 0;
+		int i = 0;
+		for (const struct req_stats *s; (s = dispatch_next_stats(h->dispatch, &cur, &name));) {
+			chorus__request_stats__init(&rs[i]);
+			rs[i].name = (char *)name;
+			rs[i].calls = s->calls;
+			rs[i].errors = s->errors;
+			rs[i].refused = s->refused;
+			rs[i].latency_sum_us = s->latency_sum_us;
+			memcpy(&buckets[i * DISPATCH_BUCKETS], s->latency_buckets,
+			       sizeof(s->latency_buckets));
+			rs[i].n_latency_buckets = DISPATCH_BUCKETS;
+			rs[i].latency_buckets = &buckets[i * DISPATCH_BUCKETS];
+			rv[i] = &rs[i];
+			i++;
+		}
+		st->n_requests = (size_t)n;
+		st->requests = rv;
+	}
+	for (uint32_t i = 0; i < h->service_count; i++)
+		if (h->services[i].started && h->services[i].ops->status)
+			h->services[i].ops->status(h->services[i].svc, st, a);
+}
+
+/* ---- start-up ---- */
+
+static int secret_setup(struct host *h, char *err, size_t err_len)
+{
+	char path[CONFIG_PATH_MAX + 16];
+	const struct config *cfg = h->cfg;
+	if (cfg->secret_file[0]) {
+		snprintf(path, sizeof(path), "%s", cfg->secret_file);
+	} else {
+		snprintf(path, sizeof(path), "%s/secret", cfg->data_dir);
+		struct stat stt;
+		if (stat(path, &stt) != 0) {
+			if (seal_secret_generate(path, err, err_len) != 0)
+				return -1;
+			log_info("link", "no cluster secret given: created %s (give it to clients with -k)",
+			         path);
+		}
+	}
+	if (seal_keyring_load(&h->kr, path, err, err_len) != 0)
+		return -1;
+	log_info("link", "cluster secret: %s", path);
+	return 0;
+}
+
+static int node_identity(struct host *h)
+{
+	char hex[SEAL_ID_BYTES * 2 + 1];
+	if (store_meta_get(h->store, "node_id", hex, sizeof(hex)) == 0 &&
+	    strlen(hex) == SEAL_ID_BYTES * 2 &&
+	    sodium_hex2bin(h->node_id, SEAL_ID_BYTES, hex, strlen(hex), NULL, NULL, NULL) == 0) {
+		memcpy(h->node_id_hex, hex, sizeof(hex));
+		return 0;
+	}
+	randombytes_buf(h->node_id, SEAL_ID_BYTES);
+	sodium_bin2hex(h->node_id_hex, sizeof(h->node_id_hex), h->node_id, SEAL_ID_BYTES);
+	if (store_begin(h->store) != 0)
+		return -1;
+	if (store_meta_put(h->store, "node_id", h->node_id_hex) != 0) {
+		(void)store_rollback(h->store);
+		return -1;
+	}
+	return store_commit(h->store);
+}
+
+static int signals_setup(struct host *h)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGCHLD);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	h->sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return h->sig_fd < 0 ? -1 : 0;
+}
+
+/* ---- one iteration's pieces ---- */
+
+/* Writes what every service changed, commits, lets the services act on the
+ * outcome, then sends the answers. */
+static int commit_and_answer(struct host *h, const struct now *now)
+{
+	int rc = 0;
+	for (uint32_t i = 0; i < h->service_count && rc == 0; i++)
+		if (h->services[i].started && h->services[i].ops->flush)
+			rc = h->services[i].ops->flush(h->services[i].svc, h->store);
+	if (rc == 0)
+		rc = store_commit(h->store);
+	else
+		(void)store_rollback(h->store);
+	int committed = rc == 0;
+	for (uint32_t i = 0; i < h->service_count; i++)
+		if (h->services[i].started && h->services[i].ops->after_commit)
+			h->services[i].ops->after_commit(h->services[i].svc, committed, now);
+	if (h->rpc)
+		rpc_send_outbox(h->rpc, committed);
+	return rc;
+}
+
+static void start_drain(struct host *h, int signo)
+{
+	h->draining = 1;
+	h->drain_index = (int)h->service_count - 1;
+	dispatch_set_draining(h->dispatch, 1);
+	log_info("node", "signal %d: draining (grace %u ms): no new tasks, waiting for running ones",
+	         signo, h->cfg->shutdown_grace_ms);
+}
+
+static void take_signals(struct host *h, const struct now *now)
+{
+	struct signalfd_siginfo si;
+	while (read(h->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		int signo = (int)si.ssi_signo;
+		if (signo == SIGTERM || signo == SIGINT) {
+			if (!h->draining) {
+				start_drain(h, signo);
+			} else {
+				log_warn("node", "second signal: stopping now");
+				/* every service still draining stops waiting */
+				for (int i = h->drain_index; i >= 0; i--)
+					h->services[i].drain_started = 2;
+			}
+			continue;
+		}
+		for (uint32_t i = 0; i < h->service_count; i++)
+			if (h->services[i].ops->on_signal)
+				h->services[i].ops->on_signal(h->services[i].svc, signo, now);
+	}
+}
+
+/* Services drain one at a time, last registered first. */
+static void drain_advance(struct host *h, const struct now *now)
+{
+	while (h->drain_index >= 0) {
+		struct service *s = &h->services[h->drain_index];
+		if (!s->drain_started) {
+			s->drain_started = 1;
+			if (s->ops->drain)
+				s->ops->drain(s->svc, now);
+		}
+		int hurry = s->drain_started == 2;
+		if (!hurry && s->ops->drained && !s->ops->drained(s->svc, now))
+			return;
+		h->drain_index--;
+	}
+	h->closing = 1;
+}
+
+static uint64_t next_deadline(struct host *h)
+{
+	uint64_t next = UINT64_MAX;
+	for (uint32_t i = 0; i < h->service_count; i++) {
+		if (!h->services[i].ops->next_deadline)
+			continue;
+		uint64_t d = h->services[i].ops->next_deadline(h->services[i].svc);
+		if (d < next)
+			next = d;
+	}
+	return next;
+}
+
+static int loop(struct host *h)
+{
+	static struct pollfd fds[POLLFDS_MAX];
+	for (;;) {
+		uint64_t mono = clock_mono_ms();
+		uint64_t next = next_deadline(h);
+		int timeout = LOOP_IDLE_MS;
+		if (next <= mono)
+			timeout = 0;
+		else if (next - mono < (uint64_t)timeout)
+			timeout = (int)(next - mono);
+		fds[0] = (struct pollfd){.fd = h->wake_fd, .events = POLLIN};
+		fds[1] = (struct pollfd){.fd = h->sig_fd, .events = POLLIN};
+		int nfds = 2;
+		for (uint32_t i = 0; i < h->service_count; i++) {
+			struct service *s = &h->services[i];
+			s->fd_first = nfds;
+			s->fd_count = s->ops->poll_fds ? s->ops->poll_fds(s->svc, fds + nfds,
+			                                                    POLLFDS_MAX - nfds)
+			                               : 0;
+			nfds += s->fd_count;
+		}
+		int n = poll(fds, (nfds_t)nfds, timeout);
+		if (n < 0 && errno != EINTR) {
+			log_error("node", "poll: %s", strerror(errno));
+			return 1;
+		}
+		h->now = clock_read();
+		const struct now now = h->now;
+		if (store_begin(h->store) != 0) {
+			log_error("store", "cannot begin a transaction");
+			return 1;
+		}
+		if (n > 0 && (fds[1].revents & POLLIN))
+			take_signals(h, &now);
+		if (n > 0 && (fds[0].revents & POLLIN)) {
+			uint64_t v;
+			ssize_t r = read(h->wake_fd, &v, sizeof(v));
+			(void)r;
+		}
+		rpc_take_ready(h->rpc, now.mono_ms);
+		for (uint32_t i = 0; i < h->service_count; i++) {
+			struct service *s = &h->services[i];
+			if (!s->fd_count || !s->ops->on_poll)
+				continue;
+			int ready = 0;
+			for (int k = 0; k < s->fd_count; k++)
+				ready |= fds[s->fd_first + k].revents != 0;
+			if (ready)
+				s->ops->on_poll(s->svc, fds + s->fd_first, s->fd_count, &now);
+		}
+		for (uint32_t i = 0; i < h->service_count; i++)
+			if (h->services[i].ops->tick)
+				h->services[i].ops->tick(h->services[i].svc, &now);
+		(void)commit_and_answer(h, &now);
+		rpc_tick(h->rpc, now.mono_ms);
+		if (h->draining) {
+			drain_advance(h, &now);
+			if (h->closing)
+				return 0;
+		}
+	}
+}
+
+/* nng 1.5.2 can hang in nng_close while a connection is half set up
+ * (nanomsg/nng#1813). By then the journal is closed and every answer sent,
+ * so a stuck teardown ends the process instead of hanging it. */
+static void teardown_stuck(int sig)
+{
+	(void)sig;
+	static const char msg[] = "chorusd: shutdown stuck in the transport library: exiting\n";
+	ssize_t n = write(2, msg, sizeof(msg) - 1);
+	(void)n;
+	_exit(0);
+}
+
+static void host_free(struct host *h)
+{
+	/* the durable part first: nothing below touches the journal */
+	store_close(h->store);
+	h->store = NULL;
+	signal(SIGALRM, teardown_stuck);
+	alarm(10);
+	/* the transport: parked calls are cancelled while their services
+	 * still exist */
+	rpc_destroy(h->rpc);
+	h->rpc = NULL;
+	for (int i = (int)h->service_count - 1; i >= 0; i--)
+		if (h->services[i].ops->stop)
+			h->services[i].ops->stop(h->services[i].svc);
+	dispatch_destroy(h->dispatch);
+	if (h->wake_fd >= 0)
+		close(h->wake_fd);
+	if (h->sig_fd >= 0)
+		close(h->sig_fd);
+	if (h->lock_fd >= 0)
+		close(h->lock_fd);
+	sodium_memzero(&h->kr, sizeof(h->kr));
+	free(h);
+}
+
+int host_run(const struct config *cfg, int (*register_services)(struct host *h))
+{
+	char err[512] = "";
+	if (sodium_init() < 0) {
+		log_error("node", "libsodium failed to initialise");
+		return 1;
+	}
+	struct host *h = calloc(1, sizeof(*h));
+	if (!h)
+		return 1;
+	h->cfg = cfg;
+	h->wake_fd = h->sig_fd = h->lock_fd = -1;
+	h->started_wall_ms = clock_wall_ms();
+	int code = 1;
+
+	if (signals_setup(h) != 0) {
+		log_error("node", "cannot set up signals: %s", strerror(errno));
+		goto out;
+	}
+	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (h->wake_fd < 0)
+		goto out;
+	if (store_open(&h->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0)
+		goto out; /* store_open logged why */
+	char lock_path[CONFIG_PATH_MAX + 8];
+	snprintf(lock_path, sizeof(lock_path), "%s/lock", cfg->data_dir);
+	h->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (h->lock_fd < 0 || flock(h->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		log_error("node", "data dir %s is in use by another chorusd (%s)", cfg->data_dir,
+		          strerror(errno));
+		goto out;
+	}
+	if (node_identity(h) != 0) {
+		log_error("store", "cannot record the node id");
+		goto out;
+	}
+	if (secret_setup(h, err, sizeof(err)) != 0) {
+		log_error("link", "%s", err);
+		goto out;
+	}
+	h->dispatch = dispatch_create();
+	if (!h->dispatch || register_services(h) != 0) {
+		log_error("node", "cannot register the services");
+		goto out;
+	}
+	h->now = clock_read();
+	struct now now = h->now;
+	for (uint32_t i = 0; i < h->service_count; i++) {
+		struct service *s = &h->services[i];
+		err[0] = '\0';
+		if (s->ops->start && s->ops->start(s->svc, h, &now, err, sizeof(err)) != 0) {
+			log_error(s->ops->name, "%s", err[0] ? err : "cannot start");
+			goto out;
+		}
+		s->started = 1;
+	}
+	/* what the services wrote while starting (recovery) */
+	if (store_begin(h->store) != 0 || commit_and_answer(h, &now) != 0)
+		goto out;
+
+	/* the transport last: nng's threads start here, after workers forked */
+	struct rpc_handler rh = dispatch_rpc_handler(h->dispatch);
+	struct rpc_config rc = {
+		.listen = cfg->listen,
+		.frame_bytes_max = cfg->frame_bytes_max,
+		.kr = &h->kr,
+		.node_id = h->node_id,
+		.wake = host_wake,
+		.wake_arg = h,
+	};
+	if (rpc_create(&h->rpc, &rc, &rh, err, sizeof(err)) != 0 ||
+	    rpc_listen(h->rpc, err, sizeof(err)) != 0) {
+		log_error("node", "%s", err);
+		goto out;
+	}
+	log_info("node", "chorusd %s node %s (%s) listening on %s, data in %s, %u worker(s)",
+	         CH_VERSION_STRING, cfg->name, h->node_id_hex, cfg->listen, cfg->data_dir,
+	         cfg->workers);
+	code = loop(h);
+	/* the last iteration: closing, so every parked call is answered */
+	h->closing = 1;
+	h->now = now = clock_read();
+	if (store_begin(h->store) == 0)
+		(void)commit_and_answer(h, &now);
+	if (code == 0)
+		log_info("node", "stopped cleanly");
+out:
+	host_free(h);
+	return code;
+}

@@ -1,0 +1,864 @@
+/*
+ * rpc.c - the sealed nng listener (see rpc.h).
+ *
+ * Subtle parts:
+ *  - Persist before promise: every answer is queued in the outbox and sent
+ *    only after the loop's commit (rpc_send_outbox), so an id reaches a
+ *    client only once its task is journaled. A failed commit turns the
+ *    answers of persist requests into CH_ERR_STORAGE errors.
+ *  - nng's REQ resends a request (same bytes, same counter) on a new pipe
+ *    after a reconnect. The replay window refuses it, so each session keeps
+ *    its last requests by counter: a resend of an answered request gets the
+ *    cached answer again (freshly sealed), a resend of a parked one moves the
+ *    parked call to the new context, a resend that overtook its answer in
+ *    the outbox gets a copy of it. Nothing is executed twice.
+ *  - A frame refused before decoding (truncated, oversized, forged, tampered,
+ *    replayed, malformed) is counted per peer address and logged at most
+ *    once per peer and kind every 10 s.
+ */
+#include "io/rpc.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "chorus.h"
+#include "io/log.h"
+#include "lib/clock.h"
+#include "lib/idmap.h"
+
+#define RPC_CONTEXTS 512
+#define SESSIONS_MAX 4096
+#define SESSION_IDLE_MS (30u * 60u * 1000u)
+#define SESSION_RECENT 32                    /* remembered requests per session */
+#define RECENT_REPLY_BYTES_MAX (1u << 20)    /* bigger answers are not cached */
+#define RECENT_CACHE_BYTES_MAX (64u << 20)   /* all sessions' cached answers */
+#define PEERS_MAX 256
+#define REPLY_MARGIN_BYTES 4096              /* envelope fields around a body */
+
+enum slot_state { SLOT_RECV, SLOT_BUSY, SLOT_PARKED, SLOT_SEND };
+
+struct slot {
+	struct rpc *rpc;
+	uint32_t index;
+	nng_ctx ctx;
+	nng_aio *aio;
+	int state;
+	int sending;              /* the aio in flight is a send */
+	struct rpc_call call;     /* the request being handled here */
+	struct rpc_call *parked;  /* the parked call answering here */
+};
+
+struct recent {
+	uint64_t counter;         /* 0 = empty */
+	uint8_t *reply;           /* plaintext envelope, NULL = pending or too big */
+	size_t reply_len;
+	int pending;
+	struct rpc_call *parked;
+};
+
+struct session {
+	struct seal_session seal;
+	unsigned role;
+	uint64_t last_used_ms;    /* monotonic */
+	struct recent recent[SESSION_RECENT];
+	uint32_t recent_next;
+	struct session *lnext, *lprev; /* LRU: head = most recent */
+};
+
+struct peer {
+	char addr[64];
+	uint64_t counts[8];       /* by seal verdict */
+	uint64_t last_ms;
+};
+
+struct out {
+	struct slot *slot;
+	struct session *sess;     /* NULL: plaintext frame */
+	uint64_t counter;         /* request counter (for the recent cache) */
+	uint64_t request_id;
+	int persist;
+	uint8_t *plain;           /* envelope (sealed at send) or raw frame */
+	size_t len;
+	struct out *next;
+};
+
+struct rpc {
+	struct rpc_config cfg;
+	struct rpc_handler h;
+	nng_socket sock;
+	int sock_open;
+	struct slot slots[RPC_CONTEXTS];
+
+	pthread_mutex_t mu;
+	uint32_t ready[RPC_CONTEXTS];
+	uint32_t ready_count;
+
+	struct idmap sessions;
+	struct session *lru_head, *lru_tail;
+	size_t recent_cache_bytes;
+
+	struct peer peers[PEERS_MAX];
+	uint32_t peer_count;
+
+	struct rpc_call *parked_head;
+	struct out *out_head, *out_tail;
+	uint64_t now_ms;
+};
+
+/* ---- nng side: callbacks only post to the loop ---- */
+
+static void slot_cb(void *arg)
+{
+	struct slot *sl = arg;
+	struct rpc *r = sl->rpc;
+	pthread_mutex_lock(&r->mu);
+	assert(r->ready_count < RPC_CONTEXTS);
+	r->ready[r->ready_count++] = sl->index;
+	pthread_mutex_unlock(&r->mu);
+	r->cfg.wake(r->cfg.wake_arg);
+}
+
+static void slot_recv(struct slot *sl)
+{
+	sl->state = SLOT_RECV;
+	sl->sending = 0;
+	sl->parked = NULL;
+	nng_aio_set_msg(sl->aio, NULL);
+	nng_ctx_recv(sl->ctx, sl->aio);
+}
+
+/* ---- peers and refused frames ---- */
+
+static void peer_addr(uint32_t pipe_id, char *buf, size_t len)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	p.id = pipe_id;
+	nng_sockaddr sa;
+	snprintf(buf, len, "unknown");
+	if (nng_pipe_id(p) < 0 || nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0)
+		return;
+	if (sa.s_family == NNG_AF_INET) {
+		const uint8_t *a = (const uint8_t *)&sa.s_in.sa_addr;
+		snprintf(buf, len, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+	} else if (sa.s_family == NNG_AF_IPC) {
+		snprintf(buf, len, "ipc");
+	} else if (sa.s_family == NNG_AF_INPROC) {
+		snprintf(buf, len, "inproc");
+	}
+}
+
+static struct peer *peer_get(struct rpc *r, const char *addr)
+{
+	for (uint32_t i = 0; i < r->peer_count; i++)
+		if (strcmp(r->peers[i].addr, addr) == 0)
+			return &r->peers[i];
+	struct peer *p;
+	if (r->peer_count < PEERS_MAX) {
+		p = &r->peers[r->peer_count++];
+	} else { /* evict the least recently seen */
+		p = &r->peers[0];
+		for (uint32_t i = 1; i < PEERS_MAX; i++)
+			if (r->peers[i].last_ms < p->last_ms)
+				p = &r->peers[i];
+	}
+	memset(p, 0, sizeof(*p));
+	snprintf(p->addr, sizeof(p->addr), "%s", addr);
+	return p;
+}
+
+static void refuse(struct rpc *r, uint32_t pipe_id, int verdict, size_t len)
+{
+	char addr[64];
+	peer_addr(pipe_id, addr, sizeof(addr));
+	struct peer *p = peer_get(r, addr);
+	p->counts[verdict & 7]++;
+	p->last_ms = r->now_ms;
+	char key[96];
+	snprintf(key, sizeof(key), "%s/%s", addr, seal_verdict_name(verdict));
+	log_limited(LOG_WARN, "link", key, 10000, "dropped %s frame (%zu bytes) from %s",
+	            seal_verdict_name(verdict), len, addr);
+}
+
+/* ---- sessions ---- */
+
+static void lru_unlink(struct rpc *r, struct session *s)
+{
+	if (s->lprev)
+		s->lprev->lnext = s->lnext;
+	else
+		r->lru_head = s->lnext;
+	if (s->lnext)
+		s->lnext->lprev = s->lprev;
+	else
+		r->lru_tail = s->lprev;
+	s->lnext = s->lprev = NULL;
+}
+
+static void lru_push(struct rpc *r, struct session *s)
+{
+	s->lprev = NULL;
+	s->lnext = r->lru_head;
+	if (r->lru_head)
+		r->lru_head->lprev = s;
+	else
+		r->lru_tail = s;
+	r->lru_head = s;
+}
+
+static void recent_clear(struct rpc *r, struct recent *rc)
+{
+	if (rc->reply) {
+		assert(r->recent_cache_bytes >= rc->reply_len);
+		r->recent_cache_bytes -= rc->reply_len;
+		sodium_memzero(rc->reply, rc->reply_len);
+	}
+	free(rc->reply);
+	memset(rc, 0, sizeof(*rc));
+}
+
+static void parked_unlink(struct rpc *r, struct rpc_call *c)
+{
+	if (c->pprev)
+		c->pprev->pnext = c->pnext;
+	else
+		r->parked_head = c->pnext;
+	if (c->pnext)
+		c->pnext->pprev = c->pprev;
+	c->pnext = c->pprev = NULL;
+}
+
+static void sess_free(struct rpc *r, struct session *s)
+{
+	void *v = idmap_del(&r->sessions, s->seal.session_id);
+	assert(v == s);
+	(void)v;
+	lru_unlink(r, s);
+	/* parked calls of this session lose their session: cancel them */
+	for (struct rpc_call *c = r->parked_head, *n; c; c = n) {
+		n = c->pnext;
+		if (c->sess != s)
+			continue;
+		parked_unlink(r, c);
+		if (c->on_cancel)
+			c->on_cancel(c->cancel_arg, c);
+		slot_recv(c->slot);
+		free(c);
+	}
+	for (struct out *o = r->out_head; o; o = o->next)
+		if (o->sess == s)
+			o->sess = NULL, o->len = 0; /* dropped at send */
+	for (int i = 0; i < SESSION_RECENT; i++)
+		recent_clear(r, &s->recent[i]);
+	sodium_memzero(&s->seal, sizeof(s->seal));
+	free(s);
+}
+
+static struct session *sess_add(struct rpc *r, const struct seal_session *ss)
+{
+	if (r->sessions.count >= SESSIONS_MAX)
+		sess_free(r, r->lru_tail);
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->seal = *ss;
+	s->role = RPC_ROLE_CLIENT | RPC_ROLE_PEER;
+	s->last_used_ms = r->now_ms;
+	if (s->seal.session_id == 0 || idmap_get(&r->sessions, s->seal.session_id) ||
+	    idmap_put(&r->sessions, s->seal.session_id, s) != 0) {
+		sodium_memzero(&s->seal, sizeof(s->seal));
+		free(s);
+		return NULL;
+	}
+	lru_push(r, s);
+	return s;
+}
+
+static struct recent *recent_find(struct session *s, uint64_t counter)
+{
+	for (int i = 0; i < SESSION_RECENT; i++)
+		if (s->recent[i].counter == counter)
+			return &s->recent[i];
+	return NULL;
+}
+
+static void recent_add(struct rpc *r, struct session *s, uint64_t counter)
+{
+	struct recent *rc = &s->recent[s->recent_next];
+	s->recent_next = (s->recent_next + 1) % SESSION_RECENT;
+	recent_clear(r, rc); /* a parked request that old stays parked, unlinked */
+	rc->counter = counter;
+	rc->pending = 1;
+}
+
+/* ---- the outbox ---- */
+
+static void out_push(struct rpc *r, struct slot *sl, struct session *sess, uint64_t counter,
+                     uint64_t request_id, int persist, uint8_t *plain, size_t len)
+{
+	struct out *o = calloc(1, sizeof(*o));
+	if (!o) {
+		free(plain);
+		slot_recv(sl);
+		return;
+	}
+	o->slot = sl;
+	o->sess = sess;
+	o->counter = counter;
+	o->request_id = request_id;
+	o->persist = persist;
+	o->plain = plain;
+	o->len = len;
+	sl->state = SLOT_BUSY;
+	if (r->out_tail)
+		r->out_tail->next = o;
+	else
+		r->out_head = o;
+	r->out_tail = o;
+}
+
+static uint8_t *pack_error(const struct rpc *r, uint64_t request_id, int code, const char *msg,
+                           size_t *len)
+{
+	Chorus__Error e = CHORUS__ERROR__INIT;
+	e.code = code;
+	e.message = (char *)msg;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.version = CH_PROTOCOL_VERSION;
+	env.sender.data = (uint8_t *)r->cfg.node_id;
+	env.sender.len = SEAL_ID_BYTES;
+	env.request_id = request_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+	env.error = &e;
+	size_t n = chorus__envelope__get_packed_size(&env);
+	uint8_t *buf = malloc(n ? n : 1);
+	if (buf)
+		chorus__envelope__pack(&env, buf);
+	*len = n;
+	return buf;
+}
+
+void rpc_send_outbox(struct rpc *r, int committed)
+{
+	struct out *o = r->out_head;
+	r->out_head = r->out_tail = NULL;
+	if (!committed && o)
+		log_limited(LOG_ERROR, "store", "commit-failed", 10000,
+		            "journal commit failed: answering requests with a storage error");
+	while (o) {
+		struct out *next = o->next;
+		struct slot *sl = o->slot;
+		nng_msg *msg = NULL;
+		int ok = 0;
+		if (o->sess && o->persist && !committed) {
+			/* not journaled: do not promise */
+			size_t n;
+			uint8_t *buf = pack_error(r, o->request_id, CH_ERR_STORAGE,
+			                          "the node could not journal the request", &n);
+			if (buf) {
+				free(o->plain);
+				o->plain = buf;
+				o->len = n;
+			}
+		}
+		if (o->sess) {
+			struct recent *rc = o->counter ? recent_find(o->sess, o->counter) : NULL;
+			if (rc) {
+				rc->pending = 0;
+				rc->parked = NULL;
+				if (!rc->reply && o->len <= RECENT_REPLY_BYTES_MAX &&
+				    r->recent_cache_bytes + o->len <= RECENT_CACHE_BYTES_MAX) {
+					rc->reply = malloc(o->len ? o->len : 1);
+					if (rc->reply) {
+						memcpy(rc->reply, o->plain, o->len);
+						rc->reply_len = o->len;
+						r->recent_cache_bytes += o->len;
+					}
+				}
+			}
+			if (nng_msg_alloc(&msg, o->len + SEAL_OVERHEAD_BYTES) == 0) {
+				seal_frame_seal(&o->sess->seal, o->plain, o->len, nng_msg_body(msg));
+				ok = 1;
+			}
+		} else if (o->len) {
+			if (nng_msg_alloc(&msg, o->len) == 0) {
+				memcpy(nng_msg_body(msg), o->plain, o->len);
+				ok = 1;
+			}
+		}
+		if (ok) {
+			sl->state = SLOT_SEND;
+			sl->sending = 1;
+			nng_aio_set_msg(sl->aio, msg);
+			nng_ctx_send(sl->ctx, sl->aio);
+		} else {
+			if (msg)
+				nng_msg_free(msg);
+			slot_recv(sl);
+		}
+		free(o->plain);
+		free(o);
+		o = next;
+	}
+}
+
+/* ---- answering ---- */
+
+size_t rpc_reply_bytes_max(const struct rpc *r)
+{
+	return r->cfg.frame_bytes_max > REPLY_MARGIN_BYTES * 2
+	           ? r->cfg.frame_bytes_max - REPLY_MARGIN_BYTES
+	           : r->cfg.frame_bytes_max / 2;
+}
+
+/* Releases c once its answer is queued. */
+static void call_done(struct rpc_call *c, int code)
+{
+	struct rpc *r = c->rpc;
+	assert(!c->answered);
+	c->answered = 1;
+	if (r->h.answered)
+		r->h.answered(r->h.ctx, c, code);
+	if (c->parked) {
+		parked_unlink(r, c);
+		free(c);
+	}
+}
+
+static void queue_answer(struct rpc_call *c, uint8_t *buf, size_t n)
+{
+	out_push(c->rpc, c->slot, c->sess, c->counter, c->request_id, c->persist, buf, n);
+}
+
+void rpc_reply(struct rpc_call *c, Chorus__Envelope *env)
+{
+	struct rpc *r = c->rpc;
+	env->version = CH_PROTOCOL_VERSION;
+	env->sender.data = (uint8_t *)r->cfg.node_id;
+	env->sender.len = SEAL_ID_BYTES;
+	env->request_id = c->request_id;
+	int code = env->body_case == CHORUS__ENVELOPE__BODY_ERROR && env->error ? env->error->code : 0;
+	size_t n = chorus__envelope__get_packed_size(env);
+	uint8_t *buf = NULL;
+	if (n > rpc_reply_bytes_max(r)) {
+		/* the frame cap binds answers too: never seal what the peer
+		 * must refuse (pages of results shrink before this) */
+		char msg[160];
+		snprintf(msg, sizeof(msg), "answer of %zu bytes is over the %zu-byte frame cap", n,
+		         rpc_reply_bytes_max(r));
+		log_limited(LOG_WARN, "rpc", "reply-too-large", 10000, "%s", msg);
+		code = CH_ERR_TOO_LARGE;
+		buf = pack_error(r, c->request_id, code, msg, &n);
+	} else {
+		buf = malloc(n ? n : 1);
+		if (buf)
+			chorus__envelope__pack(env, buf);
+	}
+	if (!buf) {
+		slot_recv(c->slot);
+		call_done(c, CH_ERR_NOMEM);
+		return;
+	}
+	queue_answer(c, buf, n);
+	call_done(c, code);
+}
+
+void rpc_reply_error(struct rpc_call *c, int code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	Chorus__Error e = CHORUS__ERROR__INIT;
+	e.code = code;
+	e.message = msg;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+	env.error = &e;
+	rpc_reply(c, &env);
+}
+
+struct rpc_call *rpc_park(struct rpc_call *c, void (*on_cancel)(void *arg, struct rpc_call *c),
+                          void *arg)
+{
+	struct rpc *r = c->rpc;
+	assert(!c->answered && !c->parked);
+	struct rpc_call *p = malloc(sizeof(*p));
+	if (!p) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	*p = *c;
+	c->parked = 1; /* the slot's own call is done with */
+	p->parked = 1;
+	p->on_cancel = on_cancel;
+	p->cancel_arg = arg;
+	p->pprev = NULL;
+	p->pnext = r->parked_head;
+	if (r->parked_head)
+		r->parked_head->pprev = p;
+	r->parked_head = p;
+	p->slot->state = SLOT_PARKED;
+	p->slot->parked = p;
+	struct recent *rc = recent_find(p->sess, p->counter);
+	if (rc)
+		rc->parked = p;
+	return p;
+}
+
+/* ---- frames ---- */
+
+static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t pipe_id)
+{
+	struct seal_session ss;
+	uint8_t *reply = NULL;
+	size_t reply_len = 0;
+	int v = seal_hello_accept(r->cfg.kr, r->cfg.node_id, nng_msg_body(msg), nng_msg_len(msg), &ss,
+	                          &reply, &reply_len);
+	if (v == SEAL_FORGED) {
+		refuse(r, pipe_id, v, nng_msg_len(msg));
+		/* tell the peer at once, so a wrong secret fails fast; the reason
+		 * reveals nothing an eavesdropper could not guess */
+		if (seal_reject_build(CH_ERR_AUTH, "wrong cluster secret", &reply, &reply_len) == 0)
+			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
+		else
+			slot_recv(sl);
+		return;
+	}
+	if (v != SEAL_OK) {
+		refuse(r, pipe_id, v, nng_msg_len(msg));
+		slot_recv(sl);
+		return;
+	}
+	if (!sess_add(r, &ss)) {
+		sodium_memzero(&ss, sizeof(ss));
+		free(reply);
+		slot_recv(sl);
+		return;
+	}
+	sodium_memzero(&ss, sizeof(ss));
+	out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
+}
+
+/* A frame the replay window refused: a resend of a request we know? */
+static int handle_resend(struct rpc *r, struct slot *sl, struct session *sess, uint64_t counter)
+{
+	struct recent *rc = recent_find(sess, counter);
+	if (!rc)
+		return 0;
+	if (rc->reply) {
+		/* a resend of an answered request: answer again */
+		uint8_t *copy = malloc(rc->reply_len ? rc->reply_len : 1);
+		if (!copy)
+			return 0;
+		memcpy(copy, rc->reply, rc->reply_len);
+		out_push(r, sl, sess, 0, 0, 0, copy, rc->reply_len);
+		return 1;
+	}
+	if (rc->pending && rc->parked) {
+		/* a resend of a parked request: the old context's pipe is
+		 * gone; answer on the new one */
+		struct rpc_call *c = rc->parked;
+		struct slot *old = c->slot;
+		c->slot = sl;
+		sl->state = SLOT_PARKED;
+		sl->parked = c;
+		slot_recv(old);
+		return 1;
+	}
+	if (rc->pending) {
+		/* the resend overtook its answer, still in the outbox: answer
+		 * both copies */
+		for (struct out *o = r->out_head; o; o = o->next) {
+			if (o->sess != sess || o->counter != counter)
+				continue;
+			uint8_t *copy = malloc(o->len ? o->len : 1);
+			if (!copy)
+				return 0;
+			memcpy(copy, o->plain, o->len);
+			out_push(r, sl, sess, 0, 0, 0, copy, o->len);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t session_id,
+                        uint32_t pipe_id)
+{
+	uint8_t *frame = nng_msg_body(msg);
+	size_t len = nng_msg_len(msg);
+	struct session *sess = session_id ? idmap_get(&r->sessions, session_id) : NULL;
+	if (!sess) {
+		uint8_t *reply = NULL;
+		size_t reply_len = 0;
+		log_limited(LOG_INFO, "link", "unknown-session", 10000,
+		            "data frame for an unknown session: asking the peer to handshake again");
+		if (seal_reject_build(CH_ERR_CLOSED, "unknown session", &reply, &reply_len) == 0)
+			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
+		else
+			slot_recv(sl);
+		return;
+	}
+	uint64_t counter = 0;
+	for (int i = 0; i < 8; i++)
+		counter |= (uint64_t)frame[16 + i] << (8 * i);
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	int v = seal_frame_open(&sess->seal, frame, len, &plain, &plain_len);
+	if (v == SEAL_REPLAYED && handle_resend(r, sl, sess, counter))
+		return;
+	if (v != SEAL_OK) {
+		refuse(r, pipe_id, v, len);
+		slot_recv(sl);
+		return;
+	}
+	sess->last_used_ms = r->now_ms;
+	lru_unlink(r, sess);
+	lru_push(r, sess);
+
+	struct rpc_call *c = &sl->call;
+	memset(c, 0, sizeof(*c));
+	c->rpc = r;
+	c->slot = sl;
+	c->sess = sess;
+	c->role = sess->role;
+	c->start_ns = clock_mono_ns();
+	c->pipe_id = pipe_id;
+	Chorus__Envelope *env = chorus__envelope__unpack(NULL, plain_len, plain);
+	if (!env) {
+		refuse(r, pipe_id, SEAL_MALFORMED, len);
+		rpc_reply_error(c, CH_ERR_PROTOCOL, "undecodable request");
+		return;
+	}
+	recent_add(r, sess, counter);
+	c->counter = counter;
+	c->request_id = env->request_id;
+	c->body_case = (int)env->body_case;
+	r->h.request(r->h.ctx, c, env);
+	/* every request is answered at once or parked */
+	assert(c->answered || c->parked);
+	chorus__envelope__free_unpacked(env, NULL);
+}
+
+static void handle_slot(struct rpc *r, struct slot *sl)
+{
+	int rv = nng_aio_result(sl->aio);
+	if (sl->sending) {
+		if (rv != 0) { /* not sent: the message is still ours */
+			nng_msg *m = nng_aio_get_msg(sl->aio);
+			if (m)
+				nng_msg_free(m);
+		}
+		nng_aio_set_msg(sl->aio, NULL);
+		slot_recv(sl);
+		return;
+	}
+	if (rv != 0) {
+		if (rv == NNG_ECLOSED)
+			return;
+		slot_recv(sl);
+		return;
+	}
+	nng_msg *msg = nng_aio_get_msg(sl->aio);
+	nng_aio_set_msg(sl->aio, NULL);
+	if (!msg) {
+		/* nng 1.5.2 can complete a receive without a message at close
+		 * (nanomsg/nng#1543): refuse it, never dereference it */
+		slot_recv(sl);
+		return;
+	}
+	sl->state = SLOT_BUSY;
+	uint32_t pipe_id = nng_pipe_id(nng_msg_get_pipe(msg)) < 0
+	                       ? 0
+	                       : (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
+	size_t len = nng_msg_len(msg);
+	int kind = 0;
+	uint64_t session_id = 0;
+	int v = seal_frame_peek(nng_msg_body(msg), len, r->cfg.frame_bytes_max, &kind, &session_id);
+	if (v != SEAL_OK) {
+		refuse(r, pipe_id, v, len);
+		slot_recv(sl);
+	} else if (kind == SEAL_KIND_HELLO) {
+		handle_hello(r, sl, msg, pipe_id);
+	} else if (kind == SEAL_KIND_DATA) {
+		handle_data(r, sl, msg, session_id, pipe_id);
+	} else {
+		refuse(r, pipe_id, SEAL_MALFORMED, len);
+		slot_recv(sl);
+	}
+	nng_msg_free(msg);
+}
+
+void rpc_take_ready(struct rpc *r, uint64_t now_mono_ms)
+{
+	uint32_t batch[RPC_CONTEXTS];
+	r->now_ms = now_mono_ms;
+	pthread_mutex_lock(&r->mu);
+	uint32_t n = r->ready_count;
+	memcpy(batch, r->ready, n * sizeof(batch[0]));
+	r->ready_count = 0;
+	pthread_mutex_unlock(&r->mu);
+	for (uint32_t i = 0; i < n; i++)
+		handle_slot(r, &r->slots[batch[i]]);
+}
+
+void rpc_tick(struct rpc *r, uint64_t now_mono_ms)
+{
+	r->now_ms = now_mono_ms;
+	while (r->lru_tail && r->lru_tail->last_used_ms + SESSION_IDLE_MS < now_mono_ms)
+		sess_free(r, r->lru_tail);
+}
+
+/* ---- set-up and teardown ---- */
+
+int rpc_create(struct rpc **out, const struct rpc_config *cfg, const struct rpc_handler *h,
+               char *err, size_t err_len)
+{
+	struct rpc *r = calloc(1, sizeof(*r));
+	if (!r) {
+		snprintf(err, err_len, "out of memory");
+		return -1;
+	}
+	r->cfg = *cfg;
+	r->h = *h;
+	pthread_mutex_init(&r->mu, NULL);
+	idmap_init(&r->sessions);
+	int rv = nng_rep0_open(&r->sock);
+	if (rv == 0) {
+		r->sock_open = 1;
+		rv = nng_socket_set_size(r->sock, NNG_OPT_RECVMAXSZ,
+		                         cfg->frame_bytes_max * 2 + SEAL_OVERHEAD_BYTES);
+	}
+	for (uint32_t i = 0; rv == 0 && i < RPC_CONTEXTS; i++) {
+		struct slot *sl = &r->slots[i];
+		sl->rpc = r;
+		sl->index = i;
+		if ((rv = nng_ctx_open(&sl->ctx, r->sock)) == 0)
+			rv = nng_aio_alloc(&sl->aio, slot_cb, sl);
+	}
+	if (rv != 0) {
+		snprintf(err, err_len, "nng: %s", nng_strerror(rv));
+		*out = r;
+		return -1;
+	}
+	*out = r;
+	return 0;
+}
+
+int rpc_listen(struct rpc *r, char *err, size_t err_len)
+{
+	int rv = nng_listen(r->sock, r->cfg.listen, NULL, 0);
+	if (rv != 0) {
+		snprintf(err, err_len, "cannot listen on %s: %s", r->cfg.listen, nng_strerror(rv));
+		return -1;
+	}
+	for (uint32_t i = 0; i < RPC_CONTEXTS; i++)
+		slot_recv(&r->slots[i]);
+	return 0;
+}
+
+void rpc_destroy(struct rpc *r)
+{
+	if (!r)
+		return;
+	if (r->sock_open)
+		nng_close(r->sock);
+	for (uint32_t i = 0; i < RPC_CONTEXTS; i++) {
+		struct slot *sl = &r->slots[i];
+		if (!sl->aio)
+			continue;
+		nng_aio_stop(sl->aio);
+		/* a request received but never handled (the loop ended first),
+		 * or an answer nng did not take: ours to free */
+		nng_msg *m = nng_aio_get_msg(sl->aio);
+		int unconsumed = sl->sending ? nng_aio_result(sl->aio) != 0
+		                             : nng_aio_result(sl->aio) == 0;
+		if (m && unconsumed)
+			nng_msg_free(m);
+		nng_aio_free(sl->aio);
+	}
+	while (r->parked_head) {
+		struct rpc_call *c = r->parked_head;
+		parked_unlink(r, c);
+		if (c->on_cancel)
+			c->on_cancel(c->cancel_arg, c);
+		free(c);
+	}
+	while (r->out_head) {
+		struct out *o = r->out_head;
+		r->out_head = o->next;
+		free(o->plain);
+		free(o);
+	}
+	r->out_tail = NULL;
+	while (r->lru_head) {
+		struct session *s = r->lru_head;
+		idmap_del(&r->sessions, s->seal.session_id);
+		lru_unlink(r, s);
+		for (int i = 0; i < SESSION_RECENT; i++)
+			recent_clear(r, &s->recent[i]);
+		sodium_memzero(&s->seal, sizeof(s->seal));
+		free(s);
+	}
+	idmap_free(&r->sessions);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+void rpc_count_refused(struct rpc_call *c, int verdict)
+{
+	refuse(c->rpc, c->pipe_id, verdict, 0);
+}
+
+/* ---- status ---- */
+
+uint32_t rpc_session_count(const struct rpc *r)
+{
+	return (uint32_t)r->sessions.count;
+}
+
+int rpc_peer_counters(const struct rpc *r, Chorus__PeerCounters ***out, size_t *n)
+{
+	*out = NULL;
+	*n = 0;
+	if (!r->peer_count)
+		return 0;
+	Chorus__PeerCounters **v = calloc(r->peer_count, sizeof(*v));
+	Chorus__PeerCounters *pcs = calloc(r->peer_count, sizeof(*pcs));
+	if (!v || !pcs) {
+		free(v);
+		free(pcs);
+		return -1;
+	}
+	for (uint32_t i = 0; i < r->peer_count; i++) {
+		const struct peer *p = &r->peers[i];
+		chorus__peer_counters__init(&pcs[i]);
+		pcs[i].peer = (char *)p->addr;
+		pcs[i].truncated = p->counts[SEAL_TRUNCATED];
+		pcs[i].oversized = p->counts[SEAL_OVERSIZED];
+		pcs[i].malformed = p->counts[SEAL_MALFORMED];
+		pcs[i].forged = p->counts[SEAL_FORGED];
+		pcs[i].tampered = p->counts[SEAL_TAMPERED];
+		pcs[i].replayed = p->counts[SEAL_REPLAYED];
+		v[i] = &pcs[i];
+	}
+	*out = v;
+	*n = r->peer_count;
+	return 0;
+}
+
+void rpc_peer_counters_free(Chorus__PeerCounters **p, size_t n)
+{
+	if (p && n)
+		free(p[0]); /* the array of structs, allocated at once */
+	free(p);
+}

@@ -1,0 +1,56 @@
+/*
+ * ports.h - the interfaces services offer each other through the host
+ * (host_port_set / host_port_get). A service depends on a port, never on
+ * another service's module.
+ */
+#ifndef CHORUS_SVC_PORTS_H
+#define CHORUS_SVC_PORTS_H
+
+#include <stdint.h>
+
+#include "lib/clock.h"
+#include "proto/chorus.pb-c.h"
+
+struct task;
+
+/* "placement": where a task runs (provided by the cluster service, used by
+ * the tasks service when the task core asks to dispatch). */
+#define PORT_PLACEMENT "placement"
+struct placement_port {
+	void *ctx;
+	/* 0 = run it here, 1 = sent to another member (t->node names it),
+	 * -1 = nowhere has room now (keep it queued), 2 = no alive member can
+	 * ever run it (t->error set). local_inflight: tasks held by local
+	 * workers. */
+	int (*place)(void *ctx, struct task *t, uint32_t local_inflight, const struct now *now);
+	/* 1 while an attempt of task_id runs on another member. */
+	int (*placed_remotely)(void *ctx, uint64_t task_id);
+	/* Ask the member running t to cancel it (timeout or cancel). */
+	void (*kill)(void *ctx, const struct task *t);
+	/* This node's task slots as the cluster sees them. */
+	uint32_t (*local_capacity)(void *ctx);
+};
+
+/* How an attempt placed on another member ended, as the link saw it. */
+struct remote_outcome {
+	uint64_t task_id;
+	int code;                        /* 0, or the CH_ERR_* of the request */
+	const char *err;                 /* message when code != 0 */
+	const Chorus__TaskResult *result;/* code 0: the member's answer (may be NULL) */
+	const char *member_name;
+};
+
+/* "task_sink": outcomes of placed attempts (provided by the tasks service,
+ * used by the cluster service). Both are called from the cluster's tick,
+ * outside any call into the task core. */
+#define PORT_TASK_SINK "task_sink"
+struct task_sink_port {
+	void *ctx;
+	void (*outcome)(void *ctx, const struct remote_outcome *o, const struct now *now);
+	/* The member running task_id died, left or was forgotten. */
+	void (*member_lost)(void *ctx, uint64_t task_id, const char *why, const struct now *now);
+	/* Tasks held by this node's workers (the load gossiped to others). */
+	uint32_t (*local_load)(void *ctx);
+};
+
+#endif

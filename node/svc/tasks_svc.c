@@ -1,0 +1,1214 @@
+/*
+ * tasks_svc.c - the tasks service (see tasks_svc.h).
+ *
+ * Owns: the task core, the worker pools, the handler registry, and the
+ * parked calls that wait for a task to end (`await`, `submit --wait`, a
+ * coordinator's placed attempt) or for a batch's next results.
+ *
+ * Subtle parts:
+ *  - Persist before promise: submit and map are REQ_PERSIST, so their ids
+ *    leave the node only after the commit; waiters are answered in
+ *    after_commit, once what they report is durable.
+ *  - Waiters are found by id (a map per task and per batch) and woken only
+ *    for the tasks that ended and the batches that progressed in this
+ *    iteration; their deadlines sit in a timer heap (monotonic clock).
+ *  - The core's effects never call back into the core: worker events are
+ *    delivered by the supervisor outside core calls, and remote outcomes
+ *    come from the cluster's tick through the task_sink port.
+ *  - Draining: a task a coordinator placed here that has not started will
+ *    not start; its waiter is answered at once ("queued"), so the
+ *    coordinator places it elsewhere with no attempt charged.
+ */
+#include "svc/tasks_svc.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chorus.h"
+#include "codec/codec.h"
+#include "config.h"
+#include "core/tasks.h"
+#include "io/dispatch.h"
+#include "io/log.h"
+#include "io/rpc.h"
+#include "io/store.h"
+#include "io/workers.h"
+#include "lib/arena.h"
+#include "lib/err.h"
+#include "lib/idmap.h"
+#include "lib/timerheap.h"
+#include "proto/seal.h"
+#include "svc/ports.h"
+#include "svc/service.h"
+#include "worker/handlers.h"
+
+#define BATCH_RESULTS_DEFAULT 1000
+#define BATCH_RESULTS_MAX 10000
+#define LIST_LIMIT_MAX 10000
+#define PURGE_INTERVAL_MS 1000
+#define PURGE_ROWS_MAX 2000
+#define WAIT_MS_MAX (24u * 3600u * 1000u)
+#define REQUIRE_TAGS_MAX 16
+#define REQUIRE_TAG_BYTES_MAX 31
+#define MAX_ATTEMPTS_MAX 1000
+/* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
+#define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
+/* the task core's time: wall ms until the core takes struct now */
+#define CORE_NOW(n) ((n)->wall_ms)
+
+enum waiter_kind { WAIT_TASK, WAIT_BATCH };
+
+struct tasks_svc;
+
+struct waiter {
+	struct tasks_svc *svc;
+	int kind;
+	struct rpc_call *call;
+	uint64_t id;              /* task or batch */
+	uint32_t from_index, max_results;
+	int is_submit;            /* answer as SubmitResp */
+	struct timer deadline;    /* monotonic */
+	struct waiter *next, *prev;   /* all waiters */
+	struct waiter *id_next;       /* waiters on the same id */
+};
+
+/* A growable list of ids (tasks that ended, batches that progressed). */
+struct idvec {
+	uint64_t *v;
+	uint32_t n, cap;
+};
+
+struct tasks_svc {
+	struct host *host;
+	const struct config *cfg;
+	struct store *store;
+	struct tasks *tasks;
+	struct workers *workers;
+	struct handler_registry reg;
+	int reg_ready;
+	uint32_t pool_count;
+	char pool_names[WORKERS_POOLS_MAX][WORKERS_POOL_NAME_MAX + 1];
+
+	struct waiter *waiters;
+	struct idmap task_waiters, batch_waiters;
+	struct timerheap deadlines;
+	struct idvec ended, progressed;
+	int nomem_logged;
+
+	uint64_t next_purge_ms;    /* monotonic */
+	uint64_t drain_deadline_ms;
+	struct placement_port *placement;
+	struct task_sink_port sink;
+};
+
+/* ---- small helpers ---- */
+
+static void idvec_push(struct tasks_svc *s, struct idvec *iv, uint64_t id)
+{
+	if (iv->n == iv->cap) {
+		uint32_t cap = iv->cap ? iv->cap * 2 : 64;
+		uint64_t *nv = realloc(iv->v, cap * sizeof(*nv));
+		if (!nv) {
+			/* the waiter is then answered by its deadline */
+			if (!s->nomem_logged++)
+				log_error("tasks", "out of memory: a waiter will be answered late");
+			return;
+		}
+		iv->v = nv;
+		iv->cap = cap;
+	}
+	iv->v[iv->n++] = id;
+}
+
+static uint32_t local_capacity(const struct tasks_svc *s)
+{
+	return s->cfg->workers * s->cfg->prefetch;
+}
+
+/* A task by id: from the table, else from the journal (*owned set). */
+static int task_lookup(struct tasks_svc *s, uint64_t id, const struct task **t, struct task **owned)
+{
+	*owned = NULL;
+	*t = tasks_get(s->tasks, id);
+	if (*t)
+		return 0;
+	int rc = store_task_get(s->store, id, owned);
+	if (rc == 0)
+		*t = *owned;
+	return rc;
+}
+
+static uint32_t handler_pool(const struct tasks_svc *s, const char *handler)
+{
+	for (uint32_t p = 0; p < s->cfg->pool_count; p++)
+		for (uint32_t h = 0; h < s->cfg->pools[p].handler_count; h++)
+			if (strcmp(s->cfg->pools[p].handlers[h], handler) == 0)
+				return p + 1;
+	return 0;
+}
+
+/* Checks a task spec; on error fills msg and returns a CH_ERR code. */
+static int spec_check(struct tasks_svc *s, const char *handler, const Chorus__TaskOptions *o,
+                      size_t payload_len, char *msg, size_t len)
+{
+	if (!handler || !*handler) {
+		snprintf(msg, len, "no handler given");
+		return CH_ERR_INVALID;
+	}
+	if (!handlers_find(&s->reg, handler)) {
+		char known[512] = "";
+		size_t off = 0;
+		for (uint32_t i = 0; i < s->reg.count && off < sizeof(known) - 70; i++)
+			off += (size_t)snprintf(known + off, sizeof(known) - off, "%s%s", i ? ", " : "",
+			                        s->reg.entries[i].name);
+		snprintf(msg, len, "unknown handler '%.64s' (known: %s)", handler, known);
+		return CH_ERR_UNKNOWN_HANDLER;
+	}
+	if (strcmp(handler, "exec") == 0) {
+		if (!o || o->n_argv == 0) {
+			snprintf(msg, len, "exec needs a command (argv)");
+			return CH_ERR_INVALID;
+		}
+		if (!handlers_exec_allowed(&s->reg, o->argv[0])) {
+			snprintf(msg, len, "exec: '%.200s' is not allowlisted (see [exec] allow)", o->argv[0]);
+			return CH_ERR_DENIED;
+		}
+	}
+	if (o && o->restart != CHORUS__RESTART_POLICY__RESTART_TEMPORARY &&
+	    o->restart != CHORUS__RESTART_POLICY__RESTART_TRANSIENT) {
+		snprintf(msg, len, "unknown restart policy %d", (int)o->restart);
+		return CH_ERR_INVALID;
+	}
+	if (payload_len > PAYLOAD_BYTES_MAX) {
+		snprintf(msg, len, "payload of %zu bytes is over the %u-byte limit", payload_len,
+		         PAYLOAD_BYTES_MAX);
+		return CH_ERR_TOO_LARGE;
+	}
+	if (o && o->n_require > REQUIRE_TAGS_MAX) {
+		snprintf(msg, len, "%zu required tags: at most %u", o->n_require, REQUIRE_TAGS_MAX);
+		return CH_ERR_INVALID;
+	}
+	for (size_t i = 0; o && i < o->n_require; i++) {
+		if (!o->require[i][0] || strlen(o->require[i]) > REQUIRE_TAG_BYTES_MAX) {
+			snprintf(msg, len, "required tag '%.40s' is empty or longer than %u bytes",
+			         o->require[i], REQUIRE_TAG_BYTES_MAX);
+			return CH_ERR_INVALID;
+		}
+	}
+	if (o && o->max_attempts > MAX_ATTEMPTS_MAX) {
+		snprintf(msg, len, "max_attempts %u is over %u", o->max_attempts, MAX_ATTEMPTS_MAX);
+		return CH_ERR_INVALID;
+	}
+	return 0;
+}
+
+/* ---- waiters ---- */
+
+static struct idmap *waiter_map(struct tasks_svc *s, int kind)
+{
+	return kind == WAIT_TASK ? &s->task_waiters : &s->batch_waiters;
+}
+
+static void waiter_unlink(struct tasks_svc *s, struct waiter *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		s->waiters = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	w->next = w->prev = NULL;
+	struct idmap *m = waiter_map(s, w->kind);
+	struct waiter *head = idmap_get(m, w->id);
+	if (head == w) {
+		if (w->id_next)
+			(void)idmap_put(m, w->id, w->id_next); /* replaces: no allocation */
+		else
+			(void)idmap_del(m, w->id);
+	} else {
+		for (struct waiter *p = head; p; p = p->id_next) {
+			if (p->id_next == w) {
+				p->id_next = w->id_next;
+				break;
+			}
+		}
+	}
+	w->id_next = NULL;
+	timerheap_cancel(&s->deadlines, &w->deadline);
+}
+
+static void waiter_free(struct tasks_svc *s, struct waiter *w)
+{
+	waiter_unlink(s, w);
+	free(w);
+}
+
+/* The call's session went away: nobody to answer. */
+static void waiter_cancelled(void *arg, struct rpc_call *c)
+{
+	struct waiter *w = arg;
+	(void)c;
+	waiter_free(w->svc, w);
+}
+
+static void park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id, uint32_t wait_ms,
+                 int is_submit, uint32_t from, uint32_t max)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	w->svc = s;
+	struct idmap *m = waiter_map(s, kind);
+	struct waiter *head = idmap_get(m, id);
+	if (wait_ms > WAIT_MS_MAX)
+		wait_ms = WAIT_MS_MAX;
+	if (idmap_put(m, id, w) != 0 ||
+	    timerheap_set(&s->deadlines, &w->deadline, host_now(s->host)->mono_ms + wait_ms) != 0) {
+		if (head)
+			(void)idmap_put(m, id, head);
+		else
+			(void)idmap_del(m, id);
+		free(w);
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	w->kind = kind;
+	w->id = id;
+	w->id_next = head;
+	w->from_index = from;
+	w->max_results = max;
+	w->is_submit = is_submit;
+	w->call = rpc_park(c, waiter_cancelled, w);
+	if (!w->call) { /* answered with CH_ERR_NOMEM */
+		waiter_free(s, w);
+		return;
+	}
+	w->next = s->waiters;
+	if (s->waiters)
+		s->waiters->prev = w;
+	s->waiters = w;
+}
+
+/* Answers c with the task's current state. */
+static void answer_task(struct tasks_svc *s, struct rpc_call *c, uint64_t task_id, int is_submit)
+{
+	const struct task *t;
+	struct task *owned;
+	if (task_lookup(s, task_id, &t, &owned) != 0) {
+		rpc_reply_error(c, CH_ERR_NOT_FOUND,
+		                "no task %" PRIu64 " (unknown, or its result expired)", task_id);
+		return;
+	}
+	Chorus__TaskResult r;
+	codec_result_fill(&r, t);
+	if (is_submit) {
+		Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+		sr.task_id = task_id;
+		sr.result = &r;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
+	} else {
+		Chorus__AwaitResp ar = CHORUS__AWAIT_RESP__INIT;
+		ar.result = &r;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_AWAIT_RESP, await_resp, &ar);
+	}
+	task_free(owned);
+}
+
+struct batch_collect {
+	struct task **tasks;
+	uint32_t n, cap, expect;
+	size_t bytes, bytes_max;   /* a page shrinks to fit the frame cap */
+	int gap;
+};
+
+static size_t result_bytes(const struct task *t)
+{
+	/* a generous bound of one TaskResult's packed size */
+	return t->output_len + (t->error ? strlen(t->error) : 0) + (t->node ? strlen(t->node) : 0) +
+	       (t->handler ? strlen(t->handler) : 0) + 128;
+}
+
+static int collect_cb(void *arg, struct task *t)
+{
+	struct batch_collect *bc = arg;
+	if (bc->gap || t->batch_index != bc->expect || !task_state_is_final(t->state) ||
+	    (bc->n > 0 && bc->bytes + result_bytes(t) > bc->bytes_max)) {
+		bc->gap = 1;
+		task_free(t);
+		return 1; /* stop: results are contiguous, and a page fits a frame */
+	}
+	bc->bytes += result_bytes(t);
+	bc->tasks[bc->n++] = t;
+	bc->expect++;
+	return bc->n >= bc->cap;
+}
+
+/* Answers a batch call if results from its index exist (or force).
+ * Returns 1 when answered. */
+static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_id, uint32_t from,
+                        uint32_t max, int force)
+{
+	struct batch b;
+	const struct batch *held = tasks_get_batch(s->tasks, batch_id);
+	if (held) {
+		b = *held;
+	} else if (store_batch_get(s->store, batch_id, &b) != 0) {
+		rpc_reply_error(c, CH_ERR_NOT_FOUND,
+		                "no batch %" PRIu64 " (unknown, or its results expired)", batch_id);
+		return 1;
+	}
+	if (max == 0)
+		max = BATCH_RESULTS_DEFAULT;
+	if (max > BATCH_RESULTS_MAX)
+		max = BATCH_RESULTS_MAX;
+	struct batch_collect bc = {.cap = max, .expect = from};
+	bc.bytes_max = rpc_reply_bytes_max(c->rpc);
+	bc.bytes_max = bc.bytes_max > 1024 ? bc.bytes_max - 1024 : bc.bytes_max;
+	bc.tasks = calloc(max, sizeof(*bc.tasks));
+	if (!bc.tasks) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return 1;
+	}
+	if (from < b.total)
+		(void)store_batch_tasks(s->store, batch_id, from, max, collect_cb, &bc);
+	if (bc.n == 0 && !force && from < b.total) {
+		free(bc.tasks);
+		return 0;
+	}
+	Chorus__TaskResult *rs = calloc(bc.n ? bc.n : 1, sizeof(*rs));
+	Chorus__TaskResult **rp = calloc(bc.n ? bc.n : 1, sizeof(*rp));
+	if (rs && rp) {
+		for (uint32_t i = 0; i < bc.n; i++) {
+			codec_result_fill(&rs[i], bc.tasks[i]);
+			rp[i] = &rs[i];
+		}
+		Chorus__BatchAwaitResp br = CHORUS__BATCH_AWAIT_RESP__INIT;
+		br.batch_id = batch_id;
+		br.total = b.total;
+		br.done = b.done;
+		br.from_index = from;
+		br.n_results = bc.n;
+		br.results = rp;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP, batch_await_resp, &br);
+	} else {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < bc.n; i++)
+		task_free(bc.tasks[i]);
+	free(bc.tasks);
+	free(rs);
+	free(rp);
+	return 1;
+}
+
+/* Tries to answer w; frees it when answered. */
+static void waiter_try(struct tasks_svc *s, struct waiter *w, int expired)
+{
+	int done = 0;
+	if (w->kind == WAIT_TASK) {
+		const struct task *t = tasks_get(s->tasks, w->id);
+		/* draining: a task a coordinator placed here that has not
+		 * started will not start; hand it back at once */
+		int handed_back = host_draining(s->host) && t && t->ephemeral && t->state == TASK_QUEUED;
+		if (expired || handed_back || !t || task_state_is_final(t->state)) {
+			answer_task(s, w->call, w->id, w->is_submit);
+			done = 1;
+		}
+	} else {
+		done = answer_batch(s, w->call, w->id, w->from_index, w->max_results, expired);
+	}
+	if (done)
+		waiter_free(s, w);
+}
+
+/* Every waiter on one id of a kind. */
+static void waiters_try_id(struct tasks_svc *s, int kind, uint64_t id)
+{
+	struct waiter *w = idmap_get(waiter_map(s, kind), id);
+	while (w) {
+		struct waiter *n = w->id_next;
+		waiter_try(s, w, 0);
+		w = n;
+	}
+}
+
+/* After a commit: tasks that ended, batches that progressed, deadlines. */
+static void serve_waiters(struct tasks_svc *s)
+{
+	int closing = host_closing(s->host);
+	if (closing || host_draining(s->host)) {
+		for (struct waiter *w = s->waiters, *n; w; w = n) {
+			n = w->next;
+			waiter_try(s, w, closing);
+		}
+	}
+	for (uint32_t i = 0; i < s->ended.n; i++)
+		waiters_try_id(s, WAIT_TASK, s->ended.v[i]);
+	s->ended.n = 0;
+	for (uint32_t i = 0; i < s->progressed.n; i++)
+		waiters_try_id(s, WAIT_BATCH, s->progressed.v[i]);
+	s->progressed.n = 0;
+	for (struct timer *t; (t = timerheap_pop_due(&s->deadlines, host_now(s->host)->mono_ms));) {
+		struct waiter *w = timer_owner(t, struct waiter, deadline);
+		waiter_try(s, w, 1);
+	}
+}
+
+/* ---- request handlers ---- */
+
+static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__SubmitReq *m = env->submit;
+	char msg[600];
+	if (!m->task) {
+		rpc_reply_error(c, CH_ERR_INVALID, "submit without a task");
+		return;
+	}
+	int rc = spec_check(s, m->task->handler, m->task->opts, m->task->payload.len, msg, sizeof(msg));
+	if (rc) {
+		log_limited(LOG_WARN, "tasks", "submit-refused", 10000, "submit refused: %s", msg);
+		rpc_reply_error(c, rc, "%s", msg);
+		return;
+	}
+	if (m->origin.len && m->origin.len != SEAL_ID_BYTES) {
+		rpc_reply_error(c, CH_ERR_INVALID, "origin must be a 16-byte node id");
+		return;
+	}
+	struct task *t = codec_task_from_spec(m->task->handler, m->task->payload.data,
+	                                      m->task->payload.len, m->task->opts,
+	                                      handler_pool(s, m->task->handler));
+	if (!t) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	if (m->origin.len) {
+		/* placed here by a coordinator: run once, journal nothing, the
+		 * coordinator owns the task and its restart policy */
+		t->ephemeral = 1;
+		memcpy(t->origin, m->origin.data, SEAL_ID_BYTES);
+		t->origin_task = m->origin_task;
+		t->opts.restart = TASK_RESTART_TEMPORARY;
+		t->opts.max_attempts = 1;
+	}
+	uint64_t id = 0;
+	rc = tasks_submit(s->tasks, t, CORE_NOW(host_now(s->host)), &id);
+	if (rc) {
+		task_free(t);
+		log_limited(LOG_WARN, "tasks", "queue-full", 10000, "queue full (%u tasks): submit refused",
+		            s->cfg->queue_max);
+		rpc_reply_error(c, err_to_public(rc),
+		                "queue full (%u tasks held): nothing accepted, retry later",
+		                s->cfg->queue_max);
+		return;
+	}
+	if (m->wait_ms) {
+		park(s, c, WAIT_TASK, id, m->wait_ms, 1, 0, 0);
+		return;
+	}
+	Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+	sr.task_id = id;
+	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
+}
+
+static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__MapReq *m = env->map;
+	char msg[600];
+	size_t biggest = 0;
+	for (size_t i = 0; i < m->n_payloads; i++)
+		if (m->payloads[i].len > biggest)
+			biggest = m->payloads[i].len;
+	int rc = spec_check(s, m->handler, m->opts, biggest, msg, sizeof(msg));
+	if (rc) {
+		log_limited(LOG_WARN, "tasks", "map-refused", 10000, "fan-out refused: %s", msg);
+		rpc_reply_error(c, rc, "%s", msg);
+		return;
+	}
+	if (m->n_payloads == 0 || m->n_payloads > s->cfg->queue_max) {
+		rpc_reply_error(c, CH_ERR_INVALID, "fan-out of %zu tasks: must be 1..%u", m->n_payloads,
+		                s->cfg->queue_max);
+		return;
+	}
+	uint32_t n = (uint32_t)m->n_payloads;
+	struct task **tv = calloc(n, sizeof(*tv));
+	if (!tv) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	uint32_t pool = handler_pool(s, m->handler);
+	for (uint32_t i = 0; i < n; i++) {
+		tv[i] = codec_task_from_spec(m->handler, m->payloads[i].data, m->payloads[i].len, m->opts,
+		                             pool);
+		if (!tv[i]) {
+			for (uint32_t j = 0; j < i; j++)
+				task_free(tv[j]);
+			free(tv);
+			rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+			return;
+		}
+	}
+	uint64_t batch_id = 0;
+	rc = tasks_submit_batch(s->tasks, tv, n, m->max_concurrency, m->deadline_ms,
+	                        CORE_NOW(host_now(s->host)), &batch_id);
+	if (rc) {
+		for (uint32_t i = 0; i < n; i++)
+			task_free(tv[i]);
+		free(tv);
+		rpc_reply_error(c, err_to_public(rc),
+		                "queue full: a fan-out of %u tasks does not fit (limit %u held); nothing "
+		                "accepted",
+		                n, s->cfg->queue_max);
+		return;
+	}
+	free(tv);
+	Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
+	mr.batch_id = batch_id;
+	mr.count = n;
+	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
+}
+
+static void handle_await(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__AwaitReq *m = env->await;
+	const struct task *t = tasks_get(s->tasks, m->task_id);
+	if (t && !task_state_is_final(t->state) && m->wait_ms && !host_closing(s->host)) {
+		park(s, c, WAIT_TASK, m->task_id, m->wait_ms, 0, 0, 0);
+		return;
+	}
+	answer_task(s, c, m->task_id, 0);
+}
+
+static void handle_batch_await(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__BatchAwaitReq *m = env->batch_await;
+	int force = m->wait_ms == 0 || host_closing(s->host);
+	if (!answer_batch(s, c, m->batch_id, m->from_index, m->max_results, force))
+		park(s, c, WAIT_BATCH, m->batch_id, m->wait_ms, 0, m->from_index, m->max_results);
+}
+
+static void handle_cancel(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__CancelReq *m = env->cancel;
+	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
+	uint64_t now = CORE_NOW(host_now(s->host));
+	if (m->origin.len == SEAL_ID_BYTES) {
+		const struct task *t = tasks_find_origin(s->tasks, m->origin.data, m->origin_task);
+		if (t && tasks_cancel(s->tasks, t->id, now) == 0)
+			cr.cancelled = 1;
+	}
+	if (m->batch_id) {
+		if (!tasks_get_batch(s->tasks, m->batch_id)) {
+			struct batch b;
+			if (store_batch_get(s->store, m->batch_id, &b) != 0) {
+				rpc_reply_error(c, CH_ERR_NOT_FOUND, "no batch %" PRIu64, m->batch_id);
+				return;
+			}
+		}
+		cr.cancelled = tasks_cancel_batch(s->tasks, m->batch_id, now);
+	}
+	if (m->task_id) {
+		const struct task *t;
+		struct task *owned;
+		if (task_lookup(s, m->task_id, &t, &owned) != 0) {
+			rpc_reply_error(c, CH_ERR_NOT_FOUND, "no task %" PRIu64, m->task_id);
+			return;
+		}
+		task_free(owned);
+		if (tasks_cancel(s->tasks, m->task_id, now) == 0)
+			cr.cancelled++;
+		t = tasks_get(s->tasks, m->task_id);
+		if (t) {
+			cr.state = codec_state_to_wire(t->state);
+		} else if (store_task_get(s->store, m->task_id, &owned) == 0) {
+			cr.state = codec_state_to_wire(owned->state);
+			task_free(owned);
+		}
+	}
+	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_CANCEL_RESP, cancel_resp, &cr);
+}
+
+struct list_collect {
+	struct task **tasks;
+	uint32_t n, cap;
+	size_t bytes, bytes_max;
+};
+
+static int list_cb(void *arg, struct task *t)
+{
+	struct list_collect *lc = arg;
+	if (lc->n >= lc->cap || (lc->n > 0 && lc->bytes + result_bytes(t) > lc->bytes_max)) {
+		task_free(t);
+		return 1;
+	}
+	lc->bytes += result_bytes(t);
+	lc->tasks[lc->n++] = t;
+	return 0;
+}
+
+static void handle_list(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__ListReq *m = env->list;
+	uint32_t limit = m->limit ? m->limit : 50;
+	if (limit > LIST_LIMIT_MAX)
+		limit = LIST_LIMIT_MAX;
+	struct list_collect lc = {.cap = limit};
+	lc.bytes_max = rpc_reply_bytes_max(c->rpc);
+	lc.bytes_max = lc.bytes_max > 1024 ? lc.bytes_max - 1024 : lc.bytes_max;
+	lc.tasks = calloc(limit, sizeof(*lc.tasks));
+	Chorus__TaskResult *rs = calloc(limit, sizeof(*rs));
+	Chorus__TaskResult **rp = calloc(limit, sizeof(*rp));
+	if (!lc.tasks || !rs || !rp) {
+		free(lc.tasks);
+		free(rs);
+		free(rp);
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	int state = (int)m->state;
+	if (state < 0 || state > TASK_LOST)
+		state = 0;
+	if (store_task_list(s->store, state, limit, list_cb, &lc) != 0) {
+		rpc_reply_error(c, CH_ERR_STORAGE, "could not read the journal");
+	} else {
+		for (uint32_t i = 0; i < lc.n; i++) {
+			codec_result_fill(&rs[i], lc.tasks[i]);
+			rp[i] = &rs[i];
+		}
+		Chorus__ListResp lr = CHORUS__LIST_RESP__INIT;
+		lr.n_tasks = lc.n;
+		lr.tasks = rp;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_LIST_RESP, list_resp, &lr);
+	}
+	for (uint32_t i = 0; i < lc.n; i++)
+		task_free(lc.tasks[i]);
+	free(lc.tasks);
+	free(rs);
+	free(rp);
+}
+
+/* ---- core effects ---- */
+
+static int fx_dispatch(void *ctx, struct task *t)
+{
+	struct tasks_svc *s = ctx;
+	/* Fan-out tasks and tasks that require tags go wherever placement
+	 * says; single tasks, tasks of named pools and tasks placed here by
+	 * another coordinator run here. */
+	if (s->placement && !t->ephemeral && t->pool == 0 && (t->batch_id || t->require_count)) {
+		uint32_t held = local_capacity(s) - workers_free_slots(s->workers, 0);
+		int where = s->placement->place(s->placement->ctx, t, held, host_now(s->host));
+		if (where == 1)
+			return 0;
+		if (where == 2)
+			return 1;
+		if (where < 0)
+			return -1;
+	}
+	struct workers_job job = {
+		.task_id = t->id,
+		.handler = t->handler,
+		.payload = t->payload,
+		.payload_len = t->payload_len,
+		.argv = (const char *const *)t->argv,
+		.timeout_ms = t->opts.timeout_ms,
+	};
+	int rc = workers_dispatch(s->workers, t->pool, &job);
+	if (rc == WORKERS_ERR_JOB_TOO_BIG) {
+		log_error("workers", "task %" PRIu64 ": job too large for a worker", t->id);
+		return 1;
+	}
+	return rc;
+}
+
+static void fx_kill(void *ctx, const struct task *t)
+{
+	struct tasks_svc *s = ctx;
+	if (s->placement && s->placement->placed_remotely(s->placement->ctx, t->id)) {
+		s->placement->kill(s->placement->ctx, t);
+		return;
+	}
+	if (workers_kill_task(s->workers, t->id) != 0)
+		log_warn("tasks", "task %" PRIu64 ": no worker holds it to kill", t->id);
+}
+
+static void fx_final(void *ctx, const struct task *t)
+{
+	struct tasks_svc *s = ctx;
+	idvec_push(s, &s->ended, t->id);
+	if (t->state != TASK_SUCCEEDED)
+		log_msg(t->state == TASK_CANCELLED ? LOG_INFO : LOG_WARN, "tasks",
+		        "task %" PRIu64 " (%s) %s after %u attempt(s): %s", t->id, t->handler,
+		        task_state_name(t->state), t->attempts, t->error ? t->error : "");
+}
+
+static void fx_batch_progress(void *ctx, const struct batch *b)
+{
+	struct tasks_svc *s = ctx;
+	idvec_push(s, &s->progressed, b->id);
+}
+
+/* ---- worker events (delivered outside core calls) ---- */
+
+static void ev_started(void *ctx, uint64_t task_id, uint64_t now_ms)
+{
+	struct tasks_svc *s = ctx;
+	(void)now_ms;
+	tasks_on_started(s->tasks, task_id, CORE_NOW(host_now(s->host)));
+}
+
+static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output, size_t output_len,
+                      int32_t exit_code, const char *error, uint64_t now_ms)
+{
+	struct tasks_svc *s = ctx;
+	(void)now_ms;
+	tasks_on_result(s->tasks, task_id, ok, output, output_len, exit_code, error, s->cfg->name,
+	                CORE_NOW(host_now(s->host)));
+}
+
+static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms)
+{
+	struct tasks_svc *s = ctx;
+	(void)now_ms;
+	if (was_running)
+		log_warn("workers", "task %" PRIu64 ": %s", task_id, why ? why : "worker lost");
+	tasks_on_worker_lost(s->tasks, task_id, was_running, why, CORE_NOW(host_now(s->host)));
+}
+
+/* ---- the task_sink port: outcomes of attempts placed on other members ---- */
+
+static void sink_outcome(void *ctx, const struct remote_outcome *o, const struct now *now)
+{
+	struct tasks_svc *s = ctx;
+	char why[512];
+	uint64_t cn = CORE_NOW(now);
+	const struct task *t = tasks_get(s->tasks, o->task_id);
+	if (!t)
+		return;
+	if (o->code != 0) {
+		if (o->code == CH_ERR_FULL || o->code == CH_ERR_SHUTTING_DOWN) {
+			/* refused before it ran: place it again, no attempt charged */
+			tasks_on_worker_lost(s->tasks, o->task_id, 0, o->err, cn);
+		} else if (o->code == CH_ERR_UNKNOWN_HANDLER || o->code == CH_ERR_DENIED ||
+		           o->code == CH_ERR_INVALID || o->code == CH_ERR_TOO_LARGE) {
+			snprintf(why, sizeof(why), "refused by %s: %s", o->member_name, o->err);
+			tasks_on_result(s->tasks, o->task_id, 0, NULL, 0, 0, why, o->member_name, cn);
+		} else {
+			snprintf(why, sizeof(why), "lost contact with %s: %s", o->member_name, o->err);
+			tasks_on_lost(s->tasks, o->task_id, TASK_LOST, why, cn);
+		}
+		return;
+	}
+	const Chorus__TaskResult *r = o->result;
+	if (!r) {
+		snprintf(why, sizeof(why), "%s answered without a result", o->member_name);
+		tasks_on_lost(s->tasks, o->task_id, TASK_LOST, why, cn);
+		return;
+	}
+	const char *node = r->node && *r->node ? r->node : o->member_name;
+	int cancel_for_timeout = t->kill_requested && t->kill_reason == TASK_TIMED_OUT;
+	switch (codec_state_from_wire(r->state)) {
+	case TASK_SUCCEEDED:
+		tasks_on_result(s->tasks, o->task_id, 1, r->output.data, r->output.len, r->exit_code,
+		                NULL, node, cn);
+		break;
+	case TASK_FAILED:
+		if (r->abnormal) /* its worker crashed there: the restart policy applies */
+			tasks_on_lost(s->tasks, o->task_id, TASK_FAILED, r->error, cn);
+		else
+			tasks_on_result(s->tasks, o->task_id, 0, r->output.data, r->output.len,
+			                r->exit_code, r->error, node, cn);
+		break;
+	case TASK_TIMED_OUT:
+		tasks_on_lost(s->tasks, o->task_id, TASK_TIMED_OUT, r->error, cn);
+		break;
+	case TASK_CANCELLED:
+		tasks_on_lost(s->tasks, o->task_id, cancel_for_timeout ? TASK_TIMED_OUT : TASK_FAILED,
+		              cancel_for_timeout ? "timed out: cancelled on its node"
+		                                 : "cancelled on its node",
+		              cn);
+		break;
+	case TASK_QUEUED:
+		/* it never started there (the member is draining): run it
+		 * elsewhere, no attempt charged */
+		snprintf(why, sizeof(why), "not started on %s", o->member_name);
+		tasks_on_worker_lost(s->tasks, o->task_id, 0, why, cn);
+		break;
+	default:
+		snprintf(why, sizeof(why), "%s gave no final state (%s)", o->member_name,
+		         task_state_name(codec_state_from_wire(r->state)));
+		tasks_on_lost(s->tasks, o->task_id, TASK_LOST, why, cn);
+		break;
+	}
+}
+
+static void sink_member_lost(void *ctx, uint64_t task_id, const char *why, const struct now *now)
+{
+	struct tasks_svc *s = ctx;
+	tasks_on_lost(s->tasks, task_id, TASK_LOST, why, CORE_NOW(now));
+}
+
+static uint32_t sink_local_load(void *ctx)
+{
+	struct tasks_svc *s = ctx;
+	return s->workers ? workers_jobs_held(s->workers) : 0;
+}
+
+/* ---- start-up ---- */
+
+struct recover_ctx {
+	struct tasks_svc *s;
+	uint64_t count;
+};
+
+static int recover_batch_cb(void *arg, const struct batch *b)
+{
+	struct recover_ctx *rc = arg;
+	return tasks_recover_batch(rc->s->tasks, b);
+}
+
+static int recover_task_cb(void *arg, struct task *t)
+{
+	struct recover_ctx *rc = arg;
+	if (t->pool >= rc->s->pool_count || !handlers_find(&rc->s->reg, t->handler)) {
+		/* the pool or handler is gone since (config changed): run it in
+		 * the default pool, where an unknown handler fails cleanly */
+		t->pool = 0;
+	}
+	tasks_recover(rc->s->tasks, t, CORE_NOW(host_now(rc->s->host)));
+	rc->count++;
+	return 0;
+}
+
+static int workers_setup(struct tasks_svc *s, char *err, size_t err_len)
+{
+	const struct config *cfg = s->cfg;
+	struct workers_config wc = {0};
+	wc.pool_count = 1 + cfg->pool_count;
+	snprintf(wc.pools[0].name, sizeof(wc.pools[0].name), "default");
+	wc.pools[0].worker_count = cfg->workers;
+	for (uint32_t p = 0; p < cfg->pool_count; p++) {
+		snprintf(wc.pools[p + 1].name, sizeof(wc.pools[p + 1].name), "%s", cfg->pools[p].name);
+		wc.pools[p + 1].worker_count = cfg->pools[p].workers;
+	}
+	for (uint32_t p = 0; p < wc.pool_count; p++)
+		snprintf(s->pool_names[p], sizeof(s->pool_names[p]), "%s", wc.pools[p].name);
+	s->pool_count = wc.pool_count;
+	wc.prefetch = cfg->prefetch;
+	wc.intensity = cfg->intensity;
+	wc.period_ms = cfg->period_ms;
+	wc.degraded_backoff_ms = 1000;
+	wc.output_max = cfg->output_max;
+	struct workers_events ev = {s, ev_started, ev_result, ev_lost};
+	return workers_start(&s->workers, &wc, &s->reg, &ev, err, err_len);
+}
+
+static const struct req_spec REQUESTS[] = {
+	{CHORUS__ENVELOPE__BODY_SUBMIT, "submit", handle_submit, RPC_ROLE_CLIENT | RPC_ROLE_PEER,
+	 REQ_REFUSE_DRAINING | REQ_PERSIST | REQ_MAY_PARK},
+	{CHORUS__ENVELOPE__BODY_MAP, "map", handle_map, RPC_ROLE_CLIENT,
+	 REQ_REFUSE_DRAINING | REQ_PERSIST},
+	{CHORUS__ENVELOPE__BODY_AWAIT, "await", handle_await, RPC_ROLE_CLIENT, REQ_MAY_PARK},
+	{CHORUS__ENVELOPE__BODY_BATCH_AWAIT, "batch_await", handle_batch_await, RPC_ROLE_CLIENT,
+	 REQ_MAY_PARK},
+	{CHORUS__ENVELOPE__BODY_CANCEL, "cancel", handle_cancel, RPC_ROLE_CLIENT | RPC_ROLE_PEER,
+	 REQ_PERSIST},
+	{CHORUS__ENVELOPE__BODY_LIST, "list", handle_list, RPC_ROLE_CLIENT, 0},
+};
+
+static int svc_start(void *svc, struct host *h, const struct now *now, char *err, size_t err_len)
+{
+	struct tasks_svc *s = svc;
+	(void)now; /* host_now() is the same */
+	const struct config *cfg = host_config(h);
+	s->cfg = cfg;
+	s->store = host_store(h);
+	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)
+		if (dispatch_register(host_dispatch(h), &REQUESTS[i], s) != 0) {
+			snprintf(err, err_len, "request %s registered twice", REQUESTS[i].name);
+			return -1;
+		}
+	if (handlers_init(&s->reg, (const char *const *)cfg->exec_allow) != 0) {
+		snprintf(err, err_len, "cannot set up handlers");
+		return -1;
+	}
+	s->reg_ready = 1;
+	for (uint32_t i = 0; i < cfg->plugin_count; i++) {
+		if (handlers_load_plugin(&s->reg, cfg->plugins[i], err, err_len) != 0)
+			return -1;
+		log_info("node", "plugin loaded: %s", cfg->plugins[i]);
+	}
+	for (uint32_t p = 0; p < cfg->pool_count; p++)
+		for (uint32_t k = 0; k < cfg->pools[p].handler_count; k++)
+			if (!handlers_find(&s->reg, cfg->pools[p].handlers[k])) {
+				snprintf(err, err_len, "pool %s: unknown handler '%s'", cfg->pools[p].name,
+				         cfg->pools[p].handlers[k]);
+				return -1;
+			}
+	uint64_t max_task = 0, max_batch = 0;
+	if (store_max_ids(s->store, &max_task, &max_batch) != 0) {
+		snprintf(err, err_len, "cannot read the journal's ids");
+		return -1;
+	}
+	struct tasks_limits lim = {
+		.node_name = cfg->name,
+		.pool_count = 1 + cfg->pool_count,
+		.queue_tasks_max = cfg->queue_max,
+		.default_timeout_ms = cfg->default_timeout_ms,
+		.default_max_attempts = cfg->max_attempts,
+		.default_backoff_ms = cfg->backoff_ms,
+		.backoff_max_ms = cfg->backoff_max_ms,
+		.batches_max = 100000,
+	};
+	struct tasks_effects fx = {
+		.ctx = s,
+		.dispatch = fx_dispatch,
+		.kill = fx_kill,
+		.final = fx_final,
+		.batch_progress = fx_batch_progress,
+	};
+	s->tasks = tasks_create(&lim, &fx, max_task + 1, max_batch + 1);
+	if (!s->tasks) {
+		snprintf(err, err_len, "out of memory");
+		return -1;
+	}
+	/* workers fork here, before the listener and the links start nng's
+	 * threads */
+	if (workers_setup(s, err, err_len) != 0)
+		return -1;
+	s->placement = host_port_get(h, PORT_PLACEMENT);
+	s->sink = (struct task_sink_port){s, sink_outcome, sink_member_lost, sink_local_load};
+	if (host_port_set(h, PORT_TASK_SINK, &s->sink) != 0) {
+		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SINK);
+		return -1;
+	}
+	struct recover_ctx rctx = {s, 0};
+	if (store_load_open_batches(s->store, recover_batch_cb, &rctx) != 0 ||
+	    store_load_unfinished(s->store, recover_task_cb, &rctx) != 0) {
+		snprintf(err, err_len, "cannot load unfinished tasks");
+		return -1;
+	}
+	if (rctx.count)
+		log_info("tasks", "recovered %" PRIu64 " unfinished task(s) from the journal", rctx.count);
+	return 0;
+}
+
+/* ---- the loop's calls ---- */
+
+static uint64_t svc_next_deadline(void *svc)
+{
+	struct tasks_svc *s = svc;
+	uint64_t next = timerheap_next_ms(&s->deadlines);
+	uint64_t core = tasks_next_deadline(s->tasks);
+	if (core != UINT64_MAX) {
+		/* the core runs on wall time until it takes struct now */
+		uint64_t mono = core > host_now(s->host)->wall_ms ? host_now(s->host)->mono_ms + (core - host_now(s->host)->wall_ms)
+		                                     : host_now(s->host)->mono_ms;
+		if (mono < next)
+			next = mono;
+	}
+	if (s->ended.n || s->progressed.n)
+		next = 0; /* waiters to wake after the next commit */
+	return next;
+}
+
+static int svc_poll_fds(void *svc, struct pollfd *fds, int max)
+{
+	struct tasks_svc *s = svc;
+	return workers_pollfds(s->workers, fds, max);
+}
+
+static void svc_on_poll(void *svc, const struct pollfd *fds, int n, const struct now *now)
+{
+	struct tasks_svc *s = svc;
+	(void)now;
+	for (int i = 0; i < n; i++)
+		if (fds[i].revents)
+			workers_on_readable(s->workers, fds[i].fd);
+}
+
+static void svc_on_signal(void *svc, int signo, const struct now *now)
+{
+	struct tasks_svc *s = svc;
+	(void)now;
+	if (signo == SIGCHLD)
+		workers_reap(s->workers);
+}
+
+static void svc_tick(void *svc, const struct now *now)
+{
+	struct tasks_svc *s = svc;
+	workers_tick(s->workers, workers_now_ms());
+	tasks_tick(s->tasks, CORE_NOW(now));
+	tasks_pump(s->tasks, CORE_NOW(now));
+}
+
+static int put_task_cb(void *arg, const struct task *t)
+{
+	return store_task_put(arg, t);
+}
+
+static int put_batch_cb(void *arg, const struct batch *b)
+{
+	return store_batch_put(arg, b);
+}
+
+static int svc_flush(void *svc, struct store *st)
+{
+	struct tasks_svc *s = svc;
+	return tasks_flush(s->tasks, put_task_cb, put_batch_cb, st);
+}
+
+static void svc_after_commit(void *svc, int committed, const struct now *now)
+{
+	struct tasks_svc *s = svc;
+	if (!committed)
+		return; /* the changes stay dirty and are written next time */
+	tasks_flush_done(s->tasks);
+	serve_waiters(s);
+	tasks_release_final(s->tasks);
+	if (now->mono_ms >= s->next_purge_ms && !host_draining(s->host)) {
+		s->next_purge_ms = now->mono_ms + PURGE_INTERVAL_MS;
+		if (store_begin(s->store) == 0) {
+			uint64_t before = now->wall_ms > s->cfg->result_ttl_ms
+			                      ? now->wall_ms - s->cfg->result_ttl_ms
+			                      : 0;
+			int del = store_purge(s->store, before, PURGE_ROWS_MAX);
+			(void)store_commit(s->store);
+			if (del > 0)
+				log_debug("store", "purged %d expired results", del);
+		}
+	}
+}
+
+static void svc_drain(void *svc, const struct now *now)
+{
+	struct tasks_svc *s = svc;
+	s->drain_deadline_ms = now->mono_ms + s->cfg->shutdown_grace_ms;
+	tasks_set_draining(s->tasks, 1);
+}
+
+static int svc_drained(void *svc, const struct now *now)
+{
+	struct tasks_svc *s = svc;
+	struct tasks_counters c;
+	tasks_counters(s->tasks, &c);
+	if (c.running == 0)
+		return 1;
+	if (now->mono_ms < s->drain_deadline_ms)
+		return 0;
+	log_warn("node", "grace period over: %" PRIu64 " running task(s) will follow their restart "
+	                 "policy at next start",
+	         c.running);
+	return 1;
+}
+
+static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
+{
+	struct tasks_svc *s = svc;
+	struct tasks_counters c;
+	tasks_counters(s->tasks, &c);
+	st->queued = c.queued + c.backoff;
+	st->running = c.running;
+	st->submitted = c.submitted;
+	st->succeeded = c.succeeded;
+	st->failed = c.failed;
+	st->timed_out = c.timed_out;
+	st->cancelled = c.cancelled;
+	st->lost = c.lost;
+	st->retried = c.retried;
+	Chorus__PoolStatus *ps = arena_alloc(a, s->pool_count * sizeof(*ps));
+	Chorus__PoolStatus **pp = arena_alloc(a, s->pool_count * sizeof(*pp));
+	if (ps && pp) {
+		for (uint32_t p = 0; p < s->pool_count; p++) {
+			struct workers_pool_status ws;
+			workers_pool_status(s->workers, p, &ws);
+			chorus__pool_status__init(&ps[p]);
+			ps[p].name = s->pool_names[p];
+			ps[p].workers = ws.workers;
+			ps[p].alive = ws.alive;
+			ps[p].busy = ws.busy;
+			ps[p].restarts = ws.restarts;
+			ps[p].degraded = ws.degraded;
+			ps[p].queued = tasks_pool_queued(s->tasks, p);
+			if (p > 0) {
+				const struct config_pool *cp = &s->cfg->pools[p - 1];
+				ps[p].n_handlers = cp->handler_count;
+				ps[p].handlers = (char **)cp->handlers;
+			}
+			pp[p] = &ps[p];
+		}
+		st->n_pools = s->pool_count;
+		st->pools = pp;
+	}
+	char **hn = arena_alloc(a, (s->reg.count ? s->reg.count : 1) * sizeof(*hn));
+	if (hn) {
+		for (uint32_t i = 0; i < s->reg.count; i++)
+			hn[i] = (char *)s->reg.entries[i].name;
+		st->n_handlers = s->reg.count;
+		st->handlers = hn;
+	}
+}
+
+static void svc_stop(void *svc)
+{
+	struct tasks_svc *s = svc;
+	/* workers first: their last events still reach the task table */
+	if (s->workers)
+		workers_stop(s->workers, 1000);
+	s->workers = NULL;
+	while (s->waiters)
+		waiter_free(s, s->waiters);
+	tasks_destroy(s->tasks);
+	if (s->reg_ready)
+		handlers_free(&s->reg);
+	idmap_free(&s->task_waiters);
+	idmap_free(&s->batch_waiters);
+	timerheap_free(&s->deadlines);
+	free(s->ended.v);
+	free(s->progressed.v);
+	free(s);
+}
+
+static const struct service_ops TASKS_OPS = {
+	.name = "tasks",
+	.start = svc_start,
+	.next_deadline = svc_next_deadline,
+	.poll_fds = svc_poll_fds,
+	.on_poll = svc_on_poll,
+	.on_signal = svc_on_signal,
+	.tick = svc_tick,
+	.flush = svc_flush,
+	.after_commit = svc_after_commit,
+	.drain = svc_drain,
+	.drained = svc_drained,
+	.status = svc_status,
+	.stop = svc_stop,
+};
+
+int tasks_svc_register(struct host *h)
+{
+	struct tasks_svc *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -1;
+	s->host = h;
+	idmap_init(&s->task_waiters);
+	idmap_init(&s->batch_waiters);
+	timerheap_init(&s->deadlines);
+	if (host_register(h, &TASKS_OPS, s) != 0) {
+		free(s);
+		return -1;
+	}
+	return 0;
+}
