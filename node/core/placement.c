@@ -6,13 +6,7 @@
 #include <assert.h>
 #include <string.h>
 
-uint64_t placement_rand(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
-	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-	z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-	return z ^ (z >> 31);
-}
+#include "lib/rng.h"
 
 static int has_tags(const struct placement_candidate *c, const char *const *require,
                     uint32_t require_count)
@@ -52,7 +46,7 @@ int placement_satisfiable(const struct placement_candidate *c, uint32_t n,
 }
 
 int placement_pick(const struct placement_candidate *c, uint32_t n, const char *const *require,
-                   uint32_t require_count, uint64_t *rng)
+                   uint32_t require_count, struct rng *rng)
 {
 	assert(rng);
 	uint32_t count = 0;
@@ -61,8 +55,8 @@ int placement_pick(const struct placement_candidate *c, uint32_t n, const char *
 	if (count == 0)
 		return -1;
 	/* the k-th eligible candidate, for two random k */
-	uint32_t k1 = (uint32_t)(placement_rand(rng) % count);
-	uint32_t k2 = count > 1 ? (uint32_t)(placement_rand(rng) % (count - 1)) : 0;
+	uint32_t k1 = rng_below(rng, count);
+	uint32_t k2 = count > 1 ? rng_below(rng, count - 1) : 0;
 	if (count > 1 && k2 >= k1)
 		k2++; /* two distinct picks */
 	int p1 = -1, p2 = -1;

@@ -2,7 +2,7 @@
  * placement.h - where a task runs: power of two choices over the members.
  *
  * Pure: the caller passes the candidates (one per alive member, itself
- * included) with their capacity and load, and a PRNG state it owns. Follows
+ * included) with their capacity and load, and a PRNG (lib/rng.h) it owns. Follows
  * Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing"
  * (2001): sample two eligible candidates at random, take the less loaded.
  * That keeps the maximum load close to the mean with O(1) work per task and
@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 
+struct rng;
+
 #define PLACEMENT_TAGS_MAX 16
 
 struct placement_candidate {
@@ -32,14 +34,11 @@ struct placement_candidate {
 /* Returns the index of the chosen candidate, or -1 when no candidate is
  * eligible. `require` lists tags a candidate must all have. */
 int placement_pick(const struct placement_candidate *c, uint32_t n, const char *const *require,
-                   uint32_t require_count, uint64_t *rng);
+                   uint32_t require_count, struct rng *rng);
 
 /* 1 when some candidate has every required tag (room or not): tells a task
  * that can never be placed (fail it) from one that must wait (keep it). */
 int placement_satisfiable(const struct placement_candidate *c, uint32_t n,
                           const char *const *require, uint32_t require_count);
-
-/* splitmix64 step: the PRNG the cores use, seeded by their caller. */
-uint64_t placement_rand(uint64_t *state);
 
 #endif

@@ -33,11 +33,12 @@
 #include "io/log.h"
 #include "codec/codec.h"
 #include "lib/arena.h"
+#include "lib/idmap.h"
+#include "lib/rng.h"
 #include "svc/ports.h"
 
 #define LINKS_MAX 1024
 #define LINK_CONTEXTS 256
-#define PLACED_BUCKETS 4096
 #define DEAD_PENDING_MAX 256
 #define STATES_MAX 16384
 #define RUN_WAIT_MS_MAX (24u * 3600u * 1000u)
@@ -59,7 +60,6 @@ struct placed {
 	uint32_t link;
 	uint8_t member[SWIM_ID_BYTES];
 	char member_name[SWIM_NAME_BYTES_MAX];
-	struct placed *next;
 };
 
 struct completion {
@@ -95,8 +95,7 @@ struct cluster {
 	struct link links[LINKS_MAX];
 	uint32_t link_count;
 
-	struct placed *placed[PLACED_BUCKETS];
-	uint64_t placed_count;
+	struct idmap placed;   /* task id -> struct placed */
 
 	pthread_mutex_t mu; /* completions, from nng threads */
 	struct completion *done_head, *done_tail;
@@ -105,7 +104,7 @@ struct cluster {
 	uint32_t dead_count;
 	int dead_overflow;
 
-	uint64_t rng;
+	struct rng rng;
 	uint32_t last_load;
 	uint64_t next_meta_ms, next_link_sweep_ms, next_join_log_ms;
 	int joined_logged;
@@ -161,10 +160,11 @@ static void link_close(struct cluster *c, uint32_t i)
 	uint32_t last = c->link_count - 1;
 	if (i != last) {
 		c->links[i] = c->links[last];
-		for (uint32_t b = 0; b < PLACED_BUCKETS; b++)
-			for (struct placed *p = c->placed[b]; p; p = p->next)
-				if (p->link == last)
-					p->link = i;
+		struct idmap_iter it;
+		idmap_iter_init(&c->placed, &it);
+		for (struct placed *p; (p = idmap_iter_next(&c->placed, &it, NULL));)
+			if (p->link == last)
+				p->link = i;
 	}
 	c->link_count--;
 }
@@ -344,17 +344,14 @@ int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, const struct n
 
 /* ---- placement ---- */
 
-static struct placed **placed_slot(struct cluster *c, uint64_t task_id)
+static struct placed *placed_get(const struct cluster *c, uint64_t task_id)
 {
-	struct placed **pp = &c->placed[(task_id * 0x9E3779B97F4A7C15ULL) >> 52];
-	while (*pp && (*pp)->task_id != task_id)
-		pp = &(*pp)->next;
-	return pp;
+	return task_id ? idmap_get(&c->placed, task_id) : NULL;
 }
 
 int cluster_placed_remotely(const struct cluster *c, uint64_t task_id)
 {
-	return *placed_slot((struct cluster *)c, task_id) != NULL;
+	return placed_get(c, task_id) != NULL;
 }
 
 static void run_reply_cb(void *arg, int code, Chorus__Envelope *reply, const char *err)
@@ -438,23 +435,27 @@ static int send_run(struct cluster *c, struct task *t, const struct swim_member 
 		return -1;
 	}
 	*ra = (struct run_arg){c, t->id, t->attempts};
+	p->task_id = t->id;
+	p->attempt = t->attempts;
+	p->link = (uint32_t)li;
+	memcpy(p->member, m->id, SWIM_ID_BYTES);
+	snprintf(p->member_name, sizeof(p->member_name), "%s", m->name);
+	/* recorded before it is sent, so an answer always finds it */
+	assert(!placed_get(c, t->id));
+	if (idmap_put(&c->placed, t->id, p) != 0) {
+		free(ra);
+		free(p);
+		return -1;
+	}
 	int rc = chi_request_async(c->links[li].cli, &env, wait + RUN_EXTRA_MS, run_reply_cb, ra);
 	if (rc != 0) {
+		(void)idmap_del(&c->placed, t->id);
 		free(ra);
 		free(p);
 		log_limited(LOG_WARN, "cluster", m->addr, 10000, "cannot send a task to %s (%s): %s",
 		            m->name, m->addr, ch_strerror(rc));
 		return -1;
 	}
-	p->task_id = t->id;
-	p->attempt = t->attempts;
-	p->link = (uint32_t)li;
-	memcpy(p->member, m->id, SWIM_ID_BYTES);
-	snprintf(p->member_name, sizeof(p->member_name), "%s", m->name);
-	struct placed **slot = placed_slot(c, t->id);
-	assert(*slot == NULL);
-	*slot = p;
-	c->placed_count++;
 	c->links[li].inflight++;
 	return 0;
 }
@@ -524,7 +525,7 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 
 void cluster_kill(struct cluster *c, const struct task *t)
 {
-	struct placed *p = *placed_slot(c, t->id);
+	struct placed *p = placed_get(c, t->id);
 	if (!p)
 		return;
 	Chorus__CancelReq cr = CHORUS__CANCEL_REQ__INIT;
@@ -565,12 +566,11 @@ static void complete(struct cluster *c, const struct task_sink_port *sink, struc
 
 static void placed_remove(struct cluster *c, struct placed *p)
 {
-	struct placed **slot = placed_slot(c, p->task_id);
-	assert(*slot == p);
-	*slot = p->next;
+	void *v = idmap_del(&c->placed, p->task_id);
+	assert(v == p);
+	(void)v;
 	assert(c->links[p->link].inflight > 0);
 	c->links[p->link].inflight--;
-	c->placed_count--;
 	free(p);
 }
 
@@ -580,10 +580,10 @@ static void fail_dead_members(struct cluster *c, const struct task_sink_port *si
 {
 	if (c->dead_count == 0 && !c->dead_overflow)
 		return;
-	for (uint32_t b = 0; b < PLACED_BUCKETS; b++) {
-		struct placed *p = c->placed[b];
-		while (p) {
-			struct placed *next = p->next;
+	struct idmap_iter it;
+	idmap_iter_init(&c->placed, &it);
+	for (struct placed *p; (p = idmap_iter_next(&c->placed, &it, NULL));) {
+		{
 			int gone = 0;
 			if (c->dead_overflow) {
 				const struct swim_member *m = swim_find(c->swim, p->member);
@@ -601,7 +601,6 @@ static void fail_dead_members(struct cluster *c, const struct task_sink_port *si
 				if (sink)
 					sink->member_lost(sink->ctx, id, why, now);
 			}
-			p = next;
 		}
 	}
 	c->dead_count = 0;
@@ -620,7 +619,7 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 	pthread_mutex_unlock(&c->mu);
 	while (d) {
 		struct completion *next = d->next;
-		struct placed *p = *placed_slot(c, d->task_id);
+		struct placed *p = placed_get(c, d->task_id);
 		if (p && p->attempt == d->attempt) {
 			struct placed copy = *p;
 			placed_remove(c, p);
@@ -746,6 +745,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 		return CH_ERR_NOMEM;
 	}
 	pthread_mutex_init(&c->mu, NULL);
+	idmap_init(&c->placed);
 	memcpy(c->node_id, cfg->node_id, SWIM_ID_BYTES);
 	memcpy(c->secret, cfg->secret, sizeof(c->secret));
 	snprintf(c->name, sizeof(c->name), "%s", cfg->name);
@@ -754,7 +754,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	c->frame_bytes_max = cfg->frame_bytes_max;
 	c->wake = cfg->wake;
 	c->wake_arg = cfg->wake_arg;
-	c->rng = cfg->seed;
+	rng_seed(&c->rng, cfg->seed);
 	int rc = 0;
 	for (uint32_t i = 0; i < cfg->tag_count && i < SWIM_TAGS_MAX && rc == 0; i++)
 		if (!(c->tags[c->tag_count++] = strdup(cfg->tags[i])))
@@ -818,14 +818,11 @@ void cluster_stop(struct cluster *c)
 		free(d);
 		d = n;
 	}
-	for (uint32_t b = 0; b < PLACED_BUCKETS; b++) {
-		struct placed *p = c->placed[b];
-		while (p) {
-			struct placed *n = p->next;
-			free(p);
-			p = n;
-		}
-	}
+	struct idmap_iter it;
+	idmap_iter_init(&c->placed, &it);
+	for (struct placed *p; (p = idmap_iter_next(&c->placed, &it, NULL));)
+		free(p);
+	idmap_free(&c->placed);
 	swim_destroy(c->swim);
 	for (uint32_t i = 0; i < c->tag_count; i++)
 		free(c->tags[i]);

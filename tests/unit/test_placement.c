@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include "core/placement.h"
+#include "lib/rng.h"
 
 static const char *const tag_gpu[] = {"gpu"};
 static const char *const tag_gpu_ssd[] = {"gpu", "ssd"};
@@ -14,7 +15,8 @@ static const char *const tag_ssd[] = {"ssd"};
 static void no_candidate_is_minus_one(void **state)
 {
 	(void)state;
-	uint64_t rng = 1;
+	struct rng rng;
+	rng_seed(&rng, 1);
 	assert_int_equal(placement_pick(NULL, 0, NULL, 0, &rng), -1);
 	struct placement_candidate full[2] = {{.capacity = 2, .inflight = 2}, {.capacity = 0}};
 	assert_int_equal(placement_pick(full, 2, NULL, 0, &rng), -1);
@@ -29,7 +31,8 @@ static void required_tags_are_honoured(void **state)
 		{.capacity = 4, .tags = tag_gpu_ssd, .tag_count = 2},
 		{.capacity = 4},
 	};
-	uint64_t rng = 42;
+	struct rng rng;
+	rng_seed(&rng, 42);
 	for (int i = 0; i < 200; i++)
 		assert_int_equal(placement_pick(c, 3, tag_gpu, 1, &rng), 1);
 	const char *const need[] = {"gpu", "ssd"};
@@ -47,7 +50,8 @@ static void of_two_the_less_loaded_wins(void **state)
 		{.capacity = 10, .inflight = 7},
 		{.capacity = 10, .load = 2},
 	};
-	uint64_t rng = 7;
+	struct rng rng;
+	rng_seed(&rng, 7);
 	for (int i = 0; i < 100; i++)
 		assert_int_equal(placement_pick(c, 2, NULL, 0, &rng), 1);
 	/* gossiped load counts when it is above our own in-flight count */
@@ -68,7 +72,8 @@ static void full_candidates_are_skipped(void **state)
 		{.capacity = 3, .inflight = 2},
 		{.capacity = 2, .inflight = 2},
 	};
-	uint64_t rng = 3;
+	struct rng rng;
+	rng_seed(&rng, 3);
 	for (int i = 0; i < 100; i++)
 		assert_int_equal(placement_pick(c, 3, NULL, 0, &rng), 1);
 }
@@ -81,7 +86,8 @@ static void spreads_evenly_as_tasks_are_placed(void **state)
 	uint32_t placed[N] = {0};
 	for (int i = 0; i < N; i++)
 		c[i] = (struct placement_candidate){.capacity = 1000000};
-	uint64_t rng = 12345;
+	struct rng rng;
+	rng_seed(&rng, 12345);
 	for (int t = 0; t < TASKS; t++) {
 		int p = placement_pick(c, N, NULL, 0, &rng);
 		assert_true(p >= 0 && p < N);
@@ -101,7 +107,9 @@ static void same_seed_same_choices(void **state)
 {
 	(void)state;
 	struct placement_candidate c[4] = {{.capacity = 5}, {.capacity = 5}, {.capacity = 5}, {.capacity = 5}};
-	uint64_t a = 99, b = 99;
+	struct rng a, b;
+	rng_seed(&a, 99);
+	rng_seed(&b, 99);
 	for (int i = 0; i < 50; i++)
 		assert_int_equal(placement_pick(c, 4, NULL, 0, &a), placement_pick(c, 4, NULL, 0, &b));
 }
