@@ -1475,6 +1475,8 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 		json_object_set_new(po, "truncated", JU64(p->truncated));
 		json_object_set_new(po, "oversized", JU64(p->oversized));
 		json_object_set_new(po, "malformed", JU64(p->malformed));
+		json_object_set_new(po, "unknown_session", JU64(p->unknown_session));
+		json_object_set_new(po, "resent", JU64(p->resent));
 		json_array_append_new(peers, po);
 	}
 	json_object_set_new(o, "peers", peers);

@@ -446,8 +446,10 @@ int seal_frame_open(struct seal_session *s, uint8_t *frame, size_t len, uint8_t 
 	if (session_id == 0 || session_id != s->session_id)
 		return SEAL_NO_SESSION;
 	uint64_t counter = get_le64(frame + 16);
-	if (!replay_is_new(&s->rx_window, counter))
-		return SEAL_REPLAYED;
+	/* The tag is checked first: a frame that does not verify is
+	 * SEAL_TAMPERED whatever its counter, so an outsider who copies a
+	 * session id and a counter from the wire (both in clear) cannot pass
+	 * for a resend. Only then does the replay window speak. */
 	uint8_t nonce[NONCE_BYTES];
 	nonce_for(nonce, counter);
 	unsigned long long opened_len = 0;
@@ -457,9 +459,11 @@ int seal_frame_open(struct seal_session *s, uint8_t *frame, size_t len, uint8_t 
 	                                              SEAL_HEADER_BYTES, nonce, s->rx_key) != 0)
 		return SEAL_TAMPERED;
 	assert(opened_len == len - SEAL_OVERHEAD_BYTES);
-	replay_record(&s->rx_window, counter);
 	*plain = body;
 	*plain_len = (size_t)opened_len;
+	if (!replay_is_new(&s->rx_window, counter))
+		return SEAL_REPLAYED; /* authentic, but seen before (a resend) */
+	replay_record(&s->rx_window, counter);
 	return SEAL_OK;
 }
 

@@ -140,11 +140,13 @@ int seal_frame_peek(const uint8_t *frame, size_t len, size_t frame_bytes_max, in
 void seal_frame_seal(struct seal_session *s, const uint8_t *plain, size_t len, uint8_t *out);
 
 /* Opens a DATA frame in place: on SEAL_OK, *plain points into frame and
- * *plain_len is the plaintext length. The replay window is updated only for
- * frames whose tag verifies. No length cap is applied here (call
- * seal_frame_peek with the link's cap first). A frame for another session
- * is SEAL_NO_SESSION; counter 0 is SEAL_REPLAYED. When the tag does not
- * verify (SEAL_TAMPERED) libsodium wipes the body bytes of frame. */
+ * *plain_len is the plaintext length. The tag is verified before anything
+ * else: a frame whose tag does not verify is SEAL_TAMPERED (libsodium wipes
+ * its body bytes), whatever its counter. An authentic frame whose counter
+ * the window has seen (a resend, or counter 0) is SEAL_REPLAYED, with
+ * *plain set as for SEAL_OK; the window is updated only for new authentic
+ * frames. No length cap is applied here (call seal_frame_peek with the
+ * link's cap first). A frame for another session is SEAL_NO_SESSION. */
 int seal_frame_open(struct seal_session *s, uint8_t *frame, size_t len, uint8_t **plain,
                     size_t *plain_len);
 

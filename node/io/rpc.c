@@ -58,6 +58,8 @@ struct slot {
 
 struct recent {
 	uint64_t counter;         /* 0 = empty */
+	uint8_t tag[SEAL_TAG_BYTES]; /* the request frame's tag: only a byte-identical
+	                             resend matches */
 	uint8_t *reply;           /* plaintext envelope, NULL = pending or too big */
 	size_t reply_len;
 	int pending;
@@ -73,9 +75,12 @@ struct session {
 	struct session *lnext, *lprev; /* LRU: head = most recent */
 };
 
+/* per-peer counters: seal verdicts, and two of our own */
+#define PEER_RESENT 8             /* authentic resends answered again */
+#define PEER_COUNTS 9
 struct peer {
 	char addr[64];
-	uint64_t counts[8];       /* by seal verdict */
+	uint64_t counts[PEER_COUNTS]; /* by seal verdict (SEAL_NO_SESSION too), PEER_RESENT */
 	uint64_t last_ms;
 };
 
@@ -174,12 +179,22 @@ static struct peer *peer_get(struct rpc *r, const char *addr)
 	return p;
 }
 
+static void count_resent(struct rpc *r, uint32_t pipe_id)
+{
+	char addr[64];
+	peer_addr(pipe_id, addr, sizeof(addr));
+	struct peer *p = peer_get(r, addr);
+	p->counts[PEER_RESENT]++;
+	p->last_ms = r->now_ms;
+}
+
 static void refuse(struct rpc *r, uint32_t pipe_id, int verdict, size_t len)
 {
 	char addr[64];
 	peer_addr(pipe_id, addr, sizeof(addr));
 	struct peer *p = peer_get(r, addr);
-	p->counts[verdict & 7]++;
+	assert(verdict >= 0 && verdict < PEER_COUNTS);
+	p->counts[verdict]++;
 	p->last_ms = r->now_ms;
 	char key[96];
 	snprintf(key, sizeof(key), "%s/%s", addr, seal_verdict_name(verdict));
@@ -250,6 +265,8 @@ static void sess_free(struct rpc *r, struct session *s)
 		if (c->on_cancel)
 			c->on_cancel(c->cancel_arg, c);
 		slot_recv(c->slot);
+		for (uint32_t i = 0; i < c->more_count; i++)
+			slot_recv(c->more[i]);
 		free(c);
 	}
 	for (struct out *o = r->out_head; o; o = o->next)
@@ -289,12 +306,14 @@ static struct recent *recent_find(struct session *s, uint64_t counter)
 	return NULL;
 }
 
-static void recent_add(struct rpc *r, struct session *s, uint64_t counter)
+static void recent_add(struct rpc *r, struct session *s, uint64_t counter,
+                       const uint8_t tag[SEAL_TAG_BYTES])
 {
 	struct recent *rc = &s->recent[s->recent_next];
 	s->recent_next = (s->recent_next + 1) % SESSION_RECENT;
 	recent_clear(r, rc); /* a parked request that old stays parked, unlinked */
 	rc->counter = counter;
+	memcpy(rc->tag, tag, SEAL_TAG_BYTES);
 	rc->pending = 1;
 }
 
@@ -434,6 +453,17 @@ static void call_done(struct rpc_call *c, int code)
 
 static void queue_answer(struct rpc_call *c, uint8_t *buf, size_t n)
 {
+	/* copies first: out_push may free buf */
+	for (uint32_t i = 0; i < c->more_count; i++) {
+		uint8_t *copy = malloc(n ? n : 1);
+		if (!copy) {
+			slot_recv(c->more[i]);
+			continue;
+		}
+		memcpy(copy, buf, n);
+		out_push(c->rpc, c->more[i], c->sess, 0, c->request_id, c->persist, copy, n);
+	}
+	c->more_count = 0;
 	out_push(c->rpc, c->slot, c->sess, c->counter, c->request_id, c->persist, buf, n);
 }
 
@@ -463,6 +493,9 @@ void rpc_reply(struct rpc_call *c, Chorus__Envelope *env)
 	}
 	if (!buf) {
 		slot_recv(c->slot);
+		for (uint32_t i = 0; i < c->more_count; i++)
+			slot_recv(c->more[i]);
+		c->more_count = 0;
 		call_done(c, CH_ERR_NOMEM);
 		return;
 	}
@@ -548,11 +581,13 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 	out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 }
 
-/* A frame the replay window refused: a resend of a request we know? */
-static int handle_resend(struct rpc *r, struct slot *sl, struct session *sess, uint64_t counter)
+/* An authentic frame the replay window refused: a resend of a request we
+ * know? Only a byte-identical resend (same counter, same tag) is one. */
+static int handle_resend(struct rpc *r, struct slot *sl, struct session *sess, uint64_t counter,
+                         const uint8_t tag[SEAL_TAG_BYTES])
 {
 	struct recent *rc = recent_find(sess, counter);
-	if (!rc)
+	if (!rc || sodium_memcmp(rc->tag, tag, SEAL_TAG_BYTES) != 0)
 		return 0;
 	if (rc->reply) {
 		/* a resend of an answered request: answer again */
@@ -564,14 +599,17 @@ static int handle_resend(struct rpc *r, struct slot *sl, struct session *sess, u
 		return 1;
 	}
 	if (rc->pending && rc->parked) {
-		/* a resend of a parked request: the old context's pipe is
-		 * gone; answer on the new one */
+		/* a resend of a parked request (the old context's pipe may be
+		 * gone, or not): the answer goes to both */
 		struct rpc_call *c = rc->parked;
-		struct slot *old = c->slot;
-		c->slot = sl;
+		if (c->more_count == RPC_REPLY_TARGETS_MAX) {
+			slot_recv(c->more[0]); /* the oldest extra target gives way */
+			memmove(c->more, c->more + 1, (RPC_REPLY_TARGETS_MAX - 1) * sizeof(c->more[0]));
+			c->more_count--;
+		}
+		c->more[c->more_count++] = sl;
 		sl->state = SLOT_PARKED;
 		sl->parked = c;
-		slot_recv(old);
 		return 1;
 	}
 	if (rc->pending) {
@@ -600,6 +638,11 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 	if (!sess) {
 		uint8_t *reply = NULL;
 		size_t reply_len = 0;
+		char addr[64];
+		peer_addr(pipe_id, addr, sizeof(addr));
+		struct peer *p = peer_get(r, addr);
+		p->counts[SEAL_NO_SESSION]++;
+		p->last_ms = r->now_ms;
 		log_limited(LOG_INFO, "link", "unknown-session", 10000,
 		            "data frame for an unknown session: asking the peer to handshake again");
 		if (seal_reject_build(CH_ERR_CLOSED, "unknown session", &reply, &reply_len) == 0)
@@ -611,11 +654,16 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 	uint64_t counter = 0;
 	for (int i = 0; i < 8; i++)
 		counter |= (uint64_t)frame[16 + i] << (8 * i);
+	uint8_t tag[SEAL_TAG_BYTES];
+	memcpy(tag, frame + len - SEAL_TAG_BYTES, SEAL_TAG_BYTES); /* peek checked len */
 	uint8_t *plain = NULL;
 	size_t plain_len = 0;
+	/* the tag is verified before anything happens, resends included */
 	int v = seal_frame_open(&sess->seal, frame, len, &plain, &plain_len);
-	if (v == SEAL_REPLAYED && handle_resend(r, sl, sess, counter))
+	if (v == SEAL_REPLAYED && handle_resend(r, sl, sess, counter, tag)) {
+		count_resent(r, pipe_id);
 		return;
+	}
 	if (v != SEAL_OK) {
 		refuse(r, pipe_id, v, len);
 		slot_recv(sl);
@@ -639,7 +687,7 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 		rpc_reply_error(c, CH_ERR_PROTOCOL, "undecodable request");
 		return;
 	}
-	recent_add(r, sess, counter);
+	recent_add(r, sess, counter, tag);
 	c->counter = counter;
 	c->request_id = env->request_id;
 	c->body_case = (int)env->body_case;
@@ -849,6 +897,8 @@ int rpc_peer_counters(const struct rpc *r, Chorus__PeerCounters ***out, size_t *
 		pcs[i].forged = p->counts[SEAL_FORGED];
 		pcs[i].tampered = p->counts[SEAL_TAMPERED];
 		pcs[i].replayed = p->counts[SEAL_REPLAYED];
+		pcs[i].unknown_session = p->counts[SEAL_NO_SESSION];
+		pcs[i].resent = p->counts[PEER_RESENT];
 		v[i] = &pcs[i];
 	}
 	*out = v;

@@ -14,10 +14,12 @@
  * whatever later event completes it.
  *
  * Resends (nng's REQ resends a request, byte for byte, on a new pipe after a
- * reconnect): each session remembers its last requests by counter. A resend
- * of an answered request gets the cached answer again (freshly sealed); a
- * resend of a parked one moves the parked call to the new context; nothing
- * is executed twice.
+ * reconnect): each session remembers its last requests by counter and tag.
+ * Only an authentic, byte-identical resend is one (the frame's tag is
+ * verified before anything happens, and must equal the request's). A
+ * resend of an answered request gets the cached answer again (freshly
+ * sealed); a resend of a parked one becomes one more target of its answer
+ * (the original context keeps it too); nothing is executed twice.
  *
  * Threading: nng's threads only post "slot N ready" and call `wake`; every
  * function here runs on the loop thread.
@@ -61,6 +63,9 @@ struct rpc_call {
 	uint32_t pipe_id;         /* nng pipe it came on (peer address) */
 	void *stats;              /* the dispatcher's per-request counters */
 	/* parked only */
+#define RPC_REPLY_TARGETS_MAX 3
+	struct slot *more[RPC_REPLY_TARGETS_MAX]; /* resends of it: answered too */
+	uint32_t more_count;
 	void (*on_cancel)(void *arg, struct rpc_call *c);
 	void *cancel_arg;
 	struct rpc_call *pnext, *pprev;

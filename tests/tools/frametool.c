@@ -24,6 +24,11 @@
  *                    once more -> no answer; counted replayed
  *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
  *                    reason; counted forged
+ *   forge-resend     a parked `submit --wait` (sleep 1500), then frames under
+ *                    its session id and counter with made-up bytes, while it
+ *                    is parked and after it was answered -> no answer to
+ *                    either; the real wait answered (succeeded); a genuine
+ *                    resend still answered from the cache
  *   hammer N [SLEEP_MS]
  *                    N sequential ch_submit_await("echo") calls through
  *                    libchorus; prints each failure, then "ok N (...)"
@@ -586,6 +591,124 @@ static int mode_dup(const char *secret, uint32_t n)
 	return first_answered == n && dup_answered == n ? 0 : 1;
 }
 
+/* A sealed submit of `sleep SLEEP_MS` that waits for its result (parked on
+ * the node), as `submit --wait` sends it (malloc'd frame). */
+static uint8_t *sleep_wait_frame(struct seal_session *sess, const char *sleep_ms, size_t *len)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__SubmitReq sr = CHORUS__SUBMIT_REQ__INIT;
+	Chorus__TaskSpec ts = CHORUS__TASK_SPEC__INIT;
+	ts.handler = (char *)"sleep";
+	ts.payload.data = (uint8_t *)sleep_ms;
+	ts.payload.len = strlen(sleep_ms);
+	sr.task = &ts;
+	sr.wait_ms = 20000;
+	env.version = CH_PROTOCOL_VERSION;
+	env.sender.data = g_self_id;
+	env.sender.len = SEAL_ID_BYTES;
+	env.request_id = ++g_request_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
+	env.submit = &sr;
+	size_t n = chorus__envelope__get_packed_size(&env);
+	uint8_t *plain = malloc(n ? n : 1);
+	uint8_t *frame = malloc(n + SEAL_OVERHEAD_BYTES);
+	if (!plain || !frame) {
+		fprintf(stderr, "frametool: out of memory\n");
+		exit(1);
+	}
+	chorus__envelope__pack(&env, plain);
+	seal_frame_seal(sess, plain, n, frame);
+	free(plain);
+	*len = n + SEAL_OVERHEAD_BYTES;
+	return frame;
+}
+
+/* Forged resends: an outsider copies a session id and a counter from the
+ * wire (both in clear) and sends made-up bytes under them, while the real
+ * request is parked, then after it was answered. Neither forgery may be
+ * answered or disturb the real client, whose wait must be answered with
+ * the task's result. */
+static int mode_forge_resend(const char *secret)
+{
+	struct seal_keyring kr;
+	struct seal_session sess;
+	keyring_from_file(&kr, secret);
+	nng_socket s = sock_open();
+	handshake(s, &kr, &sess);
+	size_t len;
+	uint8_t *frame = sleep_wait_frame(&sess, "1500", &len);
+	nng_ctx real, forged;
+	nng_aio *ar, *af;
+	if (nng_ctx_open(&real, s) != 0 || nng_ctx_open(&forged, s) != 0 ||
+	    nng_aio_alloc(&ar, NULL, NULL) != 0 || nng_aio_alloc(&af, NULL, NULL) != 0) {
+		fprintf(stderr, "frametool: nng contexts\n");
+		return 1;
+	}
+	send_start(real, ar, frame, len);
+	nng_aio_wait(ar);
+	if (nng_aio_result(ar) != 0) {
+		fprintf(stderr, "frametool: send: %s\n", nng_strerror(nng_aio_result(ar)));
+		return 1;
+	}
+	/* the real request is on its way; the forgery follows it */
+	uint8_t *fake = malloc(len);
+	if (!fake)
+		return 1;
+	memcpy(fake, frame, SEAL_HEADER_BYTES);
+	randombytes_buf(fake + SEAL_HEADER_BYTES, len - SEAL_HEADER_BYTES);
+	send_start(forged, af, fake, len);
+	int bad = 0;
+	int forged_answered = answer_wait(forged, af, FRAMETOOL_QUIET_MS);
+	printf("forged resend while parked: %s\n", forged_answered ? "ANSWERED" : "no answer");
+	bad |= forged_answered;
+	/* the real client's wait: answered when the task ends */
+	nng_aio_set_timeout(ar, 15000);
+	nng_ctx_recv(real, ar);
+	nng_aio_wait(ar);
+	int real_ok = 0;
+	if (nng_aio_result(ar) == 0) {
+		nng_msg *reply = nng_aio_get_msg(ar);
+		uint8_t *plain = NULL;
+		size_t plain_len = 0;
+		if (seal_frame_open(&sess, nng_msg_body(reply), nng_msg_len(reply), &plain,
+		                    &plain_len) == SEAL_OK) {
+			Chorus__Envelope *e = chorus__envelope__unpack(NULL, plain_len, plain);
+			real_ok = e && e->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
+			          e->submit_resp->result &&
+			          e->submit_resp->result->state == CHORUS__TASK_STATE__TASK_SUCCEEDED;
+			if (e)
+				chorus__envelope__free_unpacked(e, NULL);
+		}
+		nng_msg_free(reply);
+	}
+	printf("real wait: %s\n", real_ok ? "answered, succeeded" : "NOT ANSWERED");
+	bad |= !real_ok;
+	/* after the answer: a forgery of the answered request gets nothing
+	 * (the node would otherwise re-seal its cached answer for anyone) */
+	randombytes_buf(fake + SEAL_HEADER_BYTES, len - SEAL_HEADER_BYTES);
+	nng_msg *reply = NULL;
+	int r = xchg(s, fake, len, FRAMETOOL_QUIET_MS, &reply);
+	printf("forged resend after the answer: %s\n", r == 1 ? "ANSWERED" : "no answer");
+	bad |= r == 1;
+	if (reply)
+		nng_msg_free(reply);
+	/* and the genuine resend still gets the cached answer */
+	r = xchg(s, frame, len, FRAMETOOL_ANSWER_MS, &reply);
+	printf("genuine resend after the answer: %s\n", r == 1 ? "answered" : "NO ANSWER");
+	bad |= r != 1;
+	if (reply)
+		nng_msg_free(reply);
+	free(fake);
+	free(frame);
+	nng_aio_free(ar);
+	nng_aio_free(af);
+	nng_ctx_close(real);
+	nng_ctx_close(forged);
+	nng_close(s);
+	sodium_memzero(&kr, sizeof(kr));
+	return bad ? 1 : 0;
+}
+
 static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
@@ -762,7 +885,8 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | dup [N] | hammer N [SLEEP_MS] | hammer-big N BYTES |\n"
+	        "       wrong-secret | forge-resend | dup [N] | hammer N [SLEEP_MS] |\n"
+	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
@@ -805,6 +929,8 @@ int main(int argc, char **argv)
 		rc = mode_dup(secret, n);
 	} else if (strcmp(mode, "wrong-secret") == 0) {
 		rc = mode_wrong_secret();
+	} else if (strcmp(mode, "forge-resend") == 0) {
+		rc = mode_forge_resend(secret);
 	} else if (strcmp(mode, "hammer") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)

@@ -823,6 +823,34 @@ static void data_frame_with_counter_zero_is_refused(void **state)
 	assert_int_equal(open_copy(&l.server, f, sizeof f), SEAL_OK);
 }
 
+/* The session id and counter travel in clear: a forger who copies them
+ * from the wire must not pass for a resend (the node acts on resends). */
+static void forged_frame_with_a_seen_counter_is_tampered_not_replayed(void **state)
+{
+	(void)state;
+	struct link l;
+	link_up(&l);
+	uint8_t real[SEAL_OVERHEAD_BYTES + 5];
+	seal_frame_seal(&l.client, (const uint8_t *)"hello", 5, real);
+	assert_int_equal(open_copy(&l.server, real, sizeof real), SEAL_OK);
+	/* same header, made-up body and tag, of any length */
+	for (size_t body = 0; body <= 64; body += 16) {
+		uint8_t forged[SEAL_OVERHEAD_BYTES + 64];
+		memcpy(forged, real, SEAL_HEADER_BYTES);
+		randombytes_buf(forged + SEAL_HEADER_BYTES, body + SEAL_TAG_BYTES);
+		assert_int_equal(open_copy(&l.server, forged, SEAL_OVERHEAD_BYTES + body), SEAL_TAMPERED);
+	}
+	/* the real bytes again: authentic, already seen, and readable */
+	uint8_t *copy = dup_bytes(real, sizeof real);
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	assert_int_equal(seal_frame_open(&l.server, copy, sizeof real, &plain, &plain_len),
+	                 SEAL_REPLAYED);
+	assert_int_equal(plain_len, 5);
+	assert_memory_equal(plain, "hello", 5);
+	free(copy);
+}
+
 static void frame_for_another_session_is_no_session(void **state)
 {
 	(void)state;
@@ -1329,6 +1357,7 @@ int main(void)
 		cmocka_unit_test(out_of_order_within_window_is_accepted_once_each),
 		cmocka_unit_test(counter_older_than_window_is_refused),
 		cmocka_unit_test(data_frame_with_counter_zero_is_refused),
+		cmocka_unit_test(forged_frame_with_a_seen_counter_is_tampered_not_replayed),
 		cmocka_unit_test(frame_for_another_session_is_no_session),
 		cmocka_unit_test(handshake_frame_on_data_path_is_malformed),
 		cmocka_unit_test(truncated_frames_of_every_length_are_refused),
