@@ -548,8 +548,9 @@ void cluster_kill(struct cluster *c, const struct task *t)
 
 /* Feeds one remote outcome to the task core. */
 static void complete(struct cluster *c, struct tasks *ts, struct placed *p, struct completion *d,
-                     uint64_t now_ms)
+                     const struct now *now)
 {
+	uint64_t now_ms = now->wall_ms;
 	char why[512];
 	const struct task *t = tasks_get(ts, p->task_id);
 	if (!t)
@@ -560,17 +561,17 @@ static void complete(struct cluster *c, struct tasks *ts, struct placed *p, stru
 			 * while), no attempt charged */
 			if (p->link < c->link_count)
 				c->links[p->link].refusing_until_ms = now_ms + REFUSED_BACKOFF_MS;
-			tasks_on_worker_lost(ts, p->task_id, 0, d->err, now_ms);
+			tasks_on_worker_lost(ts, p->task_id, 0, d->err, now);
 			return;
 		}
 		if (d->code == CH_ERR_UNKNOWN_HANDLER || d->code == CH_ERR_DENIED ||
 		    d->code == CH_ERR_INVALID || d->code == CH_ERR_TOO_LARGE) {
 			snprintf(why, sizeof(why), "refused by %s: %s", p->member_name, d->err);
-			tasks_on_result(ts, p->task_id, 0, NULL, 0, 0, why, p->member_name, now_ms);
+			tasks_on_result(ts, p->task_id, 0, NULL, 0, 0, why, p->member_name, now);
 			return;
 		}
 		snprintf(why, sizeof(why), "lost contact with %s: %s", p->member_name, d->err);
-		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
+		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now);
 		return;
 	}
 	const Chorus__TaskResult *r = NULL;
@@ -579,24 +580,24 @@ static void complete(struct cluster *c, struct tasks *ts, struct placed *p, stru
 		r = d->reply->submit_resp->result;
 	if (!r) {
 		snprintf(why, sizeof(why), "%s answered without a result", p->member_name);
-		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
+		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now);
 		return;
 	}
 	const char *node = r->node && *r->node ? r->node : p->member_name;
 	switch (r->state) {
 	case CHORUS__TASK_STATE__TASK_SUCCEEDED:
 		tasks_on_result(ts, p->task_id, 1, r->output.data, r->output.len, r->exit_code, NULL,
-		                node, now_ms);
+		                node, now);
 		break;
 	case CHORUS__TASK_STATE__TASK_FAILED:
 		if (r->abnormal)
-			tasks_on_lost(ts, p->task_id, TASK_FAILED, r->error, now_ms);
+			tasks_on_lost(ts, p->task_id, TASK_FAILED, r->error, now);
 		else
 			tasks_on_result(ts, p->task_id, 0, r->output.data, r->output.len, r->exit_code,
-			                r->error, node, now_ms);
+			                r->error, node, now);
 		break;
 	case CHORUS__TASK_STATE__TASK_TIMED_OUT:
-		tasks_on_lost(ts, p->task_id, TASK_TIMED_OUT, r->error, now_ms);
+		tasks_on_lost(ts, p->task_id, TASK_TIMED_OUT, r->error, now);
 		break;
 	case CHORUS__TASK_STATE__TASK_CANCELLED:
 		tasks_on_lost(ts, p->task_id,
@@ -605,7 +606,7 @@ static void complete(struct cluster *c, struct tasks *ts, struct placed *p, stru
 		              t->kill_requested && t->kill_reason == TASK_TIMED_OUT
 		                  ? "timed out: cancelled on its node"
 		                  : "cancelled on its node",
-		              now_ms);
+		              now);
 		break;
 	case CHORUS__TASK_STATE__TASK_QUEUED:
 		/* it never started there (the member is draining): run it
@@ -613,12 +614,12 @@ static void complete(struct cluster *c, struct tasks *ts, struct placed *p, stru
 		if (p->link < c->link_count)
 			c->links[p->link].refusing_until_ms = now_ms + REFUSED_BACKOFF_MS;
 		snprintf(why, sizeof(why), "not started on %s", p->member_name);
-		tasks_on_worker_lost(ts, p->task_id, 0, why, now_ms);
+		tasks_on_worker_lost(ts, p->task_id, 0, why, now);
 		break;
 	default:
 		snprintf(why, sizeof(why), "%s gave no final state (%s)", p->member_name,
 		         task_state_name((int)r->state));
-		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now_ms);
+		tasks_on_lost(ts, p->task_id, TASK_LOST, why, now);
 		break;
 	}
 }
@@ -635,7 +636,7 @@ static void placed_remove(struct cluster *c, struct placed *p)
 }
 
 /* Tasks placed on members that died (or left, or were forgotten). */
-static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_ms)
+static void fail_dead_members(struct cluster *c, struct tasks *ts, const struct now *now)
 {
 	if (c->dead_count == 0 && !c->dead_overflow)
 		return;
@@ -657,7 +658,7 @@ static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_
 				         p->member_name);
 				uint64_t id = p->task_id;
 				placed_remove(c, p);
-				tasks_on_lost(ts, id, TASK_LOST, why, now_ms);
+				tasks_on_lost(ts, id, TASK_LOST, why, now);
 			}
 			p = next;
 		}
@@ -666,8 +667,9 @@ static void fail_dead_members(struct cluster *c, struct tasks *ts, uint64_t now_
 	c->dead_overflow = 0;
 }
 
-void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t now_ms)
+void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, const struct now *now)
 {
+	uint64_t now_ms = now->wall_ms; /* membership runs on the wall clock, as before */
 	swim_tick(c->swim, now_ms);
 
 	pthread_mutex_lock(&c->mu);
@@ -680,14 +682,14 @@ void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t n
 		if (p && p->attempt == d->attempt) {
 			struct placed copy = *p;
 			placed_remove(c, p);
-			complete(c, ts, &copy, d, now_ms);
+			complete(c, ts, &copy, d, now);
 		}
 		if (d->reply)
 			chorus__envelope__free_unpacked(d->reply, NULL);
 		free(d);
 		d = next;
 	}
-	fail_dead_members(c, ts, now_ms);
+	fail_dead_members(c, ts, now);
 
 	/* load (and so capacity) gossiped at most once a period, on change */
 	if (now_ms >= c->next_meta_ms && load != c->last_load) {

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/clock.h"
 #include "proto/chorus.pb-c.h"
 
 struct task;
@@ -56,7 +57,7 @@ int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, uint64_t now_m
 
 /* Time passes (SWIM), completions of placed tasks are fed to the task
  * core, tasks of members that died end or are retried, load is gossiped. */
-void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, uint64_t now_ms);
+void cluster_tick(struct cluster *c, struct tasks *ts, uint32_t load, const struct now *now);
 uint64_t cluster_next_deadline(const struct cluster *c);
 
 /* Where t runs: 0 = here (the caller dispatches locally), 1 = sent to

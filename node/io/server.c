@@ -48,6 +48,8 @@
 #include "io/log.h"
 #include "io/store.h"
 #include "io/workers.h"
+#include "lib/clock.h"
+#include "lib/err.h"
 #include "proto/chorus.pb-c.h"
 #include "proto/seal.h"
 #include "worker/handlers.h"
@@ -168,7 +170,8 @@ struct server {
 	int draining;
 	uint64_t drain_deadline_ms;
 	uint64_t next_purge_ms;
-	uint64_t now_ms; /* wall clock read once per loop iteration */
+	uint64_t now_ms; /* wall clock read once per loop iteration (= now.wall_ms) */
+	struct now now;  /* both clocks, read once per loop iteration (the task core's time) */
 
 	struct cluster *cluster;
 	uint32_t incarnation_saved;
@@ -176,6 +179,27 @@ struct server {
 	uint64_t leave_deadline_ms;
 	int closing; /* the loop ends after this iteration: answer every wait */
 };
+
+/* Temporary: the task core returns lib/err.h codes; a reply to a client
+ * carries CH_ERR_*. To be replaced by err_to_public() (node/codec). */
+static int core_err_public(int rc)
+{
+	switch (rc) {
+	case ERR_OK: return 0;
+	case ERR_FULL: return CH_ERR_FULL;
+	case ERR_NOMEM: return CH_ERR_NOMEM;
+	case ERR_NOT_FOUND: return CH_ERR_NOT_FOUND;
+	case ERR_INVALID: return CH_ERR_INVALID;
+	default: return CH_ERR_INTERNAL;
+	}
+}
+
+/* Reads both clocks once, for an iteration of the loop. */
+static void now_read(struct server *srv)
+{
+	srv->now = clock_read();
+	srv->now_ms = srv->now.wall_ms;
+}
 
 static uint64_t wall_ms(void)
 {
@@ -921,12 +945,12 @@ static void handle_submit(struct req *q, const Chorus__SubmitReq *m)
 		t->opts.max_attempts = 1;
 	}
 	uint64_t id = 0;
-	rc = tasks_submit(srv->tasks, t, srv->now_ms, &id);
+	rc = tasks_submit(srv->tasks, t, &srv->now, &id);
 	if (rc) {
 		task_free(t);
 		log_limited(LOG_WARN, "tasks", "queue-full", 10000, "queue full (%u tasks): submit refused",
 		            srv->cfg->queue_max);
-		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, rc,
+		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, core_err_public(rc),
 		            "queue full (%u tasks held): nothing accepted, retry later",
 		            srv->cfg->queue_max);
 		return;
@@ -979,13 +1003,13 @@ static void handle_map(struct req *q, const Chorus__MapReq *m)
 		}
 	}
 	uint64_t batch_id = 0;
-	rc = tasks_submit_batch(srv->tasks, tv, n, m->max_concurrency, m->deadline_ms, srv->now_ms,
+	rc = tasks_submit_batch(srv->tasks, tv, n, m->max_concurrency, m->deadline_ms, &srv->now,
 	                        &batch_id);
 	if (rc) {
 		for (uint32_t i = 0; i < n; i++)
 			task_free(tv[i]);
 		free(tv);
-		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, rc,
+		reply_error(srv, q->sl, q->sess, q->counter, q->request_id, core_err_public(rc),
 		            "queue full: a fan-out of %u tasks does not fit (limit %u held); nothing "
 		            "accepted",
 		            n, srv->cfg->queue_max);
@@ -1024,7 +1048,7 @@ static void handle_cancel(struct req *q, const Chorus__CancelReq *m)
 {
 	struct server *srv = q->srv;
 	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
-	uint64_t now = srv->now_ms;
+	const struct now *now = &srv->now;
 	if (m->origin.len == SEAL_ID_BYTES) {
 		const struct task *t = tasks_find_origin(srv->tasks, m->origin.data, m->origin_task);
 		if (t && tasks_cancel(srv->tasks, t->id, now) == 0)
@@ -1473,7 +1497,7 @@ static void ev_started(void *ctx, uint64_t task_id, uint64_t now_ms)
 {
 	struct server *srv = ctx;
 	(void)now_ms;
-	tasks_on_started(srv->tasks, task_id, srv->now_ms);
+	tasks_on_started(srv->tasks, task_id, &srv->now);
 }
 
 static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output, size_t output_len,
@@ -1482,7 +1506,7 @@ static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output
 	struct server *srv = ctx;
 	(void)now_ms;
 	tasks_on_result(srv->tasks, task_id, ok, output, output_len, exit_code, error, srv->cfg->name,
-	                srv->now_ms);
+	                &srv->now);
 }
 
 static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms)
@@ -1491,21 +1515,25 @@ static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *wh
 	(void)now_ms;
 	if (was_running)
 		log_warn("workers", "task %" PRIu64 ": %s", task_id, why ? why : "worker lost");
-	tasks_on_worker_lost(srv->tasks, task_id, was_running, why, srv->now_ms);
+	tasks_on_worker_lost(srv->tasks, task_id, was_running, why, &srv->now);
 }
 
 /* ---- start-up ---- */
 
 struct recover_ctx {
 	struct server *srv;
-	uint64_t now_ms;
+	struct now now;
 	uint64_t count;
+	int failed; /* a task could not be taken (the store's loop does not say) */
 };
 
 static int recover_batch_cb(void *arg, const struct batch *b)
 {
 	struct recover_ctx *rc = arg;
-	return tasks_recover_batch(rc->srv->tasks, b);
+	int r = tasks_recover_batch(rc->srv->tasks, b, &rc->now);
+	if (r)
+		rc->failed = 1;
+	return r;
 }
 
 static int recover_task_cb(void *arg, struct task *t)
@@ -1516,7 +1544,12 @@ static int recover_task_cb(void *arg, struct task *t)
 		 * the default pool, where an unknown handler fails cleanly */
 		t->pool = 0;
 	}
-	tasks_recover(rc->srv->tasks, t, rc->now_ms);
+	int r = tasks_recover(rc->srv->tasks, t, &rc->now);
+	if (r) {
+		task_free(t); /* not taken */
+		rc->failed = 1;
+		return r;
+	}
 	rc->count++;
 	return 0;
 }
@@ -1766,11 +1799,9 @@ static int loop(struct server *srv)
 	struct pollfd fds[2 + WORKERS_POOLS_MAX * WORKERS_PER_POOL_MAX];
 	uint32_t batch[SERVER_CONTEXTS];
 	for (;;) {
-		uint64_t now = wall_ms();
-		uint64_t next = tasks_next_deadline(srv->tasks);
-		uint64_t wn = waiters_next_deadline(srv);
-		if (wn < next)
-			next = wn;
+		struct now before = clock_read();
+		uint64_t now = before.wall_ms;
+		uint64_t next = waiters_next_deadline(srv);
 		uint64_t cn = cluster_next_deadline(srv->cluster);
 		if (cn < next)
 			next = cn;
@@ -1779,6 +1810,12 @@ static int loop(struct server *srv)
 			timeout = 0;
 		else if (next - now < (uint64_t)timeout)
 			timeout = (int)(next - now);
+		/* the task core's deadlines are monotonic */
+		uint64_t tn = tasks_next_deadline(srv->tasks);
+		if (tn <= before.mono_ms)
+			timeout = 0;
+		else if (tn - before.mono_ms < (uint64_t)timeout)
+			timeout = (int)(tn - before.mono_ms);
 		fds[0] = (struct pollfd){.fd = srv->wake_fd, .events = POLLIN};
 		fds[1] = (struct pollfd){.fd = srv->sig_fd, .events = POLLIN};
 		int nw = workers_pollfds(srv->workers, fds + 2, (int)(sizeof(fds) / sizeof(fds[0])) - 2);
@@ -1787,8 +1824,8 @@ static int loop(struct server *srv)
 			log_error("node", "poll: %s", strerror(errno));
 			return 1;
 		}
-		now = wall_ms();
-		srv->now_ms = now;
+		now_read(srv);
+		now = srv->now_ms;
 		if (store_begin(srv->store) != 0) {
 			log_error("store", "cannot begin a transaction");
 			return 1;
@@ -1814,7 +1851,7 @@ static int loop(struct server *srv)
 		if (chld)
 			workers_reap(srv->workers);
 		workers_tick(srv->workers, workers_now_ms());
-		cluster_tick(srv->cluster, srv->tasks, workers_jobs_held(srv->workers), now);
+		cluster_tick(srv->cluster, srv->tasks, workers_jobs_held(srv->workers), &srv->now);
 		uint32_t inc = cluster_incarnation(srv->cluster);
 		if (inc != srv->incarnation_saved) {
 			char v[16];
@@ -1822,8 +1859,11 @@ static int loop(struct server *srv)
 			if (store_meta_put(srv->store, "incarnation", v) == 0)
 				srv->incarnation_saved = inc;
 		}
-		tasks_tick(srv->tasks, now);
-		tasks_pump(srv->tasks, now);
+		tasks_tick(srv->tasks, &srv->now);
+		tasks_pump(srv->tasks, &srv->now);
+		/* `started` of jobs the pump gave to idle workers: delivered here,
+		 * outside the core call (io/workers.h) */
+		workers_deliver(srv->workers);
 		(void)commit_and_answer(srv, now);
 
 		if (now >= srv->next_purge_ms && !srv->draining) {
@@ -2024,10 +2064,10 @@ int server_run(const struct config *cfg)
 		goto out;
 	}
 
-	srv->now_ms = wall_ms();
-	struct recover_ctx rctx = {srv, srv->now_ms, 0};
+	now_read(srv);
+	struct recover_ctx rctx = {srv, srv->now, 0, 0};
 	if (store_load_open_batches(srv->store, recover_batch_cb, &rctx) != 0 ||
-	    store_load_unfinished(srv->store, recover_task_cb, &rctx) != 0) {
+	    store_load_unfinished(srv->store, recover_task_cb, &rctx) != 0 || rctx.failed) {
 		log_error("store", "cannot load unfinished tasks");
 		goto out;
 	}
