@@ -1258,7 +1258,8 @@ static void recovered_queued_task_runs(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	assert_int_equal(tasks_recover(ts, mk_journal_task(5, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(100)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(5, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(100)), 0);
 	assert_int_equal(state_of(ts, 5), TASK_QUEUED);
 	assert_int_equal(F.final_count, 0);
 	tasks_pump(ts, AT(100));
@@ -1273,7 +1274,8 @@ static void recovered_running_temporary_task_ends_lost(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	assert_int_equal(tasks_recover(ts, mk_journal_task(8, TASK_RUNNING, TASK_RESTART_TEMPORARY, 1, 1), AT(100)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(8, TASK_RUNNING, TASK_RESTART_TEMPORARY, 1, 1), AT(100)), 0);
 	const struct task *t = tasks_get(ts, 8);
 	assert_non_null(t);
 	assert_int_equal(t->state, TASK_LOST);
@@ -1296,7 +1298,8 @@ static void recovered_running_transient_task_is_retried(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	assert_int_equal(tasks_recover(ts, mk_journal_task(3, TASK_RUNNING, TASK_RESTART_TRANSIENT, 1, 3), AT(1000)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(3, TASK_RUNNING, TASK_RESTART_TRANSIENT, 1, 3), AT(1000)), 0);
 	assert_int_equal(state_of(ts, 3), TASK_QUEUED);
 	assert_int_equal(counters(ts).retried, 1);
 	assert_int_equal(tasks_next_deadline(ts), 1100); /* backoff 100 * 2^0 */
@@ -1305,7 +1308,8 @@ static void recovered_running_transient_task_is_retried(void **state)
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(tasks_get(ts, 3)->attempts, 2); /* the interrupted run counted */
 	/* an exhausted one ends lost */
-	assert_int_equal(tasks_recover(ts, mk_journal_task(4, TASK_RUNNING, TASK_RESTART_TRANSIENT, 3, 3), AT(1100)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(4, TASK_RUNNING, TASK_RESTART_TRANSIENT, 3, 3), AT(1100)), 0);
 	assert_int_equal(state_of(ts, 4), TASK_LOST);
 	tasks_destroy(ts);
 }
@@ -1337,8 +1341,10 @@ static void next_ids_continue_after_the_highest_recovered_id(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(0, 0);
-	assert_int_equal(tasks_recover(ts, mk_journal_task(41, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(0)), 0);
-	assert_int_equal(tasks_recover(ts, mk_journal_task(7, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(0)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(41, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(0)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(7, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(0)), 0);
 	struct batch b = {.id = 9, .total = 0};
 	assert_int_equal(tasks_recover_batch(ts, &b, AT(0)), 0);
 	uint64_t id = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 1);
@@ -1386,6 +1392,290 @@ static void next_deadline_is_the_earliest_of_timeouts_backoffs_and_batch_deadlin
 	assert_int_equal(F.kill_count, 1);
 	assert_int_equal(F.kill_log[0], a);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX); /* b has no timeout */
+	tasks_destroy(ts);
+}
+
+/* ---- two clocks: timers on mono, what users see on wall ---- */
+
+#define HOUR_MS (3600u * 1000u)
+
+/* A table with one of each timer armed: a running task's timeout (a, at
+ * mono 1000 + 5000), a transient task in backoff (b, until mono 1010 + 300)
+ * and a batch deadline (mono 1020 + 2000, its task waiting for room). The
+ * wall clock starts far from the monotonic one, as on a real machine. */
+static struct tasks *three_timers(uint64_t *a, uint64_t *b, uint64_t *bid, uint64_t wall0)
+{
+	struct tasks *ts = new_default(2, 0);
+	uint64_t id = 0;
+	assert_int_equal(tasks_submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 5000, 0, 0),
+	                              AT2(1000, wall0), &id), 0);
+	rec_of(id)->submitted = 1;
+	*a = id;
+	assert_int_equal(tasks_submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 3, 300),
+	                              AT2(1000, wall0), &id), 0);
+	rec_of(id)->submitted = 1;
+	*b = id;
+	tasks_pump(ts, AT2(1000, wall0));
+	slot_free(*b);
+	tasks_on_worker_lost(ts, *b, 1, "crash", AT2(1010, wall0 + 10));
+	struct task *tv[1] = {mk_task(1, TASK_RESTART_TEMPORARY, 0, 0, 0)}; /* pool 1: no room */
+	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 2000, AT2(1020, wall0 + 20), bid), 0);
+	rec_of(tv[0]->id)->submitted = 1;
+	return ts;
+}
+
+static void wall_clock_steps_fire_no_timeout_backoff_or_batch_deadline(void **state)
+{
+	(void)state;
+	uint64_t wall0 = UINT64_C(1700000000000); /* a 2023 date, far from mono */
+	uint64_t a, b, bid;
+	struct tasks *ts = three_timers(&a, &b, &bid, wall0);
+	assert_int_equal(tasks_next_deadline(ts), 1310); /* b's backoff, on mono */
+
+	/* what users see is wall time */
+	assert_int_equal(tasks_get(ts, a)->submitted_ms, wall0);
+	assert_int_equal(tasks_get(ts, a)->started_ms, wall0);
+	const struct batch *bt = tasks_get_batch(ts, bid);
+	assert_int_equal(bt->created_ms, wall0 + 20);
+	assert_int_equal(bt->deadline_ms, wall0 + 20 + 2000);
+
+	/* the wall clock jumps hours ahead, then hours back; mono stays */
+	size_t finals = F.final_count;
+	tasks_tick(ts, AT2(1300, wall0 + 5 * HOUR_MS));
+	tasks_pump(ts, AT2(1300, wall0 + 5 * HOUR_MS));
+	tasks_tick(ts, AT2(1300, wall0 - 5 * HOUR_MS));
+	tasks_pump(ts, AT2(1300, wall0 - 5 * HOUR_MS));
+	tasks_tick(ts, AT2(1300, 0));
+	assert_int_equal(F.kill_count, 0);
+	assert_int_equal(F.final_count, finals);
+	assert_int_equal(F.dispatch_count, 2); /* b still waits out its backoff */
+	assert_int_equal(state_of(ts, a), TASK_RUNNING);
+	assert_int_equal(tasks_next_deadline(ts), 1310);
+
+	/* mono moves: each fires at its own time, whatever the wall says */
+	tasks_tick(ts, AT2(1310, wall0 - HOUR_MS));
+	tasks_pump(ts, AT2(1310, wall0 - HOUR_MS));
+	assert_int_equal(F.dispatch_count, 3); /* b again */
+	assert_int_equal(tasks_get(ts, b)->started_ms, wall0 - HOUR_MS);
+	assert_int_equal(tasks_next_deadline(ts), 3020); /* the batch's */
+	tasks_tick(ts, AT2(3019, wall0 + HOUR_MS));
+	assert_int_equal(F.final_count, finals);
+	tasks_tick(ts, AT2(3020, wall0 + HOUR_MS));
+	assert_int_equal(F.final_count, finals + 1); /* the batch's task timed out */
+	assert_int_equal(tasks_get(ts, F.final_log[finals])->state, TASK_TIMED_OUT);
+	assert_int_equal(tasks_get(ts, F.final_log[finals])->finished_ms, wall0 + HOUR_MS);
+	assert_int_equal(tasks_next_deadline(ts), 6000); /* a's timeout */
+	tasks_tick(ts, AT2(5999, wall0 + 9 * HOUR_MS));
+	assert_int_equal(F.kill_count, 0);
+	tasks_tick(ts, AT2(6000, wall0 - 9 * HOUR_MS));
+	assert_int_equal(F.kill_count, 1);
+	assert_int_equal(F.kill_log[0], a);
+	tasks_destroy(ts);
+}
+
+static void recovered_batch_deadline_moves_to_the_monotonic_clock(void **state)
+{
+	(void)state;
+	/* created at wall 10000 with 5000 ms to go; the node restarts with
+	 * mono at 50 */
+	struct batch b = {.id = 4, .total = 1, .created_ms = 10000, .deadline_ms = 15000};
+
+	struct tasks *ts = new_default(0, 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT2(50, 12000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), 50 + 3000); /* what was left */
+	tasks_destroy(ts);
+
+	/* the wall clock was stepped back meanwhile: never more than the span */
+	ts = new_default(0, 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT2(50, 1000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), 50 + 5000);
+	tasks_destroy(ts);
+
+	/* it passed while the node was down: due at once, and it ends the
+	 * batch's recovered task */
+	ts = new_default(0, 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT2(50, 99000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), 50);
+	struct task *t = mk_journal_task(9, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1);
+	t->batch_id = 4;
+	assert_int_equal(tasks_recover(ts, t, AT2(50, 99000)), 0);
+	tasks_tick(ts, AT2(50, 99000));
+	assert_int_equal(state_of(ts, 9), TASK_TIMED_OUT);
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+	tasks_destroy(ts);
+
+	/* a finished batch arms nothing */
+	ts = new_default(0, 0);
+	struct batch done = b;
+	done.done = 1;
+	assert_int_equal(tasks_recover_batch(ts, &done, AT2(50, 12000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+	tasks_destroy(ts);
+}
+
+/* ---- timer order ---- */
+
+static void timers_fire_in_deadline_order_after_cancels_and_retries(void **state)
+{
+	(void)state;
+	struct tasks_limits lim = default_limits();
+	lim.queue_tasks_max = 2000;
+	lim.backoff_max_ms = 0;
+	struct tasks *ts = new_table(&lim, 2000, 0);
+	uint64_t seed = 12345;
+	enum { N = 1500 };
+	uint64_t ids[N];
+	for (int i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		uint32_t timeout = 100 + (uint32_t)((seed >> 33) % 5000);
+		uint8_t restart = (seed >> 20) & 1 ? TASK_RESTART_TRANSIENT : TASK_RESTART_TEMPORARY;
+		ids[i] = submit(ts, mk_task(0, restart, timeout, 3, 1 + (uint32_t)(seed >> 40) % 50),
+		                0);
+	}
+	tasks_pump(ts, AT(0));
+	/* every third crashes (transient ones retry after a backoff), every
+	 * fifth is cancelled, and the clock moves in uneven steps */
+	for (int i = 0; i < N; i += 3)
+		worker_lost(ts, ids[i], 1, "crash", 10);
+	for (int i = 0; i < N; i += 5)
+		if (!task_state_is_final(state_of(ts, ids[i]))) {
+			assert_int_equal(tasks_cancel(ts, ids[i], AT(20)), 0);
+			rec_of(ids[i])->cancel_requested = 1;
+		}
+	for (uint64_t now = 20; now <= 80; now += 7) {
+		tasks_tick(ts, AT(now));
+		tasks_pump(ts, AT(now)); /* retries run again with new deadlines */
+	}
+	/* cancel kills so far do not count below */
+	size_t first_timeout_kill = F.kill_count;
+	uint64_t last_deadline = 0;
+	for (uint64_t now = 81; now <= 6000; now += 13) {
+		size_t before = F.kill_count;
+		tasks_tick(ts, AT(now));
+		for (size_t k = before; k < F.kill_count; k++) {
+			const struct rec *r = rec_of(F.kill_log[k]);
+			CHECK(r->deadline_ms <= now);          /* not early */
+			CHECK(r->deadline_ms + 13 > now);      /* not late: due since the last tick */
+			CHECK(r->deadline_ms >= last_deadline); /* in deadline order */
+			last_deadline = r->deadline_ms;
+		}
+		uint64_t next = tasks_next_deadline(ts);
+		CHECK(next == UINT64_MAX || next > now);
+	}
+	/* every running task that was not cancelled timed out exactly once */
+	size_t expected = 0;
+	for (int i = 0; i < N; i++) {
+		const struct task *t = tasks_get(ts, ids[i]);
+		if (t && t->state == TASK_RUNNING && !rec_of(ids[i])->cancel_requested) {
+			expected++;
+			CHECK(t->kill_requested);
+		}
+	}
+	assert_int_equal(F.kill_count - first_timeout_kill, expected);
+	assert_true(expected > N / 2);
+	tasks_destroy(ts);
+}
+
+/* ---- many batches ---- */
+
+static int lite_dispatch(void *ctx, struct task *t)
+{
+	(void)ctx;
+	(void)t;
+	return 0;
+}
+
+static int lite_put_task(void *arg, const struct task *t)
+{
+	(void)arg;
+	(void)t;
+	return 0;
+}
+
+static int lite_put_batch(void *arg, const struct batch *b)
+{
+	(void)arg;
+	(void)b;
+	return 0;
+}
+
+static void lite_commit(struct tasks *ts)
+{
+	assert_int_equal(tasks_flush(ts, lite_put_task, lite_put_batch, NULL), 0);
+	tasks_flush_done(ts);
+	tasks_release_final(ts);
+}
+
+static uint64_t lite_batch(struct tasks *ts, uint32_t deadline_ms, uint64_t now, uint64_t *task_id)
+{
+	struct task *t = mk_task(0, TASK_RESTART_TEMPORARY, 0, 0, 0);
+	uint64_t bid = 0;
+	assert_int_equal(tasks_submit_batch(ts, &t, 1, 0, deadline_ms, AT(now), &bid), 0);
+	*task_id = t->id;
+	return bid;
+}
+
+static void more_than_100k_batches_over_time_and_600_at_once(void **state)
+{
+	(void)state;
+	static const struct tasks_effects lite = {.dispatch = lite_dispatch};
+	struct tasks_limits lim = default_limits();
+	lim.queue_tasks_max = 4096;
+	lim.batches_max = 1024;
+	struct tasks *ts = tasks_create(&lim, &lite, 0, 0);
+	assert_non_null(ts);
+	enum { LIVE = 600 };
+	uint64_t bids[LIVE], tids[LIVE];
+	for (uint32_t i = 0; i < LIVE; i++)
+		bids[i] = lite_batch(ts, i % 2 ? 1000 : 0, 0, &tids[i]);
+	tasks_pump(ts, AT(0));
+	for (uint32_t i = 0; i < LIVE; i++) {
+		const struct batch *b = tasks_get_batch(ts, bids[i]);
+		assert_non_null(b);
+		assert_int_equal(b->id, bids[i]);
+		assert_int_equal(b->in_flight, 1);
+		assert_int_equal(state_of(ts, tids[i]), TASK_RUNNING);
+	}
+	assert_int_equal(tasks_next_deadline(ts), 1000);
+	tasks_tick(ts, AT(999));
+	for (uint32_t i = 0; i < LIVE; i++)
+		tasks_on_result(ts, tids[i], 1, NULL, 0, 0, NULL, "n", AT(999));
+	/* every batch is done: no deadline left to fire */
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+	lite_commit(ts);
+	for (uint32_t i = 0; i < LIVE; i++)
+		assert_null(tasks_get_batch(ts, bids[i]));
+
+	/* 100,000 more, 1,000 at a time, each released before the next round;
+	 * half of them expire by their deadline */
+	uint64_t now = 1000, created = LIVE, timed_out = 0;
+	uint64_t round_tids[1000];
+	for (int round = 0; round < 100; round++) {
+		for (uint32_t i = 0; i < 1000; i++) {
+			(void)lite_batch(ts, i % 2 ? 50 : 500, now, &round_tids[i]);
+			created++;
+		}
+		tasks_pump(ts, AT(now));
+		for (uint32_t i = 0; i < 1000; i += 2)
+			tasks_on_result(ts, round_tids[i], 1, NULL, 0, 0, NULL, "n", AT(now + 10));
+		tasks_tick(ts, AT(now + 50)); /* kills the odd ones... */
+		for (uint32_t i = 1; i < 1000; i += 2) {
+			const struct task *t = tasks_get(ts, round_tids[i]);
+			assert_true(t->kill_requested);
+			tasks_on_worker_lost(ts, round_tids[i], 1, "killed", AT(now + 51));
+			assert_int_equal(state_of(ts, round_tids[i]), TASK_TIMED_OUT);
+			timed_out++;
+		}
+		assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+		lite_commit(ts);
+		now += 100;
+	}
+	assert_true(created > 100000);
+	assert_int_equal(timed_out, 50000);
+	struct tasks_counters c = counters(ts);
+	assert_int_equal(c.held, 0);
+	assert_int_equal(c.succeeded, LIVE + 50000);
+	assert_int_equal(c.timed_out, 50000);
 	tasks_destroy(ts);
 }
 
@@ -1873,6 +2163,10 @@ int main(void)
 		cmocka_unit_test(next_ids_continue_after_the_highest_recovered_id),
 		cmocka_unit_test(create_starts_at_given_ids),
 		cmocka_unit_test(next_deadline_is_the_earliest_of_timeouts_backoffs_and_batch_deadlines),
+		cmocka_unit_test(wall_clock_steps_fire_no_timeout_backoff_or_batch_deadline),
+		cmocka_unit_test(recovered_batch_deadline_moves_to_the_monotonic_clock),
+		cmocka_unit_test(timers_fire_in_deadline_order_after_cancels_and_retries),
+		cmocka_unit_test(more_than_100k_batches_over_time_and_600_at_once),
 		cmocka_unit_test(clone_is_a_deep_copy),
 		cmocka_unit_test(random_operations_keep_the_invariants),
 	};
