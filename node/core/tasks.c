@@ -1,15 +1,34 @@
 /*
  * tasks.c - the task table (see tasks.h for the contract).
  *
- * Data structures, all intrusive and bounded by limits.queue_tasks_max:
- *   - an id -> task hash (chained, power-of-two buckets, grows x2);
+ * Data structures, all bounded by limits.queue_tasks_max and batches_max:
+ *   - an id -> task map and an id -> batch map (lib/idmap: open addressing,
+ *     grows, so any number of batches over time and at once is served);
  *   - one FIFO per pool of tasks ready to dispatch;
- *   - per batch, a FIFO of tasks held back by its max_concurrency;
+ *   - per batch, a FIFO of tasks held back by its max_concurrency, and a
+ *     list of all its tasks still in the table (expire and cancel walk it);
  *   - a list of tasks waiting out a retry backoff;
- *   - a list of dispatched tasks (timeouts are checked there);
+ *   - a list of dispatched tasks;
  *   - a list of final tasks waiting for tasks_release_final();
- *   - a dirty chain of tasks changed since the last flush.
+ *   - a dirty chain of tasks changed since the last flush;
+ *   - two timer heaps (lib/timerheap) on monotonic time: one for tasks (a
+ *     running task's timeout, or a backed-off task's not_before; a task has
+ *     at most one of them, so one embedded timer), one for batch deadlines.
  * A task is on exactly one of the lists at a time (t->list says which).
+ *
+ * Invariants of the timers (checked by the tests' model):
+ *   - a task's timer is armed iff it is running with a timeout and no kill
+ *     requested (at deadline_mono_ms), or it is in backoff (at
+ *     not_before_mono_ms);
+ *   - a batch's timer is armed iff it has a deadline, it has not expired,
+ *     and not all of its tasks are final.
+ * Room in the heaps is reserved when a task or batch is admitted (where
+ * ERR_NOMEM can still be returned), so arming a timer never fails later.
+ *
+ * Re-entry: ts->in_call is set by every public function that changes the
+ * table; an effect that calls back in trips the assert at once (the old
+ * shell re-entered through workers_dispatch -> `started` -> tasks_on_started
+ * from inside tasks_pump, a state change in the middle of another).
  *
  * Restart policy follows OTP: a `temporary` task is never retried; a
  * `transient` one is retried after an abnormal end (worker crash, timeout,
@@ -24,6 +43,7 @@
 #include <string.h>
 
 #include "lib/err.h"
+#include "lib/idmap.h"
 
 enum {
 	LIST_NONE = 0,
@@ -46,6 +66,8 @@ struct batch_entry {
 	struct batch_entry *dnext;           /* dirty chain */
 	int dirty, open;
 	uint32_t held;                       /* tasks of this batch in the table */
+	struct task *held_head, *held_tail;  /* those tasks (bnext/bprev), admission order */
+	struct timer deadline;               /* monotonic deadline (see invariants) */
 };
 
 struct tasks {
@@ -53,25 +75,34 @@ struct tasks {
 	struct tasks_effects fx;
 	uint64_t next_task_id, next_batch_id;
 
-	struct task **buckets;
-	uint64_t bucket_count; /* power of two */
-	uint64_t held;         /* tasks in the table */
-	uint64_t final_held;   /* of which final */
+	struct idmap tasks;    /* id -> struct task */
+	uint64_t final_held;   /* tasks held that are final */
 
 	struct list *queues;   /* per pool */
 	struct list backoff, running, final;
 
-	struct batch_entry **bbuckets;
-	uint64_t bbucket_count;
-	uint64_t batch_count;
+	struct idmap batches;  /* id -> struct batch_entry */
 	struct batch_entry *open_head;
 
 	struct task *dirty_head, *dirty_tail;
 	struct batch_entry *bdirty_head, *bdirty_tail;
 
+	struct timerheap task_timers;  /* struct task.timer */
+	struct timerheap batch_timers; /* struct batch_entry.deadline */
+
 	int draining;
+	int in_call; /* a public function that changes the table is running */
 	struct tasks_counters cnt;
 };
+
+/* Every public function that changes the table brackets its body with
+ * these: effects must not call back into the core (tasks.h). */
+#define CORE_ENTER(ts)                 \
+	do {                           \
+		assert(!(ts)->in_call); \
+		(ts)->in_call = 1;     \
+	} while (0)
+#define CORE_LEAVE(ts) ((ts)->in_call = 0)
 
 /* ---- small helpers ---- */
 
@@ -152,7 +183,8 @@ struct task *task_clone(const struct task *t)
 	c->output = NULL;
 	c->error = NULL;
 	c->node = NULL;
-	c->qnext = c->qprev = c->hnext = c->dnext = NULL;
+	c->qnext = c->qprev = c->bnext = c->bprev = c->dnext = NULL;
+	c->timer.pos = 0; /* a copy is in no heap */
 	c->list = LIST_NONE;
 	c->dirty = 0;
 	int fail = 0;
@@ -227,76 +259,19 @@ static void list_remove(struct list *l, struct task *t)
 	l->count--;
 }
 
-static uint64_t hash_id(uint64_t id)
-{
-	/* splitmix64 finaliser: ids are sequential, spread them */
-	id ^= id >> 30;
-	id *= 0xbf58476d1ce4e5b9ULL;
-	id ^= id >> 27;
-	id *= 0x94d049bb133111ebULL;
-	id ^= id >> 31;
-	return id;
-}
-
 static struct batch_entry *batch_find(const struct tasks *ts, uint64_t id)
 {
-	struct batch_entry *b = ts->bbuckets[hash_id(id) & (ts->bbucket_count - 1)];
-	while (b && b->pub.id != id)
-		b = (struct batch_entry *)b->pub.hnext;
-	return b;
+	return id ? idmap_get(&ts->batches, id) : NULL;
 }
 
 static struct task *task_find(const struct tasks *ts, uint64_t id)
 {
-	struct task *t = ts->buckets[hash_id(id) & (ts->bucket_count - 1)];
-	while (t && t->id != id)
-		t = t->hnext;
-	return t;
+	return id ? idmap_get(&ts->tasks, id) : NULL;
 }
 
-static int hash_grow(struct tasks *ts)
+static uint64_t held_count(const struct tasks *ts)
 {
-	uint64_t n = ts->bucket_count * 2;
-	struct task **nb = calloc(n, sizeof(*nb));
-	if (!nb)
-		return -1; /* keep the old table: longer chains, still correct */
-	for (uint64_t i = 0; i < ts->bucket_count; i++) {
-		struct task *t = ts->buckets[i];
-		while (t) {
-			struct task *next = t->hnext;
-			uint64_t h = hash_id(t->id) & (n - 1);
-			t->hnext = nb[h];
-			nb[h] = t;
-			t = next;
-		}
-	}
-	free(ts->buckets);
-	ts->buckets = nb;
-	ts->bucket_count = n;
-	return 0;
-}
-
-static void task_insert(struct tasks *ts, struct task *t)
-{
-	if (ts->held >= ts->bucket_count)
-		(void)hash_grow(ts);
-	uint64_t h = hash_id(t->id) & (ts->bucket_count - 1);
-	t->hnext = ts->buckets[h];
-	ts->buckets[h] = t;
-	ts->held++;
-}
-
-static void task_unlink_hash(struct tasks *ts, struct task *t)
-{
-	struct task **pp = &ts->buckets[hash_id(t->id) & (ts->bucket_count - 1)];
-	while (*pp != t) {
-		assert(*pp);
-		pp = &(*pp)->hnext;
-	}
-	*pp = t->hnext;
-	t->hnext = NULL;
-	assert(ts->held > 0);
-	ts->held--;
+	return ts->tasks.count;
 }
 
 static void mark_dirty(struct tasks *ts, struct task *t)
@@ -351,6 +326,42 @@ static void batch_close(struct tasks *ts, struct batch_entry *b)
 	b->onext = b->oprev = NULL;
 }
 
+/* The batch's list of its tasks in the table. */
+static void batch_hold(struct batch_entry *b, struct task *t)
+{
+	t->bnext = NULL;
+	t->bprev = b->held_tail;
+	if (b->held_tail)
+		b->held_tail->bnext = t;
+	else
+		b->held_head = t;
+	b->held_tail = t;
+	b->held++;
+}
+
+static void batch_unhold(struct batch_entry *b, struct task *t)
+{
+	assert(b->held > 0);
+	if (t->bprev)
+		t->bprev->bnext = t->bnext;
+	else
+		b->held_head = t->bnext;
+	if (t->bnext)
+		t->bnext->bprev = t->bprev;
+	else
+		b->held_tail = t->bprev;
+	t->bnext = t->bprev = NULL;
+	b->held--;
+}
+
+/* Arms a timer whose room was reserved at admission. */
+static void timer_arm(struct timerheap *h, struct timer *tm, uint64_t at_mono_ms)
+{
+	int rc = timerheap_set(h, tm, at_mono_ms);
+	assert(rc == 0);
+	(void)rc;
+}
+
 static struct list *list_of(struct tasks *ts, struct task *t)
 {
 	switch (t->list) {
@@ -367,11 +378,14 @@ static struct list *list_of(struct tasks *ts, struct task *t)
 	}
 }
 
+/* Moves t to another list. Leaving the running or backoff list disarms its
+ * timer: the caller arms it again for the new list when it needs one. */
 static void move_to(struct tasks *ts, struct task *t, unsigned list, int at_head)
 {
 	struct list *from = list_of(ts, t);
 	if (from)
 		list_remove(from, t);
+	timerheap_cancel(&ts->task_timers, &t->timer);
 	t->list = list;
 	struct list *to = list_of(ts, t);
 	if (to) {
@@ -411,7 +425,8 @@ static void batch_slot_free(struct tasks *ts, struct task *t)
 	b->pub.in_flight--;
 }
 
-static void finish(struct tasks *ts, struct task *t, int state, const char *error, uint64_t now_ms)
+static void finish(struct tasks *ts, struct task *t, int state, const char *error,
+                   const struct now *now)
 {
 	assert(task_state_is_final(state));
 	assert(!task_state_is_final(t->state));
@@ -419,8 +434,9 @@ static void finish(struct tasks *ts, struct task *t, int state, const char *erro
 	if (occupied)
 		batch_slot_free(ts, t);
 	t->state = state;
-	t->finished_ms = now_ms;
-	t->deadline_ms = 0;
+	t->finished_ms = now->wall_ms;
+	t->deadline_mono_ms = 0;
+	t->not_before_mono_ms = 0;
 	t->dispatched = 0;
 	t->kill_requested = 0;
 	if (error)
@@ -434,6 +450,8 @@ static void finish(struct tasks *ts, struct task *t, int state, const char *erro
 		assert(b);
 		b->pub.done++;
 		assert(b->pub.done <= b->pub.total);
+		if (b->pub.done == b->pub.total)
+			timerheap_cancel(&ts->batch_timers, &b->deadline); /* nothing left to expire */
 		if (ts->fx.batch_progress)
 			ts->fx.batch_progress(ts->fx.ctx, &b->pub);
 	}
@@ -456,7 +474,7 @@ static uint64_t backoff_delay_ms(const struct tasks *ts, const struct task *t)
 /* An attempt ended abnormally (crash, timeout, interrupted). Retry a
  * transient task with attempts left, else end it in `final_state`. */
 static void abnormal_end(struct tasks *ts, struct task *t, int final_state, const char *why,
-                         uint64_t now_ms)
+                         const struct now *now)
 {
 	if (t->opts.restart == TASK_RESTART_TRANSIENT && !t->no_retry &&
 	    t->attempts < t->opts.max_attempts) {
@@ -464,15 +482,16 @@ static void abnormal_end(struct tasks *ts, struct task *t, int final_state, cons
 		t->state = TASK_QUEUED;
 		t->dispatched = 0;
 		t->kill_requested = 0;
-		t->deadline_ms = 0;
-		t->not_before_ms = now_ms + backoff_delay_ms(ts, t);
+		t->deadline_mono_ms = 0;
+		t->not_before_mono_ms = now->mono_ms + backoff_delay_ms(ts, t);
 		move_to(ts, t, LIST_BACKOFF, 0); /* keeps its batch slot */
+		timer_arm(&ts->task_timers, &t->timer, t->not_before_mono_ms);
 		ts->cnt.retried++;
 		mark_dirty(ts, t);
 		return;
 	}
 	t->abnormal = 1;
-	finish(ts, t, final_state, why, now_ms);
+	finish(ts, t, final_state, why, now);
 }
 
 /* ---- public ---- */
@@ -493,12 +512,12 @@ struct tasks *tasks_create(const struct tasks_limits *lim, const struct tasks_ef
 	ts->fx = *fx;
 	ts->next_task_id = first_task_id ? first_task_id : 1;
 	ts->next_batch_id = first_batch_id ? first_batch_id : 1;
-	ts->bucket_count = 1024;
-	ts->buckets = calloc(ts->bucket_count, sizeof(*ts->buckets));
-	ts->bbucket_count = 256;
-	ts->bbuckets = calloc(ts->bbucket_count, sizeof(*ts->bbuckets));
+	idmap_init(&ts->tasks);
+	idmap_init(&ts->batches);
+	timerheap_init(&ts->task_timers);
+	timerheap_init(&ts->batch_timers);
 	ts->queues = calloc(lim->pool_count, sizeof(*ts->queues));
-	if (!ts->buckets || !ts->bbuckets || !ts->queues) {
+	if (!ts->queues) {
 		tasks_destroy(ts);
 		return NULL;
 	}
@@ -509,28 +528,21 @@ void tasks_destroy(struct tasks *ts)
 {
 	if (!ts)
 		return;
-	if (ts->buckets) {
-		for (uint64_t i = 0; i < ts->bucket_count; i++) {
-			struct task *t = ts->buckets[i];
-			while (t) {
-				struct task *n = t->hnext;
-				task_free(t);
-				t = n;
-			}
-		}
-	}
-	if (ts->bbuckets) {
-		for (uint64_t i = 0; i < ts->bbucket_count; i++) {
-			struct batch_entry *b = ts->bbuckets[i];
-			while (b) {
-				struct batch_entry *n = (struct batch_entry *)b->pub.hnext;
-				free(b);
-				b = n;
-			}
-		}
-	}
-	free(ts->buckets);
-	free(ts->bbuckets);
+	assert(!ts->in_call);
+	/* the heaps first: they point into the tasks and batches freed below */
+	timerheap_free(&ts->task_timers);
+	timerheap_free(&ts->batch_timers);
+	struct idmap_iter it;
+	idmap_iter_init(&ts->tasks, &it);
+	struct task *t;
+	while ((t = idmap_iter_next(&ts->tasks, &it, NULL)) != NULL)
+		task_free(t);
+	idmap_iter_init(&ts->batches, &it);
+	struct batch_entry *b;
+	while ((b = idmap_iter_next(&ts->batches, &it, NULL)) != NULL)
+		free(b);
+	idmap_free(&ts->tasks);
+	idmap_free(&ts->batches);
 	free(ts->queues);
 	free(ts);
 }
@@ -549,138 +561,221 @@ static void apply_defaults(struct tasks *ts, struct task *t)
 		t->opts.backoff_ms = ts->lim.default_backoff_ms;
 }
 
-static void admit(struct tasks *ts, struct task *t, uint64_t now_ms)
+/* Clears the table's bookkeeping in a task handed in from outside. */
+static void bookkeeping_reset(struct task *t)
+{
+	t->qnext = t->qprev = t->bnext = t->bprev = t->dnext = NULL;
+	t->timer.pos = 0;
+	t->list = LIST_NONE;
+	t->dirty = 0;
+	t->dispatched = 0;
+	t->kill_requested = 0;
+	t->deadline_mono_ms = 0;
+	t->not_before_mono_ms = 0;
+}
+
+/* Admits t under an id already put in the id map (cannot fail). */
+static void admit(struct tasks *ts, struct task *t, uint64_t id, const struct now *now)
 {
 	assert(t->pool < ts->lim.pool_count);
+	assert(id == ts->next_task_id && task_find(ts, id) == t);
+	bookkeeping_reset(t);
 	apply_defaults(ts, t);
-	t->id = ts->next_task_id++;
+	t->id = id;
+	ts->next_task_id++;
 	t->state = TASK_QUEUED;
-	t->submitted_ms = now_ms;
+	t->submitted_ms = now->wall_ms;
 	t->attempts = 0;
-	task_insert(ts, t);
 	ts->cnt.submitted++;
 	mark_dirty(ts, t);
 }
 
 static uint64_t live_held(const struct tasks *ts)
 {
-	return ts->held - ts->final_held;
+	return held_count(ts) - ts->final_held;
 }
 
-int tasks_submit(struct tasks *ts, struct task *t, uint64_t now_ms, uint64_t *id)
+/* Room in the task timer heap for every task held plus `more`: each holds
+ * at most one armed timer. */
+static int reserve_task_timers(struct tasks *ts, uint64_t more)
 {
-	if (live_held(ts) >= ts->lim.queue_tasks_max)
+	uint64_t n = held_count(ts) + more;
+	if (n > UINT32_MAX)
 		return ERR_FULL;
+	return timerheap_reserve(&ts->task_timers, (uint32_t)n) == 0 ? 0 : ERR_NOMEM;
+}
+
+int tasks_submit(struct tasks *ts, struct task *t, const struct now *now, uint64_t *id)
+{
+	CORE_ENTER(ts);
+	int rc = 0;
+	if (live_held(ts) >= ts->lim.queue_tasks_max) {
+		rc = ERR_FULL;
+		goto out;
+	}
+	rc = reserve_task_timers(ts, 1);
+	if (rc)
+		goto out;
+	if (idmap_put(&ts->tasks, ts->next_task_id, t) != 0) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
 	t->batch_id = 0;
-	admit(ts, t, now_ms);
+	admit(ts, t, ts->next_task_id, now);
 	move_to(ts, t, LIST_QUEUE, 0);
 	*id = t->id;
-	return 0;
+out:
+	CORE_LEAVE(ts);
+	return rc;
 }
 
 static struct batch_entry *batch_insert(struct tasks *ts, const struct batch *b)
 {
+	if (timerheap_reserve(&ts->batch_timers, (uint32_t)(ts->batches.count + 1)) != 0)
+		return NULL;
 	struct batch_entry *e = calloc(1, sizeof(*e));
 	if (!e)
 		return NULL;
 	e->pub = *b;
-	e->pub.hnext = NULL;
-	uint64_t h = hash_id(e->pub.id) & (ts->bbucket_count - 1);
-	e->pub.hnext = (struct batch *)ts->bbuckets[h];
-	ts->bbuckets[h] = e;
-	ts->batch_count++;
+	if (idmap_put(&ts->batches, e->pub.id, e) != 0) {
+		free(e);
+		return NULL;
+	}
 	return e;
 }
 
 static void batch_remove(struct tasks *ts, struct batch_entry *e)
 {
-	struct batch_entry **pp = &ts->bbuckets[hash_id(e->pub.id) & (ts->bbucket_count - 1)];
-	while (*pp != e) {
-		assert(*pp);
-		pp = (struct batch_entry **)&(*pp)->pub.hnext;
-	}
-	*pp = (struct batch_entry *)e->pub.hnext;
+	struct batch_entry *gone = idmap_del(&ts->batches, e->pub.id);
+	assert(gone == e);
+	(void)gone;
 	batch_close(ts, e);
-	assert(!e->dirty);
-	ts->batch_count--;
+	timerheap_cancel(&ts->batch_timers, &e->deadline);
+	assert(!e->dirty && e->held == 0 && !e->held_head);
 	free(e);
 }
 
 int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
-                       uint32_t deadline_ms, uint64_t now_ms, uint64_t *batch_id)
+                       uint32_t deadline_ms, const struct now *now, uint64_t *batch_id)
 {
-	if (live_held(ts) + n > ts->lim.queue_tasks_max || ts->batch_count >= ts->lim.batches_max)
-		return ERR_FULL;
+	CORE_ENTER(ts);
+	int rc = 0;
+	if (live_held(ts) + n > ts->lim.queue_tasks_max || ts->batches.count >= ts->lim.batches_max) {
+		rc = ERR_FULL;
+		goto out;
+	}
+	rc = reserve_task_timers(ts, n);
+	if (rc)
+		goto out;
 	struct batch b = {
 		.id = ts->next_batch_id,
 		.total = n,
 		.max_concurrency = max_concurrency,
-		.deadline_ms = deadline_ms ? now_ms + deadline_ms : 0,
-		.created_ms = now_ms,
+		.deadline_ms = deadline_ms ? now->wall_ms + deadline_ms : 0,
+		.created_ms = now->wall_ms,
 	};
 	struct batch_entry *e = batch_insert(ts, &b);
-	if (!e)
-		return ERR_NOMEM;
+	if (!e) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	/* every id in the map first: the one step that can fail, undone whole */
+	for (uint32_t i = 0; i < n; i++) {
+		if (idmap_put(&ts->tasks, ts->next_task_id + i, tv[i]) != 0) {
+			while (i-- > 0)
+				(void)idmap_del(&ts->tasks, ts->next_task_id + i);
+			batch_remove(ts, e);
+			rc = ERR_NOMEM;
+			goto out;
+		}
+	}
 	ts->next_batch_id++;
 	batch_mark_dirty(ts, e);
+	if (deadline_ms && n)
+		timer_arm(&ts->batch_timers, &e->deadline, now->mono_ms + deadline_ms);
 	for (uint32_t i = 0; i < n; i++) {
 		struct task *t = tv[i];
+		admit(ts, t, ts->next_task_id, now);
 		t->batch_id = b.id;
 		t->batch_index = i;
-		admit(ts, t, now_ms);
 		move_to(ts, t, LIST_PENDING, 0);
-		e->held++;
+		batch_hold(e, t);
 	}
 	if (n)
 		batch_open(ts, e);
 	*batch_id = b.id;
-	return 0;
+out:
+	CORE_LEAVE(ts);
+	return rc;
 }
 
-void tasks_recover(struct tasks *ts, struct task *t, uint64_t now_ms)
+int tasks_recover(struct tasks *ts, struct task *t, const struct now *now)
 {
+	CORE_ENTER(ts);
 	assert(t->state == TASK_QUEUED || t->state == TASK_RUNNING);
-	assert(!task_find(ts, t->id));
+	assert(t->id != 0 && !task_find(ts, t->id));
+	int rc = reserve_task_timers(ts, 1);
+	if (rc == 0 && idmap_put(&ts->tasks, t->id, t) != 0)
+		rc = ERR_NOMEM;
+	if (rc) {
+		CORE_LEAVE(ts);
+		return rc;
+	}
 	if (t->id >= ts->next_task_id)
 		ts->next_task_id = t->id + 1;
-	task_insert(ts, t);
+	bookkeeping_reset(t);
 	struct batch_entry *b = t->batch_id ? batch_find(ts, t->batch_id) : NULL;
 	if (t->batch_id && !b) {
 		/* the batch record is gone (should not happen): run it alone */
 		t->batch_id = 0;
 	}
 	if (b)
-		b->held++;
-	t->dispatched = 0;
-	t->kill_requested = 0;
-	t->deadline_ms = 0;
+		batch_hold(b, t);
 	if (t->state == TASK_QUEUED) {
-		t->list = LIST_NONE;
+		/* a backoff it was waiting out was never persisted (monotonic
+		 * time means nothing after a restart): it may run at once */
 		if (b) {
 			move_to(ts, t, LIST_PENDING, 0);
 			batch_open(ts, b);
 		} else {
 			move_to(ts, t, LIST_QUEUE, 0);
 		}
-		return;
+	} else {
+		/* Interrupted while running: the node died under it. */
+		if (b)
+			b->pub.in_flight++;
+		move_to(ts, t, LIST_RUNNING, 0);
+		abnormal_end(ts, t, TASK_LOST, "interrupted: the node stopped while the task ran", now);
 	}
-	/* Interrupted while running: the node died under it. */
-	if (b)
-		b->pub.in_flight++;
-	t->list = LIST_NONE;
-	move_to(ts, t, LIST_RUNNING, 0);
-	abnormal_end(ts, t, TASK_LOST, "interrupted: the node stopped while the task ran", now_ms);
+	CORE_LEAVE(ts);
+	return 0;
 }
 
-int tasks_recover_batch(struct tasks *ts, const struct batch *b)
+int tasks_recover_batch(struct tasks *ts, const struct batch *b, const struct now *now)
 {
+	CORE_ENTER(ts);
+	int rc = 0;
 	if (b->id >= ts->next_batch_id)
 		ts->next_batch_id = b->id + 1;
-	if (batch_find(ts, b->id))
-		return 0;
-	struct batch copy = *b;
-	copy.in_flight = 0;
-	return batch_insert(ts, &copy) ? 0 : ERR_NOMEM;
+	if (!batch_find(ts, b->id)) {
+		struct batch copy = *b;
+		copy.in_flight = 0;
+		struct batch_entry *e = batch_insert(ts, &copy);
+		if (!e) {
+			rc = ERR_NOMEM;
+		} else if (b->deadline_ms && b->done < b->total) {
+			/* The wall deadline, back on the monotonic clock. Already
+			 * past: due now. Never more than the batch's whole span:
+			 * the wall clock may have been stepped back meanwhile. */
+			uint64_t left_ms = b->deadline_ms > now->wall_ms ? b->deadline_ms - now->wall_ms : 0;
+			uint64_t span_ms = b->deadline_ms > b->created_ms ? b->deadline_ms - b->created_ms : 0;
+			if (left_ms > span_ms)
+				left_ms = span_ms;
+			timer_arm(&ts->batch_timers, &e->deadline, now->mono_ms + left_ms);
+		}
+	}
+	CORE_LEAVE(ts);
+	return rc;
 }
 
 /* Moves tasks of open batches into their pool queues while under their
@@ -702,10 +797,13 @@ static void release_pending(struct tasks *ts)
 	}
 }
 
-void tasks_pump(struct tasks *ts, uint64_t now_ms)
+void tasks_pump(struct tasks *ts, const struct now *now)
 {
-	if (ts->draining)
+	CORE_ENTER(ts);
+	if (ts->draining) {
+		CORE_LEAVE(ts);
 		return;
+	}
 	release_pending(ts);
 	for (uint32_t p = 0; p < ts->lim.pool_count; p++) {
 		struct list *q = &ts->queues[p];
@@ -714,8 +812,8 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 			assert(t->state == TASK_QUEUED);
 			t->attempts++;
 			t->state = TASK_RUNNING;
-			t->started_ms = now_ms;
-			t->deadline_ms = t->opts.timeout_ms ? now_ms + t->opts.timeout_ms : 0;
+			t->started_ms = now->wall_ms;
+			t->deadline_mono_ms = t->opts.timeout_ms ? now->mono_ms + t->opts.timeout_ms : 0;
 			/* where it runs: this node, unless the dispatch effect places
 			 * it elsewhere and says so */
 			if (ts->lim.node_name && (!t->node || strcmp(t->node, ts->lim.node_name) != 0)) {
@@ -728,41 +826,51 @@ void tasks_pump(struct tasks *ts, uint64_t now_ms)
 				/* the shell may have said why in t->error */
 				finish(ts, t, TASK_FAILED,
 				       t->error ? NULL : "not dispatchable: no worker can take this job",
-				       now_ms);
+				       now);
 				continue;
 			}
 			if (rc != 0) {
 				t->attempts--;
 				t->state = TASK_QUEUED;
 				t->started_ms = 0;
-				t->deadline_ms = 0;
+				t->deadline_mono_ms = 0;
 				break;
 			}
 			t->dispatched = 1;
 			move_to(ts, t, LIST_RUNNING, 0);
+			if (t->deadline_mono_ms)
+				timer_arm(&ts->task_timers, &t->timer, t->deadline_mono_ms);
 			mark_dirty(ts, t);
 		}
 	}
+	CORE_LEAVE(ts);
 }
 
-void tasks_on_started(struct tasks *ts, uint64_t task_id, uint64_t now_ms)
+void tasks_on_started(struct tasks *ts, uint64_t task_id, const struct now *now)
 {
+	CORE_ENTER(ts);
 	struct task *t = task_find(ts, task_id);
-	if (!t || t->list != LIST_RUNNING)
-		return;
-	t->started_ms = now_ms;
-	if (t->opts.timeout_ms)
-		t->deadline_ms = now_ms + t->opts.timeout_ms;
-	/* not persisted: started_ms is written with the result */
+	if (t && t->list == LIST_RUNNING) {
+		t->started_ms = now->wall_ms;
+		if (t->opts.timeout_ms && !t->kill_requested) {
+			t->deadline_mono_ms = now->mono_ms + t->opts.timeout_ms;
+			timer_arm(&ts->task_timers, &t->timer, t->deadline_mono_ms);
+		}
+		/* not persisted: started_ms is written with the result */
+	}
+	CORE_LEAVE(ts);
 }
 
 void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *output,
                      size_t output_len, int32_t exit_code, const char *error, const char *node,
-                     uint64_t now_ms)
+                     const struct now *now)
 {
+	CORE_ENTER(ts);
 	struct task *t = task_find(ts, task_id);
-	if (!t || t->list != LIST_RUNNING)
+	if (!t || t->list != LIST_RUNNING) {
+		CORE_LEAVE(ts);
 		return; /* stale: the task was already ended (e.g. batch deadline) */
+	}
 	free(t->output);
 	t->output = NULL;
 	t->output_len = 0;
@@ -777,25 +885,23 @@ void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *
 	t->node = node ? strdup(node) : NULL;
 	if (ok) {
 		set_error(t, NULL);
-		finish(ts, t, TASK_SUCCEEDED, NULL, now_ms);
+		finish(ts, t, TASK_SUCCEEDED, NULL, now);
 	} else {
-		finish(ts, t, TASK_FAILED, error && *error ? error : "handler failed", now_ms);
+		finish(ts, t, TASK_FAILED, error && *error ? error : "handler failed", now);
 	}
+	CORE_LEAVE(ts);
 }
 
-void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, const char *why,
-                          uint64_t now_ms)
+static void worker_lost(struct tasks *ts, struct task *t, int was_running, const char *why,
+                        const struct now *now)
 {
-	struct task *t = task_find(ts, task_id);
-	if (!t || t->list != LIST_RUNNING)
-		return;
 	if (!was_running && !t->kill_requested) {
 		/* queued behind the crashed job: not its fault, run it again */
 		t->attempts--;
 		t->state = TASK_QUEUED;
 		t->dispatched = 0;
 		t->started_ms = 0;
-		t->deadline_ms = 0;
+		t->deadline_mono_ms = 0;
 		move_to(ts, t, LIST_QUEUE, 1);
 		mark_dirty(ts, t);
 		return;
@@ -803,32 +909,43 @@ void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, c
 	if (t->kill_requested) {
 		int reason = t->kill_reason;
 		if (reason == TASK_CANCELLED) {
-			finish(ts, t, TASK_CANCELLED, "cancelled while running", now_ms);
+			finish(ts, t, TASK_CANCELLED, "cancelled while running", now);
 			return;
 		}
 		if (reason == TASK_TIMED_OUT) {
 			abnormal_end(ts, t, TASK_TIMED_OUT, t->no_retry ? "batch deadline exceeded"
 			                                                : "timed out: worker killed",
-			             now_ms);
+			             now);
 			return;
 		}
 	}
-	abnormal_end(ts, t, TASK_FAILED, why ? why : "worker crashed", now_ms);
+	abnormal_end(ts, t, TASK_FAILED, why ? why : "worker crashed", now);
+}
+
+void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, const char *why,
+                          const struct now *now)
+{
+	CORE_ENTER(ts);
+	struct task *t = task_find(ts, task_id);
+	if (t && t->list == LIST_RUNNING)
+		worker_lost(ts, t, was_running, why, now);
+	CORE_LEAVE(ts);
 }
 
 void tasks_on_lost(struct tasks *ts, uint64_t task_id, int final_state, const char *why,
-                   uint64_t now_ms)
+                   const struct now *now)
 {
 	assert(final_state == TASK_LOST || final_state == TASK_TIMED_OUT ||
 	       final_state == TASK_FAILED);
+	CORE_ENTER(ts);
 	struct task *t = task_find(ts, task_id);
-	if (!t || t->list != LIST_RUNNING)
-		return;
-	if (t->kill_requested && t->kill_reason == TASK_CANCELLED) {
-		finish(ts, t, TASK_CANCELLED, "cancelled while running", now_ms);
-		return;
+	if (t && t->list == LIST_RUNNING) {
+		if (t->kill_requested && t->kill_reason == TASK_CANCELLED)
+			finish(ts, t, TASK_CANCELLED, "cancelled while running", now);
+		else
+			abnormal_end(ts, t, final_state, why, now);
 	}
-	abnormal_end(ts, t, final_state, why, now_ms);
+	CORE_LEAVE(ts);
 }
 
 static void request_kill(struct tasks *ts, struct task *t, int reason)
@@ -842,141 +959,129 @@ static void request_kill(struct tasks *ts, struct task *t, int reason)
 	}
 	t->kill_requested = 1;
 	t->kill_reason = reason;
-	t->deadline_ms = 0;
+	t->deadline_mono_ms = 0;
+	timerheap_cancel(&ts->task_timers, &t->timer);
 	if (ts->fx.kill)
 		ts->fx.kill(ts->fx.ctx, t);
 }
 
-static void batch_expire(struct tasks *ts, struct batch_entry *b, uint64_t now_ms)
+static void batch_expire(struct tasks *ts, struct batch_entry *b, const struct now *now)
 {
 	/* Ends every unfinished task of the batch: not started -> timed out
-	 * now; running -> killed, and timed out when its worker is gone. */
-	while (b->pending.head)
-		finish(ts, b->pending.head, TASK_TIMED_OUT, "batch deadline exceeded", now_ms);
+	 * now; running -> killed, and timed out when its worker is gone.
+	 * Walks only the batch's own tasks; finish() keeps them on the list
+	 * (they leave it in tasks_release_final). */
 	b->pub.deadline_ms = 0;
-	for (uint32_t p = 0; p < ts->lim.pool_count; p++) {
-		struct task *t = ts->queues[p].head;
-		while (t) {
-			struct task *n = t->qnext;
-			if (t->batch_id == b->pub.id)
-				finish(ts, t, TASK_TIMED_OUT, "batch deadline exceeded", now_ms);
-			t = n;
-		}
-	}
-	struct task *t = ts->backoff.head;
+	timerheap_cancel(&ts->batch_timers, &b->deadline);
+	struct task *t = b->held_head;
 	while (t) {
-		struct task *n = t->qnext;
-		if (t->batch_id == b->pub.id)
-			finish(ts, t, TASK_TIMED_OUT, "batch deadline exceeded", now_ms);
-		t = n;
-	}
-	for (t = ts->running.head; t; t = t->qnext) {
-		if (t->batch_id == b->pub.id) {
+		struct task *n = t->bnext;
+		if (task_state_is_final(t->state)) {
+			/* already ended */
+		} else if (t->list == LIST_RUNNING) {
 			t->no_retry = 1;
 			request_kill(ts, t, TASK_TIMED_OUT);
+		} else {
+			finish(ts, t, TASK_TIMED_OUT, "batch deadline exceeded", now);
 		}
+		t = n;
 	}
 }
 
-void tasks_tick(struct tasks *ts, uint64_t now_ms)
+/* One due task timer: a running task's timeout or a backoff's end. */
+static void task_timer_fired(struct tasks *ts, struct task *t)
 {
-	struct task *t = ts->running.head;
-	while (t) {
-		struct task *n = t->qnext;
-		if (t->deadline_ms && t->deadline_ms <= now_ms && !t->kill_requested)
-			request_kill(ts, t, TASK_TIMED_OUT);
-		t = n;
+	if (t->list == LIST_RUNNING) {
+		assert(t->deadline_mono_ms && !t->kill_requested);
+		request_kill(ts, t, TASK_TIMED_OUT);
+	} else {
+		assert(t->list == LIST_BACKOFF);
+		t->not_before_mono_ms = 0;
+		move_to(ts, t, LIST_QUEUE, 0);
 	}
-	t = ts->backoff.head;
-	while (t) {
-		struct task *n = t->qnext;
-		if (t->not_before_ms <= now_ms) {
-			t->not_before_ms = 0;
-			move_to(ts, t, LIST_QUEUE, 0);
+}
+
+void tasks_tick(struct tasks *ts, const struct now *now)
+{
+	CORE_ENTER(ts);
+	/* Both heaps, earliest first: O(log n) per due timer, nothing for the
+	 * rest. A fired timer may disarm others (a batch deadline ends its
+	 * tasks), which the heaps handle. */
+	for (;;) {
+		uint64_t tt = timerheap_next_ms(&ts->task_timers);
+		uint64_t bt = timerheap_next_ms(&ts->batch_timers);
+		if (tt <= bt && tt <= now->mono_ms) {
+			struct timer *tm = timerheap_pop_due(&ts->task_timers, now->mono_ms);
+			task_timer_fired(ts, timer_owner(tm, struct task, timer));
+		} else if (bt < tt && bt <= now->mono_ms) {
+			struct timer *tm = timerheap_pop_due(&ts->batch_timers, now->mono_ms);
+			struct batch_entry *b = timer_owner(tm, struct batch_entry, deadline);
+			assert(b->pub.done < b->pub.total);
+			batch_expire(ts, b, now);
+		} else {
+			break;
 		}
-		t = n;
 	}
-	for (uint64_t i = 0; i < ts->bbucket_count; i++) {
-		struct batch_entry *b = ts->bbuckets[i];
-		while (b) {
-			struct batch_entry *n = (struct batch_entry *)b->pub.hnext;
-			if (b->pub.deadline_ms && b->pub.deadline_ms <= now_ms &&
-			    b->pub.done < b->pub.total)
-				batch_expire(ts, b, now_ms);
-			b = n;
-		}
-	}
+	CORE_LEAVE(ts);
 }
 
 uint64_t tasks_next_deadline(const struct tasks *ts)
 {
-	uint64_t next = UINT64_MAX;
-	for (const struct task *t = ts->running.head; t; t = t->qnext)
-		if (t->deadline_ms && !t->kill_requested && t->deadline_ms < next)
-			next = t->deadline_ms;
-	for (const struct task *t = ts->backoff.head; t; t = t->qnext)
-		if (t->not_before_ms < next)
-			next = t->not_before_ms;
-	for (uint64_t i = 0; i < ts->bbucket_count; i++)
-		for (const struct batch_entry *b = ts->bbuckets[i]; b;
-		     b = (const struct batch_entry *)b->pub.hnext)
-			if (b->pub.deadline_ms && b->pub.done < b->pub.total && b->pub.deadline_ms < next)
-				next = b->pub.deadline_ms;
-	return next;
+	uint64_t tt = timerheap_next_ms(&ts->task_timers);
+	uint64_t bt = timerheap_next_ms(&ts->batch_timers);
+	return tt < bt ? tt : bt;
 }
 
-int tasks_cancel(struct tasks *ts, uint64_t task_id, uint64_t now_ms)
+static int cancel_one(struct tasks *ts, struct task *t, const struct now *now)
 {
-	struct task *t = task_find(ts, task_id);
 	if (!t || task_state_is_final(t->state))
 		return ERR_NOT_FOUND;
 	if (t->list == LIST_RUNNING)
 		request_kill(ts, t, TASK_CANCELLED);
 	else
-		finish(ts, t, TASK_CANCELLED, "cancelled", now_ms);
+		finish(ts, t, TASK_CANCELLED, "cancelled", now);
 	return 0;
 }
 
-uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, uint64_t now_ms)
+int tasks_cancel(struct tasks *ts, uint64_t task_id, const struct now *now)
 {
-	struct batch_entry *b = batch_find(ts, batch_id);
-	if (!b)
-		return 0;
+	CORE_ENTER(ts);
+	int rc = cancel_one(ts, task_find(ts, task_id), now);
+	CORE_LEAVE(ts);
+	return rc;
+}
+
+uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, const struct now *now)
+{
+	CORE_ENTER(ts);
 	uint32_t n = 0;
-	for (uint64_t i = 0; i < ts->bucket_count; i++) {
-		struct task *t = ts->buckets[i];
-		while (t) {
-			struct task *next = t->hnext;
-			if (t->batch_id == batch_id && !task_state_is_final(t->state)) {
-				(void)tasks_cancel(ts, t->id, now_ms);
-				n++;
-			}
-			t = next;
-		}
+	struct batch_entry *b = batch_find(ts, batch_id);
+	for (struct task *t = b ? b->held_head : NULL, *next; t; t = next) {
+		next = t->bnext; /* finish() keeps t on the list */
+		if (cancel_one(ts, t, now) == 0)
+			n++;
 	}
+	CORE_LEAVE(ts);
 	return n;
 }
 
 int tasks_flush(struct tasks *ts, int (*put_task)(void *arg, const struct task *t),
                 int (*put_batch)(void *arg, const struct batch *b), void *arg)
 {
-	for (struct batch_entry *b = ts->bdirty_head; b; b = b->dnext) {
-		int rc = put_batch(arg, &b->pub);
-		if (rc)
-			return rc;
-	}
-	for (struct task *t = ts->dirty_head; t; t = t->dnext) {
-		if (t->ephemeral)
-			continue;
-		int rc = put_task(arg, t);
-		if (rc)
-			return rc;
-	}
-	return 0;
+	CORE_ENTER(ts);
+	int rc = 0;
+	for (struct batch_entry *b = ts->bdirty_head; b && !rc; b = b->dnext)
+		rc = put_batch(arg, &b->pub);
+	for (struct task *t = ts->dirty_head; t && !rc; t = t->dnext)
+		if (!t->ephemeral)
+			rc = put_task(arg, t);
+	CORE_LEAVE(ts);
+	return rc;
 }
 
 void tasks_flush_done(struct tasks *ts)
 {
+	CORE_ENTER(ts);
 	struct batch_entry *b = ts->bdirty_head;
 	while (b) {
 		struct batch_entry *n = b->dnext;
@@ -993,23 +1098,27 @@ void tasks_flush_done(struct tasks *ts)
 		t = n;
 	}
 	ts->dirty_head = ts->dirty_tail = NULL;
+	CORE_LEAVE(ts);
 }
 
 void tasks_release_final(struct tasks *ts)
 {
+	CORE_ENTER(ts);
 	struct task *t = ts->final.head;
 	while (t) {
 		struct task *n = t->qnext;
 		if (!t->dirty) {
 			list_remove(&ts->final, t);
 			t->list = LIST_NONE;
-			task_unlink_hash(ts, t);
+			struct task *gone = idmap_del(&ts->tasks, t->id);
+			assert(gone == t);
+			(void)gone;
 			assert(ts->final_held > 0);
 			ts->final_held--;
 			if (t->batch_id) {
 				struct batch_entry *b = batch_find(ts, t->batch_id);
-				assert(b && b->held > 0);
-				b->held--;
+				assert(b);
+				batch_unhold(b, t);
 				if (b->held == 0 && b->pub.done == b->pub.total && !b->dirty)
 					batch_remove(ts, b);
 			}
@@ -1017,16 +1126,19 @@ void tasks_release_final(struct tasks *ts)
 		}
 		t = n;
 	}
+	CORE_LEAVE(ts);
 }
 
 const struct task *tasks_find_origin(const struct tasks *ts, const uint8_t origin[16],
                                      uint64_t origin_task)
 {
-	for (uint64_t i = 0; i < ts->bucket_count; i++)
-		for (const struct task *t = ts->buckets[i]; t; t = t->hnext)
-			if (t->ephemeral && t->origin_task == origin_task &&
-			    !task_state_is_final(t->state) && memcmp(t->origin, origin, 16) == 0)
-				return t;
+	struct idmap_iter it;
+	idmap_iter_init(&ts->tasks, &it);
+	const struct task *t;
+	while ((t = idmap_iter_next(&ts->tasks, &it, NULL)) != NULL)
+		if (t->ephemeral && t->origin_task == origin_task &&
+		    !task_state_is_final(t->state) && memcmp(t->origin, origin, 16) == 0)
+			return t;
 	return NULL;
 }
 
@@ -1043,9 +1155,11 @@ const struct batch *tasks_get_batch(const struct tasks *ts, uint64_t id)
 
 void tasks_drop_batch(struct tasks *ts, uint64_t id)
 {
+	CORE_ENTER(ts);
 	struct batch_entry *b = batch_find(ts, id);
 	if (b && b->held == 0 && !b->dirty)
 		batch_remove(ts, b);
+	CORE_LEAVE(ts);
 }
 
 void tasks_counters(const struct tasks *ts, struct tasks_counters *c)
@@ -1058,7 +1172,7 @@ void tasks_counters(const struct tasks *ts, struct tasks_counters *c)
 		c->queued += b->pending.count;
 	c->running = ts->running.count;
 	c->backoff = ts->backoff.count;
-	c->held = ts->held;
+	c->held = held_count(ts);
 }
 
 uint32_t tasks_pool_queued(const struct tasks *ts, uint32_t pool)
@@ -1068,5 +1182,7 @@ uint32_t tasks_pool_queued(const struct tasks *ts, uint32_t pool)
 
 void tasks_set_draining(struct tasks *ts, int draining)
 {
+	CORE_ENTER(ts);
 	ts->draining = draining;
+	CORE_LEAVE(ts);
 }

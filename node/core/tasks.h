@@ -7,11 +7,26 @@
  * and fan-out batches with their max-concurrency and deadline.
  *
  * Pure: it reads no clock, does no I/O and draws no random numbers. The
- * caller passes `now_ms` into every call and carries out the effects that
- * the core requests through `struct tasks_effects` (hand a task to a
- * worker, kill a running task, tell waiters a task finished). Changes to
- * persist are collected and handed out by tasks_flush(), so the shell can
- * write each changed task once per loop iteration (group commit).
+ * caller passes the time (`const struct now *`, lib/clock.h) into every call
+ * that needs it and carries out the effects that the core requests through
+ * `struct tasks_effects` (hand a task to a worker, kill a running task, tell
+ * waiters a task finished). Changes to persist are collected and handed out
+ * by tasks_flush(), so the shell can write each changed task once per loop
+ * iteration (group commit).
+ *
+ * Time (ARCHITECTURE.md, lib/clock.h): every timeout, retry backoff and batch
+ * deadline runs on now->mono_ms, so a step of the wall clock (NTP, `date -s`)
+ * fires none of them. What users see (submitted_ms, started_ms, finished_ms,
+ * a batch's created_ms and deadline_ms) is wall time, because it is persisted
+ * and must mean the same after a restart, when the monotonic clock starts
+ * again from another origin. A recovered batch's wall deadline is turned back
+ * into a monotonic one at recovery (tasks_recover_batch).
+ *
+ * Cost: timeouts, backoff expiries and batch deadlines sit in one timer heap
+ * (lib/timerheap.h), so tasks_next_deadline is O(1) and tasks_tick is
+ * O(k log n) for k due timers; tasks and batches are found through
+ * lib/idmap.h; a batch keeps a list of its held tasks, so expiring or
+ * cancelling it touches only them.
  *
  * Lifecycle of a task (OTP restart policies, see docs/tasks.md):
  *   queued -> running -> succeeded | failed | timed_out
@@ -22,13 +37,25 @@
  * A final task stays in the table until the caller has persisted it and
  * calls tasks_release_final(); then it is freed.
  *
- * Threading: none; one caller (the node's loop thread).
+ * Errors are lib/err.h codes (ERR_FULL, ERR_NOT_FOUND, ERR_NOMEM), never the
+ * public CH_ERR_* codes: the shell maps them where a reply leaves the node.
+ *
+ * Threading and re-entry: none; one caller (the node's loop thread). The
+ * effects are called from inside tasks_* calls and must not call back into
+ * the core (no tasks_* function that changes the table): every such function
+ * asserts on entry that no other one is running. A shell whose effect would
+ * raise an event (a worker reporting `started` from inside a dispatch) queues
+ * it and delivers it after the core call returned (io/workers.h,
+ * workers_deliver).
  */
 #ifndef CHORUS_CORE_TASKS_H
 #define CHORUS_CORE_TASKS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "lib/clock.h"
+#include "lib/timerheap.h"
 
 enum task_state {
 	TASK_UNKNOWN = 0,
@@ -84,16 +111,18 @@ struct task {
 	char *error;           /* NULL = none */
 	char *node;            /* name of the node that ran it, NULL = none */
 	uint8_t abnormal;      /* ended by a crash, timeout or lost node (not persisted) */
-	uint64_t submitted_ms, started_ms, finished_ms; /* 0 = not yet */
+	uint64_t submitted_ms, started_ms, finished_ms; /* wall clock; 0 = not yet */
 
-	/* bookkeeping of the table (not persisted) */
-	uint64_t not_before_ms;  /* queued: do not dispatch before (backoff) */
-	uint64_t deadline_ms;    /* running: kill at (0 = none) */
+	/* bookkeeping of the table (not persisted: monotonic times mean
+	 * nothing after a restart) */
+	uint64_t not_before_mono_ms; /* backoff: do not dispatch before */
+	uint64_t deadline_mono_ms;   /* running: kill at (0 = none) */
+	struct timer timer;          /* armed at deadline or not_before */
 	int dispatched;          /* handed to a worker, result pending */
 	int kill_requested;      /* kill effect issued; waiting for the worker */
 	int kill_reason;         /* enum task_state to end in once killed */
 	struct task *qnext, *qprev; /* pool queue / backoff / final lists */
-	struct task *hnext;         /* id hash chain */
+	struct task *bnext, *bprev; /* its batch's list of held tasks */
 	struct task *dnext;         /* dirty chain (changed since last flush) */
 	unsigned list;              /* which list the task is on */
 	int dirty;
@@ -110,13 +139,13 @@ struct batch {
 	uint32_t done;            /* final tasks */
 	uint32_t in_flight;       /* dispatched and not final */
 	uint32_t max_concurrency; /* 0 = unlimited */
-	uint64_t deadline_ms;     /* absolute, 0 = none */
-	uint64_t created_ms;
-	struct batch *hnext;
+	uint64_t deadline_ms;     /* wall clock, absolute (persisted), 0 = none */
+	uint64_t created_ms;      /* wall clock */
 };
 
 /* Effects requested by the core. All are called synchronously from inside
- * tasks_* calls; the callee must not call back into the core. */
+ * tasks_* calls; the callee must not call back into the core (asserted:
+ * see the header comment). */
 struct tasks_effects {
 	void *ctx;
 	/* Hand the task to a worker of t->pool. Return 0 if taken, -1 if the
@@ -157,41 +186,51 @@ void tasks_destroy(struct tasks *ts);
 /* Takes ownership of t (fields handler/payload/argv/opts/pool set by the
  * caller; id, state and times are set here). Applies default options,
  * assigns an id, persists (effect) and queues it. Returns 0 and the id, or
- * ERR_FULL (t is not taken: caller frees). */
-int tasks_submit(struct tasks *ts, struct task *t, uint64_t now_ms, uint64_t *id);
+ * ERR_FULL / ERR_NOMEM (t is not taken: caller frees). */
+int tasks_submit(struct tasks *ts, struct task *t, const struct now *now, uint64_t *id);
 
 /* Creates a batch of n tasks (array of n owned tasks, all taken on success).
- * Returns 0 and the batch id, or ERR_FULL (nothing taken). */
+ * deadline_ms: relative, 0 = none; it runs on now->mono_ms and is recorded
+ * as a wall-clock instant in the batch (persisted). Returns 0 and the batch
+ * id, or ERR_FULL / ERR_NOMEM (nothing taken). */
 int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
-                       uint32_t deadline_ms, uint64_t now_ms, uint64_t *batch_id);
+                       uint32_t deadline_ms, const struct now *now, uint64_t *batch_id);
 
 /* Re-admits a task loaded from the journal at start-up (state queued or
  * running). A running one was interrupted by the crash: it is charged one
- * attempt and follows its restart policy, as if its worker had crashed. */
-void tasks_recover(struct tasks *ts, struct task *t, uint64_t now_ms);
-/* Re-creates a batch record at start-up (done counted by the caller). */
-int tasks_recover_batch(struct tasks *ts, const struct batch *b);
+ * attempt and follows its restart policy, as if its worker had crashed (a
+ * retry's backoff starts again from now: it was never persisted). Recover
+ * its batch first. Returns 0 (t taken) or ERR_NOMEM (t not taken). */
+int tasks_recover(struct tasks *ts, struct task *t, const struct now *now);
+/* Re-creates a batch record at start-up (done counted by the caller). Its
+ * wall-clock deadline becomes a monotonic one: now->mono_ms + (deadline -
+ * now->wall_ms), never less than now (a deadline passed while the node was
+ * down fires at the next tick) and never longer than the batch's whole
+ * span deadline - created_ms (the wall clock may have stepped back). 0, or
+ * ERR_NOMEM. */
+int tasks_recover_batch(struct tasks *ts, const struct batch *b, const struct now *now);
 
 /* Dispatches whatever may run now (queued, backoff over, pool has room,
  * batch under its concurrency). Call after anything that may free a slot. */
-void tasks_pump(struct tasks *ts, uint64_t now_ms);
+void tasks_pump(struct tasks *ts, const struct now *now);
 
-/* A worker started running t (it was queued behind another job). */
-void tasks_on_started(struct tasks *ts, uint64_t task_id, uint64_t now_ms);
+/* A worker started running t (it was queued behind another job): its
+ * started_ms and its timeout start again from now. */
+void tasks_on_started(struct tasks *ts, uint64_t task_id, const struct now *now);
 
 /* A worker returned a result. ok=1: succeeded; ok=0: handler failed
  * (a failure is an answer, not a crash: never retried). Ownership of
  * output/error is NOT taken (they are copied). */
 void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *output,
                      size_t output_len, int32_t exit_code, const char *error,
-                     const char *node, uint64_t now_ms);
+                     const char *node, const struct now *now);
 
 /* The worker holding task_id died (crash, or killed by us). was_running=1
  * for the job it was running (charged as a crash, timeout or cancel),
  * 0 for jobs queued behind it (put back at the head of the queue, no
  * attempt charged). */
 void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, const char *why,
-                          uint64_t now_ms);
+                          const struct now *now);
 
 /* The attempt running task_id ended abnormally elsewhere than in a local
  * worker: final_state TASK_LOST (its node died), TASK_TIMED_OUT or
@@ -199,7 +238,7 @@ void tasks_on_worker_lost(struct tasks *ts, uint64_t task_id, int was_running, c
  * retried; otherwise it ends in final_state with `why`. A kill requested
  * for cancel still ends it cancelled. */
 void tasks_on_lost(struct tasks *ts, uint64_t task_id, int final_state, const char *why,
-                   uint64_t now_ms);
+                   const struct now *now);
 
 /* Hands every task and batch changed since the last flush (ephemeral tasks
  * are never handed out) to the callbacks
@@ -212,23 +251,26 @@ int tasks_flush(struct tasks *ts, int (*put_task)(void *arg, const struct task *
 void tasks_flush_done(struct tasks *ts);
 
 /* Time passes: fires timeouts (kill effect), backoff expiries and batch
- * deadlines. */
-void tasks_tick(struct tasks *ts, uint64_t now_ms);
-/* The earliest time tasks_tick has something to do; UINT64_MAX = never. */
+ * deadlines that are due at now->mono_ms, earliest first. */
+void tasks_tick(struct tasks *ts, const struct now *now);
+/* The earliest monotonic time (compare with now->mono_ms) at which
+ * tasks_tick has something to do; UINT64_MAX = never. O(1). */
 uint64_t tasks_next_deadline(const struct tasks *ts);
 
 /* Cancels a task: queued -> cancelled now; running -> kill, cancelled when
  * the worker is gone. Returns 0, ERR_NOT_FOUND (not in the table: final
  * or unknown; the caller checks the journal). */
-int tasks_cancel(struct tasks *ts, uint64_t task_id, uint64_t now_ms);
-/* Cancels every unfinished task of a batch; returns how many. */
-uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, uint64_t now_ms);
+int tasks_cancel(struct tasks *ts, uint64_t task_id, const struct now *now);
+/* Cancels every unfinished task of a batch; returns how many. Touches only
+ * the batch's own tasks. */
+uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, const struct now *now);
 
 /* Frees final tasks that have been persisted (the caller committed). */
 void tasks_release_final(struct tasks *ts);
 
 /* The unfinished ephemeral task a coordinator placed here under its own
- * task id, or NULL. Scans the table (cancels are rare). */
+ * task id, or NULL. Scans the table, O(held): only a coordinator's cancel
+ * asks, which is rare, and a second index would cost every submit. */
 const struct task *tasks_find_origin(const struct tasks *ts, const uint8_t origin[16],
                                      uint64_t origin_task);
 

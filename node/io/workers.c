@@ -21,6 +21,21 @@
  * kept in a ring, which is all the window check needs.
  *
  * Subtle parts:
+ *  - Events never reach the node from inside workers_dispatch or
+ *    workers_kill_task: those are called by the task core's effects, and a
+ *    callback there would re-enter the core in the middle of a state change
+ *    (tasks_pump -> dispatch -> `started` -> tasks_on_started; the core now
+ *    asserts against it). workers_dispatch queues its `started` in
+ *    w->started_q; workers_kill_task raises nothing (the loss is reported
+ *    when the worker is reaped). The queue is delivered, oldest first, by
+ *    the calls the loop makes outside the core: workers_deliver,
+ *    workers_on_readable, workers_reap, workers_tick and workers_stop,
+ *    before any other event (a task's `started` precedes its result or
+ *    loss) and again after every callback.
+ *  - The queue holds at most one event per worker: one is queued only when
+ *    a dispatch makes an idle worker busy, and a worker becomes idle again
+ *    only inside workers_on_readable / workers_reap, which drain the queue
+ *    before that and after every callback.
  *  - Callbacks may call back into the supervisor (dispatch, kill_task). A
  *    worker's jobs are copied out and cleared before `lost` is called, and
  *    after every callback the worker's state is checked again.
@@ -92,6 +107,12 @@ struct pool {
 	uint32_t cursor; /* tie-break for dispatch, spreads work */
 };
 
+/* A `started` raised by workers_dispatch, waiting for delivery. */
+struct started_ev {
+	uint64_t task_id;
+	uint64_t now_ms;
+};
+
 struct workers {
 	struct workers_config cfg;
 	const struct handler_registry *reg;
@@ -99,6 +120,8 @@ struct workers {
 	struct pool pools[WORKERS_POOLS_MAX];
 	size_t result_frame_max;
 	int stopping;
+	struct started_ev *started_q; /* ring; capacity = number of workers */
+	uint32_t started_head, started_count, started_cap;
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -297,6 +320,7 @@ static void workers_free_memory(struct workers *w)
 		free(pl->workers);
 		free(pl->restart_ms);
 	}
+	free(w->started_q);
 	free(w);
 }
 
@@ -364,7 +388,10 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 	if (ev != NULL)
 		w->ev = *ev;
 	w->result_frame_max = cfg->output_max + RESULT_FRAME_SLACK_BYTES;
-	int oom = 0;
+	for (uint32_t p = 0; p < cfg->pool_count; p++)
+		w->started_cap += cfg->pools[p].worker_count;
+	w->started_q = calloc(w->started_cap, sizeof *w->started_q);
+	int oom = w->started_q == NULL;
 	for (uint32_t p = 0; p < cfg->pool_count && !oom; p++) {
 		struct pool *pl = &w->pools[p];
 		snprintf(pl->name, sizeof pl->name, "%s", cfg->pools[p].name);
@@ -404,6 +431,36 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 	}
 	*out = w;
 	return 0;
+}
+
+/* ---- event delivery ---- */
+
+/* Delivers the queued `started` events, oldest first. A callback may
+ * dispatch, which queues more: they are delivered in the same call. */
+static void deliver_started(struct workers *w)
+{
+	while (w->started_count > 0) {
+		struct started_ev e = w->started_q[w->started_head];
+		w->started_head = (w->started_head + 1) % w->started_cap;
+		w->started_count--;
+		if (w->ev.started != NULL)
+			w->ev.started(w->ev.ctx, e.task_id, e.now_ms);
+	}
+}
+
+static void queue_started(struct workers *w, uint64_t task_id)
+{
+	/* at most one per worker (see the top of the file) */
+	assert(w->started_count < w->started_cap);
+	uint32_t i = (w->started_head + w->started_count) % w->started_cap;
+	w->started_q[i].task_id = task_id;
+	w->started_q[i].now_ms = workers_now_ms();
+	w->started_count++;
+}
+
+void workers_deliver(struct workers *w)
+{
+	deliver_started(w);
 }
 
 /* ---- dispatch ---- */
@@ -452,9 +509,11 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 	best->jobs[(best->job_head + best->job_count) % w->cfg.prefetch] = job->task_id;
 	best->job_count++;
 	worker_flush(best);
-	/* A job sent to an idle worker is running from now on. */
-	if (best->job_count == 1 && w->ev.started != NULL)
-		w->ev.started(w->ev.ctx, job->task_id, workers_now_ms());
+	/* A job sent to an idle worker is running from now on; the node hears
+	 * it from workers_deliver (or the next call that delivers), never from
+	 * inside this call. */
+	if (best->job_count == 1)
+		queue_started(w, job->task_id);
 	return 0;
 }
 
@@ -501,19 +560,23 @@ static int worker_on_result(struct workers *w, struct worker *wk, Chorus__Worker
 			            (unsigned long long)wk->jobs[wk->job_head]);
 		return -1;
 	}
+	deliver_started(w); /* this task's `started` before its result */
 	wk->job_head = (wk->job_head + 1) % w->cfg.prefetch;
 	wk->job_count--;
 	int has_next = wk->job_count > 0;
 	if (w->ev.result != NULL)
 		w->ev.result(w->ev.ctx, res->task_id, res->ok ? 1 : 0, res->output.data, res->output.len,
 		             res->exit_code, res->error, workers_now_ms());
+	deliver_started(w);
 	if (wk->state != WORKER_LIVE)
 		return -1;
 	/* The worker went straight on to the next job it already had. (A job
 	 * dispatched from inside the callback to this then idle worker was
-	 * reported started by workers_dispatch.) */
-	if (has_next && wk->job_count > 0 && w->ev.started != NULL)
+	 * queued by workers_dispatch and delivered just above.) */
+	if (has_next && wk->job_count > 0 && w->ev.started != NULL) {
 		w->ev.started(w->ev.ctx, wk->jobs[wk->job_head], workers_now_ms());
+		deliver_started(w);
+	}
 	return wk->state == WORKER_LIVE ? 0 : -1;
 }
 
@@ -573,6 +636,7 @@ static int rbuf_reserve(struct workers *w, struct worker *wk)
 
 void workers_on_readable(struct workers *w, int fd)
 {
+	deliver_started(w);
 	struct worker *wk = worker_by_fd(w, fd);
 	if (wk == NULL)
 		return;
@@ -664,10 +728,13 @@ static void worker_exited(struct workers *w, struct worker *wk, int status)
 	wk->job_head = wk->job_count = 0;
 	wk->rlen = wk->woff = wk->wlen = 0;
 	wk->kill_reason[0] = '\0';
+	deliver_started(w); /* their `started` before their loss */
 	if (w->ev.lost == NULL)
 		return;
-	for (uint32_t j = 0; j < held; j++)
+	for (uint32_t j = 0; j < held; j++) {
 		w->ev.lost(w->ev.ctx, ids[j], j == 0, why, workers_now_ms());
+		deliver_started(w);
+	}
 }
 
 /* How many of the pool's restarts fall within the last period_ms; only
@@ -726,6 +793,7 @@ static void restart_due(struct workers *w, uint64_t now_ms)
 
 void workers_reap(struct workers *w)
 {
+	deliver_started(w);
 	for (;;) {
 		int status = 0;
 		pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -743,6 +811,7 @@ void workers_reap(struct workers *w)
 
 void workers_tick(struct workers *w, uint64_t now_ms)
 {
+	deliver_started(w);
 	restart_due(w, now_ms);
 }
 
@@ -782,6 +851,7 @@ void workers_stop(struct workers *w, uint32_t grace_ms)
 {
 	if (w == NULL)
 		return;
+	deliver_started(w);
 	w->stopping = 1;
 	uint64_t deadline_ms = workers_now_ms() + grace_ms;
 	for (;;) {

@@ -22,7 +22,8 @@
  * Threading: the node's loop thread only. The loop polls the fds from
  * workers_pollfds() and calls workers_on_readable(); it calls
  * workers_reap() when SIGCHLD arrives (signalfd) and workers_tick()
- * regularly.
+ * regularly, and workers_deliver() after each core call that may have
+ * dispatched (tasks_pump), outside any core call.
  */
 #ifndef CHORUS_IO_WORKERS_H
 #define CHORUS_IO_WORKERS_H
@@ -61,9 +62,12 @@ struct workers_job {
 	uint32_t timeout_ms;
 };
 
-/* Callbacks into the node (called from workers_on_readable/workers_reap,
- * `started` also from workers_dispatch, and all of them from workers_stop
- * during its grace period). Callbacks may call workers_dispatch and
+/* Callbacks into the node. They are called only from workers_deliver,
+ * workers_on_readable, workers_reap, workers_tick and workers_stop (during
+ * its grace period), never from inside workers_dispatch or
+ * workers_kill_task: those run inside the task core's effects, and the core
+ * must not be re-entered (node/core/tasks.h). Per task, `started` comes
+ * before its `result` or `lost`. Callbacks may call workers_dispatch and
  * workers_kill_task. */
 struct workers_events {
 	void *ctx;
@@ -91,10 +95,14 @@ uint64_t workers_now_ms(void);
  * every worker has `prefetch` jobs or none is alive (or the supervisor is
  * stopping), or WORKERS_ERR_JOB_TOO_BIG when the encoded job would exceed
  * HANDLERS_JOB_FRAME_BYTES_MAX (the node should cap payloads well below).
- * A job that lands on an idle worker is running at once: `started` is
- * called for it before workers_dispatch returns. */
+ * A job that lands on an idle worker is running at once: its `started` is
+ * queued (with the time of this call) and delivered by the next
+ * workers_deliver / workers_on_readable / workers_reap / workers_tick. */
 #define WORKERS_ERR_JOB_TOO_BIG (-2)
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job);
+/* Delivers the events queued by workers_dispatch (`started`). Call it
+ * outside any task core call, e.g. right after tasks_pump. */
+void workers_deliver(struct workers *w);
 /* Free job slots in a pool right now. */
 uint32_t workers_free_slots(const struct workers *w, uint32_t pool);
 

@@ -55,6 +55,21 @@ static void sift_down(struct timerheap *h, uint32_t i)
 	put(h, i, t);
 }
 
+int timerheap_reserve(struct timerheap *h, uint32_t n)
+{
+	if (h->cap >= n)
+		return 0;
+	uint32_t cap = h->cap ? h->cap : 64;
+	while (cap < n)
+		cap = cap > UINT32_MAX / 2 ? n : cap * 2;
+	struct timer **nv = realloc(h->v, (size_t)cap * sizeof(*nv));
+	if (!nv)
+		return -1;
+	h->v = nv;
+	h->cap = cap;
+	return 0;
+}
+
 int timerheap_set(struct timerheap *h, struct timer *t, uint64_t at_ms)
 {
 	if (t->pos) {

@@ -34,6 +34,11 @@ void timerheap_free(struct timerheap *h); /* the array only; timers are the owne
 /* Arms t at at_ms, or moves it there if armed. 0, or -1 on ENOMEM (t is
  * then left as it was). */
 int timerheap_set(struct timerheap *h, struct timer *t, uint64_t at_ms);
+/* Makes room for n armed timers, so that timerheap_set cannot fail while at
+ * most n are armed (a core reserves when it admits an owner, where it can
+ * still refuse, instead of failing deep inside a state change). 0, or -1
+ * on ENOMEM (the heap is unchanged). */
+int timerheap_reserve(struct timerheap *h, uint32_t n);
 /* Disarms t (no-op when not armed). */
 void timerheap_cancel(struct timerheap *h, struct timer *t);
 /* The earliest armed timer, or NULL. */

@@ -57,8 +57,6 @@
 #define MAX_ATTEMPTS_MAX 1000
 /* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
 #define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
-/* the task core's time: wall ms until the core takes struct now */
-#define CORE_NOW(n) ((n)->wall_ms)
 
 enum waiter_kind { WAIT_TASK, WAIT_BATCH };
 
@@ -498,7 +496,7 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 		t->opts.max_attempts = 1;
 	}
 	uint64_t id = 0;
-	rc = tasks_submit(s->tasks, t, CORE_NOW(host_now(s->host)), &id);
+	rc = tasks_submit(s->tasks, t, host_now(s->host), &id);
 	if (rc) {
 		task_free(t);
 		log_limited(LOG_WARN, "tasks", "queue-full", 10000, "queue full (%u tasks): submit refused",
@@ -557,7 +555,7 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 	}
 	uint64_t batch_id = 0;
 	rc = tasks_submit_batch(s->tasks, tv, n, m->max_concurrency, m->deadline_ms,
-	                        CORE_NOW(host_now(s->host)), &batch_id);
+	                        host_now(s->host), &batch_id);
 	if (rc) {
 		for (uint32_t i = 0; i < n; i++)
 			task_free(tv[i]);
@@ -601,7 +599,7 @@ static void handle_cancel(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	struct tasks_svc *s = svc;
 	const Chorus__CancelReq *m = env->cancel;
 	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
-	uint64_t now = CORE_NOW(host_now(s->host));
+	const struct now *now = host_now(s->host);
 	if (m->origin.len == SEAL_ID_BYTES) {
 		const struct task *t = tasks_find_origin(s->tasks, m->origin.data, m->origin_task);
 		if (t && tasks_cancel(s->tasks, t->id, now) == 0)
@@ -765,7 +763,7 @@ static void ev_started(void *ctx, uint64_t task_id, uint64_t now_ms)
 {
 	struct tasks_svc *s = ctx;
 	(void)now_ms;
-	tasks_on_started(s->tasks, task_id, CORE_NOW(host_now(s->host)));
+	tasks_on_started(s->tasks, task_id, host_now(s->host));
 }
 
 static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output, size_t output_len,
@@ -774,7 +772,7 @@ static void ev_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output
 	struct tasks_svc *s = ctx;
 	(void)now_ms;
 	tasks_on_result(s->tasks, task_id, ok, output, output_len, exit_code, error, s->cfg->name,
-	                CORE_NOW(host_now(s->host)));
+	                host_now(s->host));
 }
 
 static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms)
@@ -783,7 +781,7 @@ static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *wh
 	(void)now_ms;
 	if (was_running)
 		log_warn("workers", "task %" PRIu64 ": %s", task_id, why ? why : "worker lost");
-	tasks_on_worker_lost(s->tasks, task_id, was_running, why, CORE_NOW(host_now(s->host)));
+	tasks_on_worker_lost(s->tasks, task_id, was_running, why, host_now(s->host));
 }
 
 /* ---- the task_sink port: outcomes of attempts placed on other members ---- */
@@ -792,7 +790,7 @@ static void sink_outcome(void *ctx, const struct remote_outcome *o, const struct
 {
 	struct tasks_svc *s = ctx;
 	char why[512];
-	uint64_t cn = CORE_NOW(now);
+	const struct now *cn = now;
 	const struct task *t = tasks_get(s->tasks, o->task_id);
 	if (!t)
 		return;
@@ -856,7 +854,7 @@ static void sink_outcome(void *ctx, const struct remote_outcome *o, const struct
 static void sink_member_lost(void *ctx, uint64_t task_id, const char *why, const struct now *now)
 {
 	struct tasks_svc *s = ctx;
-	tasks_on_lost(s->tasks, task_id, TASK_LOST, why, CORE_NOW(now));
+	tasks_on_lost(s->tasks, task_id, TASK_LOST, why, now);
 }
 
 static uint32_t sink_local_load(void *ctx)
@@ -870,12 +868,16 @@ static uint32_t sink_local_load(void *ctx)
 struct recover_ctx {
 	struct tasks_svc *s;
 	uint64_t count;
+	int failed; /* a task could not be taken (the store's loop does not say) */
 };
 
 static int recover_batch_cb(void *arg, const struct batch *b)
 {
 	struct recover_ctx *rc = arg;
-	return tasks_recover_batch(rc->s->tasks, b);
+	int r = tasks_recover_batch(rc->s->tasks, b, host_now(rc->s->host));
+	if (r)
+		rc->failed = 1;
+	return r;
 }
 
 static int recover_task_cb(void *arg, struct task *t)
@@ -886,7 +888,12 @@ static int recover_task_cb(void *arg, struct task *t)
 		 * the default pool, where an unknown handler fails cleanly */
 		t->pool = 0;
 	}
-	tasks_recover(rc->s->tasks, t, CORE_NOW(host_now(rc->s->host)));
+	int r = tasks_recover(rc->s->tasks, t, host_now(rc->s->host));
+	if (r) {
+		task_free(t); /* not taken */
+		rc->failed = 1;
+		return r;
+	}
 	rc->count++;
 	return 0;
 }
@@ -993,9 +1000,9 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SINK);
 		return -1;
 	}
-	struct recover_ctx rctx = {s, 0};
+	struct recover_ctx rctx = {s, 0, 0};
 	if (store_load_open_batches(s->store, recover_batch_cb, &rctx) != 0 ||
-	    store_load_unfinished(s->store, recover_task_cb, &rctx) != 0) {
+	    store_load_unfinished(s->store, recover_task_cb, &rctx) != 0 || rctx.failed) {
 		snprintf(err, err_len, "cannot load unfinished tasks");
 		return -1;
 	}
@@ -1010,14 +1017,9 @@ static uint64_t svc_next_deadline(void *svc)
 {
 	struct tasks_svc *s = svc;
 	uint64_t next = timerheap_next_ms(&s->deadlines);
-	uint64_t core = tasks_next_deadline(s->tasks);
-	if (core != UINT64_MAX) {
-		/* the core runs on wall time until it takes struct now */
-		uint64_t mono = core > host_now(s->host)->wall_ms ? host_now(s->host)->mono_ms + (core - host_now(s->host)->wall_ms)
-		                                     : host_now(s->host)->mono_ms;
-		if (mono < next)
-			next = mono;
-	}
+	uint64_t core = tasks_next_deadline(s->tasks); /* monotonic */
+	if (core < next)
+		next = core;
 	if (s->ended.n || s->progressed.n)
 		next = 0; /* waiters to wake after the next commit */
 	return next;
@@ -1050,8 +1052,11 @@ static void svc_tick(void *svc, const struct now *now)
 {
 	struct tasks_svc *s = svc;
 	workers_tick(s->workers, workers_now_ms());
-	tasks_tick(s->tasks, CORE_NOW(now));
-	tasks_pump(s->tasks, CORE_NOW(now));
+	tasks_tick(s->tasks, now);
+	tasks_pump(s->tasks, now);
+	/* a dispatch's "started" events, queued by the supervisor: delivered
+	 * now, outside the core call that raised them */
+	workers_deliver(s->workers);
 }
 
 static int put_task_cb(void *arg, const struct task *t)

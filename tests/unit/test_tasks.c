@@ -7,7 +7,8 @@
  * until the test reports the worker's result or its loss. The fake records
  * every dispatch, kill, final and batch progress, and checks on every
  * dispatch that no pool and no batch goes beyond its capacity. Time is a
- * plain `now_ms` variable that the tests advance themselves.
+ * plain `now_ms` variable that the tests advance themselves; AT(ms) hands it
+ * to the core as both clocks (struct now), AT2(mono, wall) as two.
  *
  * The last test is a randomized model test: thousands of random operations
  * from a seeded PRNG, with invariants checked after each one. Set
@@ -24,8 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lib/err.h"
 #include "core/tasks.h"
+#include "lib/err.h"
+
+/* The time handed to the core: both clocks equal, unless a test wants them
+ * apart (the wall-clock step tests). */
+#define AT(ms) (&(const struct now){.mono_ms = (ms), .wall_ms = (ms)})
+#define AT2(mono, wall) (&(const struct now){.mono_ms = (mono), .wall_ms = (wall)})
 
 /* ---- the fake effects ---- */
 
@@ -192,14 +198,14 @@ static void worker_result(struct tasks *ts, uint64_t id, int ok, const char *out
 {
 	slot_free(id);
 	tasks_on_result(ts, id, ok, (const uint8_t *)out, out ? strlen(out) : 0, code, err, "node-a",
-	                now_ms);
+	                AT(now_ms));
 }
 
 static void worker_lost(struct tasks *ts, uint64_t id, int was_running, const char *why,
                         uint64_t now_ms)
 {
 	slot_free(id);
-	tasks_on_worker_lost(ts, id, was_running, why, now_ms);
+	tasks_on_worker_lost(ts, id, was_running, why, AT(now_ms));
 }
 
 static int put_task(void *arg, const struct task *t)
@@ -274,7 +280,7 @@ static struct task *mk_task(uint32_t pool, uint8_t restart, uint32_t timeout_ms,
 static uint64_t submit(struct tasks *ts, struct task *t, uint64_t now_ms)
 {
 	uint64_t id = 0;
-	assert_int_equal(tasks_submit(ts, t, now_ms, &id), 0);
+	assert_int_equal(tasks_submit(ts, t, AT(now_ms), &id), 0);
 	assert_true(id > 0);
 	rec_of(id)->submitted = 1;
 	return id;
@@ -293,7 +299,7 @@ static uint64_t submit_batch(struct tasks *ts, uint32_t n, uint32_t pool, uint8_
 	for (uint32_t i = 0; i < n; i++)
 		tv[i] = mk_task(pool, restart, 0, 0, 0);
 	uint64_t bid = 0;
-	assert_int_equal(tasks_submit_batch(ts, tv, n, max_conc, deadline_ms, now_ms, &bid), 0);
+	assert_int_equal(tasks_submit_batch(ts, tv, n, max_conc, deadline_ms, AT(now_ms), &bid), 0);
 	assert_true(bid > 0 && bid < BATCH_IDS_MAX);
 	F.batch_max[bid] = max_conc;
 	for (uint32_t i = 0; i < n; i++) {
@@ -349,7 +355,7 @@ static void pump_dispatches_in_fifo_order_per_pool(void **state)
 	assert_int_equal(tasks_pool_queued(ts, 0), 3);
 	assert_int_equal(tasks_pool_queued(ts, 1), 1);
 
-	tasks_pump(ts, 10);
+	tasks_pump(ts, AT(10));
 	assert_int_equal(F.dispatch_count, 4);
 	/* FIFO within pool 0, pool 1 in its own order */
 	uint64_t p0[3];
@@ -382,7 +388,7 @@ static void refused_dispatch_keeps_task_at_head(void **state)
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(F.dispatch_log[0], a);
 	assert_true(F.refused_count >= 1);
@@ -393,16 +399,16 @@ static void refused_dispatch_keeps_task_at_head(void **state)
 	assert_int_equal(tb->started_ms, 0);
 	assert_int_equal(tasks_pool_queued(ts, 0), 2);
 
-	tasks_pump(ts, 2); /* still no room: nothing moves */
+	tasks_pump(ts, AT(2)); /* still no room: nothing moves */
 	assert_int_equal(F.dispatch_count, 1);
 
 	worker_result(ts, a, 1, "x", 0, NULL, 3);
-	tasks_pump(ts, 3);
+	tasks_pump(ts, AT(3));
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(F.dispatch_log[1], b); /* b kept its place at the head */
 	assert_int_equal(tasks_get(ts, b)->attempts, 1);
 	worker_result(ts, b, 1, "x", 0, NULL, 4);
-	tasks_pump(ts, 4);
+	tasks_pump(ts, AT(4));
 	assert_int_equal(F.dispatch_log[2], c);
 	tasks_destroy(ts);
 }
@@ -415,7 +421,7 @@ static void pools_are_independent(void **state)
 	uint64_t b = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
 	uint64_t d = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	/* pool 0 full does not hold back pool 1 */
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(F.dispatch_log[0], b);
@@ -426,7 +432,7 @@ static void pools_are_independent(void **state)
 	assert_int_equal(tasks_pool_queued(ts, 1), 1);
 
 	F.cap[0] = 1; /* room in pool 0 only */
-	tasks_pump(ts, 2);
+	tasks_pump(ts, AT(2));
 	assert_int_equal(F.dispatch_count, 3);
 	assert_int_equal(F.dispatch_log[2], a);
 	assert_int_equal(state_of(ts, d), TASK_QUEUED);
@@ -439,11 +445,11 @@ static void draining_stops_dispatch(void **state)
 	struct tasks *ts = new_default(4, 4);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	tasks_set_draining(ts, 1);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 0);
 	assert_int_equal(state_of(ts, a), TASK_QUEUED);
 	tasks_set_draining(ts, 0);
-	tasks_pump(ts, 2);
+	tasks_pump(ts, AT(2));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -455,11 +461,11 @@ static void ok_result_succeeds_with_output_exit_code_and_node(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, 10);
+	tasks_pump(ts, AT(10));
 	char *out = strdup("hello");
 	assert_non_null(out);
 	slot_free(a);
-	tasks_on_result(ts, a, 1, (const uint8_t *)out, 5, 7, NULL, "node-b", 25);
+	tasks_on_result(ts, a, 1, (const uint8_t *)out, 5, 7, NULL, "node-b", AT(25));
 	memset(out, 'X', 5); /* the core must have copied it */
 	free(out);
 
@@ -481,8 +487,8 @@ static void ok_result_succeeds_with_output_exit_code_and_node(void **state)
 	assert_int_equal(c.held, 1); /* until persisted and released */
 
 	/* a stale second report changes nothing */
-	tasks_on_result(ts, a, 0, NULL, 0, 1, "late", "node-c", 30);
-	tasks_on_worker_lost(ts, a, 1, "late", 30);
+	tasks_on_result(ts, a, 0, NULL, 0, 1, "late", "node-c", AT(30));
+	tasks_on_worker_lost(ts, a, 1, "late", AT(30));
 	assert_int_equal(state_of(ts, a), TASK_SUCCEEDED);
 	assert_int_equal(F.final_count, 1);
 	tasks_destroy(ts);
@@ -495,11 +501,11 @@ static void handler_failure_fails_and_is_never_retried_even_if_transient(void **
 	struct task *t0 = mk_task(0, TASK_RESTART_TRANSIENT, 0, 5, 10);
 	uint64_t a = submit(ts, t0, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	worker_result(ts, a, 0, "partial", 3, "boom", 2);
 	worker_result(ts, b, 0, NULL, 1, NULL, 2);
-	tasks_tick(ts, 100000);
-	tasks_pump(ts, 100000);
+	tasks_tick(ts, AT(100000));
+	tasks_pump(ts, AT(100000));
 
 	const struct task *t = tasks_get(ts, a);
 	assert_int_equal(t->state, TASK_FAILED);
@@ -526,7 +532,7 @@ static void lost_worker_fails_temporary_task_with_reason(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	worker_lost(ts, a, 1, "worker died: SIGSEGV", 50);
 	const struct task *t = tasks_get(ts, a);
 	assert_int_equal(t->state, TASK_FAILED);
@@ -536,8 +542,8 @@ static void lost_worker_fails_temporary_task_with_reason(void **state)
 	struct tasks_counters c = counters(ts);
 	assert_int_equal(c.failed, 1);
 	assert_int_equal(c.retried, 0);
-	tasks_tick(ts, 100000);
-	tasks_pump(ts, 100000);
+	tasks_tick(ts, AT(100000));
+	tasks_pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -551,7 +557,7 @@ static void lost_transient_task_retries_with_capped_exponential_backoff(void **s
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 5, 100), 0);
 	const uint64_t want_delay[] = {100, 200, 400, 500}; /* 100 * 2^(n-1), capped */
 	uint64_t now = 1000;
-	tasks_pump(ts, now);
+	tasks_pump(ts, AT(now));
 	for (uint32_t attempt = 1; attempt <= 4; attempt++) {
 		assert_int_equal(tasks_get(ts, a)->attempts, attempt);
 		assert_int_equal(F.dispatch_count, attempt);
@@ -565,12 +571,12 @@ static void lost_transient_task_retries_with_capped_exponential_backoff(void **s
 		assert_int_equal(F.final_count, 0);
 
 		/* not before the backoff is over */
-		tasks_tick(ts, now + want_delay[attempt - 1] - 1);
-		tasks_pump(ts, now + want_delay[attempt - 1] - 1);
+		tasks_tick(ts, AT(now + want_delay[attempt - 1] - 1));
+		tasks_pump(ts, AT(now + want_delay[attempt - 1] - 1));
 		assert_int_equal(F.dispatch_count, attempt);
 		now += want_delay[attempt - 1];
-		tasks_tick(ts, now);
-		tasks_pump(ts, now);
+		tasks_tick(ts, AT(now));
+		tasks_pump(ts, AT(now));
 		assert_int_equal(F.dispatch_count, attempt + 1);
 		assert_int_equal(state_of(ts, a), TASK_RUNNING);
 	}
@@ -598,13 +604,13 @@ static void backoff_doubles_without_a_cap(void **state)
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 4, 100), 0);
 	uint64_t now = 0;
 	const uint64_t want_delay[] = {100, 200, 400};
-	tasks_pump(ts, now);
+	tasks_pump(ts, AT(now));
 	for (int i = 0; i < 3; i++) {
 		worker_lost(ts, a, 1, "crash", now);
 		assert_int_equal(tasks_next_deadline(ts), now + want_delay[i]);
 		now += want_delay[i];
-		tasks_tick(ts, now);
-		tasks_pump(ts, now);
+		tasks_tick(ts, AT(now));
+		tasks_pump(ts, AT(now));
 		assert_int_equal(state_of(ts, a), TASK_RUNNING);
 	}
 	tasks_destroy(ts);
@@ -632,7 +638,7 @@ static void lost_while_queued_behind_is_requeued_at_head_without_charge(void **s
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 2); /* a and b in the worker, c queued */
 
 	/* the worker dies: a was running, b only waited behind it */
@@ -647,7 +653,7 @@ static void lost_while_queued_behind_is_requeued_at_head_without_charge(void **s
 	assert_int_equal(counters(ts).retried, 0);
 	assert_int_equal(tasks_pool_queued(ts, 0), 2);
 
-	tasks_pump(ts, 6);
+	tasks_pump(ts, AT(6));
 	assert_int_equal(F.dispatch_count, 4);
 	assert_int_equal(F.dispatch_log[2], b); /* back at the head, before c */
 	assert_int_equal(F.dispatch_log[3], c);
@@ -662,16 +668,16 @@ static void timeout_kills_once_then_temporary_task_times_out(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 1000, 0, 0), 0);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	assert_int_equal(tasks_next_deadline(ts), 1000);
-	tasks_tick(ts, 999);
+	tasks_tick(ts, AT(999));
 	assert_int_equal(F.kill_count, 0);
-	tasks_tick(ts, 1000);
+	tasks_tick(ts, AT(1000));
 	assert_int_equal(F.kill_count, 1);
 	assert_int_equal(F.kill_log[0], a);
 	assert_int_equal(state_of(ts, a), TASK_RUNNING); /* until the worker is gone */
-	tasks_tick(ts, 2000);
-	tasks_tick(ts, 5000);
+	tasks_tick(ts, AT(2000));
+	tasks_tick(ts, AT(5000));
 	assert_int_equal(F.kill_count, 1); /* once */
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
 
@@ -691,18 +697,18 @@ static void timeout_of_transient_task_is_retried(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 1000, 2, 50), 0);
-	tasks_pump(ts, 0);
-	tasks_tick(ts, 1000);
+	tasks_pump(ts, AT(0));
+	tasks_tick(ts, AT(1000));
 	assert_int_equal(F.kill_count, 1);
 	worker_lost(ts, a, 1, "killed", 1001);
 	assert_int_equal(state_of(ts, a), TASK_QUEUED);
 	assert_int_equal(counters(ts).retried, 1);
-	tasks_tick(ts, 1051);
-	tasks_pump(ts, 1051);
+	tasks_tick(ts, AT(1051));
+	tasks_pump(ts, AT(1051));
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(tasks_next_deadline(ts), 2051); /* a fresh deadline */
 	/* second (last) attempt times out too: now it is final */
-	tasks_tick(ts, 2051);
+	tasks_tick(ts, AT(2051));
 	assert_int_equal(F.kill_count, 2);
 	worker_lost(ts, a, 1, "killed", 2052);
 	assert_int_equal(state_of(ts, a), TASK_TIMED_OUT);
@@ -715,17 +721,17 @@ static void started_resets_the_deadline(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 1000, 0, 0), 0);
-	tasks_pump(ts, 0);
-	tasks_on_started(ts, a, 800); /* it waited 800 ms behind another job */
+	tasks_pump(ts, AT(0));
+	tasks_on_started(ts, a, AT(800)); /* it waited 800 ms behind another job */
 	assert_int_equal(tasks_get(ts, a)->started_ms, 800);
 	assert_int_equal(tasks_next_deadline(ts), 1800);
-	tasks_tick(ts, 1000);
+	tasks_tick(ts, AT(1000));
 	assert_int_equal(F.kill_count, 0);
-	tasks_tick(ts, 1799);
+	tasks_tick(ts, AT(1799));
 	assert_int_equal(F.kill_count, 0);
-	tasks_tick(ts, 1800);
+	tasks_tick(ts, AT(1800));
 	assert_int_equal(F.kill_count, 1);
-	tasks_on_started(ts, 9999, 1900); /* unknown id: ignored */
+	tasks_on_started(ts, 9999, AT(1900)); /* unknown id: ignored */
 	tasks_destroy(ts);
 }
 
@@ -736,7 +742,7 @@ static void default_timeout_applies_when_task_gives_none(void **state)
 	lim.default_timeout_ms = 300;
 	struct tasks *ts = new_table(&lim, 1, 1);
 	submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 10);
+	tasks_pump(ts, AT(10));
 	assert_int_equal(tasks_next_deadline(ts), 310);
 	tasks_destroy(ts);
 }
@@ -748,7 +754,7 @@ static void cancel_queued_task_is_cancelled_at_once(void **state)
 	(void)state;
 	struct tasks *ts = new_default(0, 0);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	assert_int_equal(tasks_cancel(ts, a, 7), 0);
+	assert_int_equal(tasks_cancel(ts, a, AT(7)), 0);
 	const struct task *t = tasks_get(ts, a);
 	assert_int_equal(t->state, TASK_CANCELLED);
 	assert_int_equal(t->finished_ms, 7);
@@ -756,7 +762,7 @@ static void cancel_queued_task_is_cancelled_at_once(void **state)
 	assert_int_equal(F.kill_count, 0);
 	assert_int_equal(tasks_pool_queued(ts, 0), 0);
 	F.cap[0] = 5;
-	tasks_pump(ts, 8);
+	tasks_pump(ts, AT(8));
 	assert_int_equal(F.dispatch_count, 0);
 	assert_int_equal(counters(ts).cancelled, 1);
 	tasks_destroy(ts);
@@ -767,15 +773,15 @@ static void cancel_in_backoff_is_cancelled_at_once(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	worker_lost(ts, a, 1, "crash", 1);
 	assert_int_equal(counters(ts).backoff, 1);
-	assert_int_equal(tasks_cancel(ts, a, 2), 0);
+	assert_int_equal(tasks_cancel(ts, a, AT(2)), 0);
 	assert_int_equal(state_of(ts, a), TASK_CANCELLED);
 	assert_int_equal(counters(ts).backoff, 0);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
-	tasks_tick(ts, 100000);
-	tasks_pump(ts, 100000);
+	tasks_tick(ts, AT(100000));
+	tasks_pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -785,14 +791,14 @@ static void cancel_running_task_kills_then_cancels_when_worker_is_lost(void **st
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, 0);
-	assert_int_equal(tasks_cancel(ts, a, 10), 0);
+	tasks_pump(ts, AT(0));
+	assert_int_equal(tasks_cancel(ts, a, AT(10)), 0);
 	assert_int_equal(F.kill_count, 1);
 	assert_int_equal(F.kill_log[0], a);
 	assert_int_equal(state_of(ts, a), TASK_RUNNING);
 	assert_int_equal(F.final_count, 0);
 	/* cancelling again does not kill twice */
-	assert_int_equal(tasks_cancel(ts, a, 11), 0);
+	assert_int_equal(tasks_cancel(ts, a, AT(11)), 0);
 	assert_int_equal(F.kill_count, 1);
 
 	worker_lost(ts, a, 1, "killed", 12);
@@ -801,8 +807,8 @@ static void cancel_running_task_kills_then_cancels_when_worker_is_lost(void **st
 	struct tasks_counters c = counters(ts);
 	assert_int_equal(c.cancelled, 1);
 	assert_int_equal(c.retried, 0);
-	tasks_tick(ts, 100000);
-	tasks_pump(ts, 100000);
+	tasks_tick(ts, AT(100000));
+	tasks_pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -811,15 +817,15 @@ static void cancel_of_unknown_or_final_task_is_not_found(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	assert_int_equal(tasks_cancel(ts, 12345, 0), ERR_NOT_FOUND);
+	assert_int_equal(tasks_cancel(ts, 12345, AT(0)), ERR_NOT_FOUND);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
-	assert_int_equal(tasks_cancel(ts, a, 2), ERR_NOT_FOUND); /* final, still held */
+	assert_int_equal(tasks_cancel(ts, a, AT(2)), ERR_NOT_FOUND); /* final, still held */
 	assert_int_equal(flush(ts), 0);
 	tasks_release_final(ts);
 	assert_null(tasks_get(ts, a));
-	assert_int_equal(tasks_cancel(ts, a, 3), ERR_NOT_FOUND); /* released */
+	assert_int_equal(tasks_cancel(ts, a, AT(3)), ERR_NOT_FOUND); /* released */
 	assert_int_equal(F.final_count, 1);
 	assert_int_equal(counters(ts).cancelled, 0);
 	tasks_destroy(ts);
@@ -833,14 +839,14 @@ static void cancel_beats_timeout(void **state)
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 100, 3, 10), 0);
 	/* cancel first, then the deadline passes */
 	uint64_t b = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 100, 3, 10), 0);
-	tasks_pump(ts, 0);
-	tasks_tick(ts, 50);
-	assert_int_equal(tasks_cancel(ts, b, 50), 0);
+	tasks_pump(ts, AT(0));
+	tasks_tick(ts, AT(50));
+	assert_int_equal(tasks_cancel(ts, b, AT(50)), 0);
 	assert_int_equal(F.kill_count, 1);
-	tasks_tick(ts, 100);
+	tasks_tick(ts, AT(100));
 	assert_int_equal(F.kill_count, 2); /* a timed out; b was not killed again */
 	assert_int_equal(F.kill_log[1], a);
-	assert_int_equal(tasks_cancel(ts, a, 101), 0);
+	assert_int_equal(tasks_cancel(ts, a, AT(101)), 0);
 	assert_int_equal(F.kill_count, 2);
 	worker_lost(ts, a, 1, "killed", 102);
 	worker_lost(ts, b, 1, "killed", 102);
@@ -859,11 +865,11 @@ static void result_after_kill_still_counts(void **state)
 	/* the worker finished just as the kill went out: the answer wins */
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 0);
-	assert_int_equal(tasks_cancel(ts, a, 1), 0);
+	tasks_pump(ts, AT(0));
+	assert_int_equal(tasks_cancel(ts, a, AT(1)), 0);
 	worker_result(ts, a, 1, "done", 0, NULL, 2);
 	assert_int_equal(state_of(ts, a), TASK_SUCCEEDED);
-	tasks_on_worker_lost(ts, a, 1, "killed", 3); /* stale */
+	tasks_on_worker_lost(ts, a, 1, "killed", AT(3)); /* stale */
 	assert_int_equal(state_of(ts, a), TASK_SUCCEEDED);
 	assert_int_equal(F.final_count, 1);
 	tasks_destroy(ts);
@@ -881,7 +887,7 @@ static void batch_never_exceeds_max_concurrency(void **state)
 	assert_int_equal(b->total, 10);
 	assert_int_equal(b->done, 0);
 	assert_int_equal(counters(ts).queued, 10);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 3); /* the fake checked <= 3 on each */
 	assert_int_equal(b->in_flight, 3);
 	/* ids in input order */
@@ -900,7 +906,7 @@ static void batch_never_exceeds_max_concurrency(void **state)
 		assert_int_equal(b->done, done);
 		assert_int_equal(F.last_progress_batch, bid);
 		assert_int_equal(F.last_progress_done, done);
-		tasks_pump(ts, now++);
+		tasks_pump(ts, AT(now++));
 		assert_true(b->in_flight <= 3);
 		assert_int_equal(F.dispatch_count, done + 3 < 10 ? done + 3 : 10);
 	}
@@ -920,7 +926,7 @@ static void batch_without_limit_is_bounded_by_pool_only(void **state)
 	(void)state;
 	struct tasks *ts = new_default(4, 0);
 	uint64_t bid = submit_batch(ts, 6, 0, TASK_RESTART_TEMPORARY, 0, 0, 0);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 4);
 	assert_int_equal(tasks_pool_queued(ts, 0), 2);
 	assert_non_null(tasks_get_batch(ts, bid));
@@ -935,7 +941,7 @@ static void batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_one
 	const struct batch *b = tasks_get_batch(ts, bid);
 	assert_int_equal(b->deadline_ms, 1000);
 	assert_int_equal(tasks_next_deadline(ts), 1000);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	/* pool has 2 slots, batch allows 3: two running, one queued in the pool,
 	 * three pending behind the batch limit */
 	assert_int_equal(F.dispatch_count, 2);
@@ -944,14 +950,14 @@ static void batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_one
 	worker_lost(ts, r2, 1, "crash", 500);
 	assert_int_equal(state_of(ts, r2), TASK_QUEUED);
 	assert_int_equal(counters(ts).backoff, 1);
-	tasks_pump(ts, 500);
+	tasks_pump(ts, AT(500));
 	uint64_t r3 = F.dispatch_log[2];
 	assert_int_equal(F.dispatch_count, 3);
 
-	tasks_tick(ts, 999);
+	tasks_tick(ts, AT(999));
 	assert_int_equal(F.kill_count, 0);
 	assert_int_equal(b->done, 0);
-	tasks_tick(ts, 1000);
+	tasks_tick(ts, AT(1000));
 	/* every task not on a worker is timed out now, the two running are killed */
 	assert_int_equal(b->done, 4);
 	assert_int_equal(F.final_count, 4);
@@ -971,8 +977,8 @@ static void batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_one
 	struct tasks_counters c = counters(ts);
 	assert_int_equal(c.timed_out, 6);
 	assert_int_equal(c.retried, 1); /* only r2's crash before the deadline */
-	tasks_tick(ts, 100000);
-	tasks_pump(ts, 100000);
+	tasks_tick(ts, AT(100000));
+	tasks_pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 3);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
 	tasks_destroy(ts);
@@ -985,15 +991,15 @@ static void cancel_batch_cancels_every_unfinished_task(void **state)
 	uint64_t bid = submit_batch(ts, 5, 0, TASK_RESTART_TRANSIENT, 2, 0, 0);
 	uint64_t other = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t first = other - 5; /* the batch's ids come first */
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	assert_int_equal(F.dispatch_count, 3);
 	worker_result(ts, first, 1, "ok", 0, NULL, 1);
-	tasks_pump(ts, 1);
+	tasks_pump(ts, AT(1));
 	/* 1 done, 2 running, 2 pending */
 	const struct batch *b = tasks_get_batch(ts, bid);
 	assert_int_equal(b->done, 1);
 	size_t kills0 = F.kill_count;
-	assert_int_equal(tasks_cancel_batch(ts, bid, 2), 4);
+	assert_int_equal(tasks_cancel_batch(ts, bid, AT(2)), 4);
 	assert_int_equal(F.kill_count - kills0, 2);
 	assert_int_equal(b->done, 3);
 	for (uint64_t id = first; id < first + 5; id++) {
@@ -1007,8 +1013,8 @@ static void cancel_batch_cancels_every_unfinished_task(void **state)
 	assert_int_equal(b->done, 5);
 	assert_int_equal(counters(ts).cancelled, 4);
 	assert_int_equal(state_of(ts, other), TASK_RUNNING); /* not in the batch */
-	assert_int_equal(tasks_cancel_batch(ts, bid, 4), 0);
-	assert_int_equal(tasks_cancel_batch(ts, 999, 4), 0);
+	assert_int_equal(tasks_cancel_batch(ts, bid, AT(4)), 0);
+	assert_int_equal(tasks_cancel_batch(ts, 999, AT(4)), 0);
 	tasks_destroy(ts);
 }
 
@@ -1026,29 +1032,29 @@ static void full_queue_refuses_submit_and_batch_until_tasks_are_released(void **
 
 	struct task *t = mk_task(0, TASK_RESTART_TEMPORARY, 0, 0, 0);
 	uint64_t id = 77;
-	assert_int_equal(tasks_submit(ts, t, 1, &id), ERR_FULL);
+	assert_int_equal(tasks_submit(ts, t, AT(1), &id), ERR_FULL);
 	assert_int_equal(id, 77);
 	assert_int_equal(t->id, 0); /* not taken */
 	struct task *tv[2] = {mk_task(0, 0, 0, 0, 0), mk_task(0, 0, 0, 0, 0)};
 	uint64_t bid = 0;
-	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, 1, &bid), ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, AT(1), &bid), ERR_FULL);
 	assert_int_equal(counters(ts).submitted, 3);
 	assert_int_equal(counters(ts).held, 3);
 
 	/* one finishes, is persisted and released: there is room for one */
-	tasks_pump(ts, 2);
+	tasks_pump(ts, AT(2));
 	worker_result(ts, a, 1, "ok", 0, NULL, 3);
 	assert_int_equal(flush(ts), 0);
 	tasks_release_final(ts);
 	assert_int_equal(counters(ts).held, 2);
 	/* a batch of two does not fit; nothing of it is taken */
-	assert_int_equal(tasks_submit_batch(ts, tv, 2, 0, 0, 4, &bid), ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, tv, 2, 0, 0, AT(4), &bid), ERR_FULL);
 	assert_int_equal(tv[0]->id, 0);
 	assert_int_equal(tv[1]->id, 0);
 	assert_int_equal(counters(ts).held, 2);
 	/* a batch of one does */
-	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, 4, &bid), 0);
-	assert_int_equal(tasks_submit(ts, tv[1], 4, &id), ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 0, AT(4), &bid), 0);
+	assert_int_equal(tasks_submit(ts, tv[1], AT(4), &id), ERR_FULL);
 	task_free(tv[1]);
 	task_free(t);
 	tasks_destroy(ts);
@@ -1066,13 +1072,13 @@ static void thousands_of_tasks_are_found_and_run_in_order(void **state)
 		assert_int_equal(submit_simple(ts, 0, TASK_RESTART_TEMPORARY, i), i + 1);
 	struct task *t = mk_task(0, 0, 0, 0, 0);
 	uint64_t id = 0;
-	assert_int_equal(tasks_submit(ts, t, N, &id), ERR_FULL);
+	assert_int_equal(tasks_submit(ts, t, AT(N), &id), ERR_FULL);
 	task_free(t);
 	for (uint64_t i = 1; i <= N; i++)
 		assert_int_equal(tasks_get(ts, i)->submitted_ms, i - 1);
 	uint64_t now = N;
 	while (counters(ts).held) {
-		tasks_pump(ts, now);
+		tasks_pump(ts, AT(now));
 		for (uint64_t id2 = 1; id2 <= N; id2++)
 			if (F.rec[id2].in_slot)
 				worker_result(ts, id2, 1, NULL, 0, NULL, now);
@@ -1097,7 +1103,7 @@ static void batches_max_refuses_new_batches(void **state)
 	submit_batch(ts, 1, 0, 0, 0, 0, 0);
 	struct task *t = mk_task(0, 0, 0, 0, 0);
 	uint64_t bid = 0;
-	assert_int_equal(tasks_submit_batch(ts, &t, 1, 0, 0, 0, &bid), ERR_FULL);
+	assert_int_equal(tasks_submit_batch(ts, &t, 1, 0, 0, AT(0), &bid), ERR_FULL);
 	assert_int_equal(t->id, 0);
 	task_free(t);
 	tasks_destroy(ts);
@@ -1112,7 +1118,7 @@ static void flush_hands_out_each_changed_task_once_in_change_order(void **state)
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 1); /* changes a, b, c again */
+	tasks_pump(ts, AT(1)); /* changes a, b, c again */
 	assert_int_equal(flush(ts), 0);
 	assert_int_equal(F.put_count, 3);
 	assert_int_equal(F.put_log[0], a);
@@ -1150,7 +1156,7 @@ static void failing_put_stops_the_flush_and_marks_nothing_clean(void **state)
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	worker_result(ts, b, 1, "ok", 0, NULL, 1);
 	F.put_fail_at = 2;
@@ -1198,7 +1204,7 @@ static void flush_without_commit_keeps_changes_dirty(void **state)
 	(void)state;
 	struct tasks *ts = new_default(10, 10);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	/* written, but flush_done never called (the commit failed) */
 	assert_int_equal(tasks_flush(ts, put_task, put_batch, NULL), 0);
@@ -1218,7 +1224,7 @@ static void release_final_frees_only_clean_final_tasks(void **state)
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t d = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	assert_int_equal(flush(ts), 0);
 	worker_result(ts, b, 1, "ok", 0, NULL, 2); /* final but not yet persisted */
@@ -1252,10 +1258,11 @@ static void recovered_queued_task_runs(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	tasks_recover(ts, mk_journal_task(5, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), 100);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(5, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(100)), 0);
 	assert_int_equal(state_of(ts, 5), TASK_QUEUED);
 	assert_int_equal(F.final_count, 0);
-	tasks_pump(ts, 100);
+	tasks_pump(ts, AT(100));
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(F.dispatch_log[0], 5);
 	worker_result(ts, 5, 1, "ok", 0, NULL, 101);
@@ -1267,7 +1274,8 @@ static void recovered_running_temporary_task_ends_lost(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	tasks_recover(ts, mk_journal_task(8, TASK_RUNNING, TASK_RESTART_TEMPORARY, 1, 1), 100);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(8, TASK_RUNNING, TASK_RESTART_TEMPORARY, 1, 1), AT(100)), 0);
 	const struct task *t = tasks_get(ts, 8);
 	assert_non_null(t);
 	assert_int_equal(t->state, TASK_LOST);
@@ -1275,7 +1283,7 @@ static void recovered_running_temporary_task_ends_lost(void **state)
 	assert_int_equal(t->finished_ms, 100);
 	assert_int_equal(F.final_count, 1);
 	assert_int_equal(counters(ts).lost, 1);
-	tasks_pump(ts, 100);
+	tasks_pump(ts, AT(100));
 	assert_int_equal(F.dispatch_count, 0);
 	/* the lost state must be journaled */
 	assert_int_equal(flush(ts), 0);
@@ -1290,16 +1298,18 @@ static void recovered_running_transient_task_is_retried(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
-	tasks_recover(ts, mk_journal_task(3, TASK_RUNNING, TASK_RESTART_TRANSIENT, 1, 3), 1000);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(3, TASK_RUNNING, TASK_RESTART_TRANSIENT, 1, 3), AT(1000)), 0);
 	assert_int_equal(state_of(ts, 3), TASK_QUEUED);
 	assert_int_equal(counters(ts).retried, 1);
 	assert_int_equal(tasks_next_deadline(ts), 1100); /* backoff 100 * 2^0 */
-	tasks_tick(ts, 1100);
-	tasks_pump(ts, 1100);
+	tasks_tick(ts, AT(1100));
+	tasks_pump(ts, AT(1100));
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(tasks_get(ts, 3)->attempts, 2); /* the interrupted run counted */
 	/* an exhausted one ends lost */
-	tasks_recover(ts, mk_journal_task(4, TASK_RUNNING, TASK_RESTART_TRANSIENT, 3, 3), 1100);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(4, TASK_RUNNING, TASK_RESTART_TRANSIENT, 3, 3), AT(1100)), 0);
 	assert_int_equal(state_of(ts, 4), TASK_LOST);
 	tasks_destroy(ts);
 }
@@ -1309,19 +1319,19 @@ static void recovered_batch_task_keeps_its_batch_limit(void **state)
 	(void)state;
 	struct tasks *ts = new_default(10, 10);
 	struct batch b = {.id = 4, .total = 3, .max_concurrency = 1, .created_ms = 1};
-	assert_int_equal(tasks_recover_batch(ts, &b), 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT(0)), 0);
 	F.batch_max[4] = 1;
 	for (uint64_t id = 10; id < 13; id++) {
 		struct task *t = mk_journal_task(id, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1);
 		t->batch_id = 4;
 		t->batch_index = (uint32_t)(id - 10);
-		tasks_recover(ts, t, 50);
+		assert_int_equal(tasks_recover(ts, t, AT(50)), 0);
 	}
-	tasks_pump(ts, 50);
+	tasks_pump(ts, AT(50));
 	assert_int_equal(F.dispatch_count, 1);
 	worker_result(ts, 10, 1, "ok", 0, NULL, 51);
 	assert_int_equal(tasks_get_batch(ts, 4)->done, 1);
-	tasks_pump(ts, 51);
+	tasks_pump(ts, AT(51));
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(F.dispatch_log[1], 11);
 	tasks_destroy(ts);
@@ -1331,10 +1341,12 @@ static void next_ids_continue_after_the_highest_recovered_id(void **state)
 {
 	(void)state;
 	struct tasks *ts = new_default(0, 0);
-	tasks_recover(ts, mk_journal_task(41, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), 0);
-	tasks_recover(ts, mk_journal_task(7, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(41, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(0)), 0);
+	assert_int_equal(
+	    tasks_recover(ts, mk_journal_task(7, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(0)), 0);
 	struct batch b = {.id = 9, .total = 0};
-	assert_int_equal(tasks_recover_batch(ts, &b), 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT(0)), 0);
 	uint64_t id = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 1);
 	assert_int_equal(id, 42);
 	uint64_t bid = submit_batch(ts, 1, 0, 0, 0, 0, 1);
@@ -1365,21 +1377,305 @@ static void next_deadline_is_the_earliest_of_timeouts_backoffs_and_batch_deadlin
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 5000, 0, 0), 0);
 	uint64_t b = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 3, 300), 0);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX); /* nothing running yet */
-	tasks_pump(ts, 0);
+	tasks_pump(ts, AT(0));
 	assert_int_equal(tasks_next_deadline(ts), 5000);
 	worker_lost(ts, b, 1, "crash", 10);
 	assert_int_equal(tasks_next_deadline(ts), 310); /* backoff */
 	submit_batch(ts, 1, 1, 0, 0, 200, 20); /* pool 1 has no room */
 	assert_int_equal(tasks_next_deadline(ts), 220); /* batch deadline */
-	tasks_tick(ts, 220);
+	tasks_tick(ts, AT(220));
 	assert_int_equal(tasks_next_deadline(ts), 310);
-	tasks_tick(ts, 310);
-	tasks_pump(ts, 310);
+	tasks_tick(ts, AT(310));
+	tasks_pump(ts, AT(310));
 	assert_int_equal(tasks_next_deadline(ts), 5000);
-	tasks_tick(ts, 5000);
+	tasks_tick(ts, AT(5000));
 	assert_int_equal(F.kill_count, 1);
 	assert_int_equal(F.kill_log[0], a);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX); /* b has no timeout */
+	tasks_destroy(ts);
+}
+
+/* ---- two clocks: timers on mono, what users see on wall ---- */
+
+#define HOUR_MS (3600u * 1000u)
+
+/* A table with one of each timer armed: a running task's timeout (a, at
+ * mono 1000 + 5000), a transient task in backoff (b, until mono 1010 + 300)
+ * and a batch deadline (mono 1020 + 2000, its task waiting for room). The
+ * wall clock starts far from the monotonic one, as on a real machine. */
+static struct tasks *three_timers(uint64_t *a, uint64_t *b, uint64_t *bid, uint64_t wall0)
+{
+	struct tasks *ts = new_default(2, 0);
+	uint64_t id = 0;
+	assert_int_equal(tasks_submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 5000, 0, 0),
+	                              AT2(1000, wall0), &id), 0);
+	rec_of(id)->submitted = 1;
+	*a = id;
+	assert_int_equal(tasks_submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 3, 300),
+	                              AT2(1000, wall0), &id), 0);
+	rec_of(id)->submitted = 1;
+	*b = id;
+	tasks_pump(ts, AT2(1000, wall0));
+	slot_free(*b);
+	tasks_on_worker_lost(ts, *b, 1, "crash", AT2(1010, wall0 + 10));
+	struct task *tv[1] = {mk_task(1, TASK_RESTART_TEMPORARY, 0, 0, 0)}; /* pool 1: no room */
+	assert_int_equal(tasks_submit_batch(ts, tv, 1, 0, 2000, AT2(1020, wall0 + 20), bid), 0);
+	rec_of(tv[0]->id)->submitted = 1;
+	return ts;
+}
+
+static void wall_clock_steps_fire_no_timeout_backoff_or_batch_deadline(void **state)
+{
+	(void)state;
+	uint64_t wall0 = UINT64_C(1700000000000); /* a 2023 date, far from mono */
+	uint64_t a, b, bid;
+	struct tasks *ts = three_timers(&a, &b, &bid, wall0);
+	assert_int_equal(tasks_next_deadline(ts), 1310); /* b's backoff, on mono */
+
+	/* what users see is wall time */
+	assert_int_equal(tasks_get(ts, a)->submitted_ms, wall0);
+	assert_int_equal(tasks_get(ts, a)->started_ms, wall0);
+	const struct batch *bt = tasks_get_batch(ts, bid);
+	assert_int_equal(bt->created_ms, wall0 + 20);
+	assert_int_equal(bt->deadline_ms, wall0 + 20 + 2000);
+
+	/* the wall clock jumps hours ahead, then hours back; mono stays */
+	size_t finals = F.final_count;
+	tasks_tick(ts, AT2(1300, wall0 + 5 * HOUR_MS));
+	tasks_pump(ts, AT2(1300, wall0 + 5 * HOUR_MS));
+	tasks_tick(ts, AT2(1300, wall0 - 5 * HOUR_MS));
+	tasks_pump(ts, AT2(1300, wall0 - 5 * HOUR_MS));
+	tasks_tick(ts, AT2(1300, 0));
+	assert_int_equal(F.kill_count, 0);
+	assert_int_equal(F.final_count, finals);
+	assert_int_equal(F.dispatch_count, 2); /* b still waits out its backoff */
+	assert_int_equal(state_of(ts, a), TASK_RUNNING);
+	assert_int_equal(tasks_next_deadline(ts), 1310);
+
+	/* mono moves: each fires at its own time, whatever the wall says */
+	tasks_tick(ts, AT2(1310, wall0 - HOUR_MS));
+	tasks_pump(ts, AT2(1310, wall0 - HOUR_MS));
+	assert_int_equal(F.dispatch_count, 3); /* b again */
+	assert_int_equal(tasks_get(ts, b)->started_ms, wall0 - HOUR_MS);
+	assert_int_equal(tasks_next_deadline(ts), 3020); /* the batch's */
+	tasks_tick(ts, AT2(3019, wall0 + HOUR_MS));
+	assert_int_equal(F.final_count, finals);
+	tasks_tick(ts, AT2(3020, wall0 + HOUR_MS));
+	assert_int_equal(F.final_count, finals + 1); /* the batch's task timed out */
+	assert_int_equal(tasks_get(ts, F.final_log[finals])->state, TASK_TIMED_OUT);
+	assert_int_equal(tasks_get(ts, F.final_log[finals])->finished_ms, wall0 + HOUR_MS);
+	assert_int_equal(tasks_next_deadline(ts), 6000); /* a's timeout */
+	tasks_tick(ts, AT2(5999, wall0 + 9 * HOUR_MS));
+	assert_int_equal(F.kill_count, 0);
+	tasks_tick(ts, AT2(6000, wall0 - 9 * HOUR_MS));
+	assert_int_equal(F.kill_count, 1);
+	assert_int_equal(F.kill_log[0], a);
+	tasks_destroy(ts);
+}
+
+static void recovered_batch_deadline_moves_to_the_monotonic_clock(void **state)
+{
+	(void)state;
+	/* created at wall 10000 with 5000 ms to go; the node restarts with
+	 * mono at 50 */
+	struct batch b = {.id = 4, .total = 1, .created_ms = 10000, .deadline_ms = 15000};
+
+	struct tasks *ts = new_default(0, 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT2(50, 12000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), 50 + 3000); /* what was left */
+	tasks_destroy(ts);
+
+	/* the wall clock was stepped back meanwhile: never more than the span */
+	ts = new_default(0, 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT2(50, 1000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), 50 + 5000);
+	tasks_destroy(ts);
+
+	/* it passed while the node was down: due at once, and it ends the
+	 * batch's recovered task */
+	ts = new_default(0, 0);
+	assert_int_equal(tasks_recover_batch(ts, &b, AT2(50, 99000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), 50);
+	struct task *t = mk_journal_task(9, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1);
+	t->batch_id = 4;
+	assert_int_equal(tasks_recover(ts, t, AT2(50, 99000)), 0);
+	tasks_tick(ts, AT2(50, 99000));
+	assert_int_equal(state_of(ts, 9), TASK_TIMED_OUT);
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+	tasks_destroy(ts);
+
+	/* a finished batch arms nothing */
+	ts = new_default(0, 0);
+	struct batch done = b;
+	done.done = 1;
+	assert_int_equal(tasks_recover_batch(ts, &done, AT2(50, 12000)), 0);
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+	tasks_destroy(ts);
+}
+
+/* ---- timer order ---- */
+
+static void timers_fire_in_deadline_order_after_cancels_and_retries(void **state)
+{
+	(void)state;
+	struct tasks_limits lim = default_limits();
+	lim.queue_tasks_max = 2000;
+	lim.backoff_max_ms = 0;
+	struct tasks *ts = new_table(&lim, 2000, 0);
+	uint64_t seed = 12345;
+	enum { N = 1500 };
+	uint64_t ids[N];
+	for (int i = 0; i < N; i++) {
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		uint32_t timeout = 100 + (uint32_t)((seed >> 33) % 5000);
+		uint8_t restart = (seed >> 20) & 1 ? TASK_RESTART_TRANSIENT : TASK_RESTART_TEMPORARY;
+		ids[i] = submit(ts, mk_task(0, restart, timeout, 3, 1 + (uint32_t)(seed >> 40) % 50),
+		                0);
+	}
+	tasks_pump(ts, AT(0));
+	/* every third crashes (transient ones retry after a backoff), every
+	 * fifth is cancelled, and the clock moves in uneven steps */
+	for (int i = 0; i < N; i += 3)
+		worker_lost(ts, ids[i], 1, "crash", 10);
+	for (int i = 0; i < N; i += 5)
+		if (!task_state_is_final(state_of(ts, ids[i]))) {
+			assert_int_equal(tasks_cancel(ts, ids[i], AT(20)), 0);
+			rec_of(ids[i])->cancel_requested = 1;
+		}
+	for (uint64_t now = 20; now <= 80; now += 7) {
+		tasks_tick(ts, AT(now));
+		tasks_pump(ts, AT(now)); /* retries run again with new deadlines */
+	}
+	/* cancel kills so far do not count below */
+	size_t first_timeout_kill = F.kill_count;
+	uint64_t last_deadline = 0;
+	for (uint64_t now = 81; now <= 6000; now += 13) {
+		size_t before = F.kill_count;
+		tasks_tick(ts, AT(now));
+		for (size_t k = before; k < F.kill_count; k++) {
+			const struct rec *r = rec_of(F.kill_log[k]);
+			CHECK(r->deadline_ms <= now);          /* not early */
+			CHECK(r->deadline_ms + 13 > now);      /* not late: due since the last tick */
+			CHECK(r->deadline_ms >= last_deadline); /* in deadline order */
+			last_deadline = r->deadline_ms;
+		}
+		uint64_t next = tasks_next_deadline(ts);
+		CHECK(next == UINT64_MAX || next > now);
+	}
+	/* every running task that was not cancelled timed out exactly once */
+	size_t expected = 0;
+	for (int i = 0; i < N; i++) {
+		const struct task *t = tasks_get(ts, ids[i]);
+		if (t && t->state == TASK_RUNNING && !rec_of(ids[i])->cancel_requested) {
+			expected++;
+			CHECK(t->kill_requested);
+		}
+	}
+	assert_int_equal(F.kill_count - first_timeout_kill, expected);
+	assert_true(expected > N / 2);
+	tasks_destroy(ts);
+}
+
+/* ---- many batches ---- */
+
+static int lite_dispatch(void *ctx, struct task *t)
+{
+	(void)ctx;
+	(void)t;
+	return 0;
+}
+
+static int lite_put_task(void *arg, const struct task *t)
+{
+	(void)arg;
+	(void)t;
+	return 0;
+}
+
+static int lite_put_batch(void *arg, const struct batch *b)
+{
+	(void)arg;
+	(void)b;
+	return 0;
+}
+
+static void lite_commit(struct tasks *ts)
+{
+	assert_int_equal(tasks_flush(ts, lite_put_task, lite_put_batch, NULL), 0);
+	tasks_flush_done(ts);
+	tasks_release_final(ts);
+}
+
+static uint64_t lite_batch(struct tasks *ts, uint32_t deadline_ms, uint64_t now, uint64_t *task_id)
+{
+	struct task *t = mk_task(0, TASK_RESTART_TEMPORARY, 0, 0, 0);
+	uint64_t bid = 0;
+	assert_int_equal(tasks_submit_batch(ts, &t, 1, 0, deadline_ms, AT(now), &bid), 0);
+	*task_id = t->id;
+	return bid;
+}
+
+static void more_than_100k_batches_over_time_and_600_at_once(void **state)
+{
+	(void)state;
+	static const struct tasks_effects lite = {.dispatch = lite_dispatch};
+	struct tasks_limits lim = default_limits();
+	lim.queue_tasks_max = 4096;
+	lim.batches_max = 1024;
+	struct tasks *ts = tasks_create(&lim, &lite, 0, 0);
+	assert_non_null(ts);
+	enum { LIVE = 600 };
+	uint64_t bids[LIVE], tids[LIVE];
+	for (uint32_t i = 0; i < LIVE; i++)
+		bids[i] = lite_batch(ts, i % 2 ? 1000 : 0, 0, &tids[i]);
+	tasks_pump(ts, AT(0));
+	for (uint32_t i = 0; i < LIVE; i++) {
+		const struct batch *b = tasks_get_batch(ts, bids[i]);
+		assert_non_null(b);
+		assert_int_equal(b->id, bids[i]);
+		assert_int_equal(b->in_flight, 1);
+		assert_int_equal(state_of(ts, tids[i]), TASK_RUNNING);
+	}
+	assert_int_equal(tasks_next_deadline(ts), 1000);
+	tasks_tick(ts, AT(999));
+	for (uint32_t i = 0; i < LIVE; i++)
+		tasks_on_result(ts, tids[i], 1, NULL, 0, 0, NULL, "n", AT(999));
+	/* every batch is done: no deadline left to fire */
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+	lite_commit(ts);
+	for (uint32_t i = 0; i < LIVE; i++)
+		assert_null(tasks_get_batch(ts, bids[i]));
+
+	/* 100,000 more, 1,000 at a time, each released before the next round;
+	 * half of them expire by their deadline */
+	uint64_t now = 1000, created = LIVE, timed_out = 0;
+	uint64_t round_tids[1000];
+	for (int round = 0; round < 100; round++) {
+		for (uint32_t i = 0; i < 1000; i++) {
+			(void)lite_batch(ts, i % 2 ? 50 : 500, now, &round_tids[i]);
+			created++;
+		}
+		tasks_pump(ts, AT(now));
+		for (uint32_t i = 0; i < 1000; i += 2)
+			tasks_on_result(ts, round_tids[i], 1, NULL, 0, 0, NULL, "n", AT(now + 10));
+		tasks_tick(ts, AT(now + 50)); /* kills the odd ones... */
+		for (uint32_t i = 1; i < 1000; i += 2) {
+			const struct task *t = tasks_get(ts, round_tids[i]);
+			assert_true(t->kill_requested);
+			tasks_on_worker_lost(ts, round_tids[i], 1, "killed", AT(now + 51));
+			assert_int_equal(state_of(ts, round_tids[i]), TASK_TIMED_OUT);
+			timed_out++;
+		}
+		assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
+		lite_commit(ts);
+		now += 100;
+	}
+	assert_true(created > 100000);
+	assert_int_equal(timed_out, 50000);
+	struct tasks_counters c = counters(ts);
+	assert_int_equal(c.held, 0);
+	assert_int_equal(c.succeeded, LIVE + 50000);
+	assert_int_equal(c.timed_out, 50000);
 	tasks_destroy(ts);
 }
 
@@ -1608,7 +1904,7 @@ static void model_step(struct model *m)
 		struct task *t = model_mk();
 		uint64_t id = 0;
 		uint64_t live = m->submitted - model_finals();
-		int rc = tasks_submit(ts, t, m->now_ms, &id);
+		int rc = tasks_submit(ts, t, AT(m->now_ms), &id);
 		if (live >= m->queue_max) {
 			CHECK(rc == ERR_FULL);
 			g_cov.full++;
@@ -1629,7 +1925,7 @@ static void model_step(struct model *m)
 		uint32_t deadline = rng_below(2) ? 0 : 100 + rng_below(3000);
 		uint64_t bid = 0;
 		uint64_t live = m->submitted - model_finals();
-		int rc = tasks_submit_batch(ts, tv, n, max, deadline, m->now_ms, &bid);
+		int rc = tasks_submit_batch(ts, tv, n, max, deadline, AT(m->now_ms), &bid);
 		if (live + n > m->queue_max) {
 			CHECK(rc == ERR_FULL);
 			g_cov.full++;
@@ -1671,21 +1967,21 @@ static void model_step(struct model *m)
 	} else if (op < 60) { /* a queued-behind job starts */
 		uint64_t id = pick_slot(m);
 		if (id) {
-			tasks_on_started(ts, id, m->now_ms);
+			tasks_on_started(ts, id, AT(m->now_ms));
 			struct rec *r = rec_of(id);
 			if (r->timeout_ms && !r->kills)
 				r->deadline_ms = m->now_ms + r->timeout_ms;
 		}
 	} else if (op < 75) { /* time passes */
 		m->now_ms += rng_below(400);
-		tasks_tick(ts, m->now_ms);
+		tasks_tick(ts, AT(m->now_ms));
 		model_check_deadlines(m);
 	} else if (op < 83) { /* cancel */
 		if (m->last_id) {
 			uint64_t id = 1 + rng_below((uint32_t)m->last_id + 2); /* may be unknown */
 			int final = id <= m->last_id && F.rec[id].final_calls;
 			int known = id <= m->last_id;
-			int rc = tasks_cancel(ts, id, m->now_ms);
+			int rc = tasks_cancel(ts, id, AT(m->now_ms));
 			CHECK(rc == ((!known || final) ? ERR_NOT_FOUND : 0));
 			if (rc == 0) {
 				struct rec *r = rec_of(id);
@@ -1700,7 +1996,7 @@ static void model_step(struct model *m)
 			for (uint64_t id = 1; id <= m->last_id; id++)
 				if (F.rec[id].batch_id == bid && !F.rec[id].final_calls)
 					open++;
-			uint32_t n = tasks_cancel_batch(ts, bid, m->now_ms);
+			uint32_t n = tasks_cancel_batch(ts, bid, AT(m->now_ms));
 			CHECK(n == open);
 			for (uint64_t id = 1; id <= m->last_id; id++) {
 				struct rec *r = &F.rec[id];
@@ -1720,7 +2016,7 @@ static void model_step(struct model *m)
 		if (cap >= F.busy[p])
 			F.cap[p] = cap;
 	}
-	tasks_pump(ts, m->now_ms);
+	tasks_pump(ts, AT(m->now_ms));
 }
 
 static void model_run(uint64_t seed, int ops)
@@ -1760,8 +2056,8 @@ static void model_run(uint64_t seed, int ops)
 				worker_result(m->ts, id, 1, "out", 0, NULL, m->now_ms);
 		}
 		m->now_ms += 1000;
-		tasks_tick(m->ts, m->now_ms);
-		tasks_pump(m->ts, m->now_ms);
+		tasks_tick(m->ts, AT(m->now_ms));
+		tasks_pump(m->ts, AT(m->now_ms));
 		model_check(m);
 		if (m->submitted == model_finals() && pick_slot(m) == 0)
 			break;
@@ -1867,6 +2163,10 @@ int main(void)
 		cmocka_unit_test(next_ids_continue_after_the_highest_recovered_id),
 		cmocka_unit_test(create_starts_at_given_ids),
 		cmocka_unit_test(next_deadline_is_the_earliest_of_timeouts_backoffs_and_batch_deadlines),
+		cmocka_unit_test(wall_clock_steps_fire_no_timeout_backoff_or_batch_deadline),
+		cmocka_unit_test(recovered_batch_deadline_moves_to_the_monotonic_clock),
+		cmocka_unit_test(timers_fire_in_deadline_order_after_cancels_and_retries),
+		cmocka_unit_test(more_than_100k_batches_over_time_and_600_at_once),
 		cmocka_unit_test(clone_is_a_deep_copy),
 		cmocka_unit_test(random_operations_keep_the_invariants),
 	};

@@ -6,6 +6,10 @@
  * Every wait is a small poll loop that ends on a condition or fails at a
  * deadline; workers_reap() is called on every turn instead of handling
  * SIGCHLD.
+ *
+ * Every callback checks that it is not called from inside workers_dispatch
+ * or workers_kill_task (g_in_call): the node calls those from inside the
+ * task core, which must not be re-entered.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -44,10 +48,22 @@ struct fixture {
 	struct workers *w;
 };
 
+/* Set while the test is inside workers_dispatch / workers_kill_task. */
+static int g_in_call;
+
+static int kill_task(struct workers *w, uint64_t task_id)
+{
+	g_in_call = 1;
+	int rc = workers_kill_task(w, task_id);
+	g_in_call = 0;
+	return rc;
+}
+
 static void on_started(void *ctx, uint64_t task_id, uint64_t now_ms)
 {
 	struct rec *r = ctx;
 	(void)now_ms;
+	assert_false(g_in_call);
 	assert_true(task_id < IDS_MAX);
 	r->started[task_id]++;
 }
@@ -58,6 +74,7 @@ static void on_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output
 	struct rec *r = ctx;
 	(void)exit_code;
 	(void)now_ms;
+	assert_false(g_in_call);
 	assert_true(task_id < IDS_MAX);
 	if (r->started[task_id] == 0)
 		r->order_broken = 1;
@@ -79,6 +96,7 @@ static void on_result(void *ctx, uint64_t task_id, int ok, const uint8_t *output
 
 static void on_lost(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms)
 {
+	assert_false(g_in_call);
 	struct rec *r = ctx;
 	(void)now_ms;
 	assert_true(task_id < IDS_MAX);
@@ -171,7 +189,10 @@ static int dispatch(struct workers *w, uint64_t id, const char *handler, const c
 		.payload_len = strlen(payload),
 		.timeout_ms = 10000,
 	};
-	return workers_dispatch(w, 0, &job);
+	g_in_call = 1;
+	int rc = workers_dispatch(w, 0, &job);
+	g_in_call = 0;
+	return rc;
 }
 
 static uint32_t alive(const struct workers *w)
@@ -233,8 +254,13 @@ static void prefetch_is_respected(void **state)
 	assert_int_equal(st.alive, 2);
 	assert_int_equal(st.busy, 2);
 	assert_int_equal(st.queued, 2);
-	/* Least loaded first: each worker got one running job, then one queued. */
+	/* Least loaded first: each worker got one running job, then one queued.
+	 * Their `started` waits for workers_deliver, outside the dispatches. */
 	uint32_t running = 0;
+	for (uint64_t id = 1; id <= 4; id++)
+		running += f->rec->started[id];
+	assert_int_equal(running, 0);
+	workers_deliver(f->w);
 	for (uint64_t id = 1; id <= 4; id++)
 		running += f->rec->started[id];
 	assert_int_equal(running, 2);
@@ -258,6 +284,8 @@ static void crash_loses_running_and_queued_jobs_then_worker_restarts(void **stat
 	assert_int_equal(dispatch(f->w, 1, "crash", ""), 0);
 	assert_int_equal(dispatch(f->w, 2, "echo", "two"), 0);
 	assert_int_equal(dispatch(f->w, 3, "echo", "three"), 0);
+	assert_int_equal(r->started[1], 0); /* queued, not raised inside dispatch */
+	workers_deliver(f->w);
 	assert_int_equal(r->started[1], 1);
 	assert_int_equal(r->started[2], 0);
 	PUMP_UNTIL(f->w, r->lost_total == 3);
@@ -283,6 +311,27 @@ static void crash_loses_running_and_queued_jobs_then_worker_restarts(void **stat
 	assert_string_equal(r->last_output, "after");
 }
 
+/* Four idle workers, four dispatches: four `started` wait in the queue (its
+ * bound is one per worker) until a delivering call, which hands them out
+ * before any result. */
+static void started_waits_for_a_delivering_call_and_precedes_the_result(void **state)
+{
+	struct fixture *f = *state;
+	struct workers_config cfg = config(4, 1);
+	start(f, &cfg);
+	struct rec *r = f->rec;
+	for (uint64_t id = 1; id <= 4; id++)
+		assert_int_equal(dispatch(f->w, id, "echo", "x"), 0);
+	for (uint64_t id = 1; id <= 4; id++)
+		assert_int_equal(r->started[id], 0);
+	PUMP_UNTIL(f->w, r->result_total == 4);
+	for (uint64_t id = 1; id <= 4; id++) {
+		assert_int_equal(r->started[id], 1);
+		assert_int_equal(r->results[id], 1);
+	}
+	assert_false(r->order_broken);
+}
+
 static void kill_task_kills_its_worker_and_reports_it_lost(void **state)
 {
 	struct fixture *f = *state;
@@ -291,10 +340,11 @@ static void kill_task_kills_its_worker_and_reports_it_lost(void **state)
 	struct rec *r = f->rec;
 	assert_int_equal(dispatch(f->w, 1, "sleep", "10000"), 0);
 	assert_int_equal(dispatch(f->w, 2, "echo", "queued"), 0);
+	workers_deliver(f->w);
 	assert_int_equal(r->started[1], 1);
-	assert_int_equal(workers_kill_task(f->w, 999), -1);
+	assert_int_equal(kill_task(f->w, 999), -1);
 	uint64_t t0 = workers_now_ms();
-	assert_int_equal(workers_kill_task(f->w, 1), 0);
+	assert_int_equal(kill_task(f->w, 1), 0);
 	PUMP_UNTIL(f->w, r->lost_total == 2);
 	assert_true(workers_now_ms() - t0 < 5000);
 	assert_int_equal(r->was_running[1], 1);
@@ -303,7 +353,7 @@ static void kill_task_kills_its_worker_and_reports_it_lost(void **state)
 	assert_non_null(strstr(r->last_why, "task 1 killed"));
 	assert_int_equal(r->results[1], 0);
 	/* Gone from the supervisor: a second kill finds nothing. */
-	assert_int_equal(workers_kill_task(f->w, 1), -1);
+	assert_int_equal(kill_task(f->w, 1), -1);
 
 	PUMP_UNTIL(f->w, alive(f->w) == 1);
 	assert_int_equal(dispatch(f->w, 3, "sha256", "abc"), 0);
@@ -320,7 +370,7 @@ static void queued_task_can_be_killed_too(void **state)
 	struct rec *r = f->rec;
 	assert_int_equal(dispatch(f->w, 1, "sleep", "10000"), 0);
 	assert_int_equal(dispatch(f->w, 2, "sleep", "10000"), 0);
-	assert_int_equal(workers_kill_task(f->w, 2), 0);
+	assert_int_equal(kill_task(f->w, 2), 0);
 	PUMP_UNTIL(f->w, r->lost_total == 2);
 	assert_int_equal(r->was_running[1], 1);
 	assert_int_equal(r->was_running[2], 0);
@@ -593,6 +643,7 @@ int main(void)
 		T(thousand_echo_jobs_each_get_exactly_one_result),
 		T(prefetch_is_respected),
 		T(crash_loses_running_and_queued_jobs_then_worker_restarts),
+		T(started_waits_for_a_delivering_call_and_precedes_the_result),
 		T(kill_task_kills_its_worker_and_reports_it_lost),
 		T(queued_task_can_be_killed_too),
 		T(intensity_exceeded_marks_pool_degraded_until_a_quiet_period),
