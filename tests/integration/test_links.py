@@ -1,0 +1,29 @@
+"""test_links.py - the sealed links act only on what is authenticated.
+
+1. forged resends: an outsider copies a session id and a counter from the
+   wire (both travel in clear) and sends made-up bytes under them while the
+   real `submit --wait` is parked, and again after it was answered. Neither
+   forgery is answered; the real wait gets its result; a genuine resend of
+   the answered request still gets the cached answer; the forgeries are
+   counted as tampered, the genuine resend as resent.
+"""
+
+import unittest
+
+from harness import NodeTestCase, peer_counters
+
+
+class TestLinks(NodeTestCase):
+
+    def test_forged_resend_of_a_parked_wait_changes_nothing(self):
+        n = self.new_node("--workers", "2")
+        rc, out, err = n.frametool("forge-resend", timeout_s=60)
+        self.assertEqual(rc, 0, "frametool forge-resend:\n%s\n%s" % (out, err))
+        self.assertIn("real wait: answered, succeeded", out)
+        pc = peer_counters(n.status())
+        self.assertGreaterEqual(pc["tampered"], 2, pc)
+        self.assertGreaterEqual(pc["resent"], 1, pc)
+
+
+if __name__ == "__main__":
+    unittest.main()
