@@ -4,10 +4,9 @@ JSON logs, named pools, one node per data dir, protocol.
 Each test waits on conditions with deadlines (harness.wait_until)."""
 
 import json
-import subprocess
 import unittest
 
-from harness import CHORUSD, NodeTestCase, task_id, task_state, wait_until
+from harness import NodeTestCase, task_id, task_state, wait_until
 
 
 class TestNode(NodeTestCase):
@@ -65,23 +64,22 @@ class TestNode(NodeTestCase):
 
     def test_a_second_node_on_the_same_data_dir_is_refused(self):
         node = self.new_node()
-        other = subprocess.run([CHORUSD, "--data-dir", node.data_dir, "--listen",
-                                "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=30)
-        self.assertNotEqual(other.returncode, 0)
-        self.assertIn("in use by another chorusd", other.stderr)
+        rc, _, err = self.run_chorusd("--data-dir", node.data_dir, "--listen", "tcp://127.0.0.1:1")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("in use by another chorusd", err)
         # the first one is unaffected
         self.assertEqual(task_state(node.submit("echo", "--wait", payload="still here")),
                          "succeeded")
 
     def test_help_and_version(self):
-        out = subprocess.run([CHORUSD, "--help"], capture_output=True, text=True, timeout=30)
-        self.assertEqual(out.returncode, 0)
+        rc, out, err = self.run_chorusd("--help")
+        self.assertEqual(rc, 0, err)
         for flag in ("--seeds", "--tags", "--gossip-period", "--workers", "--exec-allow",
                      "--synchronous", "--log-format"):
-            self.assertIn(flag, out.stdout)
-        ver = subprocess.run([CHORUSD, "--version"], capture_output=True, text=True, timeout=30)
-        self.assertEqual(ver.returncode, 0)
-        self.assertIn("chorusd", ver.stdout)
+            self.assertIn(flag, out)
+        rc, out, err = self.run_chorusd("--version")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("chorusd", out)
 
 
 if __name__ == "__main__":
