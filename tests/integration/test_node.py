@@ -1,12 +1,14 @@
 """test_node.py - node-level settings on a real chorusd: result retention,
-JSON logs, named pools, one node per data dir, protocol.
+JSON logs, named pools, one node per data dir, protocol, a degraded pool in
+status.
 
 Each test waits on conditions with deadlines (harness.wait_until)."""
 
 import json
+import os
 import unittest
 
-from harness import NodeTestCase, task_id, task_state, wait_until
+from harness import EXIT_TASK_FAILED, NodeTestCase, pool, task_id, task_state, wait_until
 
 
 class TestNode(NodeTestCase):
@@ -70,6 +72,31 @@ class TestNode(NodeTestCase):
         # the first one is unaffected
         self.assertEqual(task_state(node.submit("echo", "--wait", payload="still here")),
                          "succeeded")
+
+    def test_pool_whose_workers_keep_crashing_is_shown_degraded(self):
+        # [supervisor] intensity = 1: a second restart within the period is
+        # beyond the limit; the period is long so both crashes fall in it
+        conf = os.path.join(self.workdir, "chorus.conf")
+        with open(conf, "w") as f:
+            f.write("[supervisor]\nintensity = 1\nperiod = 10m\n")
+        node = self.new_node("--config", conf, "--workers", "1")
+        self.assertFalse(pool(node.status())["degraded"])
+        for i in range(3):
+            r = node.submit("crash", "--wait", expect_rc=EXIT_TASK_FAILED)
+            self.assertEqual(task_state(r), "failed", r)
+        st = self.wait_status(node, lambda s: pool(s)["degraded"], "the default pool degraded")
+        self.assertGreaterEqual(pool(st)["restarts"], 2, st)
+        # a degraded pool still gets its (spaced) restarts and serves
+        r = node.submit("echo", "--wait", payload="still served")
+        self.assertEqual(r["output"], "still served")
+        rc, text, err = node.ctl("status", json=False)
+        self.assertEqual(rc, 0, err)
+        header = [l for l in text.splitlines() if l.startswith("POOL")]
+        row = [l for l in text.splitlines() if l.startswith("default ")]
+        self.assertEqual(len(header), 1, text)
+        self.assertIn("DEGRADED", header[0])
+        self.assertEqual(len(row), 1, text)
+        self.assertEqual(row[0].split()[header[0].split().index("DEGRADED")], "yes", text)
 
     def test_help_and_version(self):
         rc, out, err = self.run_chorusd("--help")
