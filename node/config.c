@@ -529,7 +529,7 @@ static int set_cluster_key(struct config *c, const char *name, const char *v, ch
 		return set_listen(v, c->advertise, sizeof(c->advertise), w);
 	}
 	if (strcmp(name, "gossip_period") == 0) {
-		uint64_t ms;
+		uint64_t ms = 0;
 		if (set_duration(v, 20, 60000, &ms, w) != 0)
 			return -1;
 		c->gossip_period_ms = (uint32_t)ms;

@@ -3,7 +3,7 @@
 # missing. As root it runs apt-get; otherwise it prints the exact command.
 set -euo pipefail
 PKGS=(cmake gcc make pkg-config libnng-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev
-      libsqlite3-dev libcmocka-dev libinih-dev libjansson-dev python3 valgrind procps
+      libsqlite3-dev libcmocka-dev libinih-dev libjansson-dev python3 valgrind procps clang
       libfaketime)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -8,6 +8,13 @@ cluster secrets (keygen), and NodeTestCase, which
 cleans every process up even when a test fails and prints the node logs of a
 failed test.
 
+At the end of every test NodeTestCase checks that each node the test did not
+stop on purpose (stop, kill9) is still running, and scans the output of every
+chorusd the test started for sanitizer reports (ASan, UBSan, LeakSanitizer):
+the nodes' log files, and the output of one-shot runs (--help, a refused
+start) made through NodeTestCase.run_chorusd. Tests start chorusd only
+through new_node or run_chorusd, so no output goes unscanned.
+
 Rules the tests keep: never sleep-and-hope. Every wait is a condition polled
 with a deadline (wait_until); a fixed sleep appears only where the test needs
 time to pass on purpose (e.g. to let a proxy cut connections).
@@ -152,6 +159,7 @@ class Node:
         self.proc = None
         self.pgids = []     # process groups we started (chorusd and its workers)
         self.starts = 0
+        self.exit_expected = False  # set by stop() and kill9(): its end is on purpose
 
     # ---- process control ----
 
@@ -159,6 +167,7 @@ class Node:
         """Starts chorusd; with wait, returns once it answers status."""
         assert self.proc is None or self.proc.poll() is not None, "node already running"
         self.starts += 1
+        self.exit_expected = False
         log = open(self.log_path, "ab")
         log.write(("---- start %d: %s\n" % (self.starts, " ".join(self.command()))).encode())
         log.flush()
@@ -179,6 +188,13 @@ class Node:
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def died_unexpectedly(self):
+        """The exit code when chorusd was started and has exited although
+        nobody stopped or killed it on purpose; None otherwise."""
+        if self.proc is None or self.exit_expected:
+            return None
+        return self.proc.poll()
 
     def wait_ready(self, timeout_s=READY_TIMEOUT_S):
         """Polls `clusterctl status --json` until it answers; fails at once
@@ -209,13 +225,21 @@ class Node:
 
     def stop(self, timeout_s=STOP_TIMEOUT_S):
         """SIGTERM (a drain), then waits; returns the exit code."""
+        self.exit_expected = True
         if not self.running():
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
         return self.wait_exit(timeout_s)
 
+    def sigterm(self):
+        """SIGTERM without waiting: the node drains while the test looks."""
+        self.exit_expected = True
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+
     def kill9(self):
         """kill -9 of chorusd alone (its workers are left to notice)."""
+        self.exit_expected = True
         if self.running():
             self.proc.kill()
             self.proc.wait(timeout=STOP_TIMEOUT_S)
@@ -353,19 +377,48 @@ class NodeTestCase(unittest.TestCase):
                       % ", ".join(missing))
         self.workdir = tempfile.mkdtemp(prefix="chorus-it-")
         self.nodes = []
+        self.chorusd_runs = []  # (command line, output) of one-shot chorusd runs
         # registered first, so it runs last: after every node was stopped
         self.addCleanup(self.check_sanitizer_reports)
 
+    def tearDown(self):
+        # before the cleanups kill the nodes: a node that died on its own
+        # (a crash, an abort, a sanitizer halting it) fails the test
+        self.check_nodes_alive()
+        super().tearDown()
+
+    def check_nodes_alive(self):
+        """Fails the test when a node it did not stop or kill on purpose is
+        no longer running, with the tail of that node's log."""
+        dead = [(n, n.died_unexpectedly()) for n in self.nodes]
+        dead = [(n, rc) for n, rc in dead if rc is not None]
+        if dead:
+            self.fail("\n".join("node %s died unexpectedly (exit code %s); last lines of %s:\n%s"
+                                % (n.name, rc, n.log_path, n.log_tail(30)) for n, rc in dead))
+
     def check_sanitizer_reports(self):
-        """Fails the test when a node (or a worker) printed a sanitizer
-        report (ASan+UBSan builds)."""
-        for n in self.nodes:
-            text = n.log_text()
-            for mark in SANITIZER_MARKS:
-                i = text.find(mark)
-                if i >= 0:
-                    self.fail("sanitizer report in the log of node %s:\n%s"
-                              % (n.name, text[max(0, i - 200):i + 3000]))
+        """Fails the test when a chorusd it started (a node, its workers, or
+        a one-shot run) printed a sanitizer report (ASan+UBSan builds)."""
+        sources = [("the log of node %s (%s)" % (n.name, n.log_path), n.log_text())
+                   for n in self.nodes]
+        sources += [("the output of `%s`" % cmd, text) for cmd, text in self.chorusd_runs]
+        reports = []
+        for where, text in sources:
+            hits = [i for i in (text.find(m) for m in SANITIZER_MARKS) if i >= 0]
+            if hits:
+                i = min(hits)
+                reports.append("sanitizer report in %s:\n%s" % (where, text[max(0, i - 200):i + 3000]))
+        if reports:
+            self.fail("\n".join(reports))
+
+    def run_chorusd(self, *args, timeout_s=30):
+        """Runs chorusd ARGS to its end (--help, a start that must be
+        refused); returns (exit code, stdout, stderr). Its output is scanned
+        for sanitizer reports at the end of the test."""
+        cmd = [CHORUSD] + [str(a) for a in args]
+        rc, out, err = run_cmd(cmd, timeout_s=timeout_s)
+        self.chorusd_runs.append((" ".join(cmd), out + err))
+        return rc, out, err
 
     def new_node(self, *args, name=None, start=True, **kw):
         """A node with extra chorusd flags; started and ready unless start=False."""

@@ -12,11 +12,16 @@ import os
 import time
 import unittest
 
-from harness import (CHORUSD, EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, Node, NodeTestCase,
-                     free_port, peer_counters, run_cmd, task_id, task_state)
+from harness import (EXIT_AUTH, EXIT_REFUSED, EXIT_UNREACHABLE, Node, NodeTestCase, free_port,
+                     peer_counters, task_id, task_state)
 
 GARBAGE_FRAMES = 200
 TRUNCATED_FRAMES = 5
+# Time bounds compare with a timeout that is much longer, never a tight
+# absolute bound: a clusterctl run can take a second or more to start and
+# exit under ASan on a loaded two-core machine.
+LONG_TIMEOUT_S = 30
+START_SLACK_S = 5.0
 
 
 class TestClientErrors(NodeTestCase):
@@ -27,12 +32,13 @@ class TestClientErrors(NodeTestCase):
         rc, _, err = node.ctl("keygen", other, json=False)
         self.assertEqual(rc, 0, err)
         t0 = time.monotonic()
-        rc, out, err = node.ctl("--timeout", "5s", "status", secret=other)
+        rc, out, err = node.ctl("--timeout", "%ds" % LONG_TIMEOUT_S, "status", secret=other)
         took = time.monotonic() - t0
         self.assertEqual(rc, EXIT_AUTH, (out, err))
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("secret", err)
-        self.assertLess(took, 2.0, "a REJECT must end the handshake at once, not at the timeout")
+        self.assertLess(took, LONG_TIMEOUT_S / 3,
+                        "a REJECT must end the handshake at once, not at the timeout")
         st = node.status()
         self.assertEqual(peer_counters(st)["forged"], 1)
 
@@ -49,30 +55,30 @@ class TestClientErrors(NodeTestCase):
         self.assertEqual(rc, EXIT_UNREACHABLE, (out, err))
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn(addr, err)
-        self.assertLess(took, 1.0 + 1.5)
+        self.assertLess(took, 1.0 + START_SLACK_S, "not bounded by its 1 s timeout")
 
 
 class TestBadSettings(NodeTestCase):
 
-    def run_chorusd(self, *args):
+    def run_chorusd_on_data(self, *args):
         data = os.path.join(self.workdir, "data")
-        cmd = [CHORUSD, "--data-dir", data, "--listen", "tcp://127.0.0.1:%d" % free_port()]
-        return run_cmd(cmd + list(args), timeout_s=15)
+        return self.run_chorusd("--data-dir", data, "--listen",
+                                "tcp://127.0.0.1:%d" % free_port(), *args)
 
     def test_unknown_config_key_exits_2_naming_file_and_line(self):
         conf = os.path.join(self.workdir, "chorus.conf")
         with open(conf, "w") as f:
             f.write("[node]\nworkers = 2\nbogus_key = 1\n")
-        rc, out, err = self.run_chorusd("--config", conf)
+        rc, out, err = self.run_chorusd_on_data("--config", conf)
         self.assertEqual(rc, 2, (out, err))
         self.assertIn("bogus_key", err)
         self.assertIn("%s:3" % conf, err)
 
     def test_bad_flag_value_exits_2_naming_the_flag(self):
-        rc, out, err = self.run_chorusd("--workers", "0")
+        rc, out, err = self.run_chorusd_on_data("--workers", "0")
         self.assertEqual(rc, 2, (out, err))
         self.assertIn("workers", err)
-        rc, out, err = self.run_chorusd("--frame-max", "lots")
+        rc, out, err = self.run_chorusd_on_data("--frame-max", "lots")
         self.assertEqual(rc, 2, (out, err))
         self.assertIn("frame-max", err)
 
@@ -81,8 +87,8 @@ class TestBadSettings(NodeTestCase):
         with open(blocker, "w") as f:
             f.write("not a directory\n")
         data = os.path.join(blocker, "data")
-        cmd = [CHORUSD, "--data-dir", data, "--listen", "tcp://127.0.0.1:%d" % free_port()]
-        rc, out, err = run_cmd(cmd, timeout_s=15)
+        rc, out, err = self.run_chorusd("--data-dir", data,
+                                        "--listen", "tcp://127.0.0.1:%d" % free_port())
         self.assertNotEqual(rc, 0, (out, err))
         self.assertIn(blocker, err)
         self.assertIn("Not a directory", err)
@@ -91,9 +97,8 @@ class TestBadSettings(NodeTestCase):
         blocker = os.path.join(self.workdir, "a-file")
         with open(blocker, "w") as f:
             f.write("not a directory\n")
-        cmd = [CHORUSD, "--data-dir", os.path.join(blocker, "data"),
-               "--listen", "tcp://127.0.0.1:%d" % free_port()]
-        rc, out, err = run_cmd(cmd, timeout_s=15)
+        rc, out, err = self.run_chorusd("--data-dir", os.path.join(blocker, "data"),
+                                        "--listen", "tcp://127.0.0.1:%d" % free_port())
         self.assertNotEqual(rc, 0, (out, err))
         lines = [l for l in err.splitlines() if blocker in l]
         self.assertEqual(len(lines), 1, "the same error logged %d times:\n%s" % (len(lines), err))

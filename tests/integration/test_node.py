@@ -1,13 +1,14 @@
 """test_node.py - node-level settings on a real chorusd: result retention,
-JSON logs, named pools, one node per data dir, protocol.
+JSON logs, named pools, one node per data dir, protocol, a degraded pool in
+status.
 
 Each test waits on conditions with deadlines (harness.wait_until)."""
 
 import json
-import subprocess
+import os
 import unittest
 
-from harness import CHORUSD, NodeTestCase, task_id, task_state, wait_until
+from harness import EXIT_TASK_FAILED, NodeTestCase, pool, task_id, task_state, wait_until
 
 
 class TestNode(NodeTestCase):
@@ -65,23 +66,47 @@ class TestNode(NodeTestCase):
 
     def test_a_second_node_on_the_same_data_dir_is_refused(self):
         node = self.new_node()
-        other = subprocess.run([CHORUSD, "--data-dir", node.data_dir, "--listen",
-                                "tcp://127.0.0.1:1"], capture_output=True, text=True, timeout=30)
-        self.assertNotEqual(other.returncode, 0)
-        self.assertIn("in use by another chorusd", other.stderr)
+        rc, _, err = self.run_chorusd("--data-dir", node.data_dir, "--listen", "tcp://127.0.0.1:1")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("in use by another chorusd", err)
         # the first one is unaffected
         self.assertEqual(task_state(node.submit("echo", "--wait", payload="still here")),
                          "succeeded")
 
+    def test_pool_whose_workers_keep_crashing_is_shown_degraded(self):
+        # [supervisor] intensity = 1: a second restart within the period is
+        # beyond the limit; the period is long so both crashes fall in it
+        conf = os.path.join(self.workdir, "chorus.conf")
+        with open(conf, "w") as f:
+            f.write("[supervisor]\nintensity = 1\nperiod = 10m\n")
+        node = self.new_node("--config", conf, "--workers", "1")
+        self.assertFalse(pool(node.status())["degraded"])
+        for i in range(3):
+            r = node.submit("crash", "--wait", expect_rc=EXIT_TASK_FAILED)
+            self.assertEqual(task_state(r), "failed", r)
+        st = self.wait_status(node, lambda s: pool(s)["degraded"], "the default pool degraded")
+        self.assertGreaterEqual(pool(st)["restarts"], 2, st)
+        # a degraded pool still gets its (spaced) restarts and serves
+        r = node.submit("echo", "--wait", payload="still served")
+        self.assertEqual(r["output"], "still served")
+        rc, text, err = node.ctl("status", json=False)
+        self.assertEqual(rc, 0, err)
+        header = [l for l in text.splitlines() if l.startswith("POOL")]
+        row = [l for l in text.splitlines() if l.startswith("default ")]
+        self.assertEqual(len(header), 1, text)
+        self.assertIn("DEGRADED", header[0])
+        self.assertEqual(len(row), 1, text)
+        self.assertEqual(row[0].split()[header[0].split().index("DEGRADED")], "yes", text)
+
     def test_help_and_version(self):
-        out = subprocess.run([CHORUSD, "--help"], capture_output=True, text=True, timeout=30)
-        self.assertEqual(out.returncode, 0)
+        rc, out, err = self.run_chorusd("--help")
+        self.assertEqual(rc, 0, err)
         for flag in ("--seeds", "--tags", "--gossip-period", "--workers", "--exec-allow",
                      "--synchronous", "--log-format"):
-            self.assertIn(flag, out.stdout)
-        ver = subprocess.run([CHORUSD, "--version"], capture_output=True, text=True, timeout=30)
-        self.assertEqual(ver.returncode, 0)
-        self.assertIn("chorusd", ver.stdout)
+            self.assertIn(flag, out)
+        rc, out, err = self.run_chorusd("--version")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("chorusd", out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
    SIGKILL half-way; after a restart on the same data dir every task whose id
    was acknowledged reaches a final state (queued ones run; a temporary one
    that was running may end `lost`, a transient one is retried) and none
-   vanishes.
+   vanishes. The same again with `--synchronous full` (each group commit
+   waits for fsync): the promise holds for every setting but `off`.
 2. Drain: SIGTERM while a task runs -> chorusd waits for it, exits 0, and
    after a restart the task is `succeeded`.
 """
@@ -33,7 +34,13 @@ class TestRecovery(NodeTestCase):
         return {task_id(t): t for t in task_list(out)}
 
     def test_kill9_loses_no_acknowledged_task(self):
-        node = self.new_node("--workers", str(WORKERS), "--prefetch", str(PREFETCH))
+        self.kill9_during_submits()
+
+    def test_kill9_at_synchronous_full_loses_no_acknowledged_task(self):
+        self.kill9_during_submits("--synchronous", "full")
+
+    def kill9_during_submits(self, *extra):
+        node = self.new_node("--workers", str(WORKERS), "--prefetch", str(PREFETCH), *extra)
         lock = threading.Lock()
         acked = {}  # id -> restart policy
         killed = threading.Event()
