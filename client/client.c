@@ -1477,6 +1477,9 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 		json_object_set_new(po, "malformed", JU64(p->malformed));
 		json_object_set_new(po, "unknown_session", JU64(p->unknown_session));
 		json_object_set_new(po, "resent", JU64(p->resent));
+		json_object_set_new(po, "rate_limited", JU64(p->rate_limited));
+		json_object_set_new(po, "connections_refused", JU64(p->connections_refused));
+		json_object_set_new(po, "connections_closed", JU64(p->connections_closed));
 		json_array_append_new(peers, po);
 	}
 	json_object_set_new(o, "peers", peers);

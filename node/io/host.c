@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -442,6 +443,13 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 	h->started_wall_ms = clock_wall_ms();
 	int code = 1;
 
+	/* connections are capped by the transport (node/io/rpc.c), not by
+	 * the soft descriptor limit, which is often 1,024 */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	if (signals_setup(h) != 0) {
 		log_error("node", "cannot set up signals: %s", strerror(errno));
 		goto out;

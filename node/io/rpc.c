@@ -42,6 +42,23 @@
 #define RECENT_CACHE_BYTES_MAX (64u << 20)   /* all sessions' cached answers */
 #define PEERS_MAX 256
 #define REPLY_MARGIN_BYTES 4096              /* envelope fields around a body */
+/* What an outsider (no key) can make the node hold, and for how long. */
+#define PIPES_MAX 1024                       /* connections at once */
+#define PREAUTH_PIPES_MAX 64                 /* of which not authenticated yet */
+#define PREAUTH_PER_SOURCE_MAX 8             /* ... from one address */
+#define HANDSHAKE_TIMEOUT_MS 10000           /* to authenticate, or be closed */
+#define PIPE_REFUSED_MAX 16                  /* refused frames, then closed */
+/* Frames for an unknown session are normal after a node restart (a link
+ * resends everything it had in flight), so a connection may send many
+ * before it is taken for an outsider's. */
+#define PIPE_UNKNOWN_SESSION_MAX 1024
+#define SEND_TIMEOUT_MS 2000                 /* an answer not taken closes the link */
+#define HALF_OPEN_MAX 1024                   /* handshakes with no authentic frame yet */
+#define HALF_OPEN_PER_SOURCE_MAX 64
+#define SESSION_EVICT_IDLE_MS 60000          /* only sessions idle this long give way */
+#define UNAUTH_ANSWERS_PER_S 20              /* REJECTs per source, per second */
+#define HELLOS_PER_S 200                     /* handshakes per source, per second */
+#define PIPE_SWEEP_MS 500
 
 enum slot_state { SLOT_RECV, SLOT_BUSY, SLOT_PARKED, SLOT_SEND };
 
@@ -52,6 +69,7 @@ struct slot {
 	nng_aio *aio;
 	int state;
 	int sending;              /* the aio in flight is a send */
+	uint32_t pipe_id;         /* the connection of the request held here */
 	struct rpc_call call;     /* the request being handled here */
 	struct rpc_call *parked;  /* the parked call answering here */
 };
@@ -69,19 +87,39 @@ struct recent {
 struct session {
 	struct seal_session seal;
 	unsigned role;
+	int half_open;            /* handshake done, no authentic data frame yet */
+	char src[48];             /* where the handshake came from */
 	uint64_t last_used_ms;    /* monotonic */
 	struct recent recent[SESSION_RECENT];
 	uint32_t recent_next;
 	struct session *lnext, *lprev; /* LRU: head = most recent */
 };
 
-/* per-peer counters: seal verdicts, and two of our own */
-#define PEER_RESENT 8             /* authentic resends answered again */
-#define PEER_COUNTS 9
+/* per-peer counters: seal verdicts (below PEER_VERDICTS), and our own */
+#define PEER_VERDICTS 16
+#define PEER_RESENT 16            /* authentic resends answered again */
+#define PEER_RATE_LIMITED 17      /* handshakes or REJECTs not served: over the rate */
+#define PEER_CONN_REFUSED 18      /* connections closed at once: over a cap */
+#define PEER_CONN_CLOSED 19       /* connections closed later: slow, silent or hostile */
+#define PEER_COUNTS 20
 struct peer {
-	char addr[64];
-	uint64_t counts[PEER_COUNTS]; /* by seal verdict (SEAL_NO_SESSION too), PEER_RESENT */
+	char addr[48];
+	uint64_t counts[PEER_COUNTS];
 	uint64_t last_ms;
+	uint32_t preauth_pipes;   /* its connections not authenticated yet */
+	uint32_t half_open;       /* its sessions not promoted yet */
+	double reject_tokens, hello_tokens;
+	uint64_t tokens_ms;
+};
+
+/* One connection (nng pipe), from the pipe notifications. */
+struct pipe_info {
+	uint32_t id;
+	char addr[48];
+	uint64_t added_ms;        /* monotonic */
+	uint32_t refused;
+	uint32_t unknown;         /* frames for an unknown session */
+	uint8_t authenticated;
 };
 
 struct out {
@@ -102,9 +140,14 @@ struct rpc {
 	int sock_open;
 	struct slot slots[RPC_CONTEXTS];
 
-	pthread_mutex_t mu;
+	pthread_mutex_t mu;       /* ready[], pipes, peers: nng threads touch them */
 	uint32_t ready[RPC_CONTEXTS];
 	uint32_t ready_count;
+	struct idmap pipes;       /* pipe id -> struct pipe_info */
+	uint32_t preauth_pipes;
+	uint64_t next_sweep_ms;
+	uint32_t half_open_count;
+	struct session *ho_head, *ho_tail; /* half-open sessions, oldest first */
 
 	struct idmap sessions;
 	struct session *lru_head, *lru_tail;
@@ -137,15 +180,15 @@ static void slot_recv(struct slot *sl)
 	sl->sending = 0;
 	sl->parked = NULL;
 	nng_aio_set_msg(sl->aio, NULL);
+	nng_aio_set_timeout(sl->aio, NNG_DURATION_INFINITE);
 	nng_ctx_recv(sl->ctx, sl->aio);
 }
 
 /* ---- peers and refused frames ---- */
 
-static void peer_addr(uint32_t pipe_id, char *buf, size_t len)
+/* The remote address of a pipe as text; each IPv6 address is its own peer. */
+static void pipe_addr(nng_pipe p, char *buf, size_t len)
 {
-	nng_pipe p = NNG_PIPE_INITIALIZER;
-	p.id = pipe_id;
 	nng_sockaddr sa;
 	snprintf(buf, len, "unknown");
 	if (nng_pipe_id(p) < 0 || nng_pipe_get_addr(p, NNG_OPT_REMADDR, &sa) != 0)
@@ -153,6 +196,12 @@ static void peer_addr(uint32_t pipe_id, char *buf, size_t len)
 	if (sa.s_family == NNG_AF_INET) {
 		const uint8_t *a = (const uint8_t *)&sa.s_in.sa_addr;
 		snprintf(buf, len, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+	} else if (sa.s_family == NNG_AF_INET6) {
+		const uint8_t *a = sa.s_in6.sa_addr;
+		size_t off = 0;
+		for (int i = 0; i < 16 && off + 6 < len; i += 2)
+			off += (size_t)snprintf(buf + off, len - off, "%s%x", i ? ":" : "",
+			                        (unsigned)(a[i] << 8 | a[i + 1]));
 	} else if (sa.s_family == NNG_AF_IPC) {
 		snprintf(buf, len, "ipc");
 	} else if (sa.s_family == NNG_AF_INPROC) {
@@ -160,6 +209,15 @@ static void peer_addr(uint32_t pipe_id, char *buf, size_t len)
 	}
 }
 
+/* The address a pipe came from (the table's copy: no system call). Caller
+ * holds r->mu. */
+static void peer_addr_locked(struct rpc *r, uint32_t pipe_id, char *buf, size_t len)
+{
+	struct pipe_info *pi = pipe_id ? idmap_get(&r->pipes, pipe_id) : NULL;
+	snprintf(buf, len, "%s", pi ? pi->addr : "unknown");
+}
+
+/* Caller holds r->mu. */
 static struct peer *peer_get(struct rpc *r, const char *addr)
 {
 	for (uint32_t i = 0; i < r->peer_count; i++)
@@ -168,38 +226,205 @@ static struct peer *peer_get(struct rpc *r, const char *addr)
 	struct peer *p;
 	if (r->peer_count < PEERS_MAX) {
 		p = &r->peers[r->peer_count++];
-	} else { /* evict the least recently seen */
-		p = &r->peers[0];
-		for (uint32_t i = 1; i < PEERS_MAX; i++)
-			if (r->peers[i].last_ms < p->last_ms)
-				p = &r->peers[i];
+	} else { /* evict the least recently seen that holds nothing */
+		p = NULL;
+		for (uint32_t i = 0; i < PEERS_MAX; i++) {
+			struct peer *q = &r->peers[i];
+			if (q->preauth_pipes || q->half_open)
+				continue;
+			if (!p || q->last_ms < p->last_ms)
+				p = q;
+		}
+		if (!p)
+			p = &r->peers[0];
 	}
 	memset(p, 0, sizeof(*p));
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
+	p->reject_tokens = UNAUTH_ANSWERS_PER_S;
+	p->hello_tokens = HELLOS_PER_S;
+	p->tokens_ms = r->now_ms;
 	return p;
 }
 
-static void count_resent(struct rpc *r, uint32_t pipe_id)
+/* Token buckets: 1 and one token taken when the peer may have one more
+ * unauthenticated answer (or handshake) now. Caller holds r->mu. */
+static int peer_take(struct rpc *r, struct peer *p, int hello)
 {
-	char addr[64];
-	peer_addr(pipe_id, addr, sizeof(addr));
-	struct peer *p = peer_get(r, addr);
-	p->counts[PEER_RESENT]++;
-	p->last_ms = r->now_ms;
+	if (r->now_ms > p->tokens_ms) {
+		double s = (double)(r->now_ms - p->tokens_ms) / 1000.0;
+		p->reject_tokens += s * UNAUTH_ANSWERS_PER_S;
+		if (p->reject_tokens > UNAUTH_ANSWERS_PER_S)
+			p->reject_tokens = UNAUTH_ANSWERS_PER_S;
+		p->hello_tokens += s * HELLOS_PER_S;
+		if (p->hello_tokens > HELLOS_PER_S)
+			p->hello_tokens = HELLOS_PER_S;
+		p->tokens_ms = r->now_ms;
+	}
+	double *t = hello ? &p->hello_tokens : &p->reject_tokens;
+	if (*t < 1.0) {
+		p->counts[PEER_RATE_LIMITED]++;
+		return 0;
+	}
+	*t -= 1.0;
+	return 1;
 }
 
+/* May pipe_id's peer have one more unauthenticated answer (hello = 0) or
+ * handshake (hello = 1) now? */
+static int rate_ok(struct rpc *r, uint32_t pipe_id, int hello)
+{
+	char addr[48];
+	pthread_mutex_lock(&r->mu);
+	peer_addr_locked(r, pipe_id, addr, sizeof(addr));
+	int ok = peer_take(r, peer_get(r, addr), hello);
+	pthread_mutex_unlock(&r->mu);
+	if (!ok)
+		log_limited(LOG_WARN, "link", hello ? "rate-hello" : "rate-reject", 10000,
+		            "%s from %s over the rate limit: not served", hello ? "handshakes" : "frames",
+		            addr);
+	return ok;
+}
+
+/* ---- connections ---- */
+
+static void pipe_close_id(uint32_t pipe_id)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	p.id = pipe_id;
+	(void)nng_pipe_close(p);
+}
+
+/* nng thread: a connection arrives (ADD_PRE: refusing it closes it before
+ * the socket sees it) or goes. */
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct rpc *r = arg;
+	int id = nng_pipe_id(p);
+	if (id <= 0)
+		return;
+	if (ev == NNG_PIPE_EV_ADD_PRE) {
+		char addr[48];
+		pipe_addr(p, addr, sizeof(addr));
+		pthread_mutex_lock(&r->mu);
+		struct peer *pe = peer_get(r, addr);
+		int refuse_it = r->pipes.count >= PIPES_MAX || r->preauth_pipes >= PREAUTH_PIPES_MAX ||
+		                pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX;
+		struct pipe_info *pi = refuse_it ? NULL : calloc(1, sizeof(*pi));
+		if (pi) {
+			pi->id = (uint32_t)id;
+			snprintf(pi->addr, sizeof(pi->addr), "%s", addr);
+			pi->added_ms = clock_mono_ms();
+			if (idmap_put(&r->pipes, (uint64_t)id, pi) != 0) {
+				free(pi);
+				pi = NULL;
+			} else {
+				r->preauth_pipes++;
+				pe->preauth_pipes++;
+			}
+		}
+		if (!pi)
+			pe->counts[PEER_CONN_REFUSED]++;
+		pthread_mutex_unlock(&r->mu);
+		if (!pi) {
+			log_limited(LOG_WARN, "link", "conn-refused", 10000,
+			            "connection from %s refused: too many connections (%u at most, %u not "
+			            "authenticated, %u per address)",
+			            addr, PIPES_MAX, PREAUTH_PIPES_MAX, PREAUTH_PER_SOURCE_MAX);
+			(void)nng_pipe_close(p);
+		}
+	} else if (ev == NNG_PIPE_EV_REM_POST) {
+		pthread_mutex_lock(&r->mu);
+		struct pipe_info *pi = idmap_del(&r->pipes, (uint64_t)id);
+		if (pi && !pi->authenticated) {
+			struct peer *pe = peer_get(r, pi->addr);
+			assert(r->preauth_pipes > 0);
+			r->preauth_pipes--;
+			if (pe->preauth_pipes)
+				pe->preauth_pipes--;
+		}
+		pthread_mutex_unlock(&r->mu);
+		free(pi);
+	}
+}
+
+/* An authentic frame came on pipe_id: it no longer counts as an outsider. */
+static void pipe_authenticated(struct rpc *r, uint32_t pipe_id)
+{
+	pthread_mutex_lock(&r->mu);
+	struct pipe_info *pi = pipe_id ? idmap_get(&r->pipes, pipe_id) : NULL;
+	if (pi && !pi->authenticated) {
+		pi->authenticated = 1;
+		struct peer *pe = peer_get(r, pi->addr);
+		assert(r->preauth_pipes > 0);
+		r->preauth_pipes--;
+		if (pe->preauth_pipes)
+			pe->preauth_pipes--;
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* Closes connections that never authenticated within the handshake
+ * timeout. */
+static void pipes_sweep(struct rpc *r)
+{
+	uint32_t victims[64];
+	uint32_t n = 0;
+	pthread_mutex_lock(&r->mu);
+	struct idmap_iter it;
+	idmap_iter_init(&r->pipes, &it);
+	for (struct pipe_info *pi; n < 64 && (pi = idmap_iter_next(&r->pipes, &it, NULL));) {
+		if (!pi->authenticated && pi->added_ms + HANDSHAKE_TIMEOUT_MS < r->now_ms) {
+			victims[n++] = pi->id;
+			peer_get(r, pi->addr)->counts[PEER_CONN_CLOSED]++;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	for (uint32_t i = 0; i < n; i++)
+		pipe_close_id(victims[i]);
+	if (n)
+		log_limited(LOG_INFO, "link", "handshake-timeout", 10000,
+		            "closed %u connection(s) that did not authenticate within %u ms", n,
+		            HANDSHAKE_TIMEOUT_MS);
+}
+
+static void count_peer(struct rpc *r, uint32_t pipe_id, int which)
+{
+	char addr[48];
+	pthread_mutex_lock(&r->mu);
+	peer_addr_locked(r, pipe_id, addr, sizeof(addr));
+	struct peer *p = peer_get(r, addr);
+	p->counts[which]++;
+	p->last_ms = r->now_ms;
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* A frame refused before decoding: counted for its peer, logged at most
+ * once per peer and kind every 10 s; a connection that keeps sending them
+ * is closed. */
 static void refuse(struct rpc *r, uint32_t pipe_id, int verdict, size_t len)
 {
-	char addr[64];
-	peer_addr(pipe_id, addr, sizeof(addr));
+	char addr[48];
+	assert(verdict >= 0 && verdict < PEER_VERDICTS);
+	pthread_mutex_lock(&r->mu);
+	peer_addr_locked(r, pipe_id, addr, sizeof(addr));
 	struct peer *p = peer_get(r, addr);
-	assert(verdict >= 0 && verdict < PEER_COUNTS);
 	p->counts[verdict]++;
 	p->last_ms = r->now_ms;
+	struct pipe_info *pi = pipe_id ? idmap_get(&r->pipes, pipe_id) : NULL;
+	int close_it = pi && ++pi->refused == PIPE_REFUSED_MAX;
+	if (close_it)
+		p->counts[PEER_CONN_CLOSED]++;
+	pthread_mutex_unlock(&r->mu);
 	char key[96];
 	snprintf(key, sizeof(key), "%s/%s", addr, seal_verdict_name(verdict));
 	log_limited(LOG_WARN, "link", key, 10000, "dropped %s frame (%zu bytes) from %s",
 	            seal_verdict_name(verdict), len, addr);
+	if (close_it) {
+		log_limited(LOG_WARN, "link", "pipe-refused", 10000,
+		            "closed a connection from %s after %u refused frames", addr,
+		            PIPE_REFUSED_MAX);
+		pipe_close_id(pipe_id);
+	}
 }
 
 /* ---- sessions ---- */
@@ -250,12 +475,50 @@ static void parked_unlink(struct rpc *r, struct rpc_call *c)
 	c->pnext = c->pprev = NULL;
 }
 
+/* Half-open sessions sit on their own list (oldest first), not on the LRU
+ * of authenticated ones: a flood of handshakes can only push out other
+ * half-open sessions, never an authenticated one. */
+static void ho_unlink(struct rpc *r, struct session *s)
+{
+	if (s->lprev)
+		s->lprev->lnext = s->lnext;
+	else
+		r->ho_head = s->lnext;
+	if (s->lnext)
+		s->lnext->lprev = s->lprev;
+	else
+		r->ho_tail = s->lprev;
+	s->lnext = s->lprev = NULL;
+	assert(r->half_open_count > 0);
+	r->half_open_count--;
+	pthread_mutex_lock(&r->mu);
+	struct peer *pe = peer_get(r, s->src);
+	if (pe->half_open)
+		pe->half_open--;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void ho_push(struct rpc *r, struct session *s)
+{
+	s->lnext = NULL;
+	s->lprev = r->ho_tail;
+	if (r->ho_tail)
+		r->ho_tail->lnext = s;
+	else
+		r->ho_head = s;
+	r->ho_tail = s;
+	r->half_open_count++;
+}
+
 static void sess_free(struct rpc *r, struct session *s)
 {
 	void *v = idmap_del(&r->sessions, s->seal.session_id);
 	assert(v == s);
 	(void)v;
-	lru_unlink(r, s);
+	if (s->half_open)
+		ho_unlink(r, s);
+	else
+		lru_unlink(r, s);
 	/* parked calls of this session lose their session: cancel them */
 	for (struct rpc_call *c = r->parked_head, *n; c; c = n) {
 		n = c->pnext;
@@ -278,15 +541,32 @@ static void sess_free(struct rpc *r, struct session *s)
 	free(s);
 }
 
-static struct session *sess_add(struct rpc *r, const struct seal_session *ss)
+/* A new session from a handshake: half-open until its first authentic data
+ * frame. At most HALF_OPEN_PER_SOURCE_MAX per address and HALF_OPEN_MAX in
+ * all; over a quota the oldest half-open session (of that address, else of
+ * anyone) gives way. */
+static struct session *sess_add(struct rpc *r, const struct seal_session *ss, const char *src)
 {
-	if (r->sessions.count >= SESSIONS_MAX)
-		sess_free(r, r->lru_tail);
+	pthread_mutex_lock(&r->mu);
+	uint32_t from_src = peer_get(r, src)->half_open;
+	pthread_mutex_unlock(&r->mu);
+	if (from_src >= HALF_OPEN_PER_SOURCE_MAX) {
+		for (struct session *o = r->ho_head; o; o = o->lnext) {
+			if (strcmp(o->src, src) == 0) {
+				sess_free(r, o);
+				break;
+			}
+		}
+	} else if (r->half_open_count >= HALF_OPEN_MAX) {
+		sess_free(r, r->ho_head);
+	}
 	struct session *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
 	s->seal = *ss;
 	s->role = RPC_ROLE_CLIENT | RPC_ROLE_PEER;
+	s->half_open = 1;
+	snprintf(s->src, sizeof(s->src), "%s", src);
 	s->last_used_ms = r->now_ms;
 	if (s->seal.session_id == 0 || idmap_get(&r->sessions, s->seal.session_id) ||
 	    idmap_put(&r->sessions, s->seal.session_id, s) != 0) {
@@ -294,8 +574,34 @@ static struct session *sess_add(struct rpc *r, const struct seal_session *ss)
 		free(s);
 		return NULL;
 	}
-	lru_push(r, s);
+	ho_push(r, s);
+	pthread_mutex_lock(&r->mu);
+	peer_get(r, src)->half_open++;
+	pthread_mutex_unlock(&r->mu);
 	return s;
+}
+
+/* The first authentic data frame of a half-open session: it joins the
+ * authenticated ones. When they are at their limit, the least recently used
+ * gives way only if idle for SESSION_EVICT_IDLE_MS; otherwise 0 (the
+ * session stays half-open and the request is refused as busy). */
+static int sess_promote(struct rpc *r, struct session *s)
+{
+	assert(s->half_open);
+	uint64_t authenticated = r->sessions.count - r->half_open_count;
+	if (authenticated >= SESSIONS_MAX) {
+		struct session *old = r->lru_tail;
+		if (!old || old->last_used_ms + SESSION_EVICT_IDLE_MS > r->now_ms)
+			return 0;
+		log_limited(LOG_INFO, "link", "session-evicted", 10000,
+		            "%u sessions: the least recently used one (idle %" PRIu64 " s) gives way",
+		            SESSIONS_MAX, (r->now_ms - old->last_used_ms) / 1000);
+		sess_free(r, old);
+	}
+	ho_unlink(r, s);
+	s->half_open = 0;
+	lru_push(r, s);
+	return 1;
 }
 
 static struct recent *recent_find(struct session *s, uint64_t counter)
@@ -416,6 +722,8 @@ void rpc_send_outbox(struct rpc *r, int committed)
 			sl->state = SLOT_SEND;
 			sl->sending = 1;
 			nng_aio_set_msg(sl->aio, msg);
+			/* a peer that does not read cannot hold a context long */
+			nng_aio_set_timeout(sl->aio, SEND_TIMEOUT_MS);
 			nng_ctx_send(sl->ctx, sl->aio);
 		} else {
 			if (msg)
@@ -554,13 +862,21 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 	struct seal_session ss;
 	uint8_t *reply = NULL;
 	size_t reply_len = 0;
+	/* each handshake costs two X25519 operations on the loop: bounded
+	 * per source */
+	if (!rate_ok(r, pipe_id, 1)) {
+		slot_recv(sl);
+		return;
+	}
 	int v = seal_hello_accept(r->cfg.kr, r->cfg.node_id, nng_msg_body(msg), nng_msg_len(msg), &ss,
 	                          &reply, &reply_len);
 	if (v == SEAL_FORGED) {
 		refuse(r, pipe_id, v, nng_msg_len(msg));
 		/* tell the peer at once, so a wrong secret fails fast; the reason
-		 * reveals nothing an eavesdropper could not guess */
-		if (seal_reject_build(CH_ERR_AUTH, "wrong cluster secret", &reply, &reply_len) == 0)
+		 * reveals nothing an eavesdropper could not guess; at a bounded
+		 * rate per source */
+		if (rate_ok(r, pipe_id, 0) &&
+		    seal_reject_build(CH_ERR_AUTH, "wrong cluster secret", &reply, &reply_len) == 0)
 			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 		else
 			slot_recv(sl);
@@ -571,7 +887,11 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 		slot_recv(sl);
 		return;
 	}
-	if (!sess_add(r, &ss)) {
+	char src[48];
+	pthread_mutex_lock(&r->mu);
+	peer_addr_locked(r, pipe_id, src, sizeof(src));
+	pthread_mutex_unlock(&r->mu);
+	if (!sess_add(r, &ss, src)) {
 		sodium_memzero(&ss, sizeof(ss));
 		free(reply);
 		slot_recv(sl);
@@ -638,14 +958,24 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 	if (!sess) {
 		uint8_t *reply = NULL;
 		size_t reply_len = 0;
-		char addr[64];
-		peer_addr(pipe_id, addr, sizeof(addr));
-		struct peer *p = peer_get(r, addr);
-		p->counts[SEAL_NO_SESSION]++;
-		p->last_ms = r->now_ms;
+		count_peer(r, pipe_id, SEAL_NO_SESSION);
+		int close_it = 0;
+		pthread_mutex_lock(&r->mu);
+		struct pipe_info *pi = pipe_id ? idmap_get(&r->pipes, pipe_id) : NULL;
+		if (pi && !pi->authenticated && ++pi->unknown == PIPE_UNKNOWN_SESSION_MAX)
+			close_it = 1; /* an outsider streaming made-up session ids */
+		pthread_mutex_unlock(&r->mu);
+		if (close_it) {
+			count_peer(r, pipe_id, PEER_CONN_CLOSED);
+			pipe_close_id(pipe_id);
+			slot_recv(sl);
+			return;
+		}
 		log_limited(LOG_INFO, "link", "unknown-session", 10000,
 		            "data frame for an unknown session: asking the peer to handshake again");
-		if (seal_reject_build(CH_ERR_CLOSED, "unknown session", &reply, &reply_len) == 0)
+		/* a bounded, rate-limited answer: never a queue of them */
+		if (rate_ok(r, pipe_id, 0) &&
+		    seal_reject_build(CH_ERR_CLOSED, "unknown session", &reply, &reply_len) == 0)
 			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 		else
 			slot_recv(sl);
@@ -661,12 +991,26 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 	/* the tag is verified before anything happens, resends included */
 	int v = seal_frame_open(&sess->seal, frame, len, &plain, &plain_len);
 	if (v == SEAL_REPLAYED && handle_resend(r, sl, sess, counter, tag)) {
-		count_resent(r, pipe_id);
+		count_peer(r, pipe_id, PEER_RESENT);
 		return;
 	}
 	if (v != SEAL_OK) {
 		refuse(r, pipe_id, v, len);
 		slot_recv(sl);
+		return;
+	}
+	pipe_authenticated(r, pipe_id);
+	if (sess->half_open && !sess_promote(r, sess)) {
+		/* every session slot is busy: the request is refused, the
+		 * session stays half-open (and expires unless used) */
+		struct rpc_call *bc = &sl->call;
+		memset(bc, 0, sizeof(*bc));
+		bc->rpc = r;
+		bc->slot = sl;
+		bc->sess = sess;
+		bc->start_ns = clock_mono_ns();
+		rpc_reply_error(bc, CH_ERR_FULL, "the node holds %u sessions: retry later",
+		                SESSIONS_MAX);
 		return;
 	}
 	sess->last_used_ms = r->now_ms;
@@ -706,6 +1050,14 @@ static void handle_slot(struct rpc *r, struct slot *sl)
 			if (m)
 				nng_msg_free(m);
 		}
+		if (rv == NNG_ETIMEDOUT && sl->pipe_id) {
+			/* the peer does not read its answers: disconnect it */
+			count_peer(r, sl->pipe_id, PEER_CONN_CLOSED);
+			log_limited(LOG_WARN, "link", "send-timeout", 10000,
+			            "a peer took no answer for %u ms: connection closed",
+			            SEND_TIMEOUT_MS);
+			pipe_close_id(sl->pipe_id);
+		}
 		nng_aio_set_msg(sl->aio, NULL);
 		slot_recv(sl);
 		return;
@@ -728,6 +1080,7 @@ static void handle_slot(struct rpc *r, struct slot *sl)
 	uint32_t pipe_id = nng_pipe_id(nng_msg_get_pipe(msg)) < 0
 	                       ? 0
 	                       : (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
+	sl->pipe_id = pipe_id;
 	size_t len = nng_msg_len(msg);
 	int kind = 0;
 	uint64_t session_id = 0;
@@ -764,6 +1117,13 @@ void rpc_tick(struct rpc *r, uint64_t now_mono_ms)
 	r->now_ms = now_mono_ms;
 	while (r->lru_tail && r->lru_tail->last_used_ms + SESSION_IDLE_MS < now_mono_ms)
 		sess_free(r, r->lru_tail);
+	/* a handshake nobody used: gone after the handshake timeout */
+	while (r->ho_head && r->ho_head->last_used_ms + HANDSHAKE_TIMEOUT_MS < now_mono_ms)
+		sess_free(r, r->ho_head);
+	if (now_mono_ms >= r->next_sweep_ms) {
+		r->next_sweep_ms = now_mono_ms + PIPE_SWEEP_MS;
+		pipes_sweep(r);
+	}
 }
 
 /* ---- set-up and teardown ---- */
@@ -780,12 +1140,19 @@ int rpc_create(struct rpc **out, const struct rpc_config *cfg, const struct rpc_
 	r->h = *h;
 	pthread_mutex_init(&r->mu, NULL);
 	idmap_init(&r->sessions);
+	idmap_init(&r->pipes);
 	int rv = nng_rep0_open(&r->sock);
 	if (rv == 0) {
 		r->sock_open = 1;
+		/* a frame, its seal and nng's request header: what an outsider
+		 * can make one connection allocate */
 		rv = nng_socket_set_size(r->sock, NNG_OPT_RECVMAXSZ,
-		                         cfg->frame_bytes_max * 2 + SEAL_OVERHEAD_BYTES);
+		                         cfg->frame_bytes_max + SEAL_OVERHEAD_BYTES + 64);
 	}
+	if (rv == 0)
+		rv = nng_pipe_notify(r->sock, NNG_PIPE_EV_ADD_PRE, pipe_event, r);
+	if (rv == 0)
+		rv = nng_pipe_notify(r->sock, NNG_PIPE_EV_REM_POST, pipe_event, r);
 	for (uint32_t i = 0; rv == 0 && i < RPC_CONTEXTS; i++) {
 		struct slot *sl = &r->slots[i];
 		sl->rpc = r;
@@ -848,6 +1215,8 @@ void rpc_destroy(struct rpc *r)
 		free(o);
 	}
 	r->out_tail = NULL;
+	while (r->ho_head)
+		sess_free(r, r->ho_head);
 	while (r->lru_head) {
 		struct session *s = r->lru_head;
 		idmap_del(&r->sessions, s->seal.session_id);
@@ -858,12 +1227,19 @@ void rpc_destroy(struct rpc *r)
 		free(s);
 	}
 	idmap_free(&r->sessions);
+	struct idmap_iter it;
+	idmap_iter_init(&r->pipes, &it);
+	for (struct pipe_info *pi; (pi = idmap_iter_next(&r->pipes, &it, NULL));)
+		free(pi);
+	idmap_free(&r->pipes);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }
 
 void rpc_count_refused(struct rpc_call *c, int verdict)
 {
+	if (verdict < 0 || verdict >= PEER_VERDICTS)
+		return;
 	refuse(c->rpc, c->pipe_id, verdict, 0);
 }
 
@@ -874,15 +1250,19 @@ uint32_t rpc_session_count(const struct rpc *r)
 	return (uint32_t)r->sessions.count;
 }
 
-int rpc_peer_counters(const struct rpc *r, Chorus__PeerCounters ***out, size_t *n)
+int rpc_peer_counters(struct rpc *r, Chorus__PeerCounters ***out, size_t *n)
 {
 	*out = NULL;
 	*n = 0;
-	if (!r->peer_count)
+	pthread_mutex_lock(&r->mu);
+	if (!r->peer_count) {
+		pthread_mutex_unlock(&r->mu);
 		return 0;
+	}
 	Chorus__PeerCounters **v = calloc(r->peer_count, sizeof(*v));
 	Chorus__PeerCounters *pcs = calloc(r->peer_count, sizeof(*pcs));
 	if (!v || !pcs) {
+		pthread_mutex_unlock(&r->mu);
 		free(v);
 		free(pcs);
 		return -1;
@@ -890,7 +1270,6 @@ int rpc_peer_counters(const struct rpc *r, Chorus__PeerCounters ***out, size_t *
 	for (uint32_t i = 0; i < r->peer_count; i++) {
 		const struct peer *p = &r->peers[i];
 		chorus__peer_counters__init(&pcs[i]);
-		pcs[i].peer = (char *)p->addr;
 		pcs[i].truncated = p->counts[SEAL_TRUNCATED];
 		pcs[i].oversized = p->counts[SEAL_OVERSIZED];
 		pcs[i].malformed = p->counts[SEAL_MALFORMED];
@@ -899,15 +1278,23 @@ int rpc_peer_counters(const struct rpc *r, Chorus__PeerCounters ***out, size_t *
 		pcs[i].replayed = p->counts[SEAL_REPLAYED];
 		pcs[i].unknown_session = p->counts[SEAL_NO_SESSION];
 		pcs[i].resent = p->counts[PEER_RESENT];
+		pcs[i].rate_limited = p->counts[PEER_RATE_LIMITED];
+		pcs[i].connections_refused = p->counts[PEER_CONN_REFUSED];
+		pcs[i].connections_closed = p->counts[PEER_CONN_CLOSED];
+		/* the address is copied: the table may change once unlocked */
+		pcs[i].peer = strdup(p->addr);
 		v[i] = &pcs[i];
 	}
 	*out = v;
 	*n = r->peer_count;
+	pthread_mutex_unlock(&r->mu);
 	return 0;
 }
 
 void rpc_peer_counters_free(Chorus__PeerCounters **p, size_t n)
 {
+	for (size_t i = 0; p && i < n; i++)
+		free(p[i]->peer);
 	if (p && n)
 		free(p[0]); /* the array of structs, allocated at once */
 	free(p);

@@ -139,7 +139,7 @@ void rpc_count_refused(struct rpc_call *c, int verdict);
 /* ---- status ---- */
 uint32_t rpc_session_count(const struct rpc *r);
 /* Per-peer refused-frame counters, for status. */
-int rpc_peer_counters(const struct rpc *r, Chorus__PeerCounters ***out, size_t *n);
+int rpc_peer_counters(struct rpc *r, Chorus__PeerCounters ***out, size_t *n);
 void rpc_peer_counters_free(Chorus__PeerCounters **p, size_t n);
 
 #endif

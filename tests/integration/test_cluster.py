@@ -457,7 +457,8 @@ class TestCluster(NodeTestCase):
             rc, out, err = target.frametool(mode, *args)
             self.assertEqual(rc, 0, "%s: %s %s" % (mode, out, err))
         c1 = peer_counters(target.status())
-        self.assertGreaterEqual(c1["malformed"] - c0["malformed"], 50, c1)
+        # the garbage connection is closed after 16 refused frames
+        self.assertGreaterEqual(c1["malformed"] - c0["malformed"], 16, c1)
         self.assertGreaterEqual(c1["replayed"] - c0["replayed"], 1, c1)
         self.assertGreaterEqual(c1["tampered"] - c0["tampered"], 1, c1)
         # several periods later: the same members, all alive, same incarnations

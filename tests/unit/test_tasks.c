@@ -906,7 +906,8 @@ static void batch_never_exceeds_max_concurrency(void **state)
 		assert_int_equal(b->done, done);
 		assert_int_equal(F.last_progress_batch, bid);
 		assert_int_equal(F.last_progress_done, done);
-		tasks_pump(ts, AT(now++));
+		tasks_pump(ts, AT(now));
+		now++;
 		assert_true(b->in_flight <= 3);
 		assert_int_equal(F.dispatch_count, done + 3 < 10 ? done + 3 : 10);
 	}
