@@ -32,7 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chorus.h"
+#include "lib/err.h"
+#include "lib/rng.h"
 
 #define NONE UINT32_MAX
 #define INC_MAX (UINT32_MAX - 2) /* highest incarnation accepted from outside */
@@ -58,7 +59,7 @@ struct relay {
 struct swim {
 	struct swim_config cfg;
 	struct swim_effects fx;
-	uint64_t rng[4];
+	struct rng rng;
 	uint64_t now_ms;
 	uint64_t hash_seed;
 
@@ -141,37 +142,13 @@ const char *swim_msg_type_name(int type)
 	}
 }
 
-/* ---- PRNG: splitmix64 seeding xoshiro256** (Blackman & Vigna) ---- */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(struct swim *s)
-{
-	uint64_t *r = s->rng;
-	uint64_t result = rotl(r[1] * 5, 7) * 9;
-	uint64_t t = r[1] << 17;
-	r[2] ^= r[0];
-	r[3] ^= r[1];
-	r[1] ^= r[2];
-	r[0] ^= r[3];
-	r[2] ^= t;
-	r[3] = rotl(r[3], 45);
-	return result;
-}
+/* ---- randomness: lib/rng.h (xoshiro256** seeded by splitmix64) ---- */
 
 /* Uniform in [0, n), n > 0 (Lemire's multiply-shift; the bias is < n/2^64). */
-static uint32_t rng_below(struct swim *s, uint32_t n)
+static uint32_t rand_below(struct swim *s, uint32_t n)
 {
 	assert(n > 0);
-	return (uint32_t)(((rng_next(s) >> 32) * (uint64_t)n) >> 32);
+	return rng_below(&s->rng, n);
 }
 
 /* ---- small math without libm (pure and identical everywhere) ---- */
@@ -250,9 +227,9 @@ static uint64_t id_hash(const struct swim *s, const uint8_t *id)
 	memcpy(&a, id, 8);
 	memcpy(&b, id + 8, 8);
 	x = a ^ s->hash_seed;
-	a = splitmix64(&x);
+	a = rng_splitmix64(&x);
 	x = b ^ a;
-	return splitmix64(&x);
+	return rng_splitmix64(&x);
 }
 
 static uint32_t ht_find(const struct swim *s, const uint8_t *id)
@@ -373,15 +350,37 @@ static void fill_update(const struct swim *s, uint32_t idx, struct swim_update *
 	u->tags = m->tags;
 }
 
-/* One allocation: [tag pointers][name][addr][tags...]. */
-static int meta_set(struct swim_member *m, const char *name, const char *addr, const char *const *tags,
-                    uint8_t tag_count)
+/* Gives back a member's string block (own malloc, or the interner's). */
+static void meta_release(const struct swim *s, struct swim_member *m)
 {
+	if (!m->tags) return;
+	if (s->cfg.interner) s->cfg.interner->put(s->cfg.interner->ctx, m->tags);
+	else free((void *)m->tags);
+	m->tags = NULL;
+}
+
+/* One block: [tag pointers][name][addr][tags...] (see swim_interner). */
+static int meta_set(const struct swim *s, struct swim_member *m, const char *name, const char *addr,
+                    const char *const *tags, uint8_t tag_count)
+{
+	if (s->cfg.interner) {
+		const char *n = NULL, *a = NULL;
+		const char *const *block = s->cfg.interner->get(s->cfg.interner->ctx, str_or_empty(name),
+		                                                 str_or_empty(addr), tags, tag_count, &n, &a);
+		if (!block) return ERR_NOMEM;
+		assert(n && a);
+		meta_release(s, m);
+		m->tags = block;
+		m->name = n;
+		m->addr = a;
+		m->tag_count = tag_count;
+		return 0;
+	}
 	size_t nl = strlen(str_or_empty(name)) + 1, al = strlen(str_or_empty(addr)) + 1, tl = 0;
 	for (uint8_t i = 0; i < tag_count; i++) tl += strlen(tags[i]) + 1;
 	size_t ptrs = (size_t)tag_count * sizeof(char *);
 	char *blob = malloc(ptrs + nl + al + tl);
-	if (!blob) return CH_ERR_NOMEM;
+	if (!blob) return ERR_NOMEM;
 	char **tp = (char **)(void *)blob;
 	char *p = blob + ptrs;
 	memcpy(p, str_or_empty(name), nl);
@@ -396,7 +395,7 @@ static int meta_set(struct swim_member *m, const char *name, const char *addr, c
 		tp[i] = p;
 		p += l;
 	}
-	free((void *)m->tags);
+	meta_release(s, m);
 	m->tags = (const char *const *)(void *)blob;
 	m->name = n;
 	m->addr = a;
@@ -404,7 +403,7 @@ static int meta_set(struct swim_member *m, const char *name, const char *addr, c
 	return 0;
 }
 
-static int meta_from_update(struct swim_member *m, const struct swim_update *u)
+static int meta_from_update(const struct swim *s, struct swim_member *m, const struct swim_update *u)
 {
 	m->capacity = u->capacity;
 	m->load = u->load;
@@ -415,24 +414,24 @@ static int meta_from_update(struct swim_member *m, const struct swim_update *u)
 		for (uint8_t i = 0; i < u->tag_count && same; i++) same = !strcmp(m->tags[i], u->tags[i]);
 		if (same) return 0;
 	}
-	return meta_set(m, u->name, u->addr, u->tags, u->tag_count);
+	return meta_set(s, m, u->name, u->addr, u->tags, u->tag_count);
 }
 
 static int members_grow(struct swim *s)
 {
-	if (s->m_cap >= s->cfg.members_max) return CH_ERR_FULL;
+	if (s->m_cap >= s->cfg.members_max) return ERR_FULL;
 	uint32_t cap = s->m_cap ? s->m_cap * 2 : 16;
 	if (cap > s->cfg.members_max) cap = s->cfg.members_max;
 	struct swim_member *m = realloc(s->m, (size_t)cap * sizeof(*m));
-	if (!m) return CH_ERR_NOMEM;
+	if (!m) return ERR_NOMEM;
 	s->m = m;
 	uint32_t *probe = realloc(s->probe, (size_t)cap * sizeof(*probe));
-	if (!probe) return CH_ERR_NOMEM;
+	if (!probe) return ERR_NOMEM;
 	s->probe = probe;
 	uint32_t ht_size = 1;
 	while (ht_size < cap * 2) ht_size <<= 1;
 	uint32_t *ht = calloc(ht_size, sizeof(*ht));
-	if (!ht) return CH_ERR_NOMEM;
+	if (!ht) return ERR_NOMEM;
 	free(s->ht);
 	s->ht = ht;
 	s->ht_mask = ht_size - 1;
@@ -457,7 +456,7 @@ static void probe_insert(struct swim *s, uint32_t idx)
 	}
 	/* memberlist: a new member goes to a random place among those not yet probed this round */
 	uint32_t span = s->probe_len - s->probe_pos + 1;
-	uint32_t r = s->probe_pos + rng_below(s, span);
+	uint32_t r = s->probe_pos + rand_below(s, span);
 	s->probe[s->probe_len++] = s->probe[r];
 	s->probe[r] = idx;
 }
@@ -604,7 +603,7 @@ static uint32_t member_add(struct swim *s, const struct swim_update *u)
 	m->q_next = m->q_prev = m->d_next = m->d_prev = NONE;
 	m->susp = NONE;
 	memcpy(m->id, u->id, SWIM_ID_BYTES);
-	if (meta_set(m, u->name, u->addr, u->tags, u->tag_count) != 0) {
+	if (meta_set(s, m, u->name, u->addr, u->tags, u->tag_count) != 0) {
 		m->q_next = s->free_head;
 		s->free_head = idx;
 		return NONE;
@@ -635,8 +634,7 @@ static void forget(struct swim *s, uint32_t idx)
 	ht_remove(s, idx);
 	s->count[m->state]--;
 	s->member_count--;
-	free((void *)m->tags);
-	m->tags = NULL;
+	meta_release(s, m);
 	m->used = 0;
 	m->q_next = s->free_head;
 	s->free_head = idx;
@@ -711,7 +709,7 @@ static void apply_update(struct swim *s, const struct swim_update *u, int flags)
 	if (!update_wins(u->incarnation, state, m->incarnation, m->state)) return;
 	uint8_t old = m->state;
 	m->incarnation = u->incarnation;
-	if (state == SWIM_ALIVE && meta_from_update(m, u) != 0) {
+	if (state == SWIM_ALIVE && meta_from_update(s, m, u) != 0) {
 		/* no memory for the new strings: keep the old ones, state still advances */
 	}
 	if (state != old) {
@@ -825,9 +823,9 @@ static uint32_t random_member(struct swim *s, unsigned mask, const uint32_t *ski
 	if (s->m_slots == 0) return NONE;
 	for (int pass = 0; pass < 2; pass++) {
 		uint32_t tries = pass == 0 ? 32 : s->m_slots;
-		uint32_t start = rng_below(s, s->m_slots);
+		uint32_t start = rand_below(s, s->m_slots);
 		for (uint32_t t = 0; t < tries; t++) {
-			uint32_t i = pass == 0 ? rng_below(s, s->m_slots) : (start + t) % s->m_slots;
+			uint32_t i = pass == 0 ? rand_below(s, s->m_slots) : (start + t) % s->m_slots;
 			const struct swim_member *m = &s->m[i];
 			if (!m->used || i == s->self || !(mask & (1u << m->state))) continue;
 			int skipped = 0;
@@ -854,7 +852,7 @@ static uint32_t probe_next_target(struct swim *s)
 		for (uint32_t i = 0; i < s->m_slots; i++)
 			if (s->m[i].used && i != s->self && s->m[i].state <= SWIM_SUSPECT) s->probe[s->probe_len++] = i;
 		for (uint32_t i = s->probe_len; i > 1; i--) {
-			uint32_t j = rng_below(s, i);
+			uint32_t j = rand_below(s, i);
 			uint32_t t = s->probe[i - 1];
 			s->probe[i - 1] = s->probe[j];
 			s->probe[j] = t;
@@ -992,12 +990,13 @@ int swim_create(struct swim **out, const struct swim_config *cfg, const struct s
 	else if (cfg->members_max < 1 || cfg->members_max > (1u << 24)) why = "bad members_max";
 	else if (cfg->relays_max < 1 || cfg->relays_max > 4096) why = "bad relays_max";
 	else if (cfg->incarnation > INC_MAX) why = "incarnation too large";
+	else if (cfg->interner && (!cfg->interner->get || !cfg->interner->put)) why = "interner without get/put";
 	if (why) {
 		if (err && err_bytes) snprintf(err, err_bytes, "swim: %s", why);
-		return CH_ERR_INVALID;
+		return ERR_INVALID;
 	}
 	struct swim *s = calloc(1, sizeof(*s));
-	if (!s) return CH_ERR_NOMEM;
+	if (!s) return ERR_NOMEM;
 	s->cfg = *cfg;
 	if (!s->cfg.join_backoff_ms) s->cfg.join_backoff_ms = s->cfg.period_ms;
 	if (!s->cfg.updates_max) s->cfg.updates_max = s->cfg.members_max;
@@ -1005,9 +1004,8 @@ int swim_create(struct swim **out, const struct swim_config *cfg, const struct s
 	s->cfg.name = s->cfg.addr = NULL;
 	s->cfg.tags = NULL;
 	s->fx = *fx;
-	uint64_t x = cfg->seed;
-	for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
-	s->hash_seed = rng_next(s);
+	rng_seed(&s->rng, cfg->seed);
+	s->hash_seed = rng_next(&s->rng);
 	s->now_ms = now_ms;
 	s->free_head = s->dead_head = s->dead_tail = NONE;
 	s->relay_min_ms = UINT64_MAX;
@@ -1037,24 +1035,24 @@ int swim_create(struct swim **out, const struct swim_config *cfg, const struct s
 	q_push(s, s->self);
 	/* first probe at a random point of the first period: nodes started
 	 * together do not probe in lockstep */
-	s->next_probe_ms = now_ms + rng_below(s, s->cfg.period_ms);
+	s->next_probe_ms = now_ms + rand_below(s, s->cfg.period_ms);
 	if (s->cfg.push_pull_periods) {
 		/* desynchronise the push-pull rounds of nodes started together */
 		uint64_t every = (uint64_t)s->cfg.push_pull_periods * s->cfg.period_ms;
-		s->next_pp_ms = now_ms + every / 2 + rng_below(s, (uint32_t)(every > UINT32_MAX ? UINT32_MAX : every));
+		s->next_pp_ms = now_ms + every / 2 + rand_below(s, (uint32_t)(every > UINT32_MAX ? UINT32_MAX : every));
 	}
 	*out = s;
 	return 0;
 nomem:
 	swim_destroy(s);
-	return CH_ERR_NOMEM;
+	return ERR_NOMEM;
 }
 
 void swim_destroy(struct swim *s)
 {
 	if (!s) return;
 	for (uint32_t i = 0; i < s->m_slots; i++)
-		if (s->m[i].used) free((void *)s->m[i].tags);
+		if (s->m[i].used) meta_release(s, &s->m[i]);
 	free(s->m);
 	free(s->ht);
 	free(s->probe);
@@ -1069,10 +1067,10 @@ void swim_destroy(struct swim *s)
 int swim_join(struct swim *s, uint64_t now_ms, const char *const *seed_addrs, uint32_t seed_count)
 {
 	advance_now(s, now_ms);
-	if (seed_count > SWIM_SEEDS_MAX || (seed_count && !seed_addrs)) return CH_ERR_INVALID;
+	if (seed_count > SWIM_SEEDS_MAX || (seed_count && !seed_addrs)) return ERR_INVALID;
 	for (uint32_t i = 0; i < seed_count; i++)
 		if (!seed_addrs[i] || !seed_addrs[i][0] || !str_ok(seed_addrs[i], SWIM_ADDR_BYTES_MAX))
-			return CH_ERR_INVALID;
+			return ERR_INVALID;
 	s->seed_count = 0;
 	for (uint32_t i = 0; i < seed_count; i++) {
 		if (!strcmp(seed_addrs[i], s->m[s->self].addr)) continue; /* ourselves */
@@ -1184,7 +1182,7 @@ int swim_on_message(struct swim *s, uint64_t now_ms, const struct swim_msg *m)
 	advance_now(s, now_ms);
 	if (!m || !msg_valid(s, m)) {
 		s->st.invalid++;
-		return CH_ERR_PROTOCOL;
+		return ERR_PROTOCOL;
 	}
 	s->st.received[m->type]++;
 	uint8_t self_id[SWIM_ID_BYTES]; /* a copy: merging may grow (move) the member array */
@@ -1282,7 +1280,7 @@ static void tick_push_pull(struct swim *s)
 	s->next_pp_ms = s->now_ms + every;
 	s->pp_rounds++;
 	if (s->seed_count && s->cfg.seed_push_pull_every && s->pp_rounds % s->cfg.seed_push_pull_every == 0) {
-		send_push_pull(s, s->seeds[rng_below(s, s->seed_count)], SWIM_MSG_PUSH_PULL, 0);
+		send_push_pull(s, s->seeds[rand_below(s, s->seed_count)], SWIM_MSG_PUSH_PULL, 0);
 		return;
 	}
 	/* dead (not yet reaped) members too: that is how views heal after a partition */
@@ -1392,6 +1390,24 @@ int swim_leave(struct swim *s, uint64_t now_ms)
 	s->joining = 0;
 	s->probe_active = 0;
 	q_push(s, s->self);
+	/* Tell every member directly, once, besides the epidemic below: a
+	 * member that misses the gossip (it is spread by only
+	 * lambda*log10(N+1) sends per node, and the network loses some) would
+	 * otherwise suspect us and declare us dead before `left` reaches it.
+	 * One message per member, once; memberlist's Leave likewise waits for
+	 * its broadcast to go out. The direct sends do not count against the
+	 * update's retransmit limit. */
+	struct swim_update me_now;
+	fill_update(s, s->self, &me_now);
+	for (uint32_t i = 0; i < s->m_slots; i++) {
+		const struct swim_member *m = &s->m[i];
+		if (!m->used || i == s->self || (m->state != SWIM_ALIVE && m->state != SWIM_SUSPECT))
+			continue;
+		struct swim_msg *o = msg_begin(s, SWIM_MSG_GOSSIP, 0);
+		o->updates[0] = me_now;
+		o->update_count = 1;
+		out_send(s, m->addr, o);
+	}
 	s->next_leave_gossip_ms = s->now_ms;
 	tick_leave(s);
 	return 0;
@@ -1403,16 +1419,16 @@ int swim_set_meta(struct swim *s, uint64_t now_ms, uint32_t capacity, uint32_t l
                   uint8_t tag_count)
 {
 	advance_now(s, now_ms);
-	if (!tags_valid(tags, tag_count)) return CH_ERR_INVALID;
+	if (!tags_valid(tags, tag_count)) return ERR_INVALID;
 	struct swim_member *me = &s->m[s->self];
-	if (s->left) return CH_ERR_INVALID;
+	if (s->left) return ERR_INVALID;
 	struct swim_update u;
 	fill_update(s, s->self, &u);
 	u.capacity = capacity;
 	u.load = load;
 	u.tags = tags;
 	u.tag_count = tag_count;
-	int rc = meta_from_update(me, &u);
+	int rc = meta_from_update(s, me, &u);
 	if (rc) return rc;
 	bump_self(s, 0);
 	return 0;
@@ -1421,10 +1437,10 @@ int swim_set_meta(struct swim *s, uint64_t now_ms, uint32_t capacity, uint32_t l
 int swim_add_member(struct swim *s, uint64_t now_ms, const struct swim_update *u)
 {
 	advance_now(s, now_ms);
-	if (!u || !update_valid(u)) return CH_ERR_PROTOCOL;
+	if (!u || !update_valid(u)) return ERR_PROTOCOL;
 	uint64_t refused = s->st.members_refused;
 	apply_update(s, u, 0);
-	return s->st.members_refused != refused ? CH_ERR_FULL : 0;
+	return s->st.members_refused != refused ? ERR_FULL : 0;
 }
 
 /* ---- accessors ---- */
@@ -1460,7 +1476,7 @@ uint32_t swim_pick_two(struct swim *s, int include_self, int (*accept)(void *ctx
 	uint32_t got[2], n = 0;
 	/* sample first; if that fails, reservoir-sample over all (bounded by m_slots) */
 	for (uint32_t t = 0; t < 64 && n < 2 && s->m_slots; t++) {
-		uint32_t i = rng_below(s, s->m_slots);
+		uint32_t i = rand_below(s, s->m_slots);
 		const struct swim_member *m = &s->m[i];
 		if (!m->used || m->state != SWIM_ALIVE || (i == s->self && !include_self)) continue;
 		if (n == 1 && got[0] == i) continue;
@@ -1477,7 +1493,7 @@ uint32_t swim_pick_two(struct swim *s, int include_self, int (*accept)(void *ctx
 			seen++;
 			if (n < 2) got[n++] = i;
 			else {
-				uint32_t r = rng_below(s, seen);
+				uint32_t r = rand_below(s, seen);
 				if (r < 2) got[r] = i;
 			}
 		}

@@ -21,11 +21,16 @@
  *     to suspect, push-pull interval scaled with cluster size.
  *
  * Pure: no clock, no sockets, no threads, no libc PRNG. `now_ms` comes in with
- * every call (it may step backwards: the core never lets its own time go
- * back); random numbers come from a xoshiro256** generator seeded by the
- * caller (swim_config.seed). The core asks its caller to act through
- * `struct swim_effects`: send a message to an address, report a member's
- * change. The shell maps `struct swim_msg` to the wire and back.
+ * every call and is the MONOTONIC clock (lib/clock.h `struct now`.mono_ms):
+ * every timeout, suspicion and backoff runs on it, so a step of the wall
+ * clock (NTP, `date -s`) cannot expire them all at once. The core still
+ * never lets its own time go back if a caller hands it a smaller value.
+ * Random numbers come from lib/rng.h (xoshiro256**) seeded by the caller
+ * (swim_config.seed). Errors are lib/err.h codes (ERR_*), mapped to the
+ * public CH_ERR_* codes by the shell. The core asks its caller to act
+ * through `struct swim_effects`: send a message to an address, report a
+ * member's change. node/codec/gossip.h maps `struct swim_msg` to the wire
+ * (protobuf `Gossip`) and back.
  *
  * Metadata (capacity, load, tags, name, address) travels with `alive`
  * updates and is versioned by the incarnation: swim_set_meta() bumps the
@@ -157,6 +162,30 @@ struct swim_effects {
 	void (*event)(void *ctx, int event, const struct swim_member *m, int old_state);
 };
 
+/* Optional sharing of member strings between cores in one process.
+ *
+ * Each member's name, address and tags live in one immutable block laid out
+ * as [tag_count tag pointers][name][addr][tags...]; the block's start is
+ * `swim_member.tags`. Without an interner every core mallocs its own block
+ * per member: right for chorusd, which runs one core. The simulator runs N
+ * cores that each hold the same N members, so N^2 copies of the same strings
+ * (~60 bytes each with malloc's overhead); it hands every core one interner
+ * and keeps one block per distinct (name, addr, tags).
+ *
+ * get: returns a block with that content laid out as above (name and addr
+ *      returned through *name_out / *addr_out), or NULL when out of memory.
+ *      The core treats it as read-only and gives it back with put.
+ * put: the core no longer uses the block (reference counting is the
+ *      interner's business).
+ * The interner must outlive every core that uses it. Threading: called from
+ * inside swim_* calls only. */
+struct swim_interner {
+	void *ctx;
+	const char *const *(*get)(void *ctx, const char *name, const char *addr, const char *const *tags,
+	                          uint8_t tag_count, const char **name_out, const char **addr_out);
+	void (*put)(void *ctx, const char *const *block);
+};
+
 struct swim_config {
 	/* identity of this node */
 	uint8_t id[SWIM_ID_BYTES];    /* not all zero */
@@ -190,6 +219,7 @@ struct swim_config {
 	uint32_t updates_max;         /* update queue; default = members_max */
 	uint32_t relays_max;          /* ping-reqs relayed at once; default 64 */
 	uint8_t nack;                 /* Lifeguard nacks on ping-req; default 1 */
+	const struct swim_interner *interner; /* optional (NULL: own copies); not copied */
 };
 
 /* Fills every field with its default (identity fields zero). */
@@ -198,8 +228,8 @@ void swim_config_defaults(struct swim_config *cfg);
 struct swim;
 
 /* Creates the state; the node is a one-member cluster (alive) until
- * swim_join() finds a seed. Returns 0 or CH_ERR_INVALID (bad config, msg
- * in err if not NULL) / CH_ERR_NOMEM. */
+ * swim_join() finds a seed. Returns 0 or ERR_INVALID (bad config, msg
+ * in err if not NULL) / ERR_NOMEM. */
 int swim_create(struct swim **out, const struct swim_config *cfg, const struct swim_effects *fx,
                 uint64_t now_ms, char *err, size_t err_bytes);
 void swim_destroy(struct swim *s);
@@ -208,13 +238,13 @@ void swim_destroy(struct swim *s);
  * SWIM_SEEDS_MAX): sends a PUSH_PULL(join) to every seed, retrying with a
  * doubling backoff capped at join_backoff_max_ms until one answers. With no
  * seeds the node stays a one-member cluster. The seeds are also used to
- * rejoin when every other member is gone. Returns 0 or CH_ERR_INVALID. */
+ * rejoin when every other member is gone. Returns 0 or ERR_INVALID. */
 int swim_join(struct swim *s, uint64_t now_ms, const char *const *seed_addrs, uint32_t seed_count);
 /* 1 while a join is in progress (no seed answered yet). */
 int swim_joining(const struct swim *s);
 
 /* A decoded message from a peer. Validates everything (bad input returns
- * CH_ERR_PROTOCOL and changes nothing); 0 when handled (also when it was
+ * ERR_PROTOCOL and changes nothing); 0 when handled (also when it was
  * ignored as stale or misdirected). */
 int swim_on_message(struct swim *s, uint64_t now_ms, const struct swim_msg *m);
 
@@ -235,14 +265,14 @@ int swim_leave(struct swim *s, uint64_t now_ms);
 int swim_leave_done(const struct swim *s);
 
 /* Own metadata changed: bumps the incarnation and gossips it. Returns 0 or
- * CH_ERR_INVALID (bad tags). */
+ * ERR_INVALID (bad tags). */
 int swim_set_meta(struct swim *s, uint64_t now_ms, uint32_t capacity, uint32_t load,
                   const char *const *tags, uint8_t tag_count);
 
 /* Adds or updates a member without gossiping it (bootstrap from a known
  * view, e.g. the simulator's steady-state start or a persisted view). The
- * usual precedence rules apply. Returns 0, CH_ERR_PROTOCOL (bad update) or
- * CH_ERR_FULL (members_max reached). */
+ * usual precedence rules apply. Returns 0, ERR_PROTOCOL (bad update) or
+ * ERR_FULL (members_max reached). */
 int swim_add_member(struct swim *s, uint64_t now_ms, const struct swim_update *u);
 
 /* ---- accessors ---- */

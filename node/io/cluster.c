@@ -32,6 +32,8 @@
 #include "core/tasks.h"
 #include "io/log.h"
 #include "codec/codec.h"
+#include "codec/gossip.h"
+#include "lib/err.h"
 #include "lib/arena.h"
 #include "lib/idmap.h"
 #include "lib/rng.h"
@@ -169,46 +171,7 @@ static void link_close(struct cluster *c, uint32_t i)
 	c->link_count--;
 }
 
-/* ---- SWIM messages <-> protobuf ---- */
-
-static void update_to_pb(Chorus__SwimUpdate *pu, const struct swim_update *u)
-{
-	chorus__swim_update__init(pu);
-	pu->id.data = (uint8_t *)u->id;
-	pu->id.len = SWIM_ID_BYTES;
-	pu->from.data = (uint8_t *)u->from;
-	pu->from.len = SWIM_ID_BYTES;
-	pu->incarnation = u->incarnation;
-	pu->state = u->state;
-	pu->proto_version = u->proto_version;
-	pu->capacity = u->capacity;
-	pu->load = u->load;
-	pu->name = (char *)(u->name ? u->name : "");
-	pu->addr = (char *)(u->addr ? u->addr : "");
-	pu->n_tags = u->tag_count;
-	pu->tags = (char **)u->tags;
-}
-
-static int update_from_pb(struct swim_update *u, const Chorus__SwimUpdate *pu)
-{
-	memset(u, 0, sizeof(*u));
-	if (pu->id.len != SWIM_ID_BYTES || (pu->from.len != 0 && pu->from.len != SWIM_ID_BYTES) ||
-	    pu->n_tags > SWIM_TAGS_MAX || pu->state > SWIM_LEFT || pu->proto_version > UINT16_MAX)
-		return -1;
-	memcpy(u->id, pu->id.data, SWIM_ID_BYTES);
-	if (pu->from.len)
-		memcpy(u->from, pu->from.data, SWIM_ID_BYTES);
-	u->incarnation = pu->incarnation;
-	u->state = (uint8_t)pu->state;
-	u->proto_version = (uint16_t)pu->proto_version;
-	u->capacity = pu->capacity;
-	u->load = pu->load;
-	u->name = pu->name;
-	u->addr = pu->addr;
-	u->tag_count = (uint8_t)pu->n_tags;
-	u->tags = (const char *const *)pu->tags;
-	return 0;
-}
+/* ---- SWIM messages over the links (node/codec/gossip.c maps them) ---- */
 
 static void gossip_reply_cb(void *arg, int code, Chorus__Envelope *reply, const char *err)
 {
@@ -225,49 +188,17 @@ static void fx_send(void *ctx, const char *addr, const struct swim_msg *m)
 	int li = link_get(c, addr, 0);
 	if (li < 0)
 		return;
-	Chorus__SwimUpdate ups[SWIM_PIGGYBACK_MAX];
-	Chorus__SwimUpdate *upp[SWIM_PIGGYBACK_MAX];
-	for (uint32_t i = 0; i < m->update_count && i < SWIM_PIGGYBACK_MAX; i++) {
-		update_to_pb(&ups[i], &m->updates[i]);
-		upp[i] = &ups[i];
+	struct gossip_pb gp;
+	if (gossip_to_pb(&gp, m) != 0) {
+		gossip_pb_release(&gp);
+		return;
 	}
-	Chorus__SwimUpdate *sts = NULL;
-	Chorus__SwimUpdate **stp = NULL;
-	if (m->state_count) {
-		sts = calloc(m->state_count, sizeof(*sts));
-		stp = calloc(m->state_count, sizeof(*stp));
-		if (!sts || !stp) {
-			free(sts);
-			free(stp);
-			return;
-		}
-		for (uint32_t i = 0; i < m->state_count; i++) {
-			update_to_pb(&sts[i], &m->states[i]);
-			stp[i] = &sts[i];
-		}
-	}
-	Chorus__Gossip g = CHORUS__GOSSIP__INIT;
-	g.type = m->type;
-	g.proto_version = m->proto_version;
-	g.seq = m->seq;
-	g.from.data = (uint8_t *)m->from;
-	g.from.len = SWIM_ID_BYTES;
-	g.from_addr = (char *)(m->from_addr ? m->from_addr : "");
-	g.target.data = (uint8_t *)m->target;
-	g.target.len = SWIM_ID_BYTES;
-	g.target_addr = (char *)(m->target_addr ? m->target_addr : "");
-	g.join = m->join;
-	g.n_updates = m->update_count;
-	g.updates = upp;
-	g.n_states = m->state_count;
-	g.states = stp;
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_GOSSIP;
-	env.gossip = &g;
+	env.gossip = &gp.g;
 	uint32_t timeout = c->period_ms * 2 > 1000 ? c->period_ms * 2 : 1000;
 	(void)chi_request_async(c->links[li].cli, &env, timeout, gossip_reply_cb, NULL);
-	free(sts);
-	free(stp);
+	gossip_pb_release(&gp);
 }
 
 static void fx_event(void *ctx, int event, const struct swim_member *m, int old_state)
@@ -301,45 +232,17 @@ static void fx_event(void *ctx, int event, const struct swim_member *m, int old_
 
 int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, const struct now *now)
 {
-	uint64_t now_ms = now->mono_ms;
-	if (g->from.len != SWIM_ID_BYTES || (g->target.len != 0 && g->target.len != SWIM_ID_BYTES) ||
-	    g->n_updates > SWIM_PIGGYBACK_MAX || g->n_states > STATES_MAX || g->type > 255 ||
-	    g->proto_version > UINT16_MAX)
+	struct gossip_in in;
+	int rc = gossip_from_pb(&in, g, STATES_MAX);
+	if (rc == 0)
+		rc = swim_on_message(c->swim, now->mono_ms, &in.msg);
+	gossip_in_release(&in);
+	if (rc != 0) {
+		log_limited(LOG_WARN, "cluster", "bad-gossip", 10000,
+		            "refused a malformed gossip message (%s)", err_name(rc));
 		return CH_ERR_PROTOCOL;
-	struct swim_msg m;
-	memset(&m, 0, sizeof(m));
-	m.type = (uint8_t)g->type;
-	m.proto_version = (uint16_t)g->proto_version;
-	m.seq = g->seq;
-	memcpy(m.from, g->from.data, SWIM_ID_BYTES);
-	m.from_addr = g->from_addr;
-	if (g->target.len)
-		memcpy(m.target, g->target.data, SWIM_ID_BYTES);
-	m.target_addr = g->target_addr;
-	m.join = g->join ? 1 : 0;
-	m.update_count = (uint32_t)g->n_updates;
-	for (size_t i = 0; i < g->n_updates; i++)
-		if (update_from_pb(&m.updates[i], g->updates[i]) != 0)
-			return CH_ERR_PROTOCOL;
-	struct swim_update *states = NULL;
-	if (g->n_states) {
-		states = calloc(g->n_states, sizeof(*states));
-		if (!states)
-			return CH_ERR_NOMEM;
-		for (size_t i = 0; i < g->n_states; i++) {
-			if (update_from_pb(&states[i], g->states[i]) != 0) {
-				free(states);
-				return CH_ERR_PROTOCOL;
-			}
-		}
-		m.state_count = (uint32_t)g->n_states;
-		m.states = states;
 	}
-	int rc = swim_on_message(c->swim, now_ms, &m);
-	free(states);
-	if (rc != 0)
-		log_limited(LOG_WARN, "cluster", "bad-gossip", 10000, "refused a malformed gossip message");
-	return rc;
+	return 0;
 }
 
 /* ---- placement ---- */
@@ -787,7 +690,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	c->next_join_log_ms = now_ms + 5000;
 	if (rc != 0) {
 		if (!*err)
-			snprintf(err, err_len, "cannot start membership: %s", ch_strerror(rc));
+			snprintf(err, err_len, "cannot start membership: %s", err_name(rc));
 		cluster_stop(c);
 		return rc;
 	}

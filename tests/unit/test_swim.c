@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "chorus.h"
+#include "lib/err.h"
 #include "core/swim.h"
 
 #define NODES_MAX 12
@@ -644,7 +644,7 @@ static void members_max_refuses_new_members(void **state)
 	know(a, b);
 	know(a, d);
 	struct swim_update u = update_of(e, SWIM_ALIVE, 0);
-	assert_int_equal(swim_add_member(a->s, T.now, &u), CH_ERR_FULL);
+	assert_int_equal(swim_add_member(a->s, T.now, &u), ERR_FULL);
 	assert_int_equal(swim_member_count(a->s), 3);
 	assert_int_equal(swim_stats(a->s)->members_refused, 1);
 	/* a dead member makes room: the oldest dead one is forgotten */
@@ -764,36 +764,36 @@ static void invalid_messages_are_refused(void **state)
 	m.type = SWIM_MSG_GOSSIP;
 	m.from_addr = b->addr;
 	/* zero sender id */
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	memcpy(m.from, b->id, SWIM_ID_BYTES);
 	m.type = 99;
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.type = SWIM_MSG_GOSSIP;
 	m.update_count = SWIM_PIGGYBACK_MAX + 1;
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.update_count = 1;
 	m.updates[0] = update_of(b, 7, 0); /* no such state */
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.updates[0] = update_of(b, SWIM_ALIVE, 0);
 	m.updates[0].addr = ""; /* alive but unreachable */
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	char longname[SWIM_NAME_BYTES_MAX + 8];
 	memset(longname, 'n', sizeof longname - 1);
 	longname[sizeof longname - 1] = 0;
 	m.updates[0] = update_of(b, SWIM_ALIVE, 0);
 	m.updates[0].name = longname;
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.updates[0] = update_of(b, SWIM_ALIVE, UINT32_MAX);
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.updates[0] = update_of(b, SWIM_ALIVE, 0);
 	m.updates[0].tag_count = SWIM_TAGS_MAX + 1;
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.update_count = 0;
 	m.state_count = 1; /* states on a non-push-pull message */
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	m.state_count = 0;
 	m.type = SWIM_MSG_PING_REQ; /* no target */
-	assert_int_equal(swim_on_message(a->s, T.now, &m), CH_ERR_PROTOCOL);
+	assert_int_equal(swim_on_message(a->s, T.now, &m), ERR_PROTOCOL);
 	assert_int_equal(swim_stats(a->s)->invalid, 10);
 	assert_int_equal(swim_member_count(a->s), 2);
 	assert_int_equal(T.out_len, 0);
@@ -808,16 +808,16 @@ static void bad_config_is_refused(void **state)
 	char err[128];
 	base_config(&c, 0);
 	c.addr = "t:0";
-	assert_int_equal(swim_create(&s, &c, &fx, 0, err, sizeof err), CH_ERR_INVALID); /* zero id */
+	assert_int_equal(swim_create(&s, &c, &fx, 0, err, sizeof err), ERR_INVALID); /* zero id */
 	assert_non_null(strstr(err, "id"));
 	c.id[0] = 1;
 	c.probe_timeout_ms = c.period_ms;
-	assert_int_equal(swim_create(&s, &c, &fx, 0, err, sizeof err), CH_ERR_INVALID);
+	assert_int_equal(swim_create(&s, &c, &fx, 0, err, sizeof err), ERR_INVALID);
 	base_config(&c, 0);
 	c.id[0] = 1;
 	c.addr = "t:0";
 	c.piggyback_max = SWIM_PIGGYBACK_MAX + 1;
-	assert_int_equal(swim_create(&s, &c, &fx, 0, err, sizeof err), CH_ERR_INVALID);
+	assert_int_equal(swim_create(&s, &c, &fx, 0, err, sizeof err), ERR_INVALID);
 	assert_null(s);
 }
 
@@ -890,7 +890,7 @@ static void metadata_and_tags_travel_with_alive(void **state)
 	const char *tags[] = {"gpu", "zone-a"};
 	assert_int_equal(swim_set_meta(b->s, T.now, 16, 5, tags, 2), 0);
 	const char *bad[] = {NULL};
-	assert_int_equal(swim_set_meta(b->s, T.now, 16, 5, bad, 1), CH_ERR_INVALID);
+	assert_int_equal(swim_set_meta(b->s, T.now, 16, 5, bad, 1), ERR_INVALID);
 	/* fake-network copies drop tags: hand a the update directly */
 	struct swim_update u = update_of(b, SWIM_ALIVE, swim_self_incarnation(b->s));
 	u.capacity = 16;
@@ -910,6 +910,101 @@ static void metadata_and_tags_travel_with_alive(void **state)
 	assert_int_equal(n, 2);
 	assert_string_equal(swim_state_name(SWIM_LEFT), "left");
 	assert_string_equal(swim_msg_type_name(SWIM_MSG_PING_REQ), "ping_req");
+}
+
+/* A counting interner: one block per distinct content, held by reference. */
+struct ientry {
+	char *block;
+	int refs;
+	char key[256];
+};
+static struct ientry g_intern[16];
+static int g_intern_gets, g_intern_puts;
+
+static const char *const *intern_get(void *ctx, const char *name, const char *addr, const char *const *tags,
+                                     uint8_t tag_count, const char **name_out, const char **addr_out)
+{
+	(void)ctx;
+	char key[256];
+	int kl = snprintf(key, sizeof key, "%s|%s", name, addr);
+	for (uint8_t i = 0; i < tag_count; i++) kl += snprintf(key + kl, sizeof key - (size_t)kl, "|%s", tags[i]);
+	g_intern_gets++;
+	struct ientry *e = NULL;
+	for (int i = 0; i < 16 && !e; i++)
+		if (g_intern[i].refs && !strcmp(g_intern[i].key, key)) e = &g_intern[i];
+	if (!e) {
+		for (int i = 0; i < 16 && !e; i++)
+			if (!g_intern[i].refs) e = &g_intern[i];
+		assert_non_null(e);
+		size_t ptrs = tag_count * sizeof(char *), nl = strlen(name) + 1, al = strlen(addr) + 1, tl = 0;
+		for (uint8_t i = 0; i < tag_count; i++) tl += strlen(tags[i]) + 1;
+		e->block = malloc(ptrs + nl + al + tl);
+		assert_non_null(e->block);
+		char *p = e->block + ptrs;
+		memcpy(p, name, nl);
+		memcpy(p + nl, addr, al);
+		p += nl + al;
+		for (uint8_t i = 0; i < tag_count; i++) {
+			((char **)(void *)e->block)[i] = p;
+			size_t l = strlen(tags[i]) + 1;
+			memcpy(p, tags[i], l);
+			p += l;
+		}
+		snprintf(e->key, sizeof e->key, "%s", key);
+	}
+	e->refs++;
+	*name_out = e->block + tag_count * sizeof(char *);
+	*addr_out = *name_out + strlen(name) + 1;
+	return (const char *const *)(void *)e->block;
+}
+
+static void intern_put(void *ctx, const char *const *block)
+{
+	(void)ctx;
+	g_intern_puts++;
+	for (int i = 0; i < 16; i++) {
+		if (g_intern[i].refs && (const char *const *)(void *)g_intern[i].block == block) {
+			if (--g_intern[i].refs == 0) free(g_intern[i].block);
+			return;
+		}
+	}
+	fail_msg("put of a block the interner never gave out");
+}
+
+static void interner_shares_member_strings_and_gets_every_block_back(void **state)
+{
+	(void)state;
+	static const struct swim_interner in = {.get = intern_get, .put = intern_put};
+	memset(g_intern, 0, sizeof g_intern);
+	g_intern_gets = g_intern_puts = 0;
+	struct swim_config c;
+	for (int i = 0; i < 3; i++) {
+		base_config(&c, i);
+		c.interner = &in;
+		mk_cfg(&c);
+	}
+	know_all();
+	struct tnode *a = &T.nodes[0], *b = &T.nodes[1], *x = &T.nodes[2];
+	/* a and x hold b through the same block */
+	assert_ptr_equal(view(a, b)->name, view(x, b)->name);
+	assert_string_equal(view(a, b)->addr, b->addr);
+	/* new metadata: a fresh block, the old one given back */
+	const char *tags[] = {"gpu"};
+	struct swim_update u = update_of(b, SWIM_ALIVE, 7);
+	u.tags = tags;
+	u.tag_count = 1;
+	assert_int_equal(swim_add_member(a->s, T.now, &u), 0);
+	assert_int_equal(view(a, b)->tag_count, 1);
+	assert_string_equal(view(a, b)->tags[0], "gpu");
+	assert_ptr_not_equal(view(a, b)->name, view(x, b)->name);
+	run_to(T.now + 2000);
+	for (int i = 0; i < T.count; i++) {
+		swim_destroy(T.nodes[i].s);
+		T.nodes[i].s = NULL;
+	}
+	assert_true(g_intern_gets > 0);
+	assert_int_equal(g_intern_gets, g_intern_puts);
+	for (int i = 0; i < 16; i++) assert_int_equal(g_intern[i].refs, 0);
 }
 
 int main(void)
@@ -935,6 +1030,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(relays_are_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(pick_two_returns_distinct_alive_members, setup, teardown),
 		cmocka_unit_test_setup_teardown(metadata_and_tags_travel_with_alive, setup, teardown),
+		cmocka_unit_test_setup_teardown(interner_shares_member_strings_and_gets_every_block_back, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
