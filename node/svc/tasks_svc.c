@@ -55,6 +55,12 @@
 #define REQUIRE_TAGS_MAX 16
 #define REQUIRE_TAG_BYTES_MAX 31
 #define MAX_ATTEMPTS_MAX 1000
+/* Attempts coordinators placed here, remembered so that the same attempt
+ * sent again (after a re-handshake, from another session) never runs twice:
+ * bounded in count, in the bytes of outcomes kept, and in time. */
+#define PLACED_RECS_MAX 65536
+#define PLACED_RECS_BYTES_MAX (64u << 20)
+#define PLACED_REC_TTL_MS (10u * 60u * 1000u)
 /* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
 #define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
 
@@ -72,6 +78,19 @@ struct waiter {
 	struct timer deadline;    /* monotonic */
 	struct waiter *next, *prev;   /* all waiters */
 	struct waiter *id_next;       /* waiters on the same id */
+};
+
+/* One attempt a coordinator placed here: (origin, origin_task, attempt). */
+struct placed_rec {
+	uint64_t key;
+	uint8_t origin[16];
+	uint64_t origin_task;
+	uint32_t origin_attempt;
+	uint64_t task_id;         /* the ephemeral task running it */
+	struct task *final;       /* a copy of its outcome once final, else NULL */
+	size_t final_bytes;
+	uint64_t created_ms;      /* monotonic */
+	struct placed_rec *next, *prev; /* oldest first */
 };
 
 /* A growable list of ids (tasks that ended, batches that progressed). */
@@ -98,6 +117,9 @@ struct tasks_svc {
 	int nomem_logged;
 
 	uint64_t next_purge_ms;    /* monotonic */
+	struct idmap placed_by_key, placed_by_task;
+	struct placed_rec *placed_head, *placed_tail;
+	size_t placed_bytes;
 	uint64_t drain_deadline_ms;
 	struct placement_port *placement;
 	struct task_sink_port sink;
@@ -458,6 +480,85 @@ static void serve_waiters(struct tasks_svc *s)
 	}
 }
 
+/* ---- attempts placed here, deduplicated ---- */
+
+static uint64_t placed_key(const uint8_t origin[16], uint64_t task, uint32_t attempt)
+{
+	uint64_t x = task ^ ((uint64_t)attempt << 40);
+	for (int i = 0; i < 16; i++)
+		x = (x ^ origin[i]) * 0x100000001b3ULL; /* FNV-1a style */
+	x ^= x >> 31;
+	return x ? x : 1;
+}
+
+static void placed_drop(struct tasks_svc *s, struct placed_rec *r)
+{
+	if (idmap_get(&s->placed_by_key, r->key) == r)
+		(void)idmap_del(&s->placed_by_key, r->key);
+	if (idmap_get(&s->placed_by_task, r->task_id) == r)
+		(void)idmap_del(&s->placed_by_task, r->task_id);
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		s->placed_head = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		s->placed_tail = r->prev;
+	s->placed_bytes -= r->final_bytes;
+	task_free(r->final);
+	free(r);
+}
+
+/* Forgets the oldest finished records past their time or over the caps. A
+ * record still running is kept (its task is in the table anyway). */
+static void placed_expire(struct tasks_svc *s, uint64_t now_ms)
+{
+	while (s->placed_head && s->placed_head->final &&
+	       (s->placed_head->created_ms + PLACED_REC_TTL_MS < now_ms ||
+	        s->placed_by_key.count > PLACED_RECS_MAX || s->placed_bytes > PLACED_RECS_BYTES_MAX))
+		placed_drop(s, s->placed_head);
+}
+
+static struct placed_rec *placed_find(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
+                                      uint32_t attempt)
+{
+	struct placed_rec *r = idmap_get(&s->placed_by_key, placed_key(origin, task, attempt));
+	if (r && r->origin_task == task && r->origin_attempt == attempt &&
+	    memcmp(r->origin, origin, 16) == 0)
+		return r;
+	return NULL;
+}
+
+static void placed_add(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
+                       uint32_t attempt, uint64_t task_id)
+{
+	struct placed_rec *r = calloc(1, sizeof(*r));
+	if (!r)
+		return; /* no dedup for this one: at worst, what happened before */
+	r->key = placed_key(origin, task, attempt);
+	memcpy(r->origin, origin, 16);
+	r->origin_task = task;
+	r->origin_attempt = attempt;
+	r->task_id = task_id;
+	r->created_ms = host_now(s->host)->mono_ms;
+	struct placed_rec *old = idmap_get(&s->placed_by_key, r->key);
+	if (old)
+		placed_drop(s, old); /* a hash collision: the newer wins */
+	if (idmap_put(&s->placed_by_key, r->key, r) != 0 ||
+	    idmap_put(&s->placed_by_task, task_id, r) != 0) {
+		(void)idmap_del(&s->placed_by_key, r->key);
+		free(r);
+		return;
+	}
+	r->prev = s->placed_tail;
+	if (s->placed_tail)
+		s->placed_tail->next = r;
+	else
+		s->placed_head = r;
+	s->placed_tail = r;
+}
+
 /* ---- request handlers ---- */
 
 static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
@@ -479,6 +580,37 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 		rpc_reply_error(c, CH_ERR_INVALID, "origin must be a 16-byte node id");
 		return;
 	}
+	if (m->origin.len && !(c->role & RPC_ROLE_PEER)) {
+		/* placing work as a coordinator is a member's right */
+		log_limited(LOG_WARN, "tasks", "origin-denied", 10000,
+		            "refused a placed task from a session without the peer role");
+		rpc_reply_error(c, CH_ERR_DENIED, "only a cluster member may place tasks here");
+		return;
+	}
+	if (m->origin.len) {
+		/* the same attempt again (a resend under a new session): never a
+		 * second run; answer from the first */
+		struct placed_rec *pr = placed_find(s, m->origin.data, m->origin_task, m->origin_attempt);
+		if (pr && pr->final) {
+			Chorus__TaskResult r;
+			codec_result_fill(&r, pr->final);
+			Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+			sr.task_id = pr->task_id;
+			sr.result = m->wait_ms ? &r : NULL;
+			rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
+			return;
+		}
+		if (pr && tasks_get(s->tasks, pr->task_id)) {
+			if (m->wait_ms) {
+				park(s, c, WAIT_TASK, pr->task_id, m->wait_ms, 1, 0, 0);
+				return;
+			}
+			Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+			sr.task_id = pr->task_id;
+			rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
+			return;
+		}
+	}
 	struct task *t = codec_task_from_spec(m->task->handler, m->task->payload.data,
 	                                      m->task->payload.len, m->task->opts,
 	                                      handler_pool(s, m->task->handler));
@@ -496,7 +628,10 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 		t->opts.max_attempts = 1;
 	}
 	uint64_t id = 0;
+	int ephemeral = t->ephemeral;
 	rc = tasks_submit(s->tasks, t, host_now(s->host), &id);
+	if (rc == 0 && ephemeral)
+		placed_add(s, m->origin.data, m->origin_task, m->origin_attempt, id);
 	if (rc) {
 		task_free(t);
 		log_limited(LOG_WARN, "tasks", "queue-full", 10000, "queue full (%u tasks): submit refused",
@@ -600,6 +735,10 @@ static void handle_cancel(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	const Chorus__CancelReq *m = env->cancel;
 	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
 	const struct now *now = host_now(s->host);
+	if (m->origin.len && !(c->role & RPC_ROLE_PEER)) {
+		rpc_reply_error(c, CH_ERR_DENIED, "only a cluster member may cancel placed tasks");
+		return;
+	}
 	if (m->origin.len == SEAL_ID_BYTES) {
 		const struct task *t = tasks_find_origin(s->tasks, m->origin.data, m->origin_task);
 		if (t && tasks_cancel(s->tasks, t->id, now) == 0)
@@ -745,6 +884,21 @@ static void fx_final(void *ctx, const struct task *t)
 {
 	struct tasks_svc *s = ctx;
 	idvec_push(s, &s->ended, t->id);
+	if (t->ephemeral) {
+		/* keep its outcome for a resend of the same attempt */
+		struct placed_rec *pr = idmap_get(&s->placed_by_task, t->id);
+		if (pr && !pr->final) {
+			pr->final = task_clone(t);
+			if (pr->final) {
+				free(pr->final->payload); /* the outcome is what a resend needs */
+				pr->final->payload = NULL;
+				pr->final->payload_len = 0;
+				pr->final_bytes = sizeof(*pr->final) + pr->final->output_len +
+				                  (pr->final->error ? strlen(pr->final->error) : 0);
+				s->placed_bytes += pr->final_bytes;
+			}
+		}
+	}
 	if (t->state != TASK_SUCCEEDED)
 		log_msg(t->state == TASK_CANCELLED ? LOG_INFO : LOG_WARN, "tasks",
 		        "task %" PRIu64 " (%s) %s after %u attempt(s): %s", t->id, t->handler,
@@ -1083,6 +1237,7 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 	tasks_flush_done(s->tasks);
 	serve_waiters(s);
 	tasks_release_final(s->tasks);
+	placed_expire(s, now->mono_ms);
 	if (now->mono_ms >= s->next_purge_ms && !host_draining(s->host)) {
 		s->next_purge_ms = now->mono_ms + PURGE_INTERVAL_MS;
 		if (store_begin(s->store) == 0) {
@@ -1178,6 +1333,10 @@ static void svc_stop(void *svc)
 	tasks_destroy(s->tasks);
 	if (s->reg_ready)
 		handlers_free(&s->reg);
+	while (s->placed_head)
+		placed_drop(s, s->placed_head);
+	idmap_free(&s->placed_by_key);
+	idmap_free(&s->placed_by_task);
 	idmap_free(&s->task_waiters);
 	idmap_free(&s->batch_waiters);
 	timerheap_free(&s->deadlines);
@@ -1210,6 +1369,8 @@ int tasks_svc_register(struct host *h)
 	s->host = h;
 	idmap_init(&s->task_waiters);
 	idmap_init(&s->batch_waiters);
+	idmap_init(&s->placed_by_key);
+	idmap_init(&s->placed_by_task);
 	timerheap_init(&s->deadlines);
 	if (host_register(h, &TASKS_OPS, s) != 0) {
 		free(s);

@@ -5,7 +5,10 @@
    real `submit --wait` is parked, and again after it was answered. Neither
    forgery is answered; the real wait gets its result; a genuine resend of
    the answered request still gets the cached answer; the forgeries are
-   counted as tampered, the genuine resend as resent.
+   counted as tampered, the genuine resend as resent;
+2. a placed attempt (a coordinator's submit with origin fields) sent again
+   on a new session runs once: the member deduplicates by (coordinator,
+   task, attempt); the next attempt of the same task runs.
 """
 
 import unittest
@@ -23,6 +26,14 @@ class TestLinks(NodeTestCase):
         pc = peer_counters(n.status())
         self.assertGreaterEqual(pc["tampered"], 2, pc)
         self.assertGreaterEqual(pc["resent"], 1, pc)
+
+    def test_a_placed_attempt_sent_twice_runs_once(self):
+        n = self.new_node("--workers", "2")
+        rc, out, err = n.frametool("placed-twice", timeout_s=60)
+        self.assertEqual(rc, 0, "frametool placed-twice:\n%s\n%s" % (out, err))
+        self.assertIn("one run per attempt", out)
+        # two attempts ran, not three
+        self.assertEqual(n.status()["submitted"], 2)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@
  *                    once more -> no answer; counted replayed
  *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
  *                    reason; counted forged
+ *   placed-twice     one attempt placed as a coordinator (origin fields) on
+ *                    two sessions, then attempt 2: the first two answered
+ *                    with the same task (run once), the third a new one
  *   forge-resend     a parked `submit --wait` (sleep 1500), then frames under
  *                    its session id and counter with made-up bytes, while it
  *                    is parked and after it was answered -> no answer to
@@ -709,6 +712,102 @@ static int mode_forge_resend(const char *secret)
 	return bad ? 1 : 0;
 }
 
+/* A sealed submit placed as a coordinator would: origin fields set. */
+static uint8_t *placed_frame(struct seal_session *sess, const uint8_t origin[16], uint64_t task,
+                             uint32_t attempt, size_t *len)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__SubmitReq sr = CHORUS__SUBMIT_REQ__INIT;
+	Chorus__TaskSpec ts = CHORUS__TASK_SPEC__INIT;
+	ts.handler = (char *)"echo";
+	ts.payload.data = (uint8_t *)"placed";
+	ts.payload.len = 6;
+	sr.task = &ts;
+	sr.wait_ms = 10000;
+	sr.origin.data = (uint8_t *)origin;
+	sr.origin.len = 16;
+	sr.origin_task = task;
+	sr.origin_attempt = attempt;
+	env.version = CH_PROTOCOL_VERSION;
+	env.sender.data = g_self_id;
+	env.sender.len = SEAL_ID_BYTES;
+	env.request_id = ++g_request_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
+	env.submit = &sr;
+	size_t n = chorus__envelope__get_packed_size(&env);
+	uint8_t *plain = malloc(n ? n : 1);
+	uint8_t *frame = malloc(n + SEAL_OVERHEAD_BYTES);
+	if (!plain || !frame) {
+		fprintf(stderr, "frametool: out of memory\n");
+		exit(1);
+	}
+	chorus__envelope__pack(&env, plain);
+	seal_frame_seal(sess, plain, n, frame);
+	free(plain);
+	*len = n + SEAL_OVERHEAD_BYTES;
+	return frame;
+}
+
+/* The task id and state in a SubmitResp reply, or 0. */
+static uint64_t submit_reply_id(struct seal_session *sess, nng_msg *reply, int *state)
+{
+	uint8_t *plain = NULL;
+	size_t plain_len = 0;
+	uint64_t id = 0;
+	*state = 0;
+	if (seal_frame_open(sess, nng_msg_body(reply), nng_msg_len(reply), &plain, &plain_len) !=
+	    SEAL_OK)
+		return 0;
+	Chorus__Envelope *e = chorus__envelope__unpack(NULL, plain_len, plain);
+	if (e && e->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP) {
+		id = e->submit_resp->task_id;
+		if (e->submit_resp->result)
+			*state = (int)e->submit_resp->result->state;
+	} else if (e && e->body_case == CHORUS__ENVELOPE__BODY_ERROR) {
+		printf("error: %s\n", e->error->message);
+	}
+	if (e)
+		chorus__envelope__free_unpacked(e, NULL);
+	return id;
+}
+
+/* One attempt placed twice, as a coordinator's link does after a
+ * re-handshake: two sessions, the same (origin, task, attempt). The member
+ * must run it once and answer both with the same task. Then attempt 2 of
+ * the same task: a new run. */
+static int mode_placed_twice(const char *secret)
+{
+	struct seal_keyring kr;
+	keyring_from_file(&kr, secret);
+	uint8_t origin[16];
+	randombytes_buf(origin, sizeof(origin));
+	uint64_t ids[3] = {0, 0, 0};
+	int states[3] = {0, 0, 0};
+	const uint32_t attempts[3] = {1, 1, 2};
+	for (int i = 0; i < 3; i++) {
+		struct seal_session sess;
+		nng_socket s = sock_open();
+		handshake(s, &kr, &sess);
+		size_t len;
+		uint8_t *frame = placed_frame(&sess, origin, 77, attempts[i], &len);
+		nng_msg *reply = NULL;
+		if (xchg(s, frame, len, FRAMETOOL_ANSWER_MS, &reply) == 1) {
+			ids[i] = submit_reply_id(&sess, reply, &states[i]);
+			nng_msg_free(reply);
+		}
+		free(frame);
+		nng_close(s);
+		printf("attempt %u, session %d: task %" PRIu64 " state %d\n", attempts[i], i + 1,
+		       ids[i], states[i]);
+	}
+	sodium_memzero(&kr, sizeof(kr));
+	int ok = ids[0] && ids[0] == ids[1] && ids[2] && ids[2] != ids[0] &&
+	         states[0] == CHORUS__TASK_STATE__TASK_SUCCEEDED &&
+	         states[1] == CHORUS__TASK_STATE__TASK_SUCCEEDED;
+	printf("placed-twice: %s\n", ok ? "one run per attempt" : "WRONG");
+	return ok ? 0 : 1;
+}
+
 static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
@@ -885,7 +984,7 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | forge-resend | dup [N] | hammer N [SLEEP_MS] |\n"
+	        "       wrong-secret | forge-resend | placed-twice | dup [N] | hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
@@ -931,6 +1030,8 @@ int main(int argc, char **argv)
 		rc = mode_wrong_secret();
 	} else if (strcmp(mode, "forge-resend") == 0) {
 		rc = mode_forge_resend(secret);
+	} else if (strcmp(mode, "placed-twice") == 0) {
+		rc = mode_placed_twice(secret);
 	} else if (strcmp(mode, "hammer") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)
