@@ -264,7 +264,7 @@ static void *drv_create(struct sim *s, uint32_t node, struct now now)
 	c.period_ms = SWIM_SIM_PERIOD_MS;
 	c.probe_timeout_ms = SWIM_SIM_PROBE_TIMEOUT_MS;
 	c.members_max = w->members_max;
-	c.reap_after_ms = 150 * SWIM_SIM_PERIOD_MS;
+	c.reap_after_ms = (w->reap_after_periods ? w->reap_after_periods : 150) * SWIM_SIM_PERIOD_MS;
 	c.interner = &w->interner;
 	/* restart: one above what survived on the disk */
 	uint8_t b[4];

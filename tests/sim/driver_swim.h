@@ -41,6 +41,7 @@ struct swim_world {
 	uint32_t n;
 	struct swim_sim_node *nodes;
 	uint32_t members_max;
+	uint32_t reap_after_periods;  /* 0 = 150 (30 s at 200 ms) */
 	/* while the network has no cuts: */
 	uint64_t false_dead_events;   /* an up node declared dead */
 	uint32_t false_dead_members;

@@ -24,6 +24,10 @@
  *                    once more -> no answer; counted replayed
  *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
  *                    reason; counted forged
+ *   hello-flood N    one HELLO made with the key (as if captured), sent N
+ *                    times: prints how many were answered (a node that
+ *                    refuses replayed HELLOs answers at most one with a
+ *                    WELCOME); a load tool for the benchmark and tests
  *   placed-twice     one attempt placed as a coordinator (origin fields) on
  *                    two sessions, then attempt 2: the first two answered
  *                    with the same task (run once), the third a new one
@@ -808,6 +812,49 @@ static int mode_placed_twice(const char *secret)
 	return ok ? 0 : 1;
 }
 
+static uint8_t *g_hello;
+static size_t g_hello_len;
+
+static void make_hello_copy(uint8_t *buf, size_t *len, uint32_t i)
+{
+	(void)i;
+	memcpy(buf, g_hello, g_hello_len);
+	*len = g_hello_len;
+}
+
+/* One HELLO built with the real key (as if captured on the wire), sent n
+ * times in waves of FRAMETOOL_WAVE: prints how many were welcomed. A node
+ * that refuses replayed HELLOs welcomes at most one. A load tool: exit 0
+ * unless nothing could be sent. */
+#define FRAMETOOL_WAVE 128
+static int mode_hello_flood(const char *secret, uint32_t n)
+{
+	struct seal_keyring kr;
+	keyring_from_file(&kr, secret);
+	struct seal_initiator in;
+	if (seal_hello_build(&in, &kr, g_self_id, &g_hello, &g_hello_len) != 0) {
+		fprintf(stderr, "frametool: cannot build HELLO\n");
+		return 1;
+	}
+	sodium_memzero(&in, sizeof(in));
+	nng_socket s = sock_open();
+	uint32_t sent = 0;
+	int welcomed = 0;
+	while (sent < n) {
+		uint32_t k = n - sent < FRAMETOOL_WAVE ? n - sent : FRAMETOOL_WAVE;
+		int a = send_bulk(s, k, make_hello_copy, g_hello_len);
+		if (a < 0)
+			break;
+		welcomed += a;
+		sent += k;
+	}
+	printf("hello-flood: %" PRIu32 " sent, %d answered\n", sent, welcomed);
+	free(g_hello);
+	nng_close(s);
+	sodium_memzero(&kr, sizeof(kr));
+	return sent ? 0 : 1;
+}
+
 static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
@@ -857,6 +904,12 @@ struct hammer_spec {
 	uint32_t timeout_ms;    /* client timeout, and the wait of each call */
 };
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static int mode_hammer(const char *secret, uint32_t n, const struct hammer_spec *hs)
 {
 	ch_client *c = NULL;
@@ -875,8 +928,16 @@ static int mode_hammer(const char *secret, uint32_t n, const struct hammer_spec 
 	}
 	uint32_t failures = 0;
 	uint64_t slowest_ms = 0, total_ms = 0;
+	uint64_t *lat_us = calloc(n, sizeof(*lat_us));
+	if (!lat_us) {
+		free(payload);
+		ch_client_close(c);
+		return 1;
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t t0 = now_ms();
+		struct timespec ts0, ts1;
+		clock_gettime(CLOCK_MONOTONIC, &ts0);
 		size_t plen, want_len;
 		if (hs->sleep_ms) {
 			plen = (size_t)snprintf(payload, cap, "%" PRIu32, hs->sleep_ms);
@@ -901,6 +962,9 @@ static int mode_hammer(const char *secret, uint32_t n, const struct hammer_spec 
 			failures++;
 		}
 		ch_result_free(r);
+		clock_gettime(CLOCK_MONOTONIC, &ts1);
+		lat_us[i] = (uint64_t)(ts1.tv_sec - ts0.tv_sec) * 1000000u +
+		            (uint64_t)((ts1.tv_nsec - ts0.tv_nsec) / 1000);
 		uint64_t took_ms = now_ms() - t0;
 		if (took_ms >= FRAMETOOL_SLOW_CALL_MS)
 			printf("slow %" PRIu32 ": %" PRIu64 " ms\n", i, took_ms);
@@ -910,12 +974,17 @@ static int mode_hammer(const char *secret, uint32_t n, const struct hammer_spec 
 	}
 	free(payload);
 	ch_client_close(c);
+	qsort(lat_us, n, sizeof(*lat_us), cmp_u64);
+	/* nearest-rank percentiles of the calls' latencies */
+	uint64_t p50 = lat_us[(n - 1) * 50 / 100], p99 = lat_us[(n - 1) * 99 / 100];
+	free(lat_us);
 	if (failures) {
 		printf("failed %" PRIu32 " of %" PRIu32 "\n", failures, n);
 		return 1;
 	}
-	printf("ok %" PRIu32 " (%" PRIu64 " ms in all, slowest call %" PRIu64 " ms)\n", n, total_ms,
-	       slowest_ms);
+	printf("ok %" PRIu32 " (%" PRIu64 " ms in all, slowest call %" PRIu64 " ms, p50 %" PRIu64
+	       " us, p99 %" PRIu64 " us)\n",
+	       n, total_ms, slowest_ms, p50, p99);
 	return 0;
 }
 
@@ -984,7 +1053,8 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | forge-resend | placed-twice | dup [N] | hammer N [SLEEP_MS] |\n"
+	        "       wrong-secret | forge-resend | placed-twice | hello-flood N | dup [N] |\n"
+	        "       hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
@@ -1032,6 +1102,11 @@ int main(int argc, char **argv)
 		rc = mode_forge_resend(secret);
 	} else if (strcmp(mode, "placed-twice") == 0) {
 		rc = mode_placed_twice(secret);
+	} else if (strcmp(mode, "hello-flood") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		if (n == 0)
+			return usage();
+		rc = mode_hello_flood(secret, n);
 	} else if (strcmp(mode, "hammer") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)
