@@ -812,6 +812,7 @@ void tasks_pump(struct tasks *ts, const struct now *now)
 			assert(t->state == TASK_QUEUED);
 			t->attempts++;
 			t->state = TASK_RUNNING;
+			t->timeout_at_start = 0;
 			t->started_ms = now->wall_ms;
 			t->deadline_mono_ms = t->opts.timeout_ms ? now->mono_ms + t->opts.timeout_ms : 0;
 			/* where it runs: this node, unless the dispatch effect places
@@ -838,6 +839,8 @@ void tasks_pump(struct tasks *ts, const struct now *now)
 			}
 			t->dispatched = 1;
 			move_to(ts, t, LIST_RUNNING, 0);
+			if (t->timeout_at_start)
+				t->deadline_mono_ms = 0; /* armed by tasks_on_started */
 			if (t->deadline_mono_ms)
 				timer_arm(&ts->task_timers, &t->timer, t->deadline_mono_ms);
 			mark_dirty(ts, t);

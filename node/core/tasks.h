@@ -98,6 +98,12 @@ struct task {
 	/* Placed here by a coordinator (cluster fan-out): never journaled by
 	 * this node, never retried here; the coordinator owns its policy. */
 	uint8_t ephemeral;
+	/* Set by the dispatch effect when the task went to a local worker,
+	 * which reports when it really starts (tasks_on_started): its timeout
+	 * runs from then, not from the dispatch (a prefetched job may wait
+	 * behind another). Left 0 for a task placed elsewhere: its timeout
+	 * runs from the dispatch. */
+	uint8_t timeout_at_start;
 	uint8_t origin[16];    /* coordinator's node id */
 	uint64_t origin_task;  /* coordinator's task id */
 	struct task_opts opts;

@@ -107,6 +107,7 @@ struct cluster {
 	int dead_overflow;
 
 	struct rng rng;
+	uint64_t now_ms;       /* monotonic, the latest a call brought */
 	uint32_t last_load;
 	uint64_t next_meta_ms, next_link_sweep_ms, next_join_log_ms;
 	int joined_logged;
@@ -185,7 +186,7 @@ static void gossip_reply_cb(void *arg, int code, Chorus__Envelope *reply, const 
 static void fx_send(void *ctx, const char *addr, const struct swim_msg *m)
 {
 	struct cluster *c = ctx;
-	int li = link_get(c, addr, 0);
+	int li = link_get(c, addr, c->now_ms);
 	if (li < 0)
 		return;
 	struct gossip_pb gp;
@@ -232,6 +233,7 @@ static void fx_event(void *ctx, int event, const struct swim_member *m, int old_
 
 int cluster_on_gossip(struct cluster *c, const Chorus__Gossip *g, const struct now *now)
 {
+	c->now_ms = now->mono_ms;
 	struct gossip_in in;
 	int rc = gossip_from_pb(&in, g, STATES_MAX);
 	if (rc == 0)
@@ -514,6 +516,7 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
                   const struct now *now)
 {
 	uint64_t now_ms = now->mono_ms;
+	c->now_ms = now_ms;
 	swim_tick(c->swim, now_ms);
 
 	pthread_mutex_lock(&c->mu);

@@ -56,9 +56,12 @@
 #define HALF_OPEN_MAX 1024                   /* handshakes with no authentic frame yet */
 #define HALF_OPEN_PER_SOURCE_MAX 64
 #define SESSION_EVICT_IDLE_MS 60000          /* only sessions idle this long give way */
-#define UNAUTH_ANSWERS_PER_S 20              /* REJECTs per source, per second */
+#define UNAUTH_ANSWERS_PER_S 20              /* REJECTs per source, per second, */
+#define UNAUTH_ANSWERS_BURST 1024            /* after a burst: a restarted node's peers
+                                                resend everything in flight at once */
 #define HELLOS_PER_S 200                     /* handshakes per source, per second */
 #define PIPE_SWEEP_MS 500
+#define EVICT_PENDING_MAX 64
 
 enum slot_state { SLOT_RECV, SLOT_BUSY, SLOT_PARKED, SLOT_SEND };
 
@@ -88,6 +91,7 @@ struct session {
 	struct seal_session seal;
 	unsigned role;
 	int half_open;            /* handshake done, no authentic data frame yet */
+	uint32_t parked;          /* calls of this session waiting for an answer */
 	char src[48];             /* where the handshake came from */
 	uint64_t last_used_ms;    /* monotonic */
 	struct recent recent[SESSION_RECENT];
@@ -120,6 +124,7 @@ struct pipe_info {
 	uint32_t refused;
 	uint32_t unknown;         /* frames for an unknown session */
 	uint8_t authenticated;
+	uint8_t evicting;         /* being closed to make room */
 };
 
 struct out {
@@ -144,6 +149,8 @@ struct rpc {
 	uint32_t ready[RPC_CONTEXTS];
 	uint32_t ready_count;
 	struct idmap pipes;       /* pipe id -> struct pipe_info */
+	uint32_t evict[EVICT_PENDING_MAX]; /* connections to close (made room for others) */
+	uint32_t evict_count;
 	uint32_t preauth_pipes;
 	uint64_t next_sweep_ms;
 	uint32_t half_open_count;
@@ -155,6 +162,7 @@ struct rpc {
 
 	struct peer peers[PEERS_MAX];
 	uint32_t peer_count;
+	struct peer overflow;
 
 	struct rpc_call *parked_head;
 	struct out *out_head, *out_tail;
@@ -235,12 +243,23 @@ static struct peer *peer_get(struct rpc *r, const char *addr)
 			if (!p || q->last_ms < p->last_ms)
 				p = q;
 		}
-		if (!p)
-			p = &r->peers[0];
+		if (!p) {
+			/* every entry holds connections or sessions: the rest share
+			 * one entry (and its quotas), never reset */
+			p = &r->overflow;
+			if (!p->addr[0]) {
+				snprintf(p->addr, sizeof(p->addr), "(other addresses)");
+				p->reject_tokens = UNAUTH_ANSWERS_BURST;
+				p->hello_tokens = HELLOS_PER_S;
+				p->tokens_ms = r->now_ms;
+			}
+			return p;
+		}
 	}
 	memset(p, 0, sizeof(*p));
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
-	p->reject_tokens = UNAUTH_ANSWERS_PER_S;
+	p->reject_tokens = UNAUTH_ANSWERS_BURST;
+	p->last_ms = r->now_ms;
 	p->hello_tokens = HELLOS_PER_S;
 	p->tokens_ms = r->now_ms;
 	return p;
@@ -254,7 +273,8 @@ static int peer_take(struct rpc *r, struct peer *p, int hello)
 		double s = (double)(r->now_ms - p->tokens_ms) / 1000.0;
 		p->reject_tokens += s * UNAUTH_ANSWERS_PER_S;
 		if (p->reject_tokens > UNAUTH_ANSWERS_PER_S)
-			p->reject_tokens = UNAUTH_ANSWERS_PER_S;
+			p->reject_tokens = UNAUTH_ANSWERS_BURST;
+	p->last_ms = r->now_ms;
 		p->hello_tokens += s * HELLOS_PER_S;
 		if (p->hello_tokens > HELLOS_PER_S)
 			p->hello_tokens = HELLOS_PER_S;
@@ -307,8 +327,29 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 		pipe_addr(p, addr, sizeof(addr));
 		pthread_mutex_lock(&r->mu);
 		struct peer *pe = peer_get(r, addr);
+		uint32_t evict = 0;
+		if (pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX) {
+			/* over the address's quota the oldest of its unauthenticated
+			 * connections gives way: a flood from one address only
+			 * pushes out its own, and a new client there still gets in */
+			uint64_t oldest = UINT64_MAX;
+			struct idmap_iter it;
+			idmap_iter_init(&r->pipes, &it);
+			for (struct pipe_info *q; (q = idmap_iter_next(&r->pipes, &it, NULL));) {
+				if (!q->authenticated && !q->evicting && q->added_ms < oldest &&
+				    strcmp(q->addr, addr) == 0) {
+					oldest = q->added_ms;
+					evict = q->id;
+				}
+			}
+			struct pipe_info *q = evict ? idmap_get(&r->pipes, evict) : NULL;
+			if (q) {
+				q->evicting = 1;
+				pe->counts[PEER_CONN_CLOSED]++;
+			}
+		}
 		int refuse_it = r->pipes.count >= PIPES_MAX || r->preauth_pipes >= PREAUTH_PIPES_MAX ||
-		                pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX;
+		                (pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX && !evict);
 		struct pipe_info *pi = refuse_it ? NULL : calloc(1, sizeof(*pi));
 		if (pi) {
 			pi->id = (uint32_t)id;
@@ -324,7 +365,13 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 		}
 		if (!pi)
 			pe->counts[PEER_CONN_REFUSED]++;
+		/* closing another pipe from inside nng's pipe callback could
+		 * re-enter it: the loop closes it */
+		if (evict && r->evict_count < EVICT_PENDING_MAX)
+			r->evict[r->evict_count++] = evict;
 		pthread_mutex_unlock(&r->mu);
+		if (evict)
+			r->cfg.wake(r->cfg.wake_arg);
 		if (!pi) {
 			log_limited(LOG_WARN, "link", "conn-refused", 10000,
 			            "connection from %s refused: too many connections (%u at most, %u not "
@@ -466,6 +513,10 @@ static void recent_clear(struct rpc *r, struct recent *rc)
 
 static void parked_unlink(struct rpc *r, struct rpc_call *c)
 {
+	if (c->sess) {
+		assert(c->sess->parked > 0);
+		c->sess->parked--;
+	}
 	if (c->pprev)
 		c->pprev->pnext = c->pnext;
 	else
@@ -591,7 +642,10 @@ static int sess_promote(struct rpc *r, struct session *s)
 	uint64_t authenticated = r->sessions.count - r->half_open_count;
 	if (authenticated >= SESSIONS_MAX) {
 		struct session *old = r->lru_tail;
-		if (!old || old->last_used_ms + SESSION_EVICT_IDLE_MS > r->now_ms)
+		/* a session a call is parked on is not idle */
+		for (uint32_t i = 0; i < 64 && old && old->parked; i++)
+			old = old->lprev;
+		if (!old || old->parked || old->last_used_ms + SESSION_EVICT_IDLE_MS > r->now_ms)
 			return 0;
 		log_limited(LOG_INFO, "link", "session-evicted", 10000,
 		            "%u sessions: the least recently used one (idle %" PRIu64 " s) gives way",
@@ -615,9 +669,15 @@ static struct recent *recent_find(struct session *s, uint64_t counter)
 static void recent_add(struct rpc *r, struct session *s, uint64_t counter,
                        const uint8_t tag[SEAL_TAG_BYTES])
 {
+	/* a parked request keeps its entry (its resend must still find it):
+	 * the ring skips them, unless every entry is parked */
 	struct recent *rc = &s->recent[s->recent_next];
+	for (int i = 0; i < SESSION_RECENT && rc->pending && rc->parked; i++) {
+		s->recent_next = (s->recent_next + 1) % SESSION_RECENT;
+		rc = &s->recent[s->recent_next];
+	}
 	s->recent_next = (s->recent_next + 1) % SESSION_RECENT;
-	recent_clear(r, rc); /* a parked request that old stays parked, unlinked */
+	recent_clear(r, rc);
 	rc->counter = counter;
 	memcpy(rc->tag, tag, SEAL_TAG_BYTES);
 	rc->pending = 1;
@@ -754,6 +814,9 @@ static void call_done(struct rpc_call *c, int code)
 	if (r->h.answered)
 		r->h.answered(r->h.ctx, c, code);
 	if (c->parked) {
+		struct recent *rc = c->sess ? recent_find(c->sess, c->counter) : NULL;
+		if (rc && rc->parked == c)
+			rc->parked = NULL;
 		parked_unlink(r, c);
 		free(c);
 	}
@@ -849,6 +912,7 @@ struct rpc_call *rpc_park(struct rpc_call *c, void (*on_cancel)(void *arg, struc
 	r->parked_head = p;
 	p->slot->state = SLOT_PARKED;
 	p->slot->parked = p;
+	p->sess->parked++;
 	struct recent *rc = recent_find(p->sess, p->counter);
 	if (rc)
 		rc->parked = p;
@@ -887,6 +951,9 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 		slot_recv(sl);
 		return;
 	}
+	/* a HELLO whose MAC verified comes from a key holder: its connection
+	 * is no outsider's (not swept, not counted against the caps) */
+	pipe_authenticated(r, pipe_id);
 	char src[48];
 	pthread_mutex_lock(&r->mu);
 	peer_addr_locked(r, pipe_id, src, sizeof(src));
@@ -942,7 +1009,8 @@ static int handle_resend(struct rpc *r, struct slot *sl, struct session *sess, u
 			if (!copy)
 				return 0;
 			memcpy(copy, o->plain, o->len);
-			out_push(r, sl, sess, 0, 0, 0, copy, o->len);
+			/* the copy stays a promise only if the commit holds */
+			out_push(r, sl, sess, 0, o->request_id, o->persist, copy, o->len);
 			return 1;
 		}
 	}
@@ -990,8 +1058,20 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 	size_t plain_len = 0;
 	/* the tag is verified before anything happens, resends included */
 	int v = seal_frame_open(&sess->seal, frame, len, &plain, &plain_len);
-	if (v == SEAL_REPLAYED && handle_resend(r, sl, sess, counter, tag)) {
-		count_peer(r, pipe_id, PEER_RESENT);
+	if (v == SEAL_REPLAYED) {
+		/* authentic (the tag verified): a resend, or an old frame again;
+		 * never held against the connection, which is a key holder's */
+		pipe_authenticated(r, pipe_id);
+		if (handle_resend(r, sl, sess, counter, tag)) {
+			count_peer(r, pipe_id, PEER_RESENT);
+			return;
+		}
+		count_peer(r, pipe_id, SEAL_REPLAYED);
+		log_limited(LOG_WARN, "link", "replayed", 10000,
+		            "dropped replayed frame (%zu bytes): authentic, seen before, and no longer "
+		            "in the resend cache",
+		            len);
+		slot_recv(sl);
 		return;
 	}
 	if (v != SEAL_OK) {
@@ -1102,21 +1182,40 @@ static void handle_slot(struct rpc *r, struct slot *sl)
 void rpc_take_ready(struct rpc *r, uint64_t now_mono_ms)
 {
 	uint32_t batch[RPC_CONTEXTS];
-	r->now_ms = now_mono_ms;
 	pthread_mutex_lock(&r->mu);
+	r->now_ms = now_mono_ms; /* nng threads read it under the lock */
 	uint32_t n = r->ready_count;
 	memcpy(batch, r->ready, n * sizeof(batch[0]));
 	r->ready_count = 0;
+	uint32_t evict[EVICT_PENDING_MAX], ne = r->evict_count;
+	memcpy(evict, r->evict, ne * sizeof(evict[0]));
+	r->evict_count = 0;
 	pthread_mutex_unlock(&r->mu);
+	for (uint32_t i = 0; i < ne; i++)
+		pipe_close_id(evict[i]);
 	for (uint32_t i = 0; i < n; i++)
 		handle_slot(r, &r->slots[batch[i]]);
 }
 
 void rpc_tick(struct rpc *r, uint64_t now_mono_ms)
 {
+	pthread_mutex_lock(&r->mu);
 	r->now_ms = now_mono_ms;
-	while (r->lru_tail && r->lru_tail->last_used_ms + SESSION_IDLE_MS < now_mono_ms)
-		sess_free(r, r->lru_tail);
+	pthread_mutex_unlock(&r->mu);
+	/* idle sessions go, but not one a call is parked on: it waits for an
+	 * answer (an await may wait a day), so it is used, not idle */
+	for (uint32_t i = 0; i < 64 && r->lru_tail &&
+	                    r->lru_tail->last_used_ms + SESSION_IDLE_MS < now_mono_ms;
+	     i++) {
+		struct session *s = r->lru_tail;
+		if (s->parked) {
+			s->last_used_ms = now_mono_ms;
+			lru_unlink(r, s);
+			lru_push(r, s);
+		} else {
+			sess_free(r, s);
+		}
+	}
 	/* a handshake nobody used: gone after the handshake timeout */
 	while (r->ho_head && r->ho_head->last_used_ms + HANDSHAKE_TIMEOUT_MS < now_mono_ms)
 		sess_free(r, r->ho_head);

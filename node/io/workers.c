@@ -85,6 +85,7 @@ struct worker {
 	int fd;     /* parent end; >= 0 only when LIVE */
 	uint32_t pool;
 	uint64_t *jobs; /* ring of task ids, capacity prefetch; head is running */
+	uint8_t *kill_at_start; /* same ring: killed before it started (cancel) */
 	uint32_t job_head, job_count;
 	uint8_t *rbuf;
 	size_t rlen, rcap;
@@ -313,6 +314,7 @@ static void workers_free_memory(struct workers *w)
 				struct worker *wk = &pl->workers[i];
 				assert(wk->state == WORKER_DEAD);
 				free(wk->jobs);
+				free(wk->kill_at_start);
 				free(wk->rbuf);
 				free(wk->wbuf);
 			}
@@ -407,7 +409,8 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 			wk->fd = -1;
 			wk->pool = p;
 			wk->jobs = calloc(cfg->prefetch, sizeof *wk->jobs);
-			if (wk->jobs == NULL) {
+			wk->kill_at_start = calloc(cfg->prefetch, sizeof *wk->kill_at_start);
+			if (wk->jobs == NULL || wk->kill_at_start == NULL) {
 				oom = 1;
 				break;
 			}
@@ -507,6 +510,7 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 
 	assert(best->job_count < w->cfg.prefetch);
 	best->jobs[(best->job_head + best->job_count) % w->cfg.prefetch] = job->task_id;
+	best->kill_at_start[(best->job_head + best->job_count) % w->cfg.prefetch] = 0;
 	best->job_count++;
 	worker_flush(best);
 	/* A job sent to an idle worker is running from now on; the node hears
@@ -535,8 +539,16 @@ int workers_kill_task(struct workers *w, uint64_t task_id)
 		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
 			struct worker *wk = &w->pools[p].workers[i];
 			for (uint32_t j = 0; j < wk->job_count; j++) {
-				if (wk->jobs[(wk->job_head + j) % w->cfg.prefetch] != task_id)
+				uint32_t at = (wk->job_head + j) % w->cfg.prefetch;
+				if (wk->jobs[at] != task_id)
 					continue;
+				if (j > 0) {
+					/* queued behind the running job: killing the
+					 * worker now would take that job with it; kill
+					 * this one as it starts instead */
+					wk->kill_at_start[at] = 1;
+					return 0;
+				}
 				worker_kill(wk, "task %llu killed", (unsigned long long)task_id);
 				return 0;
 			}
@@ -576,6 +588,10 @@ static int worker_on_result(struct workers *w, struct worker *wk, Chorus__Worker
 	if (has_next && wk->job_count > 0 && w->ev.started != NULL) {
 		w->ev.started(w->ev.ctx, wk->jobs[wk->job_head], workers_now_ms());
 		deliver_started(w);
+	}
+	if (wk->state == WORKER_LIVE && wk->job_count > 0 && wk->kill_at_start[wk->job_head]) {
+		wk->kill_at_start[wk->job_head] = 0;
+		worker_kill(wk, "task %llu killed", (unsigned long long)wk->jobs[wk->job_head]);
 	}
 	return wk->state == WORKER_LIVE ? 0 : -1;
 }

@@ -304,15 +304,13 @@ static void park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id,
 	w->from_index = from;
 	w->max_results = max;
 	w->is_submit = is_submit;
-	w->call = rpc_park(c, waiter_cancelled, w);
-	if (!w->call) { /* answered with CH_ERR_NOMEM */
-		waiter_free(s, w);
-		return;
-	}
 	w->next = s->waiters;
 	if (s->waiters)
 		s->waiters->prev = w;
 	s->waiters = w;
+	w->call = rpc_park(c, waiter_cancelled, w);
+	if (!w->call) /* answered with CH_ERR_NOMEM */
+		waiter_free(s, w);
 }
 
 /* Answers c with the task's current state. */
@@ -862,6 +860,8 @@ static int fx_dispatch(void *ctx, struct task *t)
 		.timeout_ms = t->opts.timeout_ms,
 	};
 	int rc = workers_dispatch(s->workers, t->pool, &job);
+	if (rc == 0)
+		t->timeout_at_start = 1; /* the worker says when it starts */
 	if (rc == WORKERS_ERR_JOB_TOO_BIG) {
 		log_error("workers", "task %" PRIu64 ": job too large for a worker", t->id);
 		return 1;

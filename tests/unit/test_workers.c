@@ -364,18 +364,22 @@ static void kill_task_kills_its_worker_and_reports_it_lost(void **state)
 	                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-static void queued_task_can_be_killed_too(void **state)
+/* Killing a job queued behind the running one must not take the running
+ * one with it: the queued job is killed as it starts. */
+static void queued_task_is_killed_as_it_starts_sparing_the_running_one(void **state)
 {
 	struct fixture *f = *state;
 	struct workers_config cfg = config(1, 2);
 	start(f, &cfg);
 	struct rec *r = f->rec;
-	assert_int_equal(dispatch(f->w, 1, "sleep", "10000"), 0);
+	uint64_t t0 = workers_now_ms();
+	assert_int_equal(dispatch(f->w, 1, "sleep", "300"), 0);
 	assert_int_equal(dispatch(f->w, 2, "sleep", "10000"), 0);
 	assert_int_equal(kill_task(f->w, 2), 0);
-	PUMP_UNTIL(f->w, r->lost_total == 2);
-	assert_int_equal(r->was_running[1], 1);
-	assert_int_equal(r->was_running[2], 0);
+	PUMP_UNTIL(f->w, r->results[1] == 1 && r->lost_total == 1);
+	assert_true(workers_now_ms() - t0 < 10000 / 2); /* well before task 2's sleep ends */
+	assert_int_equal(r->was_running[2], 1);
+	assert_non_null(strstr(r->last_why, "task 2 killed"));
 }
 
 static void intensity_exceeded_marks_pool_degraded_until_a_quiet_period(void **state)
@@ -653,7 +657,7 @@ int main(void)
 		T(crash_loses_running_and_queued_jobs_then_worker_restarts),
 		T(started_waits_for_a_delivering_call_and_precedes_the_result),
 		T(kill_task_kills_its_worker_and_reports_it_lost),
-		T(queued_task_can_be_killed_too),
+		T(queued_task_is_killed_as_it_starts_sparing_the_running_one),
 		T(intensity_exceeded_marks_pool_degraded_until_a_quiet_period),
 		T(degraded_restarts_are_spaced_by_backoff),
 		T(stop_lets_a_sleeping_job_finish_within_grace),
