@@ -80,7 +80,7 @@ struct run_arg {
 struct cluster {
 	struct swim *swim;
 	uint8_t node_id[SWIM_ID_BYTES];
-	uint8_t secret[32];
+	struct seal_keyring *kr; /* one reference; links handshake as nodes */
 	char name[SWIM_NAME_BYTES_MAX];
 	char *tags[SWIM_TAGS_MAX + 1];
 	uint32_t tag_count;
@@ -141,7 +141,8 @@ static int link_get(struct cluster *c, const char *addr, uint64_t now_ms)
 	char err[256];
 	struct link *l = &c->links[c->link_count];
 	memset(l, 0, sizeof(*l));
-	if (chi_client_open_lazy(&l->cli, addr, NULL, c->secret, &o, err, sizeof(err)) != 0) {
+	if (chi_client_open_lazy(&l->cli, addr, c->kr, SEAL_ROLE_NODE, NULL, &o, err, sizeof(err)) !=
+	    0) {
 		log_limited(LOG_WARN, "cluster", addr, 10000, "cannot open a link to %s: %s", addr, err);
 		return -1;
 	}
@@ -747,7 +748,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	pthread_mutex_init(&c->mu, NULL);
 	idmap_init(&c->placed);
 	memcpy(c->node_id, cfg->node_id, SWIM_ID_BYTES);
-	memcpy(c->secret, cfg->secret, sizeof(c->secret));
+	c->kr = seal_keyring_ref(cfg->keyring);
 	snprintf(c->name, sizeof(c->name), "%s", cfg->name);
 	c->capacity = cfg->capacity;
 	c->period_ms = cfg->period_ms;
@@ -831,6 +832,6 @@ void cluster_stop(struct cluster *c)
 	free(c->cand);
 	free((void *)c->cand_member);
 	pthread_mutex_destroy(&c->mu);
-	sodium_memzero(c->secret, sizeof(c->secret));
+	seal_keyring_free(c->kr);
 	free(c);
 }

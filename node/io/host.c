@@ -61,7 +61,7 @@ struct host {
 	struct store *store;
 	struct rpc *rpc;
 	struct dispatch *dispatch;
-	struct seal_keyring kr;
+	struct seal_keyring *kr; /* node keys (one reference) */
 	uint8_t node_id[SEAL_ID_BYTES];
 	char node_id_hex[SEAL_ID_BYTES * 2 + 1];
 	uint64_t started_wall_ms;
@@ -92,7 +92,7 @@ struct dispatch *host_dispatch(struct host *h) { return h->dispatch; }
 struct rpc *host_rpc(struct host *h) { return h->rpc; }
 const uint8_t *host_node_id(const struct host *h) { return h->node_id; }
 const char *host_node_id_hex(const struct host *h) { return h->node_id_hex; }
-const struct seal_keyring *host_keyring(const struct host *h) { return &h->kr; }
+const struct seal_keyring *host_keyring(const struct host *h) { return h->kr; }
 uint64_t host_started_wall_ms(const struct host *h) { return h->started_wall_ms; }
 int host_draining(const struct host *h) { return h->draining; }
 const struct now *host_now(const struct host *h) { return &h->now; }
@@ -201,9 +201,17 @@ static int secret_setup(struct host *h, char *err, size_t err_len)
 			         path);
 		}
 	}
-	if (seal_keyring_load(&h->kr, path, err, err_len) != 0)
+	/* a node needs the node keys: a client credential is refused here */
+	h->kr = seal_keyring_load(path, SEAL_ROLE_NODE, err, err_len);
+	if (!h->kr)
 		return -1;
-	log_info("link", "cluster secret: %s", path);
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t n = seal_keyring_ids(h->kr, ids);
+	char hex[SEAL_KEYS_MAX][SEAL_KEY_ID_HEX_BYTES];
+	for (uint32_t i = 0; i < n; i++)
+		seal_key_id_hex(ids[i], hex[i]);
+	log_info("link", "cluster secret: %s (key %s%s%s)", path, hex[0], n > 1 ? ", also accepting " : "",
+	         n > 1 ? hex[1] : "");
 	return 0;
 }
 
@@ -423,7 +431,7 @@ static void host_free(struct host *h)
 		close(h->sig_fd);
 	if (h->lock_fd >= 0)
 		close(h->lock_fd);
-	sodium_memzero(&h->kr, sizeof(h->kr));
+	seal_keyring_free(h->kr);
 	free(h);
 }
 
@@ -492,7 +500,7 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 	struct rpc_config rc = {
 		.listen = cfg->listen,
 		.frame_bytes_max = cfg->frame_bytes_max,
-		.kr = &h->kr,
+		.kr = h->kr,
 		.node_id = h->node_id,
 		.wake = host_wake,
 		.wake_arg = h,

@@ -76,8 +76,8 @@ struct session {
 };
 
 /* per-peer counters: seal verdicts, and two of our own */
-#define PEER_RESENT 8             /* authentic resends answered again */
-#define PEER_COUNTS 9
+#define PEER_RESENT SEAL_VERDICT_COUNT /* authentic resends answered again */
+#define PEER_COUNTS (SEAL_VERDICT_COUNT + 1)
 struct peer {
 	char addr[64];
 	uint64_t counts[PEER_COUNTS]; /* by seal verdict (SEAL_NO_SESSION too), PEER_RESENT */
@@ -108,6 +108,7 @@ struct rpc {
 
 	struct idmap sessions;
 	struct session *lru_head, *lru_tail;
+	struct seal_hello_guard *hello_guard; /* HELLO MACs seen in the skew window */
 	size_t recent_cache_bytes;
 
 	struct peer peers[PEERS_MAX];
@@ -554,13 +555,17 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 	struct seal_session ss;
 	uint8_t *reply = NULL;
 	size_t reply_len = 0;
-	int v = seal_hello_accept(r->cfg.kr, r->cfg.node_id, nng_msg_body(msg), nng_msg_len(msg), &ss,
-	                          &reply, &reply_len);
-	if (v == SEAL_FORGED) {
+	int v = seal_hello_accept(r->cfg.kr, r->hello_guard, r->cfg.node_id, clock_wall_ms(),
+	                          nng_msg_body(msg), nng_msg_len(msg), &ss, &reply, &reply_len);
+	if (v == SEAL_FORGED || v == SEAL_STALE) {
 		refuse(r, pipe_id, v, nng_msg_len(msg));
-		/* tell the peer at once, so a wrong secret fails fast; the reason
-		 * reveals nothing an eavesdropper could not guess */
-		if (seal_reject_build(CH_ERR_AUTH, "wrong cluster secret", &reply, &reply_len) == 0)
+		/* tell the peer at once (a hint: it cannot be authenticated when
+		 * the keys differ); the reason reveals nothing an eavesdropper
+		 * could not guess */
+		const char *why = v == SEAL_FORGED
+		                          ? "wrong cluster secret"
+		                          : "handshake time too far from the node's clock (check NTP)";
+		if (seal_reject_build(CH_ERR_AUTH, why, &reply, &reply_len) == 0)
 			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 		else
 			slot_recv(sl);
@@ -645,7 +650,10 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 		p->last_ms = r->now_ms;
 		log_limited(LOG_INFO, "link", "unknown-session", 10000,
 		            "data frame for an unknown session: asking the peer to handshake again");
-		if (seal_reject_build(CH_ERR_CLOSED, "unknown session", &reply, &reply_len) == 0)
+		/* authenticated (client reject keys), so a client acts on it and
+		 * only on it: a forged one cannot make a request run twice */
+		if (seal_reject_build_auth(r->cfg.kr, session_id, seal_frame_counter(frame), CH_ERR_CLOSED,
+		                           "unknown session", &reply, &reply_len) == 0)
 			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 		else
 			slot_recv(sl);
@@ -780,6 +788,12 @@ int rpc_create(struct rpc **out, const struct rpc_config *cfg, const struct rpc_
 	r->h = *h;
 	pthread_mutex_init(&r->mu, NULL);
 	idmap_init(&r->sessions);
+	r->hello_guard = seal_hello_guard_create(SEAL_HELLO_GUARD_ENTRIES_DEFAULT);
+	if (!r->hello_guard) {
+		snprintf(err, err_len, "out of memory");
+		*out = r;
+		return -1;
+	}
 	int rv = nng_rep0_open(&r->sock);
 	if (rv == 0) {
 		r->sock_open = 1;
@@ -858,6 +872,7 @@ void rpc_destroy(struct rpc *r)
 		free(s);
 	}
 	idmap_free(&r->sessions);
+	seal_hello_guard_free(r->hello_guard);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }

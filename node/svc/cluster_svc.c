@@ -134,7 +134,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		.tag_count = cfg->tag_count,
 		.seeds = (const char *const *)cfg->seeds,
 		.seed_count = cfg->seed_count,
-		.secret = host_keyring(h)->secret,
+		.keyring = host_keyring(h),
 		.capacity = cfg->workers * cfg->prefetch,
 		.incarnation = inc,
 		.seed = seed,
