@@ -1170,9 +1170,10 @@ int chi_client_open_lazy(ch_client **out, const char *addr, const struct seal_ke
                          int role, const uint8_t *expected_peer_or_null,
                          const struct ch_client_options *opts, char *err, size_t err_len)
 {
+	if (out != NULL)
+		*out = NULL;
 	if (out == NULL || addr == NULL || kr == NULL)
 		return fail(err, err_len, CH_ERR_INVALID, "out, address and keyring are required");
-	*out = NULL;
 	int code = client_open(out, addr, kr, role, expected_peer_or_null, opts, err, err_len);
 	if (code == CH_OK)
 		err_clear(err, err_len);
