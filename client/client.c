@@ -406,14 +406,6 @@ static struct seal_keyring *keyring_take(ch_client *c)
 	return kr;
 }
 
-/* The wall clock in ms, for the HELLO's timestamp. */
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Seals plain under the current session into a new message.
  * *gen receives the session generation it was sealed under, *sid and
  * *counter the session id and frame counter. Returns CH_OK, NEED_SESSION
@@ -649,7 +641,7 @@ static int hello_msg(ch_client *c, const struct seal_keyring *kr, struct seal_in
 	size_t hello_len = 0;
 	nng_msg *msg = NULL;
 	/* the role was checked against every keyring this client takes */
-	if (seal_hello_build(in, kr, c->role, c->self_id, wall_ms(), &hello, &hello_len) != 0 ||
+	if (seal_hello_build(in, kr, c->role, c->self_id, seal_wall_ms(), &hello, &hello_len) != 0 ||
 	    nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
 		free(hello);
 		if (msg != NULL)

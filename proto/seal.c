@@ -62,12 +62,14 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chorus.h"
@@ -209,6 +211,33 @@ const char *seal_role_name(int role)
 	return "unknown";
 }
 
+/* ---- the handshake's wall clock ---- */
+
+static pthread_once_t wall_once = PTHREAD_ONCE_INIT;
+static uint64_t wall_anchor_ms; /* CLOCK_REALTIME at the anchor */
+static uint64_t mono_anchor_ms; /* CLOCK_MONOTONIC at the anchor */
+
+static uint64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+	int rc = clock_gettime(id, &ts);
+	assert(rc == 0); /* both clocks always exist on Linux */
+	(void)rc;
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void wall_anchor(void)
+{
+	wall_anchor_ms = clock_ms(CLOCK_REALTIME);
+	mono_anchor_ms = clock_ms(CLOCK_MONOTONIC);
+}
+
+uint64_t seal_wall_ms(void)
+{
+	pthread_once(&wall_once, wall_anchor);
+	return wall_anchor_ms + (clock_ms(CLOCK_MONOTONIC) - mono_anchor_ms);
+}
+
 /* ---- keyring ---- */
 
 struct role_keys {
@@ -265,6 +294,7 @@ static struct seal_keyring *keyring_new(uint32_t count, int has_node)
 	struct seal_keyring *kr = calloc(1, sizeof *kr);
 	if (kr == NULL)
 		return NULL;
+	(void)seal_wall_ms(); /* anchors the handshake clock at start-up */
 	long page = sysconf(_SC_PAGESIZE);
 	size_t bytes = page > 0 ? (size_t)page : 4096u;
 	assert(SEAL_KEYS_MAX * sizeof(struct key_slot) <= bytes);

@@ -203,6 +203,17 @@ struct seal_session {
 	uint32_t key_id;            /* the key the handshake used */
 };
 
+/* The wall clock for HELLO timestamps and their freshness check, in ms since
+ * the epoch: CLOCK_REALTIME read once per process (at the first call; every
+ * keyring load makes one) and advanced by CLOCK_MONOTONIC since. So a step
+ * of the wall clock after start-up (an operator's date, a VM resumed, NTP
+ * stepping) changes no timestamp and no verdict: "a step of the wall clock
+ * expires nothing" holds for handshakes too. NTP's slewing reaches
+ * CLOCK_MONOTONIC as well, so the two stay together; a process started with a
+ * clock already wrong by more than SEAL_HELLO_SKEW_MS keeps that error until
+ * it restarts. Thread-safe. */
+uint64_t seal_wall_ms(void);
+
 /* ---- client (initiator) side ---- */
 struct seal_initiator {
 	uint8_t eph_pk[crypto_kx_PUBLICKEYBYTES];

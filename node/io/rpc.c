@@ -555,7 +555,7 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 	struct seal_session ss;
 	uint8_t *reply = NULL;
 	size_t reply_len = 0;
-	int v = seal_hello_accept(r->cfg.kr, r->hello_guard, r->cfg.node_id, clock_wall_ms(),
+	int v = seal_hello_accept(r->cfg.kr, r->hello_guard, r->cfg.node_id, seal_wall_ms(),
 	                          nng_msg_body(msg), nng_msg_len(msg), &ss, &reply, &reply_len);
 	if (v == SEAL_FORGED || v == SEAL_STALE) {
 		refuse(r, pipe_id, v, nng_msg_len(msg));

@@ -276,12 +276,6 @@ static struct seal_keyring *keyring_from_file(const char *path)
 	return kr;
 }
 
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* Handshakes: fills *sess, or exits (3 no answer, 1 refused). */
 static void handshake(nng_socket s, const struct seal_keyring *kr, struct seal_session *sess)
@@ -289,7 +283,7 @@ static void handshake(nng_socket s, const struct seal_keyring *kr, struct seal_s
 	struct seal_initiator in;
 	uint8_t *hello = NULL;
 	size_t hello_len = 0;
-	if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, wall_ms(), &hello, &hello_len) !=
+	if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, seal_wall_ms(), &hello, &hello_len) !=
 	    0) {
 		fprintf(stderr, "frametool: cannot build HELLO\n");
 		exit(1);
@@ -728,7 +722,7 @@ static int mode_wrong_secret(void)
 	struct seal_initiator in;
 	uint8_t *hello = NULL;
 	size_t hello_len = 0;
-	if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, wall_ms(), &hello, &hello_len) !=
+	if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, seal_wall_ms(), &hello, &hello_len) !=
 	    0) {
 		seal_keyring_free(kr);
 		return 1;

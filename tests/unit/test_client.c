@@ -850,6 +850,7 @@ struct worker_arg {
 	ch_client *c;
 	int index;
 	int ok;
+	char last_err[256]; /* of a failed call, for the report */
 };
 
 #define THREADS 8
@@ -865,7 +866,10 @@ static void *worker(void *arg)
 		struct ch_result *r = NULL;
 		if (ch_submit_await(w->c, "echo", payload, (size_t)len, NULL, 100, &r, err,
 		                    sizeof err) != CH_OK)
+		{
+			snprintf(w->last_err, sizeof w->last_err, "%s", err);
 			continue;
+		}
 		if (strcmp((char *)r->output, want) == 0)
 			w->ok++;
 		ch_result_free(r);
@@ -886,7 +890,9 @@ static void concurrent_callers_each_get_their_own_answer(void **state)
 	}
 	for (int i = 0; i < THREADS; i++) {
 		pthread_join(th[i], NULL);
-		assert_int_equal(wa[i].ok, CALLS);
+		if (wa[i].ok != CALLS)
+			fail_msg("thread %d: %d of %d calls ok, last error: %s", i, wa[i].ok, CALLS,
+			         wa[i].last_err);
 	}
 	assert_int_equal(f->node.task_id_last, THREADS * CALLS);
 	ch_client_close(c);
