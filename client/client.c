@@ -7,12 +7,15 @@
  * pool for asynchronous calls.
  *
  * Wire protocol (see proto/chorus.proto and proto/seal.h):
- *   - handshake: HELLO -> WELCOME (or a plaintext REJECT with a reason);
+ *   - handshake: HELLO -> WELCOME (or a plaintext REJECT with a reason, a
+ *     hint only: the client tries again with backoff until the deadline);
  *   - request: Envelope{version, sender, request_id, body}, packed and sealed
  *     as one DATA frame, sent on a req0 context; the reply is a DATA frame
  *     whose Envelope carries the same request_id and the *_resp or an Error.
- *   - a plaintext REJECT in answer to a DATA frame means the node no longer
- *     knows our session (it restarted): we handshake again, once, and resend.
+ *   - a REJECT in answer to a DATA frame means the node no longer knows our
+ *     session (it restarted): if its MAC verifies (seal_reject_check) we
+ *     handshake again, once, and reseal; an unauthenticated one is ignored
+ *     and the request fails at its deadline (it must not run twice).
  *
  * Sessions. A client opened with chi_client_open_lazy (client_internal.h)
  * has no session until its first request; ch_client_connect is the same
@@ -98,6 +101,7 @@ enum async_state {
 	ASYNC_SEND_HELLO,
 	ASYNC_RECV_WELCOME,
 	ASYNC_WAIT_SESSION, /* parked: aio asleep until the deadline or a wake-up */
+	ASYNC_WAIT_DEADLINE, /* parked after an unauthenticated REJECT: fails at the deadline */
 };
 
 struct async_req;
@@ -123,6 +127,9 @@ struct async_req {
 	uint64_t hs_seen;  /* c->hs_done_count when parked */
 	bool rehandshaken; /* the node refused our session once already */
 	bool initiating;   /* this request runs the client's handshake (hs_busy) */
+	uint64_t sent_sid;     /* session and counter the request was last sealed */
+	uint64_t sent_counter; /* under: what an authentic REJECT must name */
+	struct seal_keyring *hs_kr; /* while initiating: the keys of its HELLO */
 	nng_time deadline;
 	uint32_t total_ms;
 	struct seal_initiator initiator;
@@ -135,7 +142,11 @@ struct async_req {
 struct ch_client {
 	nng_socket sock;
 	char addr[CLIENT_ADDR_BYTES_MAX];
-	struct seal_keyring keyring;
+	struct seal_keyring *keyring; /* one reference; guarded by sess_mu (swapped
+	                                 by chi_client_set_keyring) */
+	uint8_t role;                 /* enum seal_role of our HELLOs */
+	bool has_expected_peer;
+	uint8_t expected_peer[SEAL_ID_BYTES];
 	uint8_t self_id[SEAL_ID_BYTES];
 	uint32_t timeout_ms;
 	size_t frame_bytes_max;
@@ -149,7 +160,10 @@ struct ch_client {
 	bool hs_busy;
 	uint64_t hs_done_count;          /* handshakes finished, either way */
 	int hs_last_code;                /* outcome of the last one */
+	bool hs_last_hint;               /* it was a REJECT of the HELLO: retry */
 	char hs_last_err[CLIENT_ERR_BYTES];
+	nng_time hs_not_before;          /* no new handshake before (backoff) */
+	uint32_t hs_backoff_ms;          /* next backoff after a REJECT hint */
 	pthread_cond_t hs_cv;            /* CLOCK_MONOTONIC; blocking waiters */
 	struct async_req *hs_parked;     /* async waiters */
 	bool sess_closing;
@@ -380,11 +394,24 @@ static struct ch_result *result_from_wire(const Chorus__TaskResult *w)
 
 #define NEED_SESSION 2 /* positive: no session yet, handshake first */
 
+#define HS_BACKOFF_MS_FIRST 100u
+#define HS_BACKOFF_MS_MAX 2000u
+
+/* The client's keyring, with a reference for the caller (seal_keyring_free). */
+static struct seal_keyring *keyring_take(ch_client *c)
+{
+	pthread_mutex_lock(&c->sess_mu);
+	struct seal_keyring *kr = seal_keyring_ref(c->keyring);
+	pthread_mutex_unlock(&c->sess_mu);
+	return kr;
+}
+
 /* Seals plain under the current session into a new message.
- * *gen receives the session generation it was sealed under. Returns CH_OK,
- * NEED_SESSION (nothing allocated) or CH_ERR_NOMEM. */
+ * *gen receives the session generation it was sealed under, *sid and
+ * *counter the session id and frame counter. Returns CH_OK, NEED_SESSION
+ * (nothing allocated) or CH_ERR_NOMEM. */
 static int frame_request(ch_client *c, const uint8_t *plain, size_t plain_len, nng_msg **out,
-                         uint64_t *gen)
+                         uint64_t *gen, uint64_t *sid, uint64_t *counter)
 {
 	nng_msg *m;
 	if (nng_msg_alloc(&m, plain_len + SEAL_OVERHEAD_BYTES) != 0)
@@ -397,6 +424,8 @@ static int frame_request(ch_client *c, const uint8_t *plain, size_t plain_len, n
 	}
 	seal_frame_seal(&c->sess, plain, plain_len, nng_msg_body(m));
 	*gen = c->sess_gen;
+	*sid = c->sess.session_id;
+	*counter = c->sess.tx_counter;
 	pthread_mutex_unlock(&c->sess_mu);
 	*out = m;
 	return CH_OK;
@@ -415,14 +444,18 @@ static void reject_reason(const uint8_t *frame, size_t len, char *buf, size_t bu
 	chorus__reject__free_unpacked(rj, NULL);
 }
 
-#define REPLY_REJECTED 1 /* positive: the node refused our session */
+#define REPLY_REJECTED 1 /* positive: the node refused our session (authentic) */
+#define REPLY_IGNORED 3  /* positive: a REJECT that does not verify */
 
-/* Opens and decodes a reply. Returns CH_OK with *env set (caller frees with
- * chorus__envelope__free_unpacked), REPLY_REJECTED with the reason in err,
- * or a negative code (an Error body becomes its code and message). Does not
- * block beyond sess_mu: safe in an aio callback. Does not free msg. */
-static int reply_decode(ch_client *c, nng_msg *msg, uint64_t request_id, Chorus__Envelope **env,
-                        char *err, size_t err_len)
+/* Opens and decodes a reply to the request sealed as (sid, counter).
+ * Returns CH_OK with *env set (caller frees with
+ * chorus__envelope__free_unpacked), REPLY_REJECTED with the reason in err
+ * (an authentic REJECT), REPLY_IGNORED with a message in err (a REJECT whose
+ * MAC does not verify), or a negative code (an Error body becomes its code
+ * and message). Does not block beyond sess_mu: safe in an aio callback. Does
+ * not free msg. */
+static int reply_decode(ch_client *c, nng_msg *msg, uint64_t request_id, uint64_t sid,
+                        uint64_t counter, Chorus__Envelope **env, char *err, size_t err_len)
 {
 	uint8_t *frame = nng_msg_body(msg);
 	size_t len = nng_msg_len(msg);
@@ -433,8 +466,17 @@ static int reply_decode(ch_client *c, nng_msg *msg, uint64_t request_id, Chorus_
 		return fail(err, err_len, CH_ERR_PROTOCOL, "bad reply frame from %s: %s", c->addr,
 		            seal_verdict_name(v));
 	if (kind == SEAL_KIND_REJECT) {
-		char reason[CLIENT_ERR_BYTES];
-		reject_reason(frame, len, reason, sizeof reason);
+		char reason[CLIENT_ERR_BYTES] = "";
+		int code = 0;
+		struct seal_keyring *kr = keyring_take(c);
+		v = seal_reject_check(kr, sid, counter, frame, len, &code, reason, sizeof reason);
+		seal_keyring_free(kr);
+		if (v != SEAL_OK) {
+			fail(err, err_len, CH_ERR_TIMEOUT,
+			     "%s: ignored a REJECT that does not verify (%s: \"%s\")", c->addr,
+			     seal_verdict_name(v), reason);
+			return REPLY_IGNORED;
+		}
 		if (err != NULL && err_len > 0)
 			snprintf(err, err_len, "%s", reason[0] != '\0' ? reason : "rejected");
 		return REPLY_REJECTED;
@@ -478,12 +520,16 @@ static int reply_decode(ch_client *c, nng_msg *msg, uint64_t request_id, Chorus_
 	return CH_OK;
 }
 
-/* Checks the WELCOME (or REJECT) answering our HELLO. On success the new
- * session replaces the current one unless another handshake already did
- * since base_gen (then ours is dropped: the other one is as good). */
-static int welcome_install(ch_client *c, struct seal_initiator *in, nng_msg *msg,
-                           uint64_t base_gen, char *err, size_t err_len)
+/* Checks the WELCOME (or REJECT) answering our HELLO, made with kr. On
+ * success the new session replaces the current one unless another handshake
+ * already did since base_gen (then ours is dropped: the other one is as
+ * good). A REJECT is CH_ERR_AUTH with *hint set: it cannot be authenticated,
+ * so it is a reason to try again, not an answer. */
+static int welcome_install(ch_client *c, const struct seal_keyring *kr, struct seal_initiator *in,
+                           nng_msg *msg, uint64_t base_gen, bool *hint, char *err,
+                           size_t err_len)
 {
+	*hint = false;
 	uint8_t *frame = nng_msg_body(msg);
 	size_t len = nng_msg_len(msg);
 	int kind = 0;
@@ -496,6 +542,7 @@ static int welcome_install(ch_client *c, struct seal_initiator *in, nng_msg *msg
 	if (kind == SEAL_KIND_REJECT) {
 		char reason[CLIENT_ERR_BYTES];
 		reject_reason(frame, len, reason, sizeof reason);
+		*hint = true;
 		return fail(err, err_len, CH_ERR_AUTH, "%s refused the handshake: %s", c->addr,
 		            reason[0] != '\0' ? reason : "no reason given");
 	}
@@ -505,11 +552,14 @@ static int welcome_install(ch_client *c, struct seal_initiator *in, nng_msg *msg
 
 	struct seal_session s;
 	char why[CLIENT_ERR_BYTES] = "";
-	v = seal_welcome_accept(in, &c->keyring, frame, len, &s, why, sizeof why);
+	v = seal_welcome_accept(in, kr, c->has_expected_peer ? c->expected_peer : NULL, frame, len,
+	                        &s, why, sizeof why);
 	if (v == SEAL_FORGED)
 		return fail(err, err_len, CH_ERR_AUTH,
 		            "%s: the node's welcome does not carry our cluster secret (wrong secret)",
 		            c->addr);
+	if (v == SEAL_WRONG_PEER)
+		return fail(err, err_len, CH_ERR_AUTH, "%s: %s", c->addr, why);
 	if (v != SEAL_OK)
 		return fail(err, err_len, CH_ERR_PROTOCOL, "%s: bad welcome (%s)", c->addr,
 		            seal_verdict_name(v));
@@ -584,13 +634,14 @@ static int exchange(struct sync_slot *s, nng_msg *msg, nng_time deadline, uint32
 }
 
 /* A new HELLO frame for initiator `in`, as an nng message. */
-static int hello_msg(ch_client *c, struct seal_initiator *in, nng_msg **out, char *err,
-                     size_t err_len)
+static int hello_msg(ch_client *c, const struct seal_keyring *kr, struct seal_initiator *in,
+                     nng_msg **out, char *err, size_t err_len)
 {
 	uint8_t *hello = NULL;
 	size_t hello_len = 0;
 	nng_msg *msg = NULL;
-	if (seal_hello_build(in, &c->keyring, c->self_id, &hello, &hello_len) != 0 ||
+	/* the role was checked against every keyring this client takes */
+	if (seal_hello_build(in, kr, c->role, c->self_id, seal_wall_ms(), &hello, &hello_len) != 0 ||
 	    nng_msg_alloc(&msg, 0) != 0 || nng_msg_append(msg, hello, hello_len) != 0) {
 		free(hello);
 		if (msg != NULL)
@@ -606,13 +657,18 @@ static int hello_msg(ch_client *c, struct seal_initiator *in, nng_msg **out, cha
 /* A fresh handshake on slot s. base_gen: the generation we found wanting.
  * The caller holds hs_busy. */
 static int handshake_sync(ch_client *c, struct sync_slot *s, nng_time deadline,
-                          uint32_t total_ms, uint64_t base_gen, char *err, size_t err_len)
+                          uint32_t total_ms, uint64_t base_gen, bool *hint, char *err,
+                          size_t err_len)
 {
+	*hint = false;
 	struct seal_initiator in;
 	nng_msg *msg = NULL;
-	int code = hello_msg(c, &in, &msg, err, err_len);
-	if (code != CH_OK)
+	struct seal_keyring *kr = keyring_take(c);
+	int code = hello_msg(c, kr, &in, &msg, err, err_len);
+	if (code != CH_OK) {
+		seal_keyring_free(kr);
 		return code;
+	}
 	nng_msg *reply = NULL;
 	bool sent = false;
 	int rv = exchange(s, msg, deadline, total_ms, &reply, &sent);
@@ -622,10 +678,11 @@ static int handshake_sync(ch_client *c, struct sync_slot *s, nng_time deadline,
 		code = fail(err, err_len, nng_to_code(rv), "handshake with %s: %s", c->addr,
 		            nng_strerror(rv));
 	else {
-		code = welcome_install(c, &in, reply, base_gen, err, err_len);
+		code = welcome_install(c, kr, &in, reply, base_gen, hint, err, err_len);
 		nng_msg_free(reply);
 	}
 	sodium_memzero(&in, sizeof in);
+	seal_keyring_free(kr);
 	return code;
 }
 
@@ -636,15 +693,26 @@ static bool handshake_retryable(int code)
 }
 
 /* Ends the handshake in flight (success or not): records its outcome, wakes
- * the blocking waiters and every parked async request. */
-static void handshake_done(ch_client *c, int code, const char *err)
+ * the blocking waiters and every parked async request. hint: it ended with
+ * a REJECT of the HELLO, so the next one waits for the backoff. */
+static void handshake_done(ch_client *c, int code, const char *err, bool hint)
 {
 	pthread_mutex_lock(&c->sess_mu);
 	assert(c->hs_busy);
+	assert(!hint || code == CH_ERR_AUTH);
 	c->hs_busy = false;
 	c->hs_done_count++;
 	c->hs_last_code = code;
+	c->hs_last_hint = hint;
 	snprintf(c->hs_last_err, sizeof c->hs_last_err, "%s", err != NULL ? err : "");
+	if (hint) {
+		c->hs_not_before = nng_clock() + c->hs_backoff_ms;
+		c->hs_backoff_ms = c->hs_backoff_ms * 2 > HS_BACKOFF_MS_MAX ? HS_BACKOFF_MS_MAX
+		                                                          : c->hs_backoff_ms * 2;
+	} else if (code == CH_OK) {
+		c->hs_not_before = 0;
+		c->hs_backoff_ms = HS_BACKOFF_MS_FIRST;
+	}
 	/* Each parked aio is asleep or its callback waits for sess_mu: abort
 	 * cancels the sleep (the callback then runs) or is a no-op. */
 	while (c->hs_parked != NULL) {
@@ -676,9 +744,26 @@ static int hs_wait_until(ch_client *c, nng_time deadline)
 	return pthread_cond_timedwait(&c->hs_cv, &c->sess_mu, &ts);
 }
 
+/* A request out of time while getting a session: fails with the last
+ * handshake's reason when that was a REJECT (CH_ERR_AUTH: wrong secret),
+ * else as unreachable. Caller holds sess_mu. */
+static int deadline_fail_locked(ch_client *c, uint32_t total_ms, char *err, size_t err_len)
+{
+	if (c->hs_last_hint && c->hs_last_code < 0)
+		return fail(err, err_len, c->hs_last_code, "%s", c->hs_last_err);
+	return fail_no_answer(c, err, err_len, CH_ERR_UNREACHABLE, total_ms);
+}
+
+/* 1 when the waiters of a failed handshake adopt its outcome. */
+static bool handshake_definite(int code, bool hint)
+{
+	return code < 0 && !hint && !handshake_retryable(code);
+}
+
 /* Makes sure the client has a session newer than base_gen, by the deadline:
- * runs the handshake on slot s when none is in flight, else waits for the
- * one that is (see the top comment). */
+ * runs the handshake on slot s when none is in flight (and the backoff after
+ * a REJECT has passed), else waits for the one that is (see the top
+ * comment). */
 static int session_renew_sync(ch_client *c, struct sync_slot *s, uint64_t base_gen,
                               nng_time deadline, uint32_t total_ms, char *err, size_t err_len)
 {
@@ -692,34 +777,46 @@ static int session_renew_sync(ch_client *c, struct sync_slot *s, uint64_t base_g
 			pthread_mutex_unlock(&c->sess_mu);
 			return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
 		}
-		if (!c->hs_busy)
-			break;
-		uint64_t seen = c->hs_done_count;
-		int rc = 0;
-		while (c->hs_busy && c->hs_done_count == seen && !c->sess_closing && rc != ETIMEDOUT)
-			rc = hs_wait_until(c, deadline);
-		if (c->sess_gen != base_gen || c->sess_closing)
-			continue;
-		if (c->hs_done_count != seen && c->hs_last_code < 0 &&
-		    !handshake_retryable(c->hs_last_code)) {
-			int code = fail(err, err_len, c->hs_last_code, "%s", c->hs_last_err);
+		if (nng_clock() >= deadline) {
+			int code = deadline_fail_locked(c, total_ms, err, err_len);
 			pthread_mutex_unlock(&c->sess_mu);
 			return code;
 		}
-		if (nng_clock() >= deadline) {
-			pthread_mutex_unlock(&c->sess_mu);
-			return fail_no_answer(c, err, err_len, CH_ERR_UNREACHABLE, total_ms);
+		if (c->hs_busy) {
+			uint64_t seen = c->hs_done_count;
+			int rc = 0;
+			while (c->hs_busy && c->hs_done_count == seen && !c->sess_closing &&
+			       rc != ETIMEDOUT)
+				rc = hs_wait_until(c, deadline);
+			if (c->sess_gen != base_gen || c->sess_closing)
+				continue;
+			if (c->hs_done_count != seen &&
+			    handshake_definite(c->hs_last_code, c->hs_last_hint)) {
+				int code = fail(err, err_len, c->hs_last_code, "%s", c->hs_last_err);
+				pthread_mutex_unlock(&c->sess_mu);
+				return code;
+			}
+			continue; /* it timed out or was refused: try ours, time permitting */
 		}
-		/* the other handshake timed out and we have time left: try ours */
+		if (nng_clock() < c->hs_not_before) {
+			/* backing off after a REJECT; another handshake ending
+			 * (or close) wakes us as well */
+			nng_time until = c->hs_not_before < deadline ? c->hs_not_before : deadline;
+			(void)hs_wait_until(c, until);
+			continue;
+		}
+		c->hs_busy = true;
+		pthread_mutex_unlock(&c->sess_mu);
+		char why[CLIENT_ERR_BYTES] = "";
+		bool hint = false;
+		int code = handshake_sync(c, s, deadline, total_ms, base_gen, &hint, why, sizeof why);
+		handshake_done(c, code, why, hint);
+		if (code == CH_OK)
+			return CH_OK;
+		if (!hint)
+			return fail(err, err_len, code, "%s", why);
+		pthread_mutex_lock(&c->sess_mu); /* a REJECT: again after the backoff */
 	}
-	c->hs_busy = true;
-	pthread_mutex_unlock(&c->sess_mu);
-	char why[CLIENT_ERR_BYTES] = "";
-	int code = handshake_sync(c, s, deadline, total_ms, base_gen, why, sizeof why);
-	handshake_done(c, code, why);
-	if (code != CH_OK)
-		return fail(err, err_len, code, "%s", why);
-	return CH_OK;
 }
 
 /* Fills the header fields of req (version, sender, a new request_id) and
@@ -751,6 +848,24 @@ static int request_pack(ch_client *c, Chorus__Envelope *req, uint8_t **plain, si
 	return CH_OK;
 }
 
+/* After an ignored REJECT: sleeps until the deadline (or close) and fails
+ * with CH_ERR_TIMEOUT, the message saying why (err already holds it). */
+static int deadline_wait_sync(ch_client *c, nng_time deadline, uint32_t total_ms, char *err,
+                              size_t err_len)
+{
+	char why[CLIENT_ERR_BYTES];
+	snprintf(why, sizeof why, "%s", err != NULL ? err : "");
+	pthread_mutex_lock(&c->sess_mu);
+	while (!c->sess_closing && hs_wait_until(c, deadline) != ETIMEDOUT)
+		;
+	bool closing = c->sess_closing;
+	pthread_mutex_unlock(&c->sess_mu);
+	if (closing)
+		return fail(err, err_len, CH_ERR_CLOSED, "client is closing");
+	return fail(err, err_len, CH_ERR_TIMEOUT, "no answer from %s within %u ms (%s)", c->addr,
+	            total_ms, why);
+}
+
 /* One blocking request/reply within total_ms: packs req (see request_pack),
  * seals, sends, handshakes first when there is no session yet, re-handshakes
  * once on "unknown session", and returns the decoded reply envelope in
@@ -778,8 +893,8 @@ static int request_sync(ch_client *c, Chorus__Envelope *req, uint32_t total_ms,
 	int step;
 	for (step = 0; step < 4; step++) {
 		nng_msg *msg = NULL;
-		uint64_t gen = 0;
-		code = frame_request(c, plain, plain_len, &msg, &gen);
+		uint64_t gen = 0, sid = 0, counter = 0;
+		code = frame_request(c, plain, plain_len, &msg, &gen, &sid, &counter);
 		if (code == NEED_SESSION) {
 			code = session_renew_sync(c, s, 0, deadline, total_ms, err, err_len);
 			if (code != CH_OK)
@@ -804,8 +919,15 @@ static int request_sync(ch_client *c, Chorus__Envelope *req, uint32_t total_ms,
 			            nng_strerror(rv));
 			break;
 		}
-		code = reply_decode(c, reply, request_id, resp, err, err_len);
+		code = reply_decode(c, reply, request_id, sid, counter, resp, err, err_len);
 		nng_msg_free(reply);
+		if (code == REPLY_IGNORED) {
+			/* an unauthenticated REJECT: req0 has ended the exchange, so
+			 * no answer can come now; wait out the deadline rather than
+			 * reseal (which could run the request twice) */
+			code = deadline_wait_sync(c, deadline, total_ms, err, err_len);
+			break;
+		}
 		if (code != REPLY_REJECTED)
 			break;
 		if (rehandshaken) {
@@ -894,20 +1016,26 @@ static void client_free(ch_client *c)
 	pthread_mutex_destroy(&c->pool_mu);
 	pthread_cond_destroy(&c->pool_cv);
 	pthread_cond_destroy(&c->hs_cv);
-	sodium_memzero(&c->keyring, sizeof c->keyring);
+	seal_keyring_free(c->keyring);
 	sodium_memzero(&c->sess, sizeof c->sess);
 	free(c);
 }
 
 /* Everything but the handshake: a client with no session (sess_gen 0)
- * whose socket dials `addr` in the background. The secret comes from
- * secret_file or, when it is NULL, from the 32 bytes at secret32. */
-static int client_open(ch_client **out, const char *addr, const char *secret_file,
-                       const uint8_t *secret32, const struct ch_client_options *opts,
+ * whose socket dials `addr` in the background, speaking as `role` with its
+ * own reference to kr. */
+static int client_open(ch_client **out, const char *addr, const struct seal_keyring *kr, int role,
+                       const uint8_t *expected_peer, const struct ch_client_options *opts,
                        char *err, size_t err_len)
 {
-	assert(out != NULL && addr != NULL && (secret_file == NULL) != (secret32 == NULL));
+	assert(out != NULL && addr != NULL && kr != NULL);
 	*out = NULL;
+	if (role != SEAL_ROLE_CLIENT && role != SEAL_ROLE_NODE)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown role %d", role);
+	if (!seal_keyring_has_role(kr, role))
+		return fail(err, err_len, CH_ERR_INVALID,
+		            "a client credential cannot speak as a %s: give the cluster secret",
+		            seal_role_name(role));
 	if (strlen(addr) >= CLIENT_ADDR_BYTES_MAX)
 		return fail(err, err_len, CH_ERR_INVALID, "address too long (max %u bytes)",
 		            CLIENT_ADDR_BYTES_MAX - 1);
@@ -926,6 +1054,13 @@ static int client_open(ch_client **out, const char *addr, const char *secret_fil
 		c->contexts_count = CLIENT_CONTEXTS_MAX;
 	c->frame_bytes_max = (opts != NULL && opts->frame_bytes_max > 0) ? opts->frame_bytes_max
 	                                                                : SEAL_FRAME_BYTES_DEFAULT;
+	c->keyring = seal_keyring_ref(kr);
+	c->role = (uint8_t)role;
+	if (expected_peer != NULL) {
+		c->has_expected_peer = true;
+		memcpy(c->expected_peer, expected_peer, SEAL_ID_BYTES);
+	}
+	c->hs_backoff_ms = HS_BACKOFF_MS_FIRST;
 	pthread_mutex_init(&c->sess_mu, NULL);
 	pthread_mutex_init(&c->pool_mu, NULL);
 	pthread_cond_init(&c->pool_cv, NULL);
@@ -939,16 +1074,6 @@ static int client_open(ch_client **out, const char *addr, const char *secret_fil
 		return fail(err, err_len, CH_ERR_INVALID, "frame_bytes_max too small");
 	}
 
-	if (secret_file != NULL) {
-		char why[CLIENT_ERR_BYTES] = "";
-		if (seal_keyring_load(&c->keyring, secret_file, why, sizeof why) != 0) {
-			client_free(c);
-			return fail(err, err_len, CH_ERR_IO, "%s",
-			            why[0] != '\0' ? why : "cannot read the secret file");
-		}
-	} else {
-		seal_keyring_init(&c->keyring, secret32);
-	}
 	randombytes_buf(c->self_id, sizeof c->self_id);
 
 	int rv = nng_req0_open(&c->sock);
@@ -1003,8 +1128,18 @@ int ch_client_connect(ch_client **out, const char *addr, const char *secret_file
 	if (out == NULL || addr == NULL || secret_file == NULL)
 		return fail(err, err_len, CH_ERR_INVALID, "address and secret file are required");
 	*out = NULL;
+	if (sodium_init() < 0)
+		return fail(err, err_len, CH_ERR_INTERNAL, "libsodium failed to initialise");
+	/* a cluster secret or a client credential: either way we speak as a
+	 * client */
+	char why[CLIENT_ERR_BYTES] = "";
+	struct seal_keyring *kr = seal_keyring_load(secret_file, SEAL_ROLE_CLIENT, why, sizeof why);
+	if (kr == NULL)
+		return fail(err, err_len, CH_ERR_IO, "%s",
+		            why[0] != '\0' ? why : "cannot read the secret file");
 	ch_client *c = NULL;
-	int code = client_open(&c, addr, secret_file, NULL, opts, err, err_len);
+	int code = client_open(&c, addr, kr, SEAL_ROLE_CLIENT, NULL, opts, err, err_len);
+	seal_keyring_free(kr); /* the client holds its own reference */
 	if (code != CH_OK)
 		return code;
 	struct sync_slot *s = slot_take(c);
@@ -1023,22 +1158,38 @@ int ch_client_connect(ch_client **out, const char *addr, const char *secret_file
 	return CH_OK;
 }
 
-int chi_client_open_lazy(ch_client **out, const char *addr, const char *secret_file_or_null,
-                         const uint8_t *secret32_or_null, const struct ch_client_options *opts,
-                         char *err, size_t err_len)
+void chi_client_set_self_id(ch_client *c, const uint8_t self_id[SEAL_ID_BYTES])
 {
-	if (out == NULL || addr == NULL)
-		return fail(err, err_len, CH_ERR_INVALID, "out and address are required");
-	*out = NULL;
-	if ((secret_file_or_null == NULL) == (secret32_or_null == NULL))
-		return fail(err, err_len, CH_ERR_INVALID,
-		            "give either a secret file or the secret bytes, not %s",
-		            secret_file_or_null == NULL ? "neither" : "both");
-	int code = client_open(out, addr, secret_file_or_null, secret32_or_null, opts, err,
-	                       err_len);
+	pthread_mutex_lock(&c->sess_mu);
+	memcpy(c->self_id, self_id, SEAL_ID_BYTES);
+	pthread_mutex_unlock(&c->sess_mu);
+}
+
+int chi_client_open_lazy(ch_client **out, const char *addr, const struct seal_keyring *kr,
+                         int role, const uint8_t *expected_peer_or_null,
+                         const struct ch_client_options *opts, char *err, size_t err_len)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (out == NULL || addr == NULL || kr == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "out, address and keyring are required");
+	int code = client_open(out, addr, kr, role, expected_peer_or_null, opts, err, err_len);
 	if (code == CH_OK)
 		err_clear(err, err_len);
 	return code;
+}
+
+int chi_client_set_keyring(ch_client *c, const struct seal_keyring *kr)
+{
+	if (c == NULL || kr == NULL || !seal_keyring_has_role(kr, c->role))
+		return CH_ERR_INVALID;
+	struct seal_keyring *fresh = seal_keyring_ref(kr);
+	pthread_mutex_lock(&c->sess_mu);
+	struct seal_keyring *old = c->keyring;
+	c->keyring = fresh;
+	pthread_mutex_unlock(&c->sess_mu);
+	seal_keyring_free(old); /* handshakes in flight hold their own reference */
+	return CH_OK;
 }
 
 void ch_client_close(ch_client *c)
@@ -1478,6 +1629,8 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 		json_object_set_new(po, "unknown_session", JU64(p->unknown_session));
 		json_object_set_new(po, "resent", JU64(p->resent));
 		json_object_set_new(po, "rate_limited", JU64(p->rate_limited));
+		json_object_set_new(po, "stale", JU64(p->stale));
+		json_object_set_new(po, "busy", JU64(p->busy));
 		json_object_set_new(po, "connections_refused", JU64(p->connections_refused));
 		json_object_set_new(po, "connections_closed", JU64(p->connections_closed));
 		json_array_append_new(peers, po);
@@ -1486,6 +1639,18 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 	json_object_set_new(o, "tags", json_strings(s->tags, s->n_tags));
 	json_object_set_new(o, "members", members_to_json(s->members, s->n_members));
 	json_object_set_new(o, "requests", requests_to_json(s->requests, s->n_requests));
+	json_t *keys = json_array();
+	for (size_t i = 0; keys != NULL && i < s->n_keys; i++) {
+		json_t *ko = json_object();
+		if (ko == NULL)
+			continue;
+		json_object_set_new(ko, "key_id", json_string(s->keys[i]->key_id));
+		json_object_set_new(ko, "primary", json_boolean(s->keys[i]->primary));
+		json_object_set_new(ko, "sessions", JU64(s->keys[i]->sessions));
+		json_object_set_new(ko, "node_sessions", JU64(s->keys[i]->node_sessions));
+		json_array_append_new(keys, ko);
+	}
+	json_object_set_new(o, "keys", keys);
 	return o;
 }
 
@@ -1764,12 +1929,25 @@ static void async_send(struct async_req *a, nng_msg *msg, enum async_state next)
  * callback and in the caller's thread (where an error means "not sent"). */
 static int async_need_session(struct async_req *a, uint64_t base_gen, char *err, size_t err_len);
 
+/* Ends the handshake this request runs: wipes its HELLO's secrets, drops its
+ * keyring reference and tells the waiters. */
+static void async_handshake_end(struct async_req *a, int code, const char *err, bool hint)
+{
+	assert(a->initiating);
+	sodium_memzero(&a->initiator, sizeof a->initiator);
+	seal_keyring_free(a->hs_kr);
+	a->hs_kr = NULL;
+	a->initiating = false;
+	handshake_done(a->c, code, err, hint);
+}
+
 /* Reseals the request under the current session and sends it; with no
  * session yet, joins or starts a handshake first. */
 static int async_send_request(struct async_req *a, char *err, size_t err_len)
 {
 	nng_msg *msg = NULL;
-	int code = frame_request(a->c, a->plain, a->plain_len, &msg, &a->gen);
+	int code = frame_request(a->c, a->plain, a->plain_len, &msg, &a->gen, &a->sent_sid,
+	                         &a->sent_counter);
 	if (code == NEED_SESSION)
 		return async_need_session(a, 0, err, err_len);
 	if (code != CH_OK)
@@ -1778,9 +1956,26 @@ static int async_send_request(struct async_req *a, char *err, size_t err_len)
 	return CH_OK;
 }
 
+/* Parks a: its aio sleeps (no thread held) until `until` or a wake-up by
+ * handshake_done or ch_client_close. Scheduled under sess_mu so that neither
+ * can miss it. Caller holds sess_mu. */
+static void async_park_locked(ch_client *c, struct async_req *a, enum async_state st,
+                              nng_time until)
+{
+	assert(!a->parked);
+	a->hs_seen = c->hs_done_count;
+	a->parked = true;
+	a->next_parked = c->hs_parked;
+	c->hs_parked = a;
+	a->state = st;
+	nng_aio_set_timeout(a->aio, NNG_DURATION_INFINITE);
+	nng_sleep_aio(remaining_ms(until), a->aio);
+}
+
 /* Gets a session newer than base_gen: resends at once if there is one,
- * parks the request if a handshake is in flight, else starts one on this
- * request's context (HELLO, then WELCOME, then the request itself). */
+ * parks the request if a handshake is in flight or the client backs off
+ * after a REJECT, else starts one on this request's context (HELLO, then
+ * WELCOME, then the request itself). */
 static int async_need_session(struct async_req *a, uint64_t base_gen, char *err, size_t err_len)
 {
 	ch_client *c = a->c;
@@ -1795,28 +1990,30 @@ static int async_need_session(struct async_req *a, uint64_t base_gen, char *err,
 		return async_send_request(a, err, err_len);
 	}
 	a->gen = base_gen;
+	if (nng_clock() >= a->deadline) {
+		int code = deadline_fail_locked(c, a->total_ms, err, err_len);
+		pthread_mutex_unlock(&c->sess_mu);
+		return code;
+	}
 	if (c->hs_busy) {
-		/* Sleep (no thread held) until the deadline; handshake_done or
-		 * ch_client_close cuts the sleep short. Scheduled under sess_mu
-		 * so that neither can miss us. */
-		a->hs_seen = c->hs_done_count;
-		a->parked = true;
-		a->next_parked = c->hs_parked;
-		c->hs_parked = a;
-		a->state = ASYNC_WAIT_SESSION;
-		nng_aio_set_timeout(a->aio, NNG_DURATION_INFINITE);
-		nng_sleep_aio(remaining_ms(a->deadline), a->aio);
+		async_park_locked(c, a, ASYNC_WAIT_SESSION, a->deadline);
+		pthread_mutex_unlock(&c->sess_mu);
+		return CH_OK;
+	}
+	if (nng_clock() < c->hs_not_before) {
+		nng_time until = c->hs_not_before < a->deadline ? c->hs_not_before : a->deadline;
+		async_park_locked(c, a, ASYNC_WAIT_SESSION, until);
 		pthread_mutex_unlock(&c->sess_mu);
 		return CH_OK;
 	}
 	c->hs_busy = true;
+	a->hs_kr = seal_keyring_ref(c->keyring);
 	pthread_mutex_unlock(&c->sess_mu);
 	a->initiating = true;
 	nng_msg *msg = NULL;
-	int code = hello_msg(c, &a->initiator, &msg, err, err_len);
+	int code = hello_msg(c, a->hs_kr, &a->initiator, &msg, err, err_len);
 	if (code != CH_OK) {
-		a->initiating = false;
-		handshake_done(c, code, err);
+		async_handshake_end(a, code, err, false);
 		return code;
 	}
 	async_send(a, msg, ASYNC_SEND_HELLO);
@@ -1851,8 +2048,12 @@ static void async_on_wake(struct async_req *a, int rv)
 	bool renewed = c->sess_gen != a->gen;
 	bool hs_failed = !renewed && c->hs_done_count != a->hs_seen && c->hs_last_code < 0;
 	int hs_code = c->hs_last_code;
+	bool hs_definite = hs_failed && handshake_definite(hs_code, c->hs_last_hint);
 	if (hs_failed)
 		snprintf(hs_err, sizeof hs_err, "%s", c->hs_last_err);
+	int late_code = 0;
+	if (!closing && !renewed && nng_clock() >= a->deadline)
+		late_code = deadline_fail_locked(c, a->total_ms, err, sizeof err);
 	pthread_mutex_unlock(&c->sess_mu);
 
 	int code;
@@ -1860,9 +2061,9 @@ static void async_on_wake(struct async_req *a, int rv)
 		code = fail(err, sizeof err, CH_ERR_CLOSED, "client is closing");
 	else if (renewed)
 		code = async_send_request(a, err, sizeof err);
-	else if (nng_clock() >= a->deadline)
-		code = fail_no_answer(c, err, sizeof err, CH_ERR_UNREACHABLE, a->total_ms);
-	else if (hs_failed && !handshake_retryable(hs_code))
+	else if (late_code != 0)
+		code = late_code;
+	else if (hs_definite)
 		code = fail(err, sizeof err, hs_code, "%s", /* adopt the definite failure */
 		            hs_err[0] != '\0' ? hs_err : ch_strerror(hs_code));
 	else
@@ -1871,13 +2072,51 @@ static void async_on_wake(struct async_req *a, int rv)
 		async_finish(a, code, NULL, err);
 }
 
+/* A request that ignored a REJECT wakes: it fails at its deadline (or on
+ * close); an earlier wake-up (a handshake ended) parks it again. */
+static void async_on_deadline_wake(struct async_req *a, int rv)
+{
+	ch_client *c = a->c;
+	char err[CLIENT_ERR_BYTES] = "";
+	pthread_mutex_lock(&c->sess_mu);
+	async_unpark(c, a);
+	bool closing = c->sess_closing;
+	if (!closing && rv != NNG_ECLOSED && nng_clock() < a->deadline) {
+		async_park_locked(c, a, ASYNC_WAIT_DEADLINE, a->deadline);
+		pthread_mutex_unlock(&c->sess_mu);
+		return;
+	}
+	pthread_mutex_unlock(&c->sess_mu);
+	int code;
+	if (closing || rv == NNG_ECLOSED)
+		code = fail(err, sizeof err, CH_ERR_CLOSED, "client is closing");
+	else
+		code = fail(err, sizeof err, CH_ERR_TIMEOUT,
+		            "no answer from %s within %u ms (ignored a REJECT that does not verify)",
+		            c->addr, a->total_ms);
+	async_finish(a, code, NULL, err);
+}
+
 static void async_on_reply(struct async_req *a, nng_msg *reply)
 {
 	ch_client *c = a->c;
 	char err[CLIENT_ERR_BYTES] = "";
 	Chorus__Envelope *e = NULL;
-	int code = reply_decode(c, reply, a->request_id, &e, err, sizeof err);
+	int code = reply_decode(c, reply, a->request_id, a->sent_sid, a->sent_counter, &e, err,
+	                        sizeof err);
 	nng_msg_free(reply);
+	if (code == REPLY_IGNORED) {
+		/* an unauthenticated REJECT: wait out the deadline (see
+		 * request_sync), parked so that ch_client_close can wake us */
+		pthread_mutex_lock(&c->sess_mu);
+		if (!c->sess_closing) {
+			async_park_locked(c, a, ASYNC_WAIT_DEADLINE, a->deadline);
+			pthread_mutex_unlock(&c->sess_mu);
+			return;
+		}
+		pthread_mutex_unlock(&c->sess_mu);
+		code = fail(err, sizeof err, CH_ERR_CLOSED, "client is closing");
+	}
 	if (code == REPLY_REJECTED) {
 		if (a->rehandshaken) {
 			char why[CLIENT_ERR_BYTES];
@@ -1907,6 +2146,10 @@ static void async_on_io(void *arg)
 		async_on_wake(a, rv);
 		return;
 	}
+	if (st == ASYNC_WAIT_DEADLINE) {
+		async_on_deadline_wake(a, rv);
+		return;
+	}
 	int code;
 	if (rv != 0) {
 		if (st == ASYNC_SEND_REQUEST || st == ASYNC_SEND_HELLO)
@@ -1919,11 +2162,8 @@ static void async_on_io(void *arg)
 		else
 			code = fail(err, sizeof err, nng_to_code(rv), "request to %s: %s", c->addr,
 			            nng_strerror(rv));
-		if (a->initiating) {
-			sodium_memzero(&a->initiator, sizeof a->initiator);
-			a->initiating = false;
-			handshake_done(c, code, err);
-		}
+		if (a->initiating)
+			async_handshake_end(a, code, err, false);
 		async_finish(a, code, NULL, err);
 		return;
 	}
@@ -1941,11 +2181,8 @@ static void async_on_io(void *arg)
 		 * without error and without a message. Never dereference it. */
 		if (nng_aio_get_msg(a->aio) == NULL) {
 			code = fail(err, sizeof err, CH_ERR_PROTOCOL, "empty reply from %s", c->addr);
-			if (a->initiating) {
-				sodium_memzero(&a->initiator, sizeof a->initiator);
-				a->initiating = false;
-				handshake_done(c, code, err);
-			}
+			if (a->initiating)
+				async_handshake_end(a, code, err, false);
 			async_finish(a, code, NULL, err);
 			return;
 		}
@@ -1964,18 +2201,21 @@ static void async_on_io(void *arg)
 		assert(a->initiating);
 		nng_msg *reply = nng_aio_get_msg(a->aio);
 		nng_aio_set_msg(a->aio, NULL);
-		code = welcome_install(c, &a->initiator, reply, a->gen, err, sizeof err);
+		bool hint = false;
+		code = welcome_install(c, a->hs_kr, &a->initiator, reply, a->gen, &hint, err,
+		                       sizeof err);
 		nng_msg_free(reply);
-		sodium_memzero(&a->initiator, sizeof a->initiator);
-		a->initiating = false;
-		handshake_done(c, code, err);
+		async_handshake_end(a, code, err, hint);
 		if (code == CH_OK)
 			code = async_send_request(a, err, sizeof err);
+		else if (hint) /* a REJECT: again after the backoff, time permitting */
+			code = async_need_session(a, a->gen, err, sizeof err);
 		if (code != CH_OK)
 			async_finish(a, code, NULL, err);
 		return;
 	}
 	case ASYNC_WAIT_SESSION:
+	case ASYNC_WAIT_DEADLINE:
 	case ASYNC_IDLE:
 	default:
 		assert(!"async callback in an unexpected state");
@@ -2079,6 +2319,7 @@ static int async_start(ch_client *c, Chorus__Envelope *env, uint32_t total_ms, b
 		return code;
 	}
 	assert(a->state == ASYNC_IDLE && a->plain == NULL && !a->parked && !a->initiating);
+	assert(a->hs_kr == NULL);
 	a->plain = plain;
 	a->plain_len = plain_len;
 	a->request_id = request_id;

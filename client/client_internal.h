@@ -14,9 +14,24 @@
  * timeout; requests that arrive while a handshake is in flight wait for it
  * instead of starting their own (the node keeps a bounded LRU of sessions, so
  * a burst of handshakes would evict other peers' sessions). A handshake that
- * fails with a definite answer (CH_ERR_AUTH, CH_ERR_PROTOCOL, ...) fails the
- * requests that waited on it; one that timed out lets each waiter with time
- * left try again. Either way the next request starts afresh.
+ * fails with a definite answer (a WELCOME that does not verify, the wrong
+ * member, CH_ERR_PROTOCOL, ...) fails the requests that waited on it; one
+ * that timed out lets each waiter with time left try again. A REJECT of the
+ * HELLO is unauthenticated, so it is only a hint: the client tries again with
+ * backoff (100 ms doubling to 2 s) until each request's deadline, which then
+ * fails with the REJECT's reason and CH_ERR_AUTH. Either way the next request
+ * starts afresh.
+ *
+ * REJECTs of requests. A REJECT answering a data frame ("unknown session":
+ * the node restarted) is acted on (handshake again, once, and reseal) only if
+ * its MAC verifies under one of our client keys (seal_reject_check). Any other
+ * REJECT of a request is ignored: the request waits for its deadline and fails
+ * with CH_ERR_TIMEOUT, so a forged REJECT can never make a request run twice.
+ *
+ * Keys. A client holds a reference to a keyring (proto/seal.h) and speaks in
+ * one role. ch_client_connect loads a cluster secret or a client credential
+ * and always speaks as a client; a node's links pass the node's keyring and
+ * SEAL_ROLE_NODE.
  *
  * Threading. As for chorus.h: a client may be shared by any number of
  * threads. chi_request_async never blocks the calling thread (it does not
@@ -28,6 +43,7 @@
 
 #include "chorus.h"
 #include "proto/chorus.pb-c.h"
+#include "proto/seal.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -40,14 +56,29 @@ extern "C" {
 
 /* Opens a client for `addr` without waiting for the node: returns at once
  * (nng keeps dialling in the background) and the handshake happens on first
- * use. The cluster secret comes from exactly one of secret_file_or_null (a
- * secret file, see seal_keyring_load) and secret32_or_null (32 raw bytes,
- * copied). `opts` may be NULL. On CH_OK *out owns the client; release it with
- * ch_client_close. Errors: CH_ERR_INVALID (arguments, address), CH_ERR_IO
- * (secret file), CH_ERR_NOMEM. */
-CHI_API int chi_client_open_lazy(ch_client **out, const char *addr, const char *secret_file_or_null,
-                                 const uint8_t *secret32_or_null,
+ * use. The client takes its own reference to kr (seal_keyring_ref) and
+ * handshakes in `role` (SEAL_ROLE_NODE for a node's links: kr must then hold
+ * node keys) under kr's primary key. expected_peer_or_null (16 bytes,
+ * copied) is the member the caller means to reach: a WELCOME from another
+ * sender id fails the handshake with CH_ERR_AUTH ("reached member X,
+ * expected member Y"). `opts` may be NULL. On CH_OK *out owns the client;
+ * release it with ch_client_close. Errors: CH_ERR_INVALID (arguments,
+ * address, a role kr has no keys for), CH_ERR_NOMEM. */
+CHI_API int chi_client_open_lazy(ch_client **out, const char *addr, const struct seal_keyring *kr,
+                                 int role, const uint8_t *expected_peer_or_null,
                                  const struct ch_client_options *opts, char *err, size_t err_len);
+
+/* Swaps the client's keyring (key rotation): handshakes from now on use kr's
+ * primary key; the current session, if any, lives on. Takes a reference to
+ * kr and drops the old one. CH_OK, or CH_ERR_INVALID when kr has no keys for
+ * the client's role. Any thread. */
+CHI_API int chi_client_set_keyring(ch_client *c, const struct seal_keyring *kr);
+
+/* The 16-byte id this client names itself with in handshakes and
+ * envelopes (default: random). A node's links use the node's id, which the
+ * receiving node binds to the session (gossip from it must carry it). Call
+ * before the first request. */
+CHI_API void chi_client_set_self_id(ch_client *c, const uint8_t self_id[16]);
 
 /* Blocking request/reply. The library sets env->version, env->sender (it then
  * points into c: do not free it) and env->request_id; the body is the

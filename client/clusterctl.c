@@ -13,6 +13,7 @@
  * piped untouched.
  */
 #include "chorus.h"
+#include "proto/seal.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -76,6 +77,7 @@ static const char usage_text[] =
 	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
 	"  cancel TASK_ID                                     cancel a task\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
+	"  keygen --client SECRET_FILE OUT_FILE               write a client credential\n"
 	"  help [COMMAND]                                     help on a command\n"
 	"\n"
 	"global options:\n"
@@ -173,10 +175,19 @@ static const char help_cancel[] =
 
 static const char help_keygen[] =
 	"usage: clusterctl keygen [FILE]\n"
+	"       clusterctl keygen --client SECRET_FILE OUT_FILE\n"
 	"\n"
 	"Writes a new random cluster secret (64 hex characters, mode 0600) to FILE\n"
 	"(default " KEYGEN_FILE_DEFAULT "). Refuses to overwrite an existing file.\n"
-	"Every node and client of a cluster needs the same secret.\n";
+	"Every node of a cluster needs the same secret; clients may use it too.\n"
+	"\n"
+	"--client writes a client credential for the cluster secret SECRET_FILE to\n"
+	"OUT_FILE (mode 0600, never overwritten): it lets clusterctl and libchorus\n"
+	"do everything a client does, but it cannot join or pose as a node. Give\n"
+	"clients this file instead of the secret. A two-key secret file (rotation,\n"
+	"see docs/protocol.md) gives a two-key credential.\n"
+	"\n"
+	"Both print the key id(s): 8 hex digits, as clusterctl status shows them.\n";
 
 /* ------------------------------------------------------------------ */
 /* diagnostics                                                         */
@@ -1053,6 +1064,18 @@ static void print_status_tables(json_t *o)
 	if (!header)
 		printf("\nno peer sent bad frames\n");
 
+	json_t *keys = json_object_get(o, "keys");
+	if (json_array_size(keys) > 0) {
+		printf("\n%-10s %8s %10s %14s\n", "KEY", "PRIMARY", "SESSIONS", "NODE SESSIONS");
+		json_array_foreach(keys, i, p)
+		{
+			printf("%-10s %8s %10llu %14llu\n", json_str(p, "key_id"),
+			       json_is_true(json_object_get(p, "primary")) ? "yes" : "no",
+			       (unsigned long long)json_u64(p, "sessions"),
+			       (unsigned long long)json_u64(p, "node_sessions"));
+		}
+	}
+
 	json_t *reqs = json_object_get(o, "requests");
 	header = false;
 	json_array_foreach(reqs, i, p)
@@ -1286,34 +1309,87 @@ static int cmd_cancel(struct cli *cli, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* Prints what keygen wrote: the file and its key ids. */
+static void keygen_report(struct cli *cli, const char *path, const char *what, const char *from)
+{
+	char err[ERR_BYTES] = "";
+	struct seal_keyring *kr = seal_keyring_load(path, SEAL_ROLE_CLIENT, err, sizeof err);
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t n = kr != NULL ? seal_keyring_ids(kr, ids) : 0;
+	seal_keyring_free(kr);
+	char hex[SEAL_KEYS_MAX][SEAL_KEY_ID_HEX_BYTES];
+	for (uint32_t i = 0; i < n; i++)
+		seal_key_id_hex(ids[i], hex[i]);
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "path", json_string(path));
+		json_object_set_new(o, "kind", json_string(what));
+		json_t *a = json_array();
+		for (uint32_t i = 0; i < n; i++)
+			json_array_append_new(a, json_string(hex[i]));
+		json_object_set_new(o, "key_ids", a);
+		json_print(o);
+		return;
+	}
+	if (from != NULL)
+		printf("wrote a %s for %s to %s (mode 0600), key id", what, from, path);
+	else
+		printf("wrote a new %s to %s (mode 0600), key id", what, path);
+	for (uint32_t i = 0; i < n; i++)
+		printf("%s %s", i == 0 ? (n > 1 ? "s" : "") : ",", hex[i]);
+	printf("\n");
+}
+
 static int cmd_keygen(struct cli *cli, int argc, char **argv)
 {
-	const char *path = NULL;
+	const char *paths[2] = {NULL, NULL};
+	int path_count = 0;
+	bool client = false;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			cli->json = true;
+		else if (strcmp(argv[i], "--client") == 0)
+			client = true;
 		else if (argv[i][0] == '-')
 			usage_fail("keygen: unknown option '%s'", argv[i]);
-		else if (path == NULL)
-			path = argv[i];
+		else if (path_count < 2)
+			paths[path_count++] = argv[i];
 		else
 			usage_fail("keygen: unexpected argument '%s'", argv[i]);
 	}
-	if (path == NULL)
-		path = KEYGEN_FILE_DEFAULT;
 	char err[ERR_BYTES] = "";
+	if (client) {
+		if (path_count != 2)
+			usage_fail("keygen --client needs SECRET_FILE and OUT_FILE");
+		if (sodium_init() < 0) {
+			fprintf(stderr, "clusterctl: libsodium failed to initialise\n");
+			return EXIT_OTHER;
+		}
+		/* only the cluster secret can make a credential: a credential
+		 * copied is still a credential, but say so plainly */
+		struct seal_keyring *kr = seal_keyring_load(paths[0], SEAL_ROLE_NODE, err, sizeof err);
+		if (kr == NULL) {
+			fprintf(stderr, "clusterctl: %s\n", err);
+			return EXIT_OTHER;
+		}
+		int rc = seal_client_credential_write(kr, paths[1], err, sizeof err);
+		seal_keyring_free(kr);
+		if (rc != 0) {
+			fprintf(stderr, "clusterctl: %s\n", err);
+			return EXIT_OTHER;
+		}
+		keygen_report(cli, paths[1], "client credential", paths[0]);
+		return EXIT_OK;
+	}
+	if (path_count > 1)
+		usage_fail("keygen: unexpected argument '%s'", paths[1]);
+	const char *path = path_count == 1 ? paths[0] : KEYGEN_FILE_DEFAULT;
 	int rv = ch_keygen(path, err, sizeof err);
 	if (rv != CH_OK) {
 		fprintf(stderr, "clusterctl: %s\n", err[0] != '\0' ? err : ch_strerror(rv));
 		return EXIT_OTHER;
 	}
-	if (cli->json) {
-		json_t *o = json_object();
-		json_object_set_new(o, "path", json_string(path));
-		json_print(o);
-	} else {
-		printf("wrote a new cluster secret to %s (mode 0600)\n", path);
-	}
+	keygen_report(cli, path, "cluster secret", NULL);
 	return EXIT_OK;
 }
 

@@ -50,6 +50,8 @@
 
 struct link {
 	char addr[SWIM_ADDR_BYTES_MAX];
+	uint8_t expect[SWIM_ID_BYTES]; /* the member meant there (placement links) */
+	int has_expect;
 	ch_client *cli;
 	uint32_t inflight;     /* tasks placed there, not back */
 	uint64_t last_used_ms;
@@ -82,7 +84,7 @@ struct run_arg {
 struct cluster {
 	struct swim *swim;
 	uint8_t node_id[SWIM_ID_BYTES];
-	uint8_t secret[32];
+	struct seal_keyring *kr; /* one reference; links handshake as nodes */
 	char name[SWIM_NAME_BYTES_MAX];
 	char *tags[SWIM_TAGS_MAX + 1];
 	uint32_t tag_count;
@@ -119,17 +121,27 @@ struct cluster {
 
 /* ---- links ---- */
 
-static int link_find(const struct cluster *c, const char *addr)
+/* Links are keyed by address and, for task placement, by the member meant
+ * there: a placement link's handshake checks that the node that answers is
+ * that member (its WELCOME names it, under the MAC), so a task's payload
+ * never goes to whoever else sits at the address. Gossip links (expect =
+ * NULL) need no such check: SWIM messages carry ids and the receiver binds
+ * the sender to the session. */
+static int link_find(const struct cluster *c, const char *addr, const uint8_t *expect)
 {
-	for (uint32_t i = 0; i < c->link_count; i++)
-		if (strcmp(c->links[i].addr, addr) == 0)
+	for (uint32_t i = 0; i < c->link_count; i++) {
+		const struct link *l = &c->links[i];
+		if (strcmp(l->addr, addr) != 0 || l->has_expect != (expect != NULL))
+			continue;
+		if (!expect || memcmp(l->expect, expect, SWIM_ID_BYTES) == 0)
 			return (int)i;
+	}
 	return -1;
 }
 
-static int link_get(struct cluster *c, const char *addr, uint64_t now_ms)
+static int link_get(struct cluster *c, const char *addr, const uint8_t *expect, uint64_t now_ms)
 {
-	int i = link_find(c, addr);
+	int i = link_find(c, addr, expect);
 	if (i >= 0) {
 		c->links[i].last_used_ms = now_ms;
 		return i;
@@ -144,11 +156,18 @@ static int link_get(struct cluster *c, const char *addr, uint64_t now_ms)
 	char err[256];
 	struct link *l = &c->links[c->link_count];
 	memset(l, 0, sizeof(*l));
-	if (chi_client_open_lazy(&l->cli, addr, NULL, c->secret, &o, err, sizeof(err)) != 0) {
+	if (chi_client_open_lazy(&l->cli, addr, c->kr, SEAL_ROLE_NODE, expect, &o, err, sizeof(err)) !=
+	    0) {
 		log_limited(LOG_WARN, "cluster", addr, 10000, "cannot open a link to %s: %s", addr, err);
 		return -1;
 	}
+	/* the node speaks as itself: the receiver binds gossip to this id */
+	chi_client_set_self_id(l->cli, c->node_id);
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	if (expect) {
+		l->has_expect = 1;
+		memcpy(l->expect, expect, SWIM_ID_BYTES);
+	}
 	l->last_used_ms = now_ms;
 	return (int)c->link_count++;
 }
@@ -186,7 +205,7 @@ static void gossip_reply_cb(void *arg, int code, Chorus__Envelope *reply, const 
 static void fx_send(void *ctx, const char *addr, const struct swim_msg *m)
 {
 	struct cluster *c = ctx;
-	int li = link_get(c, addr, c->now_ms);
+	int li = link_get(c, addr, NULL, c->now_ms);
 	if (li < 0)
 		return;
 	struct gossip_pb gp;
@@ -385,7 +404,7 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 			pc->inflight = local_inflight;
 			pc->load = 0;
 		} else {
-			int li = link_find(c, m->addr);
+			int li = link_find(c, m->addr, m->id);
 			pc->capacity = m->capacity;
 			pc->load = m->load;
 			pc->inflight = li >= 0 ? c->links[li].inflight : 0;
@@ -415,7 +434,7 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 	const struct swim_member *m = c->cand_member[pick];
 	if (m == self)
 		return 0;
-	int li = link_get(c, m->addr, now_ms);
+	int li = link_get(c, m->addr, m->id, now_ms);
 	if (li < 0 || send_run(c, t, m, li) != 0) {
 		/* the member cannot be reached now: run it here if we can */
 		return local_inflight < c->capacity ? 0 : -1;
@@ -653,7 +672,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	pthread_mutex_init(&c->mu, NULL);
 	idmap_init(&c->placed);
 	memcpy(c->node_id, cfg->node_id, SWIM_ID_BYTES);
-	memcpy(c->secret, cfg->secret, sizeof(c->secret));
+	c->kr = seal_keyring_ref(cfg->keyring);
 	snprintf(c->name, sizeof(c->name), "%s", cfg->name);
 	c->capacity = cfg->capacity;
 	c->period_ms = cfg->period_ms;
@@ -737,6 +756,6 @@ void cluster_stop(struct cluster *c)
 	free(c->cand);
 	free((void *)c->cand_member);
 	pthread_mutex_destroy(&c->mu);
-	sodium_memzero(c->secret, sizeof(c->secret));
+	seal_keyring_free(c->kr);
 	free(c);
 }

@@ -27,6 +27,7 @@ struct task;
 struct swim;
 struct arena;
 struct task_sink_port;
+struct seal_keyring;
 
 struct cluster_config {
 	const uint8_t *node_id;      /* 16 bytes */
@@ -36,7 +37,8 @@ struct cluster_config {
 	uint32_t tag_count;
 	const char *const *seeds;
 	uint32_t seed_count;
-	const uint8_t *secret;       /* 32 bytes, for the links */
+	const struct seal_keyring *keyring; /* node keys for the links (the cluster
+	                                       takes its own reference) */
 	uint32_t capacity;           /* local task slots (default pool) */
 	uint32_t incarnation;        /* start incarnation */
 	uint64_t seed;               /* PRNG seed */

@@ -62,7 +62,7 @@ struct host {
 	struct store *store;
 	struct rpc *rpc;
 	struct dispatch *dispatch;
-	struct seal_keyring kr;
+	struct seal_keyring *kr; /* node keys (one reference) */
 	uint8_t node_id[SEAL_ID_BYTES];
 	char node_id_hex[SEAL_ID_BYTES * 2 + 1];
 	uint64_t started_wall_ms;
@@ -93,7 +93,7 @@ struct dispatch *host_dispatch(struct host *h) { return h->dispatch; }
 struct rpc *host_rpc(struct host *h) { return h->rpc; }
 const uint8_t *host_node_id(const struct host *h) { return h->node_id; }
 const char *host_node_id_hex(const struct host *h) { return h->node_id_hex; }
-const struct seal_keyring *host_keyring(const struct host *h) { return &h->kr; }
+const struct seal_keyring *host_keyring(const struct host *h) { return h->kr; }
 uint64_t host_started_wall_ms(const struct host *h) { return h->started_wall_ms; }
 int host_draining(const struct host *h) { return h->draining; }
 const struct now *host_now(const struct host *h) { return &h->now; }
@@ -179,6 +179,35 @@ void host_status_fill(struct host *h, Chorus__StatusResp *st, struct arena *a)
 		st->n_requests = (size_t)n;
 		st->requests = rv;
 	}
+	/* sessions per key id, every key of the keyring listed */
+	struct rpc_key_sessions ks[8];
+	uint32_t nk = h->rpc ? rpc_key_sessions(h->rpc, ks, 8) : 0;
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t nids = seal_keyring_ids(h->kr, ids);
+	for (uint32_t i = 0; i < nids && nk < 8; i++) {
+		uint32_t k = 0;
+		while (k < nk && ks[k].key_id != ids[i])
+			k++;
+		if (k == nk)
+			ks[nk++] = (struct rpc_key_sessions){.key_id = ids[i]};
+	}
+	Chorus__KeySessions **kv = nk ? arena_alloc(a, nk * sizeof(*kv)) : NULL;
+	Chorus__KeySessions *kp = nk ? arena_alloc(a, nk * sizeof(*kp)) : NULL;
+	if (kv && kp) {
+		for (uint32_t i = 0; i < nk; i++) {
+			chorus__key_sessions__init(&kp[i]);
+			char *hex = arena_alloc(a, SEAL_KEY_ID_HEX_BYTES);
+			if (hex)
+				seal_key_id_hex(ks[i].key_id, hex);
+			kp[i].key_id = hex ? hex : (char *)"";
+			kp[i].sessions = ks[i].sessions;
+			kp[i].node_sessions = ks[i].node_sessions;
+			kp[i].primary = ks[i].key_id == seal_keyring_primary_id(h->kr);
+			kv[i] = &kp[i];
+		}
+		st->n_keys = nk;
+		st->keys = kv;
+	}
 	for (uint32_t i = 0; i < h->service_count; i++)
 		if (h->services[i].started && h->services[i].ops->status)
 			h->services[i].ops->status(h->services[i].svc, st, a);
@@ -202,9 +231,17 @@ static int secret_setup(struct host *h, char *err, size_t err_len)
 			         path);
 		}
 	}
-	if (seal_keyring_load(&h->kr, path, err, err_len) != 0)
+	/* a node needs the node keys: a client credential is refused here */
+	h->kr = seal_keyring_load(path, SEAL_ROLE_NODE, err, err_len);
+	if (!h->kr)
 		return -1;
-	log_info("link", "cluster secret: %s", path);
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t n = seal_keyring_ids(h->kr, ids);
+	char hex[SEAL_KEYS_MAX][SEAL_KEY_ID_HEX_BYTES];
+	for (uint32_t i = 0; i < n; i++)
+		seal_key_id_hex(ids[i], hex[i]);
+	log_info("link", "cluster secret: %s (key %s%s%s)", path, hex[0], n > 1 ? ", also accepting " : "",
+	         n > 1 ? hex[1] : "");
 	return 0;
 }
 
@@ -424,7 +461,7 @@ static void host_free(struct host *h)
 		close(h->sig_fd);
 	if (h->lock_fd >= 0)
 		close(h->lock_fd);
-	sodium_memzero(&h->kr, sizeof(h->kr));
+	seal_keyring_free(h->kr);
 	free(h);
 }
 
@@ -500,7 +537,7 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 	struct rpc_config rc = {
 		.listen = cfg->listen,
 		.frame_bytes_max = cfg->frame_bytes_max,
-		.kr = &h->kr,
+		.kr = h->kr,
 		.node_id = h->node_id,
 		.wake = host_wake,
 		.wake_arg = h,

@@ -100,12 +100,12 @@ struct session {
 };
 
 /* per-peer counters: seal verdicts (below PEER_VERDICTS), and our own */
-#define PEER_VERDICTS 16
-#define PEER_RESENT 16            /* authentic resends answered again */
-#define PEER_RATE_LIMITED 17      /* handshakes or REJECTs not served: over the rate */
-#define PEER_CONN_REFUSED 18      /* connections closed at once: over a cap */
-#define PEER_CONN_CLOSED 19       /* connections closed later: slow, silent or hostile */
-#define PEER_COUNTS 20
+#define PEER_VERDICTS SEAL_VERDICT_COUNT
+#define PEER_RESENT (PEER_VERDICTS + 0)       /* authentic resends answered again */
+#define PEER_RATE_LIMITED (PEER_VERDICTS + 1) /* handshakes or REJECTs not served: over the rate */
+#define PEER_CONN_REFUSED (PEER_VERDICTS + 2) /* connections closed at once: over a cap */
+#define PEER_CONN_CLOSED (PEER_VERDICTS + 3)  /* connections closed later: slow, silent or hostile */
+#define PEER_COUNTS (PEER_VERDICTS + 4)
 struct peer {
 	char addr[48];
 	uint64_t counts[PEER_COUNTS];
@@ -158,6 +158,7 @@ struct rpc {
 
 	struct idmap sessions;
 	struct session *lru_head, *lru_tail;
+	struct seal_hello_guard *hello_guard; /* HELLO MACs seen in the skew window */
 	size_t recent_cache_bytes;
 
 	struct peer peers[PEERS_MAX];
@@ -615,7 +616,7 @@ static struct session *sess_add(struct rpc *r, const struct seal_session *ss, co
 	if (!s)
 		return NULL;
 	s->seal = *ss;
-	s->role = RPC_ROLE_CLIENT | RPC_ROLE_PEER;
+	s->role = ss->role == SEAL_ROLE_NODE ? RPC_ROLE_CLIENT | RPC_ROLE_PEER : RPC_ROLE_CLIENT;
 	s->half_open = 1;
 	snprintf(s->src, sizeof(s->src), "%s", src);
 	s->last_used_ms = r->now_ms;
@@ -932,15 +933,17 @@ static void handle_hello(struct rpc *r, struct slot *sl, nng_msg *msg, uint32_t 
 		slot_recv(sl);
 		return;
 	}
-	int v = seal_hello_accept(r->cfg.kr, r->cfg.node_id, nng_msg_body(msg), nng_msg_len(msg), &ss,
-	                          &reply, &reply_len);
-	if (v == SEAL_FORGED) {
+	int v = seal_hello_accept(r->cfg.kr, r->hello_guard, r->cfg.node_id, seal_wall_ms(),
+	                          nng_msg_body(msg), nng_msg_len(msg), &ss, &reply, &reply_len);
+	if (v == SEAL_FORGED || v == SEAL_STALE) {
 		refuse(r, pipe_id, v, nng_msg_len(msg));
-		/* tell the peer at once, so a wrong secret fails fast; the reason
-		 * reveals nothing an eavesdropper could not guess; at a bounded
-		 * rate per source */
-		if (rate_ok(r, pipe_id, 0) &&
-		    seal_reject_build(CH_ERR_AUTH, "wrong cluster secret", &reply, &reply_len) == 0)
+		/* tell the peer at once (a hint: it cannot be authenticated when
+		 * the keys differ); the reason reveals nothing an eavesdropper
+		 * could not guess; at a bounded rate per source */
+		const char *why = v == SEAL_FORGED
+		                          ? "wrong cluster secret"
+		                          : "handshake time too far from the node's clock (check NTP)";
+		if (rate_ok(r, pipe_id, 0) && seal_reject_build(CH_ERR_AUTH, why, &reply, &reply_len) == 0)
 			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 		else
 			slot_recv(sl);
@@ -1041,9 +1044,12 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 		}
 		log_limited(LOG_INFO, "link", "unknown-session", 10000,
 		            "data frame for an unknown session: asking the peer to handshake again");
-		/* a bounded, rate-limited answer: never a queue of them */
+		/* authenticated (client reject keys), so a client acts on it and
+		 * only on it: a forged one cannot make a request run twice; a
+		 * bounded, rate-limited answer, never a queue of them */
 		if (rate_ok(r, pipe_id, 0) &&
-		    seal_reject_build(CH_ERR_CLOSED, "unknown session", &reply, &reply_len) == 0)
+		    seal_reject_build_auth(r->cfg.kr, session_id, seal_frame_counter(frame), CH_ERR_CLOSED,
+		                           "unknown session", &reply, &reply_len) == 0)
 			out_push(r, sl, NULL, 0, 0, 0, reply, reply_len);
 		else
 			slot_recv(sl);
@@ -1103,6 +1109,7 @@ static void handle_data(struct rpc *r, struct slot *sl, nng_msg *msg, uint64_t s
 	c->slot = sl;
 	c->sess = sess;
 	c->role = sess->role;
+	c->peer_id = sess->seal.peer_id;
 	c->start_ns = clock_mono_ns();
 	c->pipe_id = pipe_id;
 	Chorus__Envelope *env = chorus__envelope__unpack(NULL, plain_len, plain);
@@ -1240,6 +1247,12 @@ int rpc_create(struct rpc **out, const struct rpc_config *cfg, const struct rpc_
 	pthread_mutex_init(&r->mu, NULL);
 	idmap_init(&r->sessions);
 	idmap_init(&r->pipes);
+	r->hello_guard = seal_hello_guard_create(SEAL_HELLO_GUARD_ENTRIES_DEFAULT);
+	if (!r->hello_guard) {
+		snprintf(err, err_len, "out of memory");
+		*out = r;
+		return -1;
+	}
 	int rv = nng_rep0_open(&r->sock);
 	if (rv == 0) {
 		r->sock_open = 1;
@@ -1331,6 +1344,7 @@ void rpc_destroy(struct rpc *r)
 	for (struct pipe_info *pi; (pi = idmap_iter_next(&r->pipes, &it, NULL));)
 		free(pi);
 	idmap_free(&r->pipes);
+	seal_hello_guard_free(r->hello_guard);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
 }
@@ -1347,6 +1361,27 @@ void rpc_count_refused(struct rpc_call *c, int verdict)
 uint32_t rpc_session_count(const struct rpc *r)
 {
 	return (uint32_t)r->sessions.count;
+}
+
+uint32_t rpc_key_sessions(const struct rpc *r, struct rpc_key_sessions *out, uint32_t max)
+{
+	uint32_t n = 0;
+	struct idmap_iter it;
+	idmap_iter_init(&r->sessions, &it);
+	for (const struct session *s; (s = idmap_iter_next(&r->sessions, &it, NULL));) {
+		uint32_t i = 0;
+		while (i < n && out[i].key_id != s->seal.key_id)
+			i++;
+		if (i == n) {
+			if (n == max)
+				continue;
+			out[n++] = (struct rpc_key_sessions){.key_id = s->seal.key_id};
+		}
+		out[i].sessions++;
+		if (s->seal.role == SEAL_ROLE_NODE)
+			out[i].node_sessions++;
+	}
+	return n;
 }
 
 int rpc_peer_counters(struct rpc *r, Chorus__PeerCounters ***out, size_t *n)
@@ -1378,6 +1413,8 @@ int rpc_peer_counters(struct rpc *r, Chorus__PeerCounters ***out, size_t *n)
 		pcs[i].unknown_session = p->counts[SEAL_NO_SESSION];
 		pcs[i].resent = p->counts[PEER_RESENT];
 		pcs[i].rate_limited = p->counts[PEER_RATE_LIMITED];
+		pcs[i].stale = p->counts[SEAL_STALE];
+		pcs[i].busy = p->counts[SEAL_BUSY];
 		pcs[i].connections_refused = p->counts[PEER_CONN_REFUSED];
 		pcs[i].connections_closed = p->counts[PEER_CONN_CLOSED];
 		/* the address is copied: the table may change once unlocked */

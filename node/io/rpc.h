@@ -37,9 +37,10 @@ struct rpc;
 struct slot;
 struct session;
 
-/* Sender roles. Today one cluster secret admits both (every session is
- * RPC_ROLE_CLIENT | RPC_ROLE_PEER); the Secure links issue gives nodes and
- * clients different keys. */
+/* Sender roles, from the key the session's handshake was made with
+ * (proto/seal.h): a node key gives RPC_ROLE_PEER | RPC_ROLE_CLIENT (a
+ * coordinator also submits and cancels), a client credential
+ * RPC_ROLE_CLIENT only. */
 enum rpc_role {
 	RPC_ROLE_CLIENT = 1u << 0,
 	RPC_ROLE_PEER = 1u << 1,
@@ -55,6 +56,7 @@ struct rpc_call {
 	uint64_t request_id;
 	int body_case;            /* Chorus__Envelope__BodyCase */
 	unsigned role;            /* enum rpc_role bits of the session */
+	const uint8_t *peer_id;   /* the id the peer proved in its handshake (16 bytes) */
 	uint8_t persist;          /* answer only after the commit; a failed commit
 	                             turns it into CH_ERR_STORAGE */
 	uint8_t parked;
@@ -138,6 +140,14 @@ void rpc_count_refused(struct rpc_call *c, int verdict);
 
 /* ---- status ---- */
 uint32_t rpc_session_count(const struct rpc *r);
+/* Live sessions per key id (rotation: when the old key has none, it can
+ * go). Fills at most max entries; returns how many. */
+struct rpc_key_sessions {
+	uint32_t key_id;
+	uint32_t sessions;
+	uint32_t node_sessions; /* of which made with a node key */
+};
+uint32_t rpc_key_sessions(const struct rpc *r, struct rpc_key_sessions *out, uint32_t max);
 /* Per-peer refused-frame counters, for status. */
 int rpc_peer_counters(struct rpc *r, Chorus__PeerCounters ***out, size_t *n);
 void rpc_peer_counters_free(Chorus__PeerCounters **p, size_t n);

@@ -46,7 +46,17 @@ struct cluster_svc {
 static void handle_gossip(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
 {
 	struct cluster_svc *s = svc;
-	if (cluster_on_gossip(s->cluster, env->gossip, host_now(s->host)) != 0) {
+	const Chorus__Gossip *g = env->gossip;
+	/* a member speaks for itself only: SWIM's sender must be the member
+	 * that made this session (its id is under the handshake's MACs) */
+	if (g->from.len != SEAL_ID_BYTES || !c->peer_id ||
+	    memcmp(g->from.data, c->peer_id, SEAL_ID_BYTES) != 0) {
+		log_limited(LOG_WARN, "cluster", "gossip-impostor", 10000,
+		            "refused gossip whose sender is not the member of its session");
+		rpc_reply_error(c, CH_ERR_DENIED, "gossip sender does not match the session");
+		return;
+	}
+	if (cluster_on_gossip(s->cluster, g, host_now(s->host)) != 0) {
 		rpc_reply_error(c, CH_ERR_PROTOCOL, "malformed gossip");
 		return;
 	}
@@ -134,7 +144,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		.tag_count = cfg->tag_count,
 		.seeds = (const char *const *)cfg->seeds,
 		.seed_count = cfg->seed_count,
-		.secret = host_keyring(h)->secret,
+		.keyring = host_keyring(h),
 		.capacity = cfg->workers * cfg->prefetch,
 		.incarnation = inc,
 		.seed = seed,

@@ -30,21 +30,27 @@ START_SLACK_S = 5.0
 
 class TestClientErrors(NodeTestCase):
 
-    def test_wrong_secret_fails_fast_with_exit_4(self):
+    def test_wrong_secret_fails_with_exit_4_at_the_timeout(self):
+        # A REJECT of a HELLO cannot be authenticated (the keys differ), so
+        # the client takes it as a hint and retries with backoff until its
+        # timeout, then fails with the REJECT's reason (issue #9).
         node = self.new_node()
         other = os.path.join(self.workdir, "other-secret")
         rc, _, err = node.ctl("keygen", other, json=False)
         self.assertEqual(rc, 0, err)
+        timeout_s = 3
         t0 = time.monotonic()
-        rc, out, err = node.ctl("--timeout", "%ds" % LONG_TIMEOUT_S, "status", secret=other)
+        rc, out, err = node.ctl("--timeout", "%ds" % timeout_s, "status", secret=other)
         took = time.monotonic() - t0
         self.assertEqual(rc, EXIT_AUTH, (out, err))
         self.assertEqual(len(err.strip().splitlines()), 1, err)
         self.assertIn("secret", err)
-        self.assertLess(took, LONG_TIMEOUT_S / 3,
-                        "a REJECT must end the handshake at once, not at the timeout")
+        self.assertLess(took, timeout_s + START_SLACK_S, "not bounded by its timeout")
         st = node.status()
-        self.assertEqual(peer_counters(st)["forged"], 1)
+        forged = peer_counters(st)["forged"]
+        # retried with backoff (100 ms doubling to 2 s): a few, not a flood
+        self.assertGreaterEqual(forged, 2)
+        self.assertLessEqual(forged, 10)
 
     def test_unreachable_node_exits_3_within_the_timeout(self):
         port = free_port()  # nothing listens there

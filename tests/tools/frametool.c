@@ -271,22 +271,27 @@ static void make_oversized(uint8_t *buf, size_t *len, uint32_t i)
 
 /* ---- sealed requests ---- */
 
-static void keyring_from_file(struct seal_keyring *kr, const char *path)
+/* The keys of a secret file (or client credential): we speak as a client. */
+static struct seal_keyring *keyring_from_file(const char *path)
 {
 	char err[256] = "";
-	if (seal_keyring_load(kr, path, err, sizeof(err)) != 0) {
+	struct seal_keyring *kr = seal_keyring_load(path, SEAL_ROLE_CLIENT, err, sizeof(err));
+	if (!kr) {
 		fprintf(stderr, "frametool: %s\n", err);
 		exit(2);
 	}
+	return kr;
 }
 
+
 /* Handshakes: fills *sess, or exits (3 no answer, 1 refused). */
-static void handshake(nng_socket s, const struct seal_keyring *kr, struct seal_session *sess)
+static void handshake_as(nng_socket s, const struct seal_keyring *kr, int role,
+                         struct seal_session *sess)
 {
 	struct seal_initiator in;
 	uint8_t *hello = NULL;
 	size_t hello_len = 0;
-	if (seal_hello_build(&in, kr, g_self_id, &hello, &hello_len) != 0) {
+	if (seal_hello_build(&in, kr, role, g_self_id, seal_wall_ms(), &hello, &hello_len) != 0) {
 		fprintf(stderr, "frametool: cannot build HELLO\n");
 		exit(1);
 	}
@@ -298,14 +303,32 @@ static void handshake(nng_socket s, const struct seal_keyring *kr, struct seal_s
 		exit(3);
 	}
 	char err[SEAL_REASON_BYTES_MAX + 64] = "";
-	int v = seal_welcome_accept(&in, kr, nng_msg_body(reply), nng_msg_len(reply), sess, err,
-	                            sizeof(err));
+	int v = seal_welcome_accept(&in, kr, NULL, nng_msg_body(reply), nng_msg_len(reply), sess,
+	                            err, sizeof(err));
 	nng_msg_free(reply);
 	sodium_memzero(&in, sizeof(in));
 	if (v != SEAL_OK) {
 		printf("handshake: refused: %s (%s)\n", seal_verdict_name(v), err);
 		exit(1);
 	}
+}
+
+static void handshake(nng_socket s, const struct seal_keyring *kr, struct seal_session *sess)
+{
+	handshake_as(s, kr, SEAL_ROLE_CLIENT, sess);
+}
+
+/* A keyring able to act as a node (the cluster secret), for the modes that
+ * play a coordinator. */
+static struct seal_keyring *node_keyring_from_file(const char *path)
+{
+	char err[256] = "";
+	struct seal_keyring *kr = seal_keyring_load(path, SEAL_ROLE_NODE, err, sizeof(err));
+	if (!kr) {
+		fprintf(stderr, "frametool: %s\n", err);
+		exit(2);
+	}
+	return kr;
 }
 
 /* A sealed status request (malloc'd frame). */
@@ -384,11 +407,10 @@ static int mode_bulk(const char *name, uint32_t n, void (*make)(uint8_t *, size_
 
 static int mode_tampered(const char *secret)
 {
-	struct seal_keyring kr;
+	struct seal_keyring *kr = keyring_from_file(secret);
 	struct seal_session sess;
-	keyring_from_file(&kr, secret);
 	nng_socket s = sock_open();
-	handshake(s, &kr, &sess);
+	handshake(s, kr, &sess);
 	int bad = 0;
 
 	size_t len;
@@ -420,17 +442,16 @@ static int mode_tampered(const char *secret)
 	if (reply)
 		nng_msg_free(reply);
 	nng_close(s);
-	sodium_memzero(&kr, sizeof(kr));
+	seal_keyring_free(kr);
 	return bad;
 }
 
 static int mode_replay(const char *secret)
 {
-	struct seal_keyring kr;
+	struct seal_keyring *kr = keyring_from_file(secret);
 	struct seal_session sess;
-	keyring_from_file(&kr, secret);
 	nng_socket s = sock_open();
-	handshake(s, &kr, &sess);
+	handshake(s, kr, &sess);
 	int bad = 0;
 	char why[128] = "";
 
@@ -493,7 +514,7 @@ static int mode_replay(const char *secret)
 	}
 	free(copy);
 	nng_close(s);
-	sodium_memzero(&kr, sizeof(kr));
+	seal_keyring_free(kr);
 	return bad;
 }
 
@@ -562,11 +583,10 @@ static int answer_wait(nng_ctx ctx, nng_aio *aio, int timeout_ms)
  * answered, the task run once. */
 static int mode_dup(const char *secret, uint32_t n)
 {
-	struct seal_keyring kr;
+	struct seal_keyring *kr = keyring_from_file(secret);
 	struct seal_session sess;
-	keyring_from_file(&kr, secret);
 	nng_socket s = sock_open();
-	handshake(s, &kr, &sess);
+	handshake(s, kr, &sess);
 	uint32_t first_answered = 0, dup_answered = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		char payload[32];
@@ -594,7 +614,7 @@ static int mode_dup(const char *secret, uint32_t n)
 	       " resends answered\n",
 	       n, first_answered, dup_answered);
 	nng_close(s);
-	sodium_memzero(&kr, sizeof(kr));
+	seal_keyring_free(kr);
 	return first_answered == n && dup_answered == n ? 0 : 1;
 }
 
@@ -637,11 +657,10 @@ static uint8_t *sleep_wait_frame(struct seal_session *sess, const char *sleep_ms
  * the task's result. */
 static int mode_forge_resend(const char *secret)
 {
-	struct seal_keyring kr;
+	struct seal_keyring *kr = keyring_from_file(secret);
 	struct seal_session sess;
-	keyring_from_file(&kr, secret);
 	nng_socket s = sock_open();
-	handshake(s, &kr, &sess);
+	handshake(s, kr, &sess);
 	size_t len;
 	uint8_t *frame = sleep_wait_frame(&sess, "1500", &len);
 	nng_ctx real, forged;
@@ -712,7 +731,7 @@ static int mode_forge_resend(const char *secret)
 	nng_ctx_close(real);
 	nng_ctx_close(forged);
 	nng_close(s);
-	sodium_memzero(&kr, sizeof(kr));
+	seal_keyring_free(kr);
 	return bad ? 1 : 0;
 }
 
@@ -781,8 +800,7 @@ static uint64_t submit_reply_id(struct seal_session *sess, nng_msg *reply, int *
  * the same task: a new run. */
 static int mode_placed_twice(const char *secret)
 {
-	struct seal_keyring kr;
-	keyring_from_file(&kr, secret);
+	struct seal_keyring *kr = node_keyring_from_file(secret);
 	uint8_t origin[16];
 	randombytes_buf(origin, sizeof(origin));
 	uint64_t ids[3] = {0, 0, 0};
@@ -791,7 +809,7 @@ static int mode_placed_twice(const char *secret)
 	for (int i = 0; i < 3; i++) {
 		struct seal_session sess;
 		nng_socket s = sock_open();
-		handshake(s, &kr, &sess);
+		handshake_as(s, kr, SEAL_ROLE_NODE, &sess);
 		size_t len;
 		uint8_t *frame = placed_frame(&sess, origin, 77, attempts[i], &len);
 		nng_msg *reply = NULL;
@@ -804,7 +822,7 @@ static int mode_placed_twice(const char *secret)
 		printf("attempt %u, session %d: task %" PRIu64 " state %d\n", attempts[i], i + 1,
 		       ids[i], states[i]);
 	}
-	sodium_memzero(&kr, sizeof(kr));
+	seal_keyring_free(kr);
 	int ok = ids[0] && ids[0] == ids[1] && ids[2] && ids[2] != ids[0] &&
 	         states[0] == CHORUS__TASK_STATE__TASK_SUCCEEDED &&
 	         states[1] == CHORUS__TASK_STATE__TASK_SUCCEEDED;
@@ -829,10 +847,10 @@ static void make_hello_copy(uint8_t *buf, size_t *len, uint32_t i)
 #define FRAMETOOL_WAVE 128
 static int mode_hello_flood(const char *secret, uint32_t n)
 {
-	struct seal_keyring kr;
-	keyring_from_file(&kr, secret);
+	struct seal_keyring *kr = keyring_from_file(secret);
 	struct seal_initiator in;
-	if (seal_hello_build(&in, &kr, g_self_id, &g_hello, &g_hello_len) != 0) {
+	if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, seal_wall_ms(), &g_hello,
+	                     &g_hello_len) != 0) {
 		fprintf(stderr, "frametool: cannot build HELLO\n");
 		return 1;
 	}
@@ -851,7 +869,7 @@ static int mode_hello_flood(const char *secret, uint32_t n)
 	printf("hello-flood: %" PRIu32 " sent, %d answered\n", sent, welcomed);
 	free(g_hello);
 	nng_close(s);
-	sodium_memzero(&kr, sizeof(kr));
+	seal_keyring_free(kr);
 	return sent ? 0 : 1;
 }
 
@@ -859,14 +877,19 @@ static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
 	randombytes_buf(secret, sizeof(secret));
-	struct seal_keyring kr;
-	seal_keyring_init(&kr, secret);
+	struct seal_keyring *kr = seal_keyring_from_secrets(secret, 1);
+	sodium_memzero(secret, sizeof(secret));
+	if (!kr)
+		return 1;
 	nng_socket s = sock_open();
 	struct seal_initiator in;
 	uint8_t *hello = NULL;
 	size_t hello_len = 0;
-	if (seal_hello_build(&in, &kr, g_self_id, &hello, &hello_len) != 0)
+	if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, seal_wall_ms(), &hello, &hello_len) !=
+	    0) {
+		seal_keyring_free(kr);
 		return 1;
+	}
 	nng_msg *reply = NULL;
 	int rc = xchg(s, hello, hello_len, FRAMETOOL_ANSWER_MS, &reply);
 	free(hello);
@@ -881,8 +904,8 @@ static int mode_wrong_secret(void)
 		uint64_t sid = 0;
 		(void)seal_frame_peek(nng_msg_body(reply), nng_msg_len(reply), SEAL_HANDSHAKE_BYTES_MAX,
 		                      &kind, &sid);
-		int v = seal_welcome_accept(&in, &kr, nng_msg_body(reply), nng_msg_len(reply), &sess,
-		                            err, sizeof(err));
+		int v = seal_welcome_accept(&in, kr, NULL, nng_msg_body(reply), nng_msg_len(reply),
+		                            &sess, err, sizeof(err));
 		if (kind == SEAL_KIND_REJECT && v != SEAL_OK) {
 			printf("wrong-secret: REJECT: %s\n", err);
 		} else {
@@ -893,6 +916,7 @@ static int mode_wrong_secret(void)
 		nng_msg_free(reply);
 	}
 	sodium_memzero(&in, sizeof(in));
+	seal_keyring_free(kr);
 	nng_close(s);
 	return bad;
 }

@@ -38,7 +38,8 @@
 struct fake_node {
 	nng_socket sock;
 	char url[128];
-	struct seal_keyring kr;
+	struct seal_keyring *kr;
+	struct seal_hello_guard *guard;
 	uint8_t id[SEAL_ID_BYTES];
 	pthread_t thread;
 	atomic_bool stop;
@@ -46,6 +47,7 @@ struct fake_node {
 	unsigned sessions_next;
 	/* behaviour */
 	atomic_int forget_sessions; /* >0: refuse that many data frames as "unknown session" */
+	atomic_int forge_rejects;   /* >0: answer that many data frames with an unsigned REJECT */
 	int error_code;             /* != 0: answer submits with this Error */
 	const char *error_msg;
 	atomic_bool silent;         /* never answer anything */
@@ -60,6 +62,7 @@ struct fake_node {
 	int require_seen;        /* task requests (submit, map) seen */
 	size_t require_count;    /* of the last one */
 	char require[FAKE_REQUIRE_MAX][FAKE_TAG_BYTES];
+	atomic_int hellos;
 	atomic_int handshakes;
 	atomic_int requests;
 	atomic_int batch_awaits;
@@ -344,6 +347,13 @@ static void fake_send(struct fake_node *n, const uint8_t *buf, size_t len)
 		nng_msg_free(m);
 }
 
+static uint64_t fake_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void fake_reject(struct fake_node *n, int code, const char *reason)
 {
 	uint8_t *f = NULL;
@@ -362,10 +372,12 @@ static void fake_handle(struct fake_node *n, nng_msg *m)
 	if (seal_frame_peek(frame, len, SEAL_FRAME_BYTES_DEFAULT, &kind, &sid) != SEAL_OK)
 		return;
 	if (kind == SEAL_KIND_HELLO) {
+		atomic_fetch_add(&n->hellos, 1);
 		struct seal_session s;
 		uint8_t *reply = NULL;
 		size_t reply_len = 0;
-		int v = seal_hello_accept(&n->kr, n->id, frame, len, &s, &reply, &reply_len);
+		int v = seal_hello_accept(n->kr, n->guard, n->id, fake_wall_ms(), frame, len, &s, &reply,
+		                          &reply_len);
 		if (v == SEAL_FORGED) {
 			fake_reject(n, CH_ERR_AUTH, "wrong cluster secret");
 			return;
@@ -381,13 +393,25 @@ static void fake_handle(struct fake_node *n, nng_msg *m)
 	if (kind != SEAL_KIND_DATA)
 		return;
 	atomic_fetch_add(&n->requests, 1);
+	if (atomic_load(&n->forge_rejects) > 0) {
+		/* what an outsider can send: a REJECT without a MAC */
+		atomic_fetch_sub(&n->forge_rejects, 1);
+		fake_reject(n, CH_ERR_CLOSED, "unknown session");
+		return;
+	}
 	if (atomic_load(&n->forget_sessions) > 0) {
 		atomic_fetch_sub(&n->forget_sessions, 1);
 		memset(n->sessions, 0, sizeof n->sessions);
 	}
 	struct seal_session *s = fake_find(n, sid);
 	if (s == NULL) {
-		fake_reject(n, CH_ERR_AUTH, "unknown session");
+		/* as the node does: authenticated, naming the refused frame */
+		uint8_t *f = NULL;
+		size_t flen = 0;
+		if (seal_reject_build_auth(n->kr, sid, seal_frame_counter(frame), CH_ERR_CLOSED,
+		                           "unknown session", &f, &flen) == 0)
+			fake_send(n, f, flen);
+		free(f);
 		return;
 	}
 	uint8_t *plain = NULL;
@@ -427,7 +451,10 @@ static void *fake_run(void *arg)
 static void fake_start(struct fake_node *n, const char *secret_file)
 {
 	char err[256];
-	assert_int_equal(seal_keyring_load(&n->kr, secret_file, err, sizeof err), 0);
+	n->kr = seal_keyring_load(secret_file, SEAL_ROLE_NODE, err, sizeof err);
+	assert_non_null(n->kr);
+	n->guard = seal_hello_guard_create(1024);
+	assert_non_null(n->guard);
 	randombytes_buf(n->id, sizeof n->id);
 	pthread_mutex_init(&n->seen_mu, NULL);
 	assert_int_equal(nng_rep0_open(&n->sock), 0);
@@ -441,6 +468,10 @@ static void fake_stop(struct fake_node *n)
 	atomic_store(&n->stop, true);
 	pthread_join(n->thread, NULL);
 	nng_close(n->sock);
+	seal_keyring_free(n->kr);
+	n->kr = NULL;
+	seal_hello_guard_free(n->guard);
+	n->guard = NULL;
 	for (uint32_t i = 0; i < n->batch_count; i++)
 		free(n->batch_payloads[i]);
 	n->batch_count = 0;
@@ -569,12 +600,82 @@ static void wrong_secret_fails_with_auth_and_reason(void **state)
 	fake_start(&f->node, f->other_secret);
 	ch_client *c = NULL;
 	char err[256] = "";
-	struct ch_client_options o = { .timeout_ms = 3000 };
+	struct ch_client_options o = { .timeout_ms = 1000 };
+	nng_time t0 = nng_clock();
 	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err),
 	                 CH_ERR_AUTH);
+	nng_time took = nng_clock() - t0;
 	assert_null(c);
 	assert_non_null(strstr(err, "wrong cluster secret"));
+	/* an unauthenticated REJECT is a hint: retried with backoff until the
+	 * deadline */
+	assert_true(took >= 950);
+	assert_true(atomic_load(&f->node.hellos) >= 2);
+	assert_true(atomic_load(&f->node.hellos) <= 8);
 	fake_stop(&f->node);
+}
+
+/* A REJECT of a request that does not verify (anyone on the path can send
+ * one) is ignored: the request is not resealed and resent, so it cannot run
+ * twice; it fails at its deadline. */
+static void forged_reject_of_a_request_is_ignored(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	struct ch_client_options o = { .timeout_ms = 800, .contexts = 2 };
+	ch_client *c = NULL;
+	char err[256] = "";
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err), CH_OK);
+	atomic_store(&f->node.forge_rejects, 1);
+	uint64_t id = 0;
+	nng_time t0 = nng_clock();
+	assert_int_equal(ch_submit(c, "echo", "a", 1, NULL, &id, err, sizeof err), CH_ERR_TIMEOUT);
+	assert_true(nng_clock() - t0 >= 750);
+	assert_non_null(strstr(err, "does not verify"));
+	assert_int_equal(atomic_load(&f->node.requests), 1);   /* sent once */
+	assert_int_equal(atomic_load(&f->node.handshakes), 1); /* no new session */
+
+	/* and the client still works */
+	assert_int_equal(ch_submit(c, "echo", "c", 1, NULL, &id, err, sizeof err), CH_OK);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void client_credential_connects_as_a_client(void **state)
+{
+	struct fixture *f = *state;
+	char cred_path[256];
+	snprintf(cred_path, sizeof cred_path, "%s/client.key", f->dir);
+	char err[256] = "";
+	struct seal_keyring *kr = seal_keyring_load(f->secret, SEAL_ROLE_NODE, err, sizeof err);
+	assert_non_null(kr);
+	assert_int_equal(seal_client_credential_write(kr, cred_path, err, sizeof err), 0);
+	seal_keyring_free(kr);
+	fake_start(&f->node, f->secret);
+	ch_client *c = NULL;
+	struct ch_client_options o = { .timeout_ms = 3000 };
+	assert_int_equal(ch_client_connect(&c, f->node.url, cred_path, &o, err, sizeof err), CH_OK);
+	uint64_t id = 0;
+	assert_int_equal(ch_submit(c, "echo", "a", 1, NULL, &id, err, sizeof err), CH_OK);
+	struct seal_session *s = &f->node.sessions[0];
+	assert_int_equal(s->role, SEAL_ROLE_CLIENT);
+	ch_client_close(c);
+	fake_stop(&f->node);
+	unlink(cred_path);
+}
+
+static void group_readable_secret_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(chmod(f->secret, 0640), 0);
+	ch_client *c = NULL;
+	char err[256] = "";
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, NULL, err, sizeof err),
+	                 CH_ERR_IO);
+	assert_null(c);
+	assert_non_null(strstr(err, "chmod 600"));
+	assert_non_null(strstr(err, f->secret));
+	assert_int_equal(chmod(f->secret, 0600), 0);
 }
 
 static void nothing_listening_is_unreachable_within_the_timeout(void **state)
@@ -749,6 +850,7 @@ struct worker_arg {
 	ch_client *c;
 	int index;
 	int ok;
+	char last_err[256]; /* of a failed call, for the report */
 };
 
 #define THREADS 8
@@ -764,7 +866,10 @@ static void *worker(void *arg)
 		struct ch_result *r = NULL;
 		if (ch_submit_await(w->c, "echo", payload, (size_t)len, NULL, 100, &r, err,
 		                    sizeof err) != CH_OK)
+		{
+			snprintf(w->last_err, sizeof w->last_err, "%s", err);
 			continue;
+		}
 		if (strcmp((char *)r->output, want) == 0)
 			w->ok++;
 		ch_result_free(r);
@@ -785,7 +890,9 @@ static void concurrent_callers_each_get_their_own_answer(void **state)
 	}
 	for (int i = 0; i < THREADS; i++) {
 		pthread_join(th[i], NULL);
-		assert_int_equal(wa[i].ok, CALLS);
+		if (wa[i].ok != CALLS)
+			fail_msg("thread %d: %d of %d calls ok, last error: %s", i, wa[i].ok, CALLS,
+			         wa[i].last_err);
 	}
 	assert_int_equal(f->node.task_id_last, THREADS * CALLS);
 	ch_client_close(c);
@@ -831,6 +938,42 @@ static int box_wait(struct async_box *b, int calls)
 	int got = b->calls;
 	pthread_mutex_unlock(&b->mu);
 	return got;
+}
+
+static void forged_reject_of_an_async_request_is_ignored(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	struct ch_client_options o = { .timeout_ms = 800, .contexts = 2 };
+	ch_client *c = NULL;
+	char err[256] = "";
+	assert_int_equal(ch_client_connect(&c, f->node.url, f->secret, &o, err, sizeof err), CH_OK);
+	atomic_store(&f->node.forge_rejects, 1);
+	struct async_box b = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	nng_time t0 = nng_clock();
+	assert_int_equal(ch_submit_async(c, "echo", "b", 1, NULL, 0, on_async, &b), CH_OK);
+	assert_int_equal(box_wait(&b, 1), 1);
+	assert_true(nng_clock() - t0 >= 750);
+	assert_int_equal(b.code, CH_ERR_TIMEOUT);
+	assert_non_null(strstr(b.err, "does not verify"));
+	assert_int_equal(atomic_load(&f->node.requests), 1);   /* sent once */
+	assert_int_equal(atomic_load(&f->node.handshakes), 1); /* no new session */
+	/* close wakes a request waiting out its deadline after a forged REJECT */
+	atomic_store(&f->node.forge_rejects, 1);
+	struct ch_client_options o2 = { .timeout_ms = 60000, .contexts = 2 };
+	ch_client *c2 = NULL;
+	assert_int_equal(ch_client_connect(&c2, f->node.url, f->secret, &o2, err, sizeof err),
+	                 CH_OK);
+	struct async_box b2 = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+	assert_int_equal(ch_submit_async(c2, "echo", "c", 1, NULL, 0, on_async, &b2), CH_OK);
+	while (atomic_load(&f->node.requests) < 2)
+		nng_msleep(5);
+	nng_msleep(50); /* let the REJECT arrive and the request park */
+	ch_client_close(c2);
+	assert_int_equal(box_wait(&b2, 1), 1);
+	assert_int_equal(b2.code, CH_ERR_CLOSED);
+	ch_client_close(c);
+	fake_stop(&f->node);
 }
 
 static void async_callback_runs_exactly_once(void **state)
@@ -1144,6 +1287,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(requests_map_to_their_replies, setup, teardown),
 		cmocka_unit_test_setup_teardown(wrong_secret_fails_with_auth_and_reason, setup,
 		                                teardown),
+		cmocka_unit_test_setup_teardown(forged_reject_of_a_request_is_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(forged_reject_of_an_async_request_is_ignored, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(client_credential_connects_as_a_client, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(group_readable_secret_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(nothing_listening_is_unreachable_within_the_timeout,
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(missing_secret_file_is_an_io_error, setup, teardown),

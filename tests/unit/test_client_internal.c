@@ -50,7 +50,8 @@
 struct fake_node {
 	nng_socket sock;
 	char url[128];
-	struct seal_keyring kr;
+	struct seal_keyring *kr;
+	struct seal_hello_guard *guard;
 	uint8_t id[SEAL_ID_BYTES];
 	pthread_t thread;
 	bool running;
@@ -74,8 +75,8 @@ struct fake_node {
 struct fixture {
 	char dir[64];
 	char secret_file[128];
-	uint8_t secret[SEAL_SECRET_BYTES];
-	uint8_t other_secret[SEAL_SECRET_BYTES];
+	struct seal_keyring *kr;       /* of secret_file */
+	struct seal_keyring *other_kr; /* another cluster's */
 	struct fake_node node;
 };
 
@@ -150,6 +151,13 @@ static void fake_send(struct fake_node *n, const uint8_t *buf, size_t len)
 		nng_msg_free(m);
 }
 
+static uint64_t fake_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void fake_reject(struct fake_node *n, int code, const char *reason)
 {
 	uint8_t *f = NULL;
@@ -172,7 +180,8 @@ static void fake_handle(struct fake_node *n, nng_msg *m)
 		struct seal_session s;
 		uint8_t *reply = NULL;
 		size_t reply_len = 0;
-		int v = seal_hello_accept(&n->kr, n->id, frame, len, &s, &reply, &reply_len);
+		int v = seal_hello_accept(n->kr, n->guard, n->id, fake_wall_ms(), frame, len, &s, &reply,
+		                          &reply_len);
 		if (v == SEAL_FORGED) {
 			fake_reject(n, CH_ERR_AUTH, "wrong cluster secret");
 			return;
@@ -194,7 +203,13 @@ static void fake_handle(struct fake_node *n, nng_msg *m)
 	}
 	struct seal_session *s = fake_find(n, sid);
 	if (s == NULL) {
-		fake_reject(n, CH_ERR_AUTH, "unknown session");
+		/* as the node does: authenticated, naming the refused frame */
+		uint8_t *f = NULL;
+		size_t flen = 0;
+		if (seal_reject_build_auth(n->kr, sid, seal_frame_counter(frame), CH_ERR_CLOSED,
+		                           "unknown session", &f, &flen) == 0)
+			fake_send(n, f, flen);
+		free(f);
 		return;
 	}
 	uint8_t *plain = NULL;
@@ -253,9 +268,11 @@ static void *fake_run(void *arg)
 	return NULL;
 }
 
-static void fake_start(struct fake_node *n, const uint8_t secret[SEAL_SECRET_BYTES])
+static void fake_start(struct fake_node *n, const struct seal_keyring *kr)
 {
-	seal_keyring_init(&n->kr, secret);
+	n->kr = seal_keyring_ref(kr);
+	n->guard = seal_hello_guard_create(1024);
+	assert_non_null(n->guard);
 	randombytes_buf(n->id, sizeof n->id);
 	assert_int_equal(nng_rep0_open(&n->sock), 0);
 	assert_int_equal(nng_socket_set_ms(n->sock, NNG_OPT_RECVTIMEO, 50), 0);
@@ -273,6 +290,10 @@ static void fake_stop(struct fake_node *n)
 	pthread_join(n->thread, NULL);
 	nng_close(n->sock);
 	n->running = false;
+	seal_keyring_free(n->kr);
+	n->kr = NULL;
+	seal_hello_guard_free(n->guard);
+	n->guard = NULL;
 }
 
 static int setup(void **state)
@@ -284,10 +305,12 @@ static int setup(void **state)
 	snprintf(f->secret_file, sizeof f->secret_file, "%s/secret", f->dir);
 	char err[256];
 	assert_int_equal(ch_keygen(f->secret_file, err, sizeof err), CH_OK);
-	struct seal_keyring kr;
-	assert_int_equal(seal_keyring_load(&kr, f->secret_file, err, sizeof err), 0);
-	memcpy(f->secret, kr.secret, sizeof f->secret);
-	randombytes_buf(f->other_secret, sizeof f->other_secret);
+	f->kr = seal_keyring_load(f->secret_file, SEAL_ROLE_NODE, err, sizeof err);
+	assert_non_null(f->kr);
+	uint8_t other[SEAL_SECRET_BYTES];
+	randombytes_buf(other, sizeof other);
+	f->other_kr = seal_keyring_from_secrets(other, 1);
+	assert_non_null(f->other_kr);
 	snprintf(f->node.url, sizeof f->node.url, "ipc://%s/node-%d.sock", f->dir, url_seq++);
 	pthread_mutex_init(&f->node.gate_mu, NULL);
 	pthread_cond_init(&f->node.gate_cv, NULL);
@@ -301,6 +324,8 @@ static int teardown(void **state)
 	fake_stop(&f->node);
 	char path[256];
 	unlink(f->secret_file);
+	seal_keyring_free(f->kr);
+	seal_keyring_free(f->other_kr);
 	snprintf(path, sizeof path, "%s", f->node.url + strlen("ipc://"));
 	unlink(path);
 	rmdir(f->dir);
@@ -315,7 +340,8 @@ static ch_client *open_lazy(struct fixture *f, uint32_t timeout_ms, uint32_t con
 	struct ch_client_options o = { .timeout_ms = timeout_ms, .contexts = contexts };
 	ch_client *c = NULL;
 	char err[256] = "";
-	int rv = chi_client_open_lazy(&c, f->node.url, NULL, f->secret, &o, err, sizeof err);
+	int rv = chi_client_open_lazy(&c, f->node.url, f->kr, SEAL_ROLE_CLIENT, NULL, &o, err,
+	                              sizeof err);
 	if (rv != CH_OK)
 		fail_msg("open_lazy: %s (%s)", ch_strerror(rv), err);
 	return c;
@@ -420,7 +446,7 @@ static bool frames_wait(struct fake_node *n, int frames)
 static void blocking_request_returns_the_status_reply(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	ch_client *c = open_lazy(f, 3000, 4);
 	assert_int_equal(atomic_load(&f->node.hellos), 0); /* lazy: nothing on the wire yet */
 
@@ -461,7 +487,7 @@ static void blocking_request_returns_the_status_reply(void **state)
 static void error_body_becomes_its_code_and_message(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	ch_client *c = open_lazy(f, 3000, 4);
 	Chorus__Envelope env;
 	Chorus__AwaitReq aw;
@@ -504,7 +530,7 @@ static void on_first_then_chain(void *arg, int code, Chorus__Envelope *reply, co
 static void async_round_trip_calls_back_exactly_once(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	ch_client *c = open_lazy(f, 3000, 4);
 	caller_thread = pthread_self();
 	struct tally t = TALLY_INIT;
@@ -543,7 +569,7 @@ static void lazy_client_never_blocks_on_a_down_node_and_connects_once_it_is_up(v
 	struct ch_client_options o = { .timeout_ms = BLOCKING_TIMEOUT_MS, .contexts = 4 };
 	ch_client *c = NULL;
 	char err[256] = "";
-	assert_int_equal(chi_client_open_lazy(&c, f->node.url, f->secret_file, NULL, &o, err,
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, f->kr, SEAL_ROLE_NODE, NULL, &o, err,
 	                                      sizeof err),
 	                 CH_OK);
 	assert_true(nng_clock() - t0 < NONBLOCKING_CALL_MS_MAX);
@@ -573,7 +599,7 @@ static void lazy_client_never_blocks_on_a_down_node_and_connects_once_it_is_up(v
 	assert_null(reply);
 
 	/* the node comes up: the next request handshakes and succeeds */
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	struct outcome o2 = { .t = &t };
 	await_env(&env, &aw, 2);
 	t0 = nng_clock();
@@ -589,24 +615,35 @@ static void lazy_client_never_blocks_on_a_down_node_and_connects_once_it_is_up(v
 }
 
 #define AUTH_BURST 10
+#define AUTH_TIMEOUT_MS 1000
 
-static void wrong_secret_fails_with_auth_and_the_next_request_tries_again(void **state)
+/* A REJECT of the HELLO cannot be authenticated: it is a hint, retried with
+ * backoff until the request's deadline, which then fails CH_ERR_AUTH with
+ * its reason. Waiters share the retries and none fails early. */
+static void wrong_secret_is_retried_until_the_deadline_then_fails_with_auth(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->other_secret);
-	ch_client *c = open_lazy(f, 3000, 16);
+	fake_start(&f->node, f->other_kr);
+	ch_client *c = open_lazy(f, AUTH_TIMEOUT_MS, 16);
 	Chorus__Envelope env;
 	Chorus__StatusReq sr;
 	status_env(&env, &sr);
 	Chorus__Envelope *reply = NULL;
 	char err[256] = "";
+	nng_time t0 = nng_clock();
 	assert_int_equal(chi_request(c, &env, 0, &reply, err, sizeof err), CH_ERR_AUTH);
+	nng_time took = nng_clock() - t0;
 	assert_null(reply);
 	assert_non_null(strstr(err, "wrong cluster secret"));
-	assert_int_equal(atomic_load(&f->node.hellos), 1);
+	assert_true(took >= AUTH_TIMEOUT_MS - 50);
+	assert_true(took < AUTH_TIMEOUT_MS + TIMEOUT_SLACK_MS);
+	int hellos = atomic_load(&f->node.hellos);
+	/* backoff 100, 200, 400 ms...: a few HELLOs, not a flood */
+	assert_true(hellos >= 2);
+	assert_true(hellos <= 8);
 
-	/* a burst of async requests shares one handshake and its verdict
-	 * (the node holds its answer until all of them are issued) */
+	/* a burst of async requests: each waits for its own deadline, they
+	 * share the handshakes (no HELLO per request per retry) */
 	fake_hold(&f->node, true);
 	struct tally t = TALLY_INIT;
 	struct outcome o[AUTH_BURST];
@@ -615,6 +652,7 @@ static void wrong_secret_fails_with_auth_and_the_next_request_tries_again(void *
 		status_env(&env, &sr);
 		assert_int_equal(chi_request_async(c, &env, 0, on_reply, &o[i]), CH_OK);
 	}
+	t0 = nng_clock();
 	fake_hold(&f->node, false);
 	assert_int_equal(tally_wait(&t, AUTH_BURST), AUTH_BURST);
 	for (int i = 0; i < AUTH_BURST; i++) {
@@ -622,13 +660,127 @@ static void wrong_secret_fails_with_auth_and_the_next_request_tries_again(void *
 		assert_int_equal(o[i].code, CH_ERR_AUTH);
 		assert_non_null(strstr(o[i].err, "wrong cluster secret"));
 	}
-	assert_int_equal(atomic_load(&f->node.hellos), 2);
+	assert_true(atomic_load(&f->node.hellos) - hellos <= 10);
 	assert_int_equal(atomic_load(&f->node.handshakes), 0);
-
-	/* the verdict is not remembered: the next request asks again */
-	assert_int_equal(chi_request(c, &env, 0, &reply, err, sizeof err), CH_ERR_AUTH);
-	assert_int_equal(atomic_load(&f->node.hellos), 3);
 	ch_client_close(c);
+}
+
+/* The last session the fake node made (after a request completed). */
+static struct seal_session fake_last_session(struct fake_node *n)
+{
+	assert_true(n->sessions_next > 0);
+	return n->sessions[(n->sessions_next - 1) % FAKE_SESSIONS_MAX];
+}
+
+static void status_ok(ch_client *c)
+{
+	Chorus__Envelope env;
+	Chorus__StatusReq sr;
+	status_env(&env, &sr);
+	Chorus__Envelope *reply = NULL;
+	char err[256] = "";
+	int rv = chi_request(c, &env, 0, &reply, err, sizeof err);
+	if (rv != CH_OK)
+		fail_msg("status: %s (%s)", ch_strerror(rv), err);
+	chorus__envelope__free_unpacked(reply, NULL);
+}
+
+static void sessions_record_the_role_and_key_of_their_handshake(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->kr);
+	ch_client *c = open_lazy(f, 3000, 2);
+	status_ok(c);
+	struct seal_session s = fake_last_session(&f->node);
+	assert_int_equal(s.role, SEAL_ROLE_CLIENT);
+	assert_int_equal(s.key_id, seal_keyring_primary_id(f->kr));
+	ch_client_close(c);
+
+	struct ch_client_options o = { .timeout_ms = 3000, .contexts = 2 };
+	char err[256];
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, f->kr, SEAL_ROLE_NODE, f->node.id,
+	                                      &o, err, sizeof err),
+	                 CH_OK);
+	status_ok(c);
+	s = fake_last_session(&f->node);
+	assert_int_equal(s.role, SEAL_ROLE_NODE);
+	ch_client_close(c);
+
+	/* a client credential speaks as a client */
+	struct seal_keyring *cred = seal_keyring_client_only(f->kr);
+	assert_non_null(cred);
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, cred, SEAL_ROLE_CLIENT, NULL, &o, err,
+	                                      sizeof err),
+	                 CH_OK);
+	seal_keyring_free(cred); /* the client holds its own reference */
+	status_ok(c);
+	s = fake_last_session(&f->node);
+	assert_int_equal(s.role, SEAL_ROLE_CLIENT);
+	assert_int_equal(s.key_id, seal_keyring_primary_id(f->kr));
+	ch_client_close(c);
+	assert_int_equal(atomic_load(&f->node.handshakes), 3);
+}
+
+static void link_to_another_member_fails_the_handshake(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->kr);
+	uint8_t meant[SEAL_ID_BYTES];
+	randombytes_buf(meant, sizeof meant);
+	struct ch_client_options o = { .timeout_ms = 3000, .contexts = 2 };
+	ch_client *c = NULL;
+	char err[256] = "";
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, f->kr, SEAL_ROLE_NODE, meant, &o,
+	                                      err, sizeof err),
+	                 CH_OK);
+	Chorus__Envelope env;
+	Chorus__StatusReq sr;
+	status_env(&env, &sr);
+	Chorus__Envelope *reply = NULL;
+	nng_time t0 = nng_clock();
+	assert_int_equal(chi_request(c, &env, 0, &reply, err, sizeof err), CH_ERR_AUTH);
+	assert_true(nng_clock() - t0 < 3000); /* definite: not retried to the deadline */
+	assert_null(reply);
+	assert_non_null(strstr(err, "expected member"));
+	assert_int_equal(atomic_load(&f->node.requests), 0); /* nothing was sent to it */
+	ch_client_close(c);
+}
+
+static void new_keyring_is_used_by_the_next_handshake(void **state)
+{
+	struct fixture *f = *state;
+	/* the node accepts both keys, as during a rotation */
+	uint8_t two[2 * SEAL_SECRET_BYTES];
+	randombytes_buf(two, sizeof two);
+	struct seal_keyring *node_kr = seal_keyring_from_secrets(two, 2);
+	struct seal_keyring *old_kr = seal_keyring_from_secrets(two, 1);
+	struct seal_keyring *new_kr = seal_keyring_from_secrets(two + SEAL_SECRET_BYTES, 1);
+	assert_non_null(node_kr);
+	assert_non_null(old_kr);
+	assert_non_null(new_kr);
+	fake_start(&f->node, node_kr);
+	struct ch_client_options o = { .timeout_ms = 3000, .contexts = 2 };
+	ch_client *c = NULL;
+	char err[256];
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, old_kr, SEAL_ROLE_NODE, NULL, &o, err,
+	                                      sizeof err),
+	                 CH_OK);
+	status_ok(c);
+	assert_int_equal(fake_last_session(&f->node).key_id, seal_keyring_primary_id(old_kr));
+	assert_int_equal(chi_client_set_keyring(c, new_kr), CH_OK);
+	status_ok(c); /* the session lives on */
+	assert_int_equal(atomic_load(&f->node.handshakes), 1);
+	atomic_store(&f->node.forget_sessions, 1);
+	status_ok(c); /* authentic REJECT, new handshake under the new key */
+	assert_int_equal(atomic_load(&f->node.handshakes), 2);
+	assert_int_equal(fake_last_session(&f->node).key_id, seal_keyring_primary_id(new_kr));
+	struct seal_keyring *cred = seal_keyring_client_only(new_kr);
+	assert_int_equal(chi_client_set_keyring(c, cred), CH_ERR_INVALID); /* role node */
+	seal_keyring_free(cred);
+	ch_client_close(c);
+	seal_keyring_free(node_kr);
+	seal_keyring_free(old_kr);
+	seal_keyring_free(new_kr);
 }
 
 #define BURST 100
@@ -636,7 +788,7 @@ static void wrong_secret_fails_with_auth_and_the_next_request_tries_again(void *
 static void hundred_async_requests_from_one_thread_are_all_answered(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	ch_client *c = open_lazy(f, 5000, 128); /* lazy: all arrive before any session */
 	struct tally t = TALLY_INIT;
 	static struct outcome o[BURST];
@@ -670,7 +822,7 @@ static void hundred_async_requests_from_one_thread_are_all_answered(void **state
 static void lost_session_is_rebuilt_for_async_requests(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	ch_client *c = open_lazy(f, 3000, 8);
 	Chorus__Envelope env;
 	Chorus__AwaitReq aw;
@@ -694,7 +846,7 @@ static void lost_session_is_rebuilt_for_async_requests(void **state)
 static void full_async_pool_fails_at_once(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	atomic_store(&f->node.silent, true);
 	ch_client *c = open_lazy(f, 60000, 2);
 	struct tally t = TALLY_INIT;
@@ -722,7 +874,7 @@ static void full_async_pool_fails_at_once(void **state)
 static void close_calls_back_pending_requests_with_closed(void **state)
 {
 	struct fixture *f = *state;
-	fake_start(&f->node, f->secret);
+	fake_start(&f->node, f->kr);
 	struct tally t = TALLY_INIT;
 	Chorus__Envelope env;
 	Chorus__StatusReq sr;
@@ -774,23 +926,27 @@ static void open_lazy_checks_its_arguments(void **state)
 	struct fixture *f = *state;
 	ch_client *c = (ch_client *)&c;
 	char err[256];
-	assert_int_equal(chi_client_open_lazy(&c, f->node.url, NULL, NULL, NULL, err, sizeof err),
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, NULL, SEAL_ROLE_CLIENT, NULL, NULL,
+	                                      err, sizeof err),
 	                 CH_ERR_INVALID);
 	assert_null(c);
-	assert_non_null(strstr(err, "neither"));
-	assert_int_equal(chi_client_open_lazy(&c, f->node.url, f->secret_file, f->secret, NULL, err,
-	                                      sizeof err),
+	assert_int_equal(chi_client_open_lazy(NULL, f->node.url, f->kr, SEAL_ROLE_CLIENT, NULL, NULL,
+	                                      err, sizeof err),
 	                 CH_ERR_INVALID);
-	assert_int_equal(chi_client_open_lazy(NULL, f->node.url, NULL, f->secret, NULL, err,
-	                                      sizeof err),
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, f->kr, 7, NULL, NULL, err, sizeof err),
 	                 CH_ERR_INVALID);
-	char path[256];
-	snprintf(path, sizeof path, "%s/nope", f->dir);
-	assert_int_equal(chi_client_open_lazy(&c, f->node.url, path, NULL, NULL, err, sizeof err),
-	                 CH_ERR_IO);
 	assert_null(c);
-	assert_int_equal(chi_client_open_lazy(&c, "bogus://x", NULL, f->secret, NULL, err,
+	/* a client credential cannot open a node link */
+	struct seal_keyring *cred = seal_keyring_client_only(f->kr);
+	assert_non_null(cred);
+	assert_int_equal(chi_client_open_lazy(&c, f->node.url, cred, SEAL_ROLE_NODE, NULL, NULL, err,
 	                                      sizeof err),
+	                 CH_ERR_INVALID);
+	assert_null(c);
+	assert_non_null(strstr(err, "credential"));
+	seal_keyring_free(cred);
+	assert_int_equal(chi_client_open_lazy(&c, "bogus://x", f->kr, SEAL_ROLE_CLIENT, NULL, NULL,
+	                                      err, sizeof err),
 	                 CH_ERR_INVALID);
 	assert_null(c);
 
@@ -819,7 +975,13 @@ int main(void)
 			lazy_client_never_blocks_on_a_down_node_and_connects_once_it_is_up, setup,
 			teardown),
 		cmocka_unit_test_setup_teardown(
-			wrong_secret_fails_with_auth_and_the_next_request_tries_again, setup, teardown),
+			wrong_secret_is_retried_until_the_deadline_then_fails_with_auth, setup, teardown),
+		cmocka_unit_test_setup_teardown(sessions_record_the_role_and_key_of_their_handshake,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(link_to_another_member_fails_the_handshake, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(new_keyring_is_used_by_the_next_handshake, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(hundred_async_requests_from_one_thread_are_all_answered,
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(lost_session_is_rebuilt_for_async_requests, setup,

@@ -12,6 +12,7 @@
 #include "chorus.h"
 #include "core/swim.h"
 #include "io/cluster.h"
+#include "proto/seal.h"
 #include "lib/arena.h"
 #include "lib/clock.h"
 
@@ -28,11 +29,13 @@ static struct cluster *start(void)
 {
 	static const uint8_t id[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 	static const uint8_t secret[32] = {7};
+	struct seal_keyring *kr = seal_keyring_from_secrets(secret, 1);
+	assert_non_null(kr);
 	struct cluster_config cc = {
 		.node_id = id,
 		.name = "self",
 		.addr = "tcp://127.0.0.1:9",
-		.secret = secret,
+		.keyring = kr,
 		.capacity = 4,
 		.incarnation = 1,
 		.seed = 42,
@@ -45,6 +48,7 @@ static struct cluster *start(void)
 	char err[256] = "";
 	assert_int_equal(cluster_start(&c, &cc, &T1000, err, sizeof(err)), 0);
 	assert_non_null(c);
+	seal_keyring_free(kr); /* the cluster holds its own reference */
 	return c;
 }
 
