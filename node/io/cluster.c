@@ -720,6 +720,15 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	return 0;
 }
 
+void cluster_set_keyring(struct cluster *c, const struct seal_keyring *kr)
+{
+	struct seal_keyring *old = c->kr;
+	c->kr = seal_keyring_ref(kr);
+	for (uint32_t i = 0; i < c->link_count; i++)
+		chi_client_set_keyring(c->links[i].cli, c->kr);
+	seal_keyring_free(old);
+}
+
 int cluster_join(struct cluster *c, const struct now *now)
 {
 	if (!c->seed_count)

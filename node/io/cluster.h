@@ -54,6 +54,8 @@ struct cluster;
  * (call cluster_join from the loop once the node runs). */
 int cluster_start(struct cluster **out, const struct cluster_config *cfg, const struct now *now,
                   char *err, size_t err_len);
+/* New keys (SIGHUP): the links' next handshakes use kr's primary key. */
+void cluster_set_keyring(struct cluster *c, const struct seal_keyring *kr);
 /* Starts joining through the seeds (no-op without seeds). */
 int cluster_join(struct cluster *c, const struct now *now);
 /* Closes every link (waits for their callbacks), frees everything. */

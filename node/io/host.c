@@ -73,6 +73,7 @@ struct host {
 	uint32_t port_count;
 
 	struct now now;  /* the iteration's */
+	char secret_path[CONFIG_PATH_MAX + 16];
 	int draining, closing;
 	int drain_index; /* the service draining now (reverse order) */
 };
@@ -231,6 +232,7 @@ static int secret_setup(struct host *h, char *err, size_t err_len)
 			         path);
 		}
 	}
+	snprintf(h->secret_path, sizeof(h->secret_path), "%s", path);
 	/* a node needs the node keys: a client credential is refused here */
 	h->kr = seal_keyring_load(path, SEAL_ROLE_NODE, err, err_len);
 	if (!h->kr)
@@ -271,6 +273,7 @@ static int signals_setup(struct host *h)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGCHLD);
 	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
 		return -1;
@@ -311,6 +314,35 @@ static void start_drain(struct host *h, int signo)
 	         signo, h->cfg->shutdown_grace_ms);
 }
 
+/* SIGHUP: the key file is read again (rotation, as memberlist's keyring:
+ * install a second key, make it primary, remove the old one). A file that
+ * does not load keeps the keys in use, and says why. Sessions made with a
+ * key no longer in the file are dropped (their peers handshake again with
+ * a key they share); the services hear SIGHUP next (the cluster's links
+ * take the new keys). */
+static void keys_reload(struct host *h)
+{
+	char err[512] = "";
+	struct seal_keyring *kr = seal_keyring_load(h->secret_path, SEAL_ROLE_NODE, err, sizeof(err));
+	if (!kr) {
+		log_error("link", "SIGHUP: keys not reloaded, the keys in use stay: %s", err);
+		return;
+	}
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t n = seal_keyring_ids(kr, ids);
+	char hex[SEAL_KEYS_MAX][SEAL_KEY_ID_HEX_BYTES];
+	for (uint32_t i = 0; i < n; i++)
+		seal_key_id_hex(ids[i], hex[i]);
+	struct seal_keyring *old = h->kr;
+	h->kr = kr;
+	uint32_t dropped = rpc_set_keyring(h->rpc, kr);
+	seal_keyring_free(old);
+	log_info("link", "SIGHUP: keys reloaded from %s: primary %s%s%s; %u session(s) made with a "
+	                 "removed key dropped",
+	         h->secret_path, hex[0], n > 1 ? ", also accepting " : "", n > 1 ? hex[1] : "",
+	         dropped);
+}
+
 static void take_signals(struct host *h, const struct now *now)
 {
 	struct signalfd_siginfo si;
@@ -327,6 +359,8 @@ static void take_signals(struct host *h, const struct now *now)
 			}
 			continue;
 		}
+		if (signo == SIGHUP)
+			keys_reload(h);
 		for (uint32_t i = 0; i < h->service_count; i++)
 			if (h->services[i].ops->on_signal)
 				h->services[i].ops->on_signal(h->services[i].svc, signo, now);

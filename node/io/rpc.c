@@ -1358,6 +1358,23 @@ void rpc_count_refused(struct rpc_call *c, int verdict)
 
 /* ---- status ---- */
 
+uint32_t rpc_set_keyring(struct rpc *r, const struct seal_keyring *kr)
+{
+	if (!r)
+		return 0;
+	r->cfg.kr = kr;
+	uint32_t dropped = 0;
+	struct idmap_iter it;
+	idmap_iter_init(&r->sessions, &it);
+	for (struct session *s; (s = idmap_iter_next(&r->sessions, &it, NULL));) {
+		if (!seal_keyring_has_id(kr, s->seal.key_id)) {
+			sess_free(r, s);
+			dropped++;
+		}
+	}
+	return dropped;
+}
+
 uint32_t rpc_session_count(const struct rpc *r)
 {
 	return (uint32_t)r->sessions.count;

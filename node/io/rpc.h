@@ -138,6 +138,11 @@ size_t rpc_reply_bytes_max(const struct rpc *r);
  * rate-limited log line, e.g. a request of an unknown type. */
 void rpc_count_refused(struct rpc_call *c, int verdict);
 
+/* New keys (SIGHUP): later handshakes and REJECTs use kr (the caller keeps
+ * it alive while the transport runs); sessions made with a key kr does not
+ * hold are dropped. Returns how many were. */
+uint32_t rpc_set_keyring(struct rpc *r, const struct seal_keyring *kr);
+
 /* ---- status ---- */
 uint32_t rpc_session_count(const struct rpc *r);
 /* Live sessions per key id (rotation: when the old key has none, it can

@@ -11,6 +11,7 @@
  */
 #include "svc/cluster_svc.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,14 @@ static void svc_tick(void *svc, const struct now *now)
 	cluster_tick(s->cluster, sink, load, now);
 }
 
+static void svc_on_signal(void *svc, int signo, const struct now *now)
+{
+	struct cluster_svc *s = svc;
+	(void)now;
+	if (signo == SIGHUP) /* the host reloaded the keys first */
+		cluster_set_keyring(s->cluster, host_keyring(s->host));
+}
+
 static int svc_flush(void *svc, struct store *st)
 {
 	struct cluster_svc *s = svc;
@@ -230,6 +239,7 @@ static const struct service_ops CLUSTER_OPS = {
 	.name = "cluster",
 	.start = svc_start,
 	.next_deadline = svc_next_deadline,
+	.on_signal = svc_on_signal,
 	.tick = svc_tick,
 	.flush = svc_flush,
 	.drain = svc_drain,

@@ -24,6 +24,12 @@
  *                    once more -> no answer; counted replayed
  *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
  *                    reason; counted forged
+ *   gossip HOW EXPECT
+ *                    one Gossip push-pull over a session made as HOW
+ *                    (client: a client key; node: the node key, sender =
+ *                    the session's id; impostor: node key, another
+ *                    sender); exit 0 when the answer contains EXPECT ("ack",
+ *                    or an error name such as "denied")
  *   hello-flood N    one HELLO made with the key (as if captured), sent N
  *                    times: prints how many were answered (a node that
  *                    refuses replayed HELLOs answers at most one with a
@@ -873,6 +879,77 @@ static int mode_hello_flood(const char *secret, uint32_t n)
 	return sent ? 0 : 1;
 }
 
+/* A Gossip push-pull carrying one alive member: from the session's own id,
+ * or (impostor) claiming another member's id. Prints "ack" or the error
+ * code's name; exit 0 when the answer is the expected one. */
+static int mode_gossip(const char *secret, const char *how, const char *expect)
+{
+	int as_node = strcmp(how, "node") == 0 || strcmp(how, "impostor") == 0;
+	struct seal_keyring *kr = as_node ? node_keyring_from_file(secret) : keyring_from_file(secret);
+	struct seal_session sess;
+	nng_socket s = sock_open();
+	handshake_as(s, kr, as_node ? SEAL_ROLE_NODE : SEAL_ROLE_CLIENT, &sess);
+	uint8_t from[SEAL_ID_BYTES];
+	memcpy(from, g_self_id, sizeof(from));
+	if (strcmp(how, "impostor") == 0)
+		randombytes_buf(from, sizeof(from));
+	Chorus__SwimUpdate u = CHORUS__SWIM_UPDATE__INIT, *up = &u;
+	u.id.data = from;
+	u.id.len = SEAL_ID_BYTES;
+	u.from.data = from;
+	u.from.len = SEAL_ID_BYTES;
+	u.incarnation = 1;
+	u.state = 0;
+	u.proto_version = 1;
+	u.capacity = 4;
+	u.name = (char *)"frametool";
+	u.addr = (char *)"tcp://127.0.0.1:9";
+	Chorus__Gossip g = CHORUS__GOSSIP__INIT;
+	g.type = 5; /* SWIM_MSG_PUSH_PULL */
+	g.proto_version = 1;
+	g.from.data = from;
+	g.from.len = SEAL_ID_BYTES;
+	g.from_addr = (char *)"tcp://127.0.0.1:9";
+	g.n_states = 1;
+	g.states = &up;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.version = CH_PROTOCOL_VERSION;
+	env.sender.data = g_self_id;
+	env.sender.len = SEAL_ID_BYTES;
+	env.request_id = ++g_request_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_GOSSIP;
+	env.gossip = &g;
+	size_t n = chorus__envelope__get_packed_size(&env);
+	uint8_t *plain = malloc(n ? n : 1), *frame = malloc(n + SEAL_OVERHEAD_BYTES);
+	if (!plain || !frame)
+		return 1;
+	chorus__envelope__pack(&env, plain);
+	seal_frame_seal(&sess, plain, n, frame);
+	free(plain);
+	nng_msg *reply = NULL;
+	char got[64] = "no answer";
+	if (xchg(s, frame, n + SEAL_OVERHEAD_BYTES, FRAMETOOL_ANSWER_MS, &reply) == 1) {
+		uint8_t *p = NULL;
+		size_t plen = 0;
+		if (seal_frame_open(&sess, nng_msg_body(reply), nng_msg_len(reply), &p, &plen) ==
+		    SEAL_OK) {
+			Chorus__Envelope *e = chorus__envelope__unpack(NULL, plen, p);
+			if (e && e->body_case == CHORUS__ENVELOPE__BODY_GOSSIP_ACK)
+				snprintf(got, sizeof(got), "ack");
+			else if (e && e->body_case == CHORUS__ENVELOPE__BODY_ERROR)
+				snprintf(got, sizeof(got), "%s", ch_strerror(e->error->code));
+			if (e)
+				chorus__envelope__free_unpacked(e, NULL);
+		}
+		nng_msg_free(reply);
+	}
+	free(frame);
+	nng_close(s);
+	seal_keyring_free(kr);
+	printf("gossip as %s: %s\n", how, got);
+	return strstr(got, expect) ? 0 : 1;
+}
+
 static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
@@ -1078,7 +1155,7 @@ static int usage(void)
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
 	        "       wrong-secret | forge-resend | placed-twice | hello-flood N | dup [N] |\n"
-	        "       hammer N [SLEEP_MS] |\n"
+	        "       gossip client|node|impostor EXPECT | hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
@@ -1126,6 +1203,10 @@ int main(int argc, char **argv)
 		rc = mode_forge_resend(secret);
 	} else if (strcmp(mode, "placed-twice") == 0) {
 		rc = mode_placed_twice(secret);
+	} else if (strcmp(mode, "gossip") == 0) {
+		if (argc < 6)
+			return usage();
+		rc = mode_gossip(secret, argv[4], argv[5]);
 	} else if (strcmp(mode, "hello-flood") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)
