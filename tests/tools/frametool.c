@@ -24,6 +24,10 @@
  *                    once more -> no answer; counted replayed
  *   wrong-secret     a HELLO MAC'd with a random secret -> a REJECT with a
  *                    reason; counted forged
+ *   restart-awaits N N awaits parked on one long task; prints "READY N",
+ *                    waits for a line on stdin (the test restarts the node
+ *                    meanwhile), then waits up to 30 s: "answered K/N";
+ *                    exit 0 when every await was answered
  *   gossip HOW EXPECT
  *                    one Gossip push-pull over a session made as HOW
  *                    (client: a client key; node: the node key, sender =
@@ -67,10 +71,13 @@
  * rule the library keeps.
  */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -950,6 +957,71 @@ static int mode_gossip(const char *secret, const char *how, const char *expect)
 	return strstr(got, expect) ? 0 : 1;
 }
 
+/* N awaits parked on one long task from one client; the test restarts the
+ * node meanwhile (it writes a line to our stdin once it has). Every await
+ * must be answered (the node restarted: each gets a REJECT, the client
+ * handshakes again and resends), none may hang. */
+struct awaiter {
+	ch_client *c;
+	uint64_t task_id;
+	atomic_int *answered, *ok;
+};
+
+static void *await_one(void *arg)
+{
+	struct awaiter *a = arg;
+	struct ch_result *r = NULL;
+	char err[256];
+	int code = ch_await(a->c, a->task_id, 60000, &r, err, sizeof(err));
+	atomic_fetch_add(a->answered, 1);
+	if (code == CH_OK)
+		atomic_fetch_add(a->ok, 1);
+	ch_result_free(r);
+	return NULL;
+}
+
+static int mode_restart_awaits(const char *secret, uint32_t n)
+{
+	ch_client *c = NULL;
+	char err[256];
+	struct ch_client_options o = {.timeout_ms = 5000, .contexts = n + 4};
+	if (ch_client_connect(&c, g_addr, secret, &o, err, sizeof(err)) != CH_OK) {
+		printf("connect: %s\n", err);
+		return 3;
+	}
+	uint64_t tid = 0;
+	if (ch_submit(c, "sleep", "600000", 6, NULL, &tid, err, sizeof(err)) != CH_OK) {
+		printf("submit: %s\n", err);
+		ch_client_close(c);
+		return 1;
+	}
+	atomic_int answered = 0, ok = 0;
+	pthread_t *th = calloc(n, sizeof(*th));
+	struct awaiter a = {c, tid, &answered, &ok};
+	for (uint32_t i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, await_one, &a);
+	/* give the awaits time to reach the node and park */
+	struct timespec ts = {1, 0};
+	nanosleep(&ts, NULL);
+	printf("READY %" PRIu32 "\n", n);
+	char line[32];
+	if (!fgets(line, sizeof(line), stdin)) {
+		printf("no go line\n");
+		return 2;
+	}
+	uint64_t t0 = now_ms();
+	while ((uint32_t)atomic_load(&answered) < n && now_ms() - t0 < 30000) {
+		struct timespec d = {0, 50 * 1000 * 1000};
+		nanosleep(&d, NULL);
+	}
+	int got = atomic_load(&answered);
+	printf("answered %d/%" PRIu32 " in %" PRIu64 " ms (ok %d)\n", got, n, now_ms() - t0,
+	       atomic_load(&ok));
+	fflush(stdout);
+	/* threads still blocked would hold the client: end here */
+	_exit((uint32_t)got == n ? 0 : 1);
+}
+
 static int mode_wrong_secret(void)
 {
 	uint8_t secret[SEAL_SECRET_BYTES];
@@ -1155,7 +1227,8 @@ static int usage(void)
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
 	        "       wrong-secret | forge-resend | placed-twice | hello-flood N | dup [N] |\n"
-	        "       gossip client|node|impostor EXPECT | hammer N [SLEEP_MS] |\n"
+	        "       gossip client|node|impostor EXPECT | restart-awaits N |\n"
+	        "       hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
@@ -1203,6 +1276,11 @@ int main(int argc, char **argv)
 		rc = mode_forge_resend(secret);
 	} else if (strcmp(mode, "placed-twice") == 0) {
 		rc = mode_placed_twice(secret);
+	} else if (strcmp(mode, "restart-awaits") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		if (n == 0 || n > 500)
+			return usage();
+		rc = mode_restart_awaits(secret, n);
 	} else if (strcmp(mode, "gossip") == 0) {
 		if (argc < 6)
 			return usage();
