@@ -566,6 +566,50 @@ static void placed_add(struct tasks_svc *s, const uint8_t origin[16], uint64_t t
 
 /* ---- request handlers ---- */
 
+/* A request's idempotency key, looked up before anything is admitted.
+ * Returns 1 when the key is known (*id set), 0 when it is new, -1 when c
+ * was answered with an error (a key too long or naming the other kind, or
+ * the journal could not be read). */
+static int key_find(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryData *key,
+                    int kind, uint64_t *id)
+{
+	if (key->len == 0)
+		return 0;
+	if (key->len > STORE_KEY_BYTES_MAX) {
+		rpc_reply_error(c, CH_ERR_INVALID, "idempotency key of %zu bytes: at most %u",
+		                key->len, STORE_KEY_BYTES_MAX);
+		return -1;
+	}
+	int found_kind = 0;
+	int rc = store_key_get(s->store, key->data, key->len, &found_kind, id);
+	if (rc == CH_ERR_NOT_FOUND)
+		return 0;
+	if (rc != 0) {
+		rpc_reply_error(c, CH_ERR_STORAGE, "could not read the journal");
+		return -1;
+	}
+	if (found_kind != kind) {
+		rpc_reply_error(c, CH_ERR_INVALID, "idempotency key already names a %s",
+		                found_kind == STORE_KEY_TASK ? "task" : "fan-out");
+		return -1;
+	}
+	return 1;
+}
+
+/* Records the key of what was just admitted, in the iteration's
+ * transaction: a repeat later in this iteration finds it, a failed commit
+ * forgets it with the task. */
+static int key_record(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryData *key,
+                      int kind, uint64_t id)
+{
+	if (key->len == 0)
+		return 0;
+	if (store_key_put(s->store, key->data, key->len, kind, id, host_now(s->host)->wall_ms) == 0)
+		return 0;
+	rpc_reply_error(c, CH_ERR_STORAGE, "the node could not journal the request");
+	return -1;
+}
+
 /* Leases the ids the next admission hands out (io/ids.h) before it runs.
  * Answers c with CH_ERR_STORAGE and returns -1 when the mark cannot be
  * written (a full disk). */
@@ -632,6 +676,28 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 			return;
 		}
 	}
+	const ProtobufCBinaryData no_key = {0, NULL};
+	const ProtobufCBinaryData *key = m->origin.len ? &no_key : &m->idempotency_key;
+	uint64_t first = 0;
+	int known = key_find(s, c, key, STORE_KEY_TASK, &first);
+	if (known < 0)
+		return;
+	if (known) {
+		/* a repeat (a resend under a new session, a retry after a node
+		 * restart, the application's own key): the first one's answer */
+		log_debug("tasks", "submit with a known key: task %" PRIu64, first);
+		const struct task *ft = tasks_get(s->tasks, first);
+		if (m->wait_ms && ft && !task_state_is_final(ft->state) && !host_closing(s->host)) {
+			park(s, c, WAIT_TASK, first, m->wait_ms, 1, 0, 0);
+		} else if (m->wait_ms) {
+			answer_task(s, c, first, 1);
+		} else {
+			Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+			sr.task_id = first;
+			rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
+		}
+		return;
+	}
 	struct task *t = codec_task_from_spec(m->task->handler, m->task->payload.data,
 	                                      m->task->payload.len, m->task->opts,
 	                                      handler_pool(s, m->task->handler));
@@ -657,6 +723,12 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	rc = tasks_submit(s->tasks, t, host_now(s->host), &id);
 	if (rc == 0 && ephemeral)
 		placed_add(s, m->origin.data, m->origin_task, m->origin_attempt, id);
+	if (rc == 0 && key_record(s, c, key, STORE_KEY_TASK, id) != 0) {
+		int gone = tasks_withdraw(s->tasks, id);
+		assert(gone == 0);
+		(void)gone;
+		return;
+	}
 	if (rc == 0 && !ephemeral)
 		s->journaled_submit = 1;
 	if (rc) {
@@ -698,6 +770,24 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 		return;
 	}
 	uint32_t n = (uint32_t)m->n_payloads;
+	uint64_t first = 0;
+	int known = key_find(s, c, &m->idempotency_key, STORE_KEY_BATCH, &first);
+	if (known < 0)
+		return;
+	if (known) {
+		struct batch fb;
+		const struct batch *held = tasks_get_batch(s->tasks, first);
+		if (held)
+			fb = *held;
+		else if (store_batch_get(s->store, first, &fb) != 0)
+			fb.total = 0;
+		log_debug("tasks", "fan-out with a known key: batch %" PRIu64, first);
+		Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
+		mr.batch_id = first;
+		mr.count = fb.total;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
+		return;
+	}
 	struct task **tv = calloc(n, sizeof(*tv));
 	if (!tv) {
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
@@ -735,6 +825,12 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 		return;
 	}
 	free(tv);
+	if (key_record(s, c, &m->idempotency_key, STORE_KEY_BATCH, batch_id) != 0) {
+		int gone = tasks_withdraw_batch(s->tasks, batch_id);
+		assert(gone == 0);
+		(void)gone;
+		return;
+	}
 	Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
 	mr.batch_id = batch_id;
 	mr.count = n;
