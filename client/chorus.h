@@ -84,8 +84,18 @@ struct ch_task_opts {
 	 * the node it was sent to; a fan-out applies them to every task. When
 	 * no alive member has them all, the task fails naming the tags. */
 	const char *const *require;
+	/* Idempotency key (Oban's unique jobs, Celery's task ids): a submit
+	 * or fan-out with a key the node has seen within its result retention
+	 * time is not run again; it gets the first one's id (a submit with a
+	 * wait waits on that task). NULL: libchorus still makes every request
+	 * its own key (this client's random id and the request's id), so a
+	 * request resent after a lost session or a node restart never runs
+	 * twice. 1..CH_KEY_BYTES_MAX bytes; keys of applications and of
+	 * libchorus never collide. */
+	const char *key;
 };
 #define CH_REQUIRE_COUNT_MAX 16
+#define CH_KEY_BYTES_MAX 200
 
 /* The outcome of one task. Owned by the library: free with ch_result_free. */
 struct ch_result {

@@ -86,6 +86,11 @@
 #define CLIENT_ARGV_COUNT_MAX 4096u
 #define CLIENT_MAP_POLL_MS_MAX 1000u
 #define CLIENT_ERR_BYTES 256u
+/* Idempotency keys on the wire (proto/chorus.proto, SubmitReq): one
+ * namespace for libchorus's own keys, one for the application's. */
+#define KEY_OWN 0x01
+#define KEY_APP 0x02
+#define KEY_OWN_BYTES (1 + SEAL_ID_BYTES + 8)
 
 /* A blocking call's context: checked out of the pool for one call. */
 struct sync_slot {
@@ -831,18 +836,46 @@ static int request_pack(ch_client *c, Chorus__Envelope *req, uint8_t **plain, si
 	req->sender.data = c->self_id;
 	req->sender.len = SEAL_ID_BYTES;
 	req->request_id = *request_id;
+	/* Every submit and fan-out carries an idempotency key; without the
+	 * application's, this client's id and the request id. The packed
+	 * request is kept and resent as is (after a re-handshake too), so a
+	 * resend under a new session, or to a restarted node, names the same
+	 * task and never runs it twice. */
+	uint8_t own_key[KEY_OWN_BYTES];
+	ProtobufCBinaryData *key = NULL;
+	if (req->body_case == CHORUS__ENVELOPE__BODY_SUBMIT && req->submit->origin.len == 0)
+		key = &req->submit->idempotency_key;
+	else if (req->body_case == CHORUS__ENVELOPE__BODY_MAP)
+		key = &req->map->idempotency_key;
+	if (key != NULL && key->len == 0) {
+		own_key[0] = KEY_OWN;
+		memcpy(own_key + 1, c->self_id, SEAL_ID_BYTES);
+		for (int i = 0; i < 8; i++)
+			own_key[1 + SEAL_ID_BYTES + i] = (uint8_t)(*request_id >> (56 - 8 * i));
+		key->data = own_key;
+		key->len = sizeof(own_key);
+	} else {
+		key = NULL; /* nothing of ours to take back out */
+	}
 
 	size_t len = chorus__envelope__get_packed_size(req);
+	uint8_t *buf = len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max ? NULL
+	                                                              : malloc(len > 0 ? len : 1);
+	if (buf != NULL) {
+		size_t packed = chorus__envelope__pack(req, buf);
+		assert(packed == len);
+		(void)packed;
+	}
+	if (key != NULL) { /* the caller's message must not point at our stack */
+		key->data = NULL;
+		key->len = 0;
+	}
 	if (len + SEAL_OVERHEAD_BYTES > c->frame_bytes_max)
 		return fail(err, err_len, CH_ERR_TOO_LARGE,
 		            "request of %zu bytes is over the frame cap of %zu bytes", len,
 		            c->frame_bytes_max - SEAL_OVERHEAD_BYTES);
-	uint8_t *buf = malloc(len > 0 ? len : 1);
 	if (buf == NULL)
 		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
-	size_t packed = chorus__envelope__pack(req, buf);
-	assert(packed == len);
-	(void)packed;
 	*plain = buf;
 	*plain_len = len;
 	return CH_OK;
@@ -1274,12 +1307,32 @@ static int check_task(const char *handler, const void *payload, size_t payload_l
 	return CH_OK;
 }
 
+/* The application's key (opts->key) as wire bytes in buf. */
+static int app_key_fill(const struct ch_task_opts *opts, uint8_t *buf, ProtobufCBinaryData *out,
+                        char *err, size_t err_len)
+{
+	out->data = NULL;
+	out->len = 0;
+	if (opts == NULL || opts->key == NULL)
+		return CH_OK;
+	size_t n = strlen(opts->key);
+	if (n == 0 || n > CH_KEY_BYTES_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "a key is 1..%u bytes, not %zu",
+		            CH_KEY_BYTES_MAX, n);
+	buf[0] = KEY_APP;
+	memcpy(buf + 1, opts->key, n);
+	out->data = buf;
+	out->len = n + 1;
+	return CH_OK;
+}
+
 /* Builds the SubmitReq envelope in caller-provided storage. */
 struct submit_msg {
 	Chorus__Envelope env;
 	Chorus__SubmitReq submit;
 	Chorus__TaskSpec spec;
 	Chorus__TaskOptions topts;
+	uint8_t key[1 + CH_KEY_BYTES_MAX];
 };
 
 static int submit_msg_init(struct submit_msg *m, const char *handler, const void *payload,
@@ -1294,6 +1347,9 @@ static int submit_msg_init(struct submit_msg *m, const char *handler, const void
 	chorus__task_spec__init(&m->spec);
 	chorus__task_options__init(&m->topts);
 	code = task_options_fill(&m->topts, opts, err, err_len);
+	if (code != CH_OK)
+		return code;
+	code = app_key_fill(opts, m->key, &m->submit.idempotency_key, err, err_len);
 	if (code != CH_OK)
 		return code;
 	m->spec.handler = (char *)handler;
@@ -1726,6 +1782,12 @@ static int map_start(ch_client *c, const char *handler, const void *const *paylo
 	Chorus__MapReq mr = CHORUS__MAP_REQ__INIT;
 	Chorus__TaskOptions topts = CHORUS__TASK_OPTIONS__INIT;
 	int code = task_options_fill(&topts, opts, err, err_len);
+	if (code != CH_OK) {
+		free(items);
+		return code;
+	}
+	uint8_t key[1 + CH_KEY_BYTES_MAX];
+	code = app_key_fill(opts, key, &mr.idempotency_key, err, err_len);
 	if (code != CH_OK) {
 		free(items);
 		return code;

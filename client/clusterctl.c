@@ -118,6 +118,11 @@ static const char help_submit[] =
 	"  --retries N        transient: at most N attempts in all\n"
 	"  --backoff DUR      transient: first retry delay, doubling each attempt\n"
 	"  --arg ARG          exec handler: append ARG to argv (repeatable)\n"
+	"  --key KEY          idempotency key: a submit (or fan-out) with a KEY the node\n"
+	"                     has seen within its result retention time is not run\n"
+	"                     again; it answers with the first task's id (--wait waits\n"
+	"                     on it). Without it every request still has its own key,\n"
+	"                     so a retry after a node restart never runs twice.\n"
 	"  --require TAG      run only on a member that has tag TAG (repeatable: all of\n"
 	"                     them); the task may then run on another node than the one\n"
 	"                     asked. It fails, naming the tags, when no alive member has\n"
@@ -741,6 +746,13 @@ static int cmd_submit(struct cli *cli, int argc, char **argv)
 			sa.opts.backoff_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
 		} else if (strcmp(a, "--arg") == 0) {
 			av[sa.argv_count++] = opt_value(argc, argv, &i);
+		} else if (strcmp(a, "--key") == 0) {
+			sa.opts.key = opt_value(argc, argv, &i);
+			size_t kn = strlen(sa.opts.key);
+			if (kn == 0 || kn > CH_KEY_BYTES_MAX) {
+				free(av);
+				usage_fail("submit: --key needs 1..200 bytes");
+			}
 		} else if (strcmp(a, "--require") == 0) {
 			const char *tag = opt_value(argc, argv, &i);
 			if (tag[0] == '\0') {

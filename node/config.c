@@ -432,6 +432,15 @@ static int set_node_key(struct config *c, const char *name, const char *v, char 
 		c->synchronous = s;
 		return 0;
 	}
+	if (strcmp(name, "journal_check") == 0) {
+		if (strcmp(v, "on") == 0)
+			c->journal_check = 1;
+		else if (strcmp(v, "off") == 0)
+			c->journal_check = 0;
+		else
+			return why(w, "'%s' is not one of on, off", v);
+		return 0;
+	}
 	if (strcmp(name, "frame_bytes_max") == 0)
 		return set_size(v, CONFIG_FRAME_BYTES_MIN, CONFIG_FRAME_BYTES_MAX, &c->frame_bytes_max, w);
 	if (strcmp(name, "result_ttl") == 0)
@@ -695,6 +704,7 @@ void config_defaults(struct config *c)
 	c->log_level = LOG_INFO;
 	c->log_json = 0;
 	c->synchronous = STORE_SYNC_NORMAL;
+	c->journal_check = 1;
 	c->frame_bytes_max = (size_t)16 << 20;
 	c->result_ttl_ms = 60ull * 60 * 1000;
 	c->queue_max = 1000000;
@@ -735,6 +745,7 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_LOG_FORMAT,
 	OPT_SYNCHRONOUS,
+	OPT_JOURNAL_CHECK,
 	OPT_FRAME_MAX,
 	OPT_RESULT_TTL,
 	OPT_QUEUE_MAX,
@@ -760,6 +771,7 @@ static const struct option config_options[] = {
 	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 	{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 	{"synchronous", required_argument, NULL, OPT_SYNCHRONOUS},
+	{"journal-check", required_argument, NULL, OPT_JOURNAL_CHECK},
 	{"frame-max", required_argument, NULL, OPT_FRAME_MAX},
 	{"result-ttl", required_argument, NULL, OPT_RESULT_TTL},
 	{"queue-max", required_argument, NULL, OPT_QUEUE_MAX},
@@ -788,6 +800,7 @@ static const char *flag_key(int opt)
 	case OPT_LOG_LEVEL: return "log_level";
 	case OPT_LOG_FORMAT: return "log_format";
 	case OPT_SYNCHRONOUS: return "synchronous";
+	case OPT_JOURNAL_CHECK: return "journal_check";
 	case OPT_FRAME_MAX: return "frame_bytes_max";
 	case OPT_RESULT_TTL: return "result_ttl";
 	case OPT_QUEUE_MAX: return "queue_max";
@@ -972,6 +985,8 @@ void config_usage(FILE *out)
 		"  --result-ttl DUR      keep finished tasks in the journal this long (default %s)\n"
 		"  --frame-max SIZE      largest frame accepted, 1k..1G (default %s)\n"
 		"  --synchronous MODE    journal durability: off|normal|full|extra (default %s)\n"
+		"  --journal-check on|off  run sqlite's quick_check on the journal at start and\n"
+		"                        refuse to start when it fails (default on)\n"
 		"  --shutdown-grace DUR  on SIGTERM, wait this long for running tasks (default %s)\n"
 		"  --seeds URL,URL       other nodes to join through (default: none, a one-node\n"
 		"                        cluster); unreachable seeds are retried with backoff\n"

@@ -4,7 +4,7 @@
  *
  * INI layout (see deploy/chorus.conf.example):
  *   [node]   name, listen, data_dir, secret, workers, prefetch, log_level,
- *            log_format, synchronous, frame_bytes_max, result_ttl,
+ *            log_format, synchronous, journal_check, frame_bytes_max, result_ttl,
  *            queue_max, default_timeout, shutdown_grace, plugins (comma list)
  *   [tasks]  max_attempts, backoff, backoff_max, output_max
  *   [supervisor] intensity, period
@@ -43,6 +43,7 @@ struct config {
 	int log_level;                 /* enum log_level */
 	int log_json;
 	int synchronous;               /* enum store_sync; default NORMAL */
+	int journal_check;             /* quick_check the journal at start; default 1 */
 	size_t frame_bytes_max;        /* default 16 MiB */
 	uint64_t result_ttl_ms;        /* default 1 h */
 	uint32_t queue_max;            /* default 1,000,000 */

@@ -65,6 +65,7 @@ struct batch_entry {
 	struct batch_entry *onext, *oprev;   /* open batches (pending > 0) */
 	struct batch_entry *dnext;           /* dirty chain */
 	int dirty, open;
+	int durable;                         /* its row is committed (see tasks.h) */
 	uint32_t held;                       /* tasks of this batch in the table */
 	struct task *held_head, *held_tail;  /* those tasks (bnext/bprev), admission order */
 	struct timer deadline;               /* monotonic deadline (see invariants) */
@@ -572,6 +573,7 @@ static void bookkeeping_reset(struct task *t)
 	t->kill_requested = 0;
 	t->deadline_mono_ms = 0;
 	t->not_before_mono_ms = 0;
+	t->durable = 0;
 }
 
 /* Admits t under an id already put in the id map (cannot fail). */
@@ -724,6 +726,7 @@ int tasks_recover(struct tasks *ts, struct task *t, const struct now *now)
 	if (t->id >= ts->next_task_id)
 		ts->next_task_id = t->id + 1;
 	bookkeeping_reset(t);
+	t->durable = 1; /* it came from the journal */
 	struct batch_entry *b = t->batch_id ? batch_find(ts, t->batch_id) : NULL;
 	if (t->batch_id && !b) {
 		/* the batch record is gone (should not happen): run it alone */
@@ -761,6 +764,8 @@ int tasks_recover_batch(struct tasks *ts, const struct batch *b, const struct no
 		struct batch copy = *b;
 		copy.in_flight = 0;
 		struct batch_entry *e = batch_insert(ts, &copy);
+		if (e)
+			e->durable = 1; /* it came from the journal */
 		if (!e) {
 			rc = ERR_NOMEM;
 		} else if (b->deadline_ms && b->done < b->total) {
@@ -785,6 +790,11 @@ static void release_pending(struct tasks *ts)
 	struct batch_entry *b = ts->open_head;
 	while (b) {
 		struct batch_entry *next = b->onext;
+		if (!b->durable) {
+			/* admitted in this iteration: not journaled yet */
+			b = next;
+			continue;
+		}
 		while (b->pending.head &&
 		       (!b->pub.max_concurrency || b->pub.in_flight < b->pub.max_concurrency)) {
 			struct task *t = b->pending.head;
@@ -810,6 +820,8 @@ void tasks_pump(struct tasks *ts, const struct now *now)
 		while (q->head) {
 			struct task *t = q->head;
 			assert(t->state == TASK_QUEUED);
+			if (!t->durable)
+				break; /* not journaled yet: it and those behind it wait */
 			t->attempts++;
 			t->state = TASK_RUNNING;
 			t->timeout_at_start = 0;
@@ -1089,6 +1101,7 @@ void tasks_flush_done(struct tasks *ts)
 	while (b) {
 		struct batch_entry *n = b->dnext;
 		b->dirty = 0;
+		b->durable = 1;
 		b->dnext = NULL;
 		b = n;
 	}
@@ -1097,11 +1110,195 @@ void tasks_flush_done(struct tasks *ts)
 	while (t) {
 		struct task *n = t->dnext;
 		t->dirty = 0;
+		t->durable = 1;
 		t->dnext = NULL;
 		t = n;
 	}
 	ts->dirty_head = ts->dirty_tail = NULL;
 	CORE_LEAVE(ts);
+}
+
+static void uncount_final(struct tasks *ts, int state)
+{
+	uint64_t *c = NULL;
+	switch (state) {
+	case TASK_SUCCEEDED: c = &ts->cnt.succeeded; break;
+	case TASK_FAILED: c = &ts->cnt.failed; break;
+	case TASK_TIMED_OUT: c = &ts->cnt.timed_out; break;
+	case TASK_CANCELLED: c = &ts->cnt.cancelled; break;
+	case TASK_LOST: c = &ts->cnt.lost; break;
+	default: assert(0); return;
+	}
+	assert(*c > 0);
+	(*c)--;
+}
+
+/* Takes t off the dirty chain (O(dirty): only on the failure paths). */
+static void dirty_unlink(struct tasks *ts, struct task *t)
+{
+	assert(t->dirty);
+	struct task *prev = NULL;
+	for (struct task *p = ts->dirty_head; p; prev = p, p = p->dnext) {
+		if (p != t)
+			continue;
+		if (prev)
+			prev->dnext = t->dnext;
+		else
+			ts->dirty_head = t->dnext;
+		if (ts->dirty_tail == t)
+			ts->dirty_tail = prev;
+		break;
+	}
+	t->dirty = 0;
+	t->dnext = NULL;
+}
+
+static void bdirty_unlink(struct tasks *ts, struct batch_entry *b)
+{
+	assert(b->dirty);
+	struct batch_entry *prev = NULL;
+	for (struct batch_entry *p = ts->bdirty_head; p; prev = p, p = p->dnext) {
+		if (p != b)
+			continue;
+		if (prev)
+			prev->dnext = b->dnext;
+		else
+			ts->bdirty_head = b->dnext;
+		if (ts->bdirty_tail == b)
+			ts->bdirty_tail = prev;
+		break;
+	}
+	b->dirty = 0;
+	b->dnext = NULL;
+}
+
+/* Removes a task that was never journaled, undoing what its admission and
+ * anything since counted. The caller took it off the dirty chain. */
+static void drop_new(struct tasks *ts, struct task *t,
+                     void (*gone)(void *arg, const struct task *t), void *arg)
+{
+	assert(!t->durable && !t->dirty);
+	/* never dispatched: tasks_pump skips tasks that are not durable */
+	assert(t->list == LIST_QUEUE || t->list == LIST_PENDING || t->list == LIST_FINAL);
+	assert(!t->dispatched);
+	if (t->list == LIST_FINAL) {
+		assert(ts->final_held > 0);
+		ts->final_held--;
+		uncount_final(ts, t->state);
+	}
+	assert(ts->cnt.submitted > 0);
+	ts->cnt.submitted--;
+	if (t->batch_id) {
+		struct batch_entry *b = batch_find(ts, t->batch_id);
+		assert(b && !b->durable);
+		batch_unhold(b, t);
+	}
+	move_to(ts, t, LIST_NONE, 0);
+	struct task *was = idmap_del(&ts->tasks, t->id);
+	assert(was == t);
+	(void)was;
+	if (gone)
+		gone(arg, t);
+	task_free(t);
+}
+
+/* Removes a batch that was never journaled, once its tasks are gone. */
+static void drop_new_batch(struct tasks *ts, struct batch_entry *b)
+{
+	assert(!b->durable && b->held == 0);
+	assert(b->pending.count == 0 && !b->held_head);
+	if (b->dirty)
+		bdirty_unlink(ts, b);
+	batch_remove(ts, b);
+}
+
+uint64_t tasks_abort_new(struct tasks *ts, void (*gone)(void *arg, const struct task *t),
+                         void *arg)
+{
+	CORE_ENTER(ts);
+	uint64_t n = 0;
+	/* Rebuild the dirty chain with the durable tasks only: their changes
+	 * are written next time. */
+	struct task *t = ts->dirty_head;
+	ts->dirty_head = ts->dirty_tail = NULL;
+	while (t) {
+		struct task *next = t->dnext;
+		t->dnext = NULL;
+		if (t->durable) {
+			if (ts->dirty_tail)
+				ts->dirty_tail->dnext = t;
+			else
+				ts->dirty_head = t;
+			ts->dirty_tail = t;
+		} else {
+			t->dirty = 0;
+			drop_new(ts, t, gone, arg);
+			n++;
+		}
+		t = next;
+	}
+	struct batch_entry *b = ts->bdirty_head;
+	ts->bdirty_head = ts->bdirty_tail = NULL;
+	while (b) {
+		struct batch_entry *next = b->dnext;
+		b->dnext = NULL;
+		if (b->durable) {
+			if (ts->bdirty_tail)
+				ts->bdirty_tail->dnext = b;
+			else
+				ts->bdirty_head = b;
+			ts->bdirty_tail = b;
+		} else {
+			b->dirty = 0;
+			drop_new_batch(ts, b);
+		}
+		b = next;
+	}
+	CORE_LEAVE(ts);
+	return n;
+}
+
+int tasks_withdraw(struct tasks *ts, uint64_t task_id)
+{
+	CORE_ENTER(ts);
+	struct task *t = task_find(ts, task_id);
+	int rc = ERR_NOT_FOUND;
+	if (t && !t->durable && !t->batch_id) {
+		dirty_unlink(ts, t);
+		drop_new(ts, t, NULL, NULL);
+		rc = 0;
+	}
+	CORE_LEAVE(ts);
+	return rc;
+}
+
+int tasks_withdraw_batch(struct tasks *ts, uint64_t batch_id)
+{
+	CORE_ENTER(ts);
+	struct batch_entry *b = batch_find(ts, batch_id);
+	int rc = ERR_NOT_FOUND;
+	if (b && !b->durable) {
+		while (b->held_head) {
+			struct task *t = b->held_head;
+			dirty_unlink(ts, t);
+			drop_new(ts, t, NULL, NULL);
+		}
+		drop_new_batch(ts, b);
+		rc = 0;
+	}
+	CORE_LEAVE(ts);
+	return rc;
+}
+
+int tasks_has_dirty(const struct tasks *ts)
+{
+	return ts->dirty_head != NULL || ts->bdirty_head != NULL;
+}
+
+void tasks_next_ids(const struct tasks *ts, uint64_t *task_id, uint64_t *batch_id)
+{
+	*task_id = ts->next_task_id;
+	*batch_id = ts->next_batch_id;
 }
 
 void tasks_release_final(struct tasks *ts)

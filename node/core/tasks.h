@@ -133,6 +133,10 @@ struct task {
 	unsigned list;              /* which list the task is on */
 	int dirty;
 	int no_retry;               /* batch deadline: end, do not retry */
+	/* Its row is committed (or it came from the journal): only then may
+	 * it be dispatched. A task admitted in an iteration whose commit
+	 * failed is withdrawn (tasks_abort_new) and leaves no trace. */
+	int durable;
 };
 void task_free(struct task *t);
 /* Deep copy (for results handed out of the table). NULL on ENOMEM. */
@@ -217,7 +221,10 @@ int tasks_recover(struct tasks *ts, struct task *t, const struct now *now);
 int tasks_recover_batch(struct tasks *ts, const struct batch *b, const struct now *now);
 
 /* Dispatches whatever may run now (queued, backoff over, pool has room,
- * batch under its concurrency). Call after anything that may free a slot. */
+ * batch under its concurrency) among durable tasks and batches: "nothing
+ * starts before it is journaled". A task admitted since the last
+ * tasks_flush_done() waits (a pool's queue stops at it, so the FIFO order
+ * holds); the shell pumps right after each successful commit. */
 void tasks_pump(struct tasks *ts, const struct now *now);
 
 /* A worker started running t (it was queued behind another job): its
@@ -254,7 +261,28 @@ void tasks_on_lost(struct tasks *ts, uint64_t task_id, int final_state, const ch
  * commit succeeded: only then are the changes clean. */
 int tasks_flush(struct tasks *ts, int (*put_task)(void *arg, const struct task *t),
                 int (*put_batch)(void *arg, const struct batch *b), void *arg);
+/* The commit succeeded: every change is clean, and every task and batch
+ * admitted since the last call is durable (may be dispatched). */
 void tasks_flush_done(struct tasks *ts);
+/* The commit failed: every task and batch admitted since the last
+ * tasks_flush_done() is withdrawn as if never submitted (their submitters
+ * were answered CH_ERR_STORAGE): `gone` (may be NULL) is called for each
+ * task before it is freed, the submitted counter and any final count it
+ * reached are taken back. Changes to durable tasks stay dirty and are
+ * written by the next flush. Returns the number of tasks withdrawn. */
+uint64_t tasks_abort_new(struct tasks *ts, void (*gone)(void *arg, const struct task *t),
+                         void *arg);
+/* Withdraws one task, or one batch with all its tasks, admitted since the
+ * last tasks_flush_done() (the shell could not record what goes with it,
+ * e.g. its idempotency key). 0, or ERR_NOT_FOUND when not held or already
+ * durable. */
+int tasks_withdraw(struct tasks *ts, uint64_t task_id);
+int tasks_withdraw_batch(struct tasks *ts, uint64_t batch_id);
+/* Tasks or batches changed since the last flush (something to write). */
+int tasks_has_dirty(const struct tasks *ts);
+/* The ids the next tasks_submit / tasks_submit_batch will hand out (the
+ * shell reserves them in its id high-water mark first). */
+void tasks_next_ids(const struct tasks *ts, uint64_t *task_id, uint64_t *batch_id);
 
 /* Time passes: fires timeouts (kill effect), backoff expiries and batch
  * deadlines that are due at now->mono_ms, earliest first. */

@@ -30,6 +30,7 @@
 #include "chorus.h"
 #include "config.h"
 #include "io/dispatch.h"
+#include "io/ids.h"
 #include "io/log.h"
 #include "io/rpc.h"
 #include "io/store.h"
@@ -42,6 +43,7 @@
 #define PORTS_MAX 16
 #define POLLFDS_MAX 512
 #define LOOP_IDLE_MS 100 /* the longest poll: worker restarts, drain checks */
+#define JOURNAL_REMINDER_MS 30000 /* while commits fail: one reminder line per */
 
 struct service {
 	const struct service_ops *ops;
@@ -60,6 +62,7 @@ struct host {
 	const struct config *cfg;
 	int wake_fd, sig_fd, lock_fd;
 	struct store *store;
+	struct ids *ids;
 	struct rpc *rpc;
 	struct dispatch *dispatch;
 	struct seal_keyring *kr; /* node keys (one reference) */
@@ -74,6 +77,11 @@ struct host {
 
 	struct now now;  /* the iteration's */
 	char secret_path[CONFIG_PATH_MAX + 16];
+	/* commits failing (a full disk): logged once, reminded at a bounded
+	 * rate, and when it clears */
+	int journal_failing;
+	uint64_t journal_failing_since_ms, journal_reminded_ms; /* monotonic */
+	uint64_t journal_failed_count;
 	int draining, closing;
 	int drain_index; /* the service draining now (reverse order) */
 };
@@ -90,6 +98,7 @@ int host_register(struct host *h, const struct service_ops *ops, void *svc)
 
 const struct config *host_config(const struct host *h) { return h->cfg; }
 struct store *host_store(struct host *h) { return h->store; }
+struct ids *host_ids(struct host *h) { return h->ids; }
 struct dispatch *host_dispatch(struct host *h) { return h->dispatch; }
 struct rpc *host_rpc(struct host *h) { return h->rpc; }
 const uint8_t *host_node_id(const struct host *h) { return h->node_id; }
@@ -247,24 +256,69 @@ static int secret_setup(struct host *h, char *err, size_t err_len)
 	return 0;
 }
 
-static int node_identity(struct host *h)
+/* The node's identity lives in DATA_DIR/node_id and in the journal's meta.
+ * The file outlives a lost journal, so a journal younger than the identity
+ * is noticed and said (the ids go on above the leased mark either way). */
+static int node_identity(struct host *h, char *err, size_t err_len)
 {
-	char hex[SEAL_ID_BYTES * 2 + 1];
-	if (store_meta_get(h->store, "node_id", hex, sizeof(hex)) == 0 &&
-	    strlen(hex) == SEAL_ID_BYTES * 2 &&
-	    sodium_hex2bin(h->node_id, SEAL_ID_BYTES, hex, strlen(hex), NULL, NULL, NULL) == 0) {
-		memcpy(h->node_id_hex, hex, sizeof(hex));
+	const char *dir = h->cfg->data_dir;
+	char file_hex[SEAL_ID_BYTES * 2 + 1] = "", db_hex[SEAL_ID_BYTES * 2 + 1] = "";
+	int frc = ids_identity_get(dir, file_hex, sizeof(file_hex), err, err_len);
+	if (frc != 0 && frc != CH_ERR_NOT_FOUND)
+		return -1;
+	int drc = store_meta_get(h->store, "node_id", db_hex, sizeof(db_hex));
+	if (drc == 0 && (strlen(db_hex) != SEAL_ID_BYTES * 2 ||
+	                 sodium_hex2bin(h->node_id, SEAL_ID_BYTES, db_hex, strlen(db_hex), NULL,
+	                                NULL, NULL) != 0))
+		drc = CH_ERR_INVALID;
+	uint64_t task_mark, batch_mark;
+	ids_marks(h->ids, &task_mark, &batch_mark);
+	const char *hex;
+	if (frc == 0) {
+		hex = file_hex;
+		if (store_created(h->store))
+			log_warn("store", "the journal %s/chorus.db is new but this node's identity %s "
+			                  "(%s/node_id) is older: the previous journal was lost or "
+			                  "replaced, with its tasks and results; new task ids continue "
+			                  "from %" PRIu64 ", above every id handed out before",
+			         dir, file_hex, dir, task_mark);
+		else if (drc == 0 && strcmp(db_hex, file_hex) != 0)
+			log_warn("store", "the journal %s/chorus.db belongs to node %s, but this data "
+			                  "dir's identity is %s: the journal was replaced; keeping the "
+			                  "identity %s",
+			         dir, db_hex, file_hex, file_hex);
+	} else if (drc == 0) {
+		hex = db_hex; /* a data dir from before node_id files: write it */
+	} else {
+		uint8_t id[SEAL_ID_BYTES];
+		randombytes_buf(id, sizeof(id));
+		sodium_bin2hex(file_hex, sizeof(file_hex), id, sizeof(id));
+		hex = file_hex;
+		if (ids_existed(h->ids))
+			log_warn("store", "the journal %s/chorus.db and the node identity are new but "
+			                  "task ids were handed out here before: new task ids continue "
+			                  "from %" PRIu64,
+			         dir, task_mark);
+		else
+			log_info("store", "new data dir %s: new journal, new node identity %s", dir, hex);
+	}
+	if (sodium_hex2bin(h->node_id, SEAL_ID_BYTES, hex, strlen(hex), NULL, NULL, NULL) != 0) {
+		snprintf(err, err_len, "malformed node id %s", hex);
+		return -1;
+	}
+	memcpy(h->node_id_hex, hex, SEAL_ID_BYTES * 2 + 1);
+	if (frc != 0 && ids_identity_put(dir, hex, err, err_len) != 0)
+		return -1;
+	if (drc == 0 && strcmp(db_hex, hex) == 0)
 		return 0;
-	}
-	randombytes_buf(h->node_id, SEAL_ID_BYTES);
-	sodium_bin2hex(h->node_id_hex, sizeof(h->node_id_hex), h->node_id, SEAL_ID_BYTES);
-	if (store_begin(h->store) != 0)
-		return -1;
-	if (store_meta_put(h->store, "node_id", h->node_id_hex) != 0) {
+	if (store_begin(h->store) != 0 || store_meta_put(h->store, "node_id", hex) != 0 ||
+	    store_commit(h->store) != 0) {
 		(void)store_rollback(h->store);
+		snprintf(err, err_len, "cannot record the node id in the journal: %s",
+		         store_last_error(h->store));
 		return -1;
 	}
-	return store_commit(h->store);
+	return 0;
 }
 
 static int signals_setup(struct host *h)
@@ -284,19 +338,58 @@ static int signals_setup(struct host *h)
 
 /* ---- one iteration's pieces ---- */
 
+/* One line when commits start failing, a reminder every
+ * JOURNAL_REMINDER_MS while they do, one line when they work again: a full
+ * disk must not write two lines per loop iteration forever. */
+static void journal_note(struct host *h, int committed, const struct now *now)
+{
+	if (committed) {
+		if (h->journal_failing && !store_tx_wrote(h->store))
+			return; /* an empty commit: the disk may be as full as before */
+		if (h->journal_failing)
+			log_info("store", "journal commits work again after %.1f s (%" PRIu64
+			                  " failed): failure cleared",
+			         (double)(now->mono_ms - h->journal_failing_since_ms) / 1000.0,
+			         h->journal_failed_count);
+		h->journal_failing = 0;
+		return;
+	}
+	if (!h->journal_failing) {
+		h->journal_failing = 1;
+		h->journal_failing_since_ms = h->journal_reminded_ms = now->mono_ms;
+		h->journal_failed_count = 1;
+		log_error("store", "journal commit failed (%s): requests that must be journaled are "
+		                   "answered with a storage error and nothing new starts until a "
+		                   "commit works again",
+		          store_last_error(h->store));
+		return;
+	}
+	h->journal_failed_count++;
+	if (now->mono_ms - h->journal_reminded_ms >= JOURNAL_REMINDER_MS) {
+		h->journal_reminded_ms = now->mono_ms;
+		log_error("store", "journal commits still failing after %.0f s (%" PRIu64
+		                   " failed; %s)",
+		          (double)(now->mono_ms - h->journal_failing_since_ms) / 1000.0,
+		          h->journal_failed_count, store_last_error(h->store));
+	}
+}
+
 /* Writes what every service changed, commits, lets the services act on the
  * outcome, then sends the answers. */
 static int commit_and_answer(struct host *h, const struct now *now)
 {
 	int rc = 0;
+	store_set_quiet(h->store, 1); /* journal_note reports failures */
 	for (uint32_t i = 0; i < h->service_count && rc == 0; i++)
 		if (h->services[i].started && h->services[i].ops->flush)
 			rc = h->services[i].ops->flush(h->services[i].svc, h->store);
 	if (rc == 0)
 		rc = store_commit(h->store);
-	else
-		(void)store_rollback(h->store);
+	if (rc != 0)
+		(void)store_rollback(h->store); /* a no-op when sqlite rolled back */
+	store_set_quiet(h->store, 0);
 	int committed = rc == 0;
+	journal_note(h, committed, now);
 	for (uint32_t i = 0; i < h->service_count; i++)
 		if (h->services[i].started && h->services[i].ops->after_commit)
 			h->services[i].ops->after_commit(h->services[i].svc, committed, now);
@@ -479,6 +572,8 @@ static void host_free(struct host *h)
 	/* the durable part first: nothing below touches the journal */
 	store_close(h->store);
 	h->store = NULL;
+	ids_close(h->ids);
+	h->ids = NULL;
 	signal(SIGALRM, teardown_stuck);
 	alarm(10);
 	/* the transport: parked calls are cancelled while their services
@@ -528,8 +623,11 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 	h->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (h->wake_fd < 0)
 		goto out;
-	if (store_open(&h->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0)
-		goto out; /* store_open logged why */
+	/* every way start-up fails below ends in one line that says why */
+	if (store_open(&h->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0) {
+		log_error("node", "fatal: cannot open the journal: %s", err);
+		goto out;
+	}
 	char lock_path[CONFIG_PATH_MAX + 8];
 	snprintf(lock_path, sizeof(lock_path), "%s/lock", cfg->data_dir);
 	h->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -538,8 +636,24 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 		          strerror(errno));
 		goto out;
 	}
-	if (node_identity(h) != 0) {
-		log_error("store", "cannot record the node id");
+	if (cfg->journal_check) {
+		char found[512];
+		if (store_quick_check(h->store, found, sizeof(found)) != 0) {
+			log_error("node", "fatal: the journal %s/chorus.db fails sqlite's quick_check "
+			                  "(%s): refusing to start on a damaged journal; move chorus.db* "
+			                  "aside (ids stay unique), or set journal_check = off",
+			          cfg->data_dir, found);
+			goto out;
+		}
+	} else {
+		log_info("store", "journal_check = off: the journal was not checked at start");
+	}
+	if (ids_open(&h->ids, cfg->data_dir, err, sizeof(err)) != 0) {
+		log_error("node", "fatal: %s", err);
+		goto out;
+	}
+	if (node_identity(h, err, sizeof(err)) != 0) {
+		log_error("node", "fatal: cannot record the node identity: %s", err);
 		goto out;
 	}
 	if (secret_setup(h, err, sizeof(err)) != 0) {

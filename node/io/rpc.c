@@ -735,9 +735,6 @@ void rpc_send_outbox(struct rpc *r, int committed)
 {
 	struct out *o = r->out_head;
 	r->out_head = r->out_tail = NULL;
-	if (!committed && o)
-		log_limited(LOG_ERROR, "store", "commit-failed", 10000,
-		            "journal commit failed: answering requests with a storage error");
 	while (o) {
 		struct out *next = o->next;
 		struct slot *sl = o->slot;

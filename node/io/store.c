@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -38,10 +39,12 @@
 #include "core/tasks.h"
 #include "io/log.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_DB_NAME "chorus.db"
 #define STORE_TASK_STATES 8
+#define STORE_FREE_BYTES_MIN (256u * 1024u) /* below: a failed open says "full" */
+
 
 /* Every statement, prepared once at open. */
 enum {
@@ -68,6 +71,9 @@ enum {
 	Q_META_GET,
 	Q_META_PUT,
 	Q_COUNT_STATES,
+	Q_IDEM_GET,
+	Q_IDEM_PUT,
+	Q_PURGE_IDEM,
 	Q_COUNT,
 };
 
@@ -133,6 +139,10 @@ static const char *const store_sql[Q_COUNT] = {
 	[Q_META_PUT] = "INSERT INTO meta(key, value) VALUES (?1, ?2) "
 		       "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 	[Q_COUNT_STATES] = "SELECT state, count(*) FROM tasks GROUP BY state",
+	[Q_IDEM_GET] = "SELECT kind, id FROM idem WHERE key = ?1",
+	[Q_IDEM_PUT] = "INSERT INTO idem(key, kind, id, created_ms) VALUES (?1, ?2, ?3, ?4)",
+	[Q_PURGE_IDEM] = "DELETE FROM idem WHERE key IN (SELECT key FROM idem WHERE created_ms < ?1 "
+			 "LIMIT ?2)",
 };
 
 static const char *const store_schema_v1 =
@@ -169,9 +179,23 @@ static const char *const store_schema_v1 =
 	"  deadline_ms INTEGER NOT NULL DEFAULT 0,"
 	"  created_ms INTEGER NOT NULL DEFAULT 0);";
 
+/* Version 2: idempotency keys (a resent submit or map answers with the
+ * first one's id). The key is the primary key: unique by construction. */
+static const char *const store_schema_v2 =
+	"CREATE TABLE idem("
+	"  key BLOB PRIMARY KEY,"
+	"  kind INTEGER NOT NULL,"
+	"  id INTEGER NOT NULL,"
+	"  created_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	"CREATE INDEX idem_by_created ON idem(created_ms);";
+
 struct store {
 	sqlite3 *db;
 	int in_tx; /* between store_begin and store_commit/rollback */
+	int quiet; /* failures logged at debug level: the caller reports them */
+	int64_t changes_at_begin; /* sqlite3_total_changes64 at store_begin */
+	int created;              /* this open created the journal (schema) */
+	char last_err[256];
 	sqlite3_stmt *q[Q_COUNT];
 };
 
@@ -186,8 +210,19 @@ static void q_done(sqlite3_stmt *s)
 /* Logs the connection's last error and returns CH_ERR_STORAGE. */
 static int store_fail(struct store *st, const char *what)
 {
-	log_error("store", "%s: %s", what, sqlite3_errmsg(st->db));
+	snprintf(st->last_err, sizeof(st->last_err), "%s: %s", what, sqlite3_errmsg(st->db));
+	log_msg(st->quiet ? LOG_DEBUG : LOG_ERROR, "store", "%s", st->last_err);
 	return CH_ERR_STORAGE;
+}
+
+void store_set_quiet(struct store *st, int quiet)
+{
+	st->quiet = quiet;
+}
+
+const char *store_last_error(const struct store *st)
+{
+	return st->last_err[0] ? st->last_err : "unknown error";
 }
 
 /* Steps a statement that returns no rows; resets it. */
@@ -291,29 +326,55 @@ static int store_migrate(struct store *st, const char *path, char *err, size_t e
 			 "%s: schema version %d is newer than this chorusd supports (%d); "
 			 "run a newer chorusd",
 			 path, version, STORE_SCHEMA_VERSION);
-		log_error("store", "%s", err);
 		return CH_ERR_STORAGE;
 	}
 	if (version == 0) {
 		if (sqlite3_exec(st->db, store_schema_v1, NULL, NULL, NULL) != SQLITE_OK)
 			goto fail_tx;
-		if (sqlite3_exec(st->db, "PRAGMA user_version = 1", NULL, NULL, NULL) != SQLITE_OK)
-			goto fail_tx;
-		log_info("store", "%s: created schema version %d", path, STORE_SCHEMA_VERSION);
+		st->created = 1;
 	}
-	/* future: if (version == 1) migrate 1 -> 2 here, in this transaction */
+	if (version < 2 && sqlite3_exec(st->db, store_schema_v2, NULL, NULL, NULL) != SQLITE_OK)
+		goto fail_tx;
+	if (version < STORE_SCHEMA_VERSION) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+		if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			goto fail_tx;
+	}
 	if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail_tx;
+	if (version == 0)
+		log_info("store", "%s: created schema version %d", path, STORE_SCHEMA_VERSION);
+	else if (version < STORE_SCHEMA_VERSION)
+		log_info("store", "%s: schema version %d migrated to %d", path, version,
+		         STORE_SCHEMA_VERSION);
 	return 0;
 fail_tx:
 	snprintf(err, err_len, "%s: schema: %s", path, sqlite3_errmsg(st->db));
 	sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-	log_error("store", "%s", err);
+	st->created = 0;
 	return CH_ERR_STORAGE;
 fail:
 	snprintf(err, err_len, "%s: schema: %s", path, sqlite3_errmsg(st->db));
-	log_error("store", "%s", err);
 	return CH_ERR_STORAGE;
+}
+
+/* Says so in err when the file system holding dir has (next to) no room
+ * left: "disk I/O error" alone does not tell an operator what to do. */
+static void disk_full_hint(const char *dir, char *err, size_t err_len)
+{
+	struct statvfs sv;
+	if (statvfs(dir, &sv) != 0)
+		return;
+	uint64_t free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (free_bytes >= STORE_FREE_BYTES_MIN)
+		return;
+	size_t n = strlen(err);
+	if (n < err_len)
+		snprintf(err + n, err_len - n,
+		         " (the file system holding %s is full: %llu bytes free; free space and "
+		         "start again)",
+		         dir, (unsigned long long)free_bytes);
 }
 
 int store_open(struct store **out, const char *dir, int synchronous, char *err, size_t err_len)
@@ -326,7 +387,6 @@ int store_open(struct store **out, const char *dir, int synchronous, char *err, 
 
 	if (make_dirs(dir) != 0 || access(dir, W_OK | X_OK) != 0) {
 		snprintf(err, err_len, "data dir %s: %s", dir, strerror(errno));
-		log_error("store", "%s", err);
 		return CH_ERR_STORAGE;
 	}
 	char path[PATH_MAX];
@@ -370,6 +430,7 @@ int store_open(struct store **out, const char *dir, int synchronous, char *err, 
 
 	rc = store_migrate(st, path, err, err_len);
 	if (rc != 0) {
+		disk_full_hint(dir, err, err_len);
 		store_close(st);
 		return rc;
 	}
@@ -386,9 +447,46 @@ int store_open(struct store **out, const char *dir, int synchronous, char *err, 
 	*out = st;
 	return 0;
 fail:
-	log_error("store", "%s", err);
+	disk_full_hint(dir, err, err_len);
 	store_close(st);
 	return CH_ERR_STORAGE;
+}
+
+int store_created(const struct store *st)
+{
+	return st->created;
+}
+
+int store_quick_check(struct store *st, char *msg, size_t msg_len)
+{
+	sqlite3_stmt *s = NULL;
+	if (msg_len)
+		msg[0] = '\0';
+	if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check(8)", -1, &s, NULL) != SQLITE_OK) {
+		snprintf(msg, msg_len, "%s", sqlite3_errmsg(st->db));
+		return CH_ERR_STORAGE;
+	}
+	int rc, ok = 1;
+	size_t off = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const unsigned char *v = sqlite3_column_text(s, 0);
+		const char *line = v ? (const char *)v : "";
+		if (strcmp(line, "ok") == 0)
+			continue;
+		ok = 0;
+		if (off < msg_len) {
+			int n = snprintf(msg + off, msg_len - off, "%s%s", off ? "; " : "", line);
+			off += n > 0 ? (size_t)n : 0;
+		}
+	}
+	if (rc != SQLITE_DONE) {
+		ok = 0;
+		if (off < msg_len)
+			snprintf(msg + off, msg_len - off, "%s%s", off ? "; " : "",
+			         sqlite3_errmsg(st->db));
+	}
+	sqlite3_finalize(s);
+	return ok ? 0 : CH_ERR_STORAGE;
 }
 
 void store_close(struct store *st)
@@ -412,9 +510,16 @@ int store_begin(struct store *st)
 {
 	assert(!st->in_tx); /* nesting is a bug of the caller */
 	int rc = q_exec(st, Q_BEGIN, "begin");
-	if (rc == 0)
+	if (rc == 0) {
 		st->in_tx = 1;
+		st->changes_at_begin = sqlite3_total_changes64(st->db);
+	}
 	return rc;
+}
+
+int store_tx_wrote(const struct store *st)
+{
+	return sqlite3_total_changes64(st->db) != st->changes_at_begin;
 }
 
 int store_commit(struct store *st)
@@ -771,6 +876,14 @@ int store_purge(struct store *st, uint64_t before_ms, uint32_t max_rows)
 		sqlite3_bind_int64(s, 2, max_rows);
 		rc = q_exec(st, Q_PURGE_BATCHES, "purge batches");
 	}
+	if (rc == 0) {
+		/* keys live as long as results: a repeat within the retention
+		 * time is answered with the first id */
+		sqlite3_stmt *s = st->q[Q_PURGE_IDEM];
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)before_ms);
+		sqlite3_bind_int64(s, 2, max_rows);
+		rc = q_exec(st, Q_PURGE_IDEM, "purge keys");
+	}
 	if (rc != 0) {
 		q_exec(st, Q_PURGE_ROLLBACK_TO, "purge rollback");
 		q_exec(st, Q_PURGE_RELEASE, "purge release");
@@ -848,4 +961,35 @@ int store_count_states(struct store *st, uint64_t counts[8])
 		ret = store_fail(st, "count states");
 	q_done(s);
 	return ret;
+}
+
+/* ---- idempotency keys ---- */
+
+int store_key_get(struct store *st, const void *key, size_t key_len, int *kind, uint64_t *id)
+{
+	sqlite3_stmt *s = st->q[Q_IDEM_GET];
+	sqlite3_bind_blob64(s, 1, key, key_len, SQLITE_STATIC);
+	int rc = sqlite3_step(s), ret = 0;
+	if (rc == SQLITE_ROW) {
+		*kind = sqlite3_column_int(s, 0);
+		*id = (uint64_t)sqlite3_column_int64(s, 1);
+	} else if (rc == SQLITE_DONE) {
+		ret = CH_ERR_NOT_FOUND;
+	} else {
+		ret = store_fail(st, "key get");
+	}
+	q_done(s);
+	return ret;
+}
+
+int store_key_put(struct store *st, const void *key, size_t key_len, int kind, uint64_t id,
+                  uint64_t created_ms)
+{
+	assert(kind == STORE_KEY_TASK || kind == STORE_KEY_BATCH);
+	sqlite3_stmt *s = st->q[Q_IDEM_PUT];
+	sqlite3_bind_blob64(s, 1, key, key_len, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, kind);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)id);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)created_ms);
+	return q_exec(st, Q_IDEM_PUT, "key put");
 }

@@ -11,7 +11,7 @@
  * mode NORMAL survives a process crash (kill -9) but may lose the last
  * commits on power loss; FULL survives power loss. See README.
  *
- * Schema (version 1):
+ * Schema (version 2; version 1 lacks idem, added by migration):
  *   meta(key TEXT PRIMARY KEY, value TEXT)
  *   tasks(id INTEGER PRIMARY KEY, batch_id, batch_index, handler, payload BLOB,
  *         argv TEXT (JSON array), timeout_ms, restart, max_attempts, backoff_ms,
@@ -19,6 +19,8 @@
  *         submitted_ms, started_ms, finished_ms)
  *     index on (state) and (batch_id, batch_index) and (finished_ms)
  *   batches(id INTEGER PRIMARY KEY, total, max_concurrency, deadline_ms, created_ms)
+ *   idem(key BLOB PRIMARY KEY, kind (1 task, 2 batch), id, created_ms)
+ *     index on (created_ms)
  *
  * Statements are prepared once at open. Threading: one thread (the loop).
  */
@@ -37,13 +39,28 @@ enum store_sync { STORE_SYNC_OFF = 0, STORE_SYNC_NORMAL = 1, STORE_SYNC_FULL = 2
 int store_sync_parse(const char *s);
 const char *store_sync_name(int sync);
 
-/* Opens (creating) DIR/chorus.db. 0, or CH_ERR_STORAGE with err set. */
+/* Opens (creating) DIR/chorus.db. 0, or CH_ERR_STORAGE with err set (not
+ * logged: the caller says it once; a full file system is named). */
 int store_open(struct store **out, const char *dir, int synchronous, char *err, size_t err_len);
 void store_close(struct store *st);
+/* 1 when this open created the journal (an empty or missing chorus.db). */
+int store_created(const struct store *st);
+/* sqlite's PRAGMA quick_check: 0 when it says ok, else CH_ERR_STORAGE and
+ * its first findings in msg. O(size of the journal). */
+int store_quick_check(struct store *st, char *msg, size_t msg_len);
+
+/* Quiet: failures are logged at debug level only, because the caller
+ * reports them itself (the loop's commit: once, then reminders). */
+void store_set_quiet(struct store *st, int quiet);
+/* The last failure, "what: sqlite's message" (never NULL). */
+const char *store_last_error(const struct store *st);
 
 int store_begin(struct store *st);   /* BEGIN IMMEDIATE; nesting not allowed */
 int store_commit(struct store *st);  /* COMMIT */
 int store_rollback(struct store *st);
+/* The transaction begun last changed rows (an empty commit proves nothing
+ * about the disk). */
+int store_tx_wrote(const struct store *st);
 
 /* Insert or update the whole row (INSERT OR REPLACE is fine; keep it cheap:
  * update only mutable columns when the row exists: see store.c).
@@ -89,5 +106,17 @@ int store_meta_put(struct store *st, const char *key, const char *val);
 
 /* Counts by state (index = enum task_state, 0..7). */
 int store_count_states(struct store *st, uint64_t counts[8]);
+
+/* Idempotency keys: opaque bytes (at most STORE_KEY_BYTES_MAX) naming the
+ * task or batch a request created. get: 0 with kind and id, or
+ * CH_ERR_NOT_FOUND. put: inside the loop's transaction, so a repeat later
+ * in the same iteration sees it and a failed commit forgets it; a key
+ * already there is a CH_ERR_STORAGE (look it up first). Purged with the
+ * results (store_purge: created before the cut-off). */
+#define STORE_KEY_BYTES_MAX 256
+enum store_key_kind { STORE_KEY_TASK = 1, STORE_KEY_BATCH = 2 };
+int store_key_get(struct store *st, const void *key, size_t key_len, int *kind, uint64_t *id);
+int store_key_put(struct store *st, const void *key, size_t key_len, int kind, uint64_t id,
+                  uint64_t created_ms);
 
 #endif

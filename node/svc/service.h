@@ -52,6 +52,7 @@
 
 struct host;
 struct store;
+struct ids;
 struct config;
 struct dispatch;
 struct rpc;
@@ -92,6 +93,9 @@ int host_register(struct host *h, const struct service_ops *ops, void *svc);
 /* ---- what the host offers its services ---- */
 const struct config *host_config(const struct host *h);
 struct store *host_store(struct host *h);
+/* The id high-water marks kept outside the journal (io/ids.h): reserve
+ * ids there before handing them out. */
+struct ids *host_ids(struct host *h);
 struct dispatch *host_dispatch(struct host *h);
 struct rpc *host_rpc(struct host *h);
 const uint8_t *host_node_id(const struct host *h);   /* 16 bytes */

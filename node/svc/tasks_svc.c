@@ -27,12 +27,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "chorus.h"
 #include "codec/codec.h"
 #include "config.h"
 #include "core/tasks.h"
 #include "io/dispatch.h"
+#include "io/ids.h"
 #include "io/log.h"
 #include "io/rpc.h"
 #include "io/store.h"
@@ -123,6 +125,9 @@ struct tasks_svc {
 	uint64_t drain_deadline_ms;
 	struct placement_port *placement;
 	struct task_sink_port sink;
+	int commit_failed;        /* the last commit failed */
+	int journaled_submit;     /* a client's task was admitted in this iteration */
+	int crash_after_commit;   /* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only) */
 };
 
 /* ---- small helpers ---- */
@@ -559,6 +564,66 @@ static void placed_add(struct tasks_svc *s, const uint8_t origin[16], uint64_t t
 
 /* ---- request handlers ---- */
 
+/* A request's idempotency key, looked up before anything is admitted.
+ * Returns 1 when the key is known (*id set), 0 when it is new, -1 when c
+ * was answered with an error (a key too long or naming the other kind, or
+ * the journal could not be read). */
+static int key_find(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryData *key,
+                    int kind, uint64_t *id)
+{
+	if (key->len == 0)
+		return 0;
+	if (key->len > STORE_KEY_BYTES_MAX) {
+		rpc_reply_error(c, CH_ERR_INVALID, "idempotency key of %zu bytes: at most %u",
+		                key->len, STORE_KEY_BYTES_MAX);
+		return -1;
+	}
+	int found_kind = 0;
+	int rc = store_key_get(s->store, key->data, key->len, &found_kind, id);
+	if (rc == CH_ERR_NOT_FOUND)
+		return 0;
+	if (rc != 0) {
+		rpc_reply_error(c, CH_ERR_STORAGE, "could not read the journal");
+		return -1;
+	}
+	if (found_kind != kind) {
+		rpc_reply_error(c, CH_ERR_INVALID, "idempotency key already names a %s",
+		                found_kind == STORE_KEY_TASK ? "task" : "fan-out");
+		return -1;
+	}
+	return 1;
+}
+
+/* Records the key of what was just admitted, in the iteration's
+ * transaction: a repeat later in this iteration finds it, a failed commit
+ * forgets it with the task. */
+static int key_record(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryData *key,
+                      int kind, uint64_t id)
+{
+	if (key->len == 0)
+		return 0;
+	if (store_key_put(s->store, key->data, key->len, kind, id, host_now(s->host)->wall_ms) == 0)
+		return 0;
+	rpc_reply_error(c, CH_ERR_STORAGE, "the node could not journal the request");
+	return -1;
+}
+
+/* Leases the ids the next admission hands out (io/ids.h) before it runs.
+ * Answers c with CH_ERR_STORAGE and returns -1 when the mark cannot be
+ * written (a full disk). */
+static int ids_lease(struct tasks_svc *s, struct rpc_call *c, uint32_t tasks, uint32_t batches)
+{
+	uint64_t next_task, next_batch;
+	tasks_next_ids(s->tasks, &next_task, &next_batch);
+	char err[300];
+	if (ids_reserve(host_ids(s->host), next_task + tasks, next_batch + batches, err,
+	                sizeof(err)) == 0)
+		return 0;
+	log_limited(LOG_ERROR, "tasks", "ids-lease", 10000, "cannot lease task ids: %s", err);
+	rpc_reply_error(c, CH_ERR_STORAGE, "the node could not journal the request");
+	return -1;
+}
+
 static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
 {
 	struct tasks_svc *s = svc;
@@ -609,6 +674,28 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 			return;
 		}
 	}
+	const ProtobufCBinaryData no_key = {0, NULL};
+	const ProtobufCBinaryData *key = m->origin.len ? &no_key : &m->idempotency_key;
+	uint64_t first = 0;
+	int known = key_find(s, c, key, STORE_KEY_TASK, &first);
+	if (known < 0)
+		return;
+	if (known) {
+		/* a repeat (a resend under a new session, a retry after a node
+		 * restart, the application's own key): the first one's answer */
+		log_debug("tasks", "submit with a known key: task %" PRIu64, first);
+		const struct task *ft = tasks_get(s->tasks, first);
+		if (m->wait_ms && ft && !task_state_is_final(ft->state) && !host_closing(s->host)) {
+			park(s, c, WAIT_TASK, first, m->wait_ms, 1, 0, 0);
+		} else if (m->wait_ms) {
+			answer_task(s, c, first, 1);
+		} else {
+			Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
+			sr.task_id = first;
+			rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
+		}
+		return;
+	}
 	struct task *t = codec_task_from_spec(m->task->handler, m->task->payload.data,
 	                                      m->task->payload.len, m->task->opts,
 	                                      handler_pool(s, m->task->handler));
@@ -627,9 +714,21 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	}
 	uint64_t id = 0;
 	int ephemeral = t->ephemeral;
+	if (ids_lease(s, c, 1, 0) != 0) {
+		task_free(t);
+		return;
+	}
 	rc = tasks_submit(s->tasks, t, host_now(s->host), &id);
 	if (rc == 0 && ephemeral)
 		placed_add(s, m->origin.data, m->origin_task, m->origin_attempt, id);
+	if (rc == 0 && key_record(s, c, key, STORE_KEY_TASK, id) != 0) {
+		int gone = tasks_withdraw(s->tasks, id);
+		assert(gone == 0);
+		(void)gone;
+		return;
+	}
+	if (rc == 0 && !ephemeral)
+		s->journaled_submit = 1;
 	if (rc) {
 		task_free(t);
 		log_limited(LOG_WARN, "tasks", "queue-full", 10000, "queue full (%u tasks): submit refused",
@@ -669,6 +768,24 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 		return;
 	}
 	uint32_t n = (uint32_t)m->n_payloads;
+	uint64_t first = 0;
+	int known = key_find(s, c, &m->idempotency_key, STORE_KEY_BATCH, &first);
+	if (known < 0)
+		return;
+	if (known) {
+		struct batch fb;
+		const struct batch *held = tasks_get_batch(s->tasks, first);
+		if (held)
+			fb = *held;
+		else if (store_batch_get(s->store, first, &fb) != 0)
+			fb.total = 0;
+		log_debug("tasks", "fan-out with a known key: batch %" PRIu64, first);
+		Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
+		mr.batch_id = first;
+		mr.count = fb.total;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
+		return;
+	}
 	struct task **tv = calloc(n, sizeof(*tv));
 	if (!tv) {
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
@@ -687,6 +804,12 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 		}
 	}
 	uint64_t batch_id = 0;
+	if (ids_lease(s, c, n, 1) != 0) {
+		for (uint32_t i = 0; i < n; i++)
+			task_free(tv[i]);
+		free(tv);
+		return;
+	}
 	rc = tasks_submit_batch(s->tasks, tv, n, m->max_concurrency, m->deadline_ms,
 	                        host_now(s->host), &batch_id);
 	if (rc) {
@@ -700,6 +823,12 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 		return;
 	}
 	free(tv);
+	if (key_record(s, c, &m->idempotency_key, STORE_KEY_BATCH, batch_id) != 0) {
+		int gone = tasks_withdraw_batch(s->tasks, batch_id);
+		assert(gone == 0);
+		(void)gone;
+		return;
+	}
 	Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
 	mr.batch_id = batch_id;
 	mr.count = n;
@@ -1139,7 +1268,14 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		.final = fx_final,
 		.batch_progress = fx_batch_progress,
 	};
-	s->tasks = tasks_create(&lim, &fx, max_task + 1, max_batch + 1);
+	/* ids go on above every id ever handed out, the journal's or the
+	 * leased marks kept beside it (io/ids.h): never reused, even when
+	 * the journal lost its last transactions or was replaced */
+	uint64_t mark_task, mark_batch;
+	ids_marks(host_ids(h), &mark_task, &mark_batch);
+	uint64_t first_task = max_task + 1 > mark_task ? max_task + 1 : mark_task;
+	uint64_t first_batch = max_batch + 1 > mark_batch ? max_batch + 1 : mark_batch;
+	s->tasks = tasks_create(&lim, &fx, first_task, first_batch);
 	if (!s->tasks) {
 		snprintf(err, err_len, "out of memory");
 		return -1;
@@ -1174,8 +1310,10 @@ static uint64_t svc_next_deadline(void *svc)
 	uint64_t core = tasks_next_deadline(s->tasks); /* monotonic */
 	if (core < next)
 		next = core;
-	if (s->ended.n || s->progressed.n)
-		next = 0; /* waiters to wake after the next commit */
+	/* waiters to wake, or dispatches to journal, after the next commit;
+	 * not while commits fail (the loop retries at its idle period) */
+	if (!s->commit_failed && (s->ended.n || s->progressed.n || tasks_has_dirty(s->tasks)))
+		next = 0;
 	return next;
 }
 
@@ -1207,10 +1345,8 @@ static void svc_tick(void *svc, const struct now *now)
 	struct tasks_svc *s = svc;
 	workers_tick(s->workers, workers_now_ms());
 	tasks_tick(s->tasks, now);
-	tasks_pump(s->tasks, now);
-	/* a dispatch's "started" events, queued by the supervisor: delivered
-	 * now, outside the core call that raised them */
-	workers_deliver(s->workers);
+	/* no dispatch here: nothing starts before it is journaled, so tasks
+	 * are handed to workers in after_commit, right after the commit */
 }
 
 static int put_task_cb(void *arg, const struct task *t)
@@ -1229,26 +1365,77 @@ static int svc_flush(void *svc, struct store *st)
 	return tasks_flush(s->tasks, put_task_cb, put_batch_cb, st);
 }
 
+/* A task admitted in an iteration whose commit failed: its submitter is
+ * answered CH_ERR_STORAGE, a submit --wait parked on it included. */
+static void withdrawn(void *arg, const struct task *t)
+{
+	struct tasks_svc *s = arg;
+	struct waiter *w = idmap_get(&s->task_waiters, t->id);
+	while (w) {
+		struct waiter *n = w->id_next;
+		rpc_reply_error(w->call, CH_ERR_STORAGE, "the node could not journal the request");
+		waiter_free(s, w);
+		w = n;
+	}
+	struct placed_rec *pr = idmap_get(&s->placed_by_task, t->id);
+	if (pr)
+		placed_drop(s, pr);
+}
+
 static void svc_after_commit(void *svc, int committed, const struct now *now)
 {
 	struct tasks_svc *s = svc;
-	if (!committed)
-		return; /* the changes stay dirty and are written next time */
+	if (!committed) {
+		/* Tasks and batches admitted in this iteration were answered
+		 * CH_ERR_STORAGE: they leave no trace. Changes of tasks already
+		 * journaled stay dirty and are written next time. */
+		uint64_t n = tasks_abort_new(s->tasks, withdrawn, s);
+		if (n)
+			log_debug("tasks", "commit failed: %" PRIu64 " new task(s) withdrawn", n);
+		s->journaled_submit = 0;
+		s->commit_failed = 1;
+		return;
+	}
+	s->commit_failed = 0;
 	tasks_flush_done(s->tasks);
+	if (s->crash_after_commit && s->journaled_submit) {
+		/* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only, see README): die
+		 * between journaling a submit and answering it */
+		log_warn("tasks", "CHORUS_TEST_CRASH_AFTER_COMMIT: exiting after the commit that "
+		                  "journaled a submit, before answering it");
+		_exit(86);
+	}
+	s->journaled_submit = 0;
+	/* waiters first: a task that ends inside the dispatch below (no
+	 * worker can take it) is told after the next commit, not this one */
 	serve_waiters(s);
 	tasks_release_final(s->tasks);
+	/* what this commit made durable starts now, in the same iteration */
+	tasks_pump(s->tasks, now);
+	/* a dispatch's "started" events, queued by the supervisor: delivered
+	 * now, outside the core call that raised them */
+	workers_deliver(s->workers);
 	placed_expire(s, now->mono_ms);
 	if (now->mono_ms >= s->next_purge_ms && !host_draining(s->host)) {
 		s->next_purge_ms = now->mono_ms + PURGE_INTERVAL_MS;
+		/* quiet: on a full disk the loop's commit reports the condition */
+		store_set_quiet(s->store, 1);
 		if (store_begin(s->store) == 0) {
 			uint64_t before = now->wall_ms > s->cfg->result_ttl_ms
 			                      ? now->wall_ms - s->cfg->result_ttl_ms
 			                      : 0;
 			int del = store_purge(s->store, before, PURGE_ROWS_MAX);
-			(void)store_commit(s->store);
-			if (del > 0)
+			int rc = del < 0 ? del : store_commit(s->store);
+			if (rc != 0) {
+				(void)store_rollback(s->store);
+				log_limited(LOG_WARN, "store", "purge-failed", 60000,
+				            "purging expired results failed (%s): tried again later",
+				            store_last_error(s->store));
+			} else if (del > 0) {
 				log_debug("store", "purged %d expired results", del);
+			}
 		}
+		store_set_quiet(s->store, 0);
 	}
 }
 
@@ -1367,6 +1554,8 @@ int tasks_svc_register(struct host *h)
 	if (!s)
 		return -1;
 	s->host = h;
+	const char *crash = getenv("CHORUS_TEST_CRASH_AFTER_COMMIT");
+	s->crash_after_commit = crash && strcmp(crash, "1") == 0;
 	idmap_init(&s->task_waiters);
 	idmap_init(&s->batch_waiters);
 	idmap_init(&s->placed_by_key);

@@ -129,6 +129,7 @@ int main(int argc, char **argv)
 	F.slots = RUNNING_TASKS + BACKOFF_TASKS;
 	for (uint32_t i = 0; i < RUNNING_TASKS + BACKOFF_TASKS; i++)
 		submit(ts, mk(FAR_MS + i, TASK_RESTART_TRANSIENT), &now);
+	tasks_flush_done(ts); /* committed (nothing is written here): may run */
 	tasks_pump(ts, T_NOW(&now));
 	for (uint32_t i = 0; i < BACKOFF_TASKS; i++)
 		tasks_on_worker_lost(ts, take_running(), 1, "crash", T_NOW(&now));
@@ -144,6 +145,7 @@ int main(int argc, char **argv)
 	}
 	for (uint32_t i = 0; i < QUEUED_TASKS; i++)
 		submit(ts, mk(FAR_MS, TASK_RESTART_TEMPORARY), &now);
+	tasks_flush_done(ts);
 	tasks_pump(ts, T_NOW(&now));
 	struct tasks_counters c;
 	tasks_counters(ts, &c);

@@ -160,6 +160,7 @@ class Node:
         self.pgids = []     # process groups we started (chorusd and its workers)
         self.starts = 0
         self.exit_expected = False  # set by stop() and kill9(): its end is on purpose
+        self.env = None     # extra environment variables for the next start
 
     # ---- process control ----
 
@@ -173,8 +174,10 @@ class Node:
         log.flush()
         try:
             # a session of its own, so that cleanup can reap orphaned workers
+            env = dict(os.environ, **self.env) if self.env else None
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=env)
         finally:
             log.close()
         self.pgids.append(self.proc.pid)

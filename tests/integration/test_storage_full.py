@@ -7,15 +7,18 @@ journal must be answered with CH_ERR_STORAGE (clusterctl: "storage error",
 exit 7) instead of a task id; the node keeps serving (status answers), and
 once the filler is removed submits succeed again.
 
-Not checked on purpose: whether the refused task still runs later (a known
-bug, left to a later issue).
+Nothing starts before it is journaled (issue #10, part 1): a refused task
+never runs (exec of /usr/bin/touch FILE: the file is never created), the
+node's counters agree with the journal, and the log holds one line for the
+condition, bounded reminders, and one line when it clears.
 """
 
 import os
 import subprocess
+import time
 import unittest
 
-from harness import EXIT_OK, NodeTestCase, run_cmd, task_state
+from harness import EXIT_OK, NodeTestCase, run_cmd, task_list, task_state, wait_until
 
 TMPFS_BYTES = 4 * 1024 * 1024
 PAYLOAD_BYTES = 256 * 1024  # more than any free page the journal could reuse
@@ -51,22 +54,30 @@ class TestStorageFull(NodeTestCase):
             except OSError:
                 pass
 
-    def test_full_disk_answers_submits_with_a_storage_error_and_recovers(self):
+    def node_on_tmpfs(self, *args):
         mnt = self.mount_tmpfs()
-        node = self.new_node(start=False)
+        node = self.new_node(*args, start=False)
         node.data_dir = os.path.join(mnt, "data")
         node.secret = os.path.join(self.workdir, "secret")
         node.args += ["--secret", node.secret]
         rc, _, err = node.ctl("keygen", node.secret, json=False)
         self.assertEqual(rc, EXIT_OK, err)
         node.start()
+        return mnt, node
+
+    def big_payload(self):
+        payload = os.path.join(self.workdir, "payload")
+        with open(payload, "wb") as f:
+            f.write(b"p" * PAYLOAD_BYTES)
+        return payload
+
+    def test_full_disk_answers_submits_with_a_storage_error_and_recovers(self):
+        mnt, node = self.node_on_tmpfs()
         self.assertEqual(node.submit("echo", "--wait", payload="before")["output"], "before")
 
         filler = os.path.join(mnt, "filler")
         self.fill(filler)
-        payload = os.path.join(self.workdir, "payload")
-        with open(payload, "wb") as f:
-            f.write(b"p" * PAYLOAD_BYTES)
+        payload = self.big_payload()
         rc, out, err = node.ctl("submit", "echo", "-f", payload, json=False)
         self.assertEqual(rc, EXIT_OTHER, (out, err))
         self.assertIn("storage error", err)
@@ -84,6 +95,56 @@ class TestStorageFull(NodeTestCase):
         self.assertEqual(rc, EXIT_OK, (r, err))
         self.assertEqual(task_state(r), "succeeded")
         self.assertEqual(len(r["output"]), PAYLOAD_BYTES)
+
+    def test_a_refused_task_never_runs_and_counters_agree_with_the_journal(self):
+        mnt, node = self.node_on_tmpfs("--exec-allow", "/usr/bin/touch")
+        self.assertEqual(node.submit("echo", "--wait", payload="before")["output"], "before")
+        marks = [os.path.join(self.workdir, "ran-%d" % i) for i in range(3)]
+        filler = os.path.join(mnt, "filler")
+        self.fill(filler)
+        payload = self.big_payload()
+        for mark in marks:
+            rc, out, err = node.ctl("submit", "exec", "-f", payload, "--", "/usr/bin/touch",
+                                    mark, json=False)
+            self.assertEqual(rc, EXIT_OTHER, (out, err))
+            self.assertIn("storage error", err)
+        # the same with --wait: refused at once, not parked on a task that
+        # does not exist
+        rc, out, err = node.ctl("submit", "exec", "-f", payload, "--wait", "--",
+                                "/usr/bin/touch", marks[0], json=False)
+        self.assertEqual(rc, EXIT_OTHER, (out, err))
+        self.assertIn("storage error", err)
+        time.sleep(1.0)  # on purpose: time for a wrongly started task to run
+        for mark in marks:
+            self.assertFalse(os.path.exists(mark), "a refused task ran: %s exists" % mark)
+        st = node.status()
+        self.assertEqual(st["submitted"], 1, st)
+        self.assertEqual(st["queued"] + st["running"], 0, st)
+
+        os.remove(filler)
+        r = node.submit("echo", "--wait", payload="after")
+        self.assertEqual(r["output"], "after")
+        rc, out, err = node.ctl("tasks", "--limit", 100)
+        self.assertEqual(rc, EXIT_OK, err)
+        journal = task_list(out)
+        self.assertEqual(len(journal), 2, journal)
+        self.assertEqual([t["handler"] for t in journal], ["echo", "echo"])
+        st = node.status()
+        self.assertEqual(st["submitted"], len(journal), st)
+        self.assertEqual(st["succeeded"], len(journal), st)
+        for mark in marks:
+            self.assertFalse(os.path.exists(mark), "a refused task ran: %s exists" % mark)
+
+        # the log: the condition once, no reminder within the reminder
+        # period (30 s), one line when it cleared
+        lines = node.log_lines_since_last_start()
+        failed = [l for l in lines if "journal commit failed" in l]
+        self.assertEqual(len(failed), 1, "\n".join(lines))
+        errors = [l for l in lines if " ERROR " in l]
+        self.assertLessEqual(len(errors), 2, "\n".join(errors))
+        cleared = [l for l in lines if "failure cleared" in l]
+        self.assertEqual(len(cleared), 1, "\n".join(lines))
+        self.assertLess(lines.index(failed[0]), lines.index(cleared[0]))
 
 
 if __name__ == "__main__":

@@ -533,7 +533,7 @@ static void newer_schema_version_is_refused(void **state)
 	snprintf(path, sizeof(path), "%s/chorus.db", f->dir);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 2", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 
 	char err[256] = "";
@@ -541,8 +541,108 @@ static void newer_schema_version_is_refused(void **state)
 	assert_int_equal(store_open(&st, f->dir, STORE_SYNC_NORMAL, err, sizeof(err)),
 			 CH_ERR_STORAGE);
 	assert_null(st);
-	assert_non_null(strstr(err, "schema version 2 is newer"));
+	assert_non_null(strstr(err, "schema version 99 is newer"));
 	assert_non_null(strstr(err, path));
+}
+
+static void keys_name_one_task_or_batch_are_transactional_and_purged(void **state)
+{
+	struct fixture *f = *state;
+	assert_true(store_created(f->st));
+	const uint8_t k1[] = {1, 2, 3}, k2[] = {1, 2, 4};
+	int kind = 0;
+	uint64_t id = 0;
+	assert_int_equal(store_key_get(f->st, k1, sizeof(k1), &kind, &id), CH_ERR_NOT_FOUND);
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_key_put(f->st, k1, sizeof(k1), STORE_KEY_TASK, 7, 1000), 0);
+	/* seen inside the same transaction */
+	assert_int_equal(store_key_get(f->st, k1, sizeof(k1), &kind, &id), 0);
+	assert_int_equal(kind, STORE_KEY_TASK);
+	assert_int_equal(id, 7);
+	assert_int_equal(store_rollback(f->st), 0);
+	/* a rolled back key is gone */
+	assert_int_equal(store_key_get(f->st, k1, sizeof(k1), &kind, &id), CH_ERR_NOT_FOUND);
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_key_put(f->st, k1, sizeof(k1), STORE_KEY_TASK, 7, 1000), 0);
+	assert_int_equal(store_key_put(f->st, k2, sizeof(k2), STORE_KEY_BATCH, 3, 5000), 0);
+	assert_int_equal(store_commit(f->st), 0);
+	/* unique: a second put of the same key fails */
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_key_put(f->st, k1, sizeof(k1), STORE_KEY_TASK, 8, 1000),
+	                 CH_ERR_STORAGE);
+	assert_int_equal(store_rollback(f->st), 0);
+	assert_int_equal(store_key_get(f->st, k2, sizeof(k2), &kind, &id), 0);
+	assert_int_equal(kind, STORE_KEY_BATCH);
+	assert_int_equal(id, 3);
+	/* purged with the results: older than the cut-off only */
+	assert_true(store_purge(f->st, 2000, 100) >= 0);
+	assert_int_equal(store_key_get(f->st, k1, sizeof(k1), &kind, &id), CH_ERR_NOT_FOUND);
+	assert_int_equal(store_key_get(f->st, k2, sizeof(k2), &kind, &id), 0);
+}
+
+static void version_1_journal_is_migrated_and_not_new(void **state)
+{
+	struct fixture *f = *state;
+	store_close(f->st);
+	f->st = NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/chorus.db", f->dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DROP TABLE idem; PRAGMA user_version = 1", NULL, NULL,
+	                              NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	char err[256] = "";
+	assert_int_equal(store_open(&f->st, f->dir, STORE_SYNC_NORMAL, err, sizeof(err)), 0);
+	assert_false(store_created(f->st));
+	const uint8_t k[] = {9};
+	int kind;
+	uint64_t id;
+	assert_int_equal(store_key_get(f->st, k, sizeof(k), &kind, &id), CH_ERR_NOT_FOUND);
+	char found[128];
+	assert_int_equal(store_quick_check(f->st, found, sizeof(found)), 0);
+}
+
+static void quick_check_reports_a_damaged_journal(void **state)
+{
+	struct fixture *f = *state;
+	store_close(f->st);
+	f->st = NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/chorus.db", f->dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	/* enough rows for several pages, then checkpoint into the db file */
+	assert_int_equal(sqlite3_exec(db,
+	                              "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+	                              "FROM n WHERE i < 2000) INSERT INTO meta SELECT 'k' || i, "
+	                              "hex(randomblob(64)) FROM n; "
+	                              "PRAGMA wal_checkpoint(TRUNCATE);",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	FILE *fp = fopen(path, "r+b");
+	assert_non_null(fp);
+	/* the b-tree page headers of pages 3..10 (page size 4096) */
+	uint8_t junk[64];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 131 + 7);
+	for (long page = 2; page < 10; page++) {
+		assert_int_equal(fseek(fp, 4096 * page, SEEK_SET), 0);
+		assert_int_equal(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+	}
+	fclose(fp);
+	char err[256] = "";
+	int rc = store_open(&f->st, f->dir, STORE_SYNC_NORMAL, err, sizeof(err));
+	if (rc == 0) {
+		char found[256] = "";
+		assert_int_equal(store_quick_check(f->st, found, sizeof(found)), CH_ERR_STORAGE);
+		assert_true(found[0] != '\0');
+	} else {
+		assert_int_equal(rc, CH_ERR_STORAGE); /* damaged beyond opening: also said */
+		assert_true(err[0] != '\0');
+	}
 }
 
 static void unusable_data_dir_is_a_storage_error_with_reason(void **state)
@@ -617,6 +717,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(unusable_data_dir_is_a_storage_error_with_reason, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(missing_data_dir_is_created_private, setup, teardown),
+		cmocka_unit_test_setup_teardown(keys_name_one_task_or_batch_are_transactional_and_purged,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(version_1_journal_is_migrated_and_not_new, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(quick_check_reports_a_damaged_journal, setup, teardown),
 		cmocka_unit_test(sync_names_parse_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -244,6 +244,15 @@ static int flush(struct tasks *ts)
 
 /* ---- helpers ---- */
 
+/* What the shell does after every commit: the new tasks are durable (a
+ * successful flush), then whatever may run is dispatched. Tasks admitted
+ * since the last commit are never dispatched (see the durability tests). */
+static void pump(struct tasks *ts, const struct now *now)
+{
+	assert_int_equal(flush(ts), 0);
+	tasks_pump(ts, now);
+}
+
 static struct tasks_limits default_limits(void)
 {
 	struct tasks_limits lim = {
@@ -355,7 +364,7 @@ static void pump_dispatches_in_fifo_order_per_pool(void **state)
 	assert_int_equal(tasks_pool_queued(ts, 0), 3);
 	assert_int_equal(tasks_pool_queued(ts, 1), 1);
 
-	tasks_pump(ts, AT(10));
+	pump(ts, AT(10));
 	assert_int_equal(F.dispatch_count, 4);
 	/* FIFO within pool 0, pool 1 in its own order */
 	uint64_t p0[3];
@@ -388,7 +397,7 @@ static void refused_dispatch_keeps_task_at_head(void **state)
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(F.dispatch_log[0], a);
 	assert_true(F.refused_count >= 1);
@@ -399,16 +408,16 @@ static void refused_dispatch_keeps_task_at_head(void **state)
 	assert_int_equal(tb->started_ms, 0);
 	assert_int_equal(tasks_pool_queued(ts, 0), 2);
 
-	tasks_pump(ts, AT(2)); /* still no room: nothing moves */
+	pump(ts, AT(2)); /* still no room: nothing moves */
 	assert_int_equal(F.dispatch_count, 1);
 
 	worker_result(ts, a, 1, "x", 0, NULL, 3);
-	tasks_pump(ts, AT(3));
+	pump(ts, AT(3));
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(F.dispatch_log[1], b); /* b kept its place at the head */
 	assert_int_equal(tasks_get(ts, b)->attempts, 1);
 	worker_result(ts, b, 1, "x", 0, NULL, 4);
-	tasks_pump(ts, AT(4));
+	pump(ts, AT(4));
 	assert_int_equal(F.dispatch_log[2], c);
 	tasks_destroy(ts);
 }
@@ -421,7 +430,7 @@ static void pools_are_independent(void **state)
 	uint64_t b = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
 	uint64_t d = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	/* pool 0 full does not hold back pool 1 */
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(F.dispatch_log[0], b);
@@ -432,7 +441,7 @@ static void pools_are_independent(void **state)
 	assert_int_equal(tasks_pool_queued(ts, 1), 1);
 
 	F.cap[0] = 1; /* room in pool 0 only */
-	tasks_pump(ts, AT(2));
+	pump(ts, AT(2));
 	assert_int_equal(F.dispatch_count, 3);
 	assert_int_equal(F.dispatch_log[2], a);
 	assert_int_equal(state_of(ts, d), TASK_QUEUED);
@@ -445,11 +454,11 @@ static void draining_stops_dispatch(void **state)
 	struct tasks *ts = new_default(4, 4);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	tasks_set_draining(ts, 1);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 0);
 	assert_int_equal(state_of(ts, a), TASK_QUEUED);
 	tasks_set_draining(ts, 0);
-	tasks_pump(ts, AT(2));
+	pump(ts, AT(2));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -461,7 +470,7 @@ static void ok_result_succeeds_with_output_exit_code_and_node(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, AT(10));
+	pump(ts, AT(10));
 	char *out = strdup("hello");
 	assert_non_null(out);
 	slot_free(a);
@@ -501,11 +510,11 @@ static void handler_failure_fails_and_is_never_retried_even_if_transient(void **
 	struct task *t0 = mk_task(0, TASK_RESTART_TRANSIENT, 0, 5, 10);
 	uint64_t a = submit(ts, t0, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	worker_result(ts, a, 0, "partial", 3, "boom", 2);
 	worker_result(ts, b, 0, NULL, 1, NULL, 2);
 	tasks_tick(ts, AT(100000));
-	tasks_pump(ts, AT(100000));
+	pump(ts, AT(100000));
 
 	const struct task *t = tasks_get(ts, a);
 	assert_int_equal(t->state, TASK_FAILED);
@@ -532,7 +541,7 @@ static void lost_worker_fails_temporary_task_with_reason(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	worker_lost(ts, a, 1, "worker died: SIGSEGV", 50);
 	const struct task *t = tasks_get(ts, a);
 	assert_int_equal(t->state, TASK_FAILED);
@@ -543,7 +552,7 @@ static void lost_worker_fails_temporary_task_with_reason(void **state)
 	assert_int_equal(c.failed, 1);
 	assert_int_equal(c.retried, 0);
 	tasks_tick(ts, AT(100000));
-	tasks_pump(ts, AT(100000));
+	pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -557,7 +566,7 @@ static void lost_transient_task_retries_with_capped_exponential_backoff(void **s
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 5, 100), 0);
 	const uint64_t want_delay[] = {100, 200, 400, 500}; /* 100 * 2^(n-1), capped */
 	uint64_t now = 1000;
-	tasks_pump(ts, AT(now));
+	pump(ts, AT(now));
 	for (uint32_t attempt = 1; attempt <= 4; attempt++) {
 		assert_int_equal(tasks_get(ts, a)->attempts, attempt);
 		assert_int_equal(F.dispatch_count, attempt);
@@ -572,11 +581,11 @@ static void lost_transient_task_retries_with_capped_exponential_backoff(void **s
 
 		/* not before the backoff is over */
 		tasks_tick(ts, AT(now + want_delay[attempt - 1] - 1));
-		tasks_pump(ts, AT(now + want_delay[attempt - 1] - 1));
+		pump(ts, AT(now + want_delay[attempt - 1] - 1));
 		assert_int_equal(F.dispatch_count, attempt);
 		now += want_delay[attempt - 1];
 		tasks_tick(ts, AT(now));
-		tasks_pump(ts, AT(now));
+		pump(ts, AT(now));
 		assert_int_equal(F.dispatch_count, attempt + 1);
 		assert_int_equal(state_of(ts, a), TASK_RUNNING);
 	}
@@ -604,13 +613,13 @@ static void backoff_doubles_without_a_cap(void **state)
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 4, 100), 0);
 	uint64_t now = 0;
 	const uint64_t want_delay[] = {100, 200, 400};
-	tasks_pump(ts, AT(now));
+	pump(ts, AT(now));
 	for (int i = 0; i < 3; i++) {
 		worker_lost(ts, a, 1, "crash", now);
 		assert_int_equal(tasks_next_deadline(ts), now + want_delay[i]);
 		now += want_delay[i];
 		tasks_tick(ts, AT(now));
-		tasks_pump(ts, AT(now));
+		pump(ts, AT(now));
 		assert_int_equal(state_of(ts, a), TASK_RUNNING);
 	}
 	tasks_destroy(ts);
@@ -638,7 +647,7 @@ static void lost_while_queued_behind_is_requeued_at_head_without_charge(void **s
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 2); /* a and b in the worker, c queued */
 
 	/* the worker dies: a was running, b only waited behind it */
@@ -653,7 +662,7 @@ static void lost_while_queued_behind_is_requeued_at_head_without_charge(void **s
 	assert_int_equal(counters(ts).retried, 0);
 	assert_int_equal(tasks_pool_queued(ts, 0), 2);
 
-	tasks_pump(ts, AT(6));
+	pump(ts, AT(6));
 	assert_int_equal(F.dispatch_count, 4);
 	assert_int_equal(F.dispatch_log[2], b); /* back at the head, before c */
 	assert_int_equal(F.dispatch_log[3], c);
@@ -668,7 +677,7 @@ static void timeout_kills_once_then_temporary_task_times_out(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 1000, 0, 0), 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	assert_int_equal(tasks_next_deadline(ts), 1000);
 	tasks_tick(ts, AT(999));
 	assert_int_equal(F.kill_count, 0);
@@ -697,14 +706,14 @@ static void timeout_of_transient_task_is_retried(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 1000, 2, 50), 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	tasks_tick(ts, AT(1000));
 	assert_int_equal(F.kill_count, 1);
 	worker_lost(ts, a, 1, "killed", 1001);
 	assert_int_equal(state_of(ts, a), TASK_QUEUED);
 	assert_int_equal(counters(ts).retried, 1);
 	tasks_tick(ts, AT(1051));
-	tasks_pump(ts, AT(1051));
+	pump(ts, AT(1051));
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(tasks_next_deadline(ts), 2051); /* a fresh deadline */
 	/* second (last) attempt times out too: now it is final */
@@ -721,7 +730,7 @@ static void started_resets_the_deadline(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 1000, 0, 0), 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	tasks_on_started(ts, a, AT(800)); /* it waited 800 ms behind another job */
 	assert_int_equal(tasks_get(ts, a)->started_ms, 800);
 	assert_int_equal(tasks_next_deadline(ts), 1800);
@@ -742,7 +751,7 @@ static void default_timeout_applies_when_task_gives_none(void **state)
 	lim.default_timeout_ms = 300;
 	struct tasks *ts = new_table(&lim, 1, 1);
 	submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(10));
+	pump(ts, AT(10));
 	assert_int_equal(tasks_next_deadline(ts), 310);
 	tasks_destroy(ts);
 }
@@ -762,7 +771,7 @@ static void cancel_queued_task_is_cancelled_at_once(void **state)
 	assert_int_equal(F.kill_count, 0);
 	assert_int_equal(tasks_pool_queued(ts, 0), 0);
 	F.cap[0] = 5;
-	tasks_pump(ts, AT(8));
+	pump(ts, AT(8));
 	assert_int_equal(F.dispatch_count, 0);
 	assert_int_equal(counters(ts).cancelled, 1);
 	tasks_destroy(ts);
@@ -773,7 +782,7 @@ static void cancel_in_backoff_is_cancelled_at_once(void **state)
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	worker_lost(ts, a, 1, "crash", 1);
 	assert_int_equal(counters(ts).backoff, 1);
 	assert_int_equal(tasks_cancel(ts, a, AT(2)), 0);
@@ -781,7 +790,7 @@ static void cancel_in_backoff_is_cancelled_at_once(void **state)
 	assert_int_equal(counters(ts).backoff, 0);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
 	tasks_tick(ts, AT(100000));
-	tasks_pump(ts, AT(100000));
+	pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -791,7 +800,7 @@ static void cancel_running_task_kills_then_cancels_when_worker_is_lost(void **st
 	(void)state;
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TRANSIENT, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	assert_int_equal(tasks_cancel(ts, a, AT(10)), 0);
 	assert_int_equal(F.kill_count, 1);
 	assert_int_equal(F.kill_log[0], a);
@@ -808,7 +817,7 @@ static void cancel_running_task_kills_then_cancels_when_worker_is_lost(void **st
 	assert_int_equal(c.cancelled, 1);
 	assert_int_equal(c.retried, 0);
 	tasks_tick(ts, AT(100000));
-	tasks_pump(ts, AT(100000));
+	pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 1);
 	tasks_destroy(ts);
 }
@@ -819,7 +828,7 @@ static void cancel_of_unknown_or_final_task_is_not_found(void **state)
 	struct tasks *ts = new_default(1, 1);
 	assert_int_equal(tasks_cancel(ts, 12345, AT(0)), ERR_NOT_FOUND);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	assert_int_equal(tasks_cancel(ts, a, AT(2)), ERR_NOT_FOUND); /* final, still held */
 	assert_int_equal(flush(ts), 0);
@@ -839,7 +848,7 @@ static void cancel_beats_timeout(void **state)
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 100, 3, 10), 0);
 	/* cancel first, then the deadline passes */
 	uint64_t b = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 100, 3, 10), 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	tasks_tick(ts, AT(50));
 	assert_int_equal(tasks_cancel(ts, b, AT(50)), 0);
 	assert_int_equal(F.kill_count, 1);
@@ -865,7 +874,7 @@ static void result_after_kill_still_counts(void **state)
 	/* the worker finished just as the kill went out: the answer wins */
 	struct tasks *ts = new_default(1, 1);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	assert_int_equal(tasks_cancel(ts, a, AT(1)), 0);
 	worker_result(ts, a, 1, "done", 0, NULL, 2);
 	assert_int_equal(state_of(ts, a), TASK_SUCCEEDED);
@@ -887,7 +896,7 @@ static void batch_never_exceeds_max_concurrency(void **state)
 	assert_int_equal(b->total, 10);
 	assert_int_equal(b->done, 0);
 	assert_int_equal(counters(ts).queued, 10);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 3); /* the fake checked <= 3 on each */
 	assert_int_equal(b->in_flight, 3);
 	/* ids in input order */
@@ -906,7 +915,7 @@ static void batch_never_exceeds_max_concurrency(void **state)
 		assert_int_equal(b->done, done);
 		assert_int_equal(F.last_progress_batch, bid);
 		assert_int_equal(F.last_progress_done, done);
-		tasks_pump(ts, AT(now));
+		pump(ts, AT(now));
 		now++;
 		assert_true(b->in_flight <= 3);
 		assert_int_equal(F.dispatch_count, done + 3 < 10 ? done + 3 : 10);
@@ -927,7 +936,7 @@ static void batch_without_limit_is_bounded_by_pool_only(void **state)
 	(void)state;
 	struct tasks *ts = new_default(4, 0);
 	uint64_t bid = submit_batch(ts, 6, 0, TASK_RESTART_TEMPORARY, 0, 0, 0);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	assert_int_equal(F.dispatch_count, 4);
 	assert_int_equal(tasks_pool_queued(ts, 0), 2);
 	assert_non_null(tasks_get_batch(ts, bid));
@@ -942,7 +951,7 @@ static void batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_one
 	const struct batch *b = tasks_get_batch(ts, bid);
 	assert_int_equal(b->deadline_ms, 1000);
 	assert_int_equal(tasks_next_deadline(ts), 1000);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	/* pool has 2 slots, batch allows 3: two running, one queued in the pool,
 	 * three pending behind the batch limit */
 	assert_int_equal(F.dispatch_count, 2);
@@ -951,7 +960,7 @@ static void batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_one
 	worker_lost(ts, r2, 1, "crash", 500);
 	assert_int_equal(state_of(ts, r2), TASK_QUEUED);
 	assert_int_equal(counters(ts).backoff, 1);
-	tasks_pump(ts, AT(500));
+	pump(ts, AT(500));
 	uint64_t r3 = F.dispatch_log[2];
 	assert_int_equal(F.dispatch_count, 3);
 
@@ -979,7 +988,7 @@ static void batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_one
 	assert_int_equal(c.timed_out, 6);
 	assert_int_equal(c.retried, 1); /* only r2's crash before the deadline */
 	tasks_tick(ts, AT(100000));
-	tasks_pump(ts, AT(100000));
+	pump(ts, AT(100000));
 	assert_int_equal(F.dispatch_count, 3);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX);
 	tasks_destroy(ts);
@@ -992,10 +1001,10 @@ static void cancel_batch_cancels_every_unfinished_task(void **state)
 	uint64_t bid = submit_batch(ts, 5, 0, TASK_RESTART_TRANSIENT, 2, 0, 0);
 	uint64_t other = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t first = other - 5; /* the batch's ids come first */
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	assert_int_equal(F.dispatch_count, 3);
 	worker_result(ts, first, 1, "ok", 0, NULL, 1);
-	tasks_pump(ts, AT(1));
+	pump(ts, AT(1));
 	/* 1 done, 2 running, 2 pending */
 	const struct batch *b = tasks_get_batch(ts, bid);
 	assert_int_equal(b->done, 1);
@@ -1043,7 +1052,7 @@ static void full_queue_refuses_submit_and_batch_until_tasks_are_released(void **
 	assert_int_equal(counters(ts).held, 3);
 
 	/* one finishes, is persisted and released: there is room for one */
-	tasks_pump(ts, AT(2));
+	pump(ts, AT(2));
 	worker_result(ts, a, 1, "ok", 0, NULL, 3);
 	assert_int_equal(flush(ts), 0);
 	tasks_release_final(ts);
@@ -1079,7 +1088,7 @@ static void thousands_of_tasks_are_found_and_run_in_order(void **state)
 		assert_int_equal(tasks_get(ts, i)->submitted_ms, i - 1);
 	uint64_t now = N;
 	while (counters(ts).held) {
-		tasks_pump(ts, AT(now));
+		pump(ts, AT(now));
 		for (uint64_t id2 = 1; id2 <= N; id2++)
 			if (F.rec[id2].in_slot)
 				worker_result(ts, id2, 1, NULL, 0, NULL, now);
@@ -1119,13 +1128,18 @@ static void flush_hands_out_each_changed_task_once_in_change_order(void **state)
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(1)); /* changes a, b, c again */
-	assert_int_equal(flush(ts), 0);
+	assert_int_equal(flush(ts), 0); /* admitted: a, b, c */
 	assert_int_equal(F.put_count, 3);
 	assert_int_equal(F.put_log[0], a);
 	assert_int_equal(F.put_log[1], b);
 	assert_int_equal(F.put_log[2], c);
 	assert_int_equal(F.put_batch_count, 0);
+	tasks_pump(ts, AT(1)); /* changes them again, in dispatch order: pool 0, then 1 */
+	assert_int_equal(flush(ts), 0);
+	assert_int_equal(F.put_count, 3);
+	assert_int_equal(F.put_log[0], a);
+	assert_int_equal(F.put_log[1], c);
+	assert_int_equal(F.put_log[2], b);
 
 	/* nothing changed: nothing to write */
 	assert_int_equal(flush(ts), 0);
@@ -1157,7 +1171,7 @@ static void failing_put_stops_the_flush_and_marks_nothing_clean(void **state)
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	worker_result(ts, b, 1, "ok", 0, NULL, 1);
 	F.put_fail_at = 2;
@@ -1205,15 +1219,163 @@ static void flush_without_commit_keeps_changes_dirty(void **state)
 	(void)state;
 	struct tasks *ts = new_default(10, 10);
 	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	/* written, but flush_done never called (the commit failed) */
+	F.rec[a].put_count = 0;
 	assert_int_equal(tasks_flush(ts, put_task, put_batch, NULL), 0);
 	tasks_release_final(ts);
 	assert_non_null(tasks_get(ts, a));
 	assert_int_equal(flush(ts), 0);
 	tasks_release_final(ts);
 	assert_null(tasks_get(ts, a));
+	tasks_destroy(ts);
+}
+
+/* ---- nothing starts before it is journaled (issue #10, part 1) ---- */
+
+static void new_task_is_dispatched_only_after_its_commit(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(4, 4);
+	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
+	uint64_t bid = submit_batch(ts, 2, 0, TASK_RESTART_TEMPORARY, 0, 0, 0);
+	tasks_pump(ts, AT(1));
+	assert_int_equal(F.dispatch_count, 0);
+	assert_int_equal(state_of(ts, a), TASK_QUEUED);
+	assert_int_equal(tasks_get_batch(ts, bid)->in_flight, 0);
+	assert_true(tasks_has_dirty(ts));
+	assert_int_equal(flush(ts), 0);
+	assert_false(tasks_has_dirty(ts));
+	tasks_pump(ts, AT(2));
+	assert_int_equal(F.dispatch_count, 3);
+	assert_int_equal(F.dispatch_log[0], a);
+	assert_true(tasks_has_dirty(ts)); /* running: written next time */
+	tasks_destroy(ts);
+}
+
+static void a_queue_stops_at_a_task_not_yet_journaled(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(0, 0);
+	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
+	assert_int_equal(flush(ts), 0);
+	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 1);
+	F.cap[0] = 4;
+	tasks_pump(ts, AT(2));
+	assert_int_equal(F.dispatch_count, 1);
+	assert_int_equal(F.dispatch_log[0], a);
+	assert_int_equal(state_of(ts, b), TASK_QUEUED);
+	assert_int_equal(flush(ts), 0);
+	tasks_pump(ts, AT(3));
+	assert_int_equal(F.dispatch_count, 2);
+	assert_int_equal(F.dispatch_log[1], b);
+	tasks_destroy(ts);
+}
+
+static uint64_t g_gone[16];
+static size_t g_gone_count;
+
+static void on_gone(void *arg, const struct task *t)
+{
+	(void)arg;
+	CHECK(g_gone_count < 16);
+	g_gone[g_gone_count++] = t->id;
+}
+
+static void failed_commit_withdraws_new_tasks_and_keeps_changes_of_old_ones(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(4, 4);
+	g_gone_count = 0;
+	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
+	pump(ts, AT(0));
+	assert_int_equal(flush(ts), 0);
+	assert_int_equal(state_of(ts, a), TASK_RUNNING);
+
+	/* the iteration whose commit fails: a new task, a new batch, a new
+	 * task cancelled at once, and a result of the old task */
+	uint64_t b = submit_simple(ts, 1, TASK_RESTART_TEMPORARY, 5);
+	uint64_t bid = submit_batch(ts, 2, 0, TASK_RESTART_TRANSIENT, 1, 1000, 5);
+	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 5);
+	assert_int_equal(tasks_cancel(ts, c, AT(5)), 0);
+	worker_result(ts, a, 1, "ok", 0, NULL, 5);
+	struct tasks_counters before = counters(ts);
+	assert_int_equal(before.submitted, 5);
+	assert_int_equal(before.cancelled, 1);
+	assert_int_equal(before.succeeded, 1);
+	F.put_fail_at = 2;
+	assert_int_equal(flush(ts), ERR_STORAGE);
+	F.put_fail_at = 0;
+	assert_int_equal(tasks_abort_new(ts, on_gone, NULL), 4);
+	assert_int_equal(g_gone_count, 4);
+	assert_null(tasks_get(ts, b));
+	assert_null(tasks_get(ts, c));
+	assert_null(tasks_get_batch(ts, bid));
+	struct tasks_counters after = counters(ts);
+	assert_int_equal(after.submitted, 1);
+	assert_int_equal(after.cancelled, 0);
+	assert_int_equal(after.succeeded, 1);
+	assert_int_equal(after.held, 1);
+	assert_int_equal(after.queued, 0);
+	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX); /* the batch's is gone */
+	/* the old task's result is still to be written, and only it */
+	assert_true(tasks_has_dirty(ts));
+	assert_int_equal(flush(ts), 0);
+	assert_int_equal(F.put_count, 1);
+	assert_int_equal(F.put_log[0], a);
+	assert_int_equal(F.put_batch_count, 0);
+	tasks_release_final(ts);
+	assert_null(tasks_get(ts, a));
+	/* nothing withdrawn ever runs; ids are not handed out again */
+	tasks_pump(ts, AT(6));
+	assert_int_equal(F.dispatch_count, 1);
+	uint64_t d = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 7);
+	assert_true(d > c);
+	tasks_destroy(ts);
+}
+
+static void withdraw_takes_back_one_new_task_or_batch_only(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(4, 4);
+	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
+	assert_int_equal(flush(ts), 0);
+	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 1);
+	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 1);
+	uint64_t bid = submit_batch(ts, 3, 0, TASK_RESTART_TEMPORARY, 0, 0, 1);
+	assert_int_equal(tasks_withdraw(ts, a), ERR_NOT_FOUND); /* durable */
+	assert_int_equal(tasks_withdraw(ts, b), 0);
+	assert_int_equal(tasks_withdraw(ts, b), ERR_NOT_FOUND);
+	assert_int_equal(tasks_withdraw_batch(ts, bid), 0);
+	assert_null(tasks_get(ts, b));
+	assert_null(tasks_get_batch(ts, bid));
+	assert_int_equal(counters(ts).submitted, 2);
+	assert_int_equal(flush(ts), 0);
+	assert_int_equal(F.put_count, 1);
+	assert_int_equal(F.put_log[0], c);
+	assert_int_equal(F.put_batch_count, 0);
+	tasks_pump(ts, AT(2));
+	assert_int_equal(F.dispatch_count, 2);
+	assert_int_equal(F.dispatch_log[0], a);
+	assert_int_equal(F.dispatch_log[1], c);
+	tasks_destroy(ts);
+}
+
+static void next_ids_say_what_the_next_submit_hands_out(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(4, 4);
+	uint64_t t0, b0;
+	tasks_next_ids(ts, &t0, &b0);
+	uint64_t a = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
+	assert_int_equal(a, t0);
+	uint64_t bid = submit_batch(ts, 2, 0, TASK_RESTART_TEMPORARY, 0, 0, 0);
+	assert_int_equal(bid, b0);
+	uint64_t t1, b1;
+	tasks_next_ids(ts, &t1, &b1);
+	assert_int_equal(t1, a + 3);
+	assert_int_equal(b1, bid + 1);
 	tasks_destroy(ts);
 }
 
@@ -1225,7 +1387,7 @@ static void release_final_frees_only_clean_final_tasks(void **state)
 	uint64_t b = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t c = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
 	uint64_t d = submit_simple(ts, 0, TASK_RESTART_TEMPORARY, 0);
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	worker_result(ts, a, 1, "ok", 0, NULL, 1);
 	assert_int_equal(flush(ts), 0);
 	worker_result(ts, b, 1, "ok", 0, NULL, 2); /* final but not yet persisted */
@@ -1263,7 +1425,7 @@ static void recovered_queued_task_runs(void **state)
 	    tasks_recover(ts, mk_journal_task(5, TASK_QUEUED, TASK_RESTART_TEMPORARY, 0, 1), AT(100)), 0);
 	assert_int_equal(state_of(ts, 5), TASK_QUEUED);
 	assert_int_equal(F.final_count, 0);
-	tasks_pump(ts, AT(100));
+	pump(ts, AT(100));
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(F.dispatch_log[0], 5);
 	worker_result(ts, 5, 1, "ok", 0, NULL, 101);
@@ -1284,7 +1446,7 @@ static void recovered_running_temporary_task_ends_lost(void **state)
 	assert_int_equal(t->finished_ms, 100);
 	assert_int_equal(F.final_count, 1);
 	assert_int_equal(counters(ts).lost, 1);
-	tasks_pump(ts, AT(100));
+	tasks_pump(ts, AT(100)); /* recovered: durable already */
 	assert_int_equal(F.dispatch_count, 0);
 	/* the lost state must be journaled */
 	assert_int_equal(flush(ts), 0);
@@ -1305,7 +1467,7 @@ static void recovered_running_transient_task_is_retried(void **state)
 	assert_int_equal(counters(ts).retried, 1);
 	assert_int_equal(tasks_next_deadline(ts), 1100); /* backoff 100 * 2^0 */
 	tasks_tick(ts, AT(1100));
-	tasks_pump(ts, AT(1100));
+	pump(ts, AT(1100));
 	assert_int_equal(F.dispatch_count, 1);
 	assert_int_equal(tasks_get(ts, 3)->attempts, 2); /* the interrupted run counted */
 	/* an exhausted one ends lost */
@@ -1328,11 +1490,11 @@ static void recovered_batch_task_keeps_its_batch_limit(void **state)
 		t->batch_index = (uint32_t)(id - 10);
 		assert_int_equal(tasks_recover(ts, t, AT(50)), 0);
 	}
-	tasks_pump(ts, AT(50));
+	pump(ts, AT(50));
 	assert_int_equal(F.dispatch_count, 1);
 	worker_result(ts, 10, 1, "ok", 0, NULL, 51);
 	assert_int_equal(tasks_get_batch(ts, 4)->done, 1);
-	tasks_pump(ts, AT(51));
+	pump(ts, AT(51));
 	assert_int_equal(F.dispatch_count, 2);
 	assert_int_equal(F.dispatch_log[1], 11);
 	tasks_destroy(ts);
@@ -1378,7 +1540,7 @@ static void next_deadline_is_the_earliest_of_timeouts_backoffs_and_batch_deadlin
 	uint64_t a = submit(ts, mk_task(0, TASK_RESTART_TEMPORARY, 5000, 0, 0), 0);
 	uint64_t b = submit(ts, mk_task(0, TASK_RESTART_TRANSIENT, 0, 3, 300), 0);
 	assert_int_equal(tasks_next_deadline(ts), UINT64_MAX); /* nothing running yet */
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	assert_int_equal(tasks_next_deadline(ts), 5000);
 	worker_lost(ts, b, 1, "crash", 10);
 	assert_int_equal(tasks_next_deadline(ts), 310); /* backoff */
@@ -1387,7 +1549,7 @@ static void next_deadline_is_the_earliest_of_timeouts_backoffs_and_batch_deadlin
 	tasks_tick(ts, AT(220));
 	assert_int_equal(tasks_next_deadline(ts), 310);
 	tasks_tick(ts, AT(310));
-	tasks_pump(ts, AT(310));
+	pump(ts, AT(310));
 	assert_int_equal(tasks_next_deadline(ts), 5000);
 	tasks_tick(ts, AT(5000));
 	assert_int_equal(F.kill_count, 1);
@@ -1416,7 +1578,7 @@ static struct tasks *three_timers(uint64_t *a, uint64_t *b, uint64_t *bid, uint6
 	                              AT2(1000, wall0), &id), 0);
 	rec_of(id)->submitted = 1;
 	*b = id;
-	tasks_pump(ts, AT2(1000, wall0));
+	pump(ts, AT2(1000, wall0));
 	slot_free(*b);
 	tasks_on_worker_lost(ts, *b, 1, "crash", AT2(1010, wall0 + 10));
 	struct task *tv[1] = {mk_task(1, TASK_RESTART_TEMPORARY, 0, 0, 0)}; /* pool 1: no room */
@@ -1443,9 +1605,9 @@ static void wall_clock_steps_fire_no_timeout_backoff_or_batch_deadline(void **st
 	/* the wall clock jumps hours ahead, then hours back; mono stays */
 	size_t finals = F.final_count;
 	tasks_tick(ts, AT2(1300, wall0 + 5 * HOUR_MS));
-	tasks_pump(ts, AT2(1300, wall0 + 5 * HOUR_MS));
+	pump(ts, AT2(1300, wall0 + 5 * HOUR_MS));
 	tasks_tick(ts, AT2(1300, wall0 - 5 * HOUR_MS));
-	tasks_pump(ts, AT2(1300, wall0 - 5 * HOUR_MS));
+	pump(ts, AT2(1300, wall0 - 5 * HOUR_MS));
 	tasks_tick(ts, AT2(1300, 0));
 	assert_int_equal(F.kill_count, 0);
 	assert_int_equal(F.final_count, finals);
@@ -1455,7 +1617,7 @@ static void wall_clock_steps_fire_no_timeout_backoff_or_batch_deadline(void **st
 
 	/* mono moves: each fires at its own time, whatever the wall says */
 	tasks_tick(ts, AT2(1310, wall0 - HOUR_MS));
-	tasks_pump(ts, AT2(1310, wall0 - HOUR_MS));
+	pump(ts, AT2(1310, wall0 - HOUR_MS));
 	assert_int_equal(F.dispatch_count, 3); /* b again */
 	assert_int_equal(tasks_get(ts, b)->started_ms, wall0 - HOUR_MS);
 	assert_int_equal(tasks_next_deadline(ts), 3020); /* the batch's */
@@ -1533,7 +1695,7 @@ static void timers_fire_in_deadline_order_after_cancels_and_retries(void **state
 		ids[i] = submit(ts, mk_task(0, restart, timeout, 3, 1 + (uint32_t)(seed >> 40) % 50),
 		                0);
 	}
-	tasks_pump(ts, AT(0));
+	pump(ts, AT(0));
 	/* every third crashes (transient ones retry after a backoff), every
 	 * fifth is cancelled, and the clock moves in uneven steps */
 	for (int i = 0; i < N; i += 3)
@@ -1545,7 +1707,7 @@ static void timers_fire_in_deadline_order_after_cancels_and_retries(void **state
 		}
 	for (uint64_t now = 20; now <= 80; now += 7) {
 		tasks_tick(ts, AT(now));
-		tasks_pump(ts, AT(now)); /* retries run again with new deadlines */
+		pump(ts, AT(now)); /* retries run again with new deadlines */
 	}
 	/* cancel kills so far do not count below */
 	size_t first_timeout_kill = F.kill_count;
@@ -1629,6 +1791,7 @@ static void more_than_100k_batches_over_time_and_600_at_once(void **state)
 	uint64_t bids[LIVE], tids[LIVE];
 	for (uint32_t i = 0; i < LIVE; i++)
 		bids[i] = lite_batch(ts, i % 2 ? 1000 : 0, 0, &tids[i]);
+	lite_commit(ts);
 	tasks_pump(ts, AT(0));
 	for (uint32_t i = 0; i < LIVE; i++) {
 		const struct batch *b = tasks_get_batch(ts, bids[i]);
@@ -1656,6 +1819,7 @@ static void more_than_100k_batches_over_time_and_600_at_once(void **state)
 			(void)lite_batch(ts, i % 2 ? 50 : 500, now, &round_tids[i]);
 			created++;
 		}
+		lite_commit(ts);
 		tasks_pump(ts, AT(now));
 		for (uint32_t i = 0; i < 1000; i += 2)
 			tasks_on_result(ts, round_tids[i], 1, NULL, 0, 0, NULL, "n", AT(now + 10));
@@ -1857,9 +2021,9 @@ static void model_check_deadlines(const struct model *m)
 	}
 }
 
-static void model_flush(struct model *m)
+static void model_flush_sometimes_failing(struct model *m, int may_fail)
 {
-	int fail = rng_below(5) == 0;
+	int fail = may_fail && rng_below(5) == 0;
 	F.put_fail_at = fail ? 1 + (long)rng_below(4) : 0;
 	F.put_count = 0;
 	F.put_batch_count = 0;
@@ -1895,6 +2059,11 @@ static void model_flush(struct model *m)
 			CHECK(t != NULL); /* dirty or not final: kept */
 		}
 	}
+}
+
+static void model_flush(struct model *m)
+{
+	model_flush_sometimes_failing(m, 1);
 }
 
 static void model_step(struct model *m)
@@ -2058,6 +2227,7 @@ static void model_run(uint64_t seed, int ops)
 		}
 		m->now_ms += 1000;
 		tasks_tick(m->ts, AT(m->now_ms));
+		model_flush_sometimes_failing(m, 0); /* new tasks are durable */
 		tasks_pump(m->ts, AT(m->now_ms));
 		model_check(m);
 		if (m->submitted == model_finals() && pick_slot(m) == 0)
@@ -2156,6 +2326,11 @@ int main(void)
 		cmocka_unit_test(failing_put_stops_the_flush_and_marks_nothing_clean),
 		cmocka_unit_test(failing_put_batch_stops_the_flush),
 		cmocka_unit_test(flush_without_commit_keeps_changes_dirty),
+		cmocka_unit_test(new_task_is_dispatched_only_after_its_commit),
+		cmocka_unit_test(a_queue_stops_at_a_task_not_yet_journaled),
+		cmocka_unit_test(failed_commit_withdraws_new_tasks_and_keeps_changes_of_old_ones),
+		cmocka_unit_test(withdraw_takes_back_one_new_task_or_batch_only),
+		cmocka_unit_test(next_ids_say_what_the_next_submit_hands_out),
 		cmocka_unit_test(release_final_frees_only_clean_final_tasks),
 		cmocka_unit_test(recovered_queued_task_runs),
 		cmocka_unit_test(recovered_running_temporary_task_ends_lost),
