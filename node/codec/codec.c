@@ -69,7 +69,8 @@ void codec_result_fill(Chorus__TaskResult *r, const struct task *t)
 {
 	chorus__task_result__init(r);
 	r->task_id = t->id;
-	r->state = codec_state_to_wire(t->state);
+	/* handed back by a paused member: its coordinator reads "not started" */
+	r->state = t->handed_back ? CHORUS__TASK_STATE__TASK_QUEUED : codec_state_to_wire(t->state);
 	r->output.data = t->output;
 	r->output.len = t->output_len;
 	r->exit_code = t->exit_code;

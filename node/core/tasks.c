@@ -907,6 +907,61 @@ void tasks_on_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *
 	CORE_LEAVE(ts);
 }
 
+static void request_kill(struct tasks *ts, struct task *t, int reason);
+
+int tasks_on_late_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *output,
+                         size_t output_len, int32_t exit_code, const char *error, const char *node,
+                         const struct now *now)
+{
+	CORE_ENTER(ts);
+	struct task *t = task_find(ts, task_id);
+	if (!t || task_state_is_final(t->state) || t->list == LIST_NONE || t->list == LIST_FINAL) {
+		CORE_LEAVE(ts);
+		return 0;
+	}
+	/* The attempt given up for lost did finish: its answer is the task's
+	 * (reported once). A copy already running elsewhere is withdrawn. */
+	if (t->list == LIST_RUNNING && !t->kill_requested)
+		request_kill(ts, t, TASK_CANCELLED);
+	free(t->output);
+	t->output = NULL;
+	t->output_len = 0;
+	if (output && output_len) {
+		int fail = 0;
+		t->output = dup_bytes(output, output_len, &fail);
+		if (!fail)
+			t->output_len = output_len;
+	}
+	t->exit_code = exit_code;
+	free(t->node);
+	t->node = node ? strdup(node) : NULL;
+	if (ok) {
+		set_error(t, NULL);
+		finish(ts, t, TASK_SUCCEEDED, NULL, now);
+	} else {
+		finish(ts, t, TASK_FAILED, error && *error ? error : "handler failed", now);
+	}
+	CORE_LEAVE(ts);
+	return 1;
+}
+
+int tasks_on_handed_back(struct tasks *ts, uint64_t task_id, const struct now *now)
+{
+	CORE_ENTER(ts);
+	struct task *t = task_find(ts, task_id);
+	if (!t || !t->ephemeral || t->list != LIST_RUNNING) {
+		CORE_LEAVE(ts);
+		return 0;
+	}
+	/* never started here: its coordinator places it elsewhere, no attempt
+	 * charged (the wire shows it queued) */
+	t->handed_back = 1;
+	t->kill_requested = 0;
+	finish(ts, t, TASK_CANCELLED, "handed back: not started here", now);
+	CORE_LEAVE(ts);
+	return 1;
+}
+
 static void worker_lost(struct tasks *ts, struct task *t, int was_running, const char *why,
                         const struct now *now)
 {

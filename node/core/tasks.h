@@ -104,6 +104,7 @@ struct task {
 	 * behind another). Left 0 for a task placed elsewhere: its timeout
 	 * runs from the dispatch. */
 	uint8_t timeout_at_start;
+	uint8_t handed_back;   /* ephemeral, never started here: shown queued to its coordinator */
 	uint8_t origin[16];    /* coordinator's node id */
 	uint64_t origin_task;  /* coordinator's task id */
 	struct task_opts opts;
@@ -298,6 +299,21 @@ int tasks_cancel(struct tasks *ts, uint64_t task_id, const struct now *now);
 /* Cancels every unfinished task of a batch; returns how many. Touches only
  * the batch's own tasks. */
 uint32_t tasks_cancel_batch(struct tasks *ts, uint64_t batch_id, const struct now *now);
+
+/* The outcome of an earlier attempt of task_id that was given up for lost
+ * (its member was declared dead) arrived after all. If the task is not final,
+ * that outcome is its result: a retry still queued is dropped, a copy
+ * running is killed (kill effect) and its later outcome ignored. Returns 1
+ * when taken, 0 when the task is already final or unknown. */
+int tasks_on_late_result(struct tasks *ts, uint64_t task_id, int ok, const uint8_t *output,
+                         size_t output_len, int32_t exit_code, const char *error, const char *node,
+                         const struct now *now);
+
+/* An ephemeral task dispatched to a local worker that never started it (the
+ * node was paused: the worker handed it back). It ends here, cancelled and
+ * marked handed_back, which its coordinator sees as "not started": placed
+ * elsewhere without an attempt charged. Returns 1 when taken. */
+int tasks_on_handed_back(struct tasks *ts, uint64_t task_id, const struct now *now);
 
 /* Frees final tasks that have been persisted (the caller committed). */
 void tasks_release_final(struct tasks *ts);

@@ -47,6 +47,11 @@
 #define RUN_EXTRA_MS 10000u
 #define LINK_IDLE_MS 60000u
 #define REFUSED_BACKOFF_MS 1000u
+/* Attempts given up when their member was declared dead are remembered this
+ * long (and at most GHOSTS_MAX of them): if the member was only paused or
+ * cut off, its answer may still come, and it is the task's result. */
+#define GHOST_TTL_MS (10u * 60u * 1000u)
+#define GHOSTS_MAX 65536
 
 struct link {
 	char addr[SWIM_ADDR_BYTES_MAX];
@@ -64,6 +69,15 @@ struct placed {
 	uint32_t link;
 	uint8_t member[SWIM_ID_BYTES];
 	char member_name[SWIM_NAME_BYTES_MAX];
+};
+
+/* An attempt given up for lost whose answer may still come. */
+struct ghost {
+	uint64_t task_id;
+	uint32_t attempt;
+	char member_name[SWIM_NAME_BYTES_MAX];
+	uint64_t born_ms;
+	struct ghost *next;   /* oldest first */
 };
 
 struct completion {
@@ -100,6 +114,8 @@ struct cluster {
 	uint32_t link_count;
 
 	struct idmap placed;   /* task id -> struct placed */
+	struct idmap ghosts;   /* task id -> struct ghost */
+	struct ghost *ghost_head, *ghost_tail;
 
 	pthread_mutex_t mu; /* completions, from nng threads */
 	struct completion *done_head, *done_tail;
@@ -498,6 +514,42 @@ static void placed_remove(struct cluster *c, struct placed *p)
 	free(p);
 }
 
+static void ghost_drop_head(struct cluster *c)
+{
+	struct ghost *g = c->ghost_head;
+	c->ghost_head = g->next;
+	if (!c->ghost_head)
+		c->ghost_tail = NULL;
+	if (g->task_id && idmap_get(&c->ghosts, g->task_id) == g)
+		(void)idmap_del(&c->ghosts, g->task_id);
+	free(g);
+}
+
+static void ghost_add(struct cluster *c, const struct placed *p, uint64_t now_ms)
+{
+	if (c->ghosts.count >= GHOSTS_MAX && c->ghost_head)
+		ghost_drop_head(c);
+	struct ghost *g = calloc(1, sizeof(*g));
+	if (!g)
+		return; /* its late answer will be dropped, as it was before */
+	g->task_id = p->task_id;
+	g->attempt = p->attempt;
+	snprintf(g->member_name, sizeof(g->member_name), "%s", p->member_name);
+	g->born_ms = now_ms;
+	struct ghost *old = idmap_get(&c->ghosts, g->task_id);
+	if (old)
+		old->task_id = 0; /* superseded: dropped from the list in time */
+	if (idmap_put(&c->ghosts, g->task_id, g) != 0) {
+		free(g);
+		return;
+	}
+	if (c->ghost_tail)
+		c->ghost_tail->next = g;
+	else
+		c->ghost_head = g;
+	c->ghost_tail = g;
+}
+
 /* Tasks placed on members that died (or left, or were forgotten). */
 static void fail_dead_members(struct cluster *c, const struct task_sink_port *sink,
                               const struct now *now)
@@ -521,6 +573,7 @@ static void fail_dead_members(struct cluster *c, const struct task_sink_port *si
 				snprintf(why, sizeof(why), "node %s died while running it",
 				         p->member_name);
 				uint64_t id = p->task_id;
+				ghost_add(c, p, now->mono_ms);
 				placed_remove(c, p);
 				if (sink)
 					sink->member_lost(sink->ctx, id, why, now);
@@ -545,10 +598,25 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 	while (d) {
 		struct completion *next = d->next;
 		struct placed *p = placed_get(c, d->task_id);
+		struct ghost *g = p ? NULL : idmap_get(&c->ghosts, d->task_id);
 		if (p && p->attempt == d->attempt) {
 			struct placed copy = *p;
 			placed_remove(c, p);
 			complete(c, sink, &copy, d, now);
+		} else if (g && g->task_id && g->attempt == d->attempt && d->code == 0 && d->reply &&
+		           d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
+		           d->reply->submit_resp && sink && sink->late_outcome) {
+			/* the member was paused or cut off, not dead: its answer */
+			struct remote_outcome o = {
+				.task_id = d->task_id,
+				.code = 0,
+				.err = "",
+				.result = d->reply->submit_resp->result,
+				.member_name = g->member_name,
+			};
+			g->task_id = 0; /* answered: dropped from the list in time */
+			(void)idmap_del(&c->ghosts, d->task_id);
+			sink->late_outcome(sink->ctx, &o, now);
 		}
 		if (d->reply)
 			chorus__envelope__free_unpacked(d->reply, NULL);
@@ -556,6 +624,9 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 		d = next;
 	}
 	fail_dead_members(c, sink, now);
+	while (c->ghost_head && (!c->ghost_head->task_id ||
+	                         c->ghost_head->born_ms + GHOST_TTL_MS < now_ms))
+		ghost_drop_head(c);
 
 	/* load (and so capacity) gossiped at most once a period, on change */
 	if (now_ms >= c->next_meta_ms && load != c->last_load) {
@@ -671,6 +742,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	}
 	pthread_mutex_init(&c->mu, NULL);
 	idmap_init(&c->placed);
+	idmap_init(&c->ghosts);
 	memcpy(c->node_id, cfg->node_id, SWIM_ID_BYTES);
 	c->kr = seal_keyring_ref(cfg->keyring);
 	snprintf(c->name, sizeof(c->name), "%s", cfg->name);
@@ -757,6 +829,9 @@ void cluster_stop(struct cluster *c)
 	for (struct placed *p; (p = idmap_iter_next(&c->placed, &it, NULL));)
 		free(p);
 	idmap_free(&c->placed);
+	while (c->ghost_head)
+		ghost_drop_head(c);
+	idmap_free(&c->ghosts);
 	swim_destroy(c->swim);
 	for (uint32_t i = 0; i < c->tag_count; i++)
 		free(c->tags[i]);

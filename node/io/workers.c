@@ -52,9 +52,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -123,6 +125,8 @@ struct workers {
 	int stopping;
 	struct started_ev *started_q; /* ring; capacity = number of workers */
 	uint32_t started_head, started_count, started_cap;
+	struct handlers_beat *beat;   /* shared with the workers (mmap) */
+	uint64_t last_beat_ms;
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -167,7 +171,7 @@ static __attribute__((noreturn)) void worker_child(const struct workers *w, int 
 		for (int i = 4; i < max; i++)
 			close(i);
 	}
-	handlers_worker_main(w->reg, fd);
+	handlers_worker_main(w->reg, fd, w->beat);
 	_exit(HANDLERS_EXIT_EOF); /* not reached: the worker main never returns */
 }
 
@@ -323,6 +327,8 @@ static void workers_free_memory(struct workers *w)
 		free(pl->restart_ms);
 	}
 	free(w->started_q);
+	if (w->beat)
+		munmap(w->beat, sizeof(*w->beat));
 	free(w);
 }
 
@@ -387,6 +393,15 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 	}
 	w->cfg = *cfg;
 	w->reg = reg;
+	/* shared with every worker forked below */
+	void *page = mmap(NULL, sizeof(struct handlers_beat), PROT_READ | PROT_WRITE,
+	                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED) {
+		set_err(err, err_len, "workers: cannot map the heartbeat page");
+		free(w);
+		return -1;
+	}
+	w->beat = page;
 	if (ev != NULL)
 		w->ev = *ev;
 	w->result_frame_max = cfg->output_max + RESULT_FRAME_SLACK_BYTES;
@@ -466,6 +481,21 @@ void workers_deliver(struct workers *w)
 	deliver_started(w);
 }
 
+uint64_t workers_beat(struct workers *w, uint64_t now_ms, uint64_t pause_ms)
+{
+	uint64_t gap = w->last_beat_ms && now_ms > w->last_beat_ms ? now_ms - w->last_beat_ms : 0;
+	/* workers wait once the beat is half the pause threshold old, so a
+	 * job never starts in a pause long enough to hand it back */
+	atomic_store(&w->beat->stale_ms, pause_ms / 2 ? pause_ms / 2 : 1);
+	if (gap > pause_ms)
+		atomic_fetch_add(&w->beat->epoch, 1);
+	else
+		gap = 0;
+	atomic_store(&w->beat->alive_ms, now_ms);
+	w->last_beat_ms = now_ms;
+	return gap;
+}
+
 /* ---- dispatch ---- */
 
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job)
@@ -497,6 +527,7 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 	msg.argv = (char **)job->argv;
 	msg.timeout_ms = job->timeout_ms;
 	msg.output_max = (uint32_t)w->cfg.output_max;
+	msg.epoch = atomic_load(&w->beat->epoch);
 	size_t len = chorus__worker_job__get_packed_size(&msg);
 	if (len > HANDLERS_JOB_FRAME_BYTES_MAX)
 		return WORKERS_ERR_JOB_TOO_BIG;
@@ -576,9 +607,15 @@ static int worker_on_result(struct workers *w, struct worker *wk, Chorus__Worker
 	wk->job_head = (wk->job_head + 1) % w->cfg.prefetch;
 	wk->job_count--;
 	int has_next = wk->job_count > 0;
-	if (w->ev.result != NULL)
+	if (res->withdrawn) {
+		if (w->ev.withdrawn != NULL)
+			w->ev.withdrawn(w->ev.ctx, res->task_id, workers_now_ms());
+		else if (w->ev.lost != NULL)
+			w->ev.lost(w->ev.ctx, res->task_id, 0, res->error, workers_now_ms());
+	} else if (w->ev.result != NULL) {
 		w->ev.result(w->ev.ctx, res->task_id, res->ok ? 1 : 0, res->output.data, res->output.len,
 		             res->exit_code, res->error, workers_now_ms());
+	}
 	deliver_started(w);
 	if (wk->state != WORKER_LIVE)
 		return -1;

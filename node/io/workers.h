@@ -78,6 +78,10 @@ struct workers_events {
 	               int32_t exit_code, const char *error, uint64_t now_ms);
 	/* The worker died with these tasks (head first: the running one). */
 	void (*lost)(void *ctx, uint64_t task_id, int was_running, const char *why, uint64_t now_ms);
+	/* Optional: the worker handed the job back unstarted (the node was held
+	 * up since it gave it: workers_beat). NULL: reported as lost, not
+	 * running. */
+	void (*withdrawn)(void *ctx, uint64_t task_id, uint64_t now_ms);
 };
 
 struct workers;
@@ -121,6 +125,14 @@ void workers_on_readable(struct workers *w, int fd);
 void workers_reap(struct workers *w);
 /* Restarts dead workers when allowed. */
 void workers_tick(struct workers *w, uint64_t now_ms);
+
+/* The loop's heartbeat, once per iteration (monotonic ms). Workers start
+ * jobs only while it is fresh. When the loop was held up for more than
+ * pause_ms since the last beat (SIGSTOP, a stall), the jobs handed out
+ * before are handed back unstarted (events.withdrawn) instead of run late:
+ * their coordinators may have placed them elsewhere meanwhile. Returns the
+ * gap in ms when it was such a pause, else 0. */
+uint64_t workers_beat(struct workers *w, uint64_t now_ms, uint64_t pause_ms);
 
 struct workers_pool_status {
 	const char *name;

@@ -49,6 +49,9 @@ struct task_sink_port {
 	void (*outcome)(void *ctx, const struct remote_outcome *o, const struct now *now);
 	/* The member running task_id died, left or was forgotten. */
 	void (*member_lost)(void *ctx, uint64_t task_id, const char *why, const struct now *now);
+	/* An attempt given up for lost (member_lost above) answered after
+	 * all: its result, if it has one, is the task's. */
+	void (*late_outcome)(void *ctx, const struct remote_outcome *o, const struct now *now);
 	/* Tasks held by this node's workers (the load gossiped to others). */
 	uint32_t (*local_load)(void *ctx);
 };

@@ -1067,6 +1067,21 @@ static void ev_lost(void *ctx, uint64_t task_id, int was_running, const char *wh
 	tasks_on_worker_lost(s->tasks, task_id, was_running, why, host_now(s->host));
 }
 
+static void ev_withdrawn(void *ctx, uint64_t task_id, uint64_t now_ms)
+{
+	struct tasks_svc *s = ctx;
+	(void)now_ms;
+	const struct task *t = tasks_get(s->tasks, task_id);
+	if (t && t->ephemeral) {
+		/* its coordinator reads "not started" and places it elsewhere */
+		(void)tasks_on_handed_back(s->tasks, task_id, host_now(s->host));
+		return;
+	}
+	/* our own task: back to the head of its queue, no attempt charged */
+	tasks_on_worker_lost(s->tasks, task_id, 0, "withdrawn: the node was held up",
+	                     host_now(s->host));
+}
+
 /* ---- the task_sink port: outcomes of attempts placed on other members ---- */
 
 static void sink_outcome(void *ctx, const struct remote_outcome *o, const struct now *now)
@@ -1140,6 +1155,25 @@ static void sink_member_lost(void *ctx, uint64_t task_id, const char *why, const
 	tasks_on_lost(s->tasks, task_id, TASK_LOST, why, now);
 }
 
+static void sink_late_outcome(void *ctx, const struct remote_outcome *o, const struct now *now)
+{
+	struct tasks_svc *s = ctx;
+	const Chorus__TaskResult *r = o->result;
+	if (!r)
+		return;
+	int state = codec_state_from_wire(r->state);
+	/* only a real answer counts: a success, or the handler's own failure */
+	int ok = state == TASK_SUCCEEDED;
+	if (!ok && !(state == TASK_FAILED && !r->abnormal))
+		return;
+	const char *node = r->node && *r->node ? r->node : o->member_name;
+	if (tasks_on_late_result(s->tasks, o->task_id, ok, r->output.data, r->output.len,
+	                         r->exit_code, ok ? NULL : r->error, node, now))
+		log_info("tasks", "task %" PRIu64 ": %s answered after it was given up for lost: its "
+		                  "result is the task's, the retry withdrawn",
+		         o->task_id, o->member_name);
+}
+
 static uint32_t sink_local_load(void *ctx)
 {
 	struct tasks_svc *s = ctx;
@@ -1200,7 +1234,7 @@ static int workers_setup(struct tasks_svc *s, char *err, size_t err_len)
 	wc.period_ms = cfg->period_ms;
 	wc.degraded_backoff_ms = 1000;
 	wc.output_max = cfg->output_max;
-	struct workers_events ev = {s, ev_started, ev_result, ev_lost};
+	struct workers_events ev = {s, ev_started, ev_result, ev_lost, ev_withdrawn};
 	return workers_start(&s->workers, &wc, &s->reg, &ev, err, err_len);
 }
 
@@ -1285,7 +1319,8 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	if (workers_setup(s, err, err_len) != 0)
 		return -1;
 	s->placement = host_port_get(h, PORT_PLACEMENT);
-	s->sink = (struct task_sink_port){s, sink_outcome, sink_member_lost, sink_local_load};
+	s->sink = (struct task_sink_port){s, sink_outcome, sink_member_lost, sink_late_outcome,
+	                                  sink_local_load};
 	if (host_port_set(h, PORT_TASK_SINK, &s->sink) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SINK);
 		return -1;
@@ -1343,6 +1378,16 @@ static void svc_on_signal(void *svc, int signo, const struct now *now)
 static void svc_tick(void *svc, const struct now *now)
 {
 	struct tasks_svc *s = svc;
+	/* the workers' heartbeat: a held-up loop (SIGSTOP, a stall) hands back
+	 * the jobs it gave out before, instead of letting them start late */
+	/* below the members' time to give this node up (a few periods), above
+	 * the loop's own hiccups; a stall this long only costs a re-placement */
+	uint64_t pause_ms = 2u * s->cfg->gossip_period_ms > 300u ? 2u * s->cfg->gossip_period_ms : 300u;
+	uint64_t gap = workers_beat(s->workers, now->mono_ms, pause_ms);
+	if (gap)
+		log_warn("workers", "the node was held up for %" PRIu64 " ms (stopped or stalled): jobs "
+		                    "its workers had not started are handed back",
+		         gap);
 	workers_tick(s->workers, workers_now_ms());
 	tasks_tick(s->tasks, now);
 	/* no dispatch here: nothing starts before it is journaled, so tasks

@@ -32,6 +32,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -841,7 +842,28 @@ static void worker_signals_reset(void)
 	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-void handlers_worker_main(const struct handler_registry *reg, int fd)
+/* Waits while the node's heartbeat is stale (the node is stopped or
+ * stalled). 1 when the job must be handed back: the node was held up since
+ * it gave the job (its coordinator may run it elsewhere by now). */
+static int job_withdrawn(const struct handlers_beat *beat, uint64_t job_epoch)
+{
+	if (!beat)
+		return 0;
+	uint64_t stale = atomic_load(&((struct handlers_beat *)beat)->stale_ms);
+	if (!stale)
+		stale = 1000;
+	for (;;) {
+		uint64_t alive = atomic_load(&((struct handlers_beat *)beat)->alive_ms);
+		if (!alive || now_ms() - alive < stale)
+			break;
+		struct timespec d = {0, 20 * 1000 * 1000};
+		nanosleep(&d, NULL);
+	}
+	return job_epoch < atomic_load(&((struct handlers_beat *)beat)->epoch);
+}
+
+void handlers_worker_main(const struct handler_registry *reg, int fd,
+                          const struct handlers_beat *beat)
 {
 	worker_signals_reset();
 	for (;;) {
@@ -874,11 +896,18 @@ void handlers_worker_main(const struct handler_registry *reg, int fd)
 				argv[i] = job->argv[i];
 		}
 		struct handler_run_result res;
-		handlers_run(reg, job->handler, job->payload.data, job->payload.len, argv,
-		             job->timeout_ms, job->output_max, &res);
+		int withdrawn = job_withdrawn(beat, job->epoch);
+		if (withdrawn) {
+			memset(&res, 0, sizeof(res));
+			res.error = strdup("withdrawn: the node was held up before it started");
+		} else {
+			handlers_run(reg, job->handler, job->payload.data, job->payload.len, argv,
+			             job->timeout_ms, job->output_max, &res);
+		}
 		free(argv);
 
 		Chorus__WorkerResult out = CHORUS__WORKER_RESULT__INIT;
+		out.withdrawn = withdrawn;
 		out.task_id = job->task_id;
 		out.ok = res.ok ? 1 : 0;
 		out.output.data = res.output;

@@ -20,6 +20,7 @@
 #ifndef CHORUS_WORKER_HANDLERS_H
 #define CHORUS_WORKER_HANDLERS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "chorus_plugin.h"
@@ -83,9 +84,21 @@ void handlers_run(const struct handler_registry *reg, const char *handler, const
                   size_t payload_len, const char *const *argv, uint32_t timeout_ms,
                   size_t output_max, struct handler_run_result *res);
 
+/* A page the node shares with its workers (mmap'd MAP_SHARED before they
+ * fork): the loop's heartbeat and its pause epoch. A worker starts a job
+ * only while the heartbeat is fresh (a stopped or stalled node hands out
+ * nothing new: its coordinator may be re-placing that work), and hands a
+ * job back, unstarted, when the epoch moved on since the job was given. */
+struct handlers_beat {
+	_Atomic uint64_t alive_ms; /* CLOCK_MONOTONIC of the loop's last iteration, 0 = none yet */
+	_Atomic uint64_t epoch;    /* bumped when the loop finds it was held up */
+	_Atomic uint64_t stale_ms; /* a heartbeat older than this is stale (0 = 1000) */
+};
+
 /* The worker process main: reads length-prefixed WorkerJob messages from fd,
  * runs each, writes a length-prefixed WorkerResult back, until EOF. Never
- * returns (calls _exit). */
-void handlers_worker_main(const struct handler_registry *reg, int fd);
+ * returns (calls _exit). beat may be NULL (no pause detection). */
+void handlers_worker_main(const struct handler_registry *reg, int fd,
+                          const struct handlers_beat *beat);
 
 #endif

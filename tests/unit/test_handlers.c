@@ -545,7 +545,7 @@ static pid_t worker_fork(const struct handler_registry *reg, int *fd)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		close(sv[0]);
-		handlers_worker_main(reg, sv[1]);
+		handlers_worker_main(reg, sv[1], NULL);
 	}
 	close(sv[1]);
 	*fd = sv[0];
