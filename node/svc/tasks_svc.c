@@ -57,6 +57,7 @@
 #define REQUIRE_TAGS_MAX 16
 #define REQUIRE_TAG_BYTES_MAX 31
 #define MAX_ATTEMPTS_MAX 1000
+#define RUNNING_JOURNAL_MS 2
 /* Attempts coordinators placed here, remembered so that the same attempt
  * sent again (after a re-handshake, from another session) never runs twice:
  * bounded in count, in the bytes of outcomes kept, and in time. */
@@ -1345,10 +1346,19 @@ static uint64_t svc_next_deadline(void *svc)
 	uint64_t core = tasks_next_deadline(s->tasks); /* monotonic */
 	if (core < next)
 		next = core;
-	/* waiters to wake, or dispatches to journal, after the next commit;
-	 * not while commits fail (the loop retries at its idle period) */
-	if (!s->commit_failed && (s->ended.n || s->progressed.n || tasks_has_dirty(s->tasks)))
+	/* waiters to wake after the next commit: at once; not while commits
+	 * fail (the loop retries at its idle period) */
+	if (!s->commit_failed && (s->ended.n || s->progressed.n))
 		next = 0;
+	/* dispatches to journal (their `running` state): within
+	 * RUNNING_JOURNAL_MS, so a short task's result usually rides the same
+	 * commit (one write instead of two) while a long one's state is
+	 * durable within milliseconds of its start */
+	else if (!s->commit_failed && tasks_has_dirty(s->tasks)) {
+		uint64_t soon = host_now(s->host)->mono_ms + RUNNING_JOURNAL_MS;
+		if (soon < next)
+			next = soon;
+	}
 	return next;
 }
 
