@@ -43,7 +43,7 @@ enum ch_error {
 	CH_ERR_FULL = -12,        /* queue full: retry later (nothing accepted) */
 	CH_ERR_SHUTTING_DOWN = -13,
 	CH_ERR_STORAGE = -14,     /* the node could not journal the request */
-	CH_ERR_CLOSED = -15,
+	CH_ERR_CLOSED = -15,      /* the client, or a batch's input, is closed */
 	CH_ERR_INTERNAL = -16,
 };
 

@@ -186,7 +186,7 @@ const char *ch_strerror(int code)
 	case CH_ERR_FULL: return "queue full";
 	case CH_ERR_SHUTTING_DOWN: return "node shutting down";
 	case CH_ERR_STORAGE: return "storage error";
-	case CH_ERR_CLOSED: return "client closed";
+	case CH_ERR_CLOSED: return "closed";
 	case CH_ERR_INTERNAL: return "internal error";
 	default: return "unknown error";
 	}
@@ -1727,7 +1727,7 @@ int ch_map(ch_client *c, const char *handler, const void *const *payloads, const
 #define STREAM_CHUNK_TASKS_DEFAULT 1000u
 #define STREAM_ITEM_OVERHEAD_BYTES 8u    /* a payload's tag and length in a chunk */
 #define STREAM_REQUEST_SLACK_BYTES 256u  /* the rest of a MapAppendReq envelope */
-#define STREAM_AWAIT_MS_MAX 30000u       /* one await round trip */
+#define STREAM_AWAIT_MS_MAX 5000u        /* one await round trip: a lost coordinator shows within it */
 
 /* The stream: one pending chunk (payloads from index `total` on, not yet
  * taken by the coordinator) and one page of results. Both are bounded (the
