@@ -76,6 +76,7 @@
 #define TARGET_AWAIT_P50_RATIO_MAX 5.0
 #define TARGET_FANOUT_TASKS_PER_S_MIN 20000.0
 #define TARGET_IDLE_RSS_MIB_MAX 16.0
+#define TARGET_STREAM_RSS_GROWTH_MAX 1.25 /* peak RSS, 10x the input */
 
 struct counts {
 	uint32_t floor_warmup, floor_round_trips;
@@ -85,6 +86,7 @@ struct counts {
 	uint32_t held_results;
 	uint32_t full_await_warmup, full_await_calls;
 	uint32_t full_fanout_tasks;
+	uint32_t stream_small, stream_large; /* --stream: two sizes, 10x apart */
 };
 
 static const struct counts counts_full = {
@@ -95,6 +97,7 @@ static const struct counts counts_full = {
 	.held_results = 100000,
 	.full_await_warmup = 50, .full_await_calls = 500,
 	.full_fanout_tasks = 10000,
+	.stream_small = 100000, .stream_large = 1000000,
 };
 
 static const struct counts counts_quick = {
@@ -105,6 +108,7 @@ static const struct counts counts_quick = {
 	.held_results = 10000,
 	.full_await_warmup = 10, .full_await_calls = 100,
 	.full_fanout_tasks = 2000,
+	.stream_small = 10000, .stream_large = 100000,
 };
 
 /* ---- one figure of the table ---- */
@@ -962,6 +966,207 @@ static void measure_concurrent(ch_client *c, uint32_t duration_ms, struct concur
 	free(all_ns);
 }
 
+static double mib(long kib)
+{
+	return (double)kib / 1024.0;
+}
+
+/* ---- 8. streamed fan-out through clusterctl (--stream) ---- */
+
+/* One streamed fan-out of n echo tasks: `clusterctl submit echo --fanout -`
+ * fed by a pipe from a writer thread, its output read back and checked
+ * (every index in order, each output its payload), while the peak RSS of
+ * clusterctl and of the node are sampled from /proc. */
+struct stream_run {
+	uint32_t n;
+	double tasks_per_s;
+	long client_hwm_kib, node_hwm_kib;
+};
+
+struct stream_writer {
+	int fd;
+	uint32_t n;
+	int failed_errno;
+};
+
+static void *stream_writer_main(void *arg)
+{
+	struct stream_writer *w = arg;
+	FILE *f = fdopen(w->fd, "w");
+	if (f == NULL) {
+		w->failed_errno = errno;
+		close(w->fd);
+		return NULL;
+	}
+	uint8_t p[PAYLOAD_BYTES];
+	for (uint32_t i = 0; i < w->n; i++) {
+		payload_fill(p, i);
+		if (fwrite(p, 1, sizeof(p), f) != sizeof(p) || fputc('\n', f) == EOF) {
+			w->failed_errno = errno;
+			break;
+		}
+	}
+	if (fclose(f) != 0 && w->failed_errno == 0)
+		w->failed_errno = errno;
+	return NULL;
+}
+
+static pid_t stream_spawn(const char *clusterctl, const struct node *n, int in_fd, int out_fd,
+                          const char *log_path)
+{
+	int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (log_fd < 0)
+		fail("open %s: %s", log_path, strerror(errno));
+	char *argv[] = {(char *)clusterctl, "-a", (char *)n->addr, "-k", (char *)n->secret_path,
+	                "--timeout", "30s", "submit", HANDLER, "--fanout", "-", NULL};
+	pid_t parent = getpid();
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		dup2(in_fd, STDIN_FILENO);
+		dup2(out_fd, STDOUT_FILENO);
+		dup2(log_fd, STDERR_FILENO);
+		execv(clusterctl, argv);
+		dprintf(STDERR_FILENO, "bench: exec %s: %s\n", clusterctl, strerror(errno));
+		_exit(127);
+	}
+	close(log_fd);
+	return pid;
+}
+
+/* Checks one output line "index\tsucceeded\tpayload\tnode". */
+static const char *stream_line_wrong(const char *line, size_t len, uint32_t index)
+{
+	char want[32];
+	int wl = snprintf(want, sizeof(want), "%u\tsucceeded\t", index);
+	if (len < (size_t)wl + PAYLOAD_BYTES || memcmp(line, want, (size_t)wl) != 0)
+		return "not the next index, or not succeeded";
+	uint8_t p[PAYLOAD_BYTES];
+	payload_fill(p, index);
+	if (memcmp(line + wl, p, PAYLOAD_BYTES) != 0 || line[wl + PAYLOAD_BYTES] != '\t')
+		return "output differs from the payload";
+	return NULL;
+}
+
+static void measure_stream(const char *chorusd, const char *clusterctl, uint32_t n,
+                           struct stream_run *out)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "stream%u", n);
+	node_start(&bench.node, chorusd, name, false);
+	int in[2], outp[2];
+	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0)
+		fail("pipe: %s", strerror(errno));
+	char log_path[PATH_MAX];
+	snprintf(log_path, sizeof(log_path), "%s.clusterctl.log", bench.node.dir);
+	say("stream: clusterctl submit %s --fanout - of %u tasks...\n", HANDLER, n);
+	uint64_t t0 = now_ns();
+	pid_t pid = stream_spawn(clusterctl, &bench.node, in[0], outp[1], log_path);
+	close(in[0]);
+	close(outp[1]);
+	struct stream_writer w = {.fd = in[1], .n = n};
+	pthread_t wt;
+	if (pthread_create(&wt, NULL, stream_writer_main, &w) != 0)
+		fail("pthread_create");
+	FILE *rf = fdopen(outp[0], "r");
+	if (rf == NULL)
+		fail("fdopen: %s", strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	uint32_t seen = 0;
+	long client_hwm = 0, node_hwm = 0;
+	const char *wrong = NULL;
+	while ((got = getline(&line, &cap, rf)) >= 0) {
+		if (wrong == NULL && seen < n)
+			wrong = stream_line_wrong(line, (size_t)got, seen);
+		seen++;
+		if (seen % 4096 == 0) {
+			long h = proc_status_kib(pid, "VmHWM");
+			if (h > client_hwm)
+				client_hwm = h;
+		}
+	}
+	free(line);
+	fclose(rf);
+	/* the last look at clusterctl before it is reaped */
+	long h = proc_status_kib(pid, "VmHWM");
+	if (h > client_hwm)
+		client_hwm = h;
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	uint64_t elapsed_ns = now_ns() - t0;
+	pthread_join(wt, NULL);
+	node_hwm = proc_status_kib(bench.node.pid, "VmHWM");
+	if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		print_log_tail(log_path);
+		fail("clusterctl exited with status 0x%x after %u results", status, seen);
+	}
+	if (w.failed_errno != 0)
+		fail("writing clusterctl's input: %s", strerror(w.failed_errno));
+	if (wrong != NULL || seen != n)
+		fail("stream of %u: %u results, %s", n, seen, wrong != NULL ? wrong : "count differs");
+	out->n = n;
+	out->tasks_per_s = (double)n * 1e9 / (double)elapsed_ns;
+	out->client_hwm_kib = client_hwm;
+	out->node_hwm_kib = node_hwm;
+	say("  %.0f tasks/s; peak RSS clusterctl %.1f MiB, node %.1f MiB\n", out->tasks_per_s,
+	    mib(client_hwm), mib(node_hwm));
+	status = node_stop(&bench.node);
+	if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		say("note: node (%s) did not exit 0 on SIGTERM (status 0x%x)\n", name, status);
+	bench.node.log_path[0] = '\0';
+}
+
+/* The streamed fan-out figures: two sizes, ten times apart; RSS must not
+ * follow the size (ratio near 1.0x). */
+static void stream_figures(const char *chorusd, const struct counts *k,
+                           const struct floor_figures *fl)
+{
+	char clusterctl[PATH_MAX];
+	snprintf(clusterctl, sizeof(clusterctl), "%s", chorusd);
+	char *slash = strrchr(clusterctl, '/');
+	if (slash != NULL)
+		snprintf(slash + 1, sizeof(clusterctl) - (size_t)(slash + 1 - clusterctl), "clusterctl");
+	else
+		snprintf(clusterctl, sizeof(clusterctl), "./clusterctl");
+	if (access(clusterctl, X_OK) != 0)
+		fail("cannot run %s: %s", clusterctl, strerror(errno));
+	struct stream_run runs[2];
+	uint32_t sizes[2] = {k->stream_small, k->stream_large};
+	for (int i = 0; i < 2; i++) {
+		measure_stream(chorusd, clusterctl, sizes[i], &runs[i]);
+		char key[48], label[64];
+		snprintf(key, sizeof(key), "stream_%u_tasks_per_s", sizes[i]);
+		snprintf(label, sizeof(label), "stream fan-out %u, clusterctl", sizes[i]);
+		figure_add(key, label, runs[i].tasks_per_s, "tasks/s",
+		           runs[i].tasks_per_s / fl->round_trips_per_s);
+		snprintf(key, sizeof(key), "stream_%u_client_hwm_mib", sizes[i]);
+		snprintf(label, sizeof(label), "  clusterctl peak RSS (VmHWM), %u", sizes[i]);
+		figure_add(key, label, mib(runs[i].client_hwm_kib), "MiB",
+		           (double)runs[i].client_hwm_kib / (double)fl->bench_rss_kib);
+		snprintf(key, sizeof(key), "stream_%u_node_hwm_mib", sizes[i]);
+		snprintf(label, sizeof(label), "  coordinator peak RSS (VmHWM), %u", sizes[i]);
+		figure_add(key, label, mib(runs[i].node_hwm_kib), "MiB",
+		           (double)runs[i].node_hwm_kib / (double)fl->bench_rss_kib);
+	}
+	/* flat: the larger run's peaks over the smaller's (ratio column) */
+	double client_ratio = (double)runs[1].client_hwm_kib / (double)runs[0].client_hwm_kib;
+	double node_ratio = (double)runs[1].node_hwm_kib / (double)runs[0].node_hwm_kib;
+	struct figure *f = figure_add("stream_client_hwm_growth", "clusterctl peak RSS, 10x input",
+	                              client_ratio, "x", client_ratio);
+	figure_target(f, "<= 1.25x", client_ratio <= TARGET_STREAM_RSS_GROWTH_MAX);
+	f = figure_add("stream_node_hwm_growth", "coordinator peak RSS, 10x input", node_ratio, "x",
+	               node_ratio);
+	figure_target(f, "<= 1.25x", node_ratio <= TARGET_STREAM_RSS_GROWTH_MAX);
+}
+
 /* ---- the run ---- */
 
 static void default_chorusd_path(char *out, size_t out_len, const char *argv0)
@@ -985,7 +1190,7 @@ static void default_chorusd_path(char *out, size_t out_len, const char *argv0)
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: bench_chorus [--chorusd PATH] [--quick] [--json] [--skip-full]\n"
+	        "usage: bench_chorus [--chorusd PATH] [--quick] [--json] [--skip-full] [--stream]\n"
 	        "\n"
 	        "Measures a real chorusd (started here with a temporary data dir) against a\n"
 	        "raw nng req/rep round trip measured in the same run.\n"
@@ -994,20 +1199,19 @@ static void usage(FILE *out)
 	        "  --quick         small counts: a smoke run of a few seconds\n"
 	        "  --json          JSON on stdout (the table then goes to stderr)\n"
 	        "  --skip-full     skip the second node with --synchronous full\n"
+	        "  --stream        instead of the default run: streamed fan-outs of 100,000 and\n"
+	        "                  1,000,000 echo tasks (quick: 10,000 and 100,000) through\n"
+	        "                  `clusterctl submit echo --fanout -`, each on a fresh node:\n"
+	        "                  throughput and the peak RSS of clusterctl and of the node\n"
 	        "\n"
 	        "Exit status: 0 ran (targets are reported MET/MISSED, never enforced),\n"
 	        "1 the node could not be started or a call failed, 2 bad usage.\n");
 }
 
-static double mib(long kib)
-{
-	return (double)kib / 1024.0;
-}
-
 int main(int argc, char **argv)
 {
 	char chorusd[PATH_MAX] = "";
-	bool quick = false, skip_full = false;
+	bool quick = false, skip_full = false, stream = false;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--chorusd") == 0 && i + 1 < argc) {
 			snprintf(chorusd, sizeof(chorusd), "%s", argv[++i]);
@@ -1019,6 +1223,8 @@ int main(int argc, char **argv)
 			bench.json = true;
 		} else if (strcmp(argv[i], "--skip-full") == 0) {
 			skip_full = true;
+		} else if (strcmp(argv[i], "--stream") == 0) {
+			stream = true;
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
@@ -1078,6 +1284,16 @@ int main(int argc, char **argv)
 	           fl.round_trips_per_s, "/s", 1.0);
 	figure_add("floor_bench_rss_mib", "floor: RSS of this bench process", mib(fl.bench_rss_kib),
 	           "MiB", 1.0);
+
+	if (stream) {
+		/* 8 alone: the other sections are the default run's */
+		stream_figures(chorusd, k, &fl);
+		print_table();
+		if (bench.json)
+			print_json(date, machine, quick);
+		cleanup();
+		return 0;
+	}
 
 	/* 2. node, synchronous = normal */
 	node_start(&bench.node, chorusd, "normal", false);
