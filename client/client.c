@@ -1744,6 +1744,8 @@ struct ch_map_stream {
 	uint32_t room;       /* more it takes now (last heard) */
 	uint32_t chunk_tasks_max;
 	size_t chunk_bytes_max;
+	uint32_t room_low;   /* a chunk goes when the window has this much room (or
+	                      * room for all that is pending): no dribbling */
 	/* pending chunk */
 	uint8_t *buf;
 	size_t buf_len, buf_cap;
@@ -1847,6 +1849,10 @@ int ch_map_stream_open(ch_client *c, const char *handler, const struct ch_task_o
 	                  : STREAM_REQUEST_SLACK_BYTES;
 	size_t theirs = e->map_resp->chunk_bytes_max;
 	s->chunk_bytes_max = theirs > 0 && theirs < ours ? theirs : ours;
+	uint32_t window = e->map_resp->window;
+	s->room_low = window / 4 < s->chunk_tasks_max ? window / 4 : s->chunk_tasks_max;
+	if (s->room_low == 0)
+		s->room_low = 1;
 	chorus__envelope__free_unpacked(e, NULL);
 	s->offs = calloc(s->chunk_tasks_max, sizeof *s->offs);
 	s->lens = calloc(s->chunk_tasks_max, sizeof *s->lens);
@@ -1938,6 +1944,19 @@ static int stream_send(ch_map_stream *s, bool close, char *err, size_t err_len)
 	return CH_OK;
 }
 
+/* Room enough to send: all that is pending, or a good share of a chunk. */
+static uint32_t stream_room_wanted(const ch_map_stream *s)
+{
+	if (s->pend_n == 0)
+		return 0;
+	return s->pend_n < s->room_low ? s->pend_n : s->room_low;
+}
+
+static bool stream_can_send(const ch_map_stream *s)
+{
+	return s->can_push && !s->closed && s->pend_n > 0 && s->room >= stream_room_wanted(s);
+}
+
 static bool stream_fits(const ch_map_stream *s, size_t len)
 {
 	return s->pend_n < s->chunk_tasks_max &&
@@ -1960,7 +1979,7 @@ int ch_map_stream_push(ch_map_stream *s, const void *payload, size_t len, char *
 		return fail(err, err_len, CH_ERR_TOO_LARGE,
 		            "payload of %zu bytes does not fit a chunk of %zu bytes (the frame cap)",
 		            len, s->chunk_bytes_max);
-	if (!stream_fits(s, len) && s->room > 0) {
+	if (!stream_fits(s, len) && stream_can_send(s)) {
 		int code = stream_send(s, false, err, err_len);
 		if (code != CH_OK)
 			return code;
@@ -2055,7 +2074,7 @@ static int stream_await(ch_map_stream *s, uint32_t wait_ms, char *err, size_t er
 	ba.unordered = s->unordered;
 	ba.n_acks = s->acks_n;
 	ba.acks = s->acks;
-	ba.want_room = s->pend_n > 0;
+	ba.room_wanted = s->can_push && !s->closed ? stream_room_wanted(s) : 0;
 	env.body_case = CHORUS__ENVELOPE__BODY_BATCH_AWAIT;
 	env.batch_await = &ba;
 	Chorus__Envelope *e = NULL;
@@ -2109,13 +2128,13 @@ int ch_map_stream_next(ch_map_stream *s, uint32_t wait_ms, struct ch_result **re
 			return CH_OK;
 		}
 		int code = CH_OK;
-		if (s->can_push && !s->closed && s->pend_n > 0 && s->room > 0)
+		if (stream_can_send(s))
 			code = stream_send(s, false, err, err_len);
 		if (code == CH_OK && s->can_push && s->input_closed && !s->closed && s->pend_n == 0)
 			code = stream_send(s, true, err, err_len);
 		if (code != CH_OK)
 			return code;
-		if (s->can_push && !s->closed && s->pend_n > 0 && s->room > 0)
+		if (stream_can_send(s))
 			continue; /* more of the chunk fits now */
 		nng_time now = nng_clock();
 		uint64_t left = forever ? STREAM_AWAIT_MS_MAX : now < deadline ? deadline - now : 0;
@@ -2125,7 +2144,7 @@ int ch_map_stream_next(ch_map_stream *s, uint32_t wait_ms, struct ch_result **re
 		if (code != CH_OK)
 			return code;
 		if (!forever && s->page_n == 0 && !stream_over(s) && nng_clock() >= deadline &&
-		    !(s->pend_n > 0 && s->room > 0))
+		    !stream_can_send(s))
 			return fail(err, err_len, CH_ERR_TIMEOUT,
 			            "no result of batch %llu within %u ms",
 			            (unsigned long long)s->batch_id, wait_ms);

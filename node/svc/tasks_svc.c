@@ -73,7 +73,6 @@
 
 /* BatchAwaitReq modes (answer_batch) */
 #define AWAIT_UNORDERED 1u
-#define AWAIT_WANT_ROOM 2u
 
 enum waiter_kind { WAIT_TASK, WAIT_BATCH };
 
@@ -87,6 +86,7 @@ struct waiter {
 	uint32_t from_index, max_results;
 	int is_submit;            /* answer as SubmitResp */
 	unsigned await_how;       /* batch: AWAIT_* */
+	uint32_t room_wanted;     /* batch: answer when the window has this much room */
 	struct timer deadline;    /* monotonic */
 	struct waiter *next, *prev;   /* all waiters */
 	struct waiter *id_next;       /* waiters on the same id */
@@ -146,6 +146,7 @@ struct tasks_svc {
 	struct timerheap deadlines;
 	struct idvec ended, progressed, closed;
 	struct idmap streams;      /* batch id -> struct stream */
+	struct batch stored_batch; /* the last batch read from the journal (id 0: none) */
 	int nomem_logged;
 
 	uint64_t next_purge_ms;    /* monotonic */
@@ -508,18 +509,34 @@ static void stream_collect(struct tasks_svc *s, const struct stream *st, struct 
 	}
 }
 
+/* A batch that is no longer held (every task final) is read from the
+ * journal, whose record counts its finished tasks: a scan of the batch. A
+ * client paging through a large one asks many times in a row, so the last
+ * one read is kept (a purge forgets it). */
+static int batch_get_stored(struct tasks_svc *s, uint64_t batch_id, struct batch *b)
+{
+	if (s->stored_batch.id == batch_id && batch_id) {
+		*b = s->stored_batch;
+		return 0;
+	}
+	int rc = store_batch_get(s->store, batch_id, b);
+	if (rc == 0)
+		s->stored_batch = *b;
+	return rc;
+}
+
 /* Answers a batch call if results from its index exist (or force).
- * how: AWAIT_UNORDERED (results of an unordered stream, any index),
- * AWAIT_WANT_ROOM (also answer, maybe without results, when the window of
- * an open batch has room). Returns 1 when answered. */
+ * how: AWAIT_UNORDERED (results of an unordered stream, any index);
+ * room_wanted: also answer, maybe without results, when the window of an
+ * open batch has that much room. Returns 1 when answered. */
 static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_id, uint32_t from,
-                        uint32_t max, int force, unsigned how)
+                        uint32_t max, int force, unsigned how, uint32_t room_wanted)
 {
 	struct batch b;
 	const struct batch *held = tasks_get_batch(s->tasks, batch_id);
 	if (held) {
 		b = *held;
-	} else if (store_batch_get(s->store, batch_id, &b) != 0) {
+	} else if (batch_get_stored(s, batch_id, &b) != 0) {
 		rpc_reply_error(c, CH_ERR_NOT_FOUND,
 		                "no batch %" PRIu64 " (unknown, or its results expired)", batch_id);
 		return 1;
@@ -554,7 +571,7 @@ static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_
 	 * caller wants to hear of room in the window. */
 	int more = st ? (b.input_open || b.done < b.total || st->fin_count > 0)
 	              : (from < b.total || b.input_open);
-	if (bc.n == 0 && !force && more && !((how & AWAIT_WANT_ROOM) && room > 0)) {
+	if (bc.n == 0 && !force && more && !(room_wanted && room >= room_wanted)) {
 		free(bc.tasks);
 		return 0;
 	}
@@ -601,7 +618,7 @@ static void waiter_try(struct tasks_svc *s, struct waiter *w, int expired)
 		}
 	} else {
 		done = answer_batch(s, w->call, w->id, w->from_index, w->max_results, expired,
-		                    w->await_how);
+		                    w->await_how, w->room_wanted);
 	}
 	if (done)
 		waiter_free(s, w);
@@ -1125,18 +1142,21 @@ static void handle_batch_await(void *svc, struct rpc_call *c, const Chorus__Enve
 	struct tasks_svc *s = svc;
 	const Chorus__BatchAwaitReq *m = env->batch_await;
 	int force = m->wait_ms == 0 || host_closing(s->host);
-	unsigned how = (m->unordered ? AWAIT_UNORDERED : 0) | (m->want_room ? AWAIT_WANT_ROOM : 0);
+	unsigned how = m->unordered ? AWAIT_UNORDERED : 0;
 	struct stream *st = stream_find(s, m->batch_id);
 	if (m->unordered && st && st->unordered) {
 		/* results the client has: forgotten here (they are in the journal) */
 		for (size_t i = 0; i < m->n_acks; i++)
 			stream_ack(st, m->acks[i]);
 	}
-	if (!answer_batch(s, c, m->batch_id, m->from_index, m->max_results, force, how)) {
+	if (!answer_batch(s, c, m->batch_id, m->from_index, m->max_results, force, how,
+	                  m->room_wanted)) {
 		struct waiter *w = park(s, c, WAIT_BATCH, m->batch_id, m->wait_ms, 0, m->from_index,
 		                        m->max_results);
-		if (w)
+		if (w) {
 			w->await_how = how;
+			w->room_wanted = m->room_wanted;
+		}
 	}
 	if (m->unordered && st && st->unordered)
 		stream_maybe_free(s, st);
@@ -1672,6 +1692,8 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 			                      : 0;
 			int del = store_purge(s->store, before, PURGE_ROWS_MAX);
 			(void)store_commit(s->store);
+			if (del != 0)
+				s->stored_batch.id = 0;
 			if (del > 0)
 				log_debug("store", "purged %d expired results", del);
 		}
