@@ -71,6 +71,8 @@
 #define LOG_TAIL_BYTES 4096
 #define ROOT_DIR_BYTES_MAX 512             /* the temporary directory */
 #define DIR_BYTES_MAX (ROOT_DIR_BYTES_MAX + 64) /* a node's data dir in it */
+#define STREAM_MEMBERS_MAX 4               /* --stream-nodes: members beside the coordinator */
+#define CLUSTER_FORM_DEADLINE_MS 20000
 
 /* Targets (reported, never asserted). */
 #define TARGET_AWAIT_P50_RATIO_MAX 5.0
@@ -139,7 +141,8 @@ static struct {
 	struct figure figures[FIGURES_MAX];
 	uint32_t figure_count;
 	char root_dir[ROOT_DIR_BYTES_MAX]; /* "" = none made yet */
-	struct node node;        /* at most one node runs at a time */
+	struct node node;        /* the node measured (a coordinator) */
+	struct node members[STREAM_MEMBERS_MAX]; /* --stream-nodes: the others */
 	bool json;
 } bench;
 
@@ -430,6 +433,8 @@ static int node_stop(struct node *n)
 static void cleanup(void)
 {
 	node_stop(&bench.node);
+	for (int i = 0; i < STREAM_MEMBERS_MAX; i++)
+		node_stop(&bench.members[i]);
 	remove_tree(bench.root_dir);
 	bench.root_dir[0] = '\0';
 	nng_fini(); /* joins nng's own threads: nothing left for valgrind to flag */
@@ -596,7 +601,9 @@ static int free_tcp_port(void)
 	return port;
 }
 
-static void node_start(struct node *n, const char *chorusd, const char *name, bool sync_full)
+/* seeds: NULL, or --seeds for a member joining a cluster (--stream-nodes). */
+static void node_start_seeded(struct node *n, const char *chorusd, const char *name,
+                              bool sync_full, const char *seeds)
 {
 	memset(n, 0, sizeof(*n));
 	int len = snprintf(n->dir, sizeof(n->dir), "%s/%s", bench.root_dir, name);
@@ -623,6 +630,10 @@ static void node_start(struct node *n, const char *chorusd, const char *name, bo
 	if (sync_full) {
 		argv[argc++] = "--synchronous";
 		argv[argc++] = "full";
+	}
+	if (seeds != NULL) {
+		argv[argc++] = "--seeds";
+		argv[argc++] = (char *)seeds;
 	}
 	argv[argc] = NULL;
 
@@ -695,6 +706,11 @@ static void node_start(struct node *n, const char *chorusd, const char *name, bo
 		n->client = NULL;
 		fail("connect %s: %s (%s)", n->addr, ch_strerror(rc), err);
 	}
+}
+
+static void node_start(struct node *n, const char *chorusd, const char *name, bool sync_full)
+{
+	node_start_seeded(n, chorusd, name, sync_full, NULL);
 }
 
 /* ---- checking results ---- */
@@ -1053,12 +1069,41 @@ static const char *stream_line_wrong(const char *line, size_t len, uint32_t inde
 	return NULL;
 }
 
+/* Waits until the coordinator sees `count` alive members (itself included). */
+static void cluster_wait_formed(uint32_t count)
+{
+	uint64_t deadline_ns = now_ns() + (uint64_t)CLUSTER_FORM_DEADLINE_MS * 1000000ull;
+	for (;;) {
+		char *json = NULL;
+		char err[256];
+		uint32_t alive = 0;
+		if (ch_members_json(bench.node.client, &json, err, sizeof(err)) == CH_OK) {
+			for (const char *p = json; (p = strstr(p, "\"state\": \"alive\"")) != NULL; p++)
+				alive++;
+			free(json);
+		}
+		if (alive >= count)
+			return;
+		if (now_ns() >= deadline_ns)
+			fail("the coordinator sees %u alive members of %u after %d ms", alive, count,
+			     CLUSTER_FORM_DEADLINE_MS);
+		sleep_ms(100);
+	}
+}
+
 static void measure_stream(const char *chorusd, const char *clusterctl, uint32_t n,
-                           struct stream_run *out)
+                           uint32_t nodes, struct stream_run *out)
 {
 	char name[32];
 	snprintf(name, sizeof(name), "stream%u", n);
 	node_start(&bench.node, chorusd, name, false);
+	for (uint32_t i = 1; i < nodes; i++) {
+		char mname[48];
+		snprintf(mname, sizeof(mname), "%s-m%u", name, i);
+		node_start_seeded(&bench.members[i - 1], chorusd, mname, false, bench.node.addr);
+	}
+	if (nodes > 1)
+		cluster_wait_formed(nodes);
 	int in[2], outp[2];
 	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0)
 		fail("pipe: %s", strerror(errno));
@@ -1118,6 +1163,8 @@ static void measure_stream(const char *chorusd, const char *clusterctl, uint32_t
 	out->node_hwm_kib = node_hwm;
 	say("  %.0f tasks/s; peak RSS clusterctl %.1f MiB, node %.1f MiB\n", out->tasks_per_s,
 	    mib(client_hwm), mib(node_hwm));
+	for (uint32_t i = 1; i < nodes; i++)
+		(void)node_stop(&bench.members[i - 1]);
 	status = node_stop(&bench.node);
 	if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
 		say("note: node (%s) did not exit 0 on SIGTERM (status 0x%x)\n", name, status);
@@ -1127,7 +1174,7 @@ static void measure_stream(const char *chorusd, const char *clusterctl, uint32_t
 /* The streamed fan-out figures: two sizes, ten times apart; RSS must not
  * follow the size (ratio near 1.0x). */
 static void stream_figures(const char *chorusd, const struct counts *k,
-                           const struct floor_figures *fl)
+                           const struct floor_figures *fl, uint32_t nodes)
 {
 	char clusterctl[PATH_MAX];
 	snprintf(clusterctl, sizeof(clusterctl), "%s", chorusd);
@@ -1141,10 +1188,10 @@ static void stream_figures(const char *chorusd, const struct counts *k,
 	struct stream_run runs[2];
 	uint32_t sizes[2] = {k->stream_small, k->stream_large};
 	for (int i = 0; i < 2; i++) {
-		measure_stream(chorusd, clusterctl, sizes[i], &runs[i]);
+		measure_stream(chorusd, clusterctl, sizes[i], nodes, &runs[i]);
 		char key[48], label[64];
 		snprintf(key, sizeof(key), "stream_%u_tasks_per_s", sizes[i]);
-		snprintf(label, sizeof(label), "stream fan-out %u, clusterctl", sizes[i]);
+		snprintf(label, sizeof(label), "stream fan-out %u, %u node(s)", sizes[i], nodes);
 		figure_add(key, label, runs[i].tasks_per_s, "tasks/s",
 		           runs[i].tasks_per_s / fl->round_trips_per_s);
 		snprintf(key, sizeof(key), "stream_%u_client_hwm_mib", sizes[i]);
@@ -1190,7 +1237,8 @@ static void default_chorusd_path(char *out, size_t out_len, const char *argv0)
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: bench_chorus [--chorusd PATH] [--quick] [--json] [--skip-full] [--stream]\n"
+	        "usage: bench_chorus [--chorusd PATH] [--quick] [--json] [--skip-full]\n"
+	        "                    [--stream [--stream-nodes N]]\n"
 	        "\n"
 	        "Measures a real chorusd (started here with a temporary data dir) against a\n"
 	        "raw nng req/rep round trip measured in the same run.\n"
@@ -1203,6 +1251,8 @@ static void usage(FILE *out)
 	        "                  1,000,000 echo tasks (quick: 10,000 and 100,000) through\n"
 	        "                  `clusterctl submit echo --fanout -`, each on a fresh node:\n"
 	        "                  throughput and the peak RSS of clusterctl and of the node\n"
+	        "  --stream-nodes N  with --stream: a cluster of N nodes (the coordinator and\n"
+	        "                  N-1 members seeded by it), tasks placed over all of them\n"
 	        "\n"
 	        "Exit status: 0 ran (targets are reported MET/MISSED, never enforced),\n"
 	        "1 the node could not be started or a call failed, 2 bad usage.\n");
@@ -1212,6 +1262,7 @@ int main(int argc, char **argv)
 {
 	char chorusd[PATH_MAX] = "";
 	bool quick = false, skip_full = false, stream = false;
+	uint32_t stream_nodes = 1;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--chorusd") == 0 && i + 1 < argc) {
 			snprintf(chorusd, sizeof(chorusd), "%s", argv[++i]);
@@ -1224,6 +1275,16 @@ int main(int argc, char **argv)
 		} else if (strcmp(argv[i], "--skip-full") == 0) {
 			skip_full = true;
 		} else if (strcmp(argv[i], "--stream") == 0) {
+			stream = true;
+		} else if (strcmp(argv[i], "--stream-nodes") == 0 && i + 1 < argc) {
+			char *end;
+			unsigned long v = strtoul(argv[++i], &end, 10);
+			if (*end != '\0' || v < 1 || v > STREAM_MEMBERS_MAX + 1) {
+				fprintf(stderr, "bench_chorus: --stream-nodes takes 1..%d\n",
+				        STREAM_MEMBERS_MAX + 1);
+				return 2;
+			}
+			stream_nodes = (uint32_t)v;
 			stream = true;
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
@@ -1287,7 +1348,7 @@ int main(int argc, char **argv)
 
 	if (stream) {
 		/* 8 alone: the other sections are the default run's */
-		stream_figures(chorusd, k, &fl);
+		stream_figures(chorusd, k, &fl, stream_nodes);
 		print_table();
 		if (bench.json)
 			print_json(date, machine, quick);
