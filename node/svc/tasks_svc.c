@@ -1070,6 +1070,11 @@ static void handle_map_append(void *svc, struct rpc_call *c, const Chorus__Envel
 	}
 	struct stream *st = stream_find(s, m->batch_id);
 	assert(st); /* an open batch has its stream (handle_map_stream) */
+	if (!st) {
+		rpc_reply_error(c, CH_ERR_INTERNAL, "batch %" PRIu64 " is open without its stream",
+		                m->batch_id);
+		return;
+	}
 	if (m->start_index > b->total) {
 		rpc_reply_error(c, CH_ERR_INVALID,
 		                "chunk for batch %" PRIu64 " starts at index %u, but the batch has %u "

@@ -601,9 +601,10 @@ static int free_tcp_port(void)
 	return port;
 }
 
-/* seeds: NULL, or --seeds for a member joining a cluster (--stream-nodes). */
+/* seed: NULL, or the node a member joins through (--stream-nodes): it gets
+ * that node's secret and is named after its data dir. */
 static void node_start_seeded(struct node *n, const char *chorusd, const char *name,
-                              bool sync_full, const char *seeds)
+                              bool sync_full, const struct node *seed)
 {
 	memset(n, 0, sizeof(*n));
 	int len = snprintf(n->dir, sizeof(n->dir), "%s/%s", bench.root_dir, name);
@@ -612,13 +613,16 @@ static void node_start_seeded(struct node *n, const char *chorusd, const char *n
 	if (mkdir(n->dir, 0700) != 0)
 		fail("mkdir %s: %s", n->dir, strerror(errno));
 	snprintf(n->log_path, sizeof(n->log_path), "%s.log", n->dir);
-	snprintf(n->secret_path, sizeof(n->secret_path), "%s/secret", n->dir);
+	if (seed != NULL)
+		snprintf(n->secret_path, sizeof(n->secret_path), "%s", seed->secret_path);
+	else
+		snprintf(n->secret_path, sizeof(n->secret_path), "%s/secret", n->dir);
 	int port = free_tcp_port();
 	if (port <= 0)
 		fail("no free TCP port on 127.0.0.1");
 	snprintf(n->addr, sizeof(n->addr), "tcp://127.0.0.1:%d", port);
 
-	char *argv[16];
+	char *argv[24];
 	int argc = 0;
 	argv[argc++] = (char *)chorusd;
 	argv[argc++] = "--data-dir";
@@ -631,9 +635,13 @@ static void node_start_seeded(struct node *n, const char *chorusd, const char *n
 		argv[argc++] = "--synchronous";
 		argv[argc++] = "full";
 	}
-	if (seeds != NULL) {
+	if (seed != NULL) {
 		argv[argc++] = "--seeds";
-		argv[argc++] = (char *)seeds;
+		argv[argc++] = (char *)seed->addr;
+		argv[argc++] = "--secret";
+		argv[argc++] = n->secret_path;
+		argv[argc++] = "--name";
+		argv[argc++] = (char *)name;
 	}
 	argv[argc] = NULL;
 
@@ -1100,7 +1108,7 @@ static void measure_stream(const char *chorusd, const char *clusterctl, uint32_t
 	for (uint32_t i = 1; i < nodes; i++) {
 		char mname[48];
 		snprintf(mname, sizeof(mname), "%s-m%u", name, i);
-		node_start_seeded(&bench.members[i - 1], chorusd, mname, false, bench.node.addr);
+		node_start_seeded(&bench.members[i - 1], chorusd, mname, false, &bench.node);
 	}
 	if (nodes > 1)
 		cluster_wait_formed(nodes);
