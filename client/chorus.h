@@ -201,8 +201,9 @@ uint32_t ch_map_stream_submitted(const ch_map_stream *s);
  * window and this stream's chunk are full, nothing was taken: take a result
  * with ch_map_stream_next and push again. CH_ERR_TOO_LARGE: the payload
  * alone does not fit a chunk. CH_ERR_CLOSED: the batch takes no more
- * tasks (input closed, its deadline passed, or the coordinator restarted).
- * Other codes: the coordinator could not be reached (re-attach by id). */
+ * tasks (its deadline passed, or its coordinator restarted): push no more,
+ * the results of what it took still come from ch_map_stream_next. Other
+ * codes: the coordinator could not be reached (re-attach by id). */
 int ch_map_stream_push(ch_map_stream *s, const void *payload, size_t len, char *err,
                        size_t err_len);
 /* No more input: the batch's total is what was pushed. The remaining
@@ -211,7 +212,10 @@ int ch_map_stream_close_input(ch_map_stream *s, char *err, size_t err_len);
 /* The next result, waiting up to wait_ms for it (sending pending payloads
  * as the window frees). CH_OK with *result set (free with ch_result_free;
  * batch_index says which input it belongs to), or CH_OK with *result NULL
- * when the stream is over (input closed and every result taken).
+ * when the stream is over (input closed and every result taken). When the
+ * node closed the batch before it took every payload pushed, the end is
+ * reported once as CH_ERR_CLOSED (saying how many were not taken), then as
+ * CH_OK with NULL.
  * CH_ERR_TIMEOUT: none within wait_ms; call again. With CH_WAIT_FOREVER it
  * waits until a result or the end, so CH_ERR_TIMEOUT then means the
  * coordinator did not answer. */

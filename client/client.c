@@ -1758,7 +1758,27 @@ struct ch_map_stream {
 	uint32_t *acks;      /* unordered: indexes of the last page, acknowledged next */
 	uint32_t acks_n, acks_cap;
 	uint64_t given;      /* results handed out */
+	/* closed by the node before the input ended (its deadline passed, or
+	 * it restarted): what was pending is dropped, reported once at the end */
+	uint32_t dropped;
+	bool dropped_told;
+	char closed_why[CLIENT_ERR_BYTES];
 };
+
+/* The node closed the batch's input before we did: nothing more can be
+ * sent, the results of what it took still come. */
+static void stream_closed_by_node(ch_map_stream *s, const char *why)
+{
+	s->closed = true;
+	if (s->closed_why[0] == '\0')
+		snprintf(s->closed_why, sizeof s->closed_why, "%s",
+		         why != NULL && why[0] != '\0'
+		                 ? why
+		                 : "closed by its coordinator: its deadline passed, or it restarted");
+	s->dropped += s->pend_n;
+	s->pend_n = 0;
+	s->buf_len = 0;
+}
 
 static void stream_page_drop(ch_map_stream *s)
 {
@@ -1910,6 +1930,11 @@ static int stream_send(ch_map_stream *s, bool close, char *err, size_t err_len)
 	int code = call_expect(s->c, &env, 0, CHORUS__ENVELOPE__BODY_MAP_APPEND_RESP, &e, err,
 	                       err_len);
 	free(items);
+	if (code == CH_ERR_CLOSED) {
+		stream_closed_by_node(s, err);
+		err_clear(err, err_len);
+		return CH_OK;
+	}
 	if (code != CH_OK)
 		return code;
 	const Chorus__MapAppendResp *r = e->map_append_resp;
@@ -1935,11 +1960,10 @@ static int stream_send(ch_map_stream *s, bool close, char *err, size_t err_len)
 		s->total = next;
 	}
 	if (closed) {
-		s->closed = true;
-		if (!close && s->pend_n > 0)
-			return fail(err, err_len, CH_ERR_CLOSED,
-			            "batch %llu was closed by %s at %u tasks: %u payload(s) not taken",
-			            (unsigned long long)s->batch_id, s->c->addr, s->total, s->pend_n);
+		if (close)
+			s->closed = true;
+		else
+			stream_closed_by_node(s, NULL);
 	}
 	return CH_OK;
 }
@@ -1973,8 +1997,8 @@ int ch_map_stream_push(ch_map_stream *s, const void *payload, size_t len, char *
 		return fail(err, err_len, CH_ERR_INVALID, "batch %llu: the input is closed",
 		            (unsigned long long)s->batch_id);
 	if (s->closed)
-		return fail(err, err_len, CH_ERR_CLOSED, "batch %llu takes no more tasks",
-		            (unsigned long long)s->batch_id);
+		return fail(err, err_len, CH_ERR_CLOSED, "batch %llu takes no more tasks: %s",
+		            (unsigned long long)s->batch_id, s->closed_why);
 	if (len + 2 * STREAM_ITEM_OVERHEAD_BYTES > s->chunk_bytes_max)
 		return fail(err, err_len, CH_ERR_TOO_LARGE,
 		            "payload of %zu bytes does not fit a chunk of %zu bytes (the frame cap)",
@@ -1983,6 +2007,9 @@ int ch_map_stream_push(ch_map_stream *s, const void *payload, size_t len, char *
 		int code = stream_send(s, false, err, err_len);
 		if (code != CH_OK)
 			return code;
+		if (s->closed)
+			return fail(err, err_len, CH_ERR_CLOSED, "batch %llu takes no more tasks: %s",
+			            (unsigned long long)s->batch_id, s->closed_why);
 	}
 	if (!stream_fits(s, len))
 		return fail(err, err_len, CH_ERR_FULL,
@@ -2032,6 +2059,8 @@ static int stream_take_page(ch_map_stream *s, const Chorus__BatchAwaitResp *br, 
 		            br->n_results);
 	s->room = br->room;
 	if (!br->open) {
+		if (s->can_push && !s->closed)
+			stream_closed_by_node(s, NULL);
 		s->closed = true;
 		s->total = br->total;
 	} else if (br->total > s->total) {
@@ -2123,6 +2152,14 @@ int ch_map_stream_next(ch_map_stream *s, uint32_t wait_ms, struct ch_result **re
 				(void)stream_await(s, 0, err, err_len);
 				s->acks_n = 0;
 				stream_page_drop(s);
+			}
+			if (s->dropped > 0 && !s->dropped_told) {
+				s->dropped_told = true;
+				return fail(err, err_len, CH_ERR_CLOSED,
+				            "batch %llu ended at %u task(s) before its input did (%s): "
+				            "%u pushed payload(s) were not taken",
+				            (unsigned long long)s->batch_id, s->total, s->closed_why,
+				            s->dropped);
 			}
 			err_clear(err, err_len);
 			return CH_OK;

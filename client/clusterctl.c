@@ -137,7 +137,11 @@ static const char help_submit[] =
 	"                     submit H --fanout - | consume` works on an endless input;\n"
 	"                     results are printed as they come. The batch id goes to\n"
 	"                     stderr at the start; if the coordinator is lost, stderr\n"
-	"                     says how to re-attach (wait --batch ID --from N). A\n"
+	"                     says how to re-attach (wait --batch ID --from N). If\n"
+	"                     the coordinator closes the batch first (--deadline\n"
+	"                     passed, or it restarted), the rest of the input is not\n"
+	"                     submitted: stderr says from which line, the results of\n"
+	"                     what was taken are printed, and the exit code is 1. A\n"
 	"                     counter is drawn on stderr when it is a terminal.\n"
 	"  --unordered        print results as they finish, not in input order\n"
 	"  --window N         the coordinator holds at most N unfinished tasks of the\n"
@@ -785,7 +789,7 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 		.flushed_ms = mono_ms(),
 	};
 	uint32_t next_from = 0;
-	bool over = false;
+	bool over = false, cut_short = false;
 	char *line = NULL;
 	size_t line_cap = 0;
 	uint64_t lines = 0;
@@ -813,6 +817,15 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 			snprintf(err, sizeof err, "batch %llu ended before its input did",
 			         (unsigned long long)ch_map_stream_batch_id(s));
 		}
+		if (rv == CH_ERR_CLOSED) {
+			/* closed by its coordinator (deadline, restart): the rest of
+			 * the input stays out; what it took still gives results */
+			fprintf(stderr, "clusterctl: %s; input from line %llu on not submitted\n", err,
+			        (unsigned long long)lines);
+			cut_short = true;
+			rv = CH_OK;
+			break;
+		}
 	}
 	if (rv == CH_OK && ferror(in)) {
 		fprintf(stderr, "clusterctl: cannot read %s: %s (the %llu line(s) read go on)\n",
@@ -825,6 +838,13 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 		rv = ch_map_stream_close_input(s, err, sizeof err);
 	while (rv == CH_OK && !over)
 		rv = fanout_take(s, &o, &next_from, &over, err, sizeof err);
+	if (rv == CH_ERR_CLOSED) {
+		/* the end, with payloads the coordinator never took */
+		if (!cut_short)
+			fprintf(stderr, "clusterctl: %s\n", err);
+		cut_short = true;
+		rv = CH_OK;
+	}
 	if (rv != CH_OK) {
 		rc = fanout_lost(cli, &o, s, next_from, !sa->unordered, rv, err);
 		ch_map_stream_free(s);
@@ -833,7 +853,7 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 	fanout_progress(&o, s, true);
 	fanout_end(&o);
 	ch_map_stream_free(s);
-	return o.failed ? EXIT_TASK_FAILED : EXIT_OK;
+	return o.failed || cut_short ? EXIT_TASK_FAILED : EXIT_OK;
 }
 
 /* wait --batch ID [--from N]: the results of a batch from index N on, in

@@ -11,7 +11,9 @@
    and how to re-attach; after a restart `wait --batch ID` prints every
    task the node had taken (transient tasks interrupted are run again),
    agreeing with what was printed before the kill;
-5. wrong chunks (a gap, resends, an overlap, over the window, an unknown
+5. a --deadline closes the stream: the results of what was taken, in
+   order, and exit 1 saying how much was not taken;
+6. wrong chunks (a gap, resends, an overlap, over the window, an unknown
    or closed batch, too many tasks) get the protocol's answers
    (chorus_frametool stream-bad), and a line that cannot fit a chunk is a
    clear error.
@@ -206,6 +208,20 @@ class TestStream(NodeTestCase):
         # the batch is closed: it takes no more
         rc, out, err = node.ctl("wait", "--batch", batch + 1000, json=False)
         self.assertEqual(rc, 5, (out, err))
+
+    def test_a_deadline_closes_the_stream_and_the_rest_is_not_taken(self):
+        node = self.new_node("--workers", "2")
+        lines = "50\n" * 200  # 200 x 50 ms on 2 workers: ~5 s, the deadline is 1 s
+        rc, out, err = node.ctl("submit", "sleep", "--fanout", "-", "--deadline", "1s",
+                                "--window", "16", input=lines, json=False, timeout_s=60)
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("were not taken", err)
+        rows = parse_lines(out)
+        self.assertGreater(len(rows), 0)
+        self.assertLess(len(rows), 200)
+        self.assertEqual([r[0] for r in rows], list(range(len(rows))))
+        self.assertTrue({r[1] for r in rows} <= {"succeeded", "timed_out"}, rows)
+        self.assertIn("timed_out", {r[1] for r in rows})
 
     # ---- 5 ----
 
