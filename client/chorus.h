@@ -43,7 +43,7 @@ enum ch_error {
 	CH_ERR_FULL = -12,        /* queue full: retry later (nothing accepted) */
 	CH_ERR_SHUTTING_DOWN = -13,
 	CH_ERR_STORAGE = -14,     /* the node could not journal the request */
-	CH_ERR_CLOSED = -15,
+	CH_ERR_CLOSED = -15,      /* the client, or a batch's input, is closed */
 	CH_ERR_INTERNAL = -16,
 };
 
@@ -167,6 +167,78 @@ int ch_map(ch_client *c, const char *handler, const void *const *payloads, const
            uint32_t n, const struct ch_task_opts *opts, const struct ch_map_opts *mopts,
            struct ch_result ***results, char *err, size_t err_len);
 void ch_results_free(struct ch_result **results, uint32_t n);
+
+/* Streamed fan-out (Elixir's Task.async_stream): any number of tasks, fed
+ * lazily, with bounded memory on the client and on the node it is sent to
+ * (the coordinator). The coordinator holds at most `window` unfinished
+ * tasks of the batch (with `unordered`, results not yet taken count too);
+ * payloads are sent in chunks as it has room, and results come back in
+ * input order (or, unordered, as they finish). Results are journaled on
+ * the coordinator, so after losing it a program can re-attach to the batch
+ * by its id (ch_batch_attach). One stream is used by one thread at a time.
+ *
+ *   ch_map_stream_open(c, "echo", NULL, NULL, &s, err, len);
+ *   while (more input) {
+ *       while ((rc = ch_map_stream_push(s, p, n, err, len)) == CH_ERR_FULL)
+ *           take one: ch_map_stream_next(s, 30000, &r, err, len);
+ *       ...
+ *   }
+ *   ch_map_stream_close_input(s, err, len);
+ *   while (ch_map_stream_next(s, 30000, &r, err, len) == CH_OK && r) ...
+ *   ch_map_stream_free(s);
+ */
+typedef struct ch_map_stream ch_map_stream;
+
+struct ch_stream_opts {
+	uint32_t max_concurrency; /* tasks of the batch running at once; 0 = no limit */
+	uint32_t deadline_ms;     /* every task finished or timed out by then; 0 = none */
+	uint32_t window;          /* unfinished tasks the coordinator holds; 0 = its default */
+	int unordered;            /* results as they finish, each with its batch_index */
+	uint32_t chunk_tasks_max; /* payloads per chunk sent; 0 = 1000 */
+};
+
+/* Opens a streamed batch of `handler` tasks (opts apply to every task;
+ * both opts and sopts may be NULL). On CH_OK *out owns the stream: free it
+ * with ch_map_stream_free. */
+int ch_map_stream_open(ch_client *c, const char *handler, const struct ch_task_opts *opts,
+                       const struct ch_stream_opts *sopts, ch_map_stream **out, char *err,
+                       size_t err_len);
+/* The batch's id (what ch_batch_attach and `clusterctl wait --batch` take). */
+uint64_t ch_map_stream_batch_id(const ch_map_stream *s);
+/* Tasks the coordinator has accepted so far. */
+uint32_t ch_map_stream_submitted(const ch_map_stream *s);
+/* Adds one task (the payload is copied). CH_ERR_FULL: the coordinator's
+ * window and this stream's chunk are full, nothing was taken: take a result
+ * with ch_map_stream_next and push again. CH_ERR_TOO_LARGE: the payload
+ * alone does not fit a chunk. CH_ERR_CLOSED: the batch takes no more
+ * tasks (its deadline passed, or its coordinator restarted): push no more,
+ * the results of what it took still come from ch_map_stream_next. Other
+ * codes: the coordinator could not be reached (re-attach by id). */
+int ch_map_stream_push(ch_map_stream *s, const void *payload, size_t len, char *err,
+                       size_t err_len);
+/* No more input: the batch's total is what was pushed. The remaining
+ * payloads and the close are sent by ch_map_stream_next as room allows. */
+int ch_map_stream_close_input(ch_map_stream *s, char *err, size_t err_len);
+/* The next result, waiting up to wait_ms for it (sending pending payloads
+ * as the window frees). CH_OK with *result set (free with ch_result_free;
+ * batch_index says which input it belongs to), or CH_OK with *result NULL
+ * when the stream is over (input closed and every result taken). When the
+ * node closed the batch before it took every payload pushed, the end is
+ * reported once as CH_ERR_CLOSED (saying how many were not taken), then as
+ * CH_OK with NULL.
+ * CH_ERR_TIMEOUT: none within wait_ms; call again. With CH_WAIT_FOREVER it
+ * waits until a result or the end, so CH_ERR_TIMEOUT then means the
+ * coordinator did not answer. */
+#define CH_WAIT_FOREVER UINT32_MAX
+int ch_map_stream_next(ch_map_stream *s, uint32_t wait_ms, struct ch_result **result, char *err,
+                       size_t err_len);
+/* Releases the stream (the batch goes on running on the node). */
+void ch_map_stream_free(ch_map_stream *s);
+/* Re-attaches to a batch by id, e.g. after its coordinator restarted: a
+ * stream that takes no input and gives the results from from_index on, in
+ * input order, until the batch's input is closed and every result given. */
+int ch_batch_attach(ch_client *c, uint64_t batch_id, uint32_t from_index, ch_map_stream **out,
+                    char *err, size_t err_len);
 
 /* Lists tasks, newest first. state = CH_TASK_UNKNOWN for any. */
 int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results, uint32_t *n,

@@ -205,7 +205,7 @@ const char *ch_strerror(int code)
 	case CH_ERR_FULL: return "queue full";
 	case CH_ERR_SHUTTING_DOWN: return "node shutting down";
 	case CH_ERR_STORAGE: return "storage error";
-	case CH_ERR_CLOSED: return "client closed";
+	case CH_ERR_CLOSED: return "closed";
 	case CH_ERR_INTERNAL: return "internal error";
 	default: return "unknown error";
 	}
@@ -1946,6 +1946,477 @@ int ch_map(ch_client *c, const char *handler, const void *const *payloads, const
 	err_clear(err, err_len);
 	*results = rs;
 	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* streamed fan-out                                                    */
+
+#define STREAM_CHUNK_TASKS_DEFAULT 1000u
+#define STREAM_ITEM_OVERHEAD_BYTES 8u    /* a payload's tag and length in a chunk */
+#define STREAM_REQUEST_SLACK_BYTES 256u  /* the rest of a MapAppendReq envelope */
+#define STREAM_AWAIT_MS_MAX 5000u        /* one await round trip: a lost coordinator shows within it */
+
+/* The stream: one pending chunk (payloads from index `total` on, not yet
+ * taken by the coordinator) and one page of results. Both are bounded (the
+ * chunk by chunk_tasks_max and chunk_bytes_max, the page by the node's
+ * page size and frame cap), so memory stays flat however long the input. */
+struct ch_map_stream {
+	ch_client *c;
+	uint64_t batch_id;
+	bool unordered;
+	bool can_push;       /* opened here (not attached) */
+	bool input_closed;   /* no more pushes */
+	bool closed;         /* the node said the input is closed: total is final */
+	uint32_t total;      /* tasks the coordinator took */
+	uint32_t room;       /* more it takes now (last heard) */
+	uint32_t chunk_tasks_max;
+	size_t chunk_bytes_max;
+	uint32_t room_low;   /* a chunk goes when the window has this much room (or
+	                      * room for all that is pending): no dribbling */
+	/* pending chunk */
+	uint8_t *buf;
+	size_t buf_len, buf_cap;
+	size_t *offs, *lens;
+	uint32_t pend_n;
+	/* results */
+	struct ch_result **page;
+	uint32_t page_n, page_at;
+	uint32_t next_from;  /* ordered: the index of the next result */
+	uint32_t *acks;      /* unordered: indexes of the last page, acknowledged next */
+	uint32_t acks_n, acks_cap;
+	uint64_t given;      /* results handed out */
+	/* closed by the node before the input ended (its deadline passed, or
+	 * it restarted): what was pending is dropped, reported once at the end */
+	uint32_t dropped;
+	bool dropped_told;
+	char closed_why[CLIENT_ERR_BYTES];
+};
+
+/* The node closed the batch's input before we did: nothing more can be
+ * sent, the results of what it took still come. */
+static void stream_closed_by_node(ch_map_stream *s, const char *why)
+{
+	s->closed = true;
+	if (s->closed_why[0] == '\0')
+		snprintf(s->closed_why, sizeof s->closed_why, "%s",
+		         why != NULL && why[0] != '\0'
+		                 ? why
+		                 : "closed by its coordinator: its deadline passed, or it restarted");
+	s->dropped += s->pend_n;
+	s->pend_n = 0;
+	s->buf_len = 0;
+}
+
+static void stream_page_drop(ch_map_stream *s)
+{
+	for (uint32_t i = s->page_at; i < s->page_n; i++)
+		ch_result_free(s->page[i]);
+	free(s->page);
+	s->page = NULL;
+	s->page_n = s->page_at = 0;
+}
+
+void ch_map_stream_free(ch_map_stream *s)
+{
+	if (s == NULL)
+		return;
+	stream_page_drop(s);
+	free(s->buf);
+	free(s->offs);
+	free(s->lens);
+	free(s->acks);
+	free(s);
+}
+
+uint64_t ch_map_stream_batch_id(const ch_map_stream *s)
+{
+	return s != NULL ? s->batch_id : 0;
+}
+
+uint32_t ch_map_stream_submitted(const ch_map_stream *s)
+{
+	return s != NULL ? s->total : 0;
+}
+
+static ch_map_stream *stream_new(ch_client *c, uint64_t batch_id)
+{
+	ch_map_stream *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return NULL;
+	s->c = c;
+	s->batch_id = batch_id;
+	return s;
+}
+
+int ch_map_stream_open(ch_client *c, const char *handler, const struct ch_task_opts *opts,
+                       const struct ch_stream_opts *sopts, ch_map_stream **out, char *err,
+                       size_t err_len)
+{
+	if (c == NULL || out == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and out are required");
+	*out = NULL;
+	int code = check_task(handler, "", 0, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MapReq mr = CHORUS__MAP_REQ__INIT;
+	Chorus__TaskOptions topts = CHORUS__TASK_OPTIONS__INIT;
+	code = task_options_fill(&topts, opts, err, err_len);
+	if (code != CH_OK)
+		return code;
+	uint8_t key[1 + CH_KEY_BYTES_MAX];
+	code = app_key_fill(opts, key, &mr.idempotency_key, err, err_len);
+	if (code != CH_OK)
+		return code;
+	mr.handler = (char *)handler;
+	mr.opts = &topts;
+	mr.stream = true;
+	if (sopts != NULL) {
+		mr.max_concurrency = sopts->max_concurrency;
+		mr.deadline_ms = sopts->deadline_ms;
+		mr.window = sopts->window;
+		mr.unordered = sopts->unordered != 0;
+	}
+	env.body_case = CHORUS__ENVELOPE__BODY_MAP;
+	env.map = &mr;
+	Chorus__Envelope *e = NULL;
+	code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_MAP_RESP, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	ch_map_stream *s = stream_new(c, e->map_resp->batch_id);
+	if (s == NULL) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory (batch %llu was opened)",
+		            (unsigned long long)e->map_resp->batch_id);
+	}
+	s->can_push = true;
+	s->unordered = mr.unordered;
+	s->room = e->map_resp->room;
+	s->chunk_tasks_max = sopts != NULL && sopts->chunk_tasks_max > 0 ? sopts->chunk_tasks_max
+	                                                                   : STREAM_CHUNK_TASKS_DEFAULT;
+	/* a chunk fits both our frame cap and the node's */
+	size_t ours = c->frame_bytes_max > SEAL_OVERHEAD_BYTES + 2 * STREAM_REQUEST_SLACK_BYTES
+	                  ? c->frame_bytes_max - SEAL_OVERHEAD_BYTES - STREAM_REQUEST_SLACK_BYTES
+	                  : STREAM_REQUEST_SLACK_BYTES;
+	size_t theirs = e->map_resp->chunk_bytes_max;
+	s->chunk_bytes_max = theirs > 0 && theirs < ours ? theirs : ours;
+	uint32_t window = e->map_resp->window;
+	s->room_low = window / 4 < s->chunk_tasks_max ? window / 4 : s->chunk_tasks_max;
+	if (s->room_low == 0)
+		s->room_low = 1;
+	chorus__envelope__free_unpacked(e, NULL);
+	s->offs = calloc(s->chunk_tasks_max, sizeof *s->offs);
+	s->lens = calloc(s->chunk_tasks_max, sizeof *s->lens);
+	if (s->offs == NULL || s->lens == NULL) {
+		uint64_t id = s->batch_id;
+		ch_map_stream_free(s);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory (batch %llu was opened)",
+		            (unsigned long long)id);
+	}
+	err_clear(err, err_len);
+	*out = s;
+	return CH_OK;
+}
+
+int ch_batch_attach(ch_client *c, uint64_t batch_id, uint32_t from_index, ch_map_stream **out,
+                    char *err, size_t err_len)
+{
+	if (c == NULL || out == NULL || batch_id == 0)
+		return fail(err, err_len, CH_ERR_INVALID, "client, batch id and out are required");
+	ch_map_stream *s = stream_new(c, batch_id);
+	if (s == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	s->input_closed = true;
+	s->next_from = from_index;
+	err_clear(err, err_len);
+	*out = s;
+	return CH_OK;
+}
+
+/* Sends what the pending chunk holds, as far as the window has room (with
+ * close: the close, once nothing is pending). The node takes a prefix;
+ * it leaves the chunk. */
+static int stream_send(ch_map_stream *s, bool close, char *err, size_t err_len)
+{
+	uint32_t n = s->pend_n < s->room ? s->pend_n : s->room;
+	if (close)
+		n = 0;
+	ProtobufCBinaryData *items = calloc(n > 0 ? n : 1, sizeof *items);
+	if (items == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	for (uint32_t i = 0; i < n; i++) {
+		items[i].data = s->buf + s->offs[i];
+		items[i].len = s->lens[i];
+	}
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MapAppendReq ar = CHORUS__MAP_APPEND_REQ__INIT;
+	ar.batch_id = s->batch_id;
+	ar.start_index = s->total;
+	ar.n_payloads = n;
+	ar.payloads = items;
+	ar.close = close;
+	env.body_case = CHORUS__ENVELOPE__BODY_MAP_APPEND;
+	env.map_append = &ar;
+	Chorus__Envelope *e = NULL;
+	int code = call_expect(s->c, &env, 0, CHORUS__ENVELOPE__BODY_MAP_APPEND_RESP, &e, err,
+	                       err_len);
+	free(items);
+	if (code == CH_ERR_CLOSED) {
+		stream_closed_by_node(s, err);
+		err_clear(err, err_len);
+		return CH_OK;
+	}
+	if (code != CH_OK)
+		return code;
+	const Chorus__MapAppendResp *r = e->map_append_resp;
+	uint32_t next = r->next_index;
+	bool closed = r->closed;
+	s->room = r->room;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (next < s->total || next - s->total > n)
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "%s: batch %llu went from %u to %u tasks on a chunk of %u", s->c->addr,
+		            (unsigned long long)s->batch_id, s->total, next, n);
+	uint32_t took = next - s->total;
+	if (took > 0) {
+		/* drop the taken prefix of the chunk */
+		size_t cut = took < s->pend_n ? s->offs[took] : s->buf_len;
+		memmove(s->buf, s->buf + cut, s->buf_len - cut);
+		s->buf_len -= cut;
+		for (uint32_t i = took; i < s->pend_n; i++) {
+			s->offs[i - took] = s->offs[i] - cut;
+			s->lens[i - took] = s->lens[i];
+		}
+		s->pend_n -= took;
+		s->total = next;
+	}
+	if (closed) {
+		if (close)
+			s->closed = true;
+		else
+			stream_closed_by_node(s, NULL);
+	}
+	return CH_OK;
+}
+
+/* Room enough to send: all that is pending, or a good share of a chunk. */
+static uint32_t stream_room_wanted(const ch_map_stream *s)
+{
+	if (s->pend_n == 0)
+		return 0;
+	return s->pend_n < s->room_low ? s->pend_n : s->room_low;
+}
+
+static bool stream_can_send(const ch_map_stream *s)
+{
+	return s->can_push && !s->closed && s->pend_n > 0 && s->room >= stream_room_wanted(s);
+}
+
+static bool stream_fits(const ch_map_stream *s, size_t len)
+{
+	return s->pend_n < s->chunk_tasks_max &&
+	       s->buf_len + (s->pend_n + 1) * (size_t)STREAM_ITEM_OVERHEAD_BYTES + len <=
+	               s->chunk_bytes_max;
+}
+
+int ch_map_stream_push(ch_map_stream *s, const void *payload, size_t len, char *err,
+                       size_t err_len)
+{
+	if (s == NULL || (payload == NULL && len > 0))
+		return fail(err, err_len, CH_ERR_INVALID, "stream and payload are required");
+	if (!s->can_push || s->input_closed)
+		return fail(err, err_len, CH_ERR_INVALID, "batch %llu: the input is closed",
+		            (unsigned long long)s->batch_id);
+	if (s->closed)
+		return fail(err, err_len, CH_ERR_CLOSED, "batch %llu takes no more tasks: %s",
+		            (unsigned long long)s->batch_id, s->closed_why);
+	if (len + 2 * STREAM_ITEM_OVERHEAD_BYTES > s->chunk_bytes_max)
+		return fail(err, err_len, CH_ERR_TOO_LARGE,
+		            "payload of %zu bytes does not fit a chunk of %zu bytes (the frame cap)",
+		            len, s->chunk_bytes_max);
+	if (!stream_fits(s, len) && stream_can_send(s)) {
+		int code = stream_send(s, false, err, err_len);
+		if (code != CH_OK)
+			return code;
+		if (s->closed)
+			return fail(err, err_len, CH_ERR_CLOSED, "batch %llu takes no more tasks: %s",
+			            (unsigned long long)s->batch_id, s->closed_why);
+	}
+	if (!stream_fits(s, len))
+		return fail(err, err_len, CH_ERR_FULL,
+		            "batch %llu: the coordinator's window is full; take results first",
+		            (unsigned long long)s->batch_id);
+	if (s->buf_len + len > s->buf_cap) {
+		size_t cap = s->buf_cap > 0 ? s->buf_cap : 4096;
+		while (cap < s->buf_len + len)
+			cap *= 2;
+		uint8_t *nb = realloc(s->buf, cap);
+		if (nb == NULL)
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		s->buf = nb;
+		s->buf_cap = cap;
+	}
+	if (len > 0)
+		memcpy(s->buf + s->buf_len, payload, len);
+	s->offs[s->pend_n] = s->buf_len;
+	s->lens[s->pend_n] = len;
+	s->buf_len += len;
+	s->pend_n++;
+	/* a full chunk goes at once when the window has room for it */
+	if (s->pend_n >= s->chunk_tasks_max && s->room >= s->pend_n)
+		return stream_send(s, false, err, err_len);
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_map_stream_close_input(ch_map_stream *s, char *err, size_t err_len)
+{
+	if (s == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "stream is required");
+	s->input_closed = true;
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+/* Takes one BatchAwaitResp: its page becomes the stream's. */
+static int stream_take_page(ch_map_stream *s, const Chorus__BatchAwaitResp *br, char *err,
+                            size_t err_len)
+{
+	if (br->batch_id != s->batch_id || (!s->unordered && br->from_index != s->next_from) ||
+	    br->n_results > br->total)
+		return fail(err, err_len, CH_ERR_PROTOCOL,
+		            "%s sent results that do not fit batch %llu (from %u, %zu results)",
+		            s->c->addr, (unsigned long long)s->batch_id, br->from_index,
+		            br->n_results);
+	s->room = br->room;
+	if (!br->open) {
+		if (s->can_push && !s->closed)
+			stream_closed_by_node(s, NULL);
+		s->closed = true;
+		s->total = br->total;
+	} else if (br->total > s->total) {
+		s->total = br->total;
+	}
+	s->page = calloc(br->n_results > 0 ? br->n_results : 1, sizeof *s->page);
+	if (s->page == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	if (s->unordered && br->n_results > s->acks_cap) {
+		uint32_t *na = realloc(s->acks, br->n_results * sizeof *na);
+		if (na == NULL)
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		s->acks = na;
+		s->acks_cap = (uint32_t)br->n_results;
+	}
+	s->acks_n = 0;
+	for (size_t k = 0; k < br->n_results; k++) {
+		const Chorus__TaskResult *w = br->results[k];
+		if (!s->unordered && w->batch_index != s->next_from + k)
+			return fail(err, err_len, CH_ERR_PROTOCOL, "%s sent result %u where %u belongs",
+			            s->c->addr, w->batch_index, (unsigned)(s->next_from + k));
+		s->page[s->page_n] = result_from_wire(w);
+		if (s->page[s->page_n] == NULL)
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		s->page_n++;
+		if (s->unordered)
+			s->acks[s->acks_n++] = w->batch_index;
+	}
+	return CH_OK;
+}
+
+/* One BatchAwait round trip (wait_ms 0: answered at once). */
+static int stream_await(ch_map_stream *s, uint32_t wait_ms, char *err, size_t err_len)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__BatchAwaitReq ba = CHORUS__BATCH_AWAIT_REQ__INIT;
+	ba.batch_id = s->batch_id;
+	ba.from_index = s->unordered ? 0 : s->next_from;
+	ba.wait_ms = wait_ms;
+	ba.unordered = s->unordered;
+	ba.n_acks = s->acks_n;
+	ba.acks = s->acks;
+	ba.room_wanted = s->can_push && !s->closed ? stream_room_wanted(s) : 0;
+	env.body_case = CHORUS__ENVELOPE__BODY_BATCH_AWAIT;
+	env.batch_await = &ba;
+	Chorus__Envelope *e = NULL;
+	int code = call_expect(s->c, &env, wait_ms, CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP, &e, err,
+	                       err_len);
+	if (code != CH_OK)
+		return code;
+	stream_page_drop(s);
+	code = stream_take_page(s, e->batch_await_resp, err, err_len);
+	chorus__envelope__free_unpacked(e, NULL);
+	if (code != CH_OK)
+		stream_page_drop(s);
+	return code;
+}
+
+static bool stream_over(const ch_map_stream *s)
+{
+	if (!s->closed || s->pend_n > 0)
+		return false;
+	return s->unordered ? s->given >= s->total : s->next_from >= s->total;
+}
+
+int ch_map_stream_next(ch_map_stream *s, uint32_t wait_ms, struct ch_result **result, char *err,
+                       size_t err_len)
+{
+	if (s == NULL || result == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "stream and result are required");
+	*result = NULL;
+	bool forever = wait_ms == CH_WAIT_FOREVER;
+	nng_time deadline = forever ? UINT64_MAX : nng_clock() + wait_ms;
+	for (;;) {
+		if (s->page_at < s->page_n) {
+			struct ch_result *r = s->page[s->page_at];
+			s->page[s->page_at++] = NULL;
+			s->given++;
+			if (!s->unordered)
+				s->next_from = r->batch_index + 1;
+			*result = r;
+			err_clear(err, err_len);
+			return CH_OK;
+		}
+		if (stream_over(s)) {
+			if (s->acks_n > 0) {
+				/* the last page's acknowledgement lets the node forget
+				 * the stream; the answer says nothing new */
+				(void)stream_await(s, 0, err, err_len);
+				s->acks_n = 0;
+				stream_page_drop(s);
+			}
+			if (s->dropped > 0 && !s->dropped_told) {
+				s->dropped_told = true;
+				return fail(err, err_len, CH_ERR_CLOSED,
+				            "batch %llu ended at %u task(s) before its input did (%s): "
+				            "%u pushed payload(s) were not taken",
+				            (unsigned long long)s->batch_id, s->total, s->closed_why,
+				            s->dropped);
+			}
+			err_clear(err, err_len);
+			return CH_OK;
+		}
+		int code = CH_OK;
+		if (stream_can_send(s))
+			code = stream_send(s, false, err, err_len);
+		if (code == CH_OK && s->can_push && s->input_closed && !s->closed && s->pend_n == 0)
+			code = stream_send(s, true, err, err_len);
+		if (code != CH_OK)
+			return code;
+		if (stream_can_send(s))
+			continue; /* more of the chunk fits now */
+		nng_time now = nng_clock();
+		uint64_t left = forever ? STREAM_AWAIT_MS_MAX : now < deadline ? deadline - now : 0;
+		if (left > STREAM_AWAIT_MS_MAX)
+			left = STREAM_AWAIT_MS_MAX;
+		code = stream_await(s, (uint32_t)left, err, err_len);
+		if (code != CH_OK)
+			return code;
+		if (!forever && s->page_n == 0 && !stream_over(s) && nng_clock() >= deadline &&
+		    !stream_can_send(s))
+			return fail(err, err_len, CH_ERR_TIMEOUT,
+			            "no result of batch %llu within %u ms",
+			            (unsigned long long)s->batch_id, wait_ms);
+	}
 }
 
 /* ------------------------------------------------------------------ */

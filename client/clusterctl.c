@@ -34,7 +34,8 @@
 #define SECRET_DEFAULT "./chorus-data/secret"
 #define KEYGEN_FILE_DEFAULT "./chorus-secret"
 #define INPUT_BYTES_MAX (16u * 1024u * 1024u) /* the default frame cap */
-#define FANOUT_LINES_MAX 1000000u
+#define FANOUT_FLUSH_MS 100u    /* results reach a pipe at least this often */
+#define FANOUT_PROGRESS_MS 200u
 #define ARGV_COUNT_MAX 4096u
 #define WAIT_CHUNK_MS 30000u  /* one await round trip while waiting "forever" */
 #define ERR_BYTES 512u
@@ -75,6 +76,8 @@ static const char usage_text[] =
 	"  members                                            the cluster as this node sees it\n"
 	"  tasks [--state STATE] [--limit N]                  list tasks, newest first\n"
 	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
+	"  wait --batch ID [--from N]                         re-attach to a fan-out: its\n"
+	"                                                     results from index N on\n"
 	"  cancel TASK_ID                                     cancel a task\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
 	"  keygen --client SECRET_FILE OUT_FILE               write a client credential\n"
@@ -135,8 +138,21 @@ static const char help_submit[] =
 	"                     prints \"index<TAB>state<TAB>output-or-error<TAB>node\" per\n"
 	"                     task in input order (tabs, newlines and backslashes in the\n"
 	"                     text are escaped; node is the member that ran it), or a\n"
-	"                     JSON array with --json (each result has \"node\"). A\n"
-	"                     progress bar is drawn on stderr when it is a terminal.\n"
+	"                     JSON array with --json (each result has \"node\").\n"
+	"                     Streamed: any number of lines, read as the cluster takes\n"
+	"                     them and in constant memory, so `generate | clusterctl\n"
+	"                     submit H --fanout - | consume` works on an endless input;\n"
+	"                     results are printed as they come. The batch id goes to\n"
+	"                     stderr at the start; if the coordinator is lost, stderr\n"
+	"                     says how to re-attach (wait --batch ID --from N). If\n"
+	"                     the coordinator closes the batch first (--deadline\n"
+	"                     passed, or it restarted), the rest of the input is not\n"
+	"                     submitted: stderr says from which line, the results of\n"
+	"                     what was taken are printed, and the exit code is 1. A\n"
+	"                     counter is drawn on stderr when it is a terminal.\n"
+	"  --unordered        print results as they finish, not in input order\n"
+	"  --window N         the coordinator holds at most N unfinished tasks of the\n"
+	"                     batch (default: its own, 4096)\n"
 	"  --max-concurrency N  at most N tasks of the batch running at once\n"
 	"  --deadline DUR     every task finished or timed out by then\n";
 
@@ -169,9 +185,17 @@ static const char help_tasks[] =
 
 static const char help_wait[] =
 	"usage: clusterctl wait TASK_ID [--timeout DUR]\n"
+	"       clusterctl wait --batch ID [--from N]\n"
 	"\n"
 	"Waits for the task to finish (at most DUR) and prints its result like\n"
-	"submit --wait. Exit 3 when it is still running after DUR.\n";
+	"submit --wait. Exit 3 when it is still running after DUR.\n"
+	"\n"
+	"With --batch, re-attaches to a fan-out (e.g. after its coordinator was\n"
+	"lost: `submit --fanout` printed the id) and prints its results from index N\n"
+	"(default 0) on, in input order and as `submit --fanout` prints them, until\n"
+	"the batch's input is closed and every result is printed. A batch whose\n"
+	"coordinator restarted is closed at the tasks it had journaled. Exit 1 when\n"
+	"a task printed did not succeed, 5 when the batch is unknown or expired.\n";
 
 static const char help_cancel[] =
 	"usage: clusterctl cancel TASK_ID\n"
@@ -613,90 +637,43 @@ struct submit_args {
 	size_t require_count;
 	const char *fanout;
 	struct ch_map_opts mopts;
+	uint32_t window;
+	bool unordered;
 };
 
-static void progress_bar(void *arg, uint32_t done, uint32_t total)
+/* The output of a streamed fan-out: one line (or JSON object) per result,
+ * written as results arrive; stdout is flushed at least every
+ * FANOUT_FLUSH_MS so that a consumer down a pipe sees them flow. */
+struct fanout_out {
+	bool json;
+	bool progress;          /* a counter on stderr (a terminal) */
+	uint64_t printed;
+	bool failed;            /* a task did not succeed */
+	uint64_t flushed_ms;
+	uint64_t progress_ms;
+};
+
+static uint64_t mono_ms(void)
 {
-	(void)arg;
-	int filled = total > 0 ? (int)((uint64_t)done * PROGRESS_WIDTH / total) : PROGRESS_WIDTH;
-	fputc('\r', stderr);
-	fputc('[', stderr);
-	for (int i = 0; i < PROGRESS_WIDTH; i++)
-		fputc(i < filled ? '#' : ' ', stderr);
-	fprintf(stderr, "] %u/%u", done, total);
-	if (done >= total)
-		fputc('\n', stderr);
-	fflush(stderr);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int cmd_fanout(struct cli *cli, struct submit_args *sa)
+static void fanout_print(struct fanout_out *o, const struct ch_result *r)
 {
-	uint8_t *input = NULL;
-	size_t input_len = 0;
-	int rc = read_source(sa->fanout, &input, &input_len);
-	if (rc != EXIT_OK)
-		return rc;
-	/* split into lines in place: payload = line without its newline */
-	size_t lines = 0;
-	for (size_t i = 0; i < input_len; i++)
-		lines += input[i] == '\n';
-	if (input_len > 0 && input[input_len - 1] != '\n')
-		lines++;
-	if (lines > FANOUT_LINES_MAX) {
-		free(input);
-		fprintf(stderr, "clusterctl: %zu lines is more than the %u a fan-out takes\n", lines,
-		        FANOUT_LINES_MAX);
-		return EXIT_USAGE;
-	}
-	uint32_t n = (uint32_t)lines;
-	const void **payloads = calloc(n > 0 ? n : 1, sizeof *payloads);
-	size_t *lens = calloc(n > 0 ? n : 1, sizeof *lens);
-	if (payloads == NULL || lens == NULL) {
-		free(payloads);
-		free(lens);
-		free(input);
-		fprintf(stderr, "clusterctl: out of memory\n");
-		return EXIT_OTHER;
-	}
-	size_t start = 0;
-	uint32_t k = 0;
-	for (size_t i = 0; i <= input_len && k < n; i++) {
-		if (i == input_len || input[i] == '\n') {
-			payloads[k] = input + start;
-			lens[k] = i - start;
-			k++;
-			start = i + 1;
-		}
-	}
-	rc = connect_cli(cli);
-	if (rc != EXIT_OK) {
-		free(payloads);
-		free(lens);
-		free(input);
-		return rc;
-	}
-	if (!cli->json && isatty(STDERR_FILENO))
-		sa->mopts.progress = progress_bar;
-	struct ch_result **rs = NULL;
-	char err[ERR_BYTES] = "";
-	int rv = ch_map(cli->c, sa->handler, payloads, lens, n, &sa->opts, &sa->mopts, &rs, err,
-	                sizeof err);
-	free(payloads);
-	free(lens);
-	free(input);
-	if (rv != CH_OK)
-		return report(cli, rv, err);
-	rc = EXIT_OK;
-	json_t *arr = cli->json ? json_array() : NULL;
-	for (uint32_t i = 0; i < n; i++) {
-		const struct ch_result *r = rs[i];
-		if (r->state != CH_TASK_SUCCEEDED)
-			rc = EXIT_TASK_FAILED;
-		if (arr != NULL) {
-			json_array_append_new(arr, result_json(r, true));
-			continue;
-		}
-		printf("%u\t%s\t", i, ch_task_state_name(r->state));
+	if (r->state != CH_TASK_SUCCEEDED)
+		o->failed = true;
+	if (o->json) {
+		json_t *j = result_json(r, true);
+		char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		json_decref(j);
+		fputs(o->printed == 0 ? "[\n" : ",\n", stdout);
+		if (s != NULL)
+			fputs(s, stdout);
+		free(s);
+	} else {
+		printf("%u\t%s\t", r->batch_index, ch_task_state_name(r->state));
 		if (r->state == CH_TASK_SUCCEEDED)
 			print_escaped(stdout, r->output, r->output_len);
 		else
@@ -708,10 +685,228 @@ static int cmd_fanout(struct cli *cli, struct submit_args *sa)
 			putchar('-');
 		putchar('\n');
 	}
-	if (arr != NULL)
-		json_print(arr);
-	ch_results_free(rs, n);
-	return rc;
+	o->printed++;
+	uint64_t now = mono_ms();
+	if (now - o->flushed_ms >= FANOUT_FLUSH_MS) {
+		fflush(stdout);
+		o->flushed_ms = now;
+	}
+}
+
+static void fanout_progress(struct fanout_out *o, const ch_map_stream *s, bool last)
+{
+	if (!o->progress)
+		return;
+	uint64_t now = mono_ms();
+	if (!last && now - o->progress_ms < FANOUT_PROGRESS_MS)
+		return;
+	o->progress_ms = now;
+	fprintf(stderr, "\rbatch %llu: %llu done of %u submitted", 
+	        (unsigned long long)ch_map_stream_batch_id(s), (unsigned long long)o->printed,
+	        ch_map_stream_submitted(s));
+	if (last)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+static void fanout_end(struct fanout_out *o)
+{
+	if (o->json)
+		fputs(o->printed == 0 ? "[]\n" : "\n]\n", stdout);
+	fflush(stdout);
+}
+
+/* A call on the stream failed: say what to do, and the exit code. The
+ * results printed so far are complete up to the first one not printed. */
+static int fanout_lost(const struct cli *cli, struct fanout_out *o, const ch_map_stream *s,
+                       uint32_t from, bool ordered, int code, const char *err)
+{
+	fanout_end(o);
+	if (o->progress)
+		fputc('\n', stderr);
+	uint64_t id = ch_map_stream_batch_id(s);
+	const char *msg = (err != NULL && err[0] != '\0') ? err : ch_strerror(code);
+	if (code == CH_ERR_FULL || code == CH_ERR_INVALID || code == CH_ERR_TOO_LARGE ||
+	    code == CH_ERR_UNKNOWN_HANDLER || code == CH_ERR_DENIED || code == CH_ERR_AUTH)
+		return report(cli, code, err);
+	if (ordered)
+		fprintf(stderr,
+		        "clusterctl: coordinator lost: re-attach with clusterctl wait --batch %llu "
+		        "--from %u (%s: %s)\n",
+		        (unsigned long long)id, from, ch_strerror(code), msg);
+	else
+		fprintf(stderr,
+		        "clusterctl: coordinator lost: re-attach with clusterctl wait --batch %llu "
+		        "(%s: %s)\n",
+		        (unsigned long long)id, ch_strerror(code), msg);
+	return exit_for(code) == EXIT_OK ? EXIT_OTHER : exit_for(code);
+}
+
+/* Takes one result off the stream and prints it. *over when the stream
+ * ended. Returns CH_OK or the stream's error. */
+static int fanout_take(ch_map_stream *s, struct fanout_out *o, uint32_t *next_from, bool *over,
+                       char *err, size_t err_len)
+{
+	struct ch_result *r = NULL;
+	int rv = ch_map_stream_next(s, CH_WAIT_FOREVER, &r, err, err_len);
+	if (rv != CH_OK)
+		return rv;
+	if (r == NULL) {
+		*over = true;
+		return CH_OK;
+	}
+	fanout_print(o, r);
+	*next_from = r->batch_index + 1;
+	ch_result_free(r);
+	fanout_progress(o, s, false);
+	return CH_OK;
+}
+
+static int cmd_fanout(struct cli *cli, struct submit_args *sa)
+{
+	FILE *in = stdin;
+	const char *in_name = "standard input";
+	if (strcmp(sa->fanout, "-") != 0) {
+		in = fopen(sa->fanout, "rb");
+		in_name = sa->fanout;
+		if (in == NULL) {
+			fprintf(stderr, "clusterctl: cannot open %s: %s\n", sa->fanout, strerror(errno));
+			return EXIT_OTHER;
+		}
+	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK) {
+		if (in != stdin)
+			fclose(in);
+		return rc;
+	}
+	char err[ERR_BYTES] = "";
+	struct ch_stream_opts so = {
+		.max_concurrency = sa->mopts.max_concurrency,
+		.deadline_ms = sa->mopts.deadline_ms,
+		.window = sa->window,
+		.unordered = sa->unordered,
+	};
+	ch_map_stream *s = NULL;
+	int rv = ch_map_stream_open(cli->c, sa->handler, &sa->opts, &so, &s, err, sizeof err);
+	if (rv != CH_OK) {
+		if (in != stdin)
+			fclose(in);
+		return report(cli, rv, err);
+	}
+	/* the id first, so that a user who loses the coordinator knows what
+	 * to re-attach to */
+	fprintf(stderr, "clusterctl: batch %llu (re-attach with clusterctl wait --batch %llu)\n",
+	        (unsigned long long)ch_map_stream_batch_id(s),
+	        (unsigned long long)ch_map_stream_batch_id(s));
+	struct fanout_out o = {
+		.json = cli->json,
+		.progress = !cli->json && isatty(STDERR_FILENO),
+		.flushed_ms = mono_ms(),
+	};
+	uint32_t next_from = 0;
+	bool over = false, cut_short = false;
+	char *line = NULL;
+	size_t line_cap = 0;
+	uint64_t lines = 0;
+	ssize_t got;
+	rv = CH_OK;
+	while (rv == CH_OK && (got = getline(&line, &line_cap, in)) >= 0) {
+		size_t len = (size_t)got;
+		if (len > 0 && line[len - 1] == '\n')
+			len--;
+		if (lines == UINT32_MAX) {
+			rv = CH_ERR_TOO_LARGE;
+			snprintf(err, sizeof err, "more than %u lines: a batch holds at most that many",
+			         UINT32_MAX);
+			break;
+		}
+		lines++;
+		/* the window full: take results until it has room */
+		while ((rv = ch_map_stream_push(s, line, len, err, sizeof err)) == CH_ERR_FULL) {
+			rv = fanout_take(s, &o, &next_from, &over, err, sizeof err);
+			if (rv != CH_OK || over)
+				break;
+		}
+		if (rv == CH_OK && over) {
+			rv = CH_ERR_CLOSED;
+			snprintf(err, sizeof err, "batch %llu ended before its input did",
+			         (unsigned long long)ch_map_stream_batch_id(s));
+		}
+		if (rv == CH_ERR_CLOSED) {
+			/* closed by its coordinator (deadline, restart): the rest of
+			 * the input stays out; what it took still gives results */
+			fprintf(stderr, "clusterctl: %s; input from line %llu on not submitted\n", err,
+			        (unsigned long long)lines);
+			cut_short = true;
+			rv = CH_OK;
+			break;
+		}
+	}
+	if (rv == CH_OK && ferror(in)) {
+		fprintf(stderr, "clusterctl: cannot read %s: %s (the %llu line(s) read go on)\n",
+		        in_name, strerror(errno), (unsigned long long)lines);
+	}
+	free(line);
+	if (in != stdin)
+		fclose(in);
+	if (rv == CH_OK)
+		rv = ch_map_stream_close_input(s, err, sizeof err);
+	while (rv == CH_OK && !over)
+		rv = fanout_take(s, &o, &next_from, &over, err, sizeof err);
+	if (rv == CH_ERR_CLOSED) {
+		/* the end, with payloads the coordinator never took */
+		if (!cut_short)
+			fprintf(stderr, "clusterctl: %s\n", err);
+		cut_short = true;
+		rv = CH_OK;
+	}
+	if (rv != CH_OK) {
+		rc = fanout_lost(cli, &o, s, next_from, !sa->unordered, rv, err);
+		ch_map_stream_free(s);
+		return rc;
+	}
+	fanout_progress(&o, s, true);
+	fanout_end(&o);
+	ch_map_stream_free(s);
+	return o.failed || cut_short ? EXIT_TASK_FAILED : EXIT_OK;
+}
+
+/* wait --batch ID [--from N]: the results of a batch from index N on, in
+ * input order, printed as a fan-out prints them. */
+static int cmd_wait_batch(struct cli *cli, uint64_t batch_id, uint32_t from)
+{
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	ch_map_stream *s = NULL;
+	int rv = ch_batch_attach(cli->c, batch_id, from, &s, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	struct fanout_out o = {
+		.json = cli->json,
+		.progress = !cli->json && isatty(STDERR_FILENO),
+		.flushed_ms = mono_ms(),
+	};
+	uint32_t next_from = from;
+	bool over = false;
+	while (rv == CH_OK && !over)
+		rv = fanout_take(s, &o, &next_from, &over, err, sizeof err);
+	if (rv == CH_ERR_NOT_FOUND) {
+		fanout_end(&o);
+		ch_map_stream_free(s);
+		return report(cli, rv, err);
+	}
+	if (rv != CH_OK) {
+		rc = fanout_lost(cli, &o, s, next_from, true, rv, err);
+		ch_map_stream_free(s);
+		return rc;
+	}
+	fanout_progress(&o, s, true);
+	fanout_end(&o);
+	ch_map_stream_free(s);
+	return o.failed ? EXIT_TASK_FAILED : EXIT_OK;
 }
 
 static int cmd_submit(struct cli *cli, int argc, char **argv)
@@ -768,6 +963,10 @@ static int cmd_submit(struct cli *cli, int argc, char **argv)
 			sa.mopts.max_concurrency = parse_u32_or_die(a, opt_value(argc, argv, &i));
 		} else if (strcmp(a, "--deadline") == 0) {
 			sa.mopts.deadline_ms = parse_dur_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "--window") == 0) {
+			sa.window = parse_u32_or_die(a, opt_value(argc, argv, &i));
+		} else if (strcmp(a, "--unordered") == 0) {
+			sa.unordered = true;
 		} else if (strcmp(a, "-") == 0 && sa.handler != NULL && !stdin_payload &&
 		           sa.payload_arg == NULL) {
 			stdin_payload = true;
@@ -797,9 +996,11 @@ static int cmd_submit(struct cli *cli, int argc, char **argv)
 		free(av);
 		usage_fail("submit: give one of PAYLOAD, -f FILE, - or --fanout");
 	}
-	if (sa.fanout == NULL && (sa.mopts.max_concurrency != 0 || sa.mopts.deadline_ms != 0)) {
+	if (sa.fanout == NULL && (sa.mopts.max_concurrency != 0 || sa.mopts.deadline_ms != 0 ||
+	                          sa.window != 0 || sa.unordered)) {
 		free(av);
-		usage_fail("submit: --max-concurrency and --deadline go with --fanout");
+		usage_fail("submit: --max-concurrency, --deadline, --window and --unordered go with "
+		           "--fanout");
 	}
 	if (sa.fanout != NULL && sa.wait) {
 		free(av);
@@ -1254,21 +1455,40 @@ static int cmd_tasks(struct cli *cli, int argc, char **argv)
 static int cmd_wait(struct cli *cli, int argc, char **argv)
 {
 	const char *id_arg = NULL;
-	uint32_t limit_ms = 0;
+	const char *batch_arg = NULL;
+	uint32_t limit_ms = 0, from = 0;
+	bool from_given = false;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			cli->json = true;
 		else if (strcmp(argv[i], "--timeout") == 0)
 			limit_ms = parse_dur_or_die("--timeout", opt_value(argc, argv, &i));
-		else if (argv[i][0] == '-')
+		else if (strcmp(argv[i], "--batch") == 0)
+			batch_arg = opt_value(argc, argv, &i);
+		else if (strcmp(argv[i], "--from") == 0) {
+			from = parse_u32_or_die("--from", opt_value(argc, argv, &i));
+			from_given = true;
+		} else if (argv[i][0] == '-')
 			usage_fail("wait: unknown option '%s'", argv[i]);
 		else if (id_arg == NULL)
 			id_arg = argv[i];
 		else
 			usage_fail("wait: unexpected argument '%s'", argv[i]);
 	}
+	if (batch_arg != NULL) {
+		uint64_t batch_id = 0;
+		if (id_arg != NULL)
+			usage_fail("wait: give a TASK_ID or --batch ID, not both");
+		if (!parse_u64(batch_arg, &batch_id) || batch_id == 0)
+			usage_fail("'%s' is not a batch id", batch_arg);
+		if (limit_ms != 0)
+			usage_fail("wait --batch waits until the batch is over; drop --timeout");
+		return cmd_wait_batch(cli, batch_id, from);
+	}
+	if (from_given)
+		usage_fail("wait: --from goes with --batch");
 	if (id_arg == NULL)
-		usage_fail("wait needs a TASK_ID");
+		usage_fail("wait needs a TASK_ID or --batch ID");
 	uint64_t task_id = parse_task_id_or_die(id_arg);
 	int rc = connect_cli(cli);
 	if (rc != EXIT_OK)

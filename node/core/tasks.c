@@ -69,6 +69,7 @@ struct batch_entry {
 	uint32_t held;                       /* tasks of this batch in the table */
 	struct task *held_head, *held_tail;  /* those tasks (bnext/bprev), admission order */
 	struct timer deadline;               /* monotonic deadline (see invariants) */
+	int expired;                         /* its deadline fired: takes no more tasks */
 };
 
 struct tasks {
@@ -451,7 +452,7 @@ static void finish(struct tasks *ts, struct task *t, int state, const char *erro
 		assert(b);
 		b->pub.done++;
 		assert(b->pub.done <= b->pub.total);
-		if (b->pub.done == b->pub.total)
+		if (b->pub.done == b->pub.total && !b->pub.input_open)
 			timerheap_cancel(&ts->batch_timers, &b->deadline); /* nothing left to expire */
 		if (ts->fx.batch_progress)
 			ts->fx.batch_progress(ts->fx.ctx, &b->pub);
@@ -657,10 +658,11 @@ static void batch_remove(struct tasks *ts, struct batch_entry *e)
 	free(e);
 }
 
-int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
-                       uint32_t deadline_ms, const struct now *now, uint64_t *batch_id)
+/* The body of tasks_submit_batch and tasks_open_batch. */
+static int batch_create(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
+                        uint32_t deadline_ms, uint32_t window, const struct now *now,
+                        uint64_t *batch_id)
 {
-	CORE_ENTER(ts);
 	int rc = 0;
 	if (live_held(ts) + n > ts->lim.queue_tasks_max || ts->batches.count >= ts->lim.batches_max) {
 		rc = ERR_FULL;
@@ -675,6 +677,8 @@ int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t 
 		.max_concurrency = max_concurrency,
 		.deadline_ms = deadline_ms ? now->wall_ms + deadline_ms : 0,
 		.created_ms = now->wall_ms,
+		.input_open = window > 0,
+		.window = window,
 	};
 	struct batch_entry *e = batch_insert(ts, &b);
 	if (!e) {
@@ -693,7 +697,7 @@ int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t 
 	}
 	ts->next_batch_id++;
 	batch_mark_dirty(ts, e);
-	if (deadline_ms && n)
+	if (deadline_ms && (n || window))
 		timer_arm(&ts->batch_timers, &e->deadline, now->mono_ms + deadline_ms);
 	for (uint32_t i = 0; i < n; i++) {
 		struct task *t = tv[i];
@@ -707,6 +711,114 @@ int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t 
 		batch_open(ts, e);
 	*batch_id = b.id;
 out:
+	return rc;
+}
+
+int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
+                       uint32_t deadline_ms, const struct now *now, uint64_t *batch_id)
+{
+	CORE_ENTER(ts);
+	int rc = batch_create(ts, tv, n, max_concurrency, deadline_ms, 0, now, batch_id);
+	CORE_LEAVE(ts);
+	return rc;
+}
+
+int tasks_open_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
+                     uint32_t deadline_ms, uint32_t window, const struct now *now,
+                     uint64_t *batch_id)
+{
+	assert(window >= 1);
+	CORE_ENTER(ts);
+	int rc = n <= window ? batch_create(ts, tv, n, max_concurrency, deadline_ms, window, now,
+	                                    batch_id)
+	                     : ERR_FULL;
+	CORE_LEAVE(ts);
+	return rc;
+}
+
+static uint32_t batch_room(const struct tasks *ts, const struct batch_entry *e)
+{
+	if (!e->pub.input_open || e->expired)
+		return 0;
+	assert(e->pub.done <= e->pub.total);
+	uint32_t unfinished = e->pub.total - e->pub.done;
+	uint32_t room = unfinished < e->pub.window ? e->pub.window - unfinished : 0;
+	uint64_t live = live_held(ts);
+	uint64_t table = live < ts->lim.queue_tasks_max ? ts->lim.queue_tasks_max - live : 0;
+	if (room > table)
+		room = (uint32_t)table;
+	/* indexes are 32-bit: a batch ends at UINT32_MAX tasks */
+	if (room > UINT32_MAX - e->pub.total)
+		room = UINT32_MAX - e->pub.total;
+	return room;
+}
+
+uint32_t tasks_batch_room(const struct tasks *ts, uint64_t batch_id)
+{
+	const struct batch_entry *e = batch_find(ts, batch_id);
+	return e ? batch_room(ts, e) : 0;
+}
+
+int tasks_batch_append(struct tasks *ts, uint64_t batch_id, struct task **tv, uint32_t n,
+                       const struct now *now)
+{
+	CORE_ENTER(ts);
+	int rc = 0;
+	struct batch_entry *e = batch_find(ts, batch_id);
+	if (!e) {
+		rc = ERR_NOT_FOUND;
+		goto out;
+	}
+	if (!e->pub.input_open || e->expired) {
+		rc = ERR_CLOSED;
+		goto out;
+	}
+	if (n > batch_room(ts, e)) {
+		rc = ERR_FULL;
+		goto out;
+	}
+	rc = reserve_task_timers(ts, n);
+	if (rc)
+		goto out;
+	for (uint32_t i = 0; i < n; i++) {
+		if (idmap_put(&ts->tasks, ts->next_task_id + i, tv[i]) != 0) {
+			while (i-- > 0)
+				(void)idmap_del(&ts->tasks, ts->next_task_id + i);
+			rc = ERR_NOMEM;
+			goto out;
+		}
+	}
+	batch_mark_dirty(ts, e);
+	for (uint32_t i = 0; i < n; i++) {
+		struct task *t = tv[i];
+		admit(ts, t, ts->next_task_id, now);
+		t->batch_id = batch_id;
+		t->batch_index = e->pub.total + i;
+		move_to(ts, t, LIST_PENDING, 0);
+		batch_hold(e, t);
+	}
+	e->pub.total += n;
+	assert(e->pub.total - e->pub.done <= e->pub.window);
+	if (n)
+		batch_open(ts, e);
+out:
+	CORE_LEAVE(ts);
+	return rc;
+}
+
+int tasks_close_batch(struct tasks *ts, uint64_t batch_id)
+{
+	CORE_ENTER(ts);
+	int rc = 0;
+	struct batch_entry *e = batch_find(ts, batch_id);
+	if (!e) {
+		rc = ERR_NOT_FOUND;
+	} else if (e->pub.input_open) {
+		e->pub.input_open = 0;
+		batch_mark_dirty(ts, e);
+		if (e->pub.done == e->pub.total)
+			timerheap_cancel(&ts->batch_timers, &e->deadline); /* nothing left to expire */
+	}
 	CORE_LEAVE(ts);
 	return rc;
 }
@@ -763,6 +875,7 @@ int tasks_recover_batch(struct tasks *ts, const struct batch *b, const struct no
 	if (!batch_find(ts, b->id)) {
 		struct batch copy = *b;
 		copy.in_flight = 0;
+		copy.input_open = 0; /* its streaming client lost us: closed at its journaled total */
 		struct batch_entry *e = batch_insert(ts, &copy);
 		if (e)
 			e->durable = 1; /* it came from the journal */
@@ -1042,6 +1155,8 @@ static void batch_expire(struct tasks *ts, struct batch_entry *b, const struct n
 	 * Walks only the batch's own tasks; finish() keeps them on the list
 	 * (they leave it in tasks_release_final). */
 	b->pub.deadline_ms = 0;
+	b->expired = 1;
+	b->pub.input_open = 0; /* a stream past its deadline takes no more tasks */
 	timerheap_cancel(&ts->batch_timers, &b->deadline);
 	struct task *t = b->held_head;
 	while (t) {
@@ -1086,7 +1201,7 @@ void tasks_tick(struct tasks *ts, const struct now *now)
 		} else if (bt < tt && bt <= now->mono_ms) {
 			struct timer *tm = timerheap_pop_due(&ts->batch_timers, now->mono_ms);
 			struct batch_entry *b = timer_owner(tm, struct batch_entry, deadline);
-			assert(b->pub.done < b->pub.total);
+			assert(b->pub.input_open || b->pub.done < b->pub.total);
 			batch_expire(ts, b, now);
 		} else {
 			break;
@@ -1374,7 +1489,8 @@ void tasks_release_final(struct tasks *ts)
 				struct batch_entry *b = batch_find(ts, t->batch_id);
 				assert(b);
 				batch_unhold(b, t);
-				if (b->held == 0 && b->pub.done == b->pub.total && !b->dirty)
+				if (b->held == 0 && b->pub.done == b->pub.total && !b->dirty &&
+				    !b->pub.input_open)
 					batch_remove(ts, b);
 			}
 			task_free(t);
@@ -1412,7 +1528,7 @@ void tasks_drop_batch(struct tasks *ts, uint64_t id)
 {
 	CORE_ENTER(ts);
 	struct batch_entry *b = batch_find(ts, id);
-	if (b && b->held == 0 && !b->dirty)
+	if (b && b->held == 0 && !b->dirty && !b->pub.input_open)
 		batch_remove(ts, b);
 	CORE_LEAVE(ts);
 }

@@ -152,6 +152,13 @@ struct batch {
 	uint32_t max_concurrency; /* 0 = unlimited */
 	uint64_t deadline_ms;     /* wall clock, absolute (persisted), 0 = none */
 	uint64_t created_ms;      /* wall clock */
+	/* Streamed (tasks_open_batch): the input is still open, so `total`
+	 * is the count submitted so far and grows by tasks_batch_append; at
+	 * most `window` of its tasks are unfinished at once. Not persisted: a
+	 * batch recovered after a restart is closed at its journaled total
+	 * (the client that streamed it lost its coordinator). */
+	uint8_t input_open;
+	uint32_t window;
 };
 
 /* Effects requested by the core. All are called synchronously from inside
@@ -206,6 +213,30 @@ int tasks_submit(struct tasks *ts, struct task *t, const struct now *now, uint64
  * id, or ERR_FULL / ERR_NOMEM (nothing taken). */
 int tasks_submit_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
                        uint32_t deadline_ms, const struct now *now, uint64_t *batch_id);
+
+/* Streamed fan-outs (docs/design.md "Streamed fan-outs"). Opens a batch
+ * whose input stays open: tv[0..n) (all taken on success; n may be 0,
+ * n <= window) are its first tasks, more come by tasks_batch_append, and
+ * tasks_close_batch fixes the total. An open batch is never forgotten
+ * (tasks_release_final, tasks_drop_batch), even with every task so far
+ * final. window >= 1. Returns 0 and the batch id, or ERR_FULL / ERR_NOMEM
+ * (nothing taken). */
+int tasks_open_batch(struct tasks *ts, struct task **tv, uint32_t n, uint32_t max_concurrency,
+                     uint32_t deadline_ms, uint32_t window, const struct now *now,
+                     uint64_t *batch_id);
+/* How many more tasks the open batch takes now: its window less its
+ * unfinished tasks, and no more than the table's room. 0 when the batch
+ * is not held or not open. */
+uint32_t tasks_batch_room(const struct tasks *ts, uint64_t batch_id);
+/* Appends tv[0..n) to an open batch at indexes total..total+n-1 (all taken
+ * on success). ERR_NOT_FOUND (not held), ERR_CLOSED (input closed, or its
+ * deadline passed), ERR_FULL (n > tasks_batch_room), ERR_NOMEM; nothing
+ * taken on error. */
+int tasks_batch_append(struct tasks *ts, uint64_t batch_id, struct task **tv, uint32_t n,
+                       const struct now *now);
+/* Closes an open batch's input: its total is final. 0 (also when already
+ * closed), ERR_NOT_FOUND. */
+int tasks_close_batch(struct tasks *ts, uint64_t batch_id);
 
 /* Re-admits a task loaded from the journal at start-up (state queued or
  * running). A running one was interrupted by the crash: it is charged one
@@ -327,7 +358,8 @@ const struct task *tasks_find_origin(const struct tasks *ts, const uint8_t origi
 /* Look-ups: NULL when not held. */
 const struct task *tasks_get(const struct tasks *ts, uint64_t id);
 const struct batch *tasks_get_batch(const struct tasks *ts, uint64_t id);
-/* Forgets a batch whose tasks are all final (the caller persisted it). */
+/* Forgets a batch whose tasks are all final (the caller persisted it) and
+ * whose input is closed. */
 void tasks_drop_batch(struct tasks *ts, uint64_t id);
 
 struct tasks_counters {

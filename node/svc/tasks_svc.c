@@ -66,6 +66,16 @@
 #define PLACED_REC_TTL_MS (10u * 60u * 1000u)
 /* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
 #define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
+/* Streamed fan-outs: the window (unfinished tasks, plus results not yet
+ * acknowledged when unordered) a batch gets when the client asks for none,
+ * and the most it may ask for; the tasks one MapAppendReq may carry. */
+#define STREAM_WINDOW_DEFAULT 4096u
+#define STREAM_WINDOW_MAX 65536u
+#define STREAM_CHUNK_TASKS_MAX 65536u
+#define STREAM_CHUNK_SLACK_BYTES 1024u
+
+/* BatchAwaitReq modes (answer_batch) */
+#define AWAIT_UNORDERED 1u
 
 enum waiter_kind { WAIT_TASK, WAIT_BATCH };
 
@@ -78,6 +88,8 @@ struct waiter {
 	uint64_t id;              /* task or batch */
 	uint32_t from_index, max_results;
 	int is_submit;            /* answer as SubmitResp */
+	unsigned await_how;       /* batch: AWAIT_* */
+	uint32_t room_wanted;     /* batch: answer when the window has this much room */
 	struct timer deadline;    /* monotonic */
 	struct waiter *next, *prev;   /* all waiters */
 	struct waiter *id_next;       /* waiters on the same id */
@@ -94,6 +106,25 @@ struct placed_rec {
 	size_t final_bytes;
 	uint64_t created_ms;      /* monotonic */
 	struct placed_rec *next, *prev; /* oldest first */
+};
+
+/* A finished task of an unordered stream, not yet acknowledged. */
+struct stream_fin {
+	uint32_t index;
+	uint64_t task_id;
+};
+
+/* A streamed batch whose input is open (or, unordered, whose results are
+ * not all acknowledged): what appended tasks are made of, and the ring of
+ * finished-unacknowledged results (at most the window: the window counts
+ * them, so the ring never overflows). In memory only: after a restart the
+ * batch is closed and its results are read back in order. */
+struct stream {
+	uint64_t batch_id;
+	struct task *tmpl;        /* handler, options, pool; payload empty */
+	int unordered;
+	struct stream_fin *fin;   /* ring of `window` entries (unordered only) */
+	uint32_t fin_cap, fin_head, fin_count;
 };
 
 /* A growable list of ids (tasks that ended, batches that progressed). */
@@ -116,7 +147,9 @@ struct tasks_svc {
 	struct waiter *waiters;
 	struct idmap task_waiters, batch_waiters;
 	struct timerheap deadlines;
-	struct idvec ended, progressed;
+	struct idvec ended, progressed, closed;
+	struct idmap streams;      /* batch id -> struct stream */
+	struct batch stored_batch; /* the last batch read from the journal (id 0: none) */
 	int nomem_logged;
 
 	uint64_t next_purge_ms;    /* monotonic */
@@ -281,13 +314,14 @@ static void waiter_cancelled(void *arg, struct rpc_call *c)
 	waiter_free(w->svc, w);
 }
 
-static void park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id, uint32_t wait_ms,
-                 int is_submit, uint32_t from, uint32_t max)
+/* Parks c; returns its waiter, or NULL when c was answered (out of memory). */
+static struct waiter *park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id,
+                           uint32_t wait_ms, int is_submit, uint32_t from, uint32_t max)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (!w) {
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
-		return;
+		return NULL;
 	}
 	w->svc = s;
 	struct idmap *m = waiter_map(s, kind);
@@ -302,7 +336,7 @@ static void park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id,
 			(void)idmap_del(m, id);
 		free(w);
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
-		return;
+		return NULL;
 	}
 	w->kind = kind;
 	w->id = id;
@@ -315,8 +349,11 @@ static void park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id,
 		s->waiters->prev = w;
 	s->waiters = w;
 	w->call = rpc_park(c, waiter_cancelled, w);
-	if (!w->call) /* answered with CH_ERR_NOMEM */
+	if (!w->call) { /* answered with CH_ERR_NOMEM */
 		waiter_free(s, w);
+		return NULL;
+	}
+	return w;
 }
 
 /* Answers c with the task's current state. */
@@ -373,18 +410,149 @@ static int collect_cb(void *arg, struct task *t)
 	return bc->n >= bc->cap;
 }
 
+/* ---- streamed batches ---- */
+
+static struct stream *stream_find(const struct tasks_svc *s, uint64_t batch_id)
+{
+	return batch_id ? idmap_get(&s->streams, batch_id) : NULL;
+}
+
+static void stream_free(struct tasks_svc *s, struct stream *st)
+{
+	if (idmap_get(&s->streams, st->batch_id) == st)
+		(void)idmap_del(&s->streams, st->batch_id);
+	task_free(st->tmpl);
+	free(st->fin);
+	free(st);
+}
+
+/* More tasks the batch's window takes now: the core's room, less the
+ * results of an unordered stream still waiting for their acknowledgement. */
+static uint32_t stream_room(const struct tasks_svc *s, uint64_t batch_id)
+{
+	uint32_t room = tasks_batch_room(s->tasks, batch_id);
+	const struct stream *st = stream_find(s, batch_id);
+	if (st && st->unordered)
+		room = room > st->fin_count ? room - st->fin_count : 0;
+	return room;
+}
+
+/* Forgets the stream once nothing more can come of it: input closed and,
+ * unordered, every result acknowledged. */
+static void stream_maybe_free(struct tasks_svc *s, struct stream *st)
+{
+	const struct batch *b = tasks_get_batch(s->tasks, st->batch_id);
+	if (b && b->input_open)
+		return;
+	if (st->unordered && (st->fin_count > 0 || (b && b->done < b->total)))
+		return; /* results still to give */
+	stream_free(s, st);
+}
+
+/* Removes an acknowledged index from the ring: usually its head (results
+ * are given, and so acknowledged, in ring order). Unknown indexes (a
+ * resend acknowledging again) are ignored. */
+static void stream_ack(struct stream *st, uint32_t index)
+{
+	if (st->fin_count == 0)
+		return;
+	if (st->fin[st->fin_head].index == index) {
+		st->fin_head = (st->fin_head + 1) % st->fin_cap;
+		st->fin_count--;
+		return;
+	}
+	for (uint32_t i = 1; i < st->fin_count; i++) {
+		uint32_t at = (st->fin_head + i) % st->fin_cap;
+		if (st->fin[at].index != index)
+			continue;
+		for (uint32_t j = i; j + 1 < st->fin_count; j++)
+			st->fin[(st->fin_head + j) % st->fin_cap] =
+				st->fin[(st->fin_head + j + 1) % st->fin_cap];
+		st->fin_count--;
+		return;
+	}
+}
+
+/* A task of the stream reached a final state (fx_final). */
+static void stream_on_final(struct tasks_svc *s, const struct task *t)
+{
+	struct stream *st = stream_find(s, t->batch_id);
+	if (!st || !st->unordered)
+		return;
+	/* the window counts these, so the ring has room (tasks.h) */
+	assert(st->fin_count < st->fin_cap);
+	if (st->fin_count == st->fin_cap)
+		return;
+	uint32_t at = (st->fin_head + st->fin_count) % st->fin_cap;
+	st->fin[at].index = t->batch_index;
+	st->fin[at].task_id = t->id;
+	st->fin_count++;
+}
+
+/* Collects up to bc->cap results of an unordered stream, ring order. A
+ * task ended in this iteration is not committed yet: it and those after it
+ * wait for the commit (its waiter is tried again then). */
+static void stream_collect(struct tasks_svc *s, const struct stream *st, struct batch_collect *bc)
+{
+	for (uint32_t i = 0; i < st->fin_count && bc->n < bc->cap; i++) {
+		const struct stream_fin *f = &st->fin[(st->fin_head + i) % st->fin_cap];
+		const struct task *held = tasks_get(s->tasks, f->task_id);
+		if (held && held->dirty)
+			break;
+		struct task *t = NULL;
+		if (held)
+			t = task_clone(held);
+		else if (store_task_get(s->store, f->task_id, &t) != 0)
+			t = NULL;
+		if (!t)
+			break;
+		if (bc->n > 0 && bc->bytes + result_bytes(t) > bc->bytes_max) {
+			task_free(t);
+			break;
+		}
+		bc->bytes += result_bytes(t);
+		bc->tasks[bc->n++] = t;
+	}
+}
+
+/* A batch that is no longer held (every task final) is read from the
+ * journal, whose record counts its finished tasks: a scan of the batch. A
+ * client paging through a large one asks many times in a row, so the last
+ * one read is kept (a purge forgets it). */
+static int batch_get_stored(struct tasks_svc *s, uint64_t batch_id, struct batch *b)
+{
+	if (s->stored_batch.id == batch_id && batch_id) {
+		*b = s->stored_batch;
+		return 0;
+	}
+	int rc = store_batch_get(s->store, batch_id, b);
+	if (rc == 0)
+		s->stored_batch = *b;
+	return rc;
+}
+
 /* Answers a batch call if results from its index exist (or force).
- * Returns 1 when answered. */
+ * how: AWAIT_UNORDERED (results of an unordered stream, any index);
+ * room_wanted: also answer, maybe without results, when the window of an
+ * open batch has that much room. Returns 1 when answered. */
 static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_id, uint32_t from,
-                        uint32_t max, int force)
+                        uint32_t max, int force, unsigned how, uint32_t room_wanted)
 {
 	struct batch b;
 	const struct batch *held = tasks_get_batch(s->tasks, batch_id);
 	if (held) {
 		b = *held;
-	} else if (store_batch_get(s->store, batch_id, &b) != 0) {
+	} else if (batch_get_stored(s, batch_id, &b) != 0) {
 		rpc_reply_error(c, CH_ERR_NOT_FOUND,
 		                "no batch %" PRIu64 " (unknown, or its results expired)", batch_id);
+		return 1;
+	}
+	struct stream *st = (how & AWAIT_UNORDERED) ? stream_find(s, batch_id) : NULL;
+	if ((how & AWAIT_UNORDERED) && (!st || !st->unordered)) {
+		rpc_reply_error(c, CH_ERR_INVALID,
+		                "batch %" PRIu64 " has no unordered stream on this node (not opened "
+		                "unordered, or the node restarted): take its results in order",
+		                batch_id);
 		return 1;
 	}
 	if (max == 0)
@@ -399,9 +567,17 @@ static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
 		return 1;
 	}
-	if (from < b.total)
+	if (st)
+		stream_collect(s, st, &bc);
+	else if (from < b.total)
 		(void)store_batch_tasks(s->store, batch_id, from, max, collect_cb, &bc);
-	if (bc.n == 0 && !force && from < b.total) {
+	uint32_t room = b.input_open ? stream_room(s, batch_id) : 0;
+	/* Nothing to give yet: wait while more can come (tasks from `from` not
+	 * final, a stream's input open or results unacknowledged), unless the
+	 * caller wants to hear of room in the window. */
+	int more = st ? (b.input_open || b.done < b.total || st->fin_count > 0)
+	              : (from < b.total || b.input_open);
+	if (bc.n == 0 && !force && more && !(room_wanted && room >= room_wanted)) {
 		free(bc.tasks);
 		return 0;
 	}
@@ -416,9 +592,11 @@ static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_
 		br.batch_id = batch_id;
 		br.total = b.total;
 		br.done = b.done;
-		br.from_index = from;
+		br.from_index = st ? 0 : from;
 		br.n_results = bc.n;
 		br.results = rp;
+		br.open = b.input_open != 0;
+		br.room = room;
 		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_BATCH_AWAIT_RESP, batch_await_resp, &br);
 	} else {
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
@@ -445,7 +623,8 @@ static void waiter_try(struct tasks_svc *s, struct waiter *w, int expired)
 			done = 1;
 		}
 	} else {
-		done = answer_batch(s, w->call, w->id, w->from_index, w->max_results, expired);
+		done = answer_batch(s, w->call, w->id, w->from_index, w->max_results, expired,
+		                    w->await_how, w->room_wanted);
 	}
 	if (done)
 		waiter_free(s, w);
@@ -475,8 +654,13 @@ static void serve_waiters(struct tasks_svc *s)
 	for (uint32_t i = 0; i < s->ended.n; i++)
 		waiters_try_id(s, WAIT_TASK, s->ended.v[i]);
 	s->ended.n = 0;
-	for (uint32_t i = 0; i < s->progressed.n; i++)
+	for (uint32_t i = 0; i < s->progressed.n; i++) {
 		waiters_try_id(s, WAIT_BATCH, s->progressed.v[i]);
+		/* a stream whose deadline closed it */
+		struct stream *st = stream_find(s, s->progressed.v[i]);
+		if (st)
+			stream_maybe_free(s, st);
+	}
 	s->progressed.n = 0;
 	for (struct timer *t; (t = timerheap_pop_due(&s->deadlines, host_now(s->host)->mono_ms));) {
 		struct waiter *w = timer_owner(t, struct waiter, deadline);
@@ -748,11 +932,17 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
 }
 
+static void handle_map_stream(struct tasks_svc *s, struct rpc_call *c, const Chorus__MapReq *m);
+
 static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
 {
 	struct tasks_svc *s = svc;
 	const Chorus__MapReq *m = env->map;
 	char msg[600];
+	if (m->stream) {
+		handle_map_stream(s, c, m);
+		return;
+	}
 	size_t biggest = 0;
 	for (size_t i = 0; i < m->n_payloads; i++)
 		if (m->payloads[i].len > biggest)
@@ -836,6 +1026,268 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
 }
 
+/* The largest payload of a chunk; 0 when all fit. */
+static size_t biggest_payload(const ProtobufCBinaryData *p, size_t n)
+{
+	size_t biggest = 0;
+	for (size_t i = 0; i < n; i++)
+		if (p[i].len > biggest)
+			biggest = p[i].len;
+	return biggest;
+}
+
+/* A task of a stream: its template with this payload. NULL on ENOMEM. */
+static struct task *stream_task(const struct stream *st, const ProtobufCBinaryData *p)
+{
+	struct task *t = task_clone(st->tmpl);
+	if (!t)
+		return NULL;
+	free(t->payload);
+	t->payload = malloc(p->len ? p->len : 1);
+	if (!t->payload) {
+		task_free(t);
+		return NULL;
+	}
+	if (p->len)
+		memcpy(t->payload, p->data, p->len);
+	t->payload_len = p->len;
+	return t;
+}
+
+/* Builds tasks for p[0..n) into tv; 0, or ERR_NOMEM (none left built). */
+static int stream_tasks(const struct stream *st, const ProtobufCBinaryData *p, uint32_t n,
+                        struct task **tv)
+{
+	for (uint32_t i = 0; i < n; i++) {
+		tv[i] = stream_task(st, &p[i]);
+		if (!tv[i]) {
+			while (i-- > 0)
+				task_free(tv[i]);
+			return ERR_NOMEM;
+		}
+	}
+	return 0;
+}
+
+static uint32_t stream_chunk_bytes_max(const struct rpc_call *c)
+{
+	size_t max = rpc_reply_bytes_max(c->rpc);
+	max = max > 2 * STREAM_CHUNK_SLACK_BYTES ? max - STREAM_CHUNK_SLACK_BYTES : max / 2;
+	return max > UINT32_MAX ? UINT32_MAX : (uint32_t)max;
+}
+
+/* MapReq{stream}: opens a batch whose input grows by MapAppendReq. */
+static void handle_map_stream(struct tasks_svc *s, struct rpc_call *c, const Chorus__MapReq *m)
+{
+	char msg[600];
+	int rc = spec_check(s, m->handler, m->opts, biggest_payload(m->payloads, m->n_payloads), msg,
+	                    sizeof(msg));
+	if (rc) {
+		log_limited(LOG_WARN, "tasks", "map-refused", 10000, "fan-out refused: %s", msg);
+		rpc_reply_error(c, rc, "%s", msg);
+		return;
+	}
+	uint32_t window_max = s->cfg->queue_max < STREAM_WINDOW_MAX ? s->cfg->queue_max
+	                                                            : STREAM_WINDOW_MAX;
+	uint32_t window = m->window ? m->window : STREAM_WINDOW_DEFAULT;
+	if (window > window_max)
+		window = window_max;
+	if (window == 0 || m->n_payloads > window) {
+		rpc_reply_error(c, CH_ERR_INVALID,
+		                "a stream's first chunk of %zu tasks is over its window of %u",
+		                m->n_payloads, window);
+		return;
+	}
+	/* the same open again (a resend under a new session, a restarted
+	 * node): the batch it opened, whose appends are idempotent by index */
+	uint64_t first = 0;
+	int known = key_find(s, c, &m->idempotency_key, STORE_KEY_BATCH, &first);
+	if (known < 0)
+		return;
+	if (known) {
+		struct batch fb;
+		const struct batch *held = tasks_get_batch(s->tasks, first);
+		if (held)
+			fb = *held;
+		else if (store_batch_get(s->store, first, &fb) != 0)
+			fb.total = 0;
+		Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
+		mr.batch_id = first;
+		mr.count = fb.total;
+		mr.window = window;
+		mr.chunk_bytes_max = stream_chunk_bytes_max(c);
+		mr.room = stream_find(s, first) ? stream_room(s, first) : 0;
+		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
+		return;
+	}
+	struct stream *st = calloc(1, sizeof(*st));
+	struct task **tv = calloc(m->n_payloads ? m->n_payloads : 1, sizeof(*tv));
+	if (st) {
+		st->unordered = m->unordered;
+		st->tmpl = codec_task_from_spec(m->handler, NULL, 0, m->opts, handler_pool(s, m->handler));
+		st->fin_cap = window;
+		st->fin = m->unordered ? calloc(window, sizeof(*st->fin)) : NULL;
+	}
+	uint32_t n = (uint32_t)m->n_payloads;
+	if (!st || !tv || !st->tmpl || (m->unordered && !st->fin) ||
+	    stream_tasks(st, m->payloads, n, tv) != 0) {
+		if (st) {
+			task_free(st->tmpl);
+			free(st->fin);
+		}
+		free(st);
+		free(tv);
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	uint64_t batch_id = 0;
+	rc = tasks_open_batch(s->tasks, tv, n, m->max_concurrency, m->deadline_ms, window,
+	                      host_now(s->host), &batch_id);
+	if (rc == 0) {
+		st->batch_id = batch_id;
+		if (idmap_put(&s->streams, batch_id, st) != 0) {
+			/* its first tasks run; no more can come */
+			(void)tasks_close_batch(s->tasks, batch_id);
+			idvec_push(s, &s->closed, batch_id);
+			rc = ERR_NOMEM;
+		}
+	} else {
+		for (uint32_t i = 0; i < n; i++)
+			task_free(tv[i]);
+	}
+	free(tv);
+	if (rc) {
+		task_free(st->tmpl);
+		free(st->fin);
+		free(st);
+		if (rc == ERR_FULL)
+			rpc_reply_error(c, CH_ERR_FULL, "queue full: cannot open a fan-out stream now "
+			                                "(limit %u tasks held); nothing accepted",
+			                s->cfg->queue_max);
+		else
+			rpc_reply_error(c, err_to_public(rc), "cannot open a fan-out stream: %s",
+			                err_name(rc));
+		return;
+	}
+	if (key_record(s, c, &m->idempotency_key, STORE_KEY_BATCH, batch_id) != 0) {
+		/* answered CH_ERR_STORAGE: the stream takes no more input */
+		(void)tasks_close_batch(s->tasks, batch_id);
+		idvec_push(s, &s->closed, batch_id);
+		return;
+	}
+	log_debug("tasks", "stream batch %" PRIu64 " opened (window %u%s)", batch_id, window,
+	          m->unordered ? ", unordered" : "");
+	Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
+	mr.batch_id = batch_id;
+	mr.count = n;
+	mr.window = window;
+	mr.chunk_bytes_max = stream_chunk_bytes_max(c);
+	mr.room = stream_room(s, batch_id);
+	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
+}
+
+static void reply_append(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_id,
+                         const struct batch *b)
+{
+	Chorus__MapAppendResp ar = CHORUS__MAP_APPEND_RESP__INIT;
+	ar.batch_id = batch_id;
+	ar.next_index = b->total;
+	ar.closed = !b->input_open;
+	ar.room = b->input_open ? stream_room(s, batch_id) : 0;
+	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_APPEND_RESP, map_append_resp, &ar);
+}
+
+/* MapAppendReq: payloads of a stream at start_index (see chorus.proto). */
+static void handle_map_append(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
+{
+	struct tasks_svc *s = svc;
+	const Chorus__MapAppendReq *m = env->map_append;
+	const struct batch *b = tasks_get_batch(s->tasks, m->batch_id);
+	struct batch stored;
+	if (!b) {
+		if (m->batch_id && store_batch_get(s->store, m->batch_id, &stored) == 0)
+			b = &stored; /* closed: answered below */
+		else {
+			rpc_reply_error(c, CH_ERR_NOT_FOUND, "no batch %" PRIu64 " to append to",
+			                m->batch_id);
+			return;
+		}
+	}
+	uint64_t end = (uint64_t)m->start_index + m->n_payloads;
+	if (!b->input_open) {
+		if (m->close && end == b->total) {
+			reply_append(s, c, m->batch_id, b); /* a resend of the close */
+			return;
+		}
+		rpc_reply_error(c, CH_ERR_CLOSED,
+		                "batch %" PRIu64 " takes no more tasks: its input is closed at %u "
+		                "task(s) (closed by its client, past its deadline, or its coordinator "
+		                "restarted); re-attach with clusterctl wait --batch %" PRIu64,
+		                m->batch_id, b->total, m->batch_id);
+		return;
+	}
+	struct stream *st = stream_find(s, m->batch_id);
+	assert(st); /* an open batch has its stream (handle_map_stream) */
+	if (!st) {
+		rpc_reply_error(c, CH_ERR_INTERNAL, "batch %" PRIu64 " is open without its stream",
+		                m->batch_id);
+		return;
+	}
+	if (m->start_index > b->total) {
+		rpc_reply_error(c, CH_ERR_INVALID,
+		                "chunk for batch %" PRIu64 " starts at index %u, but the batch has %u "
+		                "task(s): a chunk is missing (the next starts at %u)",
+		                m->batch_id, m->start_index, b->total, b->total);
+		return;
+	}
+	if (m->n_payloads > STREAM_CHUNK_TASKS_MAX) {
+		rpc_reply_error(c, CH_ERR_TOO_LARGE, "chunk of %zu tasks: at most %u per chunk",
+		                m->n_payloads, STREAM_CHUNK_TASKS_MAX);
+		return;
+	}
+	size_t biggest = biggest_payload(m->payloads, m->n_payloads);
+	if (biggest > PAYLOAD_BYTES_MAX) {
+		rpc_reply_error(c, CH_ERR_TOO_LARGE,
+		                "payload of %zu bytes is over the %u-byte limit", biggest,
+		                PAYLOAD_BYTES_MAX);
+		return;
+	}
+	if (end > UINT32_MAX) {
+		rpc_reply_error(c, CH_ERR_TOO_LARGE, "a batch holds at most %u tasks", UINT32_MAX);
+		return;
+	}
+	/* idempotent by index: what is below total is there already */
+	uint32_t skip = b->total - m->start_index;
+	uint32_t fresh = skip < m->n_payloads ? (uint32_t)m->n_payloads - skip : 0;
+	uint32_t room = stream_room(s, m->batch_id);
+	uint32_t take = fresh < room ? fresh : room;
+	uint64_t batch_id = m->batch_id;
+	if (take > 0) {
+		struct task **tv = calloc(take, sizeof(*tv));
+		int rc = tv ? stream_tasks(st, m->payloads + skip, take, tv) : ERR_NOMEM;
+		if (rc == 0) {
+			rc = tasks_batch_append(s->tasks, batch_id, tv, take, host_now(s->host));
+			if (rc)
+				for (uint32_t i = 0; i < take; i++)
+					task_free(tv[i]);
+		}
+		free(tv);
+		if (rc) {
+			rpc_reply_error(c, err_to_public(rc), "append to batch %" PRIu64 ": %s", batch_id,
+			                err_name(rc));
+			return;
+		}
+	}
+	b = tasks_get_batch(s->tasks, batch_id);
+	assert(b);
+	if (m->close && b->total == end) {
+		(void)tasks_close_batch(s->tasks, batch_id);
+		idvec_push(s, &s->closed, batch_id);
+		log_debug("tasks", "stream batch %" PRIu64 " closed at %u task(s)", batch_id, b->total);
+	}
+	reply_append(s, c, batch_id, b);
+}
+
 static void handle_await(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
 {
 	struct tasks_svc *s = svc;
@@ -853,8 +1305,24 @@ static void handle_batch_await(void *svc, struct rpc_call *c, const Chorus__Enve
 	struct tasks_svc *s = svc;
 	const Chorus__BatchAwaitReq *m = env->batch_await;
 	int force = m->wait_ms == 0 || host_closing(s->host);
-	if (!answer_batch(s, c, m->batch_id, m->from_index, m->max_results, force))
-		park(s, c, WAIT_BATCH, m->batch_id, m->wait_ms, 0, m->from_index, m->max_results);
+	unsigned how = m->unordered ? AWAIT_UNORDERED : 0;
+	struct stream *st = stream_find(s, m->batch_id);
+	if (m->unordered && st && st->unordered) {
+		/* results the client has: forgotten here (they are in the journal) */
+		for (size_t i = 0; i < m->n_acks; i++)
+			stream_ack(st, m->acks[i]);
+	}
+	if (!answer_batch(s, c, m->batch_id, m->from_index, m->max_results, force, how,
+	                  m->room_wanted)) {
+		struct waiter *w = park(s, c, WAIT_BATCH, m->batch_id, m->wait_ms, 0, m->from_index,
+		                        m->max_results);
+		if (w) {
+			w->await_how = how;
+			w->room_wanted = m->room_wanted;
+		}
+	}
+	if (m->unordered && st && st->unordered)
+		stream_maybe_free(s, st);
 }
 
 static void handle_cancel(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
@@ -1014,6 +1482,8 @@ static void fx_final(void *ctx, const struct task *t)
 {
 	struct tasks_svc *s = ctx;
 	idvec_push(s, &s->ended, t->id);
+	if (t->batch_id)
+		stream_on_final(s, t);
 	if (t->ephemeral) {
 		/* keep its outcome for a resend of the same attempt */
 		struct placed_rec *pr = idmap_get(&s->placed_by_task, t->id);
@@ -1244,6 +1714,8 @@ static const struct req_spec REQUESTS[] = {
 	 REQ_REFUSE_DRAINING | REQ_PERSIST | REQ_MAY_PARK},
 	{CHORUS__ENVELOPE__BODY_MAP, "map", handle_map, RPC_ROLE_CLIENT,
 	 REQ_REFUSE_DRAINING | REQ_PERSIST},
+	{CHORUS__ENVELOPE__BODY_MAP_APPEND, "map_append", handle_map_append, RPC_ROLE_CLIENT,
+	 REQ_REFUSE_DRAINING | REQ_PERSIST},
 	{CHORUS__ENVELOPE__BODY_AWAIT, "await", handle_await, RPC_ROLE_CLIENT, REQ_MAY_PARK},
 	{CHORUS__ENVELOPE__BODY_BATCH_AWAIT, "batch_await", handle_batch_await, RPC_ROLE_CLIENT,
 	 REQ_MAY_PARK},
@@ -1465,6 +1937,15 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 	 * worker can take it) is told after the next commit, not this one */
 	serve_waiters(s);
 	tasks_release_final(s->tasks);
+	/* streams closed in this iteration: their batch records may go (once
+	 * every task is final) and, in order, their templates */
+	for (uint32_t i = 0; i < s->closed.n; i++) {
+		tasks_drop_batch(s->tasks, s->closed.v[i]);
+		struct stream *st = stream_find(s, s->closed.v[i]);
+		if (st)
+			stream_maybe_free(s, st);
+	}
+	s->closed.n = 0;
 	/* what this commit made durable starts now, in the same iteration */
 	tasks_pump(s->tasks, now);
 	/* a dispatch's "started" events, queued by the supervisor: delivered
@@ -1481,6 +1962,8 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 			                      : 0;
 			int del = store_purge(s->store, before, PURGE_ROWS_MAX);
 			int rc = del < 0 ? del : store_commit(s->store);
+			if (del != 0)
+				s->stored_batch.id = 0;
 			if (rc != 0) {
 				(void)store_rollback(s->store);
 				log_limited(LOG_WARN, "store", "purge-failed", 60000,
@@ -1572,6 +2055,14 @@ static void svc_stop(void *svc)
 	s->workers = NULL;
 	while (s->waiters)
 		waiter_free(s, s->waiters);
+	struct idmap_iter it;
+	idmap_iter_init(&s->streams, &it);
+	for (struct stream *st; (st = idmap_iter_next(&s->streams, &it, NULL)) != NULL;) {
+		task_free(st->tmpl);
+		free(st->fin);
+		free(st);
+	}
+	idmap_free(&s->streams);
 	tasks_destroy(s->tasks);
 	if (s->reg_ready)
 		handlers_free(&s->reg);
@@ -1584,6 +2075,7 @@ static void svc_stop(void *svc)
 	timerheap_free(&s->deadlines);
 	free(s->ended.v);
 	free(s->progressed.v);
+	free(s->closed.v);
 	free(s);
 }
 
@@ -1613,6 +2105,7 @@ int tasks_svc_register(struct host *h)
 	s->crash_after_commit = crash && strcmp(crash, "1") == 0;
 	idmap_init(&s->task_waiters);
 	idmap_init(&s->batch_waiters);
+	idmap_init(&s->streams);
 	idmap_init(&s->placed_by_key);
 	idmap_init(&s->placed_by_task);
 	timerheap_init(&s->deadlines);

@@ -71,11 +71,14 @@
 #define LOG_TAIL_BYTES 4096
 #define ROOT_DIR_BYTES_MAX 512             /* the temporary directory */
 #define DIR_BYTES_MAX (ROOT_DIR_BYTES_MAX + 64) /* a node's data dir in it */
+#define STREAM_MEMBERS_MAX 4               /* --stream-nodes: members beside the coordinator */
+#define CLUSTER_FORM_DEADLINE_MS 20000
 
 /* Targets (reported, never asserted). */
 #define TARGET_AWAIT_P50_RATIO_MAX 5.0
 #define TARGET_FANOUT_TASKS_PER_S_MIN 20000.0
 #define TARGET_IDLE_RSS_MIB_MAX 16.0
+#define TARGET_STREAM_RSS_GROWTH_MAX 1.25 /* peak RSS, 10x the input */
 
 struct counts {
 	uint32_t floor_warmup, floor_round_trips;
@@ -85,6 +88,7 @@ struct counts {
 	uint32_t held_results;
 	uint32_t full_await_warmup, full_await_calls;
 	uint32_t full_fanout_tasks;
+	uint32_t stream_small, stream_large; /* --stream: two sizes, 10x apart */
 };
 
 static const struct counts counts_full = {
@@ -95,6 +99,7 @@ static const struct counts counts_full = {
 	.held_results = 100000,
 	.full_await_warmup = 50, .full_await_calls = 500,
 	.full_fanout_tasks = 10000,
+	.stream_small = 100000, .stream_large = 1000000,
 };
 
 static const struct counts counts_quick = {
@@ -105,6 +110,7 @@ static const struct counts counts_quick = {
 	.held_results = 10000,
 	.full_await_warmup = 10, .full_await_calls = 100,
 	.full_fanout_tasks = 2000,
+	.stream_small = 10000, .stream_large = 100000,
 };
 
 /* ---- one figure of the table ---- */
@@ -135,7 +141,8 @@ static struct {
 	struct figure figures[FIGURES_MAX];
 	uint32_t figure_count;
 	char root_dir[ROOT_DIR_BYTES_MAX]; /* "" = none made yet */
-	struct node node;        /* at most one node runs at a time */
+	struct node node;        /* the node measured (a coordinator) */
+	struct node members[STREAM_MEMBERS_MAX]; /* --stream-nodes: the others */
 	bool json;
 } bench;
 
@@ -426,6 +433,8 @@ static int node_stop(struct node *n)
 static void cleanup(void)
 {
 	node_stop(&bench.node);
+	for (int i = 0; i < STREAM_MEMBERS_MAX; i++)
+		node_stop(&bench.members[i]);
 	remove_tree(bench.root_dir);
 	bench.root_dir[0] = '\0';
 	nng_fini(); /* joins nng's own threads: nothing left for valgrind to flag */
@@ -592,7 +601,10 @@ static int free_tcp_port(void)
 	return port;
 }
 
-static void node_start(struct node *n, const char *chorusd, const char *name, bool sync_full)
+/* seed: NULL, or the node a member joins through (--stream-nodes): it gets
+ * that node's secret and is named after its data dir. */
+static void node_start_seeded(struct node *n, const char *chorusd, const char *name,
+                              bool sync_full, const struct node *seed)
 {
 	memset(n, 0, sizeof(*n));
 	int len = snprintf(n->dir, sizeof(n->dir), "%s/%s", bench.root_dir, name);
@@ -601,13 +613,16 @@ static void node_start(struct node *n, const char *chorusd, const char *name, bo
 	if (mkdir(n->dir, 0700) != 0)
 		fail("mkdir %s: %s", n->dir, strerror(errno));
 	snprintf(n->log_path, sizeof(n->log_path), "%s.log", n->dir);
-	snprintf(n->secret_path, sizeof(n->secret_path), "%s/secret", n->dir);
+	if (seed != NULL)
+		snprintf(n->secret_path, sizeof(n->secret_path), "%s", seed->secret_path);
+	else
+		snprintf(n->secret_path, sizeof(n->secret_path), "%s/secret", n->dir);
 	int port = free_tcp_port();
 	if (port <= 0)
 		fail("no free TCP port on 127.0.0.1");
 	snprintf(n->addr, sizeof(n->addr), "tcp://127.0.0.1:%d", port);
 
-	char *argv[16];
+	char *argv[24];
 	int argc = 0;
 	argv[argc++] = (char *)chorusd;
 	argv[argc++] = "--data-dir";
@@ -619,6 +634,14 @@ static void node_start(struct node *n, const char *chorusd, const char *name, bo
 	if (sync_full) {
 		argv[argc++] = "--synchronous";
 		argv[argc++] = "full";
+	}
+	if (seed != NULL) {
+		argv[argc++] = "--seeds";
+		argv[argc++] = (char *)seed->addr;
+		argv[argc++] = "--secret";
+		argv[argc++] = n->secret_path;
+		argv[argc++] = "--name";
+		argv[argc++] = (char *)name;
 	}
 	argv[argc] = NULL;
 
@@ -691,6 +714,11 @@ static void node_start(struct node *n, const char *chorusd, const char *name, bo
 		n->client = NULL;
 		fail("connect %s: %s (%s)", n->addr, ch_strerror(rc), err);
 	}
+}
+
+static void node_start(struct node *n, const char *chorusd, const char *name, bool sync_full)
+{
+	node_start_seeded(n, chorusd, name, sync_full, NULL);
 }
 
 /* ---- checking results ---- */
@@ -962,6 +990,238 @@ static void measure_concurrent(ch_client *c, uint32_t duration_ms, struct concur
 	free(all_ns);
 }
 
+static double mib(long kib)
+{
+	return (double)kib / 1024.0;
+}
+
+/* ---- 8. streamed fan-out through clusterctl (--stream) ---- */
+
+/* One streamed fan-out of n echo tasks: `clusterctl submit echo --fanout -`
+ * fed by a pipe from a writer thread, its output read back and checked
+ * (every index in order, each output its payload), while the peak RSS of
+ * clusterctl and of the node are sampled from /proc. */
+struct stream_run {
+	uint32_t n;
+	double tasks_per_s;
+	long client_hwm_kib, node_hwm_kib;
+};
+
+struct stream_writer {
+	int fd;
+	uint32_t n;
+	int failed_errno;
+};
+
+static void *stream_writer_main(void *arg)
+{
+	struct stream_writer *w = arg;
+	FILE *f = fdopen(w->fd, "w");
+	if (f == NULL) {
+		w->failed_errno = errno;
+		close(w->fd);
+		return NULL;
+	}
+	uint8_t p[PAYLOAD_BYTES];
+	for (uint32_t i = 0; i < w->n; i++) {
+		payload_fill(p, i);
+		if (fwrite(p, 1, sizeof(p), f) != sizeof(p) || fputc('\n', f) == EOF) {
+			w->failed_errno = errno;
+			break;
+		}
+	}
+	if (fclose(f) != 0 && w->failed_errno == 0)
+		w->failed_errno = errno;
+	return NULL;
+}
+
+static pid_t stream_spawn(const char *clusterctl, const struct node *n, int in_fd, int out_fd,
+                          const char *log_path)
+{
+	int log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (log_fd < 0)
+		fail("open %s: %s", log_path, strerror(errno));
+	char *argv[] = {(char *)clusterctl, "-a", (char *)n->addr, "-k", (char *)n->secret_path,
+	                "--timeout", "30s", "submit", HANDLER, "--fanout", "-", NULL};
+	pid_t parent = getpid();
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		dup2(in_fd, STDIN_FILENO);
+		dup2(out_fd, STDOUT_FILENO);
+		dup2(log_fd, STDERR_FILENO);
+		execv(clusterctl, argv);
+		dprintf(STDERR_FILENO, "bench: exec %s: %s\n", clusterctl, strerror(errno));
+		_exit(127);
+	}
+	close(log_fd);
+	return pid;
+}
+
+/* Checks one output line "index\tsucceeded\tpayload\tnode". */
+static const char *stream_line_wrong(const char *line, size_t len, uint32_t index)
+{
+	char want[32];
+	int wl = snprintf(want, sizeof(want), "%u\tsucceeded\t", index);
+	if (len < (size_t)wl + PAYLOAD_BYTES || memcmp(line, want, (size_t)wl) != 0)
+		return "not the next index, or not succeeded";
+	uint8_t p[PAYLOAD_BYTES];
+	payload_fill(p, index);
+	if (memcmp(line + wl, p, PAYLOAD_BYTES) != 0 || line[wl + PAYLOAD_BYTES] != '\t')
+		return "output differs from the payload";
+	return NULL;
+}
+
+/* Waits until the coordinator sees `count` alive members (itself included). */
+static void cluster_wait_formed(uint32_t count)
+{
+	uint64_t deadline_ns = now_ns() + (uint64_t)CLUSTER_FORM_DEADLINE_MS * 1000000ull;
+	for (;;) {
+		char *json = NULL;
+		char err[256];
+		uint32_t alive = 0;
+		if (ch_members_json(bench.node.client, &json, err, sizeof(err)) == CH_OK) {
+			for (const char *p = json; (p = strstr(p, "\"state\": \"alive\"")) != NULL; p++)
+				alive++;
+			free(json);
+		}
+		if (alive >= count)
+			return;
+		if (now_ns() >= deadline_ns)
+			fail("the coordinator sees %u alive members of %u after %d ms", alive, count,
+			     CLUSTER_FORM_DEADLINE_MS);
+		sleep_ms(100);
+	}
+}
+
+static void measure_stream(const char *chorusd, const char *clusterctl, uint32_t n,
+                           uint32_t nodes, struct stream_run *out)
+{
+	char name[32];
+	snprintf(name, sizeof(name), "stream%u", n);
+	node_start(&bench.node, chorusd, name, false);
+	for (uint32_t i = 1; i < nodes; i++) {
+		char mname[48];
+		snprintf(mname, sizeof(mname), "%s-m%u", name, i);
+		node_start_seeded(&bench.members[i - 1], chorusd, mname, false, &bench.node);
+	}
+	if (nodes > 1)
+		cluster_wait_formed(nodes);
+	int in[2], outp[2];
+	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0)
+		fail("pipe: %s", strerror(errno));
+	char log_path[PATH_MAX];
+	snprintf(log_path, sizeof(log_path), "%s.clusterctl.log", bench.node.dir);
+	say("stream: clusterctl submit %s --fanout - of %u tasks...\n", HANDLER, n);
+	uint64_t t0 = now_ns();
+	pid_t pid = stream_spawn(clusterctl, &bench.node, in[0], outp[1], log_path);
+	close(in[0]);
+	close(outp[1]);
+	struct stream_writer w = {.fd = in[1], .n = n};
+	pthread_t wt;
+	if (pthread_create(&wt, NULL, stream_writer_main, &w) != 0)
+		fail("pthread_create");
+	FILE *rf = fdopen(outp[0], "r");
+	if (rf == NULL)
+		fail("fdopen: %s", strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	uint32_t seen = 0;
+	long client_hwm = 0, node_hwm = 0;
+	const char *wrong = NULL;
+	while ((got = getline(&line, &cap, rf)) >= 0) {
+		if (wrong == NULL && seen < n)
+			wrong = stream_line_wrong(line, (size_t)got, seen);
+		seen++;
+		if (seen % 4096 == 0) {
+			long h = proc_status_kib(pid, "VmHWM");
+			if (h > client_hwm)
+				client_hwm = h;
+		}
+	}
+	free(line);
+	fclose(rf);
+	/* the last look at clusterctl before it is reaped */
+	long h = proc_status_kib(pid, "VmHWM");
+	if (h > client_hwm)
+		client_hwm = h;
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+	}
+	uint64_t elapsed_ns = now_ns() - t0;
+	pthread_join(wt, NULL);
+	node_hwm = proc_status_kib(bench.node.pid, "VmHWM");
+	if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		print_log_tail(log_path);
+		fail("clusterctl exited with status 0x%x after %u results", status, seen);
+	}
+	if (w.failed_errno != 0)
+		fail("writing clusterctl's input: %s", strerror(w.failed_errno));
+	if (wrong != NULL || seen != n)
+		fail("stream of %u: %u results, %s", n, seen, wrong != NULL ? wrong : "count differs");
+	out->n = n;
+	out->tasks_per_s = (double)n * 1e9 / (double)elapsed_ns;
+	out->client_hwm_kib = client_hwm;
+	out->node_hwm_kib = node_hwm;
+	say("  %.0f tasks/s; peak RSS clusterctl %.1f MiB, node %.1f MiB\n", out->tasks_per_s,
+	    mib(client_hwm), mib(node_hwm));
+	for (uint32_t i = 1; i < nodes; i++)
+		(void)node_stop(&bench.members[i - 1]);
+	status = node_stop(&bench.node);
+	if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
+		say("note: node (%s) did not exit 0 on SIGTERM (status 0x%x)\n", name, status);
+	bench.node.log_path[0] = '\0';
+}
+
+/* The streamed fan-out figures: two sizes, ten times apart; RSS must not
+ * follow the size (ratio near 1.0x). */
+static void stream_figures(const char *chorusd, const struct counts *k,
+                           const struct floor_figures *fl, uint32_t nodes)
+{
+	char clusterctl[PATH_MAX];
+	snprintf(clusterctl, sizeof(clusterctl), "%s", chorusd);
+	char *slash = strrchr(clusterctl, '/');
+	if (slash != NULL)
+		snprintf(slash + 1, sizeof(clusterctl) - (size_t)(slash + 1 - clusterctl), "clusterctl");
+	else
+		snprintf(clusterctl, sizeof(clusterctl), "./clusterctl");
+	if (access(clusterctl, X_OK) != 0)
+		fail("cannot run %s: %s", clusterctl, strerror(errno));
+	struct stream_run runs[2];
+	uint32_t sizes[2] = {k->stream_small, k->stream_large};
+	for (int i = 0; i < 2; i++) {
+		measure_stream(chorusd, clusterctl, sizes[i], nodes, &runs[i]);
+		char key[48], label[64];
+		snprintf(key, sizeof(key), "stream_%u_tasks_per_s", sizes[i]);
+		snprintf(label, sizeof(label), "stream fan-out %u, %u node(s)", sizes[i], nodes);
+		figure_add(key, label, runs[i].tasks_per_s, "tasks/s",
+		           runs[i].tasks_per_s / fl->round_trips_per_s);
+		snprintf(key, sizeof(key), "stream_%u_client_hwm_mib", sizes[i]);
+		snprintf(label, sizeof(label), "  clusterctl peak RSS (VmHWM), %u", sizes[i]);
+		figure_add(key, label, mib(runs[i].client_hwm_kib), "MiB",
+		           (double)runs[i].client_hwm_kib / (double)fl->bench_rss_kib);
+		snprintf(key, sizeof(key), "stream_%u_node_hwm_mib", sizes[i]);
+		snprintf(label, sizeof(label), "  coordinator peak RSS (VmHWM), %u", sizes[i]);
+		figure_add(key, label, mib(runs[i].node_hwm_kib), "MiB",
+		           (double)runs[i].node_hwm_kib / (double)fl->bench_rss_kib);
+	}
+	/* flat: the larger run's peaks over the smaller's (ratio column) */
+	double client_ratio = (double)runs[1].client_hwm_kib / (double)runs[0].client_hwm_kib;
+	double node_ratio = (double)runs[1].node_hwm_kib / (double)runs[0].node_hwm_kib;
+	struct figure *f = figure_add("stream_client_hwm_growth", "clusterctl peak RSS, 10x input",
+	                              client_ratio, "x", client_ratio);
+	figure_target(f, "<= 1.25x", client_ratio <= TARGET_STREAM_RSS_GROWTH_MAX);
+	f = figure_add("stream_node_hwm_growth", "coordinator peak RSS, 10x input", node_ratio, "x",
+	               node_ratio);
+	figure_target(f, "<= 1.25x", node_ratio <= TARGET_STREAM_RSS_GROWTH_MAX);
+}
+
 /* ---- the run ---- */
 
 static void default_chorusd_path(char *out, size_t out_len, const char *argv0)
@@ -986,6 +1246,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: bench_chorus [--chorusd PATH] [--quick] [--json] [--skip-full]\n"
+	        "                    [--stream [--stream-nodes N]]\n"
 	        "\n"
 	        "Measures a real chorusd (started here with a temporary data dir) against a\n"
 	        "raw nng req/rep round trip measured in the same run.\n"
@@ -994,20 +1255,22 @@ static void usage(FILE *out)
 	        "  --quick         small counts: a smoke run of a few seconds\n"
 	        "  --json          JSON on stdout (the table then goes to stderr)\n"
 	        "  --skip-full     skip the second node with --synchronous full\n"
+	        "  --stream        instead of the default run: streamed fan-outs of 100,000 and\n"
+	        "                  1,000,000 echo tasks (quick: 10,000 and 100,000) through\n"
+	        "                  `clusterctl submit echo --fanout -`, each on a fresh node:\n"
+	        "                  throughput and the peak RSS of clusterctl and of the node\n"
+	        "  --stream-nodes N  with --stream: a cluster of N nodes (the coordinator and\n"
+	        "                  N-1 members seeded by it), tasks placed over all of them\n"
 	        "\n"
 	        "Exit status: 0 ran (targets are reported MET/MISSED, never enforced),\n"
 	        "1 the node could not be started or a call failed, 2 bad usage.\n");
 }
 
-static double mib(long kib)
-{
-	return (double)kib / 1024.0;
-}
-
 int main(int argc, char **argv)
 {
 	char chorusd[PATH_MAX] = "";
-	bool quick = false, skip_full = false;
+	bool quick = false, skip_full = false, stream = false;
+	uint32_t stream_nodes = 1;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--chorusd") == 0 && i + 1 < argc) {
 			snprintf(chorusd, sizeof(chorusd), "%s", argv[++i]);
@@ -1019,6 +1282,18 @@ int main(int argc, char **argv)
 			bench.json = true;
 		} else if (strcmp(argv[i], "--skip-full") == 0) {
 			skip_full = true;
+		} else if (strcmp(argv[i], "--stream") == 0) {
+			stream = true;
+		} else if (strcmp(argv[i], "--stream-nodes") == 0 && i + 1 < argc) {
+			char *end;
+			unsigned long v = strtoul(argv[++i], &end, 10);
+			if (*end != '\0' || v < 1 || v > STREAM_MEMBERS_MAX + 1) {
+				fprintf(stderr, "bench_chorus: --stream-nodes takes 1..%d\n",
+				        STREAM_MEMBERS_MAX + 1);
+				return 2;
+			}
+			stream_nodes = (uint32_t)v;
+			stream = true;
 		} else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
@@ -1078,6 +1353,16 @@ int main(int argc, char **argv)
 	           fl.round_trips_per_s, "/s", 1.0);
 	figure_add("floor_bench_rss_mib", "floor: RSS of this bench process", mib(fl.bench_rss_kib),
 	           "MiB", 1.0);
+
+	if (stream) {
+		/* 8 alone: the other sections are the default run's */
+		stream_figures(chorusd, k, &fl, stream_nodes);
+		print_table();
+		if (bench.json)
+			print_json(date, machine, quick);
+		cleanup();
+		return 0;
+	}
 
 	/* 2. node, synchronous = normal */
 	node_start(&bench.node, chorusd, "normal", false);

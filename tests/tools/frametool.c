@@ -46,6 +46,12 @@
  *                    is parked and after it was answered -> no answer to
  *                    either; the real wait answered (succeeded); a genuine
  *                    resend still answered from the cache
+ *   stream-bad       a streamed batch (window 8) fed wrong chunks: a gap, the
+ *                    same chunk twice, an overlapping one, one over the window,
+ *                    one for an unknown batch, one of 65,537 tasks, the close
+ *                    twice, one after the close -> each answered as the
+ *                    protocol says (chorus.proto MapAppendReq); the results
+ *                    then come in order, each index once
  *   hammer N [SLEEP_MS]
  *                    N sequential ch_submit_await("echo") calls through
  *                    libchorus; prints each failure, then "ok N (...)"
@@ -84,6 +90,7 @@
 #include <sodium.h>
 
 #include "chorus.h"
+#include "client_internal.h"
 #include "proto/chorus.pb-c.h"
 #include "proto/seal.h"
 
@@ -1226,13 +1233,156 @@ static int usage(void)
 	fprintf(stderr,
 	        "usage: chorus_frametool ADDR SECRET_FILE MODE [ARG]\n"
 	        "modes: garbage [N] | truncated [N] | oversized SIZE | tampered | replay |\n"
-	        "       wrong-secret | forge-resend | placed-twice | hello-flood N | dup [N] |\n"
-	        "       gossip client|node|impostor EXPECT | restart-awaits N |\n"
+	        "       wrong-secret | forge-resend | placed-twice | stream-bad | hello-flood N |\n"
+	        "       dup [N] | gossip client|node|impostor EXPECT | restart-awaits N |\n"
 	        "       hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
+}
+
+/* ---- stream-bad: a streamed batch fed wrong chunks through chi_request ---- */
+
+struct stream_ans {
+	int code;
+	char err[256];
+	uint32_t next_index, room;
+	int closed;
+};
+
+static struct stream_ans stream_append(ch_client *c, uint64_t batch_id, uint32_t start, uint32_t n,
+                                       size_t payload_len, int close)
+{
+	struct stream_ans a = {0};
+	ProtobufCBinaryData *items = calloc(n ? n : 1, sizeof(*items));
+	uint8_t *bytes = calloc(1, payload_len ? payload_len : 1);
+	if (!items || !bytes) {
+		free(items);
+		free(bytes);
+		a.code = CH_ERR_NOMEM;
+		return a;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		items[i].data = bytes;
+		items[i].len = payload_len;
+	}
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MapAppendReq ar = CHORUS__MAP_APPEND_REQ__INIT;
+	ar.batch_id = batch_id;
+	ar.start_index = start;
+	ar.n_payloads = n;
+	ar.payloads = items;
+	ar.close = close;
+	env.body_case = CHORUS__ENVELOPE__BODY_MAP_APPEND;
+	env.map_append = &ar;
+	Chorus__Envelope *e = NULL;
+	a.code = chi_request(c, &env, 0, &e, a.err, sizeof(a.err));
+	if (a.code == CH_OK && e->body_case == CHORUS__ENVELOPE__BODY_MAP_APPEND_RESP) {
+		a.next_index = e->map_append_resp->next_index;
+		a.room = e->map_append_resp->room;
+		a.closed = e->map_append_resp->closed;
+	} else if (a.code == CH_OK) {
+		a.code = CH_ERR_PROTOCOL;
+	}
+	if (e)
+		chorus__envelope__free_unpacked(e, NULL);
+	free(items);
+	free(bytes);
+	return a;
+}
+
+static int stream_expect(const char *what, struct stream_ans a, int code, int64_t next)
+{
+	int ok = a.code == code && (next < 0 || a.next_index == (uint32_t)next);
+	printf("%s: %s (%s) next %u room %u closed %d: %s\n", what, ch_strerror(a.code),
+	       a.code ? a.err : "ok", a.next_index, a.room, a.closed, ok ? "as expected" : "WRONG");
+	return ok;
+}
+
+/* Counts the results of batch_id in input order (each index once). */
+static uint32_t stream_results(ch_client *c, uint64_t batch_id, uint32_t *total)
+{
+	uint32_t from = 0;
+	for (int round = 0; round < 100; round++) {
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		Chorus__BatchAwaitReq ba = CHORUS__BATCH_AWAIT_REQ__INIT;
+		ba.batch_id = batch_id;
+		ba.from_index = from;
+		ba.wait_ms = 2000;
+		env.body_case = CHORUS__ENVELOPE__BODY_BATCH_AWAIT;
+		env.batch_await = &ba;
+		Chorus__Envelope *e = NULL;
+		char err[256];
+		if (chi_request(c, &env, 0, &e, err, sizeof(err)) != CH_OK) {
+			printf("batch await: %s\n", err);
+			return from;
+		}
+		const Chorus__BatchAwaitResp *r = e->batch_await_resp;
+		*total = r->total;
+		for (size_t i = 0; i < r->n_results; i++)
+			if (r->results[i]->batch_index == from)
+				from++;
+		int over = !r->open && from >= r->total;
+		chorus__envelope__free_unpacked(e, NULL);
+		if (over)
+			break;
+	}
+	return from;
+}
+
+static int mode_stream_bad(const char *secret)
+{
+	ch_client *c = NULL;
+	char err[256];
+	struct ch_client_options o = {.timeout_ms = 5000};
+	if (ch_client_connect(&c, g_addr, secret, &o, err, sizeof(err)) != CH_OK) {
+		printf("connect: %s\n", err);
+		return 3;
+	}
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MapReq mr = CHORUS__MAP_REQ__INIT;
+	mr.handler = "echo";
+	mr.stream = 1;
+	mr.window = 8;
+	env.body_case = CHORUS__ENVELOPE__BODY_MAP;
+	env.map = &mr;
+	Chorus__Envelope *e = NULL;
+	if (chi_request(c, &env, 0, &e, err, sizeof(err)) != CH_OK ||
+	    e->body_case != CHORUS__ENVELOPE__BODY_MAP_RESP) {
+		printf("open: %s\n", err);
+		ch_client_close(c);
+		return 1;
+	}
+	uint64_t b = e->map_resp->batch_id;
+	printf("opened batch %" PRIu64 " window %u room %u chunk_bytes_max %u\n", b,
+	       e->map_resp->window, e->map_resp->room, e->map_resp->chunk_bytes_max);
+	chorus__envelope__free_unpacked(e, NULL);
+	int ok = 1;
+	ok &= stream_expect("gap (start 5 of 0)", stream_append(c, b, 5, 2, 4, 0), CH_ERR_INVALID, -1);
+	ok &= stream_expect("first chunk", stream_append(c, b, 0, 3, 4, 0), CH_OK, 3);
+	ok &= stream_expect("the same chunk again", stream_append(c, b, 0, 3, 4, 0), CH_OK, 3);
+	ok &= stream_expect("overlapping chunk", stream_append(c, b, 2, 3, 4, 0), CH_OK, 5);
+	/* 20 more: the window (8 unfinished) takes only what it has room for */
+	struct stream_ans a = stream_append(c, b, 5, 20, 4, 0);
+	ok &= stream_expect("chunk over the window", a, CH_OK, -1);
+	ok &= a.next_index > 5 && a.next_index <= 13;
+	uint32_t next = a.next_index;
+	ok &= stream_expect("unknown batch", stream_append(c, b + 1000000, 0, 1, 4, 0),
+	                    CH_ERR_NOT_FOUND, -1);
+	ok &= stream_expect("oversized chunk (65,537 tasks)",
+	                    stream_append(c, b, next, 65537, 0, 0), CH_ERR_TOO_LARGE, -1);
+	ok &= stream_expect("close", stream_append(c, b, next, 0, 0, 1), CH_OK, next);
+	ok &= stream_expect("the close again", stream_append(c, b, next, 0, 0, 1), CH_OK, next);
+	ok &= stream_expect("chunk after the close", stream_append(c, b, next, 1, 4, 0),
+	                    CH_ERR_CLOSED, -1);
+	uint32_t total = 0;
+	uint32_t got = stream_results(c, b, &total);
+	printf("results: %u in order of a total of %u\n", got, total);
+	ok &= got == next && total == next;
+	ch_client_close(c);
+	printf("stream-bad: %s\n", ok ? "every answer as expected" : "WRONG");
+	return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -1285,6 +1435,8 @@ int main(int argc, char **argv)
 		if (argc < 6)
 			return usage();
 		rc = mode_gossip(secret, argv[4], argv[5]);
+	} else if (strcmp(mode, "stream-bad") == 0) {
+		rc = mode_stream_bad(secret);
 	} else if (strcmp(mode, "hello-flood") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)

@@ -1119,6 +1119,135 @@ static void batches_max_refuses_new_batches(void **state)
 	tasks_destroy(ts);
 }
 
+/* ---- streamed batches (tasks_open_batch) ---- */
+
+static void append_n(struct tasks *ts, uint64_t bid, uint32_t n, uint64_t now_ms, int want)
+{
+	struct task *tv[16];
+	assert_true(n <= 16);
+	for (uint32_t i = 0; i < n; i++)
+		tv[i] = mk_task(0, TASK_RESTART_TEMPORARY, 0, 0, 0);
+	uint32_t before = tasks_get_batch(ts, bid) ? tasks_get_batch(ts, bid)->total : 0;
+	assert_int_equal(tasks_batch_append(ts, bid, tv, n, AT(now_ms)), want);
+	for (uint32_t i = 0; i < n; i++) {
+		if (want != 0) {
+			assert_int_equal(tv[i]->id, 0); /* not taken */
+			task_free(tv[i]);
+			continue;
+		}
+		assert_int_equal(tv[i]->batch_id, bid);
+		assert_int_equal(tv[i]->batch_index, before + i);
+		rec_of(tv[i]->id)->submitted = 1;
+	}
+}
+
+/* Runs every dispatched task of the log from *next on to success (what
+ * was admitted is committed first: only journaled tasks are dispatched). */
+static void finish_dispatched(struct tasks *ts, size_t *next, uint64_t now_ms)
+{
+	for (;;) {
+		assert_int_equal(flush(ts), 0);
+		tasks_pump(ts, AT(now_ms));
+		if (*next == F.dispatch_count)
+			break;
+		while (*next < F.dispatch_count)
+			worker_result(ts, F.dispatch_log[(*next)++], 1, "ok", 0, NULL, now_ms);
+	}
+}
+
+static void open_batch_grows_within_its_window_and_stays_until_closed(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(2, 0);
+	struct task *tv[2] = {mk_task(0, 0, 0, 0, 0), mk_task(0, 0, 0, 0, 0)};
+	uint64_t bid = 0;
+	assert_int_equal(tasks_open_batch(ts, tv, 2, 0, 0, 4, AT(0), &bid), 0);
+	rec_of(tv[0]->id)->submitted = rec_of(tv[1]->id)->submitted = 1;
+	const struct batch *b = tasks_get_batch(ts, bid);
+	assert_non_null(b);
+	assert_true(b->input_open);
+	assert_int_equal(b->window, 4);
+	assert_int_equal(tasks_batch_room(ts, bid), 2);
+	append_n(ts, bid, 3, 1, ERR_FULL); /* over the window: nothing taken */
+	append_n(ts, bid, 2, 1, 0);
+	assert_int_equal(b->total, 4);
+	assert_int_equal(tasks_batch_room(ts, bid), 0);
+	size_t next = 0;
+	finish_dispatched(ts, &next, 2);
+	assert_int_equal(b->done, 4);
+	assert_int_equal(tasks_batch_room(ts, bid), 4);
+	/* every task so far final and released: the open batch stays */
+	assert_int_equal(flush(ts), 0);
+	tasks_release_final(ts);
+	tasks_drop_batch(ts, bid);
+	b = tasks_get_batch(ts, bid);
+	assert_non_null(b);
+	assert_int_equal(counters(ts).held, 0);
+	append_n(ts, bid, 1, 3, 0);
+	assert_int_equal(b->total, 5);
+	finish_dispatched(ts, &next, 4);
+	assert_int_equal(tasks_close_batch(ts, bid), 0);
+	assert_false(b->input_open);
+	assert_int_equal(tasks_batch_room(ts, bid), 0);
+	append_n(ts, bid, 1, 5, ERR_CLOSED);
+	assert_int_equal(tasks_close_batch(ts, bid), 0); /* again: no change */
+	assert_int_equal(flush(ts), 0);
+	tasks_release_final(ts);
+	tasks_drop_batch(ts, bid);
+	assert_null(tasks_get_batch(ts, bid));
+	assert_int_equal(tasks_close_batch(ts, bid), ERR_NOT_FOUND);
+	append_n(ts, bid, 1, 6, ERR_NOT_FOUND);
+	tasks_destroy(ts);
+}
+
+static void open_batch_room_is_bounded_by_the_table(void **state)
+{
+	(void)state;
+	struct tasks_limits lim = default_limits();
+	lim.queue_tasks_max = 3;
+	struct tasks *ts = new_table(&lim, 0, 0);
+	uint64_t bid = 0;
+	assert_int_equal(tasks_open_batch(ts, NULL, 0, 0, 0, 100, AT(0), &bid), 0);
+	assert_int_equal(tasks_batch_room(ts, bid), 3);
+	append_n(ts, bid, 3, 1, 0);
+	assert_int_equal(tasks_batch_room(ts, bid), 0);
+	append_n(ts, bid, 1, 1, ERR_FULL);
+	tasks_destroy(ts);
+}
+
+static void open_batch_deadline_closes_its_input(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(1, 0);
+	uint64_t bid = 0;
+	assert_int_equal(tasks_open_batch(ts, NULL, 0, 0, 100, 8, AT(0), &bid), 0);
+	append_n(ts, bid, 2, 1, 0);
+	size_t next = 0;
+	finish_dispatched(ts, &next, 2); /* all done so far: the deadline still runs */
+	assert_int_equal(tasks_next_deadline(ts), 100);
+	tasks_tick(ts, AT(100));
+	const struct batch *b = tasks_get_batch(ts, bid);
+	assert_non_null(b);
+	assert_false(b->input_open);
+	append_n(ts, bid, 1, 101, ERR_CLOSED);
+	tasks_destroy(ts);
+}
+
+static void recovered_open_batch_is_closed_at_its_journaled_total(void **state)
+{
+	(void)state;
+	struct tasks *ts = new_default(1, 0);
+	struct batch b = {.id = 7, .total = 3, .done = 1, .input_open = 1, .window = 8,
+	                  .created_ms = 1};
+	assert_int_equal(tasks_recover_batch(ts, &b, AT(100)), 0);
+	const struct batch *got = tasks_get_batch(ts, 7);
+	assert_non_null(got);
+	assert_false(got->input_open);
+	assert_int_equal(got->total, 3);
+	append_n(ts, 7, 1, 101, ERR_CLOSED);
+	tasks_destroy(ts);
+}
+
 /* ---- flush and release ---- */
 
 static void flush_hands_out_each_changed_task_once_in_change_order(void **state)
@@ -2317,6 +2446,10 @@ int main(void)
 		cmocka_unit_test(result_after_kill_still_counts),
 		cmocka_unit_test(batch_never_exceeds_max_concurrency),
 		cmocka_unit_test(batch_without_limit_is_bounded_by_pool_only),
+		cmocka_unit_test(open_batch_grows_within_its_window_and_stays_until_closed),
+		cmocka_unit_test(open_batch_room_is_bounded_by_the_table),
+		cmocka_unit_test(open_batch_deadline_closes_its_input),
+		cmocka_unit_test(recovered_open_batch_is_closed_at_its_journaled_total),
 		cmocka_unit_test(batch_deadline_times_out_waiting_tasks_at_once_and_kills_running_ones),
 		cmocka_unit_test(cancel_batch_cancels_every_unfinished_task),
 		cmocka_unit_test(full_queue_refuses_submit_and_batch_until_tasks_are_released),
