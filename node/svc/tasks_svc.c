@@ -934,6 +934,16 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 
 static void handle_map_stream(struct tasks_svc *s, struct rpc_call *c, const Chorus__MapReq *m);
 
+/* The tasks a batch has so far (held, else from the journal; 0 unknown). */
+static uint32_t batch_total(struct tasks_svc *s, uint64_t batch_id)
+{
+	const struct batch *held = tasks_get_batch(s->tasks, batch_id);
+	if (held)
+		return held->total;
+	struct batch fb;
+	return store_batch_get(s->store, batch_id, &fb) == 0 ? fb.total : 0;
+}
+
 static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
 {
 	struct tasks_svc *s = svc;
@@ -964,16 +974,10 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 	if (known < 0)
 		return;
 	if (known) {
-		struct batch fb;
-		const struct batch *held = tasks_get_batch(s->tasks, first);
-		if (held)
-			fb = *held;
-		else if (store_batch_get(s->store, first, &fb) != 0)
-			fb.total = 0;
 		log_debug("tasks", "fan-out with a known key: batch %" PRIu64, first);
 		Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
 		mr.batch_id = first;
-		mr.count = fb.total;
+		mr.count = batch_total(s, first);
 		rpc_reply_body(c, CHORUS__ENVELOPE__BODY_MAP_RESP, map_resp, &mr);
 		return;
 	}
@@ -1105,15 +1109,9 @@ static void handle_map_stream(struct tasks_svc *s, struct rpc_call *c, const Cho
 	if (known < 0)
 		return;
 	if (known) {
-		struct batch fb;
-		const struct batch *held = tasks_get_batch(s->tasks, first);
-		if (held)
-			fb = *held;
-		else if (store_batch_get(s->store, first, &fb) != 0)
-			fb.total = 0;
 		Chorus__MapResp mr = CHORUS__MAP_RESP__INIT;
 		mr.batch_id = first;
-		mr.count = fb.total;
+		mr.count = batch_total(s, first);
 		mr.window = window;
 		mr.chunk_bytes_max = stream_chunk_bytes_max(c);
 		mr.room = stream_find(s, first) ? stream_room(s, first) : 0;
