@@ -4,8 +4,8 @@ outsider floods the node (issue #9: "Secure links"), beside the same
 client's latency on a quiet node, measured in one run.
 
 The flood, bounded in time (--seconds), all on loopback:
-  - replayed HELLOs: one HELLO made with the key (as if captured on the wire)
-    sent again and again (chorus_frametool hello-flood);
+  - replayed HELLOs: one HELLO made with the key (captured: chorus_frametool
+    hello-dump) sent again and again from 127.0.0.4;
   - data frames with made-up session ids, never reading answers, from
     127.0.0.2 (tests/integration/attack.py);
   - garbage frames from 127.0.0.3.
@@ -101,12 +101,26 @@ def main():
         stop = time.monotonic() + a.seconds
         counts = {}
 
+        hello = bytes.fromhex(subprocess.run([frametool, addr, secret, "hello-dump"],
+                                             capture_output=True, text=True).stdout.strip())
+
         def hellos():
             n = 0
             while time.monotonic() < stop:
-                subprocess.run([frametool, addr, secret, "hello-flood", "2000"],
-                               capture_output=True, timeout=120)
-                n += 2000
+                try:
+                    s = attack.sp_connect(port, "127.0.0.4")
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                try:
+                    while time.monotonic() < stop:
+                        s.settimeout(max(0.05, stop - time.monotonic()))
+                        s.sendall(b"".join(attack.sp_message(hello) for _ in range(32)))
+                        n += 32
+                except OSError:
+                    pass
+                finally:
+                    s.close()
             counts["hellos"] = n
 
         def unknown():

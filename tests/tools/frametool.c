@@ -34,6 +34,7 @@
  *                    the session's id; impostor: node key, another
  *                    sender); exit 0 when the answer contains EXPECT ("ack",
  *                    or an error name such as "denied")
+ *   hello-dump       prints one HELLO made with the key, as hex (a capture)
  *   hello-flood N    one HELLO made with the key (as if captured), sent N
  *                    times: prints how many were answered (a node that
  *                    refuses replayed HELLOs answers at most one with a
@@ -1437,6 +1438,23 @@ int main(int argc, char **argv)
 		rc = mode_gossip(secret, argv[4], argv[5]);
 	} else if (strcmp(mode, "stream-bad") == 0) {
 		rc = mode_stream_bad(secret);
+	} else if (strcmp(mode, "hello-dump") == 0) {
+		/* one HELLO made with the key, as hex: what an eavesdropper
+		 * captures, for replay tools */
+		struct seal_keyring *kr = keyring_from_file(secret);
+		struct seal_initiator in;
+		uint8_t *hello = NULL;
+		size_t len = 0;
+		if (seal_hello_build(&in, kr, SEAL_ROLE_CLIENT, g_self_id, seal_wall_ms(), &hello, &len) !=
+		    0)
+			return 1;
+		sodium_memzero(&in, sizeof(in));
+		for (size_t i = 0; i < len; i++)
+			printf("%02x", hello[i]);
+		printf("\n");
+		free(hello);
+		seal_keyring_free(kr);
+		rc = 0;
 	} else if (strcmp(mode, "hello-flood") == 0) {
 		uint32_t n = arg ? parse_count(arg) : 0;
 		if (n == 0)
