@@ -329,16 +329,44 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 		pthread_mutex_lock(&r->mu);
 		struct peer *pe = peer_get(r, addr);
 		uint32_t evict = 0;
+		int over_quota_ok = 0;
 		if (pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX) {
 			/* over the address's quota the oldest of its unauthenticated
 			 * connections gives way: a flood from one address only
 			 * pushes out its own, and a new client there still gets in */
 			uint64_t oldest = UINT64_MAX;
+			uint32_t closing = 0;
 			struct idmap_iter it;
 			idmap_iter_init(&r->pipes, &it);
 			for (struct pipe_info *q; (q = idmap_iter_next(&r->pipes, &it, NULL));) {
-				if (!q->authenticated && !q->evicting && q->added_ms < oldest &&
-				    strcmp(q->addr, addr) == 0) {
+				if (q->authenticated || strcmp(q->addr, addr) != 0)
+					continue;
+				if (q->evicting)
+					closing++;
+				else if (q->added_ms < oldest) {
+					oldest = q->added_ms;
+					evict = q->id;
+				}
+			}
+			/* every one of them is being closed already: the new one may
+			 * come in over the quota until the loop has closed them */
+			if (!evict && closing)
+				over_quota_ok = 1;
+			struct pipe_info *q = evict ? idmap_get(&r->pipes, evict) : NULL;
+			if (q) {
+				q->evicting = 1;
+				pe->counts[PEER_CONN_CLOSED]++;
+			}
+		}
+		if (!evict && !over_quota_ok && r->preauth_pipes >= PREAUTH_PIPES_MAX) {
+			/* the same over the global quota: the oldest unauthenticated
+			 * connection of anyone gives way (they have had the longest to
+			 * authenticate) */
+			uint64_t oldest = UINT64_MAX;
+			struct idmap_iter it;
+			idmap_iter_init(&r->pipes, &it);
+			for (struct pipe_info *q; (q = idmap_iter_next(&r->pipes, &it, NULL));) {
+				if (!q->authenticated && !q->evicting && q->added_ms < oldest) {
 					oldest = q->added_ms;
 					evict = q->id;
 				}
@@ -346,11 +374,12 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 			struct pipe_info *q = evict ? idmap_get(&r->pipes, evict) : NULL;
 			if (q) {
 				q->evicting = 1;
-				pe->counts[PEER_CONN_CLOSED]++;
+				peer_get(r, q->addr)->counts[PEER_CONN_CLOSED]++;
 			}
 		}
-		int refuse_it = r->pipes.count >= PIPES_MAX || r->preauth_pipes >= PREAUTH_PIPES_MAX ||
-		                (pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX && !evict);
+		int refuse_it = r->pipes.count >= PIPES_MAX ||
+		                (r->preauth_pipes >= PREAUTH_PIPES_MAX && !evict) ||
+		                (pe->preauth_pipes >= PREAUTH_PER_SOURCE_MAX && !evict && !over_quota_ok);
 		struct pipe_info *pi = refuse_it ? NULL : calloc(1, sizeof(*pi));
 		if (pi) {
 			pi->id = (uint32_t)id;

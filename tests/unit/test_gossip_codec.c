@@ -155,13 +155,13 @@ static void pb_fields_borrow_the_message_and_decode_back(void **state)
 struct bad {
 	Chorus__Gossip g;
 	Chorus__SwimUpdate u, *up[SWIM_PIGGYBACK_MAX + 2];
-	uint8_t from[16], id[16];
+	uint8_t from[16], id[32]; /* id: room for ids too long on purpose */
 };
 
 static void bad_init(struct bad *b)
 {
 	memset(b->from, 7, 16);
-	memset(b->id, 9, 16);
+	memset(b->id, 9, sizeof(b->id));
 	chorus__gossip__init(&b->g);
 	chorus__swim_update__init(&b->u);
 	b->u.id.data = b->id;
