@@ -1220,8 +1220,15 @@ void rpc_take_ready(struct rpc *r, uint64_t now_mono_ms)
 	uint32_t n = r->ready_count;
 	memcpy(batch, r->ready, n * sizeof(batch[0]));
 	r->ready_count = 0;
-	uint32_t evict[EVICT_PENDING_MAX], ne = r->evict_count;
-	memcpy(evict, r->evict, ne * sizeof(evict[0]));
+	uint32_t evict[EVICT_PENDING_MAX], ne = 0;
+	for (uint32_t i = 0; i < r->evict_count; i++) {
+		/* one that authenticated meanwhile is a client's: it stays */
+		struct pipe_info *pi = idmap_get(&r->pipes, r->evict[i]);
+		if (pi && !pi->authenticated)
+			evict[ne++] = r->evict[i];
+		else if (pi)
+			pi->evicting = 0;
+	}
 	r->evict_count = 0;
 	pthread_mutex_unlock(&r->mu);
 	for (uint32_t i = 0; i < ne; i++)
