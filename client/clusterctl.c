@@ -1300,9 +1300,13 @@ static void print_status_tables(json_t *o)
 			       "P50", "P99");
 			header = true;
 		}
-		char p50[32], p99[32];
-		snprintf(p50, sizeof p50, "<%llu us", (unsigned long long)json_u64(p, "latency_p50_us"));
-		snprintf(p99, sizeof p99, "<%llu us", (unsigned long long)json_u64(p, "latency_p99_us"));
+		char p50[32] = "-", p99[32] = "-"; /* "-": none answered yet (this very call) */
+		if (json_u64(p, "latency_p50_us"))
+			snprintf(p50, sizeof p50, "<%llu us",
+			         (unsigned long long)json_u64(p, "latency_p50_us"));
+		if (json_u64(p, "latency_p99_us"))
+			snprintf(p99, sizeof p99, "<%llu us",
+			         (unsigned long long)json_u64(p, "latency_p99_us"));
 		printf("%-16s %10llu %8llu %8llu %10s %10s\n", json_str(p, "name"),
 		       (unsigned long long)json_u64(p, "calls"), (unsigned long long)json_u64(p, "errors"),
 		       (unsigned long long)json_u64(p, "refused"), p50, p99);
