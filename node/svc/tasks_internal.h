@@ -1,0 +1,186 @@
+/*
+ * tasks_internal.h - what the files of the tasks service share (not for
+ * other modules): its state, its bounds, and the functions one file calls
+ * in the other. tasks_svc.c holds the service (requests, waiters, effects,
+ * the loop's calls); tasks_stream.c the streamed fan-outs (open batches
+ * that grow by chunks, unordered results).
+ */
+#ifndef CHORUS_SVC_TASKS_INTERNAL_H
+#define CHORUS_SVC_TASKS_INTERNAL_H
+
+#include <assert.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chorus.h"
+#include "codec/codec.h"
+#include "config.h"
+#include "core/tasks.h"
+#include "io/dispatch.h"
+#include "io/ids.h"
+#include "io/log.h"
+#include "io/rpc.h"
+#include "io/store.h"
+#include "io/workers.h"
+#include "lib/arena.h"
+#include "lib/err.h"
+#include "lib/idmap.h"
+#include "lib/timerheap.h"
+#include "proto/seal.h"
+#include "svc/ports.h"
+#include "svc/service.h"
+#include "worker/handlers.h"
+
+#define BATCH_RESULTS_DEFAULT 1000
+#define BATCH_RESULTS_MAX 10000
+#define LIST_LIMIT_MAX 10000
+#define PURGE_INTERVAL_MS 1000
+#define PURGE_ROWS_MAX 2000
+#define WAIT_MS_MAX (24u * 3600u * 1000u)
+#define REQUIRE_TAGS_MAX 16
+#define REQUIRE_TAG_BYTES_MAX 31
+#define MAX_ATTEMPTS_MAX 1000
+#define RUNNING_JOURNAL_MS 2
+/* Attempts coordinators placed here, remembered so that the same attempt
+ * sent again (after a re-handshake, from another session) never runs twice:
+ * bounded in count, in the bytes of outcomes kept, and in time. */
+#define PLACED_RECS_MAX 65536
+#define PLACED_RECS_BYTES_MAX (64u << 20)
+#define PLACED_REC_TTL_MS (10u * 60u * 1000u)
+/* a worker job must fit its frame cap (HANDLERS_JOB_FRAME_BYTES_MAX) */
+#define PAYLOAD_BYTES_MAX (HANDLERS_JOB_FRAME_BYTES_MAX - 1024u * 1024u)
+/* Streamed fan-outs: the window (unfinished tasks, plus results not yet
+ * acknowledged when unordered) a batch gets when the client asks for none,
+ * and the most it may ask for; the tasks one MapAppendReq may carry. */
+#define STREAM_WINDOW_DEFAULT 4096u
+#define STREAM_WINDOW_MAX 65536u
+#define STREAM_CHUNK_TASKS_MAX 65536u
+#define STREAM_CHUNK_SLACK_BYTES 1024u
+
+/* BatchAwaitReq modes (answer_batch) */
+#define AWAIT_UNORDERED 1u
+
+enum waiter_kind { WAIT_TASK, WAIT_BATCH };
+
+struct tasks_svc;
+
+struct waiter {
+	struct tasks_svc *svc;
+	int kind;
+	struct rpc_call *call;
+	uint64_t id;              /* task or batch */
+	uint32_t from_index, max_results;
+	int is_submit;            /* answer as SubmitResp */
+	unsigned await_how;       /* batch: AWAIT_* */
+	uint32_t room_wanted;     /* batch: answer when the window has this much room */
+	struct timer deadline;    /* monotonic */
+	struct waiter *next, *prev;   /* all waiters */
+	struct waiter *id_next;       /* waiters on the same id */
+};
+
+/* One attempt a coordinator placed here: (origin, origin_task, attempt). */
+struct placed_rec {
+	uint64_t key;
+	uint8_t origin[16];
+	uint64_t origin_task;
+	uint32_t origin_attempt;
+	uint64_t task_id;         /* the ephemeral task running it */
+	struct task *final;       /* a copy of its outcome once final, else NULL */
+	size_t final_bytes;
+	uint64_t created_ms;      /* monotonic */
+	struct placed_rec *next, *prev; /* oldest first */
+};
+
+/* A finished task of an unordered stream, not yet acknowledged. */
+struct stream_fin {
+	uint32_t index;
+	uint64_t task_id;
+};
+
+/* A streamed batch whose input is open (or, unordered, whose results are
+ * not all acknowledged): what appended tasks are made of, and the ring of
+ * finished-unacknowledged results (at most the window: the window counts
+ * them, so the ring never overflows). In memory only: after a restart the
+ * batch is closed and its results are read back in order. */
+struct stream {
+	uint64_t batch_id;
+	struct task *tmpl;        /* handler, options, pool; payload empty */
+	int unordered;
+	struct stream_fin *fin;   /* ring of `window` entries (unordered only) */
+	uint32_t fin_cap, fin_head, fin_count;
+};
+
+/* A growable list of ids (tasks that ended, batches that progressed). */
+struct idvec {
+	uint64_t *v;
+	uint32_t n, cap;
+};
+
+struct tasks_svc {
+	struct host *host;
+	const struct config *cfg;
+	struct store *store;
+	struct tasks *tasks;
+	struct workers *workers;
+	struct handler_registry reg;
+	int reg_ready;
+	uint32_t pool_count;
+	char pool_names[WORKERS_POOLS_MAX][WORKERS_POOL_NAME_MAX + 1];
+
+	struct waiter *waiters;
+	struct idmap task_waiters, batch_waiters;
+	struct timerheap deadlines;
+	struct idvec ended, progressed, closed;
+	struct idmap streams;      /* batch id -> struct stream */
+	struct batch stored_batch; /* the last batch read from the journal (id 0: none) */
+	int nomem_logged;
+
+	uint64_t next_purge_ms;    /* monotonic */
+	struct idmap placed_by_key, placed_by_task;
+	struct placed_rec *placed_head, *placed_tail;
+	size_t placed_bytes;
+	uint64_t drain_deadline_ms;
+	struct placement_port *placement;
+	struct task_sink_port sink;
+	int commit_failed;        /* the last commit failed */
+	int journaled_submit;     /* a client's task was admitted in this iteration */
+	int crash_after_commit;   /* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only) */
+};
+
+struct batch_collect {
+	struct task **tasks;
+	uint32_t n, cap, expect;
+	size_t bytes, bytes_max;   /* a page shrinks to fit the frame cap */
+	int gap;
+};
+
+/* ---- tasks_svc.c, used by tasks_stream.c ---- */
+void idvec_push(struct tasks_svc *s, struct idvec *iv, uint64_t id);
+uint32_t handler_pool(const struct tasks_svc *s, const char *handler);
+int spec_check(struct tasks_svc *s, const char *handler, const Chorus__TaskOptions *o,
+               size_t payload_len, char *msg, size_t len);
+size_t result_bytes(const struct task *t);
+int key_find(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryData *key, int kind,
+             uint64_t *id);
+int key_record(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryData *key, int kind,
+               uint64_t id);
+int ids_lease(struct tasks_svc *s, struct rpc_call *c, uint32_t tasks, uint32_t batches);
+uint32_t batch_total(struct tasks_svc *s, uint64_t batch_id);
+
+/* ---- tasks_stream.c, used by tasks_svc.c ---- */
+struct stream *stream_find(const struct tasks_svc *s, uint64_t batch_id);
+void stream_free(struct tasks_svc *s, struct stream *st);
+uint32_t stream_room(const struct tasks_svc *s, uint64_t batch_id);
+void stream_maybe_free(struct tasks_svc *s, struct stream *st);
+void stream_ack(struct stream *st, uint32_t index);
+void stream_on_final(struct tasks_svc *s, const struct task *t);
+void stream_collect(struct tasks_svc *s, const struct stream *st, struct batch_collect *bc);
+size_t biggest_payload(const ProtobufCBinaryData *p, size_t n);
+void handle_map_stream(struct tasks_svc *s, struct rpc_call *c, const Chorus__MapReq *m);
+void handle_map_append(void *svc, struct rpc_call *c, const Chorus__Envelope *env);
+
+#endif
