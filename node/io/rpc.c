@@ -138,6 +138,12 @@ struct out {
 	struct out *next;
 };
 
+/* The two session lists (authenticated, most recently used first; and
+ * half-open, oldest first) share the sessions' lnext/lprev links. */
+struct sess_list {
+	struct session *head, *tail;
+};
+
 struct rpc {
 	struct rpc_config cfg;
 	struct rpc_handler h;
@@ -154,10 +160,10 @@ struct rpc {
 	uint32_t preauth_pipes;
 	uint64_t next_sweep_ms;
 	uint32_t half_open_count;
-	struct session *ho_head, *ho_tail; /* half-open sessions, oldest first */
+	struct sess_list ho;      /* half-open sessions, oldest first */
 
 	struct idmap sessions;
-	struct session *lru_head, *lru_tail;
+	struct sess_list lru;     /* authenticated sessions, most recently used first */
 	struct seal_hello_guard *hello_guard; /* HELLO MACs seen in the skew window */
 	size_t recent_cache_bytes;
 
@@ -506,28 +512,49 @@ static void refuse(struct rpc *r, uint32_t pipe_id, int verdict, size_t len)
 
 /* ---- sessions ---- */
 
-static void lru_unlink(struct rpc *r, struct session *s)
+static void slist_unlink(struct sess_list *l, struct session *s)
 {
 	if (s->lprev)
 		s->lprev->lnext = s->lnext;
 	else
-		r->lru_head = s->lnext;
+		l->head = s->lnext;
 	if (s->lnext)
 		s->lnext->lprev = s->lprev;
 	else
-		r->lru_tail = s->lprev;
+		l->tail = s->lprev;
 	s->lnext = s->lprev = NULL;
+}
+
+static void slist_push_head(struct sess_list *l, struct session *s)
+{
+	s->lprev = NULL;
+	s->lnext = l->head;
+	if (l->head)
+		l->head->lprev = s;
+	else
+		l->tail = s;
+	l->head = s;
+}
+
+static void slist_push_tail(struct sess_list *l, struct session *s)
+{
+	s->lnext = NULL;
+	s->lprev = l->tail;
+	if (l->tail)
+		l->tail->lnext = s;
+	else
+		l->head = s;
+	l->tail = s;
+}
+
+static void lru_unlink(struct rpc *r, struct session *s)
+{
+	slist_unlink(&r->lru, s);
 }
 
 static void lru_push(struct rpc *r, struct session *s)
 {
-	s->lprev = NULL;
-	s->lnext = r->lru_head;
-	if (r->lru_head)
-		r->lru_head->lprev = s;
-	else
-		r->lru_tail = s;
-	r->lru_head = s;
+	slist_push_head(&r->lru, s);
 }
 
 static void recent_clear(struct rpc *r, struct recent *rc)
@@ -561,15 +588,7 @@ static void parked_unlink(struct rpc *r, struct rpc_call *c)
  * half-open sessions, never an authenticated one. */
 static void ho_unlink(struct rpc *r, struct session *s)
 {
-	if (s->lprev)
-		s->lprev->lnext = s->lnext;
-	else
-		r->ho_head = s->lnext;
-	if (s->lnext)
-		s->lnext->lprev = s->lprev;
-	else
-		r->ho_tail = s->lprev;
-	s->lnext = s->lprev = NULL;
+	slist_unlink(&r->ho, s);
 	assert(r->half_open_count > 0);
 	r->half_open_count--;
 	pthread_mutex_lock(&r->mu);
@@ -581,13 +600,7 @@ static void ho_unlink(struct rpc *r, struct session *s)
 
 static void ho_push(struct rpc *r, struct session *s)
 {
-	s->lnext = NULL;
-	s->lprev = r->ho_tail;
-	if (r->ho_tail)
-		r->ho_tail->lnext = s;
-	else
-		r->ho_head = s;
-	r->ho_tail = s;
+	slist_push_tail(&r->ho, s);
 	r->half_open_count++;
 }
 
@@ -632,14 +645,14 @@ static struct session *sess_add(struct rpc *r, const struct seal_session *ss, co
 	uint32_t from_src = peer_get(r, src)->half_open;
 	pthread_mutex_unlock(&r->mu);
 	if (from_src >= HALF_OPEN_PER_SOURCE_MAX) {
-		for (struct session *o = r->ho_head; o; o = o->lnext) {
+		for (struct session *o = r->ho.head; o; o = o->lnext) {
 			if (strcmp(o->src, src) == 0) {
 				sess_free(r, o);
 				break;
 			}
 		}
 	} else if (r->half_open_count >= HALF_OPEN_MAX) {
-		sess_free(r, r->ho_head);
+		sess_free(r, r->ho.head);
 	}
 	struct session *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -671,7 +684,7 @@ static int sess_promote(struct rpc *r, struct session *s)
 	assert(s->half_open);
 	uint64_t authenticated = r->sessions.count - r->half_open_count;
 	if (authenticated >= SESSIONS_MAX) {
-		struct session *old = r->lru_tail;
+		struct session *old = r->lru.tail;
 		/* a session a call is parked on is not idle */
 		for (uint32_t i = 0; i < 64 && old && old->parked; i++)
 			old = old->lprev;
@@ -1244,10 +1257,10 @@ void rpc_tick(struct rpc *r, uint64_t now_mono_ms)
 	pthread_mutex_unlock(&r->mu);
 	/* idle sessions go, but not one a call is parked on: it waits for an
 	 * answer (an await may wait a day), so it is used, not idle */
-	for (uint32_t i = 0; i < 64 && r->lru_tail &&
-	                    r->lru_tail->last_used_ms + SESSION_IDLE_MS < now_mono_ms;
+	for (uint32_t i = 0; i < 64 && r->lru.tail &&
+	                    r->lru.tail->last_used_ms + SESSION_IDLE_MS < now_mono_ms;
 	     i++) {
-		struct session *s = r->lru_tail;
+		struct session *s = r->lru.tail;
 		if (s->parked) {
 			s->last_used_ms = now_mono_ms;
 			lru_unlink(r, s);
@@ -1257,8 +1270,8 @@ void rpc_tick(struct rpc *r, uint64_t now_mono_ms)
 		}
 	}
 	/* a handshake nobody used: gone after the handshake timeout */
-	while (r->ho_head && r->ho_head->last_used_ms + HANDSHAKE_TIMEOUT_MS < now_mono_ms)
-		sess_free(r, r->ho_head);
+	while (r->ho.head && r->ho.head->last_used_ms + HANDSHAKE_TIMEOUT_MS < now_mono_ms)
+		sess_free(r, r->ho.head);
 	if (now_mono_ms >= r->next_sweep_ms) {
 		r->next_sweep_ms = now_mono_ms + PIPE_SWEEP_MS;
 		pipes_sweep(r);
@@ -1360,10 +1373,10 @@ void rpc_destroy(struct rpc *r)
 		free(o);
 	}
 	r->out_tail = NULL;
-	while (r->ho_head)
-		sess_free(r, r->ho_head);
-	while (r->lru_head) {
-		struct session *s = r->lru_head;
+	while (r->ho.head)
+		sess_free(r, r->ho.head);
+	while (r->lru.head) {
+		struct session *s = r->lru.head;
 		idmap_del(&r->sessions, s->seal.session_id);
 		lru_unlink(r, s);
 		for (int i = 0; i < SESSION_RECENT; i++)
