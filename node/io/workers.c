@@ -93,6 +93,8 @@ struct worker {
 	size_t rlen, rcap;
 	uint8_t *wbuf;
 	size_t woff, wlen, wcap; /* unsent bytes are wbuf[woff, wlen) */
+	int held;                /* a job dispatched with `hold` is in wbuf: */
+	size_t hold_from;        /* bytes from here on wait for workers_release_held */
 	int shut_wr;             /* workers_stop sent SHUT_WR */
 	char kill_reason[160];   /* why we killed it, "" when we did not */
 };
@@ -127,6 +129,7 @@ struct workers {
 	uint32_t started_head, started_count, started_cap;
 	struct handlers_beat *beat;   /* shared with the workers (mmap) */
 	uint64_t last_beat_ms;
+	uint32_t held_workers; /* workers with held != 0 */
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -206,6 +209,7 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 	wk->rlen = 0;
 	wk->woff = 0;
 	wk->wlen = 0;
+	wk->held = 0;
 	wk->shut_wr = 0;
 	wk->kill_reason[0] = '\0';
 	return 0;
@@ -225,6 +229,7 @@ static void worker_kill(struct worker *wk, const char *fmt, ...)
 	wk->state = WORKER_DYING;
 	wk->rlen = 0;
 	wk->woff = wk->wlen = 0;
+	wk->held = 0;
 	if (fmt != NULL && wk->kill_reason[0] == '\0') {
 		va_list ap;
 		va_start(ap, fmt);
@@ -256,8 +261,10 @@ static struct worker *worker_by_pid(struct workers *w, pid_t pid)
 /* Sends what the socket takes now. A broken socket kills the worker. */
 static void worker_flush(struct worker *wk)
 {
-	while (wk->state == WORKER_LIVE && wk->woff < wk->wlen) {
-		ssize_t n = send(wk->fd, wk->wbuf + wk->woff, wk->wlen - wk->woff, MSG_NOSIGNAL);
+	/* a held job and those behind it wait for workers_release_held */
+	size_t end = wk->held ? wk->hold_from : wk->wlen;
+	while (wk->state == WORKER_LIVE && wk->woff < end) {
+		ssize_t n = send(wk->fd, wk->wbuf + wk->woff, end - wk->woff, MSG_NOSIGNAL);
 		if (n > 0) {
 			wk->woff += (size_t)n;
 		} else if (n < 0 && errno == EINTR) {
@@ -279,6 +286,8 @@ static int wbuf_reserve(struct worker *wk, size_t need)
 	if (wk->woff > 0) {
 		memmove(wk->wbuf, wk->wbuf + wk->woff, wk->wlen - wk->woff);
 		wk->wlen -= wk->woff;
+		if (wk->held)
+			wk->hold_from -= wk->woff;
 		wk->woff = 0;
 	}
 	if (wk->wcap - wk->wlen >= need)
@@ -533,6 +542,11 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 		return WORKERS_ERR_JOB_TOO_BIG;
 	if (wbuf_reserve(best, 4 + len) != 0)
 		return -1;
+	if (job->hold && !best->held) {
+		best->held = 1;
+		best->hold_from = best->wlen;
+		w->held_workers++;
+	}
 	le32_put(best->wbuf + best->wlen, (uint32_t)len);
 	size_t packed = chorus__worker_job__pack(&msg, best->wbuf + best->wlen + 4);
 	assert(packed == len);
@@ -550,6 +564,27 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 	if (best->job_count == 1)
 		queue_started(w, job->task_id);
 	return 0;
+}
+
+void workers_release_held(struct workers *w)
+{
+	if (!w->held_workers)
+		return;
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			struct worker *wk = &w->pools[p].workers[i];
+			if (!wk->held)
+				continue;
+			wk->held = 0;
+			worker_flush(wk);
+		}
+	}
+	w->held_workers = 0;
+}
+
+int workers_any_held(const struct workers *w)
+{
+	return w->held_workers != 0;
 }
 
 uint32_t workers_free_slots(const struct workers *w, uint32_t pool)
@@ -780,6 +815,7 @@ static void worker_exited(struct workers *w, struct worker *wk, int status)
 	wk->fd = -1;
 	wk->job_head = wk->job_count = 0;
 	wk->rlen = wk->woff = wk->wlen = 0;
+	wk->held = 0;
 	wk->kill_reason[0] = '\0';
 	deliver_started(w); /* their `started` before their loss */
 	if (w->ev.lost == NULL)
@@ -905,6 +941,19 @@ void workers_stop(struct workers *w, uint32_t grace_ms)
 	if (w == NULL)
 		return;
 	deliver_started(w);
+	/* jobs still held were never journaled as started: they are not sent
+	 * (reported lost below, like any job a stopped worker did not finish;
+	 * the journal still has them queued) */
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			struct worker *wk = &w->pools[p].workers[i];
+			if (wk->held) {
+				wk->wlen = wk->hold_from;
+				wk->held = 0;
+			}
+		}
+	}
+	w->held_workers = 0;
 	w->stopping = 1;
 	uint64_t deadline_ms = workers_now_ms() + grace_ms;
 	for (;;) {

@@ -60,6 +60,10 @@ struct workers_job {
 	size_t payload_len;
 	const char *const *argv;      /* NULL or NULL-terminated */
 	uint32_t timeout_ms;
+	/* held until workers_release_held: the job is not written to its
+	 * worker before the caller has journaled that the task started (a
+	 * temporary task must never start twice, even across a crash) */
+	int hold;
 };
 
 /* Callbacks into the node. They are called only from workers_deliver,
@@ -104,6 +108,11 @@ uint64_t workers_now_ms(void);
  * workers_deliver / workers_on_readable / workers_reap / workers_tick. */
 #define WORKERS_ERR_JOB_TOO_BIG (-2)
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job);
+/* Sends the jobs dispatched with `hold` (and what was queued behind them
+ * on the same worker). Call it once what they need is durable. */
+void workers_release_held(struct workers *w);
+/* 1 while some dispatched job is held. */
+int workers_any_held(const struct workers *w);
 /* Delivers the events queued by workers_dispatch (`started`). Call it
  * outside any task core call, e.g. right after tasks_pump. */
 void workers_deliver(struct workers *w);

@@ -149,6 +149,8 @@ struct tasks_svc {
 	int commit_failed;        /* the last commit failed */
 	int journaled_submit;     /* a client's task was admitted in this iteration */
 	int crash_after_commit;   /* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only) */
+	int crash_after_dispatch; /* CHORUS_TEST_CRASH_AFTER_DISPATCH (tests only) */
+	uint32_t temporary_dispatches; /* own temporary tasks dispatched by the last pump */
 };
 
 struct batch_collect {

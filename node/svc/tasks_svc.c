@@ -23,6 +23,8 @@
 
 #include "svc/tasks_internal.h"
 
+#include <time.h>
+
 /* ---- small helpers ---- */
 
 void idvec_push(struct tasks_svc *s, struct idvec *iv, uint64_t id)
@@ -945,10 +947,19 @@ static int fx_dispatch(void *ctx, struct task *t)
 		.payload_len = t->payload_len,
 		.argv = (const char *const *)t->argv,
 		.timeout_ms = t->opts.timeout_ms,
+		/* a temporary task never starts twice: its worker gets it once
+		 * the commit that journals it `running` is done (a crash before
+		 * then finds it queued and runs it once; after, reports it lost).
+		 * A task placed here by another coordinator is not journaled
+		 * here: its coordinator's key makes a second placement of the
+		 * same attempt join the first. */
+		.hold = t->opts.restart == TASK_RESTART_TEMPORARY && !t->ephemeral,
 	};
 	int rc = workers_dispatch(s->workers, t->pool, &job);
 	if (rc == 0)
 		t->timeout_at_start = 1; /* the worker says when it starts */
+	if (rc == 0 && t->opts.restart == TASK_RESTART_TEMPORARY && !t->ephemeral)
+		s->temporary_dispatches++;
 	if (rc == WORKERS_ERR_JOB_TOO_BIG) {
 		log_error("workers", "task %" PRIu64 ": job too large for a worker", t->id);
 		return 1;
@@ -1309,7 +1320,7 @@ static uint64_t svc_next_deadline(void *svc)
 		next = core;
 	/* waiters to wake after the next commit: at once; not while commits
 	 * fail (the loop retries at its idle period) */
-	if (!s->commit_failed && (s->ended.n || s->progressed.n))
+	if (!s->commit_failed && (s->ended.n || s->progressed.n || workers_any_held(s->workers)))
 		next = 0;
 	/* dispatches to journal (their `running` state): within
 	 * RUNNING_JOURNAL_MS, so a short task's result usually rides the same
@@ -1414,6 +1425,8 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 	}
 	s->commit_failed = 0;
 	tasks_flush_done(s->tasks);
+	/* jobs dispatched before this commit: their `running` is durable now */
+	workers_release_held(s->workers);
 	if (s->crash_after_commit && s->journaled_submit) {
 		/* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only, see README): die
 		 * between journaling a submit and answering it */
@@ -1435,8 +1448,22 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 			stream_maybe_free(s, st);
 	}
 	s->closed.n = 0;
-	/* what this commit made durable starts now, in the same iteration */
+	/* what this commit made durable starts now, in the same iteration
+	 * (temporary tasks right after the next commit, which journals them
+	 * `running`) */
+	s->temporary_dispatches = 0;
 	tasks_pump(s->tasks, now);
+	if (s->crash_after_dispatch && s->temporary_dispatches) {
+		/* CHORUS_TEST_CRASH_AFTER_DISPATCH (tests only, see README): die
+		 * after handing a temporary task to a worker, before journaling
+		 * that it started; the pause gives a worker that was sent the job
+		 * time to run it */
+		log_warn("tasks", "CHORUS_TEST_CRASH_AFTER_DISPATCH: exiting after dispatching a "
+		                  "temporary task, before journaling that it started");
+		struct timespec d = {0, 300 * 1000 * 1000};
+		nanosleep(&d, NULL);
+		_exit(87);
+	}
 	/* a dispatch's "started" events, queued by the supervisor: delivered
 	 * now, outside the core call that raised them */
 	workers_deliver(s->workers);
@@ -1592,6 +1619,8 @@ int tasks_svc_register(struct host *h)
 	s->host = h;
 	const char *crash = getenv("CHORUS_TEST_CRASH_AFTER_COMMIT");
 	s->crash_after_commit = crash && strcmp(crash, "1") == 0;
+	crash = getenv("CHORUS_TEST_CRASH_AFTER_DISPATCH");
+	s->crash_after_dispatch = crash && strcmp(crash, "1") == 0;
 	idmap_init(&s->task_waiters);
 	idmap_init(&s->batch_waiters);
 	idmap_init(&s->streams);

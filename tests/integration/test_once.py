@@ -13,6 +13,11 @@
    every old one; damaged WAL bytes are reported by quick_check at start
    (one fatal line), and with journal_check = off the node starts and its
    ids are still new.
+Also: a temporary task (the default) never starts twice, even when its node
+dies right after handing it to a worker (CHORUS_TEST_CRASH_AFTER_DISPATCH=1,
+also a test-only hook): the worker gets the job only once the commit that
+journals it `running` is done, so a crash before that commit finds it queued
+and runs it once.
 """
 
 import json
@@ -24,6 +29,7 @@ from harness import (CLUSTERCTL, EXIT_OK, NodeTestCase, task_id, task_list, task
                      wait_until)
 
 CRASH_EXIT = 86  # the hook's exit code
+DISPATCH_CRASH_EXIT = 87  # CHORUS_TEST_CRASH_AFTER_DISPATCH's
 
 
 class TestOnce(NodeTestCase):
@@ -96,6 +102,31 @@ class TestOnce(NodeTestCase):
         self.assertEqual(rc, 2, err)
 
     # ---- part 4 ----
+
+    def test_a_temporary_task_never_starts_twice_across_a_crash_at_dispatch(self):
+        node = self.new_node("--exec-allow", "/bin/sh", start=False)
+        node.env = {"CHORUS_TEST_CRASH_AFTER_DISPATCH": "1"}
+        node.start()
+        runs = os.path.join(self.workdir, "runs.txt")
+        # the answer may not leave before the crash: the client's retry,
+        # after the restart, is answered with the same task (its key)
+        cmd = [CLUSTERCTL, "-a", node.addr, "-k", node.secret, "--json", "--timeout", "30s",
+               "submit", "exec", "--arg", "/bin/sh", "--arg", "-c",
+               "--arg", "echo run >> %s" % runs]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        node.exit_expected = True
+        self.assertEqual(node.wait_exit(), DISPATCH_CRASH_EXIT, node.log_tail())
+        self.assertIn("CHORUS_TEST_CRASH_AFTER_DISPATCH", node.log_text())
+        node.env = None
+        node.start()
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, EXIT_OK, (out, err))
+        t = self.wait_task(node, task_id(json.loads(out)))
+        self.assertEqual(task_state(t), "succeeded", t)
+        with open(runs) as f:
+            self.assertEqual(f.read().split(), ["run"], "the task ran more than once")
+        self.assertEqual(len(self.journal(node)), 1)
 
     def test_a_zero_length_journal_never_reuses_ids_and_says_so(self):
         node = self.new_node()
