@@ -1062,7 +1062,7 @@ int tasks_on_handed_back(struct tasks *ts, uint64_t task_id, const struct now *n
 {
 	CORE_ENTER(ts);
 	struct task *t = task_find(ts, task_id);
-	if (!t || !t->ephemeral || t->list != LIST_RUNNING) {
+	if (!t || !t->ephemeral || (t->list != LIST_RUNNING && t->list != LIST_QUEUE)) {
 		CORE_LEAVE(ts);
 		return 0;
 	}

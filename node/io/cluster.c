@@ -123,6 +123,11 @@ struct cluster {
 	uint8_t dead[DEAD_PENDING_MAX][SWIM_ID_BYTES];
 	uint32_t dead_count;
 	int dead_overflow;
+	/* members that became suspect, dead, left or were forgotten: the work
+	 * they placed here and that has not started is handed back */
+	uint8_t unreach[DEAD_PENDING_MAX][SWIM_ID_BYTES];
+	uint32_t unreach_count;
+	int unreach_overflow;
 
 	struct rng rng;
 	uint64_t now_ms;       /* monotonic, the latest a call brought */
@@ -256,6 +261,12 @@ static void fx_event(void *ctx, int event, const struct swim_member *m, int old_
 		break;
 	default:
 		return;
+	}
+	if ((event == SWIM_EV_STATE && m->state != SWIM_ALIVE) || event == SWIM_EV_REAP) {
+		if (c->unreach_count < DEAD_PENDING_MAX)
+			memcpy(c->unreach[c->unreach_count++], m->id, SWIM_ID_BYTES);
+		else
+			c->unreach_overflow = 1;
 	}
 	if ((event == SWIM_EV_STATE && (m->state == SWIM_DEAD || m->state == SWIM_LEFT)) ||
 	    event == SWIM_EV_REAP) {
@@ -624,6 +635,15 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 		d = next;
 	}
 	fail_dead_members(c, sink, now);
+	if (sink && sink->origin_unreachable) {
+		if (c->unreach_overflow)
+			sink->origin_unreachable(sink->ctx, NULL, now);
+		else
+			for (uint32_t i = 0; i < c->unreach_count; i++)
+				sink->origin_unreachable(sink->ctx, c->unreach[i], now);
+	}
+	c->unreach_count = 0;
+	c->unreach_overflow = 0;
 	while (c->ghost_head && (!c->ghost_head->task_id ||
 	                         c->ghost_head->born_ms + GHOST_TTL_MS < now_ms))
 		ghost_drop_head(c);

@@ -505,6 +505,25 @@ uint64_t workers_beat(struct workers *w, uint64_t now_ms, uint64_t pause_ms)
 	return gap;
 }
 
+void workers_new_epoch(struct workers *w)
+{
+	atomic_fetch_add(&w->beat->epoch, 1);
+}
+
+int workers_job_waiting(const struct workers *w, uint64_t task_id)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		const struct pool *pl = &w->pools[p];
+		for (uint32_t i = 0; i < pl->worker_count; i++) {
+			const struct worker *wk = &pl->workers[i];
+			for (uint32_t j = 1; j < wk->job_count; j++)
+				if (wk->jobs[(wk->job_head + j) % w->cfg.prefetch] == task_id)
+					return 1;
+		}
+	}
+	return 0;
+}
+
 /* ---- dispatch ---- */
 
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job)

@@ -142,6 +142,12 @@ void workers_tick(struct workers *w, uint64_t now_ms);
  * their coordinators may have placed them elsewhere meanwhile. Returns the
  * gap in ms when it was such a pause, else 0. */
 uint64_t workers_beat(struct workers *w, uint64_t now_ms, uint64_t pause_ms);
+/* Starts a new epoch now: every job handed out and not started yet is
+ * handed back (events.withdrawn) when its worker reaches it. */
+void workers_new_epoch(struct workers *w);
+/* 1 when task_id was handed to a worker that has not reached it yet
+ * (prefetched behind another job). */
+int workers_job_waiting(const struct workers *w, uint64_t task_id);
 
 struct workers_pool_status {
 	const char *name;

@@ -54,6 +54,11 @@ struct task_sink_port {
 	void (*late_outcome)(void *ctx, const struct remote_outcome *o, const struct now *now);
 	/* Tasks held by this node's workers (the load gossiped to others). */
 	uint32_t (*local_load)(void *ctx);
+	/* A member became suspect, dead, left or was forgotten (id of
+	 * SWIM_ID_BYTES; NULL: too many at once to tell, any of them): what it
+	 * placed here and has not started is handed back, since it may be
+	 * placing that work elsewhere already. */
+	void (*origin_unreachable)(void *ctx, const uint8_t *id, const struct now *now);
 };
 
 #endif

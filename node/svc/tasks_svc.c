@@ -1145,6 +1145,44 @@ static void sink_late_outcome(void *ctx, const struct remote_outcome *o, const s
 		         o->task_id, o->member_name);
 }
 
+/* A member that placed work here became suspect or dead (or left): what it
+ * placed here and that has not started is handed back. A member cut off
+ * from its coordinator keeps running (its loop is fine, so the pause epoch
+ * does not move), and its coordinator is about to place that work again;
+ * handing it back now is what keeps the copy from running twice. */
+static void sink_origin_unreachable(void *ctx, const uint8_t *id, const struct now *now)
+{
+	struct tasks_svc *s = ctx;
+	uint32_t queued = 0, waiting = 0;
+	for (struct placed_rec *pr = s->placed_head, *n; pr; pr = n) {
+		n = pr->next;
+		if (pr->final || (id && memcmp(pr->origin, id, sizeof(pr->origin)) != 0))
+			continue;
+		const struct task *t = tasks_get(s->tasks, pr->task_id);
+		if (!t)
+			continue;
+		if (t->state == TASK_QUEUED)
+			queued += (uint32_t)tasks_on_handed_back(s->tasks, pr->task_id, now);
+		else if (t->state == TASK_RUNNING && workers_job_waiting(s->workers, pr->task_id))
+			waiting++;
+	}
+	/* prefetched jobs: the worker decides when it reaches them; a new
+	 * epoch hands back every job not started yet (other coordinators'
+	 * and our own too: they are placed or queued again, no attempt
+	 * charged; a member going missing is rare) */
+	if (waiting)
+		workers_new_epoch(s->workers);
+	if (queued || waiting) {
+		char hex[17] = "any";
+		if (id)
+			for (int i = 0; i < 8; i++)
+				snprintf(hex + 2 * i, 3, "%02x", id[i]);
+		log_warn("tasks", "coordinator %s is unreachable: %" PRIu32 " task(s) it placed here and "
+		                  "not started are handed back (%" PRIu32 " queued, %" PRIu32 " prefetched)",
+		         hex, queued + waiting, queued, waiting);
+	}
+}
+
 static uint32_t sink_local_load(void *ctx)
 {
 	struct tasks_svc *s = ctx;
@@ -1292,8 +1330,12 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	if (workers_setup(s, err, err_len) != 0)
 		return -1;
 	s->placement = host_port_get(h, PORT_PLACEMENT);
-	s->sink = (struct task_sink_port){s, sink_outcome, sink_member_lost, sink_late_outcome,
-	                                  sink_local_load};
+	s->sink = (struct task_sink_port){s,
+	                                  sink_outcome,
+	                                  sink_member_lost,
+	                                  sink_late_outcome,
+	                                  sink_local_load,
+	                                  sink_origin_unreachable};
 	if (host_port_set(h, PORT_TASK_SINK, &s->sink) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SINK);
 		return -1;

@@ -147,12 +147,15 @@ def peer_counters(status, peer="127.0.0.1"):
 class Node:
     """One chorusd process with its own data dir and log file."""
 
-    def __init__(self, workdir, name="n1", args=(), port=None, secret=None):
+    def __init__(self, workdir, name="n1", args=(), port=None, secret=None, netns=None,
+                 host="127.0.0.1"):
         self.workdir = workdir
         self.name = name
         self.args = list(args)
         self.port = port or free_port()
-        self.addr = "tcp://127.0.0.1:%d" % self.port
+        self.addr = "tcp://%s:%d" % (host, self.port)
+        # chorusd and the clients run in this network namespace (NetLab)
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.data_dir = os.path.join(workdir, name + "-data")
         self.log_path = os.path.join(workdir, name + ".log")
         self.secret = secret or os.path.join(self.data_dir, "secret")
@@ -186,7 +189,7 @@ class Node:
         return None
 
     def command(self):
-        return [CHORUSD, "--data-dir", self.data_dir, "--listen", self.addr,
+        return self.prefix + [CHORUSD, "--data-dir", self.data_dir, "--listen", self.addr,
                 "--name", self.name] + self.args
 
     def running(self):
@@ -292,7 +295,7 @@ class Node:
         """Runs clusterctl -a ADDR -k SECRET [--json] ARGS. Returns
         (exit code, parsed JSON (or the text when it does not parse, or
         json=False), stderr text)."""
-        cmd = [CLUSTERCTL, "-a", addr or self.addr, "-k", secret or self.secret]
+        cmd = self.prefix + [CLUSTERCTL, "-a", addr or self.addr, "-k", secret or self.secret]
         if json:
             cmd.append("--json")
         cmd += [str(a) for a in args]
@@ -334,7 +337,8 @@ class Node:
 
     def frametool(self, mode, *args, timeout_s=60, secret=None, addr=None):
         """Runs chorus_frametool; returns (exit code, stdout, stderr)."""
-        cmd = [FRAMETOOL, addr or self.addr, secret or self.secret, mode] + [str(a) for a in args]
+        cmd = self.prefix + [FRAMETOOL, addr or self.addr, secret or self.secret, mode] + \
+            [str(a) for a in args]
         # nng 1.5.2 can leak a request it was holding for a resend when a
         # connection is cut at the wrong moment (seen about once in 15 runs of
         # the cutting-proxy test, inside libnng). The frametool is the client
@@ -344,6 +348,74 @@ class Node:
         env = dict(os.environ)
         env["LSAN_OPTIONS"] = (env.get("LSAN_OPTIONS", "") + ":exitcode=0").lstrip(":")
         return run_cmd(cmd, timeout_s=timeout_s, parse_json=False, env=env)
+
+
+class NetLab:
+    """Hosts of their own: one network namespace per node, each with a veth
+    into a bridge that lives in a hub namespace of its own (nothing of the
+    machine's own network is touched). cut(i) takes node i's port on the
+    bridge down: its packets are dropped silently, both ways, as when a
+    cable is pulled; heal(i) brings it back. Needs root and iproute2;
+    unavailable() says why not, in one line, for the test's skip."""
+
+    SUBNET = "10.231.0"
+
+    def __init__(self, count):
+        tag = "%x" % (os.getpid() & 0xfffff)
+        self.hub = "chub" + tag
+        self.names = ["cn%d-%s" % (i, tag) for i in range(count)]
+        self.ports = ["cv%d%s" % (i, tag) for i in range(count)]
+        self.made = []
+
+    @staticmethod
+    def unavailable():
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        if shutil.which("ip") is None:
+            return "no ip command (iproute2)"
+        probe = "cprobe%x" % (os.getpid() & 0xfffff)
+        r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+        if r.returncode != 0:
+            return "cannot create a network namespace: %s" % r.stderr.strip()
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+        return None
+
+    def _ip(self, *args):
+        r = subprocess.run(["ip"] + list(args), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("ip %s: %s" % (" ".join(args), r.stderr.strip()))
+
+    def host(self, i):
+        return "%s.%d" % (self.SUBNET, i + 1)
+
+    def setup(self):
+        self._ip("netns", "add", self.hub)
+        self.made.append(self.hub)
+        self._ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
+        self._ip("-n", self.hub, "link", "set", "br0", "up")
+        for i, ns in enumerate(self.names):
+            self._ip("netns", "add", ns)
+            self.made.append(ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+            # both ends made in the node's namespace, one moved to the hub
+            self._ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name",
+                     self.ports[i])
+            self._ip("-n", ns, "link", "set", self.ports[i], "netns", self.hub)
+            self._ip("-n", ns, "addr", "add", self.host(i) + "/24", "dev", "eth0")
+            self._ip("-n", ns, "link", "set", "eth0", "up")
+            self._ip("-n", self.hub, "link", "set", self.ports[i], "master", "br0")
+            self._ip("-n", self.hub, "link", "set", self.ports[i], "up")
+
+    def cut(self, i):
+        self._ip("-n", self.hub, "link", "set", self.ports[i], "down")
+
+    def heal(self, i):
+        self._ip("-n", self.hub, "link", "set", self.ports[i], "up")
+
+    def cleanup(self):
+        for ns in reversed(self.made):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.made = []
 
 
 def run_cmd(cmd, timeout_s=CTL_TIMEOUT_S, input=None, parse_json=False, env=None):
