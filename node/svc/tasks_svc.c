@@ -1431,6 +1431,14 @@ static int put_batch_cb(void *arg, const struct batch *b)
 static int svc_flush(void *svc, struct store *st)
 {
 	struct tasks_svc *s = svc;
+	/* tasks already journaled that can start (a worker freed up in this
+	 * iteration) are dispatched now, so the commit below journals them
+	 * `running` and after_commit releases the held ones: a temporary
+	 * task's hold costs no extra iteration */
+	if (!s->commit_failed) {
+		tasks_pump(s->tasks, host_now(s->host));
+		workers_deliver(s->workers);
+	}
 	return tasks_flush(s->tasks, put_task_cb, put_batch_cb, st);
 }
 
