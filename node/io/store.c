@@ -24,6 +24,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@
 #include "chorus.h"
 #include "core/tasks.h"
 #include "io/log.h"
+#include "io/walscan.h"
 
 #define STORE_SCHEMA_VERSION 2
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -377,6 +379,39 @@ static void disk_full_hint(const char *dir, char *err, size_t err_len)
 		         dir, (unsigned long long)free_bytes);
 }
 
+/* What sqlite's WAL recovery is about to drop without a word: said once,
+ * before sqlite opens the journal (and rewrites the WAL). */
+static void wal_report(const char *db_path)
+{
+	char wal[PATH_MAX];
+	if ((size_t)snprintf(wal, sizeof(wal), "%s-wal", db_path) >= sizeof(wal))
+		return;
+	struct walscan ws;
+	int rc = walscan_file(wal, &ws);
+	if (rc < 0) {
+		log_warn("store", "%s: cannot read it to check it (%s)", wal, strerror(errno));
+		return;
+	}
+	if (rc > 0)
+		return; /* no WAL: the last stop was clean */
+	if (ws.header_bad) {
+		log_error("store", "%s: its header is damaged, so sqlite ignores the whole file: the "
+		                   "commits it held since the last checkpoint are lost (task ids stay "
+		                   "unique: DATA_DIR/ids)",
+		          wal);
+	} else if (ws.commits_lost) {
+		log_error("store", "%s: frame %" PRIu32 " is damaged: %" PRIu32 " commit(s) after it (%" PRIu32
+		                   " frame(s)) are dropped by sqlite; %" PRIu32 " commit(s) before it are "
+		                   "kept. A power loss with synchronous = normal can cut the last commits "
+		                   "short; anything more is damage to the disk or the file. Task ids stay "
+		                   "unique (DATA_DIR/ids)",
+		          wal, ws.first_bad, ws.commits_lost, ws.frames_lost, ws.commits_valid);
+	} else {
+		log_info("store", "%s: %" PRIu32 " commit(s) to replay after an unclean stop", wal,
+		         ws.commits_valid);
+	}
+}
+
 int store_open(struct store **out, const char *dir, int synchronous, char *err, size_t err_len)
 {
 	assert(out && dir);
@@ -394,6 +429,8 @@ int store_open(struct store **out, const char *dir, int synchronous, char *err, 
 		snprintf(err, err_len, "data dir %s: %s", dir, strerror(ENAMETOOLONG));
 		return CH_ERR_STORAGE;
 	}
+
+	wal_report(path);
 
 	struct store *st = calloc(1, sizeof(*st));
 	if (!st) {
