@@ -1,0 +1,200 @@
+/*
+ * raft.h - the Raft consensus core (Ongaro & Ousterhout, "In Search of an
+ * Understandable Consensus Algorithm", 2014; Ongaro's dissertation, 2014,
+ * for pre-vote §9.6, check-quorum §6.2 and single-server membership
+ * changes §4.1). Pure: no sockets, files, clocks or OS randomness. The
+ * caller passes the monotonic time in and a seed for the election timeouts.
+ *
+ * Shape (as etcd's raft.Ready): the core never performs I/O itself. Each
+ * call (tick, step, propose) changes state in memory; the caller then takes
+ * a `struct raft_ready` that says, in this order,
+ *   1. what to make durable: the hard state (term, vote) and the log suffix
+ *      to write (after truncating from `truncate_from` when a conflicting
+ *      suffix was replaced),
+ *   2. the messages to send, which may go out only once (1) is durable
+ *      (Raft's rule: term and vote durable before any answer, entries
+ *      durable before they are acknowledged),
+ *   3. the entries newly committed, to apply in order,
+ * and calls raft_advance() once it has done all three. That fits a loop that
+ * group-commits: many steps, one fsync, then the sends.
+ *
+ * Rules carried here, with where they come from:
+ *   - terms and votes: one vote per term, durable before answering (§5.2);
+ *   - the up-to-date check on votes (§5.4.1);
+ *   - randomized election timeouts in [timeout, 2*timeout) (§5.2);
+ *   - pre-vote: a would-be candidate first asks whether it could win,
+ *     without raising its term, so a node cut off and back does not force
+ *     a healthy leader out (dissertation §9.6);
+ *   - a follower that heard from a leader within the minimum election
+ *     timeout ignores (pre-)vote requests (§4.2.3, disruptive servers);
+ *   - check-quorum: a leader that has not heard from a majority for an
+ *     election timeout steps down (§6.2), so a leader cut off in a minority
+ *     stops acting as leader; it can never commit anyway;
+ *   - log matching via prevLogIndex/prevLogTerm, conflicting suffixes
+ *     truncated (§5.3), with the follower's hint to skip back fast;
+ *   - a leader commits only entries of its own term by counting replicas
+ *     (§5.4.2); a no-op at the start of each term commits the rest;
+ *   - membership: one voter added or removed at a time, the new set in
+ *     force as soon as its entry is in the log; a change is refused while
+ *     another is uncommitted or before the leader committed an entry of its
+ *     term (dissertation §4.1 and its 2015 erratum).
+ *
+ * Not here yet: snapshots and log compaction (the log is kept whole),
+ * leadership transfer, learners (non-voters learn the leader by gossip).
+ *
+ * Threading: none; one struct raft per node, owned by its caller.
+ */
+#ifndef CHORUS_CORE_RAFT_H
+#define CHORUS_CORE_RAFT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RAFT_ID_BYTES 16
+#define RAFT_VOTERS_MAX 9
+#define RAFT_ENTRY_BYTES_MAX (1u << 20)     /* one entry's data */
+#define RAFT_APPEND_ENTRIES_MAX 64          /* entries in one append message */
+#define RAFT_APPEND_BYTES_MAX (4u << 20)    /* data in one append message */
+#define RAFT_INFLIGHT_MAX 4                 /* unanswered appends per follower */
+#define RAFT_MSGS_MAX 64                    /* messages in one ready */
+#define RAFT_LOG_ENTRIES_MAX (1u << 22)     /* until snapshots compact it */
+
+struct raft_id {
+	uint8_t b[RAFT_ID_BYTES];
+};
+
+enum raft_role {
+	RAFT_FOLLOWER = 0,
+	RAFT_PRECANDIDATE,
+	RAFT_CANDIDATE,
+	RAFT_LEADER,
+};
+const char *raft_role_name(int role);
+
+enum raft_entry_type {
+	RAFT_ENTRY_NOOP = 0,   /* a leader's first entry of its term */
+	RAFT_ENTRY_DATA = 1,   /* for the state machine */
+	RAFT_ENTRY_CONFIG = 2, /* the voter set: data = n * RAFT_ID_BYTES */
+};
+
+struct raft_entry {
+	uint64_t term;
+	uint64_t index;
+	uint8_t type;
+	uint32_t len;
+	uint8_t *data; /* owned by whoever holds the entry */
+};
+
+enum raft_msg_type {
+	RAFT_MSG_PREVOTE = 1,
+	RAFT_MSG_PREVOTE_RESP,
+	RAFT_MSG_VOTE,
+	RAFT_MSG_VOTE_RESP,
+	RAFT_MSG_APPEND,
+	RAFT_MSG_APPEND_RESP,
+};
+const char *raft_msg_name(int type);
+
+/* One message. In a ready, entries point into the core's log (valid until
+ * raft_advance); handed to raft_step, they are copied if kept. */
+struct raft_msg {
+	uint8_t type;
+	struct raft_id from, to;
+	uint64_t term;      /* PREVOTE: the term it would stand in; otherwise the sender's */
+	/* PREVOTE, VOTE: the candidate's last log entry */
+	uint64_t last_index, last_term;
+	/* *_RESP */
+	uint8_t granted;    /* PREVOTE_RESP, VOTE_RESP */
+	uint8_t success;    /* APPEND_RESP */
+	uint64_t match_index; /* APPEND_RESP: success: last index now matching; else a hint */
+	/* APPEND */
+	uint64_t prev_index, prev_term, commit;
+	uint32_t n_entries;
+	const struct raft_entry *entries;
+};
+
+struct raft_hard {
+	uint64_t term;
+	struct raft_id vote; /* all zero: none */
+	int has_vote;
+};
+
+struct raft_config {
+	struct raft_id self;
+	uint32_t election_ms;  /* the minimum election timeout; randomized up to 2x */
+	uint32_t heartbeat_ms; /* leader's append period when idle; < election_ms / 2 */
+	uint64_t seed;         /* election timeouts */
+};
+
+/* What the caller does after a call: persist, then send, then apply. */
+struct raft_ready {
+	int hard_changed;
+	struct raft_hard hard;
+	/* the log from truncate_from on is gone (0: nothing truncated) */
+	uint64_t truncate_from;
+	/* entries to append to durable storage, in order (point into the log) */
+	const struct raft_entry *append;
+	uint32_t n_append;
+	/* messages, to send once the above is durable */
+	const struct raft_msg *msgs;
+	uint32_t n_msgs;
+	/* committed entries to apply, in order (point into the log) */
+	const struct raft_entry *apply;
+	uint32_t n_apply;
+};
+
+struct raft_status {
+	int role;
+	uint64_t term;
+	struct raft_id leader; /* valid when has_leader */
+	int has_leader;
+	uint64_t commit_index, applied_index, last_index;
+	uint32_t voter_count;
+	struct raft_id voters[RAFT_VOTERS_MAX];
+};
+
+struct raft;
+
+/* Creates a node from what it persisted: hard state, log entries (copied;
+ * indexes 1.. in order) and the initial voter set used while the log holds
+ * no config entry (a fresh single node: itself). Returns NULL on bad input
+ * (entries out of order, too many voters) or out of memory. */
+struct raft *raft_create(const struct raft_config *cfg, const struct raft_hard *hard,
+                         const struct raft_entry *log, uint32_t n_log,
+                         const struct raft_id *voters, uint32_t n_voters, uint64_t now_ms);
+void raft_destroy(struct raft *r);
+
+/* Time passes: election timeouts, heartbeats, check-quorum. */
+void raft_tick(struct raft *r, uint64_t now_ms);
+/* The next monotonic ms raft_tick wants to run at. */
+uint64_t raft_next_deadline(const struct raft *r);
+
+/* A message from a peer. ERR_PROTOCOL when malformed (to this node, from
+ * an unknown type, entries out of order); the message is then ignored. */
+int raft_step(struct raft *r, uint64_t now_ms, const struct raft_msg *m);
+
+/* Appends an entry as leader (data copied). ERR_DENIED when not leader,
+ * ERR_TOO_LARGE over RAFT_ENTRY_BYTES_MAX, ERR_FULL when the log is full. */
+int raft_propose(struct raft *r, uint64_t now_ms, const void *data, uint32_t len,
+                 uint64_t *index);
+/* Adds (add = 1) or removes a voter, as leader. ERR_DENIED when not leader,
+ * ERR_FULL (a change is still uncommitted, or no entry of this term is
+ * committed yet: try again), ERR_INVALID (already a voter / not a voter /
+ * would leave no voter / over RAFT_VOTERS_MAX). */
+int raft_change_voter(struct raft *r, uint64_t now_ms, const struct raft_id *id, int add,
+                      uint64_t *index);
+
+/* 1 when there is something to do (persist, send or apply). */
+int raft_has_ready(const struct raft *r);
+/* Fills rd; valid until raft_advance. */
+void raft_ready(struct raft *r, struct raft_ready *rd);
+/* The caller persisted, sent and applied what rd said. */
+void raft_advance(struct raft *r, const struct raft_ready *rd);
+
+void raft_status(const struct raft *r, struct raft_status *st);
+/* An entry of the log by index (NULL when outside it). */
+const struct raft_entry *raft_entry_at(const struct raft *r, uint64_t index);
+
+int raft_id_eq(const struct raft_id *a, const struct raft_id *b);
+
+#endif

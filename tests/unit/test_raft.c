@@ -1,0 +1,591 @@
+/*
+ * test_raft.c - the Raft core's rules one by one, on small in-memory
+ * clusters: a harness delivers each node's ready (persist, then send, then
+ * apply) and the messages between nodes, with cuts, and advances time by
+ * hand. The simulator (tests/sim) runs the same core over many seeds with
+ * loss, crashes and partitions; these tests pin single rules.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/raft.h"
+#include "lib/err.h"
+
+#define N_MAX 5
+#define QUEUE_MAX 4096
+#define ELECTION_MS 100
+#define HEARTBEAT_MS 20
+
+struct qmsg {
+	struct raft_msg m;
+	struct raft_entry *ents; /* deep copies */
+	int to;
+};
+
+struct node {
+	struct raft *r;
+	/* what it persisted */
+	struct raft_hard hard;
+	struct raft_entry *log;
+	uint32_t n_log, cap_log;
+	/* what it applied: data entries' first byte, in order */
+	uint8_t applied[1024];
+	uint32_t n_applied;
+};
+
+struct cluster {
+	int n;
+	struct node nodes[N_MAX];
+	struct raft_id ids[N_MAX];
+	int cut[N_MAX]; /* cut[i]: node i neither sends nor receives */
+	struct qmsg q[QUEUE_MAX];
+	int nq;
+	uint64_t now_ms;
+};
+
+static int index_of(const struct cluster *c, const struct raft_id *id)
+{
+	for (int i = 0; i < c->n; i++)
+		if (raft_id_eq(&c->ids[i], id))
+			return i;
+	return -1;
+}
+
+static void entry_copy(struct raft_entry *dst, const struct raft_entry *src)
+{
+	*dst = *src;
+	dst->data = malloc(src->len ? src->len : 1);
+	assert_non_null(dst->data);
+	if (src->len)
+		memcpy(dst->data, src->data, src->len);
+}
+
+static void node_log_free(struct node *nd)
+{
+	for (uint32_t i = 0; i < nd->n_log; i++)
+		free(nd->log[i].data);
+	free(nd->log);
+	nd->log = NULL;
+	nd->n_log = nd->cap_log = 0;
+}
+
+static void node_start(struct cluster *c, int i, int n_voters)
+{
+	struct raft_config cfg = {c->ids[i], ELECTION_MS, HEARTBEAT_MS, 1000 + (uint64_t)i};
+	c->nodes[i].r = raft_create(&cfg, &c->nodes[i].hard, c->nodes[i].log, c->nodes[i].n_log,
+	                            c->ids, (uint32_t)n_voters, c->now_ms);
+	assert_non_null(c->nodes[i].r);
+	c->nodes[i].n_applied = 0; /* the state machine is rebuilt from the log */
+}
+
+static void cluster_init(struct cluster *c, int n, int n_voters)
+{
+	memset(c, 0, sizeof(*c));
+	c->n = n;
+	for (int i = 0; i < n; i++)
+		c->ids[i].b[0] = (uint8_t)(i + 1);
+	for (int i = 0; i < n; i++)
+		node_start(c, i, n_voters);
+}
+
+static void cluster_free(struct cluster *c)
+{
+	for (int i = 0; i < c->n; i++) {
+		raft_destroy(c->nodes[i].r);
+		node_log_free(&c->nodes[i]);
+	}
+	for (int k = 0; k < c->nq; k++) {
+		for (uint32_t e = 0; e < c->q[k].m.n_entries; e++)
+			free(c->q[k].ents[e].data);
+		free(c->q[k].ents);
+	}
+}
+
+/* One node's ready: persist, queue its messages, apply, advance. */
+static void handle_ready(struct cluster *c, int i)
+{
+	struct node *nd = &c->nodes[i];
+	while (raft_has_ready(nd->r)) {
+		struct raft_ready rd;
+		raft_ready(nd->r, &rd);
+		if (rd.hard_changed)
+			nd->hard = rd.hard;
+		if (rd.truncate_from) {
+			while (nd->n_log >= rd.truncate_from)
+				free(nd->log[--nd->n_log].data);
+		}
+		for (uint32_t k = 0; k < rd.n_append; k++) {
+			assert_int_equal(rd.append[k].index, nd->n_log + 1);
+			if (nd->n_log == nd->cap_log) {
+				nd->cap_log = nd->cap_log ? nd->cap_log * 2 : 16;
+				nd->log = realloc(nd->log, nd->cap_log * sizeof(*nd->log));
+				assert_non_null(nd->log);
+			}
+			entry_copy(&nd->log[nd->n_log++], &rd.append[k]);
+		}
+		for (uint32_t k = 0; k < rd.n_msgs; k++) {
+			int to = index_of(c, &rd.msgs[k].to);
+			if (to < 0 || c->cut[i] || c->cut[to])
+				continue;
+			assert_true(c->nq < QUEUE_MAX);
+			struct qmsg *q = &c->q[c->nq++];
+			q->m = rd.msgs[k];
+			q->to = to;
+			q->ents = NULL;
+			if (q->m.n_entries) {
+				q->ents = calloc(q->m.n_entries, sizeof(*q->ents));
+				assert_non_null(q->ents);
+				for (uint32_t e = 0; e < q->m.n_entries; e++)
+					entry_copy(&q->ents[e], &rd.msgs[k].entries[e]);
+			}
+			q->m.entries = q->ents;
+		}
+		for (uint32_t k = 0; k < rd.n_apply; k++)
+			if (rd.apply[k].type == RAFT_ENTRY_DATA && nd->n_applied < sizeof(nd->applied))
+				nd->applied[nd->n_applied++] = rd.apply[k].len ? rd.apply[k].data[0] : 0;
+		raft_advance(nd->r, &rd);
+	}
+}
+
+/* Delivers everything until no node has anything more to say. */
+static void settle(struct cluster *c)
+{
+	for (int round = 0; round < 1000; round++) {
+		for (int i = 0; i < c->n; i++)
+			if (c->nodes[i].r)
+				handle_ready(c, i);
+		if (c->nq == 0)
+			return;
+		int nq = c->nq;
+		struct qmsg *batch = malloc((size_t)nq * sizeof(*batch));
+		assert_non_null(batch);
+		memcpy(batch, c->q, (size_t)nq * sizeof(*batch));
+		c->nq = 0;
+		for (int k = 0; k < nq; k++) {
+			struct qmsg *q = &batch[k];
+			if (c->nodes[q->to].r && !c->cut[q->to])
+				(void)raft_step(c->nodes[q->to].r, c->now_ms, &q->m);
+			for (uint32_t e = 0; e < q->m.n_entries; e++)
+				free(q->ents[e].data);
+			free(q->ents);
+		}
+		free(batch);
+	}
+	fail_msg("the cluster never settled");
+}
+
+/* Time passes in steps of 5 ms, every message delivered in between. */
+static void run_ms(struct cluster *c, uint64_t ms)
+{
+	uint64_t end = c->now_ms + ms;
+	while (c->now_ms < end) {
+		c->now_ms += 5;
+		for (int i = 0; i < c->n; i++)
+			if (c->nodes[i].r)
+				raft_tick(c->nodes[i].r, c->now_ms);
+		settle(c);
+	}
+}
+
+static int leader_of(const struct cluster *c, uint64_t *term)
+{
+	int found = -1;
+	for (int i = 0; i < c->n; i++) {
+		if (!c->nodes[i].r || c->cut[i])
+			continue;
+		struct raft_status st;
+		raft_status(c->nodes[i].r, &st);
+		if (st.role == RAFT_LEADER) {
+			found = i;
+			if (term)
+				*term = st.term;
+		}
+	}
+	return found;
+}
+
+static struct raft_status status_of(const struct cluster *c, int i)
+{
+	struct raft_status st;
+	raft_status(c->nodes[i].r, &st);
+	return st;
+}
+
+/* at most one leader per term, over every pair */
+static void assert_one_leader_per_term(const struct cluster *c)
+{
+	for (int i = 0; i < c->n; i++)
+		for (int j = i + 1; j < c->n; j++) {
+			if (!c->nodes[i].r || !c->nodes[j].r)
+				continue;
+			struct raft_status a = status_of(c, i), b = status_of(c, j);
+			if (a.role == RAFT_LEADER && b.role == RAFT_LEADER)
+				assert_int_not_equal(a.term, b.term);
+		}
+}
+
+static void propose(struct cluster *c, int leader, uint8_t v)
+{
+	uint64_t idx = 0;
+	assert_int_equal(raft_propose(c->nodes[leader].r, c->now_ms, &v, 1, &idx), 0);
+	assert_true(idx > 0);
+}
+
+/* ---- tests ---- */
+
+static void a_single_voter_elects_itself_and_commits(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 1, 1);
+	run_ms(&c, 3 * ELECTION_MS);
+	uint64_t term = 0;
+	assert_int_equal(leader_of(&c, &term), 0);
+	assert_int_equal(term, 1);
+	propose(&c, 0, 7);
+	settle(&c);
+	struct raft_status st = status_of(&c, 0);
+	assert_int_equal(st.commit_index, 2); /* the no-op, then ours */
+	assert_int_equal(c.nodes[0].n_applied, 1);
+	assert_int_equal(c.nodes[0].applied[0], 7);
+	/* term and vote were persisted before anything else */
+	assert_int_equal(c.nodes[0].hard.term, 1);
+	assert_true(c.nodes[0].hard.has_vote);
+	cluster_free(&c);
+}
+
+static void three_voters_elect_one_leader_and_replicate(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	assert_one_leader_per_term(&c);
+	int l = leader_of(&c, NULL);
+	assert_true(l >= 0);
+	for (uint8_t v = 1; v <= 5; v++)
+		propose(&c, l, v);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(c.nodes[i].n_applied, 5);
+		assert_memory_equal(c.nodes[i].applied, "\1\2\3\4\5", 5);
+		assert_int_equal(status_of(&c, i).commit_index, 6);
+	}
+	cluster_free(&c);
+}
+
+static void a_leader_cut_off_in_a_minority_commits_nothing_and_steps_down(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	assert_true(l >= 0);
+	uint64_t commit = status_of(&c, l).commit_index;
+	c.cut[l] = 1;
+	propose(&c, l, 9);
+	run_ms(&c, ELECTION_MS / 2);
+	assert_int_equal(status_of(&c, l).commit_index, commit);
+	/* check-quorum: within two election timeouts it is no leader */
+	run_ms(&c, 2 * ELECTION_MS);
+	assert_int_not_equal(status_of(&c, l).role, RAFT_LEADER);
+	assert_int_equal(status_of(&c, l).commit_index, commit);
+	/* the majority elected another and goes on */
+	int l2 = leader_of(&c, NULL);
+	assert_true(l2 >= 0 && l2 != l);
+	propose(&c, l2, 4);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	assert_int_equal(c.nodes[l2].applied[c.nodes[l2].n_applied - 1], 4);
+	/* healed: the old leader's uncommitted 9 is replaced, never applied */
+	c.cut[l] = 0;
+	run_ms(&c, 3 * ELECTION_MS);
+	assert_one_leader_per_term(&c);
+	for (uint32_t k = 0; k < c.nodes[l].n_applied; k++)
+		assert_int_not_equal(c.nodes[l].applied[k], 9);
+	assert_int_equal(c.nodes[l].applied[c.nodes[l].n_applied - 1], 4);
+	cluster_free(&c);
+}
+
+static void prevote_keeps_a_returning_node_from_deposing_the_leader(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	uint64_t term = 0;
+	int l = leader_of(&c, &term);
+	assert_true(l >= 0);
+	int f = (l + 1) % 3;
+	c.cut[f] = 1;
+	run_ms(&c, 10 * ELECTION_MS); /* it times out again and again */
+	/* without pre-vote its term would have climbed */
+	assert_int_equal(status_of(&c, f).term, term);
+	c.cut[f] = 0;
+	run_ms(&c, 3 * ELECTION_MS);
+	uint64_t term2 = 0;
+	assert_int_equal(leader_of(&c, &term2), l);
+	assert_int_equal(term2, term);
+	cluster_free(&c);
+}
+
+static void votes_go_once_per_term_and_only_to_up_to_date_logs(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	struct raft *r = c.nodes[0].r;
+	/* node 0 has an entry of term 2 in its log */
+	raft_destroy(r);
+	c.nodes[0].hard.term = 2;
+	struct raft_entry e = {2, 1, RAFT_ENTRY_NOOP, 0, NULL};
+	struct raft_config cfg = {c.ids[0], ELECTION_MS, HEARTBEAT_MS, 1};
+	c.nodes[0].r = r = raft_create(&cfg, &c.nodes[0].hard, &e, 1, c.ids, 3, 0);
+	assert_non_null(r);
+	/* a candidate of term 3 with an empty log: refused (§5.4.1) */
+	struct raft_msg m = {0};
+	m.type = RAFT_MSG_VOTE;
+	m.from = c.ids[1];
+	m.to = c.ids[0];
+	m.term = 3;
+	assert_int_equal(raft_step(r, 1, &m), 0);
+	struct raft_ready rd;
+	raft_ready(r, &rd);
+	assert_int_equal(rd.n_msgs, 1);
+	assert_int_equal(rd.msgs[0].type, RAFT_MSG_VOTE_RESP);
+	assert_false(rd.msgs[0].granted);
+	assert_int_equal(rd.hard.term, 3); /* the term moved, durable first */
+	assert_true(rd.hard_changed);
+	raft_advance(r, &rd);
+	/* a candidate of term 3 with the same log: granted */
+	m.from = c.ids[2];
+	m.last_index = 1;
+	m.last_term = 2;
+	assert_int_equal(raft_step(r, 2, &m), 0);
+	raft_ready(r, &rd);
+	assert_true(rd.msgs[0].granted);
+	assert_true(rd.hard_changed && rd.hard.has_vote);
+	raft_advance(r, &rd);
+	/* another candidate, same term, same log: refused (one vote a term) */
+	m.from = c.ids[1];
+	assert_int_equal(raft_step(r, 3, &m), 0);
+	raft_ready(r, &rd);
+	assert_false(rd.msgs[0].granted);
+	raft_advance(r, &rd);
+	/* the same candidate asking again (a resend): granted again */
+	m.from = c.ids[2];
+	assert_int_equal(raft_step(r, 4, &m), 0);
+	raft_ready(r, &rd);
+	assert_true(rd.msgs[0].granted);
+	raft_advance(r, &rd);
+	cluster_free(&c);
+}
+
+static void a_conflicting_suffix_is_replaced(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 1, 1);
+	struct raft *r = c.nodes[0].r;
+	/* entries 1-2 of term 1 arrive, then a new leader of term 2 says entry
+	 * 2 is its own: entry 2 of term 1 goes, nothing committed is touched */
+	struct raft_entry ents[2] = {{1, 1, RAFT_ENTRY_DATA, 1, (uint8_t *)"a"},
+	                             {1, 2, RAFT_ENTRY_DATA, 1, (uint8_t *)"b"}};
+	struct raft_id leader = {{9}};
+	struct raft_msg m = {0};
+	m.type = RAFT_MSG_APPEND;
+	m.from = leader;
+	m.to = c.ids[0];
+	m.term = 1;
+	m.n_entries = 2;
+	m.entries = ents;
+	m.commit = 1;
+	assert_int_equal(raft_step(r, 1, &m), 0);
+	settle(&c);
+	assert_int_equal(status_of(&c, 0).last_index, 2);
+	assert_int_equal(status_of(&c, 0).commit_index, 1);
+	struct raft_entry e2 = {2, 2, RAFT_ENTRY_DATA, 1, (uint8_t *)"c"};
+	m.term = 2;
+	m.prev_index = 1;
+	m.prev_term = 1;
+	m.n_entries = 1;
+	m.entries = &e2;
+	m.commit = 2;
+	assert_int_equal(raft_step(r, 2, &m), 0);
+	struct raft_ready rd;
+	raft_ready(r, &rd);
+	assert_int_equal(rd.truncate_from, 2);
+	assert_int_equal(rd.n_append, 1);
+	assert_int_equal(rd.append[0].term, 2);
+	raft_advance(r, &rd);
+	assert_int_equal(raft_entry_at(r, 2)->data[0], 'c');
+	assert_int_equal(status_of(&c, 0).commit_index, 2);
+	/* a leader asking to rewrite a committed entry is refused */
+	struct raft_entry bad = {3, 1, RAFT_ENTRY_DATA, 1, (uint8_t *)"x"};
+	m.term = 3;
+	m.prev_index = 0;
+	m.prev_term = 0;
+	m.entries = &bad;
+	m.commit = 0;
+	assert_int_equal(raft_step(r, 3, &m), ERR_PROTOCOL);
+	assert_int_equal(raft_entry_at(r, 1)->data[0], 'a');
+	cluster_free(&c);
+}
+
+static void a_follower_missing_entries_catches_up(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	int f = (l + 1) % 3;
+	c.cut[f] = 1;
+	for (int v = 0; v < 150; v++) /* more than one append message holds */
+		propose(&c, l, (uint8_t)v);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	assert_int_equal(c.nodes[l].n_applied, 150);
+	c.cut[f] = 0;
+	run_ms(&c, 5 * HEARTBEAT_MS);
+	assert_int_equal(c.nodes[f].n_applied, 150);
+	assert_memory_equal(c.nodes[f].applied, c.nodes[l].applied, 150);
+	cluster_free(&c);
+}
+
+static void a_restarted_node_keeps_its_term_vote_and_log(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	propose(&c, l, 1);
+	propose(&c, l, 2);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	for (int i = 0; i < 3; i++) {
+		struct raft_status before = status_of(&c, i);
+		raft_destroy(c.nodes[i].r);
+		node_start(&c, i, 3);
+		struct raft_status after = status_of(&c, i);
+		assert_int_equal(after.term, before.term);
+		assert_int_equal(after.last_index, before.last_index);
+		assert_int_equal(after.role, RAFT_FOLLOWER);
+	}
+	run_ms(&c, 5 * ELECTION_MS);
+	int l2 = leader_of(&c, NULL);
+	assert_true(l2 >= 0);
+	/* a new leader commits the old entries through its no-op; each node
+	 * applies them again from its log (the state machine is rebuilt) */
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(c.nodes[i].n_applied, 2);
+		assert_memory_equal(c.nodes[i].applied, "\1\2", 2);
+	}
+	cluster_free(&c);
+}
+
+static void voters_change_one_at_a_time(void **state)
+{
+	(void)state;
+	struct cluster c;
+	/* 4 nodes, 3 voters: node 3 starts as a non-voter */
+	cluster_init(&c, 4, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	assert_true(l >= 0 && l < 3);
+	uint64_t idx = 0;
+	struct raft *lr = c.nodes[l].r;
+	/* already a voter: refused */
+	assert_int_equal(raft_change_voter(lr, c.now_ms, &c.ids[(l + 1) % 3], 1, &idx), ERR_INVALID);
+	assert_int_equal(raft_change_voter(lr, c.now_ms, &c.ids[3], 1, &idx), 0);
+	/* a second change before the first is committed: refused */
+	assert_int_equal(raft_change_voter(lr, c.now_ms, &c.ids[(l + 1) % 3], 0, &idx), ERR_FULL);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	assert_int_equal(status_of(&c, l).voter_count, 4);
+	assert_int_equal(status_of(&c, 3).voter_count, 4);
+	/* now remove one: allowed */
+	int gone = (l + 1) % 3;
+	assert_int_equal(raft_change_voter(lr, c.now_ms, &c.ids[gone], 0, &idx), 0);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	assert_int_equal(status_of(&c, l).voter_count, 3);
+	/* the new set commits without the removed node */
+	c.cut[gone] = 1;
+	propose(&c, l, 5);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	assert_int_equal(c.nodes[3].applied[c.nodes[3].n_applied - 1], 5);
+	/* not the leader: refused */
+	int other = (l + 2) % 3 == gone ? 3 : (l + 2) % 3;
+	assert_int_equal(raft_change_voter(c.nodes[other].r, c.now_ms, &c.ids[gone], 1, &idx),
+	                 ERR_DENIED);
+	assert_int_equal(raft_propose(c.nodes[other].r, c.now_ms, "x", 1, &idx), ERR_DENIED);
+	cluster_free(&c);
+}
+
+static void malformed_messages_are_refused(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 1, 1);
+	struct raft *r = c.nodes[0].r;
+	struct raft_msg m = {0};
+	m.type = RAFT_MSG_APPEND;
+	m.from = c.ids[0]; /* from itself */
+	m.to = c.ids[0];
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	m.from.b[0] = 9;
+	m.to.b[0] = 8; /* not for it */
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	m.to = c.ids[0];
+	m.type = 77;
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	m.type = RAFT_MSG_APPEND;
+	m.term = 1;
+	m.n_entries = RAFT_APPEND_ENTRIES_MAX + 1;
+	struct raft_entry e = {1, 1, RAFT_ENTRY_DATA, 0, NULL};
+	m.entries = &e;
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	m.n_entries = 1;
+	e.term = 5; /* an entry of a later term than its leader's */
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	e.term = 1;
+	e.type = RAFT_ENTRY_CONFIG;
+	e.len = 3; /* not a whole number of ids */
+	e.data = (uint8_t *)"abc";
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	e.len = RAFT_ENTRY_BYTES_MAX + 1;
+	e.type = RAFT_ENTRY_DATA;
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	/* nothing of it was taken */
+	assert_int_equal(status_of(&c, 0).last_index, 0);
+	assert_int_equal(status_of(&c, 0).term, 0);
+	/* bad creation input */
+	struct raft_config cfg = {c.ids[0], ELECTION_MS, ELECTION_MS, 1};
+	assert_null(raft_create(&cfg, NULL, NULL, 0, c.ids, 1, 0)); /* heartbeat >= election */
+	cfg.heartbeat_ms = HEARTBEAT_MS;
+	struct raft_entry gap = {0, 2, RAFT_ENTRY_NOOP, 0, NULL};
+	assert_null(raft_create(&cfg, NULL, &gap, 1, c.ids, 1, 0)); /* index 2 first */
+	cluster_free(&c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(a_single_voter_elects_itself_and_commits),
+	    cmocka_unit_test(three_voters_elect_one_leader_and_replicate),
+	    cmocka_unit_test(a_leader_cut_off_in_a_minority_commits_nothing_and_steps_down),
+	    cmocka_unit_test(prevote_keeps_a_returning_node_from_deposing_the_leader),
+	    cmocka_unit_test(votes_go_once_per_term_and_only_to_up_to_date_logs),
+	    cmocka_unit_test(a_conflicting_suffix_is_replaced),
+	    cmocka_unit_test(a_follower_missing_entries_catches_up),
+	    cmocka_unit_test(a_restarted_node_keeps_its_term_vote_and_log),
+	    cmocka_unit_test(voters_change_one_at_a_time),
+	    cmocka_unit_test(malformed_messages_are_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
