@@ -20,9 +20,11 @@
 #include "sim.h"
 
 extern const struct sim_suite sim_suite_swim;
+extern const struct sim_suite sim_suite_raft;
 
 static const struct sim_suite *const SUITES[] = {
 	&sim_suite_swim,
+	&sim_suite_raft,
 };
 #define SUITE_COUNT (sizeof SUITES / sizeof SUITES[0])
 

@@ -527,6 +527,71 @@ static void voters_change_one_at_a_time(void **state)
 	cluster_free(&c);
 }
 
+static void drop_queue(struct cluster *c)
+{
+	for (int k = 0; k < c->nq; k++) {
+		for (uint32_t e = 0; e < c->q[k].m.n_entries; e++)
+			free(c->q[k].ents[e].data);
+		free(c->q[k].ents);
+	}
+	c->nq = 0;
+}
+
+/* Feeds node 0 a message from node `from` and runs its ready. */
+static void feed(struct cluster *c, int from, struct raft_msg m)
+{
+	m.from = c->ids[from];
+	m.to = c->ids[0];
+	assert_int_equal(raft_step(c->nodes[0].r, c->now_ms, &m), 0);
+	handle_ready(c, 0);
+	drop_queue(c); /* what it sent is not delivered */
+}
+
+static void only_entries_of_the_current_term_commit_by_counting(void **state)
+{
+	(void)state;
+	/* Raft §5.4.2 (Figure 8): node 0 holds index 2 from term 2, never
+	 * committed; it leads term 3. A majority holding index 2 does not
+	 * commit it; a majority holding the term-3 no-op at index 3 does. */
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	raft_destroy(c.nodes[0].r);
+	struct raft_entry ents[2] = {{1, 1, RAFT_ENTRY_DATA, 1, (uint8_t *)"a"},
+	                             {2, 2, RAFT_ENTRY_DATA, 1, (uint8_t *)"b"}};
+	c.nodes[0].r = NULL;
+	c.nodes[0].hard.term = 2;
+	c.nodes[0].cap_log = 16;
+	c.nodes[0].log = calloc(16, sizeof(struct raft_entry));
+	assert_non_null(c.nodes[0].log);
+	for (int k = 0; k < 2; k++)
+		entry_copy(&c.nodes[0].log[c.nodes[0].n_log++], &ents[k]);
+	node_start(&c, 0, 3);
+	c.now_ms = 3 * ELECTION_MS;
+	raft_tick(c.nodes[0].r, c.now_ms); /* pre-vote */
+	handle_ready(&c, 0);
+	drop_queue(&c);
+	struct raft_msg m = {0};
+	m.type = RAFT_MSG_PREVOTE_RESP;
+	m.term = 3;
+	m.granted = 1;
+	feed(&c, 1, m);
+	m.type = RAFT_MSG_VOTE_RESP;
+	feed(&c, 1, m);
+	struct raft_status st = status_of(&c, 0);
+	assert_int_equal(st.role, RAFT_LEADER);
+	assert_int_equal(st.term, 3);
+	assert_int_equal(st.last_index, 3); /* its no-op */
+	m.type = RAFT_MSG_APPEND_RESP;
+	m.success = 1;
+	m.match_index = 2;
+	feed(&c, 1, m);
+	assert_int_equal(status_of(&c, 0).commit_index, 0);
+	m.match_index = 3;
+	feed(&c, 1, m);
+	assert_int_equal(status_of(&c, 0).commit_index, 3);
+	cluster_free(&c);
+}
+
 static void malformed_messages_are_refused(void **state)
 {
 	(void)state;
@@ -585,6 +650,7 @@ int main(void)
 	    cmocka_unit_test(a_follower_missing_entries_catches_up),
 	    cmocka_unit_test(a_restarted_node_keeps_its_term_vote_and_log),
 	    cmocka_unit_test(voters_change_one_at_a_time),
+	    cmocka_unit_test(only_entries_of_the_current_term_commit_by_counting),
 	    cmocka_unit_test(malformed_messages_are_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,458 @@
+/*
+ * driver_raft.c - see driver_raft.h. The node's loop, in miniature: a
+ * ready is persisted (pending until its fsync is durable), then its
+ * messages are sent, its committed entries applied, and the core advanced;
+ * messages that arrive meanwhile wait in a bounded inbox.
+ */
+#include "driver_raft.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/raft_codec.h"
+#include "lib/err.h"
+
+struct inbox_msg {
+	uint32_t from;
+	uint8_t *bytes;
+	size_t len;
+};
+
+struct rnode {
+	struct raft_world *w;
+	uint32_t node;
+	struct raft *r;
+	int waiting;
+	uint64_t sync_id;
+	struct raft_ready rd;
+	/* what the held ready asked to persist */
+	int hard_changed;
+	struct raft_hard hard;
+	uint64_t truncate_from;
+	struct raft_entry *app;
+	uint32_t n_app;
+	struct inbox_msg inbox[RAFT_SIM_INBOX_MAX];
+	uint32_t in_head, in_count;
+	uint64_t dropped;
+};
+
+static uint64_t mono(const struct rnode *rn)
+{
+	return sim_node_clock(rn->w->sim, rn->node).mono_ms;
+}
+
+static uint32_t node_of(const struct raft_world *w, const struct raft_id *id)
+{
+	for (uint32_t i = 0; i < w->n; i++)
+		if (raft_id_eq(&w->ids[i], id))
+			return i;
+	return SIM_NONE;
+}
+
+static int grow(void **p, uint64_t *cap, uint64_t need, size_t elem)
+{
+	if (need <= *cap)
+		return 0;
+	uint64_t c = *cap ? *cap : 64;
+	while (c < need)
+		c *= 2;
+	void *q = realloc(*p, (size_t)c * elem);
+	if (!q)
+		return -1;
+	memset((char *)q + *cap * elem, 0, (size_t)(c - *cap) * elem);
+	*p = q;
+	*cap = c;
+	return 0;
+}
+
+static void entry_copy(struct raft_entry *dst, const struct raft_entry *src)
+{
+	*dst = *src;
+	dst->data = malloc(src->len ? src->len : 1);
+	if (!dst->data)
+		abort();
+	if (src->len)
+		memcpy(dst->data, src->data, src->len);
+}
+
+/* ---- invariants, checked where they can break ---- */
+
+static void check_leader(struct rnode *rn)
+{
+	struct raft_world *w = rn->w;
+	struct raft_status st;
+	raft_status(rn->r, &st);
+	if (st.role != RAFT_LEADER)
+		return;
+	uint64_t cap = w->terms_cap;
+	if (grow((void **)&w->leader_of, &cap, st.term + 1, sizeof(uint32_t)) != 0)
+		abort();
+	w->terms_cap = cap;
+	if (w->leader_of[st.term] == 0) {
+		w->leader_of[st.term] = rn->node + 1;
+		w->elections++;
+	} else if (w->leader_of[st.term] != rn->node + 1) {
+		sim_fail(w->sim, "election safety: nodes %u and %u both led term %" PRIu64,
+		         w->leader_of[st.term] - 1, rn->node, st.term);
+	}
+}
+
+static uint32_t entry_value(const struct raft_entry *e)
+{
+	uint32_t v = 0;
+	if (e->type == RAFT_ENTRY_DATA && e->len == 4)
+		memcpy(&v, e->data, 4);
+	return v;
+}
+
+static void check_apply(struct rnode *rn, const struct raft_entry *e)
+{
+	struct raft_world *w = rn->w;
+	/* quorum durability: a majority of the voters hold it on disk */
+	struct raft_status st;
+	raft_status(rn->r, &st);
+	uint32_t holders = 0;
+	for (uint32_t v = 0; v < st.voter_count; v++) {
+		uint32_t k = node_of(w, &st.voters[v]);
+		if (k == SIM_NONE)
+			continue;
+		const struct raft_sim_disk *d = &w->disks[k];
+		if (e->index <= d->n_log && d->log[e->index - 1].term == e->term)
+			holders++;
+	}
+	if (holders < st.voter_count / 2 + 1)
+		sim_fail(w->sim, "node %u applied index %" PRIu64 " (term %" PRIu64 ") held durably by only %u of %u voters",
+		         rn->node, e->index, e->term, holders, st.voter_count);
+	/* state machine safety */
+	uint64_t cap = w->truth_cap;
+	if (grow((void **)&w->truth_term, &cap, e->index + 1, sizeof(uint64_t)) != 0)
+		abort();
+	cap = w->truth_cap;
+	if (grow((void **)&w->truth_value, &cap, e->index + 1, sizeof(uint32_t)) != 0)
+		abort();
+	w->truth_cap = cap;
+	if (w->truth_term[e->index] == 0) {
+		w->truth_term[e->index] = e->term;
+		w->truth_value[e->index] = entry_value(e);
+	} else if (w->truth_term[e->index] != e->term || w->truth_value[e->index] != entry_value(e)) {
+		sim_fail(w->sim, "state machine safety: node %u applied (term %" PRIu64 ", value %u) at index %" PRIu64
+		         ", another applied (term %" PRIu64 ", value %u)",
+		         rn->node, e->term, entry_value(e), e->index, w->truth_term[e->index],
+		         w->truth_value[e->index]);
+	}
+	if (e->index != w->applied_by[rn->node] + 1)
+		sim_fail(w->sim, "node %u applied index %" PRIu64 " after %" PRIu64, rn->node, e->index,
+		         w->applied_by[rn->node]);
+	w->applied_by[rn->node] = e->index;
+	if (e->index > w->applied_max)
+		w->applied_max = e->index;
+	w->applies++;
+}
+
+/* ---- the loop ---- */
+
+static void finish(struct rnode *rn)
+{
+	struct raft_world *w = rn->w;
+	for (uint32_t i = 0; i < rn->rd.n_msgs; i++) {
+		const struct raft_msg *m = &rn->rd.msgs[i];
+		uint32_t to = node_of(w, &m->to);
+		if (to == SIM_NONE)
+			continue;
+		uint8_t *bytes = NULL;
+		size_t len = 0;
+		if (raft_codec_encode(m, &bytes, &len) != 0) {
+			sim_fail(w->sim, "node %u: cannot encode a %s", rn->node, raft_msg_name(m->type));
+			continue;
+		}
+		sim_send(w->sim, rn->node, to, bytes, len);
+		free(bytes);
+	}
+	for (uint32_t i = 0; i < rn->rd.n_apply; i++)
+		check_apply(rn, &rn->rd.apply[i]);
+	raft_advance(rn->r, &rn->rd);
+	check_leader(rn);
+}
+
+static void process(struct rnode *rn)
+{
+	while (!rn->waiting && raft_has_ready(rn->r)) {
+		raft_ready(rn->r, &rn->rd);
+		if (rn->rd.hard_changed || rn->rd.truncate_from || rn->rd.n_append) {
+			rn->hard_changed = rn->rd.hard_changed;
+			rn->hard = rn->rd.hard;
+			rn->truncate_from = rn->rd.truncate_from;
+			rn->n_app = rn->rd.n_append;
+			rn->app = rn->n_app ? calloc(rn->n_app, sizeof(*rn->app)) : NULL;
+			if (rn->n_app && !rn->app)
+				abort();
+			for (uint32_t i = 0; i < rn->n_app; i++)
+				entry_copy(&rn->app[i], &rn->rd.append[i]);
+			rn->waiting = 1;
+			rn->sync_id = sim_disk_fsync(rn->w->sim, rn->node);
+			return;
+		}
+		finish(rn);
+	}
+}
+
+static int step_bytes(struct rnode *rn, const uint8_t *bytes, size_t len)
+{
+	struct raft_in in;
+	int rc = raft_codec_decode(&in, bytes, len);
+	if (rc != 0)
+		return rc;
+	rc = raft_step(rn->r, mono(rn), &in.msg);
+	raft_in_release(&in);
+	check_leader(rn);
+	return rc;
+}
+
+static void drv_synced(void *core, uint64_t sync_id)
+{
+	struct rnode *rn = core;
+	if (!rn->waiting || sync_id != rn->sync_id)
+		return;
+	struct raft_sim_disk *d = &rn->w->disks[rn->node];
+	if (rn->hard_changed)
+		d->hard = rn->hard;
+	if (rn->truncate_from)
+		while (d->n_log >= rn->truncate_from)
+			free(d->log[--d->n_log].data);
+	for (uint32_t i = 0; i < rn->n_app; i++) {
+		if (rn->app[i].index != d->n_log + 1)
+			sim_fail(rn->w->sim, "node %u: persisting index %" PRIu64 " after %" PRIu64, rn->node,
+			         rn->app[i].index, d->n_log);
+		if (grow((void **)&d->log, &d->cap_log, d->n_log + 1, sizeof(*d->log)) != 0)
+			abort();
+		d->log[d->n_log++] = rn->app[i]; /* the disk owns the data now */
+	}
+	free(rn->app);
+	rn->app = NULL;
+	rn->n_app = 0;
+	rn->waiting = 0;
+	finish(rn);
+	process(rn);
+	while (!rn->waiting && rn->in_count) {
+		struct inbox_msg *m = &rn->inbox[rn->in_head];
+		rn->in_head = (rn->in_head + 1) % RAFT_SIM_INBOX_MAX;
+		rn->in_count--;
+		if (step_bytes(rn, m->bytes, m->len) != 0)
+			sim_fail(rn->w->sim, "node %u refused a message another node built", rn->node);
+		free(m->bytes);
+		process(rn);
+	}
+	sim_node_poke(rn->w->sim, rn->node);
+}
+
+static void *drv_create(struct sim *s, uint32_t node, struct now now)
+{
+	struct raft_world *w = sim_driver_ctx(s);
+	struct rnode *rn = calloc(1, sizeof(*rn));
+	if (!rn)
+		return NULL;
+	rn->w = w;
+	rn->node = node;
+	struct raft_config cfg = {
+	    .self = w->ids[node],
+	    .election_ms = RAFT_SIM_ELECTION_MS,
+	    .heartbeat_ms = RAFT_SIM_HEARTBEAT_MS,
+	    .seed = sim_derive_seed(sim_run_info(s)->seed, 77, node, w->restarts[node]++),
+	};
+	const struct raft_sim_disk *d = &w->disks[node];
+	rn->r = raft_create(&cfg, &d->hard, d->log, (uint32_t)d->n_log, w->ids, w->n, now.mono_ms);
+	if (!rn->r) {
+		free(rn);
+		return NULL;
+	}
+	w->applied_by[node] = 0; /* the state machine is rebuilt from the log */
+	return rn;
+}
+
+static void drv_destroy(void *core)
+{
+	struct rnode *rn = core;
+	/* a crash: what was pending never reached the disk */
+	for (uint32_t i = 0; i < rn->n_app; i++)
+		free(rn->app[i].data);
+	free(rn->app);
+	while (rn->in_count) {
+		free(rn->inbox[rn->in_head].bytes);
+		rn->in_head = (rn->in_head + 1) % RAFT_SIM_INBOX_MAX;
+		rn->in_count--;
+	}
+	raft_destroy(rn->r);
+	free(rn);
+}
+
+static uint64_t drv_next_deadline(void *core)
+{
+	struct rnode *rn = core;
+	if (rn->waiting)
+		return UINT64_MAX; /* the loop is in its fsync: poked when done */
+	return raft_next_deadline(rn->r);
+}
+
+static void drv_tick(void *core, struct now now)
+{
+	struct rnode *rn = core;
+	if (rn->waiting)
+		return; /* the loop is in its fsync; it ticks after */
+	raft_tick(rn->r, now.mono_ms);
+	check_leader(rn);
+	process(rn);
+}
+
+static int drv_on_message(void *core, struct now now, uint32_t from, const uint8_t *bytes, size_t len)
+{
+	(void)now;
+	(void)from;
+	struct rnode *rn = core;
+	if (rn->waiting) {
+		if (rn->in_count == RAFT_SIM_INBOX_MAX) {
+			rn->dropped++; /* a full inbox drops, as a full socket would */
+			return 0;
+		}
+		struct inbox_msg *m = &rn->inbox[(rn->in_head + rn->in_count) % RAFT_SIM_INBOX_MAX];
+		m->bytes = malloc(len ? len : 1);
+		if (!m->bytes)
+			abort();
+		memcpy(m->bytes, bytes, len);
+		m->len = len;
+		m->from = from;
+		rn->in_count++;
+		return 0;
+	}
+	int rc = step_bytes(rn, bytes, len);
+	process(rn);
+	return rc;
+}
+
+const struct sim_driver sim_driver_raft = {
+    .name = "raft",
+    .create = drv_create,
+    .destroy = drv_destroy,
+    .next_deadline_ms = drv_next_deadline,
+    .tick = drv_tick,
+    .on_message = drv_on_message,
+    .synced = drv_synced,
+};
+
+/* ---- the world ---- */
+
+struct raft_world *raft_world_new(const struct sim_run *run)
+{
+	struct raft_world *w = calloc(1, sizeof(*w));
+	if (!w)
+		abort();
+	w->n = run->n;
+	w->ids = calloc(run->n, sizeof(*w->ids));
+	w->disks = calloc(run->n, sizeof(*w->disks));
+	w->restarts = calloc(run->n, sizeof(*w->restarts));
+	w->applied_by = calloc(run->n, sizeof(*w->applied_by));
+	if (!w->ids || !w->disks || !w->restarts || !w->applied_by)
+		abort();
+	for (uint32_t i = 0; i < run->n; i++) {
+		w->ids[i].b[0] = 0xfa;
+		memcpy(w->ids[i].b + 8, &i, sizeof(i));
+	}
+	w->sim = sim_create(&sim_driver_raft, w, run);
+	if (!w->sim)
+		abort();
+	return w;
+}
+
+void raft_world_free(struct raft_world *w)
+{
+	if (!w)
+		return;
+	sim_destroy(w->sim);
+	for (uint32_t i = 0; i < w->n; i++) {
+		for (uint64_t k = 0; k < w->disks[i].n_log; k++)
+			free(w->disks[i].log[k].data);
+		free(w->disks[i].log);
+	}
+	free(w->ids);
+	free(w->disks);
+	free(w->restarts);
+	free(w->applied_by);
+	free(w->leader_of);
+	free(w->truth_term);
+	free(w->truth_value);
+	free(w);
+}
+
+struct raft *raft_world_core(const struct raft_world *w, uint32_t node)
+{
+	if (!sim_node_up(w->sim, node))
+		return NULL;
+	struct rnode *rn = sim_node_core(w->sim, node);
+	return rn ? rn->r : NULL;
+}
+
+void raft_world_start(struct raft_world *w, uint32_t node)
+{
+	if (sim_node_start(w->sim, node) == 0)
+		sim_node_poke(w->sim, node);
+}
+
+uint32_t raft_world_leader(const struct raft_world *w)
+{
+	uint32_t best = SIM_NONE;
+	uint64_t best_term = 0;
+	for (uint32_t i = 0; i < w->n; i++) {
+		struct raft *r = raft_world_core(w, i);
+		if (!r)
+			continue;
+		struct raft_status st;
+		raft_status(r, &st);
+		if (st.role == RAFT_LEADER && (best == SIM_NONE || st.term > best_term)) {
+			best = i;
+			best_term = st.term;
+		}
+	}
+	return best;
+}
+
+int raft_world_propose(struct raft_world *w, uint32_t node)
+{
+	if (!sim_node_up(w->sim, node))
+		return ERR_CLOSED;
+	struct rnode *rn = sim_node_core(w->sim, node);
+	if (rn->waiting)
+		return ERR_FULL; /* inside its fsync; the shell would queue it */
+	uint32_t v = ++w->next_value;
+	int rc = raft_propose(rn->r, mono(rn), &v, sizeof(v), NULL);
+	process(rn);
+	sim_node_poke(w->sim, node);
+	return rc;
+}
+
+int raft_world_check_logs(struct raft_world *w, char *why, size_t why_bytes)
+{
+	for (uint32_t a = 0; a < w->n; a++) {
+		for (uint32_t b = a + 1; b < w->n; b++) {
+			const struct raft_sim_disk *x = &w->disks[a], *y = &w->disks[b];
+			uint64_t n = x->n_log < y->n_log ? x->n_log : y->n_log;
+			/* log matching: the same index and term means the same
+			 * entry and the same log before it; scan from the end */
+			int same_from_here = 0;
+			for (uint64_t i = n; i >= 1; i--) {
+				const struct raft_entry *p = &x->log[i - 1], *q = &y->log[i - 1];
+				if (p->term == q->term)
+					same_from_here = 1;
+				if (same_from_here && (p->term != q->term || p->type != q->type || p->len != q->len ||
+				                       (p->len && memcmp(p->data, q->data, p->len) != 0))) {
+					snprintf(why, why_bytes,
+					         "log matching: nodes %u and %u differ at index %" PRIu64
+					         " below a matching entry",
+					         a, b, i);
+					return 1;
+				}
+			}
+		}
+	}
+	return 0;
+}
