@@ -156,5 +156,10 @@ void codec_remote_submit_fill(struct codec_remote_submit *rs, const struct task 
 	rs->req.origin.data = (uint8_t *)origin;
 	rs->req.origin.len = 16;
 	rs->req.origin_task = t->id;
-	rs->req.origin_attempt = t->attempts;
+	rs->req.origin_attempt = codec_origin_attempt(t);
+}
+
+uint32_t codec_origin_attempt(const struct task *t)
+{
+	return (t->attempts & 0xffffu) | (uint32_t)t->placements << 16;
 }

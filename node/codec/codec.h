@@ -49,4 +49,9 @@ struct codec_remote_submit {
 void codec_remote_submit_fill(struct codec_remote_submit *rs, const struct task *t,
                               const uint8_t origin[16], uint32_t wait_ms);
 
+/* A placed attempt's key on the wire (SubmitReq.origin_attempt): the
+ * attempt number (low 16 bits) and how many times it was placed since the
+ * task was loaded (high 16 bits). */
+uint32_t codec_origin_attempt(const struct task *t);
+
 #endif

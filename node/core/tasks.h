@@ -105,6 +105,7 @@ struct task {
 	 * runs from the dispatch. */
 	uint8_t timeout_at_start;
 	uint8_t handed_back;   /* ephemeral, never started here: shown queued to its coordinator */
+	uint16_t placements;   /* times placed on another member (in memory; part of the key) */
 	uint8_t origin[16];    /* coordinator's node id */
 	uint64_t origin_task;  /* coordinator's task id */
 	struct task_opts opts;

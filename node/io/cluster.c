@@ -42,6 +42,9 @@
 #define LINKS_MAX 1024
 #define LINK_CONTEXTS 256
 #define DEAD_PENDING_MAX 256
+/* after a start, tags nobody alive has mean "wait" for this many gossip
+ * periods, not "fail": the members that have them are still being learnt */
+#define STARTUP_SETTLE_PERIODS 10
 #define STATES_MAX 16384
 #define RUN_WAIT_MS_MAX (24u * 3600u * 1000u)
 #define RUN_EXTRA_MS 10000u
@@ -67,6 +70,12 @@ struct placed {
 	uint64_t task_id;
 	uint32_t attempt;
 	uint32_t link;
+	uint32_t wait_ms;
+	/* a temporary task's attempt is sent only once the commit that
+	 * journals it `running` is done (cluster_release_held): until then
+	 * this copy of it waits here, NULL once sent */
+	struct task *held;
+	struct placed *held_next;
 	uint8_t member[SWIM_ID_BYTES];
 	char member_name[SWIM_NAME_BYTES_MAX];
 };
@@ -84,6 +93,7 @@ struct completion {
 	uint64_t task_id;
 	uint32_t attempt;
 	int code;
+	int unsent;           /* never sent (held, then cancelled or unsendable) */
 	char err[256];
 	Chorus__Envelope *reply;
 	struct completion *next;
@@ -106,6 +116,7 @@ struct cluster {
 	uint32_t seed_count;
 	uint32_t capacity;
 	uint32_t period_ms;
+	uint64_t start_ms;     /* monotonic, when this node started */
 	size_t frame_bytes_max;
 	void (*wake)(void *);
 	void *wake_arg;
@@ -114,6 +125,7 @@ struct cluster {
 	uint32_t link_count;
 
 	struct idmap placed;   /* task id -> struct placed */
+	struct placed *held_head; /* placed, not sent yet (held_next) */
 	struct idmap ghosts;   /* task id -> struct ghost */
 	struct ghost *ghost_head, *ghost_tail;
 
@@ -368,47 +380,123 @@ static char *tags_text(char *const *tags, uint32_t n)
 	return s;
 }
 
+static void held_unlink(struct cluster *c, struct placed *p);
+
+/* Sends p's attempt of t. 0, or a CH_ERR_* (nothing was sent). */
+static int send_attempt(struct cluster *c, struct placed *p, const struct task *t)
+{
+	struct codec_remote_submit rs;
+	codec_remote_submit_fill(&rs, t, c->node_id, p->wait_ms);
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
+	env.submit = &rs.req;
+	struct run_arg *ra = malloc(sizeof(*ra));
+	if (!ra)
+		return CH_ERR_NOMEM;
+	*ra = (struct run_arg){c, p->task_id, p->attempt};
+	int rc = chi_request_async(c->links[p->link].cli, &env, p->wait_ms + RUN_EXTRA_MS, run_reply_cb,
+	                           ra);
+	if (rc != 0) {
+		free(ra);
+		log_limited(LOG_WARN, "cluster", c->links[p->link].addr, 10000,
+		            "cannot send a task to %s (%s): %s", p->member_name, c->links[p->link].addr,
+		            ch_strerror(rc));
+	}
+	return rc;
+}
+
+/* An attempt that was never sent ends as "not started" (placed again, no
+ * attempt charged; a cancelled task ends cancelled). */
+static void complete_unsent(struct cluster *c, struct placed *p, const char *why)
+{
+	struct completion *d = calloc(1, sizeof(*d));
+	if (!d)
+		return; /* given up with the member, or by its timeout */
+	d->task_id = p->task_id;
+	d->attempt = p->attempt;
+	d->code = CH_ERR_FULL;
+	d->unsent = 1;
+	snprintf(d->err, sizeof(d->err), "%s", why);
+	pthread_mutex_lock(&c->mu);
+	if (c->done_tail)
+		c->done_tail->next = d;
+	else
+		c->done_head = d;
+	c->done_tail = d;
+	pthread_mutex_unlock(&c->mu);
+}
+
 static int send_run(struct cluster *c, struct task *t, const struct swim_member *m, int li)
 {
 	uint32_t wait = t->opts.timeout_ms ? t->opts.timeout_ms + 2000u : RUN_WAIT_MS_MAX;
 	if (wait > RUN_WAIT_MS_MAX)
 		wait = RUN_WAIT_MS_MAX;
-	struct codec_remote_submit rs;
-	codec_remote_submit_fill(&rs, t, c->node_id, wait);
-	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-	env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
-	env.submit = &rs.req;
-	struct run_arg *ra = malloc(sizeof(*ra));
 	struct placed *p = calloc(1, sizeof(*p));
-	if (!ra || !p) {
-		free(ra);
-		free(p);
+	if (!p)
 		return -1;
-	}
-	*ra = (struct run_arg){c, t->id, t->attempts};
 	p->task_id = t->id;
-	p->attempt = t->attempts;
+	/* the key the member dedups by: the attempt, and which placement of
+	 * it this is (an attempt handed back "not started" is placed again
+	 * under the same attempt number, and must not meet the member's
+	 * remembered answer to the first placement). After a restart the
+	 * count starts again: the first placement of a recovered attempt
+	 * meets its twin from before the crash, which is the point. */
+	t->placements++;
+	p->attempt = codec_origin_attempt(t);
 	p->link = (uint32_t)li;
+	p->wait_ms = wait;
 	memcpy(p->member, m->id, SWIM_ID_BYTES);
 	snprintf(p->member_name, sizeof(p->member_name), "%s", m->name);
+	/* a temporary task never starts twice: held until its `running` is
+	 * journaled, so a coordinator crash before that commit finds it
+	 * queued and no member has it */
+	if (t->opts.restart == TASK_RESTART_TEMPORARY && !t->ephemeral) {
+		p->held = task_clone(t);
+		if (!p->held) {
+			free(p);
+			return -1;
+		}
+	}
 	/* recorded before it is sent, so an answer always finds it */
 	assert(!placed_get(c, t->id));
 	if (idmap_put(&c->placed, t->id, p) != 0) {
-		free(ra);
+		task_free(p->held);
 		free(p);
 		return -1;
 	}
-	int rc = chi_request_async(c->links[li].cli, &env, wait + RUN_EXTRA_MS, run_reply_cb, ra);
-	if (rc != 0) {
+	if (p->held) {
+		p->held_next = c->held_head;
+		c->held_head = p;
+	} else if (send_attempt(c, p, t) != 0) {
 		(void)idmap_del(&c->placed, t->id);
-		free(ra);
 		free(p);
-		log_limited(LOG_WARN, "cluster", m->addr, 10000, "cannot send a task to %s (%s): %s",
-		            m->name, m->addr, ch_strerror(rc));
 		return -1;
 	}
 	c->links[li].inflight++;
 	return 0;
+}
+
+void cluster_release_held(struct cluster *c)
+{
+	struct placed *p = c->held_head;
+	c->held_head = NULL;
+	while (p) {
+		struct placed *next = p->held_next;
+		p->held_next = NULL;
+		if (p->held) {
+			struct task *t = p->held;
+			p->held = NULL;
+			if (send_attempt(c, p, t) != 0)
+				complete_unsent(c, p, "could not be sent");
+			task_free(t);
+		}
+		p = next;
+	}
+}
+
+int cluster_any_held(const struct cluster *c)
+{
+	return c->held_head != NULL;
 }
 
 int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
@@ -446,7 +534,12 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 	const char *const *req = (const char *const *)t->require;
 	int pick = placement_pick(c->cand, k, req, t->require_count, &c->rng);
 	if (pick < 0) {
-		if (!placement_satisfiable(c->cand, k, req, t->require_count)) {
+		/* just started (a restart recovering tasks): the members that
+		 * have the tags may not be known yet; wait a little before
+		 * saying none exists */
+		int settling = swim_joining(c->swim) ||
+		               now_ms < c->start_ms + STARTUP_SETTLE_PERIODS * (uint64_t)c->period_ms;
+		if (!settling && !placement_satisfiable(c->cand, k, req, t->require_count)) {
 			char *tags = tags_text(t->require, t->require_count);
 			char msg[512];
 			snprintf(msg, sizeof(msg), "no alive member has the required tags: %s",
@@ -479,6 +572,12 @@ void cluster_kill(struct cluster *c, const struct task *t)
 	struct placed *p = placed_get(c, t->id);
 	if (!p)
 		return;
+	if (p->held) {
+		/* never sent: it ends here, without a word to the member */
+		held_unlink(c, p);
+		complete_unsent(c, p, "cancelled before it was sent");
+		return;
+	}
 	Chorus__CancelReq cr = CHORUS__CANCEL_REQ__INIT;
 	cr.origin.data = c->node_id;
 	cr.origin.len = SWIM_ID_BYTES;
@@ -500,8 +599,8 @@ static void complete(struct cluster *c, const struct task_sink_port *sink, struc
 	if (d->code == 0 && d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
 	    d->reply->submit_resp)
 		r = d->reply->submit_resp->result;
-	int refused = d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN ||
-	              (r && codec_state_from_wire(r->state) == TASK_QUEUED);
+	int refused = !d->unsent && (d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN ||
+	                             (r && codec_state_from_wire(r->state) == TASK_QUEUED));
 	if (refused && p->link < c->link_count)
 		c->links[p->link].refusing_until_ms = now->mono_ms + REFUSED_BACKOFF_MS;
 	struct remote_outcome o = {
@@ -515,8 +614,20 @@ static void complete(struct cluster *c, const struct task_sink_port *sink, struc
 		sink->outcome(sink->ctx, &o, now);
 }
 
+static void held_unlink(struct cluster *c, struct placed *p)
+{
+	for (struct placed **pp = &c->held_head; *pp; pp = &(*pp)->held_next)
+		if (*pp == p) {
+			*pp = p->held_next;
+			break;
+		}
+	task_free(p->held);
+	p->held = NULL;
+}
+
 static void placed_remove(struct cluster *c, struct placed *p)
 {
+	held_unlink(c, p);
 	void *v = idmap_del(&c->placed, p->task_id);
 	assert(v == p);
 	(void)v;
@@ -579,7 +690,11 @@ static void fail_dead_members(struct cluster *c, const struct task_sink_port *si
 				for (uint32_t i = 0; i < c->dead_count && !gone; i++)
 					gone = memcmp(c->dead[i], p->member, SWIM_ID_BYTES) == 0;
 			}
-			if (gone) {
+			if (gone && p->held) {
+				/* never sent: placed again, no attempt charged */
+				held_unlink(c, p);
+				complete_unsent(c, p, "not sent: the member died first");
+			} else if (gone) {
 				char why[256];
 				snprintf(why, sizeof(why), "node %s died while running it",
 				         p->member_name);
@@ -768,6 +883,7 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	snprintf(c->name, sizeof(c->name), "%s", cfg->name);
 	c->capacity = cfg->capacity;
 	c->period_ms = cfg->period_ms;
+	c->start_ms = now_ms;
 	c->frame_bytes_max = cfg->frame_bytes_max;
 	c->wake = cfg->wake;
 	c->wake_arg = cfg->wake_arg;
@@ -846,8 +962,10 @@ void cluster_stop(struct cluster *c)
 	}
 	struct idmap_iter it;
 	idmap_iter_init(&c->placed, &it);
-	for (struct placed *p; (p = idmap_iter_next(&c->placed, &it, NULL));)
+	for (struct placed *p; (p = idmap_iter_next(&c->placed, &it, NULL));) {
+		task_free(p->held);
 		free(p);
+	}
 	idmap_free(&c->placed);
 	while (c->ghost_head)
 		ghost_drop_head(c);

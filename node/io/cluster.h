@@ -76,6 +76,11 @@ uint64_t cluster_next_deadline(const struct cluster *c);
  * ever run it (t->error set). local_inflight: tasks held by local workers. */
 int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
                   const struct now *now);
+/* Sends the attempts of temporary tasks placed since the last call: call
+ * it once the commit that journals them `running` is done. */
+void cluster_release_held(struct cluster *c);
+/* 1 while some placed attempt waits for cluster_release_held. */
+int cluster_any_held(const struct cluster *c);
 /* 1 when t was placed on another member (and is not back yet). */
 int cluster_placed_remotely(const struct cluster *c, uint64_t task_id);
 /* Asks the member running t to cancel it (timeout or cancel). */

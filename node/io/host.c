@@ -624,16 +624,23 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 	if (h->wake_fd < 0)
 		goto out;
 	/* every way start-up fails below ends in one line that says why */
-	if (store_open(&h->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0) {
-		log_error("node", "fatal: cannot open the journal: %s", err);
-		goto out;
-	}
+	/* the data dir is ours before anything in it is read (the journal's
+	 * WAL included: another chorusd may be writing it) */
 	char lock_path[CONFIG_PATH_MAX + 8];
 	snprintf(lock_path, sizeof(lock_path), "%s/lock", cfg->data_dir);
+	if (store_make_dirs(cfg->data_dir) != 0) {
+		log_error("node", "fatal: cannot open the journal: data dir %s: %s", cfg->data_dir,
+		          strerror(errno));
+		goto out;
+	}
 	h->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (h->lock_fd < 0 || flock(h->lock_fd, LOCK_EX | LOCK_NB) != 0) {
 		log_error("node", "data dir %s is in use by another chorusd (%s)", cfg->data_dir,
 		          strerror(errno));
+		goto out;
+	}
+	if (store_open(&h->store, cfg->data_dir, cfg->synchronous, err, sizeof(err)) != 0) {
+		log_error("node", "fatal: cannot open the journal: %s", err);
 		goto out;
 	}
 	if (cfg->journal_check) {

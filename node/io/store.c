@@ -261,7 +261,7 @@ int store_sync_parse(const char *s)
 }
 
 /* mkdir -p; new directories get mode 0700. 0 or -1 with errno. */
-static int make_dirs(const char *dir)
+int store_make_dirs(const char *dir)
 {
 	char path[PATH_MAX];
 	size_t len = strlen(dir);
@@ -399,13 +399,19 @@ static void wal_report(const char *db_path)
 		                   "commits it held since the last checkpoint are lost (task ids stay "
 		                   "unique: DATA_DIR/ids)",
 		          wal);
+	} else if (ws.commits_lost && ws.last_txn_only) {
+		log_warn("store", "%s: the last transaction (%" PRIu32 " frame(s) from frame %" PRIu32
+		                  ") was cut short: a crash inside a commit, or the last commits before a "
+		                  "power loss with synchronous = normal; sqlite drops it and keeps the %" PRIu32
+		                  " commit(s) before it (task ids stay unique: DATA_DIR/ids)",
+		         wal, ws.frames_lost, ws.first_bad + 1, ws.commits_valid);
 	} else if (ws.commits_lost) {
 		log_error("store", "%s: frame %" PRIu32 " is damaged: %" PRIu32 " commit(s) after it (%" PRIu32
 		                   " frame(s)) are dropped by sqlite; %" PRIu32 " commit(s) before it are "
-		                   "kept. A power loss with synchronous = normal can cut the last commits "
-		                   "short; anything more is damage to the disk or the file. Task ids stay "
-		                   "unique (DATA_DIR/ids)",
-		          wal, ws.first_bad, ws.commits_lost, ws.frames_lost, ws.commits_valid);
+		                   "kept. This is damage to the disk or the file (a crash or power loss "
+		                   "cuts only the last transaction short). Task ids stay unique "
+		                   "(DATA_DIR/ids)",
+		          wal, ws.first_bad + 1, ws.commits_lost, ws.frames_lost, ws.commits_valid);
 	} else {
 		log_info("store", "%s: %" PRIu32 " commit(s) to replay after an unclean stop", wal,
 		         ws.commits_valid);
@@ -420,7 +426,7 @@ int store_open(struct store **out, const char *dir, int synchronous, char *err, 
 	if (err_len)
 		err[0] = '\0';
 
-	if (make_dirs(dir) != 0 || access(dir, W_OK | X_OK) != 0) {
+	if (store_make_dirs(dir) != 0 || access(dir, W_OK | X_OK) != 0) {
 		snprintf(err, err_len, "data dir %s: %s", dir, strerror(errno));
 		return CH_ERR_STORAGE;
 	}

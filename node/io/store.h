@@ -41,6 +41,8 @@ const char *store_sync_name(int sync);
 
 /* Opens (creating) DIR/chorus.db. 0, or CH_ERR_STORAGE with err set (not
  * logged: the caller says it once; a full file system is named). */
+/* mkdir -p dir (0700). 0, or -1 with errno. */
+int store_make_dirs(const char *dir);
 int store_open(struct store **out, const char *dir, int synchronous, char *err, size_t err_len);
 void store_close(struct store *st);
 /* 1 when this open created the journal (an empty or missing chorus.db). */

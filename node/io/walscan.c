@@ -14,7 +14,8 @@
 #define WAL_HEADER 32
 #define FRAME_HEADER 24
 #define WAL_MAGIC 0x377f0682u /* low bit: checksums of big-endian words */
-#define WAL_FILE_MAX (1024u * 1024u * 1024u)
+#define WAL_VERSION 3007000u
+#define WAL_FILE_MAX (256u * 1024u * 1024u)
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -51,10 +52,9 @@ int walscan_buf(const uint8_t *wal, size_t len, struct walscan *out)
 	int big = (int)(magic & 1);
 	uint32_t sum[2] = {0, 0};
 	wal_sum(big, wal, 24, sum);
-	/* a page size is a power of two from 512 to 65536 (65536 stored as 1) */
-	if (page == 1)
-		page = 65536;
-	if ((magic & ~1u) != WAL_MAGIC || page < 512 || page > 65536 || (page & (page - 1)) ||
+	/* a page size is a power of two from 512 to 65536 */
+	if ((magic & ~1u) != WAL_MAGIC || be32(wal + 4) != WAL_VERSION || page < 512 || page > 65536 ||
+	    (page & (page - 1)) ||
 	    sum[0] != be32(wal + 24) || sum[1] != be32(wal + 28)) {
 		out->header_bad = 1;
 		return 0;
@@ -87,18 +87,26 @@ int walscan_buf(const uint8_t *wal, size_t len, struct walscan *out)
 		/* the frames of a transaction never committed are no loss; a
 		 * commit frame written after the damage is */
 		uint32_t lost = run, lost_commits = 0;
+		size_t last_commit = 0;
 		for (size_t j = i; j < nframes; j++) {
 			const uint8_t *f = wal + WAL_HEADER + j * frame;
 			if (memcmp(f + 8, salt, 8) != 0)
 				continue;
 			lost++;
-			if (be32(f + 4) != 0)
+			if (be32(f + 4) != 0) {
 				lost_commits++;
+				last_commit = j;
+			}
 		}
 		if (lost_commits) {
 			out->frames_lost = lost;
 			out->commits_lost = lost_commits;
 			out->first_bad = (uint32_t)i;
+			/* one commit, the file's last, past the break: what a crash
+			 * inside that commit can leave (sqlite writes the commit
+			 * frame before it rewrites the checksums of frames the same
+			 * transaction overwrote in place), not necessarily damage */
+			out->last_txn_only = lost_commits == 1 && last_commit + 1 == nframes;
 		}
 	}
 	return 0;
@@ -111,8 +119,13 @@ int walscan_file(const char *path, struct walscan *out)
 	if (fd < 0)
 		return errno == ENOENT ? 1 : -1;
 	struct stat stbuf;
-	if (fstat(fd, &stbuf) != 0 || stbuf.st_size < 0 || (uint64_t)stbuf.st_size > WAL_FILE_MAX) {
+	if (fstat(fd, &stbuf) != 0 || stbuf.st_size < 0) {
 		close(fd);
+		return -1;
+	}
+	if ((uint64_t)stbuf.st_size > WAL_FILE_MAX) {
+		close(fd);
+		errno = EFBIG;
 		return -1;
 	}
 	size_t len = (size_t)stbuf.st_size;

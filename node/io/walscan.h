@@ -22,7 +22,8 @@ struct walscan {
 	 * short by a crash, never committed, is no loss): */
 	uint32_t frames_lost;    /* after the last good commit, with the current salts */
 	uint32_t commits_lost;   /* of which commit frames */
-	uint32_t first_bad;      /* index of the first bad frame (when frames_lost) */
+	uint32_t first_bad;      /* index of the first bad frame, from 0 (when frames_lost) */
+	int last_txn_only;       /* the one commit lost is the file's last frame */
 	int header_bad;          /* a header that sqlite will not use: the whole WAL is ignored */
 };
 
@@ -31,7 +32,8 @@ struct walscan {
 int walscan_buf(const uint8_t *wal, size_t len, struct walscan *out);
 
 /* Scans the file at path. Returns 0 (out filled), 1 when there is no such
- * file or it is shorter than a header, -1 when it cannot be read. */
+ * file or it is shorter than a header, -1 when it cannot be read (errno;
+ * EFBIG over 256 MiB: sqlite checkpoints long before). */
 int walscan_file(const char *path, struct walscan *out);
 
 #endif

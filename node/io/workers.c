@@ -129,7 +129,7 @@ struct workers {
 	uint32_t started_head, started_count, started_cap;
 	struct handlers_beat *beat;   /* shared with the workers (mmap) */
 	uint64_t last_beat_ms;
-	uint32_t held_workers; /* workers with held != 0 */
+	uint32_t held_workers; /* a hint: workers marked held since the last release (>= the real count) */
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -603,7 +603,13 @@ void workers_release_held(struct workers *w)
 
 int workers_any_held(const struct workers *w)
 {
-	return w->held_workers != 0;
+	if (!w->held_workers)
+		return 0;
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++)
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++)
+			if (w->pools[p].workers[i].held)
+				return 1;
+	return 0;
 }
 
 uint32_t workers_free_slots(const struct workers *w, uint32_t pool)
@@ -780,7 +786,9 @@ int workers_pollfds(const struct workers *w, struct pollfd *fds, int max)
 			if (n >= max)
 				return n;
 			fds[n].fd = wk->fd;
-			fds[n].events = (short)(POLLIN | (wk->woff < wk->wlen ? POLLOUT : 0));
+			/* held bytes wait for a commit, not for the socket */
+			size_t end = wk->held ? wk->hold_from : wk->wlen;
+			fds[n].events = (short)(POLLIN | (wk->woff < end ? POLLOUT : 0));
 			fds[n].revents = 0;
 			n++;
 		}

@@ -92,6 +92,18 @@ static int port_place(void *ctx, struct task *t, uint32_t local_inflight, const 
 	return cluster_place(s->cluster, t, local_inflight, now);
 }
 
+static void port_release_held(void *ctx)
+{
+	struct cluster_svc *s = ctx;
+	cluster_release_held(s->cluster);
+}
+
+static int port_any_held(void *ctx)
+{
+	struct cluster_svc *s = ctx;
+	return cluster_any_held(s->cluster);
+}
+
 static int port_placed_remotely(void *ctx, uint64_t task_id)
 {
 	struct cluster_svc *s = ctx;
@@ -158,8 +170,13 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	};
 	if (cluster_start(&s->cluster, &cc, now, err, err_len) != 0)
 		return -1;
-	s->placement = (struct placement_port){s, port_place, port_placed_remotely, port_kill,
-	                                       port_local_capacity};
+	s->placement = (struct placement_port){s,
+	                                       port_place,
+	                                       port_placed_remotely,
+	                                       port_kill,
+	                                       port_local_capacity,
+	                                       port_release_held,
+	                                       port_any_held};
 	if (host_port_set(h, PORT_PLACEMENT, &s->placement) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_PLACEMENT);
 		return -1;

@@ -29,6 +29,11 @@ struct placement_port {
 	void (*kill)(void *ctx, const struct task *t);
 	/* This node's task slots as the cluster sees them. */
 	uint32_t (*local_capacity)(void *ctx);
+	/* Temporary tasks placed elsewhere are held until the commit that
+	 * journals them `running`: release_held sends them (call it right
+	 * after that commit); any_held says some wait. */
+	void (*release_held)(void *ctx);
+	int (*any_held)(void *ctx);
 };
 
 /* How an attempt placed on another member ended, as the link saw it. */

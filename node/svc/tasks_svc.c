@@ -933,8 +933,11 @@ static int fx_dispatch(void *ctx, struct task *t)
 	if (s->placement && !t->ephemeral && t->pool == 0 && (t->batch_id || t->require_count)) {
 		uint32_t held = local_capacity(s) - workers_free_slots(s->workers, 0);
 		int where = s->placement->place(s->placement->ctx, t, held, host_now(s->host));
-		if (where == 1)
+		if (where == 1) {
+			if (t->opts.restart == TASK_RESTART_TEMPORARY)
+				s->temporary_dispatches++; /* the test hook counts it too */
 			return 0;
+		}
 		if (where == 2)
 			return 1;
 		if (where < 0)
@@ -1163,8 +1166,9 @@ static void sink_origin_unreachable(void *ctx, const uint8_t *id, const struct n
 			continue;
 		if (t->state == TASK_QUEUED)
 			queued += (uint32_t)tasks_on_handed_back(s->tasks, pr->task_id, now);
-		else if (t->state == TASK_RUNNING && workers_job_waiting(s->workers, pr->task_id))
-			waiting++;
+		else if (!waiting && t->state == TASK_RUNNING &&
+		         workers_job_waiting(s->workers, pr->task_id))
+			waiting = 1; /* one is enough: the new epoch hands back them all */
 	}
 	/* prefetched jobs: the worker decides when it reaches them; a new
 	 * epoch hands back every job not started yet (other coordinators'
@@ -1177,9 +1181,9 @@ static void sink_origin_unreachable(void *ctx, const uint8_t *id, const struct n
 		if (id)
 			for (int i = 0; i < 8; i++)
 				snprintf(hex + 2 * i, 3, "%02x", id[i]);
-		log_warn("tasks", "coordinator %s is unreachable: %" PRIu32 " task(s) it placed here and "
-		                  "not started are handed back (%" PRIu32 " queued, %" PRIu32 " prefetched)",
-		         hex, queued + waiting, queued, waiting);
+		log_warn("tasks", "coordinator %s is unreachable: the tasks it placed here and that have "
+		                  "not started are handed back (%" PRIu32 " queued%s)",
+		         hex, queued, waiting ? ", and the jobs prefetched by workers" : "");
 	}
 }
 
@@ -1362,7 +1366,9 @@ static uint64_t svc_next_deadline(void *svc)
 		next = core;
 	/* waiters to wake after the next commit: at once; not while commits
 	 * fail (the loop retries at its idle period) */
-	if (!s->commit_failed && (s->ended.n || s->progressed.n || workers_any_held(s->workers)))
+	if (!s->commit_failed &&
+	    (s->ended.n || s->progressed.n || workers_any_held(s->workers) ||
+	     (s->placement && s->placement->any_held(s->placement->ctx))))
 		next = 0;
 	/* dispatches to journal (their `running` state): within
 	 * RUNNING_JOURNAL_MS, so a short task's result usually rides the same
@@ -1477,6 +1483,8 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 	tasks_flush_done(s->tasks);
 	/* jobs dispatched before this commit: their `running` is durable now */
 	workers_release_held(s->workers);
+	if (s->placement)
+		s->placement->release_held(s->placement->ctx);
 	if (s->crash_after_commit && s->journaled_submit) {
 		/* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only, see README): die
 		 * between journaling a submit and answering it */

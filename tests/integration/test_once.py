@@ -25,8 +25,8 @@ import os
 import subprocess
 import unittest
 
-from harness import (CLUSTERCTL, EXIT_OK, NodeTestCase, task_id, task_list, task_state,
-                     wait_until)
+from harness import (CLUSTERCTL, EXIT_OK, NodeTestCase, keygen, task_id, task_list,
+                     task_state, wait_until)
 
 CRASH_EXIT = 86  # the hook's exit code
 DISPATCH_CRASH_EXIT = 87  # CHORUS_TEST_CRASH_AFTER_DISPATCH's
@@ -127,6 +127,41 @@ class TestOnce(NodeTestCase):
         with open(runs) as f:
             self.assertEqual(f.read().split(), ["run"], "the task ran more than once")
         self.assertEqual(len(self.journal(node)), 1)
+
+    def test_a_temporary_task_placed_elsewhere_never_starts_twice_across_a_crash(self):
+        # n1 coordinates a task that must run on a member tagged w, n2: n1
+        # dies right after placing it, before journaling that it started,
+        # and n2 is killed too; n3, tagged w, joins, and the restarted n1
+        # places the recovered task there. Held until journaled, the
+        # attempt never reached n2: it runs once. (Sent at once, n2 would
+        # have run it during the hook's pause, and n3 again.)
+        secret = keygen(os.path.join(self.workdir, "cluster.secret"))
+        common = ["--secret", secret, "--gossip-period", "200ms", "--exec-allow", "/bin/sh"]
+        n1 = self.new_node(*common, name="n1", secret=secret, start=False)
+        n1.env = {"CHORUS_TEST_CRASH_AFTER_DISPATCH": "1"}
+        n1.start()
+        n2 = self.new_node(*common, "--seeds", n1.addr, "--tags", "w", name="n2", secret=secret)
+        wait_until(lambda: len(n1.members()) == 2, 20, "n2 joins")
+        runs = os.path.join(self.workdir, "runs.txt")
+        cmd = [CLUSTERCTL, "-a", n1.addr, "-k", secret, "--json", "--timeout", "60s",
+               "submit", "exec", "--require", "w", "--arg", "/bin/sh", "--arg", "-c",
+               "--arg", "echo run >> %s" % runs]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        n1.exit_expected = True
+        self.assertEqual(n1.wait_exit(), DISPATCH_CRASH_EXIT, n1.log_tail())
+        n2.kill9()
+        self.new_node(*common, "--seeds", n1.addr, "--tags", "w", name="n3", secret=secret,
+                      start=False).start(wait=False)
+        n1.env = None
+        n1.start()
+        out, err = p.communicate(timeout=90)
+        self.assertEqual(p.returncode, EXIT_OK, (out, err))
+        t = self.wait_task(n1, task_id(json.loads(out)), timeout_s=60)
+        self.assertEqual(task_state(t), "succeeded", t)
+        self.assertEqual(t.get("node"), "n3", t)
+        with open(runs) as f:
+            self.assertEqual(f.read().split(), ["run"], "the task ran more than once")
 
     def test_a_zero_length_journal_never_reuses_ids_and_says_so(self):
         node = self.new_node()

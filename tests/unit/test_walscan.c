@@ -101,6 +101,21 @@ static void damage_in_the_middle_reports_the_commits_after_it(void **state)
 	assert_int_equal(ws.first_bad, bad);
 	assert_true(ws.frames_valid <= bad);
 	assert_int_equal(ws.frames_valid + ws.frames_lost, n);
+	assert_false(ws.last_txn_only);
+	free(w.buf);
+}
+
+static void a_damaged_last_transaction_is_told_apart(void **state)
+{
+	(void)state;
+	struct wal_image w = make_wal();
+	uint32_t n = frame_count(&w);
+	w.buf[frame_off(n - 1) + 24 + 7] ^= 0x01; /* the last frame: the last commit */
+	struct walscan ws;
+	assert_int_equal(walscan_buf(w.buf, w.len, &ws), 0);
+	assert_int_equal(ws.commits_lost, 1);
+	assert_true(ws.last_txn_only);
+	assert_int_equal(ws.commits_valid, TXNS);
 	free(w.buf);
 }
 
@@ -162,6 +177,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(intact_wal_loses_nothing),
 	    cmocka_unit_test(damage_in_the_middle_reports_the_commits_after_it),
+	    cmocka_unit_test(a_damaged_last_transaction_is_told_apart),
 	    cmocka_unit_test(a_damaged_header_loses_the_whole_wal),
 	    cmocka_unit_test(a_last_frame_cut_short_is_no_loss),
 	    cmocka_unit_test(frames_of_an_earlier_generation_are_the_normal_end),
