@@ -166,10 +166,16 @@ static int dow_special(const struct field *f, const char *s, size_t n, struct cr
 		return field_fail(f, "# and L need one weekday before them (e.g. 5#2, FRI#2, 5L)");
 	if (n == 1 && (s[0] == 'L' || s[0] == 'l'))
 		return field_fail(f, "L needs a weekday before it (5L is the last Friday)");
-	int rc = field_value(f, s, n, &i, &w);
+	bool last = s[n - 1] == 'L' || s[n - 1] == 'l';
+	/* "FRIL": the name is the text before the L */
+	int rc = field_value(f, s, last ? n - 1 : n, &i, &w);
 	if (rc != ERR_OK)
 		return rc;
 	w %= 7;
+	if (last && i + 1 == n) {
+		e->dow_last_bits |= (uint8_t)(1u << w);
+		return ERR_OK;
+	}
 	if (i < n && s[i] == '#') {
 		i++;
 		int nth;
@@ -179,10 +185,6 @@ static int dow_special(const struct field *f, const char *s, size_t n, struct cr
 		if (i != n)
 			return field_fail(f, "unexpected text after #%d", nth);
 		e->dow_nth[w] |= (uint8_t)(1u << nth);
-		return ERR_OK;
-	}
-	if (i + 1 == n && (s[i] == 'L' || s[i] == 'l')) {
-		e->dow_last_bits |= (uint8_t)(1u << w);
 		return ERR_OK;
 	}
 	return field_fail(f, "# and L take one weekday, no range or step (e.g. 5#2, 5L)");
@@ -238,7 +240,7 @@ static int field_parse(const struct field *f, uint64_t *bits, struct cron_expr *
 		}
 		int lo, hi, step = 1;
 		size_t i = 0;
-		bool star = false;
+		bool star = false, ranged = false;
 		if (it[0] == '*') {
 			star = true;
 			lo = f->spec->min;
@@ -251,6 +253,7 @@ static int field_parse(const struct field *f, uint64_t *bits, struct cron_expr *
 			hi = lo;
 			if (i < len && it[i] == '-') {
 				i++;
+				ranged = true;
 				rc = field_value(f, it, len, &i, &hi);
 				if (rc != ERR_OK)
 					return rc;
@@ -264,7 +267,7 @@ static int field_parse(const struct field *f, uint64_t *bits, struct cron_expr *
 			int rc = field_number(f, '/', it, len, &i, 1, span, &step);
 			if (rc != ERR_OK)
 				return rc;
-			if (!star && hi == lo)
+			if (!star && !ranged)
 				hi = f->spec->max; /* A/S: from A to the end */
 		}
 		if (i < len)
