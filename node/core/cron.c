@@ -5,7 +5,8 @@
  *  - Vixie's day rule (cron(5): "if both fields are restricted (i.e.,
  *    don't start with *), the command will be run when either field matches
  *    the current time"): dom_star and dow_star record whether the field's
- *    text starts with '*', so "*\/2" counts as unrestricted, as in cronie.
+ *    text starts with '*', so a step over '*' counts as unrestricted, as in
+ *    cronie.
  *  - "never fires" is decided at parse time, exactly: with both day fields
  *    restricted a day always matches somewhere (every month holds every
  *    weekday, and a 5th or last one in some year); otherwise some selected
@@ -29,6 +30,7 @@
 
 #include "lib/err.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -586,8 +588,10 @@ int cron_next_every(const struct cron_expr *e, int64_t anchor_unix_s, int64_t af
 int cron_next(const struct cron_expr *e, const struct tz *z, int64_t after_unix_s,
               int64_t *next_unix_s)
 {
+	assert(e != NULL && z != NULL && next_unix_s != NULL);
 	if (e->kind == CRON_KIND_EVERY)
 		return cron_next_every(e, 0, after_unix_s, next_unix_s);
+	assert(e->second_bits != 0 && e->minute_bits != 0 && e->hour_bits != 0 && e->month_bits != 0);
 	if (after_unix_s < CRON_TIME_MIN_S || after_unix_s > CRON_TIME_MAX_S)
 		return ERR_INVALID;
 	int64_t u = after_unix_s + 1;
@@ -615,6 +619,7 @@ int cron_next(const struct cron_expr *e, const struct tz *z, int64_t after_unix_
 		if (p.end_s != INT64_MAX && p.end_s + o < limit)
 			limit = p.end_s + o;
 		if (from < limit && local_next(e, from, limit, &w)) {
+			assert(w >= from && w < limit && w - o > after_unix_s);
 			if (w - o > CRON_TIME_MAX_S)
 				return ERR_NOT_FOUND;
 			*next_unix_s = w - o;
