@@ -13,6 +13,9 @@
  * piped untouched.
  */
 #include "chorus.h"
+#include "core/cron.h"
+#include "core/tz.h"
+#include "io/tzload.h"
 #include "proto/seal.h"
 
 #include <errno.h>
@@ -40,6 +43,8 @@
 #define WAIT_CHUNK_MS 30000u  /* one await round trip while waiting "forever" */
 #define ERR_BYTES 512u
 #define PROGRESS_WIDTH 40
+#define CRON_NEXT_COUNT_DEFAULT 5u
+#define CRON_NEXT_COUNT_MAX 1000u
 
 enum exit_code {
 	EXIT_OK = 0,
@@ -79,6 +84,9 @@ static const char usage_text[] =
 	"  wait --batch ID [--from N]                         re-attach to a fan-out: its\n"
 	"                                                     results from index N on\n"
 	"  cancel TASK_ID                                     cancel a task\n"
+	"  cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
+	"                                                     next fire times of a cron\n"
+	"                                                     expression (no cluster needed)\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
 	"  keygen --client SECRET_FILE OUT_FILE               write a client credential\n"
 	"  help [COMMAND]                                     help on a command\n"
@@ -201,6 +209,32 @@ static const char help_cancel[] =
 	"usage: clusterctl cancel TASK_ID\n"
 	"\n"
 	"Cancels a task that has not finished and prints its state afterwards.\n";
+
+static const char help_cron[] =
+	"usage: clusterctl cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
+	"\n"
+	"Prints the next N fire times (default 5, at most 1000) of a cron expression\n"
+	"strictly after T (default: now), one ISO-8601 time per line with its UTC\n"
+	"offset (2026-03-08T03:00:00-04:00), or a JSON array of such strings with\n"
+	"--json. Contacts no node.\n"
+	"\n"
+	"  --tz ZONE    an IANA time zone from /usr/share/zoneinfo (default UTC)\n"
+	"  --from T     2026-03-08T01:30:00-05:00, 2026-03-08T06:30:00Z, or a local\n"
+	"               time in ZONE without an offset (2026-03-08T01:30)\n"
+	"  --count N    how many times to print\n"
+	"\n"
+	"EXPR: 5 fields (minute hour day-of-month month day-of-week) or 6 (second\n"
+	"first); lists, ranges, steps (*/15, 10-40/5), JAN-DEC, SUN-SAT (0 or 7 =\n"
+	"Sunday); L (last day) in day-of-month; 5#2 (2nd Friday) and 5L (last Friday)\n"
+	"in day-of-week; @yearly @annually @monthly @weekly @daily @midnight @hourly;\n"
+	"@every DURATION (1s to 366d, e.g. 90s, 1h30m; multiples of it since the Unix\n"
+	"epoch). When both day fields are restricted either may match (Vixie cron).\n"
+	"DST as cronie: a job with a fixed minute and hour fires once at the end of a\n"
+	"spring-forward gap for times in it, and once (the first time) in a fall-back\n"
+	"repeat; a job with '*' in minute or hour follows the wall clock (nothing in\n"
+	"the gap, each occurrence in the repeat). See docs/design.md.\n"
+	"\n"
+	"Exit 2 for a bad expression, time zone or option (the reason on stderr).\n";
 
 static const char help_keygen[] =
 	"usage: clusterctl keygen [FILE]\n"
@@ -1629,6 +1663,85 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* cron next: pure computation, no node (core/cron.h, core/tz.h). */
+static int cmd_cron(struct cli *cli, int argc, char **argv)
+{
+	if (argc < 2)
+		usage_fail("cron needs a subcommand: next");
+	if (strcmp(argv[1], "next") != 0)
+		usage_fail("cron: unknown subcommand '%s' (this version has: next)", argv[1]);
+	const char *expr = NULL, *from = NULL, *zone = "UTC";
+	uint32_t count = CRON_NEXT_COUNT_DEFAULT;
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--json") == 0)
+			cli->json = true;
+		else if (strcmp(a, "--from") == 0)
+			from = opt_value(argc, argv, &i);
+		else if (strcmp(a, "--tz") == 0)
+			zone = opt_value(argc, argv, &i);
+		else if (strcmp(a, "--count") == 0)
+			count = parse_u32_or_die(a, opt_value(argc, argv, &i));
+		else if (a[0] == '-' && a[1] == '-')
+			usage_fail("cron next: unknown option '%s'", a);
+		else if (expr == NULL)
+			expr = a;
+		else
+			usage_fail("cron next: unexpected argument '%s' (quote the expression)", a);
+	}
+	if (expr == NULL)
+		usage_fail("cron next needs an expression, e.g. '*/15 * * * *'");
+	if (count == 0 || count > CRON_NEXT_COUNT_MAX)
+		usage_fail("--count must be 1 to %u", CRON_NEXT_COUNT_MAX);
+	char err[ERR_BYTES];
+	struct cron_expr e;
+	if (cron_parse(expr, &e, err, sizeof err) != 0) {
+		fprintf(stderr, "clusterctl: %s\n", err);
+		return EXIT_USAGE;
+	}
+	struct tzcache *cache = tzcache_new(NULL);
+	if (cache == NULL) {
+		fprintf(stderr, "clusterctl: out of memory\n");
+		return EXIT_OTHER;
+	}
+	const struct tz *z;
+	int rc = EXIT_OK;
+	if (tzcache_get(cache, zone, &z, err, sizeof err) != 0) {
+		fprintf(stderr, "clusterctl: %s\n", err);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	int64_t t = (int64_t)(wall_now_ms() / 1000u);
+	if (from != NULL && tz_parse_iso8601(from, z, &t, err, sizeof err) != 0) {
+		fprintf(stderr, "clusterctl: --from: %s\n", err);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	json_t *arr = cli->json ? json_array() : NULL;
+	for (uint32_t k = 0; k < count; k++) {
+		int r = cron_next(&e, z, t, &t);
+		if (r != 0) {
+			/* an instant out of range, or no time before year 10000 */
+			fprintf(stderr, "clusterctl: no%s fire time within the search limits (years "
+			                "1900-9999, 400 years ahead)\n", k > 0 ? " further" : "");
+			if (k == 0)
+				rc = EXIT_USAGE;
+			break;
+		}
+		char buf[TZ_ISO_BYTES];
+		tz_format_iso8601(t, tz_utoff_at(z, t), buf, sizeof buf);
+		if (arr != NULL)
+			json_array_append_new(arr, json_string(buf));
+		else
+			printf("%s\n", buf);
+	}
+	if (arr != NULL)
+		json_print(arr);
+out:
+	tzcache_free(cache);
+	return rc;
+}
+
 static int cmd_help(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -1643,6 +1756,7 @@ static int cmd_help(int argc, char **argv)
 	                   : strcmp(c, "wait") == 0   ? help_wait
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
 	                   : strcmp(c, "keygen") == 0 ? help_keygen
+	                   : strcmp(c, "cron") == 0   ? help_cron
 	                                              : NULL;
 	if (text == NULL)
 		usage_fail("no command '%s'", c);
@@ -1713,6 +1827,8 @@ int main(int argc, char **argv)
 		rc = cmd_cancel(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "keygen") == 0)
 		rc = cmd_keygen(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "cron") == 0)
+		rc = cmd_cron(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "help") == 0)
 		rc = cmd_help(sub_argc, sub_argv);
 	else
