@@ -99,6 +99,18 @@ struct completion {
 	struct completion *next;
 };
 
+/* A peer request of another service (cluster_peer_request): its answer,
+ * handed back on the loop thread in cluster_tick. */
+struct peer_reply {
+	struct cluster *c;
+	cluster_reply_fn cb;
+	void *arg;
+	int code;
+	char err[256];
+	Chorus__Envelope *reply;
+	struct peer_reply *next;
+};
+
 struct run_arg {
 	struct cluster *c;
 	uint64_t task_id;
@@ -131,6 +143,7 @@ struct cluster {
 
 	pthread_mutex_t mu; /* completions, from nng threads */
 	struct completion *done_head, *done_tail;
+	struct peer_reply *pr_head, *pr_tail; /* under mu too */
 
 	uint8_t dead[DEAD_PENDING_MAX][SWIM_ID_BYTES];
 	uint32_t dead_count;
@@ -344,6 +357,94 @@ static void run_reply_cb(void *arg, int code, Chorus__Envelope *reply, const cha
 	c->done_tail = d;
 	pthread_mutex_unlock(&c->mu);
 	c->wake(c->wake_arg);
+}
+
+static void peer_reply_cb(void *arg, int code, Chorus__Envelope *reply, const char *err)
+{
+	struct peer_reply *pr = arg;
+	struct cluster *c = pr->c;
+	pr->code = code;
+	pr->reply = reply;
+	snprintf(pr->err, sizeof(pr->err), "%s", err ? err : "");
+	pthread_mutex_lock(&c->mu);
+	if (c->pr_tail)
+		c->pr_tail->next = pr;
+	else
+		c->pr_head = pr;
+	c->pr_tail = pr;
+	pthread_mutex_unlock(&c->mu);
+	c->wake(c->wake_arg);
+}
+
+int cluster_peer_request(struct cluster *c, const uint8_t *id,
+                         const Chorus__Envelope *env, uint32_t timeout_ms, cluster_reply_fn cb,
+                         void *arg)
+{
+	const struct swim_member *m = swim_find(c->swim, id);
+	if (!m || m == swim_self(c->swim) || m->state == SWIM_DEAD || m->state == SWIM_LEFT)
+		return CH_ERR_UNREACHABLE;
+	int li = link_get(c, m->addr, m->id, c->now_ms);
+	if (li < 0)
+		return CH_ERR_UNREACHABLE;
+	if (!cb)
+		return chi_request_async(c->links[li].cli, (Chorus__Envelope *)env, timeout_ms,
+		                         gossip_reply_cb, NULL);
+	struct peer_reply *pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return CH_ERR_NOMEM;
+	pr->c = c;
+	pr->cb = cb;
+	pr->arg = arg;
+	int rc = chi_request_async(c->links[li].cli, (Chorus__Envelope *)env, timeout_ms,
+	                           peer_reply_cb, pr);
+	if (rc != 0)
+		free(pr);
+	return rc;
+}
+
+uint32_t cluster_peer_list(struct cluster *c, struct peer_info *out, uint32_t max)
+{
+	uint32_t n = 0, cursor = 0;
+	const struct swim_member *self = swim_self(c->swim);
+	for (const struct swim_member *m; n < max && (m = swim_next_member(c->swim, &cursor)) != NULL;) {
+		memcpy(out[n].id, m->id, SWIM_ID_BYTES);
+		out[n].name = m->name;
+		out[n].addr = m->addr;
+		out[n].alive = m->state == SWIM_ALIVE || m->state == SWIM_SUSPECT;
+		out[n].self = m == self;
+		n++;
+	}
+	return n;
+}
+
+int cluster_member_find(struct cluster *c, const uint8_t *id, struct peer_info *out)
+{
+	const struct swim_member *m = swim_find(c->swim, id);
+	if (!m)
+		return 0;
+	memcpy(out->id, m->id, SWIM_ID_BYTES);
+	out->name = m->name;
+	out->addr = m->addr;
+	out->alive = m->state == SWIM_ALIVE || m->state == SWIM_SUSPECT;
+	out->self = m == swim_self(c->swim);
+	return 1;
+}
+
+/* The answers to cluster_peer_request, on the loop thread. */
+static void deliver_peer_replies(struct cluster *c)
+{
+	pthread_mutex_lock(&c->mu);
+	struct peer_reply *pr = c->pr_head;
+	c->pr_head = c->pr_tail = NULL;
+	pthread_mutex_unlock(&c->mu);
+	while (pr) {
+		struct peer_reply *next = pr->next;
+		pr->cb(pr->arg, pr->code, pr->reply, pr->err);
+		if (pr->reply)
+			chorus__envelope__free_unpacked(pr->reply, NULL);
+		free(pr);
+		pr = next;
+	}
 }
 
 static int ensure_candidates(struct cluster *c, uint32_t n)
@@ -750,6 +851,7 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 		d = next;
 	}
 	fail_dead_members(c, sink, now);
+	deliver_peer_replies(c);
 	if (sink && sink->origin_unreachable) {
 		if (c->unreach_overflow)
 			sink->origin_unreachable(sink->ctx, NULL, now);
@@ -952,6 +1054,12 @@ void cluster_stop(struct cluster *c)
 	for (uint32_t i = 0; i < c->link_count; i++)
 		ch_client_close(c->links[i].cli); /* pending callbacks run now */
 	c->link_count = 0;
+	for (struct peer_reply *pr = c->pr_head, *n; pr; pr = n) {
+		n = pr->next;
+		if (pr->reply)
+			chorus__envelope__free_unpacked(pr->reply, NULL);
+		free(pr);
+	}
 	struct completion *d = c->done_head;
 	while (d) {
 		struct completion *n = d->next;

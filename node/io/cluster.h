@@ -76,6 +76,22 @@ uint64_t cluster_next_deadline(const struct cluster *c);
  * ever run it (t->error set). local_inflight: tasks held by local workers. */
 int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
                   const struct now *now);
+/* The answer to a peer request, on the loop thread (from cluster_tick):
+ * code 0 and reply (freed after the call: copy what you keep), or a
+ * CH_ERR_* code and err. */
+typedef void (*cluster_reply_fn)(void *arg, int code, const Chorus__Envelope *reply,
+                                 const char *err);
+/* Sends env (not kept) to the member with this id over its peer link; cb
+ * NULL: the answer is not wanted. 0, or CH_ERR_UNREACHABLE (not a live
+ * member, or ourselves) or another CH_ERR_* (cb is then never called). */
+int cluster_peer_request(struct cluster *c, const uint8_t *id, const Chorus__Envelope *env,
+                         uint32_t timeout_ms, cluster_reply_fn cb, void *arg);
+
+struct peer_info;
+/* Members (this node included), up to max; strings owned by the cluster. */
+uint32_t cluster_peer_list(struct cluster *c, struct peer_info *out, uint32_t max);
+int cluster_member_find(struct cluster *c, const uint8_t *id, struct peer_info *out);
+
 /* Sends the attempts of temporary tasks placed since the last call: call
  * it once the commit that journals them `running` is done. */
 void cluster_release_held(struct cluster *c);

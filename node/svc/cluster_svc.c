@@ -40,6 +40,7 @@ struct cluster_svc {
 	int joined;
 	uint64_t leave_deadline_ms;
 	struct placement_port placement;
+	struct peers_port peers;
 };
 
 /* ---- requests ---- */
@@ -90,6 +91,25 @@ static int port_place(void *ctx, struct task *t, uint32_t local_inflight, const 
 {
 	struct cluster_svc *s = ctx;
 	return cluster_place(s->cluster, t, local_inflight, now);
+}
+
+static int port_peer_request(void *ctx, const uint8_t *id, const Chorus__Envelope *env,
+                             uint32_t timeout_ms, peer_reply_fn cb, void *arg)
+{
+	struct cluster_svc *s = ctx;
+	return cluster_peer_request(s->cluster, id, env, timeout_ms, cb, arg);
+}
+
+static uint32_t port_members(void *ctx, struct peer_info *out, uint32_t max)
+{
+	struct cluster_svc *s = ctx;
+	return cluster_peer_list(s->cluster, out, max);
+}
+
+static int port_find(void *ctx, const uint8_t *id, struct peer_info *out)
+{
+	struct cluster_svc *s = ctx;
+	return cluster_member_find(s->cluster, id, out);
 }
 
 static void port_release_held(void *ctx)
@@ -179,6 +199,11 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	                                       port_any_held};
 	if (host_port_set(h, PORT_PLACEMENT, &s->placement) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_PLACEMENT);
+		return -1;
+	}
+	s->peers = (struct peers_port){s, port_peer_request, port_members, port_find};
+	if (host_port_set(h, PORT_PEERS, &s->peers) != 0) {
+		snprintf(err, err_len, "port %s provided twice", PORT_PEERS);
 		return -1;
 	}
 	return 0;

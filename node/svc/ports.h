@@ -66,4 +66,49 @@ struct task_sink_port {
 	void (*origin_unreachable)(void *ctx, const uint8_t *id, const struct now *now);
 };
 
+/* "peers": the other members, as the cluster service knows them (provided
+ * by the cluster service, used by the schedule service). */
+#define PORT_PEERS "peers"
+
+struct peer_info {
+	uint8_t id[16];
+	const char *name;  /* valid until the next call into the cluster */
+	const char *addr;
+	int alive;         /* alive or suspect */
+	int self;
+};
+
+typedef void (*peer_reply_fn)(void *arg, int code, const Chorus__Envelope *reply,
+                              const char *err);
+
+struct peers_port {
+	void *ctx;
+	/* env to the member with this id; cb NULL: no answer wanted. 0, or a
+	 * CH_ERR_* (cb never called then). cb runs on the loop thread. */
+	int (*request)(void *ctx, const uint8_t *id, const Chorus__Envelope *env,
+	               uint32_t timeout_ms, peer_reply_fn cb, void *arg);
+	/* Up to max members (this node included). */
+	uint32_t (*members)(void *ctx, struct peer_info *out, uint32_t max);
+	/* 1 and *out when the member is known. */
+	int (*find)(void *ctx, const uint8_t *id, struct peer_info *out);
+};
+
+/* "task_submit": submits a task to this node's journal under an
+ * idempotency key (provided by the tasks service). */
+#define PORT_TASK_SUBMIT "task_submit"
+
+struct task_submit_port {
+	void *ctx;
+	/* spec (not kept), key (not empty): 0 and *task_id (the existing task
+	 * when the key was used before), or a CH_ERR_* with a message in err.
+	 * The task is journaled by the iteration's commit. */
+	int (*submit)(void *ctx, const Chorus__TaskSpec *spec, const char *key, uint64_t *task_id,
+	              char *err, size_t err_len);
+	/* The state of a task of this node (TASK_* of core/tasks.h), or -1
+	 * when unknown (purged or never there). */
+	int (*state)(void *ctx, uint64_t task_id);
+	/* Cancels a task of this node (cancel_other overlap). */
+	void (*cancel)(void *ctx, uint64_t task_id);
+};
+
 #endif

@@ -146,6 +146,7 @@ struct tasks_svc {
 	uint64_t drain_deadline_ms;
 	struct placement_port *placement;
 	struct task_sink_port sink;
+	struct task_submit_port submit_port;
 	int commit_failed;        /* the last commit failed */
 	int journaled_submit;     /* a client's task was admitted in this iteration */
 	int crash_after_commit;   /* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only) */

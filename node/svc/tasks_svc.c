@@ -555,7 +555,8 @@ int ids_lease(struct tasks_svc *s, struct rpc_call *c, uint32_t tasks, uint32_t 
 	                sizeof(err)) == 0)
 		return 0;
 	log_limited(LOG_ERROR, "tasks", "ids-lease", 10000, "cannot lease task ids: %s", err);
-	rpc_reply_error(c, CH_ERR_STORAGE, "the node could not journal the request");
+	if (c)
+		rpc_reply_error(c, CH_ERR_STORAGE, "the node could not journal the request");
 	return -1;
 }
 
@@ -1148,6 +1149,88 @@ static void sink_late_outcome(void *ctx, const struct remote_outcome *o, const s
 		         o->task_id, o->member_name);
 }
 
+/* ---- the task_submit port: the schedule service's occurrences ---- */
+
+static int port_submit(void *ctx, const Chorus__TaskSpec *spec, const char *key, uint64_t *task_id,
+                       char *err, size_t err_len)
+{
+	struct tasks_svc *s = ctx;
+	size_t klen = key ? strlen(key) : 0;
+	if (klen == 0 || klen > STORE_KEY_BYTES_MAX) {
+		snprintf(err, err_len, "an occurrence needs a key of 1 to %u bytes", STORE_KEY_BYTES_MAX);
+		return CH_ERR_INVALID;
+	}
+	if (host_draining(s->host)) {
+		snprintf(err, err_len, "the node is shutting down");
+		return CH_ERR_SHUTTING_DOWN;
+	}
+	int kind = 0;
+	uint64_t first = 0;
+	int rc = store_key_get(s->store, key, klen, &kind, &first);
+	if (rc == 0) {
+		if (kind != STORE_KEY_TASK) {
+			snprintf(err, err_len, "the key names a fan-out");
+			return CH_ERR_INVALID;
+		}
+		*task_id = first; /* submitted before: the same task */
+		return 0;
+	}
+	if (rc != CH_ERR_NOT_FOUND) {
+		snprintf(err, err_len, "could not read the journal");
+		return CH_ERR_STORAGE;
+	}
+	rc = spec_check(s, spec->handler, spec->opts, spec->payload.len, err, err_len);
+	if (rc)
+		return rc;
+	struct task *t = codec_task_from_spec(spec->handler, spec->payload.data, spec->payload.len,
+	                                      spec->opts, handler_pool(s, spec->handler));
+	if (!t) {
+		snprintf(err, err_len, "out of memory");
+		return CH_ERR_NOMEM;
+	}
+	if (ids_lease(s, NULL, 1, 0) != 0) {
+		task_free(t);
+		snprintf(err, err_len, "the node could not journal the request");
+		return CH_ERR_STORAGE;
+	}
+	uint64_t id = 0;
+	rc = tasks_submit(s->tasks, t, host_now(s->host), &id);
+	if (rc) {
+		task_free(t);
+		snprintf(err, err_len, "queue full (%u tasks held)", s->cfg->queue_max);
+		return err_to_public(rc);
+	}
+	if (store_key_put(s->store, key, klen, STORE_KEY_TASK, id, host_now(s->host)->wall_ms) != 0) {
+		(void)tasks_withdraw(s->tasks, id);
+		snprintf(err, err_len, "the node could not journal the request");
+		return CH_ERR_STORAGE;
+	}
+	s->journaled_submit = 1;
+	*task_id = id;
+	return 0;
+}
+
+static int port_state(void *ctx, uint64_t task_id)
+{
+	struct tasks_svc *s = ctx;
+	const struct task *t = tasks_get(s->tasks, task_id);
+	if (t)
+		return t->state;
+	struct task *st = NULL;
+	if (store_task_get(s->store, task_id, &st) == 0 && st) {
+		int state = st->state;
+		task_free(st);
+		return state;
+	}
+	return -1;
+}
+
+static void port_cancel(void *ctx, uint64_t task_id)
+{
+	struct tasks_svc *s = ctx;
+	(void)tasks_cancel(s->tasks, task_id, host_now(s->host));
+}
+
 /* A member that placed work here became suspect or dead (or left): what it
  * placed here and that has not started is handed back. A member cut off
  * from its coordinator keeps running (its loop is fine, so the pause epoch
@@ -1342,6 +1425,11 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	                                  sink_origin_unreachable};
 	if (host_port_set(h, PORT_TASK_SINK, &s->sink) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SINK);
+		return -1;
+	}
+	s->submit_port = (struct task_submit_port){s, port_submit, port_state, port_cancel};
+	if (host_port_set(h, PORT_TASK_SUBMIT, &s->submit_port) != 0) {
+		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SUBMIT);
 		return -1;
 	}
 	struct recover_ctx rctx = {s, 0, 0};
