@@ -1,0 +1,785 @@
+/*
+ * sched.c - the schedules' state machine (sched.h has the contract). The
+ * subtle parts:
+ *   - `last_s` is a watermark: every scheduled occurrence at or before it
+ *     is decided (fired, buffered or skipped). Apply moves it forward only;
+ *     triggers and backfills never move it;
+ *   - the leader's plan runs from max(last_s, planned_s): planned_s and the
+ *     planned_* counters are what it proposed and is not applied yet,
+ *     volatile, reset when leadership changes;
+ *   - each entry has a timer (wall ms) in a heap: the plan visits only the
+ *     entries due, so 100,000 schedules cost nothing between occurrences.
+ */
+#include "core/sched.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/tasks.h"
+#include "lib/err.h"
+#include "lib/rng.h"
+#include "lib/timerheap.h"
+
+#define SKIP_COUNT_MAX 100000 /* occurrences counted in one skipped range */
+
+struct sched_entry {
+	struct sched_spec spec;
+	struct cron_expr expr;
+	const struct tz *zone;
+	int broken;
+	char broken_why[160];
+	int paused;
+	char note[SCHED_NOTE_BYTES_MAX + 1];
+	uint32_t runs;
+	int64_t last_s;
+	int64_t resume_s;            /* occurrences up to here came while paused */
+	struct sched_occ active[SCHED_ACTIVE_MAX];
+	uint32_t n_active;
+	int64_t buffer[SCHED_BUFFER_MAX];
+	uint32_t n_buffer;
+	struct sched_occ hist[SCHED_HISTORY_MAX];
+	uint32_t hist_head, hist_n;  /* hist[hist_head] is the oldest */
+	/* backfill in progress: occurrences of (bf_next_s, bf_to_s] */
+	int64_t bf_next_s, bf_to_s;
+	uint8_t bf_overlap;
+	uint32_t bf_fired;
+	/* the leader's, volatile */
+	int64_t planned_s;
+	uint32_t planned_fires, planned_buffers;
+	int planned_buffer_fire;
+	int64_t planned_bf_s;
+	struct timer due;            /* wall ms of the next planning visit */
+};
+
+struct sched {
+	struct sched_entry **v;      /* by name */
+	uint32_t n, cap;
+	struct timerheap due;
+	sched_tz_fn resolve_tz;
+	void *tz_ctx;
+};
+
+const char *sched_overlap_name(int overlap)
+{
+	switch (overlap) {
+	case SCHED_OVERLAP_SKIP: return "skip";
+	case SCHED_OVERLAP_BUFFER_ONE: return "buffer_one";
+	case SCHED_OVERLAP_BUFFER_ALL: return "buffer_all";
+	case SCHED_OVERLAP_CANCEL_OTHER: return "cancel_other";
+	case SCHED_OVERLAP_ALLOW_ALL: return "allow_all";
+	default: return "?";
+	}
+}
+
+int sched_overlap_parse(const char *name)
+{
+	for (int i = SCHED_OVERLAP_SKIP; i <= SCHED_OVERLAP_ALLOW_ALL; i++)
+		if (strcmp(name, sched_overlap_name(i)) == 0)
+			return i;
+	return -1;
+}
+
+void sched_occurrence_key(const char *name, int64_t scheduled_s, uint8_t kind, char *buf,
+                          size_t len)
+{
+	static const char *const KINDS[] = {"", ":trigger", ":backfill", ""};
+	snprintf(buf, len, "cron:%s:%lld%s", name, (long long)scheduled_s, KINDS[kind & 3]);
+}
+
+void sched_spec_free(struct sched_spec *spec)
+{
+	if (!spec)
+		return;
+	free(spec->task);
+	spec->task = NULL;
+	spec->task_len = 0;
+}
+
+/* ---- lookups ---- */
+
+static int find_pos(const struct sched *s, const char *name, uint32_t *pos)
+{
+	uint32_t lo = 0, hi = s->n;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(s->v[mid]->spec.name, name);
+		if (c == 0) {
+			*pos = mid;
+			return 1;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*pos = lo;
+	return 0;
+}
+
+static struct sched_entry *find(const struct sched *s, const char *name)
+{
+	uint32_t pos;
+	return find_pos(s, name, &pos) ? s->v[pos] : NULL;
+}
+
+struct sched *sched_create(sched_tz_fn resolve_tz, void *tz_ctx)
+{
+	struct sched *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->resolve_tz = resolve_tz;
+	s->tz_ctx = tz_ctx;
+	timerheap_init(&s->due);
+	return s;
+}
+
+static void entry_free(struct sched_entry *e)
+{
+	sched_spec_free(&e->spec);
+	free(e);
+}
+
+void sched_destroy(struct sched *s)
+{
+	if (!s)
+		return;
+	timerheap_free(&s->due); /* touches the armed timers: before their entries go */
+	for (uint32_t i = 0; i < s->n; i++)
+		entry_free(s->v[i]);
+	free(s->v);
+	free(s);
+}
+
+uint32_t sched_count(const struct sched *s)
+{
+	return s->n;
+}
+
+/* ---- time ---- */
+
+static int64_t catchup_s(const struct sched_entry *e)
+{
+	uint64_t ms = e->spec.catchup_ms ? e->spec.catchup_ms : SCHED_CATCHUP_DEFAULT_MS;
+	return (int64_t)(ms / 1000);
+}
+
+/* The first occurrence strictly after `after`, within start/end; 0 none. */
+static int64_t next_after(const struct sched_entry *e, int64_t after)
+{
+	if (e->broken)
+		return 0;
+	if (e->spec.start_s && after < e->spec.start_s - 1)
+		after = e->spec.start_s - 1;
+	int64_t next = 0;
+	int rc;
+	if (e->expr.kind == CRON_KIND_EVERY)
+		rc = cron_next_every(&e->expr, e->spec.start_s ? e->spec.start_s : 0, after, &next);
+	else
+		rc = cron_next(&e->expr, e->zone ? e->zone : tz_utc(), after, &next);
+	if (rc != 0)
+		return 0;
+	if (e->spec.end_s && next > e->spec.end_s)
+		return 0;
+	return next;
+}
+
+/* The occurrence's fixed jitter, ms in [0, jitter_ms): every leader agrees. */
+static uint64_t jitter_ms(const struct sched_entry *e, int64_t occ)
+{
+	if (!e->spec.jitter_ms)
+		return 0;
+	uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)occ;
+	for (const char *p = e->spec.name; *p; p++)
+		h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+	return rng_splitmix64(&h) % e->spec.jitter_ms;
+}
+
+/* ---- checks ---- */
+
+static int name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > SCHED_NAME_BYTES_MAX)
+		return 0;
+	for (const char *p = name; *p; p++) {
+		char ch = *p;
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '-' || ch == '_' || ch == '.'))
+			return 0;
+	}
+	return 1;
+}
+
+int sched_check_add(const struct sched *s, const struct sched_spec *spec, char *err,
+                    size_t err_len)
+{
+	if (!name_ok(spec->name)) {
+		snprintf(err, err_len,
+		         "name: 1 to %d characters of letters, digits, '-', '_' and '.'",
+		         SCHED_NAME_BYTES_MAX);
+		return ERR_INVALID;
+	}
+	if (find(s, spec->name)) {
+		snprintf(err, err_len, "a schedule named \"%s\" exists", spec->name);
+		return ERR_INVALID;
+	}
+	if (s->n >= SCHED_COUNT_MAX) {
+		snprintf(err, err_len, "%u schedules: the limit", SCHED_COUNT_MAX);
+		return ERR_FULL;
+	}
+	struct cron_expr ex;
+	char why[200];
+	if (cron_parse(spec->expr, &ex, why, sizeof(why)) != 0) {
+		snprintf(err, err_len, "%s", why);
+		return ERR_INVALID;
+	}
+	if (spec->tz[0] && ex.kind == CRON_KIND_FIELDS && s->resolve_tz) {
+		const struct tz *z = NULL;
+		if (s->resolve_tz(s->tz_ctx, spec->tz, &z, why, sizeof(why)) != 0) {
+			snprintf(err, err_len, "%s", why);
+			return ERR_INVALID;
+		}
+	}
+	if (spec->catchup_ms > SCHED_CATCHUP_MAX_MS) {
+		snprintf(err, err_len, "catch-up window: at most 7 days");
+		return ERR_INVALID;
+	}
+	if (spec->catchup_ms && spec->catchup_ms < 1000) {
+		snprintf(err, err_len, "catch-up window: at least 1 s");
+		return ERR_INVALID;
+	}
+	if (spec->jitter_ms > SCHED_JITTER_MAX_MS) {
+		snprintf(err, err_len, "jitter: at most 1 hour");
+		return ERR_INVALID;
+	}
+	if (ex.kind == CRON_KIND_EVERY && spec->jitter_ms >= (uint64_t)ex.every_s * 1000) {
+		snprintf(err, err_len, "jitter: must be shorter than the interval");
+		return ERR_INVALID;
+	}
+	if (spec->start_s && spec->end_s && spec->end_s < spec->start_s) {
+		snprintf(err, err_len, "end time before start time");
+		return ERR_INVALID;
+	}
+	if (spec->overlap > SCHED_OVERLAP_ALLOW_ALL) {
+		snprintf(err, err_len, "overlap: unknown policy");
+		return ERR_INVALID;
+	}
+	if (spec->task_len == 0 || spec->task_len > SCHED_TASK_BYTES_MAX) {
+		snprintf(err, err_len, "task: 1 to %u bytes", SCHED_TASK_BYTES_MAX);
+		return ERR_INVALID;
+	}
+	if (spec->on[0] && strcmp(spec->on, "all") != 0 && strncmp(spec->on, "tag:", 4) != 0) {
+		snprintf(err, err_len, "on: \"all\", \"tag:NAME\" or nothing (placement)");
+		return ERR_INVALID;
+	}
+	return 0;
+}
+
+/* ---- history ---- */
+
+static struct sched_occ *hist_push(struct sched_entry *e)
+{
+	uint32_t slot;
+	if (e->hist_n < SCHED_HISTORY_MAX) {
+		slot = (e->hist_head + e->hist_n) % SCHED_HISTORY_MAX;
+		e->hist_n++;
+	} else {
+		slot = e->hist_head;
+		e->hist_head = (e->hist_head + 1) % SCHED_HISTORY_MAX;
+	}
+	struct sched_occ *o = &e->hist[slot];
+	memset(o, 0, sizeof(*o));
+	return o;
+}
+
+static struct sched_occ *hist_find(struct sched_entry *e, int64_t occ, uint8_t kind)
+{
+	for (uint32_t i = 0; i < e->hist_n; i++) {
+		struct sched_occ *o = &e->hist[(e->hist_head + e->hist_n - 1 - i) % SCHED_HISTORY_MAX];
+		if (o->scheduled_s == occ && o->kind == kind && o->fired_ms)
+			return o;
+	}
+	return NULL;
+}
+
+const struct sched_occ *sched_history(const struct sched *s, const char *name, uint32_t i)
+{
+	const struct sched_entry *e = find(s, name);
+	if (!e || i >= e->hist_n)
+		return NULL;
+	return &e->hist[(e->hist_head + e->hist_n - 1 - i) % SCHED_HISTORY_MAX];
+}
+
+/* ---- apply ---- */
+
+static void arm_now(struct sched *s, struct sched_entry *e)
+{
+	(void)timerheap_set(&s->due, &e->due, 0); /* reserved at insert: cannot fail */
+}
+
+static struct sched_occ *active_find(struct sched_entry *e, int64_t occ, uint8_t kind)
+{
+	for (uint32_t i = 0; i < e->n_active; i++)
+		if (e->active[i].scheduled_s == occ && e->active[i].kind == kind)
+			return &e->active[i];
+	return NULL;
+}
+
+static int apply_add(struct sched *s, const struct sched_cmd *c, char *err, size_t err_len)
+{
+	const struct sched_spec *sp = c->spec;
+	uint32_t pos;
+	if (!sp || find_pos(s, sp->name, &pos)) {
+		snprintf(err, err_len, "a schedule named \"%s\" exists", sp ? sp->name : "?");
+		return ERR_INVALID;
+	}
+	if (s->n >= SCHED_COUNT_MAX || sp->task_len > SCHED_TASK_BYTES_MAX) {
+		snprintf(err, err_len, "over the limits");
+		return ERR_FULL;
+	}
+	struct sched_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return ERR_NOMEM;
+	e->spec = *sp;
+	e->spec.task = malloc(sp->task_len ? sp->task_len : 1);
+	if (!e->spec.task || timerheap_reserve(&s->due, s->n + 1) != 0) {
+		entry_free(e);
+		return ERR_NOMEM;
+	}
+	memcpy(e->spec.task, sp->task, sp->task_len);
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 16;
+		struct sched_entry **v = realloc(s->v, cap * sizeof(*v));
+		if (!v) {
+			entry_free(e);
+			return ERR_NOMEM;
+		}
+		s->v = v;
+		s->cap = cap;
+	}
+	/* a node that cannot use the expression or zone keeps the schedule
+	 * (the log is the same everywhere) but will not fire it as leader */
+	char why[200];
+	if (cron_parse(e->spec.expr, &e->expr, why, sizeof(why)) != 0) {
+		e->broken = 1;
+		snprintf(e->broken_why, sizeof(e->broken_why), "%.159s", why);
+	} else if (e->spec.tz[0] && e->expr.kind == CRON_KIND_FIELDS) {
+		if (!s->resolve_tz || s->resolve_tz(s->tz_ctx, e->spec.tz, &e->zone, why, sizeof(why)) != 0) {
+			e->broken = 1;
+			snprintf(e->broken_why, sizeof(e->broken_why), "%.159s", why);
+		}
+	}
+	/* occurrences after its creation, or from its start */
+	e->last_s = (int64_t)(c->wall_ms / 1000);
+	if (e->spec.start_s && e->spec.start_s - 1 > e->last_s)
+		e->last_s = e->spec.start_s - 1;
+	e->planned_s = e->last_s;
+	memmove(&s->v[pos + 1], &s->v[pos], (s->n - pos) * sizeof(*s->v));
+	s->v[pos] = e;
+	s->n++;
+	arm_now(s, e);
+	return 0;
+}
+
+static void apply_fire(struct sched *s, struct sched_entry *e, const struct sched_cmd *c)
+{
+	if (c->kind == SCHED_FIRE_SCHEDULED) {
+		if (c->scheduled_s > e->last_s)
+			e->last_s = c->scheduled_s;
+	} else if (c->kind == SCHED_FIRE_BUFFERED) {
+		if (e->n_buffer && e->buffer[0] == c->scheduled_s) {
+			memmove(&e->buffer[0], &e->buffer[1], (e->n_buffer - 1) * sizeof(e->buffer[0]));
+			e->n_buffer--;
+		}
+		e->planned_buffer_fire = 0;
+	} else if (c->kind == SCHED_FIRE_BACKFILL) {
+		if (c->scheduled_s > e->bf_next_s)
+			e->bf_next_s = c->scheduled_s;
+		e->bf_fired++;
+	}
+	if (c->kind != SCHED_FIRE_BUFFERED && e->planned_fires)
+		e->planned_fires--;
+	e->runs++;
+	struct sched_occ o = {0};
+	o.scheduled_s = c->scheduled_s;
+	o.fired_ms = c->wall_ms ? c->wall_ms : 1;
+	memcpy(o.target, c->target, SCHED_ID_BYTES);
+	o.kind = c->kind;
+	o.outcome = TASK_QUEUED;
+	snprintf(o.why, sizeof(o.why), "%s", c->kind == SCHED_FIRE_TRIGGER    ? "triggered"
+	                                     : c->kind == SCHED_FIRE_BACKFILL ? "backfill"
+	                                     : c->kind == SCHED_FIRE_BUFFERED ? "buffered"
+	                                                                      : "");
+	if (e->n_active == SCHED_ACTIVE_MAX) {
+		/* the oldest stops being watched (its task goes on) */
+		memmove(&e->active[0], &e->active[1], (SCHED_ACTIVE_MAX - 1) * sizeof(e->active[0]));
+		e->n_active--;
+	}
+	e->active[e->n_active++] = o;
+	*hist_push(e) = o;
+	arm_now(s, e);
+}
+
+int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t err_len)
+{
+	if (err_len)
+		err[0] = '\0';
+	if (c->op == SCHED_OP_ADD)
+		return apply_add(s, c, err, err_len);
+	uint32_t pos;
+	if (!find_pos(s, c->name, &pos)) {
+		snprintf(err, err_len, "no schedule named \"%s\"", c->name);
+		return ERR_NOT_FOUND;
+	}
+	struct sched_entry *e = s->v[pos];
+	switch (c->op) {
+	case SCHED_OP_RM:
+		timerheap_cancel(&s->due, &e->due);
+		entry_free(e);
+		memmove(&s->v[pos], &s->v[pos + 1], (s->n - pos - 1) * sizeof(*s->v));
+		s->n--;
+		return 0;
+	case SCHED_OP_PAUSE:
+		e->paused = 1;
+		snprintf(e->note, sizeof(e->note), "%s", c->note);
+		return 0;
+	case SCHED_OP_RESUME:
+		if (e->paused) {
+			e->paused = 0;
+			e->note[0] = '\0';
+			/* what came while paused is skipped (and recorded) */
+			int64_t now_s = (int64_t)(c->wall_ms / 1000);
+			if (now_s > e->resume_s)
+				e->resume_s = now_s;
+		}
+		arm_now(s, e);
+		return 0;
+	case SCHED_OP_FIRE:
+		apply_fire(s, e, c);
+		return 0;
+	case SCHED_OP_SKIP: {
+		if (c->to_s > e->last_s)
+			e->last_s = c->to_s;
+		struct sched_occ *o = hist_push(e);
+		o->scheduled_s = c->from_s;
+		o->to_s = c->to_s;
+		o->count = c->count;
+		o->outcome = -1;
+		snprintf(o->why, sizeof(o->why), "%.95s", c->note);
+		arm_now(s, e);
+		return 0;
+	}
+	case SCHED_OP_BUFFER: {
+		if (c->scheduled_s > e->last_s)
+			e->last_s = c->scheduled_s;
+		if (e->planned_buffers)
+			e->planned_buffers--;
+		if (e->n_buffer < SCHED_BUFFER_MAX)
+			e->buffer[e->n_buffer++] = c->scheduled_s;
+		struct sched_occ *o = hist_push(e);
+		o->scheduled_s = c->scheduled_s;
+		o->outcome = -2;
+		snprintf(o->why, sizeof(o->why), "buffered: a run is not done");
+		arm_now(s, e);
+		return 0;
+	}
+	case SCHED_OP_DISPATCHED: {
+		struct sched_occ *a = active_find(e, c->scheduled_s, c->kind);
+		if (a) {
+			a->task_id = c->task_id;
+			a->dispatched = 1;
+		}
+		struct sched_occ *h = hist_find(e, c->scheduled_s, c->kind);
+		if (h) {
+			h->task_id = c->task_id;
+			h->dispatched = 1;
+		}
+		return 0;
+	}
+	case SCHED_OP_DONE: {
+		struct sched_occ *a = active_find(e, c->scheduled_s, c->kind);
+		if (a) {
+			uint32_t i = (uint32_t)(a - e->active);
+			memmove(&e->active[i], &e->active[i + 1],
+			        (e->n_active - i - 1) * sizeof(e->active[0]));
+			e->n_active--;
+		}
+		struct sched_occ *h = hist_find(e, c->scheduled_s, c->kind);
+		if (h) {
+			h->done = 1;
+			h->outcome = c->outcome;
+			h->task_id = c->task_id ? c->task_id : h->task_id;
+			if (c->note[0])
+				snprintf(h->why, sizeof(h->why), "%.95s", c->note);
+		}
+		if (e->spec.pause_on_failure && c->outcome != TASK_SUCCEEDED && !e->paused) {
+			e->paused = 1;
+			snprintf(e->note, sizeof(e->note), "paused: the run of %lld ended %s",
+			         (long long)c->scheduled_s, task_state_name(c->outcome));
+		}
+		arm_now(s, e);
+		return 0;
+	}
+	case SCHED_OP_BACKFILL:
+		/* a new range replaces one in progress */
+		e->bf_next_s = c->from_s - 1;
+		e->bf_to_s = c->to_s;
+		e->bf_overlap = c->kind;
+		e->bf_fired = 0;
+		e->planned_bf_s = e->bf_next_s;
+		arm_now(s, e);
+		return 0;
+	default:
+		snprintf(err, err_len, "unknown command %u", c->op);
+		return ERR_INVALID;
+	}
+}
+
+/* ---- the leader's plan ---- */
+
+static struct sched_cmd *emit(struct sched_cmd *out, uint32_t *n, uint32_t max, uint8_t op,
+                              const struct sched_entry *e, uint64_t now_ms)
+{
+	if (*n >= max)
+		return NULL;
+	struct sched_cmd *c = &out[(*n)++];
+	memset(c, 0, sizeof(*c));
+	c->op = op;
+	snprintf(c->name, sizeof(c->name), "%s", e->spec.name);
+	c->wall_ms = now_ms;
+	return c;
+}
+
+/* Counts the occurrences in (after, to] (at most SKIP_COUNT_MAX) and
+ * returns the last one counted. */
+static uint32_t count_range(const struct sched_entry *e, int64_t first, int64_t to,
+                            int64_t *last)
+{
+	uint32_t n = 0;
+	int64_t o = first;
+	*last = first;
+	while (o && o <= to && n < SKIP_COUNT_MAX) {
+		n++;
+		*last = o;
+		o = next_after(e, o);
+	}
+	return n;
+}
+
+/* Plans one entry; returns 0 when out is full (visit again at once). */
+static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
+                      const uint8_t *self, struct sched_cmd *out, uint32_t *n, uint32_t max)
+{
+	int64_t now_s = (int64_t)(now_ms / 1000);
+	if (e->broken)
+		return 1;
+	/* a buffered occurrence whose turn has come */
+	if (!e->paused && e->n_buffer && e->n_active == 0 && e->planned_fires == 0 &&
+	    !e->planned_buffer_fire) {
+		struct sched_cmd *c = emit(out, n, max, SCHED_OP_FIRE, e, now_ms);
+		if (!c)
+			return 0;
+		c->kind = SCHED_FIRE_BUFFERED;
+		c->scheduled_s = e->buffer[0];
+		memcpy(c->target, self, SCHED_ID_BYTES);
+		e->planned_buffer_fire = 1;
+	}
+	/* a backfill in progress */
+	if (e->bf_to_s && !e->paused) {
+		int64_t from = e->planned_bf_s > e->bf_next_s ? e->planned_bf_s : e->bf_next_s;
+		while (e->bf_fired + e->planned_fires < SCHED_BACKFILL_MAX) {
+			int64_t o = next_after(e, from);
+			if (!o || o > e->bf_to_s) {
+				break;
+			}
+			/* skip overlap: one at a time, each after the last is done */
+			if (e->bf_overlap == SCHED_OVERLAP_SKIP && (e->n_active || e->planned_fires))
+				break;
+			struct sched_cmd *c = emit(out, n, max, SCHED_OP_FIRE, e, now_ms);
+			if (!c)
+				return 0;
+			c->kind = SCHED_FIRE_BACKFILL;
+			c->scheduled_s = o;
+			memcpy(c->target, self, SCHED_ID_BYTES);
+			e->planned_fires++;
+			e->planned_bf_s = from = o;
+		}
+	}
+	if (e->paused)
+		return 1;
+	for (;;) {
+		int64_t base = e->planned_s > e->last_s ? e->planned_s : e->last_s;
+		int64_t o = next_after(e, base);
+		if (!o)
+			return 1; /* no more: ended, or never again */
+		if (e->spec.max_runs && e->runs + e->planned_fires >= e->spec.max_runs)
+			return 1;
+		if (o <= e->resume_s) {
+			/* came while paused */
+			struct sched_cmd *c = emit(out, n, max, SCHED_OP_SKIP, e, now_ms);
+			if (!c)
+				return 0;
+			int64_t last;
+			c->from_s = o;
+			c->count = count_range(e, o, e->resume_s, &last);
+			c->to_s = last > e->resume_s ? last : e->resume_s;
+			snprintf(c->note, sizeof(c->note), "skipped: the schedule was paused");
+			e->planned_s = c->to_s;
+			continue;
+		}
+		uint64_t fire_ms = (uint64_t)o * 1000 + jitter_ms(e, o);
+		if (fire_ms > now_ms) {
+			(void)timerheap_set(&s->due, &e->due, fire_ms);
+			return 1;
+		}
+		if (now_s - o > catchup_s(e)) {
+			/* missed by more than the catch-up window: one recorded range */
+			struct sched_cmd *c = emit(out, n, max, SCHED_OP_SKIP, e, now_ms);
+			if (!c)
+				return 0;
+			int64_t last;
+			int64_t limit = now_s - catchup_s(e);
+			c->from_s = o;
+			c->count = count_range(e, o, limit, &last);
+			c->to_s = last;
+			snprintf(c->note, sizeof(c->note),
+			         "skipped: missed by more than the catch-up window (%llds)",
+			         (long long)catchup_s(e));
+			e->planned_s = last;
+			continue;
+		}
+		int busy = e->n_active + e->planned_fires > 0;
+		uint8_t op = SCHED_OP_FIRE;
+		const char *why = NULL;
+		switch (e->spec.overlap) {
+		case SCHED_OVERLAP_SKIP:
+			if (busy) {
+				op = SCHED_OP_SKIP;
+				why = "skipped: overlap (a run is not done)";
+			}
+			break;
+		case SCHED_OVERLAP_ALLOW_ALL:
+			if (e->n_active + e->planned_fires >= SCHED_ACTIVE_MAX) {
+				op = SCHED_OP_SKIP;
+				why = "skipped: overlap (64 runs not done)";
+			}
+			break;
+		case SCHED_OVERLAP_BUFFER_ONE:
+		case SCHED_OVERLAP_BUFFER_ALL:
+			if (busy || e->n_buffer + e->planned_buffers) {
+				uint32_t cap = e->spec.overlap == SCHED_OVERLAP_BUFFER_ONE ? 1 : SCHED_BUFFER_MAX;
+				if (e->n_buffer + e->planned_buffers >= cap) {
+					op = SCHED_OP_SKIP;
+					why = "skipped: overlap (the buffer is full)";
+				} else {
+					op = SCHED_OP_BUFFER;
+				}
+			}
+			break;
+		case SCHED_OVERLAP_CANCEL_OTHER:
+			break; /* fired; the shell cancels the running one */
+		default:
+			break;
+		}
+		struct sched_cmd *c = emit(out, n, max, op, e, now_ms);
+		if (!c)
+			return 0;
+		c->scheduled_s = o;
+		if (op == SCHED_OP_FIRE) {
+			c->kind = SCHED_FIRE_SCHEDULED;
+			memcpy(c->target, self, SCHED_ID_BYTES);
+			e->planned_fires++;
+		} else if (op == SCHED_OP_SKIP) {
+			c->from_s = c->to_s = o;
+			c->count = 1;
+			snprintf(c->note, sizeof(c->note), "%s", why);
+		} else {
+			e->planned_buffers++;
+		}
+		e->planned_s = o;
+	}
+}
+
+uint32_t sched_plan(struct sched *s, uint64_t now_wall_ms, const uint8_t self[SCHED_ID_BYTES],
+                    struct sched_cmd *out, uint32_t max)
+{
+	if (max > SCHED_PLAN_MAX)
+		max = SCHED_PLAN_MAX;
+	uint32_t n = 0;
+	struct timer *t;
+	while (n < max && (t = timerheap_pop_due(&s->due, now_wall_ms)) != NULL) {
+		struct sched_entry *e = timer_owner(t, struct sched_entry, due);
+		if (!plan_entry(s, e, now_wall_ms, self, out, &n, max)) {
+			arm_now(s, e); /* out is full: again next call */
+			break;
+		}
+	}
+	return n;
+}
+
+void sched_leader_reset(struct sched *s)
+{
+	for (uint32_t i = 0; i < s->n; i++) {
+		struct sched_entry *e = s->v[i];
+		e->planned_s = e->last_s;
+		e->planned_fires = e->planned_buffers = 0;
+		e->planned_buffer_fire = 0;
+		e->planned_bf_s = e->bf_next_s;
+		arm_now(s, e);
+	}
+}
+
+uint64_t sched_next_plan_ms(const struct sched *s)
+{
+	return timerheap_next_ms(&s->due);
+}
+
+const struct sched_occ *sched_next_active(const struct sched *s, uint64_t *cursor,
+                                          const char **name, const struct sched_spec **spec)
+{
+	uint64_t i = *cursor >> 8, k = *cursor & 0xff;
+	while (i < s->n) {
+		const struct sched_entry *e = s->v[i];
+		if (k < e->n_active) {
+			*cursor = (i << 8) | (k + 1);
+			*name = e->spec.name;
+			*spec = &e->spec;
+			return &e->active[k];
+		}
+		i++;
+		k = 0;
+	}
+	*cursor = (uint64_t)s->n << 8;
+	return NULL;
+}
+
+int sched_view(const struct sched *s, const char *name, struct sched_view *v)
+{
+	const struct sched_entry *e = find(s, name);
+	if (!e)
+		return ERR_NOT_FOUND;
+	memset(v, 0, sizeof(*v));
+	v->spec = &e->spec;
+	v->paused = e->paused;
+	v->note = e->note;
+	v->broken = e->broken;
+	v->broken_why = e->broken_why;
+	v->runs = e->runs;
+	v->last_s = e->last_s;
+	v->n_active = e->n_active;
+	v->n_buffer = e->n_buffer;
+	if (!e->paused && !(e->spec.max_runs && e->runs >= e->spec.max_runs)) {
+		int64_t base = e->last_s > e->resume_s ? e->last_s : e->resume_s;
+		v->next_s = next_after(e, base);
+	}
+	return 0;
+}
+
+const char *sched_next_name(const struct sched *s, uint32_t *cursor)
+{
+	if (*cursor >= s->n)
+		return NULL;
+	return s->v[(*cursor)++]->spec.name;
+}
