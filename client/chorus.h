@@ -45,6 +45,26 @@ enum ch_error {
 	CH_ERR_STORAGE = -14,     /* the node could not journal the request */
 	CH_ERR_CLOSED = -15,      /* the client, or a batch's input, is closed */
 	CH_ERR_INTERNAL = -16,
+	CH_ERR_NOT_LEADER = -17,  /* no leader elected (yet), or it changed: retry */
+};
+
+/* The operations of a CronReq (clusterctl cron, libchorus's ch_cron_*). */
+enum ch_cron_op {
+	CH_CRON_ADD = 1,
+	CH_CRON_LIST = 2,
+	CH_CRON_SHOW = 3,
+	CH_CRON_RM = 4,
+	CH_CRON_PAUSE = 5,
+	CH_CRON_RESUME = 6,
+	CH_CRON_TRIGGER = 7,
+	CH_CRON_BACKFILL = 8,
+};
+
+/* The operations of a VotersReq (clusterctl voters). */
+enum ch_voters_op {
+	CH_VOTERS_LIST = 0,
+	CH_VOTERS_ADD = 1,
+	CH_VOTERS_REMOVE = 2,
 };
 
 /* Names an error code ("timeout", "wrong cluster secret", ...). Never NULL. */

@@ -548,6 +548,31 @@ static int set_cluster_key(struct config *c, const char *name, const char *v, ch
 		return set_duration32(v, 0, &c->probe_timeout_ms, w);
 	if (strcmp(name, "reap_after") == 0)
 		return set_duration32(v, 1000, &c->reap_after_ms, w);
+	if (strcmp(name, "voters_target") == 0)
+		return set_u32(v, 1, 9, &c->voters_target, w);
+	if (strcmp(name, "election_timeout") == 0) {
+		uint64_t ms = 0;
+		if (set_duration(v, 50, 60000, &ms, w) != 0)
+			return -1;
+		c->election_timeout_ms = (uint32_t)ms;
+		return 0;
+	}
+	if (strcmp(name, "voter_dead") == 0) {
+		uint64_t ms = 0;
+		if (set_duration(v, 1000, 86400000, &ms, w) != 0)
+			return -1;
+		c->voter_dead_ms = (uint32_t)ms;
+		return 0;
+	}
+	if (strcmp(name, "bootstrap") == 0) {
+		if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+			c->bootstrap = 1;
+		else if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+			c->bootstrap = 0;
+		else
+			return why(w, "bootstrap: on or off, not '%s'", v);
+		return 0;
+	}
 	return why(w, "unknown key '%s' in [cluster]", name);
 }
 
@@ -718,6 +743,10 @@ void config_defaults(struct config *c)
 	c->period_ms = 5 * 1000;
 	c->gossip_period_ms = 1000;
 	c->probe_timeout_ms = 0;
+	c->voters_target = 3;
+	c->election_timeout_ms = 500;
+	c->voter_dead_ms = 30000;
+	c->bootstrap = -1; /* decided at start: a node without seeds starts a cluster */
 	c->reap_after_ms = 60 * 1000;
 }
 
@@ -756,6 +785,9 @@ enum {
 	OPT_TAGS,
 	OPT_ADVERTISE,
 	OPT_GOSSIP_PERIOD,
+	OPT_VOTERS_TARGET,
+	OPT_ELECTION_TIMEOUT,
+	OPT_BOOTSTRAP,
 };
 
 static const struct option config_options[] = {
@@ -782,6 +814,9 @@ static const struct option config_options[] = {
 	{"tags", required_argument, NULL, OPT_TAGS},
 	{"advertise", required_argument, NULL, OPT_ADVERTISE},
 	{"gossip-period", required_argument, NULL, OPT_GOSSIP_PERIOD},
+	{"voters-target", required_argument, NULL, OPT_VOTERS_TARGET},
+	{"election-timeout", required_argument, NULL, OPT_ELECTION_TIMEOUT},
+	{"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -914,6 +949,15 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		case OPT_GOSSIP_PERIOD:
 			rc = set_cluster_key(c, "gossip_period", optarg, w);
 			break;
+		case OPT_VOTERS_TARGET:
+			rc = set_cluster_key(c, "voters_target", optarg, w);
+			break;
+		case OPT_ELECTION_TIMEOUT:
+			rc = set_cluster_key(c, "election_timeout", optarg, w);
+			break;
+		case OPT_BOOTSTRAP:
+			rc = set_cluster_key(c, "bootstrap", optarg, w);
+			break;
 		case ':':
 			snprintf(err, err_len, "option '%s' needs a value (see --help)", argv[optind - 1]);
 			return -1;
@@ -993,13 +1037,17 @@ void config_usage(FILE *out)
 		"  --tags TAG,TAG        this node's tags, matched by tasks' --require (max %d)\n"
 		"  --advertise URL       address other nodes reach us at (default: --listen)\n"
 		"  --gossip-period DUR   SWIM protocol period, 20ms..60s (default %s)\n"
+		"  --voters-target N     Raft voters the leader grows the set to, from the alive\n"
+		"                        members, 1..9 (default 3)\n"
+		"  --election-timeout DUR  Raft's minimum election timeout, 50ms..60s (default 500ms)\n"
+		"  --bootstrap on|off    start a new voter set here (default: on when no --seeds)\n"
 		"  --log-level LEVEL     debug|info|warn|error (default %s)\n"
 		"  --log-format FORMAT   text|json (default %s)\n"
 		"  -h, --help            print this help and exit\n"
 		"  -V, --version         print the version and exit\n"
 		"\n"
-		"Retries ([tasks]), supervision ([supervisor]) and probe_timeout / reap_after\n"
-		"([cluster]) are set in the config file.\n",
+		"Retries ([tasks]), supervision ([supervisor]) and probe_timeout / reap_after /\n"
+		"voter_dead ([cluster]) are set in the config file.\n",
 		d.name, d.listen, d.data_dir, CONFIG_WORKERS_MAX, d.workers, CONFIG_PREFETCH_MAX,
 		d.prefetch, CONFIG_NAMED_POOLS_MAX, timeout, d.queue_max, ttl, frame,
 		store_sync_name(d.synchronous), grace, CONFIG_TAGS_MAX, gossip,

@@ -71,6 +71,12 @@ struct config {
 	uint32_t gossip_period_ms;     /* SWIM protocol period; default 1 s */
 	uint32_t probe_timeout_ms;     /* direct ping timeout; 0 = half the period */
 	uint32_t reap_after_ms;        /* forget dead/left members after; default 60 s */
+
+	/* election and schedules (issue #11) */
+	uint32_t voters_target;        /* voters the leader grows the set to; default 3 */
+	uint32_t election_timeout_ms;  /* Raft's minimum election timeout; default 500 ms */
+	uint32_t voter_dead_ms;        /* a voter dead this long is replaced; default 30 s */
+	int bootstrap;                 /* 1: start a new cluster's voter set (default: when no seeds) */
 };
 
 void config_defaults(struct config *c);

@@ -5,10 +5,14 @@
  * The one place that names every service. Registration order is start and
  * tick order (svc/service.h); drain and stop run in reverse:
  *   cluster  membership and placement (provides "placement")
- *   tasks    tasks, fan-outs, workers (provides "task_sink"; its workers
- *            fork at start, before any thread exists)
+ *   tasks    tasks, fan-outs, workers (provides "task_sink" and
+ *            "task_submit"; its workers fork at start, before any thread
+ *            exists)
+ *   sched    election (Raft among the voters) and the cluster's schedules
+ *            (uses "peers" and "task_submit")
  *   status   `clusterctl status`, from every service's status()
- * So on SIGTERM the tasks drain first, then the node leaves the cluster.
+ * So on SIGTERM schedules stop first, then the tasks drain, then the node
+ * leaves the cluster.
  *
  * Exit codes: 0 clean stop (SIGTERM/SIGINT drained), 1 runtime failure
  * (store, listener, workers), 2 bad settings (message on stderr).
@@ -19,13 +23,14 @@
 #include "io/host.h"
 #include "io/log.h"
 #include "svc/cluster_svc.h"
+#include "svc/sched_svc.h"
 #include "svc/status_svc.h"
 #include "svc/tasks_svc.h"
 
 static int register_services(struct host *h)
 {
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
-	    status_svc_register(h) != 0)
+	    sched_svc_register(h) != 0 || status_svc_register(h) != 0)
 		return -1;
 	return 0;
 }
