@@ -1,0 +1,99 @@
+/*
+ * raftlog.h - the durable storage of one node's Raft state: the hard state
+ * (term, vote), the log, and a small key/value table, in their own sqlite
+ * database DATA_DIR/raft.db (WAL, synchronous = FULL).
+ *
+ * Why a file of its own: Raft needs the term, the vote and every appended
+ * entry on disk before any message that depends on them is sent (Raft §5.2,
+ * §5.3; Ongaro's dissertation §3.8). The task journal (store.h) lets the
+ * operator choose `synchronous`; this file is FULL whatever they chose, and
+ * its commits never wait behind a journal transaction.
+ *
+ * Shape: the node's loop takes a raft_ready from the core (core/raft.h),
+ * calls raftlog_persist() with it, and only after that returned 0 sends the
+ * ready's messages and calls raft_advance(). At start-up raftlog_load() gives
+ * what raft_create() needs.
+ *
+ * Schema (PRAGMA user_version 1, application_id RAFTLOG_APP_ID):
+ *   hard(id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER, vote BLOB NULL)
+ *     one row; vote is RAFT_ID_BYTES bytes or NULL (no vote in this term)
+ *   log(idx INTEGER PRIMARY KEY, term INTEGER, type INTEGER, data BLOB)
+ *   meta(key TEXT PRIMARY KEY, val BLOB)
+ *
+ * What is on disk is input from outside: load checks it (indexes 1..n with
+ * no gap, terms non-decreasing and not above the hard term, known entry
+ * types, sizes within RAFT_ENTRY_BYTES_MAX, at most RAFT_LOG_ENTRIES_MAX
+ * entries, a 16-byte vote or none) and refuses anything else with
+ * ERR_STORAGE and a message naming the row. Open runs PRAGMA quick_check.
+ *
+ * Errors: ERR_* of lib/err.h. Messages from open go to its err buffer; the
+ * others to raftlog_last_error(). Nothing here logs an error itself: the
+ * caller decides whether it is fatal and says it once.
+ *
+ * Threading: one thread (the node's loop); the connection is NOMUTEX.
+ */
+#ifndef CHORUS_IO_RAFTLOG_H
+#define CHORUS_IO_RAFTLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/raft.h"
+
+#define RAFTLOG_DB_NAME "raft.db"
+#define RAFTLOG_SCHEMA_VERSION 1
+#define RAFTLOG_APP_ID 0x43524654        /* "CRFT": this file is a raft log, not a journal */
+#define RAFTLOG_META_KEY_BYTES_MAX 64
+#define RAFTLOG_META_VAL_BYTES_MAX (64u * 1024u)
+
+struct raftlog;
+
+/* Opens (creating) DIR/raft.db; DIR must exist. 0, or ERR_STORAGE (or
+ * ERR_NOMEM) with a message in err: unreadable or damaged file (quick_check),
+ * a schema of a newer chorusd, a file that is not a raft log. A zero-length
+ * raft.db is a new node's empty state. *out is the caller's; raftlog_close. */
+int raftlog_open(struct raftlog **out, const char *dir, char *err, size_t err_len);
+/* NULL is allowed. Frees what the last load returned. */
+void raftlog_close(struct raftlog *l);
+
+/* What was persisted: the hard state and every log entry in index order
+ * (entries[i].index == i + 1). *entries (NULL when *n == 0) and their data
+ * are owned by the raftlog until raftlog_release_loaded, the next load or
+ * raftlog_close: raft_create copies them. 0, ERR_STORAGE when the file
+ * breaks a rule above (nothing returned), ERR_NOMEM. */
+int raftlog_load(struct raftlog *l, struct raft_hard *hard, const struct raft_entry **entries,
+                 uint32_t *n);
+/* Frees the arrays of the last load early (the log may be large). */
+void raftlog_release_loaded(struct raftlog *l);
+
+/* Makes the persistent part of a ready durable in ONE transaction: the hard
+ * state (when rd->hard_changed), the truncation (rd->truncate_from: every
+ * index >= it is deleted; 0: none), then rd->append[0..n_append). Returns
+ * once the commit is fsynced. Nothing is written when there is nothing to
+ * persist.
+ *   0            durable;
+ *   ERR_INVALID  the ready would leave a state that load refuses or that
+ *                breaks Raft (term going back, a second vote in a term, a
+ *                gap, an entry over RAFT_ENTRY_BYTES_MAX, more than
+ *                RAFT_LOG_ENTRIES_MAX entries): a bug of the caller;
+ *   ERR_STORAGE  sqlite failed.
+ * On any failure nothing of the ready is applied, and the messages that
+ * depend on it must not be sent. A failed COMMIT leaves the file in a state
+ * the kernel may not report again (a failed fsync), so every later persist
+ * or meta_put fails too: the node must stop and reopen. */
+int raftlog_persist(struct raftlog *l, const struct raft_ready *rd);
+/* The last failure of load, persist or meta_*, with its reason (never NULL). */
+const char *raftlog_last_error(const struct raftlog *l);
+
+/* Bookkeeping kept durably next to the log (e.g. "bootstrapped", the initial
+ * voter set as bytes). Keys are 1..RAFTLOG_META_KEY_BYTES_MAX bytes, values
+ * at most RAFTLOG_META_VAL_BYTES_MAX.
+ * get: 0 with the value in buf[0..*len); ERR_NOT_FOUND when absent;
+ *      ERR_TOO_LARGE when it is longer than cap (*len says how long; buf
+ *      untouched); ERR_INVALID for a bad key; ERR_STORAGE.
+ * put: inserts or replaces, durable (fsync) on return. 0, ERR_INVALID for a
+ *      bad key, ERR_TOO_LARGE, ERR_STORAGE. */
+int raftlog_meta_get(struct raftlog *l, const char *key, uint8_t *buf, size_t cap, size_t *len);
+int raftlog_meta_put(struct raftlog *l, const char *key, const void *val, size_t len);
+
+#endif
