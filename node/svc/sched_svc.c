@@ -30,6 +30,7 @@
 #include <sodium.h>
 
 #include "chorus.h"
+#include "codec/codec.h"
 #include "codec/raft_codec.h"
 #include "codec/sched_codec.h"
 #include "config.h"
