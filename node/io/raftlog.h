@@ -28,7 +28,8 @@
  *
  * Errors: ERR_* of lib/err.h. Messages from open go to its err buffer; the
  * others to raftlog_last_error(). Nothing here logs an error itself: the
- * caller decides whether it is fatal and says it once.
+ * caller decides whether it is fatal and says it once. (Open logs a warning
+ * when the WAL's last, never acknowledged, transaction was cut by a crash.)
  *
  * Threading: one thread (the node's loop); the connection is NOMUTEX.
  */
@@ -50,8 +51,10 @@ struct raftlog;
 
 /* Opens (creating) DIR/raft.db; DIR must exist. 0, or ERR_STORAGE (or
  * ERR_NOMEM) with a message in err: unreadable or damaged file (quick_check),
- * a schema of a newer chorusd, a file that is not a raft log. A zero-length
- * raft.db is a new node's empty state. *out is the caller's; raftlog_close. */
+ * a raft.db-wal damaged before its end (sqlite would silently drop commits
+ * this node acknowledged), a schema of a newer chorusd, a file that is not a
+ * raft log. A zero-length raft.db is a new node's empty state. *out is the
+ * caller's; raftlog_close. */
 int raftlog_open(struct raftlog **out, const char *dir, char *err, size_t err_len);
 /* NULL is allowed. Frees what the last load returned. */
 void raftlog_close(struct raftlog *l);
