@@ -13,10 +13,12 @@
  *    fsynced once at open so that raft.db itself survives a power loss
  *    right after a new node created it (sqlite syncs the directory for the
  *    -wal file, not for the database file).
- *  - A failed COMMIT is not retried: after a failed fsync the kernel may
- *    have dropped the dirty pages and report success next time (PostgreSQL's
- *    "fsyncgate", 2018). The raftlog marks itself failed and refuses every
- *    later write, so the node stops instead of acknowledging lost state.
+ *  - A COMMIT that failed with an I/O error is not retried: after a failed
+ *    fsync the kernel may have dropped the dirty pages and report success
+ *    next time (PostgreSQL's "fsyncgate", 2018). The raftlog marks itself
+ *    failed and refuses every later write, so the node stops instead of
+ *    acknowledging lost state. Other failures (a full disk, a busy lock)
+ *    wrote nothing durable, and the same ready may be persisted again.
  *  - Persist reads the stored hard state and last entry inside its write
  *    transaction instead of caching them: the file is the one truth, and a
  *    primary-key lookup costs nothing next to the fsync.
@@ -108,7 +110,7 @@ static const char *const raftlog_schema_v1 =
 struct raftlog {
 	sqlite3 *db;
 	char path[PATH_MAX];
-	int failed; /* a COMMIT failed: no more writes (see the top comment) */
+	int failed; /* a commit failed with an I/O error: no more writes (top comment) */
 	char last_err[512];
 	sqlite3_stmt *q[Q_COUNT];
 	/* what the last load returned */
@@ -618,6 +620,8 @@ out:
 
 /* ---- persist ---- */
 
+static const char failed_msg[] = "an earlier commit failed with an I/O error: stop and reopen";
+
 /* Checks a ready against the state it would replace (Raft §5.2: the term
  * never goes back and one vote per term; §5.3: the log stays 1..n). Only
  * the parts that need no disk; the rest is checked inside the transaction. */
@@ -740,7 +744,7 @@ int raftlog_persist(struct raftlog *l, const struct raft_ready *rd)
 	assert(l && rd);
 	assert(rd->n_append == 0 || rd->append);
 	if (l->failed)
-		return rl_fail(l, ERR_STORAGE, "an earlier commit failed: reopen before writing");
+		return rl_fail(l, ERR_STORAGE, "%s", failed_msg);
 	if (!rd->hard_changed && !rd->truncate_from && !rd->n_append)
 		return 0;
 	int ret = q_exec(l, Q_BEGIN, "begin");
@@ -751,12 +755,22 @@ int raftlog_persist(struct raftlog *l, const struct raft_ready *rd)
 		rl_rollback(l);
 		return ret;
 	}
-	ret = q_exec(l, Q_COMMIT, "commit");
-	if (ret != 0) {
-		l->failed = 1;
-		rl_rollback(l);
+	sqlite3_stmt *c = l->q[Q_COMMIT];
+	int rc = sqlite3_step(c);
+	if (rc != SQLITE_DONE) {
+		ret = rl_sqlfail(l, "commit");
+		if ((rc & 0xff) == SQLITE_IOERR)
+			l->failed = 1;
 	}
+	q_done(c);
+	if (ret != 0)
+		rl_rollback(l);
 	return ret;
+}
+
+int raftlog_broken(const struct raftlog *l)
+{
+	return l->failed;
 }
 
 /* ---- meta ---- */
@@ -801,7 +815,7 @@ int raftlog_meta_put(struct raftlog *l, const char *key, const void *val, size_t
 {
 	assert(l && (val || len == 0));
 	if (l->failed)
-		return rl_fail(l, ERR_STORAGE, "an earlier commit failed: reopen before writing");
+		return rl_fail(l, ERR_STORAGE, "%s", failed_msg);
 	int ret = key_check(l, key);
 	if (ret != 0)
 		return ret;

@@ -81,10 +81,13 @@ void raftlog_release_loaded(struct raftlog *l);
  *                RAFT_LOG_ENTRIES_MAX entries): a bug of the caller;
  *   ERR_STORAGE  sqlite failed.
  * On any failure nothing of the ready is applied, and the messages that
- * depend on it must not be sent. A failed COMMIT leaves the file in a state
- * the kernel may not report again (a failed fsync), so every later persist
- * or meta_put fails too: the node must stop and reopen. */
+ * depend on it must not be sent. ERR_STORAGE may be retried with the same
+ * ready (a full disk, a lock) unless raftlog_broken() says otherwise. */
 int raftlog_persist(struct raftlog *l, const struct raft_ready *rd);
+/* 1 once a commit (persist or meta_put) failed with an I/O error: the file
+ * may have lost pages the kernel will not report again (a failed fsync), so
+ * every later write fails too and the node must stop; a retry cannot help. */
+int raftlog_broken(const struct raftlog *l);
 /* The last failure of load, persist or meta_*, with its reason (never NULL). */
 const char *raftlog_last_error(const struct raftlog *l);
 

@@ -366,6 +366,7 @@ static void failed_persist_applies_nothing(void **state)
 	assert_int_equal(raftlog_persist(f->l, &f->rd), ERR_STORAGE);
 	assert_contains(raftlog_last_error(f->l), "injected failure");
 	assert_contains(raftlog_last_error(f->l), "raft.db: append to log");
+	assert_false(raftlog_broken(f->l)); /* not an I/O error: a retry is allowed */
 	assert_state_is_term_2_with_3_entries(f);
 	reopen(f);
 	assert_state_is_term_2_with_3_entries(f);
