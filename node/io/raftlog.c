@@ -13,13 +13,22 @@
  *    fsynced once at open so that raft.db itself survives a power loss
  *    right after a new node created it (sqlite syncs the directory for the
  *    -wal file, not for the database file).
- *  - A failed COMMIT is not retried: after a failed fsync the kernel may
- *    have dropped the dirty pages and report success next time (PostgreSQL's
- *    "fsyncgate", 2018). The raftlog marks itself failed and refuses every
- *    later write, so the node stops instead of acknowledging lost state.
+ *  - A COMMIT that failed with an I/O error is not retried: after a failed
+ *    fsync the kernel may have dropped the dirty pages and report success
+ *    next time (PostgreSQL's "fsyncgate", 2018). The raftlog marks itself
+ *    failed and refuses every later write, so the node stops instead of
+ *    acknowledging lost state. Other failures (a full disk, a busy lock)
+ *    wrote nothing durable, and the same ready may be persisted again.
  *  - Persist reads the stored hard state and last entry inside its write
  *    transaction instead of caching them: the file is the one truth, and a
  *    primary-key lookup costs nothing next to the fsync.
+ *  - sqlite's WAL recovery silently drops every commit after a damaged
+ *    frame. For the journal that is a loss to report (store.c); here it
+ *    would be a node forgetting a vote it gave (two leaders in one term),
+ *    so open scans raft.db-wal first and refuses when acknowledged commits
+ *    would go. With synchronous = FULL each commit is fsynced before the
+ *    next starts, so only the last transaction can be cut by a crash, and
+ *    it was never acknowledged: that case opens, with a warning.
  *  - Everything read back is checked as bad input (never an assert): a vote
  *    that is not RAFT_ID_BYTES, a gap, a term going back, a term above the
  *    hard term, an unknown type, an entry too large, too many entries.
@@ -40,6 +49,8 @@
 
 #include <sqlite3.h>
 
+#include "io/log.h"
+#include "io/walscan.h"
 #include "lib/err.h"
 
 #define RAFTLOG_BUSY_TIMEOUT_MS 5000
@@ -99,7 +110,7 @@ static const char *const raftlog_schema_v1 =
 struct raftlog {
 	sqlite3 *db;
 	char path[PATH_MAX];
-	int failed; /* a COMMIT failed: no more writes (see the top comment) */
+	int failed; /* a commit failed with an I/O error: no more writes (top comment) */
 	char last_err[512];
 	sqlite3_stmt *q[Q_COUNT];
 	/* what the last load returned */
@@ -213,7 +224,10 @@ static int quick_check(sqlite3 *db, char *msg, size_t msg_len)
 		ok = 0;
 		if (off < msg_len) {
 			int n = snprintf(msg + off, msg_len - off, "%s%s", off ? "; " : "", line);
-			off += n > 0 ? (size_t)n : 0;
+			size_t end = n > 0 ? off + (size_t)n : off;
+			for (; off < end && off < msg_len; off++) /* one line in a log */
+				if (msg[off] == '\n')
+					msg[off] = ' ';
 		}
 	}
 	if (rc != SQLITE_DONE) {
@@ -282,6 +296,42 @@ refuse:
 	return ERR_STORAGE;
 }
 
+/* Scans PATH-wal before sqlite replays it (see the top comment). 0, or
+ * ERR_STORAGE with err set when acknowledged commits would be dropped. */
+static int wal_check(const char *path, char *err, size_t err_len)
+{
+	char wal[PATH_MAX + 8];
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	struct walscan ws;
+	int rc = walscan_file(wal, &ws);
+	if (rc > 0)
+		return 0; /* no WAL: the last stop was clean */
+	if (rc < 0) {
+		snprintf(err, err_len, "%s: cannot read it to check it: %s", wal, strerror(errno));
+		return ERR_STORAGE;
+	}
+	if (ws.header_bad) {
+		/* a crash while a new WAL generation's header was written leaves
+		 * this too (the frames behind it were checkpointed), so it is not
+		 * proof of a loss */
+		log_warn("raftlog", "%s: its header is damaged, so sqlite ignores the whole file", wal);
+	} else if (ws.commits_lost && ws.last_txn_only) {
+		log_warn("raftlog", "%s: the last transaction (%" PRIu32 " frame(s) from frame %" PRIu32
+		                    ") was cut short by a crash inside its commit; it was never "
+		                    "acknowledged and is dropped",
+		         wal, ws.frames_lost, ws.first_bad + 1);
+	} else if (ws.commits_lost) {
+		snprintf(err, err_len,
+		         "%s: frame %" PRIu32 " is damaged: sqlite would drop the %" PRIu32
+		         " acknowledged commit(s) after it (terms, votes or entries this node has "
+		         "answered with), so it is refused; restore the data dir or remove this "
+		         "node and add it back with an empty one",
+		         wal, ws.first_bad + 1, ws.commits_lost);
+		return ERR_STORAGE;
+	}
+	return 0;
+}
+
 /* fsync(dir): a new file's name is durable only once its directory is. */
 static int sync_dir(const char *dir)
 {
@@ -315,6 +365,8 @@ int raftlog_open(struct raftlog **out, const char *dir, char *err, size_t err_le
 		snprintf(err, err_len, "data dir %s: %s", dir, strerror(ENAMETOOLONG));
 		goto fail;
 	}
+	if (wal_check(l->path, err, err_len) != 0)
+		goto fail;
 	int rc = sqlite3_open_v2(l->path, &l->db,
 	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 	                         NULL);
@@ -568,6 +620,8 @@ out:
 
 /* ---- persist ---- */
 
+static const char failed_msg[] = "an earlier commit failed with an I/O error: stop and reopen";
+
 /* Checks a ready against the state it would replace (Raft §5.2: the term
  * never goes back and one vote per term; §5.3: the log stays 1..n). Only
  * the parts that need no disk; the rest is checked inside the transaction. */
@@ -690,7 +744,7 @@ int raftlog_persist(struct raftlog *l, const struct raft_ready *rd)
 	assert(l && rd);
 	assert(rd->n_append == 0 || rd->append);
 	if (l->failed)
-		return rl_fail(l, ERR_STORAGE, "an earlier commit failed: reopen before writing");
+		return rl_fail(l, ERR_STORAGE, "%s", failed_msg);
 	if (!rd->hard_changed && !rd->truncate_from && !rd->n_append)
 		return 0;
 	int ret = q_exec(l, Q_BEGIN, "begin");
@@ -701,12 +755,22 @@ int raftlog_persist(struct raftlog *l, const struct raft_ready *rd)
 		rl_rollback(l);
 		return ret;
 	}
-	ret = q_exec(l, Q_COMMIT, "commit");
-	if (ret != 0) {
-		l->failed = 1;
-		rl_rollback(l);
+	sqlite3_stmt *c = l->q[Q_COMMIT];
+	int rc = sqlite3_step(c);
+	if (rc != SQLITE_DONE) {
+		ret = rl_sqlfail(l, "commit");
+		if ((rc & 0xff) == SQLITE_IOERR)
+			l->failed = 1;
 	}
+	q_done(c);
+	if (ret != 0)
+		rl_rollback(l);
 	return ret;
+}
+
+int raftlog_broken(const struct raftlog *l)
+{
+	return l->failed;
 }
 
 /* ---- meta ---- */
@@ -751,7 +815,7 @@ int raftlog_meta_put(struct raftlog *l, const char *key, const void *val, size_t
 {
 	assert(l && (val || len == 0));
 	if (l->failed)
-		return rl_fail(l, ERR_STORAGE, "an earlier commit failed: reopen before writing");
+		return rl_fail(l, ERR_STORAGE, "%s", failed_msg);
 	int ret = key_check(l, key);
 	if (ret != 0)
 		return ret;

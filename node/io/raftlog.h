@@ -28,7 +28,8 @@
  *
  * Errors: ERR_* of lib/err.h. Messages from open go to its err buffer; the
  * others to raftlog_last_error(). Nothing here logs an error itself: the
- * caller decides whether it is fatal and says it once.
+ * caller decides whether it is fatal and says it once. (Open logs a warning
+ * when the WAL's last, never acknowledged, transaction was cut by a crash.)
  *
  * Threading: one thread (the node's loop); the connection is NOMUTEX.
  */
@@ -50,8 +51,10 @@ struct raftlog;
 
 /* Opens (creating) DIR/raft.db; DIR must exist. 0, or ERR_STORAGE (or
  * ERR_NOMEM) with a message in err: unreadable or damaged file (quick_check),
- * a schema of a newer chorusd, a file that is not a raft log. A zero-length
- * raft.db is a new node's empty state. *out is the caller's; raftlog_close. */
+ * a raft.db-wal damaged before its end (sqlite would silently drop commits
+ * this node acknowledged), a schema of a newer chorusd, a file that is not a
+ * raft log. A zero-length raft.db is a new node's empty state. *out is the
+ * caller's; raftlog_close. */
 int raftlog_open(struct raftlog **out, const char *dir, char *err, size_t err_len);
 /* NULL is allowed. Frees what the last load returned. */
 void raftlog_close(struct raftlog *l);
@@ -78,10 +81,13 @@ void raftlog_release_loaded(struct raftlog *l);
  *                RAFT_LOG_ENTRIES_MAX entries): a bug of the caller;
  *   ERR_STORAGE  sqlite failed.
  * On any failure nothing of the ready is applied, and the messages that
- * depend on it must not be sent. A failed COMMIT leaves the file in a state
- * the kernel may not report again (a failed fsync), so every later persist
- * or meta_put fails too: the node must stop and reopen. */
+ * depend on it must not be sent. ERR_STORAGE may be retried with the same
+ * ready (a full disk, a lock) unless raftlog_broken() says otherwise. */
 int raftlog_persist(struct raftlog *l, const struct raft_ready *rd);
+/* 1 once a commit (persist or meta_put) failed with an I/O error: the file
+ * may have lost pages the kernel will not report again (a failed fsync), so
+ * every later write fails too and the node must stop; a retry cannot help. */
+int raftlog_broken(const struct raftlog *l);
 /* The last failure of load, persist or meta_*, with its reason (never NULL). */
 const char *raftlog_last_error(const struct raftlog *l);
 

@@ -23,6 +23,7 @@
 #include <sqlite3.h>
 
 #include "core/raft.h"
+#include "io/log.h"
 #include "io/raftlog.h"
 #include "lib/err.h"
 
@@ -365,6 +366,7 @@ static void failed_persist_applies_nothing(void **state)
 	assert_int_equal(raftlog_persist(f->l, &f->rd), ERR_STORAGE);
 	assert_contains(raftlog_last_error(f->l), "injected failure");
 	assert_contains(raftlog_last_error(f->l), "raft.db: append to log");
+	assert_false(raftlog_broken(f->l)); /* not an I/O error: a retry is allowed */
 	assert_state_is_term_2_with_3_entries(f);
 	reopen(f);
 	assert_state_is_term_2_with_3_entries(f);
@@ -560,6 +562,85 @@ static void damaged_page_is_refused_by_quick_check(void **state)
 	open_refused(f, "damaged, refused (quick_check: ");
 }
 
+static void copy_file(const char *from, const char *to)
+{
+	FILE *in = fopen(from, "rb");
+	assert_non_null(in);
+	FILE *out = fopen(to, "wb");
+	assert_non_null(out);
+	char buf[8192];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		assert_int_equal(fwrite(buf, 1, n, out), n);
+	fclose(in);
+	assert_int_equal(fclose(out), 0);
+}
+
+#define WAL_HEADER_BYTES 32
+#define WAL_FRAME_BYTES (24 + 4096)
+
+/* Into the fixture's dir: raft.db and raft.db-wal as a node left them when
+ * it stopped without closing (hard term 2, entries 1..3, then hard term 3
+ * alone, each its own commit). Returns the WAL's size. */
+static long write_unclosed_file(struct fixture *f)
+{
+	char src[] = "/tmp/chorus-raftlog-src-XXXXXX";
+	assert_non_null(mkdtemp(src));
+	char err[512], from[96], to[128];
+	struct raftlog *l = NULL;
+	assert_int_equal(raftlog_open(&l, src, err, sizeof(err)), 0);
+	struct raftlog *saved = f->l;
+	f->l = l;
+	persist_entries(f, 2, 1, 3, 1);
+	ready_hard(f, 3, 0);
+	persist_ok(f);
+	f->l = saved;
+	snprintf(from, sizeof(from), "%s/raft.db", src);
+	copy_file(from, f->path); /* while open: the WAL is not checkpointed away */
+	snprintf(from, sizeof(from), "%s/raft.db-wal", src);
+	snprintf(to, sizeof(to), "%s-wal", f->path);
+	copy_file(from, to);
+	raftlog_close(l);
+	nftw(src, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	struct stat sb;
+	assert_int_equal(stat(to, &sb), 0);
+	assert_true(sb.st_size >= WAL_HEADER_BYTES + 3 * WAL_FRAME_BYTES);
+	return (long)sb.st_size;
+}
+
+static void wal_damaged_before_its_end_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	write_unclosed_file(f);
+	/* sqlite would replay frame 1 and silently drop every commit after
+	 * frame 2: this node's term and entries would go back to nothing */
+	char wal[128];
+	snprintf(wal, sizeof(wal), "%s-wal", f->path);
+	uint8_t junk[16];
+	memset(junk, 0x5a, sizeof(junk));
+	write_file(wal, WAL_HEADER_BYTES + WAL_FRAME_BYTES + 24 + 100, junk, sizeof(junk));
+	open_refused(f, "raft.db-wal: frame 2 is damaged: sqlite would drop the ");
+}
+
+static void wal_cut_in_its_last_commit_opens_without_it(void **state)
+{
+	struct fixture *f = *state;
+	long size = write_unclosed_file(f);
+	/* the last commit (hard term 3) damaged, as a crash inside it can
+	 * leave it: it was never acknowledged, so the file opens without it */
+	char wal[128];
+	snprintf(wal, sizeof(wal), "%s-wal", f->path);
+	uint8_t junk[16];
+	memset(junk, 0x5a, sizeof(junk));
+	write_file(wal, size - 200, junk, sizeof(junk));
+	log_setup(LOG_ERROR, 0); /* the warning is expected */
+	open_log(f);
+	log_setup(LOG_INFO, 0);
+	struct loaded ld = load_ok(f);
+	assert_int_equal(ld.hard.term, 2);
+	assert_int_equal(ld.n, 3);
+}
+
 static void foreign_database_is_refused(void **state)
 {
 	struct fixture *f = *state;
@@ -703,6 +784,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(zero_length_file_opens_as_empty_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(file_that_is_not_a_database_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(damaged_page_is_refused_by_quick_check, setup, teardown),
+		cmocka_unit_test_setup_teardown(wal_damaged_before_its_end_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(wal_cut_in_its_last_commit_opens_without_it, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(foreign_database_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(missing_data_dir_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(log_beyond_the_entry_limit_is_refused, setup, teardown),
