@@ -83,6 +83,7 @@ struct host {
 	uint64_t journal_failing_since_ms, journal_reminded_ms; /* monotonic */
 	uint64_t journal_failed_count;
 	int draining, closing;
+	int failed; /* host_request_stop: the exit code is 1 */
 	int drain_index; /* the service draining now (reverse order) */
 };
 
@@ -398,6 +399,17 @@ static int commit_and_answer(struct host *h, const struct now *now)
 	return rc;
 }
 
+void host_request_stop(struct host *h)
+{
+	if (h->draining)
+		return;
+	h->failed = 1;
+	h->draining = 1;
+	h->drain_index = (int)h->service_count - 1;
+	dispatch_set_draining(h->dispatch, 1);
+	log_info("node", "stopping on a fatal error: draining as on SIGTERM, then exit code 1");
+}
+
 static void start_drain(struct host *h, int signo)
 {
 	h->draining = 1;
@@ -550,7 +562,7 @@ static int loop(struct host *h)
 		if (h->draining) {
 			drain_advance(h, &now);
 			if (h->closing)
-				return 0;
+				return h->failed ? 1 : 0;
 		}
 	}
 }

@@ -462,7 +462,17 @@ static void raft_cycle(struct sched_svc *s)
 		struct raft_ready rd;
 		raft_ready(s->raft, &rd);
 		if (rd.hard_changed || rd.truncate_from || rd.n_append) {
-			if (raftlog_persist(s->log, &rd) != 0) {
+			int prc = raftlog_persist(s->log, &rd);
+			if (prc != 0 && (raftlog_broken(s->log) || prc == ERR_INVALID)) {
+				/* a retry cannot help: an I/O error left the file in
+				 * doubt, or the ready breaks Raft (a bug). Stop here
+				 * rather than vote or acknowledge from a broken log. */
+				log_error("raft", "fatal: the raft log cannot go on (%s): stopping the node",
+				          raftlog_last_error(s->log));
+				host_request_stop(s->host);
+				return;
+			}
+			if (prc != 0) {
 				/* nothing is sent or applied before it is durable */
 				s->persist_failures++;
 				log_limited(LOG_ERROR, "raft", "persist", 10000,
@@ -1152,7 +1162,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "out of memory");
 		return -1;
 	}
-	char why[300];
+	char why[1024];
 	if (raftlog_open(&s->log, s->cfg->data_dir, why, sizeof(why)) != 0) {
 		snprintf(err, err_len, "raft log: %s", why);
 		return -1;
@@ -1199,6 +1209,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	    .seed = randombytes_random() | (uint64_t)randombytes_random() << 32,
 	};
 	s->raft = raft_create(&rc_cfg, &hard, entries, n, voters0, n0, now->mono_ms);
+	raftlog_release_loaded(s->log); /* the core holds its own copy */
 	if (!s->raft) {
 		snprintf(err, err_len, "raft log: cannot rebuild the state (%u entries)", n);
 		return -1;

@@ -106,6 +106,8 @@ uint64_t host_started_wall_ms(const struct host *h);
 const struct now *host_now(const struct host *h);
 /* 1 from SIGTERM on; host_closing: the last iteration (answer everything). */
 int host_draining(const struct host *h);
+/* A fatal error in a service: the node drains as on SIGTERM and exits 1. */
+void host_request_stop(struct host *h);
 int host_closing(const struct host *h);
 /* Wakes the loop; callable from any thread. */
 void host_wake(void *host);
