@@ -404,6 +404,8 @@ static void apply_entry(struct sched_svc *s, const struct raft_entry *e)
 			snprintf(err, sizeof(err), "undecodable entry");
 		} else {
 			rc = sched_apply(s->sched, &c, err, sizeof(err));
+			if (rc == 0 && s->leader && c.op == SCHED_OP_FIRE)
+				s->next_duty_ms = 0; /* dispatched in this iteration */
 			if (rc == 0 && c.op == SCHED_OP_ADD)
 				log_info("sched", "schedule %s added: '%s'%s%s", c.name, spec.expr,
 				         spec.tz[0] ? " in " : "", spec.tz);
