@@ -48,6 +48,7 @@ struct raft {
 	struct raft_entry *log; /* log[i] has index i + 1 */
 	uint64_t n_log, cap_log;
 	uint64_t commit, applied, persisted;
+	uint64_t term_start; /* leader: index of its no-op */
 	uint64_t truncate_from; /* pending for the next ready; 0 = none */
 	int hard_dirty;
 
@@ -339,6 +340,7 @@ static void become_leader(struct raft *r)
 		become_follower(r, r->term, NULL);
 		return;
 	}
+	r->term_start = last_index(r);
 	broadcast_append(r);
 	maybe_commit(r);
 }
@@ -867,6 +869,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->role = r->role;
+	st->leader_ready = r->role == RAFT_LEADER && r->applied >= r->term_start;
 	st->term = r->term;
 	st->has_leader = r->has_leader;
 	st->leader = r->leader;

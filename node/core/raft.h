@@ -145,6 +145,10 @@ struct raft_ready {
 
 struct raft_status {
 	int role;
+	/* a leader that has applied everything before its term (its no-op is
+	 * committed and applied): only then does its state machine show every
+	 * committed entry, so only then may it decide from that state */
+	int leader_ready;
 	uint64_t term;
 	struct raft_id leader; /* valid when has_leader */
 	int has_leader;

@@ -1229,7 +1229,9 @@ static uint64_t svc_next_deadline(void *svc)
 	if (raft_has_ready(s->raft))
 		return 0;
 	uint64_t next = raft_next_deadline(s->raft);
-	if (s->leader) {
+	struct raft_status rs;
+	raft_status(s->raft, &rs);
+	if (s->leader && rs.leader_ready && !host_draining(s->host)) {
 		if (s->next_duty_ms < next)
 			next = s->next_duty_ms;
 		uint64_t plan_wall = sched_next_plan_ms(s->sched);
@@ -1248,7 +1250,11 @@ static void svc_tick(void *svc, const struct now *now)
 	struct sched_svc *s = svc;
 	raft_tick(s->raft, now->mono_ms);
 	raft_cycle(s);
-	if (s->leader && !host_draining(s->host)) {
+	struct raft_status rs;
+	raft_status(s->raft, &rs);
+	/* a new leader decides only once it has applied every entry before
+	 * its term: until then its schedules may lag what is committed */
+	if (s->leader && rs.leader_ready && !host_draining(s->host)) {
 		plan(s);
 		if (now->mono_ms >= s->next_duty_ms) {
 			s->next_duty_ms = now->mono_ms + DUTY_PERIOD_MS;

@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "codec/raft_codec.h"
+#include "codec/sched_codec.h"
+#include "core/sched.h"
 #include "lib/err.h"
 
 struct inbox_msg {
@@ -33,6 +35,8 @@ struct rnode {
 	uint64_t truncate_from;
 	struct raft_entry *app;
 	uint32_t n_app;
+	struct sched *sched;       /* schedule mode: this node's state machine */
+	int was_leader;
 	struct inbox_msg inbox[RAFT_SIM_INBOX_MAX];
 	uint32_t in_head, in_count;
 	uint64_t dropped;
@@ -102,9 +106,67 @@ static void check_leader(struct rnode *rn)
 static uint32_t entry_value(const struct raft_entry *e)
 {
 	uint32_t v = 0;
-	if (e->type == RAFT_ENTRY_DATA && e->len == 4)
+	if (e->type == RAFT_ENTRY_DATA && e->len == 4) {
 		memcpy(&v, e->data, 4);
+	} else if (e->type == RAFT_ENTRY_DATA) {
+		v = 2166136261u;
+		for (uint32_t i = 0; i < e->len; i++)
+			v = (v ^ e->data[i]) * 16777619u;
+	}
 	return v;
+}
+
+/* Schedule mode: the first application of each index is the truth; an
+ * occurrence fired twice, or decided twice, is the bug this looks for. */
+static void sched_truth(struct raft_world *w, const struct sched_cmd *c)
+{
+	int64_t from = c->op == SCHED_OP_SKIP ? c->from_s : c->scheduled_s;
+	int64_t to = c->op == SCHED_OP_SKIP ? c->to_s : c->scheduled_s;
+	if (c->op != SCHED_OP_FIRE && c->op != SCHED_OP_SKIP)
+		return;
+	if (c->op == SCHED_OP_FIRE && c->kind != SCHED_FIRE_SCHEDULED)
+		return;
+	if (!w->sched_base_s)
+		w->sched_base_s = from - 1;
+	for (int64_t t = from; t <= to; t++) {
+		if (t <= w->sched_base_s)
+			continue;
+		uint64_t i = (uint64_t)(t - w->sched_base_s);
+		uint64_t cap = w->fired_cap;
+		if (grow((void **)&w->fired, &cap, i + 1, 1) != 0)
+			abort();
+		w->fired_cap = cap;
+		if (w->fired[i])
+			sim_fail(w->sim, "occurrence %lld %s, and %s before", (long long)t,
+			         c->op == SCHED_OP_FIRE ? "fired" : "skipped",
+			         w->fired[i] == 1 ? "fired" : "skipped");
+		w->fired[i] = c->op == SCHED_OP_FIRE ? 1 : 2;
+	}
+	if (c->op == SCHED_OP_FIRE)
+		w->fires++;
+	else
+		w->skips++;
+}
+
+static void sched_apply_entry(struct rnode *rn, const struct raft_entry *e, int first)
+{
+	if (!rn->sched || e->type != RAFT_ENTRY_DATA)
+		return;
+	struct sched_cmd c;
+	struct sched_spec spec;
+	memset(&spec, 0, sizeof(spec));
+	if (sched_cmd_decode(e->data, e->len, &c, &spec) != 0) {
+		sim_fail(rn->w->sim, "node %u: entry %" PRIu64 " is not a schedule command", rn->node,
+		         e->index);
+		return;
+	}
+	char err[200];
+	(void)sched_apply(rn->sched, &c, err, sizeof(err));
+	if (first)
+		sched_truth(rn->w, &c);
+	if (c.op == SCHED_OP_ADD)
+		rn->w->sched_added = 1;
+	sched_spec_free(&spec);
 }
 
 static void check_apply(struct rnode *rn, const struct raft_entry *e)
@@ -133,6 +195,9 @@ static void check_apply(struct rnode *rn, const struct raft_entry *e)
 	if (grow((void **)&w->truth_value, &cap, e->index + 1, sizeof(uint32_t)) != 0)
 		abort();
 	w->truth_cap = cap;
+	int first = w->truth_term[e->index] == 0;
+	if (w->sched_mode)
+		sched_apply_entry(rn, e, first);
 	if (w->truth_term[e->index] == 0) {
 		w->truth_term[e->index] = e->term;
 		w->truth_value[e->index] = entry_value(e);
@@ -247,6 +312,60 @@ static void drv_synced(void *core, uint64_t sync_id)
 	sim_node_poke(rn->w->sim, rn->node);
 }
 
+static int propose_sched(struct rnode *rn, const struct sched_cmd *c, uint64_t mono_ms)
+{
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	if (sched_cmd_encode(c, &bytes, &len) != 0)
+		return -1;
+	int rc = raft_propose(rn->r, mono_ms, bytes, (uint32_t)len, NULL);
+	free(bytes);
+	return rc;
+}
+
+/* Schedule mode: a leader adds the schedule once, then plans it. */
+static void sched_lead(struct rnode *rn, struct now now)
+{
+	struct raft_status st;
+	raft_status(rn->r, &st);
+	int leader = st.role == RAFT_LEADER;
+	if (leader != rn->was_leader)
+		sched_leader_reset(rn->sched);
+	rn->was_leader = leader;
+	if (!leader || !st.leader_ready || rn->w->sched_frozen)
+		return; /* a new leader decides only once it has applied every earlier entry */
+	/* everything in its log applied and still no schedule: add it (a lost
+	 * proposal is made again by a later leader, never twice) */
+	if (sched_count(rn->sched) == 0 && st.applied_index == st.last_index) {
+		static uint8_t task[] = {0x0a, 0x04, 'e', 'c', 'h', 'o'};
+		struct sched_spec spec;
+		memset(&spec, 0, sizeof(spec));
+		snprintf(spec.name, sizeof(spec.name), "tick");
+		snprintf(spec.expr, sizeof(spec.expr), "@every 1s");
+		spec.overlap = SCHED_OVERLAP_ALLOW_ALL;
+		spec.catchup_ms = 5000;
+		spec.task = task;
+		spec.task_len = sizeof(task);
+		struct sched_cmd c = {0};
+		c.op = SCHED_OP_ADD;
+		c.spec = &spec;
+		c.wall_ms = now.wall_ms;
+		snprintf(c.name, sizeof(c.name), "tick");
+		(void)propose_sched(rn, &c, now.mono_ms);
+	}
+	struct sched_cmd cmds[32];
+	uint8_t self[SCHED_ID_BYTES];
+	memcpy(self, rn->w->ids[rn->node].b, SCHED_ID_BYTES);
+	uint32_t n = sched_plan(rn->sched, now.wall_ms, self, cmds, 32);
+	for (uint32_t i = 0; i < n; i++)
+		if (propose_sched(rn, &cmds[i], now.mono_ms) != 0) {
+			sched_leader_reset(rn->sched);
+			break;
+		}
+	/* the next occurrence, or the next planning visit */
+	process(rn);
+}
+
 static void *drv_create(struct sim *s, uint32_t node, struct now now)
 {
 	struct raft_world *w = sim_driver_ctx(s);
@@ -268,6 +387,14 @@ static void *drv_create(struct sim *s, uint32_t node, struct now now)
 		return NULL;
 	}
 	w->applied_by[node] = 0; /* the state machine is rebuilt from the log */
+	if (w->sched_mode) {
+		rn->sched = sched_create(NULL, NULL);
+		if (!rn->sched) {
+			raft_destroy(rn->r);
+			free(rn);
+			return NULL;
+		}
+	}
 	return rn;
 }
 
@@ -284,6 +411,7 @@ static void drv_destroy(void *core)
 		rn->in_count--;
 	}
 	raft_destroy(rn->r);
+	sched_destroy(rn->sched);
 	free(rn);
 }
 
@@ -292,7 +420,18 @@ static uint64_t drv_next_deadline(void *core)
 	struct rnode *rn = core;
 	if (rn->waiting)
 		return UINT64_MAX; /* the loop is in its fsync: poked when done */
-	return raft_next_deadline(rn->r);
+	uint64_t next = raft_next_deadline(rn->r);
+	struct raft_status st;
+	raft_status(rn->r, &st);
+	if (rn->sched && rn->was_leader && st.leader_ready && !rn->w->sched_frozen) {
+		/* the plan's next visit is wall time: in this node's monotonic */
+		struct now n = sim_node_clock(rn->w->sim, rn->node);
+		uint64_t at = sched_next_plan_ms(rn->sched);
+		uint64_t m = at == UINT64_MAX ? UINT64_MAX : at <= n.wall_ms ? n.mono_ms : n.mono_ms + (at - n.wall_ms);
+		if (m < next)
+			next = m;
+	}
+	return next;
 }
 
 static void drv_tick(void *core, struct now now)
@@ -303,6 +442,8 @@ static void drv_tick(void *core, struct now now)
 	raft_tick(rn->r, now.mono_ms);
 	check_leader(rn);
 	process(rn);
+	if (rn->sched && !rn->waiting)
+		sched_lead(rn, now);
 }
 
 static int drv_on_message(void *core, struct now now, uint32_t from, const uint8_t *bytes, size_t len)
@@ -364,6 +505,31 @@ struct raft_world *raft_world_new(const struct sim_run *run)
 	return w;
 }
 
+void raft_world_sched_mode(struct raft_world *w)
+{
+	w->sched_mode = 1;
+}
+
+int raft_world_check_sched(struct raft_world *w, char *why, size_t why_bytes)
+{
+	uint64_t first = 0, last = 0;
+	for (uint64_t i = 1; i < w->fired_cap; i++)
+		if (w->fired[i]) {
+			if (!first)
+				first = i;
+			last = i;
+		}
+	for (uint64_t i = first; first && i <= last; i++)
+		if (!w->fired[i]) {
+			snprintf(why, why_bytes, "occurrence %lld was never decided (between %lld and %lld)",
+			         (long long)(w->sched_base_s + (int64_t)i),
+			         (long long)(w->sched_base_s + (int64_t)first),
+			         (long long)(w->sched_base_s + (int64_t)last));
+			return 1;
+		}
+	return 0;
+}
+
 void raft_world_free(struct raft_world *w)
 {
 	if (!w)
@@ -381,6 +547,7 @@ void raft_world_free(struct raft_world *w)
 	free(w->leader_of);
 	free(w->truth_term);
 	free(w->truth_value);
+	free(w->fired);
 	free(w);
 }
 

@@ -60,9 +60,23 @@ struct raft_world {
 	uint64_t applies;       /* entries applied, all nodes */
 	uint64_t elections;     /* distinct terms with a leader */
 	uint32_t next_value;
+	/* schedule mode: entries are schedule commands; every node applies them
+	 * to a real sched core, leaders plan an @every 1s schedule */
+	int sched_mode;
+	int sched_added;          /* the ADD was applied somewhere */
+	int sched_frozen;         /* leaders stop planning (the quiet end) */
+	uint8_t *fired;           /* per second since sched_base_s: 0, 1 fired, 2 skipped */
+	uint64_t fired_cap;
+	int64_t sched_base_s;
+	uint64_t fires, skips;
 };
 
 struct raft_world *raft_world_new(const struct sim_run *run);
+/* Schedule mode (before any node starts): see struct raft_world. */
+void raft_world_sched_mode(struct raft_world *w);
+/* Schedule mode, at the end of a run: every second between the first and
+ * the last decided one was decided exactly once (fired or skipped). */
+int raft_world_check_sched(struct raft_world *w, char *why, size_t why_bytes);
 void raft_world_free(struct raft_world *w);
 struct raft *raft_world_core(const struct raft_world *w, uint32_t node); /* NULL when down */
 /* Starts (or restarts, from its durable disk) a node. */

@@ -24,7 +24,7 @@
 #include "driver_raft.h"
 #include "lib/err.h"
 
-enum { SC_CHAOS = 101, SC_ELECT, SC_MINORITY };
+enum { SC_CHAOS = 101, SC_ELECT, SC_MINORITY, SC_SCHED };
 
 static struct sim_run run_of(const char *scenario, uint32_t n, uint64_t seed)
 {
@@ -49,7 +49,8 @@ static int run_proposing(struct raft_world *w, uint64_t ms)
 {
 	uint64_t end = sim_now(w->sim) + ms;
 	while (sim_now(w->sim) < end) {
-		propose_on_leaders(w);
+		if (!w->sched_mode)
+			propose_on_leaders(w);
 		if (sim_run_for(w->sim, 20) != 0)
 			return -1;
 	}
@@ -72,9 +73,11 @@ static int wait_leader(struct raft_world *w, uint64_t within_ms, uint32_t *leade
 	return -1;
 }
 
-static int sc_chaos(const struct sim_run *run)
+static int chaos(const struct sim_run *run, int sched_mode)
 {
 	struct raft_world *w = raft_world_new(run);
+	if (sched_mode)
+		raft_world_sched_mode(w);
 	struct sim *s = w->sim;
 	struct rng *rng = sim_rng(s);
 	for (uint32_t i = 0; i < w->n; i++)
@@ -107,6 +110,14 @@ static int sc_chaos(const struct sim_run *run)
 			sim_net_cut(s, a, (uint8_t)(1 - a), 1);
 			break;
 		}
+		case 3: /* a wall clock steps (NTP), up to 2 s either way */
+			if (sched_mode) {
+				uint32_t k = rng_below(rng, w->n);
+				sim_clock_jump(s, k, (int64_t)rng_below(rng, 4001) - 2000);
+				break;
+			}
+			sim_net_heal(s);
+			break;
 		case 2: { /* a crash; it comes back later */
 			uint32_t k = rng_below(rng, w->n);
 			if (sim_node_up(s, k) && k < 16) {
@@ -132,7 +143,8 @@ static int sc_chaos(const struct sim_run *run)
 		if (wait_leader(w, 10000, &l) != 0 && !sim_failed(s))
 			sim_fail(s, "no leader within 10 s of the heal");
 		(void)run_proposing(w, 2000);
-		(void)sim_run_for(s, 2000); /* the last commits reach everybody */
+		w->sched_frozen = 1; /* nothing new: the last commits reach everybody */
+		(void)sim_run_for(s, 2000);
 	}
 	if (!sim_failed(s)) {
 		char why[256];
@@ -148,14 +160,31 @@ static int sc_chaos(const struct sim_run *run)
 				         w->applied_by[i], max);
 		if (max < 50)
 			sim_fail(s, "only %" PRIu64 " entries committed in 64 s", max);
+		if (sched_mode && !sim_failed(s)) {
+			if (raft_world_check_sched(w, why, sizeof(why)))
+				sim_fail(s, "%s", why);
+			if (w->fires < 20)
+				sim_fail(s, "only %" PRIu64 " occurrences fired in 64 s", w->fires);
+		}
 	}
 	if (run->verbose)
-		printf("raft-chaos n=%u seed=%" PRIu64 ": %" PRIu64 " entries, %" PRIu64 " leaders, %" PRIu64
-		       " applies\n",
-		       run->n, run->seed, w->applied_max, w->elections, w->applies);
+		printf("%s n=%u seed=%" PRIu64 ": %" PRIu64 " entries, %" PRIu64 " leaders, %" PRIu64
+		       " applies, %" PRIu64 " fired, %" PRIu64 " skipped\n",
+		       run->scenario, run->n, run->seed, w->applied_max, w->elections, w->applies, w->fires,
+		       w->skips);
 	int failed = sim_failed(s);
 	raft_world_free(w);
 	return failed;
+}
+
+static int sc_chaos(const struct sim_run *run)
+{
+	return chaos(run, 0);
+}
+
+static int sc_sched(const struct sim_run *run)
+{
+	return chaos(run, 1);
 }
 
 static int sc_elect_samples(const struct sim_run *run, struct sim_samples *out)
@@ -250,6 +279,7 @@ static const struct sim_scenario SCENARIOS[] = {
     {"raft-chaos", "partitions, loss, crashes with unsynced writes lost; Raft's safety invariants", sc_chaos},
     {"raft-elect", "crash the leader 20 times: time to a new leader", sc_elect},
     {"raft-minority", "a leader cut off with one follower of five commits nothing, steps down", sc_minority},
+    {"sched-chaos", "raft-chaos with an every-second schedule and clock steps: each second decided once", sc_sched},
     {NULL, NULL, NULL},
 };
 
@@ -265,6 +295,13 @@ static void raft_ci(uint64_t seed, int big)
 			failed += (uint32_t)(sc_chaos(&run) != 0);
 		}
 		printf("raft-chaos N=%u: %u runs of 64 s, %u failed\n", n, runs, failed);
+		failed = 0;
+		for (uint32_t i = 0; i < runs; i++) {
+			struct sim_run run = run_of("sched-chaos", n, sim_derive_seed(seed, SC_SCHED, n, i));
+			failed += (uint32_t)(sc_sched(&run) != 0);
+		}
+		printf("sched-chaos N=%u: %u runs of 64 s with an every-second schedule, %u failed\n", n, runs,
+		       failed);
 		struct sim_samples samples = {0};
 		for (uint32_t i = 0; i < 3; i++) {
 			struct sim_run run = run_of("raft-elect", n, sim_derive_seed(seed, SC_ELECT, n, i));
