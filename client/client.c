@@ -1845,7 +1845,7 @@ static int call_leader(ch_client *c, Chorus__Envelope *env, Chorus__Envelope__Bo
 	if (code == CH_ERR_NOT_LEADER) {
 		char why[CLIENT_ERR_BYTES];
 		snprintf(why, sizeof why, "%s", err != NULL && err_len > 0 ? err : "");
-		return fail(err, err_len, code, "%s (%u tries in %u ms)",
+		return fail(err, err_len, code, "%s (gave up after %u tries in %u ms)",
 		            why[0] != '\0' ? why : ch_strerror(code), tries,
 		            (unsigned)(nng_clock() - start));
 	}
