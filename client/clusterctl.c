@@ -2155,7 +2155,7 @@ static void cron_info_table(struct tzcache *cache, const struct ch_cron_info *ci
 	if (ci->jitter_ms > 0)
 		printf("%-12s %llu ms\n", "jitter", (unsigned long long)ci->jitter_ms);
 	if (ci->pause_on_failure)
-		printf("%-12s yes\n", "pause on failure");
+		printf("%-12s pause the schedule\n", "on failure");
 	printf("%-12s %s", "restart", ci->restart == CH_RESTART_TRANSIENT ? "transient" : "temporary");
 	if (ci->restart == CH_RESTART_TRANSIENT && ci->max_attempts > 0)
 		printf(", at most %u attempts", ci->max_attempts);
