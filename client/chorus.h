@@ -266,9 +266,13 @@ int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results
 
 /* Node status as a JSON object (malloc'd, caller frees): node_id, name,
  * version, listen, started_ms, now_ms, task counters, handlers, pools, peers
- * (bad-frame counters), "tags" (this node's own tags, an array of strings)
- * and "members" (the node's membership view, objects as for
- * ch_members_json). */
+ * (bad-frame counters), "tags" (this node's own tags, an array of strings),
+ * "members" (the node's membership view, objects as for ch_members_json),
+ * and the election as this node sees it: "raft_role" ("follower",
+ * "candidate", "leader"; "" when this node is not a voter), "raft_term",
+ * "raft_leader" (the leader's name, "" = none known), "raft_commit" (the
+ * commit index), "raft_voters" (names, an array of strings) and
+ * "schedules" (how many the cluster holds). */
 int ch_status_json(ch_client *c, char **json, char *err, size_t err_len);
 
 /* The membership view of the node asked, as a JSON array (malloc'd, caller
@@ -280,6 +284,175 @@ int ch_status_json(ch_client *c, char **json, char *err, size_t err_len);
  *    "protocol_version": 1}
  * A node with no peers answers a one-element array (itself). */
 int ch_members_json(ch_client *c, char **json, char *err, size_t err_len);
+
+/* ------------------------------------------------------------------ */
+/* Schedules (cron) and the voters that replicate them.
+ *
+ * Schedules live in the cluster's replicated state (Raft among the voters):
+ * any node takes these calls and forwards them to the leader. A change
+ * (add, remove, pause, resume, trigger, backfill) returns once it is
+ * committed. While there is no leader (an election takes about a second)
+ * the node answers CH_ERR_NOT_LEADER; every ch_cron_* and ch_voters_* call
+ * then retries, with a backoff of 100 ms doubling to 1 s, until the
+ * client's timeout (ch_client_options.timeout_ms) has passed since the call
+ * began, and returns CH_ERR_NOT_LEADER only if no leader answered by then.
+ * Other errors are not retried (CH_ERR_TIMEOUT: the change may or may not
+ * have committed; ch_cron_show tells). */
+
+/* What to do when an occurrence comes while a run of the schedule is not
+ * done (Temporal's overlap policies). */
+enum ch_overlap {
+	CH_OVERLAP_SKIP = 0,         /* skip it (recorded in the history); the default */
+	CH_OVERLAP_BUFFER_ONE = 1,   /* at most one waits for the running one */
+	CH_OVERLAP_BUFFER_ALL = 2,   /* all wait, in order */
+	CH_OVERLAP_CANCEL_OTHER = 3, /* the running one is cancelled */
+	CH_OVERLAP_ALLOW_ALL = 4,    /* runs side by side */
+};
+/* "skip", "buffer_one", "buffer_all", "cancel_other", "allow_all";
+ * "unknown" for anything else. */
+const char *ch_overlap_name(int overlap);
+/* Parses a policy name (a '-' for a '_' is fine); -1 when it is not one. */
+int ch_overlap_parse(const char *name);
+
+#define CH_CRON_NAME_BYTES_MAX 64     /* letters, digits, '-', '_' and '.' */
+#define CH_CRON_NOTE_BYTES_MAX 256
+#define CH_CRON_HISTORY_DEFAULT 20    /* ch_cron_show's limit 0 */
+
+/* A schedule to add: the task template and when to run it. Pointers are
+ * read during the call only. Zero fields mean the node's defaults. */
+struct ch_cron_spec {
+	const char *name;         /* required: 1..CH_CRON_NAME_BYTES_MAX of [A-Za-z0-9._-] */
+	/* required: 5 or 6 cron fields, a macro (@daily), or "@every 90s"
+	 * (see `clusterctl help cron`) */
+	const char *expr;
+	const char *tz;           /* IANA zone the fields are read in; NULL or "" = UTC */
+	const char *handler;      /* required */
+	const void *payload;
+	size_t payload_len;
+	/* each run's task options (timeout, restart, argv, require, ...);
+	 * key must be NULL: every occurrence is keyed by the cluster itself,
+	 * so it runs once however often its dispatch is retried */
+	struct ch_task_opts task;
+	int overlap;              /* enum ch_overlap */
+	/* occurrences missed by more than this (no leader, no majority) are
+	 * skipped as one recorded range; 0 = the node's default (1 min);
+	 * otherwise 1 s to 7 days */
+	uint64_t catchup_ms;
+	int64_t start_s, end_s;   /* unix seconds: no run before / after; 0 = none */
+	uint32_t max_runs;        /* then the schedule ends; 0 = no limit */
+	uint64_t jitter_ms;       /* each run later by a fixed [0, jitter) per occurrence; <= 1 h */
+	int pause_on_failure;     /* a run that does not succeed pauses the schedule */
+	const char *on;           /* NULL or "" = placement, "tag:NAME" = a member with the tag */
+};
+
+/* One occurrence in a schedule's history. */
+struct ch_cron_run {
+	int64_t scheduled_s;      /* the occurrence (unix s) */
+	uint64_t fired_ms;        /* when the leader fired it (unix ms); 0 = not fired (skipped) */
+	char *node;               /* the member whose journal holds its task; "" = none */
+	uint64_t task_id;         /* 0 until dispatched */
+	/* "fired", "dispatched", "buffered", "skipped", or the task's final
+	 * state ("succeeded", "failed", ...) */
+	char *outcome;
+	char *why;                /* "" or why (a skip's reason, a failure's error) */
+};
+
+/* A schedule as the cluster holds it. Owned by the library: free with
+ * ch_cron_info_free (one) or ch_cron_infos_free (an array). Strings are
+ * never NULL ("" when unset). */
+struct ch_cron_info {
+	char *name, *expr, *tz, *handler, *on;
+	uint8_t *payload;         /* NUL-terminated for convenience; payload_len is exact */
+	size_t payload_len;
+	uint32_t timeout_ms;      /* the task options of each run */
+	int restart;              /* enum ch_restart */
+	uint32_t max_attempts, backoff_ms;
+	char **argv;              /* argv_count entries */
+	uint32_t argv_count;
+	char **require;           /* require_count tags */
+	uint32_t require_count;
+	int overlap;              /* enum ch_overlap */
+	uint64_t catchup_ms;
+	int64_t start_s, end_s;
+	uint32_t max_runs;
+	uint64_t jitter_ms;
+	int pause_on_failure;
+	int paused;
+	/* the pause's note; for a schedule the node cannot evaluate (a zone
+	 * it lacks) the reason */
+	char *note;
+	uint32_t runs;            /* occurrences fired so far */
+	int64_t next_s;           /* next occurrence (unix s), 0 = none (ended) */
+	int64_t last_s;           /* the latest occurrence decided, 0 = none */
+	struct ch_cron_run *history; /* newest first; history_count entries */
+	uint32_t history_count;
+};
+void ch_cron_info_free(struct ch_cron_info *info);
+void ch_cron_infos_free(struct ch_cron_info **infos, uint32_t n);
+
+/* The change calls below take an optional `info`: when not NULL, on CH_OK
+ * *info receives the schedule as committed (free with ch_cron_info_free). */
+
+/* Adds a schedule. CH_ERR_INVALID (with the node's reason in err) for a bad
+ * spec or a name already taken, CH_ERR_FULL at the cluster's limit. */
+int ch_cron_add(ch_client *c, const struct ch_cron_spec *spec, struct ch_cron_info **info,
+                char *err, size_t err_len);
+/* Removes a schedule (runs under way go on). CH_ERR_NOT_FOUND: no such name. */
+int ch_cron_remove(ch_client *c, const char *name, char *err, size_t err_len);
+/* Pauses a schedule: occurrences that come while paused are skipped
+ * (recorded). note (NULL = none, at most CH_CRON_NOTE_BYTES_MAX) says why. */
+int ch_cron_pause(ch_client *c, const char *name, const char *note, struct ch_cron_info **info,
+                  char *err, size_t err_len);
+int ch_cron_resume(ch_client *c, const char *name, struct ch_cron_info **info, char *err,
+                   size_t err_len);
+/* Fires one extra run now. *info's history[0] is that run. A trigger whose
+ * answer was lost (CH_ERR_TIMEOUT, or CH_ERR_NOT_LEADER when the leader
+ * failed after proposing it) may still have fired: check ch_cron_show
+ * before triggering again. */
+int ch_cron_trigger(ch_client *c, const char *name, struct ch_cron_info **info, char *err,
+                    size_t err_len);
+/* Fires the occurrences of [from_s, to_s] (unix s, to_s not in the future;
+ * at most 1000 of them) with their own overlap policy (enum ch_overlap). */
+int ch_cron_backfill(ch_client *c, const char *name, int64_t from_s, int64_t to_s, int overlap,
+                     struct ch_cron_info **info, char *err, size_t err_len);
+/* Every schedule, in name order, without history. *infos (n entries) is
+ * the caller's: free with ch_cron_infos_free(*infos, *n). */
+int ch_cron_list(ch_client *c, struct ch_cron_info ***infos, uint32_t *n, char *err,
+                 size_t err_len);
+/* One schedule with at most `limit` (0 = CH_CRON_HISTORY_DEFAULT) of its
+ * newest history entries. CH_ERR_NOT_FOUND: no such name. */
+int ch_cron_show(ch_client *c, const char *name, uint32_t limit, struct ch_cron_info **info,
+                 char *err, size_t err_len);
+
+/* The voters: the members that hold the Raft log. Owned by the library:
+ * free with ch_voters_free. */
+struct ch_voter {
+	char *id;                 /* 32 hex */
+	char *name;               /* "?" when the asked node does not know the member */
+	char *addr;
+	int alive;                /* as the asked node's membership sees it */
+	int leader;
+};
+struct ch_voters {
+	struct ch_voter *voters;
+	uint32_t count;
+	uint64_t term;            /* the asked node's current term */
+	uint64_t commit_index;
+};
+void ch_voters_free(struct ch_voters *v);
+/* The voters as the asked node knows them (not forwarded to the leader). */
+int ch_voters_list(ch_client *c, struct ch_voters **out, char *err, size_t err_len);
+/* Makes a member (by name, or a hex id prefix of at least 8 digits) a
+ * voter, or no longer one; returns once the change is committed. One change
+ * at a time (CH_ERR_FULL: another is not committed yet). Removing is refused
+ * (CH_ERR_INVALID) when it would leave no alive majority; a voter gone
+ * from the membership is removed by its full 32-digit id. `out` may be
+ * NULL; otherwise it receives the voters after the change (a second call,
+ * to the node asked). */
+int ch_voters_add(ch_client *c, const char *member, struct ch_voters **out, char *err,
+                  size_t err_len);
+int ch_voters_remove(ch_client *c, const char *member, struct ch_voters **out, char *err,
+                     size_t err_len);
 
 /* Async: the callback gets the error code and the result (owned by the
  * callback, free with ch_result_free; NULL on error). Returns 0 when the

@@ -1708,6 +1708,15 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 		json_array_append_new(keys, ko);
 	}
 	json_object_set_new(o, "keys", keys);
+	json_object_set_new(o, "raft_role", json_text(s->raft_role));
+	json_object_set_new(o, "raft_term", JU64(s->raft_term));
+	json_object_set_new(o, "raft_leader", json_text(s->raft_leader));
+	json_object_set_new(o, "raft_commit", JU64(s->raft_commit));
+	json_t *voters = json_array();
+	for (size_t i = 0; voters != NULL && i < s->n_raft_voters; i++)
+		json_array_append_new(voters, json_text(s->raft_voters[i]));
+	json_object_set_new(o, "raft_voters", voters);
+	json_object_set_new(o, "schedules", JU64(s->schedules));
 	return o;
 }
 
@@ -1762,6 +1771,573 @@ int ch_members_json(ch_client *c, char **json, char *err, size_t err_len)
 	json_t *a = members_to_json(e->members_resp->members, e->members_resp->n_members);
 	chorus__envelope__free_unpacked(e, NULL);
 	return json_hand_over(a, json, err, err_len);
+}
+
+/* ------------------------------------------------------------------ */
+/* schedules and voters                                                */
+
+/* Calls the leader answers (through whichever node is asked) are retried
+ * while there is none: an election takes about a second. */
+#define LEADER_RETRY_MS_FIRST 100u
+#define LEADER_RETRY_MS_MAX 1000u
+#define LEADER_RETRY_COUNT_MAX 64u /* the client's timeout ends it long before */
+#define CRON_ARGV_COUNT_MAX CLIENT_ARGV_COUNT_MAX
+
+static const char *const overlap_names[] = {
+	[CH_OVERLAP_SKIP] = "skip",
+	[CH_OVERLAP_BUFFER_ONE] = "buffer_one",
+	[CH_OVERLAP_BUFFER_ALL] = "buffer_all",
+	[CH_OVERLAP_CANCEL_OTHER] = "cancel_other",
+	[CH_OVERLAP_ALLOW_ALL] = "allow_all",
+};
+#define OVERLAP_COUNT ((int)(sizeof overlap_names / sizeof overlap_names[0]))
+
+const char *ch_overlap_name(int overlap)
+{
+	if (overlap < 0 || overlap >= OVERLAP_COUNT)
+		return "unknown";
+	return overlap_names[overlap];
+}
+
+int ch_overlap_parse(const char *name)
+{
+	if (name == NULL)
+		return -1;
+	for (int i = 0; i < OVERLAP_COUNT; i++) {
+		const char *want = overlap_names[i];
+		size_t k = 0;
+		/* "buffer-one" reads as "buffer_one" */
+		while (want[k] != '\0' && (name[k] == want[k] || (want[k] == '_' && name[k] == '-')))
+			k++;
+		if (want[k] == '\0' && name[k] == '\0')
+			return i;
+	}
+	return -1;
+}
+
+/* A request the leader answers, with the answer's body `want` (or `alt`,
+ * when not BODY__NOT_SET). CH_ERR_NOT_LEADER is retried with backoff until
+ * the client's timeout has passed since the call began; every other
+ * outcome is returned as it is. On CH_OK *e is the reply (caller frees). */
+static int call_leader(ch_client *c, Chorus__Envelope *env, Chorus__Envelope__BodyCase want,
+                       Chorus__Envelope__BodyCase alt, Chorus__Envelope **e, char *err,
+                       size_t err_len)
+{
+	*e = NULL;
+	nng_time start = nng_clock();
+	nng_time deadline = start + c->timeout_ms;
+	uint32_t backoff_ms = LEADER_RETRY_MS_FIRST;
+	int code = CH_ERR_NOT_LEADER;
+	uint32_t tries = 0;
+	while (tries < LEADER_RETRY_COUNT_MAX) {
+		tries++;
+		nng_time now = nng_clock();
+		uint32_t left_ms = now < deadline ? (uint32_t)(deadline - now) : 1;
+		code = request_sync(c, env, left_ms, e, err, err_len);
+		if (code != CH_ERR_NOT_LEADER)
+			break;
+		now = nng_clock();
+		if (now + backoff_ms >= deadline)
+			break;
+		nng_msleep((nng_duration)backoff_ms);
+		backoff_ms = backoff_ms * 2 > LEADER_RETRY_MS_MAX ? LEADER_RETRY_MS_MAX : backoff_ms * 2;
+	}
+	if (code == CH_ERR_NOT_LEADER) {
+		char why[CLIENT_ERR_BYTES];
+		snprintf(why, sizeof why, "%s", err != NULL && err_len > 0 ? err : "");
+		return fail(err, err_len, code, "%s (gave up after %u tries in %u ms)",
+		            why[0] != '\0' ? why : ch_strerror(code), tries,
+		            (unsigned)(nng_clock() - start));
+	}
+	if (code != CH_OK)
+		return code;
+	bool body_ok = (*e)->body_case == want ||
+	               (alt != CHORUS__ENVELOPE__BODY__NOT_SET && (*e)->body_case == alt);
+	if (body_ok && (*e)->submit_resp != NULL) /* union: any member */
+		return CH_OK;
+	/* not what we asked for: expect_body frees it and says what came */
+	code = expect_body(c, *e, want, err, err_len);
+	assert(code != CH_OK);
+	*e = NULL;
+	return code;
+}
+
+/* A copy of n strings (each "" for NULL); NULL only when out of memory. */
+static char **strv_dup(char *const *v, size_t n)
+{
+	char **out = calloc(n > 0 ? n : 1, sizeof *out);
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		out[i] = dup_str(v[i]);
+		if (out[i] == NULL) {
+			for (size_t k = 0; k < i; k++)
+				free(out[k]);
+			free(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
+static void strv_free(char **v, size_t n)
+{
+	if (v == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void ch_cron_info_free(struct ch_cron_info *info)
+{
+	if (info == NULL)
+		return;
+	free(info->name);
+	free(info->expr);
+	free(info->tz);
+	free(info->handler);
+	free(info->on);
+	free(info->payload);
+	strv_free(info->argv, info->argv_count);
+	strv_free(info->require, info->require_count);
+	free(info->note);
+	for (uint32_t i = 0; info->history != NULL && i < info->history_count; i++) {
+		free(info->history[i].node);
+		free(info->history[i].outcome);
+		free(info->history[i].why);
+	}
+	free(info->history);
+	free(info);
+}
+
+void ch_cron_infos_free(struct ch_cron_info **infos, uint32_t n)
+{
+	if (infos == NULL)
+		return;
+	for (uint32_t i = 0; i < n; i++)
+		ch_cron_info_free(infos[i]);
+	free(infos);
+}
+
+/* Deep copy of a CronInfo (a missing spec reads as an empty one). NULL
+ * when out of memory. */
+static struct ch_cron_info *cron_info_from_wire(const Chorus__CronInfo *w)
+{
+	struct ch_cron_info *ci = calloc(1, sizeof *ci);
+	if (ci == NULL)
+		return NULL;
+	Chorus__CronSpec empty = CHORUS__CRON_SPEC__INIT;
+	const Chorus__CronSpec *s = w->spec != NULL ? w->spec : &empty;
+	ci->name = dup_str(s->name);
+	ci->expr = dup_str(s->expr);
+	ci->tz = dup_str(s->tz);
+	ci->handler = dup_str(s->handler);
+	ci->on = dup_str(s->on);
+	ci->payload = malloc(s->payload.len + 1);
+	if (ci->payload != NULL) {
+		if (s->payload.len > 0)
+			memcpy(ci->payload, s->payload.data, s->payload.len);
+		ci->payload[s->payload.len] = '\0';
+		ci->payload_len = s->payload.len;
+	}
+	const Chorus__TaskOptions *o = s->opts;
+	bool ok = ci->name != NULL && ci->expr != NULL && ci->tz != NULL && ci->handler != NULL &&
+	          ci->on != NULL && ci->payload != NULL;
+	if (o != NULL && ok) {
+		ci->timeout_ms = o->timeout_ms;
+		ci->restart = o->restart == CHORUS__RESTART_POLICY__RESTART_TRANSIENT
+		                      ? CH_RESTART_TRANSIENT
+		                      : CH_RESTART_TEMPORARY;
+		ci->max_attempts = o->max_attempts;
+		ci->backoff_ms = o->backoff_ms;
+		size_t na = o->n_argv > CRON_ARGV_COUNT_MAX ? CRON_ARGV_COUNT_MAX : o->n_argv;
+		size_t nr = o->n_require > CH_REQUIRE_COUNT_MAX ? CH_REQUIRE_COUNT_MAX : o->n_require;
+		ci->argv = strv_dup(o->argv, na);
+		ci->argv_count = ci->argv != NULL ? (uint32_t)na : 0;
+		ci->require = strv_dup(o->require, nr);
+		ci->require_count = ci->require != NULL ? (uint32_t)nr : 0;
+		ok = ci->argv != NULL && ci->require != NULL;
+	}
+	ci->overlap = ((int)s->overlap >= 0 && (int)s->overlap < OVERLAP_COUNT) ? (int)s->overlap
+	                                                                         : CH_OVERLAP_SKIP;
+	ci->catchup_ms = s->catchup_ms;
+	ci->start_s = s->start_s;
+	ci->end_s = s->end_s;
+	ci->max_runs = s->max_runs;
+	ci->jitter_ms = s->jitter_ms;
+	ci->pause_on_failure = s->pause_on_failure;
+	ci->paused = w->paused;
+	ci->note = dup_str(w->note);
+	ci->runs = w->runs;
+	ci->next_s = w->next_s;
+	ci->last_s = w->last_s;
+	ok = ok && ci->note != NULL;
+	if (ok && w->n_history > 0 && w->n_history <= UINT32_MAX) {
+		ci->history = calloc(w->n_history, sizeof *ci->history);
+		ok = ci->history != NULL;
+		for (size_t i = 0; ok && i < w->n_history; i++) {
+			const Chorus__CronRun *r = w->history[i];
+			struct ch_cron_run *h = &ci->history[i];
+			ci->history_count = (uint32_t)i + 1; /* freed as far as filled */
+			h->scheduled_s = r->scheduled_s;
+			h->fired_ms = r->fired_ms;
+			h->task_id = r->task_id;
+			h->node = dup_str(r->node);
+			h->outcome = dup_str(r->outcome);
+			h->why = dup_str(r->why);
+			ok = h->node != NULL && h->outcome != NULL && h->why != NULL;
+		}
+	}
+	if (!ok) {
+		ch_cron_info_free(ci);
+		return NULL;
+	}
+	return ci;
+}
+
+static int check_cron_name(const char *name, char *err, size_t err_len)
+{
+	if (name == NULL || name[0] == '\0')
+		return fail(err, err_len, CH_ERR_INVALID, "a schedule name is required");
+	if (strlen(name) > CH_CRON_NAME_BYTES_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "a schedule name has at most %d bytes",
+		            CH_CRON_NAME_BYTES_MAX);
+	return CH_OK;
+}
+
+/* Sends a CronReq to the leader. With `info` (may be NULL) the answer's
+ * schedule, if it names one, is handed over (*info NULL when it names
+ * none). */
+static int cron_call(ch_client *c, Chorus__CronReq *req, struct ch_cron_info **info, char *err,
+                     size_t err_len)
+{
+	if (info != NULL)
+		*info = NULL;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CRON;
+	env.cron = req;
+	Chorus__Envelope *e = NULL;
+	int code = call_leader(c, &env, CHORUS__ENVELOPE__BODY_CRON_RESP,
+	                       CHORUS__ENVELOPE__BODY__NOT_SET, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CronResp *r = e->cron_resp;
+	if (info != NULL && r->n_schedules > 0) {
+		*info = cron_info_from_wire(r->schedules[0]);
+		if (*info == NULL) {
+			chorus__envelope__free_unpacked(e, NULL);
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		}
+	}
+	chorus__envelope__free_unpacked(e, NULL);
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+/* A change answered with its schedule: it must name one. */
+static int cron_change(ch_client *c, Chorus__CronReq *req, struct ch_cron_info **info, char *err,
+                       size_t err_len)
+{
+	struct ch_cron_info *got = NULL;
+	int code = cron_call(c, req, &got, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (got == NULL)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "%s answered without the schedule", c->addr);
+	if (info != NULL)
+		*info = got;
+	else
+		ch_cron_info_free(got);
+	return CH_OK;
+}
+
+int ch_cron_add(ch_client *c, const struct ch_cron_spec *spec, struct ch_cron_info **info,
+                char *err, size_t err_len)
+{
+	if (info != NULL)
+		*info = NULL;
+	if (c == NULL || spec == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and spec are required");
+	int code = check_cron_name(spec->name, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (spec->expr == NULL || spec->expr[0] == '\0')
+		return fail(err, err_len, CH_ERR_INVALID, "a cron expression is required");
+	code = check_task(spec->handler, spec->payload, spec->payload_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (spec->task.key != NULL)
+		return fail(err, err_len, CH_ERR_INVALID,
+		            "a schedule's task takes no key: the cluster keys each occurrence");
+	if (spec->overlap < 0 || spec->overlap >= OVERLAP_COUNT)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown overlap policy %d", spec->overlap);
+	Chorus__TaskOptions topts = CHORUS__TASK_OPTIONS__INIT;
+	code = task_options_fill(&topts, &spec->task, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__CronSpec cs = CHORUS__CRON_SPEC__INIT;
+	cs.name = (char *)spec->name; /* packed only, never written */
+	cs.expr = (char *)spec->expr;
+	cs.tz = (char *)(spec->tz != NULL ? spec->tz : "");
+	cs.handler = (char *)spec->handler;
+	cs.payload.data = (uint8_t *)spec->payload;
+	cs.payload.len = spec->payload_len;
+	cs.opts = &topts;
+	cs.overlap = (Chorus__Overlap)spec->overlap;
+	cs.catchup_ms = spec->catchup_ms;
+	cs.start_s = spec->start_s;
+	cs.end_s = spec->end_s;
+	cs.max_runs = spec->max_runs;
+	cs.jitter_ms = spec->jitter_ms;
+	cs.pause_on_failure = spec->pause_on_failure != 0;
+	cs.on = (char *)(spec->on != NULL ? spec->on : "");
+	Chorus__CronReq req = CHORUS__CRON_REQ__INIT;
+	req.op = CH_CRON_ADD;
+	req.spec = &cs;
+	return cron_change(c, &req, info, err, err_len);
+}
+
+/* rm, pause, resume, trigger: a name and maybe a note. */
+static int cron_named(ch_client *c, uint32_t op, const char *name, const char *note,
+                      struct ch_cron_info **info, char *err, size_t err_len)
+{
+	if (info != NULL)
+		*info = NULL;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	int code = check_cron_name(name, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (note != NULL && strlen(note) > CH_CRON_NOTE_BYTES_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "a note has at most %d bytes",
+		            CH_CRON_NOTE_BYTES_MAX);
+	Chorus__CronReq req = CHORUS__CRON_REQ__INIT;
+	req.op = op;
+	req.name = (char *)name; /* packed only, never written */
+	req.note = (char *)(note != NULL ? note : "");
+	if (op == CH_CRON_RM)
+		return cron_call(c, &req, NULL, err, err_len);
+	return cron_change(c, &req, info, err, err_len);
+}
+
+int ch_cron_remove(ch_client *c, const char *name, char *err, size_t err_len)
+{
+	return cron_named(c, CH_CRON_RM, name, NULL, NULL, err, err_len);
+}
+
+int ch_cron_pause(ch_client *c, const char *name, const char *note, struct ch_cron_info **info,
+                  char *err, size_t err_len)
+{
+	return cron_named(c, CH_CRON_PAUSE, name, note, info, err, err_len);
+}
+
+int ch_cron_resume(ch_client *c, const char *name, struct ch_cron_info **info, char *err,
+                   size_t err_len)
+{
+	return cron_named(c, CH_CRON_RESUME, name, NULL, info, err, err_len);
+}
+
+int ch_cron_trigger(ch_client *c, const char *name, struct ch_cron_info **info, char *err,
+                    size_t err_len)
+{
+	return cron_named(c, CH_CRON_TRIGGER, name, NULL, info, err, err_len);
+}
+
+int ch_cron_backfill(ch_client *c, const char *name, int64_t from_s, int64_t to_s, int overlap,
+                     struct ch_cron_info **info, char *err, size_t err_len)
+{
+	if (info != NULL)
+		*info = NULL;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	int code = check_cron_name(name, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (from_s <= 0 || to_s < from_s)
+		return fail(err, err_len, CH_ERR_INVALID,
+		            "backfill: from (%lld) must be a positive time no later than to (%lld)",
+		            (long long)from_s, (long long)to_s);
+	if (overlap < 0 || overlap >= OVERLAP_COUNT)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown overlap policy %d", overlap);
+	Chorus__CronReq req = CHORUS__CRON_REQ__INIT;
+	req.op = CH_CRON_BACKFILL;
+	req.name = (char *)name; /* packed only, never written */
+	req.from_s = from_s;
+	req.to_s = to_s;
+	req.overlap = (Chorus__Overlap)overlap;
+	return cron_change(c, &req, info, err, err_len);
+}
+
+int ch_cron_list(ch_client *c, struct ch_cron_info ***infos, uint32_t *n, char *err,
+                 size_t err_len)
+{
+	if (c == NULL || infos == NULL || n == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client, infos and n are required");
+	*infos = NULL;
+	*n = 0;
+	Chorus__CronReq req = CHORUS__CRON_REQ__INIT;
+	req.op = CH_CRON_LIST;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CRON;
+	env.cron = &req;
+	Chorus__Envelope *e = NULL;
+	int code = call_leader(c, &env, CHORUS__ENVELOPE__BODY_CRON_RESP,
+	                       CHORUS__ENVELOPE__BODY__NOT_SET, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CronResp *r = e->cron_resp;
+	if (r->n_schedules > UINT32_MAX) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_PROTOCOL, "too many schedules in the list reply");
+	}
+	uint32_t count = (uint32_t)r->n_schedules;
+	struct ch_cron_info **v = calloc(count > 0 ? count : 1, sizeof *v);
+	if (v == NULL) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < count; i++) {
+		v[i] = cron_info_from_wire(r->schedules[i]);
+		if (v[i] == NULL) {
+			ch_cron_infos_free(v, i);
+			chorus__envelope__free_unpacked(e, NULL);
+			return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+		}
+	}
+	chorus__envelope__free_unpacked(e, NULL);
+	*infos = v;
+	*n = count;
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cron_show(ch_client *c, const char *name, uint32_t limit, struct ch_cron_info **info,
+                 char *err, size_t err_len)
+{
+	if (info == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "info is required");
+	*info = NULL;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	int code = check_cron_name(name, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__CronReq req = CHORUS__CRON_REQ__INIT;
+	req.op = CH_CRON_SHOW;
+	req.name = (char *)name; /* packed only, never written */
+	req.limit = limit > 0 ? limit : CH_CRON_HISTORY_DEFAULT;
+	code = cron_call(c, &req, info, err, err_len);
+	if (code == CH_OK && *info == NULL)
+		return fail(err, err_len, CH_ERR_NOT_FOUND, "no schedule named \"%s\"", name);
+	return code;
+}
+
+void ch_voters_free(struct ch_voters *v)
+{
+	if (v == NULL)
+		return;
+	for (uint32_t i = 0; v->voters != NULL && i < v->count; i++) {
+		free(v->voters[i].id);
+		free(v->voters[i].name);
+		free(v->voters[i].addr);
+	}
+	free(v->voters);
+	free(v);
+}
+
+static struct ch_voters *voters_from_wire(const Chorus__VotersResp *w)
+{
+	struct ch_voters *v = calloc(1, sizeof *v);
+	if (v == NULL)
+		return NULL;
+	v->term = w->term;
+	v->commit_index = w->commit_index;
+	size_t n = w->n_voters > UINT32_MAX ? UINT32_MAX : w->n_voters;
+	v->voters = calloc(n > 0 ? n : 1, sizeof *v->voters);
+	if (v->voters == NULL) {
+		free(v);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct ch_voter *o = &v->voters[i];
+		v->count = (uint32_t)i + 1; /* freed as far as filled */
+		o->id = dup_str(w->voters[i]->id);
+		o->name = dup_str(w->voters[i]->name);
+		o->addr = dup_str(w->voters[i]->addr);
+		o->alive = w->voters[i]->alive;
+		o->leader = w->voters[i]->leader;
+		if (o->id == NULL || o->name == NULL || o->addr == NULL) {
+			ch_voters_free(v);
+			return NULL;
+		}
+	}
+	return v;
+}
+
+int ch_voters_list(ch_client *c, struct ch_voters **out, char *err, size_t err_len)
+{
+	if (c == NULL || out == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and out are required");
+	*out = NULL;
+	Chorus__VotersReq req = CHORUS__VOTERS_REQ__INIT;
+	req.op = CH_VOTERS_LIST;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_VOTERS;
+	env.voters = &req;
+	Chorus__Envelope *e = NULL;
+	int code = call_leader(c, &env, CHORUS__ENVELOPE__BODY_VOTERS_RESP,
+	                       CHORUS__ENVELOPE__BODY__NOT_SET, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	*out = voters_from_wire(e->voters_resp);
+	chorus__envelope__free_unpacked(e, NULL);
+	if (*out == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+static int voters_change(ch_client *c, uint32_t op, const char *member, struct ch_voters **out,
+                         char *err, size_t err_len)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	if (member == NULL || member[0] == '\0')
+		return fail(err, err_len, CH_ERR_INVALID, "a member (name or hex id) is required");
+	Chorus__VotersReq req = CHORUS__VOTERS_REQ__INIT;
+	req.op = op;
+	req.member = (char *)member; /* packed only, never written */
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_VOTERS;
+	env.voters = &req;
+	Chorus__Envelope *e = NULL;
+	/* the node answers a committed change with an empty CronResp (its
+	 * pending-change path is shared with the schedules) or a VotersResp */
+	int code = call_leader(c, &env, CHORUS__ENVELOPE__BODY_VOTERS_RESP,
+	                       CHORUS__ENVELOPE__BODY_CRON_RESP, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (out == NULL) {
+		err_clear(err, err_len);
+		return CH_OK;
+	}
+	return ch_voters_list(c, out, err, err_len);
+}
+
+int ch_voters_add(ch_client *c, const char *member, struct ch_voters **out, char *err,
+                  size_t err_len)
+{
+	return voters_change(c, CH_VOTERS_ADD, member, out, err, err_len);
+}
+
+int ch_voters_remove(ch_client *c, const char *member, struct ch_voters **out, char *err,
+                     size_t err_len)
+{
+	return voters_change(c, CH_VOTERS_REMOVE, member, out, err, err_len);
 }
 
 /* ------------------------------------------------------------------ */

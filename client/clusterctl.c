@@ -84,9 +84,20 @@ static const char usage_text[] =
 	"  wait --batch ID [--from N]                         re-attach to a fan-out: its\n"
 	"                                                     results from index N on\n"
 	"  cancel TASK_ID                                     cancel a task\n"
+	"  cron add NAME 'EXPR' HANDLER [PAYLOAD] [options]   add a schedule to the cluster\n"
+	"  cron every NAME DURATION HANDLER [PAYLOAD] [options]\n"
+	"                                                     the same, every DURATION\n"
+	"  cron list                                          the schedules, next run, state\n"
+	"  cron show NAME [--limit N]                         one schedule and its history\n"
+	"  cron history NAME [--limit N]                      its runs, newest first\n"
+	"  cron rm|resume|trigger NAME                        remove, resume, run once now\n"
+	"  cron pause NAME [--note TEXT]                      pause (occurrences are skipped)\n"
+	"  cron backfill NAME --from T --to T [--overlap P]   run a past range's occurrences\n"
 	"  cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
 	"                                                     next fire times of a cron\n"
 	"                                                     expression (no cluster needed)\n"
+	"  voters [list]                                      the voters, the leader, the term\n"
+	"  voters add|remove MEMBER                           change the voters (name or id)\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
 	"  keygen --client SECRET_FILE OUT_FILE               write a client credential\n"
 	"  help [COMMAND]                                     help on a command\n"
@@ -105,11 +116,13 @@ static const char usage_text[] =
 	"exit codes:\n"
 	"  0  ok\n"
 	"  1  the task (or a task of a fan-out) did not succeed\n"
-	"  2  usage error\n"
-	"  3  node unreachable, or a timeout\n"
+	"  2  usage error, or a request the node found invalid (e.g. a schedule name\n"
+	"     already taken)\n"
+	"  3  node unreachable, a timeout, or no leader elected in time (cron, voters)\n"
 	"  4  authentication failed (wrong cluster secret)\n"
-	"  5  not found (no such task)\n"
-	"  6  rejected by the node (unknown handler, exec denied, too large, queue full)\n"
+	"  5  not found (no such task, schedule or member)\n"
+	"  6  rejected by the node (unknown handler, exec denied, too large, queue full,\n"
+	"     schedule limit, a voter change already under way)\n"
 	"  7  any other error\n";
 
 static const char help_submit[] =
@@ -167,10 +180,14 @@ static const char help_submit[] =
 static const char help_status[] =
 	"usage: clusterctl status [TASK_ID]\n"
 	"\n"
-	"Without TASK_ID: the node, its tags, worker pools, queue, counters, the\n"
+	"Without TASK_ID: the node, its tags, the election as it sees it (leader and\n"
+	"term, voters, commit index, schedules), worker pools, queue, counters, the\n"
 	"peers that sent bad frames and the cluster's members as this node sees them\n"
-	"(see clusterctl help members); --json adds \"tags\" and \"members\". With\n"
-	"TASK_ID: that task's current state, and the node that ran it.\n";
+	"(see clusterctl help members); --json adds \"tags\", \"members\",\n"
+	"\"raft_role\" (follower, candidate, leader; \"\" when not a voter),\n"
+	"\"raft_term\", \"raft_leader\" (\"\" = none known), \"raft_commit\",\n"
+	"\"raft_voters\" (names) and \"schedules\". With TASK_ID: that task's\n"
+	"current state, and the node that ran it.\n";
 
 static const char help_members[] =
 	"usage: clusterctl members\n"
@@ -211,13 +228,72 @@ static const char help_cancel[] =
 	"Cancels a task that has not finished and prints its state afterwards.\n";
 
 static const char help_cron[] =
-	"usage: clusterctl cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
+	"usage: clusterctl cron add NAME 'EXPR' HANDLER [PAYLOAD | -f FILE | -] [options]\n"
+	"       clusterctl cron every NAME DURATION HANDLER [PAYLOAD | -f FILE | -] [options]\n"
+	"       clusterctl cron list\n"
+	"       clusterctl cron show NAME [--limit N]\n"
+	"       clusterctl cron history NAME [--limit N]\n"
+	"       clusterctl cron rm NAME\n"
+	"       clusterctl cron pause NAME [--note TEXT]\n"
+	"       clusterctl cron resume NAME\n"
+	"       clusterctl cron trigger NAME\n"
+	"       clusterctl cron backfill NAME --from T --to T [--overlap POLICY]\n"
+	"       clusterctl cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
 	"\n"
-	"Prints the next N fire times (default 5, at most 1000) of a cron expression\n"
-	"strictly after T (default: now), one ISO-8601 time per line with its UTC\n"
-	"offset (2026-03-08T03:00:00-04:00), or a JSON array of such strings with\n"
-	"--json. Contacts no node.\n"
+	"Schedules belong to the cluster: they are replicated by Raft among the voters\n"
+	"(clusterctl voters) and every occurrence runs once, as a task. Any node takes\n"
+	"these commands and forwards them to the leader; a change is answered once it\n"
+	"is committed. While no leader is elected (an election takes about a second)\n"
+	"clusterctl retries until --timeout (default 5s), then exits 3.\n"
 	"\n"
+	"add NAME 'EXPR' HANDLER [PAYLOAD]: runs HANDLER with PAYLOAD (or the contents\n"
+	"of FILE, or standard input) at each time EXPR gives; `every` is add with\n"
+	"EXPR '@every DURATION'. NAME: 1 to 64 letters, digits, '-', '_' and '.'.\n"
+	"Prints the next run. options:\n"
+	"  --tz ZONE           the zone EXPR is read in (default UTC)\n"
+	"  --on tag:NAME       run each occurrence on a member with tag NAME (default:\n"
+	"                      wherever placement puts it)\n"
+	"  --overlap POLICY    when an occurrence comes while the previous run is not\n"
+	"                      done: skip (default; recorded), buffer_one (one waits),\n"
+	"                      buffer_all (all wait, in order), cancel_other (cancel\n"
+	"                      the running one) or allow_all (run side by side)\n"
+	"  --catchup DUR       occurrences missed by more than DUR (no leader, no\n"
+	"                      majority) are skipped as one recorded range (default\n"
+	"                      1m; 1s to 168h)\n"
+	"  --start T, --end T  no run before / after T\n"
+	"  --max-runs N        end the schedule after N runs\n"
+	"  --jitter DUR        delay each run by a fixed amount under DUR (at most 1h)\n"
+	"  --pause-on-failure  a run that does not succeed pauses the schedule\n"
+	"  --timeout DUR       each run's time limit (default: the node's)\n"
+	"  --transient         retry a run after a crash or timeout\n"
+	"  --retries N         transient: at most N attempts in all\n"
+	"  --backoff DUR       transient: first retry delay, doubling each attempt\n"
+	"  --require TAG       run only on a member with TAG (repeatable)\n"
+	"  --arg ARG           exec handler: append ARG to argv (repeatable; or -- ARGV...)\n"
+	"\n"
+	"list: NAME, EXPR, TZ, NEXT (the next run, ISO-8601 in the schedule's zone\n"
+	"when this machine has it, else UTC), RUNS and STATE: active, paused (with\n"
+	"its note), ended (no run to come) or broken (the node cannot evaluate it,\n"
+	"and why). show: the schedule and its newest N runs (default 20). history:\n"
+	"only the runs: SCHEDULED, OUTCOME (fired, dispatched, buffered, skipped, or\n"
+	"the task's end: succeeded, failed, ...), NODE, TASK (clusterctl status TASK\n"
+	"on that node) and WHY. pause: occurrences that come while paused are skipped\n"
+	"(recorded); --note says why (list shows it). trigger: one extra run now\n"
+	"(prints its task). backfill: runs the occurrences of [--from, --to] (at most\n"
+	"1000, --to not in the future) with their own --overlap (default skip).\n"
+	"With --json: a schedule is an object with the fields of show (times as\n"
+	"\"next\" ISO-8601 and \"next_s\" unix seconds), list an array of them, history\n"
+	"an array of {\"scheduled\", \"scheduled_s\", \"fired_ms\", \"outcome\", \"node\",\n"
+	"\"task_id\", \"why\"}, rm {\"name\", \"removed\"}.\n"
+	"\n"
+	"T is ISO-8601 with an offset (2026-03-08T01:30:00-05:00, 2026-03-08T06:30Z)\n"
+	"or unix seconds; add's --start and --end also take a local time in --tz\n"
+	"without an offset (2026-03-08T01:30). DUR: 500ms, 5s, 2m, 1h.\n"
+	"\n"
+	"next 'EXPR': prints the next N fire times (default 5, at most 1000) of a cron\n"
+	"expression strictly after T (default: now), one ISO-8601 time per line with\n"
+	"its UTC offset (2026-03-08T03:00:00-04:00), or a JSON array of such strings\n"
+	"with --json. Contacts no node.\n"
 	"  --tz ZONE    an IANA time zone from /usr/share/zoneinfo (default UTC)\n"
 	"  --from T     2026-03-08T01:30:00-05:00, 2026-03-08T06:30:00Z, or a local\n"
 	"               time in ZONE without an offset (2026-03-08T01:30)\n"
@@ -234,7 +310,28 @@ static const char help_cron[] =
 	"repeat; a job with '*' in minute or hour follows the wall clock (nothing in\n"
 	"the gap, each occurrence in the repeat). See docs/design.md.\n"
 	"\n"
-	"Exit 2 for a bad expression, time zone or option (the reason on stderr).\n";
+	"Exit 2 for a bad expression, time zone, time or option (the reason on\n"
+	"stderr; add and every check these before contacting a node), 5 for no such\n"
+	"schedule, 3 when no leader answered in time.\n";
+
+static const char help_voters[] =
+	"usage: clusterctl voters [list]\n"
+	"       clusterctl voters add MEMBER\n"
+	"       clusterctl voters remove MEMBER\n"
+	"\n"
+	"The voters are the members that hold the cluster's replicated log (Raft):\n"
+	"the schedules live there, and a majority of voters alive is needed to change\n"
+	"them or to elect a leader. list prints NAME (the leader marked with *), ID\n"
+	"(the first 8 hex digits), ADDRESS and ALIVE as the node asked sees them,\n"
+	"then its term and commit index. With --json: {\"term\", \"commit_index\",\n"
+	"\"voters\": [{\"name\", \"id\", \"addr\", \"alive\", \"leader\"}]}.\n"
+	"\n"
+	"add and remove change the voters one at a time (exit 6 while another change\n"
+	"is not committed) and print the voters after. MEMBER is a member's name or a\n"
+	"hex id prefix of at least 8 digits; a voter gone from the membership is\n"
+	"removed by its full 32-digit id. Adding needs the member alive; removing is\n"
+	"refused when it would leave no alive majority. The nodes also keep the\n"
+	"voter count at their voters_target on their own (see chorusd --help).\n";
 
 static const char help_keygen[] =
 	"usage: clusterctl keygen [FILE]\n"
@@ -272,7 +369,8 @@ static int exit_for(int code)
 	case CH_OK: return EXIT_OK;
 	case CH_ERR_INVALID: return EXIT_USAGE;
 	case CH_ERR_UNREACHABLE:
-	case CH_ERR_TIMEOUT: return EXIT_UNREACHABLE;
+	case CH_ERR_TIMEOUT:
+	case CH_ERR_NOT_LEADER: return EXIT_UNREACHABLE;
 	case CH_ERR_AUTH: return EXIT_AUTH;
 	case CH_ERR_NOT_FOUND: return EXIT_NOT_FOUND;
 	case CH_ERR_UNKNOWN_HANDLER:
@@ -301,6 +399,10 @@ static int report(const struct cli *cli, int code, const char *err)
 			fprintf(stderr, "clusterctl: cannot reach %s: %s\n", cli->addr, msg);
 	} else if (code == CH_ERR_AUTH) {
 		fprintf(stderr, "clusterctl: authentication failed: %s\n", msg);
+	} else if (code == CH_ERR_NOT_LEADER) {
+		/* the node's own words say it ("no leader elected yet", "the
+		 * leader changed before the change committed") */
+		fprintf(stderr, "clusterctl: %s\n", msg);
 	} else if (strncasecmp(msg, ch_strerror(code), strlen(ch_strerror(code))) == 0) {
 		/* the message already starts with the phrase: do not repeat it */
 		fprintf(stderr, "clusterctl: %s\n", msg);
@@ -1242,6 +1344,39 @@ static void print_members_table(json_t *members, uint64_t now_ms)
 	json_decref(view);
 }
 
+/* The election as the node sees it: "leader n1 (term 3), voters n1 n2 n3,
+ * commit 42, 2 schedule(s); this node: follower". Nothing from a node
+ * without the fields (an older version). */
+static void print_raft_line(json_t *o)
+{
+	json_t *voters = json_object_get(o, "raft_voters");
+	if (!json_is_array(voters))
+		return;
+	const char *leader = json_string_value(json_object_get(o, "raft_leader"));
+	const char *role = json_string_value(json_object_get(o, "raft_role"));
+	printf("%-10s ", "raft");
+	if (leader != NULL && leader[0] != '\0')
+		printf("leader %s", leader);
+	else
+		printf("no leader");
+	printf(" (term %llu), voters", (unsigned long long)json_u64(o, "raft_term"));
+	size_t i;
+	json_t *v;
+	json_array_foreach(voters, i, v)
+	{
+		printf(" %s", json_string_value(v) != NULL ? json_string_value(v) : "?");
+	}
+	if (json_array_size(voters) == 0)
+		printf(" none");
+	uint64_t n = json_u64(o, "schedules");
+	printf(", commit %llu, %llu schedule%s", (unsigned long long)json_u64(o, "raft_commit"),
+	       (unsigned long long)n, n == 1 ? "" : "s");
+	if (role != NULL && role[0] != '\0')
+		printf("; this node: %s\n", role);
+	else
+		printf("; this node is not a voter\n");
+}
+
 static void print_status_tables(json_t *o)
 {
 	uint64_t started = json_u64(o, "started_ms"), now = json_u64(o, "now_ms");
@@ -1267,6 +1402,7 @@ static void print_status_tables(json_t *o)
 	printf("%-10s ", "tags");
 	print_string_list(json_object_get(o, "tags"));
 	putchar('\n');
+	print_raft_line(o);
 
 	json_t *pools = json_object_get(o, "pools");
 	size_t i;
@@ -1664,12 +1800,8 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
 }
 
 /* cron next: pure computation, no node (core/cron.h, core/tz.h). */
-static int cmd_cron(struct cli *cli, int argc, char **argv)
+static int cmd_cron_next(struct cli *cli, int argc, char **argv)
 {
-	if (argc < 2)
-		usage_fail("cron needs a subcommand: next");
-	if (strcmp(argv[1], "next") != 0)
-		usage_fail("cron: unknown subcommand '%s' (this version has: next)", argv[1]);
 	const char *expr = NULL, *from = NULL, *zone = "UTC";
 	uint32_t count = CRON_NEXT_COUNT_DEFAULT;
 	for (int i = 2; i < argc; i++) {
@@ -1742,6 +1874,841 @@ out:
 	return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* cron: schedules held by the cluster                                 */
+
+#define CRON_NAME_COLS_MAX 32
+#define CRON_EXPR_COLS_MAX 40
+#define CRON_NOTE_COLS_MAX 60
+#define CRON_CATCHUP_MS_MAX (7u * 24u * 3600u * 1000u)
+#define CRON_JITTER_MS_MAX (3600u * 1000u)
+#define CRON_EVERY_BYTES_MAX 64
+
+/* A schedule name as the node takes it: 1..64 of [A-Za-z0-9._-]. */
+static bool cron_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > CH_CRON_NAME_BYTES_MAX)
+		return false;
+	for (const char *p = name; *p != '\0'; p++) {
+		char ch = *p;
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '-' || ch == '_' || ch == '.'))
+			return false;
+	}
+	return true;
+}
+
+static const char *cron_name_or_die(const char *cmd, const char *name)
+{
+	if (name == NULL)
+		usage_fail("cron %s needs a schedule NAME", cmd);
+	if (!cron_name_ok(name))
+		usage_fail("cron %s: '%s' is not a schedule name (1 to %d letters, digits, '-', '_' "
+		           "or '.')", cmd, name, CH_CRON_NAME_BYTES_MAX);
+	return name;
+}
+
+/* Does an ISO-8601 time end with its own offset ("Z", "+HH:MM", "-HH:MM")?
+ * The date's own dashes are within its first 10 characters. */
+static bool iso_has_offset(const char *s)
+{
+	size_t n = strlen(s);
+	if (n > 0 && (s[n - 1] == 'Z' || s[n - 1] == 'z'))
+		return true;
+	return n > 10 && strpbrk(s + 10, "+-") != NULL;
+}
+
+/* T: unix seconds, or ISO-8601 with an offset; without one, a local time
+ * in `zone` (NULL: none known, so an offset is required). Exits 2 on a bad
+ * T, naming the option. */
+static int64_t parse_time_or_die(const char *opt, const char *s, struct tzcache *cache,
+                                 const char *zone)
+{
+	uint64_t secs;
+	if (parse_u64(s, &secs)) {
+		if (secs == 0 || secs > (uint64_t)INT64_MAX)
+			usage_fail("%s: %s is not a time", opt, s);
+		return (int64_t)secs;
+	}
+	const struct tz *z = tz_utc();
+	char err[ERR_BYTES];
+	if (!iso_has_offset(s)) {
+		if (zone == NULL)
+			usage_fail("%s: '%s' needs an offset (Z or +HH:MM), or give unix seconds", opt, s);
+		if (cache == NULL || tzcache_get(cache, zone, &z, err, sizeof err) != 0)
+			usage_fail("%s: '%s' has no offset and the zone cannot be read here (%s): add "
+			           "an offset", opt, s, cache == NULL ? "out of memory" : err);
+	}
+	int64_t t = 0;
+	if (tz_parse_iso8601(s, z, &t, err, sizeof err) != 0)
+		usage_fail("%s: %s", opt, err);
+	if (t <= 0)
+		usage_fail("%s: %s is before 1970", opt, s);
+	return t;
+}
+
+/* t (unix s) as ISO-8601 in `zone` when this machine has it, else UTC;
+ * "-" for 0. buf needs TZ_ISO_BYTES. */
+static void cron_time_text(struct tzcache *cache, const char *zone, int64_t t, char *buf,
+                           size_t len)
+{
+	if (t == 0) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	const struct tz *z = tz_utc();
+	char err[TZ_ERR_BYTES];
+	if (cache != NULL && zone != NULL && zone[0] != '\0' &&
+	    tzcache_get(cache, zone, &z, err, sizeof err) != 0)
+		z = tz_utc();
+	tz_format_iso8601(t, tz_utoff_at(z, t), buf, len);
+}
+
+static json_t *cron_time_json(struct tzcache *cache, const char *zone, int64_t t)
+{
+	if (t == 0)
+		return json_null();
+	char buf[TZ_ISO_BYTES];
+	cron_time_text(cache, zone, t, buf, sizeof buf);
+	return json_string(buf);
+}
+
+/* "active", "paused", "paused: NOTE", "ended" (no next occurrence) or
+ * "broken: WHY" (the node cannot evaluate it: a note while not paused). */
+static void cron_state_text(const struct ch_cron_info *ci, char *buf, size_t len)
+{
+	if (ci->paused && ci->note[0] != '\0')
+		snprintf(buf, len, "paused: %s", ci->note);
+	else if (ci->paused)
+		snprintf(buf, len, "paused");
+	else if (ci->note[0] != '\0')
+		snprintf(buf, len, "broken: %s", ci->note);
+	else if (ci->next_s == 0)
+		snprintf(buf, len, "ended");
+	else
+		snprintf(buf, len, "active");
+}
+
+static json_t *bytes_json(json_t *o, const char *key, const char *key_b64, const uint8_t *p,
+                          size_t n)
+{
+	if (utf8_valid(p, n)) {
+		json_object_set_new(o, key, json_stringn((const char *)p, n));
+		return o;
+	}
+	size_t b64_len = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = malloc(b64_len);
+	if (b64 != NULL) {
+		sodium_bin2base64(b64, b64_len, p, n, sodium_base64_VARIANT_ORIGINAL);
+		json_object_set_new(o, key_b64, json_string(b64));
+		free(b64);
+	}
+	return o;
+}
+
+static json_t *strv_json(char *const *v, uint32_t n)
+{
+	json_t *a = json_array();
+	for (uint32_t i = 0; i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+static json_t *cron_run_json(struct tzcache *cache, const char *zone, const struct ch_cron_run *r)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "scheduled", cron_time_json(cache, zone, r->scheduled_s));
+	json_object_set_new(o, "scheduled_s", json_integer(r->scheduled_s));
+	json_object_set_new(o, "fired_ms", json_integer((json_int_t)r->fired_ms));
+	json_object_set_new(o, "outcome", json_string(r->outcome));
+	json_object_set_new(o, "node", json_string(r->node));
+	json_object_set_new(o, "task_id", json_integer((json_int_t)r->task_id));
+	json_object_set_new(o, "why", json_string(r->why));
+	return o;
+}
+
+static json_t *cron_history_json(struct tzcache *cache, const struct ch_cron_info *ci)
+{
+	json_t *a = json_array();
+	for (uint32_t i = 0; i < ci->history_count; i++)
+		json_array_append_new(a, cron_run_json(cache, ci->tz, &ci->history[i]));
+	return a;
+}
+
+/* A schedule as JSON: the same fields as the text, times both as unix
+ * seconds and as ISO-8601 in the schedule's zone. */
+static json_t *cron_info_json(struct tzcache *cache, const struct ch_cron_info *ci,
+                              bool with_history)
+{
+	char state[CH_CRON_NOTE_BYTES_MAX + 32];
+	cron_state_text(ci, state, sizeof state);
+	json_t *o = json_object();
+	json_object_set_new(o, "name", json_string(ci->name));
+	json_object_set_new(o, "expr", json_string(ci->expr));
+	json_object_set_new(o, "tz", json_string(ci->tz[0] != '\0' ? ci->tz : "UTC"));
+	json_object_set_new(o, "next", cron_time_json(cache, ci->tz, ci->next_s));
+	json_object_set_new(o, "next_s", json_integer(ci->next_s));
+	json_object_set_new(o, "last", cron_time_json(cache, ci->tz, ci->last_s));
+	json_object_set_new(o, "last_s", json_integer(ci->last_s));
+	json_object_set_new(o, "runs", json_integer(ci->runs));
+	json_object_set_new(o, "state", json_string(state));
+	json_object_set_new(o, "paused", json_boolean(ci->paused));
+	json_object_set_new(o, "note", json_string(ci->note));
+	json_object_set_new(o, "handler", json_string(ci->handler));
+	bytes_json(o, "payload", "payload_base64", ci->payload, ci->payload_len);
+	json_object_set_new(o, "on", json_string(ci->on));
+	json_object_set_new(o, "overlap", json_string(ch_overlap_name(ci->overlap)));
+	json_object_set_new(o, "catchup_ms", json_integer((json_int_t)ci->catchup_ms));
+	json_object_set_new(o, "start", cron_time_json(cache, ci->tz, ci->start_s));
+	json_object_set_new(o, "start_s", json_integer(ci->start_s));
+	json_object_set_new(o, "end", cron_time_json(cache, ci->tz, ci->end_s));
+	json_object_set_new(o, "end_s", json_integer(ci->end_s));
+	json_object_set_new(o, "max_runs", json_integer(ci->max_runs));
+	json_object_set_new(o, "jitter_ms", json_integer((json_int_t)ci->jitter_ms));
+	json_object_set_new(o, "pause_on_failure", json_boolean(ci->pause_on_failure));
+	json_object_set_new(o, "timeout_ms", json_integer(ci->timeout_ms));
+	json_object_set_new(o, "restart", json_string(ci->restart == CH_RESTART_TRANSIENT
+	                                                      ? "transient"
+	                                                      : "temporary"));
+	json_object_set_new(o, "max_attempts", json_integer(ci->max_attempts));
+	json_object_set_new(o, "backoff_ms", json_integer(ci->backoff_ms));
+	json_object_set_new(o, "argv", strv_json(ci->argv, ci->argv_count));
+	json_object_set_new(o, "require", strv_json(ci->require, ci->require_count));
+	if (with_history)
+		json_object_set_new(o, "history", cron_history_json(cache, ci));
+	return o;
+}
+
+/* The history as a table, newest first. */
+static void cron_history_table(struct tzcache *cache, const struct ch_cron_info *ci)
+{
+	if (ci->history_count == 0) {
+		printf("(no runs yet)\n");
+		return;
+	}
+	int node_w = (int)strlen("NODE");
+	for (uint32_t i = 0; i < ci->history_count; i++) {
+		int w = (int)strlen(ci->history[i].node);
+		if (w > node_w)
+			node_w = w > MEMBER_NAME_COLS_MAX ? MEMBER_NAME_COLS_MAX : w;
+	}
+	printf("%-25s  %-10s  %-*s  %-20s  %s\n", "SCHEDULED", "OUTCOME", node_w, "NODE", "TASK",
+	       "WHY");
+	for (uint32_t i = 0; i < ci->history_count; i++) {
+		const struct ch_cron_run *r = &ci->history[i];
+		char when[TZ_ISO_BYTES], task[24];
+		cron_time_text(cache, ci->tz, r->scheduled_s, when, sizeof when);
+		if (r->task_id != 0)
+			snprintf(task, sizeof task, "%llu", (unsigned long long)r->task_id);
+		else
+			snprintf(task, sizeof task, "-");
+		printf("%-25s  %-10s  %-*s  %-20s  ", when, r->outcome[0] != '\0' ? r->outcome : "-",
+		       node_w, r->node[0] != '\0' ? r->node : "-", task);
+		if (r->why[0] != '\0')
+			print_escaped(stdout, (const uint8_t *)r->why, strlen(r->why));
+		else
+			putchar('-');
+		putchar('\n');
+	}
+}
+
+static void cron_info_table(struct tzcache *cache, const struct ch_cron_info *ci)
+{
+	char buf[TZ_ISO_BYTES], state[CH_CRON_NOTE_BYTES_MAX + 32];
+	cron_state_text(ci, state, sizeof state);
+	printf("%-12s %s\n", "schedule", ci->name);
+	printf("%-12s %s\n", "expr", ci->expr);
+	printf("%-12s %s\n", "tz", ci->tz[0] != '\0' ? ci->tz : "UTC");
+	printf("%-12s %s\n", "state", state);
+	cron_time_text(cache, ci->tz, ci->next_s, buf, sizeof buf);
+	printf("%-12s %s\n", "next", buf);
+	cron_time_text(cache, ci->tz, ci->last_s, buf, sizeof buf);
+	printf("%-12s %s\n", "last", buf);
+	if (ci->max_runs > 0)
+		printf("%-12s %u of at most %u\n", "runs", ci->runs, ci->max_runs);
+	else
+		printf("%-12s %u\n", "runs", ci->runs);
+	printf("%-12s %s\n", "handler", ci->handler);
+	printf("%-12s %zu bytes", "payload", ci->payload_len);
+	if (ci->payload_len > 0) {
+		fputs(": ", stdout);
+		print_escaped(stdout, ci->payload, ci->payload_len > 200 ? 200 : ci->payload_len);
+		if (ci->payload_len > 200)
+			fputs("...", stdout);
+	}
+	putchar('\n');
+	printf("%-12s %s\n", "on", ci->on[0] != '\0' ? ci->on : "any member (placement)");
+	printf("%-12s %s\n", "overlap", ch_overlap_name(ci->overlap));
+	if (ci->catchup_ms > 0)
+		printf("%-12s %llu ms\n", "catch-up", (unsigned long long)ci->catchup_ms);
+	else
+		printf("%-12s the node's default\n", "catch-up");
+	if (ci->start_s != 0) {
+		cron_time_text(cache, ci->tz, ci->start_s, buf, sizeof buf);
+		printf("%-12s %s\n", "start", buf);
+	}
+	if (ci->end_s != 0) {
+		cron_time_text(cache, ci->tz, ci->end_s, buf, sizeof buf);
+		printf("%-12s %s\n", "end", buf);
+	}
+	if (ci->jitter_ms > 0)
+		printf("%-12s %llu ms\n", "jitter", (unsigned long long)ci->jitter_ms);
+	if (ci->pause_on_failure)
+		printf("%-12s pause the schedule\n", "on failure");
+	printf("%-12s %s", "restart", ci->restart == CH_RESTART_TRANSIENT ? "transient" : "temporary");
+	if (ci->restart == CH_RESTART_TRANSIENT && ci->max_attempts > 0)
+		printf(", at most %u attempts", ci->max_attempts);
+	putchar('\n');
+	if (ci->timeout_ms > 0)
+		printf("%-12s %u ms\n", "timeout", ci->timeout_ms);
+	if (ci->argv_count > 0) {
+		printf("%-12s", "argv");
+		for (uint32_t i = 0; i < ci->argv_count; i++)
+			printf(" %s", ci->argv[i]);
+		putchar('\n');
+	}
+	if (ci->require_count > 0) {
+		printf("%-12s", "require");
+		for (uint32_t i = 0; i < ci->require_count; i++)
+			printf("%s%s", i > 0 ? "," : " ", ci->require[i]);
+		putchar('\n');
+	}
+}
+
+static void cron_list_table(struct tzcache *cache, struct ch_cron_info **v, uint32_t n)
+{
+	if (n == 0) {
+		printf("(no schedules)\n");
+		return;
+	}
+	int name_w = (int)strlen("NAME"), expr_w = (int)strlen("EXPR"), tz_w = (int)strlen("TZ");
+	for (uint32_t i = 0; i < n; i++) {
+		int w = (int)strlen(v[i]->name);
+		if (w > name_w)
+			name_w = w > CRON_NAME_COLS_MAX ? CRON_NAME_COLS_MAX : w;
+		w = (int)strlen(v[i]->expr);
+		if (w > expr_w)
+			expr_w = w > CRON_EXPR_COLS_MAX ? CRON_EXPR_COLS_MAX : w;
+		w = (int)strlen(v[i]->tz);
+		if (w > tz_w)
+			tz_w = w > (int)TZ_NAME_BYTES_MAX ? (int)TZ_NAME_BYTES_MAX : w;
+	}
+	printf("%-*s  %-*s  %-*s  %-25s  %6s  %s\n", name_w, "NAME", expr_w, "EXPR", tz_w, "TZ",
+	       "NEXT", "RUNS", "STATE");
+	for (uint32_t i = 0; i < n; i++) {
+		const struct ch_cron_info *ci = v[i];
+		char next[TZ_ISO_BYTES], state[CH_CRON_NOTE_BYTES_MAX + 32];
+		cron_time_text(cache, ci->tz, ci->next_s, next, sizeof next);
+		cron_state_text(ci, state, sizeof state);
+		printf("%-*s  %-*s  %-*s  %-25s  %6u  ", name_w, ci->name, expr_w, ci->expr, tz_w,
+		       ci->tz[0] != '\0' ? ci->tz : "UTC", next, ci->runs);
+		print_escaped(stdout, (const uint8_t *)state,
+		              strlen(state) > CRON_NOTE_COLS_MAX ? CRON_NOTE_COLS_MAX : strlen(state));
+		putchar('\n');
+	}
+}
+
+/* What `cron add` and `cron every` take. */
+struct cron_add_args {
+	struct ch_cron_spec spec;
+	const char *payload_arg;
+	const char *payload_file; /* "-" = standard input */
+	const char *start_arg, *end_arg;
+	const char **argv;        /* NULL-terminated; argv_count entries */
+	size_t argv_count;
+	const char **require;     /* NULL-terminated */
+	size_t require_count;
+	bool retries_given, backoff_given;
+	char every_expr[CRON_EVERY_BYTES_MAX];
+};
+
+/* Parses cron add/every's arguments and checks everything that can be
+ * checked here, exiting 2 on the first problem: no node is contacted for
+ * a malformed schedule. av and req have room for argc entries each. */
+static void cron_add_parse(const char *cmd, int argc, char **argv, struct cron_add_args *a,
+                           struct tzcache *cache)
+{
+	bool every = strcmp(cmd, "every") == 0;
+	const char *pos[4] = { NULL, NULL, NULL, NULL }; /* NAME EXPR|DUR HANDLER PAYLOAD */
+	int pos_count = 0;
+	for (int i = 2; i < argc; i++) {
+		const char *o = argv[i];
+		if (strcmp(o, "--") == 0) {
+			for (i++; i < argc; i++)
+				a->argv[a->argv_count++] = argv[i];
+			break;
+		} else if (strcmp(o, "--json") == 0) {
+			(void)0; /* handled by the caller */
+		} else if (strcmp(o, "--tz") == 0) {
+			a->spec.tz = opt_value(argc, argv, &i);
+		} else if (strcmp(o, "--on") == 0) {
+			a->spec.on = opt_value(argc, argv, &i);
+		} else if (strcmp(o, "--overlap") == 0) {
+			const char *p = opt_value(argc, argv, &i);
+			a->spec.overlap = ch_overlap_parse(p);
+			if (a->spec.overlap < 0)
+				usage_fail("cron %s: --overlap: unknown policy '%s' (skip, buffer_one, "
+				           "buffer_all, cancel_other or allow_all)", cmd, p);
+		} else if (strcmp(o, "--catchup") == 0) {
+			a->spec.catchup_ms = parse_dur_or_die(o, opt_value(argc, argv, &i));
+		} else if (strcmp(o, "--start") == 0) {
+			a->start_arg = opt_value(argc, argv, &i);
+		} else if (strcmp(o, "--end") == 0) {
+			a->end_arg = opt_value(argc, argv, &i);
+		} else if (strcmp(o, "--max-runs") == 0) {
+			a->spec.max_runs = parse_u32_or_die(o, opt_value(argc, argv, &i));
+		} else if (strcmp(o, "--jitter") == 0) {
+			a->spec.jitter_ms = parse_dur_or_die(o, opt_value(argc, argv, &i));
+		} else if (strcmp(o, "--pause-on-failure") == 0) {
+			a->spec.pause_on_failure = 1;
+		} else if (strcmp(o, "--timeout") == 0) {
+			a->spec.task.timeout_ms = parse_dur_or_die(o, opt_value(argc, argv, &i));
+		} else if (strcmp(o, "--transient") == 0) {
+			a->spec.task.restart = CH_RESTART_TRANSIENT;
+		} else if (strcmp(o, "--retries") == 0) {
+			a->spec.task.max_attempts = parse_u32_or_die(o, opt_value(argc, argv, &i));
+			a->retries_given = true;
+		} else if (strcmp(o, "--backoff") == 0) {
+			a->spec.task.backoff_ms = parse_dur_or_die(o, opt_value(argc, argv, &i));
+			a->backoff_given = true;
+		} else if (strcmp(o, "--arg") == 0) {
+			a->argv[a->argv_count++] = opt_value(argc, argv, &i);
+		} else if (strcmp(o, "--require") == 0) {
+			const char *tag = opt_value(argc, argv, &i);
+			if (tag[0] == '\0')
+				usage_fail("cron %s: --require needs a tag", cmd);
+			a->require[a->require_count++] = tag;
+		} else if (strcmp(o, "-f") == 0 || strcmp(o, "--file") == 0) {
+			a->payload_file = opt_value(argc, argv, &i);
+		} else if (strcmp(o, "-") == 0 && pos_count == 3 && a->payload_file == NULL) {
+			a->payload_file = "-";
+		} else if (o[0] == '-' && o[1] != '\0') {
+			usage_fail("cron %s: unknown option '%s'", cmd, o);
+		} else if (pos_count < 4) {
+			pos[pos_count++] = o;
+		} else {
+			usage_fail("cron %s: unexpected argument '%s'%s", cmd, o,
+			           every ? "" : " (quote the expression)");
+		}
+	}
+	if (pos_count < 3)
+		usage_fail(every ? "cron every needs NAME DURATION HANDLER [PAYLOAD]"
+		                 : "cron add needs NAME 'EXPR' HANDLER [PAYLOAD]");
+	a->spec.name = cron_name_or_die(cmd, pos[0]);
+	if (every) {
+		int k = snprintf(a->every_expr, sizeof a->every_expr, "@every %s", pos[1]);
+		if (k < 0 || (size_t)k >= sizeof a->every_expr)
+			usage_fail("cron every: '%s' is not a duration", pos[1]);
+		a->spec.expr = a->every_expr;
+	} else {
+		a->spec.expr = pos[1];
+	}
+	a->spec.handler = pos[2];
+	if (a->spec.handler[0] == '\0')
+		usage_fail("cron %s needs a HANDLER", cmd);
+	a->payload_arg = pos[3];
+	if (a->payload_arg != NULL && a->payload_file != NULL)
+		usage_fail("cron %s: give one of PAYLOAD, -f FILE or -", cmd);
+
+	char err[ERR_BYTES];
+	struct cron_expr e;
+	if (cron_parse(a->spec.expr, &e, err, sizeof err) != 0) {
+		fprintf(stderr, "clusterctl: %s\n", err);
+		exit(EXIT_USAGE);
+	}
+	const char *zone = a->spec.tz;
+	if (zone != NULL && zone[0] != '\0' && strcmp(zone, "UTC") != 0 &&
+	    tzload_check_name(zone, err, sizeof err) != 0)
+		usage_fail("cron %s: --tz: %s", cmd, err);
+	if (a->spec.on != NULL && strcmp(a->spec.on, "all") != 0 &&
+	    (strncmp(a->spec.on, "tag:", 4) != 0 || a->spec.on[4] == '\0'))
+		usage_fail("cron %s: --on takes tag:NAME (or all), got '%s'", cmd, a->spec.on);
+	if (a->spec.catchup_ms != 0 && a->spec.catchup_ms < 1000)
+		usage_fail("cron %s: --catchup must be at least 1s", cmd);
+	if (a->spec.catchup_ms > CRON_CATCHUP_MS_MAX)
+		usage_fail("cron %s: --catchup must be at most 7 days (168h)", cmd);
+	if (a->spec.jitter_ms > CRON_JITTER_MS_MAX)
+		usage_fail("cron %s: --jitter must be at most 1h", cmd);
+	if (e.kind == CRON_KIND_EVERY && a->spec.jitter_ms > 0 &&
+	    a->spec.jitter_ms >= (uint64_t)e.every_s * 1000u)
+		usage_fail("cron %s: --jitter must be shorter than the interval", cmd);
+	if ((a->retries_given || a->backoff_given) && a->spec.task.restart != CH_RESTART_TRANSIENT)
+		usage_fail("cron %s: --retries and --backoff go with --transient", cmd);
+	if (a->argv_count > ARGV_COUNT_MAX)
+		usage_fail("cron %s: more than %u argv entries", cmd, ARGV_COUNT_MAX);
+	if (a->require_count > CH_REQUIRE_COUNT_MAX)
+		usage_fail("cron %s: more than %d --require tags", cmd, CH_REQUIRE_COUNT_MAX);
+	/* a local time without an offset is in the schedule's zone */
+	const char *local_zone = zone != NULL && zone[0] != '\0' ? zone : "UTC";
+	if (a->start_arg != NULL)
+		a->spec.start_s = parse_time_or_die("--start", a->start_arg, cache, local_zone);
+	if (a->end_arg != NULL)
+		a->spec.end_s = parse_time_or_die("--end", a->end_arg, cache, local_zone);
+	if (a->spec.start_s != 0 && a->spec.end_s != 0 && a->spec.end_s < a->spec.start_s)
+		usage_fail("cron %s: --end is before --start", cmd);
+	if (a->argv_count > 0)
+		a->spec.task.argv = a->argv;
+	if (a->require_count > 0)
+		a->spec.task.require = a->require;
+}
+
+static int cron_add(struct cli *cli, const char *cmd, int argc, char **argv, struct tzcache *cache)
+{
+	struct cron_add_args a = { .spec.task.restart = CH_RESTART_TEMPORARY };
+	/* One allocation for both lists, each NULL-terminated by calloc. */
+	const char **lists = calloc(2 * ((size_t)argc + 1), sizeof *lists);
+	if (lists == NULL) {
+		fprintf(stderr, "clusterctl: out of memory\n");
+		return EXIT_OTHER;
+	}
+	a.argv = lists;
+	a.require = lists + argc + 1;
+	cron_add_parse(cmd, argc, argv, &a, cache);
+
+	uint8_t *payload = NULL;
+	size_t payload_len = 0;
+	int rc = EXIT_OK;
+	if (a.payload_file != NULL) {
+		rc = read_source(a.payload_file, &payload, &payload_len);
+	} else if (a.payload_arg != NULL) {
+		payload_len = strlen(a.payload_arg);
+		payload = (uint8_t *)strdup(a.payload_arg);
+		if (payload == NULL)
+			rc = EXIT_OTHER;
+	}
+	if (rc == EXIT_OK)
+		rc = connect_cli(cli);
+	if (rc != EXIT_OK) {
+		free(payload);
+		free(lists);
+		return rc;
+	}
+	a.spec.payload = payload;
+	a.spec.payload_len = payload_len;
+	char err[ERR_BYTES] = "";
+	struct ch_cron_info *ci = NULL;
+	int rv = ch_cron_add(cli->c, &a.spec, &ci, err, sizeof err);
+	free(payload);
+	free(lists);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_print(cron_info_json(cache, ci, false));
+	} else {
+		char next[TZ_ISO_BYTES];
+		cron_time_text(cache, ci->tz, ci->next_s, next, sizeof next);
+		printf("added schedule %s (%s%s%s), next run %s\n", ci->name, ci->expr,
+		       ci->tz[0] != '\0' ? " in " : "", ci->tz, next);
+	}
+	ch_cron_info_free(ci);
+	return EXIT_OK;
+}
+
+/* The options of the cron subcommands that take a NAME. */
+struct cron_named_args {
+	const char *name;
+	const char *note;
+	uint32_t limit;
+	const char *from_arg, *to_arg;
+	int overlap;
+};
+
+static void cron_named_parse(const char *cmd, int argc, char **argv, struct cron_named_args *a)
+{
+	bool takes_limit = strcmp(cmd, "show") == 0 || strcmp(cmd, "history") == 0;
+	bool backfill = strcmp(cmd, "backfill") == 0;
+	for (int i = 2; i < argc; i++) {
+		const char *o = argv[i];
+		if (strcmp(o, "--json") == 0) {
+			(void)0; /* handled by the caller */
+		} else if (takes_limit && strcmp(o, "--limit") == 0) {
+			a->limit = parse_u32_or_die(o, opt_value(argc, argv, &i));
+			if (a->limit == 0)
+				usage_fail("cron %s: --limit must be at least 1", cmd);
+		} else if (strcmp(cmd, "pause") == 0 && strcmp(o, "--note") == 0) {
+			a->note = opt_value(argc, argv, &i);
+			if (strlen(a->note) > CH_CRON_NOTE_BYTES_MAX)
+				usage_fail("cron pause: --note has at most %d bytes", CH_CRON_NOTE_BYTES_MAX);
+		} else if (backfill && strcmp(o, "--from") == 0) {
+			a->from_arg = opt_value(argc, argv, &i);
+		} else if (backfill && strcmp(o, "--to") == 0) {
+			a->to_arg = opt_value(argc, argv, &i);
+		} else if (backfill && strcmp(o, "--overlap") == 0) {
+			const char *p = opt_value(argc, argv, &i);
+			a->overlap = ch_overlap_parse(p);
+			if (a->overlap < 0)
+				usage_fail("cron backfill: --overlap: unknown policy '%s' (skip, buffer_one, "
+				           "buffer_all, cancel_other or allow_all)", p);
+		} else if (o[0] == '-' && o[1] != '\0') {
+			usage_fail("cron %s: unknown option '%s'", cmd, o);
+		} else if (a->name == NULL) {
+			a->name = o;
+		} else {
+			usage_fail("cron %s: unexpected argument '%s'", cmd, o);
+		}
+	}
+	cron_name_or_die(cmd, a->name);
+}
+
+/* Prints the outcome of a change: the schedule (--json) or one line. */
+static void cron_changed(struct cli *cli, struct tzcache *cache, const char *cmd,
+                         const struct ch_cron_info *ci)
+{
+	if (cli->json) {
+		json_print(cron_info_json(cache, ci, strcmp(cmd, "trigger") == 0));
+		return;
+	}
+	char next[TZ_ISO_BYTES];
+	cron_time_text(cache, ci->tz, ci->next_s, next, sizeof next);
+	if (strcmp(cmd, "pause") == 0) {
+		printf("paused schedule %s%s%s\n", ci->name, ci->note[0] != '\0' ? ": " : "", ci->note);
+	} else if (strcmp(cmd, "resume") == 0) {
+		printf("resumed schedule %s, next run %s\n", ci->name, next);
+	} else if (strcmp(cmd, "trigger") == 0 && ci->history_count > 0) {
+		const struct ch_cron_run *r = &ci->history[0];
+		printf("triggered schedule %s: %s", ci->name, r->outcome);
+		if (r->task_id != 0)
+			printf(", task %llu", (unsigned long long)r->task_id);
+		if (r->node[0] != '\0')
+			printf(" on %s", r->node);
+		putchar('\n');
+	} else if (strcmp(cmd, "trigger") == 0) {
+		printf("triggered schedule %s\n", ci->name);
+	} else {
+		printf("backfill of schedule %s committed (see clusterctl cron history %s)\n", ci->name,
+		       ci->name);
+	}
+}
+
+static int cron_named(struct cli *cli, const char *cmd, int argc, char **argv,
+                      struct tzcache *cache)
+{
+	struct cron_named_args a = { .overlap = CH_OVERLAP_SKIP };
+	cron_named_parse(cmd, argc, argv, &a);
+	int64_t from_s = 0, to_s = 0;
+	if (strcmp(cmd, "backfill") == 0) {
+		if (a.from_arg == NULL || a.to_arg == NULL)
+			usage_fail("cron backfill needs --from T and --to T");
+		/* the schedule's zone is on the node: an offset is required */
+		from_s = parse_time_or_die("--from", a.from_arg, cache, NULL);
+		to_s = parse_time_or_die("--to", a.to_arg, cache, NULL);
+		if (to_s < from_s)
+			usage_fail("cron backfill: --to is before --from");
+	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	struct ch_cron_info *ci = NULL;
+	int rv;
+	if (strcmp(cmd, "rm") == 0) {
+		rv = ch_cron_remove(cli->c, a.name, err, sizeof err);
+		if (rv != CH_OK)
+			return report(cli, rv, err);
+		if (cli->json) {
+			json_t *o = json_object();
+			json_object_set_new(o, "name", json_string(a.name));
+			json_object_set_new(o, "removed", json_true());
+			json_print(o);
+		} else {
+			printf("removed schedule %s\n", a.name);
+		}
+		return EXIT_OK;
+	}
+	if (strcmp(cmd, "show") == 0 || strcmp(cmd, "history") == 0)
+		rv = ch_cron_show(cli->c, a.name, a.limit, &ci, err, sizeof err);
+	else if (strcmp(cmd, "pause") == 0)
+		rv = ch_cron_pause(cli->c, a.name, a.note, &ci, err, sizeof err);
+	else if (strcmp(cmd, "resume") == 0)
+		rv = ch_cron_resume(cli->c, a.name, &ci, err, sizeof err);
+	else if (strcmp(cmd, "trigger") == 0)
+		rv = ch_cron_trigger(cli->c, a.name, &ci, err, sizeof err);
+	else
+		rv = ch_cron_backfill(cli->c, a.name, from_s, to_s, a.overlap, &ci, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (strcmp(cmd, "show") == 0) {
+		if (cli->json) {
+			json_print(cron_info_json(cache, ci, true));
+		} else {
+			cron_info_table(cache, ci);
+			putchar('\n');
+			cron_history_table(cache, ci);
+		}
+	} else if (strcmp(cmd, "history") == 0) {
+		if (cli->json)
+			json_print(cron_history_json(cache, ci));
+		else
+			cron_history_table(cache, ci);
+	} else {
+		cron_changed(cli, cache, cmd, ci);
+	}
+	ch_cron_info_free(ci);
+	return EXIT_OK;
+}
+
+static int cron_list(struct cli *cli, int argc, char **argv, struct tzcache *cache)
+{
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--json") != 0)
+			usage_fail("cron list: unexpected argument '%s'", argv[i]);
+	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	struct ch_cron_info **v = NULL;
+	uint32_t n = 0;
+	int rv = ch_cron_list(cli->c, &v, &n, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *a = json_array();
+		for (uint32_t i = 0; i < n; i++)
+			json_array_append_new(a, cron_info_json(cache, v[i], false));
+		json_print(a);
+	} else {
+		cron_list_table(cache, v, n);
+	}
+	ch_cron_infos_free(v, n);
+	return EXIT_OK;
+}
+
+/* cron SUBCOMMAND: `next` computes here; the others ask the cluster. */
+static int cmd_cron(struct cli *cli, int argc, char **argv)
+{
+	if (argc < 2)
+		usage_fail("cron needs a subcommand: add, every, list, show, history, rm, pause, "
+		           "resume, trigger, backfill or next");
+	const char *sub = argv[1];
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+	}
+	if (strcmp(sub, "next") == 0)
+		return cmd_cron_next(cli, argc, argv);
+	bool named = strcmp(sub, "show") == 0 || strcmp(sub, "history") == 0 ||
+	             strcmp(sub, "rm") == 0 || strcmp(sub, "pause") == 0 ||
+	             strcmp(sub, "resume") == 0 || strcmp(sub, "trigger") == 0 ||
+	             strcmp(sub, "backfill") == 0;
+	bool add = strcmp(sub, "add") == 0 || strcmp(sub, "every") == 0;
+	if (!named && !add && strcmp(sub, "list") != 0)
+		usage_fail("cron: unknown subcommand '%s' (add, every, list, show, history, rm, pause, "
+		           "resume, trigger, backfill, next)", sub);
+	/* zones for printing times in each schedule's own; NULL: UTC only */
+	struct tzcache *cache = tzcache_new(NULL);
+	int rc;
+	if (add)
+		rc = cron_add(cli, sub, argc, argv, cache);
+	else if (named)
+		rc = cron_named(cli, sub, argc, argv, cache);
+	else
+		rc = cron_list(cli, argc, argv, cache);
+	tzcache_free(cache);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* voters                                                              */
+
+#define VOTER_ID_PREFIX_CHARS 8
+
+static void voters_print(const struct cli *cli, const struct ch_voters *v)
+{
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "term", json_integer((json_int_t)v->term));
+		json_object_set_new(o, "commit_index", json_integer((json_int_t)v->commit_index));
+		json_t *a = json_array();
+		for (uint32_t i = 0; i < v->count; i++) {
+			const struct ch_voter *m = &v->voters[i];
+			json_t *mo = json_object();
+			json_object_set_new(mo, "name", json_string(m->name));
+			json_object_set_new(mo, "id", json_string(m->id));
+			json_object_set_new(mo, "addr", json_string(m->addr));
+			json_object_set_new(mo, "alive", json_boolean(m->alive));
+			json_object_set_new(mo, "leader", json_boolean(m->leader));
+			json_array_append_new(a, mo);
+		}
+		json_object_set_new(o, "voters", a);
+		json_print(o);
+		return;
+	}
+	int name_w = (int)strlen("NAME"), addr_w = (int)strlen("ADDRESS");
+	for (uint32_t i = 0; i < v->count; i++) {
+		int w = (int)strlen(v->voters[i].name) + 1; /* room for the leader mark */
+		if (w > name_w)
+			name_w = w > MEMBER_NAME_COLS_MAX ? MEMBER_NAME_COLS_MAX : w;
+		w = (int)strlen(v->voters[i].addr);
+		if (w > addr_w)
+			addr_w = w > MEMBER_ADDR_COLS_MAX ? MEMBER_ADDR_COLS_MAX : w;
+	}
+	printf("%-*s  %-8s  %-*s  %s\n", name_w, "NAME", "ID", addr_w, "ADDRESS", "ALIVE");
+	bool leader = false;
+	for (uint32_t i = 0; i < v->count; i++) {
+		const struct ch_voter *m = &v->voters[i];
+		char name[MEMBER_NAME_COLS_MAX + 8];
+		snprintf(name, sizeof name, "%s%s", m->name, m->leader ? "*" : "");
+		leader = leader || m->leader;
+		printf("%-*s  %-8.*s  %-*s  %s\n", name_w, name, VOTER_ID_PREFIX_CHARS, m->id, addr_w,
+		       m->addr[0] != '\0' ? m->addr : "-", m->alive ? "yes" : "no");
+	}
+	if (v->count == 0)
+		printf("(no voters: the node has no election yet)\n");
+	printf("term %llu, commit index %llu, %s\n", (unsigned long long)v->term,
+	       (unsigned long long)v->commit_index, leader ? "* = leader" : "no leader known");
+}
+
+static int cmd_voters(struct cli *cli, int argc, char **argv)
+{
+	const char *sub = NULL, *member = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (argv[i][0] == '-')
+			usage_fail("voters: unknown option '%s'", argv[i]);
+		else if (sub == NULL)
+			sub = argv[i];
+		else if (member == NULL)
+			member = argv[i];
+		else
+			usage_fail("voters: unexpected argument '%s'", argv[i]);
+	}
+	int op = CH_VOTERS_LIST;
+	if (sub != NULL && strcmp(sub, "add") == 0)
+		op = CH_VOTERS_ADD;
+	else if (sub != NULL && strcmp(sub, "remove") == 0)
+		op = CH_VOTERS_REMOVE;
+	else if (sub != NULL && strcmp(sub, "list") != 0)
+		usage_fail("voters: unknown subcommand '%s' (list, add, remove)", sub);
+	if (op == CH_VOTERS_LIST && member != NULL)
+		usage_fail("voters: unexpected argument '%s'", member);
+	if (op != CH_VOTERS_LIST && member == NULL)
+		usage_fail("voters %s needs a MEMBER (name or hex id)", sub);
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	struct ch_voters *v = NULL;
+	int rv;
+	if (op == CH_VOTERS_ADD)
+		rv = ch_voters_add(cli->c, member, &v, err, sizeof err);
+	else if (op == CH_VOTERS_REMOVE)
+		rv = ch_voters_remove(cli->c, member, &v, err, sizeof err);
+	else
+		rv = ch_voters_list(cli->c, &v, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (op != CH_VOTERS_LIST && !cli->json)
+		printf("%s %s\n", op == CH_VOTERS_ADD ? "added voter" : "removed voter", member);
+	voters_print(cli, v);
+	ch_voters_free(v);
+	return EXIT_OK;
+}
+
 static int cmd_help(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -1757,6 +2724,7 @@ static int cmd_help(int argc, char **argv)
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
 	                   : strcmp(c, "keygen") == 0 ? help_keygen
 	                   : strcmp(c, "cron") == 0   ? help_cron
+	                   : strcmp(c, "voters") == 0 ? help_voters
 	                                              : NULL;
 	if (text == NULL)
 		usage_fail("no command '%s'", c);
@@ -1829,6 +2797,8 @@ int main(int argc, char **argv)
 		rc = cmd_keygen(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "cron") == 0)
 		rc = cmd_cron(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "voters") == 0)
+		rc = cmd_voters(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "help") == 0)
 		rc = cmd_help(sub_argc, sub_argv);
 	else

@@ -89,7 +89,7 @@ class TestCronNext(unittest.TestCase):
             rc, out, err = cron_next(*args)
             self.assertEqual(rc, EXIT_USAGE, (args, err))
             self.assertEqual(len(err.splitlines()), 1, err)
-        rc, _, err = run_cmd([CLUSTERCTL, "cron", "list"])
+        rc, _, err = run_cmd([CLUSTERCTL, "cron", "frob"])
         self.assertEqual(rc, EXIT_USAGE, err)
 
     def test_help_mentions_cron_next(self):
@@ -98,7 +98,7 @@ class TestCronNext(unittest.TestCase):
         self.assertIn("cron next 'EXPR'", out)
         rc, out, _ = run_cmd([CLUSTERCTL, "help", "cron"])
         self.assertEqual(rc, EXIT_OK)
-        self.assertIn("usage: clusterctl cron next", out)
+        self.assertIn("clusterctl cron next 'EXPR'", out)
 
 
 if __name__ == "__main__":
