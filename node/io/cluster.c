@@ -386,17 +386,19 @@ int cluster_peer_request(struct cluster *c, const uint8_t *id,
 	int li = link_get(c, m->addr, m->id, c->now_ms);
 	if (li < 0)
 		return CH_ERR_UNREACHABLE;
+	/* the link fills in the envelope's header (sender, request id):
+	 * on a copy, so env (maybe a request being forwarded, owned by its
+	 * unpacker) is never pointed into the link's memory */
+	Chorus__Envelope copy = *env;
 	if (!cb)
-		return chi_request_async(c->links[li].cli, (Chorus__Envelope *)env, timeout_ms,
-		                         gossip_reply_cb, NULL);
+		return chi_request_async(c->links[li].cli, &copy, timeout_ms, gossip_reply_cb, NULL);
 	struct peer_reply *pr = calloc(1, sizeof(*pr));
 	if (!pr)
 		return CH_ERR_NOMEM;
 	pr->c = c;
 	pr->cb = cb;
 	pr->arg = arg;
-	int rc = chi_request_async(c->links[li].cli, (Chorus__Envelope *)env, timeout_ms,
-	                           peer_reply_cb, pr);
+	int rc = chi_request_async(c->links[li].cli, &copy, timeout_ms, peer_reply_cb, pr);
 	if (rc != 0)
 		free(pr);
 	return rc;

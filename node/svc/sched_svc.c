@@ -71,6 +71,8 @@ struct track {
 	uint64_t key;
 	uint64_t retry_ms;
 	int inflight;
+	int proposed;   /* DISPATCHED or DONE proposed: not again until applied (or 1 s) */
+	uint8_t dispatched_seen; /* what the state said when it was proposed */
 };
 
 struct sched_svc {
@@ -692,8 +694,15 @@ static void dispatch_and_watch(struct sched_svc *s)
 	uint32_t budget = 256;
 	for (const struct sched_occ *o; budget && (o = sched_next_active(s->sched, &cur, &name, &sp));) {
 		struct track *t = track_get(s, occ_key(name, o->scheduled_s, o->kind), 1);
-		if (!t || t->inflight || now < t->retry_ms)
+		if (!t || t->inflight)
 			continue;
+		/* a proposal this state has not applied yet: wait for it (or
+		 * propose again after a second: it may have been lost) */
+		if (t->proposed && t->dispatched_seen == o->dispatched && now < t->retry_ms)
+			continue;
+		if (!t->proposed && now < t->retry_ms)
+			continue;
+		t->proposed = 0;
 		budget--;
 		int mine = memcmp(o->target, s->self.b, RAFT_ID_BYTES) == 0;
 		if (mine && !o->dispatched) {
@@ -708,7 +717,9 @@ static void dispatch_and_watch(struct sched_svc *s)
 			occ_task_free(&ot);
 			if (rc == 0) {
 				propose_dispatched(s, name, o, id);
-				t->retry_ms = now + 2000; /* until it applies */
+				t->proposed = 1;
+				t->dispatched_seen = o->dispatched;
+				t->retry_ms = now + 1000;
 			} else if (rc == CH_ERR_FULL || rc == CH_ERR_STORAGE || rc == CH_ERR_SHUTTING_DOWN) {
 				t->retry_ms = now + REMOTE_RETRY_MS;
 				log_limited(LOG_WARN, "sched", "dispatch", 10000,
@@ -718,7 +729,9 @@ static void dispatch_and_watch(struct sched_svc *s)
 				/* the template cannot become a task here (a handler this
 				 * node lacks, ...): the run ends failed, with the reason */
 				propose_done(s, name, o, TASK_FAILED, err);
-				t->retry_ms = now + 2000;
+				t->proposed = 1;
+				t->dispatched_seen = o->dispatched;
+				t->retry_ms = now + 1000;
 			}
 		} else if (mine) {
 			int state = s->submit->state(s->submit->ctx, o->task_id);
@@ -727,8 +740,10 @@ static void dispatch_and_watch(struct sched_svc *s)
 			else if (task_state_is_final(state))
 				propose_done(s, name, o, state, "");
 			else
-				continue;
-			t->retry_ms = now + 2000;
+				continue; /* looked at again next duty */
+			t->proposed = 1;
+			t->dispatched_seen = o->dispatched;
+			t->retry_ms = now + 1000;
 		} else {
 			struct peer_info pi;
 			int alive = s->peers->find(s->peers->ctx, o->target, &pi) && pi.alive;
@@ -737,7 +752,9 @@ static void dispatch_and_watch(struct sched_svc *s)
 				propose_done(s, name, o, TASK_LOST,
 				             "the node that decided it went away before confirming its "
 				             "dispatch");
-				t->retry_ms = now + 2000;
+				t->proposed = 1;
+				t->dispatched_seen = o->dispatched;
+				t->retry_ms = now + 1000;
 			} else if (alive) {
 				remote_ask(s, name, o, sp, t);
 				t->retry_ms = now + REMOTE_RETRY_MS;
@@ -859,8 +876,12 @@ static void fwd_cb(void *arg, int code, const Chorus__Envelope *reply, const cha
 		if (code != 0 || !reply)
 			rpc_reply_error(f->call, code ? code : CH_ERR_INTERNAL, "the leader: %s",
 			                err && *err ? err : ch_strerror(code));
-		else
-			rpc_reply(f->call, (Chorus__Envelope *)reply);
+		else {
+			/* rpc_reply fills in the header: on a copy, the reply
+			 * belongs to its unpacker */
+			Chorus__Envelope copy = *reply;
+			rpc_reply(f->call, &copy);
+		}
 	}
 	free(f);
 }
