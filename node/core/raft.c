@@ -878,6 +878,14 @@ void raft_status(const struct raft *r, struct raft_status *st)
 	st->last_index = r->n_log;
 	st->voter_count = r->n_voters;
 	memcpy(st->voters, r->voters, r->n_voters * sizeof(r->voters[0]));
+	for (uint32_t v = 0; v < r->n_voters; v++) {
+		const struct peer *p = NULL;
+		for (uint32_t i = 0; i < r->n_peers; i++)
+			if (raft_id_eq(&r->peers[i].id, &r->voters[v]))
+				p = &r->peers[i];
+		st->heard_ago_ms[v] = p && r->now_ms > p->heard_ms ? r->now_ms - p->heard_ms : 0;
+		st->match[v] = p ? p->match : r->persisted;
+	}
 }
 
 const struct raft_entry *raft_entry_at(const struct raft *r, uint64_t index)

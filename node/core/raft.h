@@ -155,6 +155,10 @@ struct raft_status {
 	uint64_t commit_index, applied_index, last_index;
 	uint32_t voter_count;
 	struct raft_id voters[RAFT_VOTERS_MAX];
+	/* leader: ms since each voter last answered (0 for itself), and the
+	 * index it is known to match */
+	uint64_t heard_ago_ms[RAFT_VOTERS_MAX];
+	uint64_t match[RAFT_VOTERS_MAX];
 };
 
 struct raft;

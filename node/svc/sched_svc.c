@@ -98,6 +98,7 @@ struct sched_svc {
 	struct track *tracks;           /* open addressing by key */
 	uint32_t tracks_cap;
 	uint64_t persist_failures;
+	uint64_t last_heard[RAFT_VOTERS_MAX]; /* as leader, the last cycle's view */
 };
 
 /* ---- small helpers ---- */
@@ -494,14 +495,26 @@ static void raft_cycle(struct sched_svc *s)
 	struct raft_status st;
 	raft_status(s->raft, &st);
 	int leader = st.role == RAFT_LEADER;
+	if (leader)
+		memcpy(s->last_heard, st.heard_ago_ms, sizeof(s->last_heard));
 	if (leader != s->leader || (leader && st.term != s->leader_term)) {
 		sched_leader_reset(s->sched);
 		tracks_clear(s);
 		if (leader)
 			log_info("raft", "elected leader for term %" PRIu64 " (%u voter(s))", st.term,
 			         st.voter_count);
-		else
-			log_info("raft", "no longer the leader (term %" PRIu64 ")", st.term);
+		else {
+			char why[400] = "";
+			size_t off = 0;
+			for (uint32_t v = 0; v < st.voter_count && off < sizeof(why) - 80; v++) {
+				char nb[64];
+				off += (size_t)snprintf(why + off, sizeof(why) - off, "%s%s heard %" PRIu64
+				                        " ms ago", v ? ", " : "",
+				                        member_name(s, &st.voters[v], nb, sizeof(nb)),
+				                        s->last_heard[v]);
+			}
+			log_info("raft", "no longer the leader (term %" PRIu64 "; last: %s)", st.term, why);
+		}
 		if (!leader)
 			pending_fail_all(s, "this node stopped being the leader before the change "
 			                    "committed: retry");
@@ -748,7 +761,18 @@ static void dispatch_and_watch(struct sched_svc *s)
 			struct peer_info pi;
 			int alive = s->peers->find(s->peers->ctx, o->target, &pi) && pi.alive;
 			uint64_t age_ms = wall_ms(s) > o->fired_ms ? wall_ms(s) - o->fired_ms : 0;
-			if (!alive && !o->dispatched && age_ms > SCHED_CATCHUP_DEFAULT_MS) {
+			if (!alive && o->dispatched) {
+				/* its node died (SWIM) while the run was going: as any
+				 * task placed on a member that dies, it is lost (its
+				 * node, if it comes back, may still finish it) */
+				char why[160];
+				snprintf(why, sizeof(why), "its node %s died while it ran",
+				         s->peers->find(s->peers->ctx, o->target, &pi) ? pi.name : "(gone)");
+				propose_done(s, name, o, TASK_LOST, why);
+				t->proposed = 1;
+				t->dispatched_seen = o->dispatched;
+				t->retry_ms = now + 1000;
+			} else if (!alive && !o->dispatched && age_ms > SCHED_CATCHUP_DEFAULT_MS) {
 				propose_done(s, name, o, TASK_LOST,
 				             "the node that decided it went away before confirming its "
 				             "dispatch");
@@ -1062,6 +1086,8 @@ static void handle_voters(void *svc, struct rpc_call *c, const Chorus__Envelope 
 		}
 		if (m->op == CH_VOTERS_REMOVE) {
 			/* removing a live voter must leave a majority of the voters alive */
+			/* alive: it answered the leader within an election
+			 * timeout, and SWIM does not hold it suspect or dead */
 			uint32_t alive_left = 0;
 			for (uint32_t v = 0; v < st.voter_count; v++) {
 				if (raft_id_eq(&st.voters[v], &id))
@@ -1069,7 +1095,8 @@ static void handle_voters(void *svc, struct rpc_call *c, const Chorus__Envelope 
 				int alive = raft_id_eq(&st.voters[v], &s->self);
 				for (uint32_t i = 0; i < n && !alive; i++)
 					if (memcmp(members[i].id, st.voters[v].b, RAFT_ID_BYTES) == 0)
-						alive = members[i].alive;
+						alive = members[i].alive &&
+						        st.heard_ago_ms[v] < s->cfg->election_timeout_ms;
 				alive_left += (uint32_t)alive;
 			}
 			uint32_t after = st.voter_count - 1;
