@@ -48,5 +48,9 @@ head -5 "$data/results.txt"
 echo "   ... $(grep -c succeeded "$data/results.txt") of 1000 succeeded"
 echo "== who ran them"
 ctl --json tasks --limit 1000 | grep -o '"node": *"[^"]*"' | sort | uniq -c
+echo "== a cluster-wide schedule: every second, fired once by the elected leader"
+ctl cron every tick 1s echo tock
+sleep 3.5
+ctl cron history tick
 echo "== status of node1"
 ctl status
