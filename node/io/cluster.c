@@ -380,8 +380,12 @@ int cluster_peer_request(struct cluster *c, const uint8_t *id,
                          const Chorus__Envelope *env, uint32_t timeout_ms, cluster_reply_fn cb,
                          void *arg)
 {
+	/* any member whose address is known, dead ones included: SWIM's
+	 * verdict lags a healed partition, and Raft must reach its voters as
+	 * soon as the network does (a send to a node that is really gone just
+	 * times out) */
 	const struct swim_member *m = swim_find(c->swim, id);
-	if (!m || m == swim_self(c->swim) || m->state == SWIM_DEAD || m->state == SWIM_LEFT)
+	if (!m || m == swim_self(c->swim) || !m->addr || !m->addr[0])
 		return CH_ERR_UNREACHABLE;
 	int li = link_get(c, m->addr, m->id, c->now_ms);
 	if (li < 0)

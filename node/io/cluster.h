@@ -82,8 +82,9 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 typedef void (*cluster_reply_fn)(void *arg, int code, const Chorus__Envelope *reply,
                                  const char *err);
 /* Sends env (not kept) to the member with this id over its peer link; cb
- * NULL: the answer is not wanted. 0, or CH_ERR_UNREACHABLE (not a live
- * member, or ourselves) or another CH_ERR_* (cb is then never called). */
+ * NULL: the answer is not wanted. Dead members are tried too (their
+ * address is still known until they are reaped). 0, or CH_ERR_UNREACHABLE
+ * (unknown, or ourselves) or another CH_ERR_* (cb is then never called). */
 int cluster_peer_request(struct cluster *c, const uint8_t *id, const Chorus__Envelope *env,
                          uint32_t timeout_ms, cluster_reply_fn cb, void *arg);
 

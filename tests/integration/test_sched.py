@@ -19,7 +19,7 @@ import sys
 import time
 import unittest
 
-from harness import NodeTestCase, keygen, wait_until
+from harness import NetLab, NodeTestCase, keygen, wait_until
 
 PERIOD = "200ms"
 EXIT_NOT_FOUND = 5
@@ -34,13 +34,18 @@ def history(node, name="tick", limit=64):
 
 class TestSched(NodeTestCase):
 
-    def cluster(self, n=3):
+    def cluster(self, n=3, lab=None):
         secret = keygen(os.path.join(self.workdir, "cluster.secret"))
         common = ["--secret", secret, "--gossip-period", PERIOD]
-        nodes = [self.new_node(*common, name="n1", secret=secret)]
+
+        def where(i):
+            if not lab:
+                return {}
+            return {"port": 7400, "netns": lab.names[i], "host": lab.host(i)}
+        nodes = [self.new_node(*common, name="n1", secret=secret, **where(0))]
         for i in range(2, n + 1):
             nodes.append(self.new_node(*common, "--seeds", nodes[0].addr, name="n%d" % i,
-                                       secret=secret))
+                                       secret=secret, **where(i - 1)))
         wait_until(lambda: all(len(x.status().get("raft_voters", [])) == n and
                                x.status().get("raft_leader") for x in nodes), 30,
                    "%d voters and a leader" % n)
@@ -130,6 +135,36 @@ class TestSched(NodeTestCase):
                 r["scheduled_s"] > max(x["scheduled_s"] for x in runs if x["node"] == new.name)]
         self.assertEqual(late, [])
         self.assertIn("no longer the leader", old.log_text())
+
+    @unittest.skipIf(NetLab.unavailable() is not None,
+                     "network-namespace tests skipped: %s" % NetLab.unavailable())
+    def test_a_leader_cut_off_fires_nothing_and_the_majority_goes_on(self):
+        lab = NetLab(3)
+        self.addCleanup(lab.cleanup)
+        lab.setup()
+        nodes = self.cluster(lab=lab)
+        rc, out, err = nodes[0].ctl("cron", "every", "tick", "1s", "echo", "x")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: len(history(nodes[0])) >= 2, 30, "two runs")
+        old = self.leader_of(nodes)
+        i = nodes.index(old)
+        others = [x for x in nodes if x is not old]
+        lab.cut(i)
+        try:
+            wait_until(lambda: self.leader_of(others) is not None, 15, "a new leader")
+            new = self.leader_of(others)
+            wait_until(lambda: sum(1 for r in history(new) if r["node"] == new.name and
+                                   r["outcome"] == "succeeded") >= 3, 30,
+                       "the majority's leader fires")
+            # cut off in a minority: check-quorum made it step down, and it
+            # could commit nothing
+            wait_until(lambda: old.status().get("raft_role") != "leader", 15,
+                       "the cut-off leader steps down")
+        finally:
+            lab.heal(i)
+        wait_until(lambda: old.status().get("raft_leader") == new.name, 30,
+                   "the old leader follows the new one")
+        self.check_exactly_once(nodes)
 
     def test_pause_resume_trigger_and_bad_input(self):
         node = self.new_node()
