@@ -77,6 +77,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CLIENT_TIMEOUT_MS_DEFAULT 5000u
 #define CLIENT_CONTEXTS_DEFAULT 16u
@@ -2116,6 +2117,11 @@ static int cron_named(ch_client *c, uint32_t op, const char *name, const char *n
 	req.op = op;
 	req.name = (char *)name; /* packed only, never written */
 	req.note = (char *)(note != NULL ? note : "");
+	/* a trigger names its second: a retry after a leader change (the
+	 * first attempt may have committed) names the same one, and the
+	 * cluster runs it once */
+	if (op == CH_CRON_TRIGGER)
+		req.from_s = (int64_t)time(NULL);
 	if (op == CH_CRON_RM)
 		return cron_call(c, &req, NULL, err, err_len);
 	return cron_change(c, &req, info, err, err_len);

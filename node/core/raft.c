@@ -671,9 +671,32 @@ static void on_append_resp(struct raft *r, const struct raft_msg *m)
 	send_append(r, p);
 }
 
+/* A voter set on the wire: whole ids, none all-zero, none twice. */
+static int config_valid(const struct raft_entry *e)
+{
+	if (e->len == 0 || e->len % RAFT_ID_BYTES || e->len / RAFT_ID_BYTES > RAFT_VOTERS_MAX)
+		return 0;
+	static const uint8_t zero[RAFT_ID_BYTES];
+	uint32_t n = e->len / RAFT_ID_BYTES;
+	for (uint32_t i = 0; i < n; i++) {
+		if (memcmp(e->data + i * RAFT_ID_BYTES, zero, RAFT_ID_BYTES) == 0)
+			return 0;
+		for (uint32_t j = 0; j < i; j++)
+			if (memcmp(e->data + i * RAFT_ID_BYTES, e->data + j * RAFT_ID_BYTES, RAFT_ID_BYTES) == 0)
+				return 0;
+	}
+	return 1;
+}
+
 static int msg_valid(const struct raft *r, const struct raft_msg *m)
 {
 	if (!raft_id_eq(&m->to, &r->cfg.self) || raft_id_eq(&m->from, &r->cfg.self))
+		return 0;
+	/* terms and indexes a real cluster never reaches: a forged or broken
+	 * peer must not wrap our term or our log */
+	if (m->term > RAFT_TERM_MAX || m->last_term > RAFT_TERM_MAX || m->prev_term > RAFT_TERM_MAX ||
+	    m->last_index > RAFT_LOG_ENTRIES_MAX || m->prev_index > RAFT_LOG_ENTRIES_MAX ||
+	    m->commit > RAFT_LOG_ENTRIES_MAX + RAFT_APPEND_ENTRIES_MAX)
 		return 0;
 	if (m->type < RAFT_MSG_PREVOTE || m->type > RAFT_MSG_APPEND_RESP)
 		return 0;
@@ -685,9 +708,7 @@ static int msg_valid(const struct raft *r, const struct raft_msg *m)
 			const struct raft_entry *e = &m->entries[k];
 			if (e->term < prev_term || e->term > m->term || e->len > RAFT_ENTRY_BYTES_MAX ||
 			    (e->len && !e->data) || e->type > RAFT_ENTRY_CONFIG ||
-			    (e->type == RAFT_ENTRY_CONFIG &&
-			     (e->len % RAFT_ID_BYTES || e->len == 0 ||
-			      e->len / RAFT_ID_BYTES > RAFT_VOTERS_MAX)))
+			    (e->type == RAFT_ENTRY_CONFIG && !config_valid(e)))
 				return 0;
 			prev_term = e->term;
 		}

@@ -58,6 +58,7 @@
 #define RAFT_INFLIGHT_MAX 4                 /* unanswered appends per follower */
 #define RAFT_MSGS_MAX 64                    /* messages in one ready */
 #define RAFT_LOG_ENTRIES_MAX (1u << 22)     /* until snapshots compact it */
+#define RAFT_TERM_MAX (1ull << 48)          /* a message with a larger term is refused */
 
 struct raft_id {
 	uint8_t b[RAFT_ID_BYTES];

@@ -42,7 +42,7 @@ struct sched_entry {
 	struct sched_occ hist[SCHED_HISTORY_MAX];
 	uint32_t hist_head, hist_n;  /* hist[hist_head] is the oldest */
 	/* backfill in progress: occurrences of (bf_next_s, bf_to_s] */
-	int64_t bf_next_s, bf_to_s;
+	int64_t bf_from_s, bf_next_s, bf_to_s;
 	uint8_t bf_overlap;
 	uint32_t bf_fired;
 	/* the leader's, volatile */
@@ -383,8 +383,40 @@ static int apply_add(struct sched *s, const struct sched_cmd *c, char *err, size
 	return 0;
 }
 
+/* 1 when c names an occurrence already fired (a proposal made twice: a
+ * leader re-planning after a failed propose, a client retrying a trigger
+ * across a leader change): applying it again would run it twice */
+static int fire_repeated(const struct sched_entry *e, const struct sched_cmd *c)
+{
+	for (uint32_t i = 0; i < e->n_active; i++)
+		if (e->active[i].scheduled_s == c->scheduled_s && e->active[i].kind == c->kind)
+			return 1;
+	for (uint32_t i = 0; i < e->hist_n; i++) {
+		const struct sched_occ *o = &e->hist[(e->hist_head + i) % SCHED_HISTORY_MAX];
+		if (o->fired_ms && o->scheduled_s == c->scheduled_s && o->kind == c->kind)
+			return 1;
+	}
+	switch (c->kind) {
+	case SCHED_FIRE_SCHEDULED:
+		return c->scheduled_s <= e->last_s;
+	case SCHED_FIRE_BACKFILL:
+		return c->scheduled_s <= e->bf_next_s;
+	case SCHED_FIRE_BUFFERED:
+		return !e->n_buffer || e->buffer[0] != c->scheduled_s;
+	default:
+		return 0;
+	}
+}
+
 static void apply_fire(struct sched *s, struct sched_entry *e, const struct sched_cmd *c)
 {
+	if (fire_repeated(e, c)) {
+		if (c->kind != SCHED_FIRE_BUFFERED && e->planned_fires)
+			e->planned_fires--;
+		if (c->kind == SCHED_FIRE_BUFFERED)
+			e->planned_buffer_fire = 0;
+		return;
+	}
 	if (c->kind == SCHED_FIRE_SCHEDULED) {
 		if (c->scheduled_s > e->last_s)
 			e->last_s = c->scheduled_s;
@@ -460,8 +492,9 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 		apply_fire(s, e, c);
 		return 0;
 	case SCHED_OP_SKIP: {
-		if (c->to_s > e->last_s)
-			e->last_s = c->to_s;
+		if (c->to_s <= e->last_s)
+			return 0; /* decided already */
+		e->last_s = c->to_s;
 		struct sched_occ *o = hist_push(e);
 		o->scheduled_s = c->from_s;
 		o->to_s = c->to_s;
@@ -472,8 +505,12 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 		return 0;
 	}
 	case SCHED_OP_BUFFER: {
-		if (c->scheduled_s > e->last_s)
-			e->last_s = c->scheduled_s;
+		if (c->scheduled_s <= e->last_s) {
+			if (e->planned_buffers)
+				e->planned_buffers--;
+			return 0; /* decided already */
+		}
+		e->last_s = c->scheduled_s;
 		if (e->planned_buffers)
 			e->planned_buffers--;
 		if (e->n_buffer < SCHED_BUFFER_MAX)
@@ -523,7 +560,11 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 		return 0;
 	}
 	case SCHED_OP_BACKFILL:
+		/* the same range again (a retried request): nothing new */
+		if (e->bf_to_s == c->to_s && e->bf_from_s == c->from_s)
+			return 0;
 		/* a new range replaces one in progress */
+		e->bf_from_s = c->from_s;
 		e->bf_next_s = c->from_s - 1;
 		e->bf_to_s = c->to_s;
 		e->bf_overlap = c->kind;

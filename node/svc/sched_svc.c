@@ -51,6 +51,7 @@
 #define AUTOPILOT_PERIOD_MS 1000
 #define REMOTE_RETRY_MS 1000        /* a dispatch or a watch asked of another node */
 #define FORWARD_TIMEOUT_MS 10000
+#define REMOTE_ASK_TIMEOUT_MS 2000  /* a dispatch or watch asked of the node that holds the run */
 #define RAFT_SEND_TIMEOUT_MS 2000
 #define PENDING_MAX 4096            /* client calls waiting for their entry */
 #define TRACK_MAX 65536             /* occurrences with a request in flight */
@@ -99,6 +100,17 @@ struct sched_svc {
 	uint32_t tracks_cap;
 	uint64_t persist_failures;
 	uint64_t last_heard[RAFT_VOTERS_MAX]; /* as leader, the last cycle's view */
+	/* occurrences submitted to this node's journal in this iteration: their
+	 * DISPATCHED is proposed once the journal's commit has made the task
+	 * real (a failed commit forgets the task: the dispatch is retried) */
+	struct {
+		char name[SCHED_NAME_BYTES_MAX + 1];
+		struct sched_occ occ;
+		uint64_t task_id;
+	} confirm[256];
+	uint32_t n_confirm;
+	uint64_t persist_retry_ms;
+	int fatal;
 };
 
 /* ---- small helpers ---- */
@@ -467,8 +479,11 @@ static void raft_cycle(struct sched_svc *s)
 		struct raft_ready rd;
 		raft_ready(s->raft, &rd);
 		if (rd.hard_changed || rd.truncate_from || rd.n_append) {
+			if (s->fatal || mono_ms(s) < s->persist_retry_ms)
+				return;
 			int prc = raftlog_persist(s->log, &rd);
 			if (prc != 0 && (raftlog_broken(s->log) || prc == ERR_INVALID)) {
+				s->fatal = 1;
 				/* a retry cannot help: an I/O error left the file in
 				 * doubt, or the ready breaks Raft (a bug). Stop here
 				 * rather than vote or acknowledge from a broken log. */
@@ -478,8 +493,10 @@ static void raft_cycle(struct sched_svc *s)
 				return;
 			}
 			if (prc != 0) {
-				/* nothing is sent or applied before it is durable */
+				/* nothing is sent or applied before it is durable;
+				 * tried again in 100 ms, not in a spin */
 				s->persist_failures++;
+				s->persist_retry_ms = mono_ms(s) + 100;
 				log_limited(LOG_ERROR, "raft", "persist", 10000,
 				            "cannot make the raft log durable (%s): retrying",
 				            raftlog_last_error(s->log));
@@ -640,6 +657,15 @@ static void remote_cb(void *arg, int code, const Chorus__Envelope *reply, const 
 	}
 	if (!rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP)
 		propose_dispatched(s, rc->name, &rc->occ, reply->submit_resp->task_id);
+	else if (!rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR &&
+	         reply->error->code != CH_ERR_FULL && reply->error->code != CH_ERR_STORAGE &&
+	         reply->error->code != CH_ERR_SHUTTING_DOWN && reply->error->code != CH_ERR_TIMEOUT) {
+		/* refused for good (a handler it lacks, ...): the run failed */
+		char why[200];
+		snprintf(why, sizeof(why), "its node refused it: %s",
+		         reply->error->message ? reply->error->message : "");
+		propose_done(s, rc->name, &rc->occ, TASK_FAILED, why);
+	}
 	else if (rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_AWAIT_RESP &&
 	         reply->await_resp->result) {
 		int state = (int)reply->await_resp->result->state;
@@ -689,13 +715,43 @@ static void remote_ask(struct sched_svc *s, const char *name, const struct sched
 		env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
 		env.submit = &sr;
 	}
-	int rcode = s->peers->request(s->peers->ctx, o->target, &env, FORWARD_TIMEOUT_MS, remote_cb, rc);
+	int rcode = s->peers->request(s->peers->ctx, o->target, &env, REMOTE_ASK_TIMEOUT_MS, remote_cb,
+	                              rc);
 	occ_task_free(&ot);
 	if (rcode != 0) {
 		free(rc);
 		return;
 	}
 	t->inflight = 1;
+}
+
+/* Keeps only the tracks of occurrences still active (seen, n of them),
+ * in a table sized for them: done occurrences leave no track behind. */
+static void tracks_keep(struct sched_svc *s, const uint64_t *seen, uint32_t n)
+{
+	uint32_t cap = 1024;
+	while (cap < 2 * n && cap < TRACK_MAX)
+		cap *= 2;
+	struct track *old = s->tracks;
+	uint32_t old_cap = s->tracks_cap;
+	struct track *nt = calloc(cap, sizeof(*nt));
+	if (!nt)
+		return; /* keep the old one */
+	s->tracks = nt;
+	s->tracks_cap = cap;
+	for (uint32_t i = 0; i < old_cap; i++) {
+		if (!old[i].key)
+			continue;
+		int keep = 0;
+		for (uint32_t k = 0; k < n && !keep; k++)
+			keep = seen[k] == old[i].key;
+		if (keep) {
+			struct track *t = track_get(s, old[i].key, 1);
+			if (t)
+				*t = old[i];
+		}
+	}
+	free(old);
 }
 
 static void dispatch_and_watch(struct sched_svc *s)
@@ -705,8 +761,26 @@ static void dispatch_and_watch(struct sched_svc *s)
 	const char *name;
 	const struct sched_spec *sp;
 	uint32_t budget = 256;
-	for (const struct sched_occ *o; budget && (o = sched_next_active(s->sched, &cur, &name, &sp));) {
-		struct track *t = track_get(s, occ_key(name, o->scheduled_s, o->kind), 1);
+	uint32_t n_seen = 0, cap_seen = 0;
+	uint64_t *seen = NULL;
+	int complete = 1;
+	for (const struct sched_occ *o; (o = sched_next_active(s->sched, &cur, &name, &sp));) {
+		if (!budget) {
+			complete = 0;
+			break;
+		}
+		uint64_t key = occ_key(name, o->scheduled_s, o->kind);
+		if (n_seen == cap_seen) {
+			cap_seen = cap_seen ? cap_seen * 2 : 64;
+			uint64_t *ns = realloc(seen, cap_seen * sizeof(*seen));
+			if (!ns) {
+				complete = 0;
+				break;
+			}
+			seen = ns;
+		}
+		seen[n_seen++] = key;
+		struct track *t = track_get(s, key, 1);
 		if (!t || t->inflight)
 			continue;
 		/* a proposal this state has not applied yet: wait for it (or
@@ -728,11 +802,16 @@ static void dispatch_and_watch(struct sched_svc *s)
 			if (occ_task_make(sp, &ot) == 0)
 				rc = s->submit->submit(s->submit->ctx, ot.t, key, &id, err, sizeof(err));
 			occ_task_free(&ot);
-			if (rc == 0) {
-				propose_dispatched(s, name, o, id);
+			if (rc == 0 && s->n_confirm < sizeof(s->confirm) / sizeof(s->confirm[0])) {
+				snprintf(s->confirm[s->n_confirm].name, sizeof(s->confirm[0].name), "%s", name);
+				s->confirm[s->n_confirm].occ = *o;
+				s->confirm[s->n_confirm].task_id = id;
+				s->n_confirm++;
 				t->proposed = 1;
 				t->dispatched_seen = o->dispatched;
 				t->retry_ms = now + 1000;
+			} else if (rc == 0) {
+				t->retry_ms = now + 100; /* the confirm list is full: next time */
 			} else if (rc == CH_ERR_FULL || rc == CH_ERR_STORAGE || rc == CH_ERR_SHUTTING_DOWN) {
 				t->retry_ms = now + REMOTE_RETRY_MS;
 				log_limited(LOG_WARN, "sched", "dispatch", 10000,
@@ -787,6 +866,11 @@ static void dispatch_and_watch(struct sched_svc *s)
 			}
 		}
 	}
+	/* a complete pass: forget the occurrences that are done (small tables
+	 * are not worth the rebuild) */
+	if (complete && s->tracks && (n_seen * 4 < s->tracks_cap || n_seen * 2 > s->tracks_cap))
+		tracks_keep(s, seen, n_seen);
+	free(seen);
 }
 
 static void plan(struct sched_svc *s)
@@ -916,8 +1000,14 @@ static int forward_if_follower(struct sched_svc *s, struct rpc_call *c, const Ch
 {
 	struct raft_status st;
 	raft_status(s->raft, &st);
-	if (st.role == RAFT_LEADER)
+	if (st.role == RAFT_LEADER && st.leader_ready)
 		return 0;
+	if (st.role == RAFT_LEADER) {
+		/* elected, not yet caught up with what is committed: its
+		 * schedules may lag; the client retries in a moment */
+		rpc_reply_error(c, CH_ERR_NOT_LEADER, "the leader is catching up: retry shortly");
+		return 1;
+	}
 	if (!st.has_leader || (c->role & RPC_ROLE_PEER)) {
 		rpc_reply_error(c, CH_ERR_NOT_LEADER, "%s",
 		                st.has_leader ? "not the leader (the request was forwarded already)"
@@ -1022,12 +1112,17 @@ static void handle_cron(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 	case CH_CRON_RESUME:
 		cmd.op = SCHED_OP_RESUME;
 		break;
-	case CH_CRON_TRIGGER:
+	case CH_CRON_TRIGGER: {
 		cmd.op = SCHED_OP_FIRE;
 		cmd.kind = SCHED_FIRE_TRIGGER;
-		cmd.scheduled_s = (int64_t)(cmd.wall_ms / 1000);
+		/* the client names the trigger's second, so that its retry
+		 * (after a leader change) is the same trigger, run once; a
+		 * second far from ours is not trusted */
+		int64_t now_s = (int64_t)(cmd.wall_ms / 1000);
+		cmd.scheduled_s = m->from_s > now_s - 3600 && m->from_s < now_s + 3600 ? m->from_s : now_s;
 		memcpy(cmd.target, s->self.b, RAFT_ID_BYTES);
 		break;
+	}
 	case CH_CRON_BACKFILL:
 		if (m->from_s <= 0 || m->to_s < m->from_s || m->to_s > (int64_t)(cmd.wall_ms / 1000)) {
 			rpc_reply_error(c, CH_ERR_INVALID,
@@ -1274,8 +1369,10 @@ static uint64_t svc_next_deadline(void *svc)
 	struct sched_svc *s = svc;
 	if (!s->raft)
 		return UINT64_MAX;
+	if (s->fatal)
+		return UINT64_MAX;
 	if (raft_has_ready(s->raft))
-		return 0;
+		return s->persist_retry_ms > mono_ms(s) ? s->persist_retry_ms : 0;
 	uint64_t next = raft_next_deadline(s->raft);
 	struct raft_status rs;
 	raft_status(s->raft, &rs);
@@ -1319,8 +1416,13 @@ static void svc_tick(void *svc, const struct now *now)
 static void svc_after_commit(void *svc, int committed, const struct now *now)
 {
 	struct sched_svc *s = svc;
-	(void)committed;
 	(void)now;
+	/* the occurrences' tasks are journaled now (or, the commit failed,
+	 * forgotten: their tracks let the dispatch run again in a second) */
+	if (committed && s->leader)
+		for (uint32_t i = 0; i < s->n_confirm; i++)
+			propose_dispatched(s, s->confirm[i].name, &s->confirm[i].occ, s->confirm[i].task_id);
+	s->n_confirm = 0;
 	/* messages that arrived this iteration: answered now, not next time */
 	raft_cycle(s);
 }

@@ -64,8 +64,15 @@ class TestSched(NodeTestCase):
 
     def check_exactly_once(self, nodes, name="tick"):
         """Every second between the first and the last decision decided
-        once; one task per fired occurrence across the journals."""
-        runs = history(next(x for x in nodes if x.running()), name)
+        once; one task per fired occurrence across the journals. The
+        schedule is paused first, and its runs awaited, so that history
+        and journals are read at rest."""
+        some = next(x for x in nodes if x.running())
+        rc, out, err = some.ctl("cron", "pause", name, "--note", "checking")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: not any(r["outcome"] in ("fired", "dispatched", "queued", "running")
+                                   for r in history(some, name)), 30, "its runs to end")
+        runs = history(some, name)
         fired = [r["scheduled_s"] for r in runs if r["outcome"] != "skipped"]
         skipped = [r["scheduled_s"] for r in runs if r["outcome"] == "skipped"]
         dup = [t for t, c in collections.Counter(fired + skipped).items() if c > 1]

@@ -626,6 +626,21 @@ static void malformed_messages_are_refused(void **state)
 	e.len = RAFT_ENTRY_BYTES_MAX + 1;
 	e.type = RAFT_ENTRY_DATA;
 	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	e.len = 1;
+	m.term = UINT64_MAX; /* would wrap the term */
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	m.term = 1;
+	uint8_t twice[2 * RAFT_ID_BYTES] = {7};
+	twice[RAFT_ID_BYTES] = 7; /* the same id twice */
+	e.type = RAFT_ENTRY_CONFIG;
+	e.data = twice;
+	e.len = sizeof(twice);
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	uint8_t zero[RAFT_ID_BYTES] = {0};
+	e.data = zero;
+	e.len = sizeof(zero);
+	assert_int_equal(raft_step(r, 1, &m), ERR_PROTOCOL);
+	e.type = RAFT_ENTRY_DATA;
 	/* nothing of it was taken */
 	assert_int_equal(status_of(&c, 0).last_index, 0);
 	assert_int_equal(status_of(&c, 0).term, 0);
