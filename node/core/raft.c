@@ -59,6 +59,8 @@ struct raft {
 	uint64_t config_index; /* index of the config entry in force, 0 = initial */
 	struct peer peers[RAFT_VOTERS_MAX]; /* every voter but self */
 	uint32_t n_peers;
+	struct peer learners[RAFT_LEARNERS_MAX];
+	uint32_t n_learners;
 	int self_voter;
 
 	uint64_t now_ms;
@@ -181,6 +183,43 @@ static struct peer *peer_find(struct raft *r, const struct raft_id *id)
 	return NULL;
 }
 
+static struct peer *learner_find(struct raft *r, const struct raft_id *id)
+{
+	for (uint32_t i = 0; i < r->n_learners; i++)
+		if (raft_id_eq(&r->learners[i].id, id))
+			return &r->learners[i];
+	return NULL;
+}
+
+static int is_voter(const struct raft *r, const struct raft_id *id)
+{
+	for (uint32_t i = 0; i < r->n_voters; i++)
+		if (raft_id_eq(&r->voters[i], id))
+			return 1;
+	return 0;
+}
+
+void raft_set_learners(struct raft *r, const struct raft_id *ids, uint32_t n)
+{
+	struct peer kept[RAFT_LEARNERS_MAX];
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < n && k < RAFT_LEARNERS_MAX; i++) {
+		if (is_voter(r, &ids[i]) || raft_id_eq(&ids[i], &r->cfg.self))
+			continue;
+		struct peer *old = learner_find(r, &ids[i]);
+		if (old) {
+			kept[k++] = *old;
+		} else {
+			memset(&kept[k], 0, sizeof(kept[k]));
+			kept[k].id = ids[i];
+			kept[k].next = last_index(r) + 1;
+			k++;
+		}
+	}
+	memcpy(r->learners, kept, k * sizeof(kept[0]));
+	r->n_learners = k;
+}
+
 static void voters_set(struct raft *r, const struct raft_id *v, uint32_t n)
 {
 	assert(n <= RAFT_VOTERS_MAX);
@@ -209,6 +248,15 @@ static void voters_set(struct raft *r, const struct raft_id *v, uint32_t n)
 
 /* The voter set in force: the last config entry in the log (in force once
  * appended, committed or not: dissertation §4.1), else the initial set. */
+static void learners_prune(struct raft *r)
+{
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < r->n_learners; i++)
+		if (!is_voter(r, &r->learners[i].id))
+			r->learners[k++] = r->learners[i];
+	r->n_learners = k;
+}
+
 static void config_refresh(struct raft *r)
 {
 	for (uint64_t i = r->n_log; i >= 1; i--) {
@@ -217,10 +265,12 @@ static void config_refresh(struct raft *r)
 			continue;
 		r->config_index = i;
 		voters_set(r, (const struct raft_id *)e->data, e->len / RAFT_ID_BYTES);
+		learners_prune(r);
 		return;
 	}
 	r->config_index = 0;
 	voters_set(r, r->init_voters, r->n_init_voters);
+	learners_prune(r);
 }
 
 static uint32_t quorum(const struct raft *r)
@@ -314,6 +364,8 @@ static void broadcast_append(struct raft *r)
 {
 	for (uint32_t i = 0; i < r->n_peers; i++)
 		send_append(r, &r->peers[i]);
+	for (uint32_t i = 0; i < r->n_learners; i++)
+		send_append(r, &r->learners[i]);
 	r->heartbeat_deadline_ms = r->now_ms + r->cfg.heartbeat_ms;
 }
 
@@ -330,6 +382,11 @@ static void become_leader(struct raft *r)
 		r->peers[i].match = 0;
 		r->peers[i].pending = 0;
 		r->peers[i].heard_ms = r->now_ms;
+	}
+	for (uint32_t i = 0; i < r->n_learners; i++) {
+		r->learners[i].next = last_index(r) + 1;
+		r->learners[i].match = 0;
+		r->learners[i].pending = 0;
 	}
 	r->quorum_check_ms = r->now_ms + r->cfg.election_ms;
 	/* a no-op of this term: committing it commits everything before
@@ -646,6 +703,8 @@ static void on_append_resp(struct raft *r, const struct raft_msg *m)
 		return;
 	struct peer *p = peer_find(r, &m->from);
 	if (!p)
+		p = learner_find(r, &m->from); /* follows, never counts */
+	if (!p)
 		return;
 	p->heard_ms = r->now_ms;
 	p->pending = 0;
@@ -782,6 +841,9 @@ int raft_propose(struct raft *r, uint64_t now_ms, const void *data, uint32_t len
 	for (uint32_t i = 0; i < r->n_peers; i++)
 		if (!r->peers[i].pending)
 			send_append(r, &r->peers[i]);
+	for (uint32_t i = 0; i < r->n_learners; i++)
+		if (!r->learners[i].pending)
+			send_append(r, &r->learners[i]);
 	return 0;
 }
 

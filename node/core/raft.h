@@ -193,6 +193,14 @@ int raft_propose(struct raft *r, uint64_t now_ms, const void *data, uint32_t len
 int raft_change_voter(struct raft *r, uint64_t now_ms, const struct raft_id *id, int add,
                       uint64_t *index);
 
+/* Learners: members that are not voters but follow the log (a leader
+ * sends them appends, so they know the leader and hold the schedules;
+ * they never vote or count toward a majority). The shell sets them from
+ * its membership; at most RAFT_LEARNERS_MAX, ids that are voters are
+ * ignored. */
+#define RAFT_LEARNERS_MAX 64
+void raft_set_learners(struct raft *r, const struct raft_id *ids, uint32_t n);
+
 /* 1 when there is something to do (persist, send or apply). */
 int raft_has_ready(const struct raft *r);
 /* Fills rd; valid until raft_advance. */

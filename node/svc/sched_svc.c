@@ -937,6 +937,14 @@ static void autopilot(struct sched_svc *s)
 		if (!voter && (!cand || strcmp(members[i].name, cand->name) < 0))
 			cand = &members[i];
 	}
+	/* the other alive members follow the log as learners: they learn the
+	 * leader (so they forward requests) and hold the schedules */
+	struct raft_id learners[RAFT_LEARNERS_MAX];
+	uint32_t n_learners = 0;
+	for (uint32_t i = 0; i < n && n_learners < RAFT_LEARNERS_MAX; i++)
+		if (members[i].alive && !members[i].self)
+			memcpy(learners[n_learners++].b, members[i].id, RAFT_ID_BYTES);
+	raft_set_learners(s->raft, learners, n_learners);
 	uint32_t target = s->cfg->voters_target;
 	char nb[64];
 	for (uint32_t i = 0; i < s->n_dead; i++) {

@@ -215,6 +215,22 @@ class TestSched(NodeTestCase):
         self.assertEqual(rc, 0, err)
         self.assertEqual(out, [])
 
+    def test_a_member_that_is_no_voter_forwards_to_the_leader(self):
+        secret = keygen(os.path.join(self.workdir, "cluster.secret"))
+        common = ["--secret", secret, "--gossip-period", PERIOD, "--voters-target", "2"]
+        n1 = self.new_node(*common, name="n1", secret=secret)
+        n2 = self.new_node(*common, "--seeds", n1.addr, name="n2", secret=secret)
+        n3 = self.new_node(*common, "--seeds", n1.addr, name="n3", secret=secret)
+        nodes = [n1, n2, n3]
+        wait_until(lambda: all(x.status().get("raft_leader") for x in nodes), 30,
+                   "every node knows the leader")
+        learner = next(x for x in nodes if x.status().get("raft_role") == "")
+        self.assertEqual(len(learner.status()["raft_voters"]), 2)
+        rc, out, err = learner.ctl("cron", "every", "tick", "1s", "echo", "x")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: len(history(learner)) >= 2, 30, "runs, seen from the learner")
+        self.assertEqual(learner.status()["schedules"], 1)
+
     def test_a_voter_change_that_loses_the_majority_is_refused(self):
         nodes = self.cluster()
         leader = self.leader_of(nodes)

@@ -592,6 +592,38 @@ static void only_entries_of_the_current_term_commit_by_counting(void **state)
 	cluster_free(&c);
 }
 
+static void learners_follow_the_log_without_voting(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 4, 3); /* node 3 is no voter */
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	assert_true(l >= 0 && l < 3);
+	assert_false(status_of(&c, 3).has_leader); /* nobody talks to it yet */
+	raft_set_learners(c.nodes[l].r, &c.ids[3], 1);
+	propose(&c, l, 42);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	struct raft_status st = status_of(&c, 3);
+	assert_true(st.has_leader);
+	assert_true(raft_id_eq(&st.leader, &c.ids[l]));
+	assert_int_equal(st.commit_index, status_of(&c, l).commit_index);
+	assert_int_equal(c.nodes[3].applied[c.nodes[3].n_applied - 1], 42);
+	assert_int_equal(st.voter_count, 3);
+	/* it never counts: with the other two voters cut off, nothing commits */
+	int a = (l + 1) % 3, b = (l + 2) % 3;
+	c.cut[a] = c.cut[b] = 1;
+	uint64_t commit = status_of(&c, l).commit_index;
+	propose(&c, l, 43);
+	run_ms(&c, ELECTION_MS / 2);
+	assert_int_equal(status_of(&c, l).commit_index, commit);
+	/* and it never campaigns */
+	run_ms(&c, 10 * ELECTION_MS);
+	assert_int_not_equal(status_of(&c, 3).role, RAFT_LEADER);
+	assert_int_not_equal(status_of(&c, 3).role, RAFT_CANDIDATE);
+	cluster_free(&c);
+}
+
 static void malformed_messages_are_refused(void **state)
 {
 	(void)state;
@@ -666,6 +698,7 @@ int main(void)
 	    cmocka_unit_test(a_restarted_node_keeps_its_term_vote_and_log),
 	    cmocka_unit_test(voters_change_one_at_a_time),
 	    cmocka_unit_test(only_entries_of_the_current_term_commit_by_counting),
+	    cmocka_unit_test(learners_follow_the_log_without_voting),
 	    cmocka_unit_test(malformed_messages_are_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
