@@ -45,6 +45,7 @@
 /* after a start, tags nobody alive has mean "wait" for this many gossip
  * periods, not "fail": the members that have them are still being learnt */
 #define STARTUP_SETTLE_PERIODS 10
+#define CONFIG_SEEDS_JOIN_MAX 16
 #define STATES_MAX 16384
 #define RUN_WAIT_MS_MAX (24u * 3600u * 1000u)
 #define RUN_EXTRA_MS 10000u
@@ -144,6 +145,14 @@ struct cluster {
 	pthread_mutex_t mu; /* completions, from nng threads */
 	struct completion *done_head, *done_tail;
 	struct peer_reply *pr_head, *pr_tail; /* under mu too */
+	/* addresses other services learnt for members SWIM does not know (a
+	 * Raft message's sender): used to reach them and to join through */
+	struct {
+		uint8_t id[SWIM_ID_BYTES];
+		char addr[SWIM_ADDR_BYTES_MAX];
+		uint64_t joined_ms;
+	} hints[8];
+	uint32_t hint_next;
 
 	uint8_t dead[DEAD_PENDING_MAX][SWIM_ID_BYTES];
 	uint32_t dead_count;
@@ -385,9 +394,15 @@ int cluster_peer_request(struct cluster *c, const uint8_t *id,
 	 * soon as the network does (a send to a node that is really gone just
 	 * times out) */
 	const struct swim_member *m = swim_find(c->swim, id);
-	if (!m || m == swim_self(c->swim) || !m->addr || !m->addr[0])
+	const char *addr = m && m->addr && m->addr[0] ? m->addr : NULL;
+	if (m && m == swim_self(c->swim))
 		return CH_ERR_UNREACHABLE;
-	int li = link_get(c, m->addr, m->id, c->now_ms);
+	for (uint32_t i = 0; !addr && i < sizeof(c->hints) / sizeof(c->hints[0]); i++)
+		if (c->hints[i].addr[0] && memcmp(c->hints[i].id, id, SWIM_ID_BYTES) == 0)
+			addr = c->hints[i].addr;
+	if (!addr)
+		return CH_ERR_UNREACHABLE;
+	int li = link_get(c, addr, id, c->now_ms);
 	if (li < 0)
 		return CH_ERR_UNREACHABLE;
 	/* the link fills in the envelope's header (sender, request id):
@@ -406,6 +421,40 @@ int cluster_peer_request(struct cluster *c, const uint8_t *id,
 	if (rc != 0)
 		free(pr);
 	return rc;
+}
+
+void cluster_hint_peer(struct cluster *c, const uint8_t *id, const char *addr)
+{
+	if (!addr || !addr[0] || strlen(addr) >= SWIM_ADDR_BYTES_MAX)
+		return;
+	const struct swim_member *m = swim_find(c->swim, id);
+	if (m && m->state != SWIM_DEAD && m->state != SWIM_LEFT)
+		return; /* SWIM knows it alive: nothing to learn */
+	uint32_t n = sizeof(c->hints) / sizeof(c->hints[0]);
+	uint32_t slot = c->hint_next;
+	for (uint32_t i = 0; i < n; i++)
+		if (memcmp(c->hints[i].id, id, SWIM_ID_BYTES) == 0) {
+			slot = i;
+			break;
+		}
+	if (slot == c->hint_next)
+		c->hint_next = (c->hint_next + 1) % n;
+	int fresh = strcmp(c->hints[slot].addr, addr) != 0;
+	memcpy(c->hints[slot].id, id, SWIM_ID_BYTES);
+	snprintf(c->hints[slot].addr, sizeof(c->hints[slot].addr), "%s", addr);
+	/* join through it (with the configured seeds), at most once a second
+	 * per member: a node restarted without seeds finds the cluster again */
+	if (!fresh && c->now_ms < c->hints[slot].joined_ms + 1000)
+		return;
+	c->hints[slot].joined_ms = c->now_ms;
+	const char *seeds[CONFIG_SEEDS_JOIN_MAX];
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < c->seed_count && k < CONFIG_SEEDS_JOIN_MAX - 1; i++)
+		seeds[k++] = c->seeds[i];
+	seeds[k++] = c->hints[slot].addr;
+	(void)swim_join(c->swim, c->now_ms, seeds, k);
+	log_limited(LOG_INFO, "cluster", "hint-join", 10000,
+	            "learnt member %s from its raft message: joining through it", addr);
 }
 
 uint32_t cluster_peer_list(struct cluster *c, struct peer_info *out, uint32_t max)

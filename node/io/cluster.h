@@ -89,6 +89,10 @@ int cluster_peer_request(struct cluster *c, const uint8_t *id, const Chorus__Env
                          uint32_t timeout_ms, cluster_reply_fn cb, void *arg);
 
 struct peer_info;
+/* Another service learnt a member's address from a message it proved
+ * (a raft message's sender): when SWIM does not know it alive, it is
+ * reached at that address and joined through. */
+void cluster_hint_peer(struct cluster *c, const uint8_t *id, const char *addr);
 /* Members (this node included), up to max; strings owned by the cluster. */
 uint32_t cluster_peer_list(struct cluster *c, struct peer_info *out, uint32_t max);
 int cluster_member_find(struct cluster *c, const uint8_t *id, struct peer_info *out);

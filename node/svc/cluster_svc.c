@@ -112,6 +112,12 @@ static int port_find(void *ctx, const uint8_t *id, struct peer_info *out)
 	return cluster_member_find(s->cluster, id, out);
 }
 
+static void port_hint(void *ctx, const uint8_t *id, const char *addr)
+{
+	struct cluster_svc *s = ctx;
+	cluster_hint_peer(s->cluster, id, addr);
+}
+
 static void port_release_held(void *ctx)
 {
 	struct cluster_svc *s = ctx;
@@ -201,7 +207,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "port %s provided twice", PORT_PLACEMENT);
 		return -1;
 	}
-	s->peers = (struct peers_port){s, port_peer_request, port_members, port_find};
+	s->peers = (struct peers_port){s, port_peer_request, port_members, port_find, port_hint};
 	if (host_port_set(h, PORT_PEERS, &s->peers) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_PEERS);
 		return -1;

@@ -91,6 +91,9 @@ struct peers_port {
 	uint32_t (*members)(void *ctx, struct peer_info *out, uint32_t max);
 	/* 1 and *out when the member is known. */
 	int (*find)(void *ctx, const uint8_t *id, struct peer_info *out);
+	/* A member's address learnt from a message it proved (see
+	 * cluster_hint_peer). */
+	void (*hint)(void *ctx, const uint8_t *id, const char *addr);
 };
 
 /* "task_submit": submits a task to this node's journal under an

@@ -466,6 +466,7 @@ static void send_msg(struct sched_svc *s, const struct raft_msg *m)
 	Chorus__RaftMsg pb;
 	if (raft_codec_to_pb(m, &pb) != 0)
 		return;
+	pb.from_addr = (char *)(s->cfg->advertise[0] ? s->cfg->advertise : s->cfg->listen);
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_RAFT;
 	env.raft = &pb;
@@ -1268,6 +1269,8 @@ static void handle_raft(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 	int rc = raft_codec_from_pb(&in, env->raft);
 	if (rc == 0 && c->peer_id && memcmp(in.msg.from.b, c->peer_id, RAFT_ID_BYTES) != 0)
 		rc = ERR_DENIED; /* a member speaks only for itself */
+	if (rc == 0 && env->raft->from_addr && env->raft->from_addr[0])
+		s->peers->hint(s->peers->ctx, in.msg.from.b, env->raft->from_addr);
 	if (rc == 0)
 		rc = raft_step(s->raft, mono_ms(s), &in.msg);
 	free(in.entries);
