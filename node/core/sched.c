@@ -35,11 +35,11 @@ struct sched_entry {
 	uint32_t runs;
 	int64_t last_s;
 	int64_t resume_s;            /* occurrences up to here came while paused */
-	struct sched_occ active[SCHED_ACTIVE_MAX];
+	struct sched_occ *active;    /* SCHED_ACTIVE_MAX, allocated at the first run */
 	uint32_t n_active;
 	int64_t buffer[SCHED_BUFFER_MAX];
 	uint32_t n_buffer;
-	struct sched_occ hist[SCHED_HISTORY_MAX];
+	struct sched_occ *hist;      /* SCHED_HISTORY_MAX, allocated at the first decision */
 	uint32_t hist_head, hist_n;  /* hist[hist_head] is the oldest */
 	/* backfill in progress: occurrences of (bf_next_s, bf_to_s] */
 	int64_t bf_from_s, bf_next_s, bf_to_s;
@@ -138,7 +138,20 @@ struct sched *sched_create(sched_tz_fn resolve_tz, void *tz_ctx)
 static void entry_free(struct sched_entry *e)
 {
 	sched_spec_free(&e->spec);
+	free(e->active);
+	free(e->hist);
 	free(e);
+}
+
+/* The arrays a schedule needs once it runs: an idle schedule costs only
+ * its spec. 0, or ERR_NOMEM (the command is then not applied here). */
+static int entry_arrays(struct sched_entry *e)
+{
+	if (!e->hist)
+		e->hist = calloc(SCHED_HISTORY_MAX, sizeof(*e->hist));
+	if (!e->active)
+		e->active = calloc(SCHED_ACTIVE_MAX, sizeof(*e->active));
+	return e->hist && e->active ? 0 : ERR_NOMEM;
 }
 
 void sched_destroy(struct sched *s)
@@ -296,6 +309,8 @@ static struct sched_occ *hist_push(struct sched_entry *e)
 
 static struct sched_occ *hist_find(struct sched_entry *e, int64_t occ, uint8_t kind)
 {
+	if (!e->hist)
+		return NULL;
 	for (uint32_t i = 0; i < e->hist_n; i++) {
 		struct sched_occ *o = &e->hist[(e->hist_head + e->hist_n - 1 - i) % SCHED_HISTORY_MAX];
 		if (o->scheduled_s == occ && o->kind == kind && o->fired_ms)
@@ -307,7 +322,7 @@ static struct sched_occ *hist_find(struct sched_entry *e, int64_t occ, uint8_t k
 const struct sched_occ *sched_history(const struct sched *s, const char *name, uint32_t i)
 {
 	const struct sched_entry *e = find(s, name);
-	if (!e || i >= e->hist_n)
+	if (!e || !e->hist || i >= e->hist_n)
 		return NULL;
 	return &e->hist[(e->hist_head + e->hist_n - 1 - i) % SCHED_HISTORY_MAX];
 }
@@ -466,6 +481,11 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 		return ERR_NOT_FOUND;
 	}
 	struct sched_entry *e = s->v[pos];
+	if (c->op != SCHED_OP_RM && c->op != SCHED_OP_PAUSE && c->op != SCHED_OP_RESUME &&
+	    entry_arrays(e) != 0) {
+		snprintf(err, err_len, "out of memory");
+		return ERR_NOMEM;
+	}
 	switch (c->op) {
 	case SCHED_OP_RM:
 		timerheap_cancel(&s->due, &e->due);
