@@ -548,6 +548,27 @@ static int set_cluster_key(struct config *c, const char *name, const char *v, ch
 		return set_duration32(v, 0, &c->probe_timeout_ms, w);
 	if (strcmp(name, "reap_after") == 0)
 		return set_duration32(v, 1000, &c->reap_after_ms, w);
+	if (strcmp(name, "voters") == 0) {
+		char *fresh[CONFIG_LIST_MAX] = {0};
+		uint32_t n = 0;
+		if (*v && list_append(v, fresh, &n, LIST_PLAIN, w) != 0)
+			return -1;
+		int rc = 0;
+		if (n > 9)
+			rc = why(w, "voters: at most 9 (Raft voters)");
+		for (uint32_t i = 0; i < n && rc == 0; i++)
+			for (uint32_t j = 0; j < i && rc == 0; j++)
+				if (strcmp(fresh[i], fresh[j]) == 0)
+					rc = why(w, "voters: '%s' listed twice", fresh[i]);
+		if (rc != 0) {
+			list_free(fresh, &n);
+			return rc;
+		}
+		list_free(c->voters, &c->voter_count);
+		memcpy(c->voters, fresh, sizeof(fresh));
+		c->voter_count = n;
+		return 0;
+	}
 	if (strcmp(name, "voters_target") == 0)
 		return set_u32(v, 1, 9, &c->voters_target, w);
 	if (strcmp(name, "election_timeout") == 0) {
@@ -756,6 +777,7 @@ void config_free(struct config *c)
 	list_free(c->plugins, &c->plugin_count);
 	list_free(c->seeds, &c->seed_count);
 	list_free(c->tags, &c->tag_count);
+	list_free(c->voters, &c->voter_count);
 	for (uint32_t i = 0; i < c->pool_count; i++)
 		list_free(c->pools[i].handlers, &c->pools[i].handler_count);
 	c->pool_count = 0;
@@ -788,6 +810,7 @@ enum {
 	OPT_VOTERS_TARGET,
 	OPT_ELECTION_TIMEOUT,
 	OPT_BOOTSTRAP,
+	OPT_VOTERS,
 };
 
 static const struct option config_options[] = {
@@ -817,6 +840,7 @@ static const struct option config_options[] = {
 	{"voters-target", required_argument, NULL, OPT_VOTERS_TARGET},
 	{"election-timeout", required_argument, NULL, OPT_ELECTION_TIMEOUT},
 	{"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
+	{"voters", required_argument, NULL, OPT_VOTERS},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -958,6 +982,9 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		case OPT_BOOTSTRAP:
 			rc = set_cluster_key(c, "bootstrap", optarg, w);
 			break;
+		case OPT_VOTERS:
+			rc = set_cluster_key(c, "voters", optarg, w);
+			break;
 		case ':':
 			snprintf(err, err_len, "option '%s' needs a value (see --help)", argv[optind - 1]);
 			return -1;
@@ -1041,6 +1068,8 @@ void config_usage(FILE *out)
 		"                        members, 1..9 (default 3)\n"
 		"  --election-timeout DUR  Raft's minimum election timeout, 50ms..60s (default 500ms)\n"
 		"  --bootstrap on|off    start a new voter set here (default: on when no --seeds)\n"
+		"  --voters NAME,NAME    pin the voter set to these members (default: grown to\n"
+		"                        --voters-target from the alive members)\n"
 		"  --log-level LEVEL     debug|info|warn|error (default %s)\n"
 		"  --log-format FORMAT   text|json (default %s)\n"
 		"  -h, --help            print this help and exit\n"

@@ -77,6 +77,8 @@ struct config {
 	uint32_t election_timeout_ms;  /* Raft's minimum election timeout; default 500 ms */
 	uint32_t voter_dead_ms;        /* a voter dead this long is replaced; default 30 s */
 	int bootstrap;                 /* 1: start a new cluster's voter set (default: when no seeds) */
+	char *voters[CONFIG_LIST_MAX]; /* owned: --voters pins the set to these member names */
+	uint32_t voter_count;
 };
 
 void config_defaults(struct config *c);

@@ -927,11 +927,40 @@ static void autopilot(struct sched_svc *s)
 			s->n_dead++;
 		}
 	}
+	/* --voters pins the set: only those names are candidates, voters not
+	 * named leave (one change at a time), the dead are not replaced */
+	uint32_t pinned = s->cfg->voter_count;
+	if (pinned) {
+		for (uint32_t v = 0; v < st.voter_count; v++) {
+			char nb[64];
+			struct peer_info vi;
+			if (!raft_id_eq(&st.voters[v], &s->self) &&
+			    !s->peers->find(s->peers->ctx, st.voters[v].b, &vi))
+				continue; /* its name is not known yet: never removed blind */
+			member_name(s, &st.voters[v], nb, sizeof(nb));
+			int named = 0;
+			for (uint32_t k2 = 0; k2 < pinned && !named; k2++)
+				named = strcmp(s->cfg->voters[k2], nb) == 0;
+			if (!named && st.voter_count > 1) {
+				uint64_t idx;
+				if (raft_change_voter(s->raft, now, &st.voters[v], 0, &idx) == 0)
+					log_info("raft", "voter %s is not in --voters: removed", nb);
+				return;
+			}
+		}
+	}
 	/* a candidate: alive, not a voter, first by name */
 	const struct peer_info *cand = NULL;
 	for (uint32_t i = 0; i < n; i++) {
 		if (!members[i].alive)
 			continue;
+		if (pinned) {
+			int named = 0;
+			for (uint32_t k2 = 0; k2 < pinned && !named; k2++)
+				named = strcmp(s->cfg->voters[k2], members[i].name) == 0;
+			if (!named)
+				continue;
+		}
 		int voter = 0;
 		for (uint32_t v = 0; v < st.voter_count && !voter; v++)
 			voter = memcmp(st.voters[v].b, members[i].id, RAFT_ID_BYTES) == 0;
@@ -946,10 +975,11 @@ static void autopilot(struct sched_svc *s)
 		if (members[i].alive && !members[i].self)
 			memcpy(learners[n_learners++].b, members[i].id, RAFT_ID_BYTES);
 	raft_set_learners(s->raft, learners, n_learners);
-	uint32_t target = s->cfg->voters_target;
+	uint32_t target = pinned ? pinned : s->cfg->voters_target;
 	char nb[64];
 	for (uint32_t i = 0; i < s->n_dead; i++) {
-		if (now - s->dead[i].since_ms < s->cfg->voter_dead_ms || raft_id_eq(&s->dead[i].id, &s->self))
+		if (pinned || now - s->dead[i].since_ms < s->cfg->voter_dead_ms ||
+		    raft_id_eq(&s->dead[i].id, &s->self))
 			continue;
 		/* removing a dead voter never loses the majority: the rest keep
 		 * committing; do it when there is a replacement or a surplus */

@@ -231,6 +231,18 @@ class TestSched(NodeTestCase):
         wait_until(lambda: len(history(learner)) >= 2, 30, "runs, seen from the learner")
         self.assertEqual(learner.status()["schedules"], 1)
 
+    def test_voters_pinned_by_name(self):
+        secret = keygen(os.path.join(self.workdir, "cluster.secret"))
+        common = ["--secret", secret, "--gossip-period", PERIOD, "--voters", "n2,n3"]
+        n1 = self.new_node(*common, name="n1", secret=secret)
+        n2 = self.new_node(*common, "--seeds", n1.addr, name="n2", secret=secret)
+        n3 = self.new_node(*common, "--seeds", n1.addr, name="n3", secret=secret)
+        # n1 starts the set (no seeds), adds the pinned members, then leaves it
+        wait_until(lambda: all(sorted(x.status().get("raft_voters", [])) == ["n2", "n3"] and
+                               x.status().get("raft_leader") in ("n2", "n3")
+                               for x in (n1, n2, n3)), 30, "voters n2 and n3 only")
+        self.assertEqual(n1.status()["raft_role"], "")
+
     def test_a_voter_change_that_loses_the_majority_is_refused(self):
         nodes = self.cluster()
         leader = self.leader_of(nodes)
