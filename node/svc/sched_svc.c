@@ -22,117 +22,28 @@
  */
 #include "svc/sched_svc.h"
 
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <sodium.h>
-
-#include "chorus.h"
-#include "codec/codec.h"
-#include "codec/raft_codec.h"
-#include "codec/sched_codec.h"
-#include "config.h"
-#include "core/raft.h"
-#include "core/sched.h"
-#include "core/tasks.h"
-#include "io/dispatch.h"
-#include "io/log.h"
-#include "io/raftlog.h"
-#include "io/rpc.h"
-#include "io/tzload.h"
-#include "lib/arena.h"
-#include "lib/err.h"
-#include "svc/ports.h"
-#include "svc/service.h"
-
-#define DUTY_PERIOD_MS 100          /* leader: dispatch, watch, autopilot */
-#define AUTOPILOT_PERIOD_MS 1000
-#define REMOTE_RETRY_MS 1000        /* a dispatch or a watch asked of another node */
-#define FORWARD_TIMEOUT_MS 10000
-#define REMOTE_ASK_TIMEOUT_MS 2000  /* a dispatch or watch asked of the node that holds the run */
-#define RAFT_SEND_TIMEOUT_MS 2000
-#define PENDING_MAX 4096            /* client calls waiting for their entry */
-#define TRACK_MAX 65536             /* occurrences with a request in flight */
-#define LIST_MAX 1000               /* schedules in one list answer */
-#define HISTORY_DEFAULT 20
-
-struct pending {
-	struct rpc_call *call;
-	uint64_t index, term;
-	int op;
-	char name[SCHED_NAME_BYTES_MAX + 1];
-	struct pending *next;
-};
-
-/* An occurrence the leader asked something about (a dispatch, a watch):
- * not asked again before retry_ms. */
-struct track {
-	uint64_t key;
-	uint64_t retry_ms;
-	int inflight;
-	int proposed;   /* DISPATCHED or DONE proposed: not again until applied (or 1 s) */
-	uint8_t dispatched_seen; /* what the state said when it was proposed */
-};
-
-struct sched_svc {
-	struct host *host;
-	const struct config *cfg;
-	struct raftlog *log;
-	struct raft *raft;
-	struct sched *sched;
-	struct tzcache *tz;
-	struct peers_port *peers;
-	struct task_submit_port *submit;
-	struct raft_id self;
-	int leader;                     /* this node led after the last cycle */
-	uint64_t leader_term;
-	struct pending *pending;
-	uint32_t n_pending;
-	uint64_t next_duty_ms, next_autopilot_ms;
-	struct {
-		struct raft_id id;
-		uint64_t since_ms;
-	} dead[RAFT_VOTERS_MAX];
-	uint32_t n_dead;
-	struct track *tracks;           /* open addressing by key */
-	uint32_t tracks_cap;
-	uint64_t persist_failures;
-	uint64_t last_heard[RAFT_VOTERS_MAX]; /* as leader, the last cycle's view */
-	/* occurrences submitted to this node's journal in this iteration: their
-	 * DISPATCHED is proposed once the journal's commit has made the task
-	 * real (a failed commit forgets the task: the dispatch is retried) */
-	struct {
-		char name[SCHED_NAME_BYTES_MAX + 1];
-		struct sched_occ occ;
-		uint64_t task_id;
-	} confirm[256];
-	uint32_t n_confirm;
-	uint64_t persist_retry_ms;
-	int fatal;
-};
+#include "svc/sched_internal.h"
 
 /* ---- small helpers ---- */
 
-static uint64_t mono_ms(struct sched_svc *s)
+uint64_t sched_mono_ms(struct sched_svc *s)
 {
 	return host_now(s->host)->mono_ms;
 }
 
-static uint64_t wall_ms(struct sched_svc *s)
+uint64_t sched_wall_ms(struct sched_svc *s)
 {
 	return host_now(s->host)->wall_ms;
 }
 
-static int tz_resolve(void *ctx, const char *name, const struct tz **zone, char *err,
+int sched_tz_resolve(void *ctx, const char *name, const struct tz **zone, char *err,
                       size_t err_len)
 {
 	struct sched_svc *s = ctx;
 	return tzcache_get(s->tz, name, zone, err, err_len);
 }
 
-static const char *member_name(struct sched_svc *s, const struct raft_id *id, char *buf,
+const char *sched_member_name(struct sched_svc *s, const struct raft_id *id, char *buf,
                                size_t len)
 {
 	struct peer_info pi;
@@ -146,7 +57,7 @@ static const char *member_name(struct sched_svc *s, const struct raft_id *id, ch
 	return buf;
 }
 
-static uint64_t occ_key(const char *name, int64_t occ, uint8_t kind)
+uint64_t sched_occ_key(const char *name, int64_t occ, uint8_t kind)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	for (const char *p = name; *p; p++)
@@ -156,7 +67,7 @@ static uint64_t occ_key(const char *name, int64_t occ, uint8_t kind)
 	return h ? h : 1;
 }
 
-static struct track *track_get(struct sched_svc *s, uint64_t key, int create)
+struct track *sched_track_get(struct sched_svc *s, uint64_t key, int create)
 {
 	if (!s->tracks) {
 		s->tracks_cap = 1024;
@@ -178,7 +89,7 @@ static struct track *track_get(struct sched_svc *s, uint64_t key, int create)
 	return NULL; /* full: cleared when leadership changes */
 }
 
-static void tracks_clear(struct sched_svc *s)
+void sched_tracks_clear(struct sched_svc *s)
 {
 	if (s->tracks)
 		memset(s->tracks, 0, s->tracks_cap * sizeof(*s->tracks));
@@ -186,14 +97,14 @@ static void tracks_clear(struct sched_svc *s)
 
 /* ---- proposing ---- */
 
-static int propose_cmd(struct sched_svc *s, const struct sched_cmd *c, uint64_t *index)
+int sched_propose_cmd(struct sched_svc *s, const struct sched_cmd *c, uint64_t *index)
 {
 	uint8_t *bytes = NULL;
 	size_t len = 0;
 	int rc = sched_cmd_encode(c, &bytes, &len);
 	if (rc != 0)
 		return rc;
-	rc = raft_propose(s->raft, mono_ms(s), bytes, (uint32_t)len, index);
+	rc = raft_propose(s->raft, sched_mono_ms(s), bytes, (uint32_t)len, index);
 	free(bytes);
 	return rc;
 }
@@ -238,7 +149,7 @@ static void fill_info(struct sched_svc *s, const char *name, Chorus__CronInfo *c
 			struct raft_id id;
 			memcpy(id.b, o->target, RAFT_ID_BYTES);
 			if (o->fired_ms)
-				member_name(s, &id, buf, 64);
+				sched_member_name(s, &id, buf, 64);
 			else
 				buf[0] = '\0';
 			rv[i].node = buf;
@@ -452,7 +363,7 @@ static void apply_entry(struct sched_svc *s, const struct raft_entry *e)
 			memcpy(id.b, e->data + i * RAFT_ID_BYTES, RAFT_ID_BYTES);
 			char nb[64];
 			off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
-			                        member_name(s, &id, nb, sizeof(nb)));
+			                        sched_member_name(s, &id, nb, sizeof(nb)));
 		}
 		log_info("raft", "voters are now: %s", names);
 	}
@@ -480,7 +391,7 @@ static void raft_cycle(struct sched_svc *s)
 		struct raft_ready rd;
 		raft_ready(s->raft, &rd);
 		if (rd.hard_changed || rd.truncate_from || rd.n_append) {
-			if (s->fatal || mono_ms(s) < s->persist_retry_ms)
+			if (s->fatal || sched_mono_ms(s) < s->persist_retry_ms)
 				return;
 			int prc = raftlog_persist(s->log, &rd);
 			if (prc != 0 && (raftlog_broken(s->log) || prc == ERR_INVALID)) {
@@ -497,7 +408,7 @@ static void raft_cycle(struct sched_svc *s)
 				/* nothing is sent or applied before it is durable;
 				 * tried again in 100 ms, not in a spin */
 				s->persist_failures++;
-				s->persist_retry_ms = mono_ms(s) + 100;
+				s->persist_retry_ms = sched_mono_ms(s) + 100;
 				log_limited(LOG_ERROR, "raft", "persist", 10000,
 				            "cannot make the raft log durable (%s): retrying",
 				            raftlog_last_error(s->log));
@@ -517,7 +428,7 @@ static void raft_cycle(struct sched_svc *s)
 		memcpy(s->last_heard, st.heard_ago_ms, sizeof(s->last_heard));
 	if (leader != s->leader || (leader && st.term != s->leader_term)) {
 		sched_leader_reset(s->sched);
-		tracks_clear(s);
+		sched_tracks_clear(s);
 		if (leader)
 			log_info("raft", "elected leader for term %" PRIu64 " (%u voter(s))", st.term,
 			         st.voter_count);
@@ -528,7 +439,7 @@ static void raft_cycle(struct sched_svc *s)
 				char nb[64];
 				off += (size_t)snprintf(why + off, sizeof(why) - off, "%s%s heard %" PRIu64
 				                        " ms ago", v ? ", " : "",
-				                        member_name(s, &st.voters[v], nb, sizeof(nb)),
+				                        sched_member_name(s, &st.voters[v], nb, sizeof(nb)),
 				                        s->last_heard[v]);
 			}
 			log_info("raft", "no longer the leader (term %" PRIu64 "; last: %s)", st.term, why);
@@ -539,466 +450,6 @@ static void raft_cycle(struct sched_svc *s)
 		s->leader = leader;
 		s->leader_term = st.term;
 		s->next_duty_ms = 0;
-	}
-}
-
-/* ---- the leader's duties ---- */
-
-static void propose_done(struct sched_svc *s, const char *name, const struct sched_occ *o,
-                         int outcome, const char *why)
-{
-	struct sched_cmd c = {0};
-	c.op = SCHED_OP_DONE;
-	snprintf(c.name, sizeof(c.name), "%s", name);
-	c.scheduled_s = o->scheduled_s;
-	c.kind = o->kind;
-	c.task_id = o->task_id;
-	c.outcome = outcome;
-	c.wall_ms = wall_ms(s);
-	snprintf(c.note, sizeof(c.note), "%s", why ? why : "");
-	(void)propose_cmd(s, &c, NULL);
-}
-
-static void propose_dispatched(struct sched_svc *s, const char *name, const struct sched_occ *o,
-                               uint64_t task_id)
-{
-	struct sched_cmd c = {0};
-	c.op = SCHED_OP_DISPATCHED;
-	snprintf(c.name, sizeof(c.name), "%s", name);
-	c.scheduled_s = o->scheduled_s;
-	c.kind = o->kind;
-	c.task_id = task_id;
-	c.wall_ms = wall_ms(s);
-	(void)propose_cmd(s, &c, NULL);
-}
-
-/* The occurrence's task, from the template and the schedule's `on`
- * (tag:NAME: placement runs it on a member with that tag). What is added to
- * the unpacked template is ours and is taken back before it is freed. */
-struct occ_task {
-	Chorus__TaskSpec *t;
-	Chorus__TaskOptions opts;       /* used when the template has none */
-	Chorus__TaskOptions *orig_opts;
-	char **orig_req;
-	size_t orig_n;
-	char **req;
-	char *tag;
-};
-
-static int occ_task_make(const struct sched_spec *sp, struct occ_task *ot)
-{
-	memset(ot, 0, sizeof(*ot));
-	ot->t = chorus__task_spec__unpack(NULL, sp->task_len, sp->task);
-	if (!ot->t)
-		return -1;
-	if (strncmp(sp->on, "tag:", 4) != 0)
-		return 0;
-	ot->orig_opts = ot->t->opts;
-	if (!ot->t->opts) {
-		chorus__task_options__init(&ot->opts);
-		ot->t->opts = &ot->opts;
-	}
-	Chorus__TaskOptions *o = ot->t->opts;
-	ot->orig_req = o->require;
-	ot->orig_n = o->n_require;
-	ot->req = malloc((o->n_require + 1) * sizeof(*ot->req));
-	ot->tag = strdup(sp->on + 4);
-	if (!ot->req || !ot->tag)
-		return -1;
-	memcpy(ot->req, o->require, o->n_require * sizeof(*ot->req));
-	ot->req[o->n_require] = ot->tag;
-	o->require = ot->req;
-	o->n_require++;
-	return 0;
-}
-
-static void occ_task_free(struct occ_task *ot)
-{
-	if (ot->t) {
-		if (ot->req) {
-			ot->t->opts->require = ot->orig_req;
-			ot->t->opts->n_require = ot->orig_n;
-		}
-		ot->t->opts = ot->orig_opts ? ot->orig_opts : (ot->req || ot->tag ? NULL : ot->t->opts);
-		chorus__task_spec__free_unpacked(ot->t, NULL);
-	}
-	free(ot->req);
-	free(ot->tag);
-	memset(ot, 0, sizeof(*ot));
-}
-
-struct remote_ctx {
-	struct sched_svc *s;
-	uint64_t key;
-	uint64_t term;
-	char name[SCHED_NAME_BYTES_MAX + 1];
-	struct sched_occ occ;
-	int watch; /* 0: a dispatch, 1: a watch */
-};
-
-static void remote_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
-{
-	struct remote_ctx *rc = arg;
-	struct sched_svc *s = rc->s;
-	struct track *t = track_get(s, rc->key, 0);
-	if (t)
-		t->inflight = 0;
-	struct raft_status st;
-	raft_status(s->raft, &st);
-	if (st.role != RAFT_LEADER || st.term != rc->term) {
-		free(rc);
-		return;
-	}
-	if (code != 0 || !reply) {
-		log_limited(LOG_WARN, "sched", "remote", 10000, "schedule %s: %s: %s", rc->name,
-		            rc->watch ? "cannot learn how its run went" : "cannot dispatch its run",
-		            err ? err : ch_strerror(code));
-		free(rc);
-		return;
-	}
-	if (!rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP)
-		propose_dispatched(s, rc->name, &rc->occ, reply->submit_resp->task_id);
-	else if (!rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR &&
-	         reply->error->code != CH_ERR_FULL && reply->error->code != CH_ERR_STORAGE &&
-	         reply->error->code != CH_ERR_SHUTTING_DOWN && reply->error->code != CH_ERR_TIMEOUT) {
-		/* refused for good (a handler it lacks, ...): the run failed */
-		char why[200];
-		snprintf(why, sizeof(why), "its node refused it: %s",
-		         reply->error->message ? reply->error->message : "");
-		propose_done(s, rc->name, &rc->occ, TASK_FAILED, why);
-	}
-	else if (rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_AWAIT_RESP &&
-	         reply->await_resp->result) {
-		int state = (int)reply->await_resp->result->state;
-		if (task_state_is_final(state))
-			propose_done(s, rc->name, &rc->occ, state, "");
-	} else if (rc->watch && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR &&
-	           reply->error->code == CH_ERR_NOT_FOUND) {
-		propose_done(s, rc->name, &rc->occ, TASK_LOST, "its task is gone from its node");
-	}
-	free(rc);
-}
-
-static void remote_ask(struct sched_svc *s, const char *name, const struct sched_occ *o,
-                       const struct sched_spec *sp, struct track *t)
-{
-	struct remote_ctx *rc = calloc(1, sizeof(*rc));
-	if (!rc)
-		return;
-	struct raft_status st;
-	raft_status(s->raft, &st);
-	rc->s = s;
-	rc->key = t->key;
-	rc->term = st.term;
-	snprintf(rc->name, sizeof(rc->name), "%s", name);
-	rc->occ = *o;
-	rc->watch = o->dispatched;
-	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-	Chorus__AwaitReq ar = CHORUS__AWAIT_REQ__INIT;
-	Chorus__SubmitReq sr = CHORUS__SUBMIT_REQ__INIT;
-	struct occ_task ot;
-	memset(&ot, 0, sizeof(ot));
-	char key[160];
-	if (o->dispatched) {
-		ar.task_id = o->task_id;
-		env.body_case = CHORUS__ENVELOPE__BODY_AWAIT;
-		env.await = &ar;
-	} else {
-		if (occ_task_make(sp, &ot) != 0) {
-			occ_task_free(&ot);
-			free(rc);
-			return;
-		}
-		sched_occurrence_key(name, o->scheduled_s, o->kind, key, sizeof(key));
-		sr.task = ot.t;
-		sr.idempotency_key.data = (uint8_t *)key;
-		sr.idempotency_key.len = strlen(key);
-		env.body_case = CHORUS__ENVELOPE__BODY_SUBMIT;
-		env.submit = &sr;
-	}
-	int rcode = s->peers->request(s->peers->ctx, o->target, &env, REMOTE_ASK_TIMEOUT_MS, remote_cb,
-	                              rc);
-	occ_task_free(&ot);
-	if (rcode != 0) {
-		free(rc);
-		return;
-	}
-	t->inflight = 1;
-}
-
-/* Keeps only the tracks of occurrences still active (seen, n of them),
- * in a table sized for them: done occurrences leave no track behind. */
-static void tracks_keep(struct sched_svc *s, const uint64_t *seen, uint32_t n)
-{
-	uint32_t cap = 1024;
-	while (cap < 2 * n && cap < TRACK_MAX)
-		cap *= 2;
-	struct track *old = s->tracks;
-	uint32_t old_cap = s->tracks_cap;
-	struct track *nt = calloc(cap, sizeof(*nt));
-	if (!nt)
-		return; /* keep the old one */
-	s->tracks = nt;
-	s->tracks_cap = cap;
-	for (uint32_t i = 0; i < old_cap; i++) {
-		if (!old[i].key)
-			continue;
-		int keep = 0;
-		for (uint32_t k = 0; k < n && !keep; k++)
-			keep = seen[k] == old[i].key;
-		if (keep) {
-			struct track *t = track_get(s, old[i].key, 1);
-			if (t)
-				*t = old[i];
-		}
-	}
-	free(old);
-}
-
-static void dispatch_and_watch(struct sched_svc *s)
-{
-	uint64_t now = mono_ms(s);
-	uint64_t cur = 0;
-	const char *name;
-	const struct sched_spec *sp;
-	uint32_t budget = 256;
-	uint32_t n_seen = 0, cap_seen = 0;
-	uint64_t *seen = NULL;
-	int complete = 1;
-	for (const struct sched_occ *o; (o = sched_next_active(s->sched, &cur, &name, &sp));) {
-		if (!budget) {
-			complete = 0;
-			break;
-		}
-		uint64_t key = occ_key(name, o->scheduled_s, o->kind);
-		if (n_seen == cap_seen) {
-			cap_seen = cap_seen ? cap_seen * 2 : 64;
-			uint64_t *ns = realloc(seen, cap_seen * sizeof(*seen));
-			if (!ns) {
-				complete = 0;
-				break;
-			}
-			seen = ns;
-		}
-		seen[n_seen++] = key;
-		struct track *t = track_get(s, key, 1);
-		if (!t || t->inflight)
-			continue;
-		/* a proposal this state has not applied yet: wait for it (or
-		 * propose again after a second: it may have been lost) */
-		if (t->proposed && t->dispatched_seen == o->dispatched && now < t->retry_ms)
-			continue;
-		if (!t->proposed && now < t->retry_ms)
-			continue;
-		t->proposed = 0;
-		budget--;
-		int mine = memcmp(o->target, s->self.b, RAFT_ID_BYTES) == 0;
-		if (mine && !o->dispatched) {
-			char key[160], err[256];
-			sched_occurrence_key(name, o->scheduled_s, o->kind, key, sizeof(key));
-			struct occ_task ot;
-			uint64_t id = 0;
-			int rc = CH_ERR_PROTOCOL;
-			snprintf(err, sizeof(err), "the schedule's task template does not decode");
-			if (occ_task_make(sp, &ot) == 0)
-				rc = s->submit->submit(s->submit->ctx, ot.t, key, &id, err, sizeof(err));
-			occ_task_free(&ot);
-			if (rc == 0 && s->n_confirm < sizeof(s->confirm) / sizeof(s->confirm[0])) {
-				snprintf(s->confirm[s->n_confirm].name, sizeof(s->confirm[0].name), "%s", name);
-				s->confirm[s->n_confirm].occ = *o;
-				s->confirm[s->n_confirm].task_id = id;
-				s->n_confirm++;
-				t->proposed = 1;
-				t->dispatched_seen = o->dispatched;
-				t->retry_ms = now + 1000;
-			} else if (rc == 0) {
-				t->retry_ms = now + 100; /* the confirm list is full: next time */
-			} else if (rc == CH_ERR_FULL || rc == CH_ERR_STORAGE || rc == CH_ERR_SHUTTING_DOWN) {
-				t->retry_ms = now + REMOTE_RETRY_MS;
-				log_limited(LOG_WARN, "sched", "dispatch", 10000,
-				            "schedule %s: its run of %lld waits: %s", name,
-				            (long long)o->scheduled_s, err);
-			} else {
-				/* the template cannot become a task here (a handler this
-				 * node lacks, ...): the run ends failed, with the reason */
-				propose_done(s, name, o, TASK_FAILED, err);
-				t->proposed = 1;
-				t->dispatched_seen = o->dispatched;
-				t->retry_ms = now + 1000;
-			}
-		} else if (mine) {
-			int state = s->submit->state(s->submit->ctx, o->task_id);
-			if (state < 0)
-				propose_done(s, name, o, TASK_LOST, "its task is gone from the journal");
-			else if (task_state_is_final(state))
-				propose_done(s, name, o, state, "");
-			else
-				continue; /* looked at again next duty */
-			t->proposed = 1;
-			t->dispatched_seen = o->dispatched;
-			t->retry_ms = now + 1000;
-		} else {
-			struct peer_info pi;
-			int alive = s->peers->find(s->peers->ctx, o->target, &pi) && pi.alive;
-			uint64_t age_ms = wall_ms(s) > o->fired_ms ? wall_ms(s) - o->fired_ms : 0;
-			if (!alive && o->dispatched) {
-				/* its node died (SWIM) while the run was going: as any
-				 * task placed on a member that dies, it is lost (its
-				 * node, if it comes back, may still finish it) */
-				char why[160];
-				snprintf(why, sizeof(why), "its node %s died while it ran",
-				         s->peers->find(s->peers->ctx, o->target, &pi) ? pi.name : "(gone)");
-				propose_done(s, name, o, TASK_LOST, why);
-				t->proposed = 1;
-				t->dispatched_seen = o->dispatched;
-				t->retry_ms = now + 1000;
-			} else if (!alive && !o->dispatched && age_ms > SCHED_CATCHUP_DEFAULT_MS) {
-				propose_done(s, name, o, TASK_LOST,
-				             "the node that decided it went away before confirming its "
-				             "dispatch");
-				t->proposed = 1;
-				t->dispatched_seen = o->dispatched;
-				t->retry_ms = now + 1000;
-			} else if (alive) {
-				remote_ask(s, name, o, sp, t);
-				t->retry_ms = now + REMOTE_RETRY_MS;
-			} else {
-				t->retry_ms = now + REMOTE_RETRY_MS;
-			}
-		}
-	}
-	/* a complete pass: forget the occurrences that are done (small tables
-	 * are not worth the rebuild) */
-	if (complete && s->tracks && (n_seen * 4 < s->tracks_cap || n_seen * 2 > s->tracks_cap))
-		tracks_keep(s, seen, n_seen);
-	free(seen);
-}
-
-static void plan(struct sched_svc *s)
-{
-	struct sched_cmd cmds[64];
-	uint32_t n = sched_plan(s->sched, wall_ms(s), s->self.b, cmds, 64);
-	for (uint32_t i = 0; i < n; i++) {
-		int rc = propose_cmd(s, &cmds[i], NULL);
-		if (rc != 0) {
-			log_limited(LOG_ERROR, "sched", "propose", 10000,
-			            "cannot propose the schedule's decision (%s): planned again",
-			            err_name(rc));
-			sched_leader_reset(s->sched);
-			return;
-		}
-	}
-}
-
-/* Consul's autopilot, one change at a time: grow the voters from the
- * alive members up to the target; replace a voter dead for voter_dead. */
-static void autopilot(struct sched_svc *s)
-{
-	struct raft_status st;
-	raft_status(s->raft, &st);
-	uint64_t now = mono_ms(s);
-	struct peer_info members[256];
-	uint32_t n = s->peers ? s->peers->members(s->peers->ctx, members, 256) : 0;
-	/* voters gone: since when */
-	struct raft_id dead_now[RAFT_VOTERS_MAX];
-	uint32_t n_dead_now = 0;
-	for (uint32_t v = 0; v < st.voter_count; v++) {
-		int alive = raft_id_eq(&st.voters[v], &s->self);
-		for (uint32_t i = 0; i < n && !alive; i++)
-			if (memcmp(members[i].id, st.voters[v].b, RAFT_ID_BYTES) == 0)
-				alive = members[i].alive;
-		if (!alive)
-			dead_now[n_dead_now++] = st.voters[v];
-	}
-	/* keep the first time each was seen dead */
-	uint32_t k = 0;
-	for (uint32_t i = 0; i < s->n_dead; i++)
-		for (uint32_t j = 0; j < n_dead_now; j++)
-			if (raft_id_eq(&s->dead[i].id, &dead_now[j]))
-				s->dead[k++] = s->dead[i];
-	s->n_dead = k;
-	for (uint32_t j = 0; j < n_dead_now; j++) {
-		int known = 0;
-		for (uint32_t i = 0; i < s->n_dead && !known; i++)
-			known = raft_id_eq(&s->dead[i].id, &dead_now[j]);
-		if (!known && s->n_dead < RAFT_VOTERS_MAX) {
-			s->dead[s->n_dead].id = dead_now[j];
-			s->dead[s->n_dead].since_ms = now;
-			s->n_dead++;
-		}
-	}
-	/* --voters pins the set: only those names are candidates, voters not
-	 * named leave (one change at a time), the dead are not replaced */
-	uint32_t pinned = s->cfg->voter_count;
-	if (pinned) {
-		for (uint32_t v = 0; v < st.voter_count; v++) {
-			char nb[64];
-			struct peer_info vi;
-			if (!raft_id_eq(&st.voters[v], &s->self) &&
-			    !s->peers->find(s->peers->ctx, st.voters[v].b, &vi))
-				continue; /* its name is not known yet: never removed blind */
-			member_name(s, &st.voters[v], nb, sizeof(nb));
-			int named = 0;
-			for (uint32_t k2 = 0; k2 < pinned && !named; k2++)
-				named = strcmp(s->cfg->voters[k2], nb) == 0;
-			if (!named && st.voter_count > 1) {
-				uint64_t idx;
-				if (raft_change_voter(s->raft, now, &st.voters[v], 0, &idx) == 0)
-					log_info("raft", "voter %s is not in --voters: removed", nb);
-				return;
-			}
-		}
-	}
-	/* a candidate: alive, not a voter, first by name */
-	const struct peer_info *cand = NULL;
-	for (uint32_t i = 0; i < n; i++) {
-		if (!members[i].alive)
-			continue;
-		if (pinned) {
-			int named = 0;
-			for (uint32_t k2 = 0; k2 < pinned && !named; k2++)
-				named = strcmp(s->cfg->voters[k2], members[i].name) == 0;
-			if (!named)
-				continue;
-		}
-		int voter = 0;
-		for (uint32_t v = 0; v < st.voter_count && !voter; v++)
-			voter = memcmp(st.voters[v].b, members[i].id, RAFT_ID_BYTES) == 0;
-		if (!voter && (!cand || strcmp(members[i].name, cand->name) < 0))
-			cand = &members[i];
-	}
-	/* the other alive members follow the log as learners: they learn the
-	 * leader (so they forward requests) and hold the schedules */
-	struct raft_id learners[RAFT_LEARNERS_MAX];
-	uint32_t n_learners = 0;
-	for (uint32_t i = 0; i < n && n_learners < RAFT_LEARNERS_MAX; i++)
-		if (members[i].alive && !members[i].self)
-			memcpy(learners[n_learners++].b, members[i].id, RAFT_ID_BYTES);
-	raft_set_learners(s->raft, learners, n_learners);
-	uint32_t target = pinned ? pinned : s->cfg->voters_target;
-	char nb[64];
-	for (uint32_t i = 0; i < s->n_dead; i++) {
-		if (pinned || now - s->dead[i].since_ms < s->cfg->voter_dead_ms ||
-		    raft_id_eq(&s->dead[i].id, &s->self))
-			continue;
-		/* removing a dead voter never loses the majority: the rest keep
-		 * committing; do it when there is a replacement or a surplus */
-		if (st.voter_count > 1 && (cand || st.voter_count > target)) {
-			uint64_t idx;
-			if (raft_change_voter(s->raft, now, &s->dead[i].id, 0, &idx) == 0)
-				log_info("raft", "voter %s dead for %u s: removed", member_name(s, &s->dead[i].id, nb, sizeof(nb)),
-				         s->cfg->voter_dead_ms / 1000);
-			return;
-		}
-	}
-	if (cand && st.voter_count < target) {
-		struct raft_id id;
-		memcpy(id.b, cand->id, RAFT_ID_BYTES);
-		uint64_t idx;
-		char name[64];
-		snprintf(name, sizeof(name), "%s", cand->name);
-		if (raft_change_voter(s->raft, now, &id, 1, &idx) == 0)
-			log_info("raft", "adding %s as a voter (%u of %u)", name, st.voter_count + 1, target);
 	}
 }
 
@@ -1076,7 +527,7 @@ static int propose_or_refuse(struct sched_svc *s, struct rpc_call *c, const stru
                              int op)
 {
 	uint64_t index = 0;
-	int rc = propose_cmd(s, cmd, &index);
+	int rc = sched_propose_cmd(s, cmd, &index);
 	if (rc != 0) {
 		rpc_reply_error(c, rc == ERR_DENIED ? CH_ERR_NOT_LEADER : err_to_public(rc),
 		                "cannot propose the change (%s)", err_name(rc));
@@ -1094,7 +545,7 @@ static void handle_cron(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 		return;
 	char err[300];
 	struct sched_cmd cmd = {0};
-	cmd.wall_ms = wall_ms(s);
+	cmd.wall_ms = sched_wall_ms(s);
 	const char *name = m->name ? m->name : "";
 	if (m->op != CH_CRON_ADD && m->op != CH_CRON_LIST) {
 		if (!name[0] || strlen(name) > SCHED_NAME_BYTES_MAX) {
@@ -1242,7 +693,7 @@ static void handle_voters(void *svc, struct rpc_call *c, const Chorus__Envelope 
 			}
 		}
 		uint64_t index = 0;
-		int rc = raft_change_voter(s->raft, mono_ms(s), &id, m->op == CH_VOTERS_ADD, &index);
+		int rc = raft_change_voter(s->raft, sched_mono_ms(s), &id, m->op == CH_VOTERS_ADD, &index);
 		if (rc == ERR_FULL) {
 			rpc_reply_error(c, CH_ERR_FULL, "another voter change is not committed yet: retry");
 			return;
@@ -1302,7 +753,7 @@ static void handle_raft(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 	if (rc == 0 && env->raft->from_addr && env->raft->from_addr[0])
 		s->peers->hint(s->peers->ctx, in.msg.from.b, env->raft->from_addr);
 	if (rc == 0)
-		rc = raft_step(s->raft, mono_ms(s), &in.msg);
+		rc = raft_step(s->raft, sched_mono_ms(s), &in.msg);
 	free(in.entries);
 	if (rc != 0) {
 		log_limited(LOG_WARN, "raft", "bad-msg", 10000, "refused a raft message (%s)",
@@ -1343,7 +794,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		return -1;
 	}
 	s->tz = tzcache_new(NULL);
-	s->sched = sched_create(tz_resolve, s);
+	s->sched = sched_create(sched_tz_resolve, s);
 	if (!s->tz || !s->sched) {
 		snprintf(err, err_len, "out of memory");
 		return -1;
@@ -1413,7 +864,7 @@ static uint64_t svc_next_deadline(void *svc)
 	if (s->fatal)
 		return UINT64_MAX;
 	if (raft_has_ready(s->raft))
-		return s->persist_retry_ms > mono_ms(s) ? s->persist_retry_ms : 0;
+		return s->persist_retry_ms > sched_mono_ms(s) ? s->persist_retry_ms : 0;
 	uint64_t next = raft_next_deadline(s->raft);
 	struct raft_status rs;
 	raft_status(s->raft, &rs);
@@ -1422,7 +873,7 @@ static uint64_t svc_next_deadline(void *svc)
 			next = s->next_duty_ms;
 		uint64_t plan_wall = sched_next_plan_ms(s->sched);
 		if (plan_wall != UINT64_MAX) {
-			uint64_t w = wall_ms(s), m = mono_ms(s);
+			uint64_t w = sched_wall_ms(s), m = sched_mono_ms(s);
 			uint64_t at = plan_wall <= w ? m : m + (plan_wall - w);
 			if (at < next)
 				next = at;
@@ -1441,13 +892,13 @@ static void svc_tick(void *svc, const struct now *now)
 	/* a new leader decides only once it has applied every entry before
 	 * its term: until then its schedules may lag what is committed */
 	if (s->leader && rs.leader_ready && !host_draining(s->host)) {
-		plan(s);
+		sched_plan_and_propose(s);
 		if (now->mono_ms >= s->next_duty_ms) {
 			s->next_duty_ms = now->mono_ms + DUTY_PERIOD_MS;
-			dispatch_and_watch(s);
+			sched_dispatch_and_watch(s);
 			if (now->mono_ms >= s->next_autopilot_ms) {
 				s->next_autopilot_ms = now->mono_ms + AUTOPILOT_PERIOD_MS;
-				autopilot(s);
+				sched_autopilot(s);
 			}
 		}
 		raft_cycle(s);
@@ -1462,7 +913,7 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 	 * forgotten: their tracks let the dispatch run again in a second) */
 	if (committed && s->leader)
 		for (uint32_t i = 0; i < s->n_confirm; i++)
-			propose_dispatched(s, s->confirm[i].name, &s->confirm[i].occ, s->confirm[i].task_id);
+			sched_propose_dispatched(s, s->confirm[i].name, &s->confirm[i].occ, s->confirm[i].task_id);
 	s->n_confirm = 0;
 	/* messages that arrived this iteration: answered now, not next time */
 	raft_cycle(s);
@@ -1498,7 +949,7 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	char *leader = arena_alloc(a, 64);
 	if (leader) {
 		if (rs.has_leader)
-			member_name(s, &rs.leader, leader, 64);
+			sched_member_name(s, &rs.leader, leader, 64);
 		else
 			leader[0] = '\0';
 		st->raft_leader = leader;
@@ -1509,7 +960,7 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 			names[v] = arena_alloc(a, 64);
 			if (!names[v])
 				return;
-			member_name(s, &rs.voters[v], names[v], 64);
+			sched_member_name(s, &rs.voters[v], names[v], 64);
 		}
 		st->raft_voters = names;
 		st->n_raft_voters = rs.voter_count;
