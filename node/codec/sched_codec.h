@@ -32,4 +32,20 @@ int sched_cmd_encode(const struct sched_cmd *c, uint8_t **bytes, size_t *len);
 int sched_cmd_decode(const uint8_t *bytes, size_t len, struct sched_cmd *c,
                      struct sched_spec *spec_store);
 
+/* Snapshots of the schedules (Raft log compaction, node/core/raft.h):
+ * every schedule's applied state (spec, pause and note, runs, watermarks,
+ * active runs, buffer, history, backfill in progress), never the leader's
+ * volatile plan. The bytes are a SchedSnapshot message (proto/chorus.proto).
+ *
+ * pack: 0 with *bytes (malloc'd, *len bytes; an empty table packs too) or
+ * ERR_NOMEM.
+ * load: a NEW table from bytes (resolve_tz as sched_create's); the caller
+ * swaps it for its old one. A schedule whose zone or expression does not
+ * resolve here is kept and marked broken, as apply does. Bytes that do not
+ * unpack or break a limit of sched.h (sizes, counts, duplicate names) are
+ * refused: NULL with err; nothing half-built is returned. */
+int sched_snapshot_pack(const struct sched *s, uint8_t **bytes, size_t *len);
+struct sched *sched_snapshot_load(const uint8_t *bytes, size_t len, sched_tz_fn resolve_tz,
+                                  void *tz_ctx, char *err, size_t err_len);
+
 #endif

@@ -39,8 +39,16 @@
  *     another is uncommitted or before the leader committed an entry of its
  *     term (dissertation §4.1 and its 2015 erratum).
  *
- * Not here yet: snapshots and log compaction (the log is kept whole),
- * leadership transfer, learners (non-voters learn the leader by gossip).
+ * Snapshots and compaction (§7): the caller serializes its state machine at
+ * an applied index and hands the bytes to raft_snapshot_take(), which drops
+ * the log up to a point at or before it (keeping some entries so a follower
+ * a little behind still gets appends). A follower that needs an entry no
+ * longer held gets the snapshot instead, in chunks (RAFT_MSG_SNAPSHOT, one
+ * chunk in flight per follower, resumed from the offset it acknowledged);
+ * once whole, the follower's ready carries it: persist it, then restore the
+ * state machine from it before applying anything after it.
+ *
+ * Not here: leadership transfer.
  *
  * Threading: none; one struct raft per node, owned by its caller.
  */
@@ -57,8 +65,11 @@
 #define RAFT_APPEND_BYTES_MAX (4u << 20)    /* data in one append message */
 #define RAFT_INFLIGHT_MAX 4                 /* unanswered appends per follower */
 #define RAFT_MSGS_MAX 64                    /* messages in one ready */
-#define RAFT_LOG_ENTRIES_MAX (1u << 22)     /* until snapshots compact it */
+#define RAFT_LOG_ENTRIES_MAX (1u << 22)     /* entries held (snapshots compact the log) */
 #define RAFT_TERM_MAX (1ull << 48)          /* a message with a larger term is refused */
+#define RAFT_INDEX_MAX (1ull << 48)         /* and one with a larger index */
+#define RAFT_SNAPSHOT_BYTES_MAX (1ull << 30)
+#define RAFT_SNAPSHOT_CHUNK_BYTES (1u << 20)
 
 struct raft_id {
 	uint8_t b[RAFT_ID_BYTES];
@@ -93,6 +104,24 @@ enum raft_msg_type {
 	RAFT_MSG_VOTE_RESP,
 	RAFT_MSG_APPEND,
 	RAFT_MSG_APPEND_RESP,
+	RAFT_MSG_SNAPSHOT,
+	RAFT_MSG_SNAPSHOT_RESP,
+};
+
+/* A point of the log: an index, its term, and the voter set in force
+ * there (the last config entry at or before it). */
+struct raft_point {
+	uint64_t index, term;
+	uint32_t n_voters;
+	struct raft_id voters[RAFT_VOTERS_MAX];
+};
+
+/* The state machine after applying every entry up to at.index, as bytes
+ * only the caller understands. data is owned by whoever holds it. */
+struct raft_snapshot {
+	struct raft_point at;
+	uint8_t *data;
+	uint64_t len;
 };
 const char *raft_msg_name(int type);
 
@@ -112,6 +141,14 @@ struct raft_msg {
 	uint64_t prev_index, prev_term, commit;
 	uint32_t n_entries;
 	const struct raft_entry *entries;
+	/* SNAPSHOT: bytes [snap_offset, snap_offset + chunk_len) of the
+	 * leader's snapshot at snap (snap_total bytes in all).
+	 * SNAPSHOT_RESP: snap.index and the bytes received so far in
+	 * snap_offset; success once installed. */
+	struct raft_point snap;
+	uint64_t snap_total, snap_offset;
+	uint32_t chunk_len;
+	const uint8_t *chunk;
 };
 
 struct raft_hard {
@@ -139,6 +176,11 @@ struct raft_ready {
 	/* messages, to send once the above is durable */
 	const struct raft_msg *msgs;
 	uint32_t n_msgs;
+	/* a snapshot received from the leader: persist it (it replaces the
+	 * stored one and the log up to its index; truncate_from says when the
+	 * rest of the log went too) with the rest of (1), and restore the
+	 * state machine from it before applying `apply` */
+	const struct raft_snapshot *snapshot;
 	/* committed entries to apply, in order (point into the log) */
 	const struct raft_entry *apply;
 	uint32_t n_apply;
@@ -154,6 +196,8 @@ struct raft_status {
 	struct raft_id leader; /* valid when has_leader */
 	int has_leader;
 	uint64_t commit_index, applied_index, last_index;
+	uint64_t first_index;    /* the first entry held (after compaction) */
+	uint64_t snapshot_index; /* 0: none */
 	uint32_t voter_count;
 	struct raft_id voters[RAFT_VOTERS_MAX];
 	/* leader: ms since each voter last answered (0 for itself), and the
@@ -164,13 +208,16 @@ struct raft_status {
 
 struct raft;
 
-/* Creates a node from what it persisted: hard state, log entries (copied;
- * indexes 1.. in order) and the initial voter set used while the log holds
- * no config entry (a fresh single node: itself). Returns NULL on bad input
- * (entries out of order, too many voters) or out of memory. */
+/* Creates a node from what it persisted: hard state, the base (the point
+ * just before the first log entry: index 0 and the initial voter set for a
+ * log never compacted; a fresh single node: itself), the snapshot (NULL:
+ * none; at.index between base->index and the last entry; copied) and the
+ * log entries (copied; indexes base->index + 1.. in order). Returns NULL
+ * on bad input (entries out of order, too many voters, a snapshot outside
+ * the log) or out of memory. */
 struct raft *raft_create(const struct raft_config *cfg, const struct raft_hard *hard,
-                         const struct raft_entry *log, uint32_t n_log,
-                         const struct raft_id *voters, uint32_t n_voters, uint64_t now_ms);
+                         const struct raft_point *base, const struct raft_snapshot *snap,
+                         const struct raft_entry *log, uint32_t n_log, uint64_t now_ms);
 void raft_destroy(struct raft *r);
 
 /* Time passes: election timeouts, heartbeats, check-quorum. */
@@ -200,6 +247,20 @@ int raft_change_voter(struct raft *r, uint64_t now_ms, const struct raft_id *id,
  * ignored. */
 #define RAFT_LEARNERS_MAX 64
 void raft_set_learners(struct raft *r, const struct raft_id *ids, uint32_t n);
+
+/* Compaction: the caller's state machine, serialized after applying every
+ * entry up to `index` (<= the applied index, > the last snapshot's), is
+ * `data` (len bytes; the core takes it over and frees it). The core keeps
+ * it to send to followers that fall behind, and drops the log up to `index
+ * - keep` (at most). *base is the new base: the caller persists the
+ * snapshot and deletes the entries up to base->index (raftlog_compact).
+ * Call it between raft_advance and the next raft_ready, never inside a
+ * ready. 0, ERR_INVALID (index out of range: data is freed), ERR_TOO_LARGE
+ * over RAFT_SNAPSHOT_BYTES_MAX (freed). */
+int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t len,
+                       uint64_t keep, struct raft_point *base);
+/* The snapshot held (NULL: none). */
+const struct raft_snapshot *raft_snapshot_get(const struct raft *r);
 
 /* 1 when there is something to do (persist, send or apply). */
 int raft_has_ready(const struct raft *r);

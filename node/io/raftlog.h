@@ -14,11 +14,19 @@
  * ready's messages and calls raft_advance(). At start-up raftlog_load() gives
  * what raft_create() needs.
  *
- * Schema (PRAGMA user_version 1, application_id RAFTLOG_APP_ID):
+ * Schema (PRAGMA user_version 2, application_id RAFTLOG_APP_ID; a version 1
+ * file is upgraded in place by adding the two new tables):
  *   hard(id INTEGER PRIMARY KEY CHECK (id = 1), term INTEGER, vote BLOB NULL)
  *     one row; vote is RAFT_ID_BYTES bytes or NULL (no vote in this term)
  *   log(idx INTEGER PRIMARY KEY, term INTEGER, type INTEGER, data BLOB)
  *   meta(key TEXT PRIMARY KEY, val BLOB)
+ *   base(id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER, term INTEGER,
+ *        voters BLOB)
+ *     the point just before the first entry of `log` once compacted; no
+ *     row: nothing was ever compacted (base index 0)
+ *   snapshot(id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER,
+ *            term INTEGER, voters BLOB, data BLOB)
+ *     the latest snapshot; voters is n * RAFT_ID_BYTES
  *
  * What is on disk is input from outside: load checks it (indexes 1..n with
  * no gap, terms non-decreasing and not above the hard term, known entry
@@ -42,7 +50,7 @@
 #include "core/raft.h"
 
 #define RAFTLOG_DB_NAME "raft.db"
-#define RAFTLOG_SCHEMA_VERSION 1
+#define RAFTLOG_SCHEMA_VERSION 2
 #define RAFTLOG_APP_ID 0x43524654        /* "CRFT": this file is a raft log, not a journal */
 #define RAFTLOG_META_KEY_BYTES_MAX 64
 #define RAFTLOG_META_VAL_BYTES_MAX (64u * 1024u)
@@ -59,21 +67,28 @@ int raftlog_open(struct raftlog **out, const char *dir, char *err, size_t err_le
 /* NULL is allowed. Frees what the last load returned. */
 void raftlog_close(struct raftlog *l);
 
-/* What was persisted: the hard state and every log entry in index order
- * (entries[i].index == i + 1). *entries (NULL when *n == 0) and their data
- * are owned by the raftlog until raftlog_release_loaded, the next load or
- * raftlog_close: raft_create copies them. 0, ERR_STORAGE when the file
- * breaks a rule above (nothing returned), ERR_NOMEM. */
-int raftlog_load(struct raftlog *l, struct raft_hard *hard, const struct raft_entry **entries,
-                 uint32_t *n);
+/* What was persisted: the hard state; the base (index 0, term 0, no voters
+ * when never compacted: the caller supplies its initial voters); the
+ * snapshot (snap->at.index 0 and data NULL when none); and every log entry
+ * in index order (entries[i].index == base->index + 1 + i). *entries (NULL
+ * when *n == 0), their data and snap->data are owned by the raftlog until
+ * raftlog_release_loaded, the next load or raftlog_close: raft_create
+ * copies them. Beyond the rules above, load checks base.index <= snapshot
+ * index <= the last index, a snapshot whenever base.index > 0, entry terms
+ * >= the base term, voter blobs of whole ids (at most RAFT_VOTERS_MAX).
+ * 0, ERR_STORAGE when the file breaks a rule (nothing returned),
+ * ERR_NOMEM. */
+int raftlog_load(struct raftlog *l, struct raft_hard *hard, struct raft_point *base,
+                 struct raft_snapshot *snap, const struct raft_entry **entries, uint32_t *n);
 /* Frees the arrays of the last load early (the log may be large). */
 void raftlog_release_loaded(struct raftlog *l);
 
 /* Makes the persistent part of a ready durable in ONE transaction: the hard
- * state (when rd->hard_changed), the truncation (rd->truncate_from: every
- * index >= it is deleted; 0: none), then rd->append[0..n_append). Returns
- * once the commit is fsynced. Nothing is written when there is nothing to
- * persist.
+ * state (when rd->hard_changed), the snapshot (rd->snapshot: it replaces the
+ * stored one, becomes the base, and every entry up to its index is
+ * deleted), the truncation (rd->truncate_from: every index >= it is
+ * deleted; 0: none), then rd->append[0..n_append). Returns once the commit
+ * is fsynced. Nothing is written when there is nothing to persist.
  *   0            durable;
  *   ERR_INVALID  the ready would leave a state that load refuses or that
  *                breaks Raft (term going back, a second vote in a term, a
@@ -84,6 +99,14 @@ void raftlog_release_loaded(struct raftlog *l);
  * depend on it must not be sent. ERR_STORAGE may be retried with the same
  * ready (a full disk, a lock) unless raftlog_broken() says otherwise. */
 int raftlog_persist(struct raftlog *l, const struct raft_ready *rd);
+/* Local compaction (after raft_snapshot_take): stores snap (replacing the
+ * stored snapshot) and base, and deletes every entry with index <=
+ * base->index, in one fsynced transaction. 0; ERR_INVALID when base->index
+ * > snap->at.index, snap->at.index is above the last stored entry or below
+ * the stored base; ERR_STORAGE. */
+int raftlog_compact(struct raftlog *l, const struct raft_snapshot *snap,
+                    const struct raft_point *base);
+
 /* 1 once a commit (persist or meta_put) failed with an I/O error: the file
  * may have lost pages the kernel will not report again (a failed fsync), so
  * every later write fails too and the node must stop; a retry cannot help. */
