@@ -491,9 +491,13 @@ static void maybe_commit(struct raft *r)
 /* ---- lifetime ---- */
 
 struct raft *raft_create(const struct raft_config *cfg, const struct raft_hard *hard,
-                         const struct raft_entry *log, uint32_t n_log,
-                         const struct raft_id *voters, uint32_t n_voters, uint64_t now_ms)
+                         const struct raft_point *base, const struct raft_snapshot *snap,
+                         const struct raft_entry *log, uint32_t n_log, uint64_t now_ms)
 {
+	if (!base || base->index != 0 || snap)
+		return NULL; /* SHIM */
+	const struct raft_id *voters = base->voters;
+	uint32_t n_voters = base->n_voters;
 	if (!cfg || n_voters > RAFT_VOTERS_MAX || (n_voters && !voters) || cfg->election_ms == 0 ||
 	    cfg->heartbeat_ms == 0 || cfg->heartbeat_ms >= cfg->election_ms)
 		return NULL;
@@ -976,4 +980,18 @@ const struct raft_entry *raft_entry_at(const struct raft *r, uint64_t index)
 	if (index == 0 || index > r->n_log)
 		return NULL;
 	return &r->log[index - 1];
+}
+
+int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t len,
+                       uint64_t keep, struct raft_point *base)
+{
+	(void)r; (void)index; (void)len; (void)keep; (void)base;
+	free(data);
+	return ERR_INVALID; /* SHIM */
+}
+
+const struct raft_snapshot *raft_snapshot_get(const struct raft *r)
+{
+	(void)r;
+	return NULL;
 }

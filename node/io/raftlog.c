@@ -546,12 +546,14 @@ static int entry_read(struct raftlog *l, sqlite3_stmt *s, const struct raft_hard
 	return 0;
 }
 
-int raftlog_load(struct raftlog *l, struct raft_hard *hard, const struct raft_entry **entries,
-                 uint32_t *n)
+int raftlog_load(struct raftlog *l, struct raft_hard *hard, struct raft_point *base,
+                 struct raft_snapshot *snap, const struct raft_entry **entries, uint32_t *n)
 {
-	assert(l && hard && entries && n);
+	assert(l && hard && base && snap && entries && n);
 	raftlog_release_loaded(l);
 	memset(hard, 0, sizeof(*hard));
+	memset(base, 0, sizeof(*base)); /* SHIM: compaction not stored yet */
+	memset(snap, 0, sizeof(*snap));
 	*entries = NULL;
 	*n = 0;
 
@@ -835,4 +837,11 @@ int raftlog_meta_put(struct raftlog *l, const char *key, const void *val, size_t
 	}
 	q_done(s);
 	return ret;
+}
+
+int raftlog_compact(struct raftlog *l, const struct raft_snapshot *snap,
+                    const struct raft_point *base)
+{
+	(void)l; (void)snap; (void)base;
+	return ERR_INVALID; /* SHIM */
 }

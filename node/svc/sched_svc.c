@@ -805,9 +805,11 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		return -1;
 	}
 	struct raft_hard hard;
+	struct raft_point base;
+	struct raft_snapshot snap;
 	const struct raft_entry *entries = NULL;
 	uint32_t n = 0;
-	if (raftlog_load(s->log, &hard, &entries, &n) != 0) {
+	if (raftlog_load(s->log, &hard, &base, &snap, &entries, &n) != 0) {
 		snprintf(err, err_len, "raft log: %s", raftlog_last_error(s->log));
 		return -1;
 	}
@@ -845,7 +847,12 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	    .heartbeat_ms = e_ms / 5 ? e_ms / 5 : 1,
 	    .seed = randombytes_random() | (uint64_t)randombytes_random() << 32,
 	};
-	s->raft = raft_create(&rc_cfg, &hard, entries, n, voters0, n0, now->mono_ms);
+	if (base.index == 0) {
+		base.n_voters = n0;
+		memcpy(base.voters, voters0, n0 * sizeof(voters0[0]));
+	}
+	s->raft = raft_create(&rc_cfg, &hard, &base, snap.at.index ? &snap : NULL, entries, n,
+	                      now->mono_ms);
 	raftlog_release_loaded(s->log); /* the core holds its own copy */
 	if (!s->raft) {
 		snprintf(err, err_len, "raft log: cannot rebuild the state (%u entries)", n);

@@ -381,7 +381,10 @@ static void *drv_create(struct sim *s, uint32_t node, struct now now)
 	    .seed = sim_derive_seed(sim_run_info(s)->seed, 77, node, w->restarts[node]++),
 	};
 	const struct raft_sim_disk *d = &w->disks[node];
-	rn->r = raft_create(&cfg, &d->hard, d->log, (uint32_t)d->n_log, w->ids, w->n, now.mono_ms);
+	struct raft_point base = {0};
+	base.n_voters = w->n;
+	memcpy(base.voters, w->ids, w->n * sizeof(w->ids[0]));
+	rn->r = raft_create(&cfg, &d->hard, &base, NULL, d->log, (uint32_t)d->n_log, now.mono_ms);
 	if (!rn->r) {
 		free(rn);
 		return NULL;

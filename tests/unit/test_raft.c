@@ -76,11 +76,21 @@ static void node_log_free(struct node *nd)
 	nd->n_log = nd->cap_log = 0;
 }
 
+static struct raft_point base_of(const struct raft_id *ids, int n)
+{
+	struct raft_point b;
+	memset(&b, 0, sizeof(b));
+	b.n_voters = (uint32_t)n;
+	memcpy(b.voters, ids, (size_t)n * sizeof(ids[0]));
+	return b;
+}
+
 static void node_start(struct cluster *c, int i, int n_voters)
 {
 	struct raft_config cfg = {c->ids[i], ELECTION_MS, HEARTBEAT_MS, 1000 + (uint64_t)i};
-	c->nodes[i].r = raft_create(&cfg, &c->nodes[i].hard, c->nodes[i].log, c->nodes[i].n_log,
-	                            c->ids, (uint32_t)n_voters, c->now_ms);
+	struct raft_point base = base_of(c->ids, n_voters);
+	c->nodes[i].r = raft_create(&cfg, &c->nodes[i].hard, &base, NULL, c->nodes[i].log,
+	                            c->nodes[i].n_log, c->now_ms);
 	assert_non_null(c->nodes[i].r);
 	c->nodes[i].n_applied = 0; /* the state machine is rebuilt from the log */
 }
@@ -347,7 +357,8 @@ static void votes_go_once_per_term_and_only_to_up_to_date_logs(void **state)
 	c.nodes[0].hard.term = 2;
 	struct raft_entry e = {2, 1, RAFT_ENTRY_NOOP, 0, NULL};
 	struct raft_config cfg = {c.ids[0], ELECTION_MS, HEARTBEAT_MS, 1};
-	c.nodes[0].r = r = raft_create(&cfg, &c.nodes[0].hard, &e, 1, c.ids, 3, 0);
+	struct raft_point b3 = base_of(c.ids, 3);
+	c.nodes[0].r = r = raft_create(&cfg, &c.nodes[0].hard, &b3, NULL, &e, 1, 0);
 	assert_non_null(r);
 	/* a candidate of term 3 with an empty log: refused (§5.4.1) */
 	struct raft_msg m = {0};
@@ -678,10 +689,11 @@ static void malformed_messages_are_refused(void **state)
 	assert_int_equal(status_of(&c, 0).term, 0);
 	/* bad creation input */
 	struct raft_config cfg = {c.ids[0], ELECTION_MS, ELECTION_MS, 1};
-	assert_null(raft_create(&cfg, NULL, NULL, 0, c.ids, 1, 0)); /* heartbeat >= election */
+	struct raft_point b1 = base_of(c.ids, 1);
+	assert_null(raft_create(&cfg, NULL, &b1, NULL, NULL, 0, 0)); /* heartbeat >= election */
 	cfg.heartbeat_ms = HEARTBEAT_MS;
 	struct raft_entry gap = {0, 2, RAFT_ENTRY_NOOP, 0, NULL};
-	assert_null(raft_create(&cfg, NULL, &gap, 1, c.ids, 1, 0)); /* index 2 first */
+	assert_null(raft_create(&cfg, NULL, &b1, NULL, &gap, 1, 0)); /* index 2 first */
 	cluster_free(&c);
 }
 

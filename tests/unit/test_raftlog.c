@@ -141,8 +141,14 @@ static void persist_entries(struct fixture *f, uint64_t hard_term, uint64_t from
 	persist_ok(f);
 }
 
+/* what load returns besides hard state and entries (not checked by every test) */
+static struct raft_point base_;
+static struct raft_snapshot snap_;
+
 struct loaded {
 	struct raft_hard hard;
+	struct raft_point base;
+	struct raft_snapshot snap;
 	const struct raft_entry *e;
 	uint32_t n;
 };
@@ -150,7 +156,7 @@ struct loaded {
 static struct loaded load_ok(struct fixture *f)
 {
 	struct loaded ld;
-	int rc = raftlog_load(f->l, &ld.hard, &ld.e, &ld.n);
+	int rc = raftlog_load(f->l, &ld.hard, &ld.base, &ld.snap, &ld.e, &ld.n);
 	if (rc != 0)
 		fail_msg("raftlog_load: %s", raftlog_last_error(f->l));
 	for (uint32_t i = 0; i < ld.n; i++)
@@ -268,8 +274,9 @@ static void entries_round_trip_empty_and_one_mib(void **state)
 	/* what raft_create needs, it takes as loaded */
 	struct raft_config cfg = {.self = id_of(1), .election_ms = 1000, .heartbeat_ms = 100,
 	                          .seed = 1};
-	struct raft_id self = id_of(1);
-	struct raft *r = raft_create(&cfg, &ld.hard, ld.e, ld.n, &self, 1, 0);
+	ld.base.n_voters = 1;
+	ld.base.voters[0] = id_of(1);
+	struct raft *r = raft_create(&cfg, &ld.hard, &ld.base, NULL, ld.e, ld.n, 0);
 	assert_non_null(r);
 	raftlog_release_loaded(f->l); /* raft_create copied them */
 	struct raft_status st;
@@ -490,7 +497,7 @@ static void corrupt_rows_are_refused_with_their_message(void **state)
 		struct raft_hard hard;
 		const struct raft_entry *e = (const void *)&hard;
 		uint32_t n = 99;
-		int rc = raftlog_load(f->l, &hard, &e, &n);
+		int rc = raftlog_load(f->l, &hard, &base_, &snap_, &e, &n);
 		if (rc != ERR_STORAGE)
 			fail_msg("case %zu (%s): load returned %d", i, cases[i].sql, rc);
 		assert_contains(raftlog_last_error(f->l), cases[i].msg);
@@ -677,7 +684,7 @@ static void log_beyond_the_entry_limit_is_refused(void **state)
 	struct raft_hard hard;
 	const struct raft_entry *e;
 	uint32_t n;
-	assert_int_equal(raftlog_load(f->l, &hard, &e, &n), ERR_STORAGE);
+	assert_int_equal(raftlog_load(f->l, &hard, &base_, &snap_, &e, &n), ERR_STORAGE);
 	assert_contains(raftlog_last_error(f->l),
 	                "raft.db: log reaches index 4194305, beyond the limit 4194304");
 }
@@ -691,11 +698,11 @@ static void rows_below_index_1_are_refused(void **state)
 	struct raft_hard hard;
 	const struct raft_entry *e;
 	uint32_t n;
-	assert_int_equal(raftlog_load(f->l, &hard, &e, &n), ERR_STORAGE);
+	assert_int_equal(raftlog_load(f->l, &hard, &base_, &snap_, &e, &n), ERR_STORAGE);
 	assert_contains(raftlog_last_error(f->l), "raft.db: log starts at index -3, not 1");
 	/* alone: max(idx) is below 1 */
 	raw_sql(f, "DELETE FROM log WHERE idx > 0");
-	assert_int_equal(raftlog_load(f->l, &hard, &e, &n), ERR_STORAGE);
+	assert_int_equal(raftlog_load(f->l, &hard, &base_, &snap_, &e, &n), ERR_STORAGE);
 	assert_contains(raftlog_last_error(f->l), "raft.db: log starts at index -3, not 1");
 }
 
