@@ -25,6 +25,14 @@ int raft_codec_to_pb(const struct raft_msg *m, Chorus__RaftMsg *pb)
 	pb->prev_index = m->prev_index;
 	pb->prev_term = m->prev_term;
 	pb->commit = m->commit;
+	pb->snap_index = m->snap.index;
+	pb->snap_term = m->snap.term;
+	pb->snap_voters.data = (uint8_t *)m->snap.voters;
+	pb->snap_voters.len = (size_t)m->snap.n_voters * RAFT_ID_BYTES;
+	pb->snap_total = m->snap_total;
+	pb->snap_offset = m->snap_offset;
+	pb->snap_chunk.data = (uint8_t *)m->chunk;
+	pb->snap_chunk.len = m->chunk_len;
 	if (m->n_entries) {
 		Chorus__RaftEntry *ents = calloc(m->n_entries, sizeof(*ents));
 		Chorus__RaftEntry **ptrs = calloc(m->n_entries, sizeof(*ptrs));
@@ -96,6 +104,19 @@ int raft_codec_from_pb(struct raft_in *in, Chorus__RaftMsg *pb)
 	m->prev_index = pb->prev_index;
 	m->prev_term = pb->prev_term;
 	m->commit = pb->commit;
+	if (pb->snap_voters.len % RAFT_ID_BYTES ||
+	    pb->snap_voters.len / RAFT_ID_BYTES > RAFT_VOTERS_MAX ||
+	    pb->snap_chunk.len > RAFT_SNAPSHOT_CHUNK_BYTES)
+		return ERR_PROTOCOL;
+	m->snap.index = pb->snap_index;
+	m->snap.term = pb->snap_term;
+	m->snap.n_voters = (uint32_t)(pb->snap_voters.len / RAFT_ID_BYTES);
+	if (pb->snap_voters.len)
+		memcpy(m->snap.voters, pb->snap_voters.data, pb->snap_voters.len);
+	m->snap_total = pb->snap_total;
+	m->snap_offset = pb->snap_offset;
+	m->chunk_len = (uint32_t)pb->snap_chunk.len;
+	m->chunk = pb->snap_chunk.data;
 	if (pb->n_entries) {
 		in->entries = calloc(pb->n_entries, sizeof(*in->entries));
 		if (!in->entries)

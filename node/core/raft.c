@@ -26,10 +26,14 @@ struct peer {
 	uint64_t next, match;
 	uint64_t heard_ms;  /* monotonic, last answer from it (check-quorum) */
 	uint8_t granted;    /* this election: it granted the (pre-)vote */
-	uint8_t pending;    /* an append with entries awaits its answer */
+	uint8_t pending;    /* an append with entries (or a chunk) awaits its answer */
+	/* sending it the snapshot: which one, the bytes it has, when the
+	 * last chunk went */
+	uint64_t snap_index, snap_off, snap_sent_ms;
 };
 
-/* A queued message: entries by range, resolved in raft_ready. */
+/* A queued message: entries by range, chunks by offset, resolved in
+ * raft_ready. */
 struct out_msg {
 	struct raft_msg m;
 	uint64_t ent_from; /* first index (n_entries in m) */
@@ -45,15 +49,20 @@ struct raft {
 	struct raft_id leader;
 	int has_leader;
 
-	struct raft_entry *log; /* log[i] has index i + 1 */
+	struct raft_entry *log; /* log[i] has index offset + 1 + i */
 	uint64_t n_log, cap_log;
+	uint64_t offset, offset_term; /* the base: the point before log[0] */
+	struct raft_snapshot snap;    /* data owned; at.index 0: none */
+	int snap_pending;             /* installed from the leader: in the next ready */
+	struct raft_snapshot rx;      /* a follower's snapshot being received */
+	uint64_t rx_got;
 	uint64_t commit, applied, persisted;
 	uint64_t term_start; /* leader: index of its no-op */
 	uint64_t truncate_from; /* pending for the next ready; 0 = none */
 	int hard_dirty;
 
-	struct raft_id init_voters[RAFT_VOTERS_MAX];
-	uint32_t n_init_voters;
+	struct raft_id base_voters[RAFT_VOTERS_MAX]; /* in force at offset */
+	uint32_t n_base_voters;
 	struct raft_id voters[RAFT_VOTERS_MAX];
 	uint32_t n_voters;
 	uint64_t config_index; /* index of the config entry in force, 0 = initial */
@@ -99,6 +108,8 @@ const char *raft_msg_name(int type)
 	case RAFT_MSG_VOTE_RESP: return "vote_resp";
 	case RAFT_MSG_APPEND: return "append";
 	case RAFT_MSG_APPEND_RESP: return "append_resp";
+	case RAFT_MSG_SNAPSHOT: return "snapshot";
+	case RAFT_MSG_SNAPSHOT_RESP: return "snapshot_resp";
 	default: return "?";
 	}
 }
@@ -112,24 +123,34 @@ int raft_id_eq(const struct raft_id *a, const struct raft_id *b)
 
 static uint64_t last_index(const struct raft *r)
 {
-	return r->n_log;
+	return r->offset + r->n_log;
 }
 
+/* The entry at index, which must be held: offset < index <= last. */
+static struct raft_entry *ent(const struct raft *r, uint64_t index)
+{
+	assert(index > r->offset && index <= last_index(r));
+	return &r->log[index - r->offset - 1];
+}
+
+/* 0 for an index not known here (compacted away, or beyond the log) */
 static uint64_t term_at(const struct raft *r, uint64_t index)
 {
-	if (index == 0 || index > r->n_log)
+	if (index == r->offset)
+		return r->offset_term;
+	if (index < r->offset || index > last_index(r))
 		return 0;
-	return r->log[index - 1].term;
+	return ent(r, index)->term;
 }
 
 static uint64_t last_term(const struct raft *r)
 {
-	return term_at(r, r->n_log);
+	return term_at(r, last_index(r));
 }
 
 static int log_append(struct raft *r, uint64_t term, uint8_t type, const void *data, uint32_t len)
 {
-	if (r->n_log >= RAFT_LOG_ENTRIES_MAX)
+	if (r->n_log >= RAFT_LOG_ENTRIES_MAX || last_index(r) >= RAFT_INDEX_MAX)
 		return ERR_FULL;
 	if (r->n_log == r->cap_log) {
 		uint64_t cap = r->cap_log ? r->cap_log * 2 : 64;
@@ -148,7 +169,7 @@ static int log_append(struct raft *r, uint64_t term, uint8_t type, const void *d
 	e->len = len;
 	e->term = term;
 	e->type = type;
-	e->index = r->n_log + 1;
+	e->index = last_index(r) + 1;
 	r->n_log++;
 	return 0;
 }
@@ -159,12 +180,12 @@ static void config_refresh(struct raft *r);
  * Completeness makes it impossible for a correct leader to ask). */
 static void log_truncate(struct raft *r, uint64_t from)
 {
-	assert(from > r->commit);
-	for (uint64_t i = from; i <= r->n_log; i++)
-		free(r->log[i - 1].data);
-	r->n_log = from - 1;
-	if (r->persisted > r->n_log)
-		r->persisted = r->n_log;
+	assert(from > r->commit && from > r->offset);
+	for (uint64_t i = from; i <= last_index(r); i++)
+		free(ent(r, i)->data);
+	r->n_log = from - 1 - r->offset;
+	if (r->persisted > last_index(r))
+		r->persisted = last_index(r);
 	if (!r->truncate_from || from < r->truncate_from)
 		r->truncate_from = from;
 	if (r->ready_append_from > from)
@@ -257,19 +278,43 @@ static void learners_prune(struct raft *r)
 	r->n_learners = k;
 }
 
+/* The config entry in force at index (the last at or before it), NULL
+ * when it is the base's. */
+static const struct raft_entry *config_at(const struct raft *r, uint64_t index)
+{
+	if (index > last_index(r))
+		index = last_index(r);
+	for (uint64_t i = index; i > r->offset; i--) {
+		const struct raft_entry *e = ent(r, i);
+		if (e->type == RAFT_ENTRY_CONFIG)
+			return e;
+	}
+	return NULL;
+}
+
+/* The voters in force at index into p (index >= offset). */
+static void point_voters(const struct raft *r, uint64_t index, struct raft_point *p)
+{
+	const struct raft_entry *e = config_at(r, index);
+	if (e) {
+		p->n_voters = e->len / RAFT_ID_BYTES;
+		memcpy(p->voters, e->data, e->len);
+	} else {
+		p->n_voters = r->n_base_voters;
+		memcpy(p->voters, r->base_voters, r->n_base_voters * sizeof(r->base_voters[0]));
+	}
+}
+
 static void config_refresh(struct raft *r)
 {
-	for (uint64_t i = r->n_log; i >= 1; i--) {
-		const struct raft_entry *e = &r->log[i - 1];
-		if (e->type != RAFT_ENTRY_CONFIG)
-			continue;
-		r->config_index = i;
+	const struct raft_entry *e = config_at(r, last_index(r));
+	if (e) {
+		r->config_index = e->index;
 		voters_set(r, (const struct raft_id *)e->data, e->len / RAFT_ID_BYTES);
-		learners_prune(r);
-		return;
+	} else {
+		r->config_index = r->offset; /* the base's set, committed */
+		voters_set(r, r->base_voters, r->n_base_voters);
 	}
-	r->config_index = 0;
-	voters_set(r, r->init_voters, r->n_init_voters);
 	learners_prune(r);
 }
 
@@ -299,7 +344,7 @@ static void drop_queued_appends(struct raft *r)
 {
 	uint32_t k = 0;
 	for (uint32_t i = 0; i < r->n_out; i++)
-		if (r->out[i].m.type != RAFT_MSG_APPEND)
+		if (r->out[i].m.type != RAFT_MSG_APPEND && r->out[i].m.type != RAFT_MSG_SNAPSHOT)
 			r->out[k++] = r->out[i];
 	r->n_out = k;
 }
@@ -334,22 +379,55 @@ static void become_follower(struct raft *r, uint64_t term, const struct raft_id 
 	reset_election_timer(r);
 }
 
-static void send_append(struct raft *r, struct peer *p)
+/* The next chunk of the snapshot to a follower whose next entry is no
+ * longer held. One chunk in flight; resent when unanswered for half an
+ * election timeout (it was lost, or the follower restarted). */
+static void send_snapshot(struct raft *r, struct peer *p)
 {
-	struct out_msg *o = send_msg(r, RAFT_MSG_APPEND, &p->id);
+	if (!r->snap.at.index)
+		return; /* cannot be: a compacted log always has a snapshot */
+	if (p->snap_index != r->snap.at.index) {
+		p->snap_index = r->snap.at.index; /* a new one: from its start */
+		p->snap_off = 0;
+		p->pending = 0;
+	}
+	if (p->pending && r->now_ms - p->snap_sent_ms < r->cfg.election_ms / 2)
+		return;
+	struct out_msg *o = send_msg(r, RAFT_MSG_SNAPSHOT, &p->id);
 	if (!o)
 		return;
+	if (p->snap_off > r->snap.len)
+		p->snap_off = 0;
+	o->m.snap = r->snap.at;
+	o->m.snap_total = r->snap.len;
+	o->m.snap_offset = p->snap_off;
+	uint64_t left = r->snap.len - p->snap_off;
+	o->m.chunk_len = (uint32_t)(left < RAFT_SNAPSHOT_CHUNK_BYTES ? left : RAFT_SNAPSHOT_CHUNK_BYTES);
+	o->m.commit = r->commit;
+	p->pending = 1;
+	p->snap_sent_ms = r->now_ms;
+}
+
+static void send_append(struct raft *r, struct peer *p)
+{
 	if (p->next < 1)
 		p->next = 1;
 	if (p->next > last_index(r) + 1)
 		p->next = last_index(r) + 1;
+	if (p->next <= r->offset) {
+		send_snapshot(r, p);
+		return;
+	}
+	struct out_msg *o = send_msg(r, RAFT_MSG_APPEND, &p->id);
+	if (!o)
+		return;
 	o->m.prev_index = p->next - 1;
 	o->m.prev_term = term_at(r, o->m.prev_index);
 	o->m.commit = r->commit;
 	uint64_t bytes = 0;
 	uint32_t n = 0;
 	for (uint64_t i = p->next; i <= last_index(r) && n < RAFT_APPEND_ENTRIES_MAX; i++) {
-		bytes += r->log[i - 1].len;
+		bytes += ent(r, i)->len;
 		if (n > 0 && bytes > RAFT_APPEND_BYTES_MAX)
 			break;
 		n++;
@@ -490,16 +568,33 @@ static void maybe_commit(struct raft *r)
 
 /* ---- lifetime ---- */
 
+static int point_valid(const struct raft_point *p)
+{
+	if (p->n_voters > RAFT_VOTERS_MAX || p->term > RAFT_TERM_MAX || p->index > RAFT_INDEX_MAX)
+		return 0;
+	static const uint8_t zero[RAFT_ID_BYTES];
+	for (uint32_t i = 0; i < p->n_voters; i++) {
+		if (memcmp(p->voters[i].b, zero, RAFT_ID_BYTES) == 0)
+			return 0;
+		for (uint32_t j = 0; j < i; j++)
+			if (raft_id_eq(&p->voters[i], &p->voters[j]))
+				return 0;
+	}
+	return 1;
+}
+
 struct raft *raft_create(const struct raft_config *cfg, const struct raft_hard *hard,
                          const struct raft_point *base, const struct raft_snapshot *snap,
                          const struct raft_entry *log, uint32_t n_log, uint64_t now_ms)
 {
-	if (!base || base->index != 0 || snap)
-		return NULL; /* SHIM */
-	const struct raft_id *voters = base->voters;
-	uint32_t n_voters = base->n_voters;
-	if (!cfg || n_voters > RAFT_VOTERS_MAX || (n_voters && !voters) || cfg->election_ms == 0 ||
-	    cfg->heartbeat_ms == 0 || cfg->heartbeat_ms >= cfg->election_ms)
+	if (!cfg || !base || !point_valid(base) || (base->index == 0 && base->term != 0) ||
+	    (base->index > 0 && !snap) || cfg->election_ms == 0 || cfg->heartbeat_ms == 0 ||
+	    cfg->heartbeat_ms >= cfg->election_ms)
+		return NULL;
+	if (snap && (!point_valid(&snap->at) || snap->at.index < base->index ||
+	             snap->at.index > base->index + n_log || snap->at.index == 0 ||
+	             snap->at.n_voters == 0 || snap->len > RAFT_SNAPSHOT_BYTES_MAX ||
+	             (snap->len && !snap->data)))
 		return NULL;
 	struct raft *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -512,10 +607,15 @@ struct raft *raft_create(const struct raft_config *cfg, const struct raft_hard *
 		r->has_vote = hard->has_vote;
 		r->vote = hard->vote;
 	}
+	r->offset = base->index;
+	r->offset_term = base->term;
+	memcpy(r->base_voters, base->voters, base->n_voters * sizeof(base->voters[0]));
+	r->n_base_voters = base->n_voters;
 	for (uint32_t i = 0; i < n_log; i++) {
 		const struct raft_entry *e = &log[i];
-		if (e->index != (uint64_t)i + 1 || e->term > r->term || e->len > RAFT_ENTRY_BYTES_MAX ||
-		    (i > 0 && e->term < log[i - 1].term) ||
+		uint64_t prev_term = i > 0 ? log[i - 1].term : base->term;
+		if (e->index != base->index + i + 1 || e->term > r->term || e->term < prev_term ||
+		    e->len > RAFT_ENTRY_BYTES_MAX ||
 		    (e->type == RAFT_ENTRY_CONFIG &&
 		     (e->len % RAFT_ID_BYTES || e->len / RAFT_ID_BYTES > RAFT_VOTERS_MAX)) ||
 		    log_append(r, e->term, e->type, e->data, e->len) != 0) {
@@ -523,9 +623,29 @@ struct raft *raft_create(const struct raft_config *cfg, const struct raft_hard *
 			return NULL;
 		}
 	}
-	r->persisted = r->n_log; /* it came from storage */
-	memcpy(r->init_voters, voters, n_voters * sizeof(*voters));
-	r->n_init_voters = n_voters;
+	if (base->term > r->term) {
+		raft_destroy(r);
+		return NULL;
+	}
+	r->persisted = last_index(r); /* it came from storage */
+	if (snap) {
+		if (term_at(r, snap->at.index) != snap->at.term) {
+			raft_destroy(r);
+			return NULL;
+		}
+		r->snap.at = snap->at;
+		r->snap.len = snap->len;
+		r->snap.data = malloc(snap->len ? snap->len : 1);
+		if (!r->snap.data) {
+			raft_destroy(r);
+			return NULL;
+		}
+		if (snap->len)
+			memcpy(r->snap.data, snap->data, snap->len);
+		/* the caller restores its state machine from it: applied, and
+		 * committed (only committed state is ever snapshotted) */
+		r->commit = r->applied = snap->at.index;
+	}
 	config_refresh(r);
 	r->role = RAFT_FOLLOWER;
 	reset_election_timer(r);
@@ -539,6 +659,8 @@ void raft_destroy(struct raft *r)
 	for (uint64_t i = 0; i < r->n_log; i++)
 		free(r->log[i].data);
 	free(r->log);
+	free(r->snap.data);
+	free(r->rx.data);
 	free(r);
 }
 
@@ -658,14 +780,30 @@ static uint64_t conflict_hint(const struct raft *r, uint64_t prev_index)
 	return i - 1;
 }
 
-static int on_append(struct raft *r, const struct raft_msg *m)
+static void heard_leader(struct raft *r, const struct raft_msg *m)
 {
-	struct out_msg *o;
 	if (r->role != RAFT_FOLLOWER || !r->has_leader || !raft_id_eq(&r->leader, &m->from))
 		become_follower(r, r->term, &m->from);
 	r->leader_heard_ms = r->now_ms;
 	r->heard_leader = 1;
 	reset_election_timer(r);
+}
+
+static int on_append(struct raft *r, const struct raft_msg *m)
+{
+	struct out_msg *o;
+	heard_leader(r, m);
+	if (m->prev_index < r->offset) {
+		/* it starts inside what this node compacted: committed here, so
+		 * the same in the leader's log (Leader Completeness); say how
+		 * far it matches and the leader goes on from there */
+		o = send_msg(r, RAFT_MSG_APPEND_RESP, &m->from);
+		if (o) {
+			o->m.success = 1;
+			o->m.match_index = r->commit;
+		}
+		return 0;
+	}
 	if (m->prev_index > last_index(r) ||
 	    (m->prev_index > 0 && term_at(r, m->prev_index) != m->prev_term)) {
 		o = send_msg(r, RAFT_MSG_APPEND_RESP, &m->from);
@@ -699,6 +837,124 @@ static int on_append(struct raft *r, const struct raft_msg *m)
 		o->m.match_index = last_new;
 	}
 	return 0;
+}
+
+/* A follower's snapshot from the leader is whole: it becomes the base of
+ * the log. When the log holds the snapshot's last entry with its term,
+ * what follows is kept (§7); otherwise the whole log goes. */
+static void snapshot_install(struct raft *r)
+{
+	struct raft_snapshot *sn = &r->rx;
+	uint64_t idx = sn->at.index;
+	if (idx <= last_index(r) && term_at(r, idx) == sn->at.term) {
+		uint64_t drop = idx - r->offset;
+		for (uint64_t i = 0; i < drop; i++)
+			free(r->log[i].data);
+		memmove(r->log, r->log + drop, (size_t)(r->n_log - drop) * sizeof(r->log[0]));
+		r->n_log -= drop;
+	} else {
+		for (uint64_t i = 0; i < r->n_log; i++)
+			free(r->log[i].data);
+		r->n_log = 0;
+		/* storage: the snapshot deletes up to idx, this the rest */
+		r->truncate_from = idx + 1;
+	}
+	r->offset = idx;
+	r->offset_term = sn->at.term;
+	memcpy(r->base_voters, sn->at.voters, sn->at.n_voters * sizeof(sn->at.voters[0]));
+	r->n_base_voters = sn->at.n_voters;
+	if (r->n_log == 0 || r->persisted < idx)
+		r->persisted = idx;
+	if (r->commit < idx)
+		r->commit = idx;
+	r->applied = idx; /* the caller restores from it in the next ready */
+	free(r->snap.data);
+	r->snap = *sn;
+	memset(&r->rx, 0, sizeof(r->rx));
+	r->rx_got = 0;
+	r->snap_pending = 1;
+	config_refresh(r);
+}
+
+static void on_snapshot(struct raft *r, const struct raft_msg *m)
+{
+	heard_leader(r, m);
+	struct out_msg *o;
+	if (m->snap.index <= r->commit) {
+		/* it has all that already (a resend, or it caught up) */
+		o = send_msg(r, RAFT_MSG_SNAPSHOT_RESP, &m->from);
+		if (o) {
+			o->m.snap = m->snap;
+			o->m.snap.n_voters = 0;
+			o->m.success = 1;
+			o->m.match_index = r->commit;
+			o->m.snap_offset = m->snap_total;
+		}
+		return;
+	}
+	if (r->rx.data && (r->rx.at.index != m->snap.index || r->rx.at.term != m->snap.term ||
+	                   r->rx.len != m->snap_total)) {
+		free(r->rx.data); /* another snapshot: start over */
+		memset(&r->rx, 0, sizeof(r->rx));
+		r->rx_got = 0;
+	}
+	if (!r->rx.data && m->snap_offset == 0) {
+		r->rx.data = malloc(m->snap_total ? m->snap_total : 1);
+		if (r->rx.data) {
+			r->rx.at = m->snap;
+			r->rx.len = m->snap_total;
+			r->rx_got = 0;
+		}
+	}
+	if (r->rx.data && m->snap_offset == r->rx_got) {
+		if (m->chunk_len)
+			memcpy(r->rx.data + r->rx_got, m->chunk, m->chunk_len);
+		r->rx_got += m->chunk_len;
+	}
+	o = send_msg(r, RAFT_MSG_SNAPSHOT_RESP, &m->from);
+	if (o) {
+		o->m.snap = m->snap;
+		o->m.snap.n_voters = 0;
+		o->m.snap_offset = r->rx.data ? r->rx_got : 0;
+	}
+	if (r->rx.data && r->rx_got == r->rx.len) {
+		snapshot_install(r);
+		if (o) {
+			o->m.success = 1;
+			o->m.match_index = r->offset;
+		}
+	}
+}
+
+static void on_snapshot_resp(struct raft *r, const struct raft_msg *m)
+{
+	if (r->role != RAFT_LEADER)
+		return;
+	struct peer *p = peer_find(r, &m->from);
+	if (!p)
+		p = learner_find(r, &m->from);
+	if (!p)
+		return;
+	p->heard_ms = r->now_ms;
+	if (m->success) {
+		p->pending = 0;
+		if (m->match_index > last_index(r))
+			return;
+		if (m->match_index > p->match)
+			p->match = m->match_index;
+		if (p->next < p->match + 1)
+			p->next = p->match + 1;
+		p->snap_index = 0;
+		maybe_commit(r);
+		if (r->role == RAFT_LEADER && p->next <= last_index(r))
+			send_append(r, p);
+		return;
+	}
+	if (m->snap.index != r->snap.at.index || m->snap.index != p->snap_index)
+		return; /* about another snapshot: the next beat sends the current one */
+	p->pending = 0;
+	p->snap_off = m->snap_offset <= r->snap.len ? m->snap_offset : 0;
+	send_append(r, p);
 }
 
 static void on_append_resp(struct raft *r, const struct raft_msg *m)
@@ -758,10 +1014,21 @@ static int msg_valid(const struct raft *r, const struct raft_msg *m)
 	/* terms and indexes a real cluster never reaches: a forged or broken
 	 * peer must not wrap our term or our log */
 	if (m->term > RAFT_TERM_MAX || m->last_term > RAFT_TERM_MAX || m->prev_term > RAFT_TERM_MAX ||
-	    m->last_index > RAFT_LOG_ENTRIES_MAX || m->prev_index > RAFT_LOG_ENTRIES_MAX ||
-	    m->commit > RAFT_LOG_ENTRIES_MAX + RAFT_APPEND_ENTRIES_MAX)
+	    m->last_index > RAFT_INDEX_MAX || m->prev_index > RAFT_INDEX_MAX ||
+	    m->commit > RAFT_INDEX_MAX + RAFT_APPEND_ENTRIES_MAX ||
+	    m->match_index > RAFT_INDEX_MAX + RAFT_APPEND_ENTRIES_MAX)
 		return 0;
-	if (m->type < RAFT_MSG_PREVOTE || m->type > RAFT_MSG_APPEND_RESP)
+	if (m->type < RAFT_MSG_PREVOTE || m->type > RAFT_MSG_SNAPSHOT_RESP)
+		return 0;
+	if (m->type == RAFT_MSG_SNAPSHOT) {
+		if (!point_valid(&m->snap) || m->snap.index == 0 || m->snap.n_voters == 0 ||
+		    m->snap.term == 0 || m->snap.term > m->term || m->snap_total > RAFT_SNAPSHOT_BYTES_MAX ||
+		    m->snap_offset > m->snap_total || m->chunk_len > m->snap_total - m->snap_offset ||
+		    m->chunk_len > RAFT_SNAPSHOT_CHUNK_BYTES || (m->chunk_len && !m->chunk))
+			return 0;
+	}
+	if (m->type == RAFT_MSG_SNAPSHOT_RESP &&
+	    (m->snap.index > RAFT_INDEX_MAX || m->snap_offset > RAFT_SNAPSHOT_BYTES_MAX))
 		return 0;
 	if (m->type == RAFT_MSG_APPEND) {
 		if (m->n_entries > RAFT_APPEND_ENTRIES_MAX || (m->n_entries && !m->entries))
@@ -801,10 +1068,11 @@ int raft_step(struct raft *r, uint64_t now_ms, const struct raft_msg *m)
 	if (m->term > r->term) {
 		if (m->type == RAFT_MSG_VOTE && in_lease(r))
 			return 0; /* §4.2.3: ignored, term unchanged */
-		become_follower(r, m->term, m->type == RAFT_MSG_APPEND ? &m->from : NULL);
+		int from_leader = m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_SNAPSHOT;
+		become_follower(r, m->term, from_leader ? &m->from : NULL);
 	} else if (m->term < r->term) {
 		/* a stale leader learns the newer term from our answer */
-		if (m->type == RAFT_MSG_APPEND) {
+		if (m->type == RAFT_MSG_APPEND || m->type == RAFT_MSG_SNAPSHOT) {
 			struct out_msg *o = send_msg(r, RAFT_MSG_APPEND_RESP, &m->from);
 			if (o)
 				o->m.match_index = 0;
@@ -822,6 +1090,12 @@ int raft_step(struct raft *r, uint64_t now_ms, const struct raft_msg *m)
 			return ERR_PROTOCOL; /* two leaders in one term: cannot be */
 		return on_append(r, m);
 	case RAFT_MSG_APPEND_RESP: on_append_resp(r, m); return 0;
+	case RAFT_MSG_SNAPSHOT:
+		if (r->role == RAFT_LEADER)
+			return ERR_PROTOCOL;
+		on_snapshot(r, m);
+		return 0;
+	case RAFT_MSG_SNAPSHOT_RESP: on_snapshot_resp(r, m); return 0;
 	default: return ERR_PROTOCOL;
 	}
 }
@@ -894,8 +1168,8 @@ int raft_change_voter(struct raft *r, uint64_t now_ms, const struct raft_id *id,
 
 int raft_has_ready(const struct raft *r)
 {
-	return r->hard_dirty || r->truncate_from || r->persisted < r->n_log || r->n_out ||
-	       r->applied < r->commit;
+	return r->hard_dirty || r->truncate_from || r->persisted < last_index(r) || r->n_out ||
+	       r->applied < r->commit || r->snap_pending;
 }
 
 void raft_ready(struct raft *r, struct raft_ready *rd)
@@ -906,27 +1180,39 @@ void raft_ready(struct raft *r, struct raft_ready *rd)
 	rd->hard.vote = r->vote;
 	rd->hard.has_vote = r->has_vote;
 	rd->truncate_from = r->truncate_from;
-	if (r->persisted < r->n_log) {
-		rd->append = &r->log[r->persisted];
-		rd->n_append = (uint32_t)(r->n_log - r->persisted);
+	if (r->snap_pending)
+		rd->snapshot = &r->snap;
+	if (r->persisted < last_index(r)) {
+		rd->append = ent(r, r->persisted + 1);
+		rd->n_append = (uint32_t)(last_index(r) - r->persisted);
 	}
 	r->ready_append_from = r->persisted + 1;
+	uint32_t n = 0;
 	for (uint32_t i = 0; i < r->n_out; i++) {
-		struct raft_msg *m = &r->ready_msgs[i];
+		struct raft_msg *m = &r->ready_msgs[n];
 		*m = r->out[i].m;
-		if (m->n_entries) {
+		if (m->type == RAFT_MSG_SNAPSHOT) {
+			/* the chunk of the snapshot held now; one queued for a
+			 * snapshot since replaced is dropped (a beat resends) */
+			if (m->snap.index != r->snap.at.index || m->snap_offset + m->chunk_len > r->snap.len)
+				continue;
+			m->chunk = m->chunk_len ? r->snap.data + m->snap_offset : NULL;
+		} else if (m->n_entries) {
 			/* the range names entries of this leader's log, which only
-			 * grows while it leads (queued appends go when it stops) */
-			assert(r->out[i].ent_from + m->n_entries - 1 <= r->n_log);
-			m->entries = &r->log[r->out[i].ent_from - 1];
+			 * grows while it leads (queued appends go when it stops,
+			 * and those of compacted entries at compaction) */
+			assert(r->out[i].ent_from > r->offset &&
+			       r->out[i].ent_from + m->n_entries - 1 <= last_index(r));
+			m->entries = ent(r, r->out[i].ent_from);
 		}
+		n++;
 	}
 	rd->msgs = r->ready_msgs;
-	rd->n_msgs = r->n_out;
+	rd->n_msgs = n;
 	/* apply only what is committed and durable here */
-	uint64_t to = r->commit < r->n_log ? r->commit : r->n_log;
+	uint64_t to = r->commit < last_index(r) ? r->commit : last_index(r);
 	if (to > r->applied) {
-		rd->apply = &r->log[r->applied];
+		rd->apply = ent(r, r->applied + 1);
 		rd->n_apply = (uint32_t)(to - r->applied);
 	}
 	r->ready_apply_to = to;
@@ -937,9 +1223,11 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
 	if (rd->hard_changed && rd->hard.term == r->term)
 		r->hard_dirty = 0;
 	r->truncate_from = 0;
+	if (rd->snapshot)
+		r->snap_pending = 0;
 	if (rd->n_append) {
 		uint64_t last = rd->append[rd->n_append - 1].index;
-		if (last > r->persisted && last <= r->n_log)
+		if (last > r->persisted && last <= last_index(r))
 			r->persisted = last;
 	}
 	/* messages were sent: the outbox empties */
@@ -948,6 +1236,69 @@ void raft_advance(struct raft *r, const struct raft_ready *rd)
 		r->applied = r->ready_apply_to;
 	/* the leader's own entries now count toward a majority */
 	maybe_commit(r);
+}
+
+/* ---- snapshots ---- */
+
+int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t len,
+                       uint64_t keep, struct raft_point *base)
+{
+	if (len > RAFT_SNAPSHOT_BYTES_MAX) {
+		free(data);
+		return ERR_TOO_LARGE;
+	}
+	if (index == 0 || index > r->applied || index <= r->snap.at.index || index < r->offset ||
+	    (len && !data)) {
+		free(data);
+		return ERR_INVALID;
+	}
+	struct raft_snapshot sn = {.data = data, .len = len};
+	sn.at.index = index;
+	sn.at.term = term_at(r, index);
+	point_voters(r, index, &sn.at);
+	/* the new base: keep entries for followers a little behind */
+	uint64_t c = index > keep ? index - keep : 0;
+	if (c < r->offset)
+		c = r->offset;
+	struct raft_point b = {.index = c, .term = term_at(r, c)};
+	point_voters(r, c, &b);
+	/* queued appends of entries about to go: dropped (a beat resends,
+	 * as the snapshot when they are gone) */
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < r->n_out; i++) {
+		const struct out_msg *o = &r->out[i];
+		if (o->m.type == RAFT_MSG_APPEND && o->m.n_entries && o->ent_from <= c) {
+			struct peer *p = peer_find(r, &o->m.to);
+			if (!p)
+				p = learner_find(r, &o->m.to);
+			if (p)
+				p->pending = 0;
+			continue;
+		}
+		r->out[k++] = *o;
+	}
+	r->n_out = k;
+	uint64_t drop = c - r->offset;
+	for (uint64_t i = 0; i < drop; i++)
+		free(r->log[i].data);
+	memmove(r->log, r->log + drop, (size_t)(r->n_log - drop) * sizeof(r->log[0]));
+	r->n_log -= drop;
+	r->offset = c;
+	r->offset_term = b.term;
+	memcpy(r->base_voters, b.voters, b.n_voters * sizeof(b.voters[0]));
+	r->n_base_voters = b.n_voters;
+	free(r->snap.data);
+	r->snap = sn;
+	if (r->config_index < c)
+		r->config_index = c; /* the set in force is the base's (unchanged) */
+	if (base)
+		*base = b;
+	return 0;
+}
+
+const struct raft_snapshot *raft_snapshot_get(const struct raft *r)
+{
+	return r->snap.at.index ? &r->snap : NULL;
 }
 
 /* ---- status ---- */
@@ -962,7 +1313,9 @@ void raft_status(const struct raft *r, struct raft_status *st)
 	st->leader = r->leader;
 	st->commit_index = r->commit;
 	st->applied_index = r->applied;
-	st->last_index = r->n_log;
+	st->last_index = last_index(r);
+	st->first_index = r->offset + 1;
+	st->snapshot_index = r->snap.at.index;
 	st->voter_count = r->n_voters;
 	memcpy(st->voters, r->voters, r->n_voters * sizeof(r->voters[0]));
 	for (uint32_t v = 0; v < r->n_voters; v++) {
@@ -977,21 +1330,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
 
 const struct raft_entry *raft_entry_at(const struct raft *r, uint64_t index)
 {
-	if (index == 0 || index > r->n_log)
+	if (index <= r->offset || index > last_index(r))
 		return NULL;
-	return &r->log[index - 1];
-}
-
-int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t len,
-                       uint64_t keep, struct raft_point *base)
-{
-	(void)r; (void)index; (void)len; (void)keep; (void)base;
-	free(data);
-	return ERR_INVALID; /* SHIM */
-}
-
-const struct raft_snapshot *raft_snapshot_get(const struct raft *r)
-{
-	(void)r;
-	return NULL;
+	return ent(r, index);
 }

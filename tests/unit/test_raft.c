@@ -26,6 +26,7 @@
 struct qmsg {
 	struct raft_msg m;
 	struct raft_entry *ents; /* deep copies */
+	uint8_t *chunk;          /* a copy of a snapshot chunk */
 	int to;
 };
 
@@ -33,11 +34,15 @@ struct node {
 	struct raft *r;
 	/* what it persisted */
 	struct raft_hard hard;
-	struct raft_entry *log;
+	struct raft_entry *log;  /* log[k] has index base.index + 1 + k */
 	uint32_t n_log, cap_log;
+	struct raft_point base;  /* index 0: never compacted */
+	struct raft_snapshot snap;
+	int n_voters0;
 	/* what it applied: data entries' first byte, in order */
 	uint8_t applied[1024];
 	uint32_t n_applied;
+	uint32_t restores;       /* snapshots it restored from */
 };
 
 struct cluster {
@@ -45,6 +50,8 @@ struct cluster {
 	struct node nodes[N_MAX];
 	struct raft_id ids[N_MAX];
 	int cut[N_MAX]; /* cut[i]: node i neither sends nor receives */
+	uint32_t snap_pad;        /* bytes of filler in each snapshot (to need chunks) */
+	int drop_chunks;          /* snapshot chunks still to lose on the way */
 	struct qmsg q[QUEUE_MAX];
 	int nq;
 	uint64_t now_ms;
@@ -85,14 +92,82 @@ static struct raft_point base_of(const struct raft_id *ids, int n)
 	return b;
 }
 
+/* The harness's state machine as snapshot bytes: a count, the applied
+ * bytes, then snap_pad bytes of a pattern (checked on restore). */
+static uint8_t *snapshot_bytes(const struct cluster *c, const struct node *nd, uint64_t *len)
+{
+	*len = 4 + nd->n_applied + c->snap_pad;
+	uint8_t *b = malloc(*len);
+	assert_non_null(b);
+	memcpy(b, &nd->n_applied, 4);
+	memcpy(b + 4, nd->applied, nd->n_applied);
+	for (uint32_t k = 0; k < c->snap_pad; k++)
+		b[4 + nd->n_applied + k] = (uint8_t)(k * 7 + 3);
+	return b;
+}
+
+static void restore(struct node *nd, const struct raft_snapshot *sn)
+{
+	assert_true(sn->len >= 4);
+	uint32_t n;
+	memcpy(&n, sn->data, 4);
+	assert_true(n <= sizeof(nd->applied) && 4 + n <= sn->len);
+	memcpy(nd->applied, sn->data + 4, n);
+	nd->n_applied = n;
+	for (uint64_t k = 4 + n; k < sn->len; k++)
+		assert_int_equal(sn->data[k], (uint8_t)((k - 4 - n) * 7 + 3));
+	nd->restores++;
+}
+
+static void disk_snapshot_put(struct node *nd, const struct raft_snapshot *sn)
+{
+	free(nd->snap.data);
+	nd->snap = *sn;
+	nd->snap.data = malloc(sn->len ? sn->len : 1);
+	assert_non_null(nd->snap.data);
+	memcpy(nd->snap.data, sn->data, sn->len);
+}
+
+/* the stored log loses every entry up to index */
+static void disk_compact(struct node *nd, const struct raft_point *b)
+{
+	uint32_t drop = 0;
+	while (drop < nd->n_log && nd->log[drop].index <= b->index)
+		free(nd->log[drop++].data);
+	memmove(nd->log, nd->log + drop, (nd->n_log - drop) * sizeof(*nd->log));
+	nd->n_log -= drop;
+	nd->base = *b;
+}
+
 static void node_start(struct cluster *c, int i, int n_voters)
 {
+	struct node *nd = &c->nodes[i];
 	struct raft_config cfg = {c->ids[i], ELECTION_MS, HEARTBEAT_MS, 1000 + (uint64_t)i};
-	struct raft_point base = base_of(c->ids, n_voters);
-	c->nodes[i].r = raft_create(&cfg, &c->nodes[i].hard, &base, NULL, c->nodes[i].log,
-	                            c->nodes[i].n_log, c->now_ms);
-	assert_non_null(c->nodes[i].r);
-	c->nodes[i].n_applied = 0; /* the state machine is rebuilt from the log */
+	nd->n_voters0 = n_voters;
+	struct raft_point base = nd->base.index ? nd->base : base_of(c->ids, n_voters);
+	nd->r = raft_create(&cfg, &nd->hard, &base, nd->snap.at.index ? &nd->snap : NULL, nd->log,
+	                    nd->n_log, c->now_ms);
+	assert_non_null(nd->r);
+	nd->n_applied = 0; /* the state machine is rebuilt from snapshot and log */
+	if (nd->snap.at.index)
+		restore(nd, &nd->snap);
+}
+
+/* Node i snapshots what it applied and compacts, keeping `keep` entries. */
+static void compact(struct cluster *c, int i, uint64_t keep)
+{
+	struct node *nd = &c->nodes[i];
+	struct raft_status st;
+	raft_status(nd->r, &st);
+	uint64_t len;
+	uint8_t *data = snapshot_bytes(c, nd, &len);
+	struct raft_point b;
+	assert_int_equal(raft_snapshot_take(nd->r, st.applied_index, data, len, keep, &b), 0);
+	const struct raft_snapshot *sn = raft_snapshot_get(nd->r);
+	assert_non_null(sn);
+	assert_int_equal(sn->at.index, st.applied_index);
+	disk_snapshot_put(nd, sn);
+	disk_compact(nd, &b);
 }
 
 static void cluster_init(struct cluster *c, int n, int n_voters)
@@ -110,11 +185,13 @@ static void cluster_free(struct cluster *c)
 	for (int i = 0; i < c->n; i++) {
 		raft_destroy(c->nodes[i].r);
 		node_log_free(&c->nodes[i]);
+		free(c->nodes[i].snap.data);
 	}
 	for (int k = 0; k < c->nq; k++) {
 		for (uint32_t e = 0; e < c->q[k].m.n_entries; e++)
 			free(c->q[k].ents[e].data);
 		free(c->q[k].ents);
+		free(c->q[k].chunk);
 	}
 }
 
@@ -127,12 +204,16 @@ static void handle_ready(struct cluster *c, int i)
 		raft_ready(nd->r, &rd);
 		if (rd.hard_changed)
 			nd->hard = rd.hard;
+		if (rd.snapshot) {
+			disk_snapshot_put(nd, rd.snapshot);
+			disk_compact(nd, &rd.snapshot->at);
+		}
 		if (rd.truncate_from) {
-			while (nd->n_log >= rd.truncate_from)
+			while (nd->n_log && nd->base.index + nd->n_log >= rd.truncate_from)
 				free(nd->log[--nd->n_log].data);
 		}
 		for (uint32_t k = 0; k < rd.n_append; k++) {
-			assert_int_equal(rd.append[k].index, nd->n_log + 1);
+			assert_int_equal(rd.append[k].index, nd->base.index + nd->n_log + 1);
 			if (nd->n_log == nd->cap_log) {
 				nd->cap_log = nd->cap_log ? nd->cap_log * 2 : 16;
 				nd->log = realloc(nd->log, nd->cap_log * sizeof(*nd->log));
@@ -156,7 +237,22 @@ static void handle_ready(struct cluster *c, int i)
 					entry_copy(&q->ents[e], &rd.msgs[k].entries[e]);
 			}
 			q->m.entries = q->ents;
+			q->chunk = NULL;
+			if (q->m.type == RAFT_MSG_SNAPSHOT) {
+				if (c->drop_chunks > 0) {
+					c->drop_chunks--;
+					c->nq--;
+					continue;
+				}
+				q->chunk = malloc(q->m.chunk_len ? q->m.chunk_len : 1);
+				assert_non_null(q->chunk);
+				if (q->m.chunk_len)
+					memcpy(q->chunk, rd.msgs[k].chunk, q->m.chunk_len);
+				q->m.chunk = q->chunk;
+			}
 		}
+		if (rd.snapshot)
+			restore(nd, rd.snapshot);
 		for (uint32_t k = 0; k < rd.n_apply; k++)
 			if (rd.apply[k].type == RAFT_ENTRY_DATA && nd->n_applied < sizeof(nd->applied))
 				nd->applied[nd->n_applied++] = rd.apply[k].len ? rd.apply[k].data[0] : 0;
@@ -185,6 +281,7 @@ static void settle(struct cluster *c)
 			for (uint32_t e = 0; e < q->m.n_entries; e++)
 				free(q->ents[e].data);
 			free(q->ents);
+			free(q->chunk);
 		}
 		free(batch);
 	}
@@ -697,6 +794,209 @@ static void malformed_messages_are_refused(void **state)
 	cluster_free(&c);
 }
 
+/* Compaction keeps a cluster going: entries before the base are gone from
+ * memory and disk, proposals go on, and a restart rebuilds the state from
+ * the snapshot and the entries after it. */
+static void compaction_keeps_state_across_restarts(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	assert_true(l >= 0);
+	for (uint8_t v = 1; v <= 40; v++)
+		propose(&c, l, v);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	for (int i = 0; i < 3; i++)
+		compact(&c, i, 5);
+	struct raft_status st = status_of(&c, l);
+	assert_int_equal(st.snapshot_index, st.applied_index);
+	assert_int_equal(st.first_index, st.applied_index - 5 + 1);
+	assert_null(raft_entry_at(c.nodes[l].r, st.first_index - 1));
+	assert_non_null(raft_entry_at(c.nodes[l].r, st.first_index));
+	for (uint8_t v = 41; v <= 50; v++)
+		propose(&c, l, v);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	for (int i = 0; i < 3; i++) {
+		struct raft_status before = status_of(&c, i);
+		raft_destroy(c.nodes[i].r);
+		node_start(&c, i, 3);
+		struct raft_status after = status_of(&c, i);
+		assert_int_equal(after.last_index, before.last_index);
+		assert_int_equal(after.snapshot_index, before.snapshot_index);
+		assert_int_equal(after.first_index, before.first_index);
+	}
+	run_ms(&c, 5 * ELECTION_MS);
+	l = leader_of(&c, NULL);
+	assert_true(l >= 0);
+	propose(&c, l, 51);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(c.nodes[i].n_applied, 51);
+		for (uint32_t k = 0; k < 51; k++)
+			assert_int_equal(c.nodes[i].applied[k], k + 1);
+		assert_true(c.nodes[i].restores >= 1);
+	}
+	cluster_free(&c);
+}
+
+/* A follower that misses entries the leader compacted gets the snapshot,
+ * in chunks (some lost on the way and sent again), and goes on from it. */
+static void a_follower_behind_the_base_gets_the_snapshot_in_chunks(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	c.snap_pad = 5 * RAFT_SNAPSHOT_CHUNK_BYTES / 2; /* three chunks */
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	int f = (l + 1) % 3;
+	c.cut[f] = 1;
+	for (uint8_t v = 1; v <= 60; v++)
+		propose(&c, l, v);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	compact(&c, l, 3);
+	assert_true(status_of(&c, l).first_index > status_of(&c, f).last_index + 1);
+	c.drop_chunks = 2;
+	c.cut[f] = 0;
+	run_ms(&c, 4 * ELECTION_MS);
+	assert_int_equal(leader_of(&c, NULL), l); /* the transfer deposed nobody */
+	assert_int_equal(c.drop_chunks, 0);
+	struct raft_status fs = status_of(&c, f);
+	assert_int_equal(fs.snapshot_index, status_of(&c, l).snapshot_index);
+	assert_int_equal(c.nodes[f].restores, 1);
+	assert_int_equal(c.nodes[f].base.index, fs.snapshot_index);
+	assert_int_equal(c.nodes[f].snap.len, 4 + 60 + c.snap_pad);
+	propose(&c, l, 61);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	assert_int_equal(c.nodes[f].n_applied, 61);
+	for (uint32_t k = 0; k < 61; k++)
+		assert_int_equal(c.nodes[f].applied[k], k + 1);
+	assert_int_equal(status_of(&c, f).commit_index, status_of(&c, l).commit_index);
+	/* and it restarts from what it stored */
+	raft_destroy(c.nodes[f].r);
+	node_start(&c, f, 3);
+	run_ms(&c, 3 * ELECTION_MS);
+	assert_int_equal(c.nodes[f].n_applied, 61);
+	cluster_free(&c);
+}
+
+/* A former leader with entries nobody else has: the snapshot from the new
+ * leader replaces its whole log, and what it never committed is never
+ * applied. */
+static void a_snapshot_replaces_a_conflicting_log(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	propose(&c, l, 1);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	c.cut[l] = 1;
+	propose(&c, l, 99);
+	propose(&c, l, 98);
+	run_ms(&c, 3 * ELECTION_MS);
+	int l2 = leader_of(&c, NULL);
+	assert_true(l2 >= 0 && l2 != l);
+	for (uint8_t v = 2; v <= 30; v++)
+		propose(&c, l2, v);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	compact(&c, l2, 0);
+	c.cut[l] = 0;
+	run_ms(&c, 4 * ELECTION_MS);
+	assert_int_equal(c.nodes[l].restores, 1);
+	assert_int_equal(c.nodes[l].n_applied, 30);
+	for (uint32_t k = 0; k < 30; k++)
+		assert_int_equal(c.nodes[l].applied[k], k + 1);
+	/* its disk holds no entry from before the snapshot, nor 99/98 */
+	for (uint32_t k = 0; k < c.nodes[l].n_log; k++)
+		assert_true(c.nodes[l].log[k].index > c.nodes[l].base.index);
+	assert_int_equal(status_of(&c, l).last_index, status_of(&c, l2).last_index);
+	cluster_free(&c);
+}
+
+static void snapshot_take_and_snapshot_messages_are_checked(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	propose(&c, l, 1);
+	run_ms(&c, 2 * HEARTBEAT_MS);
+	struct raft *r = c.nodes[l].r;
+	struct raft_status st = status_of(&c, l);
+	struct raft_point b;
+	assert_int_equal(raft_snapshot_take(r, st.applied_index + 1, malloc(1), 1, 0, &b), ERR_INVALID);
+	assert_int_equal(raft_snapshot_take(r, 0, malloc(1), 1, 0, &b), ERR_INVALID);
+	assert_int_equal(raft_snapshot_take(r, 1, malloc(1), RAFT_SNAPSHOT_BYTES_MAX + 1, 0, &b),
+	                 ERR_TOO_LARGE);
+	compact(&c, l, 0);
+	/* not again at the same index */
+	assert_int_equal(raft_snapshot_take(r, st.applied_index, malloc(1), 1, 0, &b), ERR_INVALID);
+	assert_null(raft_snapshot_get(c.nodes[(l + 1) % 3].r));
+
+	/* malformed chunks change nothing */
+	int f = (l + 1) % 3;
+	struct raft_status before = status_of(&c, f);
+	uint8_t chunk[8] = {0};
+	struct raft_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = RAFT_MSG_SNAPSHOT;
+	m.from = c.ids[l];
+	m.to = c.ids[f];
+	m.term = st.term;
+	m.snap.index = 500;
+	m.snap.term = st.term;
+	m.snap.n_voters = 1;
+	m.snap.voters[0] = c.ids[0];
+	m.snap_total = 8;
+	m.chunk = chunk;
+	m.chunk_len = 9; /* beyond the total */
+	assert_int_equal(raft_step(c.nodes[f].r, c.now_ms, &m), ERR_PROTOCOL);
+	m.chunk_len = 8;
+	m.snap_offset = 1; /* chunk runs past the end */
+	assert_int_equal(raft_step(c.nodes[f].r, c.now_ms, &m), ERR_PROTOCOL);
+	m.snap_offset = 0;
+	m.snap.n_voters = 0; /* no voters */
+	assert_int_equal(raft_step(c.nodes[f].r, c.now_ms, &m), ERR_PROTOCOL);
+	m.snap.n_voters = 2;
+	m.snap.voters[1] = c.ids[0]; /* twice */
+	assert_int_equal(raft_step(c.nodes[f].r, c.now_ms, &m), ERR_PROTOCOL);
+	m.snap.n_voters = 1;
+	m.snap.term = st.term + 1; /* a term above the message's */
+	assert_int_equal(raft_step(c.nodes[f].r, c.now_ms, &m), ERR_PROTOCOL);
+	m.snap.term = st.term;
+	m.snap_total = RAFT_SNAPSHOT_BYTES_MAX + 1;
+	assert_int_equal(raft_step(c.nodes[f].r, c.now_ms, &m), ERR_PROTOCOL);
+	struct raft_status after = status_of(&c, f);
+	assert_int_equal(after.snapshot_index, before.snapshot_index);
+	assert_int_equal(after.commit_index, before.commit_index);
+
+	/* creation refuses a snapshot outside the log */
+	struct raft_config cfg = {c.ids[0], ELECTION_MS, HEARTBEAT_MS, 1};
+	struct raft_point base = base_of(c.ids, 3);
+	struct raft_snapshot sn = {.at = base_of(c.ids, 3), .data = chunk, .len = 8};
+	sn.at.index = 5;
+	sn.at.term = 1;
+	struct raft_hard hard = {.term = 1};
+	assert_null(raft_create(&cfg, &hard, &base, &sn, NULL, 0, 0)); /* beyond an empty log */
+	base.index = 5;
+	base.term = 1;
+	assert_null(raft_create(&cfg, &hard, &base, NULL, NULL, 0, 0)); /* a base needs a snapshot */
+	struct raft *ok = raft_create(&cfg, &hard, &base, &sn, NULL, 0, 0);
+	assert_non_null(ok);
+	assert_int_equal(raft_snapshot_get(ok)->at.index, 5);
+	raft_status(ok, &st);
+	assert_int_equal(st.commit_index, 5);
+	assert_int_equal(st.applied_index, 5);
+	assert_int_equal(st.last_index, 5);
+	raft_destroy(ok);
+	cluster_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -712,6 +1012,10 @@ int main(void)
 	    cmocka_unit_test(only_entries_of_the_current_term_commit_by_counting),
 	    cmocka_unit_test(learners_follow_the_log_without_voting),
 	    cmocka_unit_test(malformed_messages_are_refused),
+	    cmocka_unit_test(compaction_keeps_state_across_restarts),
+	    cmocka_unit_test(a_follower_behind_the_base_gets_the_snapshot_in_chunks),
+	    cmocka_unit_test(a_snapshot_replaces_a_conflicting_log),
+	    cmocka_unit_test(snapshot_take_and_snapshot_messages_are_checked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
