@@ -402,7 +402,10 @@ static void send_snapshot(struct raft *r, struct peer *p)
 	o->m.snap_total = r->snap.len;
 	o->m.snap_offset = p->snap_off;
 	uint64_t left = r->snap.len - p->snap_off;
-	o->m.chunk_len = (uint32_t)(left < RAFT_SNAPSHOT_CHUNK_BYTES ? left : RAFT_SNAPSHOT_CHUNK_BYTES);
+	uint32_t chunk = r->cfg.snapshot_chunk_bytes;
+	if (chunk == 0 || chunk > RAFT_SNAPSHOT_CHUNK_BYTES)
+		chunk = RAFT_SNAPSHOT_CHUNK_BYTES;
+	o->m.chunk_len = (uint32_t)(left < chunk ? left : chunk);
 	o->m.commit = r->commit;
 	p->pending = 1;
 	p->snap_sent_ms = r->now_ms;

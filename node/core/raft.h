@@ -162,6 +162,7 @@ struct raft_config {
 	uint32_t election_ms;  /* the minimum election timeout; randomized up to 2x */
 	uint32_t heartbeat_ms; /* leader's append period when idle; < election_ms / 2 */
 	uint64_t seed;         /* election timeouts */
+	uint32_t snapshot_chunk_bytes; /* 0: RAFT_SNAPSHOT_CHUNK_BYTES (smaller: tests) */
 };
 
 /* What the caller does after a call: persist, then send, then apply. */

@@ -35,6 +35,8 @@ struct rnode {
 	uint64_t truncate_from;
 	struct raft_entry *app;
 	uint32_t n_app;
+	struct raft_snapshot psnap; /* a snapshot from the leader, to persist */
+	uint64_t digest;            /* the state machine: a fold of what it applied */
 	struct sched *sched;       /* schedule mode: this node's state machine */
 	int was_leader;
 	struct inbox_msg inbox[RAFT_SIM_INBOX_MAX];
@@ -72,6 +74,28 @@ static int grow(void **p, uint64_t *cap, uint64_t need, size_t elem)
 }
 
 static void entry_copy(struct raft_entry *dst, const struct raft_entry *src)
+{
+	*dst = *src;
+	dst->data = malloc(src->len ? src->len : 1);
+	if (!dst->data)
+		abort();
+	if (src->len)
+		memcpy(dst->data, src->data, src->len);
+}
+
+static uint64_t fold(uint64_t digest, const struct raft_entry *e, uint32_t value)
+{
+	uint64_t x = digest ^ (value + e->term * 31u + e->index * 1000003u);
+	return x * 1099511628211ull;
+}
+
+static void snapshot_free(struct raft_snapshot *sn)
+{
+	free(sn->data);
+	memset(sn, 0, sizeof(*sn));
+}
+
+static void snapshot_copy(struct raft_snapshot *dst, const struct raft_snapshot *src)
 {
 	*dst = *src;
 	dst->data = malloc(src->len ? src->len : 1);
@@ -181,8 +205,10 @@ static void check_apply(struct rnode *rn, const struct raft_entry *e)
 		if (k == SIM_NONE)
 			continue;
 		const struct raft_sim_disk *d = &w->disks[k];
-		if (e->index <= d->n_log && d->log[e->index - 1].term == e->term)
-			holders++;
+		if (e->index <= d->base.index ||
+		    (e->index <= d->base.index + d->n_log &&
+		     d->log[e->index - d->base.index - 1].term == e->term))
+			holders++; /* in its log, or in the snapshot that compacted it */
 	}
 	if (holders < st.voter_count / 2 + 1)
 		sim_fail(w->sim, "node %u applied index %" PRIu64 " (term %" PRIu64 ") held durably by only %u of %u voters",
@@ -194,7 +220,16 @@ static void check_apply(struct rnode *rn, const struct raft_entry *e)
 	cap = w->truth_cap;
 	if (grow((void **)&w->truth_value, &cap, e->index + 1, sizeof(uint32_t)) != 0)
 		abort();
+	cap = w->truth_cap;
+	if (grow((void **)&w->truth_digest, &cap, e->index + 1, sizeof(uint64_t)) != 0)
+		abort();
 	w->truth_cap = cap;
+	rn->digest = fold(rn->digest, e, entry_value(e));
+	if (w->truth_term[e->index] == 0)
+		w->truth_digest[e->index] = rn->digest;
+	else if (w->truth_digest[e->index] != rn->digest)
+		sim_fail(w->sim, "node %u: its state after index %" PRIu64 " differs from another's",
+		         rn->node, e->index);
 	int first = w->truth_term[e->index] == 0;
 	if (w->sched_mode)
 		sched_apply_entry(rn, e, first);
@@ -216,6 +251,88 @@ static void check_apply(struct rnode *rn, const struct raft_entry *e)
 	w->applies++;
 }
 
+/* ---- snapshots ---- */
+
+/* [u64 index][u64 digest][schedule table (schedule mode)][filler] */
+static uint8_t *snapshot_make(struct rnode *rn, uint64_t index, uint64_t *len)
+{
+	uint32_t pad = (uint32_t)(index % 300); /* several chunks, and sometimes one */
+	*len = 16 + pad;
+	uint8_t *b = malloc(*len);
+	if (!b)
+		abort();
+	memcpy(b, &index, 8);
+	memcpy(b + 8, &rn->digest, 8);
+	for (uint32_t k = 0; k < pad; k++)
+		b[16 + k] = (uint8_t)(k ^ index);
+	return b;
+}
+
+/* The state machine from a snapshot, checked against what the first node
+ * to apply up to its index had. */
+static void snapshot_restore(struct rnode *rn, const struct raft_snapshot *sn)
+{
+	struct raft_world *w = rn->w;
+	uint64_t index, digest;
+	if (sn->len < 16) {
+		sim_fail(w->sim, "node %u: a snapshot of %" PRIu64 " bytes", rn->node, sn->len);
+		return;
+	}
+	memcpy(&index, sn->data, 8);
+	memcpy(&digest, sn->data + 8, 8);
+	if (index != sn->at.index)
+		sim_fail(w->sim, "node %u: snapshot at %" PRIu64 " says %" PRIu64, rn->node, sn->at.index,
+		         index);
+	for (uint64_t k = 16; k < sn->len; k++)
+		if (sn->data[k] != (uint8_t)((k - 16) ^ index)) {
+			sim_fail(w->sim, "node %u: snapshot at %" PRIu64 " damaged at byte %" PRIu64,
+			         rn->node, index, k);
+			break;
+		}
+	if (index >= w->truth_cap || w->truth_term[index] == 0 || w->truth_digest[index] != digest)
+		sim_fail(w->sim, "node %u: snapshot at %" PRIu64 " is not the state there", rn->node,
+		         index);
+	rn->digest = digest;
+	w->applied_by[rn->node] = index;
+}
+
+static void disk_compact(struct raft_sim_disk *d, const struct raft_point *b)
+{
+	uint64_t drop = 0;
+	while (drop < d->n_log && d->log[drop].index <= b->index)
+		free(d->log[drop++].data);
+	memmove(d->log, d->log + drop, (size_t)(d->n_log - drop) * sizeof(*d->log));
+	d->n_log -= drop;
+	d->base = *b;
+}
+
+/* Compaction, as the shell does it: snapshot at the applied index, the
+ * core drops its log, the disk stores the snapshot and drops the entries
+ * (one synchronous transaction). */
+static void maybe_compact(struct rnode *rn)
+{
+	struct raft_world *w = rn->w;
+	if (!w->snap_every)
+		return;
+	struct raft_status st;
+	raft_status(rn->r, &st);
+	if (st.applied_index < st.snapshot_index + w->snap_every)
+		return;
+	uint64_t len;
+	uint8_t *data = snapshot_make(rn, st.applied_index, &len);
+	struct raft_point b;
+	uint64_t keep = st.applied_index % 9;
+	if (raft_snapshot_take(rn->r, st.applied_index, data, len, keep, &b) != 0) {
+		sim_fail(w->sim, "node %u: cannot snapshot at %" PRIu64, rn->node, st.applied_index);
+		return;
+	}
+	struct raft_sim_disk *d = &w->disks[rn->node];
+	snapshot_free(&d->snap);
+	snapshot_copy(&d->snap, raft_snapshot_get(rn->r));
+	disk_compact(d, &b);
+	w->snapshots++;
+}
+
 /* ---- the loop ---- */
 
 static void finish(struct rnode *rn)
@@ -235,17 +352,24 @@ static void finish(struct rnode *rn)
 		sim_send(w->sim, rn->node, to, bytes, len);
 		free(bytes);
 	}
+	if (rn->rd.snapshot) {
+		snapshot_restore(rn, rn->rd.snapshot);
+		w->installs++;
+	}
 	for (uint32_t i = 0; i < rn->rd.n_apply; i++)
 		check_apply(rn, &rn->rd.apply[i]);
 	raft_advance(rn->r, &rn->rd);
 	check_leader(rn);
+	maybe_compact(rn);
 }
 
 static void process(struct rnode *rn)
 {
 	while (!rn->waiting && raft_has_ready(rn->r)) {
 		raft_ready(rn->r, &rn->rd);
-		if (rn->rd.hard_changed || rn->rd.truncate_from || rn->rd.n_append) {
+		if (rn->rd.hard_changed || rn->rd.truncate_from || rn->rd.n_append || rn->rd.snapshot) {
+			if (rn->rd.snapshot)
+				snapshot_copy(&rn->psnap, rn->rd.snapshot);
 			rn->hard_changed = rn->rd.hard_changed;
 			rn->hard = rn->rd.hard;
 			rn->truncate_from = rn->rd.truncate_from;
@@ -283,13 +407,19 @@ static void drv_synced(void *core, uint64_t sync_id)
 	struct raft_sim_disk *d = &rn->w->disks[rn->node];
 	if (rn->hard_changed)
 		d->hard = rn->hard;
+	if (rn->psnap.at.index) {
+		snapshot_free(&d->snap);
+		d->snap = rn->psnap; /* the disk owns it now */
+		memset(&rn->psnap, 0, sizeof(rn->psnap));
+		disk_compact(d, &d->snap.at);
+	}
 	if (rn->truncate_from)
-		while (d->n_log >= rn->truncate_from)
+		while (d->n_log && d->base.index + d->n_log >= rn->truncate_from)
 			free(d->log[--d->n_log].data);
 	for (uint32_t i = 0; i < rn->n_app; i++) {
-		if (rn->app[i].index != d->n_log + 1)
+		if (rn->app[i].index != d->base.index + d->n_log + 1)
 			sim_fail(rn->w->sim, "node %u: persisting index %" PRIu64 " after %" PRIu64, rn->node,
-			         rn->app[i].index, d->n_log);
+			         rn->app[i].index, d->base.index + d->n_log);
 		if (grow((void **)&d->log, &d->cap_log, d->n_log + 1, sizeof(*d->log)) != 0)
 			abort();
 		d->log[d->n_log++] = rn->app[i]; /* the disk owns the data now */
@@ -379,17 +509,24 @@ static void *drv_create(struct sim *s, uint32_t node, struct now now)
 	    .election_ms = RAFT_SIM_ELECTION_MS,
 	    .heartbeat_ms = RAFT_SIM_HEARTBEAT_MS,
 	    .seed = sim_derive_seed(sim_run_info(s)->seed, 77, node, w->restarts[node]++),
+	    .snapshot_chunk_bytes = RAFT_SIM_CHUNK,
 	};
 	const struct raft_sim_disk *d = &w->disks[node];
-	struct raft_point base = {0};
-	base.n_voters = w->n;
-	memcpy(base.voters, w->ids, w->n * sizeof(w->ids[0]));
-	rn->r = raft_create(&cfg, &d->hard, &base, NULL, d->log, (uint32_t)d->n_log, now.mono_ms);
+	struct raft_point base = d->base;
+	if (base.index == 0) {
+		base.n_voters = w->n;
+		memcpy(base.voters, w->ids, w->n * sizeof(w->ids[0]));
+	}
+	rn->r = raft_create(&cfg, &d->hard, &base, d->snap.at.index ? &d->snap : NULL, d->log,
+	                    (uint32_t)d->n_log, now.mono_ms);
 	if (!rn->r) {
 		free(rn);
 		return NULL;
 	}
-	w->applied_by[node] = 0; /* the state machine is rebuilt from the log */
+	/* the state machine is rebuilt from the snapshot and the log */
+	w->applied_by[node] = 0;
+	if (d->snap.at.index)
+		snapshot_restore(rn, &d->snap);
 	if (w->sched_mode) {
 		rn->sched = sched_create(NULL, NULL);
 		if (!rn->sched) {
@@ -408,6 +545,7 @@ static void drv_destroy(void *core)
 	for (uint32_t i = 0; i < rn->n_app; i++)
 		free(rn->app[i].data);
 	free(rn->app);
+	snapshot_free(&rn->psnap);
 	while (rn->in_count) {
 		free(rn->inbox[rn->in_head].bytes);
 		rn->in_head = (rn->in_head + 1) % RAFT_SIM_INBOX_MAX;
@@ -513,6 +651,11 @@ void raft_world_sched_mode(struct raft_world *w)
 	w->sched_mode = 1;
 }
 
+void raft_world_snapshots(struct raft_world *w, uint32_t every)
+{
+	w->snap_every = every;
+}
+
 int raft_world_check_sched(struct raft_world *w, char *why, size_t why_bytes)
 {
 	uint64_t first = 0, last = 0;
@@ -542,6 +685,7 @@ void raft_world_free(struct raft_world *w)
 		for (uint64_t k = 0; k < w->disks[i].n_log; k++)
 			free(w->disks[i].log[k].data);
 		free(w->disks[i].log);
+		free(w->disks[i].snap.data);
 	}
 	free(w->ids);
 	free(w->disks);
@@ -550,6 +694,7 @@ void raft_world_free(struct raft_world *w)
 	free(w->leader_of);
 	free(w->truth_term);
 	free(w->truth_value);
+	free(w->truth_digest);
 	free(w->fired);
 	free(w);
 }
@@ -605,12 +750,16 @@ int raft_world_check_logs(struct raft_world *w, char *why, size_t why_bytes)
 	for (uint32_t a = 0; a < w->n; a++) {
 		for (uint32_t b = a + 1; b < w->n; b++) {
 			const struct raft_sim_disk *x = &w->disks[a], *y = &w->disks[b];
-			uint64_t n = x->n_log < y->n_log ? x->n_log : y->n_log;
+			uint64_t lx = x->base.index + x->n_log, ly = y->base.index + y->n_log;
+			uint64_t n = lx < ly ? lx : ly;
+			uint64_t lo = x->base.index > y->base.index ? x->base.index : y->base.index;
 			/* log matching: the same index and term means the same
-			 * entry and the same log before it; scan from the end */
+			 * entry and the same log before it; scan from the end,
+			 * over the indexes both still hold */
 			int same_from_here = 0;
-			for (uint64_t i = n; i >= 1; i--) {
-				const struct raft_entry *p = &x->log[i - 1], *q = &y->log[i - 1];
+			for (uint64_t i = n; i > lo; i--) {
+				const struct raft_entry *p = &x->log[i - x->base.index - 1];
+				const struct raft_entry *q = &y->log[i - y->base.index - 1];
 				if (p->term == q->term)
 					same_from_here = 1;
 				if (same_from_here && (p->term != q->term || p->type != q->type || p->len != q->len ||

@@ -33,13 +33,16 @@
 #define RAFT_SIM_ELECTION_MS 300
 #define RAFT_SIM_HEARTBEAT_MS 50
 #define RAFT_SIM_INBOX_MAX 1024
+#define RAFT_SIM_CHUNK 64
 
 extern const struct sim_driver sim_driver_raft;
 
 struct raft_sim_disk {
 	struct raft_hard hard;
-	struct raft_entry *log;
+	struct raft_entry *log;   /* log[k] has index base.index + 1 + k */
 	uint64_t n_log, cap_log;
+	struct raft_point base;   /* index 0: never compacted */
+	struct raft_snapshot snap;
 };
 
 struct raft_world {
@@ -54,7 +57,13 @@ struct raft_world {
 	/* state machine safety: the first applied term and value per index */
 	uint64_t *truth_term;
 	uint32_t *truth_value;
+	uint64_t *truth_digest; /* the state after applying up to the index */
 	uint64_t truth_cap;
+	/* compaction: a node snapshots once it applied snap_every entries past
+	 * its last snapshot (0: never), keeping a few entries; snapshots go
+	 * in chunks of RAFT_SIM_CHUNK bytes, so most take several */
+	uint32_t snap_every;
+	uint64_t snapshots, installs;
 	uint64_t applied_max;   /* highest index anyone applied */
 	uint64_t *applied_by;   /* per node, in this life */
 	uint64_t applies;       /* entries applied, all nodes */
@@ -74,6 +83,7 @@ struct raft_world {
 struct raft_world *raft_world_new(const struct sim_run *run);
 /* Schedule mode (before any node starts): see struct raft_world. */
 void raft_world_sched_mode(struct raft_world *w);
+void raft_world_snapshots(struct raft_world *w, uint32_t every);
 /* Schedule mode, at the end of a run: every second between the first and
  * the last decided one was decided exactly once (fired or skipped). */
 int raft_world_check_sched(struct raft_world *w, char *why, size_t why_bytes);

@@ -78,6 +78,9 @@ static int chaos(const struct sim_run *run, int sched_mode)
 	struct raft_world *w = raft_world_new(run);
 	if (sched_mode)
 		raft_world_sched_mode(w);
+	/* odd seeds compact: snapshots, and followers catching up from them */
+	if (run->seed % 2 && !sched_mode)
+		raft_world_snapshots(w, 10 + (uint32_t)(run->seed % 23));
 	struct sim *s = w->sim;
 	struct rng *rng = sim_rng(s);
 	for (uint32_t i = 0; i < w->n; i++)
@@ -169,9 +172,10 @@ static int chaos(const struct sim_run *run, int sched_mode)
 	}
 	if (run->verbose)
 		printf("%s n=%u seed=%" PRIu64 ": %" PRIu64 " entries, %" PRIu64 " leaders, %" PRIu64
-		       " applies, %" PRIu64 " fired, %" PRIu64 " skipped\n",
+		       " applies, %" PRIu64 " fired, %" PRIu64 " skipped, %" PRIu64 " snapshots, %" PRIu64
+		       " installed\n",
 		       run->scenario, run->n, run->seed, w->applied_max, w->elections, w->applies, w->fires,
-		       w->skips);
+		       w->skips, w->snapshots, w->installs);
 	int failed = sim_failed(s);
 	raft_world_free(w);
 	return failed;
