@@ -1713,6 +1713,8 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 	json_object_set_new(o, "raft_term", JU64(s->raft_term));
 	json_object_set_new(o, "raft_leader", json_text(s->raft_leader));
 	json_object_set_new(o, "raft_commit", JU64(s->raft_commit));
+	json_object_set_new(o, "raft_snapshot", JU64(s->raft_snapshot));
+	json_object_set_new(o, "raft_first", JU64(s->raft_first));
 	json_t *voters = json_array();
 	for (size_t i = 0; voters != NULL && i < s->n_raft_voters; i++)
 		json_array_append_new(voters, json_text(s->raft_voters[i]));

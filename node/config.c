@@ -21,6 +21,8 @@
  */
 #include "config.h"
 
+#include "core/raft.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -578,6 +580,8 @@ static int set_cluster_key(struct config *c, const char *name, const char *v, ch
 		c->election_timeout_ms = (uint32_t)ms;
 		return 0;
 	}
+	if (strcmp(name, "raft_snapshot_entries") == 0)
+		return set_u32(v, 16, RAFT_LOG_ENTRIES_MAX / 2, &c->raft_snapshot_entries, w);
 	if (strcmp(name, "voter_dead") == 0) {
 		uint64_t ms = 0;
 		if (set_duration(v, 1000, 86400000, &ms, w) != 0)
@@ -766,6 +770,7 @@ void config_defaults(struct config *c)
 	c->probe_timeout_ms = 0;
 	c->voters_target = 3;
 	c->election_timeout_ms = 500;
+	c->raft_snapshot_entries = 8192;
 	c->voter_dead_ms = 30000;
 	c->bootstrap = -1; /* decided at start: a node without seeds starts a cluster */
 	c->reap_after_ms = 60 * 1000;
@@ -809,6 +814,7 @@ enum {
 	OPT_GOSSIP_PERIOD,
 	OPT_VOTERS_TARGET,
 	OPT_ELECTION_TIMEOUT,
+	OPT_RAFT_SNAPSHOT_ENTRIES,
 	OPT_BOOTSTRAP,
 	OPT_VOTERS,
 };
@@ -839,6 +845,7 @@ static const struct option config_options[] = {
 	{"gossip-period", required_argument, NULL, OPT_GOSSIP_PERIOD},
 	{"voters-target", required_argument, NULL, OPT_VOTERS_TARGET},
 	{"election-timeout", required_argument, NULL, OPT_ELECTION_TIMEOUT},
+	{"raft-snapshot-entries", required_argument, NULL, OPT_RAFT_SNAPSHOT_ENTRIES},
 	{"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
 	{"voters", required_argument, NULL, OPT_VOTERS},
 	{"help", no_argument, NULL, 'h'},
@@ -979,6 +986,9 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		case OPT_ELECTION_TIMEOUT:
 			rc = set_cluster_key(c, "election_timeout", optarg, w);
 			break;
+		case OPT_RAFT_SNAPSHOT_ENTRIES:
+			rc = set_cluster_key(c, "raft_snapshot_entries", optarg, w);
+			break;
 		case OPT_BOOTSTRAP:
 			rc = set_cluster_key(c, "bootstrap", optarg, w);
 			break;
@@ -1067,6 +1077,8 @@ void config_usage(FILE *out)
 		"  --voters-target N     Raft voters the leader grows the set to, from the alive\n"
 		"                        members, 1..9 (default 3)\n"
 		"  --election-timeout DUR  Raft's minimum election timeout, 50ms..60s (default 500ms)\n"
+		"  --raft-snapshot-entries N  snapshot the schedules and compact the Raft log\n"
+		"                        after N applied entries, 16..2097152 (default 8192)\n"
 		"  --bootstrap on|off    start a new voter set here (default: on when no --seeds)\n"
 		"  --voters NAME,NAME    pin the voter set to these members (default: grown to\n"
 		"                        --voters-target from the alive members)\n"

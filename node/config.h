@@ -75,6 +75,7 @@ struct config {
 	/* election and schedules (issue #11) */
 	uint32_t voters_target;        /* voters the leader grows the set to; default 3 */
 	uint32_t election_timeout_ms;  /* Raft's minimum election timeout; default 500 ms */
+	uint32_t raft_snapshot_entries; /* snapshot after this many applied entries; 8192 */
 	uint32_t voter_dead_ms;        /* a voter dead this long is replaced; default 30 s */
 	int bootstrap;                 /* 1: start a new cluster's voter set (default: when no seeds) */
 	char *voters[CONFIG_LIST_MAX]; /* owned: --voters pins the set to these member names */

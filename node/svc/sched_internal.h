@@ -85,6 +85,7 @@ struct sched_svc {
 	struct track *tracks;           /* open addressing by key */
 	uint32_t tracks_cap;
 	uint64_t persist_failures;
+	uint64_t snapshots;             /* taken here (compactions) */
 	uint64_t last_heard[RAFT_VOTERS_MAX]; /* as leader, the last cycle's view */
 	/* occurrences submitted to this node's journal in this iteration: their
 	 * DISPATCHED is proposed once the journal's commit has made the task

@@ -385,12 +385,85 @@ static void send_msg(struct sched_svc *s, const struct raft_msg *m)
 	raft_codec_pb_free(&pb);
 }
 
+/* A stop the node cannot recover from by retrying: say why once, stop. */
+static void raft_fatal(struct sched_svc *s, const char *why)
+{
+	s->fatal = 1;
+	log_error("raft", "fatal: %s: stopping the node", why);
+	host_request_stop(s->host);
+}
+
+/* The leader's snapshot, whole: it replaces the schedule table. */
+static void restore_snapshot(struct sched_svc *s, const struct raft_snapshot *sn)
+{
+	char err[256];
+	struct sched *fresh = sched_snapshot_load(sn->data, (size_t)sn->len, sched_tz_resolve, s, err,
+	                                          sizeof(err));
+	if (!fresh) {
+		char why[400];
+		snprintf(why, sizeof(why), "the snapshot at index %" PRIu64 " does not load (%s)",
+		         sn->at.index, err);
+		raft_fatal(s, why);
+		return;
+	}
+	sched_destroy(s->sched);
+	s->sched = fresh;
+	sched_tracks_clear(s);
+	s->next_duty_ms = 0;
+	log_info("raft", "installed the leader's snapshot at index %" PRIu64 " (%" PRIu64
+	         " bytes, %u schedules)",
+	         sn->at.index, sn->len, sched_count(fresh));
+}
+
+/* Compaction: once snapshot_entries entries were applied past the last
+ * snapshot, the schedule table is packed, the core drops its log up to
+ * keep entries before it, and raft.db stores the snapshot and deletes the
+ * entries (one fsynced transaction). A failure keeps the longer log on
+ * disk, which is still a correct state to restart from. */
+static void maybe_compact(struct sched_svc *s)
+{
+	struct raft_status st;
+	raft_status(s->raft, &st);
+	uint32_t every = s->cfg->raft_snapshot_entries;
+	if (s->fatal || !every || st.applied_index < st.snapshot_index + every)
+		return;
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	if (sched_snapshot_pack(s->sched, &bytes, &len) != 0) {
+		log_limited(LOG_ERROR, "raft", "snapshot", 10000, "cannot pack the schedules: out of memory");
+		return;
+	}
+	struct raft_point base;
+	int rc = raft_snapshot_take(s->raft, st.applied_index, bytes, len, every / 8, &base);
+	if (rc != 0) {
+		log_limited(LOG_ERROR, "raft", "snapshot", 10000, "snapshot at %" PRIu64 " refused: %s",
+		            st.applied_index, err_name(rc));
+		return;
+	}
+	rc = raftlog_compact(s->log, raft_snapshot_get(s->raft), &base);
+	if (rc != 0 && raftlog_broken(s->log)) {
+		char why[400];
+		snprintf(why, sizeof(why), "the raft log cannot go on (%s)", raftlog_last_error(s->log));
+		raft_fatal(s, why);
+		return;
+	}
+	if (rc != 0) {
+		log_limited(LOG_ERROR, "raft", "compact", 10000,
+		            "cannot store the snapshot at %" PRIu64 " (%s): the log stays long",
+		            st.applied_index, raftlog_last_error(s->log));
+		return;
+	}
+	s->snapshots++;
+	log_debug("raft", "snapshot at %" PRIu64 " (%zu bytes); log from %" PRIu64, st.applied_index,
+	          len, base.index + 1);
+}
+
 static void raft_cycle(struct sched_svc *s)
 {
 	for (int rounds = 0; rounds < 64 && raft_has_ready(s->raft); rounds++) {
 		struct raft_ready rd;
 		raft_ready(s->raft, &rd);
-		if (rd.hard_changed || rd.truncate_from || rd.n_append) {
+		if (rd.hard_changed || rd.truncate_from || rd.n_append || rd.snapshot) {
 			if (s->fatal || sched_mono_ms(s) < s->persist_retry_ms)
 				return;
 			int prc = raftlog_persist(s->log, &rd);
@@ -417,9 +490,15 @@ static void raft_cycle(struct sched_svc *s)
 		}
 		for (uint32_t i = 0; i < rd.n_msgs; i++)
 			send_msg(s, &rd.msgs[i]);
+		if (rd.snapshot) {
+			restore_snapshot(s, rd.snapshot);
+			if (s->fatal)
+				return;
+		}
 		for (uint32_t i = 0; i < rd.n_apply; i++)
 			apply_entry(s, &rd.apply[i]);
 		raft_advance(s->raft, &rd);
+		maybe_compact(s);
 	}
 	struct raft_status st;
 	raft_status(s->raft, &st);
@@ -851,6 +930,19 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		base.n_voters = n0;
 		memcpy(base.voters, voters0, n0 * sizeof(voters0[0]));
 	}
+	if (snap.at.index) {
+		/* the schedules as of the snapshot; the entries after it are
+		 * applied again as the log commits */
+		struct sched *fresh = sched_snapshot_load(snap.data, (size_t)snap.len, sched_tz_resolve, s,
+		                                          why, sizeof(why));
+		if (!fresh) {
+			snprintf(err, err_len, "raft log: the snapshot at index %" PRIu64 " does not load (%s)",
+			         snap.at.index, why);
+			return -1;
+		}
+		sched_destroy(s->sched);
+		s->sched = fresh;
+	}
 	s->raft = raft_create(&rc_cfg, &hard, &base, snap.at.index ? &snap : NULL, entries, n,
 	                      now->mono_ms);
 	raftlog_release_loaded(s->log); /* the core holds its own copy */
@@ -953,6 +1045,8 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	st->raft_role = voter ? (char *)raft_role_name(rs.role) : "";
 	st->raft_term = rs.term;
 	st->raft_commit = rs.commit_index;
+	st->raft_snapshot = rs.snapshot_index;
+	st->raft_first = rs.first_index;
 	char *leader = arena_alloc(a, 64);
 	if (leader) {
 		if (rs.has_leader)
