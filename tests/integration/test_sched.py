@@ -34,9 +34,9 @@ def history(node, name="tick", limit=64):
 
 class TestSched(NodeTestCase):
 
-    def cluster(self, n=3, lab=None):
+    def cluster(self, n=3, lab=None, extra=()):
         secret = keygen(os.path.join(self.workdir, "cluster.secret"))
-        common = ["--secret", secret, "--gossip-period", PERIOD]
+        common = ["--secret", secret, "--gossip-period", PERIOD] + list(extra)
 
         def where(i):
             if not lab:
@@ -264,6 +264,52 @@ class TestSched(NodeTestCase):
         rc, out, err = leader.ctl("voters", "remove", followers[0].name, json=False)
         self.assertEqual(rc, 0, (out, err))
         wait_until(lambda: len(leader.status()["raft_voters"]) == 2, 30, "two voters")
+
+    def test_a_follower_behind_the_snapshot_and_a_restart_from_snapshots(self):
+        """Snapshots and log compaction: the log is compacted every 16
+        entries; a follower down while the leader compacted past its log
+        gets the leader's snapshot; a whole-cluster restart rebuilds the
+        schedules from the snapshots; through all of it every second is
+        decided exactly once."""
+        nodes = self.cluster(extra=["--raft-snapshot-entries", "16"])
+        rc, out, err = nodes[0].ctl("cron", "every", "tick", "1s", "echo", "x")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: sum(1 for r in history(nodes[0]) if r["outcome"] == "succeeded") >= 3,
+                   30, "three runs")
+        leader = self.leader_of(nodes)
+        self.assertIsNotNone(leader)
+        f = next(x for x in nodes if x is not leader)
+        behind = f.status()["raft_commit"]
+        f.kill9()
+        # the leader compacts past everything f holds (3 entries a second)
+        wait_until(lambda: leader.status().get("raft_first", 0) > behind + 1, 60,
+                   "the leader to compact past index %d" % behind)
+        snap = leader.status()["raft_snapshot"]
+        self.assertGreater(snap, behind)
+        f.start()
+        wait_until(lambda: f.status().get("raft_snapshot", 0) >= snap and
+                   f.status().get("schedules") == 1, 60, "%s to install a snapshot" % f.name)
+        self.assertIn("installed the leader's snapshot", f.log_text())
+        wait_until(lambda: f.status()["raft_commit"] >= leader.status()["raft_commit"] - 3, 30,
+                   "%s to catch up" % f.name)
+        # every node stopped and started: the schedule comes back from the
+        # snapshots (its history and watermark too) and goes on
+        before = {r["scheduled_s"] for r in history(leader)}
+        for x in nodes:
+            x.stop()
+        for x in nodes:
+            x.start()
+        wait_until(lambda: self.leader_of(nodes) is not None, 30, "a leader after the restart")
+        new = self.leader_of(nodes)
+        self.assertGreater(new.status().get("raft_snapshot", 0), 0)
+        after = {r["scheduled_s"] for r in history(new)}
+        self.assertTrue(before & after, "the history before the restart is kept")
+        wait_until(lambda: max(r["scheduled_s"] for r in history(new)
+                               if r["outcome"] == "succeeded") > max(before), 30,
+                   "a run after the restart")
+        runs = self.check_exactly_once(nodes)
+        print("compaction: %d decisions checked; snapshots at %s" %
+              (len(runs), [x.status().get("raft_snapshot") for x in nodes]), file=sys.stderr)
 
 
 def runs_beyond(runs):
