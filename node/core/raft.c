@@ -241,6 +241,22 @@ void raft_set_learners(struct raft *r, const struct raft_id *ids, uint32_t n)
 	r->n_learners = k;
 }
 
+int raft_learner_progress(const struct raft *r, const struct raft_id *id, uint64_t *match,
+                          uint64_t *heard_ago_ms)
+{
+	if (r->role != RAFT_LEADER)
+		return ERR_NOT_FOUND;
+	for (uint32_t i = 0; i < r->n_learners; i++) {
+		const struct peer *p = &r->learners[i];
+		if (!raft_id_eq(&p->id, id))
+			continue;
+		*match = p->match;
+		*heard_ago_ms = r->now_ms > p->heard_ms ? r->now_ms - p->heard_ms : 0;
+		return 0;
+	}
+	return ERR_NOT_FOUND;
+}
+
 static void voters_set(struct raft *r, const struct raft_id *v, uint32_t n)
 {
 	assert(n <= RAFT_VOTERS_MAX);

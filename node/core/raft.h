@@ -248,6 +248,12 @@ int raft_change_voter(struct raft *r, uint64_t now_ms, const struct raft_id *id,
  * ignored. */
 #define RAFT_LEARNERS_MAX 64
 void raft_set_learners(struct raft *r, const struct raft_id *ids, uint32_t n);
+/* Leader: how far a learner follows, to promote only one that is caught
+ * up (etcd's rule for learners): the index it is known to match and the ms
+ * since it last answered. 0, or ERR_NOT_FOUND (not a learner, or this node
+ * does not lead). */
+int raft_learner_progress(const struct raft *r, const struct raft_id *id, uint64_t *match,
+                          uint64_t *heard_ago_ms);
 
 /* Compaction: the caller's state machine, serialized after applying every
  * entry up to `index` (<= the applied index, > the last snapshot's), is

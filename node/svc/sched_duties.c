@@ -459,6 +459,13 @@ void sched_autopilot(struct sched_svc *s)
 	if (cand && st.voter_count < target) {
 		struct raft_id id;
 		memcpy(id.b, cand->id, RAFT_ID_BYTES);
+		/* only a member that follows the log as a learner and has caught
+		 * up is promoted: a voter far behind (a big snapshot to fetch)
+		 * would hold up every commit that needs it for a majority */
+		uint64_t match = 0, ago = 0;
+		if (raft_learner_progress(s->raft, &id, &match, &ago) != 0 ||
+		    match < st.commit_index || ago >= s->cfg->election_timeout_ms)
+			return;
 		uint64_t idx;
 		char name[64];
 		snprintf(name, sizeof(name), "%s", cand->name);

@@ -709,9 +709,19 @@ static void learners_follow_the_log_without_voting(void **state)
 	int l = leader_of(&c, NULL);
 	assert_true(l >= 0 && l < 3);
 	assert_false(status_of(&c, 3).has_leader); /* nobody talks to it yet */
+	uint64_t match, ago;
+	assert_int_equal(raft_learner_progress(c.nodes[l].r, &c.ids[3], &match, &ago), ERR_NOT_FOUND);
 	raft_set_learners(c.nodes[l].r, &c.ids[3], 1);
+	assert_int_equal(raft_learner_progress(c.nodes[l].r, &c.ids[3], &match, &ago), 0);
+	assert_int_equal(match, 0); /* not heard yet: not caught up */
 	propose(&c, l, 42);
 	run_ms(&c, 3 * HEARTBEAT_MS);
+	/* the leader sees it caught up, heard within a heartbeat */
+	assert_int_equal(raft_learner_progress(c.nodes[l].r, &c.ids[3], &match, &ago), 0);
+	assert_int_equal(match, status_of(&c, l).commit_index);
+	assert_true(ago <= HEARTBEAT_MS);
+	assert_int_equal(raft_learner_progress(c.nodes[(l + 1) % 3].r, &c.ids[3], &match, &ago),
+	                 ERR_NOT_FOUND); /* only the leader knows */
 	struct raft_status st = status_of(&c, 3);
 	assert_true(st.has_leader);
 	assert_true(raft_id_eq(&st.leader, &c.ids[l]));
