@@ -34,16 +34,24 @@ int sched_cmd_decode(const uint8_t *bytes, size_t len, struct sched_cmd *c,
 
 /* Snapshots of the schedules (Raft log compaction, node/core/raft.h):
  * every schedule's applied state (spec, pause and note, runs, watermarks,
- * active runs, buffer, history, backfill in progress), never the leader's
- * volatile plan. The bytes are a SchedSnapshot message (proto/chorus.proto).
+ * active runs, buffer, history, backfill in progress; sched_export), never
+ * the leader's volatile plan nor what a node derives (the parsed
+ * expression, the zone, `broken`). The bytes are a SchedSnapshot message
+ * (proto/chorus.proto), schedules in name order, always ending with its
+ * `end` (the count): a snapshot cut short is refused, wherever the cut.
+ * The same table packs to the same bytes. Both directions hold one
+ * schedule's protobuf structs at a time, not the whole message's.
  *
- * pack: 0 with *bytes (malloc'd, *len bytes; an empty table packs too) or
- * ERR_NOMEM.
+ * pack: 0 with *bytes (malloc'd, *len bytes; an empty table packs too),
+ * ERR_NOMEM, or ERR_PROTOCOL when a template is not a packed TaskSpec
+ * (every applied ADD's is: sched_spec_from_pb made it).
  * load: a NEW table from bytes (resolve_tz as sched_create's); the caller
  * swaps it for its old one. A schedule whose zone or expression does not
- * resolve here is kept and marked broken, as apply does. Bytes that do not
- * unpack or break a limit of sched.h (sizes, counts, duplicate names) are
- * refused: NULL with err; nothing half-built is returned. */
+ * resolve here is kept and marked broken, as apply does. The loaded table
+ * plans as the original would after sched_leader_reset (every schedule
+ * due at once). Bytes that do not unpack, another version, or a limit of
+ * sched.h broken (sizes, counts, duplicate names): NULL with err; nothing
+ * half-built is returned. */
 int sched_snapshot_pack(const struct sched *s, uint8_t **bytes, size_t *len);
 struct sched *sched_snapshot_load(const uint8_t *bytes, size_t len, sched_tz_fn resolve_tz,
                                   void *tz_ctx, char *err, size_t err_len);

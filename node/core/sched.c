@@ -8,7 +8,12 @@
  *     planned_* counters are what it proposed and is not applied yet,
  *     volatile, reset when leadership changes;
  *   - each entry has a timer (wall ms) in a heap: the plan visits only the
- *     entries due, so 100,000 schedules cost nothing between occurrences.
+ *     entries due, so 100,000 schedules cost nothing between occurrences;
+ *   - a snapshot (sched_export, sched_import) carries the applied state
+ *     only: import derives the rest as ADD's apply does (expression, zone,
+ *     broken) and starts the plan as sched_leader_reset leaves it (every
+ *     entry due at once), so the loaded table plans as the original would
+ *     under a new leader.
  */
 #include "core/sched.h"
 
@@ -342,6 +347,61 @@ static struct sched_occ *active_find(struct sched_entry *e, int64_t occ, uint8_t
 	return NULL;
 }
 
+/* The expression and zone, as this node reads them. A node that cannot use
+ * them keeps the schedule (the log is the same everywhere) but will not fire
+ * it as leader. ADD's apply and sched_import share it. */
+static void entry_resolve(struct sched *s, struct sched_entry *e)
+{
+	char why[200];
+	if (cron_parse(e->spec.expr, &e->expr, why, sizeof(why)) != 0) {
+		e->broken = 1;
+		snprintf(e->broken_why, sizeof(e->broken_why), "%.159s", why);
+	} else if (e->spec.tz[0] && e->expr.kind == CRON_KIND_FIELDS) {
+		snprintf(why, sizeof(why), "zone \"%.64s\": not known here", e->spec.tz);
+		if (!s->resolve_tz || s->resolve_tz(s->tz_ctx, e->spec.tz, &e->zone, why, sizeof(why)) != 0) {
+			e->broken = 1;
+			snprintf(e->broken_why, sizeof(e->broken_why), "%.159s", why);
+		}
+	}
+}
+
+/* A new entry holding a copy of sp, with room made for it in the table
+ * and the timer heap (so inserting it cannot fail); NULL on ENOMEM. */
+static struct sched_entry *entry_new(struct sched *s, const struct sched_spec *sp)
+{
+	struct sched_entry *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->spec = *sp;
+	e->spec.task = malloc(sp->task_len ? sp->task_len : 1);
+	if (!e->spec.task || timerheap_reserve(&s->due, s->n + 1) != 0) {
+		entry_free(e);
+		return NULL;
+	}
+	if (sp->task_len)
+		memcpy(e->spec.task, sp->task, sp->task_len);
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 16;
+		struct sched_entry **v = realloc(s->v, cap * sizeof(*v));
+		if (!v) {
+			entry_free(e);
+			return NULL;
+		}
+		s->v = v;
+		s->cap = cap;
+	}
+	return e;
+}
+
+/* pos from find_pos; room made by entry_new */
+static void table_insert(struct sched *s, uint32_t pos, struct sched_entry *e)
+{
+	assert(s->n < s->cap && pos <= s->n);
+	memmove(&s->v[pos + 1], &s->v[pos], (s->n - pos) * sizeof(*s->v));
+	s->v[pos] = e;
+	s->n++;
+}
+
 static int apply_add(struct sched *s, const struct sched_cmd *c, char *err, size_t err_len)
 {
 	const struct sched_spec *sp = c->spec;
@@ -354,46 +414,16 @@ static int apply_add(struct sched *s, const struct sched_cmd *c, char *err, size
 		snprintf(err, err_len, "over the limits");
 		return ERR_FULL;
 	}
-	struct sched_entry *e = calloc(1, sizeof(*e));
+	struct sched_entry *e = entry_new(s, sp);
 	if (!e)
 		return ERR_NOMEM;
-	e->spec = *sp;
-	e->spec.task = malloc(sp->task_len ? sp->task_len : 1);
-	if (!e->spec.task || timerheap_reserve(&s->due, s->n + 1) != 0) {
-		entry_free(e);
-		return ERR_NOMEM;
-	}
-	memcpy(e->spec.task, sp->task, sp->task_len);
-	if (s->n == s->cap) {
-		uint32_t cap = s->cap ? s->cap * 2 : 16;
-		struct sched_entry **v = realloc(s->v, cap * sizeof(*v));
-		if (!v) {
-			entry_free(e);
-			return ERR_NOMEM;
-		}
-		s->v = v;
-		s->cap = cap;
-	}
-	/* a node that cannot use the expression or zone keeps the schedule
-	 * (the log is the same everywhere) but will not fire it as leader */
-	char why[200];
-	if (cron_parse(e->spec.expr, &e->expr, why, sizeof(why)) != 0) {
-		e->broken = 1;
-		snprintf(e->broken_why, sizeof(e->broken_why), "%.159s", why);
-	} else if (e->spec.tz[0] && e->expr.kind == CRON_KIND_FIELDS) {
-		if (!s->resolve_tz || s->resolve_tz(s->tz_ctx, e->spec.tz, &e->zone, why, sizeof(why)) != 0) {
-			e->broken = 1;
-			snprintf(e->broken_why, sizeof(e->broken_why), "%.159s", why);
-		}
-	}
+	entry_resolve(s, e);
 	/* occurrences after its creation, or from its start */
 	e->last_s = (int64_t)(c->wall_ms / 1000);
 	if (e->spec.start_s && e->spec.start_s - 1 > e->last_s)
 		e->last_s = e->spec.start_s - 1;
 	e->planned_s = e->last_s;
-	memmove(&s->v[pos + 1], &s->v[pos], (s->n - pos) * sizeof(*s->v));
-	s->v[pos] = e;
-	s->n++;
+	table_insert(s, pos, e);
 	arm_now(s, e);
 	return 0;
 }
@@ -780,16 +810,20 @@ uint32_t sched_plan(struct sched *s, uint64_t now_wall_ms, const uint8_t self[SC
 	return n;
 }
 
+/* Forgets what this entry's leader planned and not applied; due at once. */
+static void entry_plan_reset(struct sched *s, struct sched_entry *e)
+{
+	e->planned_s = e->last_s;
+	e->planned_fires = e->planned_buffers = 0;
+	e->planned_buffer_fire = 0;
+	e->planned_bf_s = e->bf_next_s;
+	arm_now(s, e);
+}
+
 void sched_leader_reset(struct sched *s)
 {
-	for (uint32_t i = 0; i < s->n; i++) {
-		struct sched_entry *e = s->v[i];
-		e->planned_s = e->last_s;
-		e->planned_fires = e->planned_buffers = 0;
-		e->planned_buffer_fire = 0;
-		e->planned_bf_s = e->bf_next_s;
-		arm_now(s, e);
-	}
+	for (uint32_t i = 0; i < s->n; i++)
+		entry_plan_reset(s, s->v[i]);
 }
 
 uint64_t sched_next_plan_ms(const struct sched *s)
@@ -843,4 +877,168 @@ const char *sched_next_name(const struct sched *s, uint32_t *cursor)
 	if (*cursor >= s->n)
 		return NULL;
 	return s->v[(*cursor)++]->spec.name;
+}
+
+/* ---- export and import (snapshots) ---- */
+
+int sched_export(const struct sched *s, uint32_t i, struct sched_state *out)
+{
+	if (i >= s->n)
+		return ERR_NOT_FOUND;
+	const struct sched_entry *e = s->v[i];
+	memset(out, 0, sizeof(*out));
+	out->spec = &e->spec;
+	out->paused = e->paused;
+	out->note = e->note;
+	out->runs = e->runs;
+	out->last_s = e->last_s;
+	out->resume_s = e->resume_s;
+	out->active = e->active;
+	out->n_active = e->n_active;
+	out->buffer = e->buffer;
+	out->n_buffer = e->n_buffer;
+	/* the ring, oldest first: from hist_head to the end of the array, then
+	 * from its start */
+	assert(e->hist_n <= SCHED_HISTORY_MAX && e->hist_head < SCHED_HISTORY_MAX);
+	uint32_t first = e->hist_n;
+	if (e->hist_head + first > SCHED_HISTORY_MAX)
+		first = SCHED_HISTORY_MAX - e->hist_head;
+	out->hist[0] = e->hist ? &e->hist[e->hist_head] : NULL;
+	out->n_hist[0] = first;
+	out->hist[1] = e->hist;
+	out->n_hist[1] = e->hist_n - first;
+	out->bf_from_s = e->bf_from_s;
+	out->bf_next_s = e->bf_next_s;
+	out->bf_to_s = e->bf_to_s;
+	out->bf_overlap = e->bf_overlap;
+	out->bf_fired = e->bf_fired;
+	return 0;
+}
+
+static int occs_check(const struct sched_occ *o, uint32_t n, const char *what, char *err,
+                      size_t err_len)
+{
+	if (n && !o) {
+		snprintf(err, err_len, "%s: %u occurrences and no array", what, n);
+		return ERR_INVALID;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (!memchr(o[i].why, '\0', sizeof(o[i].why))) {
+			snprintf(err, err_len, "%s %u: the reason is not terminated within %zu bytes", what,
+			         i, sizeof(o[i].why));
+			return ERR_INVALID;
+		}
+		if (o[i].dispatched > 1 || o[i].done > 1) {
+			snprintf(err, err_len, "%s %u: dispatched and done are 0 or 1", what, i);
+			return ERR_INVALID;
+		}
+	}
+	return 0;
+}
+
+/* Everything sched_import copies, against sched.h's bounds. */
+static int state_check(const struct sched_state *st, char *err, size_t err_len)
+{
+	const struct sched_spec *sp = st->spec;
+	if (!sp) {
+		snprintf(err, err_len, "no spec");
+		return ERR_INVALID;
+	}
+	if (!memchr(sp->name, '\0', sizeof(sp->name)) || !memchr(sp->expr, '\0', sizeof(sp->expr)) ||
+	    !memchr(sp->tz, '\0', sizeof(sp->tz)) || !memchr(sp->on, '\0', sizeof(sp->on))) {
+		snprintf(err, err_len, "spec: a string is not terminated within its bound");
+		return ERR_INVALID;
+	}
+	if (sp->task_len > SCHED_TASK_BYTES_MAX || (sp->task_len && !sp->task)) {
+		snprintf(err, err_len, "%s: task template: at most %u bytes", sp->name,
+		         SCHED_TASK_BYTES_MAX);
+		return ERR_INVALID;
+	}
+	if (sp->overlap > SCHED_OVERLAP_ALLOW_ALL) {
+		snprintf(err, err_len, "%s: overlap: unknown policy %u", sp->name, sp->overlap);
+		return ERR_INVALID;
+	}
+	if (st->note && strnlen(st->note, SCHED_NOTE_BYTES_MAX + 1) > SCHED_NOTE_BYTES_MAX) {
+		snprintf(err, err_len, "%s: note: longer than %d bytes", sp->name, SCHED_NOTE_BYTES_MAX);
+		return ERR_INVALID;
+	}
+	if (st->n_active > SCHED_ACTIVE_MAX) {
+		snprintf(err, err_len, "%s: %u runs not done, at most %d", sp->name, st->n_active,
+		         SCHED_ACTIVE_MAX);
+		return ERR_INVALID;
+	}
+	if (st->n_buffer > SCHED_BUFFER_MAX || (st->n_buffer && !st->buffer)) {
+		snprintf(err, err_len, "%s: %u buffered occurrences, at most %d", sp->name, st->n_buffer,
+		         SCHED_BUFFER_MAX);
+		return ERR_INVALID;
+	}
+	if (st->n_hist[0] > SCHED_HISTORY_MAX || st->n_hist[1] > SCHED_HISTORY_MAX - st->n_hist[0]) {
+		snprintf(err, err_len, "%s: history: at most %d", sp->name, SCHED_HISTORY_MAX);
+		return ERR_INVALID;
+	}
+	char what[SCHED_NAME_BYTES_MAX + 16];
+	snprintf(what, sizeof(what), "%s: active", sp->name);
+	if (occs_check(st->active, st->n_active, what, err, err_len) != 0)
+		return ERR_INVALID;
+	snprintf(what, sizeof(what), "%s: history", sp->name);
+	if (occs_check(st->hist[0], st->n_hist[0], what, err, err_len) != 0 ||
+	    occs_check(st->hist[1], st->n_hist[1], what, err, err_len) != 0)
+		return ERR_INVALID;
+	return 0;
+}
+
+int sched_import(struct sched *s, const struct sched_state *st, char *err, size_t err_len)
+{
+	if (err_len)
+		err[0] = '\0';
+	int rc = state_check(st, err, err_len);
+	if (rc != 0)
+		return rc;
+	const struct sched_spec *sp = st->spec;
+	uint32_t pos;
+	if (find_pos(s, sp->name, &pos)) {
+		snprintf(err, err_len, "a schedule named \"%s\" exists", sp->name);
+		return ERR_INVALID;
+	}
+	if (s->n >= SCHED_COUNT_MAX) {
+		snprintf(err, err_len, "%u schedules: the limit", SCHED_COUNT_MAX);
+		return ERR_FULL;
+	}
+	struct sched_entry *e = entry_new(s, sp);
+	uint32_t n_hist = st->n_hist[0] + st->n_hist[1];
+	if (!e || ((st->n_active || n_hist) && entry_arrays(e) != 0)) {
+		if (e)
+			entry_free(e);
+		snprintf(err, err_len, "out of memory");
+		return ERR_NOMEM;
+	}
+	e->paused = st->paused ? 1 : 0;
+	snprintf(e->note, sizeof(e->note), "%s", st->note ? st->note : "");
+	e->runs = st->runs;
+	e->last_s = st->last_s;
+	e->resume_s = st->resume_s;
+	if (st->n_active)
+		memcpy(e->active, st->active, st->n_active * sizeof(*e->active));
+	e->n_active = st->n_active;
+	if (st->n_buffer)
+		memcpy(e->buffer, st->buffer, st->n_buffer * sizeof(*e->buffer));
+	e->n_buffer = st->n_buffer;
+	/* the ring starts over at 0, oldest first: the same history */
+	if (st->n_hist[0])
+		memcpy(e->hist, st->hist[0], st->n_hist[0] * sizeof(*e->hist));
+	if (st->n_hist[1])
+		memcpy(e->hist + st->n_hist[0], st->hist[1], st->n_hist[1] * sizeof(*e->hist));
+	e->hist_head = 0;
+	e->hist_n = n_hist;
+	e->bf_from_s = st->bf_from_s;
+	e->bf_next_s = st->bf_next_s;
+	e->bf_to_s = st->bf_to_s;
+	e->bf_overlap = st->bf_overlap;
+	e->bf_fired = st->bf_fired;
+	entry_resolve(s, e);
+	table_insert(s, pos, e);
+	entry_plan_reset(s, e);
+	assert(e->n_active <= SCHED_ACTIVE_MAX && e->n_buffer <= SCHED_BUFFER_MAX);
+	assert(e->hist_n <= SCHED_HISTORY_MAX && timer_armed(&e->due));
+	return 0;
 }

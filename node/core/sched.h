@@ -202,6 +202,51 @@ const char *sched_next_name(const struct sched *s, uint32_t *cursor);
 /* History, newest first: i = 0 .. count-1; NULL past the end. */
 const struct sched_occ *sched_history(const struct sched *s, const char *name, uint32_t i);
 
+/* ---- export and import, for snapshots (node/codec/sched_codec.c) ----
+ *
+ * One schedule's applied state: everything sched_apply built, nothing of
+ * the leader's volatile plan and nothing a node derives by itself (the
+ * parsed expression, the zone, `broken`: import resolves them as ADD's
+ * apply does). Pointers are borrowed: from the table after sched_export
+ * (valid until the next sched_apply or sched_destroy); from the caller for
+ * sched_import (copied).
+ *
+ * The history is in order, oldest first, in two spans (the table keeps a
+ * ring): hist[0][0 .. n_hist[0]), then hist[1][0 .. n_hist[1]). Import
+ * takes any split of it. */
+struct sched_state {
+	const struct sched_spec *spec;        /* name, expr, tz, on NUL-terminated in their arrays */
+	int paused;
+	const char *note;                     /* NUL-terminated, <= SCHED_NOTE_BYTES_MAX */
+	uint32_t runs;
+	int64_t last_s;                       /* the watermark */
+	int64_t resume_s;
+	const struct sched_occ *active;       /* n_active <= SCHED_ACTIVE_MAX, oldest first */
+	uint32_t n_active;
+	const int64_t *buffer;                /* n_buffer <= SCHED_BUFFER_MAX, in order */
+	uint32_t n_buffer;
+	const struct sched_occ *hist[2];      /* n_hist[0] + n_hist[1] <= SCHED_HISTORY_MAX */
+	uint32_t n_hist[2];
+	int64_t bf_from_s, bf_next_s, bf_to_s; /* a backfill in progress (bf_to_s 0: none) */
+	uint8_t bf_overlap;
+	uint32_t bf_fired;
+};
+
+/* The i-th schedule in name order (0 .. sched_count - 1). 0, or
+ * ERR_NOT_FOUND past the end. */
+int sched_export(const struct sched *s, uint32_t i, struct sched_state *out);
+
+/* Adds a schedule with state st, as if the commands that built it had been
+ * applied here: the expression and zone are resolved as ADD's apply does
+ * (one that does not resolve here is kept and marked broken), the leader's
+ * plan starts as sched_leader_reset leaves it, and the schedule is due for
+ * planning at once. Every field is checked first: a string not terminated
+ * within its bound, a count over its limit or a NULL array with a count,
+ * a template over SCHED_TASK_BYTES_MAX: ERR_INVALID; a taken name:
+ * ERR_INVALID "exists"; SCHED_COUNT_MAX schedules: ERR_FULL; ERR_NOMEM.
+ * On error, with err, the table is unchanged. */
+int sched_import(struct sched *s, const struct sched_state *st, char *err, size_t err_len);
+
 /* The idempotency key of an occurrence's task: "cron:NAME:SCHEDULED_S". */
 void sched_occurrence_key(const char *name, int64_t scheduled_s, uint8_t kind, char *buf,
                           size_t len);
