@@ -256,15 +256,23 @@ static void check_apply(struct rnode *rn, const struct raft_entry *e)
 /* [u64 index][u64 digest][schedule table (schedule mode)][filler] */
 static uint8_t *snapshot_make(struct rnode *rn, uint64_t index, uint64_t *len)
 {
-	uint32_t pad = (uint32_t)(index % 300); /* several chunks, and sometimes one */
-	*len = 16 + pad;
+	uint8_t *table = NULL;
+	size_t table_len = 0;
+	if (rn->sched && sched_snapshot_pack(rn->sched, &table, &table_len) != 0)
+		abort();
+	/* filler: several chunks, and sometimes one */
+	uint32_t pad = rn->sched ? 0 : (uint32_t)(index % 300);
+	*len = 16 + table_len + pad;
 	uint8_t *b = malloc(*len);
 	if (!b)
 		abort();
 	memcpy(b, &index, 8);
 	memcpy(b + 8, &rn->digest, 8);
+	if (table_len)
+		memcpy(b + 16, table, table_len);
+	free(table);
 	for (uint32_t k = 0; k < pad; k++)
-		b[16 + k] = (uint8_t)(k ^ index);
+		b[16 + table_len + k] = (uint8_t)(k ^ index);
 	return b;
 }
 
@@ -283,7 +291,20 @@ static void snapshot_restore(struct rnode *rn, const struct raft_snapshot *sn)
 	if (index != sn->at.index)
 		sim_fail(w->sim, "node %u: snapshot at %" PRIu64 " says %" PRIu64, rn->node, sn->at.index,
 		         index);
-	for (uint64_t k = 16; k < sn->len; k++)
+	if (rn->sched) {
+		char err[256];
+		struct sched *t = sched_snapshot_load(sn->data + 16, (size_t)(sn->len - 16), NULL, NULL,
+		                                      err, sizeof(err));
+		if (!t) {
+			sim_fail(w->sim, "node %u: the schedules at %" PRIu64 " do not load: %s", rn->node,
+			         index, err);
+			return;
+		}
+		sched_destroy(rn->sched);
+		rn->sched = t;
+		rn->was_leader = 0; /* a follower installs; plans start afresh */
+	}
+	for (uint64_t k = 16; !rn->sched && k < sn->len; k++)
 		if (sn->data[k] != (uint8_t)((k - 16) ^ index)) {
 			sim_fail(w->sim, "node %u: snapshot at %" PRIu64 " damaged at byte %" PRIu64,
 			         rn->node, index, k);
@@ -525,8 +546,6 @@ static void *drv_create(struct sim *s, uint32_t node, struct now now)
 	}
 	/* the state machine is rebuilt from the snapshot and the log */
 	w->applied_by[node] = 0;
-	if (d->snap.at.index)
-		snapshot_restore(rn, &d->snap);
 	if (w->sched_mode) {
 		rn->sched = sched_create(NULL, NULL);
 		if (!rn->sched) {
@@ -535,6 +554,8 @@ static void *drv_create(struct sim *s, uint32_t node, struct now now)
 			return NULL;
 		}
 	}
+	if (d->snap.at.index)
+		snapshot_restore(rn, &d->snap);
 	return rn;
 }
 

@@ -79,7 +79,7 @@ static int chaos(const struct sim_run *run, int sched_mode)
 	if (sched_mode)
 		raft_world_sched_mode(w);
 	/* odd seeds compact: snapshots, and followers catching up from them */
-	if (run->seed % 2 && !sched_mode)
+	if (run->seed % 2)
 		raft_world_snapshots(w, 10 + (uint32_t)(run->seed % 23));
 	struct sim *s = w->sim;
 	struct rng *rng = sim_rng(s);
