@@ -27,12 +27,16 @@
  *   snapshot(id INTEGER PRIMARY KEY CHECK (id = 1), idx INTEGER,
  *            term INTEGER, voters BLOB, data BLOB)
  *     the latest snapshot; voters is n * RAFT_ID_BYTES
+ *   (base and snapshot are written together, with the deletion of the
+ *   entries up to the base, in one transaction.)
  *
- * What is on disk is input from outside: load checks it (indexes 1..n with
- * no gap, terms non-decreasing and not above the hard term, known entry
- * types, sizes within RAFT_ENTRY_BYTES_MAX, at most RAFT_LOG_ENTRIES_MAX
- * entries, a 16-byte vote or none) and refuses anything else with
- * ERR_STORAGE and a message naming the row. Open runs PRAGMA quick_check.
+ * What is on disk is input from outside: load checks it (indexes
+ * base.index+1 .. last with no gap, terms non-decreasing, not below the
+ * base's and not above the hard term, known entry types, sizes within
+ * RAFT_ENTRY_BYTES_MAX, at most RAFT_LOG_ENTRIES_MAX entries held, indexes
+ * up to RAFT_INDEX_MAX, a 16-byte vote or none, the base and the snapshot
+ * points of that log) and refuses anything else with ERR_STORAGE and a
+ * message naming the row. Open runs PRAGMA quick_check.
  *
  * Errors: ERR_* of lib/err.h. Messages from open go to its err buffer; the
  * others to raftlog_last_error(). Nothing here logs an error itself: the
@@ -75,9 +79,11 @@ void raftlog_close(struct raftlog *l);
  * raftlog_release_loaded, the next load or raftlog_close: raft_create
  * copies them. Beyond the rules above, load checks base.index <= snapshot
  * index <= the last index, a snapshot whenever base.index > 0, entry terms
- * >= the base term, voter blobs of whole ids (at most RAFT_VOTERS_MAX).
- * 0, ERR_STORAGE when the file breaks a rule (nothing returned),
- * ERR_NOMEM. */
+ * >= the base term, the snapshot's term that of the log at its index,
+ * voter blobs of whole ids (1..RAFT_VOTERS_MAX in a base or snapshot row,
+ * none all-zero or repeated), snapshot data of at most
+ * RAFT_SNAPSHOT_BYTES_MAX. 0, ERR_STORAGE when the file breaks a rule
+ * (nothing returned), ERR_NOMEM. */
 int raftlog_load(struct raftlog *l, struct raft_hard *hard, struct raft_point *base,
                  struct raft_snapshot *snap, const struct raft_entry **entries, uint32_t *n);
 /* Frees the arrays of the last load early (the log may be large). */
@@ -93,17 +99,27 @@ void raftlog_release_loaded(struct raftlog *l);
  *   ERR_INVALID  the ready would leave a state that load refuses or that
  *                breaks Raft (term going back, a second vote in a term, a
  *                gap, an entry over RAFT_ENTRY_BYTES_MAX, more than
- *                RAFT_LOG_ENTRIES_MAX entries): a bug of the caller;
- *   ERR_STORAGE  sqlite failed.
+ *                RAFT_LOG_ENTRIES_MAX entries held, a snapshot older than
+ *                the stored one, a log kept after a snapshot whose entry
+ *                at its index has another term (Raft §7), a truncation
+ *                without a snapshot at or below the stored snapshot or
+ *                base (committed entries)): a bug of the caller;
+ *   ERR_STORAGE  sqlite failed (also: a snapshot over sqlite's blob limit,
+ *                SQLITE_LIMIT_LENGTH, 10^9 bytes in a stock build, which
+ *                is below RAFT_SNAPSHOT_BYTES_MAX).
  * On any failure nothing of the ready is applied, and the messages that
  * depend on it must not be sent. ERR_STORAGE may be retried with the same
  * ready (a full disk, a lock) unless raftlog_broken() says otherwise. */
 int raftlog_persist(struct raftlog *l, const struct raft_ready *rd);
 /* Local compaction (after raft_snapshot_take): stores snap (replacing the
  * stored snapshot) and base, and deletes every entry with index <=
- * base->index, in one fsynced transaction. 0; ERR_INVALID when base->index
- * > snap->at.index, snap->at.index is above the last stored entry or below
- * the stored base; ERR_STORAGE. */
+ * base->index, in one fsynced transaction; the hard state is not touched.
+ * 0; ERR_INVALID when base->index > snap->at.index, snap->at.index is 0 or
+ * above the last stored entry or below the stored snapshot's, base->index
+ * is below the stored base (compaction never goes back), a point's term is
+ * not the log's at its index, voters are not 1..RAFT_VOTERS_MAX distinct
+ * non-zero ids, or snap->len > RAFT_SNAPSHOT_BYTES_MAX; ERR_STORAGE as
+ * persist (raftlog_broken after an I/O error in the commit). */
 int raftlog_compact(struct raftlog *l, const struct raft_snapshot *snap,
                     const struct raft_point *base);
 
