@@ -68,7 +68,7 @@
 #define RAFT_LOG_ENTRIES_MAX (1u << 22)     /* entries held (snapshots compact the log) */
 #define RAFT_TERM_MAX (1ull << 48)          /* a message with a larger term is refused */
 #define RAFT_INDEX_MAX (1ull << 48)         /* and one with a larger index */
-#define RAFT_SNAPSHOT_BYTES_MAX (1ull << 30)
+#define RAFT_SNAPSHOT_BYTES_MAX (512ull << 20) /* under sqlite's 10^9-byte blob limit */
 #define RAFT_SNAPSHOT_CHUNK_BYTES (1u << 20)
 
 struct raft_id {

@@ -695,7 +695,7 @@ static int snap_bytes_read(struct raftlog *l, int64_t rowid, uint64_t len)
 		ret = rl_fail(l, ERR_NOMEM, "snapshot of %" PRIu64 " bytes: out of memory", len);
 		goto out;
 	}
-	/* len <= RAFT_SNAPSHOT_BYTES_MAX (2^30) fits the int of blob_read */
+	/* len <= RAFT_SNAPSHOT_BYTES_MAX (512 MiB) fits the int of blob_read */
 	if (sqlite3_blob_read(b, l->loaded_snap, (int)len, 0) != SQLITE_OK)
 		ret = rl_sqlfail(l, "read snapshot data");
 out:

@@ -1078,7 +1078,7 @@ static void compact_breaking_the_rules_is_refused(void **state)
 	struct raft_point base = point(5, 2, 3);
 	assert_int_equal(raftlog_compact(f->l, &big, &base), ERR_INVALID);
 	assert_contains(raftlog_last_error(f->l),
-	                "compact: snapshot of 1073741825 bytes, more than the limit 1073741824");
+	                "compact: snapshot of 536870913 bytes, more than the limit 536870912");
 
 	struct loaded ld = load_ok(f);
 	assert_base(&ld.base, 4, 2, 3);
