@@ -222,8 +222,9 @@ class TestSched(NodeTestCase):
         n2 = self.new_node(*common, "--seeds", n1.addr, name="n2", secret=secret)
         n3 = self.new_node(*common, "--seeds", n1.addr, name="n3", secret=secret)
         nodes = [n1, n2, n3]
-        wait_until(lambda: all(x.status().get("raft_leader") for x in nodes), 30,
-                   "every node knows the leader")
+        wait_until(lambda: all(x.status().get("raft_leader") and
+                               len(x.status().get("raft_voters", [])) == 2 for x in nodes), 30,
+                   "every node knows the leader and the two voters")
         learner = next(x for x in nodes if x.status().get("raft_role") == "")
         self.assertEqual(len(learner.status()["raft_voters"]), 2)
         rc, out, err = learner.ctl("cron", "every", "tick", "1s", "echo", "x")
