@@ -18,6 +18,7 @@
 #include "core/sched.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ struct sched_entry {
 struct sched {
 	struct sched_entry **v;      /* by name */
 	uint32_t n, cap;
+	uint64_t task_bytes;         /* the templates, all schedules */
 	struct timerheap due;
 	sched_tz_fn resolve_tz;
 	void *tz_ctx;
@@ -247,6 +249,13 @@ int sched_check_add(const struct sched *s, const struct sched_spec *spec, char *
 		snprintf(err, err_len, "%u schedules: the limit", SCHED_COUNT_MAX);
 		return ERR_FULL;
 	}
+	if (s->task_bytes + spec->task_len > SCHED_TASK_BYTES_TOTAL_MAX) {
+		snprintf(err, err_len,
+		         "the task templates of all schedules would take %" PRIu64
+		         " bytes: the limit is %u (remove schedules, or keep payloads elsewhere)",
+		         s->task_bytes + spec->task_len, SCHED_TASK_BYTES_TOTAL_MAX);
+		return ERR_FULL;
+	}
 	struct cron_expr ex;
 	char why[200];
 	if (cron_parse(spec->expr, &ex, why, sizeof(why)) != 0) {
@@ -400,6 +409,7 @@ static void table_insert(struct sched *s, uint32_t pos, struct sched_entry *e)
 	memmove(&s->v[pos + 1], &s->v[pos], (s->n - pos) * sizeof(*s->v));
 	s->v[pos] = e;
 	s->n++;
+	s->task_bytes += e->spec.task_len;
 }
 
 static int apply_add(struct sched *s, const struct sched_cmd *c, char *err, size_t err_len)
@@ -519,6 +529,7 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 	switch (c->op) {
 	case SCHED_OP_RM:
 		timerheap_cancel(&s->due, &e->due);
+		s->task_bytes -= e->spec.task_len;
 		entry_free(e);
 		memmove(&s->v[pos], &s->v[pos + 1], (s->n - pos - 1) * sizeof(*s->v));
 		s->n--;

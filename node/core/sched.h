@@ -57,6 +57,9 @@
 #define SCHED_ON_BYTES_MAX 72
 #define SCHED_TASK_BYTES_MAX (64u * 1024u) /* the task template (handler, payload, options) */
 #define SCHED_COUNT_MAX 100000
+/* the templates of all schedules together: with full histories (2.8 KiB a
+ * schedule) a snapshot stays under RAFT_SNAPSHOT_BYTES_MAX */
+#define SCHED_TASK_BYTES_TOTAL_MAX (128u * 1024u * 1024u)
 #define SCHED_HISTORY_MAX 64          /* per schedule, newest kept */
 #define SCHED_ACTIVE_MAX 64           /* fired, not done, per schedule */
 #define SCHED_BUFFER_MAX 64           /* buffer_all's waiting occurrences */

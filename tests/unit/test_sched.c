@@ -330,6 +330,37 @@ static void bad_specs_are_refused_with_the_reason(void **state)
 	sched_destroy(s);
 }
 
+/* The templates of all schedules together are bounded (the snapshot
+ * must stay under its limit); removing schedules makes room again. */
+static void templates_are_bounded_in_total(void **state)
+{
+	(void)state;
+	struct sched *s = sched_create(NULL, NULL);
+	static uint8_t big[SCHED_TASK_BYTES_MAX];
+	char err[256], name[32];
+	uint32_t fit = SCHED_TASK_BYTES_TOTAL_MAX / SCHED_TASK_BYTES_MAX;
+	struct sched_spec sp;
+	for (uint32_t i = 0; i < fit; i++) {
+		snprintf(name, sizeof(name), "big%u", i);
+		spec_init(&sp, name, "@hourly");
+		sp.task = big;
+		sp.task_len = sizeof(big);
+		assert_int_equal(sched_check_add(s, &sp, err, sizeof(err)), 0);
+		add(s, &sp, T0_MS);
+	}
+	spec_init(&sp, "one-more", "@hourly");
+	sp.task = big;
+	sp.task_len = sizeof(big);
+	assert_int_equal(sched_check_add(s, &sp, err, sizeof(err)), ERR_FULL);
+	assert_non_null(strstr(err, "task templates"));
+	struct sched_cmd c = {0};
+	c.op = SCHED_OP_RM;
+	snprintf(c.name, sizeof(c.name), "big0");
+	assert_int_equal(sched_apply(s, &c, err, sizeof(err)), 0);
+	assert_int_equal(sched_check_add(s, &sp, err, sizeof(err)), 0);
+	sched_destroy(s);
+}
+
 static void pause_on_failure_pauses(void **state)
 {
 	(void)state;
@@ -384,6 +415,7 @@ int main(void)
 	    cmocka_unit_test(jitter_is_fixed_per_occurrence_and_bounded),
 	    cmocka_unit_test(triggers_do_not_move_the_watermark),
 	    cmocka_unit_test(bad_specs_are_refused_with_the_reason),
+	    cmocka_unit_test(templates_are_bounded_in_total),
 	    cmocka_unit_test(pause_on_failure_pauses),
 	    cmocka_unit_test(backfill_fires_a_past_range),
 	};
