@@ -342,7 +342,8 @@ struct ch_cron_spec {
 	uint32_t max_runs;        /* then the schedule ends; 0 = no limit */
 	uint64_t jitter_ms;       /* each run later by a fixed [0, jitter) per occurrence; <= 1 h */
 	int pause_on_failure;     /* a run that does not succeed pauses the schedule */
-	const char *on;           /* NULL or "" = placement, "tag:NAME" = a member with the tag */
+	const char *on;           /* NULL or "" = placement, "tag:NAME" = a member with the tag,
+	                           * "all" = every member alive (one task each) */
 };
 
 /* One occurrence in a schedule's history. */

@@ -93,6 +93,15 @@ int sched_cmd_encode(const struct sched_cmd *c, uint8_t **bytes, size_t *len)
 	Chorus__SchedCmd pb = CHORUS__SCHED_CMD__INIT;
 	Chorus__CronSpec spb;
 	Chorus__TaskSpec *task = NULL;
+	ProtobufCBinaryData targets[SCHED_ACTIVE_MAX];
+	if (c->n_targets > SCHED_ACTIVE_MAX || (c->n_targets && !c->targets))
+		return ERR_PROTOCOL;
+	for (uint32_t i = 0; i < c->n_targets; i++) {
+		targets[i].data = (uint8_t *)c->targets[i];
+		targets[i].len = SCHED_ID_BYTES;
+	}
+	pb.targets = targets;
+	pb.n_targets = c->n_targets;
 	pb.op = c->op;
 	pb.name = (char *)c->name;
 	pb.note = (char *)c->note;
@@ -126,15 +135,25 @@ int sched_cmd_encode(const struct sched_cmd *c, uint8_t **bytes, size_t *len)
 	return 0;
 }
 
+void sched_cmd_store_free(struct sched_cmd_store *store)
+{
+	sched_spec_free(&store->spec);
+}
+
 int sched_cmd_decode(const uint8_t *bytes, size_t len, struct sched_cmd *c,
-                     struct sched_spec *spec_store)
+                     struct sched_cmd_store *store)
 {
 	memset(c, 0, sizeof(*c));
+	memset(&store->spec, 0, sizeof(store->spec));
+	struct sched_spec *spec_store = &store->spec;
 	Chorus__SchedCmd *pb = chorus__sched_cmd__unpack(NULL, len, bytes);
 	if (!pb)
 		return ERR_PROTOCOL;
 	int rc = 0;
-	if (pb->op < SCHED_OP_ADD || pb->op > SCHED_OP_BACKFILL || pb->kind > 255 ||
+	int targets_ok = pb->n_targets <= SCHED_ACTIVE_MAX;
+	for (size_t i = 0; i < pb->n_targets && targets_ok; i++)
+		targets_ok = pb->targets[i].len == SCHED_ID_BYTES;
+	if (pb->op < SCHED_OP_ADD || pb->op > SCHED_OP_BACKFILL || pb->kind > 255 || !targets_ok ||
 	    (pb->target.len && pb->target.len != SCHED_ID_BYTES) ||
 	    copy_str(c->name, sizeof(c->name), pb->name, "name", NULL, 0) ||
 	    copy_str(c->note, sizeof(c->note), pb->note, "note", NULL, 0)) {
@@ -152,6 +171,12 @@ int sched_cmd_decode(const uint8_t *bytes, size_t len, struct sched_cmd *c,
 	c->from_s = pb->from_s;
 	c->to_s = pb->to_s;
 	c->count = pb->count;
+	for (size_t i = 0; i < pb->n_targets; i++)
+		memcpy(store->targets[i], pb->targets[i].data, SCHED_ID_BYTES);
+	if (pb->n_targets) {
+		c->targets = store->targets;
+		c->n_targets = (uint32_t)pb->n_targets;
+	}
 	if (c->op == SCHED_OP_ADD) {
 		char err[128];
 		if (!pb->spec || sched_spec_from_pb(pb->spec, spec_store, err, sizeof(err)) != 0) {

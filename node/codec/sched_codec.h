@@ -25,12 +25,24 @@ int sched_spec_from_pb(const Chorus__CronSpec *pb, struct sched_spec *spec, char
 int sched_spec_to_pb(const struct sched_spec *spec, Chorus__CronSpec *pb,
                      Chorus__TaskSpec **task_out);
 
-/* cmd -> bytes (malloc'd). 0 or ERR_NOMEM/ERR_PROTOCOL. */
+/* What a decoded command owns and lends to it: an ADD's spec (its task
+ * allocated), a FIRE's targets. The caller's (a stack variable serves);
+ * released with sched_cmd_store_free, on every path. */
+struct sched_cmd_store {
+	struct sched_spec spec;
+	uint8_t targets[SCHED_ACTIVE_MAX][SCHED_ID_BYTES];
+};
+
+/* cmd -> bytes (malloc'd). 0 or ERR_NOMEM/ERR_PROTOCOL (n_targets over
+ * SCHED_ACTIVE_MAX among others). */
 int sched_cmd_encode(const struct sched_cmd *c, uint8_t **bytes, size_t *len);
-/* bytes -> cmd; an ADD's spec is allocated into *spec_store (free with
- * sched_spec_free). 0 or ERR_PROTOCOL. */
+/* bytes -> cmd, which borrows from *store (c->spec, c->targets). Targets
+ * are refused unless each is SCHED_ID_BYTES and there are at most
+ * SCHED_ACTIVE_MAX. 0 or ERR_PROTOCOL; either way *store is set up for
+ * sched_cmd_store_free. */
 int sched_cmd_decode(const uint8_t *bytes, size_t len, struct sched_cmd *c,
-                     struct sched_spec *spec_store);
+                     struct sched_cmd_store *store);
+void sched_cmd_store_free(struct sched_cmd_store *store);
 
 /* Snapshots of the schedules (Raft log compaction, node/core/raft.h):
  * every schedule's applied state (spec, pause and note, runs, watermarks,

@@ -13,7 +13,11 @@
  *     only: import derives the rest as ADD's apply does (expression, zone,
  *     broken) and starts the plan as sched_leader_reset leaves it (every
  *     entry due at once), so the loaded table plans as the original would
- *     under a new leader.
+ *     under a new leader;
+ *   - an `all` schedule's occurrence is one FIRE with its members: the
+ *     watermark and the repeated-FIRE check are per occurrence (scheduled_s,
+ *     kind), the runs (active slots, history lines) per member, and
+ *     DISPATCHED/DONE name the member (scheduled_s, kind, target).
  */
 #include "core/sched.h"
 
@@ -66,6 +70,9 @@ struct sched {
 	struct timerheap due;
 	sched_tz_fn resolve_tz;
 	void *tz_ctx;
+	/* the leader's: the targets of the last plan's `all` FIREs */
+	uint8_t plan_targets[SCHED_ACTIVE_MAX][SCHED_ID_BYTES];
+	uint32_t n_plan_targets;
 };
 
 const char *sched_overlap_name(int overlap)
@@ -129,6 +136,29 @@ static struct sched_entry *find(const struct sched *s, const char *name)
 {
 	uint32_t pos;
 	return find_pos(s, name, &pos) ? s->v[pos] : NULL;
+}
+
+/* Every alive member runs each occurrence. */
+static int on_all(const struct sched_entry *e)
+{
+	return strcmp(e->spec.on, "all") == 0;
+}
+
+static int id_is_zero(const uint8_t id[SCHED_ID_BYTES])
+{
+	for (uint32_t i = 0; i < SCHED_ID_BYTES; i++)
+		if (id[i])
+			return 0;
+	return 1;
+}
+
+/* The run of occurrence (occ, kind) on target; an all-zero target (a
+ * command of an older version) matches any of the occurrence's runs. */
+static int run_matches(const struct sched_occ *o, int64_t occ, uint8_t kind,
+                       const uint8_t target[SCHED_ID_BYTES])
+{
+	return o->scheduled_s == occ && o->kind == kind &&
+	       (id_is_zero(target) || memcmp(o->target, target, SCHED_ID_BYTES) == 0);
 }
 
 struct sched *sched_create(sched_tz_fn resolve_tz, void *tz_ctx)
@@ -321,13 +351,14 @@ static struct sched_occ *hist_push(struct sched_entry *e)
 	return o;
 }
 
-static struct sched_occ *hist_find(struct sched_entry *e, int64_t occ, uint8_t kind)
+static struct sched_occ *hist_find(struct sched_entry *e, int64_t occ, uint8_t kind,
+                                   const uint8_t target[SCHED_ID_BYTES])
 {
 	if (!e->hist)
 		return NULL;
 	for (uint32_t i = 0; i < e->hist_n; i++) {
 		struct sched_occ *o = &e->hist[(e->hist_head + e->hist_n - 1 - i) % SCHED_HISTORY_MAX];
-		if (o->scheduled_s == occ && o->kind == kind && o->fired_ms)
+		if (o->fired_ms && run_matches(o, occ, kind, target))
 			return o;
 	}
 	return NULL;
@@ -348,10 +379,11 @@ static void arm_now(struct sched *s, struct sched_entry *e)
 	(void)timerheap_set(&s->due, &e->due, 0); /* reserved at insert: cannot fail */
 }
 
-static struct sched_occ *active_find(struct sched_entry *e, int64_t occ, uint8_t kind)
+static struct sched_occ *active_find(struct sched_entry *e, int64_t occ, uint8_t kind,
+                                     const uint8_t target[SCHED_ID_BYTES])
 {
 	for (uint32_t i = 0; i < e->n_active; i++)
-		if (e->active[i].scheduled_s == occ && e->active[i].kind == kind)
+		if (run_matches(&e->active[i], occ, kind, target))
 			return &e->active[i];
 	return NULL;
 }
@@ -488,24 +520,52 @@ static void apply_fire(struct sched *s, struct sched_entry *e, const struct sche
 	}
 	if (c->kind != SCHED_FIRE_BUFFERED && e->planned_fires)
 		e->planned_fires--;
-	e->runs++;
+	assert(c->targets || c->n_targets == 0);
+	if (c->n_targets && e->n_active + c->n_targets > SCHED_ACTIVE_MAX) {
+		/* one run per member does not fit beside the runs not done: the
+		 * occurrence is decided all the same, skipped (some members
+		 * only would be a choice nobody made) */
+		struct sched_occ *o = hist_push(e);
+		o->scheduled_s = o->to_s = c->scheduled_s;
+		o->count = 1;
+		o->kind = c->kind;
+		o->outcome = -1;
+		snprintf(o->why, sizeof(o->why), "skipped: %u runs do not fit beside the %u not done",
+		         c->n_targets, e->n_active);
+		arm_now(s, e);
+		return;
+	}
+	e->runs++; /* occurrences, not members */
 	struct sched_occ o = {0};
 	o.scheduled_s = c->scheduled_s;
 	o.fired_ms = c->wall_ms ? c->wall_ms : 1;
-	memcpy(o.target, c->target, SCHED_ID_BYTES);
 	o.kind = c->kind;
 	o.outcome = TASK_QUEUED;
 	snprintf(o.why, sizeof(o.why), "%s", c->kind == SCHED_FIRE_TRIGGER    ? "triggered"
 	                                     : c->kind == SCHED_FIRE_BACKFILL ? "backfill"
 	                                     : c->kind == SCHED_FIRE_BUFFERED ? "buffered"
 	                                                                      : "");
-	if (e->n_active == SCHED_ACTIVE_MAX) {
-		/* the oldest stops being watched (its task goes on) */
-		memmove(&e->active[0], &e->active[1], (SCHED_ACTIVE_MAX - 1) * sizeof(e->active[0]));
-		e->n_active--;
+	uint32_t n_runs = c->n_targets ? c->n_targets : 1;
+	for (uint32_t i = 0; i < n_runs; i++) {
+		memcpy(o.target, c->n_targets ? c->targets[i] : c->target, SCHED_ID_BYTES);
+		/* a member listed twice runs once: two runs could not be told
+		 * apart by DISPATCHED and DONE */
+		int twice = 0;
+		for (uint32_t k = 0; k < i && !twice; k++)
+			twice = memcmp(c->targets[k], o.target, SCHED_ID_BYTES) == 0;
+		if (twice)
+			continue;
+		if (e->n_active == SCHED_ACTIVE_MAX) {
+			/* one target only (checked above for several): the oldest
+			 * stops being watched (its task goes on) */
+			assert(c->n_targets == 0);
+			memmove(&e->active[0], &e->active[1], (SCHED_ACTIVE_MAX - 1) * sizeof(e->active[0]));
+			e->n_active--;
+		}
+		e->active[e->n_active++] = o;
+		*hist_push(e) = o;
 	}
-	e->active[e->n_active++] = o;
-	*hist_push(e) = o;
+	assert(e->n_active <= SCHED_ACTIVE_MAX);
 	arm_now(s, e);
 }
 
@@ -584,12 +644,17 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 		return 0;
 	}
 	case SCHED_OP_DISPATCHED: {
-		struct sched_occ *a = active_find(e, c->scheduled_s, c->kind);
+		/* the run: the one named, or (no target) the occurrence's first
+		 * active one, the same in the history */
+		uint8_t who[SCHED_ID_BYTES];
+		memcpy(who, c->target, SCHED_ID_BYTES);
+		struct sched_occ *a = active_find(e, c->scheduled_s, c->kind, who);
 		if (a) {
 			a->task_id = c->task_id;
 			a->dispatched = 1;
+			memcpy(who, a->target, SCHED_ID_BYTES);
 		}
-		struct sched_occ *h = hist_find(e, c->scheduled_s, c->kind);
+		struct sched_occ *h = hist_find(e, c->scheduled_s, c->kind, who);
 		if (h) {
 			h->task_id = c->task_id;
 			h->dispatched = 1;
@@ -597,14 +662,17 @@ int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t er
 		return 0;
 	}
 	case SCHED_OP_DONE: {
-		struct sched_occ *a = active_find(e, c->scheduled_s, c->kind);
+		uint8_t who[SCHED_ID_BYTES]; /* as DISPATCHED */
+		memcpy(who, c->target, SCHED_ID_BYTES);
+		struct sched_occ *a = active_find(e, c->scheduled_s, c->kind, who);
 		if (a) {
+			memcpy(who, a->target, SCHED_ID_BYTES);
 			uint32_t i = (uint32_t)(a - e->active);
 			memmove(&e->active[i], &e->active[i + 1],
 			        (e->n_active - i - 1) * sizeof(e->active[0]));
 			e->n_active--;
 		}
-		struct sched_occ *h = hist_find(e, c->scheduled_s, c->kind);
+		struct sched_occ *h = hist_find(e, c->scheduled_s, c->kind, who);
 		if (h) {
 			h->done = 1;
 			h->outcome = c->outcome;
@@ -670,6 +738,18 @@ static uint32_t count_range(const struct sched_entry *e, int64_t first, int64_t 
 	return n;
 }
 
+/* A FIRE's runs: on the leader, or (`all`) on every member it knows alive. */
+static void fire_on(const struct sched *s, const struct sched_entry *e, const uint8_t *self,
+                    struct sched_cmd *c)
+{
+	memcpy(c->target, self, SCHED_ID_BYTES);
+	if (on_all(e)) {
+		assert(s->n_plan_targets >= 1 && s->n_plan_targets <= SCHED_ACTIVE_MAX);
+		c->targets = s->plan_targets;
+		c->n_targets = s->n_plan_targets;
+	}
+}
+
 /* Plans one entry; returns 0 when out is full (visit again at once). */
 static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
                       const uint8_t *self, struct sched_cmd *out, uint32_t *n, uint32_t max)
@@ -685,7 +765,7 @@ static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
 			return 0;
 		c->kind = SCHED_FIRE_BUFFERED;
 		c->scheduled_s = e->buffer[0];
-		memcpy(c->target, self, SCHED_ID_BYTES);
+		fire_on(s, e, self, c);
 		e->planned_buffer_fire = 1;
 	}
 	/* a backfill in progress */
@@ -704,7 +784,7 @@ static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
 				return 0;
 			c->kind = SCHED_FIRE_BACKFILL;
 			c->scheduled_s = o;
-			memcpy(c->target, self, SCHED_ID_BYTES);
+			fire_on(s, e, self, c);
 			e->planned_fires++;
 			e->planned_bf_s = from = o;
 		}
@@ -753,6 +833,7 @@ static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
 			continue;
 		}
 		int busy = e->n_active + e->planned_fires > 0;
+		uint32_t width = on_all(e) ? s->n_plan_targets : 1;
 		uint8_t op = SCHED_OP_FIRE;
 		const char *why = NULL;
 		switch (e->spec.overlap) {
@@ -763,7 +844,9 @@ static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
 			}
 			break;
 		case SCHED_OVERLAP_ALLOW_ALL:
-			if (e->n_active + e->planned_fires >= SCHED_ACTIVE_MAX) {
+			/* runs not done, each planned FIRE and this one: `width`
+			 * runs each (apply skips what does not fit all the same) */
+			if (e->n_active + (e->planned_fires + 1) * width > SCHED_ACTIVE_MAX) {
 				op = SCHED_OP_SKIP;
 				why = "skipped: overlap (64 runs not done)";
 			}
@@ -791,7 +874,7 @@ static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
 		c->scheduled_s = o;
 		if (op == SCHED_OP_FIRE) {
 			c->kind = SCHED_FIRE_SCHEDULED;
-			memcpy(c->target, self, SCHED_ID_BYTES);
+			fire_on(s, e, self, c);
 			e->planned_fires++;
 		} else if (op == SCHED_OP_SKIP) {
 			c->from_s = c->to_s = o;
@@ -805,10 +888,23 @@ static int plan_entry(struct sched *s, struct sched_entry *e, uint64_t now_ms,
 }
 
 uint32_t sched_plan(struct sched *s, uint64_t now_wall_ms, const uint8_t self[SCHED_ID_BYTES],
+                    const uint8_t (*members)[SCHED_ID_BYTES], uint32_t n_members,
                     struct sched_cmd *out, uint32_t max)
 {
 	if (max > SCHED_PLAN_MAX)
 		max = SCHED_PLAN_MAX;
+	assert(members || n_members == 0);
+	/* `all`'s targets: the leader always (it may not list itself), then
+	 * each other member once, up to the active slots of one schedule */
+	memcpy(s->plan_targets[0], self, SCHED_ID_BYTES);
+	s->n_plan_targets = 1;
+	for (uint32_t i = 0; i < n_members && s->n_plan_targets < SCHED_ACTIVE_MAX; i++) {
+		int known = 0;
+		for (uint32_t k = 0; k < s->n_plan_targets && !known; k++)
+			known = memcmp(s->plan_targets[k], members[i], SCHED_ID_BYTES) == 0;
+		if (!known)
+			memcpy(s->plan_targets[s->n_plan_targets++], members[i], SCHED_ID_BYTES);
+	}
 	uint32_t n = 0;
 	struct timer *t;
 	while (n < max && (t = timerheap_pop_due(&s->due, now_wall_ms)) != NULL) {

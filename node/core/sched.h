@@ -29,6 +29,14 @@
  *              partition without majority) are skipped in one recorded
  *              range; newer ones fire in order, at most SCHED_PLAN_MAX per
  *              call;
+ *   on         "" (placement: the task goes to the leader's journal),
+ *              "tag:NAME" (likewise, the task needing the tag) or "all":
+ *              one FIRE decides the occurrence for every member alive at
+ *              that moment, one run (active slot, history line, task) per
+ *              member; overlap counts any member's run; an occurrence
+ *              whose runs do not fit in SCHED_ACTIVE_MAX beside the runs
+ *              not done is skipped, recorded; runs and max_runs count
+ *              occurrences, not members;
  *   start/end, max_runs, jitter (a fixed offset per occurrence in
  *   [0, jitter_ms), from a hash of name and time: every leader agrees),
  *   pause (with a note) and resume (what came while paused is skipped and
@@ -126,7 +134,14 @@ struct sched_cmd {
 	int64_t from_s, to_s;                 /* SKIP, BACKFILL */
 	uint32_t count;                       /* SKIP: occurrences in the range */
 	uint64_t wall_ms;                     /* when the leader decided it */
-	uint8_t target[SCHED_ID_BYTES];       /* FIRE: the node that journals the task */
+	/* FIRE: the node that journals the task (n_targets == 0), or the
+	 * leader that decided it. DISPATCHED, DONE: the run's node; all zero
+	 * (entries of older versions) matches the occurrence's first run. */
+	uint8_t target[SCHED_ID_BYTES];
+	/* FIRE of an `all` schedule: one run per target (no duplicates, at
+	 * most SCHED_ACTIVE_MAX); borrowed, not owned. 0: `target` alone. */
+	const uint8_t (*targets)[SCHED_ID_BYTES];
+	uint32_t n_targets;
 	uint64_t task_id;                     /* DISPATCHED, DONE */
 	int outcome;                          /* DONE: a TASK_* final state */
 };
@@ -181,10 +196,16 @@ int sched_check_add(const struct sched *s, const struct sched_spec *spec, char *
 int sched_apply(struct sched *s, const struct sched_cmd *c, char *err, size_t err_len);
 
 /* Leader: the commands to propose at now_wall_ms (at most max, <=
- * SCHED_PLAN_MAX), self = the leader's id (FIRE's target). Returns how
+ * SCHED_PLAN_MAX), self = the leader's id (FIRE's target), members = the
+ * members it knows alive (self among them or not; duplicates ignored; the
+ * first SCHED_ACTIVE_MAX - 1 others kept), the targets of an `all`
+ * schedule's FIREs: self first, then the others in the given order. Those
+ * FIREs' `targets` point into s, valid until the next sched_plan or
+ * sched_destroy: propose (encode) them before planning again. Returns how
  * many. A planned occurrence is not planned again until applied or until
  * sched_leader_reset. */
 uint32_t sched_plan(struct sched *s, uint64_t now_wall_ms, const uint8_t self[SCHED_ID_BYTES],
+                    const uint8_t (*members)[SCHED_ID_BYTES], uint32_t n_members,
                     struct sched_cmd *out, uint32_t max);
 /* Leadership changed (won or lost): forget what was planned, not applied. */
 void sched_leader_reset(struct sched *s);
@@ -250,7 +271,9 @@ int sched_export(const struct sched *s, uint32_t i, struct sched_state *out);
  * On error, with err, the table is unchanged. */
 int sched_import(struct sched *s, const struct sched_state *st, char *err, size_t err_len);
 
-/* The idempotency key of an occurrence's task: "cron:NAME:SCHEDULED_S". */
+/* The idempotency key of an occurrence's task: "cron:NAME:SCHEDULED_S"
+ * (the same for each member's run of an `all` schedule: a key is unique
+ * within one journal, and each run goes to its member's own). */
 void sched_occurrence_key(const char *name, int64_t scheduled_s, uint8_t kind, char *buf,
                           size_t len);
 

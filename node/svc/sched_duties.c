@@ -17,6 +17,7 @@ void sched_propose_done(struct sched_svc *s, const char *name, const struct sche
 	snprintf(c.name, sizeof(c.name), "%s", name);
 	c.scheduled_s = o->scheduled_s;
 	c.kind = o->kind;
+	memcpy(c.target, o->target, SCHED_ID_BYTES); /* which member's run */
 	c.task_id = o->task_id;
 	c.outcome = outcome;
 	c.wall_ms = sched_wall_ms(s);
@@ -32,6 +33,7 @@ void sched_propose_dispatched(struct sched_svc *s, const char *name, const struc
 	snprintf(c.name, sizeof(c.name), "%s", name);
 	c.scheduled_s = o->scheduled_s;
 	c.kind = o->kind;
+	memcpy(c.target, o->target, SCHED_ID_BYTES);
 	c.task_id = task_id;
 	c.wall_ms = sched_wall_ms(s);
 	(void)sched_propose_cmd(s, &c, NULL);
@@ -235,7 +237,7 @@ void sched_dispatch_and_watch(struct sched_svc *s)
 			complete = 0;
 			break;
 		}
-		uint64_t key = sched_occ_key(name, o->scheduled_s, o->kind);
+		uint64_t key = sched_occ_key(name, o->scheduled_s, o->kind, o->target);
 		if (n_seen == cap_seen) {
 			cap_seen = cap_seen ? cap_seen * 2 : 64;
 			uint64_t *ns = realloc(seen, cap_seen * sizeof(*seen));
@@ -319,8 +321,7 @@ void sched_dispatch_and_watch(struct sched_svc *s)
 				t->retry_ms = now + 1000;
 			} else if (!alive && !o->dispatched && age_ms > SCHED_CATCHUP_DEFAULT_MS) {
 				sched_propose_done(s, name, o, TASK_LOST,
-				             "the node that decided it went away before confirming its "
-				             "dispatch");
+				                   "its node went away before its dispatch was confirmed");
 				t->proposed = 1;
 				t->dispatched_seen = o->dispatched;
 				t->retry_ms = now + 1000;
@@ -339,10 +340,32 @@ void sched_dispatch_and_watch(struct sched_svc *s)
 	free(seen);
 }
 
+uint32_t sched_alive_members(struct sched_svc *s, uint8_t (*ids)[SCHED_ID_BYTES], uint32_t max)
+{
+	if (!max)
+		return 0;
+	struct peer_info members[256];
+	uint32_t n_members = s->peers ? s->peers->members(s->peers->ctx, members, 256) : 0;
+	memcpy(ids[0], s->self.b, SCHED_ID_BYTES);
+	uint32_t n = 1;
+	for (uint32_t i = 0; i < n_members && n < max; i++)
+		if (members[i].alive && !members[i].self &&
+		    memcmp(members[i].id, s->self.b, SCHED_ID_BYTES) != 0)
+			memcpy(ids[n++], members[i].id, SCHED_ID_BYTES);
+	return n;
+}
+
 void sched_plan_and_propose(struct sched_svc *s)
 {
+	uint64_t now = sched_wall_ms(s);
+	if (sched_next_plan_ms(s->sched) > now)
+		return; /* nothing due: the membership is not even read */
 	struct sched_cmd cmds[64];
-	uint32_t n = sched_plan(s->sched, sched_wall_ms(s), s->self.b, cmds, 64);
+	/* `all` schedules run on the members alive now: the FIREs carry them
+	 * (encoded by sched_propose_cmd before the next plan) */
+	uint8_t members[SCHED_ACTIVE_MAX][SCHED_ID_BYTES];
+	uint32_t n_members = sched_alive_members(s, members, SCHED_ACTIVE_MAX);
+	uint32_t n = sched_plan(s->sched, now, s->self.b, members, n_members, cmds, 64);
 	for (uint32_t i = 0; i < n; i++) {
 		int rc = sched_propose_cmd(s, &cmds[i], NULL);
 		if (rc != 0) {

@@ -107,7 +107,9 @@ int sched_tz_resolve(void *ctx, const char *name, const struct tz **zone, char *
                      size_t err_len);
 const char *sched_member_name(struct sched_svc *s, const struct raft_id *id, char *buf,
                               size_t len);
-uint64_t sched_occ_key(const char *name, int64_t occ, uint8_t kind);
+/* A run's track key: its occurrence and its member (`all` has several). */
+uint64_t sched_occ_key(const char *name, int64_t occ, uint8_t kind,
+                       const uint8_t target[SCHED_ID_BYTES]);
 struct track *sched_track_get(struct sched_svc *s, uint64_t key, int create);
 void sched_tracks_clear(struct sched_svc *s);
 int sched_propose_cmd(struct sched_svc *s, const struct sched_cmd *c, uint64_t *index);
@@ -117,6 +119,10 @@ void sched_propose_done(struct sched_svc *s, const char *name, const struct sche
                         int outcome, const char *why);
 void sched_propose_dispatched(struct sched_svc *s, const char *name, const struct sched_occ *o,
                               uint64_t task_id);
+/* The targets of an `all` FIRE: this node first, then the other members
+ * alive (or suspect) in the membership, at most max. Returns how many (>= 1
+ * when max >= 1). */
+uint32_t sched_alive_members(struct sched_svc *s, uint8_t (*ids)[SCHED_ID_BYTES], uint32_t max);
 /* Turns due occurrences into proposals. */
 void sched_plan_and_propose(struct sched_svc *s);
 /* Dispatches fired occurrences, watches runs to their end. */

@@ -11,7 +11,8 @@
  * entries, then advance. Entries are schedule commands (SchedCmd) and voter
  * changes. Only after a FIRE is applied does the leader dispatch it: the
  * occurrence's task is submitted to the journal of the node the FIRE names
- * (the leader that decided it) under the key "cron:NAME:TIME", so a
+ * (the leader that decided it; for `on: all`, each member it names gets its
+ * own run in its own journal) under the key "cron:NAME:TIME", so a
  * dispatch retried by a new leader finds the same task; its id comes back
  * as a DISPATCHED command, and its end as DONE.
  *
@@ -57,11 +58,14 @@ const char *sched_member_name(struct sched_svc *s, const struct raft_id *id, cha
 	return buf;
 }
 
-uint64_t sched_occ_key(const char *name, int64_t occ, uint8_t kind)
+uint64_t sched_occ_key(const char *name, int64_t occ, uint8_t kind,
+                       const uint8_t target[SCHED_ID_BYTES])
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	for (const char *p = name; *p; p++)
 		h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+	for (uint32_t i = 0; i < SCHED_ID_BYTES; i++) /* each member's run of `all` */
+		h = (h ^ target[i]) * 0x100000001b3ull;
 	h ^= (uint64_t)occ * 0x9e3779b97f4a7c15ull;
 	h ^= (uint64_t)kind << 56;
 	return h ? h : 1;
@@ -321,9 +325,9 @@ static void apply_entry(struct sched_svc *s, const struct raft_entry *e)
 	int rc = 0;
 	if (e->type == RAFT_ENTRY_DATA) {
 		struct sched_cmd c;
-		struct sched_spec spec;
-		memset(&spec, 0, sizeof(spec));
-		rc = sched_cmd_decode(e->data, e->len, &c, &spec);
+		struct sched_cmd_store store;
+		const struct sched_spec *spec = &store.spec;
+		rc = sched_cmd_decode(e->data, e->len, &c, &store);
 		if (rc != 0) {
 			log_limited(LOG_ERROR, "sched", "bad-entry", 10000,
 			            "raft entry %" PRIu64 " is not a schedule command: skipped", e->index);
@@ -333,8 +337,8 @@ static void apply_entry(struct sched_svc *s, const struct raft_entry *e)
 			if (rc == 0 && s->leader && c.op == SCHED_OP_FIRE)
 				s->next_duty_ms = 0; /* dispatched in this iteration */
 			if (rc == 0 && c.op == SCHED_OP_ADD)
-				log_info("sched", "schedule %s added: '%s'%s%s", c.name, spec.expr,
-				         spec.tz[0] ? " in " : "", spec.tz);
+				log_info("sched", "schedule %s added: '%s'%s%s", c.name, spec->expr,
+				         spec->tz[0] ? " in " : "", spec->tz);
 			else if (rc == 0 && c.op == SCHED_OP_RM)
 				log_info("sched", "schedule %s removed", c.name);
 			/* cancel_other: the leader cancels the runs going on */
@@ -354,7 +358,7 @@ static void apply_entry(struct sched_svc *s, const struct raft_entry *e)
 				}
 			}
 		}
-		sched_spec_free(&spec);
+		sched_cmd_store_free(&store);
 	} else if (e->type == RAFT_ENTRY_CONFIG) {
 		char names[512] = "";
 		size_t off = 0;
@@ -624,6 +628,7 @@ static void handle_cron(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 		return;
 	char err[300];
 	struct sched_cmd cmd = {0};
+	uint8_t targets[SCHED_ACTIVE_MAX][SCHED_ID_BYTES]; /* a trigger's, `all` */
 	cmd.wall_ms = sched_wall_ms(s);
 	const char *name = m->name ? m->name : "";
 	if (m->op != CH_CRON_ADD && m->op != CH_CRON_LIST) {
@@ -652,8 +657,12 @@ static void handle_cron(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 		}
 		struct sched_spec spec;
 		int rc = sched_spec_from_pb(m->spec, &spec, err, sizeof(err));
-		if (rc == 0 && strcmp(spec.on, "all") == 0) {
-			snprintf(err, sizeof(err), "on: \"all\" is not supported yet (use tag:NAME)");
+		if (rc == 0 && strcmp(spec.on, "all") == 0 && m->spec->opts &&
+		    m->spec->opts->n_require) {
+			/* a task that requires tags goes where placement puts it,
+			 * not to the member whose journal holds it */
+			snprintf(err, sizeof(err), "on: \"all\" runs on every member: it does not go "
+			                           "with --require");
 			rc = ERR_INVALID;
 		}
 		if (rc == 0)
@@ -690,6 +699,11 @@ static void handle_cron(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 		int64_t now_s = (int64_t)(cmd.wall_ms / 1000);
 		cmd.scheduled_s = m->from_s > now_s - 3600 && m->from_s < now_s + 3600 ? m->from_s : now_s;
 		memcpy(cmd.target, s->self.b, RAFT_ID_BYTES);
+		struct sched_view v;
+		if (sched_view(s->sched, name, &v) == 0 && strcmp(v.spec->on, "all") == 0) {
+			cmd.n_targets = sched_alive_members(s, targets, SCHED_ACTIVE_MAX);
+			cmd.targets = targets;
+		}
 		break;
 	}
 	case CH_CRON_BACKFILL:

@@ -10,6 +10,8 @@ processes (issue #11).
 - The leader is stopped with SIGSTOP until a new leader has fired, then
   resumed: it fires nothing (it cannot commit, and learns the new term).
 - Pause, resume, trigger and the refusals of bad input.
+- `--on all` on three nodes: each occurrence runs once on every member, each
+  run a task in its own member's journal.
 """
 
 import collections
@@ -202,6 +204,8 @@ class TestSched(NodeTestCase):
             (("cron", "add", "x", "0 3 * * *", "echo", "--tz", "Mars/Olympus"), 2,
              "Mars/Olympus"),
             (("cron", "every", "tick", "5s", "echo"), 2, "exists"),
+            (("cron", "every", "x", "5s", "echo", "--on", "all", "--require", "gpu"), 2,
+             "--require"),
             (("cron", "rm", "nope"), EXIT_NOT_FOUND, "nope"),
             (("cron", "pause", "nope"), EXIT_NOT_FOUND, "nope"),
         ]
@@ -214,6 +218,59 @@ class TestSched(NodeTestCase):
         rc, out, err = node.ctl("cron", "list")
         self.assertEqual(rc, 0, err)
         self.assertEqual(out, [])
+
+    def test_on_all_runs_each_occurrence_once_on_every_member(self):
+        nodes = self.cluster()
+        names = sorted(x.name for x in nodes)
+        rc, out, err = nodes[1].ctl("cron", "every", "all1", "1s", "echo", "x", "--on", "all")
+        self.assertEqual(rc, 0, err)
+
+        def complete(runs):
+            """Occurrences that succeeded on every node."""
+            where = collections.defaultdict(list)
+            for r in runs:
+                if r["outcome"] == "succeeded":
+                    where[r["scheduled_s"]].append(r["node"])
+            return [t for t, v in where.items() if sorted(v) == names]
+        wait_until(lambda: len(complete(history(nodes[0], "all1"))) >= 3, 60,
+                   "three occurrences succeeded on each of the 3 nodes")
+        rc, out, err = nodes[2].ctl("cron", "pause", "all1", "--note", "checking")
+        self.assertEqual(rc, 0, err)
+        wait_until(lambda: not any(r["outcome"] in ("fired", "dispatched", "queued", "running")
+                                   for r in history(nodes[0], "all1")), 30, "its runs to end")
+        runs = history(nodes[0], "all1")
+        fired = [r for r in runs if r["fired_ms"] > 0]
+        # one run per node per occurrence, on every node (the oldest
+        # occurrence may have lost lines to the 64 the history keeps)
+        per = collections.Counter((r["scheduled_s"], r["node"]) for r in fired)
+        self.assertEqual([k for k, c in per.items() if c > 1], [], runs)
+        oldest = min(r["scheduled_s"] for r in fired)
+        for t in {r["scheduled_s"] for r in fired}:
+            got = sorted(r["node"] for r in fired if r["scheduled_s"] == t)
+            if t != oldest or len(runs) < 64:
+                self.assertEqual(got, names, "occurrence %d: %r" % (t, runs))
+        for r in fired:
+            self.assertEqual(r["outcome"], "succeeded", r)
+        # each run is a task in its own node's journal, run there
+        for x in nodes:
+            rc, out, err = x.ctl("tasks", "--limit", 1000)
+            self.assertEqual(rc, 0, err)
+            mine = {t["task_id"]: t for t in out if t.get("handler") == "echo"}
+            ids = [r["task_id"] for r in fired if r["node"] == x.name]
+            for tid in ids:
+                self.assertIn(tid, mine, "%s's run %d is not in its journal" % (x.name, tid))
+                self.assertEqual(mine[tid]["node"], x.name, mine[tid])
+                self.assertEqual(mine[tid]["state"], "succeeded", mine[tid])
+            if len(runs) < 64:
+                self.assertEqual(len(mine), len(ids), "%s: tasks %r vs runs %r" % (x.name, mine, runs))
+        # a trigger runs on every member too, once each
+        rc, out, err = nodes[0].ctl("cron", "trigger", "all1")
+        self.assertEqual(rc, 0, err)
+
+        def triggered():
+            return sorted(r["node"] for r in history(nodes[0], "all1")
+                          if r["why"] == "triggered" and r["outcome"] == "succeeded")
+        wait_until(lambda: triggered() == names, 30, "the triggered run on each node")
 
     def test_a_member_that_is_no_voter_forwards_to_the_leader(self):
         secret = keygen(os.path.join(self.workdir, "cluster.secret"))

@@ -177,9 +177,9 @@ static void sched_apply_entry(struct rnode *rn, const struct raft_entry *e, int 
 	if (!rn->sched || e->type != RAFT_ENTRY_DATA)
 		return;
 	struct sched_cmd c;
-	struct sched_spec spec;
-	memset(&spec, 0, sizeof(spec));
-	if (sched_cmd_decode(e->data, e->len, &c, &spec) != 0) {
+	struct sched_cmd_store store;
+	if (sched_cmd_decode(e->data, e->len, &c, &store) != 0) {
+		sched_cmd_store_free(&store);
 		sim_fail(rn->w->sim, "node %u: entry %" PRIu64 " is not a schedule command", rn->node,
 		         e->index);
 		return;
@@ -190,7 +190,7 @@ static void sched_apply_entry(struct rnode *rn, const struct raft_entry *e, int 
 		sched_truth(rn->w, &c);
 	if (c.op == SCHED_OP_ADD)
 		rn->w->sched_added = 1;
-	sched_spec_free(&spec);
+	sched_cmd_store_free(&store);
 }
 
 static void check_apply(struct rnode *rn, const struct raft_entry *e)
@@ -507,7 +507,7 @@ static void sched_lead(struct rnode *rn, struct now now)
 	struct sched_cmd cmds[32];
 	uint8_t self[SCHED_ID_BYTES];
 	memcpy(self, rn->w->ids[rn->node].b, SCHED_ID_BYTES);
-	uint32_t n = sched_plan(rn->sched, now.wall_ms, self, cmds, 32);
+	uint32_t n = sched_plan(rn->sched, now.wall_ms, self, &self, 1, cmds, 32);
 	for (uint32_t i = 0; i < n; i++)
 		if (propose_sched(rn, &cmds[i], now.mono_ms) != 0) {
 			sched_leader_reset(rn->sched);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/sched_codec.h"
 #include "core/sched.h"
 #include "core/tasks.h"
 #include "lib/err.h"
@@ -52,7 +53,7 @@ static void lead(struct sched *s, uint64_t now_ms, struct run *r)
 {
 	struct sched_cmd out[SCHED_PLAN_MAX];
 	for (int round = 0; round < 100; round++) {
-		uint32_t n = sched_plan(s, now_ms, SELF, out, SCHED_PLAN_MAX);
+		uint32_t n = sched_plan(s, now_ms, SELF, NULL, 0, out, SCHED_PLAN_MAX);
 		if (n == 0)
 			return;
 		for (uint32_t i = 0; i < n; i++) {
@@ -114,15 +115,15 @@ static void a_new_leader_neither_repeats_nor_drops(void **state)
 	add(s, &sp, T0_MS);
 	struct sched_cmd out[SCHED_PLAN_MAX];
 	/* the old leader planned 3 occurrences; only the first committed */
-	uint32_t n = sched_plan(s, T0_MS + 3000, SELF, out, SCHED_PLAN_MAX);
+	uint32_t n = sched_plan(s, T0_MS + 3000, SELF, NULL, 0, out, SCHED_PLAN_MAX);
 	assert_int_equal(n, 3);
 	char err[128];
 	assert_int_equal(sched_apply(s, &out[0], err, sizeof(err)), 0);
 	/* planned, not applied: not planned again */
-	assert_int_equal(sched_plan(s, T0_MS + 3000, SELF, out, SCHED_PLAN_MAX), 0);
+	assert_int_equal(sched_plan(s, T0_MS + 3000, SELF, NULL, 0, out, SCHED_PLAN_MAX), 0);
 	/* a new leader re-plans from what is applied: occurrences 2 and 3 */
 	sched_leader_reset(s);
-	n = sched_plan(s, T0_MS + 3000, SELF, out, SCHED_PLAN_MAX);
+	n = sched_plan(s, T0_MS + 3000, SELF, NULL, 0, out, SCHED_PLAN_MAX);
 	assert_int_equal(n, 2);
 	assert_int_equal(out[0].scheduled_s, (int64_t)(T0_MS / 1000) + 2);
 	assert_int_equal(out[1].scheduled_s, (int64_t)(T0_MS / 1000) + 3);
@@ -255,11 +256,11 @@ static void jitter_is_fixed_per_occurrence_and_bounded(void **state)
 	add(s, &sp, T0_MS);
 	struct sched_cmd out[4];
 	/* due at +10 s plus its jitter (< 5 s): not before +10 s */
-	assert_int_equal(sched_plan(s, T0_MS + 9999, SELF, out, 4), 0);
+	assert_int_equal(sched_plan(s, T0_MS + 9999, SELF, NULL, 0, out, 4), 0);
 	uint64_t due = sched_next_plan_ms(s);
 	assert_true(due >= T0_MS + 10000 && due < T0_MS + 15000);
-	assert_int_equal(sched_plan(s, due - 1, SELF, out, 4), 0);
-	assert_int_equal(sched_plan(s, due, SELF, out, 4), 1);
+	assert_int_equal(sched_plan(s, due - 1, SELF, NULL, 0, out, 4), 0);
+	assert_int_equal(sched_plan(s, due, SELF, NULL, 0, out, 4), 1);
 	sched_destroy(s);
 }
 
@@ -402,6 +403,245 @@ static void backfill_fires_a_past_range(void **state)
 	sched_destroy(s);
 }
 
+/* ---- on: all ---- */
+
+static const uint8_t MEMBERS[][SCHED_ID_BYTES] = {{2}, {1}, {3}, {2}}; /* self among them, twice B */
+
+static void apply_ok(struct sched *s, const struct sched_cmd *c)
+{
+	char err[128];
+	assert_int_equal(sched_apply(s, c, err, sizeof(err)), 0);
+}
+
+/* DISPATCHED or DONE of one member's run (target NULL: all zero, as
+ * written by older versions). */
+static void run_cmd(struct sched *s, uint8_t op, const char *name, int64_t occ,
+                    const uint8_t *target, uint64_t task_id, int outcome)
+{
+	struct sched_cmd c = {0};
+	c.op = op;
+	snprintf(c.name, sizeof(c.name), "%s", name);
+	c.scheduled_s = occ;
+	c.kind = SCHED_FIRE_SCHEDULED;
+	if (target)
+		memcpy(c.target, target, SCHED_ID_BYTES);
+	c.task_id = task_id;
+	c.outcome = outcome;
+	apply_ok(s, &c);
+}
+
+static const struct sched_occ *run_of(struct sched *s, const char *name, int64_t occ,
+                                      const uint8_t *target)
+{
+	for (uint32_t i = 0; i < SCHED_HISTORY_MAX; i++) {
+		const struct sched_occ *h = sched_history(s, name, i);
+		if (!h)
+			break;
+		if (h->fired_ms && h->scheduled_s == occ && memcmp(h->target, target, SCHED_ID_BYTES) == 0)
+			return h;
+	}
+	return NULL;
+}
+
+static void on_all_one_fire_runs_on_every_member(void **state)
+{
+	(void)state;
+	struct sched *s = sched_create(NULL, NULL);
+	struct sched_spec sp;
+	spec_init(&sp, "everywhere", "@every 1s");
+	snprintf(sp.on, sizeof(sp.on), "all");
+	add(s, &sp, T0_MS);
+	spec_init(&sp, "somewhere", "@every 1s");
+	add(s, &sp, T0_MS);
+	struct sched_cmd out[SCHED_PLAN_MAX];
+	uint32_t n = sched_plan(s, T0_MS + 1000, SELF, MEMBERS, 4, out, SCHED_PLAN_MAX);
+	assert_int_equal(n, 2);
+	const int64_t occ = (int64_t)(T0_MS / 1000) + 1;
+	struct sched_cmd *all = strcmp(out[0].name, "everywhere") == 0 ? &out[0] : &out[1];
+	struct sched_cmd *one = all == &out[0] ? &out[1] : &out[0];
+	/* one FIRE, the leader first, each member once */
+	assert_int_equal(all->op, SCHED_OP_FIRE);
+	assert_int_equal(all->n_targets, 3);
+	assert_memory_equal(all->targets[0], SELF, SCHED_ID_BYTES);
+	assert_memory_equal(all->targets[1], MEMBERS[0], SCHED_ID_BYTES);
+	assert_memory_equal(all->targets[2], MEMBERS[2], SCHED_ID_BYTES);
+	assert_int_equal(one->n_targets, 0);
+	assert_memory_equal(one->target, SELF, SCHED_ID_BYTES);
+	/* the codec carries it (what Raft replicates) */
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	assert_int_equal(sched_cmd_encode(all, &bytes, &len), 0);
+	struct sched_cmd fire;
+	struct sched_cmd_store store;
+	assert_int_equal(sched_cmd_decode(bytes, len, &fire, &store), 0);
+	free(bytes);
+	assert_int_equal(fire.n_targets, 3);
+	apply_ok(s, &fire);
+	apply_ok(s, one);
+	struct sched_view v;
+	assert_int_equal(sched_view(s, "everywhere", &v), 0);
+	assert_int_equal(v.n_active, 3);
+	assert_int_equal(v.runs, 1); /* occurrences, not members */
+	for (uint32_t i = 0; i < 3; i++) {
+		const struct sched_occ *h = run_of(s, "everywhere", occ, fire.targets[i]);
+		assert_non_null(h);
+		assert_false(h->dispatched);
+	}
+	assert_non_null(sched_history(s, "everywhere", 2));
+	assert_null(sched_history(s, "everywhere", 3));
+	/* the active runs, one per member */
+	uint64_t cur = 0;
+	const char *name;
+	const struct sched_spec *spec;
+	uint32_t seen = 0;
+	for (const struct sched_occ *o; (o = sched_next_active(s, &cur, &name, &spec));)
+		if (strcmp(name, "everywhere") == 0) {
+			assert_memory_equal(o->target, fire.targets[seen], SCHED_ID_BYTES);
+			seen++;
+		}
+	assert_int_equal(seen, 3);
+	/* a repeated FIRE of the occurrence (a re-proposal) is ignored */
+	apply_ok(s, &fire);
+	assert_int_equal(sched_view(s, "everywhere", &v), 0);
+	assert_int_equal(v.n_active, 3);
+	assert_int_equal(v.runs, 1);
+	assert_null(sched_history(s, "everywhere", 3));
+	/* DISPATCHED and DONE of one member touch that member's run only */
+	const uint8_t *b = fire.targets[1], *c3 = fire.targets[2];
+	run_cmd(s, SCHED_OP_DISPATCHED, "everywhere", occ, b, 42, 0);
+	assert_true(run_of(s, "everywhere", occ, b)->dispatched);
+	assert_int_equal(run_of(s, "everywhere", occ, b)->task_id, 42);
+	assert_false(run_of(s, "everywhere", occ, SELF)->dispatched);
+	assert_false(run_of(s, "everywhere", occ, c3)->dispatched);
+	run_cmd(s, SCHED_OP_DONE, "everywhere", occ, b, 42, TASK_SUCCEEDED);
+	assert_int_equal(sched_view(s, "everywhere", &v), 0);
+	assert_int_equal(v.n_active, 2);
+	assert_true(run_of(s, "everywhere", occ, b)->done);
+	assert_int_equal(run_of(s, "everywhere", occ, b)->outcome, TASK_SUCCEEDED);
+	assert_false(run_of(s, "everywhere", occ, SELF)->done);
+	assert_false(run_of(s, "everywhere", occ, c3)->done);
+	/* overlap skip: one member's run not done holds the next occurrence */
+	run_cmd(s, SCHED_OP_DONE, "everywhere", occ, c3, 0, TASK_FAILED);
+	struct run r = {0};
+	lead(s, T0_MS + 2000, &r);
+	const struct sched_occ *last = sched_history(s, "everywhere", 0);
+	assert_int_equal(last->outcome, -1);
+	assert_int_equal(last->scheduled_s, occ + 1);
+	assert_non_null(strstr(last->why, "overlap"));
+	/* a DONE of an older version (no target) ends the occurrence's run */
+	run_cmd(s, SCHED_OP_DONE, "everywhere", occ, NULL, 0, TASK_SUCCEEDED);
+	assert_int_equal(sched_view(s, "everywhere", &v), 0);
+	assert_int_equal(v.n_active, 0);
+	assert_true(run_of(s, "everywhere", occ, SELF)->done);
+	n = sched_plan(s, T0_MS + 3000, SELF, MEMBERS, 4, out, SCHED_PLAN_MAX);
+	uint32_t fires = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (strcmp(out[i].name, "everywhere") == 0 && out[i].op == SCHED_OP_FIRE) {
+			assert_int_equal(out[i].scheduled_s, occ + 2);
+			assert_int_equal(out[i].n_targets, 3);
+			fires++;
+		}
+	assert_int_equal(fires, 1);
+	sched_cmd_store_free(&store);
+	sched_destroy(s);
+}
+
+static void on_all_runs_that_do_not_fit_are_skipped_and_recorded(void **state)
+{
+	(void)state;
+	struct sched *s = sched_create(NULL, NULL);
+	struct sched_spec sp;
+	spec_init(&sp, "wide", "@every 1s");
+	snprintf(sp.on, sizeof(sp.on), "all");
+	sp.overlap = SCHED_OVERLAP_ALLOW_ALL;
+	add(s, &sp, T0_MS);
+	/* 70 members: the leader and 63 others run (one schedule's slots) */
+	uint8_t members[70][SCHED_ID_BYTES];
+	memset(members, 0, sizeof(members));
+	for (uint32_t i = 0; i < 70; i++) {
+		members[i][0] = 0xee;
+		members[i][1] = (uint8_t)i;
+	}
+	struct sched_cmd out[SCHED_PLAN_MAX];
+	assert_int_equal(sched_plan(s, T0_MS + 1000, SELF, members, 70, out, SCHED_PLAN_MAX), 1);
+	assert_int_equal(out[0].n_targets, SCHED_ACTIVE_MAX);
+	/* the leader itself is not among the 70: one slot left for 2 members */
+	assert_int_equal(sched_plan(s, T0_MS + 1000, SELF, members, 70, out, SCHED_PLAN_MAX), 0);
+	sched_leader_reset(s);
+	assert_int_equal(sched_plan(s, T0_MS + 1000, SELF, members, 62, out, SCHED_PLAN_MAX), 1);
+	assert_int_equal(out[0].n_targets, 63);
+	apply_ok(s, &out[0]);
+	struct sched_view v;
+	assert_int_equal(sched_view(s, "wide", &v), 0);
+	assert_int_equal(v.n_active, 63);
+	/* a trigger for 3 members: 63 + 3 do not fit; decided, skipped */
+	struct sched_cmd c = {0};
+	c.op = SCHED_OP_FIRE;
+	c.kind = SCHED_FIRE_TRIGGER;
+	snprintf(c.name, sizeof(c.name), "wide");
+	c.scheduled_s = (int64_t)(T0_MS / 1000) + 1;
+	c.wall_ms = T0_MS + 1200;
+	c.targets = MEMBERS;
+	c.n_targets = 3;
+	apply_ok(s, &c);
+	assert_int_equal(sched_view(s, "wide", &v), 0);
+	assert_int_equal(v.n_active, 63);
+	assert_int_equal(v.runs, 1);
+	const struct sched_occ *h = sched_history(s, "wide", 0);
+	assert_int_equal(h->outcome, -1);
+	assert_int_equal(h->fired_ms, 0);
+	assert_non_null(strstr(h->why, "do not fit"));
+	/* allow_all plans with the width of the members: the next occurrence's
+	 * 63 runs do not fit beside 63, it is skipped */
+	assert_int_equal(sched_plan(s, T0_MS + 2000, SELF, members, 62, out, SCHED_PLAN_MAX), 1);
+	assert_int_equal(out[0].op, SCHED_OP_SKIP);
+	sched_destroy(s);
+}
+
+static void codec_refuses_bad_targets(void **state)
+{
+	(void)state;
+	struct sched_cmd c = {0};
+	c.op = SCHED_OP_FIRE;
+	snprintf(c.name, sizeof(c.name), "x");
+	uint8_t many[SCHED_ACTIVE_MAX + 1][SCHED_ID_BYTES];
+	memset(many, 7, sizeof(many));
+	c.targets = many;
+	c.n_targets = SCHED_ACTIVE_MAX + 1;
+	uint8_t *bytes = NULL;
+	size_t len = 0;
+	assert_int_equal(sched_cmd_encode(&c, &bytes, &len), ERR_PROTOCOL);
+	/* on the wire: a target of 15 bytes, and one too many */
+	Chorus__SchedCmd pb = CHORUS__SCHED_CMD__INIT;
+	ProtobufCBinaryData t[SCHED_ACTIVE_MAX + 1];
+	for (uint32_t i = 0; i <= SCHED_ACTIVE_MAX; i++) {
+		t[i].data = many[i];
+		t[i].len = SCHED_ID_BYTES;
+	}
+	pb.op = SCHED_OP_FIRE;
+	pb.name = "x";
+	pb.targets = t;
+	uint8_t buf[4096];
+	struct sched_cmd d;
+	struct sched_cmd_store store;
+	pb.n_targets = SCHED_ACTIVE_MAX;
+	assert_true(chorus__sched_cmd__get_packed_size(&pb) <= sizeof(buf));
+	len = chorus__sched_cmd__pack(&pb, buf);
+	assert_int_equal(sched_cmd_decode(buf, len, &d, &store), 0);
+	assert_int_equal(d.n_targets, SCHED_ACTIVE_MAX);
+	assert_memory_equal(d.targets[SCHED_ACTIVE_MAX - 1], many[0], SCHED_ID_BYTES);
+	sched_cmd_store_free(&store);
+	pb.n_targets = SCHED_ACTIVE_MAX + 1;
+	len = chorus__sched_cmd__pack(&pb, buf);
+	assert_int_equal(sched_cmd_decode(buf, len, &d, &store), ERR_PROTOCOL);
+	sched_cmd_store_free(&store);
+	pb.n_targets = 2;
+	t[1].len = SCHED_ID_BYTES - 1;
+	len = chorus__sched_cmd__pack(&pb, buf);
+	assert_int_equal(sched_cmd_decode(buf, len, &d, &store), ERR_PROTOCOL);
+	sched_cmd_store_free(&store);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -418,6 +658,9 @@ int main(void)
 	    cmocka_unit_test(templates_are_bounded_in_total),
 	    cmocka_unit_test(pause_on_failure_pauses),
 	    cmocka_unit_test(backfill_fires_a_past_range),
+	    cmocka_unit_test(on_all_one_fire_runs_on_every_member),
+	    cmocka_unit_test(on_all_runs_that_do_not_fit_are_skipped_and_recorded),
+	    cmocka_unit_test(codec_refuses_bad_targets),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

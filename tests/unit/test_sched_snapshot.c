@@ -465,7 +465,7 @@ static void plan_all(struct sched *s, uint64_t now_ms, struct plan *p)
 	p->n = 0;
 	struct sched_cmd out[SCHED_PLAN_MAX];
 	for (int round = 0; round < 100; round++) {
-		uint32_t n = sched_plan(s, now_ms, SELF, out, SCHED_PLAN_MAX);
+		uint32_t n = sched_plan(s, now_ms, SELF, NULL, 0, out, SCHED_PLAN_MAX);
 		if (n == 0)
 			break;
 		if (p->n + n > p->cap) {
@@ -605,6 +605,57 @@ static void a_loaded_table_plans_and_changes_as_the_original(void **state)
 }
 
 /* ---- edges ---- */
+
+/* `on: all`: several runs of one occurrence, one per member; the loaded
+ * table tells them apart as the original does. */
+static void an_all_schedules_runs_per_member_survive(void **state)
+{
+	(void)state;
+	static const uint8_t THIRD[SCHED_ID_BYTES] = {7};
+	const uint8_t members[3][SCHED_ID_BYTES] = {
+	    {1, 2, 3}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}, {7}};
+	struct sched *s = sched_create(resolve, NULL);
+	struct sched_spec sp;
+	spec_make(&sp, "all", "@every 10s", "");
+	snprintf(sp.on, sizeof(sp.on), "all");
+	add_spec(s, &sp, T0_MS);
+	struct sched_cmd c = cmd(SCHED_OP_FIRE, "all", T0_S + 10, T0_MS + 10000);
+	c.targets = members;
+	c.n_targets = 3;
+	apply_ok(s, &c);
+	struct sched_cmd d = cmd(SCHED_OP_DISPATCHED, "all", T0_S + 10, 0);
+	memcpy(d.target, OTHER, SCHED_ID_BYTES);
+	d.task_id = 5;
+	apply_ok(s, &d);
+	uint8_t *bytes;
+	size_t len;
+	struct sched *t = reload(s, &bytes, &len, NULL);
+	free(bytes);
+	tables_same(s, t);
+	/* the same member's run ends in both */
+	struct sched_cmd e = cmd(SCHED_OP_DONE, "all", T0_S + 10, 0);
+	memcpy(e.target, THIRD, SCHED_ID_BYTES);
+	e.outcome = TASK_SUCCEEDED;
+	both(s, t, &e);
+	tables_same(s, t);
+	struct sched_view v;
+	assert_int_equal(sched_view(t, "all", &v), 0);
+	assert_int_equal(v.n_active, 2);
+	assert_int_equal(v.runs, 1);
+	uint64_t cur = 0;
+	const char *name;
+	const struct sched_spec *spec;
+	const struct sched_occ *o = sched_next_active(t, &cur, &name, &spec);
+	assert_non_null(o);
+	assert_memory_equal(o->target, SELF, SCHED_ID_BYTES);
+	o = sched_next_active(t, &cur, &name, &spec);
+	assert_non_null(o);
+	assert_memory_equal(o->target, OTHER, SCHED_ID_BYTES);
+	assert_true(o->dispatched);
+	assert_int_equal(o->task_id, 5);
+	sched_destroy(t);
+	sched_destroy(s);
+}
 
 static void an_empty_table_packs_and_loads(void **state)
 {
@@ -995,6 +1046,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(a_loaded_table_answers_as_the_original),
+	    cmocka_unit_test(an_all_schedules_runs_per_member_survive),
 	    cmocka_unit_test(broken_is_this_nodes_view_not_the_snapshots),
 	    cmocka_unit_test(a_loaded_table_plans_and_changes_as_the_original),
 	    cmocka_unit_test(an_empty_table_packs_and_loads),
