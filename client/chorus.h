@@ -46,6 +46,8 @@ enum ch_error {
 	CH_ERR_CLOSED = -15,      /* the client, or a batch's input, is closed */
 	CH_ERR_INTERNAL = -16,
 	CH_ERR_NOT_LEADER = -17,  /* no leader elected (yet), or it changed: retry */
+	CH_ERR_UNAVAILABLE = -18, /* too few replicas alive for the consistency asked */
+	CH_ERR_MOVED = -19,       /* the key's partition moved (a stale map): retry */
 };
 
 /* The operations of a CronReq (clusterctl cron, libchorus's ch_cron_*). */

@@ -194,6 +194,8 @@ const char *ch_strerror(int code)
 	case CH_OK: return "ok";
 	case CH_ERR_INVALID: return "invalid argument";
 	case CH_ERR_NOT_LEADER: return "no leader: retry";
+	case CH_ERR_UNAVAILABLE: return "too few replicas alive";
+	case CH_ERR_MOVED: return "partition moved: retry";
 	case CH_ERR_NOMEM: return "out of memory";
 	case CH_ERR_IO: return "i/o error";
 	case CH_ERR_TIMEOUT: return "timeout";
@@ -292,7 +294,7 @@ static nng_duration remaining_ms(nng_time deadline)
 /* A code the node sent us: keep CH_ERR_* values, map nonsense to internal. */
 static int code_from_wire(int32_t code)
 {
-	if (code < 0 && code >= CH_ERR_NOT_LEADER)
+	if (code < 0 && code >= CH_ERR_MOVED)
 		return code;
 	return CH_ERR_INTERNAL;
 }

@@ -114,4 +114,21 @@ struct task_submit_port {
 	void (*cancel)(void *ctx, uint64_t task_id);
 };
 
+
+/* The cache (cache_svc.c provides it; the RESP front door uses it): one
+ * request as a client would send it (the same CacheReq, one schema), its
+ * answer through cb on the loop thread, possibly before submit returns.
+ * 0 (cb will be called exactly once), or a CH_ERR_* with err set (cb never
+ * called). The request is copied as needed; it need not outlive the call. */
+typedef void (*cache_reply_fn)(void *arg, int code, const Chorus__CacheResp *resp,
+                               const char *err);
+#define PORT_CACHE "cache"
+struct cache_port {
+	void *ctx;
+	int (*submit)(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb, void *arg,
+	              char *err, size_t err_len);
+	/* The cache a RESP SELECT index names (config), NULL when none. */
+	const char *(*db_name)(void *ctx, uint32_t db);
+};
+
 #endif
