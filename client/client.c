@@ -1722,6 +1722,10 @@ static json_t *status_to_json(const Chorus__StatusResp *s)
 		json_array_append_new(voters, json_text(s->raft_voters[i]));
 	json_object_set_new(o, "raft_voters", voters);
 	json_object_set_new(o, "schedules", JU64(s->schedules));
+	json_object_set_new(o, "resp_listen", json_text(s->resp_listen));
+	json_object_set_new(o, "resp_clients", JU64(s->resp_clients));
+	json_object_set_new(o, "resp_commands", JU64(s->resp_commands));
+	json_object_set_new(o, "resp_errors", JU64(s->resp_errors));
 	return o;
 }
 

@@ -186,8 +186,10 @@ static const char help_status[] =
 	"(see clusterctl help members); --json adds \"tags\", \"members\",\n"
 	"\"raft_role\" (follower, candidate, leader; \"\" when not a voter),\n"
 	"\"raft_term\", \"raft_leader\" (\"\" = none known), \"raft_commit\",\n"
-	"\"raft_voters\" (names) and \"schedules\". With TASK_ID: that task's\n"
-	"current state, and the node that ran it.\n";
+	"\"raft_voters\" (names) and \"schedules\"; the RESP listener, when one is\n"
+	"on (chorusd --resp), as \"resp_listen\", \"resp_clients\", \"resp_commands\"\n"
+	"and \"resp_errors\". With TASK_ID: that task's current state, and the node\n"
+	"that ran it.\n";
 
 static const char help_members[] =
 	"usage: clusterctl members\n"
@@ -1407,6 +1409,12 @@ static void print_status_tables(json_t *o)
 	print_string_list(json_object_get(o, "tags"));
 	putchar('\n');
 	print_raft_line(o);
+	const char *resp = json_string_value(json_object_get(o, "resp_listen"));
+	if (resp != NULL && resp[0] != '\0')
+		printf("%-10s %s  clients %llu  commands %llu  errors %llu\n", "resp", resp,
+		       (unsigned long long)json_u64(o, "resp_clients"),
+		       (unsigned long long)json_u64(o, "resp_commands"),
+		       (unsigned long long)json_u64(o, "resp_errors"));
 
 	json_t *pools = json_object_get(o, "pools");
 	size_t i;

@@ -23,6 +23,7 @@
 
 #include "core/raft.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -117,6 +118,59 @@ int config_parse_size(const char *s, size_t *bytes)
 	if (v > (UINT64_MAX >> shift) || (v << shift) > SIZE_MAX)
 		return -1;
 	*bytes = (size_t)(v << shift);
+	return 0;
+}
+
+int config_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port)
+{
+	if (!s || !*s)
+		return -1;
+	const char *colon;
+	const char *h = s;
+	size_t hn;
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hn = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon || memchr(s, ':', (size_t)(colon - s)))
+			return -1; /* an IPv6 address needs its brackets */
+		hn = (size_t)(colon - s);
+	}
+	if (hn == 0 || hn >= host_len)
+		return -1;
+	for (size_t i = 0; i < hn; i++)
+		if (h[i] == ' ' || h[i] == '\t' || h[i] == '/' || h[i] == '[' || h[i] == ']')
+			return -1;
+	const char *end;
+	uint64_t p;
+	if (parse_digits(colon + 1, &end, &p) != 0 || *end != '\0' || p < 1 || p > 65535)
+		return -1;
+	memcpy(host, h, hn);
+	host[hn] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int config_host_is_loopback(const char *host)
+{
+	if (strcmp(host, "localhost") == 0)
+		return 1;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET6, host, &a6) == 1) {
+		static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		if (memcmp(a6.s6_addr, mapped, 12) == 0)
+			return a6.s6_addr[12] == 127;
+		static const uint8_t one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+		return memcmp(a6.s6_addr, one, 16) == 0;
+	}
 	return 0;
 }
 
@@ -690,6 +744,56 @@ static int set_cache_key(struct config *c, const char *section, const char *name
 	return why(w, "unknown key '%s' in [%s]", name, section);
 }
 
+static int set_bool(const char *v, int *out, char *w)
+{
+	if (strcmp(v, "true") == 0 || strcmp(v, "on") == 0 || strcmp(v, "yes") == 0 ||
+	    strcmp(v, "1") == 0)
+		*out = 1;
+	else if (strcmp(v, "false") == 0 || strcmp(v, "off") == 0 || strcmp(v, "no") == 0 ||
+	         strcmp(v, "0") == 0)
+		*out = 0;
+	else
+		return why(w, "'%s' is not one of true, false", v);
+	return 0;
+}
+
+static int set_resp_key(struct config *c, const char *name, const char *v, char *w)
+{
+	struct config_resp *r = &c->resp;
+	if (strcmp(name, "listen") == 0) {
+		char host[256];
+		uint16_t port;
+		if (*v == '\0') {
+			r->listen[0] = '\0'; /* off */
+			return 0;
+		}
+		if (config_parse_hostport(v, host, sizeof(host), &port) != 0)
+			return why(w, "'%s' is not HOST:PORT (e.g. 127.0.0.1:6380, [::1]:6380)", v);
+		return set_string(v, r->listen, sizeof(r->listen), 0, w);
+	}
+	if (strcmp(name, "password") == 0)
+		return set_string(v, r->password, sizeof(r->password), 1, w);
+	if (strcmp(name, "password_file") == 0)
+		return set_string(v, r->password_file, sizeof(r->password_file), 1, w);
+	if (strcmp(name, "allow_open") == 0)
+		return set_bool(v, &r->allow_open, w);
+	if (strcmp(name, "max_clients") == 0)
+		return set_u32(v, 1, CONFIG_RESP_CLIENTS_MAX, &r->clients_max, w);
+	if (strcmp(name, "bulk_bytes_max") == 0)
+		return set_size(v, 16, (size_t)1 << 30, &r->bulk_bytes_max, w);
+	if (strcmp(name, "multibulk_count_max") == 0)
+		return set_u32(v, 1, INT32_MAX, &r->multibulk_count_max, w);
+	if (strcmp(name, "query_bytes_max") == 0)
+		return set_size(v, 1024, (size_t)4 << 30, &r->query_bytes_max, w);
+	if (strcmp(name, "inline_bytes_max") == 0)
+		return set_size(v, 64, (size_t)64 << 20, &r->inline_bytes_max, w);
+	if (strcmp(name, "output_bytes_max") == 0)
+		return set_size(v, 1024, (size_t)4 << 30, &r->output_bytes_max, w);
+	if (strcmp(name, "idle_timeout") == 0)
+		return set_duration32(v, 0, &r->idle_timeout_ms, w);
+	return why(w, "unknown key '%s' in [resp]", name);
+}
+
 static int set_key(struct config *c, const char *section, const char *name, const char *v,
 		   char *w)
 {
@@ -698,6 +802,8 @@ static int set_key(struct config *c, const char *section, const char *name, cons
 		return set_cache_key(c, section, name, v, w);
 	if (strcmp(section, "cluster") == 0)
 		return set_cluster_key(c, name, v, w);
+	if (strcmp(section, "resp") == 0)
+		return set_resp_key(c, name, v, w);
 	if (strcmp(section, "node") == 0)
 		return set_node_key(c, name, v, w);
 	if (strcmp(section, "tasks") == 0)
@@ -726,6 +832,32 @@ static int set_key(struct config *c, const char *section, const char *name, cons
 	return why(w, "unknown section [%s]", section);
 }
 
+/* [resp] as a whole. A listener on an address other hosts can reach, with
+ * no password, is refused unless allow_open says it is meant: the cache's
+ * data would be open to the network (Redis's protected-mode, made a start
+ * error rather than a per-connection refusal). */
+static int resp_check(const struct config_resp *r, char *w)
+{
+	if (r->password[0] && r->password_file[0])
+		return why(w, "[resp] has both password and password_file: keep one");
+	if (r->query_bytes_max < r->bulk_bytes_max)
+		return why(w, "[resp] query_bytes_max is below bulk_bytes_max: a largest argument "
+		              "could never arrive");
+	if (!r->listen[0])
+		return 0;
+	char host[256];
+	uint16_t port;
+	if (config_parse_hostport(r->listen, host, sizeof(host), &port) != 0)
+		return why(w, "resp listen '%s' is not HOST:PORT", r->listen);
+	if (!config_host_is_loopback(host) && !r->password[0] && !r->password_file[0] &&
+	    !r->allow_open)
+		return why(w, "the RESP listener %s is not a loopback address and has no password: "
+		              "anyone who reaches it could read and change the cache. Set [resp] "
+		              "password (or password_file), or allow_open = true if the network is "
+		              "trusted", r->listen);
+	return 0;
+}
+
 /* Checks that need the whole configuration. */
 static int config_check(const struct config *c, char *w)
 {
@@ -745,7 +877,7 @@ static int config_check(const struct config *c, char *w)
 	if (c->backoff_ms > c->backoff_max_ms)
 		return why(w, "backoff (%ums) is above backoff_max (%ums)", c->backoff_ms,
 			   c->backoff_max_ms);
-	return 0;
+	return resp_check(&c->resp, w);
 }
 
 /* ---- the file ---- */
@@ -883,6 +1015,13 @@ void config_defaults(struct config *c)
 	c->cache_timeout_ms = 2000;
 	c->voter_dead_ms = 30000;
 	c->bootstrap = -1; /* decided at start: a node without seeds starts a cluster */
+	c->resp.clients_max = 256;
+	c->resp.bulk_bytes_max = (size_t)64 << 20;
+	c->resp.multibulk_count_max = 1024 * 1024;
+	c->resp.query_bytes_max = (size_t)128 << 20;
+	c->resp.inline_bytes_max = (size_t)64 << 10;
+	c->resp.output_bytes_max = (size_t)64 << 20;
+	c->resp.idle_timeout_ms = 0;
 	c->reap_after_ms = 60 * 1000;
 }
 
@@ -927,6 +1066,7 @@ enum {
 	OPT_RAFT_SNAPSHOT_ENTRIES,
 	OPT_BOOTSTRAP,
 	OPT_VOTERS,
+	OPT_RESP,
 };
 
 static const struct option config_options[] = {
@@ -958,6 +1098,7 @@ static const struct option config_options[] = {
 	{"raft-snapshot-entries", required_argument, NULL, OPT_RAFT_SNAPSHOT_ENTRIES},
 	{"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
 	{"voters", required_argument, NULL, OPT_VOTERS},
+	{"resp", required_argument, NULL, OPT_RESP},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -1105,6 +1246,9 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		case OPT_VOTERS:
 			rc = set_cluster_key(c, "voters", optarg, w);
 			break;
+		case OPT_RESP:
+			rc = set_resp_key(c, "listen", optarg, w);
+			break;
 		case ':':
 			snprintf(err, err_len, "option '%s' needs a value (see --help)", argv[optind - 1]);
 			return -1;
@@ -1192,17 +1336,23 @@ void config_usage(FILE *out)
 		"  --bootstrap on|off    start a new voter set here (default: on when no --seeds)\n"
 		"  --voters NAME,NAME    pin the voter set to these members (default: grown to\n"
 		"                        --voters-target from the alive members)\n"
+		"  --resp HOST:PORT      serve the cache over the Redis protocol (RESP2) here\n"
+		"                        (default: off). A non-loopback address needs [resp]\n"
+		"                        password or password_file, or allow_open = true\n"
 		"  --log-level LEVEL     debug|info|warn|error (default %s)\n"
 		"  --log-format FORMAT   text|json (default %s)\n"
 		"  -h, --help            print this help and exit\n"
 		"  -V, --version         print the version and exit\n"
 		"\n"
 		"Retries ([tasks]), supervision ([supervisor]) and probe_timeout / reap_after /\n"
-		"voter_dead ([cluster]) are set in the config file.\n",
+		"voter_dead ([cluster]) are set in the config file, and so are the RESP\n"
+		"listener's password and limits ([resp]: password, password_file, allow_open,\n"
+		"max_clients (default 256, at most %d), bulk_bytes_max, multibulk_count_max,\n"
+		"query_bytes_max, inline_bytes_max, output_bytes_max, idle_timeout).\n",
 		d.name, d.listen, d.data_dir, CONFIG_WORKERS_MAX, d.workers, CONFIG_PREFETCH_MAX,
 		d.prefetch, CONFIG_NAMED_POOLS_MAX, timeout, d.queue_max, ttl, frame,
 		store_sync_name(d.synchronous), grace, CONFIG_TAGS_MAX, gossip,
 		log_level_name(d.log_level),
-		d.log_json ? "json" : "text");
+		d.log_json ? "json" : "text", CONFIG_RESP_CLIENTS_MAX);
 	config_free(&d);
 }

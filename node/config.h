@@ -10,6 +10,9 @@
  *   [supervisor] intensity, period
  *   [exec]   allow (comma-separated absolute paths)
  *   [pool NAME] workers (default 1), handlers (comma list, at least one)
+ *   [resp]   listen, password, password_file, allow_open, max_clients,
+ *            bulk_bytes_max, multibulk_count_max, query_bytes_max,
+ *            inline_bytes_max, output_bytes_max, idle_timeout
  * Durations accept "250ms", "5s", "2m", "1h" or plain milliseconds.
  * Sizes accept "512", "64k", "16M", "1G" (bytes, binary units).
  * Unknown sections or keys and bad values are errors naming file:line.
@@ -44,6 +47,23 @@ struct config_cache {
 	uint64_t entries_max;       /* 0 = no limit */
 	int touch_on_read;          /* a hit renews the default TTL (ConCache) */
 	int consistency;            /* 1 one, 2 quorum (default), 3 all */
+};
+
+/* [resp]: the Redis-protocol front door of the cache (svc/resp_svc.c). */
+#define CONFIG_RESP_CLIENTS_MAX 448 /* the host polls 512 fds; the rest is for workers */
+#define CONFIG_RESP_PASSWORD_BYTES_MAX 512
+struct config_resp {
+	char listen[256];             /* HOST:PORT; "" = no listener (default) */
+	char password[CONFIG_RESP_PASSWORD_BYTES_MAX + 1]; /* "" = none */
+	char password_file[CONFIG_PATH_MAX]; /* read at start, one line */
+	int allow_open;               /* serve a non-loopback address without a password */
+	uint32_t clients_max;         /* default 256 */
+	size_t bulk_bytes_max;        /* one argument; default 64 MiB */
+	uint32_t multibulk_count_max; /* arguments of one command; default 1,048,576 */
+	size_t query_bytes_max;       /* received, not yet parsed; default 128 MiB */
+	size_t inline_bytes_max;      /* an inline command line; default 64 KiB */
+	size_t output_bytes_max;      /* replies not yet read by the client; default 64 MiB */
+	uint32_t idle_timeout_ms;     /* close a client idle this long; 0 = never (default) */
 };
 
 struct config {
@@ -104,6 +124,8 @@ struct config {
 	size_t cache_key_bytes_max;    /* default 64 KiB */
 	size_t cache_value_bytes_max;  /* default 8 MiB */
 	uint32_t cache_timeout_ms;     /* replicas' answers, default 2 s */
+
+	struct config_resp resp;       /* [resp] and --resp */
 };
 
 void config_defaults(struct config *c);
@@ -121,5 +143,11 @@ void config_usage(FILE *out);
 int config_parse_duration_ms(const char *s, uint64_t *ms);
 /* "512" / "64k" / "16M" / "1G" -> bytes. 0 ok, -1 bad. */
 int config_parse_size(const char *s, size_t *bytes);
+/* "HOST:PORT" (HOST a name, an IPv4 address or [IPv6]; PORT 1..65535) ->
+ * host without brackets and port. 0 ok, -1 bad. */
+int config_parse_hostport(const char *s, char *host, size_t host_len, uint16_t *port);
+/* Whether host (as config_parse_hostport gives it) is a loopback address:
+ * "localhost", 127.0.0.0/8, ::1 or ::ffff:127.x.y.z. */
+int config_host_is_loopback(const char *host);
 
 #endif

@@ -707,6 +707,11 @@ static int write_raw(struct resp_out *o, const char *s, size_t n)
 	return 0;
 }
 
+int resp_write_raw(struct resp_out *o, const void *data, size_t len)
+{
+	return len ? write_raw(o, data, len) : o->error;
+}
+
 int resp_write_simple(struct resp_out *o, const char *text)
 {
 	return write_line(o, '+', text, strlen(text));

@@ -224,6 +224,9 @@ int resp_write_bulk(struct resp_out *o, const void *data, size_t len); /* $LEN\r
 int resp_write_null_bulk(struct resp_out *o);          /* $-1\r\n */
 int resp_write_array(struct resp_out *o, size_t count); /* *COUNT\r\n, then the elements */
 int resp_write_null_array(struct resp_out *o);         /* *-1\r\n */
+/* Bytes that are RESP already (replies rendered earlier into another
+ * resp_out), appended as they are. */
+int resp_write_raw(struct resp_out *o, const void *data, size_t len);
 
 /* Redis's standard errors, for resp_write_error(). */
 #define RESP_ERR_NOT_INTEGER "ERR value is not an integer or out of range"
