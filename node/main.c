@@ -10,7 +10,9 @@
  *            exists)
  *   sched    election (Raft among the voters) and the cluster's schedules
  *            (uses "peers" and "task_submit")
- *   resp     the cache's Redis-protocol front door (--resp; uses "cache")
+ *   cache    the partitioned, replicated cache (provides "cache")
+ *   resp     the cache's Redis-protocol front door (--resp; uses "cache";
+ *            drains before the cache, so answers it owes still come)
  *   status   `clusterctl status`, from every service's status()
  * So on SIGTERM schedules stop first, then the tasks drain, then the node
  * leaves the cluster.
@@ -23,6 +25,7 @@
 #include "config.h"
 #include "io/host.h"
 #include "io/log.h"
+#include "svc/cache_svc.h"
 #include "svc/cluster_svc.h"
 #include "svc/resp_svc.h"
 #include "svc/sched_svc.h"
@@ -32,7 +35,8 @@
 static int register_services(struct host *h)
 {
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
-	    sched_svc_register(h) != 0 || resp_svc_register(h) != 0 ||
+	    sched_svc_register(h) != 0 || cache_svc_register(h) != 0 ||
+	    resp_svc_register(h) != 0 ||
 	    status_svc_register(h) != 0)
 		return -1;
 	return 0;
