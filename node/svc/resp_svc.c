@@ -92,7 +92,7 @@
 #define OUT_KEEP_BYTES ((size_t)64 * 1024) /* an emptied output buffer above this is freed */
 #define SLOT_BUF_KEEP_BYTES ((size_t)4096)
 #define FREE_SLOTS_MAX 4096u
-#define DRAIN_GRACE_MS 2000u      /* drain: answers still owed are awaited this long */
+#define DRAIN_GRACE_MS 1000u      /* drain: answers owed are awaited this long past the cache's timeout */
 #define LISTEN_BACKLOG 511
 #define ERR_TEXT_BYTES 200u
 #define ADDR_TEXT_BYTES 64u
@@ -212,15 +212,17 @@ struct resp_svc {
 	uint32_t free_slot_count;
 	bool kick;                 /* a connection needs a pass */
 	bool draining;
+	bool stopped;              /* stop() ran; freed with its last dead connection */
 	uint64_t drain_started_ms;
 	uint64_t idle_checked_ms;
 	Chorus__CacheResp absent;  /* a miss, for calls that answer CH_ERR_NOT_FOUND */
 	/* counters (INFO, status) */
 	uint64_t connections_received, rejected, commands, errors, auth_failures;
-	uint64_t protocol_errors, output_closed, idle_closed;
+	uint64_t protocol_errors, output_closed, idle_closed, deferred;
 };
 
 static void conn_process(struct conn *c);
+static void svc_free(struct resp_svc *s);
 
 static const char WHY_OUTPUT[] = "output buffer over its limit";
 
@@ -295,8 +297,10 @@ static void cache_error(struct conn *c, struct resp_out *o, int code, const char
 		return;
 	}
 	case CH_ERR_TOO_LARGE:
-		err_fmt(c, o, "ERR value too large%s%s%s", detail ? " (" : "", detail ? detail : "",
-		        detail ? ")" : "");
+		/* the cache's text says whether the key or the value is over */
+		err_fmt(c, o, "ERR %s too large%s%s%s",
+		        detail && strncmp(detail, "a key", 5) == 0 ? "key" : "value",
+		        detail ? " (" : "", detail ? detail : "", detail ? ")" : "");
 		return;
 	case CH_ERR_UNAVAILABLE:
 		err_fmt(c, o, "ERR too few replicas alive%s%s", detail ? ": " : "",
@@ -514,17 +518,19 @@ static void on_cache_reply(void *arg, int code, const Chorus__CacheResp *r, cons
 	assert(c->calls > 0 && sl->waiting > 0);
 	c->calls--;
 	sl->waiting--;
-	if (code == CH_ERR_NOT_FOUND || (code == 0 && !r)) {
-		code = 0;
+	if (code == 0 && !r)
 		r = &s->absent;
-	}
 	if (!c->dead)
 		sl->on_reply(sl, sub->index, code, r, err);
 	if (sl->waiting == 0)
 		slot_complete(sl);
 	if (c->dead) {
-		if (c->calls == 0)
+		if (c->calls == 0) {
 			conn_free(c);
+			/* the last answer owed after stop(): now the service can go */
+			if (s->stopped && !s->dead)
+				svc_free(s);
+		}
 		return;
 	}
 	c->kick = true;
@@ -836,7 +842,9 @@ static void put(struct conn *c, const struct resp_command *cmd, const struct res
 	const struct resp_arg *v = &cmd->argv[ci->id == RESP_CMD_SETEX || ci->id == RESP_CMD_PSETEX ? 3 : 2];
 	req.value.data = (uint8_t *)v->ptr;
 	req.value.len = v->len;
-	req.flags = flags;
+	req.flags = ((flags & RESP_SET_NX) ? CH_CACHE_NX : 0) | ((flags & RESP_SET_XX) ? CH_CACHE_XX : 0) |
+	            ((flags & RESP_SET_KEEPTTL) ? CH_CACHE_KEEPTTL : 0) |
+	            ((flags & RESP_SET_GET) ? CH_CACHE_GET : 0);
 	req.ttl_ms = ttl_ms;
 	call_one(c, ci, cmd, &req, fn, (int)flags);
 }
@@ -1044,7 +1052,8 @@ static void cmd_scan(struct conn *c, const struct resp_command *cmd, const struc
 			return;
 		}
 	}
-	memcpy(pattern, opts.match.ptr, opts.match.len);
+	if (opts.match.len)
+		memcpy(pattern, opts.match.ptr, opts.match.len);
 	pattern[opts.match.len] = '\0';
 	Chorus__CacheReq req;
 	req_init(c, &req, CHORUS__CACHE_OP__CACHE_SCAN, NULL);
@@ -1172,10 +1181,12 @@ static void info_write(struct conn *c, struct resp_out *o, int sections,
 		           "\r\ntotal_commands_processed:%" PRIu64 "\r\nrejected_connections:%" PRIu64
 		           "\r\ntotal_error_replies:%" PRIu64 "\r\nchorus_auth_failures:%" PRIu64
 		           "\r\nchorus_protocol_errors:%" PRIu64 "\r\nchorus_output_limit_closed:%" PRIu64
+		           "\r\nchorus_idle_closed:%" PRIu64 "\r\nchorus_commands_deferred:%" PRIu64
 		           "\r\nkeyspace_hits:%" PRIu64 "\r\nkeyspace_misses:%" PRIu64
 		           "\r\nevicted_keys:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\n",
 		       first ? "" : "\r\n", s->connections_received, s->commands, s->rejected,
-		       s->errors, s->auth_failures, s->protocol_errors, s->output_closed, hits, misses,
+		       s->errors, s->auth_failures, s->protocol_errors, s->output_closed, s->idle_closed,
+		       s->deferred, hits, misses,
 		       evictions, expirations);
 		first = false;
 	}
@@ -1711,7 +1722,7 @@ static void cmd_config(struct conn *c, const struct resp_command *cmd,
 		               "node's config file");
 	} else if (resp_arg_is(sub, "resetstat")) {
 		s->commands = s->errors = s->rejected = s->auth_failures = 0;
-		s->protocol_errors = s->output_closed = 0;
+		s->protocol_errors = s->output_closed = s->idle_closed = s->deferred = 0;
 		resp_write_ok(o);
 	} else if (resp_arg_is(sub, "help")) {
 		static const char *const lines[] = {
@@ -2035,6 +2046,7 @@ static void conn_process(struct conn *c)
 			}
 			c->dq_head = c->dq_tail = d;
 			c->dq_count = 1;
+			s->deferred++;
 			break;
 		}
 		run_command(c, &cmd);
@@ -2624,7 +2636,9 @@ static void svc_drain(void *svc, const struct now *now)
 static int svc_drained(void *svc, const struct now *now)
 {
 	struct resp_svc *s = svc;
-	if (now->mono_ms - s->drain_started_ms >= DRAIN_GRACE_MS)
+	/* the cache answers or times out every call within its timeout */
+	uint64_t grace = DRAIN_GRACE_MS + 2ull * s->cfg->cache_timeout_ms;
+	if (now->mono_ms - s->drain_started_ms >= grace)
 		return 1;
 	if (s->dead)
 		return 0;
@@ -2645,6 +2659,19 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	st->resp_errors = s->errors;
 }
 
+static void svc_free(struct resp_svc *s)
+{
+	assert(!s->conns && !s->dead);
+	while (s->free_slots) {
+		struct slot *sl = s->free_slots;
+		s->free_slots = sl->next;
+		resp_out_free(&sl->buf);
+		free(sl);
+	}
+	free(s->polled);
+	free(s);
+}
+
 static void svc_stop(void *svc)
 {
 	struct resp_svc *s = svc;
@@ -2653,22 +2680,14 @@ static void svc_stop(void *svc)
 	s->listen_fd = -1;
 	while (s->conns)
 		conn_close(s->conns, "node stopping");
-	while (s->free_slots) {
-		struct slot *sl = s->free_slots;
-		s->free_slots = sl->next;
-		resp_out_free(&sl->buf);
-		free(sl);
-	}
-	s->free_slot_count = 0;
-	free(s->polled);
-	s->polled = NULL;
+	s->stopped = true;
 	if (s->dead) {
-		/* callbacks may still come: the state they touch stays */
-		log_warn("resp", "stopping with cache calls unanswered: their connections are left "
-		                 "allocated");
+		/* the cache, stopped after us, still owes answers (it gives them
+		 * all at its stop): the last one frees the service (on_cache_reply) */
+		log_debug("resp", "stopping with cache calls unanswered: freed when they are");
 		return;
 	}
-	free(s);
+	svc_free(s);
 }
 
 static const struct service_ops RESP_OPS = {

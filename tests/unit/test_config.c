@@ -258,6 +258,102 @@ static void bad_cluster_settings_are_refused(void **state)
 	assert_non_null(strstr(f->err, "--gossip-period"));
 }
 
+static void resp_settings_from_file_and_flag(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	assert_string_equal(c->resp.listen, "");
+	assert_int_equal(c->resp.clients_max, 256);
+	assert_int_equal(c->resp.idle_timeout_ms, 0);
+	write_conf(f, "[resp]\nlisten = 127.0.0.1:6380\npassword = hunter2\nmax_clients = 10\n"
+		      "bulk_bytes_max = 1M\nmultibulk_count_max = 100\nquery_bytes_max = 4M\n"
+		      "inline_bytes_max = 4k\noutput_bytes_max = 2M\nidle_timeout = 30s\n"
+		      "allow_open = yes\n");
+	assert_int_equal(load_args(f, "--config", f->path, "--resp", "[::1]:6390", NULL), 0);
+	assert_string_equal(c->resp.listen, "[::1]:6390");
+	assert_string_equal(c->resp.password, "hunter2");
+	assert_int_equal(c->resp.clients_max, 10);
+	assert_int_equal(c->resp.bulk_bytes_max, 1 << 20);
+	assert_int_equal(c->resp.multibulk_count_max, 100);
+	assert_int_equal(c->resp.query_bytes_max, 4 << 20);
+	assert_int_equal(c->resp.inline_bytes_max, 4096);
+	assert_int_equal(c->resp.output_bytes_max, 2 << 20);
+	assert_int_equal(c->resp.idle_timeout_ms, 30000);
+	assert_int_equal(c->resp.allow_open, 1);
+}
+
+/* A listener others can reach must have a password, or say it is meant. */
+static void open_resp_address_needs_a_password(void **state)
+{
+	struct fixture *f = *state;
+	assert_int_equal(load_args(f, "--resp", "0.0.0.0:6380", NULL), -1);
+	assert_non_null(strstr(f->err, "not a loopback address and has no password"));
+	assert_non_null(strstr(f->err, "allow_open"));
+	config_free(&f->c);
+	config_defaults(&f->c);
+	write_conf(f, "[resp]\nallow_open = true\n");
+	assert_int_equal(load_args(f, "--config", f->path, "--resp", "0.0.0.0:6380", NULL), 0);
+	config_free(&f->c);
+	config_defaults(&f->c);
+	write_conf(f, "[resp]\npassword_file = /etc/chorus/resp.pw\n");
+	assert_int_equal(load_args(f, "--config", f->path, "--resp", "10.1.2.3:6380", NULL), 0);
+	config_free(&f->c);
+	config_defaults(&f->c);
+	assert_int_equal(load_args(f, "--resp", "localhost:6380", NULL), 0);
+	assert_int_equal(load_args(f, "--resp", "127.9.9.9:6380", NULL), 0);
+}
+
+static void bad_resp_settings_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[resp]\nlisten = 6380\n", 2,
+			  "'6380' is not HOST:PORT (e.g. 127.0.0.1:6380, [::1]:6380)");
+	assert_file_error(f, "[resp]\nlisten = ::1:6380\n", 2,
+			  "'::1:6380' is not HOST:PORT (e.g. 127.0.0.1:6380, [::1]:6380)");
+	assert_file_error(f, "[resp]\nmax_clients = 449\n", 2, "'449' is out of range 1..448");
+	assert_file_error(f, "[resp]\nallow_open = maybe\n", 2,
+			  "'maybe' is not one of true, false");
+	assert_file_error(f, "[resp]\nrequirepass = x\n", 2, "unknown key 'requirepass' in [resp]");
+	write_conf(f, "[resp]\npassword = a\npassword_file = /x\n");
+	assert_int_equal(config_load_file(&f->c, f->path, f->err, sizeof(f->err)), -1);
+	assert_non_null(strstr(f->err, "both password and password_file"));
+	config_free(&f->c);
+	config_defaults(&f->c);
+	write_conf(f, "[resp]\nbulk_bytes_max = 8M\nquery_bytes_max = 1M\n");
+	assert_int_equal(config_load_file(&f->c, f->path, f->err, sizeof(f->err)), -1);
+	assert_non_null(strstr(f->err, "query_bytes_max is below bulk_bytes_max"));
+	assert_int_equal(load_args(f, "--resp", "127.0.0.1:0", NULL), -1);
+	assert_non_null(strstr(f->err, "--resp"));
+}
+
+static void host_ports_and_loopback_addresses(void **state)
+{
+	(void)state;
+	char host[64];
+	uint16_t port = 0;
+	assert_int_equal(config_parse_hostport("127.0.0.1:6380", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_int_equal(port, 6380);
+	assert_int_equal(config_parse_hostport("[::1]:1", host, sizeof(host), &port), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(config_parse_hostport("cache.example:65535", host, sizeof(host), &port), 0);
+	static const char *const bad[] = {"", ":6380", "host", "host:", "host:0", "host:65536",
+					  "h:1x", "::1:6380", "[::1]6380", "[]:1", "a b:1"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (config_parse_hostport(bad[i], host, sizeof(host), &port) == 0)
+			fail_msg("'%s' parsed", bad[i]);
+	assert_true(config_host_is_loopback("127.0.0.1"));
+	assert_true(config_host_is_loopback("127.200.0.1"));
+	assert_true(config_host_is_loopback("::1"));
+	assert_true(config_host_is_loopback("::ffff:127.0.0.1"));
+	assert_true(config_host_is_loopback("localhost"));
+	assert_false(config_host_is_loopback("0.0.0.0"));
+	assert_false(config_host_is_loopback("::"));
+	assert_false(config_host_is_loopback("10.0.0.1"));
+	assert_false(config_host_is_loopback("128.0.0.1"));
+	assert_false(config_host_is_loopback("cache.example"));
+}
+
 static void every_flag_is_parsed(void **state)
 {
 	struct fixture *f = *state;
@@ -521,6 +617,7 @@ static void usage_lists_every_flag_and_default(void **state)
 		"--log-level", "--log-format", "--synchronous", "--frame-max SIZE",
 		"--result-ttl DUR", "--queue-max N", "--timeout DUR", "--shutdown-grace DUR",
 		"--pool NAME:WORKERS:handler1,handler2", "-h, --help", "-V, --version",
+		"--resp HOST:PORT",
 		"(default tcp://127.0.0.1:7400)", "(default ./chorus-data)", "(default 2)",
 		"(default 16M)", "(default 1h)", "(default 10s)", "(default normal)",
 		"(default info)", "(default text)", "(default 1000000)",
@@ -609,6 +706,10 @@ int main(void)
 		T(flags_override_the_file_wherever_config_appears),
 		T(cluster_settings_from_file_and_flags),
 		T(bad_cluster_settings_are_refused),
+		T(resp_settings_from_file_and_flag),
+		T(open_resp_address_needs_a_password),
+		T(bad_resp_settings_are_refused),
+		T(host_ports_and_loopback_addresses),
 		T(every_flag_is_parsed),
 		T(unknown_key_names_file_and_line),
 		T(unknown_section_names_file_and_line),

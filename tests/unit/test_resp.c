@@ -1028,6 +1028,29 @@ static void output_limit_is_sticky(void **state)
 	resp_out_free(&o);
 }
 
+/* Replies rendered into one output move to another byte for byte, and
+ * the destination's limit still holds. */
+static void raw_bytes_append_as_they_are(void **state)
+{
+	(void)state;
+	struct resp_out a, b;
+	resp_out_init(&a, 1024);
+	resp_out_init(&b, 24);
+	assert_int_equal(resp_write_bulk(&a, "x\0y", 3), 0);
+	assert_int_equal(resp_write_integer(&a, -5), 0);
+	size_t n;
+	const char *p = resp_out_pending(&a, &n);
+	assert_int_equal(resp_write_ok(&b), 0);
+	assert_int_equal(resp_write_raw(&b, p, n), 0);
+	assert_int_equal(resp_write_raw(&b, "", 0), 0);
+	expect_out(&b, IN("+OK\r\n$3\r\nx\0y\r\n:-5\r\n"));
+	assert_int_equal(resp_write_raw(&b, p, n), 0);        /* 14 bytes */
+	assert_int_equal(resp_write_raw(&b, p, n), ERR_FULL); /* 28 > 24 */
+	assert_int_equal(resp_write_raw(&b, "", 0), ERR_FULL); /* sticky, even for nothing */
+	resp_out_free(&a);
+	resp_out_free(&b);
+}
+
 /* ---- arguments ---- */
 
 static void command_names_compare_without_case(void **state)
@@ -1223,6 +1246,7 @@ int main(void)
 		cmocka_unit_test(status_and_error_lines_hold_no_newline),
 		cmocka_unit_test(standard_errors_match_redis),
 		cmocka_unit_test(output_limit_is_sticky),
+		cmocka_unit_test(raw_bytes_append_as_they_are),
 		cmocka_unit_test(command_names_compare_without_case),
 		cmocka_unit_test(integers_follow_string2ll),
 		cmocka_unit_test(durations_are_non_negative_milliseconds),
