@@ -2217,7 +2217,7 @@ static void conn_close(struct conn *c, const char *why)
 static void conn_settle(struct conn *c)
 {
 	struct resp_svc *s = c->svc;
-	if (!c->kill && (c->out.error || (c->head && conn_over_output(c)))) {
+	if (!c->kill && c->out.error) {
 		c->kill = true;
 		c->kill_why = c->out.error == ERR_NOMEM ? "out of memory" : WHY_OUTPUT;
 	}
@@ -2255,6 +2255,10 @@ static void svc_pass(struct resp_svc *s, uint64_t now_ms)
 			conn_process(c);
 			if (!c->kill && conn_unsent(c))
 				conn_flush(c, now_ms);
+			if (!c->kill && c->head && conn_over_output(c)) {
+				c->kill = true;
+				c->kill_why = WHY_OUTPUT;
+			}
 		}
 		conn_settle(c);
 	}

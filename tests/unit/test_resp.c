@@ -25,6 +25,9 @@ struct text {
 
 static void text_add(struct text *t, const void *s, size_t n)
 {
+	/* says to GCC's -O2 -Wstringop-overflow that n + 1 cannot wrap */
+	if (n > SIZE_MAX / 4)
+		abort();
 	if (t->cap - t->n < n + 1) {
 		size_t cap = t->cap ? t->cap : 256;
 		while (cap - t->n < n + 1)
