@@ -50,6 +50,19 @@ enum ch_error {
 	CH_ERR_MOVED = -19,       /* the key's partition moved (a stale map): retry */
 };
 
+/* The cache (issue #12): consistency per request, and PUT's flags (the
+ * numbers CacheReq carries on the wire). */
+enum ch_cache_consistency {
+	CH_CACHE_DEFAULT = 0, /* the cache's own (quorum unless configured) */
+	CH_CACHE_ONE = 1,
+	CH_CACHE_QUORUM = 2,
+	CH_CACHE_ALL = 3,
+};
+#define CH_CACHE_NX 1u      /* only if absent */
+#define CH_CACHE_XX 2u      /* only if present */
+#define CH_CACHE_KEEPTTL 4u /* keep the present entry's ttl */
+#define CH_CACHE_GET 8u     /* answer the value it replaced */
+
 /* The operations of a CronReq (clusterctl cron, libchorus's ch_cron_*). */
 enum ch_cron_op {
 	CH_CRON_ADD = 1,

@@ -601,9 +601,101 @@ static int set_cluster_key(struct config *c, const char *name, const char *v, ch
 	return why(w, "unknown key '%s' in [cluster]", name);
 }
 
+static struct config_cache *cache_get(struct config *c, const char *name, char *w)
+{
+	if (!name_ok(name, CONFIG_CACHE_NAME_BYTES_MAX, "_-.")) {
+		why(w, "cache name '%s' is not 1..%d of [a-z0-9_-.]", name, CONFIG_CACHE_NAME_BYTES_MAX);
+		return NULL;
+	}
+	for (uint32_t i = 0; i < c->cache_count; i++)
+		if (strcmp(c->caches[i].name, name) == 0)
+			return &c->caches[i];
+	if (c->cache_count >= CONFIG_CACHES_MAX) {
+		why(w, "more than %d caches", CONFIG_CACHES_MAX);
+		return NULL;
+	}
+	struct config_cache *k = &c->caches[c->cache_count++];
+	memset(k, 0, sizeof(*k));
+	snprintf(k->name, sizeof(k->name), "%s", name);
+	k->db = -1;
+	k->consistency = 2;
+	return k;
+}
+
+static int set_consistency(const char *v, int *out, char *w)
+{
+	if (strcmp(v, "one") == 0)
+		*out = 1;
+	else if (strcmp(v, "quorum") == 0)
+		*out = 2;
+	else if (strcmp(v, "all") == 0)
+		*out = 3;
+	else
+		return why(w, "consistency: one, quorum or all, not '%s'", v);
+	return 0;
+}
+
+static int set_cache_key(struct config *c, const char *section, const char *name, const char *v,
+                         char *w)
+{
+	if (strcmp(section, "cache") == 0) {
+		if (strcmp(name, "partitions") == 0)
+			return set_u32(v, 1, 65535, &c->cache_partitions, w);
+		if (strcmp(name, "replicas") == 0)
+			return set_u32(v, 1, 8, &c->cache_replicas, w);
+		if (strcmp(name, "memory_max") == 0)
+			return set_size(v, 1 << 20, (size_t)1 << 40, &c->cache_memory_max, w);
+		if (strcmp(name, "key_bytes_max") == 0)
+			return set_size(v, 16, 1 << 20, &c->cache_key_bytes_max, w);
+		if (strcmp(name, "value_bytes_max") == 0)
+			return set_size(v, 16, 64u << 20, &c->cache_value_bytes_max, w);
+		if (strcmp(name, "timeout") == 0)
+			return set_duration32(v, 10, &c->cache_timeout_ms, w);
+		return why(w, "unknown key '%s' in [cache]", name);
+	}
+	char cname[64];
+	snprintf(cname, sizeof(cname), "%s", section + 6);
+	struct config_cache *k = cache_get(c, trim(cname), w);
+	if (!k)
+		return -1;
+	if (strcmp(name, "db") == 0) {
+		uint32_t db = 0;
+		if (set_u32(v, 0, 1023, &db, w) != 0)
+			return -1;
+		k->db = (int32_t)db;
+		return 0;
+	}
+	if (strcmp(name, "ttl") == 0)
+		return set_duration(v, 0, 10ull * 365 * 86400 * 1000, &k->ttl_ms, w);
+	if (strcmp(name, "memory_max") == 0)
+		return set_size(v, 1 << 20, (size_t)1 << 40, &k->memory_max, w);
+	if (strcmp(name, "entries_max") == 0) {
+		uint32_t n = 0;
+		if (set_u32(v, 1, UINT32_MAX, &n, w) != 0)
+			return -1;
+		k->entries_max = n;
+		return 0;
+	}
+	if (strcmp(name, "touch_on_read") == 0) {
+		if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0)
+			k->touch_on_read = 1;
+		else if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0)
+			k->touch_on_read = 0;
+		else
+			return why(w, "touch_on_read: on or off, not '%s'", v);
+		return 0;
+	}
+	if (strcmp(name, "consistency") == 0)
+		return set_consistency(v, &k->consistency, w);
+	return why(w, "unknown key '%s' in [%s]", name, section);
+}
+
 static int set_key(struct config *c, const char *section, const char *name, const char *v,
 		   char *w)
 {
+	if (strcmp(section, "cache") == 0 ||
+	    (strncmp(section, "cache", 5) == 0 && (section[5] == ' ' || section[5] == '\t')))
+		return set_cache_key(c, section, name, v, w);
 	if (strcmp(section, "cluster") == 0)
 		return set_cluster_key(c, name, v, w);
 	if (strcmp(section, "node") == 0)
@@ -637,6 +729,13 @@ static int set_key(struct config *c, const char *section, const char *name, cons
 /* Checks that need the whole configuration. */
 static int config_check(const struct config *c, char *w)
 {
+	/* RESP SELECT indexes: distinct ("default" has 0 unless moved) */
+	for (uint32_t i = 1; i < c->cache_count; i++)
+		for (uint32_t j = 0; j < i; j++)
+			if (c->caches[i].db >= 0 && c->caches[i].db == c->caches[j].db)
+				return why(w, "caches '%s' and '%s' both have db %d (set [cache %s] db)",
+				           c->caches[j].name, c->caches[i].name, c->caches[i].db,
+				           c->caches[j].name);
 	for (uint32_t i = 0; i < c->pool_count; i++)
 		if (c->pools[i].handler_count == 0)
 			return why(w, "pool '%s' has no handlers", c->pools[i].name);
@@ -771,6 +870,17 @@ void config_defaults(struct config *c)
 	c->voters_target = 3;
 	c->election_timeout_ms = 500;
 	c->raft_snapshot_entries = 8192;
+	c->cache_count = 1;
+	memset(&c->caches[0], 0, sizeof(c->caches[0]));
+	snprintf(c->caches[0].name, sizeof(c->caches[0].name), "default");
+	c->caches[0].db = 0;
+	c->caches[0].consistency = 2;
+	c->cache_partitions = 271;
+	c->cache_replicas = 3;
+	c->cache_memory_max = (size_t)256 << 20;
+	c->cache_key_bytes_max = 64u << 10;
+	c->cache_value_bytes_max = 8u << 20;
+	c->cache_timeout_ms = 2000;
 	c->voter_dead_ms = 30000;
 	c->bootstrap = -1; /* decided at start: a node without seeds starts a cluster */
 	c->reap_after_ms = 60 * 1000;

@@ -32,6 +32,20 @@ struct config_pool {
 	uint32_t handler_count;
 };
 
+/* A named cache (issue #12): [cache NAME] sections. "default" exists
+ * always (db 0 unless another cache takes it). */
+#define CONFIG_CACHES_MAX 16
+#define CONFIG_CACHE_NAME_BYTES_MAX 48
+struct config_cache {
+	char name[CONFIG_CACHE_NAME_BYTES_MAX + 1];
+	int32_t db;                 /* RESP SELECT index, -1 = none */
+	uint64_t ttl_ms;            /* default TTL, 0 = none */
+	size_t memory_max;          /* bytes held on this node, LRU above; 0 = [cache] memory_max */
+	uint64_t entries_max;       /* 0 = no limit */
+	int touch_on_read;          /* a hit renews the default TTL (ConCache) */
+	int consistency;            /* 1 one, 2 quorum (default), 3 all */
+};
+
 struct config {
 	char name[64];                 /* default: hostname */
 	char listen[256];              /* default tcp://127.0.0.1:7400 */
@@ -80,6 +94,16 @@ struct config {
 	int bootstrap;                 /* 1: start a new cluster's voter set (default: when no seeds) */
 	char *voters[CONFIG_LIST_MAX]; /* owned: --voters pins the set to these member names */
 	uint32_t voter_count;
+
+	/* the cache (issue #12): [cache] and [cache NAME] */
+	struct config_cache caches[CONFIG_CACHES_MAX]; /* "default" first */
+	uint32_t cache_count;
+	uint32_t cache_partitions;     /* P, default 271 */
+	uint32_t cache_replicas;       /* R (primary included), default 3 */
+	size_t cache_memory_max;       /* per cache per node, default 256 MiB */
+	size_t cache_key_bytes_max;    /* default 64 KiB */
+	size_t cache_value_bytes_max;  /* default 8 MiB */
+	uint32_t cache_timeout_ms;     /* replicas' answers, default 2 s */
 };
 
 void config_defaults(struct config *c);

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "io/host.h"
 #include "io/log.h"
+#include "svc/cache_svc.h"
 #include "svc/cluster_svc.h"
 #include "svc/sched_svc.h"
 #include "svc/status_svc.h"
@@ -30,7 +31,8 @@
 static int register_services(struct host *h)
 {
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
-	    sched_svc_register(h) != 0 || status_svc_register(h) != 0)
+	    sched_svc_register(h) != 0 || cache_svc_register(h) != 0 ||
+	    status_svc_register(h) != 0)
 		return -1;
 	return 0;
 }

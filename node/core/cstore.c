@@ -1271,6 +1271,22 @@ int cstore_get(struct cstore *s, const void *key, size_t key_bytes, uint64_t now
 	return 0;
 }
 
+int cstore_peek(struct cstore *s, const void *key, size_t key_bytes, uint64_t now_ms,
+                struct cstore_item *out)
+{
+	int rc = check_key(s, key, key_bytes);
+	if (rc != 0 || !out)
+		return rc ? rc : ERR_INVALID;
+	enter(s, REHASH_STEP_READ);
+	struct found f;
+	find_current(s, key, (uint32_t)key_bytes, now_ms, &f);
+	maybe_resize(s);
+	if (!f.e)
+		return ERR_NOT_FOUND;
+	fill_item(s, f.e, out);
+	return 0;
+}
+
 int cstore_exists(struct cstore *s, const void *key, size_t key_bytes, uint64_t now_ms)
 {
 	if (check_key(s, key, key_bytes) != 0)
@@ -1647,6 +1663,16 @@ static uint32_t cursor_tag(const struct cstore *s, uint64_t v)
 	unsigned char b[8];
 	memcpy(b, &v, 8);
 	return (uint32_t)siphash(s->cursor_key, b, sizeof(b));
+}
+
+uint32_t cstore_cursor_position(uint64_t cursor)
+{
+	return (uint32_t)cursor;
+}
+
+uint64_t cstore_cursor_from_position(const struct cstore *s, uint32_t position)
+{
+	return position ? ((uint64_t)cursor_tag(s, position) << 32) | position : 0;
 }
 
 static uint64_t cursor_encode(const struct cstore *s, uint64_t v)

@@ -149,6 +149,11 @@ void cstore_destroy(struct cstore *s);
  * default_ttl_ms); ERR_NOT_FOUND for absent, expired or tombstone (a miss). */
 int cstore_get(struct cstore *s, const void *key, size_t key_bytes, uint64_t now_ms,
                struct cstore_item *out);
+/* The entry as held, tombstones included (expired ones are absent), for
+ * replication: counts no hit or miss, leaves the LRU and TTL alone. 0 and
+ * *out; ERR_NOT_FOUND. */
+int cstore_peek(struct cstore *s, const void *key, size_t key_bytes, uint64_t now_ms,
+                struct cstore_item *out);
 /* 1 if live, 0 if not. Counts no hit or miss and leaves the LRU alone. */
 int cstore_exists(struct cstore *s, const void *key, size_t key_bytes, uint64_t now_ms);
 /* 0 and the time left in *ttl_ms (-1: no expiry); ERR_NOT_FOUND. */
@@ -250,6 +255,13 @@ typedef void (*cstore_visit_fn)(void *ctx, const struct cstore_item *item);
  * out (cursors carry a keyed check). */
 int cstore_scan(struct cstore *s, uint64_t cursor, const char *pattern, size_t pattern_bytes,
                 uint32_t count, uint64_t now_ms, cstore_visit_fn fn, void *ctx, uint64_t *next_cursor);
+
+/* A cursor's position (its low 32 bits) and the cursor again from it, for
+ * a caller that packs positions into a cursor of its own (the cluster-wide
+ * SCAN) and so cannot carry the keyed check: a position is any value; one
+ * this store never handed out is refused by cstore_scan as usual. */
+uint32_t cstore_cursor_position(uint64_t cursor);
+uint64_t cstore_cursor_from_position(const struct cstore *s, uint32_t position);
 
 /* Redis's glob matching (stringmatchlen): '*', '?', '[abc]', '[^a]', '[a-z]'
  * (reversed ranges allowed), '\' escapes. 1 match, 0 not. No recursion;

@@ -1,0 +1,1474 @@
+/*
+ * cache_svc.c - the cache service (cache_svc.h; docs/cache.md).
+ *
+ * A keyed request, from a client, a peer or the RESP front door, goes to
+ * the key's partition's primary under this node's map (forwarded once; a
+ * node that receives a forwarded request for a partition it does not lead
+ * answers CH_ERR_MOVED and the client retries). The primary:
+ *   - writes (PUT, DEL, EXPIRE, PERSIST, INCR, GETDEL): stamps a version
+ *     from its hybrid logical clock, applies the write to its store, then
+ *     sends the resulting entry to every replica; it answers once the
+ *     consistency asked is met (ONE: itself; QUORUM: a majority of the
+ *     owners; ALL: every owner), CH_ERR_TIMEOUT when the replicas do not
+ *     answer in time (the write stays where it was applied, as in Dynamo);
+ *   - reads (GET, EXISTS, TTL) at ONE answer from its store; at QUORUM/ALL
+ *     it also reads from replicas, keeps the newest version (applying it
+ *     to itself when it was behind) and repairs the replicas that were
+ *     behind (read repair), then answers from its store.
+ * Replicas apply what they are sent when its version is newer (last writer
+ * wins, cstore_apply), so replays, reordering and repairs are harmless.
+ *
+ * The map is rebuilt from the alive members (SWIM) whenever they change;
+ * its epoch is a digest of the member set, so two nodes with the same view
+ * have the same epoch.
+ *
+ * Cluster-wide operations: DBSIZE and FLUSH go to every member (each counts
+ * the partitions it leads; each flushes its store); SCAN walks the members
+ * in id order, each scanning its store for the keys of partitions it leads,
+ * under a cursor [member ordinal 12 bits | check 20 bits | position 32].
+ *
+ * Not here yet (docs/cache.md): hinted handoff, anti-entropy, streaming of
+ * partitions on joins and leaves (a new owner learns a key from writes and
+ * read repair only), get-or-compute, isolated updates, persistence.
+ *
+ * Lifetimes: an operation waiting for peers is an `struct op` in the
+ * service's list; it is freed once answered and every peer request it
+ * made has come back (a late answer only counts), or at stop (the cluster
+ * service, stopped after this one, drops the answers it still holds
+ * without calling back).
+ */
+#include "svc/cache_svc.h"
+
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chorus.h"
+#include "config.h"
+#include "core/cplace.h"
+#include "core/cstore.h"
+#include "core/hlc.h"
+#include "io/dispatch.h"
+#include "io/host.h"
+#include "io/log.h"
+#include "io/rpc.h"
+#include "lib/arena.h"
+#include "lib/err.h"
+#include "svc/ports.h"
+#include "svc/service.h"
+
+#define ID_BYTES 16
+#define MAP_CHECK_MS 100         /* membership is looked at this often */
+#define TICK_BUDGET 2000         /* expiries and resize steps per tick */
+#define TOMBSTONE_HORIZON_MS (10u * 60u * 1000u)
+#define OPS_MAX 65536            /* operations waiting for peers */
+#define SCAN_COUNT_MAX 10000
+#define CURSOR_ORD_BITS 12
+#define CURSOR_CHECK_BITS 20
+
+struct cache {
+	const struct config_cache *cfg;
+	struct cstore *st;
+};
+
+struct cache_svc;
+
+struct op;
+
+/* One peer asked by an operation: the peer request's callback argument,
+ * so an answer says who it is from. */
+struct op_slot {
+	struct op *o;
+	uint8_t id[ID_BYTES];
+	int answered, found;
+	struct cstore_version v;
+};
+
+/* An operation waiting for peers (forward, replication, quorum read,
+ * fan-out). */
+struct op {
+	struct cache_svc *s;
+	struct op *next, *prev;
+	cache_reply_fn cb;
+	void *arg;
+	int answered;
+	uint32_t outstanding;    /* peer requests not come back */
+	/* what it is */
+	int kind;                /* OP_* */
+	struct cache *cache;
+	uint32_t op;             /* CacheOp */
+	uint8_t *key;
+	size_t key_len;
+	uint16_t partition;
+	uint32_t need;           /* acks or reads still needed to answer */
+	uint32_t failed;         /* peers that failed or refused */
+	uint32_t asked;
+	/* the replicas asked */
+	struct op_slot slots[CPLACE_OWNERS_MAX];
+	uint32_t n_slots, n_seen;
+	/* a quorum read: the newest entry seen (owned copy) */
+	int have_newest;
+	Chorus__CacheEntry *newest;
+	/* the answer prepared by the primary, sent once `need` reaches 0 */
+	Chorus__CacheResp resp;
+	uint8_t *resp_value;
+	/* fan-out (DBSIZE, FLUSH) */
+	int64_t sum;
+	/* SCAN relay */
+	uint32_t scan_ord;
+};
+
+enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN };
+
+struct cache_svc {
+	struct host *host;
+	const struct config *cfg;
+	struct peers_port *peers;
+	uint8_t self[ID_BYTES];
+	struct hlc hlc;
+	struct cache caches[CONFIG_CACHES_MAX];
+	uint32_t n_caches;
+	struct cplace_map map;
+	int have_map;
+	uint64_t next_map_ms;
+	struct op *ops;
+	uint32_t n_ops;
+	struct cache_port port;
+	/* counters */
+	uint64_t forwarded, replicated, repairs, unavailable, timeouts, moved, refused_drift;
+};
+
+static uint64_t now_wall(struct cache_svc *s)
+{
+	return host_now(s->host)->wall_ms;
+}
+
+/* ---- the map ---- */
+
+static int id_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, ID_BYTES);
+}
+
+/* Rebuilds the map when the alive members changed. */
+static void map_refresh(struct cache_svc *s)
+{
+	static struct peer_info members[CPLACE_MEMBERS_MAX];
+	static uint8_t ids[CPLACE_MEMBERS_MAX][ID_BYTES];
+	uint32_t n = s->peers ? s->peers->members(s->peers->ctx, members, CPLACE_MEMBERS_MAX) : 0;
+	uint32_t k = 0;
+	int self_seen = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!members[i].alive && !members[i].self)
+			continue;
+		memcpy(ids[k++], members[i].id, ID_BYTES);
+		self_seen |= members[i].self;
+	}
+	if (!self_seen)
+		memcpy(ids[k++], s->self, ID_BYTES);
+	qsort(ids, k, ID_BYTES, id_cmp);
+	unsigned char digest[8];
+	static const unsigned char key[crypto_shorthash_KEYBYTES] = {0};
+	crypto_shorthash(digest, (const unsigned char *)ids, (unsigned long long)k * ID_BYTES, key);
+	uint64_t epoch;
+	memcpy(&epoch, digest, 8);
+	if (s->have_map && epoch == s->map.epoch)
+		return;
+	struct cplace_params params;
+	cplace_params_default(&params);
+	params.partition_count = (uint16_t)s->cfg->cache_partitions;
+	params.owner_count = (uint8_t)s->cfg->cache_replicas;
+	struct cplace_map fresh;
+	int rc = cplace_map_build(&fresh, &params, epoch, (const uint8_t(*)[CPLACE_ID_BYTES])ids, k);
+	if (rc != 0) {
+		log_limited(LOG_ERROR, "cache", "map", 10000, "cannot build the partition map: %s",
+		            err_name(rc));
+		return;
+	}
+	if (s->have_map)
+		cplace_map_free(&s->map);
+	s->map = fresh;
+	s->have_map = 1;
+	log_info("cache", "partition map %016" PRIx64 ": %u member(s), %u partitions, %u copies", epoch,
+	         k, fresh.partition_count, fresh.owner_count);
+}
+
+static int is_self(const struct cache_svc *s, const uint8_t *id)
+{
+	return memcmp(id, s->self, ID_BYTES) == 0;
+}
+
+/* ---- small helpers ---- */
+
+static struct cache *cache_find(struct cache_svc *s, const char *name)
+{
+	if (!name || !name[0])
+		name = "default";
+	for (uint32_t i = 0; i < s->n_caches; i++)
+		if (strcmp(s->caches[i].cfg->name, name) == 0)
+			return &s->caches[i];
+	return NULL;
+}
+
+static int consistency_of(const struct cache *c, int asked)
+{
+	return asked >= CH_CACHE_ONE && asked <= CH_CACHE_ALL ? asked : c->cfg->consistency;
+}
+
+/* Answers needed from replicas (the primary counts for one). */
+static uint32_t replicas_needed(const struct cplace_map *m, int consistency)
+{
+	uint32_t r = m->owner_count;
+	if (consistency == CH_CACHE_ONE || r <= 1)
+		return 0;
+	if (consistency == CH_CACHE_ALL)
+		return r - 1;
+	return r / 2; /* a majority of r, the primary being one */
+}
+
+static void version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *pb, uint8_t *node)
+{
+	chorus__cache_version__init(pb);
+	pb->hlc = v->hlc;
+	memcpy(node, v->node, ID_BYTES);
+	pb->node.data = node;
+	pb->node.len = ID_BYTES;
+}
+
+static int version_from_pb(const Chorus__CacheVersion *pb, struct cstore_version *v)
+{
+	if (!pb || pb->node.len != ID_BYTES)
+		return ERR_PROTOCOL;
+	v->hlc = pb->hlc;
+	memcpy(v->node, pb->node.data, ID_BYTES);
+	return 0;
+}
+
+static int version_cmp(const struct cstore_version *a, const struct cstore_version *b)
+{
+	if (a->hlc != b->hlc)
+		return a->hlc < b->hlc ? -1 : 1;
+	return memcmp(a->node, b->node, ID_BYTES);
+}
+
+static struct cstore_version version_new(struct cache_svc *s)
+{
+	struct cstore_version v;
+	v.hlc = hlc_now(&s->hlc, now_wall(s));
+	memcpy(v.node, s->self, ID_BYTES);
+	return v;
+}
+
+static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cb(arg, code, NULL, msg);
+}
+
+/* ---- operations in flight ---- */
+
+static struct op *op_new(struct cache_svc *s, int kind, cache_reply_fn cb, void *arg)
+{
+	if (s->n_ops >= OPS_MAX)
+		return NULL;
+	struct op *o = calloc(1, sizeof(*o));
+	if (!o)
+		return NULL;
+	o->s = s;
+	o->kind = kind;
+	o->cb = cb;
+	o->arg = arg;
+	chorus__cache_resp__init(&o->resp);
+	o->next = s->ops;
+	if (s->ops)
+		s->ops->prev = o;
+	s->ops = o;
+	s->n_ops++;
+	return o;
+}
+
+static void op_free(struct op *o)
+{
+	struct cache_svc *s = o->s;
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		s->ops = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	s->n_ops--;
+	free(o->key);
+	free(o->resp_value);
+	if (o->newest)
+		chorus__cache_entry__free_unpacked(o->newest, NULL);
+	free(o);
+}
+
+/* Frees o once it is answered and nothing of it is out. */
+static void op_maybe_free(struct op *o)
+{
+	if (o->answered && o->outstanding == 0)
+		op_free(o);
+}
+
+static void op_answer(struct op *o, int code, const Chorus__CacheResp *resp, const char *err)
+{
+	if (o->answered)
+		return;
+	o->answered = 1;
+	o->cb(o->arg, code, resp, err);
+}
+
+static void op_answer_error(struct op *o, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void op_answer_error(struct op *o, int code, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	op_answer(o, code, NULL, msg);
+}
+
+/* ---- replica side ---- */
+
+static int entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheEntry *e)
+{
+	struct cstore_version v;
+	if (version_from_pb(e->version, &v) != 0 || e->partition >= s->cfg->cache_partitions ||
+	    e->key.len == 0)
+		return ERR_PROTOCOL;
+	uint64_t merged;
+	if (hlc_update(&s->hlc, now_wall(s), v.hlc, &merged) != 0) {
+		s->refused_drift++;
+		log_limited(LOG_WARN, "cache", "drift", 10000,
+		            "a write stamped %" PRIu64 " ms ahead of this node's clock was refused",
+		            (v.hlc >> 16) - now_wall(s));
+		return ERR_INVALID;
+	}
+	struct cstore_item it;
+	memset(&it, 0, sizeof(it));
+	it.key = e->key.data;
+	it.key_bytes = (uint32_t)e->key.len;
+	it.value = e->tombstone ? NULL : e->value.data;
+	it.value_bytes = e->tombstone ? 0 : (uint32_t)e->value.len;
+	it.version = v;
+	it.expire_ms = e->tombstone ? 0 : (uint64_t)(e->expire_ms > 0 ? e->expire_ms : 0);
+	it.tombstone = e->tombstone;
+	it.partition = (uint16_t)e->partition;
+	return cstore_apply(c->st, &it, now_wall(s));
+}
+
+static void entry_from_item(const struct cstore_item *it, Chorus__CacheEntry *e,
+                            Chorus__CacheVersion *vpb, uint8_t *node)
+{
+	chorus__cache_entry__init(e);
+	e->key.data = (uint8_t *)it->key;
+	e->key.len = it->key_bytes;
+	if (!it->tombstone) {
+		e->value.data = (uint8_t *)it->value;
+		e->value.len = it->value_bytes;
+	}
+	version_to_pb(&it->version, vpb, node);
+	e->version = vpb;
+	e->expire_ms = (int64_t)it->expire_ms;
+	e->tombstone = it->tombstone;
+	e->partition = it->partition;
+}
+
+static void handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope *env)
+{
+	struct cache_svc *s = svc;
+	const Chorus__CacheRepl *m = env->cache_repl;
+	struct cache *c = cache_find(s, m->cache);
+	if (!c) {
+		rpc_reply_error(call, CH_ERR_NOT_FOUND, "no cache named \"%s\" here", m->cache);
+		return;
+	}
+	Chorus__CacheReplResp resp = CHORUS__CACHE_REPL_RESP__INIT;
+	for (size_t i = 0; i < m->n_entries; i++)
+		if (entry_apply(s, c, m->entries[i]) == 0)
+			resp.applied++;
+	Chorus__CacheEntry e;
+	Chorus__CacheVersion vpb;
+	uint8_t node[ID_BYTES];
+	if (m->read) {
+		struct cstore_item it;
+		if (m->read_key.len && cstore_peek(c->st, m->read_key.data, m->read_key.len, now_wall(s),
+		                                   &it) == 0) {
+			entry_from_item(&it, &e, &vpb, node);
+			resp.entry = &e;
+			resp.found = 1;
+		}
+	}
+	rpc_reply_body(call, CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP, cache_repl_resp, &resp);
+}
+
+/* ---- the primary ---- */
+
+static int send_repl(struct op *o, const uint8_t *to, Chorus__CacheRepl *m, peer_reply_fn cb)
+{
+	struct cache_svc *s = o->s;
+	if (o->n_slots == CPLACE_OWNERS_MAX)
+		return ERR_FULL;
+	struct op_slot *sl = &o->slots[o->n_slots];
+	memset(sl, 0, sizeof(*sl));
+	sl->o = o;
+	memcpy(sl->id, to, ID_BYTES);
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+	env.cache_repl = m;
+	int rc = s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms, cb, sl);
+	if (rc == 0) {
+		o->n_slots++;
+		o->outstanding++;
+		o->asked++;
+	}
+	return rc;
+}
+
+/* Sends m to a peer, no answer wanted (read repair). */
+static void send_repl_oneway(struct cache_svc *s, const uint8_t *to, Chorus__CacheRepl *m)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+	env.cache_repl = m;
+	if (s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms, NULL, NULL) == 0)
+		s->repairs++;
+}
+
+static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct op_slot *sl = arg;
+	struct op *o = sl->o;
+	(void)err;
+	o->outstanding--;
+	sl->answered = 1;
+	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
+	if (!ok) {
+		o->failed++;
+		if (code == CH_ERR_TIMEOUT)
+			o->s->timeouts++;
+	}
+	if (!o->answered) {
+		if (ok && o->need > 0)
+			o->need--;
+		if (o->need == 0)
+			op_answer(o, 0, &o->resp, NULL);
+		else if (o->asked - o->failed < o->need)
+			op_answer_error(o, code == CH_ERR_TIMEOUT ? CH_ERR_TIMEOUT : CH_ERR_UNAVAILABLE,
+			                "the write is applied on the primary, but %u more replica "
+			                "acknowledgement(s) were needed and %u replica(s) failed: %s",
+			                o->need, o->failed, ch_strerror(code ? code : CH_ERR_PROTOCOL));
+	}
+	op_maybe_free(o);
+}
+
+/* Sends the entry at key (as now held) to the partition's replicas; answers
+ * resp once `need` of them acknowledged. resp's value (if any) must be
+ * owned by o (resp_value). */
+static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const void *key,
+                      size_t key_len, int consistency, const Chorus__CacheResp *resp,
+                      const uint8_t *value, size_t value_len, cache_reply_fn cb, void *arg)
+{
+	uint32_t need = replicas_needed(&s->map, consistency);
+	uint32_t owners = s->map.owner_count;
+	if (owners <= 1) {
+		cb(arg, 0, resp, NULL);
+		return;
+	}
+	struct op *o = op_new(s, OP_WRITE, cb, arg);
+	if (!o) {
+		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		return;
+	}
+	o->resp = *resp;
+	if (value_len) {
+		o->resp_value = malloc(value_len);
+		if (!o->resp_value) {
+			op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+			op_maybe_free(o);
+			return;
+		}
+		memcpy(o->resp_value, value, value_len);
+		o->resp.value.data = o->resp_value;
+		o->resp.value.len = value_len;
+	}
+	o->resp.version = NULL; /* points into the caller's frame */
+	o->need = need;
+	struct cstore_item it;
+	if (cstore_peek(c->st, key, key_len, now_wall(s), &it) != 0) {
+		/* expired at once (a ttl in the past): nothing to send */
+		op_answer(o, 0, &o->resp, NULL);
+		op_maybe_free(o);
+		return;
+	}
+	Chorus__CacheEntry e;
+	Chorus__CacheVersion vpb;
+	uint8_t node[ID_BYTES];
+	entry_from_item(&it, &e, &vpb, node);
+	Chorus__CacheEntry *ents[1] = {&e};
+	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+	m.cache = (char *)c->cfg->name;
+	m.epoch = s->map.epoch;
+	m.entries = ents;
+	m.n_entries = 1;
+	for (uint8_t k = 1; k < owners; k++) {
+		const uint8_t *to = cplace_owner_id(&s->map, p, k);
+		if (send_repl(o, to, &m, write_ack_cb) != 0)
+			o->failed++;
+	}
+	s->replicated++;
+	if (o->need == 0)
+		op_answer(o, 0, &o->resp, NULL);
+	else if (o->asked < o->need)
+		op_answer_error(o, CH_ERR_UNAVAILABLE, "%u replica(s) needed, %u reachable", o->need,
+		                o->asked);
+	op_maybe_free(o);
+}
+
+/* Fills resp from the live entry at key (GET-like answers). */
+static void resp_from_store(struct cache_svc *s, struct cache *c, const void *key, size_t len,
+                            Chorus__CacheResp *resp, Chorus__CacheVersion *vpb, uint8_t *node,
+                            int count_hit)
+{
+	struct cstore_item it;
+	int rc = count_hit ? cstore_get(c->st, key, len, now_wall(s), &it)
+	                   : cstore_peek(c->st, key, len, now_wall(s), &it);
+	if (rc != 0 || it.tombstone) {
+		resp->found = 0;
+		resp->ttl_ms = -2;
+		return;
+	}
+	resp->found = 1;
+	resp->value.data = (uint8_t *)it.value;
+	resp->value.len = it.value_bytes;
+	version_to_pb(&it.version, vpb, node);
+	resp->version = vpb;
+	uint64_t now = now_wall(s);
+	resp->ttl_ms = it.expire_ms ? (int64_t)(it.expire_ms > now ? it.expire_ms - now : 0) : -1;
+}
+
+static void read_answer(struct op *o)
+{
+	struct cache_svc *s = o->s;
+	/* the newest seen wins: applied here if this node was behind, and
+	 * sent to the replicas that were (read repair) */
+	if (o->have_newest) {
+		int rc = entry_apply(s, o->cache, o->newest);
+		if (rc == 0)
+			s->repairs++;
+		struct cstore_version nv;
+		if (version_from_pb(o->newest->version, &nv) == 0) {
+			Chorus__CacheEntry *ents[1] = {o->newest};
+			Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+			m.cache = (char *)o->cache->cfg->name;
+			m.epoch = s->map.epoch;
+			m.entries = ents;
+			m.n_entries = 1;
+			for (uint32_t i = 0; i < o->n_slots; i++) {
+				const struct op_slot *sl = &o->slots[i];
+				if (sl->answered && (!sl->found || version_cmp(&sl->v, &nv) < 0))
+					send_repl_oneway(s, sl->id, &m);
+			}
+		}
+	}
+	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+	Chorus__CacheVersion vpb;
+	uint8_t node[ID_BYTES];
+	resp.epoch = s->map.epoch;
+	switch (o->op) {
+	case CHORUS__CACHE_OP__CACHE_EXISTS:
+		resp.found = cstore_exists(o->cache->st, o->key, o->key_len, now_wall(s)) == 1;
+		break;
+	case CHORUS__CACHE_OP__CACHE_TTL: {
+		int64_t ttl = -2;
+		if (cstore_ttl(o->cache->st, o->key, o->key_len, now_wall(s), &ttl) != 0)
+			ttl = -2;
+		resp.ttl_ms = ttl;
+		resp.found = ttl != -2;
+		break;
+	}
+	default:
+		resp_from_store(s, o->cache, o->key, o->key_len, &resp, &vpb, node, 1);
+		break;
+	}
+	op_answer(o, 0, &resp, NULL);
+}
+
+static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct op_slot *sl = arg;
+	struct op *o = sl->o;
+	(void)err;
+	o->outstanding--;
+	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
+	if (!ok) {
+		o->failed++;
+	} else if (!o->answered) {
+		const Chorus__CacheReplResp *r = reply->cache_repl_resp;
+		o->n_seen++;
+		sl->answered = 1;
+		sl->found = r->found && r->entry;
+		struct cstore_version v;
+		if (sl->found && version_from_pb(r->entry->version, &v) == 0) {
+			sl->v = v;
+			struct cstore_version cur;
+			if (!o->have_newest || (version_from_pb(o->newest->version, &cur) == 0 &&
+			                        version_cmp(&v, &cur) > 0)) {
+				size_t n = chorus__cache_entry__get_packed_size(r->entry);
+				uint8_t *buf = malloc(n ? n : 1);
+				if (buf) {
+					chorus__cache_entry__pack(r->entry, buf);
+					Chorus__CacheEntry *copy = chorus__cache_entry__unpack(NULL, n, buf);
+					if (copy) {
+						if (o->newest)
+							chorus__cache_entry__free_unpacked(o->newest, NULL);
+						o->newest = copy;
+						o->have_newest = 1;
+					}
+					free(buf);
+				}
+			}
+		} else {
+			sl->found = 0;
+		}
+		if (o->need > 0)
+			o->need--;
+	}
+	if (!o->answered) {
+		if (o->need == 0)
+			read_answer(o);
+		else if (o->asked - o->failed < o->need)
+			op_answer_error(o, code == CH_ERR_TIMEOUT ? CH_ERR_TIMEOUT : CH_ERR_UNAVAILABLE,
+			                "%u replica read(s) needed, %u answered", o->need + o->n_seen,
+			                o->n_seen);
+	}
+	op_maybe_free(o);
+}
+
+static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                         uint16_t p, int consistency, cache_reply_fn cb, void *arg)
+{
+	uint32_t need = replicas_needed(&s->map, consistency);
+	if (need == 0) {
+		/* answered at once from the store */
+		Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+		Chorus__CacheVersion vpb;
+		uint8_t node[ID_BYTES];
+		resp.epoch = s->map.epoch;
+		if (req->op == CHORUS__CACHE_OP__CACHE_EXISTS) {
+			resp.found = cstore_exists(c->st, req->key.data, req->key.len, now_wall(s)) == 1;
+		} else if (req->op == CHORUS__CACHE_OP__CACHE_TTL) {
+			int64_t ttl = -2;
+			if (cstore_ttl(c->st, req->key.data, req->key.len, now_wall(s), &ttl) != 0)
+				ttl = -2;
+			resp.ttl_ms = ttl;
+			resp.found = ttl != -2;
+		} else {
+			resp_from_store(s, c, req->key.data, req->key.len, &resp, &vpb, node, 1);
+		}
+		cb(arg, 0, &resp, NULL);
+		return;
+	}
+	struct op *o = op_new(s, OP_READ, cb, arg);
+	if (!o) {
+		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		return;
+	}
+	o->cache = c;
+	o->op = req->op;
+	o->partition = p;
+	o->key = malloc(req->key.len);
+	if (!o->key) {
+		op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+		op_maybe_free(o);
+		return;
+	}
+	memcpy(o->key, req->key.data, req->key.len);
+	o->key_len = req->key.len;
+	o->need = need;
+	/* what this node holds starts as the newest */
+	struct cstore_item it;
+	if (cstore_peek(c->st, o->key, o->key_len, now_wall(s), &it) == 0) {
+		Chorus__CacheEntry e;
+		Chorus__CacheVersion vpb;
+		uint8_t node[ID_BYTES];
+		entry_from_item(&it, &e, &vpb, node);
+		size_t n = chorus__cache_entry__get_packed_size(&e);
+		uint8_t *buf = malloc(n ? n : 1);
+		if (buf) {
+			chorus__cache_entry__pack(&e, buf);
+			o->newest = chorus__cache_entry__unpack(NULL, n, buf);
+			o->have_newest = o->newest != NULL;
+			free(buf);
+		}
+	}
+	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+	m.cache = (char *)c->cfg->name;
+	m.epoch = s->map.epoch;
+	m.read = 1;
+	m.read_key.data = o->key;
+	m.read_key.len = o->key_len;
+	for (uint8_t k = 1; k < s->map.owner_count; k++)
+		if (send_repl(o, cplace_owner_id(&s->map, p, k), &m, read_cb) != 0)
+			o->failed++;
+	if (o->asked < o->need)
+		op_answer_error(o, CH_ERR_UNAVAILABLE, "%u replica read(s) needed, %u reachable", o->need,
+		                o->asked);
+	op_maybe_free(o);
+}
+
+/* A write at the primary. */
+static void primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                          uint16_t p, int consistency, cache_reply_fn cb, void *arg)
+{
+	uint64_t now = now_wall(s);
+	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+	resp.epoch = s->map.epoch;
+	const void *key = req->key.data;
+	size_t klen = req->key.len;
+	struct cstore_item old;
+	memset(&old, 0, sizeof(old));
+	uint8_t *oldval = NULL;
+	size_t oldlen = 0;
+	int rc = 0;
+	int changed = 1;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		struct cstore_version v = version_new(s);
+		switch (req->op) {
+		case CHORUS__CACHE_OP__CACHE_PUT: {
+			struct cstore_put put;
+			memset(&put, 0, sizeof(put));
+			put.key = key;
+			put.key_bytes = klen;
+			put.value = req->value.data;
+			put.value_bytes = req->value.len;
+			put.version = v;
+			put.partition = p;
+			put.flags = 0;
+			if (req->flags & CH_CACHE_NX)
+				put.flags |= CSTORE_PUT_NX;
+			if (req->flags & CH_CACHE_XX)
+				put.flags |= CSTORE_PUT_XX;
+			if (req->flags & CH_CACHE_KEEPTTL)
+				put.flags |= CSTORE_PUT_KEEPTTL;
+			put.flags |= CSTORE_PUT_GET;
+			if (req->ttl_ms > 0)
+				put.ttl_ms = (uint64_t)req->ttl_ms;
+			struct cstore_version ifv;
+			if (req->if_version) {
+				if (version_from_pb(req->if_version, &ifv) != 0) {
+					answer_error(cb, arg, CH_ERR_INVALID, "if_version: a 16-byte node id is needed");
+					return;
+				}
+				put.if_version = &ifv;
+			}
+			rc = cstore_put(c->st, &put, now, &old);
+			resp.applied = rc == 0;
+			if (rc == CSTORE_NOT_MET)
+				changed = 0;
+			break;
+		}
+		case CHORUS__CACHE_OP__CACHE_DEL:
+		case CHORUS__CACHE_OP__CACHE_GETDEL: {
+			bool existed = false;
+			rc = cstore_delete(c->st, key, klen, &v, p, now, &existed, &old);
+			resp.integer = existed ? 1 : 0;
+			resp.applied = existed;
+			changed = existed;
+			break;
+		}
+		case CHORUS__CACHE_OP__CACHE_EXPIRE:
+			if (req->ttl_ms <= 0) {
+				answer_error(cb, arg, CH_ERR_INVALID, "expire: a ttl above 0 is needed");
+				return;
+			}
+			rc = cstore_expire(c->st, key, klen, now + (uint64_t)req->ttl_ms, &v, now);
+			resp.applied = rc == 0;
+			changed = rc == 0;
+			break;
+		case CHORUS__CACHE_OP__CACHE_PERSIST:
+			rc = cstore_persist(c->st, key, klen, &v, now);
+			resp.applied = rc == 0;
+			changed = rc == 0;
+			break;
+		case CHORUS__CACHE_OP__CACHE_INCR: {
+			int64_t result = 0;
+			rc = cstore_incr(c->st, key, klen, req->delta, &v, p, now, &result);
+			resp.integer = result;
+			break;
+		}
+		default:
+			answer_error(cb, arg, CH_ERR_INVALID, "not a write");
+			return;
+		}
+		if (rc != CSTORE_STALE)
+			break;
+		/* what is held is newer than this node's clock (another primary
+		 * wrote it before a map change): move the clock past it */
+		struct cstore_item held;
+		if (cstore_peek(c->st, key, klen, now, &held) == 0) {
+			uint64_t merged;
+			(void)hlc_update(&s->hlc, now, held.version.hlc, &merged);
+		}
+	}
+	if (rc == CSTORE_NOT_MET)
+		rc = 0;
+	if (rc != 0) {
+		switch (rc) {
+		case ERR_INVALID:
+			answer_error(cb, arg, CH_ERR_INVALID, "%s",
+			             req->op == CHORUS__CACHE_OP__CACHE_INCR
+			                 ? "value is not an integer or out of range"
+			                 : "invalid request");
+			return;
+		case ERR_TOO_LARGE:
+			answer_error(cb, arg, req->op == CHORUS__CACHE_OP__CACHE_INCR ? CH_ERR_INVALID
+			                                                             : CH_ERR_TOO_LARGE,
+			             "%s", req->op == CHORUS__CACHE_OP__CACHE_INCR
+			                       ? "increment or decrement would overflow"
+			                       : "the entry is over the cache's limits");
+			return;
+		case ERR_NOMEM:
+		case ERR_FULL:
+			answer_error(cb, arg, CH_ERR_FULL, "the cache is full");
+			return;
+		default:
+			answer_error(cb, arg, CH_ERR_INTERNAL, "store: %s", err_name(rc));
+			return;
+		}
+	}
+	if (old.found && (req->op == CHORUS__CACHE_OP__CACHE_GETDEL ||
+	                  (req->op == CHORUS__CACHE_OP__CACHE_PUT && (req->flags & CH_CACHE_GET)))) {
+		/* the old value: copied now (the store moves on) */
+		oldlen = old.value_bytes;
+		oldval = malloc(oldlen ? oldlen : 1);
+		if (!oldval) {
+			answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
+			return;
+		}
+		memcpy(oldval, old.value, oldlen);
+		resp.found = 1;
+		resp.value.data = oldval;
+		resp.value.len = oldlen;
+	}
+	if (!changed) {
+		cb(arg, 0, &resp, NULL);
+		free(oldval);
+		return;
+	}
+	replicate(s, c, p, key, klen, consistency, &resp, oldval, oldlen, cb, arg);
+	free(oldval);
+}
+
+/* ---- routing ---- */
+
+/* A SCAN cursor's check: 20 bits of a hash of (member ordinal, position),
+ * so a garbage cursor is refused rather than scanned from. */
+static uint64_t cursor_check(uint32_t ord, uint64_t pos)
+{
+	unsigned char h[8], in[12];
+	static const unsigned char ck[crypto_shorthash_KEYBYTES] = {'s', 'c', 'a', 'n'};
+	memcpy(in, &ord, 4);
+	memcpy(in + 4, &pos, 8);
+	crypto_shorthash(h, in, sizeof(in), ck);
+	uint64_t check;
+	memcpy(&check, h, 8);
+	return check & ((1u << CURSOR_CHECK_BITS) - 1);
+}
+
+/* A member's part of a SCAN answered: its position becomes the cluster
+ * cursor (the next member's start once it is done). */
+static void scan_finish(struct op *o, const Chorus__CacheResp *member)
+{
+	Chorus__CacheResp r = *member;
+	uint32_t ord = o->scan_ord;
+	uint64_t pos = r.cursor & 0xffffffffu;
+	if (pos == 0)
+		ord++;
+	if (ord >= o->s->map.member_count)
+		r.cursor = 0;
+	else
+		r.cursor = ((uint64_t)ord << (64 - CURSOR_ORD_BITS)) | (cursor_check(ord, pos) << 32) | pos;
+	op_answer(o, 0, &r, NULL);
+}
+
+static void forward_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct op *o = arg;
+	o->outstanding--;
+	if (code != 0)
+		op_answer(o, code, NULL, err ? err : ch_strerror(code));
+	else if (!reply || reply->body_case == CHORUS__ENVELOPE__BODY_ERROR)
+		op_answer(o, reply ? reply->error->code : CH_ERR_PROTOCOL, NULL,
+		          reply && reply->error->message ? reply->error->message : "no answer");
+	else if (reply->body_case != CHORUS__ENVELOPE__BODY_CACHE_RESP)
+		op_answer(o, CH_ERR_PROTOCOL, NULL, "an unexpected answer from the primary");
+	else if (o->kind == OP_SCAN)
+		scan_finish(o, reply->cache_resp);
+	else
+		op_answer(o, 0, reply->cache_resp, NULL);
+	op_maybe_free(o);
+}
+
+static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheReq *req, int kind,
+                   uint32_t scan_ord, uint64_t cursor, cache_reply_fn cb, void *arg)
+{
+	struct op *o = op_new(s, kind, cb, arg);
+	if (!o) {
+		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		return 0;
+	}
+	o->scan_ord = scan_ord;
+	Chorus__CacheReq copy = *req;
+	copy.forwarded = 1;
+	copy.epoch = s->map.epoch;
+	copy.cursor = cursor;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+	env.cache = &copy;
+	int rc = s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms * 2, forward_cb, o);
+	if (rc != 0) {
+		op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
+		op_maybe_free(o);
+		return 0;
+	}
+	o->outstanding++;
+	s->forwarded++;
+	return 0;
+}
+
+/* ---- cluster-wide ---- */
+
+static uint64_t local_dbsize(struct cache_svc *s, struct cache *c)
+{
+	uint64_t n = 0;
+	int me = cplace_member_find(&s->map, s->self);
+	if (me < 0)
+		return 0;
+	for (uint32_t p = 0; p < s->map.partition_count; p++) {
+		if (cplace_owner(&s->map, (uint16_t)p, 0) != (uint32_t)me)
+			continue;
+		struct cstore_partition_stats ps;
+		if (cstore_partition_stats(c->st, (uint16_t)p, &ps) == 0)
+			n += ps.entries;
+	}
+	return n;
+}
+
+static void fanout_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct op *o = arg;
+	o->outstanding--;
+	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_RESP)
+		o->sum += reply->cache_resp->integer;
+	else if (!o->answered) {
+		op_answer(o, code ? code : CH_ERR_PROTOCOL, NULL,
+		          err ? err : "a member did not answer");
+	}
+	if (!o->answered && o->outstanding == 0) {
+		Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+		resp.integer = o->sum;
+		resp.applied = 1;
+		resp.epoch = o->s->map.epoch;
+		op_answer(o, 0, &resp, NULL);
+	}
+	op_maybe_free(o);
+}
+
+static void fanout(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                   cache_reply_fn cb, void *arg)
+{
+	struct op *o = op_new(s, OP_FANOUT, cb, arg);
+	if (!o) {
+		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		return;
+	}
+	if (req->op == CHORUS__CACHE_OP__CACHE_FLUSH)
+		cstore_flush(c->st);
+	else
+		o->sum = (int64_t)local_dbsize(s, c);
+	Chorus__CacheReq copy = *req;
+	copy.forwarded = 1;
+	copy.epoch = s->map.epoch;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+	env.cache = &copy;
+	for (uint32_t i = 0; i < s->map.member_count && !o->answered; i++) {
+		if (is_self(s, s->map.members[i]))
+			continue;
+		int rc = s->peers->request(s->peers->ctx, s->map.members[i], &env,
+		                           s->cfg->cache_timeout_ms, fanout_cb, o);
+		if (rc == 0)
+			o->outstanding++;
+		else
+			op_answer_error(o, rc, "a member is unreachable: %s", ch_strerror(rc));
+	}
+	if (!o->answered && o->outstanding == 0) {
+		Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+		resp.integer = o->sum;
+		resp.applied = 1;
+		resp.epoch = s->map.epoch;
+		op_answer(o, 0, &resp, NULL);
+	}
+	op_maybe_free(o);
+}
+
+struct scan_ctx {
+	struct cache_svc *s;
+	int me;
+	uint8_t **keys;
+	size_t *lens;
+	uint32_t n, cap;
+	int nomem;
+};
+
+static void scan_visit(void *arg, const struct cstore_item *it)
+{
+	struct scan_ctx *x = arg;
+	if (cplace_owner(&x->s->map, it->partition, 0) != (uint32_t)x->me)
+		return; /* another member leads it: it returns the key */
+	if (x->n == x->cap) {
+		uint32_t cap = x->cap ? x->cap * 2 : 64;
+		uint8_t **k = realloc(x->keys, cap * sizeof(*k));
+		size_t *l = k ? realloc(x->lens, cap * sizeof(*l)) : NULL;
+		if (!k || !l) {
+			if (k)
+				x->keys = k;
+			x->nomem = 1;
+			return;
+		}
+		x->keys = k;
+		x->lens = l;
+		x->cap = cap;
+	}
+	uint8_t *copy = malloc(it->key_bytes ? it->key_bytes : 1);
+	if (!copy) {
+		x->nomem = 1;
+		return;
+	}
+	memcpy(copy, it->key, it->key_bytes);
+	x->keys[x->n] = copy;
+	x->lens[x->n] = it->key_bytes;
+	x->n++;
+}
+
+/* This member's part of a SCAN: the keys of the partitions it leads. */
+static void local_scan(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                       cache_reply_fn cb, void *arg)
+{
+	struct scan_ctx x = {.s = s, .me = cplace_member_find(&s->map, s->self)};
+	uint32_t count = req->count ? req->count : 10;
+	if (count > SCAN_COUNT_MAX)
+		count = SCAN_COUNT_MAX;
+	uint64_t next = 0;
+	int rc = 0;
+	if (x.me >= 0) {
+		uint64_t cur = cstore_cursor_from_position(c->st, (uint32_t)req->cursor);
+		const char *pat = req->pattern && req->pattern[0] ? req->pattern : NULL;
+		rc = cstore_scan(c->st, cur, pat, pat ? strlen(pat) : 0, count, now_wall(s), scan_visit,
+		                 &x, &next);
+	}
+	if (rc != 0 || x.nomem) {
+		answer_error(cb, arg, rc ? CH_ERR_INVALID : CH_ERR_NOMEM, "%s",
+		             rc ? "invalid cursor" : "out of memory");
+	} else {
+		Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+		ProtobufCBinaryData *keys = calloc(x.n ? x.n : 1, sizeof(*keys));
+		if (!keys) {
+			answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
+		} else {
+			for (uint32_t i = 0; i < x.n; i++) {
+				keys[i].data = x.keys[i];
+				keys[i].len = x.lens[i];
+			}
+			resp.keys = keys;
+			resp.n_keys = x.n;
+			resp.cursor = cstore_cursor_position(next);
+			resp.epoch = s->map.epoch;
+			cb(arg, 0, &resp, NULL);
+			free(keys);
+		}
+	}
+	for (uint32_t i = 0; i < x.n; i++)
+		free(x.keys[i]);
+	free(x.keys);
+	free(x.lens);
+}
+
+static void scan_local_done(void *arg, int code, const Chorus__CacheResp *resp, const char *err)
+{
+	struct op *o = arg;
+	if (code != 0)
+		op_answer(o, code, NULL, err);
+	else
+		scan_finish(o, resp);
+}
+
+static void cluster_scan(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_fn cb,
+                         void *arg)
+{
+	uint64_t cursor = req->cursor;
+	uint32_t ord = (uint32_t)(cursor >> (64 - CURSOR_ORD_BITS));
+	uint64_t pos = cursor & 0xffffffffu;
+	if (cursor != 0 && (((cursor >> 32) & ((1u << CURSOR_CHECK_BITS) - 1)) != cursor_check(ord, pos) ||
+	                    ord >= s->map.member_count)) {
+		answer_error(cb, arg, CH_ERR_INVALID, "invalid cursor");
+		return;
+	}
+	if (s->map.member_count == 0) {
+		answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
+		return;
+	}
+	if (!is_self(s, s->map.members[ord])) {
+		forward(s, s->map.members[ord], req, OP_SCAN, ord, pos, cb, arg);
+		return;
+	}
+	struct op *o = op_new(s, OP_SCAN, cb, arg);
+	if (!o) {
+		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		return;
+	}
+	o->scan_ord = ord;
+	Chorus__CacheReq local = *req;
+	local.cursor = pos;
+	local_scan(s, cache_find(s, req->cache), &local, scan_local_done, o);
+	op_maybe_free(o);
+}
+
+static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_fn cb, void *arg)
+{
+	Chorus__CacheStatsInfo infos[CONFIG_CACHES_MAX], *ptrs[CONFIG_CACHES_MAX];
+	uint32_t n = 0;
+	uint32_t prim = 0, repl = 0;
+	int me = cplace_member_find(&s->map, s->self);
+	if (me >= 0)
+		cplace_member_load(&s->map, (uint32_t)me, &prim, &repl);
+	char node[64];
+	snprintf(node, sizeof(node), "%s", s->cfg->name);
+	for (uint32_t i = 0; i < s->n_caches; i++) {
+		struct cache *c = &s->caches[i];
+		if (req->cache && req->cache[0] && strcmp(req->cache, c->cfg->name) != 0)
+			continue;
+		struct cstore_stats st;
+		cstore_stats(c->st, &st);
+		Chorus__CacheStatsInfo *x = &infos[n];
+		chorus__cache_stats_info__init(x);
+		x->cache = (char *)c->cfg->name;
+		x->node = node;
+		x->entries = st.entries;
+		x->memory_bytes = st.memory_bytes;
+		x->hits = st.hits;
+		x->misses = st.misses;
+		x->evictions = st.evictions;
+		x->expirations = st.expirations;
+		x->tombstones = st.tombstones;
+		x->partitions_primary = prim;
+		x->partitions_replica = repl > prim ? repl - prim : repl;
+		ptrs[n] = x;
+		n++;
+	}
+	if (n == 0) {
+		answer_error(cb, arg, CH_ERR_NOT_FOUND, "no cache named \"%s\"", req->cache);
+		return;
+	}
+	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+	resp.stats = ptrs;
+	resp.n_stats = n;
+	resp.epoch = s->map.epoch;
+	cb(arg, 0, &resp, NULL);
+}
+
+/* ---- entry point ---- */
+
+static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb, void *arg,
+                       char *err, size_t err_len)
+{
+	struct cache_svc *s = ctx;
+	(void)err;
+	(void)err_len;
+	if (!s->have_map)
+		map_refresh(s);
+	if (req->op == CHORUS__CACHE_OP__CACHE_STATS) {
+		stats(s, req, cb, arg);
+		return 0;
+	}
+	struct cache *c = cache_find(s, req->cache);
+	if (!c) {
+		answer_error(cb, arg, CH_ERR_NOT_FOUND, "no cache named \"%s\"", req->cache);
+		return 0;
+	}
+	switch (req->op) {
+	case CHORUS__CACHE_OP__CACHE_SCAN:
+		if (req->forwarded)
+			local_scan(s, c, req, cb, arg);
+		else
+			cluster_scan(s, req, cb, arg);
+		return 0;
+	case CHORUS__CACHE_OP__CACHE_DBSIZE:
+	case CHORUS__CACHE_OP__CACHE_FLUSH:
+		if (req->forwarded) {
+			Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+			if (req->op == CHORUS__CACHE_OP__CACHE_FLUSH)
+				cstore_flush(c->st);
+			else
+				resp.integer = (int64_t)local_dbsize(s, c);
+			resp.applied = 1;
+			cb(arg, 0, &resp, NULL);
+		} else {
+			fanout(s, c, req, cb, arg);
+		}
+		return 0;
+	case CHORUS__CACHE_OP__CACHE_GET:
+	case CHORUS__CACHE_OP__CACHE_EXISTS:
+	case CHORUS__CACHE_OP__CACHE_TTL:
+	case CHORUS__CACHE_OP__CACHE_PUT:
+	case CHORUS__CACHE_OP__CACHE_DEL:
+	case CHORUS__CACHE_OP__CACHE_GETDEL:
+	case CHORUS__CACHE_OP__CACHE_EXPIRE:
+	case CHORUS__CACHE_OP__CACHE_PERSIST:
+	case CHORUS__CACHE_OP__CACHE_INCR:
+		break;
+	default:
+		answer_error(cb, arg, CH_ERR_INVALID, "cache operation %d is not supported", req->op);
+		return 0;
+	}
+	if (req->key.len == 0 || req->key.len > s->cfg->cache_key_bytes_max) {
+		answer_error(cb, arg, req->key.len ? CH_ERR_TOO_LARGE : CH_ERR_INVALID,
+		             "a key of 1 to %zu bytes is needed (%zu given)", s->cfg->cache_key_bytes_max,
+		             req->key.len);
+		return 0;
+	}
+	if (req->value.len > s->cfg->cache_value_bytes_max) {
+		answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
+		             s->cfg->cache_value_bytes_max, req->value.len);
+		return 0;
+	}
+	if (s->map.member_count == 0) {
+		s->unavailable++;
+		answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
+		return 0;
+	}
+	uint16_t p = cplace_partition(req->key.data, req->key.len, s->map.partition_count);
+	const uint8_t *primary = cplace_owner_id(&s->map, p, 0);
+	if (!is_self(s, primary)) {
+		if (req->forwarded) {
+			s->moved++;
+			answer_error(cb, arg, CH_ERR_MOVED,
+			             "partition %u is not led here under map %016" PRIx64 ": retry", p,
+			             s->map.epoch);
+			return 0;
+		}
+		return forward(s, primary, req, OP_FORWARD, 0, req->cursor, cb, arg);
+	}
+	int consistency = consistency_of(c, req->consistency);
+	switch (req->op) {
+	case CHORUS__CACHE_OP__CACHE_GET:
+	case CHORUS__CACHE_OP__CACHE_EXISTS:
+	case CHORUS__CACHE_OP__CACHE_TTL:
+		primary_read(s, c, req, p, consistency, cb, arg);
+		break;
+	default:
+		primary_write(s, c, req, p, consistency, cb, arg);
+		break;
+	}
+	return 0;
+}
+
+static const char *port_db_name(void *ctx, uint32_t db)
+{
+	struct cache_svc *s = ctx;
+	for (uint32_t i = 0; i < s->n_caches; i++)
+		if (s->caches[i].cfg->db >= 0 && (uint32_t)s->caches[i].cfg->db == db)
+			return s->caches[i].cfg->name;
+	return NULL;
+}
+
+/* ---- requests from the wire ---- */
+
+struct call_wait {
+	struct rpc_call *call;
+};
+
+static void call_reply(void *arg, int code, const Chorus__CacheResp *resp, const char *err)
+{
+	struct call_wait *w = arg;
+	if (w->call) {
+		if (code != 0)
+			rpc_reply_error(w->call, code, "%s", err ? err : ch_strerror(code));
+		else
+			rpc_reply_body(w->call, CHORUS__ENVELOPE__BODY_CACHE_RESP, cache_resp,
+			               (Chorus__CacheResp *)resp);
+		w->call = NULL;
+	}
+	free(w);
+}
+
+static void call_cancel(void *arg, struct rpc_call *c)
+{
+	(void)c;
+	struct call_wait *w = arg;
+	w->call = NULL; /* the session went: the answer has nowhere to go */
+}
+
+static void handle_cache(void *svc, struct rpc_call *call, const Chorus__Envelope *env)
+{
+	struct cache_svc *s = svc;
+	const Chorus__CacheReq *req = env->cache;
+	if (req->forwarded && !(call->role & RPC_ROLE_PEER)) {
+		rpc_reply_error(call, CH_ERR_DENIED, "only a node may forward cache requests");
+		return;
+	}
+	struct call_wait *w = calloc(1, sizeof(*w));
+	if (!w) {
+		rpc_reply_error(call, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	w->call = rpc_park(call, call_cancel, w);
+	if (!w->call) {
+		free(w);
+		return;
+	}
+	char err[256];
+	int rc = port_submit(s, req, call_reply, w, err, sizeof(err));
+	if (rc != 0) {
+		if (w->call)
+			rpc_reply_error(w->call, rc, "%s", err);
+		free(w);
+	}
+}
+
+static const struct req_spec REQUESTS[] = {
+    {CHORUS__ENVELOPE__BODY_CACHE, "cache", handle_cache, RPC_ROLE_CLIENT | RPC_ROLE_PEER,
+     REQ_MAY_PARK},
+    {CHORUS__ENVELOPE__BODY_CACHE_REPL, "cache_repl", handle_repl, RPC_ROLE_PEER, 0},
+};
+
+/* ---- the service ---- */
+
+static int svc_start(void *svc, struct host *h, const struct now *now, char *err, size_t err_len)
+{
+	struct cache_svc *s = svc;
+	(void)now;
+	s->host = h;
+	s->cfg = host_config(h);
+	memcpy(s->self, host_node_id(h), ID_BYTES);
+	hlc_init(&s->hlc, 0);
+	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)
+		if (dispatch_register(host_dispatch(h), &REQUESTS[i], s) != 0) {
+			snprintf(err, err_len, "request %s registered twice", REQUESTS[i].name);
+			return -1;
+		}
+	s->peers = host_port_get(h, PORT_PEERS);
+	if (!s->peers) {
+		snprintf(err, err_len, "the cache service needs the cluster service");
+		return -1;
+	}
+	for (uint32_t i = 0; i < s->cfg->cache_count; i++) {
+		const struct config_cache *cc = &s->cfg->caches[i];
+		struct cstore_config sc;
+		memset(&sc, 0, sizeof(sc));
+		randombytes_buf(sc.hash_key, sizeof(sc.hash_key));
+		sc.memory_bytes_max = cc->memory_max ? cc->memory_max : s->cfg->cache_memory_max;
+		sc.entries_max = cc->entries_max;
+		sc.key_bytes_max = (uint32_t)s->cfg->cache_key_bytes_max;
+		sc.value_bytes_max = (uint32_t)s->cfg->cache_value_bytes_max;
+		sc.partition_count = s->cfg->cache_partitions;
+		sc.default_ttl_ms = cc->ttl_ms;
+		sc.touch_on_read = cc->touch_on_read != 0;
+		sc.expire_to_tombstone = true; /* an expiry is a version replicas agree on */
+		int rc = cstore_create(&sc, &s->caches[i].st);
+		if (rc != 0) {
+			snprintf(err, err_len, "cache %s: %s", cc->name, err_name(rc));
+			return -1;
+		}
+		s->caches[i].cfg = cc;
+		s->n_caches++;
+	}
+	s->port.ctx = s;
+	s->port.submit = port_submit;
+	s->port.db_name = port_db_name;
+	if (host_port_set(h, PORT_CACHE, &s->port) != 0) {
+		snprintf(err, err_len, "the cache port is taken");
+		return -1;
+	}
+	return 0;
+}
+
+static uint64_t svc_next_deadline(void *svc)
+{
+	struct cache_svc *s = svc;
+	return s->next_map_ms;
+}
+
+static void svc_tick(void *svc, const struct now *now)
+{
+	struct cache_svc *s = svc;
+	if (now->mono_ms >= s->next_map_ms) {
+		s->next_map_ms = now->mono_ms + MAP_CHECK_MS;
+		map_refresh(s);
+		for (uint32_t i = 0; i < s->n_caches; i++) {
+			cstore_tick(s->caches[i].st, now->wall_ms, TICK_BUDGET);
+			if (now->wall_ms > TOMBSTONE_HORIZON_MS)
+				cstore_gc_tombstones(s->caches[i].st, now->wall_ms - TOMBSTONE_HORIZON_MS,
+				                     TICK_BUDGET);
+		}
+	}
+}
+
+static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
+{
+	(void)svc;
+	(void)st;
+	(void)a;
+}
+
+static void svc_stop(void *svc)
+{
+	struct cache_svc *s = svc;
+	while (s->ops) {
+		struct op *o = s->ops;
+		if (!o->answered) {
+			o->answered = 1;
+			o->cb(o->arg, CH_ERR_SHUTTING_DOWN, NULL, "the node is stopping");
+		}
+		op_free(o);
+	}
+	for (uint32_t i = 0; i < s->n_caches; i++)
+		cstore_destroy(s->caches[i].st);
+	if (s->have_map)
+		cplace_map_free(&s->map);
+	free(s);
+}
+
+static const struct service_ops CACHE_OPS = {
+    .name = "cache",
+    .start = svc_start,
+    .next_deadline = svc_next_deadline,
+    .tick = svc_tick,
+    .status = svc_status,
+    .stop = svc_stop,
+};
+
+int cache_svc_register(struct host *h)
+{
+	struct cache_svc *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -1;
+	if (host_register(h, &CACHE_OPS, s) != 0) {
+		free(s);
+		return -1;
+	}
+	return 0;
+}
