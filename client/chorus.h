@@ -50,18 +50,20 @@ enum ch_error {
 	CH_ERR_MOVED = -19,       /* the key's partition moved (a stale map): retry */
 };
 
-/* The cache (issue #12): consistency per request, and PUT's flags (the
- * numbers CacheReq carries on the wire). */
+/* The cache (issue #12; the ch_cache_* calls below): consistency per
+ * request (how many of the key's replicas must answer, as Dynamo's levels),
+ * and PUT's flags (the numbers CacheReq carries on the wire, Redis's SET
+ * options). */
 enum ch_cache_consistency {
 	CH_CACHE_DEFAULT = 0, /* the cache's own (quorum unless configured) */
-	CH_CACHE_ONE = 1,
-	CH_CACHE_QUORUM = 2,
-	CH_CACHE_ALL = 3,
+	CH_CACHE_ONE = 1,     /* the primary alone */
+	CH_CACHE_QUORUM = 2,  /* a majority of the partition's copies */
+	CH_CACHE_ALL = 3,     /* every copy */
 };
 #define CH_CACHE_NX 1u      /* only if absent */
 #define CH_CACHE_XX 2u      /* only if present */
-#define CH_CACHE_KEEPTTL 4u /* keep the present entry's ttl */
-#define CH_CACHE_GET 8u     /* answer the value it replaced */
+#define CH_CACHE_KEEPTTL 4u /* keep the present entry's ttl (ttl_ms must be 0) */
+#define CH_CACHE_GET 8u     /* answer the value it replaced: ch_cache_getset only */
 
 /* The operations of a CronReq (clusterctl cron, libchorus's ch_cron_*). */
 enum ch_cron_op {
@@ -472,24 +474,30 @@ int ch_voters_remove(ch_client *c, const char *member, struct ch_voters **out, c
 
 /* ------------------------------------------------------------------ */
 /* The cache: named caches partitioned over the members and replicated
- * (docs/cache.md). Any node takes these calls and routes each key to its
- * partition's primary.
+ * (issue #12, node/svc/cache_svc.c). Any node takes these calls and routes
+ * each key to its partition's primary, which answers once the consistency
+ * asked is met. Every call may fail with CH_ERR_NOT_FOUND when the nodes
+ * have no cache of the name asked (their config's [cache NAME] sections).
  *
  * Keys and values are bytes (any content). A key has 1 byte or more
  * (CH_ERR_INVALID for an empty one, checked before anything is sent); the
- * most a key or a value may have is the node's setting (CH_ERR_TOO_LARGE
- * from the node beyond it), and a request never exceeds the client's
- * frame_bytes_max (CH_ERR_TOO_LARGE before it is sent).
+ * most a key or a value may have is the node's setting (key_bytes_max,
+ * value_bytes_max: CH_ERR_TOO_LARGE beyond it), and a request never exceeds
+ * the client's frame_bytes_max (CH_ERR_TOO_LARGE before it is sent).
  *
- * Routing. When a partition moves (a member joined or left) a node can
- * answer CH_ERR_MOVED: it applied nothing. Every ch_cache_* call retries it
- * at most CH_CACHE_MOVED_TRIES times in all, 25 ms apart and doubling, and
- * within the client's timeout (ch_client_options.timeout_ms) since the call
- * began; then it returns CH_ERR_MOVED. CH_ERR_UNAVAILABLE (too few replicas
- * alive for the consistency asked) is returned as it is, never retried: a
- * write refused with it may still have reached some replicas, as in Dynamo,
- * and will converge. CH_ERR_TIMEOUT on a write: it may or may not have been
- * applied (ch_cache_get tells).
+ * Routing and failures. The node asked forwards a request to the key's
+ * primary under its own partition map; a primary that no longer leads the
+ * partition (the members changed and the maps differ for a moment) answers
+ * CH_ERR_MOVED and applies nothing. Every ch_cache_* call retries that, at
+ * most CH_CACHE_MOVED_TRIES times in all, 25 ms apart and doubling, within
+ * the client's timeout (ch_client_options.timeout_ms) since the call began;
+ * then it returns CH_ERR_MOVED. CH_ERR_UNAVAILABLE (too few replicas alive
+ * for the consistency asked) and CH_ERR_TIMEOUT (the replicas did not
+ * answer in time) are returned as they are, never retried: a write that
+ * fails with them may have been applied at the primary and some replicas
+ * (as in Dynamo; the replicas converge to the newest version); ch_cache_get
+ * tells. CH_ERR_FULL: the cache is at its memory or entry limit with
+ * nothing to evict, or the node has too many requests waiting for peers.
  *
  * Threading and memory: as for every call of this header (any thread; a
  * buffer handed out is the caller's). Values handed out are malloc'd and
@@ -497,14 +505,8 @@ int ch_voters_remove(ch_client *c, const char *member, struct ch_voters **out, c
  * free(). Calls that take several keys (ch_cache_mget, ch_cache_mset) are
  * loops of single calls: not atomic, each key answered by its own primary. */
 
-/* How many replicas must answer (Dynamo's consistency levels). */
-enum ch_cache_consistency {
-	CH_CACHE_DEFAULT = 0, /* the cache's own (QUORUM unless configured) */
-	CH_CACHE_ONE = 1,     /* the primary alone */
-	CH_CACHE_QUORUM = 2,  /* a majority of the partition's replicas */
-	CH_CACHE_ALL = 3,     /* every replica */
-};
-/* "default", "one", "quorum", "all"; "unknown" for anything else. */
+/* The names of the consistency levels (enum ch_cache_consistency, at the
+ * top): "default", "one", "quorum", "all"; "unknown" for anything else. */
 const char *ch_cache_consistency_name(int consistency);
 /* Parses a level's name (any case); -1 when it is not one. */
 int ch_cache_consistency_parse(const char *name);
@@ -514,7 +516,7 @@ struct ch_cache_opts {
 	const char *cache;        /* NULL or "" = "default"; at most CH_CACHE_NAME_BYTES_MAX */
 	int consistency;          /* enum ch_cache_consistency */
 };
-#define CH_CACHE_NAME_BYTES_MAX 64
+#define CH_CACHE_NAME_BYTES_MAX 48  /* a name is [a-z0-9_.-], as the node's config */
 #define CH_CACHE_MOVED_TRIES 6
 #define CH_CACHE_MULTI_KEYS_MAX 65536 /* keys of one ch_cache_mget / ch_cache_mset */
 
@@ -524,12 +526,6 @@ struct ch_cache_version {
 	uint64_t hlc;
 	uint8_t node[16];
 };
-
-/* ch_cache_put's flags (the numbers of CacheReq.flags, Redis's SET options). */
-#define CH_CACHE_NX 1u       /* only if the key is absent */
-#define CH_CACHE_XX 2u       /* only if the key is present */
-#define CH_CACHE_KEEPTTL 4u  /* keep the key's time to live (ttl_ms must be 0) */
-#define CH_CACHE_GET 8u      /* hand back the old value: ch_cache_getset only */
 
 /* A byte string handed out by the library (data malloc'd and NUL-terminated,
  * len exact; data NULL for "none", e.g. a miss of ch_cache_mget). */
@@ -566,7 +562,8 @@ int ch_cache_getset(ch_client *c, const struct ch_cache_opts *opts, const void *
                     uint32_t flags, void **old, size_t *old_len, int *applied, char *err,
                     size_t err_len);
 
-/* Deletes a key; *existed (may be NULL) is 1 when it was there. */
+/* Deletes a key (a tombstone, so an older write replicated late cannot
+ * bring it back); *existed (may be NULL) is 1 when it was there. */
 int ch_cache_del(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
                  int *existed, char *err, size_t err_len);
 
@@ -617,9 +614,10 @@ int ch_cache_mset(ch_client *c, const struct ch_cache_opts *opts, const void *co
                   size_t n, int64_t ttl_ms, size_t *written, char *err, size_t err_len);
 
 /* One step of a scan over the cache's keys, cluster-wide (Redis's SCAN):
- * start with cursor 0, go on with *next until it is 0. A key present the
- * whole time is returned at least once (maybe more often: partitions move);
- * pattern (NULL or "" = every key) is a Redis glob (*, ?, [a-z], [^a],
+ * start with cursor 0, go on with *next until it is 0. The scan walks the
+ * members one after the other, each giving the keys of the partitions it
+ * leads: while the members do not change, a key present the whole time is
+ * returned at least once (more often, or not at all, if they do); pattern (NULL or "" = every key) is a Redis glob (*, ?, [a-z], [^a],
  * backslash escapes); count (0 = the node's default, 10) is a hint of how
  * many keys to look at, so a step may return none and still not be the
  * last. On CH_OK *keys is an array of *n (free with ch_bytes_free(*keys,
@@ -643,16 +641,19 @@ struct ch_cache_stats {
 };
 /* Frees an array of n of them. NULL is a no-op. */
 void ch_cache_stats_free(struct ch_cache_stats *v, size_t n);
-/* The counters of the node asked: of every cache (cache NULL or "") or of
- * one. On CH_OK *out is an array of *n (free with ch_cache_stats_free).
- * CH_ERR_NOT_FOUND: no cache of that name. */
+/* The counters of the node asked (not forwarded): of every cache (cache
+ * NULL or "") or of one. On CH_OK *out is an array of *n (free with
+ * ch_cache_stats_free). CH_ERR_NOT_FOUND: no cache of that name. */
 int ch_cache_stats(ch_client *c, const char *cache, struct ch_cache_stats **out, size_t *n,
                    char *err, size_t err_len);
 
-/* Removes every entry of the cache, on every member. */
+/* Removes every entry of the cache, on every member. When a member does
+ * not answer, the call fails with its error (CH_ERR_TIMEOUT, ...); the
+ * members that did answer are flushed all the same. */
 int ch_cache_flush(ch_client *c, const struct ch_cache_opts *opts, char *err, size_t err_len);
 
-/* The cache's entries, cluster-wide (each counted once, at its primary). */
+/* The cache's entries, cluster-wide: every member counts those of the
+ * partitions it leads, so each entry counts once. */
 int ch_cache_dbsize(ch_client *c, const struct ch_cache_opts *opts, uint64_t *entries, char *err,
                     size_t err_len);
 

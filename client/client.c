@@ -2569,6 +2569,7 @@ static int cache_read(ch_client *c, const struct ch_cache_opts *opts, Chorus__Ca
 	const Chorus__CacheResp *r = e->cache_resp;
 	if (!r->found) {
 		chorus__envelope__free_unpacked(e, NULL);
+		/* the message clusterctl tells a miss from a missing cache by */
 		return fail(err, err_len, CH_ERR_NOT_FOUND, "no such key");
 	}
 	code = cache_value_take(r, value, value_len, err, err_len);

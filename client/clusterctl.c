@@ -125,7 +125,8 @@ static const char usage_text[] =
 	"     too few replicas alive for the consistency asked, or a partition still\n"
 	"     moving after the retries (cache)\n"
 	"  4  authentication failed (wrong cluster secret)\n"
-	"  5  not found (no such task, schedule, member or cache key)\n"
+	"  5  not found (no such task, schedule or member; no such key in the cache,\n"
+	"     or no such cache)\n"
 	"  6  rejected by the node (unknown handler, exec denied, too large, queue full,\n"
 	"     schedule limit, a voter change already under way)\n"
 	"  7  any other error\n";
@@ -2814,13 +2815,15 @@ static int64_t parse_delta_or_die(const char *s)
 }
 
 /* A key quoted for a message: control bytes, quotes and backslashes
- * escaped, cut at CACHE_KEY_TEXT_BYTES with "...". */
+ * escaped (and every byte above 0x7F, unless the key is UTF-8), cut at
+ * CACHE_KEY_TEXT_BYTES with "...". */
 static void key_text(const char *key, char *buf, size_t len)
 {
 	size_t o = 0, i = 0;
+	bool utf8 = utf8_valid((const uint8_t *)key, strlen(key));
 	for (; key[i] != '\0' && i < CACHE_KEY_TEXT_BYTES && o + 5 < len; i++) {
 		unsigned char c = (unsigned char)key[i];
-		if (c < 0x20 || c == 0x7F)
+		if (c < 0x20 || c == 0x7F || (c > 0x7F && !utf8))
 			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
 		else if (c == '\'' || c == '\\')
 			o += (size_t)snprintf(buf + o, len - o, "\\%c", c);
@@ -2974,7 +2977,9 @@ static int cache_get(struct cli *cli, const struct cache_args *a)
 	int64_t ttl_ms = -1;
 	int rv = ch_cache_get(cli->c, &a->opts, key, strlen(key), &value, &len, &version, &ttl_ms,
 	                      err, sizeof err);
-	if (rv == CH_ERR_NOT_FOUND)
+	/* a miss, told apart from the node's "no cache named ..." by the
+	 * library's message (either way it is exit 5) */
+	if (rv == CH_ERR_NOT_FOUND && strcmp(err, "no such key") == 0)
 		return cache_key_missing(cli, a, key);
 	if (rv != CH_OK)
 		return report(cli, rv, err);
@@ -3027,7 +3032,8 @@ static int cache_put(struct cli *cli, const struct cache_args *a)
 	} else if (applied) {
 		char k[CACHE_KEY_TEXT_BYTES * 4 + 8];
 		key_text(key, k, sizeof k);
-		printf("stored '%s' (%zu bytes) in cache %s\n", k, len, cache_name(a));
+		printf("stored '%s' (%zu byte%s) in cache %s\n", k, len, len == 1 ? "" : "s",
+		       cache_name(a));
 	} else {
 		fprintf(stderr, "clusterctl: not stored%s\n", cond);
 	}
@@ -3148,13 +3154,24 @@ static int cache_expire(struct cli *cli, const struct cache_args *a)
 	return EXIT_OK;
 }
 
-/* One scan step's keys: printed (text) or added to the JSON arrays. */
+/* One scan step's keys: printed (text: escaped as print_escaped does, and
+ * the bytes above 0x7F of a key that is not UTF-8 as \xNN) or added to the
+ * JSON arrays. */
 static void scan_emit(const struct ch_bytes *keys, size_t n, json_t *utf8, json_t *b64)
 {
 	for (size_t i = 0; i < n; i++) {
 		const uint8_t *p = keys[i].data;
 		if (utf8 == NULL) {
-			print_escaped(stdout, p, keys[i].len);
+			if (utf8_valid(p, keys[i].len)) {
+				print_escaped(stdout, p, keys[i].len);
+			} else {
+				for (size_t k = 0; k < keys[i].len; k++) {
+					if (p[k] > 0x7F)
+						printf("\\x%02x", p[k]);
+					else
+						print_escaped(stdout, &p[k], 1);
+				}
+			}
 			fputc('\n', stdout);
 			continue;
 		}

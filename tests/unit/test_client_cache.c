@@ -165,11 +165,11 @@ static void options_are_checked(void **state)
 	name[sizeof name - 1] = '\0';
 	struct ch_cache_opts long_name = { .cache = name };
 	assert_refused(ch_cache_flush(NULL, &long_name, ERR), CH_ERR_INVALID,
-	               "a cache name has at most 64 bytes");
+	               "a cache name has at most 48 bytes");
 	struct ch_cache_stats *st = NULL;
 	size_t n = 0;
 	assert_refused(ch_cache_stats(NULL, name, &st, &n, ERR), CH_ERR_INVALID,
-	               "a cache name has at most 64 bytes");
+	               "a cache name has at most 48 bytes");
 	name[CH_CACHE_NAME_BYTES_MAX] = '\0'; /* exactly the limit */
 	struct ch_cache_opts ok = { .cache = name, .consistency = CH_CACHE_ALL };
 	assert_refused(ch_cache_flush(NULL, &ok, ERR), CH_ERR_INVALID, "client is required");
