@@ -50,18 +50,20 @@ enum ch_error {
 	CH_ERR_MOVED = -19,       /* the key's partition moved (a stale map): retry */
 };
 
-/* The cache (issue #12): consistency per request, and PUT's flags (the
- * numbers CacheReq carries on the wire). */
+/* The cache (issue #12; the ch_cache_* calls below): consistency per
+ * request (how many of the key's replicas must answer, as Dynamo's levels),
+ * and PUT's flags (the numbers CacheReq carries on the wire, Redis's SET
+ * options). */
 enum ch_cache_consistency {
 	CH_CACHE_DEFAULT = 0, /* the cache's own (quorum unless configured) */
-	CH_CACHE_ONE = 1,
-	CH_CACHE_QUORUM = 2,
-	CH_CACHE_ALL = 3,
+	CH_CACHE_ONE = 1,     /* the primary alone */
+	CH_CACHE_QUORUM = 2,  /* a majority of the partition's copies */
+	CH_CACHE_ALL = 3,     /* every copy */
 };
 #define CH_CACHE_NX 1u      /* only if absent */
 #define CH_CACHE_XX 2u      /* only if present */
-#define CH_CACHE_KEEPTTL 4u /* keep the present entry's ttl */
-#define CH_CACHE_GET 8u     /* answer the value it replaced */
+#define CH_CACHE_KEEPTTL 4u /* keep the present entry's ttl (ttl_ms must be 0) */
+#define CH_CACHE_GET 8u     /* answer the value it replaced: ch_cache_getset only */
 
 /* The operations of a CronReq (clusterctl cron, libchorus's ch_cron_*). */
 enum ch_cron_op {
@@ -469,6 +471,191 @@ int ch_voters_add(ch_client *c, const char *member, struct ch_voters **out, char
                   size_t err_len);
 int ch_voters_remove(ch_client *c, const char *member, struct ch_voters **out, char *err,
                      size_t err_len);
+
+/* ------------------------------------------------------------------ */
+/* The cache: named caches partitioned over the members and replicated
+ * (issue #12, node/svc/cache_svc.c). Any node takes these calls and routes
+ * each key to its partition's primary, which answers once the consistency
+ * asked is met. Every call may fail with CH_ERR_NOT_FOUND when the nodes
+ * have no cache of the name asked (their config's [cache NAME] sections).
+ *
+ * Keys and values are bytes (any content). A key has 1 byte or more
+ * (CH_ERR_INVALID for an empty one, checked before anything is sent); the
+ * most a key or a value may have is the node's setting (key_bytes_max,
+ * value_bytes_max: CH_ERR_TOO_LARGE beyond it), and a request never exceeds
+ * the client's frame_bytes_max (CH_ERR_TOO_LARGE before it is sent).
+ *
+ * Routing and failures. The node asked forwards a request to the key's
+ * primary under its own partition map; a primary that no longer leads the
+ * partition (the members changed and the maps differ for a moment) answers
+ * CH_ERR_MOVED and applies nothing. Every ch_cache_* call retries that, at
+ * most CH_CACHE_MOVED_TRIES times in all, 25 ms apart and doubling, within
+ * the client's timeout (ch_client_options.timeout_ms) since the call began;
+ * then it returns CH_ERR_MOVED. CH_ERR_UNAVAILABLE (too few replicas alive
+ * for the consistency asked) and CH_ERR_TIMEOUT (the replicas did not
+ * answer in time) are returned as they are, never retried: a write that
+ * fails with them may have been applied at the primary and some replicas
+ * (as in Dynamo; the replicas converge to the newest version); ch_cache_get
+ * tells. CH_ERR_FULL: the cache is at its memory or entry limit with
+ * nothing to evict, or the node has too many requests waiting for peers.
+ *
+ * Threading and memory: as for every call of this header (any thread; a
+ * buffer handed out is the caller's). Values handed out are malloc'd and
+ * NUL-terminated for convenience (the length is exact): free them with
+ * free(). Calls that take several keys (ch_cache_mget, ch_cache_mset) are
+ * loops of single calls: not atomic, each key answered by its own primary. */
+
+/* The names of the consistency levels (enum ch_cache_consistency, at the
+ * top): "default", "one", "quorum", "all"; "unknown" for anything else. */
+const char *ch_cache_consistency_name(int consistency);
+/* Parses a level's name (any case); -1 when it is not one. */
+int ch_cache_consistency_parse(const char *name);
+
+/* Which cache, and how many replicas. A NULL opts means all defaults. */
+struct ch_cache_opts {
+	const char *cache;        /* NULL or "" = "default"; at most CH_CACHE_NAME_BYTES_MAX */
+	int consistency;          /* enum ch_cache_consistency */
+};
+#define CH_CACHE_NAME_BYTES_MAX 48  /* a name is [a-z0-9_.-], as the node's config */
+#define CH_CACHE_MOVED_TRIES 6
+#define CH_CACHE_MULTI_KEYS_MAX 65536 /* keys of one ch_cache_mget / ch_cache_mset */
+
+/* A value's version: the hybrid logical clock of its write and the writer's
+ * node id (last writer wins). hlc 0 = none. */
+struct ch_cache_version {
+	uint64_t hlc;
+	uint8_t node[16];
+};
+
+/* A byte string handed out by the library (data malloc'd and NUL-terminated,
+ * len exact; data NULL for "none", e.g. a miss of ch_cache_mget). */
+struct ch_bytes {
+	void *data;
+	size_t len;
+};
+/* Frees an array of n of them and their data. NULL is a no-op. */
+void ch_bytes_free(struct ch_bytes *v, size_t n);
+
+/* Reads a key. CH_OK: *value (malloc'd, free() it) and *value_len; when
+ * given, *version and *ttl_ms (milliseconds left, -1 = no expiry).
+ * CH_ERR_NOT_FOUND on a miss (absent or expired): *value NULL. */
+int ch_cache_get(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 void **value, size_t *value_len, struct ch_cache_version *version,
+                 int64_t *ttl_ms, char *err, size_t err_len);
+
+/* Writes a key. ttl_ms > 0: it expires after that long; 0: the cache's
+ * default time to live (with CH_CACHE_KEEPTTL, the key's own). flags:
+ * CH_CACHE_NX or CH_CACHE_XX (not both), CH_CACHE_KEEPTTL; CH_CACHE_GET is
+ * refused here (see ch_cache_getset). if_version (NULL = none) makes it a
+ * compare-and-set: written only if the key's version is that one. A
+ * condition that does not hold is no error: CH_OK with *applied 0 (applied
+ * may be NULL); otherwise *applied is 1. */
+int ch_cache_put(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 const void *value, size_t value_len, int64_t ttl_ms, uint32_t flags,
+                 const struct ch_cache_version *if_version, int *applied, char *err,
+                 size_t err_len);
+
+/* ch_cache_put that also hands back the value it replaced (Redis's SET ...
+ * GET): *old (malloc'd, free() it) is NULL when the key was absent. */
+int ch_cache_getset(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, const void *value, size_t value_len, int64_t ttl_ms,
+                    uint32_t flags, void **old, size_t *old_len, int *applied, char *err,
+                    size_t err_len);
+
+/* Deletes a key (a tombstone, so an older write replicated late cannot
+ * bring it back); *existed (may be NULL) is 1 when it was there. */
+int ch_cache_del(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 int *existed, char *err, size_t err_len);
+
+/* *exists is 1 when the key is present (not expired). */
+int ch_cache_exists(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, int *exists, char *err, size_t err_len);
+
+/* Sets a key's time to live (ttl_ms > 0). *applied (may be NULL) is 0 when
+ * the key is absent (nothing done). */
+int ch_cache_expire(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, int64_t ttl_ms, int *applied, char *err, size_t err_len);
+
+/* Removes a key's time to live. *applied (may be NULL) is 1 when there was
+ * one to remove. */
+int ch_cache_persist(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                     size_t key_len, int *applied, char *err, size_t err_len);
+
+/* The time left to a key: *ttl_ms >= 0 milliseconds, -1 when it does not
+ * expire, -2 when it is absent (CH_OK either way, as Redis's PTTL). */
+int ch_cache_ttl(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 int64_t *ttl_ms, char *err, size_t err_len);
+
+/* Adds delta (negative: subtracts) to the integer a key holds as decimal
+ * text, atomically at its primary; an absent key counts as 0. *result
+ * (may be NULL) is the new value. CH_ERR_INVALID (the node's reason in err)
+ * when the value is not a 64-bit integer or the sum overflows. */
+int ch_cache_incr(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                  size_t key_len, int64_t delta, int64_t *result, char *err, size_t err_len);
+
+/* Reads and deletes a key in one step; as ch_cache_get (CH_ERR_NOT_FOUND
+ * on a miss). */
+int ch_cache_getdel(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, void **value, size_t *value_len, char *err, size_t err_len);
+
+/* Reads n keys (at most CH_CACHE_MULTI_KEYS_MAX), one ch_cache_get each.
+ * On CH_OK *values is an array of n (free with ch_bytes_free(*values, n)):
+ * values[i] belongs to keys[i], data NULL for a miss. Any other error
+ * fails the call and hands nothing out. */
+int ch_cache_mget(ch_client *c, const struct ch_cache_opts *opts, const void *const *keys,
+                  const size_t *key_lens, size_t n, struct ch_bytes **values, char *err,
+                  size_t err_len);
+
+/* Writes n keys (at most CH_CACHE_MULTI_KEYS_MAX) with one ttl_ms (as for
+ * ch_cache_put), one ch_cache_put each, in order. It stops at the first
+ * error: *written (may be NULL) says how many were written before it. */
+int ch_cache_mset(ch_client *c, const struct ch_cache_opts *opts, const void *const *keys,
+                  const size_t *key_lens, const void *const *values, const size_t *value_lens,
+                  size_t n, int64_t ttl_ms, size_t *written, char *err, size_t err_len);
+
+/* One step of a scan over the cache's keys, cluster-wide (Redis's SCAN):
+ * start with cursor 0, go on with *next until it is 0. The scan walks the
+ * members one after the other, each giving the keys of the partitions it
+ * leads: while the members do not change, a key present the whole time is
+ * returned at least once (more often, or not at all, if they do); pattern (NULL or "" = every key) is a Redis glob (*, ?, [a-z], [^a],
+ * backslash escapes); count (0 = the node's default, 10) is a hint of how
+ * many keys to look at, so a step may return none and still not be the
+ * last. On CH_OK *keys is an array of *n (free with ch_bytes_free(*keys,
+ * *n)). A cursor the cluster never handed out is CH_ERR_INVALID. */
+int ch_cache_scan(ch_client *c, const struct ch_cache_opts *opts, uint64_t cursor,
+                  const char *pattern, uint32_t count, uint64_t *next, struct ch_bytes **keys,
+                  size_t *n, char *err, size_t err_len);
+
+/* One cache on one node, as that node counts it. */
+struct ch_cache_stats {
+	char *cache;
+	char *node;                /* the member's name */
+	uint64_t entries;
+	uint64_t memory_bytes;
+	uint64_t hits, misses;
+	uint64_t evictions;        /* under the cache's memory or entry limit (LRU) */
+	uint64_t expirations;
+	uint64_t hints_pending;    /* writes held for a replica that is down */
+	uint64_t tombstones;       /* deletes not yet collected */
+	uint32_t partitions_primary, partitions_replica, partitions_moving;
+};
+/* Frees an array of n of them. NULL is a no-op. */
+void ch_cache_stats_free(struct ch_cache_stats *v, size_t n);
+/* The counters of the node asked (not forwarded): of every cache (cache
+ * NULL or "") or of one. On CH_OK *out is an array of *n (free with
+ * ch_cache_stats_free). CH_ERR_NOT_FOUND: no cache of that name. */
+int ch_cache_stats(ch_client *c, const char *cache, struct ch_cache_stats **out, size_t *n,
+                   char *err, size_t err_len);
+
+/* Removes every entry of the cache, on every member. When a member does
+ * not answer, the call fails with its error (CH_ERR_TIMEOUT, ...); the
+ * members that did answer are flushed all the same. */
+int ch_cache_flush(ch_client *c, const struct ch_cache_opts *opts, char *err, size_t err_len);
+
+/* The cache's entries, cluster-wide: every member counts those of the
+ * partitions it leads, so each entry counts once. */
+int ch_cache_dbsize(ch_client *c, const struct ch_cache_opts *opts, uint64_t *entries, char *err,
+                    size_t err_len);
 
 /* Async: the callback gets the error code and the result (owned by the
  * callback, free with ch_result_free; NULL on error). Returns 0 when the

@@ -2355,6 +2355,644 @@ int ch_voters_remove(ch_client *c, const char *member, struct ch_voters **out, c
 }
 
 /* ------------------------------------------------------------------ */
+/* the cache                                                           */
+
+/* CH_ERR_MOVED (a partition in a move, or a node on a stale map) is
+ * retried: the node applied nothing. The tries are few and close together
+ * since a node's map catches up within a gossip round or two. */
+#define CACHE_MOVED_RETRY_MS_FIRST 25u
+#define CACHE_MOVED_RETRY_MS_MAX 400u
+#define CACHE_NAME_DEFAULT "default"
+
+static const char *const consistency_names[] = {
+	[CH_CACHE_DEFAULT] = "default",
+	[CH_CACHE_ONE] = "one",
+	[CH_CACHE_QUORUM] = "quorum",
+	[CH_CACHE_ALL] = "all",
+};
+#define CONSISTENCY_COUNT ((int)(sizeof consistency_names / sizeof consistency_names[0]))
+
+const char *ch_cache_consistency_name(int consistency)
+{
+	if (consistency < 0 || consistency >= CONSISTENCY_COUNT)
+		return "unknown";
+	return consistency_names[consistency];
+}
+
+int ch_cache_consistency_parse(const char *name)
+{
+	if (name == NULL)
+		return -1;
+	for (int i = 0; i < CONSISTENCY_COUNT; i++) {
+		if (strcasecmp(name, consistency_names[i]) == 0)
+			return i;
+	}
+	return -1;
+}
+
+void ch_bytes_free(struct ch_bytes *v, size_t n)
+{
+	if (v == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i].data);
+	free(v);
+}
+
+void ch_cache_stats_free(struct ch_cache_stats *v, size_t n)
+{
+	if (v == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].cache);
+		free(v[i].node);
+	}
+	free(v);
+}
+
+/* A NUL-terminated copy of n bytes (for convenience; the length is exact).
+ * NULL only when out of memory. */
+static void *bytes_dup(const void *p, size_t n)
+{
+	uint8_t *out = malloc(n + 1);
+	if (out == NULL)
+		return NULL;
+	if (n > 0)
+		memcpy(out, p, n);
+	out[n] = '\0';
+	return out;
+}
+
+static int check_cache_key(const void *key, size_t key_len, char *err, size_t err_len)
+{
+	if (key == NULL || key_len == 0)
+		return fail(err, err_len, CH_ERR_INVALID, "a key is required (1 byte or more)");
+	return CH_OK;
+}
+
+/* The cache the options name, checked. */
+static int cache_name_of(const char *cache, const char **name, char *err, size_t err_len)
+{
+	*name = cache != NULL && cache[0] != '\0' ? cache : CACHE_NAME_DEFAULT;
+	if (strlen(*name) > CH_CACHE_NAME_BYTES_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "a cache name has at most %d bytes",
+		            CH_CACHE_NAME_BYTES_MAX);
+	return CH_OK;
+}
+
+/* Fills in the request's cache and consistency from opts (NULL: defaults). */
+static int cache_opts_apply(const struct ch_cache_opts *opts, Chorus__CacheReq *req, char *err,
+                            size_t err_len)
+{
+	int consistency = opts != NULL ? opts->consistency : CH_CACHE_DEFAULT;
+	if (consistency < 0 || consistency >= CONSISTENCY_COUNT)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown consistency level %d", consistency);
+	const char *cache;
+	int code = cache_name_of(opts != NULL ? opts->cache : NULL, &cache, err, err_len);
+	if (code != CH_OK)
+		return code;
+	req->cache = (char *)cache; /* packed only, never written */
+	req->consistency = (Chorus__Consistency)consistency;
+	return CH_OK;
+}
+
+/* Sends a CacheReq to the node, which routes it to the key's primary, and
+ * checks that a CacheResp came back. CH_ERR_MOVED is retried (see
+ * chorus.h) within the client's timeout since the call began. On CH_OK *e
+ * is the reply (caller frees), else NULL. */
+static int cache_send(ch_client *c, Chorus__CacheReq *req, Chorus__Envelope **e, char *err,
+                      size_t err_len)
+{
+	*e = NULL;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+	env.cache = req;
+	nng_time start = nng_clock();
+	nng_time deadline = start + c->timeout_ms;
+	uint32_t backoff_ms = CACHE_MOVED_RETRY_MS_FIRST;
+	uint32_t tries = 0;
+	int code = CH_ERR_MOVED;
+	while (tries < CH_CACHE_MOVED_TRIES) {
+		tries++;
+		nng_time now = nng_clock();
+		uint32_t left_ms = now < deadline ? (uint32_t)(deadline - now) : 1;
+		code = request_sync(c, &env, left_ms, e, err, err_len);
+		if (code != CH_ERR_MOVED)
+			break;
+		if (tries == CH_CACHE_MOVED_TRIES || nng_clock() + backoff_ms >= deadline)
+			break;
+		nng_msleep((nng_duration)backoff_ms);
+		backoff_ms = backoff_ms * 2 > CACHE_MOVED_RETRY_MS_MAX ? CACHE_MOVED_RETRY_MS_MAX
+		                                                       : backoff_ms * 2;
+	}
+	if (code == CH_ERR_MOVED) {
+		char why[CLIENT_ERR_BYTES];
+		snprintf(why, sizeof why, "%s", err != NULL && err_len > 0 ? err : "");
+		return fail(err, err_len, code, "%s (gave up after %u tries in %u ms)",
+		            why[0] != '\0' ? why : ch_strerror(code), tries,
+		            (unsigned)(nng_clock() - start));
+	}
+	if (code != CH_OK)
+		return code;
+	code = expect_body(c, *e, CHORUS__ENVELOPE__BODY_CACHE_RESP, err, err_len);
+	if (code != CH_OK)
+		*e = NULL; /* expect_body freed it */
+	return code;
+}
+
+static int cache_call(ch_client *c, const struct ch_cache_opts *opts, Chorus__CacheReq *req,
+                      Chorus__Envelope **e, char *err, size_t err_len)
+{
+	*e = NULL;
+	int code = cache_opts_apply(opts, req, err, err_len);
+	if (code != CH_OK)
+		return code;
+	return cache_send(c, req, e, err, err_len);
+}
+
+/* A request about one key, its op and key filled in. */
+static void cache_req_key(Chorus__CacheReq *req, Chorus__CacheOp op, const void *key,
+                          size_t key_len)
+{
+	req->op = op;
+	req->key.data = (uint8_t *)key; /* packed only, never written */
+	req->key.len = key_len;
+}
+
+static void version_from_wire(const Chorus__CacheVersion *w, struct ch_cache_version *v)
+{
+	memset(v, 0, sizeof *v);
+	if (w == NULL)
+		return;
+	v->hlc = w->hlc;
+	memcpy(v->node, w->node.data, w->node.len < sizeof v->node ? w->node.len : sizeof v->node);
+}
+
+/* Hands the answer's value over: *value a copy (NULL when not found). */
+static int cache_value_take(const Chorus__CacheResp *r, void **value, size_t *value_len,
+                            char *err, size_t err_len)
+{
+	*value = NULL;
+	*value_len = 0;
+	if (!r->found)
+		return CH_OK;
+	*value = bytes_dup(r->value.data, r->value.len);
+	if (*value == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	*value_len = r->value.len;
+	return CH_OK;
+}
+
+/* get and getdel: a read that hands the value out, CH_ERR_NOT_FOUND on a miss. */
+static int cache_read(ch_client *c, const struct ch_cache_opts *opts, Chorus__CacheOp op,
+                      const void *key, size_t key_len, void **value, size_t *value_len,
+                      struct ch_cache_version *version, int64_t *ttl_ms, char *err,
+                      size_t err_len)
+{
+	if (value != NULL)
+		*value = NULL;
+	if (value_len != NULL)
+		*value_len = 0;
+	if (version != NULL)
+		memset(version, 0, sizeof *version);
+	if (ttl_ms != NULL)
+		*ttl_ms = -2;
+	if (value == NULL || value_len == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "value and value_len are required");
+	int code = check_cache_key(key, key_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	cache_req_key(&req, op, key, key_len);
+	Chorus__Envelope *e = NULL;
+	code = cache_call(c, opts, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CacheResp *r = e->cache_resp;
+	if (!r->found) {
+		chorus__envelope__free_unpacked(e, NULL);
+		/* the message clusterctl tells a miss from a missing cache by */
+		return fail(err, err_len, CH_ERR_NOT_FOUND, "no such key");
+	}
+	code = cache_value_take(r, value, value_len, err, err_len);
+	if (code == CH_OK && version != NULL)
+		version_from_wire(r->version, version);
+	if (code == CH_OK && ttl_ms != NULL)
+		*ttl_ms = r->ttl_ms;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (code == CH_OK)
+		err_clear(err, err_len);
+	return code;
+}
+
+int ch_cache_get(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 void **value, size_t *value_len, struct ch_cache_version *version,
+                 int64_t *ttl_ms, char *err, size_t err_len)
+{
+	return cache_read(c, opts, CHORUS__CACHE_OP__CACHE_GET, key, key_len, value, value_len,
+	                  version, ttl_ms, err, err_len);
+}
+
+int ch_cache_getdel(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, void **value, size_t *value_len, char *err, size_t err_len)
+{
+	return cache_read(c, opts, CHORUS__CACHE_OP__CACHE_GETDEL, key, key_len, value, value_len,
+	                  NULL, NULL, err, err_len);
+}
+
+/* put and getset. old/old_len: NULL for put (the GET flag is then refused). */
+static int cache_write(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                       size_t key_len, const void *value, size_t value_len, int64_t ttl_ms,
+                       uint32_t flags, const struct ch_cache_version *if_version, void **old,
+                       size_t *old_len, int *applied, char *err, size_t err_len)
+{
+	if (applied != NULL)
+		*applied = 0;
+	int code = check_cache_key(key, key_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (value == NULL && value_len > 0)
+		return fail(err, err_len, CH_ERR_INVALID, "value is NULL with a length of %zu",
+		            value_len);
+	if ((flags & ~(CH_CACHE_NX | CH_CACHE_XX | CH_CACHE_KEEPTTL | CH_CACHE_GET)) != 0)
+		return fail(err, err_len, CH_ERR_INVALID, "unknown put flags 0x%x", flags);
+	if ((flags & CH_CACHE_NX) != 0 && (flags & CH_CACHE_XX) != 0)
+		return fail(err, err_len, CH_ERR_INVALID, "NX and XX exclude each other");
+	if (ttl_ms < 0)
+		return fail(err, err_len, CH_ERR_INVALID, "ttl_ms is negative (%lld)",
+		            (long long)ttl_ms);
+	if ((flags & CH_CACHE_KEEPTTL) != 0 && ttl_ms != 0)
+		return fail(err, err_len, CH_ERR_INVALID, "KEEPTTL takes no ttl");
+	if (old == NULL && (flags & CH_CACHE_GET) != 0)
+		return fail(err, err_len, CH_ERR_INVALID,
+		            "CH_CACHE_GET hands the old value back: use ch_cache_getset");
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	cache_req_key(&req, CHORUS__CACHE_OP__CACHE_PUT, key, key_len);
+	req.value.data = (uint8_t *)value; /* packed only, never written */
+	req.value.len = value_len;
+	req.ttl_ms = ttl_ms;
+	req.flags = flags | (old != NULL ? CH_CACHE_GET : 0u);
+	Chorus__CacheVersion wv = CHORUS__CACHE_VERSION__INIT;
+	if (if_version != NULL) {
+		wv.hlc = if_version->hlc;
+		wv.node.data = (uint8_t *)if_version->node;
+		wv.node.len = sizeof if_version->node;
+		req.if_version = &wv;
+	}
+	Chorus__Envelope *e = NULL;
+	code = cache_call(c, opts, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CacheResp *r = e->cache_resp;
+	if (old != NULL)
+		code = cache_value_take(r, old, old_len, err, err_len);
+	if (code == CH_OK && applied != NULL)
+		*applied = r->applied;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (code == CH_OK)
+		err_clear(err, err_len);
+	return code;
+}
+
+int ch_cache_put(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 const void *value, size_t value_len, int64_t ttl_ms, uint32_t flags,
+                 const struct ch_cache_version *if_version, int *applied, char *err,
+                 size_t err_len)
+{
+	return cache_write(c, opts, key, key_len, value, value_len, ttl_ms, flags, if_version, NULL,
+	                   NULL, applied, err, err_len);
+}
+
+int ch_cache_getset(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, const void *value, size_t value_len, int64_t ttl_ms,
+                    uint32_t flags, void **old, size_t *old_len, int *applied, char *err,
+                    size_t err_len)
+{
+	if (old == NULL || old_len == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "old and old_len are required");
+	*old = NULL;
+	*old_len = 0;
+	return cache_write(c, opts, key, key_len, value, value_len, ttl_ms, flags, NULL, old,
+	                   old_len, applied, err, err_len);
+}
+
+/* The answers of the one-key calls that hand back no value. */
+struct cache_answer {
+	bool found;
+	bool applied;
+	int64_t ttl_ms;
+	int64_t integer;
+};
+
+/* A one-key request (op, plus ttl_ms and delta when they apply). */
+static int cache_simple(ch_client *c, const struct ch_cache_opts *opts, Chorus__CacheOp op,
+                        const void *key, size_t key_len, int64_t ttl_ms, int64_t delta,
+                        struct cache_answer *out, char *err, size_t err_len)
+{
+	memset(out, 0, sizeof *out);
+	int code = check_cache_key(key, key_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	cache_req_key(&req, op, key, key_len);
+	req.ttl_ms = ttl_ms;
+	req.delta = delta;
+	Chorus__Envelope *e = NULL;
+	code = cache_call(c, opts, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CacheResp *r = e->cache_resp;
+	out->found = r->found;
+	out->applied = r->applied;
+	out->ttl_ms = r->ttl_ms;
+	out->integer = r->integer;
+	chorus__envelope__free_unpacked(e, NULL);
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cache_del(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 int *existed, char *err, size_t err_len)
+{
+	struct cache_answer a;
+	int code = cache_simple(c, opts, CHORUS__CACHE_OP__CACHE_DEL, key, key_len, 0, 0, &a, err,
+	                        err_len);
+	if (existed != NULL)
+		*existed = code == CH_OK && a.integer > 0;
+	return code;
+}
+
+int ch_cache_exists(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, int *exists, char *err, size_t err_len)
+{
+	if (exists == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "exists is required");
+	struct cache_answer a;
+	int code = cache_simple(c, opts, CHORUS__CACHE_OP__CACHE_EXISTS, key, key_len, 0, 0, &a, err,
+	                        err_len);
+	*exists = code == CH_OK && a.found;
+	return code;
+}
+
+int ch_cache_expire(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, int64_t ttl_ms, int *applied, char *err, size_t err_len)
+{
+	if (applied != NULL)
+		*applied = 0;
+	if (ttl_ms <= 0)
+		return fail(err, err_len, CH_ERR_INVALID, "expire needs a ttl above 0 (got %lld ms)",
+		            (long long)ttl_ms);
+	struct cache_answer a;
+	int code = cache_simple(c, opts, CHORUS__CACHE_OP__CACHE_EXPIRE, key, key_len, ttl_ms, 0, &a,
+	                        err, err_len);
+	if (applied != NULL)
+		*applied = code == CH_OK && a.applied;
+	return code;
+}
+
+int ch_cache_persist(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                     size_t key_len, int *applied, char *err, size_t err_len)
+{
+	struct cache_answer a;
+	int code = cache_simple(c, opts, CHORUS__CACHE_OP__CACHE_PERSIST, key, key_len, 0, 0, &a, err,
+	                        err_len);
+	if (applied != NULL)
+		*applied = code == CH_OK && a.applied;
+	return code;
+}
+
+int ch_cache_ttl(ch_client *c, const struct ch_cache_opts *opts, const void *key, size_t key_len,
+                 int64_t *ttl_ms, char *err, size_t err_len)
+{
+	if (ttl_ms == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "ttl_ms is required");
+	*ttl_ms = -2;
+	struct cache_answer a;
+	int code = cache_simple(c, opts, CHORUS__CACHE_OP__CACHE_TTL, key, key_len, 0, 0, &a, err,
+	                        err_len);
+	if (code != CH_OK)
+		return code;
+	if (a.ttl_ms < -2)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "%s answered a ttl of %lld ms", c->addr,
+		            (long long)a.ttl_ms);
+	*ttl_ms = a.ttl_ms;
+	return CH_OK;
+}
+
+int ch_cache_incr(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                  size_t key_len, int64_t delta, int64_t *result, char *err, size_t err_len)
+{
+	if (result != NULL)
+		*result = 0;
+	struct cache_answer a;
+	int code = cache_simple(c, opts, CHORUS__CACHE_OP__CACHE_INCR, key, key_len, 0, delta, &a,
+	                        err, err_len);
+	if (code == CH_OK && result != NULL)
+		*result = a.integer;
+	return code;
+}
+
+/* The keys and lengths of a multi-key call, checked before anything is sent. */
+static int check_cache_keys(const void *const *keys, const size_t *key_lens, size_t n,
+                            char *err, size_t err_len)
+{
+	if (n > CH_CACHE_MULTI_KEYS_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "%zu keys: at most %d in one call", n,
+		            CH_CACHE_MULTI_KEYS_MAX);
+	if (n > 0 && (keys == NULL || key_lens == NULL))
+		return fail(err, err_len, CH_ERR_INVALID, "keys and key_lens are required");
+	for (size_t i = 0; i < n; i++) {
+		int code = check_cache_key(keys[i], key_lens[i], err, err_len);
+		if (code != CH_OK)
+			return fail(err, err_len, code, "key %zu: a key is required (1 byte or more)", i);
+	}
+	return CH_OK;
+}
+
+int ch_cache_mget(ch_client *c, const struct ch_cache_opts *opts, const void *const *keys,
+                  const size_t *key_lens, size_t n, struct ch_bytes **values, char *err,
+                  size_t err_len)
+{
+	if (values == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "values is required");
+	*values = NULL;
+	int code = check_cache_keys(keys, key_lens, n, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	struct ch_bytes *v = calloc(n > 0 ? n : 1, sizeof *v);
+	if (v == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		code = ch_cache_get(c, opts, keys[i], key_lens[i], &v[i].data, &v[i].len, NULL, NULL, err,
+		                    err_len);
+		if (code == CH_ERR_NOT_FOUND)
+			code = CH_OK; /* data NULL: a miss */
+		if (code != CH_OK) {
+			ch_bytes_free(v, i);
+			return code;
+		}
+	}
+	*values = v;
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cache_mset(ch_client *c, const struct ch_cache_opts *opts, const void *const *keys,
+                  const size_t *key_lens, const void *const *values, const size_t *value_lens,
+                  size_t n, int64_t ttl_ms, size_t *written, char *err, size_t err_len)
+{
+	if (written != NULL)
+		*written = 0;
+	int code = check_cache_keys(keys, key_lens, n, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (n > 0 && (values == NULL || value_lens == NULL))
+		return fail(err, err_len, CH_ERR_INVALID, "values and value_lens are required");
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	for (size_t i = 0; i < n; i++) {
+		code = ch_cache_put(c, opts, keys[i], key_lens[i], values[i], value_lens[i], ttl_ms, 0,
+		                    NULL, NULL, err, err_len);
+		if (code != CH_OK)
+			return code;
+		if (written != NULL)
+			*written = i + 1;
+	}
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cache_scan(ch_client *c, const struct ch_cache_opts *opts, uint64_t cursor,
+                  const char *pattern, uint32_t count, uint64_t *next, struct ch_bytes **keys,
+                  size_t *n, char *err, size_t err_len)
+{
+	if (next == NULL || keys == NULL || n == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "next, keys and n are required");
+	*next = 0;
+	*keys = NULL;
+	*n = 0;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	req.op = CHORUS__CACHE_OP__CACHE_SCAN;
+	req.cursor = cursor;
+	req.pattern = (char *)(pattern != NULL ? pattern : ""); /* packed only */
+	req.count = count;
+	Chorus__Envelope *e = NULL;
+	int code = cache_call(c, opts, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CacheResp *r = e->cache_resp;
+	size_t count_got = r->n_keys;
+	struct ch_bytes *v = calloc(count_got > 0 ? count_got : 1, sizeof *v);
+	for (size_t i = 0; v != NULL && i < count_got; i++) {
+		v[i].data = bytes_dup(r->keys[i].data, r->keys[i].len);
+		v[i].len = r->keys[i].len;
+		if (v[i].data == NULL) {
+			ch_bytes_free(v, i);
+			v = NULL;
+		}
+	}
+	uint64_t next_cursor = r->cursor;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (v == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	*keys = v;
+	*n = count_got;
+	*next = next_cursor;
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cache_stats(ch_client *c, const char *cache, struct ch_cache_stats **out, size_t *n,
+                   char *err, size_t err_len)
+{
+	if (out == NULL || n == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "out and n are required");
+	*out = NULL;
+	*n = 0;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	req.op = CHORUS__CACHE_OP__CACHE_STATS;
+	/* "" asks for every cache (elsewhere it names the default one) */
+	if (cache != NULL && strlen(cache) > CH_CACHE_NAME_BYTES_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "a cache name has at most %d bytes",
+		            CH_CACHE_NAME_BYTES_MAX);
+	req.cache = (char *)(cache != NULL ? cache : ""); /* packed only, never written */
+	Chorus__Envelope *e = NULL;
+	int code = cache_send(c, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CacheResp *r = e->cache_resp;
+	size_t count = r->n_stats;
+	struct ch_cache_stats *v = calloc(count > 0 ? count : 1, sizeof *v);
+	for (size_t i = 0; v != NULL && i < count; i++) {
+		const Chorus__CacheStatsInfo *w = r->stats[i];
+		struct ch_cache_stats *s = &v[i];
+		s->cache = dup_str(w->cache);
+		s->node = dup_str(w->node);
+		s->entries = w->entries;
+		s->memory_bytes = w->memory_bytes;
+		s->hits = w->hits;
+		s->misses = w->misses;
+		s->evictions = w->evictions;
+		s->expirations = w->expirations;
+		s->hints_pending = w->hints_pending;
+		s->tombstones = w->tombstones;
+		s->partitions_primary = w->partitions_primary;
+		s->partitions_replica = w->partitions_replica;
+		s->partitions_moving = w->partitions_moving;
+		if (s->cache == NULL || s->node == NULL) {
+			ch_cache_stats_free(v, i + 1);
+			v = NULL;
+		}
+	}
+	chorus__envelope__free_unpacked(e, NULL);
+	if (v == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	*out = v;
+	*n = count;
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cache_flush(ch_client *c, const struct ch_cache_opts *opts, char *err, size_t err_len)
+{
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	req.op = CHORUS__CACHE_OP__CACHE_FLUSH;
+	Chorus__Envelope *e = NULL;
+	int code = cache_call(c, opts, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	chorus__envelope__free_unpacked(e, NULL);
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+int ch_cache_dbsize(ch_client *c, const struct ch_cache_opts *opts, uint64_t *entries, char *err,
+                    size_t err_len)
+{
+	if (entries == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "entries is required");
+	*entries = 0;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	req.op = CHORUS__CACHE_OP__CACHE_DBSIZE;
+	Chorus__Envelope *e = NULL;
+	int code = cache_call(c, opts, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	int64_t got = e->cache_resp->integer;
+	chorus__envelope__free_unpacked(e, NULL);
+	if (got < 0)
+		return fail(err, err_len, CH_ERR_PROTOCOL, "%s answered a size of %lld", c->addr,
+		            (long long)got);
+	*entries = (uint64_t)got;
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
+/* ------------------------------------------------------------------ */
 /* fan-out                                                             */
 
 static int map_start(ch_client *c, const char *handler, const void *const *payloads,

@@ -96,6 +96,8 @@ static const char usage_text[] =
 	"  cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
 	"                                                     next fire times of a cron\n"
 	"                                                     expression (no cluster needed)\n"
+	"  cache get|put|del|incr|ttl|expire KEY ...          the cluster's cache (see\n"
+	"  cache scan|stats|flush|dbsize                      clusterctl help cache)\n"
 	"  voters [list]                                      the voters, the leader, the term\n"
 	"  voters add|remove MEMBER                           change the voters (name or id)\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
@@ -115,12 +117,16 @@ static const char usage_text[] =
 	"\n"
 	"exit codes:\n"
 	"  0  ok\n"
-	"  1  the task (or a task of a fan-out) did not succeed\n"
+	"  1  the task (or a task of a fan-out) did not succeed; a cache put --nx or\n"
+	"     --xx whose condition did not hold\n"
 	"  2  usage error, or a request the node found invalid (e.g. a schedule name\n"
-	"     already taken)\n"
-	"  3  node unreachable, a timeout, or no leader elected in time (cron, voters)\n"
+	"     already taken, a cache incr of a value that is not an integer)\n"
+	"  3  node unreachable, a timeout, no leader elected in time (cron, voters),\n"
+	"     too few replicas alive for the consistency asked, or a partition still\n"
+	"     moving after the retries (cache)\n"
 	"  4  authentication failed (wrong cluster secret)\n"
-	"  5  not found (no such task, schedule or member)\n"
+	"  5  not found (no such task, schedule or member; no such key in the cache,\n"
+	"     or no such cache)\n"
 	"  6  rejected by the node (unknown handler, exec denied, too large, queue full,\n"
 	"     schedule limit, a voter change already under way)\n"
 	"  7  any other error\n";
@@ -320,6 +326,83 @@ static const char help_cron[] =
 	"stderr; add and every check these before contacting a node), 5 for no such\n"
 	"schedule, 3 when no leader answered in time.\n";
 
+static const char help_cache[] =
+	"usage: clusterctl cache get KEY\n"
+	"       clusterctl cache put KEY VALUE [--ttl DUR] [--nx | --xx] [--keepttl]\n"
+	"       clusterctl cache put KEY --value-file PATH|- [--ttl DUR] [--nx | --xx] [--keepttl]\n"
+	"       clusterctl cache del KEY...\n"
+	"       clusterctl cache incr KEY [DELTA]\n"
+	"       clusterctl cache ttl KEY\n"
+	"       clusterctl cache expire KEY DUR\n"
+	"       clusterctl cache scan [--match GLOB] [--count N] [--cursor C]\n"
+	"       clusterctl cache stats\n"
+	"       clusterctl cache flush --yes\n"
+	"       clusterctl cache dbsize\n"
+	"\n"
+	"The cluster's cache: named caches whose keys are spread over the members in\n"
+	"partitions, each held by a primary and its replicas (docs/cache.md). Any\n"
+	"node takes these commands and routes each key to its partition's primary.\n"
+	"Keys and values are bytes; a key has at least 1 byte, and the most a key or\n"
+	"a value may have is the nodes' setting (exit 6 beyond it).\n"
+	"\n"
+	"options of every cache command:\n"
+	"  --cache NAME         the cache (default: \"default\")\n"
+	"  --consistency LEVEL  how many of the key's replicas must answer: one,\n"
+	"                       quorum (a majority) or all (default: the cache's own,\n"
+	"                       quorum unless configured); exit 3 when too few are alive\n"
+	"  --json               machine-readable output (below)\n"
+	"  --                   the arguments after it are not options (a key that\n"
+	"                       starts with '-')\n"
+	"\n"
+	"get KEY: writes the value to stdout exactly as stored (a newline is added\n"
+	"only when stdout is a terminal); exit 5 when the key is absent or expired.\n"
+	"put KEY VALUE: stores VALUE as it is (even \"-\"); --value-file PATH stores\n"
+	"the contents of PATH, or of standard input for -, byte for byte (at most\n"
+	"16 MiB, the frame cap). options:\n"
+	"  --ttl DUR     the key expires after DUR (default: the cache's default TTL)\n"
+	"  --nx          store only if the key is absent\n"
+	"  --xx          store only if the key is present\n"
+	"  --keepttl     keep the key's time to live (not with --ttl)\n"
+	"A put whose --nx or --xx condition does not hold stores nothing and exits 1.\n"
+	"del KEY...: deletes the keys and prints how many existed. incr KEY [DELTA]:\n"
+	"adds DELTA (default 1, may be negative) to the decimal integer the key holds,\n"
+	"atomically at its primary (an absent key counts as 0), and prints the new\n"
+	"value; exit 2 when the value is not a 64-bit integer. ttl KEY: the time left\n"
+	"to the key, or \"no expiry\". expire KEY DUR: the key expires after DUR.\n"
+	"ttl and expire exit 5 when the key is absent.\n"
+	"\n"
+	"scan: prints every key of the cache, one per line (control bytes and\n"
+	"backslashes escaped as \\n, \\t, \\xNN, \\\\), going round the cluster until\n"
+	"the scan is complete; a key present the whole time is printed at least once\n"
+	"(twice, maybe, when partitions move meanwhile). --match GLOB keeps the keys\n"
+	"matching a Redis glob (*, ?, [a-z], [^a], \\ escapes). --count N asks each\n"
+	"step to look at about N keys (default 10). --cursor C does one step from C (0\n"
+	"starts) and prints the next cursor to stderr (0: the scan is complete); a\n"
+	"cursor the cluster never handed out exits 2.\n"
+	"stats: the counters of the node asked, one line per cache (--cache: one):\n"
+	"entries, memory, hits, misses, evictions, expirations, hinted writes pending\n"
+	"for a replica that is down, and the partitions it holds as primary, as\n"
+	"replica and moving. flush --yes: removes every entry of the cache on every\n"
+	"member. dbsize: the cache's entries, cluster-wide.\n"
+	"\n"
+	"With --json each command prints one object: get {\"key\", \"value\", \"ttl_ms\"\n"
+	"(-1: no expiry), \"version\": {\"hlc\", \"node\"}}, put {\"key\", \"stored\"}, del\n"
+	"{\"deleted\"}, incr {\"key\", \"value\"}, ttl and expire {\"key\", \"ttl_ms\"}\n"
+	"(ttl: -1 = no expiry), scan {\"cursor\", \"keys\", \"keys_base64\"}, flush\n"
+	"{\"cache\", \"flushed\"}, dbsize {\"cache\", \"entries\"}; stats prints an array\n"
+	"of {\"cache\", \"node\", \"entries\", \"memory_bytes\", \"hits\", \"misses\",\n"
+	"\"evictions\", \"expirations\", \"hints_pending\", \"tombstones\",\n"
+	"\"partitions_primary\", \"partitions_replica\", \"partitions_moving\"}. A key or\n"
+	"value that is valid UTF-8 is a JSON string under \"key\" / \"value\"; any other\n"
+	"is base64 (standard alphabet, padded) under \"key_base64\" / \"value_base64\"\n"
+	"instead; scan's UTF-8 keys are in \"keys\", the others, in base64, in\n"
+	"\"keys_base64\".\n"
+	"\n"
+	"DUR: 500ms, 30s, 10m, 2h, 7d (a bare number is seconds). Exit 2 for a bad\n"
+	"option or argument (checked before contacting a node), 3 when the node is\n"
+	"unreachable or too few replicas are alive, 5 and 1 as above, 6 for a key or\n"
+	"value over the nodes' limit.\n";
+
 static const char help_voters[] =
 	"usage: clusterctl voters [list]\n"
 	"       clusterctl voters add MEMBER\n"
@@ -376,7 +459,9 @@ static int exit_for(int code)
 	case CH_ERR_INVALID: return EXIT_USAGE;
 	case CH_ERR_UNREACHABLE:
 	case CH_ERR_TIMEOUT:
-	case CH_ERR_NOT_LEADER: return EXIT_UNREACHABLE;
+	case CH_ERR_NOT_LEADER:
+	case CH_ERR_UNAVAILABLE:
+	case CH_ERR_MOVED: return EXIT_UNREACHABLE;
 	case CH_ERR_AUTH: return EXIT_AUTH;
 	case CH_ERR_NOT_FOUND: return EXIT_NOT_FOUND;
 	case CH_ERR_UNKNOWN_HANDLER:
@@ -2002,6 +2087,20 @@ static void cron_state_text(const struct ch_cron_info *ci, char *buf, size_t len
 		snprintf(buf, len, "active");
 }
 
+/* n bytes as a JSON string in base64 (standard alphabet, padded); NULL
+ * when out of memory. */
+static json_t *base64_json(const uint8_t *p, size_t n)
+{
+	size_t b64_len = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = malloc(b64_len);
+	if (b64 == NULL)
+		return NULL;
+	sodium_bin2base64(b64, b64_len, p, n, sodium_base64_VARIANT_ORIGINAL);
+	json_t *s = json_string(b64);
+	free(b64);
+	return s;
+}
+
 static json_t *bytes_json(json_t *o, const char *key, const char *key_b64, const uint8_t *p,
                           size_t n)
 {
@@ -2009,13 +2108,9 @@ static json_t *bytes_json(json_t *o, const char *key, const char *key_b64, const
 		json_object_set_new(o, key, json_stringn((const char *)p, n));
 		return o;
 	}
-	size_t b64_len = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
-	char *b64 = malloc(b64_len);
-	if (b64 != NULL) {
-		sodium_bin2base64(b64, b64_len, p, n, sodium_base64_VARIANT_ORIGINAL);
-		json_object_set_new(o, key_b64, json_string(b64));
-		free(b64);
-	}
+	json_t *b64 = base64_json(p, n);
+	if (b64 != NULL)
+		json_object_set_new(o, key_b64, b64);
 	return o;
 }
 
@@ -2624,6 +2719,690 @@ static int cmd_cron(struct cli *cli, int argc, char **argv)
 }
 
 /* ------------------------------------------------------------------ */
+/* cache                                                               */
+
+#define CACHE_SCAN_STEPS_MAX (1u << 24) /* round trips of one whole-keyspace scan */
+#define CACHE_KEY_TEXT_BYTES 64u        /* of a key quoted in a message */
+#define CACHE_NAME_DEFAULT "default"
+
+/* What a cache subcommand takes besides --cache, --consistency and --json. */
+enum cache_takes {
+	CACHE_TAKES_PUT = 1,  /* --ttl, --nx, --xx, --keepttl, --value-file */
+	CACHE_TAKES_SCAN = 2, /* --match, --count, --cursor */
+	CACHE_TAKES_YES = 4,  /* --yes */
+};
+
+struct cache_cmd {
+	const char *name;
+	int args_min, args_max; /* positional arguments; args_max -1 = any number */
+	unsigned takes;         /* enum cache_takes */
+	const char *args;       /* what they are, for a usage error */
+};
+
+static const struct cache_cmd cache_cmds[] = {
+	{ "get", 1, 1, 0, "KEY" },
+	{ "put", 1, 2, CACHE_TAKES_PUT, "KEY VALUE (or KEY --value-file PATH)" },
+	{ "del", 1, -1, 0, "KEY..." },
+	{ "incr", 1, 2, 0, "KEY [DELTA]" },
+	{ "ttl", 1, 1, 0, "KEY" },
+	{ "expire", 2, 2, 0, "KEY DURATION" },
+	{ "scan", 0, 0, CACHE_TAKES_SCAN, "no argument" },
+	{ "stats", 0, 0, 0, "no argument" },
+	{ "flush", 0, 0, CACHE_TAKES_YES, "no argument" },
+	{ "dbsize", 0, 0, 0, "no argument" },
+};
+#define CACHE_CMD_COUNT (sizeof cache_cmds / sizeof cache_cmds[0])
+
+struct cache_args {
+	const struct cache_cmd *cmd;
+	const char **args; /* the positional arguments (argc of them at most) */
+	int arg_count;
+	struct ch_cache_opts opts;
+	int64_t ttl_ms;    /* put: 0 = the cache's default */
+	uint32_t flags;    /* put: CH_CACHE_NX, CH_CACHE_XX, CH_CACHE_KEEPTTL */
+	const char *value_file;
+	const char *match;
+	uint32_t count;    /* scan: 0 = the node's default */
+	uint64_t cursor;
+	bool has_cursor;   /* one step from --cursor, not the whole keyspace */
+	bool yes;
+	int64_t delta;     /* incr */
+	int64_t expire_ms; /* expire */
+};
+
+/* A time to live: a number with a unit, ms, s, m, h or d (bare = seconds),
+ * above 0. */
+static int64_t parse_ttl_or_die(const char *what, const char *s)
+{
+	const char *text = s != NULL ? s : "";
+	errno = 0;
+	char *end;
+	long long v = strtoll(text, &end, 10);
+	long long mult = 0;
+	if (errno == 0 && end != text && text[0] != '-' && text[0] != '+') {
+		if (*end == '\0' || strcmp(end, "s") == 0)
+			mult = 1000;
+		else if (strcmp(end, "ms") == 0)
+			mult = 1;
+		else if (strcmp(end, "m") == 0)
+			mult = 60000;
+		else if (strcmp(end, "h") == 0)
+			mult = 3600000;
+		else if (strcmp(end, "d") == 0)
+			mult = 86400000;
+	}
+	if (mult == 0)
+		usage_fail("%s needs a duration like 500ms, 30s, 10m, 2h or 7d, got '%s'", what, text);
+	if (v <= 0)
+		usage_fail("%s must be more than 0", what);
+	if (v > INT64_MAX / mult)
+		usage_fail("%s is too long: '%s'", what, text);
+	return (int64_t)(v * mult);
+}
+
+/* "-5" is a negative DELTA, not an option. */
+static bool is_negative_number(const char *s)
+{
+	if (s[0] != '-' || s[1] == '\0')
+		return false;
+	for (const char *p = s + 1; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+	}
+	return true;
+}
+
+static int64_t parse_delta_or_die(const char *s)
+{
+	errno = 0;
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0')
+		usage_fail("cache incr: DELTA must be a 64-bit integer, got '%s'", s);
+	return (int64_t)v;
+}
+
+/* A key quoted for a message: control bytes, quotes and backslashes
+ * escaped (and every byte above 0x7F, unless the key is UTF-8), cut at
+ * CACHE_KEY_TEXT_BYTES with "...". */
+static void key_text(const char *key, char *buf, size_t len)
+{
+	size_t o = 0, i = 0;
+	bool utf8 = utf8_valid((const uint8_t *)key, strlen(key));
+	for (; key[i] != '\0' && i < CACHE_KEY_TEXT_BYTES && o + 5 < len; i++) {
+		unsigned char c = (unsigned char)key[i];
+		if (c < 0x20 || c == 0x7F || (c > 0x7F && !utf8))
+			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+		else if (c == '\'' || c == '\\')
+			o += (size_t)snprintf(buf + o, len - o, "\\%c", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = '\0';
+	if (key[i] != '\0' && o + 4 < len)
+		snprintf(buf + o, len - o, "...");
+}
+
+static const char *cache_name(const struct cache_args *a)
+{
+	return a->opts.cache != NULL ? a->opts.cache : CACHE_NAME_DEFAULT;
+}
+
+/* "not found" for KEY: one line, exit 5. */
+static int cache_key_missing(const struct cli *cli, const struct cache_args *a, const char *key)
+{
+	char k[CACHE_KEY_TEXT_BYTES * 4 + 8], msg[ERR_BYTES];
+	key_text(key, k, sizeof k);
+	snprintf(msg, sizeof msg, "no key '%s' in cache %s", k, cache_name(a));
+	return report(cli, CH_ERR_NOT_FOUND, msg);
+}
+
+static void cache_parse(int argc, char **argv, struct cache_args *a)
+{
+	const char *sub = argv[1];
+	for (size_t k = 0; k < CACHE_CMD_COUNT && a->cmd == NULL; k++) {
+		if (strcmp(sub, cache_cmds[k].name) == 0)
+			a->cmd = &cache_cmds[k];
+	}
+	if (a->cmd == NULL)
+		usage_fail("cache: unknown subcommand '%s' (get, put, del, incr, ttl, expire, scan, "
+		           "stats, flush, dbsize)", sub);
+	unsigned takes = a->cmd->takes;
+	bool options_over = false;
+	for (int i = 2; i < argc; i++) {
+		const char *o = argv[i];
+		if (!options_over && strcmp(o, "--") == 0) {
+			options_over = true;
+		} else if (options_over || o[0] != '-' || o[1] == '\0' || is_negative_number(o)) {
+			a->args[a->arg_count++] = o;
+		} else if (strcmp(o, "--json") == 0) {
+			(void)0; /* handled by the caller */
+		} else if (strcmp(o, "--cache") == 0) {
+			a->opts.cache = opt_value(argc, argv, &i);
+			if (a->opts.cache[0] == '\0')
+				usage_fail("cache %s: --cache needs a name", sub);
+			if (strlen(a->opts.cache) > CH_CACHE_NAME_BYTES_MAX)
+				usage_fail("cache %s: --cache: a cache name has at most %d bytes", sub,
+				           CH_CACHE_NAME_BYTES_MAX);
+		} else if (strcmp(o, "--consistency") == 0) {
+			const char *p = opt_value(argc, argv, &i);
+			a->opts.consistency = ch_cache_consistency_parse(p);
+			if (a->opts.consistency <= CH_CACHE_DEFAULT)
+				usage_fail("cache %s: --consistency: unknown level '%s' (one, quorum or all)",
+				           sub, p);
+		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--ttl") == 0) {
+			a->ttl_ms = parse_ttl_or_die("--ttl", opt_value(argc, argv, &i));
+		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--nx") == 0) {
+			a->flags |= CH_CACHE_NX;
+		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--xx") == 0) {
+			a->flags |= CH_CACHE_XX;
+		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--keepttl") == 0) {
+			a->flags |= CH_CACHE_KEEPTTL;
+		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--value-file") == 0) {
+			a->value_file = opt_value(argc, argv, &i);
+		} else if ((takes & CACHE_TAKES_SCAN) != 0 && strcmp(o, "--match") == 0) {
+			a->match = opt_value(argc, argv, &i);
+		} else if ((takes & CACHE_TAKES_SCAN) != 0 && strcmp(o, "--count") == 0) {
+			a->count = parse_u32_or_die(o, opt_value(argc, argv, &i));
+			if (a->count == 0)
+				usage_fail("cache scan: --count must be at least 1");
+		} else if ((takes & CACHE_TAKES_SCAN) != 0 && strcmp(o, "--cursor") == 0) {
+			const char *p = opt_value(argc, argv, &i);
+			if (!parse_u64(p, &a->cursor))
+				usage_fail("cache scan: --cursor needs a cursor a scan printed (a number), "
+				           "got '%s'", p);
+			a->has_cursor = true;
+		} else if ((takes & CACHE_TAKES_YES) != 0 && strcmp(o, "--yes") == 0) {
+			a->yes = true;
+		} else {
+			usage_fail("cache %s: unknown option '%s'", sub, o);
+		}
+	}
+	const struct cache_cmd *c = a->cmd;
+	if (strcmp(sub, "put") == 0 && a->value_file != NULL && a->arg_count > 1)
+		usage_fail("cache put: give VALUE or --value-file, not both");
+	if (a->arg_count < c->args_min)
+		usage_fail("cache %s needs %s", sub, c->args);
+	if (c->args_max >= 0 && a->arg_count > c->args_max)
+		usage_fail("cache %s: unexpected argument '%s'", sub, a->args[c->args_max]);
+	/* keys: every argument of del, the first of the others */
+	int keys = strcmp(sub, "del") == 0 ? a->arg_count : (c->args_min > 0 ? 1 : 0);
+	for (int i = 0; i < keys; i++) {
+		if (a->args[i][0] == '\0')
+			usage_fail("cache %s: KEY is empty (a key has 1 byte or more)", sub);
+	}
+	a->delta = 1;
+	if (strcmp(sub, "incr") == 0 && a->arg_count > 1)
+		a->delta = parse_delta_or_die(a->args[1]);
+	if (strcmp(sub, "expire") == 0)
+		a->expire_ms = parse_ttl_or_die("cache expire: DURATION", a->args[1]);
+	if (strcmp(sub, "put") == 0) {
+		if (a->arg_count < 2 && a->value_file == NULL)
+			usage_fail("cache put needs KEY VALUE, or KEY --value-file PATH|-");
+		if ((a->flags & CH_CACHE_NX) != 0 && (a->flags & CH_CACHE_XX) != 0)
+			usage_fail("cache put: --nx and --xx exclude each other");
+		if ((a->flags & CH_CACHE_KEEPTTL) != 0 && a->ttl_ms != 0)
+			usage_fail("cache put: --keepttl and --ttl exclude each other");
+	}
+	if (strcmp(sub, "flush") == 0 && !a->yes)
+		usage_fail("cache flush removes every entry of cache %s on every member: add --yes",
+		           cache_name(a));
+}
+
+/* A key (or value) in JSON: a string under `name` when it is UTF-8, else
+ * base64 under `name`_base64 (see clusterctl help cache). */
+static void cache_bytes_json(json_t *o, const char *name, const void *p, size_t n)
+{
+	char b64_name[32];
+	snprintf(b64_name, sizeof b64_name, "%s_base64", name);
+	bytes_json(o, name, b64_name, p, n);
+}
+
+static json_t *cache_key_json(const char *key)
+{
+	json_t *o = json_object();
+	cache_bytes_json(o, "key", key, strlen(key));
+	return o;
+}
+
+static json_t *cache_version_json(const struct ch_cache_version *v)
+{
+	char hex[sizeof v->node * 2 + 1];
+	sodium_bin2hex(hex, sizeof hex, v->node, sizeof v->node);
+	json_t *o = json_object();
+	json_object_set_new(o, "hlc", json_integer((json_int_t)v->hlc));
+	json_object_set_new(o, "node", json_string(hex));
+	return o;
+}
+
+static int cache_get(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	char err[ERR_BYTES] = "";
+	void *value = NULL;
+	size_t len = 0;
+	struct ch_cache_version version;
+	int64_t ttl_ms = -1;
+	int rv = ch_cache_get(cli->c, &a->opts, key, strlen(key), &value, &len, &version, &ttl_ms,
+	                      err, sizeof err);
+	/* a miss, told apart from the node's "no cache named ..." by the
+	 * library's message (either way it is exit 5) */
+	if (rv == CH_ERR_NOT_FOUND && strcmp(err, "no such key") == 0)
+		return cache_key_missing(cli, a, key);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		cache_bytes_json(o, "value", value, len);
+		json_object_set_new(o, "ttl_ms", json_integer(ttl_ms));
+		json_object_set_new(o, "version", cache_version_json(&version));
+		json_print(o);
+	} else {
+		/* exactly the bytes stored, so `get K > f` gives what `put K
+		 * --value-file f` took; a terminal gets a newline after them */
+		fwrite(value, 1, len, stdout);
+		if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
+			fputc('\n', stdout);
+	}
+	free(value);
+	return EXIT_OK;
+}
+
+static int cache_put(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	uint8_t *file_value = NULL;
+	const void *value;
+	size_t len;
+	if (a->value_file != NULL) {
+		int rc = read_source(a->value_file, &file_value, &len);
+		if (rc != EXIT_OK)
+			return rc;
+		value = file_value;
+	} else {
+		value = a->args[1];
+		len = strlen(a->args[1]);
+	}
+	char err[ERR_BYTES] = "";
+	int applied = 0;
+	int rv = ch_cache_put(cli->c, &a->opts, key, strlen(key), value, len, a->ttl_ms, a->flags,
+	                      NULL, &applied, err, sizeof err);
+	free(file_value);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	const char *cond = (a->flags & CH_CACHE_NX) != 0   ? " (--nx: the key exists)"
+	                   : (a->flags & CH_CACHE_XX) != 0 ? " (--xx: the key does not exist)"
+	                                                   : "";
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		json_object_set_new(o, "stored", json_boolean(applied));
+		json_print(o);
+	} else if (applied) {
+		char k[CACHE_KEY_TEXT_BYTES * 4 + 8];
+		key_text(key, k, sizeof k);
+		printf("stored '%s' (%zu byte%s) in cache %s\n", k, len, len == 1 ? "" : "s",
+		       cache_name(a));
+	} else {
+		fprintf(stderr, "clusterctl: not stored%s\n", cond);
+	}
+	return applied ? EXIT_OK : EXIT_TASK_FAILED;
+}
+
+static int cache_del(struct cli *cli, const struct cache_args *a)
+{
+	uint64_t deleted = 0;
+	for (int i = 0; i < a->arg_count; i++) {
+		char err[ERR_BYTES] = "";
+		int existed = 0;
+		int rv = ch_cache_del(cli->c, &a->opts, a->args[i], strlen(a->args[i]), &existed, err,
+		                      sizeof err);
+		if (rv != CH_OK) {
+			if (i > 0)
+				fprintf(stderr, "clusterctl: deleted %llu of the %d keys before this one\n",
+				        (unsigned long long)deleted, i);
+			return report(cli, rv, err);
+		}
+		deleted += existed ? 1u : 0u;
+	}
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "deleted", json_integer((json_int_t)deleted));
+		json_print(o);
+	} else {
+		printf("deleted %llu of %d key%s\n", (unsigned long long)deleted, a->arg_count,
+		       a->arg_count == 1 ? "" : "s");
+	}
+	return EXIT_OK;
+}
+
+static int cache_incr(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	char err[ERR_BYTES] = "";
+	int64_t result = 0;
+	int rv = ch_cache_incr(cli->c, &a->opts, key, strlen(key), a->delta, &result, err,
+	                       sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		json_object_set_new(o, "value", json_integer(result));
+		json_print(o);
+	} else {
+		printf("%lld\n", (long long)result);
+	}
+	return EXIT_OK;
+}
+
+/* A time to live for people: "1500 ms", "2m 5.250s", "3d 4h". */
+static void ttl_text(int64_t ms, char *buf, size_t len)
+{
+	if (ms < 1000) {
+		snprintf(buf, len, "%lld ms", (long long)ms);
+		return;
+	}
+	long long d = ms / 86400000, h = ms / 3600000 % 24, m = ms / 60000 % 60;
+	long long s = ms / 1000 % 60, frac = ms % 1000;
+	if (d > 0)
+		snprintf(buf, len, "%lldd %lldh %lldm", d, h, m);
+	else if (h > 0)
+		snprintf(buf, len, "%lldh %lldm %llds", h, m, s);
+	else if (m > 0)
+		snprintf(buf, len, "%lldm %lld.%03llds", m, s, frac);
+	else
+		snprintf(buf, len, "%lld.%03llds", s, frac);
+}
+
+static int cache_ttl(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	char err[ERR_BYTES] = "";
+	int64_t ttl_ms = -2;
+	int rv = ch_cache_ttl(cli->c, &a->opts, key, strlen(key), &ttl_ms, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (ttl_ms == -2)
+		return cache_key_missing(cli, a, key);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		json_object_set_new(o, "ttl_ms", json_integer(ttl_ms));
+		json_print(o);
+	} else if (ttl_ms < 0) {
+		printf("no expiry\n");
+	} else {
+		char t[64];
+		ttl_text(ttl_ms, t, sizeof t);
+		printf("%s (%lld ms)\n", t, (long long)ttl_ms);
+	}
+	return EXIT_OK;
+}
+
+static int cache_expire(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	int64_t ttl_ms = a->expire_ms;
+	char err[ERR_BYTES] = "";
+	int applied = 0;
+	int rv = ch_cache_expire(cli->c, &a->opts, key, strlen(key), ttl_ms, &applied, err,
+	                         sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (!applied)
+		return cache_key_missing(cli, a, key);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		json_object_set_new(o, "ttl_ms", json_integer(ttl_ms));
+		json_print(o);
+	} else {
+		char k[CACHE_KEY_TEXT_BYTES * 4 + 8], t[64];
+		key_text(key, k, sizeof k);
+		ttl_text(ttl_ms, t, sizeof t);
+		printf("'%s' expires in %s\n", k, t);
+	}
+	return EXIT_OK;
+}
+
+/* One scan step's keys: printed (text: escaped as print_escaped does, and
+ * the bytes above 0x7F of a key that is not UTF-8 as \xNN) or added to the
+ * JSON arrays. */
+static void scan_emit(const struct ch_bytes *keys, size_t n, json_t *utf8, json_t *b64)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *p = keys[i].data;
+		if (utf8 == NULL) {
+			if (utf8_valid(p, keys[i].len)) {
+				print_escaped(stdout, p, keys[i].len);
+			} else {
+				for (size_t k = 0; k < keys[i].len; k++) {
+					if (p[k] > 0x7F)
+						printf("\\x%02x", p[k]);
+					else
+						print_escaped(stdout, &p[k], 1);
+				}
+			}
+			fputc('\n', stdout);
+			continue;
+		}
+		if (utf8_valid(p, keys[i].len))
+			json_array_append_new(utf8, json_stringn((const char *)p, keys[i].len));
+		else
+			json_array_append_new(b64, base64_json(p, keys[i].len));
+	}
+}
+
+static int cache_scan(struct cli *cli, const struct cache_args *a)
+{
+	json_t *utf8 = cli->json ? json_array() : NULL;
+	json_t *b64 = cli->json ? json_array() : NULL;
+	uint64_t cursor = a->cursor;
+	uint32_t steps = 0;
+	int rc = EXIT_OK;
+	for (;;) {
+		char err[ERR_BYTES] = "";
+		struct ch_bytes *keys = NULL;
+		size_t n = 0;
+		uint64_t next = 0;
+		int rv = ch_cache_scan(cli->c, &a->opts, cursor, a->match, a->count, &next, &keys, &n,
+		                       err, sizeof err);
+		if (rv != CH_OK) {
+			rc = report(cli, rv, err);
+			break;
+		}
+		scan_emit(keys, n, utf8, b64);
+		ch_bytes_free(keys, n);
+		cursor = next;
+		steps++;
+		if (a->has_cursor || cursor == 0)
+			break;
+		if (steps == CACHE_SCAN_STEPS_MAX) {
+			fprintf(stderr, "clusterctl: scan: no end after %u steps; go on with --cursor %llu\n",
+			        steps, (unsigned long long)cursor);
+			rc = EXIT_OTHER;
+			break;
+		}
+	}
+	if (rc == EXIT_OK && cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "cursor", json_integer((json_int_t)cursor));
+		json_object_set(o, "keys", utf8);
+		json_object_set(o, "keys_base64", b64);
+		json_print(o);
+	} else if (rc == EXIT_OK && a->has_cursor) {
+		fflush(stdout);
+		fprintf(stderr, "next cursor: %llu%s\n", (unsigned long long)cursor,
+		        cursor == 0 ? " (the scan is complete)" : "");
+	}
+	json_decref(utf8);
+	json_decref(b64);
+	return rc;
+}
+
+/* 1536 -> "1.5 KiB". */
+static void bytes_text(uint64_t n, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	size_t u = 0;
+	while (v >= 1024.0 && u + 1 < sizeof units / sizeof units[0]) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%llu B", (unsigned long long)n);
+	else
+		snprintf(buf, len, "%.1f %s", v, units[u]);
+}
+
+static json_t *cache_stats_json(const struct ch_cache_stats *s)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "cache", json_string(s->cache));
+	json_object_set_new(o, "node", json_string(s->node));
+	json_object_set_new(o, "entries", json_integer((json_int_t)s->entries));
+	json_object_set_new(o, "memory_bytes", json_integer((json_int_t)s->memory_bytes));
+	json_object_set_new(o, "hits", json_integer((json_int_t)s->hits));
+	json_object_set_new(o, "misses", json_integer((json_int_t)s->misses));
+	json_object_set_new(o, "evictions", json_integer((json_int_t)s->evictions));
+	json_object_set_new(o, "expirations", json_integer((json_int_t)s->expirations));
+	json_object_set_new(o, "hints_pending", json_integer((json_int_t)s->hints_pending));
+	json_object_set_new(o, "tombstones", json_integer((json_int_t)s->tombstones));
+	json_object_set_new(o, "partitions_primary", json_integer(s->partitions_primary));
+	json_object_set_new(o, "partitions_replica", json_integer(s->partitions_replica));
+	json_object_set_new(o, "partitions_moving", json_integer(s->partitions_moving));
+	return o;
+}
+
+static void cache_stats_table(const struct ch_cache_stats *v, size_t n)
+{
+	int node_w = (int)strlen("NODE"), cache_w = (int)strlen("CACHE");
+	for (size_t i = 0; i < n; i++) {
+		int w = (int)strlen(v[i].node);
+		if (w > node_w)
+			node_w = w > MEMBER_NAME_COLS_MAX ? MEMBER_NAME_COLS_MAX : w;
+		w = (int)strlen(v[i].cache);
+		if (w > cache_w)
+			cache_w = w > CH_CACHE_NAME_BYTES_MAX ? CH_CACHE_NAME_BYTES_MAX : w;
+	}
+	printf("%-*s  %-*s  %10s  %10s  %10s  %10s  %9s  %9s  %7s  %s\n", node_w, "NODE", cache_w,
+	       "CACHE", "ENTRIES", "MEMORY", "HITS", "MISSES", "EVICTED", "EXPIRED", "HINTS",
+	       "PARTITIONS (PRIMARY/REPLICA/MOVING)");
+	for (size_t i = 0; i < n; i++) {
+		const struct ch_cache_stats *s = &v[i];
+		char mem[32];
+		bytes_text(s->memory_bytes, mem, sizeof mem);
+		printf("%-*.*s  %-*s  %10llu  %10s  %10llu  %10llu  %9llu  %9llu  %7llu  %u/%u/%u\n",
+		       node_w, MEMBER_NAME_COLS_MAX, s->node[0] != '\0' ? s->node : "-", cache_w,
+		       s->cache, (unsigned long long)s->entries, mem, (unsigned long long)s->hits,
+		       (unsigned long long)s->misses, (unsigned long long)s->evictions,
+		       (unsigned long long)s->expirations, (unsigned long long)s->hints_pending,
+		       s->partitions_primary, s->partitions_replica, s->partitions_moving);
+	}
+	if (n == 0)
+		printf("(no cache on this node)\n");
+}
+
+static int cache_stats(struct cli *cli, const struct cache_args *a)
+{
+	char err[ERR_BYTES] = "";
+	struct ch_cache_stats *v = NULL;
+	size_t n = 0;
+	int rv = ch_cache_stats(cli->c, a->opts.cache, &v, &n, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *arr = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(arr, cache_stats_json(&v[i]));
+		json_print(arr);
+	} else {
+		cache_stats_table(v, n);
+	}
+	ch_cache_stats_free(v, n);
+	return EXIT_OK;
+}
+
+static int cache_flush(struct cli *cli, const struct cache_args *a)
+{
+	char err[ERR_BYTES] = "";
+	int rv = ch_cache_flush(cli->c, &a->opts, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "cache", json_string(cache_name(a)));
+		json_object_set_new(o, "flushed", json_true());
+		json_print(o);
+	} else {
+		printf("flushed cache %s\n", cache_name(a));
+	}
+	return EXIT_OK;
+}
+
+static int cache_dbsize(struct cli *cli, const struct cache_args *a)
+{
+	char err[ERR_BYTES] = "";
+	uint64_t entries = 0;
+	int rv = ch_cache_dbsize(cli->c, &a->opts, &entries, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "cache", json_string(cache_name(a)));
+		json_object_set_new(o, "entries", json_integer((json_int_t)entries));
+		json_print(o);
+	} else {
+		printf("%llu\n", (unsigned long long)entries);
+	}
+	return EXIT_OK;
+}
+
+/* cache SUBCOMMAND: every one asks the cluster through the node given. */
+static int cmd_cache(struct cli *cli, int argc, char **argv)
+{
+	if (argc < 2)
+		usage_fail("cache needs a subcommand: get, put, del, incr, ttl, expire, scan, stats, "
+		           "flush or dbsize");
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+	}
+	struct cache_args a = { .args = calloc((size_t)argc, sizeof(const char *)) };
+	if (a.args == NULL) {
+		fprintf(stderr, "clusterctl: out of memory\n");
+		return EXIT_OTHER;
+	}
+	cache_parse(argc, argv, &a);
+	int rc = connect_cli(cli);
+	if (rc == EXIT_OK) {
+		const char *sub = a.cmd->name;
+		if (strcmp(sub, "get") == 0)
+			rc = cache_get(cli, &a);
+		else if (strcmp(sub, "put") == 0)
+			rc = cache_put(cli, &a);
+		else if (strcmp(sub, "del") == 0)
+			rc = cache_del(cli, &a);
+		else if (strcmp(sub, "incr") == 0)
+			rc = cache_incr(cli, &a);
+		else if (strcmp(sub, "ttl") == 0)
+			rc = cache_ttl(cli, &a);
+		else if (strcmp(sub, "expire") == 0)
+			rc = cache_expire(cli, &a);
+		else if (strcmp(sub, "scan") == 0)
+			rc = cache_scan(cli, &a);
+		else if (strcmp(sub, "stats") == 0)
+			rc = cache_stats(cli, &a);
+		else if (strcmp(sub, "flush") == 0)
+			rc = cache_flush(cli, &a);
+		else
+			rc = cache_dbsize(cli, &a);
+	}
+	free(a.args);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* voters                                                              */
 
 #define VOTER_ID_PREFIX_CHARS 8
@@ -2736,6 +3515,7 @@ static int cmd_help(int argc, char **argv)
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
 	                   : strcmp(c, "keygen") == 0 ? help_keygen
 	                   : strcmp(c, "cron") == 0   ? help_cron
+	                   : strcmp(c, "cache") == 0  ? help_cache
 	                   : strcmp(c, "voters") == 0 ? help_voters
 	                                              : NULL;
 	if (text == NULL)
@@ -2811,6 +3591,8 @@ int main(int argc, char **argv)
 		rc = cmd_cron(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "voters") == 0)
 		rc = cmd_voters(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "cache") == 0)
+		rc = cmd_cache(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "help") == 0)
 		rc = cmd_help(sub_argc, sub_argv);
 	else

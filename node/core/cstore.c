@@ -1798,6 +1798,21 @@ int cstore_partition_scan(struct cstore *s, uint16_t partition, uint64_t cursor,
 	return 0;
 }
 
+int cstore_replication_scan(struct cstore *s, uint64_t cursor, uint32_t buckets, uint64_t now_ms,
+                            cstore_visit_fn fn, void *ctx, uint64_t *next_cursor)
+{
+	uint64_t v;
+	if (!fn || !next_cursor || cursor_decode(s, cursor, &v) != 0)
+		return ERR_INVALID;
+	enter(s, REHASH_STEP_READ);
+	struct scan_arg a = {.now_ms = now_ms, .fn = fn, .ctx = ctx, .partition = -1, .tombstones = true};
+	do
+		v = scan_step(s, v, scan_bucket, &a);
+	while (v && a.visited < buckets);
+	*next_cursor = cursor_encode(s, v);
+	return 0;
+}
+
 int cstore_partition_drop(struct cstore *s, uint16_t partition, uint64_t cursor, uint32_t buckets,
                           uint64_t *next_cursor, uint64_t *removed)
 {

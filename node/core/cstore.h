@@ -278,6 +278,10 @@ int cstore_glob_match(const char *pattern, size_t pattern_bytes, const char *str
  * 0, or ERR_INVALID. */
 int cstore_partition_scan(struct cstore *s, uint16_t partition, uint64_t cursor, uint32_t buckets,
                           uint64_t now_ms, cstore_visit_fn fn, void *ctx, uint64_t *next_cursor);
+/* Every entry of every partition, tombstones included (live expired ones
+ * not), in one pass, for anti-entropy: cursor and budget as above. */
+int cstore_replication_scan(struct cstore *s, uint64_t cursor, uint32_t buckets, uint64_t now_ms,
+                            cstore_visit_fn fn, void *ctx, uint64_t *next_cursor);
 /* Removes the partition's entries (live and tombstones, no tombstones left
  * behind) from at most `buckets` buckets per call, cursor as above. *removed
  * (may be NULL) gets the count. 0, or ERR_INVALID. */

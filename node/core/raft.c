@@ -468,6 +468,15 @@ static void broadcast_append(struct raft *r)
 
 static void maybe_commit(struct raft *r);
 
+/* A partly received snapshot is dropped (it may be large) once this node
+ * no longer follows, or needs it no more. */
+static void rx_drop(struct raft *r)
+{
+	free(r->rx.data);
+	memset(&r->rx, 0, sizeof(r->rx));
+	r->rx_got = 0;
+}
+
 static void become_leader(struct raft *r)
 {
 	assert(r->role == RAFT_CANDIDATE);
@@ -509,6 +518,7 @@ static uint32_t granted_count(const struct raft *r)
 
 static void become_candidate(struct raft *r)
 {
+	rx_drop(r);
 	set_term(r, r->term + 1);
 	r->role = RAFT_CANDIDATE;
 	r->vote = r->cfg.self;
@@ -900,6 +910,7 @@ static void on_snapshot(struct raft *r, const struct raft_msg *m)
 	heard_leader(r, m);
 	struct out_msg *o;
 	if (m->snap.index <= r->commit) {
+		rx_drop(r);
 		/* it has all that already (a resend, or it caught up) */
 		o = send_msg(r, RAFT_MSG_SNAPSHOT_RESP, &m->from);
 		if (o) {
@@ -1270,6 +1281,20 @@ int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t l
 	    (len && !data)) {
 		free(data);
 		return ERR_INVALID;
+	}
+	/* a follower fetching the snapshot held keeps it alive: replacing it
+	 * would restart the transfer from its first byte, and a leader that
+	 * compacts faster than a transfer takes would never let it end. A
+	 * transfer unanswered for ten election timeouts no longer counts. */
+	if (r->role == RAFT_LEADER && r->snap.at.index) {
+		for (uint32_t i = 0; i < r->n_peers + r->n_learners; i++) {
+			const struct peer *p = i < r->n_peers ? &r->peers[i] : &r->learners[i - r->n_peers];
+			if (p->snap_index == r->snap.at.index && p->next <= r->offset &&
+			    r->now_ms - p->snap_sent_ms < 10ull * r->cfg.election_ms) {
+				free(data);
+				return ERR_BUSY;
+			}
+		}
 	}
 	struct raft_snapshot sn = {.data = data, .len = len};
 	sn.at.index = index;

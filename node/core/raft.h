@@ -263,7 +263,9 @@ int raft_learner_progress(const struct raft *r, const struct raft_id *id, uint64
  * snapshot and deletes the entries up to base->index (raftlog_compact).
  * Call it between raft_advance and the next raft_ready, never inside a
  * ready. 0, ERR_INVALID (index out of range: data is freed), ERR_TOO_LARGE
- * over RAFT_SNAPSHOT_BYTES_MAX (freed). */
+ * over RAFT_SNAPSHOT_BYTES_MAX (freed), ERR_BUSY (freed) while a follower
+ * fetches the snapshot held (replacing it would restart the transfer;
+ * try later). */
 int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t len,
                        uint64_t keep, struct raft_point *base);
 /* The snapshot held (NULL: none). */

@@ -453,6 +453,9 @@ int raftlog_open(struct raftlog **out, const char *dir, char *err, size_t err_le
 	char mode[32], sync[32];
 	if (pragma_text(l->db, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) != SQLITE_OK ||
 	    sqlite3_exec(l->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL) != SQLITE_OK ||
+	    /* a snapshot passes through the WAL: truncate it back after each
+	     * checkpoint rather than keep a snapshot's worth of it for good */
+	    sqlite3_exec(l->db, "PRAGMA journal_size_limit = 67108864", NULL, NULL, NULL) != SQLITE_OK ||
 	    pragma_text(l->db, "PRAGMA synchronous", sync, sizeof(sync)) != SQLITE_OK) {
 		snprintf(err, err_len, "%s: %s", l->path, sqlite3_errmsg(l->db));
 		goto fail;

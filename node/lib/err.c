@@ -20,6 +20,7 @@ const char *err_name(int code)
 	case ERR_TIMEOUT: return "timeout";
 	case ERR_AUTH: return "authentication failed";
 	case ERR_CLOSED: return "closed";
+	case ERR_BUSY: return "busy";
 	default: return "unknown error";
 	}
 }

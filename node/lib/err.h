@@ -26,7 +26,8 @@ enum err {
 	ERR_TIMEOUT = -11,
 	ERR_AUTH = -12,        /* authentication failed */
 	ERR_CLOSED = -13,      /* the peer or session is gone */
-	ERR_COUNT_ = 14        /* number of codes, 0 included */
+	ERR_BUSY = -14,        /* not now: something in progress must end first */
+	ERR_COUNT_ = 15        /* number of codes, 0 included */
 };
 
 /* Short name of a code, for logs ("full", "not found"). Never NULL. */

@@ -121,7 +121,36 @@ struct op {
 	uint32_t scan_ord;
 };
 
-enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN };
+enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC };
+
+/* Anti-entropy (docs/cache.md): each round, for each cache, this node
+ * sends each member it shares partitions with its digests of them; the
+ * member answers those that differ; then one pass over the store streams
+ * the entries of those partitions to it (last writer wins on arrival). The
+ * member does the same on its own round, so both converge. A partition
+ * this node holds but no longer owns is dropped once every owner answered
+ * an equal digest for it. */
+#define AE_PERIOD_MS 2000
+#define AE_AFTER_MAP_MS 300
+#define AE_PEERS_MAX 64
+#define AE_BATCH_ENTRIES 128
+#define AE_BATCH_BYTES (512u << 10)
+#define AE_SCAN_BUCKETS 4096     /* per tick */
+
+struct ae_batch {
+	Chorus__CacheEntry **ents;   /* owned copies */
+	uint32_t n;
+	size_t bytes;
+};
+
+struct ae_peer {
+	struct cache_svc *s;
+	uint8_t id[ID_BYTES];
+	uint8_t *differ;             /* bitmap over partitions: push these */
+	uint8_t *equal;              /* bitmap: its digest equals ours */
+	struct ae_batch batch;
+	int answered;
+};
 
 struct cache_svc {
 	struct host *host;
@@ -137,6 +166,18 @@ struct cache_svc {
 	struct op *ops;
 	uint32_t n_ops;
 	struct cache_port port;
+	/* anti-entropy */
+	struct {
+		uint64_t next_ms;
+		uint64_t map_epoch;      /* the map the round was planned on */
+		int phase;               /* 0 idle, 1 digests out, 2 pushing */
+		uint32_t cache;          /* the cache of this round */
+		uint32_t outstanding;
+		struct ae_peer peers[AE_PEERS_MAX];
+		uint32_t n_peers;
+		uint64_t cursor;
+		uint64_t rounds, pushed, dropped;
+	} ae;
 	/* counters */
 	uint64_t forwarded, replicated, repairs, unavailable, timeouts, moved, refused_drift;
 };
@@ -192,6 +233,10 @@ static void map_refresh(struct cache_svc *s)
 		cplace_map_free(&s->map);
 	s->map = fresh;
 	s->have_map = 1;
+	/* owners changed: converge soon */
+	uint64_t soon = host_now(s->host)->mono_ms + AE_AFTER_MAP_MS;
+	if (s->ae.next_ms > soon)
+		s->ae.next_ms = soon;
 	log_info("cache", "partition map %016" PRIx64 ": %u member(s), %u partitions, %u copies", epoch,
 	         k, fresh.partition_count, fresh.owner_count);
 }
@@ -399,6 +444,23 @@ static void handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope
 	for (size_t i = 0; i < m->n_entries; i++)
 		if (entry_apply(s, c, m->entries[i]) == 0)
 			resp.applied++;
+	uint32_t *differ = NULL;
+	if (m->sync && m->n_sync_partitions == m->n_sync_digests && m->n_sync_partitions &&
+	    m->n_sync_partitions <= CPLACE_PARTITIONS_MAX) {
+		differ = malloc(m->n_sync_partitions * sizeof(*differ));
+		if (differ) {
+			cstore_tick(c->st, now_wall(s), TICK_BUDGET);
+			for (size_t i = 0; i < m->n_sync_partitions; i++) {
+				struct cstore_partition_stats ps;
+				if (m->sync_partitions[i] >= s->cfg->cache_partitions ||
+				    cstore_partition_stats(c->st, (uint16_t)m->sync_partitions[i], &ps) != 0)
+					continue;
+				if (ps.digest != m->sync_digests[i])
+					differ[resp.n_differ++] = m->sync_partitions[i];
+			}
+			resp.differ = differ;
+		}
+	}
 	Chorus__CacheEntry e;
 	Chorus__CacheVersion vpb;
 	uint8_t node[ID_BYTES];
@@ -412,7 +474,249 @@ static void handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope
 		}
 	}
 	rpc_reply_body(call, CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP, cache_repl_resp, &resp);
+	free(differ);
 }
+
+/* ---- anti-entropy ---- */
+
+static int bit_get(const uint8_t *b, uint32_t i) { return b && (b[i / 8] >> (i % 8)) & 1; }
+static void bit_set(uint8_t *b, uint32_t i) { b[i / 8] |= (uint8_t)(1u << (i % 8)); }
+
+static void ae_batch_clear(struct ae_batch *b)
+{
+	for (uint32_t i = 0; i < b->n; i++)
+		chorus__cache_entry__free_unpacked(b->ents[i], NULL);
+	free(b->ents);
+	memset(b, 0, sizeof(*b));
+}
+
+static void ae_peers_clear(struct cache_svc *s)
+{
+	for (uint32_t i = 0; i < s->ae.n_peers; i++) {
+		free(s->ae.peers[i].differ);
+		free(s->ae.peers[i].equal);
+		ae_batch_clear(&s->ae.peers[i].batch);
+	}
+	memset(s->ae.peers, 0, sizeof(s->ae.peers));
+	s->ae.n_peers = 0;
+}
+
+static void ae_flush(struct cache_svc *s, struct ae_peer *pe)
+{
+	struct ae_batch *b = &pe->batch;
+	if (!b->n)
+		return;
+	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+	m.cache = (char *)s->caches[s->ae.cache].cfg->name;
+	m.epoch = s->map.epoch;
+	m.entries = b->ents;
+	m.n_entries = b->n;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+	env.cache_repl = &m;
+	if (s->peers->request(s->peers->ctx, pe->id, &env, s->cfg->cache_timeout_ms, NULL, NULL) == 0)
+		s->ae.pushed += b->n;
+	ae_batch_clear(b);
+}
+
+static void ae_visit(void *arg, const struct cstore_item *it)
+{
+	struct cache_svc *s = arg;
+	for (uint32_t k = 0; k < s->ae.n_peers; k++) {
+		struct ae_peer *pe = &s->ae.peers[k];
+		if (!bit_get(pe->differ, it->partition))
+			continue;
+		struct ae_batch *b = &pe->batch;
+		if (!b->ents) {
+			b->ents = calloc(AE_BATCH_ENTRIES, sizeof(*b->ents));
+			if (!b->ents)
+				return;
+		}
+		if (b->n == AE_BATCH_ENTRIES || b->bytes >= AE_BATCH_BYTES)
+			continue; /* full: flushed after this bucket; the next round sends the rest */
+		Chorus__CacheEntry e;
+		Chorus__CacheVersion vpb;
+		uint8_t node[ID_BYTES];
+		entry_from_item(it, &e, &vpb, node);
+		size_t n = chorus__cache_entry__get_packed_size(&e);
+		uint8_t *buf = malloc(n ? n : 1);
+		if (!buf)
+			return;
+		chorus__cache_entry__pack(&e, buf);
+		Chorus__CacheEntry *copy = chorus__cache_entry__unpack(NULL, n, buf);
+		free(buf);
+		if (!copy)
+			return;
+		b->ents[b->n++] = copy;
+		b->bytes += n;
+	}
+}
+
+/* The round is over: partitions held here but owned elsewhere go once
+ * every owner said its digest equals ours. */
+static void ae_finish(struct cache_svc *s, uint64_t now_mono)
+{
+	struct cache *c = &s->caches[s->ae.cache];
+	int me = cplace_member_find(&s->map, s->self);
+	if (s->ae.map_epoch == s->map.epoch && me >= 0) {
+		for (uint32_t p = 0; p < s->map.partition_count; p++) {
+			if (cplace_rank(&s->map, (uint16_t)p, (uint32_t)me) >= 0)
+				continue;
+			struct cstore_partition_stats ps;
+			if (cstore_partition_stats(c->st, (uint16_t)p, &ps) != 0 ||
+			    ps.entries + ps.tombstones == 0)
+				continue;
+			int all_equal = 1;
+			for (uint8_t k = 0; k < s->map.owner_count && all_equal; k++) {
+				const uint8_t *o = cplace_owner_id(&s->map, (uint16_t)p, k);
+				int found = 0;
+				for (uint32_t j = 0; j < s->ae.n_peers; j++)
+					if (memcmp(s->ae.peers[j].id, o, ID_BYTES) == 0)
+						found = s->ae.peers[j].answered && bit_get(s->ae.peers[j].equal, p);
+				all_equal = found;
+			}
+			if (!all_equal)
+				continue;
+			uint64_t cur = 0, removed = 0, total = 0;
+			do {
+				if (cstore_partition_drop(c->st, (uint16_t)p, cur, 1u << 20, &cur, &removed) != 0)
+					break;
+				total += removed;
+			} while (cur);
+			s->ae.dropped += total;
+			log_debug("cache", "partition %u of %s handed over: %" PRIu64 " entries dropped here",
+			          p, c->cfg->name, total);
+		}
+	}
+	ae_peers_clear(s);
+	s->ae.phase = 0;
+	s->ae.rounds++;
+	s->ae.next_ms = now_mono + AE_PERIOD_MS;
+}
+
+static void ae_push_start(struct cache_svc *s, uint64_t now_mono)
+{
+	int any = 0;
+	for (uint32_t k = 0; k < s->ae.n_peers; k++)
+		for (uint32_t p = 0; p < s->map.partition_count && !any; p++)
+			any = bit_get(s->ae.peers[k].differ, p);
+	if (!any || s->ae.map_epoch != s->map.epoch) {
+		ae_finish(s, now_mono);
+		return;
+	}
+	s->ae.phase = 2;
+	s->ae.cursor = 0;
+}
+
+static void ae_digest_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct ae_peer *pe = arg;
+	struct cache_svc *s = pe->s;
+	(void)err;
+	s->ae.outstanding--;
+	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP) {
+		const Chorus__CacheReplResp *r = reply->cache_repl_resp;
+		pe->answered = 1;
+		for (size_t i = 0; i < r->n_differ; i++)
+			if (r->differ[i] < s->map.partition_count && bit_get(pe->equal, r->differ[i])) {
+				bit_set(pe->differ, r->differ[i]);
+				pe->equal[r->differ[i] / 8] &= (uint8_t)~(1u << (r->differ[i] % 8));
+			}
+	}
+	if (s->ae.outstanding == 0 && s->ae.phase == 1)
+		ae_push_start(s, host_now(s->host)->mono_ms);
+}
+
+/* A round: digests to every member sharing partitions with this node. */
+static void ae_start(struct cache_svc *s, uint64_t now_mono)
+{
+	if (s->n_caches == 0 || !s->have_map || s->map.member_count < 2)
+		return;
+	s->ae.cache = (s->ae.cache + 1) % s->n_caches;
+	struct cache *c = &s->caches[s->ae.cache];
+	int me = cplace_member_find(&s->map, s->self);
+	if (me < 0)
+		return;
+	ae_peers_clear(s);
+	s->ae.map_epoch = s->map.epoch;
+	s->ae.phase = 1;
+	cstore_tick(c->st, host_now(s->host)->wall_ms, TICK_BUDGET);
+	uint32_t P = s->map.partition_count;
+	uint32_t *parts = malloc(P * sizeof(*parts));
+	uint64_t *digests = malloc(P * sizeof(*digests));
+	for (uint32_t i = 0; parts && digests && i < s->map.member_count; i++) {
+		if ((int)i == me || s->ae.n_peers == AE_PEERS_MAX)
+			continue;
+		uint32_t n = 0;
+		for (uint32_t p = 0; p < P; p++) {
+			if (cplace_rank(&s->map, (uint16_t)p, i) < 0)
+				continue; /* it does not own p */
+			struct cstore_partition_stats ps;
+			int held = cstore_partition_stats(c->st, (uint16_t)p, &ps) == 0 &&
+			           ps.entries + ps.tombstones > 0;
+			if (cplace_rank(&s->map, (uint16_t)p, (uint32_t)me) < 0 && !held)
+				continue; /* nothing of p here */
+			parts[n] = p;
+			digests[n] = held ? ps.digest : 0;
+			n++;
+		}
+		if (n == 0)
+			continue;
+		struct ae_peer *pe = &s->ae.peers[s->ae.n_peers];
+		memset(pe, 0, sizeof(*pe));
+		pe->s = s;
+		memcpy(pe->id, s->map.members[i], ID_BYTES);
+		pe->differ = calloc((P + 7) / 8, 1);
+		pe->equal = calloc((P + 7) / 8, 1);
+		if (!pe->differ || !pe->equal) {
+			free(pe->differ);
+			free(pe->equal);
+			break;
+		}
+		for (uint32_t k = 0; k < n; k++)
+			bit_set(pe->equal, parts[k]); /* until it says otherwise */
+		s->ae.n_peers++;
+		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+		m.cache = (char *)c->cfg->name;
+		m.epoch = s->map.epoch;
+		m.sync = 1;
+		m.sync_partitions = parts;
+		m.n_sync_partitions = n;
+		m.sync_digests = digests;
+		m.n_sync_digests = n;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+		env.cache_repl = &m;
+		if (s->peers->request(s->peers->ctx, pe->id, &env, s->cfg->cache_timeout_ms, ae_digest_cb,
+		                      pe) == 0)
+			s->ae.outstanding++;
+		else
+			memset(pe->equal, 0, (P + 7) / 8);
+	}
+	free(parts);
+	free(digests);
+	if (s->ae.outstanding == 0)
+		ae_push_start(s, now_mono);
+}
+
+/* One step of the push pass. */
+static void ae_step(struct cache_svc *s, uint64_t now_mono)
+{
+	struct cache *c = &s->caches[s->ae.cache];
+	uint64_t next = 0;
+	if (s->ae.map_epoch != s->map.epoch ||
+	    cstore_replication_scan(c->st, s->ae.cursor, AE_SCAN_BUCKETS, host_now(s->host)->wall_ms,
+	                            ae_visit, s, &next) != 0) {
+		ae_finish(s, now_mono);
+		return;
+	}
+	for (uint32_t k = 0; k < s->ae.n_peers; k++)
+		ae_flush(s, &s->ae.peers[k]);
+	s->ae.cursor = next;
+	if (next == 0)
+		ae_finish(s, now_mono);
+}
+
 
 /* ---- the primary ---- */
 
@@ -1409,7 +1713,12 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 static uint64_t svc_next_deadline(void *svc)
 {
 	struct cache_svc *s = svc;
-	return s->next_map_ms;
+	if (s->ae.phase == 2)
+		return 0; /* a push pass goes on every iteration */
+	uint64_t next = s->next_map_ms;
+	if (s->ae.phase == 0 && s->ae.next_ms < next)
+		next = s->ae.next_ms;
+	return next;
 }
 
 static void svc_tick(void *svc, const struct now *now)
@@ -1424,6 +1733,12 @@ static void svc_tick(void *svc, const struct now *now)
 				cstore_gc_tombstones(s->caches[i].st, now->wall_ms - TOMBSTONE_HORIZON_MS,
 				                     TICK_BUDGET);
 		}
+	}
+	if (s->ae.phase == 0 && now->mono_ms >= s->ae.next_ms) {
+		s->ae.next_ms = now->mono_ms + AE_PERIOD_MS;
+		ae_start(s, now->mono_ms);
+	} else if (s->ae.phase == 2) {
+		ae_step(s, now->mono_ms);
 	}
 }
 
@@ -1445,6 +1760,7 @@ static void svc_stop(void *svc)
 		}
 		op_free(o);
 	}
+	ae_peers_clear(s);
 	for (uint32_t i = 0; i < s->n_caches; i++)
 		cstore_destroy(s->caches[i].st);
 	if (s->have_map)

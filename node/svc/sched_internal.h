@@ -86,6 +86,8 @@ struct sched_svc {
 	uint32_t tracks_cap;
 	uint64_t persist_failures;
 	uint64_t snapshots;             /* taken here (compactions) */
+	uint64_t snapshot_retry_at;     /* applied index before which no snapshot is tried */
+	uint32_t snapshot_jitter;       /* this node's, so the voters do not pack together */
 	uint64_t last_heard[RAFT_VOTERS_MAX]; /* as leader, the last cycle's view */
 	/* occurrences submitted to this node's journal in this iteration: their
 	 * DISPATCHED is proposed once the journal's commit has made the task

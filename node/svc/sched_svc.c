@@ -397,19 +397,28 @@ static void raft_fatal(struct sched_svc *s, const char *why)
 	host_request_stop(s->host);
 }
 
-/* The leader's snapshot, whole: it replaces the schedule table. */
-static void restore_snapshot(struct sched_svc *s, const struct raft_snapshot *sn)
+/* The leader's snapshot, whole and loaded (before anything of it was
+ * persisted or acknowledged: one that cannot load here stops the node
+ * with its log as it was): it replaces the schedule table. */
+static struct sched *load_snapshot(struct sched_svc *s, const struct raft_snapshot *sn)
 {
 	char err[256];
 	struct sched *fresh = sched_snapshot_load(sn->data, (size_t)sn->len, sched_tz_resolve, s, err,
 	                                          sizeof(err));
 	if (!fresh) {
 		char why[400];
-		snprintf(why, sizeof(why), "the snapshot at index %" PRIu64 " does not load (%s)",
+		snprintf(why, sizeof(why),
+		         "the leader's snapshot at index %" PRIu64 " does not load here (%s); nothing "
+		         "of it was stored",
 		         sn->at.index, err);
 		raft_fatal(s, why);
-		return;
 	}
+	return fresh;
+}
+
+static void restore_snapshot(struct sched_svc *s, const struct raft_snapshot *sn,
+                             struct sched *fresh)
+{
 	sched_destroy(s->sched);
 	s->sched = fresh;
 	sched_tracks_clear(s);
@@ -428,9 +437,18 @@ static void maybe_compact(struct sched_svc *s)
 {
 	struct raft_status st;
 	raft_status(s->raft, &st);
-	uint32_t every = s->cfg->raft_snapshot_entries;
-	if (s->fatal || !every || st.applied_index < st.snapshot_index + every)
+	/* the pack costs time in proportion to the table: its interval grows
+	 * with it (two entries per schedule at least), and each node adds its
+	 * own jitter so that the voters do not all pause at once */
+	uint64_t every = s->cfg->raft_snapshot_entries;
+	if (every < 2ull * sched_count(s->sched))
+		every = 2ull * sched_count(s->sched);
+	every += s->snapshot_jitter;
+	if (s->fatal || !every || st.applied_index < st.snapshot_index + every ||
+	    st.applied_index < s->snapshot_retry_at)
 		return;
+	/* a failure below is not tried again before another interval */
+	s->snapshot_retry_at = st.applied_index + every;
 	uint8_t *bytes = NULL;
 	size_t len = 0;
 	if (sched_snapshot_pack(s->sched, &bytes, &len) != 0) {
@@ -439,6 +457,10 @@ static void maybe_compact(struct sched_svc *s)
 	}
 	struct raft_point base;
 	int rc = raft_snapshot_take(s->raft, st.applied_index, bytes, len, every / 8, &base);
+	if (rc == ERR_BUSY) {
+		s->snapshot_retry_at = st.applied_index + 64; /* a follower fetches the last one */
+		return;
+	}
 	if (rc != 0) {
 		log_limited(LOG_ERROR, "raft", "snapshot", 10000, "snapshot at %" PRIu64 " refused: %s",
 		            st.applied_index, err_name(rc));
@@ -467,9 +489,14 @@ static void raft_cycle(struct sched_svc *s)
 	for (int rounds = 0; rounds < 64 && raft_has_ready(s->raft); rounds++) {
 		struct raft_ready rd;
 		raft_ready(s->raft, &rd);
+		struct sched *fresh = NULL;
+		if (rd.snapshot && !(fresh = load_snapshot(s, rd.snapshot)))
+			return;
 		if (rd.hard_changed || rd.truncate_from || rd.n_append || rd.snapshot) {
-			if (s->fatal || sched_mono_ms(s) < s->persist_retry_ms)
+			if (s->fatal || sched_mono_ms(s) < s->persist_retry_ms) {
+				sched_destroy(fresh);
 				return;
+			}
 			int prc = raftlog_persist(s->log, &rd);
 			if (prc != 0 && (raftlog_broken(s->log) || prc == ERR_INVALID)) {
 				s->fatal = 1;
@@ -479,6 +506,7 @@ static void raft_cycle(struct sched_svc *s)
 				log_error("raft", "fatal: the raft log cannot go on (%s): stopping the node",
 				          raftlog_last_error(s->log));
 				host_request_stop(s->host);
+				sched_destroy(fresh);
 				return;
 			}
 			if (prc != 0) {
@@ -489,16 +517,14 @@ static void raft_cycle(struct sched_svc *s)
 				log_limited(LOG_ERROR, "raft", "persist", 10000,
 				            "cannot make the raft log durable (%s): retrying",
 				            raftlog_last_error(s->log));
+				sched_destroy(fresh);
 				return;
 			}
 		}
 		for (uint32_t i = 0; i < rd.n_msgs; i++)
 			send_msg(s, &rd.msgs[i]);
-		if (rd.snapshot) {
-			restore_snapshot(s, rd.snapshot);
-			if (s->fatal)
-				return;
-		}
+		if (rd.snapshot)
+			restore_snapshot(s, rd.snapshot, fresh);
 		for (uint32_t i = 0; i < rd.n_apply; i++)
 			apply_entry(s, &rd.apply[i]);
 		raft_advance(s->raft, &rd);
@@ -959,6 +985,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	}
 	s->raft = raft_create(&rc_cfg, &hard, &base, snap.at.index ? &snap : NULL, entries, n,
 	                      now->mono_ms);
+	s->snapshot_jitter = randombytes_uniform(s->cfg->raft_snapshot_entries / 4 + 1);
 	raftlog_release_loaded(s->log); /* the core holds its own copy */
 	if (!s->raft) {
 		snprintf(err, err_len, "raft log: cannot rebuild the state (%u entries)", n);

@@ -51,6 +51,8 @@ struct fake_node {
 	int error_code;             /* != 0: answer submits with this Error */
 	const char *error_msg;
 	atomic_bool silent;         /* never answer anything */
+	atomic_int cache_errors;    /* >0: answer that many CacheReqs with cache_error_code */
+	int cache_error_code;
 	uint32_t batch_chunk;       /* results per BatchAwait reply */
 	/* state */
 	uint64_t task_id_last;
@@ -58,7 +60,11 @@ struct fake_node {
 	char *batch_payloads[FAKE_BATCH_MAX];
 	size_t batch_lens[FAKE_BATCH_MAX];
 	/* observations */
-	pthread_mutex_t seen_mu; /* guards the require_* fields */
+	pthread_mutex_t seen_mu; /* guards the require_* and cache_* fields */
+	char cache_name[80];     /* of the last CacheReq */
+	int cache_consistency;
+	uint32_t cache_flags;
+	int cache_op;
 	int require_seen;        /* task requests (submit, map) seen */
 	size_t require_count;    /* of the last one */
 	char require[FAKE_REQUIRE_MAX][FAKE_TAG_BYTES];
@@ -179,6 +185,9 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 	Chorus__MemberInfo members[2];
 	Chorus__MemberInfo *memberp[2];
 	Chorus__MembersResp msr = CHORUS__MEMBERS_RESP__INIT;
+	Chorus__CacheResp cache = CHORUS__CACHE_RESP__INIT;
+	Chorus__CacheVersion cver = CHORUS__CACHE_VERSION__INIT;
+	ProtobufCBinaryData scan_keys[2] = { { 1, (uint8_t *)"a" }, { 2, (uint8_t *)"\xff\x00" } };
 	Chorus__TaskResult res[FAKE_BATCH_MAX];
 	Chorus__TaskResult *resp[FAKE_BATCH_MAX];
 	char outbuf[512];
@@ -324,6 +333,47 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 		a.body_case = CHORUS__ENVELOPE__BODY_MEMBERS_RESP;
 		a.members_resp = &msr;
 		break;
+	case CHORUS__ENVELOPE__BODY_CACHE: {
+		const Chorus__CacheReq *cq = q->cache;
+		pthread_mutex_lock(&n->seen_mu);
+		snprintf(n->cache_name, sizeof n->cache_name, "%s", cq->cache);
+		n->cache_consistency = (int)cq->consistency;
+		n->cache_flags = cq->flags;
+		n->cache_op = (int)cq->op;
+		pthread_mutex_unlock(&n->seen_mu);
+		if (atomic_load(&n->cache_errors) > 0) {
+			atomic_fetch_sub(&n->cache_errors, 1);
+			er.code = n->cache_error_code;
+			er.message = "partition 7 is on another member";
+			a.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+			a.error = &er;
+			break;
+		}
+		/* every key holds "v:KEY"; "missing" is absent */
+		bool miss = cq->key.len == 7 && memcmp(cq->key.data, "missing", 7) == 0;
+		int k = snprintf(outbuf, sizeof outbuf, "v:%.*s", (int)cq->key.len,
+		                 (const char *)cq->key.data);
+		cache.found = !miss;
+		if (!miss) {
+			cache.value.data = (uint8_t *)outbuf;
+			cache.value.len = (size_t)k;
+		}
+		cver.hlc = 42;
+		cver.node.data = n->id;
+		cver.node.len = SEAL_ID_BYTES;
+		cache.version = &cver;
+		cache.ttl_ms = miss ? -2 : -1;
+		cache.applied = !miss;
+		cache.integer = cq->delta + 10;
+		if (cq->op == CHORUS__CACHE_OP__CACHE_SCAN) {
+			cache.n_keys = 2;
+			cache.keys = scan_keys;
+			cache.cursor = cq->cursor + 1 < 3 ? cq->cursor + 1 : 0;
+		}
+		a.body_case = CHORUS__ENVELOPE__BODY_CACHE_RESP;
+		a.cache_resp = &cache;
+		break;
+	}
 	default:
 		er.code = CH_ERR_INVALID;
 		er.message = "unexpected body";
@@ -1281,6 +1331,164 @@ static void bad_required_tags_are_invalid_and_nothing_is_sent(void **state)
 	fake_stop(&f->node);
 }
 
+/* ------------------------------------------------------------------ */
+/* cache                                                               */
+
+static void cache_seen(struct fake_node *n, char *name, size_t len, int *consistency,
+                       uint32_t *flags, int *op)
+{
+	pthread_mutex_lock(&n->seen_mu);
+	snprintf(name, len, "%s", n->cache_name);
+	*consistency = n->cache_consistency;
+	*flags = n->cache_flags;
+	*op = n->cache_op;
+	pthread_mutex_unlock(&n->seen_mu);
+}
+
+static void cache_calls_carry_their_options_and_hand_values_over(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 2);
+	char err[256], name[80];
+	int consistency = -1, op = -1;
+	uint32_t flags = 0;
+
+	void *value = NULL;
+	size_t len = 0;
+	struct ch_cache_version v;
+	int64_t ttl = 0;
+	assert_int_equal(ch_cache_get(c, NULL, "k1", 2, &value, &len, &v, &ttl, err, sizeof err),
+	                 CH_OK);
+	assert_int_equal(len, 4);
+	assert_memory_equal(value, "v:k1", 5); /* NUL-terminated */
+	free(value);
+	assert_int_equal(v.hlc, 42);
+	assert_memory_equal(v.node, f->node.id, 16);
+	assert_int_equal(ttl, -1);
+	cache_seen(&f->node, name, sizeof name, &consistency, &flags, &op);
+	assert_string_equal(name, "default");
+	assert_int_equal(consistency, CH_CACHE_DEFAULT);
+	assert_int_equal(op, CHORUS__CACHE_OP__CACHE_GET);
+
+	assert_int_equal(ch_cache_get(c, NULL, "missing", 7, &value, &len, NULL, &ttl, err,
+	                              sizeof err),
+	                 CH_ERR_NOT_FOUND);
+	assert_null(value);
+	assert_int_equal(ttl, -2);
+
+	struct ch_cache_opts o = { .cache = "sessions", .consistency = CH_CACHE_ALL };
+	int applied = 0;
+	assert_int_equal(ch_cache_put(c, &o, "k", 1, "x", 1, 0, CH_CACHE_NX | CH_CACHE_KEEPTTL, NULL,
+	                              &applied, err, sizeof err),
+	                 CH_OK);
+	assert_int_equal(applied, 1);
+	cache_seen(&f->node, name, sizeof name, &consistency, &flags, &op);
+	assert_string_equal(name, "sessions");
+	assert_int_equal(consistency, CH_CACHE_ALL);
+	assert_int_equal(flags, CH_CACHE_NX | CH_CACHE_KEEPTTL);
+	assert_int_equal(op, CHORUS__CACHE_OP__CACHE_PUT);
+
+	void *old = NULL;
+	size_t old_len = 0;
+	assert_int_equal(ch_cache_getset(c, &o, "g", 1, "y", 1, 0, 0, &old, &old_len, NULL, err,
+	                                  sizeof err),
+	                 CH_OK);
+	assert_int_equal(old_len, 3);
+	assert_string_equal(old, "v:g");
+	free(old);
+	cache_seen(&f->node, name, sizeof name, &consistency, &flags, &op);
+	assert_int_equal(flags, CH_CACHE_GET);
+
+	int64_t result = 0;
+	assert_int_equal(ch_cache_incr(c, NULL, "n", 1, -3, &result, err, sizeof err), CH_OK);
+	assert_int_equal(result, 7);
+
+	/* a scan step, and the multi-key loops */
+	uint64_t next = 9;
+	struct ch_bytes *keys = NULL;
+	size_t n = 0;
+	assert_int_equal(ch_cache_scan(c, NULL, 1, "a*", 5, &next, &keys, &n, err, sizeof err),
+	                 CH_OK);
+	assert_int_equal(next, 2);
+	assert_int_equal(n, 2);
+	assert_int_equal(keys[1].len, 2);
+	assert_memory_equal(keys[1].data, "\xff\x00", 3);
+	ch_bytes_free(keys, n);
+	const void *mk[3] = { "a", "missing", "b" };
+	size_t ml[3] = { 1, 7, 1 };
+	struct ch_bytes *vals = NULL;
+	assert_int_equal(ch_cache_mget(c, NULL, mk, ml, 3, &vals, err, sizeof err), CH_OK);
+	assert_string_equal(vals[0].data, "v:a");
+	assert_null(vals[1].data);
+	assert_string_equal(vals[2].data, "v:b");
+	ch_bytes_free(vals, 3);
+	size_t written = 0;
+	assert_int_equal(ch_cache_mset(c, NULL, mk, ml, mk, ml, 3, 1000, &written, err, sizeof err),
+	                 CH_OK);
+	assert_int_equal(written, 3);
+
+	/* stats for every cache send "" (elsewhere "" means the default one) */
+	struct ch_cache_stats *st = NULL;
+	assert_int_equal(ch_cache_stats(c, NULL, &st, &n, err, sizeof err), CH_OK);
+	assert_int_equal(n, 0);
+	ch_cache_stats_free(st, n);
+	cache_seen(&f->node, name, sizeof name, &consistency, &flags, &op);
+	assert_string_equal(name, "");
+	assert_int_equal(op, CHORUS__CACHE_OP__CACHE_STATS);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void cache_moved_is_retried_until_answered(void **state)
+{
+	struct fixture *f = *state;
+	f->node.cache_error_code = CH_ERR_MOVED;
+	atomic_store(&f->node.cache_errors, 2);
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 1);
+	char err[256];
+	int64_t result = 0;
+	assert_int_equal(ch_cache_incr(c, NULL, "n", 1, 5, &result, err, sizeof err), CH_OK);
+	assert_int_equal(result, 15);
+	assert_int_equal(atomic_load(&f->node.requests), 3);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void cache_moved_gives_up_after_the_tries(void **state)
+{
+	struct fixture *f = *state;
+	f->node.cache_error_code = CH_ERR_MOVED;
+	atomic_store(&f->node.cache_errors, 1000);
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 1);
+	char err[256];
+	nng_time t0 = nng_clock();
+	assert_int_equal(ch_cache_del(c, NULL, "k", 1, NULL, err, sizeof err), CH_ERR_MOVED);
+	assert_int_equal(atomic_load(&f->node.requests), CH_CACHE_MOVED_TRIES);
+	assert_non_null(strstr(err, "partition 7 is on another member (gave up after 6 tries"));
+	assert_true(nng_clock() - t0 < 3000); /* the backoffs add up to under a second */
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void cache_unavailable_is_not_retried(void **state)
+{
+	struct fixture *f = *state;
+	f->node.cache_error_code = CH_ERR_UNAVAILABLE;
+	atomic_store(&f->node.cache_errors, 1000);
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 1);
+	char err[256];
+	assert_int_equal(ch_cache_put(c, NULL, "k", 1, "v", 1, 0, 0, NULL, NULL, err, sizeof err),
+	                 CH_ERR_UNAVAILABLE);
+	assert_string_equal(err, "partition 7 is on another member");
+	assert_int_equal(atomic_load(&f->node.requests), 1);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1323,6 +1531,11 @@ int main(void)
 		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_required_tags_are_invalid_and_nothing_is_sent,
 		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(cache_calls_carry_their_options_and_hand_values_over,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(cache_moved_is_retried_until_answered, setup, teardown),
+		cmocka_unit_test_setup_teardown(cache_moved_gives_up_after_the_tries, setup, teardown),
+		cmocka_unit_test_setup_teardown(cache_unavailable_is_not_retried, setup, teardown),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	nng_fini(); /* joins nng's own threads, so valgrind sees no stacks left */

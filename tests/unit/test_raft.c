@@ -1007,6 +1007,140 @@ static void snapshot_take_and_snapshot_messages_are_checked(void **state)
 	cluster_free(&c);
 }
 
+/* The voter set rides in the snapshot and the base: compacted past a
+ * config entry, a restarted node and a follower installing the snapshot
+ * both know the set it made. */
+static void voters_survive_compaction(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 4, 3);
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	assert_true(l >= 0 && l < 3);
+	c.cut[3] = 1; /* the new voter misses all of it, and needs the snapshot */
+	uint64_t idx;
+	assert_int_equal(raft_change_voter(c.nodes[l].r, c.now_ms, &c.ids[3], 1, &idx), 0);
+	c.cut[3] = 0;
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	c.cut[3] = 1;
+	for (uint8_t v = 1; v <= 20; v++)
+		propose(&c, l, v);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	for (int i = 0; i < 3; i++)
+		compact(&c, i, 0);
+	assert_true(status_of(&c, l).first_index > idx); /* the config entry is gone */
+	for (int i = 0; i < 3; i++) {
+		raft_destroy(c.nodes[i].r);
+		node_start(&c, i, 3);
+		assert_int_equal(status_of(&c, i).voter_count, 4);
+	}
+	c.cut[3] = 0;
+	run_ms(&c, 8 * ELECTION_MS);
+	l = leader_of(&c, NULL);
+	assert_true(l >= 0);
+	propose(&c, l, 21);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	assert_int_equal(status_of(&c, 3).voter_count, 4);
+	assert_int_equal(c.nodes[3].n_applied, 21);
+	cluster_free(&c);
+}
+
+/* A snapshot's last entry already in the follower's log with its term: the
+ * entries after it stay (§7); with another term, the whole log goes. */
+static void an_install_keeps_a_matching_suffix_only(void **state)
+{
+	(void)state;
+	struct raft_id ids[3] = {{{1}}, {{2}}, {{3}}};
+	for (int mismatch = 0; mismatch <= 1; mismatch++) {
+		struct raft_entry log[5];
+		uint8_t b[5];
+		for (int i = 0; i < 5; i++) {
+			b[i] = (uint8_t)(i + 1);
+			log[i] = (struct raft_entry){1, (uint64_t)i + 1, RAFT_ENTRY_DATA, 1, &b[i]};
+		}
+		struct raft_hard hard = {.term = 2};
+		struct raft_point base = base_of(ids, 3);
+		struct raft_config cfg = {ids[1], ELECTION_MS, HEARTBEAT_MS, 1};
+		struct raft *r = raft_create(&cfg, &hard, &base, NULL, log, 5, 0);
+		assert_non_null(r);
+		uint8_t data[8] = {3, 0, 0, 0, 1, 2, 3, 0};
+		struct raft_msg m;
+		memset(&m, 0, sizeof(m));
+		m.type = RAFT_MSG_SNAPSHOT;
+		m.from = ids[0];
+		m.to = ids[1];
+		m.term = 2;
+		m.snap = base_of(ids, 3);
+		m.snap.index = 3;
+		m.snap.term = mismatch ? 2 : 1;
+		m.snap_total = 7;
+		m.chunk = data;
+		m.chunk_len = 7;
+		assert_int_equal(raft_step(r, 10, &m), 0);
+		struct raft_ready rd;
+		raft_ready(r, &rd);
+		assert_non_null(rd.snapshot);
+		assert_int_equal(rd.snapshot->at.index, 3);
+		struct raft_status st;
+		raft_status(r, &st);
+		assert_int_equal(st.first_index, 4);
+		assert_int_equal(st.commit_index, 3);
+		if (mismatch) {
+			assert_int_equal(rd.truncate_from, 4); /* 4 and 5 go too */
+			assert_int_equal(st.last_index, 3);
+		} else {
+			assert_int_equal(rd.truncate_from, 0); /* 4 and 5 stay */
+			assert_int_equal(st.last_index, 5);
+			assert_int_equal(raft_entry_at(r, 5)->data[0], 5);
+		}
+		/* acknowledged as installed, at the snapshot's index */
+		int acked = 0;
+		for (uint32_t k = 0; k < rd.n_msgs; k++)
+			acked |= rd.msgs[k].type == RAFT_MSG_SNAPSHOT_RESP && rd.msgs[k].success &&
+			         rd.msgs[k].match_index == 3;
+		assert_true(acked);
+		raft_advance(r, &rd);
+		raft_destroy(r);
+	}
+}
+
+/* While a follower fetches the snapshot, the leader does not replace it
+ * (the transfer would start over); once it is installed, it may. */
+static void a_transfer_in_progress_holds_compaction(void **state)
+{
+	(void)state;
+	struct cluster c;
+	cluster_init(&c, 3, 3);
+	c.snap_pad = 3 * RAFT_SNAPSHOT_CHUNK_BYTES; /* four chunks */
+	run_ms(&c, 5 * ELECTION_MS);
+	int l = leader_of(&c, NULL);
+	int f = (l + 1) % 3;
+	c.cut[f] = 1;
+	for (uint8_t v = 1; v <= 30; v++)
+		propose(&c, l, v);
+	run_ms(&c, 3 * HEARTBEAT_MS);
+	compact(&c, l, 0);
+	/* one chunk goes, then the link drops every further one */
+	c.cut[f] = 0;
+	c.drop_chunks = 1000000;
+	run_ms(&c, HEARTBEAT_MS);
+	propose(&c, l, 31);
+	run_ms(&c, HEARTBEAT_MS);
+	struct raft_status st = status_of(&c, l);
+	uint64_t len;
+	uint8_t *data = snapshot_bytes(&c, &c.nodes[l], &len);
+	struct raft_point b;
+	assert_int_equal(raft_snapshot_take(c.nodes[l].r, st.applied_index, data, len, 0, &b),
+	                 ERR_BUSY);
+	/* the transfer ends: compaction goes on */
+	c.drop_chunks = 0;
+	run_ms(&c, 4 * ELECTION_MS);
+	assert_int_equal(c.nodes[f].restores, 1);
+	compact(&c, l, 0);
+	cluster_free(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1026,6 +1160,9 @@ int main(void)
 	    cmocka_unit_test(a_follower_behind_the_base_gets_the_snapshot_in_chunks),
 	    cmocka_unit_test(a_snapshot_replaces_a_conflicting_log),
 	    cmocka_unit_test(snapshot_take_and_snapshot_messages_are_checked),
+	    cmocka_unit_test(voters_survive_compaction),
+	    cmocka_unit_test(an_install_keeps_a_matching_suffix_only),
+	    cmocka_unit_test(a_transfer_in_progress_holds_compaction),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
