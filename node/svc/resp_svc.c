@@ -99,15 +99,29 @@
 #define LOG_EVERY_MS 10000u
 #define IDLE_CHECK_MS 1000u
 #define PATTERN_STACK_BYTES 512u
+/* CH_ERR_MOVED (maps differ for a moment; nothing was applied) is retried
+ * as libchorus does (docs/cache-client.md): 6 tries, 25 ms apart, doubling
+ * to 400 ms. A Redis client would not retry it. */
+#define MOVED_TRIES 6u
+#define MOVED_RETRY_MS_FIRST 25u
+#define MOVED_RETRY_MS_MAX 400u
 
 struct slot;
 struct conn;
 struct resp_svc;
 
-/* One cache call's callback argument: the slot and which of its calls. */
+/* One cache call's callback argument: the slot and which of its calls.
+ * A call still unanswered when submit() returns keeps its request, packed,
+ * so that CH_ERR_MOVED can be retried (see retry_due). */
 struct sub {
 	struct slot *slot;
 	uint32_t index;
+	uint8_t *req;             /* packed CacheReq (owned), NULL = none kept */
+	size_t req_bytes;
+	uint32_t tries;           /* MOVED answers retried so far */
+	uint64_t retry_at_ms;     /* while on the retry list */
+	struct sub *retry_next;
+	bool fake_moved;          /* test hook: answer MOVED when due */
 };
 
 /* MGET: one value as it came back. */
@@ -211,6 +225,10 @@ struct resp_svc {
 	struct slot *free_slots;
 	uint32_t free_slot_count;
 	bool kick;                 /* a connection needs a pass */
+	struct sub *retries;       /* calls answered MOVED, to submit again */
+	struct sub *submitting;    /* the call inside submit() now */
+	bool submit_answered;      /* ... and it was answered in there */
+	uint32_t test_moved;       /* CHORUS_TEST_RESP_MOVED: calls answered MOVED first */
 	bool draining;
 	bool stopped;              /* stop() ran; freed with its last dead connection */
 	uint64_t drain_started_ms;
@@ -218,7 +236,7 @@ struct resp_svc {
 	Chorus__CacheResp absent;  /* a miss, for calls that answer CH_ERR_NOT_FOUND */
 	/* counters (INFO, status) */
 	uint64_t connections_received, rejected, commands, errors, auth_failures;
-	uint64_t protocol_errors, output_closed, idle_closed, deferred;
+	uint64_t protocol_errors, output_closed, idle_closed, deferred, moved_retries;
 };
 
 static void conn_process(struct conn *c);
@@ -360,6 +378,10 @@ static struct slot *slot_alloc(struct resp_svc *s)
 
 static void slot_release(struct resp_svc *s, struct slot *sl)
 {
+	free(sl->one.req);
+	sl->one.req = NULL;
+	for (uint32_t i = 0; sl->subs && i < sl->count; i++)
+		free(sl->subs[i].req);
 	if (sl->vals) {
 		for (uint32_t i = 0; i < sl->count; i++)
 			free(sl->vals[i].data);
@@ -516,6 +538,22 @@ static void on_cache_reply(void *arg, int code, const Chorus__CacheResp *r, cons
 	struct conn *c = sl->conn;
 	struct resp_svc *s = c->svc;
 	assert(c->calls > 0 && sl->waiting > 0);
+	if (sub == s->submitting)
+		s->submit_answered = true;
+	if (code == CH_ERR_MOVED && sub->req && sub->tries + 1 < MOVED_TRIES && !c->dead &&
+	    !s->stopped) {
+		/* still owed (c->calls unchanged): submitted again at retry_due */
+		uint32_t backoff = MOVED_RETRY_MS_FIRST << sub->tries;
+		sub->tries++;
+		sub->retry_at_ms = mono_ms(s) + (backoff < MOVED_RETRY_MS_MAX ? backoff
+		                                                               : MOVED_RETRY_MS_MAX);
+		sub->retry_next = s->retries;
+		s->retries = sub;
+		s->moved_retries++;
+		return;
+	}
+	free(sub->req);
+	sub->req = NULL;
 	c->calls--;
 	sl->waiting--;
 	if (code == 0 && !r)
@@ -540,14 +578,101 @@ static void on_cache_reply(void *arg, int code, const Chorus__CacheResp *r, cons
 
 /* Submits one call of slot sl (its callback argument sub); a refused
  * submit answers through the same path. */
-static void call(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
+/* Keeps req, packed, for a MOVED retry (best effort: without it a MOVED
+ * answer is the client's). */
+static void keep_request(struct sub *sub, const Chorus__CacheReq *req)
+{
+	if (sub->req)
+		return;
+	size_t n = chorus__cache_req__get_packed_size(req);
+	sub->req = malloc(n ? n : 1);
+	if (sub->req)
+		sub->req_bytes = chorus__cache_req__pack(req, sub->req);
+}
+
+/* Submits req for sub, whose call is counted in c->calls already. */
+static void submit(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
 {
 	struct resp_svc *s = c->svc;
+	if (s->test_moved > 0) {
+		/* test hook: as if another member answered MOVED, a moment later */
+		s->test_moved--;
+		keep_request(sub, req);
+		if (sub->req) {
+			sub->fake_moved = true;
+			sub->retry_at_ms = mono_ms(s);
+			sub->retry_next = s->retries;
+			s->retries = sub;
+			return;
+		}
+	}
 	char err[256] = "";
-	c->calls++;
+	struct sub *outer = s->submitting;
+	bool outer_answered = s->submit_answered;
+	s->submitting = sub;
+	s->submit_answered = false;
 	int rc = s->cache->submit(s->cache->ctx, req, on_cache_reply, sub, err, sizeof err);
-	if (rc != 0)
+	bool answered = s->submit_answered;
+	s->submitting = outer;
+	s->submit_answered = outer_answered;
+	if (rc != 0) {
 		on_cache_reply(sub, rc, NULL, err[0] ? err : ch_strerror(rc));
+		return;
+	}
+	/* answered in there: sub may be gone. Otherwise another member answers
+	 * later, perhaps MOVED */
+	if (!answered)
+		keep_request(sub, req);
+}
+
+static void call(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
+{
+	c->calls++;
+	submit(c, sub, req);
+}
+
+/* Submits again the calls answered MOVED whose time has come; a call whose
+ * connection closed meanwhile is answered MOVED, and so is every one when
+ * `all` (stop). */
+static void retry_due(struct resp_svc *s, uint64_t now_ms, bool all)
+{
+	struct sub *due = NULL;
+	for (struct sub **p = &s->retries; *p;) {
+		struct sub *sub = *p;
+		if (all || sub->retry_at_ms <= now_ms) {
+			*p = sub->retry_next;
+			sub->retry_next = due;
+			due = sub;
+		} else {
+			p = &sub->retry_next;
+		}
+	}
+	while (due) {
+		struct sub *sub = due;
+		due = sub->retry_next;
+		sub->retry_next = NULL;
+		struct conn *c = sub->slot->conn;
+		if (sub->fake_moved) {
+			sub->fake_moved = false;
+			if (all)
+				sub->tries = MOVED_TRIES;
+			on_cache_reply(sub, CH_ERR_MOVED, NULL, "test: the key's partition moved");
+			continue;
+		}
+		Chorus__CacheReq *req = NULL;
+		if (!c->dead && !all)
+			req = chorus__cache_req__unpack(NULL, sub->req_bytes, sub->req);
+		if (!req) {
+			sub->tries = MOVED_TRIES;
+			on_cache_reply(sub, CH_ERR_MOVED, NULL, "the key's partition moved");
+			continue;
+		}
+		struct conn *outer = s->current;
+		s->current = c;
+		submit(c, sub, req);
+		s->current = outer;
+		chorus__cache_req__free_unpacked(req, NULL);
+	}
 }
 
 static void req_init(struct conn *c, Chorus__CacheReq *req, Chorus__CacheOp op,
@@ -597,7 +722,7 @@ static struct slot *multi_slot(struct conn *c, const struct resp_cmd_info *ci,
 		return NULL;
 	}
 	for (uint32_t i = 0; i < n; i++)
-		sl->subs[i] = (struct sub){sl, i};
+		sl->subs[i] = (struct sub){.slot = sl, .index = i};
 	sl->on_reply = fn;
 	sl->finish = finish;
 	sl->count = n;
@@ -1182,11 +1307,12 @@ static void info_write(struct conn *c, struct resp_out *o, int sections,
 		           "\r\ntotal_error_replies:%" PRIu64 "\r\nchorus_auth_failures:%" PRIu64
 		           "\r\nchorus_protocol_errors:%" PRIu64 "\r\nchorus_output_limit_closed:%" PRIu64
 		           "\r\nchorus_idle_closed:%" PRIu64 "\r\nchorus_commands_deferred:%" PRIu64
+		           "\r\nchorus_moved_retries:%" PRIu64
 		           "\r\nkeyspace_hits:%" PRIu64 "\r\nkeyspace_misses:%" PRIu64
 		           "\r\nevicted_keys:%" PRIu64 "\r\nexpired_keys:%" PRIu64 "\r\n",
 		       first ? "" : "\r\n", s->connections_received, s->commands, s->rejected,
 		       s->errors, s->auth_failures, s->protocol_errors, s->output_closed, s->idle_closed,
-		       s->deferred, hits, misses,
+		       s->deferred, s->moved_retries, hits, misses,
 		       evictions, expirations);
 		first = false;
 	}
@@ -2503,6 +2629,13 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "--resp needs the cache service, which is not running");
 		return -1;
 	}
+	const char *hook = getenv("CHORUS_TEST_RESP_MOVED");
+	if (hook && *hook) {
+		s->test_moved = (uint32_t)strtoul(hook, NULL, 10);
+		log_warn("resp", "CHORUS_TEST_RESP_MOVED: the first %u cache calls are answered "
+		                 "MOVED (a test hook; never set it in production)",
+		         s->test_moved);
+	}
 	s->db0 = s->cache->db_name(s->cache->ctx, 0);
 	if (!s->db0)
 		s->db0 = "";
@@ -2536,9 +2669,13 @@ static uint64_t svc_next_deadline(void *svc)
 	struct resp_svc *s = svc;
 	if (s->kick)
 		return 0;
-	if (s->conns)
-		return s->idle_checked_ms + IDLE_CHECK_MS;
-	return UINT64_MAX;
+	uint64_t next = UINT64_MAX;
+	for (const struct sub *sub = s->retries; sub; sub = sub->retry_next)
+		if (sub->retry_at_ms < next)
+			next = sub->retry_at_ms;
+	if (s->conns && s->idle_checked_ms + IDLE_CHECK_MS < next)
+		next = s->idle_checked_ms + IDLE_CHECK_MS;
+	return next;
 }
 
 static int svc_poll_fds(void *svc, struct pollfd *fds, int max)
@@ -2616,6 +2753,8 @@ static void svc_tick(void *svc, const struct now *now)
 	struct resp_svc *s = svc;
 	if (!s->rc || !s->rc->listen[0])
 		return;
+	if (s->retries)
+		retry_due(s, now->mono_ms, false);
 	if (s->kick)
 		svc_pass(s, now->mono_ms);
 	if (s->conns && now->mono_ms >= s->idle_checked_ms + IDLE_CHECK_MS)
@@ -2684,6 +2823,10 @@ static void svc_stop(void *svc)
 	s->listen_fd = -1;
 	while (s->conns)
 		conn_close(s->conns, "node stopping");
+	/* retries are owed by us, not by the cache: answered now (which frees
+	 * the connections they held), before stopped lets a last answer free
+	 * the service */
+	retry_due(s, 0, true);
 	s->stopped = true;
 	if (s->dead) {
 		/* the cache, stopped after us, still owes answers (it gives them
