@@ -34,6 +34,11 @@
  *    connection is only closed at the points marked "safe" below), so a
  *    synchronous answer can never pull memory from under the code that
  *    submitted it.
+ *  - MOVED. A call answered CH_ERR_MOVED by another member (maps differ
+ *    for a moment; nothing was applied) is submitted again after a backoff,
+ *    as libchorus does; so a call not answered inside submit() keeps its
+ *    request, packed. While it waits it still counts as owed (c->calls), so
+ *    its connection cannot be freed under it; stop() answers what waits.
  *  - Bounds: connections (max_clients, and the host's poll budget), the
  *    query buffer and argument limits (the parser's), the replies queued
  *    per connection (CONN_REPLIES_MAX: reading pauses), unsent output
@@ -92,7 +97,7 @@
 #define OUT_KEEP_BYTES ((size_t)64 * 1024) /* an emptied output buffer above this is freed */
 #define SLOT_BUF_KEEP_BYTES ((size_t)4096)
 #define FREE_SLOTS_MAX 4096u
-#define DRAIN_GRACE_MS 1000u      /* drain: answers owed are awaited this long past the cache's timeout */
+#define DRAIN_GRACE_MS 1000u      /* drain: owed answers awaited this long past the cache's */
 #define LISTEN_BACKLOG 511
 #define ERR_TEXT_BYTES 200u
 #define ADDR_TEXT_BYTES 64u
@@ -964,10 +969,12 @@ static void put(struct conn *c, const struct resp_command *cmd, const struct res
 {
 	Chorus__CacheReq req;
 	req_init(c, &req, CHORUS__CACHE_OP__CACHE_PUT, &cmd->argv[1]);
-	const struct resp_arg *v = &cmd->argv[ci->id == RESP_CMD_SETEX || ci->id == RESP_CMD_PSETEX ? 3 : 2];
+	bool setex = ci->id == RESP_CMD_SETEX || ci->id == RESP_CMD_PSETEX;
+	const struct resp_arg *v = &cmd->argv[setex ? 3 : 2];
 	req.value.data = (uint8_t *)v->ptr;
 	req.value.len = v->len;
-	req.flags = ((flags & RESP_SET_NX) ? CH_CACHE_NX : 0) | ((flags & RESP_SET_XX) ? CH_CACHE_XX : 0) |
+	req.flags = ((flags & RESP_SET_NX) ? CH_CACHE_NX : 0) |
+	            ((flags & RESP_SET_XX) ? CH_CACHE_XX : 0) |
 	            ((flags & RESP_SET_KEEPTTL) ? CH_CACHE_KEEPTTL : 0) |
 	            ((flags & RESP_SET_GET) ? CH_CACHE_GET : 0);
 	req.ttl_ms = ttl_ms;
@@ -1039,10 +1046,11 @@ static void cmd_expire(struct conn *c, const struct resp_command *cmd,
                        const struct resp_cmd_info *ci)
 {
 	int64_t unit = ci->id == RESP_CMD_EXPIRE ? 1000 : 1;
-	int64_t ttl;
-	enum resp_cmd_err e = resp_cmd_expire_parse(&cmd->argv[2], unit, wall_ms(c->svc), &ttl);
-	if (e == RESP_CMD_OK && cmd->argc > 3)
-		e = RESP_CMD_E_OPTION; /* NX|XX|GT|LT: not supported */
+	int64_t ttl = 0;
+	/* Redis reads the options first: NX|XX|GT|LT are not supported here */
+	enum resp_cmd_err e = cmd->argc > 3 ? RESP_CMD_E_OPTION
+	                                    : resp_cmd_expire_parse(&cmd->argv[2], unit,
+	                                                            wall_ms(c->svc), &ttl);
 	if (e != RESP_CMD_OK) {
 		struct resp_out *o = sync_out(c);
 		if (o)
@@ -1927,7 +1935,8 @@ static void multi_queue(struct conn *c, struct resp_out *o, const struct resp_co
 	resp_write_simple(o, "QUEUED");
 }
 
-static void cmd_multi(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
+static void cmd_multi(struct conn *c, const struct resp_command *cmd,
+                      const struct resp_cmd_info *ci)
 {
 	(void)cmd;
 	(void)ci;
