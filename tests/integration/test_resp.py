@@ -383,7 +383,19 @@ class TestCluster(RespCase):
         wait_until(three_alive, 30, "three alive members")
         r = Raw(port)
 
-        # the map follows the members: writes work once every member has it
+        # the cache's map follows the members: each node leads about a third
+        # of the partitions once its map has all three (until then a key's
+        # primary may change under a test that counts: docs/cache.md)
+        def maps_of_three():
+            for x in (n1, n2, n3):
+                rc, out, err = x.ctl("cache", "stats")
+                if rc != 0 or not isinstance(out, list):
+                    return False
+                if any(st["partitions_primary"] >= 200 for st in out):
+                    return False
+            return True
+        wait_until(maps_of_three, 30, "every node's cache map with three members")
+
         def writes_work():
             return r.cmd("SET", "probe", "1") == "OK"
         wait_until(writes_work, 30, "cache writes across the cluster")
