@@ -104,6 +104,7 @@ struct op {
 	size_t key_len;
 	uint16_t partition;
 	uint32_t need;           /* acks or reads still needed to answer */
+	uint32_t want;           /* a read while owners settle: answers wanted from all */
 	uint32_t failed;         /* peers that failed or refused */
 	uint32_t asked;
 	/* the replicas asked */
@@ -180,6 +181,10 @@ struct cache_svc {
 	} ae;
 	/* counters */
 	uint64_t forwarded, replicated, repairs, unavailable, timeouts, moved, refused_drift;
+	/* after a map change, until anti-entropy went round every cache twice,
+	 * QUORUM and ALL reads ask every owner (a new owner may not hold yet
+	 * what the old ones acknowledged) */
+	uint64_t settle_until_round;
 };
 
 static uint64_t now_wall(struct cache_svc *s)
@@ -233,7 +238,8 @@ static void map_refresh(struct cache_svc *s)
 		cplace_map_free(&s->map);
 	s->map = fresh;
 	s->have_map = 1;
-	/* owners changed: converge soon */
+	/* owners changed: converge soon, and read from every owner meanwhile */
+	s->settle_until_round = s->ae.rounds + 2ull * (s->n_caches ? s->n_caches : 1) + 1;
 	uint64_t soon = host_now(s->host)->mono_ms + AE_AFTER_MAP_MS;
 	if (s->ae.next_ms > soon)
 		s->ae.next_ms = soon;
@@ -951,7 +957,8 @@ static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const ch
 			o->need--;
 	}
 	if (!o->answered) {
-		if (o->need == 0)
+		/* settling: every owner that can answer does, a quorum at least */
+		if (o->need == 0 && (o->n_seen >= o->want || o->outstanding == 0))
 			read_answer(o);
 		else if (o->asked - o->failed < o->need)
 			op_answer_error(o, code == CH_ERR_TIMEOUT ? CH_ERR_TIMEOUT : CH_ERR_UNAVAILABLE,
@@ -1002,6 +1009,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	memcpy(o->key, req->key.data, req->key.len);
 	o->key_len = req->key.len;
 	o->need = need;
+	o->want = s->ae.rounds < s->settle_until_round ? (uint32_t)s->map.owner_count - 1 : need;
 	/* what this node holds starts as the newest */
 	struct cstore_item it;
 	if (cstore_peek(c->st, o->key, o->key_len, now_wall(s), &it) == 0) {
