@@ -1285,12 +1285,13 @@ int raft_snapshot_take(struct raft *r, uint64_t index, uint8_t *data, uint64_t l
 	/* a follower fetching the snapshot held keeps it alive: replacing it
 	 * would restart the transfer from its first byte, and a leader that
 	 * compacts faster than a transfer takes would never let it end. A
-	 * transfer unanswered for ten election timeouts no longer counts. */
+	 * follower silent for ten election timeouts (down: its chunks are
+	 * resent, unanswered) no longer holds it. */
 	if (r->role == RAFT_LEADER && r->snap.at.index) {
 		for (uint32_t i = 0; i < r->n_peers + r->n_learners; i++) {
 			const struct peer *p = i < r->n_peers ? &r->peers[i] : &r->learners[i - r->n_peers];
 			if (p->snap_index == r->snap.at.index && p->next <= r->offset &&
-			    r->now_ms - p->snap_sent_ms < 10ull * r->cfg.election_ms) {
+			    r->now_ms - p->heard_ms < 10ull * r->cfg.election_ms) {
 				free(data);
 				return ERR_BUSY;
 			}

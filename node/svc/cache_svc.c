@@ -92,6 +92,10 @@ struct op_slot {
 struct op {
 	struct cache_svc *s;
 	struct op *next, *prev;
+	/* a write: the entry sent to the replicas, packed, kept as a hint for
+	 * any that fails to acknowledge it */
+	uint8_t *entry;
+	size_t entry_len;
 	cache_reply_fn cb;
 	void *arg;
 	int answered;
@@ -104,6 +108,7 @@ struct op {
 	size_t key_len;
 	uint16_t partition;
 	uint32_t need;           /* acks or reads still needed to answer */
+	uint32_t want;           /* a read while owners settle: answers wanted from all */
 	uint32_t failed;         /* peers that failed or refused */
 	uint32_t asked;
 	/* the replicas asked */
@@ -152,6 +157,20 @@ struct ae_peer {
 	int answered;
 };
 
+#define HINTS_MAX 100000
+#define HINTS_BYTES_MAX (64u << 20)
+#define HINTS_PERIOD_MS 500
+#define HINTS_BATCH 128
+
+struct hint {
+	struct hint *next;
+	uint8_t to[ID_BYTES];
+	uint32_t cache;          /* index into caches */
+	uint8_t *entry;          /* a packed CacheEntry */
+	size_t len;
+	int inflight;
+};
+
 struct cache_svc {
 	struct host *host;
 	const struct config *cfg;
@@ -180,6 +199,16 @@ struct cache_svc {
 	} ae;
 	/* counters */
 	uint64_t forwarded, replicated, repairs, unavailable, timeouts, moved, refused_drift;
+	/* after a map change, until anti-entropy went round every cache twice,
+	 * QUORUM and ALL reads ask every owner (a new owner may not hold yet
+	 * what the old ones acknowledged) */
+	uint64_t settle_until_round;
+	/* hinted handoff: writes a replica failed to acknowledge, kept for it
+	 * (oldest first) and sent again while it is in the map */
+	struct hint *hints, *hints_tail;
+	uint64_t hints_count, hints_bytes, hints_dropped, hints_delivered;
+	uint64_t next_hints_ms;
+	struct hint_batch *hint_batches; /* sent, not answered */
 };
 
 static uint64_t now_wall(struct cache_svc *s)
@@ -233,7 +262,8 @@ static void map_refresh(struct cache_svc *s)
 		cplace_map_free(&s->map);
 	s->map = fresh;
 	s->have_map = 1;
-	/* owners changed: converge soon */
+	/* owners changed: converge soon, and read from every owner meanwhile */
+	s->settle_until_round = s->ae.rounds + 2ull * (s->n_caches ? s->n_caches : 1) + 1;
 	uint64_t soon = host_now(s->host)->mono_ms + AE_AFTER_MAP_MS;
 	if (s->ae.next_ms > soon)
 		s->ae.next_ms = soon;
@@ -352,6 +382,7 @@ static void op_free(struct op *o)
 		o->next->prev = o->prev;
 	s->n_ops--;
 	free(o->key);
+	free(o->entry);
 	free(o->resp_value);
 	if (o->newest)
 		chorus__cache_entry__free_unpacked(o->newest, NULL);
@@ -751,6 +782,46 @@ static void send_repl_oneway(struct cache_svc *s, const uint8_t *to, Chorus__Cac
 		s->repairs++;
 }
 
+static void hint_add(struct cache_svc *s, const uint8_t *to, uint32_t cache, const uint8_t *entry,
+                     size_t len)
+{
+	if (!entry || !len)
+		return;
+	struct hint *h = calloc(1, sizeof(*h));
+	uint8_t *copy = malloc(len);
+	if (!h || !copy) {
+		free(h);
+		free(copy);
+		s->hints_dropped++;
+		return;
+	}
+	memcpy(copy, entry, len);
+	memcpy(h->to, to, ID_BYTES);
+	h->cache = cache;
+	h->entry = copy;
+	h->len = len;
+	if (s->hints_tail)
+		s->hints_tail->next = h;
+	else
+		s->hints = h;
+	s->hints_tail = h;
+	s->hints_count++;
+	s->hints_bytes += len;
+	/* bounded: the oldest go (anti-entropy still brings them) */
+	while (s->hints && (s->hints_count > HINTS_MAX || s->hints_bytes > HINTS_BYTES_MAX) &&
+	       !s->hints->inflight) {
+		struct hint *old = s->hints;
+		s->hints = old->next;
+		if (!s->hints)
+			s->hints_tail = NULL;
+		s->hints_count--;
+		s->hints_bytes -= old->len;
+		s->hints_dropped++;
+		free(old->entry);
+		free(old);
+	}
+}
+
 static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
 	struct op_slot *sl = arg;
@@ -763,6 +834,7 @@ static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, con
 		o->failed++;
 		if (code == CH_ERR_TIMEOUT)
 			o->s->timeouts++;
+		hint_add(o->s, sl->id, (uint32_t)(o->cache - o->s->caches), o->entry, o->entry_len);
 	}
 	if (!o->answered) {
 		if (ok && o->need > 0)
@@ -821,6 +893,13 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 	Chorus__CacheVersion vpb;
 	uint8_t node[ID_BYTES];
 	entry_from_item(&it, &e, &vpb, node);
+	o->cache = c;
+	o->entry_len = chorus__cache_entry__get_packed_size(&e);
+	o->entry = malloc(o->entry_len ? o->entry_len : 1);
+	if (o->entry)
+		chorus__cache_entry__pack(&e, o->entry);
+	else
+		o->entry_len = 0;
 	Chorus__CacheEntry *ents[1] = {&e};
 	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
 	m.cache = (char *)c->cfg->name;
@@ -829,8 +908,10 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 	m.n_entries = 1;
 	for (uint8_t k = 1; k < owners; k++) {
 		const uint8_t *to = cplace_owner_id(&s->map, p, k);
-		if (send_repl(o, to, &m, write_ack_cb) != 0)
+		if (send_repl(o, to, &m, write_ack_cb) != 0) {
 			o->failed++;
+			hint_add(s, to, (uint32_t)(c - s->caches), o->entry, o->entry_len);
+		}
 	}
 	s->replicated++;
 	if (o->need == 0)
@@ -951,7 +1032,8 @@ static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const ch
 			o->need--;
 	}
 	if (!o->answered) {
-		if (o->need == 0)
+		/* settling: every owner that can answer does, a quorum at least */
+		if (o->need == 0 && (o->n_seen >= o->want || o->outstanding == 0))
 			read_answer(o);
 		else if (o->asked - o->failed < o->need)
 			op_answer_error(o, code == CH_ERR_TIMEOUT ? CH_ERR_TIMEOUT : CH_ERR_UNAVAILABLE,
@@ -1002,6 +1084,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	memcpy(o->key, req->key.data, req->key.len);
 	o->key_len = req->key.len;
 	o->need = need;
+	o->want = s->ae.rounds < s->settle_until_round ? (uint32_t)s->map.owner_count - 1 : need;
 	/* what this node holds starts as the newest */
 	struct cstore_item it;
 	if (cstore_peek(c->st, o->key, o->key_len, now_wall(s), &it) == 0) {
@@ -1479,7 +1562,8 @@ static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_
 		x->expirations = st.expirations;
 		x->tombstones = st.tombstones;
 		x->partitions_primary = prim;
-		x->partitions_replica = repl > prim ? repl - prim : repl;
+		x->hints_pending = s->hints_count;
+		x->partitions_replica = repl >= prim ? repl - prim : 0;
 		ptrs[n] = x;
 		n++;
 	}
@@ -1710,12 +1794,108 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	return 0;
 }
 
+/* A batch of hints came back: delivered ones go, failed ones stay. */
+struct hint_batch {
+	struct cache_svc *s;
+	struct hint_batch *next, *prev; /* the service's list (freed at stop) */
+	struct hint *h[HINTS_BATCH];
+	uint32_t n;
+};
+
+static void hints_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct hint_batch *b = arg;
+	struct cache_svc *s = b->s;
+	(void)err;
+	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
+	for (uint32_t i = 0; i < b->n; i++) {
+		b->h[i]->inflight = 0;
+		if (ok)
+			b->h[i]->len = 0; /* delivered: removed below */
+	}
+	if (ok)
+		s->hints_delivered += b->n;
+	struct hint **pp = &s->hints;
+	s->hints_tail = NULL;
+	while (*pp) {
+		struct hint *h = *pp;
+		if (h->len == 0 && !h->inflight) {
+			*pp = h->next;
+			s->hints_count--;
+			free(h->entry);
+			free(h);
+			continue;
+		}
+		s->hints_tail = h;
+		pp = &h->next;
+	}
+	s->hints_bytes = 0;
+	for (struct hint *h = s->hints; h; h = h->next)
+		s->hints_bytes += h->len;
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		s->hint_batches = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	free(b);
+}
+
+/* Hints for members back in the map go to them, a batch per member and
+ * cache at a time. */
+static void hints_replay(struct cache_svc *s)
+{
+	for (struct hint *h = s->hints; h; h = h->next) {
+		if (h->inflight || h->len == 0 || cplace_member_find(&s->map, h->to) < 0)
+			continue;
+		struct hint_batch *b = calloc(1, sizeof(*b));
+		if (!b)
+			return;
+		b->s = s;
+		Chorus__CacheEntry *ents[HINTS_BATCH];
+		for (struct hint *g = h; g && b->n < HINTS_BATCH; g = g->next) {
+			if (g->inflight || g->len == 0 || g->cache != h->cache ||
+			    memcmp(g->to, h->to, ID_BYTES) != 0)
+				continue;
+			ents[b->n] = chorus__cache_entry__unpack(NULL, g->len, g->entry);
+			if (!ents[b->n])
+				continue;
+			b->h[b->n++] = g;
+		}
+		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+		m.cache = (char *)s->caches[h->cache].cfg->name;
+		m.epoch = s->map.epoch;
+		m.entries = ents;
+		m.n_entries = b->n;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+		env.cache_repl = &m;
+		int rc = b->n ? s->peers->request(s->peers->ctx, h->to, &env, s->cfg->cache_timeout_ms,
+		                                  hints_cb, b)
+		              : -1;
+		for (uint32_t i = 0; i < b->n; i++)
+			chorus__cache_entry__free_unpacked(ents[i], NULL);
+		if (rc != 0) {
+			free(b);
+			continue;
+		}
+		for (uint32_t i = 0; i < b->n; i++)
+			b->h[i]->inflight = 1;
+		b->next = s->hint_batches;
+		if (b->next)
+			b->next->prev = b;
+		s->hint_batches = b;
+	}
+}
+
 static uint64_t svc_next_deadline(void *svc)
 {
 	struct cache_svc *s = svc;
 	if (s->ae.phase == 2)
 		return 0; /* a push pass goes on every iteration */
 	uint64_t next = s->next_map_ms;
+	if (s->hints && s->next_hints_ms < next)
+		next = s->next_hints_ms;
 	if (s->ae.phase == 0 && s->ae.next_ms < next)
 		next = s->ae.next_ms;
 	return next;
@@ -1733,6 +1913,10 @@ static void svc_tick(void *svc, const struct now *now)
 				cstore_gc_tombstones(s->caches[i].st, now->wall_ms - TOMBSTONE_HORIZON_MS,
 				                     TICK_BUDGET);
 		}
+	}
+	if (s->hints && now->mono_ms >= s->next_hints_ms) {
+		s->next_hints_ms = now->mono_ms + HINTS_PERIOD_MS;
+		hints_replay(s);
 	}
 	if (s->ae.phase == 0 && now->mono_ms >= s->ae.next_ms) {
 		s->ae.next_ms = now->mono_ms + AE_PERIOD_MS;
@@ -1761,6 +1945,17 @@ static void svc_stop(void *svc)
 		op_free(o);
 	}
 	ae_peers_clear(s);
+	while (s->hint_batches) {
+		struct hint_batch *b = s->hint_batches;
+		s->hint_batches = b->next;
+		free(b);
+	}
+	while (s->hints) {
+		struct hint *h = s->hints;
+		s->hints = h->next;
+		free(h->entry);
+		free(h);
+	}
 	for (uint32_t i = 0; i < s->n_caches; i++)
 		cstore_destroy(s->caches[i].st);
 	if (s->have_map)

@@ -343,7 +343,10 @@ static void maybe_compact(struct rnode *rn)
 	uint8_t *data = snapshot_make(rn, st.applied_index, &len);
 	struct raft_point b;
 	uint64_t keep = st.applied_index % 9;
-	if (raft_snapshot_take(rn->r, st.applied_index, data, len, keep, &b) != 0) {
+	int rc = raft_snapshot_take(rn->r, st.applied_index, data, len, keep, &b);
+	if (rc == ERR_BUSY)
+		return; /* a follower fetches the last one: later */
+	if (rc != 0) {
 		sim_fail(w->sim, "node %u: cannot snapshot at %" PRIu64, rn->node, st.applied_index);
 		return;
 	}
