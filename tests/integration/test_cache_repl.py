@@ -25,8 +25,8 @@ PARTITIONS = 271
 
 class TestCacheRepl(NodeTestCase):
 
-    def start(self, name, seed=None):
-        args = ["--secret", self.secret, "--gossip-period", PERIOD]
+    def start(self, name, seed=None, period=PERIOD):
+        args = ["--secret", self.secret, "--gossip-period", period]
         if seed:
             args += ["--seeds", seed.addr]
         return self.new_node(*args, name=name, secret=self.secret)
@@ -132,11 +132,13 @@ class TestCacheRepl(NodeTestCase):
         return total
 
     def test_hinted_handoff_to_a_replica_that_was_stopped(self):
-        n1 = self.start("n1")
-        n2 = self.start("n2", n1)
-        n3 = self.start("n3", n1)
+        # a slower gossip period: the stopped node stays in the map (suspect)
+        # while the writes meant for it time out, even on a slow build
+        n1 = self.start("n1", period="400ms")
+        n2 = self.start("n2", n1, period="400ms")
+        n3 = self.start("n3", n1, period="400ms")
         nodes = [n1, n2, n3]
-        wait_until(lambda: self.maps_agree(nodes), 30, "three nodes in every cache map")
+        wait_until(lambda: self.maps_agree(nodes), 60, "three nodes in every cache map")
         n3.proc.send_signal(signal.SIGSTOP)
         try:
             # QUORUM needs one replica: the live one answers; n3's copy
@@ -145,16 +147,16 @@ class TestCacheRepl(NodeTestCase):
             acked = [i for i in range(30)
                      if self.put(n1 if i % 2 else n2, "h%02d" % i, "y%d" % i)]
             self.assertGreater(len(acked), 5)
-            wait_until(lambda: self.hints([n1, n2]) > 0, 30, "hints for the stopped replica")
+            wait_until(lambda: self.hints([n1, n2]) > 0, 60, "hints for the stopped replica")
         finally:
             n3.proc.send_signal(signal.SIGCONT)
-        wait_until(lambda: self.hints([n1, n2]) == 0, 60, "the hints to be delivered")
+        wait_until(lambda: self.hints([n1, n2]) == 0, 90, "the hints to be delivered")
 
         def n3_holds():
             rc, out, err = n3.ctl("cache", "stats", "--cache", "default")
             return rc == 0 and out[0].get("entries", 0) >= len(acked)
         # R = 3 on three nodes: n3 owns every partition
-        wait_until(n3_holds, 30, "n3 to hold every acknowledged key")
+        wait_until(n3_holds, 60, "n3 to hold every acknowledged key")
         for i in acked:
             self.assertEqual(self.get(n1, "h%02d" % i), "y%d" % i)
 
