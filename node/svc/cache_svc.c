@@ -27,9 +27,9 @@
  * in id order, each scanning its store for the keys of partitions it leads,
  * under a cursor [member ordinal 12 bits | check 20 bits | position 32].
  *
- * Not here yet (docs/cache.md): hinted handoff, anti-entropy, streaming of
- * partitions on joins and leaves (a new owner learns a key from writes and
- * read repair only), get-or-compute, isolated updates, persistence.
+ * The replica side, anti-entropy (how partitions move on joins and leaves)
+ * and hinted handoff are in cache_sync.c. Not here yet (docs/cache.md):
+ * get-or-compute, isolated updates, persistence.
  *
  * Lifetimes: an operation waiting for peers is an `struct op` in the
  * service's list; it is freed once answered and every peer request it
@@ -38,180 +38,9 @@
  * without calling back).
  */
 #include "svc/cache_svc.h"
+#include "svc/cache_internal.h"
 
-#include <inttypes.h>
-#include <sodium.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "chorus.h"
-#include "config.h"
-#include "core/cplace.h"
-#include "core/cstore.h"
-#include "core/hlc.h"
-#include "io/dispatch.h"
-#include "io/host.h"
-#include "io/log.h"
-#include "io/rpc.h"
-#include "lib/arena.h"
-#include "lib/err.h"
-#include "svc/ports.h"
-#include "svc/service.h"
-
-#define ID_BYTES 16
-#define MAP_CHECK_MS 100         /* membership is looked at this often */
-#define TICK_BUDGET 2000         /* expiries and resize steps per tick */
-#define TOMBSTONE_HORIZON_MS (10u * 60u * 1000u)
-#define OPS_MAX 65536            /* operations waiting for peers */
-#define SCAN_COUNT_MAX 10000
-#define CURSOR_ORD_BITS 12
-#define CURSOR_CHECK_BITS 20
-
-struct cache {
-	const struct config_cache *cfg;
-	struct cstore *st;
-};
-
-struct cache_svc;
-
-struct op;
-
-/* One peer asked by an operation: the peer request's callback argument,
- * so an answer says who it is from. */
-struct op_slot {
-	struct op *o;
-	uint8_t id[ID_BYTES];
-	int answered, found;
-	struct cstore_version v;
-};
-
-/* An operation waiting for peers (forward, replication, quorum read,
- * fan-out). */
-struct op {
-	struct cache_svc *s;
-	struct op *next, *prev;
-	/* a write: the entry sent to the replicas, packed, kept as a hint for
-	 * any that fails to acknowledge it */
-	uint8_t *entry;
-	size_t entry_len;
-	cache_reply_fn cb;
-	void *arg;
-	int answered;
-	uint32_t outstanding;    /* peer requests not come back */
-	/* what it is */
-	int kind;                /* OP_* */
-	struct cache *cache;
-	uint32_t op;             /* CacheOp */
-	uint8_t *key;
-	size_t key_len;
-	uint16_t partition;
-	uint32_t need;           /* acks or reads still needed to answer */
-	uint32_t want;           /* a read while owners settle: answers wanted from all */
-	uint32_t failed;         /* peers that failed or refused */
-	uint32_t asked;
-	/* the replicas asked */
-	struct op_slot slots[CPLACE_OWNERS_MAX];
-	uint32_t n_slots, n_seen;
-	/* a quorum read: the newest entry seen (owned copy) */
-	int have_newest;
-	Chorus__CacheEntry *newest;
-	/* the answer prepared by the primary, sent once `need` reaches 0 */
-	Chorus__CacheResp resp;
-	uint8_t *resp_value;
-	/* fan-out (DBSIZE, FLUSH) */
-	int64_t sum;
-	/* SCAN relay */
-	uint32_t scan_ord;
-};
-
-enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC };
-
-/* Anti-entropy (docs/cache.md): each round, for each cache, this node
- * sends each member it shares partitions with its digests of them; the
- * member answers those that differ; then one pass over the store streams
- * the entries of those partitions to it (last writer wins on arrival). The
- * member does the same on its own round, so both converge. A partition
- * this node holds but no longer owns is dropped once every owner answered
- * an equal digest for it. */
-#define AE_PERIOD_MS 2000
-#define AE_AFTER_MAP_MS 300
-#define AE_PEERS_MAX 64
-#define AE_BATCH_ENTRIES 128
-#define AE_BATCH_BYTES (512u << 10)
-#define AE_SCAN_BUCKETS 4096     /* per tick */
-
-struct ae_batch {
-	Chorus__CacheEntry **ents;   /* owned copies */
-	uint32_t n;
-	size_t bytes;
-};
-
-struct ae_peer {
-	struct cache_svc *s;
-	uint8_t id[ID_BYTES];
-	uint8_t *differ;             /* bitmap over partitions: push these */
-	uint8_t *equal;              /* bitmap: its digest equals ours */
-	struct ae_batch batch;
-	int answered;
-};
-
-#define HINTS_MAX 100000
-#define HINTS_BYTES_MAX (64u << 20)
-#define HINTS_PERIOD_MS 500
-#define HINTS_BATCH 128
-
-struct hint {
-	struct hint *next;
-	uint8_t to[ID_BYTES];
-	uint32_t cache;          /* index into caches */
-	uint8_t *entry;          /* a packed CacheEntry */
-	size_t len;
-	int inflight;
-};
-
-struct cache_svc {
-	struct host *host;
-	const struct config *cfg;
-	struct peers_port *peers;
-	uint8_t self[ID_BYTES];
-	struct hlc hlc;
-	struct cache caches[CONFIG_CACHES_MAX];
-	uint32_t n_caches;
-	struct cplace_map map;
-	int have_map;
-	uint64_t next_map_ms;
-	struct op *ops;
-	uint32_t n_ops;
-	struct cache_port port;
-	/* anti-entropy */
-	struct {
-		uint64_t next_ms;
-		uint64_t map_epoch;      /* the map the round was planned on */
-		int phase;               /* 0 idle, 1 digests out, 2 pushing */
-		uint32_t cache;          /* the cache of this round */
-		uint32_t outstanding;
-		struct ae_peer peers[AE_PEERS_MAX];
-		uint32_t n_peers;
-		uint64_t cursor;
-		uint64_t rounds, pushed, dropped;
-	} ae;
-	/* counters */
-	uint64_t forwarded, replicated, repairs, unavailable, timeouts, moved, refused_drift;
-	/* after a map change, until anti-entropy went round every cache twice,
-	 * QUORUM and ALL reads ask every owner (a new owner may not hold yet
-	 * what the old ones acknowledged) */
-	uint64_t settle_until_round;
-	/* hinted handoff: writes a replica failed to acknowledge, kept for it
-	 * (oldest first) and sent again while it is in the map */
-	struct hint *hints, *hints_tail;
-	uint64_t hints_count, hints_bytes, hints_dropped, hints_delivered;
-	uint64_t next_hints_ms;
-	struct hint_batch *hint_batches; /* sent, not answered */
-};
-
-static uint64_t now_wall(struct cache_svc *s)
+uint64_t cache_now_wall(struct cache_svc *s)
 {
 	return host_now(s->host)->wall_ms;
 }
@@ -278,7 +107,7 @@ static int is_self(const struct cache_svc *s, const uint8_t *id)
 
 /* ---- small helpers ---- */
 
-static struct cache *cache_find(struct cache_svc *s, const char *name)
+struct cache *cache_find(struct cache_svc *s, const char *name)
 {
 	if (!name || !name[0])
 		name = "default";
@@ -304,7 +133,7 @@ static uint32_t replicas_needed(const struct cplace_map *m, int consistency)
 	return r / 2; /* a majority of r, the primary being one */
 }
 
-static void version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *pb, uint8_t *node)
+void cache_version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *pb, uint8_t *node)
 {
 	chorus__cache_version__init(pb);
 	pb->hlc = v->hlc;
@@ -313,7 +142,7 @@ static void version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *
 	pb->node.len = ID_BYTES;
 }
 
-static int version_from_pb(const Chorus__CacheVersion *pb, struct cstore_version *v)
+int cache_version_from_pb(const Chorus__CacheVersion *pb, struct cstore_version *v)
 {
 	if (!pb || pb->node.len != ID_BYTES)
 		return ERR_PROTOCOL;
@@ -332,7 +161,7 @@ static int version_cmp(const struct cstore_version *a, const struct cstore_versi
 static struct cstore_version version_new(struct cache_svc *s)
 {
 	struct cstore_version v;
-	v.hlc = hlc_now(&s->hlc, now_wall(s));
+	v.hlc = hlc_now(&s->hlc, cache_now_wall(s));
 	memcpy(v.node, s->self, ID_BYTES);
 	return v;
 }
@@ -416,339 +245,6 @@ static void op_answer_error(struct op *o, int code, const char *fmt, ...)
 	op_answer(o, code, NULL, msg);
 }
 
-/* ---- replica side ---- */
-
-static int entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheEntry *e)
-{
-	struct cstore_version v;
-	if (version_from_pb(e->version, &v) != 0 || e->partition >= s->cfg->cache_partitions ||
-	    e->key.len == 0)
-		return ERR_PROTOCOL;
-	uint64_t merged;
-	if (hlc_update(&s->hlc, now_wall(s), v.hlc, &merged) != 0) {
-		s->refused_drift++;
-		log_limited(LOG_WARN, "cache", "drift", 10000,
-		            "a write stamped %" PRIu64 " ms ahead of this node's clock was refused",
-		            (v.hlc >> 16) - now_wall(s));
-		return ERR_INVALID;
-	}
-	struct cstore_item it;
-	memset(&it, 0, sizeof(it));
-	it.key = e->key.data;
-	it.key_bytes = (uint32_t)e->key.len;
-	it.value = e->tombstone ? NULL : e->value.data;
-	it.value_bytes = e->tombstone ? 0 : (uint32_t)e->value.len;
-	it.version = v;
-	it.expire_ms = e->tombstone ? 0 : (uint64_t)(e->expire_ms > 0 ? e->expire_ms : 0);
-	it.tombstone = e->tombstone;
-	it.partition = (uint16_t)e->partition;
-	return cstore_apply(c->st, &it, now_wall(s));
-}
-
-static void entry_from_item(const struct cstore_item *it, Chorus__CacheEntry *e,
-                            Chorus__CacheVersion *vpb, uint8_t *node)
-{
-	chorus__cache_entry__init(e);
-	e->key.data = (uint8_t *)it->key;
-	e->key.len = it->key_bytes;
-	if (!it->tombstone) {
-		e->value.data = (uint8_t *)it->value;
-		e->value.len = it->value_bytes;
-	}
-	version_to_pb(&it->version, vpb, node);
-	e->version = vpb;
-	e->expire_ms = (int64_t)it->expire_ms;
-	e->tombstone = it->tombstone;
-	e->partition = it->partition;
-}
-
-static void handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope *env)
-{
-	struct cache_svc *s = svc;
-	const Chorus__CacheRepl *m = env->cache_repl;
-	struct cache *c = cache_find(s, m->cache);
-	if (!c) {
-		rpc_reply_error(call, CH_ERR_NOT_FOUND, "no cache named \"%s\" here", m->cache);
-		return;
-	}
-	Chorus__CacheReplResp resp = CHORUS__CACHE_REPL_RESP__INIT;
-	for (size_t i = 0; i < m->n_entries; i++)
-		if (entry_apply(s, c, m->entries[i]) == 0)
-			resp.applied++;
-	uint32_t *differ = NULL;
-	if (m->sync && m->n_sync_partitions == m->n_sync_digests && m->n_sync_partitions &&
-	    m->n_sync_partitions <= CPLACE_PARTITIONS_MAX) {
-		differ = malloc(m->n_sync_partitions * sizeof(*differ));
-		if (differ) {
-			cstore_tick(c->st, now_wall(s), TICK_BUDGET);
-			for (size_t i = 0; i < m->n_sync_partitions; i++) {
-				struct cstore_partition_stats ps;
-				if (m->sync_partitions[i] >= s->cfg->cache_partitions ||
-				    cstore_partition_stats(c->st, (uint16_t)m->sync_partitions[i], &ps) != 0)
-					continue;
-				if (ps.digest != m->sync_digests[i])
-					differ[resp.n_differ++] = m->sync_partitions[i];
-			}
-			resp.differ = differ;
-		}
-	}
-	Chorus__CacheEntry e;
-	Chorus__CacheVersion vpb;
-	uint8_t node[ID_BYTES];
-	if (m->read) {
-		struct cstore_item it;
-		if (m->read_key.len && cstore_peek(c->st, m->read_key.data, m->read_key.len, now_wall(s),
-		                                   &it) == 0) {
-			entry_from_item(&it, &e, &vpb, node);
-			resp.entry = &e;
-			resp.found = 1;
-		}
-	}
-	rpc_reply_body(call, CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP, cache_repl_resp, &resp);
-	free(differ);
-}
-
-/* ---- anti-entropy ---- */
-
-static int bit_get(const uint8_t *b, uint32_t i) { return b && (b[i / 8] >> (i % 8)) & 1; }
-static void bit_set(uint8_t *b, uint32_t i) { b[i / 8] |= (uint8_t)(1u << (i % 8)); }
-
-static void ae_batch_clear(struct ae_batch *b)
-{
-	for (uint32_t i = 0; i < b->n; i++)
-		chorus__cache_entry__free_unpacked(b->ents[i], NULL);
-	free(b->ents);
-	memset(b, 0, sizeof(*b));
-}
-
-static void ae_peers_clear(struct cache_svc *s)
-{
-	for (uint32_t i = 0; i < s->ae.n_peers; i++) {
-		free(s->ae.peers[i].differ);
-		free(s->ae.peers[i].equal);
-		ae_batch_clear(&s->ae.peers[i].batch);
-	}
-	memset(s->ae.peers, 0, sizeof(s->ae.peers));
-	s->ae.n_peers = 0;
-}
-
-static void ae_flush(struct cache_svc *s, struct ae_peer *pe)
-{
-	struct ae_batch *b = &pe->batch;
-	if (!b->n)
-		return;
-	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
-	m.cache = (char *)s->caches[s->ae.cache].cfg->name;
-	m.epoch = s->map.epoch;
-	m.entries = b->ents;
-	m.n_entries = b->n;
-	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
-	env.cache_repl = &m;
-	if (s->peers->request(s->peers->ctx, pe->id, &env, s->cfg->cache_timeout_ms, NULL, NULL) == 0)
-		s->ae.pushed += b->n;
-	ae_batch_clear(b);
-}
-
-static void ae_visit(void *arg, const struct cstore_item *it)
-{
-	struct cache_svc *s = arg;
-	for (uint32_t k = 0; k < s->ae.n_peers; k++) {
-		struct ae_peer *pe = &s->ae.peers[k];
-		if (!bit_get(pe->differ, it->partition))
-			continue;
-		struct ae_batch *b = &pe->batch;
-		if (!b->ents) {
-			b->ents = calloc(AE_BATCH_ENTRIES, sizeof(*b->ents));
-			if (!b->ents)
-				return;
-		}
-		if (b->n == AE_BATCH_ENTRIES || b->bytes >= AE_BATCH_BYTES)
-			continue; /* full: flushed after this bucket; the next round sends the rest */
-		Chorus__CacheEntry e;
-		Chorus__CacheVersion vpb;
-		uint8_t node[ID_BYTES];
-		entry_from_item(it, &e, &vpb, node);
-		size_t n = chorus__cache_entry__get_packed_size(&e);
-		uint8_t *buf = malloc(n ? n : 1);
-		if (!buf)
-			return;
-		chorus__cache_entry__pack(&e, buf);
-		Chorus__CacheEntry *copy = chorus__cache_entry__unpack(NULL, n, buf);
-		free(buf);
-		if (!copy)
-			return;
-		b->ents[b->n++] = copy;
-		b->bytes += n;
-	}
-}
-
-/* The round is over: partitions held here but owned elsewhere go once
- * every owner said its digest equals ours. */
-static void ae_finish(struct cache_svc *s, uint64_t now_mono)
-{
-	struct cache *c = &s->caches[s->ae.cache];
-	int me = cplace_member_find(&s->map, s->self);
-	if (s->ae.map_epoch == s->map.epoch && me >= 0) {
-		for (uint32_t p = 0; p < s->map.partition_count; p++) {
-			if (cplace_rank(&s->map, (uint16_t)p, (uint32_t)me) >= 0)
-				continue;
-			struct cstore_partition_stats ps;
-			if (cstore_partition_stats(c->st, (uint16_t)p, &ps) != 0 ||
-			    ps.entries + ps.tombstones == 0)
-				continue;
-			int all_equal = 1;
-			for (uint8_t k = 0; k < s->map.owner_count && all_equal; k++) {
-				const uint8_t *o = cplace_owner_id(&s->map, (uint16_t)p, k);
-				int found = 0;
-				for (uint32_t j = 0; j < s->ae.n_peers; j++)
-					if (memcmp(s->ae.peers[j].id, o, ID_BYTES) == 0)
-						found = s->ae.peers[j].answered && bit_get(s->ae.peers[j].equal, p);
-				all_equal = found;
-			}
-			if (!all_equal)
-				continue;
-			uint64_t cur = 0, removed = 0, total = 0;
-			do {
-				if (cstore_partition_drop(c->st, (uint16_t)p, cur, 1u << 20, &cur, &removed) != 0)
-					break;
-				total += removed;
-			} while (cur);
-			s->ae.dropped += total;
-			log_debug("cache", "partition %u of %s handed over: %" PRIu64 " entries dropped here",
-			          p, c->cfg->name, total);
-		}
-	}
-	ae_peers_clear(s);
-	s->ae.phase = 0;
-	s->ae.rounds++;
-	s->ae.next_ms = now_mono + AE_PERIOD_MS;
-}
-
-static void ae_push_start(struct cache_svc *s, uint64_t now_mono)
-{
-	int any = 0;
-	for (uint32_t k = 0; k < s->ae.n_peers; k++)
-		for (uint32_t p = 0; p < s->map.partition_count && !any; p++)
-			any = bit_get(s->ae.peers[k].differ, p);
-	if (!any || s->ae.map_epoch != s->map.epoch) {
-		ae_finish(s, now_mono);
-		return;
-	}
-	s->ae.phase = 2;
-	s->ae.cursor = 0;
-}
-
-static void ae_digest_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
-{
-	struct ae_peer *pe = arg;
-	struct cache_svc *s = pe->s;
-	(void)err;
-	s->ae.outstanding--;
-	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP) {
-		const Chorus__CacheReplResp *r = reply->cache_repl_resp;
-		pe->answered = 1;
-		for (size_t i = 0; i < r->n_differ; i++)
-			if (r->differ[i] < s->map.partition_count && bit_get(pe->equal, r->differ[i])) {
-				bit_set(pe->differ, r->differ[i]);
-				pe->equal[r->differ[i] / 8] &= (uint8_t)~(1u << (r->differ[i] % 8));
-			}
-	}
-	if (s->ae.outstanding == 0 && s->ae.phase == 1)
-		ae_push_start(s, host_now(s->host)->mono_ms);
-}
-
-/* A round: digests to every member sharing partitions with this node. */
-static void ae_start(struct cache_svc *s, uint64_t now_mono)
-{
-	if (s->n_caches == 0 || !s->have_map || s->map.member_count < 2)
-		return;
-	s->ae.cache = (s->ae.cache + 1) % s->n_caches;
-	struct cache *c = &s->caches[s->ae.cache];
-	int me = cplace_member_find(&s->map, s->self);
-	if (me < 0)
-		return;
-	ae_peers_clear(s);
-	s->ae.map_epoch = s->map.epoch;
-	s->ae.phase = 1;
-	cstore_tick(c->st, host_now(s->host)->wall_ms, TICK_BUDGET);
-	uint32_t P = s->map.partition_count;
-	uint32_t *parts = malloc(P * sizeof(*parts));
-	uint64_t *digests = malloc(P * sizeof(*digests));
-	for (uint32_t i = 0; parts && digests && i < s->map.member_count; i++) {
-		if ((int)i == me || s->ae.n_peers == AE_PEERS_MAX)
-			continue;
-		uint32_t n = 0;
-		for (uint32_t p = 0; p < P; p++) {
-			if (cplace_rank(&s->map, (uint16_t)p, i) < 0)
-				continue; /* it does not own p */
-			struct cstore_partition_stats ps;
-			int held = cstore_partition_stats(c->st, (uint16_t)p, &ps) == 0 &&
-			           ps.entries + ps.tombstones > 0;
-			if (cplace_rank(&s->map, (uint16_t)p, (uint32_t)me) < 0 && !held)
-				continue; /* nothing of p here */
-			parts[n] = p;
-			digests[n] = held ? ps.digest : 0;
-			n++;
-		}
-		if (n == 0)
-			continue;
-		struct ae_peer *pe = &s->ae.peers[s->ae.n_peers];
-		memset(pe, 0, sizeof(*pe));
-		pe->s = s;
-		memcpy(pe->id, s->map.members[i], ID_BYTES);
-		pe->differ = calloc((P + 7) / 8, 1);
-		pe->equal = calloc((P + 7) / 8, 1);
-		if (!pe->differ || !pe->equal) {
-			free(pe->differ);
-			free(pe->equal);
-			break;
-		}
-		for (uint32_t k = 0; k < n; k++)
-			bit_set(pe->equal, parts[k]); /* until it says otherwise */
-		s->ae.n_peers++;
-		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
-		m.cache = (char *)c->cfg->name;
-		m.epoch = s->map.epoch;
-		m.sync = 1;
-		m.sync_partitions = parts;
-		m.n_sync_partitions = n;
-		m.sync_digests = digests;
-		m.n_sync_digests = n;
-		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
-		env.cache_repl = &m;
-		if (s->peers->request(s->peers->ctx, pe->id, &env, s->cfg->cache_timeout_ms, ae_digest_cb,
-		                      pe) == 0)
-			s->ae.outstanding++;
-		else
-			memset(pe->equal, 0, (P + 7) / 8);
-	}
-	free(parts);
-	free(digests);
-	if (s->ae.outstanding == 0)
-		ae_push_start(s, now_mono);
-}
-
-/* One step of the push pass. */
-static void ae_step(struct cache_svc *s, uint64_t now_mono)
-{
-	struct cache *c = &s->caches[s->ae.cache];
-	uint64_t next = 0;
-	if (s->ae.map_epoch != s->map.epoch ||
-	    cstore_replication_scan(c->st, s->ae.cursor, AE_SCAN_BUCKETS, host_now(s->host)->wall_ms,
-	                            ae_visit, s, &next) != 0) {
-		ae_finish(s, now_mono);
-		return;
-	}
-	for (uint32_t k = 0; k < s->ae.n_peers; k++)
-		ae_flush(s, &s->ae.peers[k]);
-	s->ae.cursor = next;
-	if (next == 0)
-		ae_finish(s, now_mono);
-}
-
-
 /* ---- the primary ---- */
 
 static int send_repl(struct op *o, const uint8_t *to, Chorus__CacheRepl *m, peer_reply_fn cb)
@@ -782,46 +278,6 @@ static void send_repl_oneway(struct cache_svc *s, const uint8_t *to, Chorus__Cac
 		s->repairs++;
 }
 
-static void hint_add(struct cache_svc *s, const uint8_t *to, uint32_t cache, const uint8_t *entry,
-                     size_t len)
-{
-	if (!entry || !len)
-		return;
-	struct hint *h = calloc(1, sizeof(*h));
-	uint8_t *copy = malloc(len);
-	if (!h || !copy) {
-		free(h);
-		free(copy);
-		s->hints_dropped++;
-		return;
-	}
-	memcpy(copy, entry, len);
-	memcpy(h->to, to, ID_BYTES);
-	h->cache = cache;
-	h->entry = copy;
-	h->len = len;
-	if (s->hints_tail)
-		s->hints_tail->next = h;
-	else
-		s->hints = h;
-	s->hints_tail = h;
-	s->hints_count++;
-	s->hints_bytes += len;
-	/* bounded: the oldest go (anti-entropy still brings them) */
-	while (s->hints && (s->hints_count > HINTS_MAX || s->hints_bytes > HINTS_BYTES_MAX) &&
-	       !s->hints->inflight) {
-		struct hint *old = s->hints;
-		s->hints = old->next;
-		if (!s->hints)
-			s->hints_tail = NULL;
-		s->hints_count--;
-		s->hints_bytes -= old->len;
-		s->hints_dropped++;
-		free(old->entry);
-		free(old);
-	}
-}
-
 static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
 	struct op_slot *sl = arg;
@@ -834,7 +290,7 @@ static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, con
 		o->failed++;
 		if (code == CH_ERR_TIMEOUT)
 			o->s->timeouts++;
-		hint_add(o->s, sl->id, (uint32_t)(o->cache - o->s->caches), o->entry, o->entry_len);
+		cache_hint_add(o->s, sl->id, (uint32_t)(o->cache - o->s->caches), o->entry, o->entry_len);
 	}
 	if (!o->answered) {
 		if (ok && o->need > 0)
@@ -883,7 +339,7 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 	o->resp.version = NULL; /* points into the caller's frame */
 	o->need = need;
 	struct cstore_item it;
-	if (cstore_peek(c->st, key, key_len, now_wall(s), &it) != 0) {
+	if (cstore_peek(c->st, key, key_len, cache_now_wall(s), &it) != 0) {
 		/* expired at once (a ttl in the past): nothing to send */
 		op_answer(o, 0, &o->resp, NULL);
 		op_maybe_free(o);
@@ -892,7 +348,7 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 	Chorus__CacheEntry e;
 	Chorus__CacheVersion vpb;
 	uint8_t node[ID_BYTES];
-	entry_from_item(&it, &e, &vpb, node);
+	cache_entry_from_item(&it, &e, &vpb, node);
 	o->cache = c;
 	o->entry_len = chorus__cache_entry__get_packed_size(&e);
 	o->entry = malloc(o->entry_len ? o->entry_len : 1);
@@ -910,7 +366,7 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 		const uint8_t *to = cplace_owner_id(&s->map, p, k);
 		if (send_repl(o, to, &m, write_ack_cb) != 0) {
 			o->failed++;
-			hint_add(s, to, (uint32_t)(c - s->caches), o->entry, o->entry_len);
+			cache_hint_add(s, to, (uint32_t)(c - s->caches), o->entry, o->entry_len);
 		}
 	}
 	s->replicated++;
@@ -928,8 +384,8 @@ static void resp_from_store(struct cache_svc *s, struct cache *c, const void *ke
                             int count_hit)
 {
 	struct cstore_item it;
-	int rc = count_hit ? cstore_get(c->st, key, len, now_wall(s), &it)
-	                   : cstore_peek(c->st, key, len, now_wall(s), &it);
+	int rc = count_hit ? cstore_get(c->st, key, len, cache_now_wall(s), &it)
+	                   : cstore_peek(c->st, key, len, cache_now_wall(s), &it);
 	if (rc != 0 || it.tombstone) {
 		resp->found = 0;
 		resp->ttl_ms = -2;
@@ -938,9 +394,9 @@ static void resp_from_store(struct cache_svc *s, struct cache *c, const void *ke
 	resp->found = 1;
 	resp->value.data = (uint8_t *)it.value;
 	resp->value.len = it.value_bytes;
-	version_to_pb(&it.version, vpb, node);
+	cache_version_to_pb(&it.version, vpb, node);
 	resp->version = vpb;
-	uint64_t now = now_wall(s);
+	uint64_t now = cache_now_wall(s);
 	resp->ttl_ms = it.expire_ms ? (int64_t)(it.expire_ms > now ? it.expire_ms - now : 0) : -1;
 }
 
@@ -950,11 +406,11 @@ static void read_answer(struct op *o)
 	/* the newest seen wins: applied here if this node was behind, and
 	 * sent to the replicas that were (read repair) */
 	if (o->have_newest) {
-		int rc = entry_apply(s, o->cache, o->newest);
+		int rc = cache_entry_apply(s, o->cache, o->newest);
 		if (rc == 0)
 			s->repairs++;
 		struct cstore_version nv;
-		if (version_from_pb(o->newest->version, &nv) == 0) {
+		if (cache_version_from_pb(o->newest->version, &nv) == 0) {
 			Chorus__CacheEntry *ents[1] = {o->newest};
 			Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
 			m.cache = (char *)o->cache->cfg->name;
@@ -974,11 +430,11 @@ static void read_answer(struct op *o)
 	resp.epoch = s->map.epoch;
 	switch (o->op) {
 	case CHORUS__CACHE_OP__CACHE_EXISTS:
-		resp.found = cstore_exists(o->cache->st, o->key, o->key_len, now_wall(s)) == 1;
+		resp.found = cstore_exists(o->cache->st, o->key, o->key_len, cache_now_wall(s)) == 1;
 		break;
 	case CHORUS__CACHE_OP__CACHE_TTL: {
 		int64_t ttl = -2;
-		if (cstore_ttl(o->cache->st, o->key, o->key_len, now_wall(s), &ttl) != 0)
+		if (cstore_ttl(o->cache->st, o->key, o->key_len, cache_now_wall(s), &ttl) != 0)
 			ttl = -2;
 		resp.ttl_ms = ttl;
 		resp.found = ttl != -2;
@@ -1006,10 +462,10 @@ static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const ch
 		sl->answered = 1;
 		sl->found = r->found && r->entry;
 		struct cstore_version v;
-		if (sl->found && version_from_pb(r->entry->version, &v) == 0) {
+		if (sl->found && cache_version_from_pb(r->entry->version, &v) == 0) {
 			sl->v = v;
 			struct cstore_version cur;
-			if (!o->have_newest || (version_from_pb(o->newest->version, &cur) == 0 &&
+			if (!o->have_newest || (cache_version_from_pb(o->newest->version, &cur) == 0 &&
 			                        version_cmp(&v, &cur) > 0)) {
 				size_t n = chorus__cache_entry__get_packed_size(r->entry);
 				uint8_t *buf = malloc(n ? n : 1);
@@ -1054,10 +510,10 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 		uint8_t node[ID_BYTES];
 		resp.epoch = s->map.epoch;
 		if (req->op == CHORUS__CACHE_OP__CACHE_EXISTS) {
-			resp.found = cstore_exists(c->st, req->key.data, req->key.len, now_wall(s)) == 1;
+			resp.found = cstore_exists(c->st, req->key.data, req->key.len, cache_now_wall(s)) == 1;
 		} else if (req->op == CHORUS__CACHE_OP__CACHE_TTL) {
 			int64_t ttl = -2;
-			if (cstore_ttl(c->st, req->key.data, req->key.len, now_wall(s), &ttl) != 0)
+			if (cstore_ttl(c->st, req->key.data, req->key.len, cache_now_wall(s), &ttl) != 0)
 				ttl = -2;
 			resp.ttl_ms = ttl;
 			resp.found = ttl != -2;
@@ -1087,11 +543,11 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	o->want = s->ae.rounds < s->settle_until_round ? (uint32_t)s->map.owner_count - 1 : need;
 	/* what this node holds starts as the newest */
 	struct cstore_item it;
-	if (cstore_peek(c->st, o->key, o->key_len, now_wall(s), &it) == 0) {
+	if (cstore_peek(c->st, o->key, o->key_len, cache_now_wall(s), &it) == 0) {
 		Chorus__CacheEntry e;
 		Chorus__CacheVersion vpb;
 		uint8_t node[ID_BYTES];
-		entry_from_item(&it, &e, &vpb, node);
+		cache_entry_from_item(&it, &e, &vpb, node);
 		size_t n = chorus__cache_entry__get_packed_size(&e);
 		uint8_t *buf = malloc(n ? n : 1);
 		if (buf) {
@@ -1120,7 +576,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 static void primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
                           uint16_t p, int consistency, cache_reply_fn cb, void *arg)
 {
-	uint64_t now = now_wall(s);
+	uint64_t now = cache_now_wall(s);
 	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
 	resp.epoch = s->map.epoch;
 	const void *key = req->key.data;
@@ -1155,7 +611,7 @@ static void primary_write(struct cache_svc *s, struct cache *c, const Chorus__Ca
 				put.ttl_ms = (uint64_t)req->ttl_ms;
 			struct cstore_version ifv;
 			if (req->if_version) {
-				if (version_from_pb(req->if_version, &ifv) != 0) {
+				if (cache_version_from_pb(req->if_version, &ifv) != 0) {
 					answer_error(cb, arg, CH_ERR_INVALID, "if_version: a 16-byte node id is needed");
 					return;
 				}
@@ -1464,7 +920,7 @@ static void local_scan(struct cache_svc *s, struct cache *c, const Chorus__Cache
 	if (x.me >= 0) {
 		uint64_t cur = cstore_cursor_from_position(c->st, (uint32_t)req->cursor);
 		const char *pat = req->pattern && req->pattern[0] ? req->pattern : NULL;
-		rc = cstore_scan(c->st, cur, pat, pat ? strlen(pat) : 0, count, now_wall(s), scan_visit,
+		rc = cstore_scan(c->st, cur, pat, pat ? strlen(pat) : 0, count, cache_now_wall(s), scan_visit,
 		                 &x, &next);
 	}
 	if (rc != 0 || x.nomem) {
@@ -1740,7 +1196,7 @@ static void handle_cache(void *svc, struct rpc_call *call, const Chorus__Envelop
 static const struct req_spec REQUESTS[] = {
     {CHORUS__ENVELOPE__BODY_CACHE, "cache", handle_cache, RPC_ROLE_CLIENT | RPC_ROLE_PEER,
      REQ_MAY_PARK},
-    {CHORUS__ENVELOPE__BODY_CACHE_REPL, "cache_repl", handle_repl, RPC_ROLE_PEER, 0},
+    {CHORUS__ENVELOPE__BODY_CACHE_REPL, "cache_repl", cache_handle_repl, RPC_ROLE_PEER, 0},
 };
 
 /* ---- the service ---- */
@@ -1794,100 +1250,6 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	return 0;
 }
 
-/* A batch of hints came back: delivered ones go, failed ones stay. */
-struct hint_batch {
-	struct cache_svc *s;
-	struct hint_batch *next, *prev; /* the service's list (freed at stop) */
-	struct hint *h[HINTS_BATCH];
-	uint32_t n;
-};
-
-static void hints_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
-{
-	struct hint_batch *b = arg;
-	struct cache_svc *s = b->s;
-	(void)err;
-	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
-	for (uint32_t i = 0; i < b->n; i++) {
-		b->h[i]->inflight = 0;
-		if (ok)
-			b->h[i]->len = 0; /* delivered: removed below */
-	}
-	if (ok)
-		s->hints_delivered += b->n;
-	struct hint **pp = &s->hints;
-	s->hints_tail = NULL;
-	while (*pp) {
-		struct hint *h = *pp;
-		if (h->len == 0 && !h->inflight) {
-			*pp = h->next;
-			s->hints_count--;
-			free(h->entry);
-			free(h);
-			continue;
-		}
-		s->hints_tail = h;
-		pp = &h->next;
-	}
-	s->hints_bytes = 0;
-	for (struct hint *h = s->hints; h; h = h->next)
-		s->hints_bytes += h->len;
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		s->hint_batches = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
-	free(b);
-}
-
-/* Hints for members back in the map go to them, a batch per member and
- * cache at a time. */
-static void hints_replay(struct cache_svc *s)
-{
-	for (struct hint *h = s->hints; h; h = h->next) {
-		if (h->inflight || h->len == 0 || cplace_member_find(&s->map, h->to) < 0)
-			continue;
-		struct hint_batch *b = calloc(1, sizeof(*b));
-		if (!b)
-			return;
-		b->s = s;
-		Chorus__CacheEntry *ents[HINTS_BATCH];
-		for (struct hint *g = h; g && b->n < HINTS_BATCH; g = g->next) {
-			if (g->inflight || g->len == 0 || g->cache != h->cache ||
-			    memcmp(g->to, h->to, ID_BYTES) != 0)
-				continue;
-			ents[b->n] = chorus__cache_entry__unpack(NULL, g->len, g->entry);
-			if (!ents[b->n])
-				continue;
-			b->h[b->n++] = g;
-		}
-		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
-		m.cache = (char *)s->caches[h->cache].cfg->name;
-		m.epoch = s->map.epoch;
-		m.entries = ents;
-		m.n_entries = b->n;
-		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
-		env.cache_repl = &m;
-		int rc = b->n ? s->peers->request(s->peers->ctx, h->to, &env, s->cfg->cache_timeout_ms,
-		                                  hints_cb, b)
-		              : -1;
-		for (uint32_t i = 0; i < b->n; i++)
-			chorus__cache_entry__free_unpacked(ents[i], NULL);
-		if (rc != 0) {
-			free(b);
-			continue;
-		}
-		for (uint32_t i = 0; i < b->n; i++)
-			b->h[i]->inflight = 1;
-		b->next = s->hint_batches;
-		if (b->next)
-			b->next->prev = b;
-		s->hint_batches = b;
-	}
-}
-
 static uint64_t svc_next_deadline(void *svc)
 {
 	struct cache_svc *s = svc;
@@ -1916,13 +1278,13 @@ static void svc_tick(void *svc, const struct now *now)
 	}
 	if (s->hints && now->mono_ms >= s->next_hints_ms) {
 		s->next_hints_ms = now->mono_ms + HINTS_PERIOD_MS;
-		hints_replay(s);
+		cache_hints_replay(s);
 	}
 	if (s->ae.phase == 0 && now->mono_ms >= s->ae.next_ms) {
 		s->ae.next_ms = now->mono_ms + AE_PERIOD_MS;
-		ae_start(s, now->mono_ms);
+		cache_ae_start(s, now->mono_ms);
 	} else if (s->ae.phase == 2) {
-		ae_step(s, now->mono_ms);
+		cache_ae_step(s, now->mono_ms);
 	}
 }
 
@@ -1944,7 +1306,7 @@ static void svc_stop(void *svc)
 		}
 		op_free(o);
 	}
-	ae_peers_clear(s);
+	cache_ae_clear(s);
 	while (s->hint_batches) {
 		struct hint_batch *b = s->hint_batches;
 		s->hint_batches = b->next;
