@@ -96,9 +96,14 @@ struct op {
 	int64_t sum;
 	/* SCAN relay */
 	uint32_t scan_ord;
+	/* a write that depends on what is held, waiting for the newest copy
+	 * from the owners first (OP_PREFETCH): the request, packed */
+	uint8_t *req_bytes;
+	size_t req_len;
+	int consistency;
 };
 
-enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC };
+enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC, OP_PREFETCH };
 
 /* Anti-entropy (docs/cache.md): each round, for each cache, this node
  * sends each member it shares partitions with its digests of them; the
@@ -183,6 +188,11 @@ struct cache_svc {
 	 * QUORUM and ALL reads ask every owner (a new owner may not hold yet
 	 * what the old ones acknowledged) */
 	uint64_t settle_until_round;
+	/* a node starting up serves no key before its view of the members has
+	 * held still: one that knows only itself (or half the cluster) would
+	 * think itself the primary of partitions others lead */
+	uint64_t started_ms, map_changed_ms;
+	int serving;
 	/* hinted handoff: writes a replica failed to acknowledge, kept for it
 	 * (oldest first) and sent again while it is in the map */
 	struct hint *hints, *hints_tail;

@@ -91,6 +91,7 @@ static void map_refresh(struct cache_svc *s)
 		cplace_map_free(&s->map);
 	s->map = fresh;
 	s->have_map = 1;
+	s->map_changed_ms = host_now(s->host)->mono_ms;
 	/* owners changed: converge soon, and read from every owner meanwhile */
 	s->settle_until_round = s->ae.rounds + 2ull * (s->n_caches ? s->n_caches : 1) + 1;
 	uint64_t soon = host_now(s->host)->mono_ms + AE_AFTER_MAP_MS;
@@ -211,6 +212,7 @@ static void op_free(struct op *o)
 		o->next->prev = o->prev;
 	s->n_ops--;
 	free(o->key);
+	free(o->req_bytes);
 	free(o->entry);
 	free(o->resp_value);
 	if (o->newest)
@@ -400,6 +402,9 @@ static void resp_from_store(struct cache_svc *s, struct cache *c, const void *ke
 	resp->ttl_ms = it.expire_ms ? (int64_t)(it.expire_ms > now ? it.expire_ms - now : 0) : -1;
 }
 
+static void primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                          uint16_t p, int consistency, cache_reply_fn cb, void *arg);
+
 static void read_answer(struct op *o)
 {
 	struct cache_svc *s = o->s;
@@ -423,6 +428,19 @@ static void read_answer(struct op *o)
 					send_repl_oneway(s, sl->id, &m);
 			}
 		}
+	}
+	if (o->kind == OP_PREFETCH) {
+		/* this node now holds the newest copy: the write goes on from
+		 * it, and answers the caller itself */
+		Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, o->req_len, o->req_bytes);
+		if (!req) {
+			op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+			return;
+		}
+		o->answered = 1;
+		primary_write(s, o->cache, req, o->partition, o->consistency, o->cb, o->arg);
+		chorus__cache_req__free_unpacked(req, NULL);
+		return;
 	}
 	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
 	Chorus__CacheVersion vpb;
@@ -500,9 +518,13 @@ static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const ch
 }
 
 static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
-                         uint16_t p, int consistency, cache_reply_fn cb, void *arg)
+                         uint16_t p, int consistency, int prefetch, cache_reply_fn cb, void *arg)
 {
-	uint32_t need = replicas_needed(&s->map, consistency);
+	uint32_t need = replicas_needed(&s->map, prefetch ? CH_CACHE_QUORUM : consistency);
+	if (need == 0 && prefetch) {
+		primary_write(s, c, req, p, consistency, cb, arg); /* no other owner to ask */
+		return;
+	}
 	if (need == 0) {
 		/* answered at once from the store */
 		Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
@@ -523,7 +545,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 		cb(arg, 0, &resp, NULL);
 		return;
 	}
-	struct op *o = op_new(s, OP_READ, cb, arg);
+	struct op *o = op_new(s, prefetch ? OP_PREFETCH : OP_READ, cb, arg);
 	if (!o) {
 		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return;
@@ -531,6 +553,17 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	o->cache = c;
 	o->op = req->op;
 	o->partition = p;
+	o->consistency = consistency;
+	if (prefetch) {
+		o->req_len = chorus__cache_req__get_packed_size(req);
+		o->req_bytes = malloc(o->req_len ? o->req_len : 1);
+		if (!o->req_bytes) {
+			op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+			op_maybe_free(o);
+			return;
+		}
+		chorus__cache_req__pack(req, o->req_bytes);
+	}
 	o->key = malloc(req->key.len);
 	if (!o->key) {
 		op_answer_error(o, CH_ERR_NOMEM, "out of memory");
@@ -540,7 +573,8 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	memcpy(o->key, req->key.data, req->key.len);
 	o->key_len = req->key.len;
 	o->need = need;
-	o->want = s->ae.rounds < s->settle_until_round ? (uint32_t)s->map.owner_count - 1 : need;
+	o->want = prefetch || s->ae.rounds < s->settle_until_round ? (uint32_t)s->map.owner_count - 1
+	                                                            : need;
 	/* what this node holds starts as the newest */
 	struct cstore_item it;
 	if (cstore_peek(c->st, o->key, o->key_len, cache_now_wall(s), &it) == 0) {
@@ -1036,6 +1070,35 @@ static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_
 
 /* ---- entry point ---- */
 
+/* Whether this node routes and leads keys yet: from its start, once its
+ * member view (with its seeds: more than itself) has held still for a
+ * gossip period, and at least three periods after the start. */
+static int serving(struct cache_svc *s)
+{
+	if (s->serving)
+		return 1;
+	uint64_t now = host_now(s->host)->mono_ms, period = s->cfg->gossip_period_ms;
+	if ((s->cfg->seed_count == 0 || s->map.member_count > 1) && now >= s->started_ms + 3 * period &&
+	    now >= s->map_changed_ms + period)
+		s->serving = 1;
+	return s->serving;
+}
+
+static int depends_on_held(const Chorus__CacheReq *req)
+{
+	switch (req->op) {
+	case CHORUS__CACHE_OP__CACHE_INCR:
+	case CHORUS__CACHE_OP__CACHE_GETDEL:
+	case CHORUS__CACHE_OP__CACHE_EXPIRE:
+	case CHORUS__CACHE_OP__CACHE_PERSIST:
+		return 1;
+	case CHORUS__CACHE_OP__CACHE_PUT:
+		return req->flags != 0 || req->if_version != NULL;
+	default:
+		return 0;
+	}
+}
+
 static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb, void *arg,
                        char *err, size_t err_len)
 {
@@ -1104,6 +1167,12 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 		answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
 		return 0;
 	}
+	if (!serving(s)) {
+		s->unavailable++;
+		answer_error(cb, arg, CH_ERR_UNAVAILABLE,
+		             "this node is still learning its cluster's members: retry");
+		return 0;
+	}
 	uint16_t p = cplace_partition(req->key.data, req->key.len, s->map.partition_count);
 	const uint8_t *primary = cplace_owner_id(&s->map, p, 0);
 	if (!is_self(s, primary)) {
@@ -1121,10 +1190,17 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	case CHORUS__CACHE_OP__CACHE_GET:
 	case CHORUS__CACHE_OP__CACHE_EXISTS:
 	case CHORUS__CACHE_OP__CACHE_TTL:
-		primary_read(s, c, req, p, consistency, cb, arg);
+		primary_read(s, c, req, p, consistency, 0, cb, arg);
 		break;
 	default:
-		primary_write(s, c, req, p, consistency, cb, arg);
+		/* while owners settle after a map change, this node may not hold
+		 * the newest copy yet: a write whose outcome depends on what is
+		 * held (INCR from the old value, NX/XX/CAS, GET, EXPIRE) first
+		 * fetches it from every owner, as a read does */
+		if (s->ae.rounds < s->settle_until_round && depends_on_held(req))
+			primary_read(s, c, req, p, consistency, 1, cb, arg);
+		else
+			primary_write(s, c, req, p, consistency, cb, arg);
 		break;
 	}
 	return 0;
@@ -1204,9 +1280,9 @@ static const struct req_spec REQUESTS[] = {
 static int svc_start(void *svc, struct host *h, const struct now *now, char *err, size_t err_len)
 {
 	struct cache_svc *s = svc;
-	(void)now;
 	s->host = h;
 	s->cfg = host_config(h);
+	s->started_ms = now->mono_ms;
 	memcpy(s->self, host_node_id(h), ID_BYTES);
 	hlc_init(&s->hlc, 0);
 	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)

@@ -9,6 +9,9 @@
    once back, a read at ONE on it (no repair from others) finds them.
 3. Hinted handoff: writes a stopped (SIGSTOP) replica cannot acknowledge
    are kept as hints by their primaries and delivered once it is back.
+4. INCR through a join: counters incremented from every node while a
+   fourth node joins (and becomes the primary of some of them) count every
+   acknowledged increment, none lost to a new primary starting from 0.
 """
 
 import os
@@ -159,6 +162,26 @@ class TestCacheRepl(NodeTestCase):
         wait_until(n3_holds, 60, "n3 to hold every acknowledged key")
         for i in acked:
             self.assertEqual(self.get(n1, "h%02d" % i), "y%d" % i)
+
+    def test_counters_count_every_increment_through_a_join(self):
+        n1 = self.start("n1")
+        n2 = self.start("n2", n1)
+        n3 = self.start("n3", n1)
+        nodes = [n1, n2, n3]
+        wait_until(lambda: self.maps_agree(nodes), 30, "three nodes in every cache map")
+        counters = ["ctr%d" % i for i in range(12)]
+        acked = {c: 0 for c in counters}
+        for r in range(8):
+            if r == 3:
+                nodes.append(self.start("n4", n1))  # joins while increments go on
+            for i, c in enumerate(counters):
+                n = nodes[(r + i) % len(nodes)]
+                rc, out, err = n.ctl("cache", "incr", c, json=False, timeout_s=20)
+                if rc == 0:
+                    acked[c] += 1
+        wait_until(lambda: self.maps_agree(nodes), 30, "four nodes in every cache map")
+        for c in counters:
+            self.assertEqual(self.get(n1, c), str(acked[c]), "counter %s" % c)
 
 
 if __name__ == "__main__":
