@@ -4,13 +4,13 @@
  * docs/resp.md for what a Redis client sees).
  *
  * Each command's handler translates it into cache requests (one CacheReq
- * per key, made through resp_svc.c's call()) answered into the command's
+ * per key, made through resp_svc.c's resp_call()) answered into the command's
  * slot in the connection's queue of replies; a multi-key command (DEL,
  * UNLINK, EXISTS, MGET, MSET) gets one slot for all its calls and writes the
  * assembled reply when the last one is answered. Commands that need no
  * cache call (PING, ECHO, AUTH, HELLO, SELECT, QUIT, CLIENT, COMMAND,
  * CONFIG, and INFO without its cache sections) answer at once through
- * sync_out(). MULTI keeps copies of the commands it queues; EXEC hands them
+ * resp_sync_out(). MULTI keeps copies of the commands it queues; EXEC hands them
  * to the connection's deferred queue, to run in order. run_command checks
  * in Redis's order (server.c processCommand): unknown command, arity,
  * authentication, then MULTI's queue or the handler. The command table and
@@ -29,52 +29,52 @@ static void cache_error(struct conn *c, struct resp_out *o, int code, const char
 	switch (code) {
 	case CH_ERR_INVALID: {
 		if (!detail) {
-			err_text(c, o, "ERR invalid request");
+			resp_err_text(c, o, "ERR invalid request");
 			return;
 		}
 		size_t caps = 0;
 		while (detail[caps] >= 'A' && detail[caps] <= 'Z')
 			caps++;
 		if (caps >= 2 && detail[caps] == ' ')
-			err_text(c, o, detail);
+			resp_err_text(c, o, detail);
 		else
-			err_fmt(c, o, "ERR %s", detail);
+			resp_err_fmt(c, o, "ERR %s", detail);
 		return;
 	}
 	case CH_ERR_TOO_LARGE:
 		/* the cache's text says whether the key or the value is over */
-		err_fmt(c, o, "ERR %s too large%s%s%s",
+		resp_err_fmt(c, o, "ERR %s too large%s%s%s",
 		        detail && strncmp(detail, "a key", 5) == 0 ? "key" : "value",
 		        detail ? " (" : "", detail ? detail : "", detail ? ")" : "");
 		return;
 	case CH_ERR_UNAVAILABLE:
-		err_fmt(c, o, "ERR too few replicas alive%s%s", detail ? ": " : "",
+		resp_err_fmt(c, o, "ERR too few replicas alive%s%s", detail ? ": " : "",
 		        detail ? detail : "");
 		return;
 	case CH_ERR_TIMEOUT:
-		err_fmt(c, o, "ERR timed out waiting for replicas%s%s", detail ? ": " : "",
+		resp_err_fmt(c, o, "ERR timed out waiting for replicas%s%s", detail ? ": " : "",
 		        detail ? detail : "");
 		return;
 	case CH_ERR_MOVED:
 	case CH_ERR_NOT_LEADER:
-		err_text(c, o, "TRYAGAIN the key's partition is moving, retry");
+		resp_err_text(c, o, "TRYAGAIN the key's partition is moving, retry");
 		return;
 	case CH_ERR_UNREACHABLE:
-		err_fmt(c, o, "ERR the key's primary is unreachable%s%s", detail ? ": " : "",
+		resp_err_fmt(c, o, "ERR the key's primary is unreachable%s%s", detail ? ": " : "",
 		        detail ? detail : "");
 		return;
 	case CH_ERR_SHUTTING_DOWN:
-		err_text(c, o, "ERR the node is shutting down");
+		resp_err_text(c, o, "ERR the node is shutting down");
 		return;
 	case CH_ERR_NOMEM:
-		err_text(c, o, "OOM out of memory");
+		resp_err_text(c, o, "OOM out of memory");
 		return;
 	case CH_ERR_FULL:
-		err_fmt(c, o, "ERR the cache is busy, retry later%s%s", detail ? ": " : "",
+		resp_err_fmt(c, o, "ERR the cache is busy, retry later%s%s", detail ? ": " : "",
 		        detail ? detail : "");
 		return;
 	default:
-		err_fmt(c, o, "ERR %s%s%s", ch_strerror(code), detail ? ": " : "", detail ? detail : "");
+		resp_err_fmt(c, o, "ERR %s%s%s", ch_strerror(code), detail ? ": " : "", detail ? detail : "");
 		return;
 	}
 }
@@ -95,7 +95,7 @@ static void req_init(struct conn *c, Chorus__CacheReq *req, Chorus__CacheOp op,
 static void call_one(struct conn *c, const struct resp_cmd_info *ci, const struct resp_command *cmd,
                      const Chorus__CacheReq *req, slot_reply_fn fn, int aux)
 {
-	struct slot *sl = slot_push(c);
+	struct slot *sl = resp_slot_push(c);
 	if (!sl)
 		return;
 	sl->on_reply = fn;
@@ -103,8 +103,8 @@ static void call_one(struct conn *c, const struct resp_cmd_info *ci, const struc
 	sl->waiting = 1;
 	sl->count = 1;
 	c->waiting_slots++;
-	slot_track(c, sl, ci, cmd);
-	call(c, &sl->one, req);
+	resp_slot_track(c, sl, ci, cmd);
+	resp_call(c, &sl->one, req);
 	/* sl may be gone now (answered and written) */
 }
 
@@ -113,16 +113,16 @@ static struct slot *multi_slot(struct conn *c, const struct resp_cmd_info *ci,
                                const struct resp_command *cmd, uint32_t n, slot_reply_fn fn,
                                slot_finish_fn finish)
 {
-	struct slot *sl = slot_push(c);
+	struct slot *sl = resp_slot_push(c);
 	if (!sl)
 		return NULL;
 	sl->subs = malloc(n * sizeof *sl->subs);
 	if (!sl->subs) {
 		/* answer with an error in place of the reply */
 		sl->done = true;
-		err_text(c, slot_out(sl), "OOM out of memory");
+		resp_err_text(c, resp_slot_out(sl), "OOM out of memory");
 		if (sl == c->head)
-			conn_advance(c);
+			resp_conn_advance(c);
 		return NULL;
 	}
 	for (uint32_t i = 0; i < n; i++)
@@ -132,7 +132,7 @@ static struct slot *multi_slot(struct conn *c, const struct resp_cmd_info *ci,
 	sl->count = n;
 	sl->waiting = n; /* all of them before any is made: the slot outlives the loop */
 	c->waiting_slots++;
-	slot_track(c, sl, ci, cmd);
+	resp_slot_track(c, sl, ci, cmd);
 	return sl;
 }
 
@@ -170,7 +170,7 @@ static void r_bulk_value(struct slot *sl, uint32_t i, int code, const Chorus__Ca
                          const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (reply_failed(sl, o, code, err))
 		return;
 	if (r->found)
@@ -184,7 +184,7 @@ static void r_set(struct slot *sl, uint32_t i, int code, const Chorus__CacheResp
                   const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (reply_failed(sl, o, code, err))
 		return;
 	uint32_t flags = (uint32_t)sl->aux;
@@ -205,7 +205,7 @@ static void r_ok(struct slot *sl, uint32_t i, int code, const Chorus__CacheResp 
 {
 	(void)i;
 	(void)r;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (!reply_failed(sl, o, code, err))
 		resp_write_ok(o);
 }
@@ -214,7 +214,7 @@ static void r_applied(struct slot *sl, uint32_t i, int code, const Chorus__Cache
                       const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (!reply_failed(sl, o, code, err))
 		resp_write_integer(o, r->applied ? 1 : 0);
 }
@@ -223,7 +223,7 @@ static void r_integer(struct slot *sl, uint32_t i, int code, const Chorus__Cache
                       const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (!reply_failed(sl, o, code, err))
 		resp_write_integer(o, r->integer);
 }
@@ -233,7 +233,7 @@ static void r_deleted(struct slot *sl, uint32_t i, int code, const Chorus__Cache
                       const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (!reply_failed(sl, o, code, err))
 		resp_write_integer(o, r->integer > 0 || r->found ? 1 : 0);
 }
@@ -244,7 +244,7 @@ static void r_ttl(struct slot *sl, uint32_t i, int code, const Chorus__CacheResp
                   const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (reply_failed(sl, o, code, err))
 		return;
 	int64_t ttl = r->ttl_ms;
@@ -260,7 +260,7 @@ static void r_type(struct slot *sl, uint32_t i, int code, const Chorus__CacheRes
                    const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (!reply_failed(sl, o, code, err))
 		resp_write_simple(o, r->found ? "string" : "none");
 }
@@ -269,7 +269,7 @@ static void r_scan(struct slot *sl, uint32_t i, int code, const Chorus__CacheRes
                    const char *err)
 {
 	(void)i;
-	struct resp_out *o = slot_out(sl);
+	struct resp_out *o = resp_slot_out(sl);
 	if (reply_failed(sl, o, code, err))
 		return;
 	char cursor[24];
@@ -383,11 +383,11 @@ static void put(struct conn *c, const struct resp_command *cmd, const struct res
 static void cmd_set(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
 {
 	struct resp_set_opts opts;
-	enum resp_cmd_err e = resp_cmd_set_parse(cmd->argv, cmd->argc, wall_ms(c->svc), &opts);
+	enum resp_cmd_err e = resp_cmd_set_parse(cmd->argv, cmd->argc, resp_wall_ms(c->svc), &opts);
 	if (e != RESP_CMD_OK) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
-			err_cmd(c, o, e, "set", NULL);
+			resp_err_cmd(c, o, e, "set", NULL);
 		return;
 	}
 	put(c, cmd, ci, opts.flags, opts.ttl_ms, r_set);
@@ -404,11 +404,11 @@ static void cmd_setex(struct conn *c, const struct resp_command *cmd,
 {
 	int64_t ttl;
 	int64_t unit = ci->id == RESP_CMD_SETEX ? 1000 : 1;
-	enum resp_cmd_err e = resp_cmd_ttl_parse(&cmd->argv[2], unit, wall_ms(c->svc), &ttl);
+	enum resp_cmd_err e = resp_cmd_ttl_parse(&cmd->argv[2], unit, resp_wall_ms(c->svc), &ttl);
 	if (e != RESP_CMD_OK) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
-			err_cmd(c, o, e, ci->name, NULL);
+			resp_err_cmd(c, o, e, ci->name, NULL);
 		return;
 	}
 	put(c, cmd, ci, 0, ttl, r_ok);
@@ -422,14 +422,14 @@ static void cmd_incr(struct conn *c, const struct resp_command *cmd, const struc
 	} else if (ci->id == RESP_CMD_INCRBY || ci->id == RESP_CMD_DECRBY) {
 		struct resp_out *o = NULL;
 		if (resp_arg_int64(&cmd->argv[2], &delta) != 0) {
-			if ((o = sync_out(c)))
-				err_text(c, o, RESP_ERR_NOT_INTEGER);
+			if ((o = resp_sync_out(c)))
+				resp_err_text(c, o, RESP_ERR_NOT_INTEGER);
 			return;
 		}
 		if (ci->id == RESP_CMD_DECRBY) {
 			if (delta == INT64_MIN) {
-				if ((o = sync_out(c)))
-					err_text(c, o, "ERR decrement would overflow");
+				if ((o = resp_sync_out(c)))
+					resp_err_text(c, o, "ERR decrement would overflow");
 				return;
 			}
 			delta = -delta;
@@ -449,11 +449,11 @@ static void cmd_expire(struct conn *c, const struct resp_command *cmd,
 	/* Redis reads the options first: NX|XX|GT|LT are not supported here */
 	enum resp_cmd_err e = cmd->argc > 3 ? RESP_CMD_E_OPTION
 	                                    : resp_cmd_expire_parse(&cmd->argv[2], unit,
-	                                                            wall_ms(c->svc), &ttl);
+	                                                            resp_wall_ms(c->svc), &ttl);
 	if (e != RESP_CMD_OK) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
-			err_cmd(c, o, e, ci->name, cmd->argc > 3 ? &cmd->argv[3] : NULL);
+			resp_err_cmd(c, o, e, ci->name, cmd->argc > 3 ? &cmd->argv[3] : NULL);
 		return;
 	}
 	Chorus__CacheReq req;
@@ -504,7 +504,7 @@ static void cmd_count_keys(struct conn *c, const struct resp_command *cmd,
 		Chorus__CacheReq req;
 		req_init(c, &req, exists ? CHORUS__CACHE_OP__CACHE_EXISTS : CHORUS__CACHE_OP__CACHE_DEL,
 		         &cmd->argv[1 + i]);
-		call(c, &sl->subs[i], &req);
+		resp_call(c, &sl->subs[i], &req);
 	}
 }
 
@@ -520,7 +520,7 @@ static void cmd_mget(struct conn *c, const struct resp_command *cmd, const struc
 	for (uint32_t i = 0; i < n; i++) {
 		Chorus__CacheReq req;
 		req_init(c, &req, CHORUS__CACHE_OP__CACHE_GET, &cmd->argv[1 + i]);
-		call(c, &sl->subs[i], &req);
+		resp_call(c, &sl->subs[i], &req);
 	}
 }
 
@@ -528,7 +528,7 @@ static void cmd_mget(struct conn *c, const struct resp_command *cmd, const struc
 static void cmd_mset(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
 {
 	if ((cmd->argc - 1) % 2 != 0) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o) {
 			c->svc->errors++;
 			resp_write_err_arity(o, ci->name);
@@ -544,7 +544,7 @@ static void cmd_mset(struct conn *c, const struct resp_command *cmd, const struc
 		req_init(c, &req, CHORUS__CACHE_OP__CACHE_PUT, &cmd->argv[1 + 2 * i]);
 		req.value.data = (uint8_t *)cmd->argv[2 + 2 * i].ptr;
 		req.value.len = cmd->argv[2 + 2 * i].len;
-		call(c, &sl->subs[i], &req);
+		resp_call(c, &sl->subs[i], &req);
 	}
 }
 
@@ -556,18 +556,18 @@ static void cmd_scan(struct conn *c, const struct resp_command *cmd, const struc
 	enum resp_cmd_err e = resp_cmd_scan_parse(cmd->argv, cmd->argc, &opts);
 	struct resp_out *o = NULL;
 	if (e != RESP_CMD_OK) {
-		if ((o = sync_out(c)))
-			err_cmd(c, o, e, ci->name, NULL);
+		if ((o = resp_sync_out(c)))
+			resp_err_cmd(c, o, e, ci->name, NULL);
 		return;
 	}
 	if (opts.match.len && memchr(opts.match.ptr, '\0', opts.match.len)) {
-		if ((o = sync_out(c)))
-			err_text(c, o, "ERR a MATCH pattern with a NUL byte is not supported");
+		if ((o = resp_sync_out(c)))
+			resp_err_text(c, o, "ERR a MATCH pattern with a NUL byte is not supported");
 		return;
 	}
 	if (opts.type_other) {
 		/* every value is a string: no other type can match */
-		if ((o = sync_out(c))) {
+		if ((o = resp_sync_out(c))) {
 			resp_write_array(o, 2);
 			resp_write_bulk(o, "0", 1);
 			resp_write_array(o, 0);
@@ -579,8 +579,8 @@ static void cmd_scan(struct conn *c, const struct resp_command *cmd, const struc
 	if (opts.match.len >= sizeof stack) {
 		pattern = malloc(opts.match.len + 1);
 		if (!pattern) {
-			if ((o = sync_out(c)))
-				err_text(c, o, "OOM out of memory");
+			if ((o = resp_sync_out(c)))
+				resp_err_text(c, o, "OOM out of memory");
 			return;
 		}
 	}
@@ -610,9 +610,9 @@ static void cmd_flushdb(struct conn *c, const struct resp_command *cmd,
 {
 	if (cmd->argc > 2 || (cmd->argc == 2 && !resp_arg_is(&cmd->argv[1], "async") &&
 	                      !resp_arg_is(&cmd->argv[1], "sync"))) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
-			err_text(c, o, RESP_ERR_SYNTAX);
+			resp_err_text(c, o, RESP_ERR_SYNTAX);
 		return;
 	}
 	Chorus__CacheReq req;
@@ -685,8 +685,8 @@ static void info_write(struct conn *c, struct resp_out *o, int sections,
 	bool first = true;
 	uint64_t up_s = 0;
 	uint64_t started = host_started_wall_ms(s->host);
-	if ((uint64_t)wall_ms(s) > started)
-		up_s = ((uint64_t)wall_ms(s) - started) / 1000;
+	if ((uint64_t)resp_wall_ms(s) > started)
+		up_s = ((uint64_t)resp_wall_ms(s) - started) / 1000;
 	if (sections & INFO_SERVER) {
 		sb_add(&b, "# Server\r\nredis_version:%s\r\nredis_mode:standalone\r\n"
 		           "chorus_version:%s\r\nchorus_node:%s\r\nos:Linux\r\narch_bits:%d\r\n"
@@ -748,7 +748,7 @@ static void info_write(struct conn *c, struct resp_out *o, int sections,
 		}
 	}
 	if (b.failed)
-		err_text(c, o, "OOM out of memory");
+		resp_err_text(c, o, "OOM out of memory");
 	else
 		resp_write_bulk(o, b.p ? b.p : "", b.n);
 	free(b.p);
@@ -760,7 +760,7 @@ static void r_info(struct slot *sl, uint32_t i, int code, const Chorus__CacheRes
 	(void)i;
 	(void)err;
 	/* without the cache's figures INFO still answers the rest */
-	info_write(sl->conn, slot_out(sl), sl->aux, code == 0 ? r : NULL);
+	info_write(sl->conn, resp_slot_out(sl), sl->aux, code == 0 ? r : NULL);
 }
 
 static void cmd_info(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
@@ -784,7 +784,7 @@ static void cmd_info(struct conn *c, const struct resp_command *cmd, const struc
 			sections |= INFO_CACHE;
 	}
 	if (!(sections & (INFO_STATS | INFO_KEYSPACE | INFO_CACHE))) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
 			info_write(c, o, sections, NULL);
 		return;
@@ -799,7 +799,7 @@ static void cmd_info(struct conn *c, const struct resp_command *cmd, const struc
 
 static void cmd_ping(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
 {
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	if (cmd->argc > 2) {
@@ -815,7 +815,7 @@ static void cmd_ping(struct conn *c, const struct resp_command *cmd, const struc
 static void cmd_echo(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
 {
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (o)
 		resp_write_bulk(o, cmd->argv[1].ptr, cmd->argv[1].len);
 }
@@ -842,7 +842,7 @@ static void auth_failed(struct conn *c, struct resp_out *o)
 	struct resp_svc *s = c->svc;
 	c->auth_failures++;
 	s->auth_failures++;
-	err_text(c, o, RESP_ERR_WRONGPASS);
+	resp_err_text(c, o, RESP_ERR_WRONGPASS);
 	log_limited(LOG_WARN, "resp", "auth", LOG_EVERY_MS,
 	            "failed AUTH from %s (%u on this connection, %" PRIu64 " in all)%s", c->addr,
 	            c->auth_failures, s->auth_failures,
@@ -881,15 +881,15 @@ static bool auth_try(struct conn *c, struct resp_out *o, const struct resp_arg *
 static void cmd_auth(struct conn *c, const struct resp_command *cmd, const struct resp_cmd_info *ci)
 {
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	if (cmd->argc > 3) {
-		err_text(c, o, RESP_ERR_SYNTAX);
+		resp_err_text(c, o, RESP_ERR_SYNTAX);
 		return;
 	}
 	if (cmd->argc == 2 && !c->svc->has_password) {
-		err_text(c, o, "ERR AUTH <password> called without any password configured for the "
+		resp_err_text(c, o, "ERR AUTH <password> called without any password configured for the "
 		               "default user. Are you sure your configuration is correct?");
 		return;
 	}
@@ -901,11 +901,11 @@ static void cmd_auth(struct conn *c, const struct resp_command *cmd, const struc
 static bool set_client_name(struct conn *c, struct resp_out *o, const struct resp_arg *a)
 {
 	if (!resp_cmd_client_name_ok(a)) {
-		err_text(c, o, "ERR Client names cannot contain spaces, newlines or special characters.");
+		resp_err_text(c, o, "ERR Client names cannot contain spaces, newlines or special characters.");
 		return false;
 	}
 	if (a->len > CLIENT_NAME_BYTES_MAX) {
-		err_fmt(c, o, "ERR Client names longer than %u bytes are not supported",
+		resp_err_fmt(c, o, "ERR Client names longer than %u bytes are not supported",
 		        CLIENT_NAME_BYTES_MAX);
 		return false;
 	}
@@ -913,7 +913,7 @@ static bool set_client_name(struct conn *c, struct resp_out *o, const struct res
 	if (a->len) {
 		name = malloc(a->len + 1);
 		if (!name) {
-			err_text(c, o, "OOM out of memory");
+			resp_err_text(c, o, "OOM out of memory");
 			return false;
 		}
 		memcpy(name, a->ptr, a->len);
@@ -930,19 +930,19 @@ static void cmd_hello(struct conn *c, const struct resp_command *cmd,
                       const struct resp_cmd_info *ci)
 {
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	uint32_t next = 1;
 	if (cmd->argc >= 2) {
 		int64_t ver;
 		if (resp_arg_int64(&cmd->argv[1], &ver) != 0) {
-			err_text(c, o, "ERR Protocol version is not an integer or out of range");
+			resp_err_text(c, o, "ERR Protocol version is not an integer or out of range");
 			return;
 		}
 		next = 2;
 		if (ver != 2) {
-			err_text(c, o, "NOPROTO unsupported protocol version");
+			resp_err_text(c, o, "NOPROTO unsupported protocol version");
 			return;
 		}
 	}
@@ -959,14 +959,14 @@ static void cmd_hello(struct conn *c, const struct resp_command *cmd,
 			j++;
 		} else {
 			int n = (int)(opt->len < 128 ? opt->len : 128);
-			err_fmt(c, o, "ERR Syntax error in HELLO option '%.*s'", n, opt->ptr);
+			resp_err_fmt(c, o, "ERR Syntax error in HELLO option '%.*s'", n, opt->ptr);
 			return;
 		}
 	}
 	if (pass && !auth_try(c, o, user, pass))
 		return;
 	if (c->svc->has_password && !c->authed) {
-		err_text(c, o, "NOAUTH HELLO must be called with the client already authenticated, "
+		resp_err_text(c, o, "NOAUTH HELLO must be called with the client already authenticated, "
 		               "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
 		               "authenticate the client and select the RESP protocol version at the "
 		               "same time");
@@ -995,19 +995,19 @@ static void cmd_select(struct conn *c, const struct resp_command *cmd,
                        const struct resp_cmd_info *ci)
 {
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	int64_t db;
 	if (resp_arg_int64(&cmd->argv[1], &db) != 0 || db < INT32_MIN || db > INT32_MAX) {
-		err_text(c, o, RESP_ERR_NOT_INTEGER);
+		resp_err_text(c, o, RESP_ERR_NOT_INTEGER);
 		return;
 	}
 	const char *name = NULL;
 	if (db >= 0)
 		name = c->svc->cache->db_name(c->svc->cache->ctx, (uint32_t)db);
 	if (!name) {
-		err_text(c, o, "ERR DB index is out of range");
+		resp_err_text(c, o, "ERR DB index is out of range");
 		return;
 	}
 	c->db = (uint32_t)db;
@@ -1019,7 +1019,7 @@ static void cmd_quit(struct conn *c, const struct resp_command *cmd, const struc
 {
 	(void)cmd;
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (o)
 		resp_write_ok(o);
 	c->closing = true;
@@ -1044,7 +1044,7 @@ static void client_line(struct sbuf *b, const struct conn *c, uint64_t now_ms)
 static void write_sbuf(struct conn *c, struct resp_out *o, struct sbuf *b)
 {
 	if (b->failed)
-		err_text(c, o, "OOM out of memory");
+		resp_err_text(c, o, "OOM out of memory");
 	else
 		resp_write_bulk(o, b->p ? b->p : "", b->n);
 	free(b->p);
@@ -1055,7 +1055,7 @@ static void subcommand_unknown(struct conn *c, struct resp_out *o, const struct 
 {
 	const struct resp_arg *a = &cmd->argv[1];
 	int n = (int)(a->len < 128 ? a->len : 128);
-	err_fmt(c, o, "ERR unknown subcommand '%.*s'. Try %s HELP.", n, a->ptr, upper);
+	resp_err_fmt(c, o, "ERR unknown subcommand '%.*s'. Try %s HELP.", n, a->ptr, upper);
 }
 
 static void subcommand_arity(struct conn *c, struct resp_out *o, const char *full)
@@ -1078,7 +1078,7 @@ static void cmd_client(struct conn *c, const struct resp_command *cmd,
                        const struct resp_cmd_info *ci)
 {
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	const struct resp_arg *sub = &cmd->argv[1];
@@ -1102,16 +1102,16 @@ static void cmd_client(struct conn *c, const struct resp_command *cmd,
 		if (cmd->argc != 2)
 			{ subcommand_arity(c, o, "client|info"); return; }
 		struct sbuf b = {0};
-		client_line(&b, c, mono_ms(c->svc));
+		client_line(&b, c, resp_mono_ms(c->svc));
 		write_sbuf(c, o, &b);
 	} else if (resp_arg_is(sub, "list")) {
 		if (cmd->argc != 2) {
-			err_text(c, o, RESP_ERR_SYNTAX);
+			resp_err_text(c, o, RESP_ERR_SYNTAX);
 			return;
 		}
 		struct sbuf b = {0};
 		for (const struct conn *k = c->svc->conns; k; k = k->next)
-			client_line(&b, k, mono_ms(c->svc));
+			client_line(&b, k, resp_mono_ms(c->svc));
 		write_sbuf(c, o, &b);
 	} else if (resp_arg_is(sub, "setinfo")) {
 		/* LIB-NAME / LIB-VER from newer client libraries: accepted, not kept */
@@ -1137,7 +1137,7 @@ static void cmd_command(struct conn *c, const struct resp_command *cmd,
                         const struct resp_cmd_info *ci)
 {
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	if (cmd->argc == 1) {
@@ -1196,7 +1196,7 @@ static void cmd_config(struct conn *c, const struct resp_command *cmd,
 {
 	(void)ci;
 	struct resp_svc *s = c->svc;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	const struct resp_arg *sub = &cmd->argv[1];
@@ -1251,7 +1251,7 @@ static void cmd_config(struct conn *c, const struct resp_command *cmd,
 				resp_write_bulk(o, params[p][1], strlen(params[p][1]));
 			}
 	} else if (resp_arg_is(sub, "set")) {
-		err_text(c, o, "ERR CONFIG SET is not supported: set [resp] and [cache] in the "
+		resp_err_text(c, o, "ERR CONFIG SET is not supported: set [resp] and [cache] in the "
 		               "node's config file");
 	} else if (resp_arg_is(sub, "resetstat")) {
 		s->commands = s->errors = s->rejected = s->auth_failures = 0;
@@ -1271,7 +1271,7 @@ static void cmd_config(struct conn *c, const struct resp_command *cmd,
 
 /* ---- MULTI / EXEC ---- */
 
-struct dcmd *dcmd_new(const struct resp_command *cmd)
+struct dcmd *resp_dcmd_new(const struct resp_command *cmd)
 {
 	size_t data = 0;
 	for (uint32_t i = 0; i < cmd->argc; i++)
@@ -1296,7 +1296,7 @@ struct dcmd *dcmd_new(const struct resp_command *cmd)
 	return d;
 }
 
-void dcmd_list_free(struct dcmd **head, struct dcmd **tail)
+void resp_dcmd_list_free(struct dcmd **head, struct dcmd **tail)
 {
 	for (struct dcmd *d = *head, *next; d; d = next) {
 		next = d->next;
@@ -1305,9 +1305,9 @@ void dcmd_list_free(struct dcmd **head, struct dcmd **tail)
 	*head = *tail = NULL;
 }
 
-void multi_reset(struct conn *c)
+void resp_multi_reset(struct conn *c)
 {
-	dcmd_list_free(&c->mq_head, &c->mq_tail);
+	resp_dcmd_list_free(&c->mq_head, &c->mq_tail);
 	c->mq_count = 0;
 	c->mq_bytes = 0;
 	c->in_multi = false;
@@ -1318,9 +1318,9 @@ static void multi_queue(struct conn *c, struct resp_out *o, const struct resp_co
 {
 	struct dcmd *d = NULL;
 	if (c->mq_count >= MULTI_COMMANDS_MAX ||
-	    c->mq_bytes + cmd->bytes > c->svc->rc->query_bytes_max || !(d = dcmd_new(cmd))) {
+	    c->mq_bytes + cmd->bytes > c->svc->rc->query_bytes_max || !(d = resp_dcmd_new(cmd))) {
 		c->multi_dirty = true;
-		err_fmt(c, o, "ERR MULTI holds at most %u commands and %zu bytes: transaction "
+		resp_err_fmt(c, o, "ERR MULTI holds at most %u commands and %zu bytes: transaction "
 		              "discarded at EXEC", MULTI_COMMANDS_MAX, c->svc->rc->query_bytes_max);
 		return;
 	}
@@ -1339,11 +1339,11 @@ static void cmd_multi(struct conn *c, const struct resp_command *cmd,
 {
 	(void)cmd;
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	if (c->in_multi) {
-		err_text(c, o, "ERR MULTI calls can not be nested");
+		resp_err_text(c, o, "ERR MULTI calls can not be nested");
 		return;
 	}
 	c->in_multi = true;
@@ -1358,16 +1358,16 @@ static void cmd_exec(struct conn *c, const struct resp_command *cmd, const struc
 {
 	(void)cmd;
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	if (!c->in_multi) {
-		err_text(c, o, "ERR EXEC without MULTI");
+		resp_err_text(c, o, "ERR EXEC without MULTI");
 		return;
 	}
 	if (c->multi_dirty) {
-		multi_reset(c);
-		err_text(c, o, "EXECABORT Transaction discarded because of previous errors.");
+		resp_multi_reset(c);
+		resp_err_text(c, o, "EXECABORT Transaction discarded because of previous errors.");
 		return;
 	}
 	resp_write_array(o, c->mq_count);
@@ -1389,14 +1389,14 @@ static void cmd_discard(struct conn *c, const struct resp_command *cmd,
 {
 	(void)cmd;
 	(void)ci;
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (!o)
 		return;
 	if (!c->in_multi) {
-		err_text(c, o, "ERR DISCARD without MULTI");
+		resp_err_text(c, o, "ERR DISCARD without MULTI");
 		return;
 	}
-	multi_reset(c);
+	resp_multi_reset(c);
 	resp_write_ok(o);
 }
 
@@ -1431,13 +1431,13 @@ static bool auth_required(const struct conn *c)
 
 /* One command: Redis's order of checks (processCommand): unknown command,
  * arity, authentication, then MULTI's queue or the command itself. */
-void run_command(struct conn *c, const struct resp_command *cmd)
+void resp_run_command(struct conn *c, const struct resp_command *cmd)
 {
 	struct resp_svc *s = c->svc;
 	s->commands++;
 	const struct resp_cmd_info *ci = resp_cmd_lookup(&cmd->argv[0]);
 	if (!ci || !resp_cmd_arity_ok(ci, cmd->argc)) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (!o)
 			return;
 		s->errors++;
@@ -1451,13 +1451,13 @@ void run_command(struct conn *c, const struct resp_command *cmd)
 	}
 	c->last_cmd = ci->name;
 	if (auth_required(c) && !(ci->flags & RESP_CMD_F_NO_AUTH)) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
-			err_text(c, o, RESP_ERR_NOAUTH);
+			resp_err_text(c, o, RESP_ERR_NOAUTH);
 		return;
 	}
 	if (c->in_multi && !(ci->flags & RESP_CMD_F_NO_MULTI)) {
-		struct resp_out *o = sync_out(c);
+		struct resp_out *o = resp_sync_out(c);
 		if (o)
 			multi_queue(c, o, cmd);
 		return;

@@ -207,31 +207,31 @@ struct resp_svc {
 
 /* ---- resp_svc.c: the service and its connections ---- */
 
-uint64_t mono_ms(const struct resp_svc *s);
-int64_t wall_ms(const struct resp_svc *s);
+uint64_t resp_mono_ms(const struct resp_svc *s);
+int64_t resp_wall_ms(const struct resp_svc *s);
 /* Error replies, each counted in the service's errors. */
-void err_text(struct conn *c, struct resp_out *o, const char *text);
-void err_fmt(struct conn *c, struct resp_out *o, const char *fmt, ...)
+void resp_err_text(struct conn *c, struct resp_out *o, const char *text);
+void resp_err_fmt(struct conn *c, struct resp_out *o, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-void err_cmd(struct conn *c, struct resp_out *o, enum resp_cmd_err e, const char *name,
+void resp_err_cmd(struct conn *c, struct resp_out *o, enum resp_cmd_err e, const char *name,
              const struct resp_arg *detail);
 /* The queue of replies owed (see resp_svc.c). */
-struct slot *slot_push(struct conn *c);
-struct resp_out *slot_out(struct slot *sl);
-void conn_advance(struct conn *c);
-struct resp_out *sync_out(struct conn *c);
-void slot_track(struct conn *c, struct slot *sl, const struct resp_cmd_info *ci,
+struct slot *resp_slot_push(struct conn *c);
+struct resp_out *resp_slot_out(struct slot *sl);
+void resp_conn_advance(struct conn *c);
+struct resp_out *resp_sync_out(struct conn *c);
+void resp_slot_track(struct conn *c, struct slot *sl, const struct resp_cmd_info *ci,
                 const struct resp_command *cmd);
 /* One cache call for sub, answered through sub->slot's on_reply. */
-void call(struct conn *c, struct sub *sub, const Chorus__CacheReq *req);
+void resp_call(struct conn *c, struct sub *sub, const Chorus__CacheReq *req);
 
 /* ---- resp_exec.c: the commands ---- */
 
 /* A copy of cmd in one allocation (the caller owns it: free()), NULL when
  * out of memory. */
-struct dcmd *dcmd_new(const struct resp_command *cmd);
-void dcmd_list_free(struct dcmd **head, struct dcmd **tail);
-void multi_reset(struct conn *c);
-void run_command(struct conn *c, const struct resp_command *cmd);
+struct dcmd *resp_dcmd_new(const struct resp_command *cmd);
+void resp_dcmd_list_free(struct dcmd **head, struct dcmd **tail);
+void resp_multi_reset(struct conn *c);
+void resp_run_command(struct conn *c, const struct resp_command *cmd);
 
 #endif /* CHORUS_SVC_RESP_INTERNAL_H */

@@ -65,12 +65,12 @@ static const char WHY_OUTPUT[] = "output buffer over its limit";
 
 /* ---- small helpers ---- */
 
-uint64_t mono_ms(const struct resp_svc *s)
+uint64_t resp_mono_ms(const struct resp_svc *s)
 {
 	return host_now(s->host)->mono_ms;
 }
 
-int64_t wall_ms(const struct resp_svc *s)
+int64_t resp_wall_ms(const struct resp_svc *s)
 {
 	return (int64_t)host_now(s->host)->wall_ms;
 }
@@ -87,23 +87,23 @@ static uint64_t key_hash(uint32_t db, const struct resp_arg *k)
 	return h;
 }
 
-void err_text(struct conn *c, struct resp_out *o, const char *text)
+void resp_err_text(struct conn *c, struct resp_out *o, const char *text)
 {
 	c->svc->errors++;
 	resp_write_error(o, text);
 }
 
-void err_fmt(struct conn *c, struct resp_out *o, const char *fmt, ...)
+void resp_err_fmt(struct conn *c, struct resp_out *o, const char *fmt, ...)
 {
 	char text[512];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
-	err_text(c, o, text);
+	resp_err_text(c, o, text);
 }
 
-void err_cmd(struct conn *c, struct resp_out *o, enum resp_cmd_err e, const char *name,
+void resp_err_cmd(struct conn *c, struct resp_out *o, enum resp_cmd_err e, const char *name,
              const struct resp_arg *detail)
 {
 	c->svc->errors++;
@@ -165,7 +165,7 @@ static void slot_release(struct resp_svc *s, struct slot *sl)
 
 /* A new slot at the end of c's queue; NULL when out of memory (the
  * connection is then closed). */
-struct slot *slot_push(struct conn *c)
+struct slot *resp_slot_push(struct conn *c)
 {
 	struct slot *sl = slot_alloc(c->svc);
 	if (!sl) {
@@ -185,13 +185,13 @@ struct slot *slot_push(struct conn *c)
 
 /* Where a slot's reply goes now: the output when every earlier reply is
  * out, its own buffer otherwise. */
-struct resp_out *slot_out(struct slot *sl)
+struct resp_out *resp_slot_out(struct slot *sl)
 {
 	return sl == sl->conn->head ? &sl->conn->out : &sl->buf;
 }
 
 /* Moves every completed reply at the head of the queue to the output. */
-void conn_advance(struct conn *c)
+void resp_conn_advance(struct conn *c)
 {
 	while (c->head && c->head->done) {
 		struct slot *sl = c->head;
@@ -214,11 +214,11 @@ void conn_advance(struct conn *c)
 
 /* A reply answered at once: straight to the output when nothing is owed
  * before it, else into a completed slot. NULL only when out of memory. */
-struct resp_out *sync_out(struct conn *c)
+struct resp_out *resp_sync_out(struct conn *c)
 {
 	if (!c->head)
 		return &c->out;
-	struct slot *sl = slot_push(c);
+	struct slot *sl = resp_slot_push(c);
 	if (!sl)
 		return NULL;
 	sl->done = true;
@@ -246,7 +246,7 @@ static void slot_track_key(void *arg, uint32_t index)
 }
 
 /* Records what a command's calls touch, for the commands behind it. */
-void slot_track(struct conn *c, struct slot *sl, const struct resp_cmd_info *ci,
+void resp_slot_track(struct conn *c, struct slot *sl, const struct resp_cmd_info *ci,
                 const struct resp_command *cmd)
 {
 	sl->writes = (ci->flags & RESP_CMD_F_WRITE) != 0;
@@ -276,12 +276,12 @@ static void slot_complete(struct slot *sl)
 {
 	struct conn *c = sl->conn;
 	if (sl->finish && !c->dead)
-		sl->finish(sl, slot_out(sl));
+		sl->finish(sl, resp_slot_out(sl));
 	sl->done = true;
 	assert(c->waiting_slots > 0);
 	c->waiting_slots--;
 	if (sl == c->head && !c->dead)
-		conn_advance(c);
+		resp_conn_advance(c);
 }
 
 static void conn_free(struct conn *c);
@@ -303,7 +303,7 @@ static void on_cache_reply(void *arg, int code, const Chorus__CacheResp *r, cons
 		/* still owed (c->calls unchanged): submitted again at retry_due */
 		uint32_t backoff = MOVED_RETRY_MS_FIRST << sub->tries;
 		sub->tries++;
-		sub->retry_at_ms = mono_ms(s) + (backoff < MOVED_RETRY_MS_MAX ? backoff
+		sub->retry_at_ms = resp_mono_ms(s) + (backoff < MOVED_RETRY_MS_MAX ? backoff
 		                                                               : MOVED_RETRY_MS_MAX);
 		sub->retry_next = s->retries;
 		s->retries = sub;
@@ -358,7 +358,7 @@ static void submit(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
 		keep_request(sub, req);
 		if (sub->req) {
 			sub->fake_moved = true;
-			sub->retry_at_ms = mono_ms(s);
+			sub->retry_at_ms = resp_mono_ms(s);
 			sub->retry_next = s->retries;
 			s->retries = sub;
 			return;
@@ -383,7 +383,7 @@ static void submit(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
 		keep_request(sub, req);
 }
 
-void call(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
+void resp_call(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
 {
 	c->calls++;
 	submit(c, sub, req);
@@ -506,9 +506,9 @@ static void protocol_error(struct conn *c)
 	s->protocol_errors++;
 	log_limited(LOG_INFO, "resp", "protocol", LOG_EVERY_MS, "client %s: %s: closing it",
 	            c->addr, resp_reader_error(&c->rd));
-	struct resp_out *o = sync_out(c);
+	struct resp_out *o = resp_sync_out(c);
 	if (o)
-		err_fmt(c, o, "ERR %s", resp_reader_error(&c->rd));
+		resp_err_fmt(c, o, "ERR %s", resp_reader_error(&c->rd));
 	c->closing = true;
 }
 
@@ -529,7 +529,7 @@ static void conn_process(struct conn *c)
 			if (!c->dq_head)
 				c->dq_tail = NULL;
 			c->dq_count--;
-			run_command(c, &cmd);
+			resp_run_command(c, &cmd);
 			free(d);
 			continue;
 		}
@@ -542,7 +542,7 @@ static void conn_process(struct conn *c)
 			break;
 		}
 		if (!can_run(c, &cmd)) {
-			struct dcmd *d = dcmd_new(&cmd);
+			struct dcmd *d = resp_dcmd_new(&cmd);
 			if (!d) {
 				c->kill = true;
 				c->kill_why = "out of memory";
@@ -553,7 +553,7 @@ static void conn_process(struct conn *c)
 			s->deferred++;
 			break;
 		}
-		run_command(c, &cmd);
+		resp_run_command(c, &cmd);
 	}
 	s->current = outer;
 	if (c->out.error && !c->kill) {
@@ -704,9 +704,9 @@ static void conn_close(struct conn *c, const char *why)
 	s->conn_count--;
 	resp_reader_free(&c->rd);
 	resp_out_free(&c->out);
-	dcmd_list_free(&c->dq_head, &c->dq_tail);
+	resp_dcmd_list_free(&c->dq_head, &c->dq_tail);
 	c->dq_count = 0;
-	multi_reset(c);
+	resp_multi_reset(c);
 	free(c->name);
 	c->name = NULL;
 	if (c->calls == 0) {
@@ -834,7 +834,7 @@ static void conn_new(struct resp_svc *s, int fd, const struct sockaddr_storage *
 	resp_out_init(&c->out, s->rc->output_bytes_max);
 	resp_reader_set_auth_required(&c->rd, s->has_password);
 	c->cache = s->db0;
-	c->created_ms = c->active_ms = mono_ms(s);
+	c->created_ms = c->active_ms = resp_mono_ms(s);
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
