@@ -191,7 +191,7 @@ struct cache_svc {
 	/* a node starting up serves no key before its view of the members has
 	 * held still: one that knows only itself (or half the cluster) would
 	 * think itself the primary of partitions others lead */
-	uint64_t started_ms, map_changed_ms;
+	uint64_t map_changed_ms;
 	int serving;
 	/* hinted handoff: writes a replica failed to acknowledge, kept for it
 	 * (oldest first) and sent again while it is in the map */

@@ -1070,16 +1070,17 @@ static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_
 
 /* ---- entry point ---- */
 
-/* Whether this node routes and leads keys yet: from its start, once its
- * member view (with its seeds: more than itself) has held still for a
- * gossip period, and at least three periods after the start. */
+/* Whether this node routes and leads keys yet. A node started without
+ * seeds (a cluster's first) serves at once; one that joins through seeds
+ * once it knows more than itself and its member view has held still for a
+ * gossip period. */
 static int serving(struct cache_svc *s)
 {
 	if (s->serving)
 		return 1;
 	uint64_t now = host_now(s->host)->mono_ms, period = s->cfg->gossip_period_ms;
-	if ((s->cfg->seed_count == 0 || s->map.member_count > 1) && now >= s->started_ms + 3 * period &&
-	    now >= s->map_changed_ms + period)
+	if (s->cfg->seed_count == 0 ||
+	    (s->map.member_count > 1 && now >= s->map_changed_ms + period))
 		s->serving = 1;
 	return s->serving;
 }
@@ -1168,8 +1169,9 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 		return 0;
 	}
 	if (!serving(s)) {
-		s->unavailable++;
-		answer_error(cb, arg, CH_ERR_UNAVAILABLE,
+		/* MOVED: clients retry it (libchorus, the RESP listener) */
+		s->moved++;
+		answer_error(cb, arg, CH_ERR_MOVED,
 		             "this node is still learning its cluster's members: retry");
 		return 0;
 	}
@@ -1282,7 +1284,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	struct cache_svc *s = svc;
 	s->host = h;
 	s->cfg = host_config(h);
-	s->started_ms = now->mono_ms;
+	(void)now;
 	memcpy(s->self, host_node_id(h), ID_BYTES);
 	hlc_init(&s->hlc, 0);
 	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)
