@@ -101,6 +101,10 @@ struct op {
 	uint8_t *req_bytes;
 	size_t req_len;
 	int consistency;
+	/* a forward waiting for room on its link (FIFO; req_bytes holds it) */
+	uint8_t to[ID_BYTES];
+	uint64_t wait_until_ms;
+	struct op *wnext;
 };
 
 enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC, OP_PREFETCH };
@@ -192,6 +196,10 @@ struct cache_svc {
 	 * held still: one that knows only itself (or half the cluster) would
 	 * think itself the primary of partitions others lead */
 	uint64_t map_changed_ms;
+	/* forwards whose link to the primary was full: sent in order as room
+	 * comes, or answered "busy" after the cache timeout */
+	struct op *fwd_wait, *fwd_wait_tail;
+	uint64_t fwd_waited;
 	int serving;
 	/* hinted handoff: writes a replica failed to acknowledge, kept for it
 	 * (oldest first) and sent again while it is in the map */

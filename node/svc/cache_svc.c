@@ -781,6 +781,8 @@ static void scan_finish(struct op *o, const Chorus__CacheResp *member)
 	op_answer(o, 0, &r, NULL);
 }
 
+static void fwd_retry(struct cache_svc *s);
+
 static void forward_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
 	struct op *o = arg;
@@ -796,7 +798,49 @@ static void forward_cb(void *arg, int code, const Chorus__Envelope *reply, const
 		scan_finish(o, reply->cache_resp);
 	else
 		op_answer(o, 0, reply->cache_resp, NULL);
+	struct cache_svc *s = o->s;
 	op_maybe_free(o);
+	if (s->fwd_wait)
+		fwd_retry(s); /* an answer freed room on a link */
+}
+
+/* Sends the waiting forwards, in order, while their links have room. */
+static void fwd_retry(struct cache_svc *s)
+{
+	uint64_t now = host_now(s->host)->mono_ms;
+	while (s->fwd_wait) {
+		struct op *o = s->fwd_wait;
+		int rc;
+		if (now >= o->wait_until_ms) {
+			rc = CH_ERR_FULL;
+		} else {
+			Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, o->req_len, o->req_bytes);
+			if (!req)
+				return;
+			Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+			env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+			env.cache = req;
+			rc = s->peers->request(s->peers->ctx, o->to, &env, s->cfg->cache_timeout_ms * 2,
+			                       forward_cb, o);
+			chorus__cache_req__free_unpacked(req, NULL);
+			if (rc == CH_ERR_FULL)
+				return; /* still no room: the next answer or tick tries again */
+		}
+		s->fwd_wait = o->wnext;
+		if (!s->fwd_wait)
+			s->fwd_wait_tail = NULL;
+		o->wnext = NULL;
+		if (rc == 0) {
+			s->forwarded++; /* its waiting count becomes the request's */
+			continue;
+		}
+		o->outstanding--;
+		op_answer_error(o, rc == CH_ERR_FULL ? CH_ERR_FULL : rc,
+		                "the cache is busy: no room on the link to the partition's primary "
+		                "within %u ms",
+		                s->cfg->cache_timeout_ms);
+		op_maybe_free(o);
+	}
 }
 
 static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheReq *req, int kind,
@@ -815,7 +859,30 @@ static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheRe
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
 	env.cache = &copy;
-	int rc = s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms * 2, forward_cb, o);
+	int rc = s->fwd_wait ? CH_ERR_FULL /* behind those already waiting */
+	                     : s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms * 2,
+	                                         forward_cb, o);
+	if (rc == CH_ERR_FULL) {
+		/* the link to the primary has no room: wait for it, in order */
+		o->req_len = chorus__cache_req__get_packed_size(&copy);
+		o->req_bytes = malloc(o->req_len ? o->req_len : 1);
+		if (!o->req_bytes) {
+			op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+			op_maybe_free(o);
+			return 0;
+		}
+		chorus__cache_req__pack(&copy, o->req_bytes);
+		memcpy(o->to, to, ID_BYTES);
+		o->wait_until_ms = host_now(s->host)->mono_ms + s->cfg->cache_timeout_ms;
+		o->outstanding++;
+		if (s->fwd_wait_tail)
+			s->fwd_wait_tail->wnext = o;
+		else
+			s->fwd_wait = o;
+		s->fwd_wait_tail = o;
+		s->fwd_waited++;
+		return 0;
+	}
 	if (rc != 0) {
 		op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
 		op_maybe_free(o);
@@ -1334,6 +1401,8 @@ static uint64_t svc_next_deadline(void *svc)
 	if (s->ae.phase == 2)
 		return 0; /* a push pass goes on every iteration */
 	uint64_t next = s->next_map_ms;
+	if (s->fwd_wait)
+		return host_now(s->host)->mono_ms + 2;
 	if (s->hints && s->next_hints_ms < next)
 		next = s->next_hints_ms;
 	if (s->ae.phase == 0 && s->ae.next_ms < next)
@@ -1354,6 +1423,8 @@ static void svc_tick(void *svc, const struct now *now)
 				                     TICK_BUDGET);
 		}
 	}
+	if (s->fwd_wait)
+		fwd_retry(s);
 	if (s->hints && now->mono_ms >= s->next_hints_ms) {
 		s->next_hints_ms = now->mono_ms + HINTS_PERIOD_MS;
 		cache_hints_replay(s);
@@ -1376,6 +1447,7 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
+	s->fwd_wait = s->fwd_wait_tail = NULL; /* their ops are freed below */
 	while (s->ops) {
 		struct op *o = s->ops;
 		if (!o->answered) {
