@@ -24,6 +24,7 @@ Standard library only.
 
 import json as jsonlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -60,6 +61,29 @@ FINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled", "lost")
 
 # reports of AddressSanitizer, LeakSanitizer and UBSan in a node's log
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def nng_resend_leak_only(report):
+    """True when a LeakSanitizer report holds only the leak of nng 1.5.2
+    known to this project (docs/design.md): a request message nng was
+    holding for a resend, lost when its connection closes at the wrong
+    moment (seen at node shutdown). Every leak block must be an allocation
+    inside libnng reached from frame_request (libchorus handing nng the
+    request), and nothing else may be reported."""
+    blocks = re.split(r"\n(?=(?:Direct|Indirect) leak of )", report)
+    leaks = [b for b in blocks if b.startswith(("Direct leak of", "Indirect leak of"))]
+    if not leaks:
+        return False
+    for b in leaks:
+        frames = re.findall(r"^\s+#(\d+) 0x[0-9a-f]+ (?:in )?(.*)$", b, re.M)
+        names = [f[1] for f in frames]
+        # #0 the allocator, then libnng's own frames, then frame_request
+        i = 1
+        while i < len(names) and "libnng.so" in names[i]:
+            i += 1
+        if i == 1 or i >= len(names) or not names[i].startswith("frame_request "):
+            return False
+    return "ERROR: AddressSanitizer" not in report and "runtime error:" not in report
 
 
 def free_port():
@@ -482,6 +506,10 @@ class NodeTestCase(unittest.TestCase):
             hits = [i for i in (text.find(m) for m in SANITIZER_MARKS) if i >= 0]
             if hits:
                 i = min(hits)
+                if nng_resend_leak_only(text[i:]):
+                    print("note: %s has nng 1.5.2's known resend leak only (ignored)" % where,
+                          file=sys.stderr)
+                    continue
                 reports.append("sanitizer report in %s:\n%s" % (where, text[max(0, i - 200):i + 3000]))
         if reports:
             self.fail("\n".join(reports))
