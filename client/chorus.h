@@ -598,6 +598,37 @@ int ch_cache_incr(ch_client *c, const struct ch_cache_opts *opts, const void *ke
 int ch_cache_getdel(ch_client *c, const struct ch_cache_opts *opts, const void *key,
                     size_t key_len, void **value, size_t *value_len, char *err, size_t err_len);
 
+/* An isolated update (ConCache's `isolated`, an Agent per key): the key's
+ * primary holds a lock for it, so updates of one key through this call run
+ * one after another, cluster-wide. fn sees the value held (found 0: none;
+ * value valid during the call only) and answers what to do:
+ *   CH_CACHE_UPDATE_SET     store *new_value (malloc'd; freed by the
+ *                           library) of *new_len bytes, with *ttl_ms (0:
+ *                           the cache's default; preset to 0),
+ *   CH_CACHE_UPDATE_DELETE  delete the key,
+ *   CH_CACHE_UPDATE_KEEP    change nothing (the lock is let go),
+ *   or a negative CH_ERR_*: change nothing, and the call returns it.
+ * lease_ms (0: 5,000) bounds how long the lock is held if this process
+ * dies between the read and the write; at most 600,000. A plain write
+ * (put, del, incr) does not wait for the lock; an update it raced with is
+ * refused rather than applied over it, and the call begins again (fn runs
+ * again), as it does when the lease ran out or the primary changed: no
+ * update is lost. Waiting for the lock, or beginning again, goes on within
+ * the client's timeout (CH_ERR_FULL after it, or after
+ * CH_CACHE_UPDATE_TRIES refusals). *outcome (may be NULL) gets the
+ * action applied. */
+enum ch_cache_update_action {
+	CH_CACHE_UPDATE_KEEP = 0,
+	CH_CACHE_UPDATE_SET = 1,
+	CH_CACHE_UPDATE_DELETE = 2,
+};
+#define CH_CACHE_UPDATE_TRIES 16
+typedef int (*ch_cache_update_fn)(void *ud, const void *value, size_t value_len, int found,
+                                  void **new_value, size_t *new_len, int64_t *ttl_ms);
+int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, uint32_t lease_ms, ch_cache_update_fn fn, void *ud,
+                    int *outcome, char *err, size_t err_len);
+
 /* Reads n keys (at most CH_CACHE_MULTI_KEYS_MAX), one ch_cache_get each.
  * On CH_OK *values is an array of n (free with ch_bytes_free(*values, n)):
  * values[i] belongs to keys[i], data NULL for a miss. Any other error

@@ -2811,6 +2811,118 @@ static int check_cache_keys(const void *const *keys, const size_t *key_lens, siz
 	return CH_OK;
 }
 
+enum { UPDATE_BEGIN = 1, UPDATE_COMMIT = 2, UPDATE_COMMIT_DELETE = 3, UPDATE_ABORT = 4 };
+#define UPDATE_RETRY_MS_FIRST 2
+#define UPDATE_RETRY_MS_MAX 100
+
+/* One step of an isolated update; *e the answer on CH_OK. */
+static int update_step(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                       size_t key_len, uint32_t step, uint64_t lock, uint32_t lease_ms,
+                       const void *value, size_t value_len, int64_t ttl_ms, Chorus__Envelope **e,
+                       char *err, size_t err_len)
+{
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	cache_req_key(&req, CHORUS__CACHE_OP__CACHE_UPDATE, key, key_len);
+	req.update = step;
+	req.lock = lock;
+	req.lease_ms = lease_ms;
+	req.value.data = (uint8_t *)value; /* packed only */
+	req.value.len = value_len;
+	req.ttl_ms = ttl_ms;
+	return cache_call(c, opts, &req, e, err, err_len);
+}
+
+int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                    size_t key_len, uint32_t lease_ms, ch_cache_update_fn fn, void *ud,
+                    int *outcome, char *err, size_t err_len)
+{
+	if (outcome != NULL)
+		*outcome = CH_CACHE_UPDATE_KEEP;
+	if (fn == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "an update function is required");
+	if (lease_ms > 600000)
+		return fail(err, err_len, CH_ERR_INVALID, "a lease of at most 600000 ms (%u given)",
+		            lease_ms);
+	int code = check_cache_key(key, key_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	nng_time deadline = nng_clock() + c->timeout_ms;
+	uint32_t backoff_ms = UPDATE_RETRY_MS_FIRST;
+	uint32_t refusals = 0;
+	for (;;) {
+		Chorus__Envelope *e = NULL;
+		code = update_step(c, opts, key, key_len, UPDATE_BEGIN, 0, lease_ms, NULL, 0, 0, &e,
+		                   err, err_len);
+		if (code == CH_ERR_FULL && nng_clock() + backoff_ms < deadline) {
+			/* the node waited the cache timeout behind other updates */
+			nng_msleep((nng_duration)backoff_ms);
+			backoff_ms = backoff_ms * 2 > UPDATE_RETRY_MS_MAX ? UPDATE_RETRY_MS_MAX
+			                                                  : backoff_ms * 2;
+			continue;
+		}
+		if (code != CH_OK)
+			return code;
+		const Chorus__CacheResp *r = e->cache_resp;
+		uint64_t lock = r->lock;
+		if (lock == 0) {
+			chorus__envelope__free_unpacked(e, NULL);
+			return fail(err, err_len, CH_ERR_PROTOCOL, "the node granted no lock");
+		}
+		void *nv = NULL;
+		size_t nlen = 0;
+		int64_t ttl_ms = 0;
+		int action = fn(ud, r->found ? r->value.data : NULL, r->found ? r->value.len : 0,
+		                r->found ? 1 : 0, &nv, &nlen, &ttl_ms);
+		chorus__envelope__free_unpacked(e, NULL);
+		e = NULL;
+		if (action != CH_CACHE_UPDATE_SET && action != CH_CACHE_UPDATE_DELETE) {
+			free(nv);
+			char ignored[CLIENT_ERR_BYTES];
+			(void)update_step(c, opts, key, key_len, UPDATE_ABORT, lock, 0, NULL, 0, 0, &e,
+			                  ignored, sizeof ignored);
+			if (e != NULL)
+				chorus__envelope__free_unpacked(e, NULL);
+			if (action == CH_CACHE_UPDATE_KEEP)
+				return CH_OK;
+			if (action < 0)
+				return fail(err, err_len, action, "the update function returned %s",
+				            ch_strerror(action));
+			return fail(err, err_len, CH_ERR_INVALID,
+			            "the update function returned %d, not an action", action);
+		}
+		if (ttl_ms < 0) {
+			free(nv);
+			char ignored[CLIENT_ERR_BYTES];
+			(void)update_step(c, opts, key, key_len, UPDATE_ABORT, lock, 0, NULL, 0, 0, &e,
+			                  ignored, sizeof ignored);
+			if (e != NULL)
+				chorus__envelope__free_unpacked(e, NULL);
+			return fail(err, err_len, CH_ERR_INVALID, "a ttl of 0 or more is needed");
+		}
+		code = update_step(c, opts, key, key_len,
+		                   action == CH_CACHE_UPDATE_SET ? UPDATE_COMMIT : UPDATE_COMMIT_DELETE,
+		                   lock, 0, nv, nlen, ttl_ms, &e, err, err_len);
+		free(nv);
+		if (code != CH_OK)
+			return code;
+		int applied = e->cache_resp->applied;
+		chorus__envelope__free_unpacked(e, NULL);
+		if (applied) {
+			if (outcome != NULL)
+				*outcome = action;
+			return CH_OK;
+		}
+		/* refused: a plain write came between, or the lock was lost */
+		if (++refusals >= CH_CACHE_UPDATE_TRIES || nng_clock() >= deadline)
+			return fail(err, err_len, CH_ERR_FULL,
+			            "the update was refused %u time(s): the key changed under it, or "
+			            "its lock was lost",
+			            refusals);
+	}
+}
+
 int ch_cache_mget(ch_client *c, const struct ch_cache_opts *opts, const void *const *keys,
                   const size_t *key_lens, size_t n, struct ch_bytes **values, char *err,
                   size_t err_len)

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -96,7 +97,8 @@ static const char usage_text[] =
 	"  cron next 'EXPR' [--from T] [--count N] [--tz ZONE]\n"
 	"                                                     next fire times of a cron\n"
 	"                                                     expression (no cluster needed)\n"
-	"  cache get|put|del|incr|ttl|expire KEY ...          the cluster's cache (see\n"
+	"  cache get|put|del|incr|ttl|expire|persist|exists|getdel|update KEY ...\n"
+	"                                                     the cluster's cache (see\n"
 	"  cache scan|stats|flush|dbsize                      clusterctl help cache)\n"
 	"  voters [list]                                      the voters, the leader, the term\n"
 	"  voters add|remove MEMBER                           change the voters (name or id)\n"
@@ -334,6 +336,10 @@ static const char help_cache[] =
 	"       clusterctl cache incr KEY [DELTA]\n"
 	"       clusterctl cache ttl KEY\n"
 	"       clusterctl cache expire KEY DUR\n"
+	"       clusterctl cache persist KEY\n"
+	"       clusterctl cache exists KEY...\n"
+	"       clusterctl cache getdel KEY\n"
+	"       clusterctl cache update KEY [--ttl DUR] [--lease DUR] [--delete-if-empty] -- COMMAND [ARG...]\n"
 	"       clusterctl cache scan [--match GLOB] [--count N] [--cursor C]\n"
 	"       clusterctl cache stats\n"
 	"       clusterctl cache flush --yes\n"
@@ -369,7 +375,23 @@ static const char help_cache[] =
 	"atomically at its primary (an absent key counts as 0), and prints the new\n"
 	"value; exit 2 when the value is not a 64-bit integer. ttl KEY: the time left\n"
 	"to the key, or \"no expiry\". expire KEY DUR: the key expires after DUR.\n"
-	"ttl and expire exit 5 when the key is absent.\n"
+	"ttl and expire exit 5 when the key is absent. persist KEY: the key no longer\n"
+	"expires (exit 1 when it is absent or had no ttl). exists KEY...: prints how\n"
+	"many of the keys exist; exit 0 when all do, 5 otherwise. getdel KEY: as get,\n"
+	"and deletes the key.\n"
+	"\n"
+	"update KEY -- COMMAND [ARG...]: an isolated update. The key's primary locks\n"
+	"the key for this update (others updating it wait their turn), COMMAND runs\n"
+	"here with the value on its standard input (empty when absent;\n"
+	"CHORUS_CACHE_FOUND=1 or 0 and CHORUS_CACHE_KEY in its environment), and what\n"
+	"it prints becomes the value (--ttl as put; --delete-if-empty: no output\n"
+	"deletes the key). A command that exits non-zero changes nothing (exit 1).\n"
+	"--lease DUR (default 30s, at most 10m) is how long the lock is held at most.\n"
+	"A plain put or del does not wait for the lock; when one lands between the\n"
+	"read and the write, or the lease runs out, the write is refused and the\n"
+	"update begins again: the command may run more than once, the value is\n"
+	"written once. Example: clusterctl cache update hits -- sh -c 'echo $(( $(cat)\n"
+	"+ 1 ))'.\n"
 	"\n"
 	"scan: prints every key of the cache, one per line (control bytes and\n"
 	"backslashes escaped as \\n, \\t, \\xNN, \\\\), going round the cluster until\n"
@@ -388,7 +410,9 @@ static const char help_cache[] =
 	"With --json each command prints one object: get {\"key\", \"value\", \"ttl_ms\"\n"
 	"(-1: no expiry), \"version\": {\"hlc\", \"node\"}}, put {\"key\", \"stored\"}, del\n"
 	"{\"deleted\"}, incr {\"key\", \"value\"}, ttl and expire {\"key\", \"ttl_ms\"}\n"
-	"(ttl: -1 = no expiry), scan {\"cursor\", \"keys\", \"keys_base64\"}, flush\n"
+	"(ttl: -1 = no expiry), persist {\"key\", \"persisted\"}, exists {\"exists\"},\n"
+	"getdel {\"key\", \"value\"}, update {\"key\", \"outcome\": stored|deleted},\n"
+	"scan {\"cursor\", \"keys\", \"keys_base64\"}, flush\n"
 	"{\"cache\", \"flushed\"}, dbsize {\"cache\", \"entries\"}; stats prints an array\n"
 	"of {\"cache\", \"node\", \"entries\", \"memory_bytes\", \"hits\", \"misses\",\n"
 	"\"evictions\", \"expirations\", \"hints_pending\", \"tombstones\",\n"
@@ -2730,6 +2754,7 @@ enum cache_takes {
 	CACHE_TAKES_PUT = 1,  /* --ttl, --nx, --xx, --keepttl, --value-file */
 	CACHE_TAKES_SCAN = 2, /* --match, --count, --cursor */
 	CACHE_TAKES_YES = 4,  /* --yes */
+	CACHE_TAKES_UPDATE = 8, /* --ttl, --lease, --delete-if-empty, then -- COMMAND */
 };
 
 struct cache_cmd {
@@ -2746,6 +2771,10 @@ static const struct cache_cmd cache_cmds[] = {
 	{ "incr", 1, 2, 0, "KEY [DELTA]" },
 	{ "ttl", 1, 1, 0, "KEY" },
 	{ "expire", 2, 2, 0, "KEY DURATION" },
+	{ "persist", 1, 1, 0, "KEY" },
+	{ "exists", 1, -1, 0, "KEY..." },
+	{ "getdel", 1, 1, 0, "KEY" },
+	{ "update", 2, -1, CACHE_TAKES_UPDATE, "KEY -- COMMAND [ARG...]" },
 	{ "scan", 0, 0, CACHE_TAKES_SCAN, "no argument" },
 	{ "stats", 0, 0, 0, "no argument" },
 	{ "flush", 0, 0, CACHE_TAKES_YES, "no argument" },
@@ -2768,6 +2797,8 @@ struct cache_args {
 	bool yes;
 	int64_t delta;     /* incr */
 	int64_t expire_ms; /* expire */
+	uint32_t lease_ms; /* update */
+	bool delete_if_empty;
 };
 
 /* A time to live: a number with a unit, ms, s, m, h or d (bare = seconds),
@@ -2865,8 +2896,8 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 			a->cmd = &cache_cmds[k];
 	}
 	if (a->cmd == NULL)
-		usage_fail("cache: unknown subcommand '%s' (get, put, del, incr, ttl, expire, scan, "
-		           "stats, flush, dbsize)", sub);
+		usage_fail("cache: unknown subcommand '%s' (get, put, del, incr, ttl, expire, persist, "
+		           "exists, getdel, update, scan, stats, flush, dbsize)", sub);
 	unsigned takes = a->cmd->takes;
 	bool options_over = false;
 	for (int i = 2; i < argc; i++) {
@@ -2890,7 +2921,15 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 			if (a->opts.consistency <= CH_CACHE_DEFAULT)
 				usage_fail("cache %s: --consistency: unknown level '%s' (one, quorum or all)",
 				           sub, p);
-		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--ttl") == 0) {
+		} else if ((takes & CACHE_TAKES_UPDATE) != 0 && strcmp(o, "--lease") == 0) {
+			int64_t ms = parse_ttl_or_die("--lease", opt_value(argc, argv, &i));
+			if (ms > 600000)
+				usage_fail("cache update: --lease is at most 10m");
+			a->lease_ms = (uint32_t)ms;
+		} else if ((takes & CACHE_TAKES_UPDATE) != 0 && strcmp(o, "--delete-if-empty") == 0) {
+			a->delete_if_empty = true;
+		} else if ((takes & (CACHE_TAKES_PUT | CACHE_TAKES_UPDATE)) != 0 &&
+		           strcmp(o, "--ttl") == 0) {
 			a->ttl_ms = parse_ttl_or_die("--ttl", opt_value(argc, argv, &i));
 		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--nx") == 0) {
 			a->flags |= CH_CACHE_NX;
@@ -2926,7 +2965,9 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 	if (c->args_max >= 0 && a->arg_count > c->args_max)
 		usage_fail("cache %s: unexpected argument '%s'", sub, a->args[c->args_max]);
 	/* keys: every argument of del, the first of the others */
-	int keys = strcmp(sub, "del") == 0 ? a->arg_count : (c->args_min > 0 ? 1 : 0);
+	int keys = strcmp(sub, "del") == 0 || strcmp(sub, "exists") == 0
+	               ? a->arg_count
+	               : (c->args_min > 0 ? 1 : 0);
 	for (int i = 0; i < keys; i++) {
 		if (a->args[i][0] == '\0')
 			usage_fail("cache %s: KEY is empty (a key has 1 byte or more)", sub);
@@ -2943,6 +2984,15 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 			usage_fail("cache put: --nx and --xx exclude each other");
 		if ((a->flags & CH_CACHE_KEEPTTL) != 0 && a->ttl_ms != 0)
 			usage_fail("cache put: --keepttl and --ttl exclude each other");
+	}
+	if (strcmp(sub, "update") == 0) {
+		bool dashdash = false;
+		for (int i = 2; i < argc && !dashdash; i++)
+			dashdash = strcmp(argv[i], "--") == 0;
+		if (!dashdash)
+			usage_fail("cache update needs KEY -- COMMAND [ARG...] (the -- before the command)");
+		if (a->lease_ms == 0)
+			a->lease_ms = 30000;
 	}
 	if (strcmp(sub, "flush") == 0 && !a->yes)
 		usage_fail("cache flush removes every entry of cache %s on every member: add --yes",
@@ -3357,11 +3407,216 @@ static int cache_dbsize(struct cli *cli, const struct cache_args *a)
 }
 
 /* cache SUBCOMMAND: every one asks the cluster through the node given. */
+static int cache_persist(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	char err[ERR_BYTES] = "";
+	int applied = 0;
+	int rv = ch_cache_persist(cli->c, &a->opts, key, strlen(key), &applied, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		json_object_set_new(o, "persisted", json_boolean(applied));
+		json_print(o);
+	} else if (applied) {
+		printf("the key no longer expires\n");
+	} else {
+		fprintf(stderr, "clusterctl: nothing to do (no such key, or it had no ttl)\n");
+	}
+	return applied ? EXIT_OK : EXIT_TASK_FAILED;
+}
+
+static int cache_exists(struct cli *cli, const struct cache_args *a)
+{
+	uint64_t found = 0;
+	for (int i = 0; i < a->arg_count; i++) {
+		char err[ERR_BYTES] = "";
+		int exists = 0;
+		int rv = ch_cache_exists(cli->c, &a->opts, a->args[i], strlen(a->args[i]), &exists, err,
+		                         sizeof err);
+		if (rv != CH_OK)
+			return report(cli, rv, err);
+		found += exists ? 1u : 0u;
+	}
+	if (cli->json) {
+		json_t *o = json_object();
+		json_object_set_new(o, "exists", json_integer((json_int_t)found));
+		json_print(o);
+	} else {
+		printf("%llu\n", (unsigned long long)found);
+	}
+	/* as test(1): 0 when every key exists */
+	return found == (uint64_t)a->arg_count ? EXIT_OK : EXIT_NOT_FOUND;
+}
+
+static int cache_getdel(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	char err[ERR_BYTES] = "";
+	void *value = NULL;
+	size_t len = 0;
+	int rv = ch_cache_getdel(cli->c, &a->opts, key, strlen(key), &value, &len, err, sizeof err);
+	if (rv == CH_ERR_NOT_FOUND && strcmp(err, "no such key") == 0)
+		return cache_key_missing(cli, a, key);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		cache_bytes_json(o, "value", value, len);
+		json_print(o);
+	} else {
+		fwrite(value, 1, len, stdout);
+		if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
+			fputc('\n', stdout);
+	}
+	free(value);
+	return EXIT_OK;
+}
+
+/* cache update: the command runs under the key's lock, the value on its
+ * standard input; what it prints becomes the value. */
+#define UPDATE_OUTPUT_MAX ((size_t)64 << 20)
+
+struct update_cmd {
+	const struct cache_args *a;
+	char **argv;           /* the command, NULL-terminated */
+	int status;            /* its last exit status, -1 none */
+	char why[ERR_BYTES];   /* why nothing was stored */
+	size_t out_len;
+};
+
+static int update_run(void *ud, const void *value, size_t value_len, int found, void **new_value,
+                      size_t *new_len, int64_t *ttl_ms)
+{
+	struct update_cmd *u = ud;
+	u->why[0] = '\0';
+	FILE *in = tmpfile();
+	if (in == NULL || (value_len > 0 && fwrite(value, 1, value_len, in) != value_len) ||
+	    fflush(in) != 0 || fseek(in, 0, SEEK_SET) != 0) {
+		snprintf(u->why, sizeof u->why, "cannot hold the value for the command: %s",
+		         strerror(errno));
+		if (in != NULL)
+			fclose(in);
+		return CH_ERR_IO;
+	}
+	int pfd[2];
+	if (pipe(pfd) != 0) {
+		snprintf(u->why, sizeof u->why, "pipe: %s", strerror(errno));
+		fclose(in);
+		return CH_ERR_IO;
+	}
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0) {
+		snprintf(u->why, sizeof u->why, "fork: %s", strerror(errno));
+		close(pfd[0]);
+		close(pfd[1]);
+		fclose(in);
+		return CH_ERR_IO;
+	}
+	if (pid == 0) {
+		dup2(fileno(in), STDIN_FILENO);
+		dup2(pfd[1], STDOUT_FILENO);
+		close(pfd[0]);
+		close(pfd[1]);
+		setenv("CHORUS_CACHE_FOUND", found ? "1" : "0", 1);
+		setenv("CHORUS_CACHE_KEY", u->a->args[0], 1);
+		execvp(u->argv[0], u->argv);
+		fprintf(stderr, "clusterctl: cannot run %s: %s\n", u->argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pfd[1]);
+	fclose(in);
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0;
+	bool too_big = false;
+	for (;;) {
+		if (len == cap) {
+			size_t ncap = cap ? cap * 2 : 4096;
+			uint8_t *nb = ncap <= UPDATE_OUTPUT_MAX + 1 ? realloc(buf, ncap) : NULL;
+			if (nb == NULL) {
+				too_big = true;
+				break;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		ssize_t n = read(pfd[0], buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(pfd[0]);
+	int st = 0;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	u->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	if (too_big) {
+		free(buf);
+		snprintf(u->why, sizeof u->why, "the command printed more than %zu bytes",
+		         UPDATE_OUTPUT_MAX);
+		return CH_ERR_TOO_LARGE;
+	}
+	if (u->status != 0) {
+		free(buf);
+		snprintf(u->why, sizeof u->why, "the command exited %d: nothing changed", u->status);
+		return CH_ERR_INVALID;
+	}
+	u->out_len = len;
+	if (len == 0 && u->a->delete_if_empty) {
+		free(buf);
+		return CH_CACHE_UPDATE_DELETE;
+	}
+	*new_value = buf;
+	*new_len = len;
+	*ttl_ms = u->a->ttl_ms;
+	return CH_CACHE_UPDATE_SET;
+}
+
+static int cache_update(struct cli *cli, const struct cache_args *a, int argc, char **argv)
+{
+	const char *key = a->args[0];
+	struct update_cmd u = { .a = a, .status = -1 };
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0) {
+			u.argv = &argv[i + 1];
+			break;
+		}
+	}
+	if (u.argv == NULL || u.argv[0] == NULL)
+		usage_fail("cache update needs a COMMAND after --");
+	char err[ERR_BYTES] = "";
+	int outcome = 0;
+	int rv = ch_cache_update(cli->c, &a->opts, key, strlen(key), a->lease_ms, update_run, &u,
+	                         &outcome, err, sizeof err);
+	if (rv != CH_OK && u.why[0] != '\0') {
+		fprintf(stderr, "clusterctl: %s\n", u.why);
+		return u.status > 0 ? EXIT_TASK_FAILED : EXIT_OTHER;
+	}
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		json_object_set_new(o, "outcome", json_string(outcome == CH_CACHE_UPDATE_DELETE ? "deleted"
+		                                              : outcome == CH_CACHE_UPDATE_SET ? "stored"
+		                                                                               : "kept"));
+		json_print(o);
+	} else if (outcome == CH_CACHE_UPDATE_DELETE) {
+		printf("deleted the key\n");
+	} else {
+		printf("stored %zu byte%s\n", u.out_len, u.out_len == 1 ? "" : "s");
+	}
+	return EXIT_OK;
+}
+
 static int cmd_cache(struct cli *cli, int argc, char **argv)
 {
 	if (argc < 2)
-		usage_fail("cache needs a subcommand: get, put, del, incr, ttl, expire, scan, stats, "
-		           "flush or dbsize");
+		usage_fail("cache needs a subcommand: get, put, del, incr, ttl, expire, persist, "
+		           "exists, getdel, update, scan, stats, flush or dbsize");
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
@@ -3389,6 +3644,14 @@ static int cmd_cache(struct cli *cli, int argc, char **argv)
 			rc = cache_ttl(cli, &a);
 		else if (strcmp(sub, "expire") == 0)
 			rc = cache_expire(cli, &a);
+		else if (strcmp(sub, "persist") == 0)
+			rc = cache_persist(cli, &a);
+		else if (strcmp(sub, "exists") == 0)
+			rc = cache_exists(cli, &a);
+		else if (strcmp(sub, "getdel") == 0)
+			rc = cache_getdel(cli, &a);
+		else if (strcmp(sub, "update") == 0)
+			rc = cache_update(cli, &a, argc, argv);
 		else if (strcmp(sub, "scan") == 0)
 			rc = cache_scan(cli, &a);
 		else if (strcmp(sub, "stats") == 0)

@@ -101,10 +101,6 @@ struct op {
 	uint8_t *req_bytes;
 	size_t req_len;
 	int consistency;
-	/* a forward waiting for room on its link (FIFO; req_bytes holds it) */
-	uint8_t to[ID_BYTES];
-	uint64_t wait_until_ms;
-	struct op *wnext;
 };
 
 enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC, OP_PREFETCH };
@@ -160,6 +156,22 @@ struct hint_batch {
 	uint32_t n;
 };
 
+/* A peer request whose link had no room, kept packed (its envelope body)
+ * until room comes. It holds one of o->outstanding. */
+#define WQ_PEERS_MAX 64
+struct wsend {
+	struct wsend *next;
+	struct op *o;
+	peer_reply_fn cb;
+	void *arg;
+	uint8_t to[ID_BYTES];
+	int body;                /* CHORUS__ENVELOPE__BODY_CACHE or _CACHE_REPL */
+	uint32_t timeout_ms;
+	uint64_t until_ms;
+	size_t len;
+	uint8_t bytes[];
+};
+
 struct cache_svc {
 	struct host *host;
 	const struct config *cfg;
@@ -196,10 +208,17 @@ struct cache_svc {
 	 * held still: one that knows only itself (or half the cluster) would
 	 * think itself the primary of partitions others lead */
 	uint64_t map_changed_ms;
-	/* forwards whose link to the primary was full: sent in order as room
-	 * comes, or answered "busy" after the cache timeout */
-	struct op *fwd_wait, *fwd_wait_tail;
-	uint64_t fwd_waited;
+	/* peer requests (forwards, replica copies and reads) whose link was
+	 * full: sent in order as room comes, or failed "busy" after the cache
+	 * timeout (cache_svc.c, peer_send) */
+	struct wsend *wq_head, *wq_tail;
+	struct {
+		uint8_t id[ID_BYTES];
+		uint32_t n;
+	} wq_peers[WQ_PEERS_MAX];   /* how many wait for each peer */
+	uint32_t wq_count;
+	int wq_busy, wq_again;
+	uint64_t fwd_waited, wq_expired;
 	int serving;
 	/* hinted handoff: writes a replica failed to acknowledge, kept for it
 	 * (oldest first) and sent again while it is in the map */
@@ -207,6 +226,9 @@ struct cache_svc {
 	uint64_t hints_count, hints_bytes, hints_dropped, hints_delivered;
 	uint64_t next_hints_ms;
 	struct hint_batch *hint_batches; /* sent, not answered */
+	/* isolated updates: per-key locks at the primary (cache_update.c) */
+	struct cache_locks *locks;
+	uint64_t locks_granted, locks_waited, locks_refused, locks_committed, locks_expired;
 };
 
 /* ---- cache_svc.c ---- */
@@ -214,6 +236,25 @@ uint64_t cache_now_wall(struct cache_svc *s);
 struct cache *cache_find(struct cache_svc *s, const char *name);
 void cache_version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *pb, uint8_t *node);
 int cache_version_from_pb(const Chorus__CacheVersion *pb, struct cstore_version *v);
+/* A write at the primary (PUT, DEL, INCR, ...): applied here at once,
+ * answered through cb once `consistency` replicas acknowledged it. */
+void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                         uint16_t p, int consistency, cache_reply_fn cb, void *arg);
+/* Fills resp from the live entry at key (GET-like answers; pointers into
+ * the store and into vpb/node). */
+void cache_resp_from_store(struct cache_svc *s, struct cache *c, const void *key, size_t len,
+                           Chorus__CacheResp *resp, Chorus__CacheVersion *vpb, uint8_t *node,
+                           int count_hit);
+
+/* ---- cache_update.c (isolated updates) ---- */
+int cache_update_init(struct cache_svc *s);
+/* A CACHE_UPDATE at the key's primary (begin, commit or abort). */
+void cache_update(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req, uint16_t p,
+                  int consistency, cache_reply_fn cb, void *arg);
+/* Leases run out, waits end, locks of partitions led elsewhere dropped. */
+void cache_update_tick(struct cache_svc *s);
+void cache_update_clear(struct cache_svc *s);
+uint32_t cache_update_locks(const struct cache_svc *s);
 
 /* ---- cache_sync.c ---- */
 /* A replicated entry, applied when newer (0), CSTORE_STALE, or an error. */

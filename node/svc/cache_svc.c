@@ -247,6 +247,168 @@ static void op_answer_error(struct op *o, int code, const char *fmt, ...)
 	op_answer(o, code, NULL, msg);
 }
 
+/* ---- peer requests that wait for room ----
+ * A link holds a bounded number of requests in flight. A forward, replica
+ * copy or replica read that finds its link full waits here, in order per
+ * peer, and goes out as answers free room; after the cache timeout it
+ * fails with CH_ERR_FULL through its own callback (a replica copy then
+ * becomes a hint, as any failed copy does). */
+
+static uint32_t *wq_peer_count(struct cache_svc *s, const uint8_t *to, int add)
+{
+	for (uint32_t i = 0; i < WQ_PEERS_MAX; i++)
+		if (s->wq_peers[i].n && memcmp(s->wq_peers[i].id, to, ID_BYTES) == 0)
+			return &s->wq_peers[i].n;
+	if (!add)
+		return NULL;
+	for (uint32_t i = 0; i < WQ_PEERS_MAX; i++)
+		if (!s->wq_peers[i].n) {
+			memcpy(s->wq_peers[i].id, to, ID_BYTES);
+			return &s->wq_peers[i].n;
+		}
+	return NULL;
+}
+
+static int wq_request(struct cache_svc *s, const uint8_t *to, int body, const uint8_t *bytes,
+                      size_t len, uint32_t timeout_ms, peer_reply_fn cb, void *arg)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = body;
+	int rc;
+	if (body == CHORUS__ENVELOPE__BODY_CACHE) {
+		env.cache = chorus__cache_req__unpack(NULL, len, bytes);
+		if (!env.cache)
+			return CH_ERR_NOMEM;
+		rc = s->peers->request(s->peers->ctx, to, &env, timeout_ms, cb, arg);
+		chorus__cache_req__free_unpacked(env.cache, NULL);
+	} else {
+		env.cache_repl = chorus__cache_repl__unpack(NULL, len, bytes);
+		if (!env.cache_repl)
+			return CH_ERR_NOMEM;
+		rc = s->peers->request(s->peers->ctx, to, &env, timeout_ms, cb, arg);
+		chorus__cache_repl__free_unpacked(env.cache_repl, NULL);
+	}
+	return rc;
+}
+
+/* env (a CacheReq or CacheRepl) to `to` for o: sent now, or kept until its
+ * link has room (behind any that wait for the same peer). 0 (one more of
+ * o->outstanding; cb will be called), or a CH_ERR_* (cb never called). */
+static int peer_send(struct cache_svc *s, struct op *o, const uint8_t *to,
+                     const Chorus__Envelope *env, uint32_t timeout_ms, peer_reply_fn cb,
+                     void *arg)
+{
+	uint32_t *waiting = wq_peer_count(s, to, 0);
+	int rc = waiting ? CH_ERR_FULL
+	                 : s->peers->request(s->peers->ctx, to, env, timeout_ms, cb, arg);
+	if (rc == 0) {
+		o->outstanding++;
+		return 0;
+	}
+	if (rc != CH_ERR_FULL)
+		return rc;
+	waiting = wq_peer_count(s, to, 1);
+	if (!waiting)
+		return CH_ERR_FULL; /* more peers waiting than tracked: busy now */
+	size_t len = env->body_case == CHORUS__ENVELOPE__BODY_CACHE
+	                 ? chorus__cache_req__get_packed_size(env->cache)
+	                 : chorus__cache_repl__get_packed_size(env->cache_repl);
+	struct wsend *w = malloc(sizeof(*w) + (len ? len : 1));
+	if (!w)
+		return CH_ERR_NOMEM;
+	if (env->body_case == CHORUS__ENVELOPE__BODY_CACHE)
+		chorus__cache_req__pack(env->cache, w->bytes);
+	else
+		chorus__cache_repl__pack(env->cache_repl, w->bytes);
+	w->next = NULL;
+	w->o = o;
+	w->cb = cb;
+	w->arg = arg;
+	memcpy(w->to, to, ID_BYTES);
+	w->body = env->body_case;
+	w->timeout_ms = timeout_ms;
+	w->until_ms = host_now(s->host)->mono_ms + s->cfg->cache_timeout_ms;
+	w->len = len;
+	if (s->wq_tail)
+		s->wq_tail->next = w;
+	else
+		s->wq_head = w;
+	s->wq_tail = w;
+	(*waiting)++;
+	s->wq_count++;
+	s->fwd_waited++;
+	o->outstanding++;
+	return 0;
+}
+
+/* Sends what waits, in order per peer, while links have room; fails what
+ * waited past the cache timeout. Callbacks run from here may send again. */
+static void wq_kick(struct cache_svc *s)
+{
+	if (s->wq_busy) {
+		s->wq_again = 1;
+		return;
+	}
+	s->wq_busy = 1;
+	do {
+		s->wq_again = 0;
+		uint8_t blocked[WQ_PEERS_MAX][ID_BYTES];
+		uint32_t n_blocked = 0;
+		uint64_t now = host_now(s->host)->mono_ms;
+		struct wsend **pp = &s->wq_head, *prev = NULL;
+		while (*pp) {
+			struct wsend *w = *pp;
+			int rc, skip = 0;
+			if (now >= w->until_ms) {
+				rc = CH_ERR_FULL;
+			} else {
+				for (uint32_t i = 0; i < n_blocked && !skip; i++)
+					skip = memcmp(blocked[i], w->to, ID_BYTES) == 0;
+				rc = skip ? CH_ERR_FULL
+				          : wq_request(s, w->to, w->body, w->bytes, w->len, w->timeout_ms,
+				                       w->cb, w->arg);
+				if (rc == CH_ERR_FULL) {
+					if (!skip && n_blocked < WQ_PEERS_MAX)
+						memcpy(blocked[n_blocked++], w->to, ID_BYTES);
+					prev = w;
+					pp = &w->next;
+					continue;
+				}
+			}
+			*pp = w->next;
+			if (s->wq_tail == w)
+				s->wq_tail = prev;
+			uint32_t *waiting = wq_peer_count(s, w->to, 0);
+			if (waiting)
+				(*waiting)--;
+			s->wq_count--;
+			if (rc != 0) {
+				/* its callback takes back its part of o->outstanding */
+				if (rc == CH_ERR_FULL)
+					s->wq_expired++;
+				w->cb(w->arg, rc, NULL,
+				      rc == CH_ERR_FULL ? "the cache is busy: no room on the link to the "
+				                          "peer within the cache timeout"
+				                        : ch_strerror(rc));
+			}
+			free(w);
+		}
+	} while (s->wq_again);
+	s->wq_busy = 0;
+}
+
+static void wq_clear(struct cache_svc *s)
+{
+	while (s->wq_head) {
+		struct wsend *w = s->wq_head;
+		s->wq_head = w->next;
+		free(w);
+	}
+	s->wq_tail = NULL;
+	s->wq_count = 0;
+	memset(s->wq_peers, 0, sizeof(s->wq_peers));
+}
+
 /* ---- the primary ---- */
 
 static int send_repl(struct op *o, const uint8_t *to, Chorus__CacheRepl *m, peer_reply_fn cb)
@@ -261,10 +423,9 @@ static int send_repl(struct op *o, const uint8_t *to, Chorus__CacheRepl *m, peer
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
 	env.cache_repl = m;
-	int rc = s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms, cb, sl);
+	int rc = peer_send(s, o, to, &env, s->cfg->cache_timeout_ms, cb, sl);
 	if (rc == 0) {
 		o->n_slots++;
-		o->outstanding++;
 		o->asked++;
 	}
 	return rc;
@@ -305,7 +466,10 @@ static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, con
 			                "acknowledgement(s) were needed and %u replica(s) failed: %s",
 			                o->need, o->failed, ch_strerror(code ? code : CH_ERR_PROTOCOL));
 	}
+	struct cache_svc *s = o->s;
 	op_maybe_free(o);
+	if (s->wq_head)
+		wq_kick(s); /* an answer freed room on a link */
 }
 
 /* Sends the entry at key (as now held) to the partition's replicas; answers
@@ -381,9 +545,9 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 }
 
 /* Fills resp from the live entry at key (GET-like answers). */
-static void resp_from_store(struct cache_svc *s, struct cache *c, const void *key, size_t len,
-                            Chorus__CacheResp *resp, Chorus__CacheVersion *vpb, uint8_t *node,
-                            int count_hit)
+void cache_resp_from_store(struct cache_svc *s, struct cache *c, const void *key, size_t len,
+                           Chorus__CacheResp *resp, Chorus__CacheVersion *vpb, uint8_t *node,
+                           int count_hit)
 {
 	struct cstore_item it;
 	int rc = count_hit ? cstore_get(c->st, key, len, cache_now_wall(s), &it)
@@ -402,8 +566,6 @@ static void resp_from_store(struct cache_svc *s, struct cache *c, const void *ke
 	resp->ttl_ms = it.expire_ms ? (int64_t)(it.expire_ms > now ? it.expire_ms - now : 0) : -1;
 }
 
-static void primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
-                          uint16_t p, int consistency, cache_reply_fn cb, void *arg);
 
 static void read_answer(struct op *o)
 {
@@ -438,7 +600,7 @@ static void read_answer(struct op *o)
 			return;
 		}
 		o->answered = 1;
-		primary_write(s, o->cache, req, o->partition, o->consistency, o->cb, o->arg);
+		cache_primary_write(s, o->cache, req, o->partition, o->consistency, o->cb, o->arg);
 		chorus__cache_req__free_unpacked(req, NULL);
 		return;
 	}
@@ -459,7 +621,7 @@ static void read_answer(struct op *o)
 		break;
 	}
 	default:
-		resp_from_store(s, o->cache, o->key, o->key_len, &resp, &vpb, node, 1);
+		cache_resp_from_store(s, o->cache, o->key, o->key_len, &resp, &vpb, node, 1);
 		break;
 	}
 	op_answer(o, 0, &resp, NULL);
@@ -514,7 +676,10 @@ static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const ch
 			                "%u replica read(s) needed, %u answered", o->need + o->n_seen,
 			                o->n_seen);
 	}
+	struct cache_svc *s = o->s;
 	op_maybe_free(o);
+	if (s->wq_head)
+		wq_kick(s);
 }
 
 static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
@@ -522,7 +687,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 {
 	uint32_t need = replicas_needed(&s->map, prefetch ? CH_CACHE_QUORUM : consistency);
 	if (need == 0 && prefetch) {
-		primary_write(s, c, req, p, consistency, cb, arg); /* no other owner to ask */
+		cache_primary_write(s, c, req, p, consistency, cb, arg); /* no other owner to ask */
 		return;
 	}
 	if (need == 0) {
@@ -540,7 +705,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 			resp.ttl_ms = ttl;
 			resp.found = ttl != -2;
 		} else {
-			resp_from_store(s, c, req->key.data, req->key.len, &resp, &vpb, node, 1);
+			cache_resp_from_store(s, c, req->key.data, req->key.len, &resp, &vpb, node, 1);
 		}
 		cb(arg, 0, &resp, NULL);
 		return;
@@ -607,9 +772,13 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 }
 
 /* A write at the primary. */
-static void primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
-                          uint16_t p, int consistency, cache_reply_fn cb, void *arg)
+void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
+                         uint16_t p, int consistency, cache_reply_fn cb, void *arg)
 {
+	if (req->op == CHORUS__CACHE_OP__CACHE_UPDATE) {
+		cache_update(s, c, req, p, consistency, cb, arg);
+		return;
+	}
 	uint64_t now = cache_now_wall(s);
 	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
 	resp.epoch = s->map.epoch;
@@ -781,8 +950,6 @@ static void scan_finish(struct op *o, const Chorus__CacheResp *member)
 	op_answer(o, 0, &r, NULL);
 }
 
-static void fwd_retry(struct cache_svc *s);
-
 static void forward_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
 	struct op *o = arg;
@@ -800,47 +967,8 @@ static void forward_cb(void *arg, int code, const Chorus__Envelope *reply, const
 		op_answer(o, 0, reply->cache_resp, NULL);
 	struct cache_svc *s = o->s;
 	op_maybe_free(o);
-	if (s->fwd_wait)
-		fwd_retry(s); /* an answer freed room on a link */
-}
-
-/* Sends the waiting forwards, in order, while their links have room. */
-static void fwd_retry(struct cache_svc *s)
-{
-	uint64_t now = host_now(s->host)->mono_ms;
-	while (s->fwd_wait) {
-		struct op *o = s->fwd_wait;
-		int rc;
-		if (now >= o->wait_until_ms) {
-			rc = CH_ERR_FULL;
-		} else {
-			Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, o->req_len, o->req_bytes);
-			if (!req)
-				return;
-			Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-			env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
-			env.cache = req;
-			rc = s->peers->request(s->peers->ctx, o->to, &env, s->cfg->cache_timeout_ms * 2,
-			                       forward_cb, o);
-			chorus__cache_req__free_unpacked(req, NULL);
-			if (rc == CH_ERR_FULL)
-				return; /* still no room: the next answer or tick tries again */
-		}
-		s->fwd_wait = o->wnext;
-		if (!s->fwd_wait)
-			s->fwd_wait_tail = NULL;
-		o->wnext = NULL;
-		if (rc == 0) {
-			s->forwarded++; /* its waiting count becomes the request's */
-			continue;
-		}
-		o->outstanding--;
-		op_answer_error(o, rc == CH_ERR_FULL ? CH_ERR_FULL : rc,
-		                "the cache is busy: no room on the link to the partition's primary "
-		                "within %u ms",
-		                s->cfg->cache_timeout_ms);
-		op_maybe_free(o);
-	}
+	if (s->wq_head)
+		wq_kick(s); /* an answer freed room on a link */
 }
 
 static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheReq *req, int kind,
@@ -859,36 +987,16 @@ static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheRe
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
 	env.cache = &copy;
-	int rc = s->fwd_wait ? CH_ERR_FULL /* behind those already waiting */
-	                     : s->peers->request(s->peers->ctx, to, &env, s->cfg->cache_timeout_ms * 2,
-	                                         forward_cb, o);
-	if (rc == CH_ERR_FULL) {
-		/* the link to the primary has no room: wait for it, in order */
-		o->req_len = chorus__cache_req__get_packed_size(&copy);
-		o->req_bytes = malloc(o->req_len ? o->req_len : 1);
-		if (!o->req_bytes) {
-			op_answer_error(o, CH_ERR_NOMEM, "out of memory");
-			op_maybe_free(o);
-			return 0;
-		}
-		chorus__cache_req__pack(&copy, o->req_bytes);
-		memcpy(o->to, to, ID_BYTES);
-		o->wait_until_ms = host_now(s->host)->mono_ms + s->cfg->cache_timeout_ms;
-		o->outstanding++;
-		if (s->fwd_wait_tail)
-			s->fwd_wait_tail->wnext = o;
-		else
-			s->fwd_wait = o;
-		s->fwd_wait_tail = o;
-		s->fwd_waited++;
-		return 0;
-	}
+	int rc = peer_send(s, o, to, &env, s->cfg->cache_timeout_ms * 2, forward_cb, o);
 	if (rc != 0) {
-		op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
+		if (rc == CH_ERR_FULL)
+			op_answer_error(o, rc, "the cache is busy: no room on the link to the partition's "
+			                       "primary");
+		else
+			op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
 		op_maybe_free(o);
 		return 0;
 	}
-	o->outstanding++;
 	s->forwarded++;
 	return 0;
 }
@@ -1162,6 +1270,8 @@ static int depends_on_held(const Chorus__CacheReq *req)
 		return 1;
 	case CHORUS__CACHE_OP__CACHE_PUT:
 		return req->flags != 0 || req->if_version != NULL;
+	case CHORUS__CACHE_OP__CACHE_UPDATE:
+		return req->update == 1; /* begin answers what is held */
 	default:
 		return 0;
 	}
@@ -1214,6 +1324,7 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	case CHORUS__CACHE_OP__CACHE_EXPIRE:
 	case CHORUS__CACHE_OP__CACHE_PERSIST:
 	case CHORUS__CACHE_OP__CACHE_INCR:
+	case CHORUS__CACHE_OP__CACHE_UPDATE:
 		break;
 	default:
 		answer_error(cb, arg, CH_ERR_INVALID, "cache operation %d is not supported", req->op);
@@ -1269,7 +1380,7 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 		if (s->ae.rounds < s->settle_until_round && depends_on_held(req))
 			primary_read(s, c, req, p, consistency, 1, cb, arg);
 		else
-			primary_write(s, c, req, p, consistency, cb, arg);
+			cache_primary_write(s, c, req, p, consistency, cb, arg);
 		break;
 	}
 	return 0;
@@ -1385,6 +1496,10 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		s->caches[i].cfg = cc;
 		s->n_caches++;
 	}
+	if (cache_update_init(s) != 0) {
+		snprintf(err, err_len, "out of memory");
+		return -1;
+	}
 	s->port.ctx = s;
 	s->port.submit = port_submit;
 	s->port.db_name = port_db_name;
@@ -1401,7 +1516,7 @@ static uint64_t svc_next_deadline(void *svc)
 	if (s->ae.phase == 2)
 		return 0; /* a push pass goes on every iteration */
 	uint64_t next = s->next_map_ms;
-	if (s->fwd_wait)
+	if (s->wq_head)
 		return host_now(s->host)->mono_ms + 2;
 	if (s->hints && s->next_hints_ms < next)
 		next = s->next_hints_ms;
@@ -1416,6 +1531,7 @@ static void svc_tick(void *svc, const struct now *now)
 	if (now->mono_ms >= s->next_map_ms) {
 		s->next_map_ms = now->mono_ms + MAP_CHECK_MS;
 		map_refresh(s);
+		cache_update_tick(s);
 		for (uint32_t i = 0; i < s->n_caches; i++) {
 			cstore_tick(s->caches[i].st, now->wall_ms, TICK_BUDGET);
 			if (now->wall_ms > TOMBSTONE_HORIZON_MS)
@@ -1423,8 +1539,8 @@ static void svc_tick(void *svc, const struct now *now)
 				                     TICK_BUDGET);
 		}
 	}
-	if (s->fwd_wait)
-		fwd_retry(s);
+	if (s->wq_head)
+		wq_kick(s);
 	if (s->hints && now->mono_ms >= s->next_hints_ms) {
 		s->next_hints_ms = now->mono_ms + HINTS_PERIOD_MS;
 		cache_hints_replay(s);
@@ -1447,7 +1563,8 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
-	s->fwd_wait = s->fwd_wait_tail = NULL; /* their ops are freed below */
+	wq_clear(s); /* their ops are freed below */
+	cache_update_clear(s);
 	while (s->ops) {
 		struct op *o = s->ops;
 		if (!o->answered) {

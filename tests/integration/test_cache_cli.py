@@ -327,7 +327,7 @@ class TestCacheOneNode(CacheCase):
             self.assertIn("--consistency LEVEL", out)
             self.assertIn("value_base64", out)
         rc, out, _ = run_cmd([CLUSTERCTL, "--help"])
-        self.assertIn("cache get|put|del|incr|ttl|expire KEY", out)
+        self.assertIn("cache get|put|del|incr|ttl|expire|persist|exists|getdel|update KEY", out)
         self.assertIn("a cache put --nx or", out)
 
     def test_no_node_at_the_address_exits_3(self):
