@@ -165,11 +165,43 @@ struct wsend {
 	peer_reply_fn cb;
 	void *arg;
 	uint8_t to[ID_BYTES];
-	int body;                /* CHORUS__ENVELOPE__BODY_CACHE or _CACHE_REPL */
+	int body;                /* CHORUS__ENVELOPE__BODY_CACHE, _CACHE_BATCH or _CACHE_REPL */
 	uint32_t timeout_ms;
 	uint64_t until_ms;
 	size_t len;
 	uint8_t bytes[];
+};
+
+/* Replica copies for one peer and cache gathered during one loop
+ * iteration, sent as one CacheRepl at the iteration's tick (cache_svc.c,
+ * rb_add / rb_flush): one request and one answer for many writes. */
+#define RB_ENTRIES_MAX 256
+#define RB_BYTES_MAX (1u << 20)
+struct repl_batch {
+	struct repl_batch *next, *prev; /* pending, or in flight (freed at stop) */
+	struct cache_svc *s;
+	uint8_t to[ID_BYTES];
+	uint32_t cache;
+	uint32_t n;
+	size_t bytes;
+	struct op_slot *slots[RB_ENTRIES_MAX];
+};
+
+/* Forwards for one primary gathered during one loop iteration, sent as
+ * one CacheBatch at the iteration's tick (cache_svc.c, fb_add / fb_flush).
+ * Only requests that are safe to send again alone are gathered (see
+ * fb_takes). */
+#define FB_ENTRIES_MAX 256
+#define FB_BYTES_MAX (1u << 20)
+#define FB_REPLY_BYTES_MAX (4u << 20)   /* a batch's answer; the rest is sent alone */
+#define FB_RECV_MAX 1024                /* requests in one CacheBatch received */
+struct fwd_batch {
+	struct fwd_batch *next, *prev;
+	struct cache_svc *s;
+	uint8_t to[ID_BYTES];
+	uint32_t n;
+	size_t bytes;
+	struct op *ops[FB_ENTRIES_MAX];
 };
 
 struct cache_svc {
@@ -226,6 +258,12 @@ struct cache_svc {
 	uint64_t hints_count, hints_bytes, hints_dropped, hints_delivered;
 	uint64_t next_hints_ms;
 	struct hint_batch *hint_batches; /* sent, not answered */
+	/* replica copies waiting for this iteration's tick, and those sent */
+	struct repl_batch *rb_pending, *rb_inflight;
+	uint64_t rb_sent, rb_entries;
+	/* forwards waiting for this iteration's tick, and those sent */
+	struct fwd_batch *fb_pending, *fb_inflight;
+	uint64_t fb_sent, fb_entries, fb_resent;
 	/* isolated updates: per-key locks at the primary (cache_update.c) */
 	struct cache_locks *locks;
 	uint64_t locks_granted, locks_waited, locks_refused, locks_committed, locks_expired;

@@ -275,23 +275,32 @@ static int wq_request(struct cache_svc *s, const uint8_t *to, int body, const ui
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = body;
 	int rc;
-	if (body == CHORUS__ENVELOPE__BODY_CACHE) {
+	switch (body) {
+	case CHORUS__ENVELOPE__BODY_CACHE:
 		env.cache = chorus__cache_req__unpack(NULL, len, bytes);
 		if (!env.cache)
 			return CH_ERR_NOMEM;
 		rc = s->peers->request(s->peers->ctx, to, &env, timeout_ms, cb, arg);
 		chorus__cache_req__free_unpacked(env.cache, NULL);
-	} else {
+		return rc;
+	case CHORUS__ENVELOPE__BODY_CACHE_BATCH:
+		env.cache_batch = chorus__cache_batch__unpack(NULL, len, bytes);
+		if (!env.cache_batch)
+			return CH_ERR_NOMEM;
+		rc = s->peers->request(s->peers->ctx, to, &env, timeout_ms, cb, arg);
+		chorus__cache_batch__free_unpacked(env.cache_batch, NULL);
+		return rc;
+	default:
 		env.cache_repl = chorus__cache_repl__unpack(NULL, len, bytes);
 		if (!env.cache_repl)
 			return CH_ERR_NOMEM;
 		rc = s->peers->request(s->peers->ctx, to, &env, timeout_ms, cb, arg);
 		chorus__cache_repl__free_unpacked(env.cache_repl, NULL);
+		return rc;
 	}
-	return rc;
 }
 
-/* env (a CacheReq or CacheRepl) to `to` for o: sent now, or kept until its
+/* env (a CacheReq, CacheBatch or CacheRepl) to `to` for o (NULL: a batch's own): sent now, or kept until its
  * link has room (behind any that wait for the same peer). 0 (one more of
  * o->outstanding; cb will be called), or a CH_ERR_* (cb never called). */
 static int peer_send(struct cache_svc *s, struct op *o, const uint8_t *to,
@@ -302,7 +311,8 @@ static int peer_send(struct cache_svc *s, struct op *o, const uint8_t *to,
 	int rc = waiting ? CH_ERR_FULL
 	                 : s->peers->request(s->peers->ctx, to, env, timeout_ms, cb, arg);
 	if (rc == 0) {
-		o->outstanding++;
+		if (o)
+			o->outstanding++;
 		return 0;
 	}
 	if (rc != CH_ERR_FULL)
@@ -310,14 +320,27 @@ static int peer_send(struct cache_svc *s, struct op *o, const uint8_t *to,
 	waiting = wq_peer_count(s, to, 1);
 	if (!waiting)
 		return CH_ERR_FULL; /* more peers waiting than tracked: busy now */
-	size_t len = env->body_case == CHORUS__ENVELOPE__BODY_CACHE
-	                 ? chorus__cache_req__get_packed_size(env->cache)
-	                 : chorus__cache_repl__get_packed_size(env->cache_repl);
+	size_t len;
+	switch (env->body_case) {
+	case CHORUS__ENVELOPE__BODY_CACHE:
+		len = chorus__cache_req__get_packed_size(env->cache);
+		break;
+	case CHORUS__ENVELOPE__BODY_CACHE_BATCH:
+		len = chorus__cache_batch__get_packed_size(env->cache_batch);
+		break;
+	case CHORUS__ENVELOPE__BODY_CACHE_REPL:
+		len = chorus__cache_repl__get_packed_size(env->cache_repl);
+		break;
+	default:
+		return CH_ERR_INTERNAL;
+	}
 	struct wsend *w = malloc(sizeof(*w) + (len ? len : 1));
 	if (!w)
 		return CH_ERR_NOMEM;
 	if (env->body_case == CHORUS__ENVELOPE__BODY_CACHE)
 		chorus__cache_req__pack(env->cache, w->bytes);
+	else if (env->body_case == CHORUS__ENVELOPE__BODY_CACHE_BATCH)
+		chorus__cache_batch__pack(env->cache_batch, w->bytes);
 	else
 		chorus__cache_repl__pack(env->cache_repl, w->bytes);
 	w->next = NULL;
@@ -337,7 +360,8 @@ static int peer_send(struct cache_svc *s, struct op *o, const uint8_t *to,
 	(*waiting)++;
 	s->wq_count++;
 	s->fwd_waited++;
-	o->outstanding++;
+	if (o)
+		o->outstanding++;
 	return 0;
 }
 
@@ -441,14 +465,12 @@ static void send_repl_oneway(struct cache_svc *s, const uint8_t *to, Chorus__Cac
 		s->repairs++;
 }
 
-static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+/* A replica's answer (or failure) to one copy of a write. */
+static void write_ack(struct op_slot *sl, int code, int ok)
 {
-	struct op_slot *sl = arg;
 	struct op *o = sl->o;
-	(void)err;
 	o->outstanding--;
 	sl->answered = 1;
-	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
 	if (!ok) {
 		o->failed++;
 		if (code == CH_ERR_TIMEOUT)
@@ -466,10 +488,136 @@ static void write_ack_cb(void *arg, int code, const Chorus__Envelope *reply, con
 			                "acknowledgement(s) were needed and %u replica(s) failed: %s",
 			                o->need, o->failed, ch_strerror(code ? code : CH_ERR_PROTOCOL));
 	}
-	struct cache_svc *s = o->s;
 	op_maybe_free(o);
+}
+
+static void rb_unlink(struct repl_batch **list, struct repl_batch *b)
+{
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		*list = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	b->next = b->prev = NULL;
+}
+
+static void rb_push(struct repl_batch **list, struct repl_batch *b)
+{
+	b->prev = NULL;
+	b->next = *list;
+	if (*list)
+		(*list)->prev = b;
+	*list = b;
+}
+
+static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct repl_batch *b = arg;
+	struct cache_svc *s = b->s;
+	(void)err;
+	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
+	rb_unlink(&s->rb_inflight, b);
+	for (uint32_t i = 0; i < b->n; i++)
+		write_ack(b->slots[i], code ? code : (ok ? 0 : CH_ERR_PROTOCOL), ok);
+	free(b);
 	if (s->wq_head)
 		wq_kick(s); /* an answer freed room on a link */
+}
+
+/* Sends one pending batch (one CacheRepl with its entries). */
+static void rb_send(struct cache_svc *s, struct repl_batch *b)
+{
+	rb_unlink(&s->rb_pending, b);
+	Chorus__CacheEntry **ents = calloc(b->n, sizeof(*ents));
+	uint32_t n = 0;
+	for (uint32_t i = 0; ents && i < b->n; i++) {
+		struct op *o = b->slots[i]->o;
+		ents[n] = chorus__cache_entry__unpack(NULL, o->entry_len, o->entry);
+		if (!ents[n])
+			break;
+		n++;
+	}
+	int rc = CH_ERR_NOMEM;
+	if (ents && n == b->n) {
+		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+		m.cache = (char *)s->caches[b->cache].cfg->name;
+		m.epoch = s->map.epoch;
+		m.entries = ents;
+		m.n_entries = n;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+		env.cache_repl = &m;
+		rc = peer_send(s, NULL, b->to, &env, s->cfg->cache_timeout_ms, rb_cb, b);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		chorus__cache_entry__free_unpacked(ents[i], NULL);
+	free(ents);
+	if (rc == 0) {
+		rb_push(&s->rb_inflight, b);
+		s->rb_sent++;
+		s->rb_entries += b->n;
+		return;
+	}
+	for (uint32_t i = 0; i < b->n; i++)
+		write_ack(b->slots[i], rc, 0);
+	free(b);
+}
+
+/* Sends every pending batch (the iteration's tick, and a full batch). */
+static void rb_flush(struct cache_svc *s)
+{
+	while (s->rb_pending)
+		rb_send(s, s->rb_pending);
+}
+
+/* A copy of o's write (o->entry) for `to`: a slot of o, added to to's
+ * batch for this iteration. 0, or a CH_ERR_* (nothing added). */
+static int rb_add(struct op *o, const uint8_t *to)
+{
+	struct cache_svc *s = o->s;
+	if (o->n_slots == CPLACE_OWNERS_MAX || !o->entry)
+		return CH_ERR_NOMEM;
+	uint32_t ci = (uint32_t)(o->cache - s->caches);
+	struct repl_batch *b = s->rb_pending;
+	while (b && !(b->cache == ci && memcmp(b->to, to, ID_BYTES) == 0))
+		b = b->next;
+	if (b && (b->n == RB_ENTRIES_MAX || b->bytes + o->entry_len > RB_BYTES_MAX)) {
+		rb_send(s, b);
+		b = NULL;
+	}
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return CH_ERR_NOMEM;
+		b->s = s;
+		memcpy(b->to, to, ID_BYTES);
+		b->cache = ci;
+		rb_push(&s->rb_pending, b);
+	}
+	struct op_slot *sl = &o->slots[o->n_slots++];
+	memset(sl, 0, sizeof(*sl));
+	sl->o = o;
+	memcpy(sl->id, to, ID_BYTES);
+	b->slots[b->n++] = sl;
+	b->bytes += o->entry_len;
+	o->asked++;
+	o->outstanding++;
+	return 0;
+}
+
+static void rb_clear(struct cache_svc *s)
+{
+	while (s->rb_pending) {
+		struct repl_batch *b = s->rb_pending;
+		s->rb_pending = b->next;
+		free(b);
+	}
+	while (s->rb_inflight) {
+		struct repl_batch *b = s->rb_inflight;
+		s->rb_inflight = b->next;
+		free(b);
+	}
 }
 
 /* Sends the entry at key (as now held) to the partition's replicas; answers
@@ -522,15 +670,9 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 		chorus__cache_entry__pack(&e, o->entry);
 	else
 		o->entry_len = 0;
-	Chorus__CacheEntry *ents[1] = {&e};
-	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
-	m.cache = (char *)c->cfg->name;
-	m.epoch = s->map.epoch;
-	m.entries = ents;
-	m.n_entries = 1;
 	for (uint8_t k = 1; k < owners; k++) {
 		const uint8_t *to = cplace_owner_id(&s->map, p, k);
-		if (send_repl(o, to, &m, write_ack_cb) != 0) {
+		if (rb_add(o, to) != 0) {
 			o->failed++;
 			cache_hint_add(s, to, (uint32_t)(c - s->caches), o->entry, o->entry_len);
 		}
@@ -971,6 +1113,202 @@ static void forward_cb(void *arg, int code, const Chorus__Envelope *reply, const
 		wq_kick(s); /* an answer freed room on a link */
 }
 
+/* Sends o's request (req, already marked forwarded) to `to` on its own. */
+static void forward_alone(struct cache_svc *s, struct op *o, const uint8_t *to,
+                          Chorus__CacheReq *req)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+	env.cache = req;
+	int rc = peer_send(s, o, to, &env, s->cfg->cache_timeout_ms * 2, forward_cb, o);
+	if (rc != 0) {
+		if (rc == CH_ERR_FULL)
+			op_answer_error(o, rc, "the cache is busy: no room on the link to the partition's "
+			                       "primary");
+		else
+			op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
+		op_maybe_free(o);
+		return;
+	}
+	s->forwarded++;
+}
+
+/* ---- forwards gathered per primary ---- */
+
+/* Requests a batch may carry: those whose answer holds no value, and GET,
+ * which can be sent again alone when the batch's answer would be too big
+ * (CacheBatchItem.resend). A GETDEL or SET ... GET is never gathered. The
+ * isolated update's begin may wait for a lock, and SCAN and get-or-compute
+ * have their own paths: not gathered either. */
+static int fb_takes(const Chorus__CacheReq *req)
+{
+	switch (req->op) {
+	case CHORUS__CACHE_OP__CACHE_GET:
+	case CHORUS__CACHE_OP__CACHE_EXISTS:
+	case CHORUS__CACHE_OP__CACHE_TTL:
+	case CHORUS__CACHE_OP__CACHE_DEL:
+	case CHORUS__CACHE_OP__CACHE_EXPIRE:
+	case CHORUS__CACHE_OP__CACHE_PERSIST:
+	case CHORUS__CACHE_OP__CACHE_INCR:
+		return 1;
+	case CHORUS__CACHE_OP__CACHE_PUT:
+		return !(req->flags & CH_CACHE_GET);
+	default:
+		return 0;
+	}
+}
+
+static void fb_unlink(struct fwd_batch **list, struct fwd_batch *b)
+{
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		*list = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	b->next = b->prev = NULL;
+}
+
+static void fb_push(struct fwd_batch **list, struct fwd_batch *b)
+{
+	b->prev = NULL;
+	b->next = *list;
+	if (*list)
+		(*list)->prev = b;
+	*list = b;
+}
+
+static void fb_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct fwd_batch *b = arg;
+	struct cache_svc *s = b->s;
+	fb_unlink(&s->fb_inflight, b);
+	const Chorus__CacheBatchResp *r = NULL;
+	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_BATCH_RESP)
+		r = reply->cache_batch_resp;
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct op *o = b->ops[i];
+		o->outstanding--;
+		if (code != 0) {
+			op_answer(o, code, NULL, err ? err : ch_strerror(code));
+		} else if (reply && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR) {
+			op_answer(o, reply->error->code, NULL,
+			          reply->error->message ? reply->error->message : "no answer");
+		} else if (!r || i >= r->n_items) {
+			op_answer(o, CH_ERR_PROTOCOL, NULL, "an unexpected answer from the primary");
+		} else if (r->items[i]->resend) {
+			Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, o->req_len, o->req_bytes);
+			if (!req) {
+				op_answer(o, CH_ERR_NOMEM, NULL, "out of memory");
+			} else {
+				s->fb_resent++;
+				forward_alone(s, o, b->to, req);
+				chorus__cache_req__free_unpacked(req, NULL);
+				continue; /* forward_alone answers or frees o */
+			}
+		} else if (r->items[i]->code != 0) {
+			op_answer(o, r->items[i]->code, NULL,
+			          r->items[i]->error && r->items[i]->error[0] ? r->items[i]->error
+			                                                     : ch_strerror(r->items[i]->code));
+		} else if (!r->items[i]->resp) {
+			op_answer(o, CH_ERR_PROTOCOL, NULL, "an answer without a body from the primary");
+		} else {
+			op_answer(o, 0, r->items[i]->resp, NULL);
+		}
+		op_maybe_free(o);
+	}
+	free(b);
+	if (s->wq_head)
+		wq_kick(s);
+}
+
+static void fb_send(struct cache_svc *s, struct fwd_batch *b)
+{
+	fb_unlink(&s->fb_pending, b);
+	Chorus__CacheReq **reqs = calloc(b->n, sizeof(*reqs));
+	uint32_t n = 0;
+	for (uint32_t i = 0; reqs && i < b->n; i++) {
+		reqs[n] = chorus__cache_req__unpack(NULL, b->ops[i]->req_len, b->ops[i]->req_bytes);
+		if (!reqs[n])
+			break;
+		n++;
+	}
+	int rc = CH_ERR_NOMEM;
+	if (reqs && n == b->n) {
+		Chorus__CacheBatch m = CHORUS__CACHE_BATCH__INIT;
+		m.reqs = reqs;
+		m.n_reqs = n;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_BATCH;
+		env.cache_batch = &m;
+		rc = peer_send(s, NULL, b->to, &env, s->cfg->cache_timeout_ms * 2, fb_cb, b);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		chorus__cache_req__free_unpacked(reqs[i], NULL);
+	free(reqs);
+	if (rc == 0) {
+		fb_push(&s->fb_inflight, b);
+		s->fb_sent++;
+		s->fb_entries += b->n;
+		s->forwarded += b->n;
+		return;
+	}
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct op *o = b->ops[i];
+		o->outstanding--;
+		if (rc == CH_ERR_FULL)
+			op_answer_error(o, rc, "the cache is busy: no room on the link to the partition's "
+			                       "primary");
+		else
+			op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
+		op_maybe_free(o);
+	}
+	free(b);
+}
+
+static void fb_flush(struct cache_svc *s)
+{
+	while (s->fb_pending)
+		fb_send(s, s->fb_pending);
+}
+
+static void fb_clear(struct cache_svc *s)
+{
+	struct fwd_batch **lists[2] = {&s->fb_pending, &s->fb_inflight};
+	for (int k = 0; k < 2; k++)
+		while (*lists[k]) {
+			struct fwd_batch *b = *lists[k];
+			*lists[k] = b->next;
+			free(b);
+		}
+}
+
+/* o's request (packed in o->req_bytes) joins to's batch of this iteration. */
+static void fb_add(struct cache_svc *s, struct op *o, const uint8_t *to)
+{
+	struct fwd_batch *b = s->fb_pending;
+	while (b && memcmp(b->to, to, ID_BYTES) != 0)
+		b = b->next;
+	if (b && (b->n == FB_ENTRIES_MAX || b->bytes + o->req_len > FB_BYTES_MAX)) {
+		fb_send(s, b);
+		b = NULL;
+	}
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b) {
+			op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+			op_maybe_free(o);
+			return;
+		}
+		b->s = s;
+		memcpy(b->to, to, ID_BYTES);
+		fb_push(&s->fb_pending, b);
+	}
+	b->ops[b->n++] = o;
+	b->bytes += o->req_len;
+	o->outstanding++;
+}
+
 static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheReq *req, int kind,
                    uint32_t scan_ord, uint64_t cursor, cache_reply_fn cb, void *arg)
 {
@@ -984,20 +1322,22 @@ static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheRe
 	copy.forwarded = 1;
 	copy.epoch = s->map.epoch;
 	copy.cursor = cursor;
-	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
-	env.cache = &copy;
-	int rc = peer_send(s, o, to, &env, s->cfg->cache_timeout_ms * 2, forward_cb, o);
-	if (rc != 0) {
-		if (rc == CH_ERR_FULL)
-			op_answer_error(o, rc, "the cache is busy: no room on the link to the partition's "
-			                       "primary");
-		else
-			op_answer_error(o, rc, "cannot reach the partition's primary: %s", ch_strerror(rc));
-		op_maybe_free(o);
-		return 0;
+	if (kind == OP_FORWARD && fb_takes(&copy)) {
+		o->req_len = chorus__cache_req__get_packed_size(&copy);
+		if (o->req_len <= FB_BYTES_MAX / 2) {
+			o->req_bytes = malloc(o->req_len ? o->req_len : 1);
+			if (!o->req_bytes) {
+				op_answer_error(o, CH_ERR_NOMEM, "out of memory");
+				op_maybe_free(o);
+				return 0;
+			}
+			chorus__cache_req__pack(&copy, o->req_bytes);
+			fb_add(s, o, to);
+			return 0;
+		}
+		o->req_len = 0;
 	}
-	s->forwarded++;
+	forward_alone(s, o, to, &copy);
 	return 0;
 }
 
@@ -1449,10 +1789,148 @@ static void handle_cache(void *svc, struct rpc_call *call, const Chorus__Envelop
 	}
 }
 
+/* ---- a CacheBatch from a peer: each request as if it came alone ---- */
+
+struct batch_slot {
+	struct batch_wait *bw;
+	int code;
+	char *err;
+	uint8_t *resp;               /* the answer, packed */
+	size_t resp_len;
+};
+
+struct batch_wait {
+	struct rpc_call *call;
+	uint32_t n, pending;
+	int submitting;
+	struct batch_slot slots[];
+};
+
+static void batch_finish(struct batch_wait *bw)
+{
+	if (bw->call) {
+		Chorus__CacheBatchItem *items = calloc(bw->n, sizeof(*items));
+		Chorus__CacheBatchItem **ptrs = calloc(bw->n, sizeof(*ptrs));
+		Chorus__CacheResp **resps = calloc(bw->n, sizeof(*resps));
+		if (!items || !ptrs || !resps) {
+			rpc_reply_error(bw->call, CH_ERR_NOMEM, "out of memory");
+		} else {
+			size_t total = 0;
+			for (uint32_t i = 0; i < bw->n; i++) {
+				struct batch_slot *sl = &bw->slots[i];
+				chorus__cache_batch_item__init(&items[i]);
+				ptrs[i] = &items[i];
+				if (sl->code != 0) {
+					items[i].code = sl->code;
+					items[i].error = sl->err ? sl->err : (char *)"";
+				} else if (i > 0 && total + sl->resp_len > FB_REPLY_BYTES_MAX) {
+					items[i].resend = 1; /* a GET: the sender asks again, alone */
+				} else if (!(resps[i] = chorus__cache_resp__unpack(NULL, sl->resp_len,
+				                                                   sl->resp))) {
+					items[i].code = CH_ERR_NOMEM;
+					items[i].error = (char *)"out of memory";
+				} else {
+					items[i].resp = resps[i];
+					total += sl->resp_len;
+				}
+			}
+			Chorus__CacheBatchResp r = CHORUS__CACHE_BATCH_RESP__INIT;
+			r.items = ptrs;
+			r.n_items = bw->n;
+			rpc_reply_body(bw->call, CHORUS__ENVELOPE__BODY_CACHE_BATCH_RESP, cache_batch_resp,
+			               &r);
+		}
+		for (uint32_t i = 0; resps && i < bw->n; i++)
+			if (resps[i])
+				chorus__cache_resp__free_unpacked(resps[i], NULL);
+		free(items);
+		free(ptrs);
+		free(resps);
+		bw->call = NULL;
+	}
+	for (uint32_t i = 0; i < bw->n; i++) {
+		free(bw->slots[i].err);
+		free(bw->slots[i].resp);
+	}
+	free(bw);
+}
+
+static void batch_item_reply(void *arg, int code, const Chorus__CacheResp *resp, const char *err)
+{
+	struct batch_slot *sl = arg;
+	struct batch_wait *bw = sl->bw;
+	sl->code = code;
+	if (code != 0) {
+		sl->err = strdup(err ? err : ch_strerror(code));
+	} else if (resp) {
+		sl->resp_len = chorus__cache_resp__get_packed_size(resp);
+		sl->resp = malloc(sl->resp_len ? sl->resp_len : 1);
+		if (sl->resp) {
+			chorus__cache_resp__pack(resp, sl->resp);
+		} else {
+			sl->code = CH_ERR_NOMEM;
+			sl->err = strdup("out of memory");
+		}
+	} else {
+		sl->code = CH_ERR_INTERNAL;
+	}
+	if (--bw->pending == 0 && !bw->submitting)
+		batch_finish(bw);
+}
+
+static void batch_cancel(void *arg, struct rpc_call *c)
+{
+	(void)c;
+	struct batch_wait *bw = arg;
+	bw->call = NULL; /* answers still come; they have nowhere to go */
+}
+
+static void handle_cache_batch(void *svc, struct rpc_call *call, const Chorus__Envelope *env)
+{
+	struct cache_svc *s = svc;
+	const Chorus__CacheBatch *m = env->cache_batch;
+	if (m->n_reqs == 0 || m->n_reqs > FB_RECV_MAX) {
+		rpc_reply_error(call, CH_ERR_INVALID, "a cache batch holds 1 to %u requests (%zu given)",
+		                FB_RECV_MAX, m->n_reqs);
+		return;
+	}
+	struct batch_wait *bw = calloc(1, sizeof(*bw) + m->n_reqs * sizeof(struct batch_slot));
+	if (!bw) {
+		rpc_reply_error(call, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	bw->n = (uint32_t)m->n_reqs;
+	bw->pending = bw->n;
+	bw->submitting = 1;
+	bw->call = rpc_park(call, batch_cancel, bw);
+	if (!bw->call) {
+		free(bw);
+		return;
+	}
+	for (uint32_t i = 0; i < bw->n; i++) {
+		struct batch_slot *sl = &bw->slots[i];
+		sl->bw = bw;
+		Chorus__CacheReq req = *m->reqs[i];
+		req.forwarded = 1;
+		char err[256] = "";
+		int rc = port_submit(s, &req, batch_item_reply, sl, err, sizeof(err));
+		if (rc != 0) {
+			sl->code = rc;
+			sl->err = strdup(err);
+			bw->pending--;
+		}
+	}
+	bw->submitting = 0;
+	if (bw->pending == 0)
+		batch_finish(bw);
+}
+
 static const struct req_spec REQUESTS[] = {
     {CHORUS__ENVELOPE__BODY_CACHE, "cache", handle_cache, RPC_ROLE_CLIENT | RPC_ROLE_PEER,
      REQ_MAY_PARK},
     {CHORUS__ENVELOPE__BODY_CACHE_REPL, "cache_repl", cache_handle_repl, RPC_ROLE_PEER, 0},
+    {CHORUS__ENVELOPE__BODY_CACHE_BATCH, "cache_batch", handle_cache_batch, RPC_ROLE_PEER,
+     REQ_MAY_PARK},
 };
 
 /* ---- the service ---- */
@@ -1516,6 +1994,8 @@ static uint64_t svc_next_deadline(void *svc)
 	if (s->ae.phase == 2)
 		return 0; /* a push pass goes on every iteration */
 	uint64_t next = s->next_map_ms;
+	if (s->rb_pending || s->fb_pending)
+		return 0;
 	if (s->wq_head)
 		return host_now(s->host)->mono_ms + 2;
 	if (s->hints && s->next_hints_ms < next)
@@ -1539,6 +2019,8 @@ static void svc_tick(void *svc, const struct now *now)
 				                     TICK_BUDGET);
 		}
 	}
+	fb_flush(s);
+	rb_flush(s);
 	if (s->wq_head)
 		wq_kick(s);
 	if (s->hints && now->mono_ms >= s->next_hints_ms) {
@@ -1564,6 +2046,8 @@ static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
 	wq_clear(s); /* their ops are freed below */
+	rb_clear(s);
+	fb_clear(s);
 	cache_update_clear(s);
 	while (s->ops) {
 		struct op *o = s->ops;
