@@ -193,6 +193,7 @@ struct resp_svc {
 	bool kick;                 /* a connection needs a pass */
 	struct sub *retries;       /* calls answered MOVED, to submit again */
 	struct sub *submitting;    /* the call inside submit() now */
+	const Chorus__CacheReq *submitting_req; /* its request (a MOVED answered inside submit() is retried) */
 	bool submit_answered;      /* ... and it was answered in there */
 	uint32_t test_moved;       /* CHORUS_TEST_RESP_MOVED: calls answered MOVED first */
 	bool draining;

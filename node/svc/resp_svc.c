@@ -285,6 +285,7 @@ static void slot_complete(struct slot *sl)
 }
 
 static void conn_free(struct conn *c);
+static void keep_request(struct sub *sub, const Chorus__CacheReq *req);
 
 /* Every cache answer comes here, on the loop thread, possibly inside
  * submit(). It writes or records the answer and never frees a live
@@ -298,6 +299,8 @@ static void on_cache_reply(void *arg, int code, const Chorus__CacheResp *r, cons
 	assert(c->calls > 0 && sl->waiting > 0);
 	if (sub == s->submitting)
 		s->submit_answered = true;
+	if (code == CH_ERR_MOVED && !sub->req && sub == s->submitting && s->submitting_req)
+		keep_request(sub, s->submitting_req); /* answered inside submit(): retry it too */
 	if (code == CH_ERR_MOVED && sub->req && sub->tries + 1 < MOVED_TRIES && !c->dead &&
 	    !s->stopped) {
 		/* still owed (c->calls unchanged): submitted again at retry_due */
@@ -366,12 +369,15 @@ static void submit(struct conn *c, struct sub *sub, const Chorus__CacheReq *req)
 	}
 	char err[256] = "";
 	struct sub *outer = s->submitting;
+	const Chorus__CacheReq *outer_req = s->submitting_req;
 	bool outer_answered = s->submit_answered;
 	s->submitting = sub;
+	s->submitting_req = req;
 	s->submit_answered = false;
 	int rc = s->cache->submit(s->cache->ctx, req, on_cache_reply, sub, err, sizeof err);
 	bool answered = s->submit_answered;
 	s->submitting = outer;
+	s->submitting_req = outer_req;
 	s->submit_answered = outer_answered;
 	if (rc != 0) {
 		on_cache_reply(sub, rc, NULL, err[0] ? err : ch_strerror(rc));
