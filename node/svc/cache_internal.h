@@ -182,10 +182,12 @@ struct repl_batch {
 	struct cache_svc *s;
 	uint8_t to[ID_BYTES];
 	uint32_t cache;
+	int read;                    /* reads (read_keys), not copies (entries) */
 	uint32_t n;
 	size_t bytes;
 	struct op_slot *slots[RB_ENTRIES_MAX];
 };
+#define RB_READS_RECV_MAX 4096   /* read_keys in one CacheRepl received */
 
 /* Forwards for one primary gathered during one loop iteration, sent as
  * one CacheBatch at the iteration's tick (cache_svc.c, fb_add / fb_flush).

@@ -435,26 +435,6 @@ static void wq_clear(struct cache_svc *s)
 
 /* ---- the primary ---- */
 
-static int send_repl(struct op *o, const uint8_t *to, Chorus__CacheRepl *m, peer_reply_fn cb)
-{
-	struct cache_svc *s = o->s;
-	if (o->n_slots == CPLACE_OWNERS_MAX)
-		return ERR_FULL;
-	struct op_slot *sl = &o->slots[o->n_slots];
-	memset(sl, 0, sizeof(*sl));
-	sl->o = o;
-	memcpy(sl->id, to, ID_BYTES);
-	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
-	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
-	env.cache_repl = m;
-	int rc = peer_send(s, o, to, &env, s->cfg->cache_timeout_ms, cb, sl);
-	if (rc == 0) {
-		o->n_slots++;
-		o->asked++;
-	}
-	return rc;
-}
-
 /* Sends m to a peer, no answer wanted (read repair). */
 static void send_repl_oneway(struct cache_svc *s, const uint8_t *to, Chorus__CacheRepl *m)
 {
@@ -511,6 +491,9 @@ static void rb_push(struct repl_batch **list, struct repl_batch *b)
 	*list = b;
 }
 
+static void read_ack(struct op_slot *sl, int code, int ok, int found,
+                     const Chorus__CacheEntry *entry);
+
 static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
 	struct repl_batch *b = arg;
@@ -518,17 +501,64 @@ static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 	(void)err;
 	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
 	rb_unlink(&s->rb_inflight, b);
-	for (uint32_t i = 0; i < b->n; i++)
-		write_ack(b->slots[i], code ? code : (ok ? 0 : CH_ERR_PROTOCOL), ok);
+	int c2 = code ? code : (ok ? 0 : CH_ERR_PROTOCOL);
+	if (b->read) {
+		const Chorus__CacheReplResp *r = ok ? reply->cache_repl_resp : NULL;
+		for (uint32_t i = 0; i < b->n; i++) {
+			if (r && i < r->n_reads)
+				read_ack(b->slots[i], 0, 1, r->reads[i]->found, r->reads[i]->entry);
+			else
+				read_ack(b->slots[i], ok ? CH_ERR_PROTOCOL : c2, 0, 0, NULL);
+		}
+	} else {
+		for (uint32_t i = 0; i < b->n; i++)
+			write_ack(b->slots[i], c2, ok);
+	}
 	free(b);
 	if (s->wq_head)
 		wq_kick(s); /* an answer freed room on a link */
+}
+
+/* Sends a batch of reads: one CacheRepl with their keys. */
+static void rd_send(struct cache_svc *s, struct repl_batch *b)
+{
+	ProtobufCBinaryData *keys = calloc(b->n, sizeof(*keys));
+	int rc = CH_ERR_NOMEM;
+	if (keys) {
+		for (uint32_t i = 0; i < b->n; i++) {
+			keys[i].data = b->slots[i]->o->key;
+			keys[i].len = b->slots[i]->o->key_len;
+		}
+		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
+		m.cache = (char *)s->caches[b->cache].cfg->name;
+		m.epoch = s->map.epoch;
+		m.read_keys = keys;
+		m.n_read_keys = b->n;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
+		env.cache_repl = &m;
+		rc = peer_send(s, NULL, b->to, &env, s->cfg->cache_timeout_ms, rb_cb, b);
+		free(keys);
+	}
+	if (rc == 0) {
+		rb_push(&s->rb_inflight, b);
+		s->rb_sent++;
+		s->rb_entries += b->n;
+		return;
+	}
+	for (uint32_t i = 0; i < b->n; i++)
+		read_ack(b->slots[i], rc, 0, 0, NULL);
+	free(b);
 }
 
 /* Sends one pending batch (one CacheRepl with its entries). */
 static void rb_send(struct cache_svc *s, struct repl_batch *b)
 {
 	rb_unlink(&s->rb_pending, b);
+	if (b->read) {
+		rd_send(s, b);
+		return;
+	}
 	Chorus__CacheEntry **ents = calloc(b->n, sizeof(*ents));
 	uint32_t n = 0;
 	for (uint32_t i = 0; ents && i < b->n; i++) {
@@ -573,16 +603,17 @@ static void rb_flush(struct cache_svc *s)
 
 /* A copy of o's write (o->entry) for `to`: a slot of o, added to to's
  * batch for this iteration. 0, or a CH_ERR_* (nothing added). */
-static int rb_add(struct op *o, const uint8_t *to)
+static int rb_add(struct op *o, const uint8_t *to, int read)
 {
 	struct cache_svc *s = o->s;
-	if (o->n_slots == CPLACE_OWNERS_MAX || !o->entry)
+	if (o->n_slots == CPLACE_OWNERS_MAX || (read ? !o->key : !o->entry))
 		return CH_ERR_NOMEM;
+	size_t len = read ? o->key_len : o->entry_len;
 	uint32_t ci = (uint32_t)(o->cache - s->caches);
 	struct repl_batch *b = s->rb_pending;
-	while (b && !(b->cache == ci && memcmp(b->to, to, ID_BYTES) == 0))
+	while (b && !(b->cache == ci && b->read == read && memcmp(b->to, to, ID_BYTES) == 0))
 		b = b->next;
-	if (b && (b->n == RB_ENTRIES_MAX || b->bytes + o->entry_len > RB_BYTES_MAX)) {
+	if (b && (b->n == RB_ENTRIES_MAX || b->bytes + len > RB_BYTES_MAX)) {
 		rb_send(s, b);
 		b = NULL;
 	}
@@ -593,6 +624,7 @@ static int rb_add(struct op *o, const uint8_t *to)
 		b->s = s;
 		memcpy(b->to, to, ID_BYTES);
 		b->cache = ci;
+		b->read = read;
 		rb_push(&s->rb_pending, b);
 	}
 	struct op_slot *sl = &o->slots[o->n_slots++];
@@ -600,7 +632,7 @@ static int rb_add(struct op *o, const uint8_t *to)
 	sl->o = o;
 	memcpy(sl->id, to, ID_BYTES);
 	b->slots[b->n++] = sl;
-	b->bytes += o->entry_len;
+	b->bytes += len;
 	o->asked++;
 	o->outstanding++;
 	return 0;
@@ -672,7 +704,7 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 		o->entry_len = 0;
 	for (uint8_t k = 1; k < owners; k++) {
 		const uint8_t *to = cplace_owner_id(&s->map, p, k);
-		if (rb_add(o, to) != 0) {
+		if (rb_add(o, to, 0) != 0) {
 			o->failed++;
 			cache_hint_add(s, to, (uint32_t)(c - s->caches), o->entry, o->entry_len);
 		}
@@ -769,30 +801,29 @@ static void read_answer(struct op *o)
 	op_answer(o, 0, &resp, NULL);
 }
 
-static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+/* A replica's answer (or failure) to one read: found and entry as it
+ * holds the key (entry NULL when not found). */
+static void read_ack(struct op_slot *sl, int code, int ok, int found,
+                     const Chorus__CacheEntry *entry)
 {
-	struct op_slot *sl = arg;
 	struct op *o = sl->o;
-	(void)err;
 	o->outstanding--;
-	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
 	if (!ok) {
 		o->failed++;
 	} else if (!o->answered) {
-		const Chorus__CacheReplResp *r = reply->cache_repl_resp;
 		o->n_seen++;
 		sl->answered = 1;
-		sl->found = r->found && r->entry;
+		sl->found = found && entry;
 		struct cstore_version v;
-		if (sl->found && cache_version_from_pb(r->entry->version, &v) == 0) {
+		if (sl->found && cache_version_from_pb(entry->version, &v) == 0) {
 			sl->v = v;
 			struct cstore_version cur;
 			if (!o->have_newest || (cache_version_from_pb(o->newest->version, &cur) == 0 &&
 			                        version_cmp(&v, &cur) > 0)) {
-				size_t n = chorus__cache_entry__get_packed_size(r->entry);
+				size_t n = chorus__cache_entry__get_packed_size(entry);
 				uint8_t *buf = malloc(n ? n : 1);
 				if (buf) {
-					chorus__cache_entry__pack(r->entry, buf);
+					chorus__cache_entry__pack(entry, buf);
 					Chorus__CacheEntry *copy = chorus__cache_entry__unpack(NULL, n, buf);
 					if (copy) {
 						if (o->newest)
@@ -818,10 +849,7 @@ static void read_cb(void *arg, int code, const Chorus__Envelope *reply, const ch
 			                "%u replica read(s) needed, %u answered", o->need + o->n_seen,
 			                o->n_seen);
 	}
-	struct cache_svc *s = o->s;
 	op_maybe_free(o);
-	if (s->wq_head)
-		wq_kick(s);
 }
 
 static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
@@ -898,14 +926,8 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 			free(buf);
 		}
 	}
-	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
-	m.cache = (char *)c->cfg->name;
-	m.epoch = s->map.epoch;
-	m.read = 1;
-	m.read_key.data = o->key;
-	m.read_key.len = o->key_len;
 	for (uint8_t k = 1; k < s->map.owner_count; k++)
-		if (send_repl(o, cplace_owner_id(&s->map, p, k), &m, read_cb) != 0)
+		if (rb_add(o, cplace_owner_id(&s->map, p, k), 1) != 0)
 			o->failed++;
 	if (o->asked < o->need)
 		op_answer_error(o, CH_ERR_UNAVAILABLE, "%u replica read(s) needed, %u reachable", o->need,

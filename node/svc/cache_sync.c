@@ -94,7 +94,45 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 			resp.found = 1;
 		}
 	}
+	/* gathered reads: each key's entry as held, in order */
+	size_t nr = m->n_read_keys <= RB_READS_RECV_MAX ? m->n_read_keys : 0;
+	Chorus__CacheReadResult *rr = nr ? calloc(nr, sizeof(*rr)) : NULL;
+	Chorus__CacheReadResult **rrp = nr ? calloc(nr, sizeof(*rrp)) : NULL;
+	Chorus__CacheEntry *re = nr ? calloc(nr, sizeof(*re)) : NULL;
+	Chorus__CacheVersion *rv = nr ? calloc(nr, sizeof(*rv)) : NULL;
+	uint8_t(*rn)[ID_BYTES] = nr ? calloc(nr, ID_BYTES) : NULL;
+	if (m->n_read_keys && (!rr || !rrp || !re || !rv || !rn)) {
+		free(rr);
+		free(rrp);
+		free(re);
+		free(rv);
+		free(rn);
+		free(differ);
+		rpc_reply_error(call, nr ? CH_ERR_NOMEM : CH_ERR_INVALID,
+		                nr ? "out of memory" : "too many reads in one request (at most %u)",
+		                RB_READS_RECV_MAX);
+		return;
+	}
+	uint64_t now = cache_now_wall(s);
+	for (size_t i = 0; i < nr; i++) {
+		chorus__cache_read_result__init(&rr[i]);
+		rrp[i] = &rr[i];
+		struct cstore_item it;
+		if (m->read_keys[i].len &&
+		    cstore_peek(c->st, m->read_keys[i].data, m->read_keys[i].len, now, &it) == 0) {
+			cache_entry_from_item(&it, &re[i], &rv[i], rn[i]);
+			rr[i].entry = &re[i];
+			rr[i].found = 1;
+		}
+	}
+	resp.reads = rrp;
+	resp.n_reads = nr;
 	rpc_reply_body(call, CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP, cache_repl_resp, &resp);
+	free(rr);
+	free(rrp);
+	free(re);
+	free(rv);
+	free(rn);
 	free(differ);
 }
 
