@@ -1385,6 +1385,8 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		s->caches[i].cfg = cc;
 		s->n_caches++;
 	}
+	if (cache_persist_svc_start(s, now, err, err_len) != 0)
+		return -1;
 	s->port.ctx = s;
 	s->port.submit = port_submit;
 	s->port.db_name = port_db_name;
@@ -1407,6 +1409,8 @@ static uint64_t svc_next_deadline(void *svc)
 		next = s->next_hints_ms;
 	if (s->ae.phase == 0 && s->ae.next_ms < next)
 		next = s->ae.next_ms;
+	if (s->persist && cache_persist_deadline(s->persist) < next)
+		next = cache_persist_deadline(s->persist);
 	return next;
 }
 
@@ -1435,6 +1439,8 @@ static void svc_tick(void *svc, const struct now *now)
 	} else if (s->ae.phase == 2) {
 		cache_ae_step(s, now->mono_ms);
 	}
+	if (s->persist)
+		cache_persist_step(s->persist, s->caches, s->n_caches, now);
 }
 
 static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
@@ -1447,6 +1453,7 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
+	cache_persist_svc_stop(s); /* a snapshot of the stores as they are now */
 	s->fwd_wait = s->fwd_wait_tail = NULL; /* their ops are freed below */
 	while (s->ops) {
 		struct op *o = s->ops;
