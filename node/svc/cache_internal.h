@@ -286,6 +286,7 @@ struct cache_persist_load_stats {
 	uint64_t unknown_cache;    /* rows of a cache not configured here */
 	uint64_t refused;          /* over this node's limits */
 	uint64_t hlc_max;          /* the greatest version read (0 = none) */
+	uint64_t written_wall_ms;  /* when the snapshot was written (0 = none loaded) */
 	int bad;                   /* the file was refused and set aside */
 };
 

@@ -287,14 +287,23 @@ static int snap_begin(struct cache_persist *p, const struct cache *caches, uint3
 		snprintf(p->err, sizeof(p->err), "%s: cannot remove it: %s", p->tmp, strerror(errno));
 		return ERR_STORAGE;
 	}
-	int rc = sqlite3_open_v2(p->tmp, &p->db,
-	                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-	                         NULL);
+	/* created here, not by sqlite, so that only the node's user can read
+	 * it (the cache's data, as the data dir is 0700) wherever it lives; an
+	 * empty file is a new database to sqlite. The descriptor stays open
+	 * for snap_writeback. */
+	p->fd = open(p->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (p->fd < 0) {
+		snprintf(p->err, sizeof(p->err), "%s: cannot create it: %s", p->tmp, strerror(errno));
+		return ERR_STORAGE;
+	}
+	int rc = sqlite3_open_v2(p->tmp, &p->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(p->err, sizeof(p->err), "%s: %s", p->tmp,
 		         p->db ? sqlite3_errmsg(p->db) : sqlite3_errstr(rc));
 		sqlite3_close(p->db);
 		p->db = NULL;
+		close(p->fd);
+		p->fd = -1;
 		unlink(p->tmp);
 		return ERR_STORAGE;
 	}
@@ -333,9 +342,6 @@ static int snap_begin(struct cache_persist *p, const struct cache *caches, uint3
 		rc = snap_sqlfail(p, "prepare");
 		goto fail;
 	}
-	/* a descriptor of our own on the file, to start its writeback early
-	 * (snap_writeback) */
-	p->fd = open(p->tmp, O_RDONLY | O_CLOEXEC);
 	p->cache = 0;
 	p->cursor = 0;
 	p->rows = p->bytes = 0;
@@ -895,6 +901,7 @@ int cache_persist_load(struct cache_persist *p, const struct cache *caches, uint
 	if (st->refused)
 		log_warn("cache", "snapshot %s: %" PRIu64 " entries over this node's cache limits were "
 		                  "left out", p->path, st->refused);
+	st->written_wall_ms = written_ms > 0 ? (uint64_t)written_ms : 0;
 	uint64_t age_s = (uint64_t)written_ms < now_wall_ms ? (now_wall_ms - (uint64_t)written_ms) / 1000
 	                                                    : 0;
 	log_info("cache", "loaded %" PRIu64 " entries and %" PRIu64 " tombstones from snapshot %s "
@@ -940,6 +947,15 @@ int cache_persist_svc_start(struct cache_svc *s, const struct now *now, char *er
 	struct cache_persist_load_stats st;
 	(void)cache_persist_load(s->persist, s->caches, s->n_caches, (uint16_t)s->cfg->cache_partitions,
 	                         now->wall_ms, &st);
+	/* Cassandra's gc_grace_seconds problem: a delete made elsewhere while
+	 * this node was down left a tombstone that is collected after the
+	 * horizon; past it, a loaded copy of the key has nothing to lose to */
+	if (st.written_wall_ms && s->cfg->cache_replicas > 1 &&
+	    st.written_wall_ms + TOMBSTONE_HORIZON_MS < now->wall_ms)
+		log_warn("cache", "the snapshot is %" PRIu64 " s old, older than the %u s tombstone "
+		                  "horizon: a key deleted on other members meanwhile may come back from "
+		                  "it (move the file away before the start to begin empty)",
+		         (now->wall_ms - st.written_wall_ms) / 1000, TOMBSTONE_HORIZON_MS / 1000);
 	if (st.hlc_max && hlc_restore(&s->hlc, st.hlc_max) != 0)
 		log_warn("cache", "the snapshot's newest version %" PRIu64 " cannot be restored into "
 		                  "the clock", st.hlc_max);

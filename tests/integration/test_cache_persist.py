@@ -9,7 +9,8 @@ RESP listener (a small pipelining client below), in bulk.
    write after the restart beats the loaded version.
 2. persist_interval = 300ms: keys written, a periodic snapshot holding them
    seen in the file (read with python's sqlite3), then kill -9 (no stop
-   snapshot): after the restart every one of them is back.
+   snapshot): after the restart every one of them is back. A snapshot made
+   to look older than the tombstone horizon loads with a warning.
 3. A damaged snapshot (pages overwritten; then a file that is not a
    database): the node starts, says why in its log, serves an empty cache,
    keeps the bad file aside byte for byte (cache.db.bad-MS), and writes a
@@ -241,6 +242,20 @@ class TestOneNode(PersistCase):
         log = self.log_since_start(n)
         self.assertIn("loaded %d entries" % len(keys), log)
         self.assertEqual(self.get_all(port, list(keys)), keys)
+        self.assertEqual(self.run_resp(port, [("DBSIZE",)]), [len(keys)])
+
+        # a snapshot older than the tombstone horizon still loads, with a
+        # warning: deletes made elsewhere meanwhile could come back
+        self.assertEqual(n.stop(), 0)
+        db_conn = sqlite3.connect(db)
+        db_conn.execute("UPDATE meta SET value = value - 11 * 60 * 1000 "
+                        "WHERE key = 'written_wall_ms'")
+        db_conn.commit()
+        db_conn.close()
+        n.start()
+        log = self.log_since_start(n)
+        self.assertRegex(log, r"WARN  cache: the snapshot is 6\d\d s old, older than the 600 s "
+                              r"tombstone horizon")
         self.assertEqual(self.run_resp(port, [("DBSIZE",)]), [len(keys)])
 
     def damaged_start(self, n, port, db, bad_bytes):

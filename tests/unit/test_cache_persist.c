@@ -404,6 +404,9 @@ static void every_kind_of_entry_round_trips(void **state)
 	cache_persist_destroy(p);
 	assert_false(exists(f->tmp));
 	assert_int_equal(file_rows(f->path), 8);
+	struct stat sb;
+	assert_int_equal(stat(f->path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600); /* the cache's data: the node's user only */
 
 	uint64_t now = T0 + 2000;
 	struct cache_persist_load_stats st;
@@ -415,6 +418,7 @@ static void every_kind_of_entry_round_trips(void **state)
 	assert_int_equal(st.gone, 1);       /* never-there: past the horizon */
 	assert_int_equal(st.stale + st.unknown_cache + st.refused + (uint64_t)st.bad, 0);
 	assert_int_equal(st.hlc_max, newest);
+	assert_int_equal(st.written_wall_ms, T0);
 	struct cstore *ld = f->loaded[0].st;
 	expect_same_entry(d, ld, "plain", now);
 	expect_same_entry(d, ld, "empty", now);
