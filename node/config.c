@@ -689,6 +689,34 @@ static int set_consistency(const char *v, int *out, char *w)
 	return 0;
 }
 
+/* [cache] persist: off, on (DATA_DIR/cache.db) or an absolute path. A
+ * relative path would depend on the directory chorusd was started from. */
+static int set_cache_persist(struct config *c, const char *v, char *w)
+{
+	if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0 ||
+	    strcmp(v, "0") == 0) {
+		c->cache_persist = 0;
+		c->cache_persist_path[0] = '\0';
+		return 0;
+	}
+	if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
+	    strcmp(v, "1") == 0) {
+		c->cache_persist = 1;
+		c->cache_persist_path[0] = '\0';
+		return 0;
+	}
+	size_t n = strlen(v);
+	if (v[0] != '/' || v[n - 1] == '/')
+		return why(w, "persist: off, on or the absolute path of the snapshot file, not '%s'", v);
+	/* the snapshot is written beside it as PATH.tmp, a bad one kept as PATH.bad-MS */
+	if (n + 32 >= sizeof(c->cache_persist_path))
+		return why(w, "persist: the path is longer than %zu bytes",
+		           sizeof(c->cache_persist_path) - 33);
+	memcpy(c->cache_persist_path, v, n + 1);
+	c->cache_persist = 1;
+	return 0;
+}
+
 static int set_cache_key(struct config *c, const char *section, const char *name, const char *v,
                          char *w)
 {
@@ -705,6 +733,18 @@ static int set_cache_key(struct config *c, const char *section, const char *name
 			return set_size(v, 16, 64u << 20, &c->cache_value_bytes_max, w);
 		if (strcmp(name, "timeout") == 0)
 			return set_duration32(v, 10, &c->cache_timeout_ms, w);
+		if (strcmp(name, "persist") == 0)
+			return set_cache_persist(c, v, w);
+		if (strcmp(name, "persist_interval") == 0) {
+			uint64_t ms = 0;
+			if (set_duration(v, 0, CONFIG_PERSIST_INTERVAL_MS_MAX, &ms, w) != 0)
+				return -1;
+			if (ms != 0 && ms < CONFIG_PERSIST_INTERVAL_MS_MIN)
+				return why(w, "persist_interval: 0 (at shutdown only) or at least %ums, "
+				              "not '%s'", CONFIG_PERSIST_INTERVAL_MS_MIN, v);
+			c->cache_persist_interval_ms = ms;
+			return 0;
+		}
 		return why(w, "unknown key '%s' in [cache]", name);
 	}
 	char cname[64];
@@ -874,6 +914,9 @@ static int config_check(const struct config *c, char *w)
 	if (c->probe_timeout_ms && c->probe_timeout_ms >= c->gossip_period_ms)
 		return why(w, "probe_timeout (%ums) must be below gossip_period (%ums)",
 			   c->probe_timeout_ms, c->gossip_period_ms);
+	if (c->cache_persist_interval_ms && !c->cache_persist)
+		return why(w, "[cache] persist_interval is set but persist is off: set persist = on "
+		              "(or a path), or remove persist_interval");
 	if (c->backoff_ms > c->backoff_max_ms)
 		return why(w, "backoff (%ums) is above backoff_max (%ums)", c->backoff_ms,
 			   c->backoff_max_ms);

@@ -10,6 +10,9 @@
  *   [supervisor] intensity, period
  *   [exec]   allow (comma-separated absolute paths)
  *   [pool NAME] workers (default 1), handlers (comma list, at least one)
+ *   [cache]  partitions, replicas, memory_max, key_bytes_max, value_bytes_max,
+ *            timeout, persist (off, on or an absolute path), persist_interval
+ *   [cache NAME] db, ttl, memory_max, entries_max, touch_on_read, consistency
  *   [resp]   listen, password, password_file, allow_open, max_clients,
  *            bulk_bytes_max, multibulk_count_max, query_bytes_max,
  *            inline_bytes_max, output_bytes_max, idle_timeout
@@ -38,6 +41,8 @@ struct config_pool {
 /* A named cache (issue #12): [cache NAME] sections. "default" exists
  * always (db 0 unless another cache takes it). */
 #define CONFIG_CACHES_MAX 16
+#define CONFIG_PERSIST_INTERVAL_MS_MIN 100u
+#define CONFIG_PERSIST_INTERVAL_MS_MAX (7ull * 86400 * 1000)
 #define CONFIG_CACHE_NAME_BYTES_MAX 48
 struct config_cache {
 	char name[CONFIG_CACHE_NAME_BYTES_MAX + 1];
@@ -124,6 +129,11 @@ struct config {
 	size_t cache_key_bytes_max;    /* default 64 KiB */
 	size_t cache_value_bytes_max;  /* default 8 MiB */
 	uint32_t cache_timeout_ms;     /* replicas' answers, default 2 s */
+	/* persistence (svc/cache_persist.c): off (default), or a snapshot file,
+	 * DATA_DIR/cache.db for "on" or an absolute path */
+	int cache_persist;
+	char cache_persist_path[CONFIG_PATH_MAX]; /* "" = DATA_DIR/cache.db */
+	uint64_t cache_persist_interval_ms; /* 0 = at shutdown only (default) */
 
 	struct config_resp resp;       /* [resp] and --resp */
 };

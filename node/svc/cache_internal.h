@@ -5,7 +5,9 @@
  *                 reads, replication, cluster-wide operations, requests,
  *                 the cache port, the service hooks;
  *   cache_sync.c  the replica side (CacheRepl), anti-entropy rounds and
- *                 hinted handoff.
+ *                 hinted handoff;
+ *   cache_persist.c  snapshots of the caches in a sqlite file ([cache]
+ *                 persist), loaded at start.
  * One thread: the node's loop.
  */
 #ifndef CHORUS_SVC_CACHE_INTERNAL_H
@@ -269,6 +271,8 @@ struct cache_svc {
 	/* isolated updates: per-key locks at the primary (cache_update.c) */
 	struct cache_locks *locks;
 	uint64_t locks_granted, locks_waited, locks_refused, locks_committed, locks_expired;
+	/* persistence ([cache] persist): NULL when off */
+	struct cache_persist *persist;
 };
 
 /* ---- cache_svc.c ---- */
@@ -311,5 +315,101 @@ void cache_ae_clear(struct cache_svc *s);
 void cache_hint_add(struct cache_svc *s, const uint8_t *to, uint32_t cache, const uint8_t *entry,
                     size_t len);
 void cache_hints_replay(struct cache_svc *s);
+
+/* ---- cache_persist.c ---- */
+/* Snapshots of every cache's entries in one sqlite file (docs/cache.md,
+ * "Persistence"): written whole at a clean stop and, with persist_interval,
+ * over many ticks (the bounds below per tick), switched in by a rename;
+ * loaded at start with last-writer-wins apply. */
+#define CACHE_PERSIST_SCHEMA_VERSION 1
+#define CACHE_PERSIST_FILE "cache.db"       /* in the data dir, for persist = on */
+#define PERSIST_TICK_ROWS 2000              /* rows one tick writes (a scan step may pass it) */
+#define PERSIST_TICK_BYTES (4u << 20)       /* key and value bytes one tick writes */
+#define PERSIST_TICK_BUCKETS 16384          /* buckets one tick visits */
+#define PERSIST_SCAN_BUCKETS 8              /* buckets per cstore_replication_scan call */
+
+struct cache_persist;
+
+/* One row of the file as read (pointers into sqlite's row). */
+struct cache_persist_row {
+	int types_ok;              /* every column had its type (value: blob or NULL) */
+	int64_t cache;             /* the file's cache id */
+	const void *key;
+	size_t key_bytes;
+	const void *value;
+	size_t value_bytes;
+	int has_value;             /* the value column is not NULL */
+	int64_t hlc;
+	const void *node;
+	size_t node_bytes;
+	int64_t expire_ms;         /* absolute wall ms, 0 = none */
+	int64_t tombstone;         /* 0 or 1 */
+	int64_t tombstone_ms;      /* a tombstone's wall time, else 0 */
+};
+
+enum { PERSIST_ROW_LOAD = 0, PERSIST_ROW_EXPIRED, PERSIST_ROW_GONE, PERSIST_ROW_BAD };
+/* What load does with a row (pure): PERSIST_ROW_LOAD (a live entry or a
+ * tombstone, as it is); _EXPIRED (a live entry whose expiry came less than
+ * TOMBSTONE_HORIZON_MS ago: loaded as a tombstone with its version, as the
+ * store turns an expired entry); _GONE (a tombstone or an expiry that old:
+ * left out); _BAD with the reason in why (the file is refused as a whole). */
+int cache_persist_row_check(const struct cache_persist_row *r, uint64_t now_wall_ms, char *why,
+                            size_t why_len);
+const char *cache_persist_verdict_name(int verdict);
+
+struct cache_persist_load_stats {
+	uint64_t rows;             /* read from the file */
+	uint64_t loaded;           /* live entries applied to a store */
+	uint64_t tombstones;       /* tombstones applied */
+	uint64_t expired;          /* expired meanwhile: applied as tombstones */
+	uint64_t gone;             /* tombstones and expiries past the horizon: left out */
+	uint64_t stale;            /* an older duplicate of a row already applied */
+	uint64_t unknown_cache;    /* rows of a cache not configured here */
+	uint64_t refused;          /* over this node's limits */
+	uint64_t hlc_max;          /* the greatest version read (0 = none) */
+	uint64_t written_wall_ms;  /* when the snapshot was written (0 = none loaded) */
+	int bad;                   /* the file was refused and set aside */
+};
+
+struct cache_persist_stats {
+	uint64_t written, failed;  /* snapshots */
+	int writing;               /* a periodic one is in progress */
+	uint64_t rows;             /* rows of the current or last one */
+	uint64_t tick_rows_max;    /* the most rows one periodic step wrote */
+	int disabled;
+};
+
+/* path: the snapshot's absolute path (PATH.tmp is written beside it; its
+ * directory must exist and be writable). interval_ms: 0 = only
+ * cache_persist_write_all. 0, or ERR_INVALID / ERR_STORAGE / ERR_NOMEM
+ * with err set. *out owned by the caller (cache_persist_destroy). */
+int cache_persist_create(const char *path, uint64_t interval_ms, uint64_t now_mono_ms,
+                         struct cache_persist **out, char *err, size_t err_len);
+/* Ends a snapshot in progress without keeping it, frees p (NULL ok). */
+void cache_persist_destroy(struct cache_persist *p);
+/* Loads the snapshot into the stores (empty ones, at start): 0 (loaded, or
+ * no file), or ERR_STORAGE: the file was refused, logged, renamed to
+ * PATH.bad-<now_wall_ms>, and every store flushed. Logs what it did. */
+int cache_persist_load(struct cache_persist *p, const struct cache *caches, uint32_t n_caches,
+                       uint16_t partition_count, uint64_t now_wall_ms,
+                       struct cache_persist_load_stats *st);
+/* Writes a whole snapshot now, in one transaction (replacing one in
+ * progress). 0, or ERR_STORAGE (logged; the previous snapshot stays). */
+int cache_persist_write_all(struct cache_persist *p, const struct cache *caches, uint32_t n_caches,
+                            uint64_t now_wall_ms);
+/* Each tick: starts a periodic snapshot when it is due, writes a bounded
+ * part of one in progress, switches it in when complete. Failures are
+ * logged (rate-limited); the previous snapshot stays. */
+void cache_persist_step(struct cache_persist *p, const struct cache *caches, uint32_t n_caches,
+                        const struct now *now);
+/* Monotonic ms of the next step with work: 0 while writing, UINT64_MAX never. */
+uint64_t cache_persist_deadline(const struct cache_persist *p);
+void cache_persist_stats(const struct cache_persist *p, struct cache_persist_stats *st);
+/* The service's hooks: start (after the stores exist: creates s->persist,
+ * loads, raises the HLC past the loaded versions; -1 with err only for a
+ * persist directory that cannot be written) and stop (a whole snapshot if
+ * the node drained, then destroy). */
+int cache_persist_svc_start(struct cache_svc *s, const struct now *now, char *err, size_t err_len);
+void cache_persist_svc_stop(struct cache_svc *s);
 
 #endif

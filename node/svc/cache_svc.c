@@ -2000,6 +2000,8 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "out of memory");
 		return -1;
 	}
+	if (cache_persist_svc_start(s, now, err, err_len) != 0)
+		return -1;
 	s->port.ctx = s;
 	s->port.submit = port_submit;
 	s->port.db_name = port_db_name;
@@ -2024,6 +2026,8 @@ static uint64_t svc_next_deadline(void *svc)
 		next = s->next_hints_ms;
 	if (s->ae.phase == 0 && s->ae.next_ms < next)
 		next = s->ae.next_ms;
+	if (s->persist && cache_persist_deadline(s->persist) < next)
+		next = cache_persist_deadline(s->persist);
 	return next;
 }
 
@@ -2055,6 +2059,8 @@ static void svc_tick(void *svc, const struct now *now)
 	} else if (s->ae.phase == 2) {
 		cache_ae_step(s, now->mono_ms);
 	}
+	if (s->persist)
+		cache_persist_step(s->persist, s->caches, s->n_caches, now);
 }
 
 static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
@@ -2067,6 +2073,7 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
+	cache_persist_svc_stop(s); /* a snapshot of the stores as they are now */
 	wq_clear(s); /* their ops are freed below */
 	rb_clear(s);
 	fb_clear(s);

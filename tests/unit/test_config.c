@@ -326,6 +326,66 @@ static void bad_resp_settings_are_refused(void **state)
 	assert_non_null(strstr(f->err, "--resp"));
 }
 
+/* [cache] persist: off by default; on means DATA_DIR/cache.db (the path
+ * stays empty: the cache service joins it to the data dir); an absolute
+ * path is taken as it is; persist_interval 0 is "at shutdown only". */
+static void cache_persist_settings_from_file(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	assert_int_equal(c->cache_persist, 0);
+	assert_string_equal(c->cache_persist_path, "");
+	assert_int_equal(c->cache_persist_interval_ms, 0);
+	write_conf(f, "[cache]\npersist = on\npersist_interval = 5m\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	assert_int_equal(c->cache_persist, 1);
+	assert_string_equal(c->cache_persist_path, "");
+	assert_int_equal(c->cache_persist_interval_ms, 300000);
+	write_conf(f, "[cache]\npersist = /var/lib/chorus/snap/cache.db\npersist_interval = 0\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	assert_int_equal(c->cache_persist, 1);
+	assert_string_equal(c->cache_persist_path, "/var/lib/chorus/snap/cache.db");
+	assert_int_equal(c->cache_persist_interval_ms, 0);
+	write_conf(f, "[cache]\npersist = off\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	assert_int_equal(c->cache_persist, 0);
+	assert_string_equal(c->cache_persist_path, "");
+	write_conf(f, "[cache]\npersist = on\npersist_interval = 100ms\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	assert_int_equal(c->cache_persist_interval_ms, 100);
+}
+
+static void bad_cache_persist_settings_are_refused(void **state)
+{
+	struct fixture *f = *state;
+	assert_file_error(f, "[cache]\npersist = maybe\n", 2,
+			  "persist: off, on or the absolute path of the snapshot file, not 'maybe'");
+	assert_file_error(f, "[cache]\npersist = cache.db\n", 2,
+			  "persist: off, on or the absolute path of the snapshot file, not 'cache.db'");
+	assert_file_error(f, "[cache]\npersist = /var/lib/chorus/\n", 2,
+			  "persist: off, on or the absolute path of the snapshot file, not "
+			  "'/var/lib/chorus/'");
+	assert_file_error(f, "[cache]\npersist =\n", 2,
+			  "persist: off, on or the absolute path of the snapshot file, not ''");
+	assert_file_error(f, "[cache]\npersist = on\npersist_interval = 50ms\n", 3,
+			  "persist_interval: 0 (at shutdown only) or at least 100ms, not '50ms'");
+	assert_file_error(f, "[cache]\npersist = on\npersist_interval = 8d\n", 3,
+			  "'8d' is not a duration (e.g. 250ms, 5s, 2m, 1h)");
+	assert_file_error(f, "[cache]\npersist = on\npersist_interval = 169h\n", 3,
+			  "'169h' is out of range 0ms..604800000ms");
+	assert_file_error(f, "[cache]\npersist = on\npersist_interval = soon\n", 3,
+			  "'soon' is not a duration (e.g. 250ms, 5s, 2m, 1h)");
+	/* an interval without persistence is a mistake, not a silent no-op */
+	config_free(&f->c);
+	config_defaults(&f->c);
+	write_conf(f, "[cache]\npersist_interval = 1m\n");
+	assert_int_equal(config_load_file(&f->c, f->path, f->err, sizeof(f->err)), -1);
+	char want[512];
+	snprintf(want, sizeof(want), "%s: [cache] persist_interval is set but persist is off: set "
+		 "persist = on (or a path), or remove persist_interval", f->path);
+	assert_string_equal(f->err, want);
+}
+
 static void host_ports_and_loopback_addresses(void **state)
 {
 	(void)state;
@@ -709,6 +769,8 @@ int main(void)
 		T(resp_settings_from_file_and_flag),
 		T(open_resp_address_needs_a_password),
 		T(bad_resp_settings_are_refused),
+		T(cache_persist_settings_from_file),
+		T(bad_cache_persist_settings_are_refused),
 		T(host_ports_and_loopback_addresses),
 		T(every_flag_is_parsed),
 		T(unknown_key_names_file_and_line),
