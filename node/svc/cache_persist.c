@@ -446,8 +446,8 @@ static int snap_write(struct cache_persist *p, const struct cache *caches, uint3
 /* Starts the writeback of what a periodic step wrote, without waiting
  * for it: the fsync at the end then has little left to wait for, and the
  * step that switches the snapshot in does not hold the loop for the whole
- * file (measured: 97 ms for 80 MiB without, tests/bench). Linux only; a
- * failure here is found again by that fsync. */
+ * file (docs/cache.md: about half as long for an 80 MiB file). Linux
+ * only; a failure here is found again by that fsync. */
 static void snap_writeback(struct cache_persist *p)
 {
 	if (p->fd >= 0)
