@@ -124,6 +124,8 @@ struct config {
 	size_t cache_key_bytes_max;    /* default 64 KiB */
 	size_t cache_value_bytes_max;  /* default 8 MiB */
 	uint32_t cache_timeout_ms;     /* replicas' answers, default 2 s */
+	uint32_t cache_compute_max;    /* get-or-compute tasks in flight per node, default 1024 */
+	uint32_t cache_compute_waiters_max; /* callers waiting on one key's compute, default 1024 */
 
 	struct config_resp resp;       /* [resp] and --resp */
 };

@@ -5,7 +5,8 @@
  *                 reads, replication, cluster-wide operations, requests,
  *                 the cache port, the service hooks;
  *   cache_sync.c  the replica side (CacheRepl), anti-entropy rounds and
- *                 hinted handoff.
+ *                 hinted handoff;
+ *   cache_compute.c  get-or-compute (cache_compute.h).
  * One thread: the node's loop.
  */
 #ifndef CHORUS_SVC_CACHE_INTERNAL_H
@@ -47,6 +48,7 @@ struct cache {
 };
 
 struct cache_svc;
+struct cache_compute; /* cache_compute.c: get-or-compute */
 
 struct op;
 
@@ -207,6 +209,7 @@ struct cache_svc {
 	uint64_t hints_count, hints_bytes, hints_dropped, hints_delivered;
 	uint64_t next_hints_ms;
 	struct hint_batch *hint_batches; /* sent, not answered */
+	struct cache_compute *compute;   /* get-or-compute (cache_compute.c) */
 };
 
 /* ---- cache_svc.c ---- */
