@@ -48,6 +48,7 @@ enum ch_error {
 	CH_ERR_NOT_LEADER = -17,  /* no leader elected (yet), or it changed: retry */
 	CH_ERR_UNAVAILABLE = -18, /* too few replicas alive for the consistency asked */
 	CH_ERR_MOVED = -19,       /* the key's partition moved (a stale map): retry */
+	CH_ERR_TASK_FAILED = -20, /* a task the call ran did not succeed (its error in err) */
 };
 
 /* The cache (issue #12; the ch_cache_* calls below): consistency per
@@ -517,6 +518,11 @@ struct ch_cache_opts {
 	int consistency;          /* enum ch_cache_consistency */
 };
 #define CH_CACHE_NAME_BYTES_MAX 48  /* a name is [a-z0-9_.-], as the node's config */
+/* ch_cache_get_or_compute: the longest a key's primary waits for a compute
+ * (its task is then cancelled), and the time it allows a task to wait for
+ * a worker on top of its time limit. */
+#define CH_CACHE_COMPUTE_WAIT_MS_MAX 600000u
+#define CH_CACHE_COMPUTE_QUEUE_MS 5000u
 #define CH_CACHE_MOVED_TRIES 6
 #define CH_CACHE_MULTI_KEYS_MAX 65536 /* keys of one ch_cache_mget / ch_cache_mset */
 
@@ -643,6 +649,42 @@ int ch_cache_mget(ch_client *c, const struct ch_cache_opts *opts, const void *co
 int ch_cache_mset(ch_client *c, const struct ch_cache_opts *opts, const void *const *keys,
                   const size_t *key_lens, const void *const *values, const size_t *value_lens,
                   size_t n, int64_t ttl_ms, size_t *written, char *err, size_t err_len);
+
+/* Get-or-compute (ConCache's get_or_store, cluster-wide): the key's value,
+ * or, when it holds none, the output of one `handler` task (payload and
+ * task_opts as for ch_submit; NULL task_opts = the node's defaults) that
+ * the key's primary runs for it, stored with ttl_ms (as ch_cache_put's:
+ * 0 = the cache's default) and handed to every caller of that key that
+ * came while it ran: the task runs once however many callers, on whichever
+ * nodes. On CH_OK: *value (malloc'd, free() it), *value_len, *computed
+ * (may be NULL) 1 when the value is a compute's output, 0 when the key held
+ * it already (or a write made while the task ran, which is kept: the value
+ * is stored only if the key is still absent), and *version when given
+ * (hlc 0 when the primary could not tell).
+ *
+ * A task that fails, crashes, is cancelled or lost: CH_ERR_TASK_FAILED for
+ * every waiting caller, with the task's error in err; one that times out
+ * (or outlasts the primary's wait, when it is cancelled): CH_ERR_TIMEOUT.
+ * Nothing is stored then, and the next call runs a new task. Other errors:
+ * CH_ERR_INVALID (no handler, a negative ttl_ms, task_opts->key set: the
+ * primary names each compute's task itself), CH_ERR_UNKNOWN_HANDLER and
+ * CH_ERR_DENIED as for ch_submit, CH_ERR_TOO_LARGE (a payload over the
+ * nodes' value_bytes_max, or an output over it: then not stored),
+ * CH_ERR_FULL (the primary runs [cache] compute_max computes, or
+ * compute_waiters_max callers wait on this key already), and those of
+ * ch_cache_put for the write of the value (CH_ERR_UNAVAILABLE,
+ * CH_ERR_TIMEOUT: the value may be stored at the primary then).
+ *
+ * Time: the call waits for the compute: with task_opts->timeout_ms set and
+ * no retries, at most that plus CH_CACHE_COMPUTE_QUEUE_MS plus twice the
+ * client's timeout; otherwise up to CH_CACHE_COMPUTE_WAIT_MS_MAX (the
+ * primary gives a compute up by then, cancelling its task) plus twice the
+ * client's timeout. CH_ERR_MOVED is retried within that time. */
+int ch_cache_get_or_compute(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                            size_t key_len, const char *handler, const void *payload,
+                            size_t payload_len, const struct ch_task_opts *task_opts,
+                            int64_t ttl_ms, void **value, size_t *value_len, int *computed,
+                            struct ch_cache_version *version, char *err, size_t err_len);
 
 /* One step of a scan over the cache's keys, cluster-wide (Redis's SCAN):
  * start with cursor 0, go on with *next until it is 0. The scan walks the

@@ -196,6 +196,7 @@ const char *ch_strerror(int code)
 	case CH_ERR_NOT_LEADER: return "no leader: retry";
 	case CH_ERR_UNAVAILABLE: return "too few replicas alive";
 	case CH_ERR_MOVED: return "partition moved: retry";
+	case CH_ERR_TASK_FAILED: return "the task failed";
 	case CH_ERR_NOMEM: return "out of memory";
 	case CH_ERR_IO: return "i/o error";
 	case CH_ERR_TIMEOUT: return "timeout";
@@ -294,7 +295,7 @@ static nng_duration remaining_ms(nng_time deadline)
 /* A code the node sent us: keep CH_ERR_* values, map nonsense to internal. */
 static int code_from_wire(int32_t code)
 {
-	if (code < 0 && code >= CH_ERR_MOVED)
+	if (code < 0 && code >= CH_ERR_TASK_FAILED)
 		return code;
 	return CH_ERR_INTERNAL;
 }
@@ -2458,10 +2459,10 @@ static int cache_opts_apply(const struct ch_cache_opts *opts, Chorus__CacheReq *
 
 /* Sends a CacheReq to the node, which routes it to the key's primary, and
  * checks that a CacheResp came back. CH_ERR_MOVED is retried (see
- * chorus.h) within the client's timeout since the call began. On CH_OK *e
- * is the reply (caller frees), else NULL. */
-static int cache_send(ch_client *c, Chorus__CacheReq *req, Chorus__Envelope **e, char *err,
-                      size_t err_len)
+ * chorus.h) within total_ms (0: the client's timeout) since the call
+ * began. On CH_OK *e is the reply (caller frees), else NULL. */
+static int cache_send_within(ch_client *c, Chorus__CacheReq *req, uint32_t total_ms,
+                             Chorus__Envelope **e, char *err, size_t err_len)
 {
 	*e = NULL;
 	if (c == NULL)
@@ -2470,7 +2471,7 @@ static int cache_send(ch_client *c, Chorus__CacheReq *req, Chorus__Envelope **e,
 	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
 	env.cache = req;
 	nng_time start = nng_clock();
-	nng_time deadline = start + c->timeout_ms;
+	nng_time deadline = start + (total_ms > 0 ? total_ms : c->timeout_ms);
 	uint32_t backoff_ms = CACHE_MOVED_RETRY_MS_FIRST;
 	uint32_t tries = 0;
 	int code = CH_ERR_MOVED;
@@ -2500,6 +2501,12 @@ static int cache_send(ch_client *c, Chorus__CacheReq *req, Chorus__Envelope **e,
 	if (code != CH_OK)
 		*e = NULL; /* expect_body freed it */
 	return code;
+}
+
+static int cache_send(ch_client *c, Chorus__CacheReq *req, Chorus__Envelope **e, char *err,
+                      size_t err_len)
+{
+	return cache_send_within(c, req, 0, e, err, err_len);
 }
 
 static int cache_call(ch_client *c, const struct ch_cache_opts *opts, Chorus__CacheReq *req,
@@ -3102,6 +3109,90 @@ int ch_cache_dbsize(ch_client *c, const struct ch_cache_opts *opts, uint64_t *en
 	*entries = (uint64_t)got;
 	err_clear(err, err_len);
 	return CH_OK;
+}
+
+/* How long a get-or-compute may take before the key's primary answers: the
+ * task's time limit plus its wait for a worker when the caller gave one and
+ * no retries; otherwise the node decides (its default limit, the retries),
+ * within CH_CACHE_COMPUTE_WAIT_MS_MAX. */
+static uint32_t compute_wait_ms(const struct ch_task_opts *o)
+{
+	if (o == NULL || o->timeout_ms == 0 || o->restart != CH_RESTART_TEMPORARY)
+		return CH_CACHE_COMPUTE_WAIT_MS_MAX;
+	uint64_t w = (uint64_t)o->timeout_ms + CH_CACHE_COMPUTE_QUEUE_MS;
+	return w < CH_CACHE_COMPUTE_WAIT_MS_MAX ? (uint32_t)w : CH_CACHE_COMPUTE_WAIT_MS_MAX;
+}
+
+int ch_cache_get_or_compute(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                            size_t key_len, const char *handler, const void *payload,
+                            size_t payload_len, const struct ch_task_opts *task_opts,
+                            int64_t ttl_ms, void **value, size_t *value_len, int *computed,
+                            struct ch_cache_version *version, char *err, size_t err_len)
+{
+	if (value != NULL)
+		*value = NULL;
+	if (value_len != NULL)
+		*value_len = 0;
+	if (computed != NULL)
+		*computed = 0;
+	if (version != NULL)
+		memset(version, 0, sizeof *version);
+	if (value == NULL || value_len == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "value and value_len are required");
+	int code = check_cache_key(key, key_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	code = check_task(handler, payload, payload_len, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (ttl_ms < 0)
+		return fail(err, err_len, CH_ERR_INVALID, "ttl_ms is negative (%lld)",
+		            (long long)ttl_ms);
+	if (task_opts != NULL && task_opts->key != NULL)
+		return fail(err, err_len, CH_ERR_INVALID,
+		            "task_opts.key is not taken here: the key's primary names each compute's "
+		            "task itself");
+	Chorus__TaskOptions topts = CHORUS__TASK_OPTIONS__INIT;
+	code = task_options_fill(&topts, task_opts, err, err_len);
+	if (code != CH_OK)
+		return code;
+	Chorus__TaskSpec spec = CHORUS__TASK_SPEC__INIT;
+	spec.handler = (char *)handler; /* packed only, never written */
+	spec.payload.data = (uint8_t *)payload;
+	spec.payload.len = payload_len;
+	spec.opts = &topts;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	cache_req_key(&req, CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE, key, key_len);
+	req.compute = &spec;
+	req.ttl_ms = ttl_ms;
+	code = cache_opts_apply(opts, &req, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (c == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client is required");
+	/* the compute's time, then the client's own timeout twice: once for
+	 * the read before it and the write after, once for the way there */
+	uint64_t total = (uint64_t)compute_wait_ms(task_opts) + 2ull * c->timeout_ms;
+	Chorus__Envelope *e = NULL;
+	code = cache_send_within(c, &req, total < INT32_MAX ? (uint32_t)total : (uint32_t)INT32_MAX,
+	                         &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	const Chorus__CacheResp *r = e->cache_resp;
+	if (!r->found) {
+		chorus__envelope__free_unpacked(e, NULL);
+		return fail(err, err_len, CH_ERR_PROTOCOL, "%s answered a get-or-compute with no value",
+		            c->addr);
+	}
+	code = cache_value_take(r, value, value_len, err, err_len);
+	if (code == CH_OK && computed != NULL)
+		*computed = r->computed;
+	if (code == CH_OK && version != NULL)
+		version_from_wire(r->version, version);
+	chorus__envelope__free_unpacked(e, NULL);
+	if (code == CH_OK)
+		err_clear(err, err_len);
+	return code;
 }
 
 /* ------------------------------------------------------------------ */

@@ -99,7 +99,8 @@ static const char usage_text[] =
 	"                                                     expression (no cluster needed)\n"
 	"  cache get|put|del|incr|ttl|expire|persist|exists|getdel|update KEY ...\n"
 	"                                                     the cluster's cache (see\n"
-	"  cache scan|stats|flush|dbsize                      clusterctl help cache)\n"
+	"  cache get-or-compute KEY HANDLER [PAYLOAD]         clusterctl help cache)\n"
+	"  cache scan|stats|flush|dbsize\n"
 	"  voters [list]                                      the voters, the leader, the term\n"
 	"  voters add|remove MEMBER                           change the voters (name or id)\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
@@ -119,8 +120,8 @@ static const char usage_text[] =
 	"\n"
 	"exit codes:\n"
 	"  0  ok\n"
-	"  1  the task (or a task of a fan-out) did not succeed; a cache put --nx or\n"
-	"     --xx whose condition did not hold\n"
+	"  1  the task (or a task of a fan-out, or a cache get-or-compute's task) did\n"
+	"     not succeed; a cache put --nx or --xx whose condition did not hold\n"
 	"  2  usage error, or a request the node found invalid (e.g. a schedule name\n"
 	"     already taken, a cache incr of a value that is not an integer)\n"
 	"  3  node unreachable, a timeout, no leader elected in time (cron, voters),\n"
@@ -332,6 +333,8 @@ static const char help_cache[] =
 	"usage: clusterctl cache get KEY\n"
 	"       clusterctl cache put KEY VALUE [--ttl DUR] [--nx | --xx] [--keepttl]\n"
 	"       clusterctl cache put KEY --value-file PATH|- [--ttl DUR] [--nx | --xx] [--keepttl]\n"
+	"       clusterctl cache get-or-compute KEY HANDLER [PAYLOAD] [--ttl DUR] [--timeout DUR]\n"
+	"                                       [--arg ARG]... [--require TAG]...\n"
 	"       clusterctl cache del KEY...\n"
 	"       clusterctl cache incr KEY [DELTA]\n"
 	"       clusterctl cache ttl KEY\n"
@@ -393,6 +396,22 @@ static const char help_cache[] =
 	"written once. Example: clusterctl cache update hits -- sh -c 'echo $(( $(cat)\n"
 	"+ 1 ))'.\n"
 	"\n"
+	"get-or-compute KEY HANDLER [PAYLOAD]: the key's value if it holds one; else\n"
+	"the key's primary runs one HANDLER task with PAYLOAD and stores its output\n"
+	"as the value (only if the key is still absent: a value written meanwhile is\n"
+	"kept), and every caller of that key that came meanwhile, on any node, gets\n"
+	"the same value: the task runs once (docs/cache.md). Prints the value as get\n"
+	"does. options:\n"
+	"  --ttl DUR      the stored value expires after DUR (default: the cache's)\n"
+	"  --timeout DUR  the task's own time limit (default: the node's); the\n"
+	"                 command waits for the task (at most 10 minutes without it)\n"
+	"  --arg ARG      exec handler: append ARG to argv (repeatable)\n"
+	"  --require TAG  run the task only on a member with tag TAG (repeatable)\n"
+	"A task that fails exits 1 (its error on stderr) and one that times out exits\n"
+	"3: nothing is stored, and the next call runs the task again. Exit 2 for a\n"
+	"missing HANDLER, 6 for an unknown handler, a PAYLOAD or output over the\n"
+	"nodes' value_bytes_max, or too many computes or callers at once.\n"
+	"\n"
 	"scan: prints every key of the cache, one per line (control bytes and\n"
 	"backslashes escaped as \\n, \\t, \\xNN, \\\\), going round the cluster until\n"
 	"the scan is complete; a key present the whole time is printed at least once\n"
@@ -412,8 +431,10 @@ static const char help_cache[] =
 	"{\"deleted\"}, incr {\"key\", \"value\"}, ttl and expire {\"key\", \"ttl_ms\"}\n"
 	"(ttl: -1 = no expiry), persist {\"key\", \"persisted\"}, exists {\"exists\"},\n"
 	"getdel {\"key\", \"value\"}, update {\"key\", \"outcome\": stored|deleted},\n"
-	"scan {\"cursor\", \"keys\", \"keys_base64\"}, flush\n"
-	"{\"cache\", \"flushed\"}, dbsize {\"cache\", \"entries\"}; stats prints an array\n"
+	"get-or-compute {\"key\", \"value\", \"computed\" (true: the value is a task's\n"
+	"output; false: the key held it), \"version\"}, scan\n"
+	"{\"cursor\", \"keys\", \"keys_base64\"}, flush {\"cache\", \"flushed\"}, dbsize\n"
+	"{\"cache\", \"entries\"}; stats prints an array\n"
 	"of {\"cache\", \"node\", \"entries\", \"memory_bytes\", \"hits\", \"misses\",\n"
 	"\"evictions\", \"expirations\", \"hints_pending\", \"tombstones\",\n"
 	"\"partitions_primary\", \"partitions_replica\", \"partitions_moving\"}. A key or\n"
@@ -488,6 +509,7 @@ static int exit_for(int code)
 	case CH_ERR_MOVED: return EXIT_UNREACHABLE;
 	case CH_ERR_AUTH: return EXIT_AUTH;
 	case CH_ERR_NOT_FOUND: return EXIT_NOT_FOUND;
+	case CH_ERR_TASK_FAILED: return EXIT_TASK_FAILED;
 	case CH_ERR_UNKNOWN_HANDLER:
 	case CH_ERR_DENIED:
 	case CH_ERR_TOO_LARGE:
@@ -2755,6 +2777,7 @@ enum cache_takes {
 	CACHE_TAKES_SCAN = 2, /* --match, --count, --cursor */
 	CACHE_TAKES_YES = 4,  /* --yes */
 	CACHE_TAKES_UPDATE = 8, /* --ttl, --lease, --delete-if-empty, then -- COMMAND */
+	CACHE_TAKES_COMPUTE = 16, /* --ttl, --timeout, --arg, --require */
 };
 
 struct cache_cmd {
@@ -2767,6 +2790,7 @@ struct cache_cmd {
 static const struct cache_cmd cache_cmds[] = {
 	{ "get", 1, 1, 0, "KEY" },
 	{ "put", 1, 2, CACHE_TAKES_PUT, "KEY VALUE (or KEY --value-file PATH)" },
+	{ "get-or-compute", 2, 3, CACHE_TAKES_COMPUTE, "KEY HANDLER [PAYLOAD]" },
 	{ "del", 1, -1, 0, "KEY..." },
 	{ "incr", 1, 2, 0, "KEY [DELTA]" },
 	{ "ttl", 1, 1, 0, "KEY" },
@@ -2799,6 +2823,11 @@ struct cache_args {
 	int64_t expire_ms; /* expire */
 	uint32_t lease_ms; /* update */
 	bool delete_if_empty;
+	/* get-or-compute: the task's options; argv and require point into
+	 * `lists` (NULL-terminated, argc entries each at most) */
+	struct ch_task_opts task;
+	const char **argv_list, **require_list;
+	int argv_count, require_count;
 };
 
 /* A time to live: a number with a unit, ms, s, m, h or d (bare = seconds),
@@ -2896,8 +2925,8 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 			a->cmd = &cache_cmds[k];
 	}
 	if (a->cmd == NULL)
-		usage_fail("cache: unknown subcommand '%s' (get, put, del, incr, ttl, expire, persist, "
-		           "exists, getdel, update, scan, stats, flush, dbsize)", sub);
+		usage_fail("cache: unknown subcommand '%s' (get, put, get-or-compute, del, incr, ttl, "
+		           "expire, persist, exists, getdel, update, scan, stats, flush, dbsize)", sub);
 	unsigned takes = a->cmd->takes;
 	bool options_over = false;
 	for (int i = 2; i < argc; i++) {
@@ -2928,9 +2957,18 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 			a->lease_ms = (uint32_t)ms;
 		} else if ((takes & CACHE_TAKES_UPDATE) != 0 && strcmp(o, "--delete-if-empty") == 0) {
 			a->delete_if_empty = true;
-		} else if ((takes & (CACHE_TAKES_PUT | CACHE_TAKES_UPDATE)) != 0 &&
+		} else if ((takes & (CACHE_TAKES_PUT | CACHE_TAKES_UPDATE | CACHE_TAKES_COMPUTE)) != 0 &&
 		           strcmp(o, "--ttl") == 0) {
 			a->ttl_ms = parse_ttl_or_die("--ttl", opt_value(argc, argv, &i));
+		} else if ((takes & CACHE_TAKES_COMPUTE) != 0 && strcmp(o, "--timeout") == 0) {
+			a->task.timeout_ms = parse_dur_or_die(o, opt_value(argc, argv, &i));
+		} else if ((takes & CACHE_TAKES_COMPUTE) != 0 && strcmp(o, "--arg") == 0) {
+			a->argv_list[a->argv_count++] = opt_value(argc, argv, &i);
+		} else if ((takes & CACHE_TAKES_COMPUTE) != 0 && strcmp(o, "--require") == 0) {
+			const char *tag = opt_value(argc, argv, &i);
+			if (tag[0] == '\0')
+				usage_fail("cache %s: --require needs a tag", sub);
+			a->require_list[a->require_count++] = tag;
 		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--nx") == 0) {
 			a->flags |= CH_CACHE_NX;
 		} else if ((takes & CACHE_TAKES_PUT) != 0 && strcmp(o, "--xx") == 0) {
@@ -2993,6 +3031,18 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 			usage_fail("cache update needs KEY -- COMMAND [ARG...] (the -- before the command)");
 		if (a->lease_ms == 0)
 			a->lease_ms = 30000;
+	}
+	if (strcmp(sub, "get-or-compute") == 0) {
+		if (a->args[1][0] == '\0')
+			usage_fail("cache get-or-compute: HANDLER is empty");
+		if (a->argv_count > (int)ARGV_COUNT_MAX)
+			usage_fail("cache get-or-compute: more than %u argv entries", ARGV_COUNT_MAX);
+		if (a->require_count > CH_REQUIRE_COUNT_MAX)
+			usage_fail("cache get-or-compute: more than %d --require tags",
+			           CH_REQUIRE_COUNT_MAX);
+		a->task.restart = CH_RESTART_TEMPORARY;
+		a->task.argv = a->argv_count > 0 ? a->argv_list : NULL;
+		a->task.require = a->require_count > 0 ? a->require_list : NULL;
 	}
 	if (strcmp(sub, "flush") == 0 && !a->yes)
 		usage_fail("cache flush removes every entry of cache %s on every member: add --yes",
@@ -3406,6 +3456,37 @@ static int cache_dbsize(struct cli *cli, const struct cache_args *a)
 	return EXIT_OK;
 }
 
+static int cache_get_or_compute(struct cli *cli, const struct cache_args *a)
+{
+	const char *key = a->args[0];
+	const char *handler = a->args[1];
+	const char *payload = a->arg_count > 2 ? a->args[2] : "";
+	char err[ERR_BYTES] = "";
+	void *value = NULL;
+	size_t len = 0;
+	int computed = 0;
+	struct ch_cache_version version;
+	int rv = ch_cache_get_or_compute(cli->c, &a->opts, key, strlen(key), handler, payload,
+	                                 strlen(payload), &a->task, a->ttl_ms, &value, &len,
+	                                 &computed, &version, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		json_t *o = cache_key_json(key);
+		cache_bytes_json(o, "value", value, len);
+		json_object_set_new(o, "computed", json_boolean(computed));
+		json_object_set_new(o, "version", cache_version_json(&version));
+		json_print(o);
+	} else {
+		/* the bytes as get prints them */
+		fwrite(value, 1, len, stdout);
+		if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
+			fputc('\n', stdout);
+	}
+	free(value);
+	return EXIT_OK;
+}
+
 /* cache SUBCOMMAND: every one asks the cluster through the node given. */
 static int cache_persist(struct cli *cli, const struct cache_args *a)
 {
@@ -3615,19 +3696,24 @@ static int cache_update(struct cli *cli, const struct cache_args *a, int argc, c
 static int cmd_cache(struct cli *cli, int argc, char **argv)
 {
 	if (argc < 2)
-		usage_fail("cache needs a subcommand: get, put, del, incr, ttl, expire, persist, "
-		           "exists, getdel, update, scan, stats, flush or dbsize");
+		usage_fail("cache needs a subcommand: get, put, get-or-compute, del, incr, ttl, expire, "
+		           "persist, exists, getdel, update, scan, stats, flush or dbsize");
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
 		if (strcmp(argv[i], "--json") == 0)
 			cli->json = true;
 	}
-	struct cache_args a = { .args = calloc((size_t)argc, sizeof(const char *)) };
-	if (a.args == NULL) {
+	/* one allocation: the positional arguments, then argv and the
+	 * required tags of get-or-compute, each NULL-terminated by calloc */
+	const char **lists = calloc(3 * ((size_t)argc + 1), sizeof(const char *));
+	struct cache_args a = { .args = lists };
+	if (lists == NULL) {
 		fprintf(stderr, "clusterctl: out of memory\n");
 		return EXIT_OTHER;
 	}
+	a.argv_list = lists + argc + 1;
+	a.require_list = lists + 2 * ((size_t)argc + 1);
 	cache_parse(argc, argv, &a);
 	int rc = connect_cli(cli);
 	if (rc == EXIT_OK) {
@@ -3636,6 +3722,8 @@ static int cmd_cache(struct cli *cli, int argc, char **argv)
 			rc = cache_get(cli, &a);
 		else if (strcmp(sub, "put") == 0)
 			rc = cache_put(cli, &a);
+		else if (strcmp(sub, "get-or-compute") == 0)
+			rc = cache_get_or_compute(cli, &a);
 		else if (strcmp(sub, "del") == 0)
 			rc = cache_del(cli, &a);
 		else if (strcmp(sub, "incr") == 0)

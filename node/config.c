@@ -745,6 +745,10 @@ static int set_cache_key(struct config *c, const char *section, const char *name
 			c->cache_persist_interval_ms = ms;
 			return 0;
 		}
+		if (strcmp(name, "compute_max") == 0)
+			return set_u32(v, 1, 65536, &c->cache_compute_max, w);
+		if (strcmp(name, "compute_waiters_max") == 0)
+			return set_u32(v, 1, 65536, &c->cache_compute_waiters_max, w);
 		return why(w, "unknown key '%s' in [cache]", name);
 	}
 	char cname[64];
@@ -1056,6 +1060,8 @@ void config_defaults(struct config *c)
 	c->cache_key_bytes_max = 64u << 10;
 	c->cache_value_bytes_max = 8u << 20;
 	c->cache_timeout_ms = 2000;
+	c->cache_compute_max = 1024;
+	c->cache_compute_waiters_max = 1024;
 	c->voter_dead_ms = 30000;
 	c->bootstrap = -1; /* decided at start: a node without seeds starts a cluster */
 	c->resp.clients_max = 256;

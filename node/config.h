@@ -134,6 +134,8 @@ struct config {
 	int cache_persist;
 	char cache_persist_path[CONFIG_PATH_MAX]; /* "" = DATA_DIR/cache.db */
 	uint64_t cache_persist_interval_ms; /* 0 = at shutdown only (default) */
+	uint32_t cache_compute_max;    /* get-or-compute tasks in flight per node, default 1024 */
+	uint32_t cache_compute_waiters_max; /* callers waiting on one key's compute, default 1024 */
 
 	struct config_resp resp;       /* [resp] and --resp */
 };

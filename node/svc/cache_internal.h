@@ -7,7 +7,9 @@
  *   cache_sync.c  the replica side (CacheRepl), anti-entropy rounds and
  *                 hinted handoff;
  *   cache_persist.c  snapshots of the caches in a sqlite file ([cache]
- *                 persist), loaded at start.
+ *                 persist), loaded at start;
+ *   cache_compute.c  get-or-compute (cache_compute.h);
+ *   cache_update.c   isolated updates (per-key locks at the primary).
  * One thread: the node's loop.
  */
 #ifndef CHORUS_SVC_CACHE_INTERNAL_H
@@ -49,6 +51,7 @@ struct cache {
 };
 
 struct cache_svc;
+struct cache_compute; /* cache_compute.c: get-or-compute */
 
 struct op;
 
@@ -273,6 +276,7 @@ struct cache_svc {
 	uint64_t locks_granted, locks_waited, locks_refused, locks_committed, locks_expired;
 	/* persistence ([cache] persist): NULL when off */
 	struct cache_persist *persist;
+	struct cache_compute *compute;   /* get-or-compute (cache_compute.c) */
 };
 
 /* ---- cache_svc.c ---- */

@@ -28,8 +28,8 @@
  * under a cursor [member ordinal 12 bits | check 20 bits | position 32].
  *
  * The replica side, anti-entropy (how partitions move on joins and leaves)
- * and hinted handoff are in cache_sync.c. Not here yet (docs/cache.md):
- * get-or-compute, isolated updates, persistence.
+ * and hinted handoff are in cache_sync.c, get-or-compute in cache_compute.c.
+ * Not here yet (docs/cache.md): isolated updates, persistence.
  *
  * Lifetimes: an operation waiting for peers is an `struct op` in the
  * service's list; it is freed once answered and every peer request it
@@ -38,6 +38,7 @@
  * without calling back).
  */
 #include "svc/cache_svc.h"
+#include "svc/cache_compute.h"
 #include "svc/cache_internal.h"
 
 uint64_t cache_now_wall(struct cache_svc *s)
@@ -1142,7 +1143,7 @@ static void forward_alone(struct cache_svc *s, struct op *o, const uint8_t *to,
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
 	env.cache = req;
-	int rc = peer_send(s, o, to, &env, s->cfg->cache_timeout_ms * 2, forward_cb, o);
+	int rc = peer_send(s, o, to, &env, cache_forward_timeout_ms(s->cfg, req), forward_cb, o);
 	if (rc != 0) {
 		if (rc == CH_ERR_FULL)
 			op_answer_error(o, rc, "the cache is busy: no room on the link to the partition's "
@@ -1688,6 +1689,10 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	case CHORUS__CACHE_OP__CACHE_INCR:
 	case CHORUS__CACHE_OP__CACHE_UPDATE:
 		break;
+	case CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE:
+		if (cache_compute_check(s, req, cb, arg))
+			return 0;
+		break;
 	default:
 		answer_error(cb, arg, CH_ERR_INVALID, "cache operation %d is not supported", req->op);
 		return 0;
@@ -1733,6 +1738,9 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	case CHORUS__CACHE_OP__CACHE_EXISTS:
 	case CHORUS__CACHE_OP__CACHE_TTL:
 		primary_read(s, c, req, p, consistency, 0, cb, arg);
+		break;
+	case CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE:
+		cache_compute_primary(s, c, req, cb, arg);
 		break;
 	default:
 		/* while owners settle after a map change, this node may not hold
@@ -2009,7 +2017,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "the cache port is taken");
 		return -1;
 	}
-	return 0;
+	return cache_compute_start(s, err, err_len);
 }
 
 static uint64_t svc_next_deadline(void *svc)
@@ -2086,6 +2094,7 @@ static void svc_stop(void *svc)
 		}
 		op_free(o);
 	}
+	cache_compute_stop(s); /* after the ops: a compute's read or write is one */
 	cache_ae_clear(s);
 	while (s->hint_batches) {
 		struct hint_batch *b = s->hint_batches;

@@ -80,6 +80,12 @@ struct waiter {
 	struct timer deadline;    /* monotonic */
 	struct waiter *next, *prev;   /* all waiters */
 	struct waiter *id_next;       /* waiters on the same id */
+	/* A watch of the task_submit port instead of a parked call (call
+	 * NULL): cb runs with the task's result. `dropped`: unwatched while
+	 * a watch's cb ran, freed when next looked at. */
+	void (*watch)(void *arg, const Chorus__TaskResult *r);
+	void *watch_arg;
+	int dropped;
 };
 
 /* One attempt a coordinator placed here: (origin, origin_task, attempt). */
@@ -152,6 +158,7 @@ struct tasks_svc {
 	int crash_after_commit;   /* CHORUS_TEST_CRASH_AFTER_COMMIT (tests only) */
 	int crash_after_dispatch; /* CHORUS_TEST_CRASH_AFTER_DISPATCH (tests only) */
 	uint32_t temporary_dispatches; /* own temporary tasks dispatched by the last pump */
+	uint32_t watch_depth;     /* > 0 while a watch's cb runs (unwatch then only marks) */
 };
 
 struct batch_collect {

@@ -3,7 +3,10 @@
  *
  * Owns: the task core, the worker pools, the handler registry, and the
  * parked calls that wait for a task to end (`await`, `submit --wait`, a
- * coordinator's placed attempt) or for a batch's next results.
+ * coordinator's placed attempt) or for a batch's next results, and the
+ * task_submit port's watches (another service told how a task ended: the
+ * cache's get-or-compute), which are waiters too, with a callback instead
+ * of a call.
  *
  * Subtle parts:
  *  - Persist before promise: submit and map are REQ_PERSIST, so their ids
@@ -175,46 +178,90 @@ static void waiter_cancelled(void *arg, struct rpc_call *c)
 	waiter_free(w->svc, w);
 }
 
-/* Parks c; returns its waiter, or NULL when c was answered (out of memory). */
-static struct waiter *park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id,
-                           uint32_t wait_ms, int is_submit, uint32_t from, uint32_t max)
+/* A waiter on id, linked but not parked: NULL when out of memory. With
+ * `deadline` it is answered by wait_ms at the latest, else only by the
+ * task's end (a watch). */
+static struct waiter *waiter_new(struct tasks_svc *s, int kind, uint64_t id, uint32_t wait_ms,
+                                 int deadline)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
-	if (!w) {
-		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+	if (!w)
 		return NULL;
-	}
 	w->svc = s;
 	struct idmap *m = waiter_map(s, kind);
 	struct waiter *head = idmap_get(m, id);
 	if (wait_ms > WAIT_MS_MAX)
 		wait_ms = WAIT_MS_MAX;
 	if (idmap_put(m, id, w) != 0 ||
-	    timerheap_set(&s->deadlines, &w->deadline, host_now(s->host)->mono_ms + wait_ms) != 0) {
+	    (deadline &&
+	     timerheap_set(&s->deadlines, &w->deadline, host_now(s->host)->mono_ms + wait_ms) != 0)) {
 		if (head)
 			(void)idmap_put(m, id, head);
 		else
 			(void)idmap_del(m, id);
 		free(w);
-		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
 	w->kind = kind;
 	w->id = id;
 	w->id_next = head;
-	w->from_index = from;
-	w->max_results = max;
-	w->is_submit = is_submit;
 	w->next = s->waiters;
 	if (s->waiters)
 		s->waiters->prev = w;
 	s->waiters = w;
+	return w;
+}
+
+/* Parks c; returns its waiter, or NULL when c was answered (out of memory). */
+static struct waiter *park(struct tasks_svc *s, struct rpc_call *c, int kind, uint64_t id,
+                           uint32_t wait_ms, int is_submit, uint32_t from, uint32_t max)
+{
+	struct waiter *w = waiter_new(s, kind, id, wait_ms, 1);
+	if (!w) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	w->from_index = from;
+	w->max_results = max;
+	w->is_submit = is_submit;
 	w->call = rpc_park(c, waiter_cancelled, w);
 	if (!w->call) { /* answered with CH_ERR_NOMEM */
 		waiter_free(s, w);
 		return NULL;
 	}
 	return w;
+}
+
+/* A watch's turn (the task ended, its wait ran out, or the node is
+ * closing): the waiter goes first, then its cb gets the task's result as
+ * it is now. Its cb may call the port again: watches it drops meanwhile
+ * are only marked (watch_depth), so a walk over the waiters that called
+ * this one never meets a freed waiter. */
+static void watch_fire(struct tasks_svc *s, struct waiter *w)
+{
+	void (*cb)(void *, const Chorus__TaskResult *) = w->watch;
+	void *arg = w->watch_arg;
+	uint64_t id = w->id;
+	waiter_free(s, w);
+	const struct task *t;
+	struct task *owned = NULL;
+	Chorus__TaskResult r;
+	char why[96];
+	if (task_lookup(s, id, &t, &owned) == 0) {
+		codec_result_fill(&r, t);
+	} else {
+		chorus__task_result__init(&r);
+		r.task_id = id;
+		r.state = CHORUS__TASK_STATE__TASK_LOST;
+		r.abnormal = 1;
+		snprintf(why, sizeof(why),
+		         "task %" PRIu64 " is not known to its node (never journaled, or purged)", id);
+		r.error = why;
+	}
+	s->watch_depth++;
+	cb(arg, &r);
+	s->watch_depth--;
+	task_free(owned);
 }
 
 /* Answers c with the task's current state. */
@@ -363,12 +410,20 @@ static int answer_batch(struct tasks_svc *s, struct rpc_call *c, uint64_t batch_
 static void waiter_try(struct tasks_svc *s, struct waiter *w, int expired)
 {
 	int done = 0;
+	if (w->dropped) {
+		waiter_free(s, w); /* unwatched while a watch's cb ran */
+		return;
+	}
 	if (w->kind == WAIT_TASK) {
 		const struct task *t = tasks_get(s->tasks, w->id);
 		/* draining: a task a coordinator placed here that has not
 		 * started will not start; hand it back at once */
 		int handed_back = host_draining(s->host) && t && t->ephemeral && t->state == TASK_QUEUED;
 		if (expired || handed_back || !t || task_state_is_final(t->state)) {
+			if (w->watch) {
+				watch_fire(s, w);
+				return;
+			}
 			answer_task(s, w->call, w->id, w->is_submit);
 			done = 1;
 		}
@@ -1149,7 +1204,8 @@ static void sink_late_outcome(void *ctx, const struct remote_outcome *o, const s
 		         o->task_id, o->member_name);
 }
 
-/* ---- the task_submit port: the schedule service's occurrences ---- */
+/* ---- the task_submit port: the schedule service's occurrences, the cache's
+ * computes ---- */
 
 static int port_submit(void *ctx, const Chorus__TaskSpec *spec, const char *key, uint64_t *task_id,
                        char *err, size_t err_len)
@@ -1229,6 +1285,46 @@ static void port_cancel(void *ctx, uint64_t task_id)
 {
 	struct tasks_svc *s = ctx;
 	(void)tasks_cancel(s->tasks, task_id, host_now(s->host));
+}
+
+static int port_watch(void *ctx, uint64_t task_id, uint32_t wait_ms,
+                      void (*cb)(void *arg, const Chorus__TaskResult *r), void *arg)
+{
+	struct tasks_svc *s = ctx;
+	if (!cb)
+		return CH_ERR_INVALID;
+	const struct task *t = tasks_get(s->tasks, task_id);
+	int final = 1; /* a task the table no longer holds has ended */
+	if (t) {
+		final = task_state_is_final(t->state);
+	} else {
+		struct task *st = NULL;
+		if (store_task_get(s->store, task_id, &st) != 0 || !st)
+			return CH_ERR_NOT_FOUND;
+		task_free(st);
+	}
+	struct waiter *w = waiter_new(s, WAIT_TASK, task_id, wait_ms, wait_ms > 0);
+	if (!w)
+		return CH_ERR_NOMEM;
+	w->watch = cb;
+	w->watch_arg = arg;
+	if (final)
+		idvec_push(s, &s->ended, task_id); /* told after the next commit */
+	return 0;
+}
+
+static void port_unwatch(void *ctx, uint64_t task_id, void *arg)
+{
+	struct tasks_svc *s = ctx;
+	for (struct waiter *w = idmap_get(&s->task_waiters, task_id); w; w = w->id_next) {
+		if (!w->watch || w->dropped || w->watch_arg != arg)
+			continue;
+		if (s->watch_depth > 0)
+			w->dropped = 1; /* a walk over the waiters may hold it */
+		else
+			waiter_free(s, w);
+		return;
+	}
 }
 
 /* A member that placed work here became suspect or dead (or left): what it
@@ -1427,7 +1523,8 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SINK);
 		return -1;
 	}
-	s->submit_port = (struct task_submit_port){s, port_submit, port_state, port_cancel};
+	s->submit_port = (struct task_submit_port){s,           port_submit, port_state,
+	                                           port_cancel, port_watch,  port_unwatch};
 	if (host_port_set(h, PORT_TASK_SUBMIT, &s->submit_port) != 0) {
 		snprintf(err, err_len, "port %s provided twice", PORT_TASK_SUBMIT);
 		return -1;
@@ -1542,12 +1639,19 @@ static void withdrawn(void *arg, const struct task *t)
 {
 	struct tasks_svc *s = arg;
 	struct waiter *w = idmap_get(&s->task_waiters, t->id);
+	int watched = 0;
 	while (w) {
 		struct waiter *n = w->id_next;
-		rpc_reply_error(w->call, CH_ERR_STORAGE, "the node could not journal the request");
-		waiter_free(s, w);
+		if (w->watch) {
+			watched = 1; /* told after a commit, outside this core call */
+		} else {
+			rpc_reply_error(w->call, CH_ERR_STORAGE, "the node could not journal the request");
+			waiter_free(s, w);
+		}
 		w = n;
 	}
+	if (watched)
+		idvec_push(s, &s->ended, t->id);
 	struct placed_rec *pr = idmap_get(&s->placed_by_task, t->id);
 	if (pr)
 		placed_drop(s, pr);

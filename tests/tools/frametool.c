@@ -1263,7 +1263,8 @@ static int usage(void)
 	        "       dup [N] | gossip client|node|impostor EXPECT | restart-awaits N |\n"
 	        "       hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
-	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]]\n"
+	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]] |\n"
+	        "       compute-bad\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
 }
@@ -1411,6 +1412,56 @@ static int mode_stream_bad(const char *secret)
 	return ok ? 0 : 1;
 }
 
+/* ---- compute-bad: get-or-compute requests libchorus would not send ---- */
+
+static int compute_expect(ch_client *c, const char *what, const Chorus__CacheReq *req, int code,
+                          const char *want)
+{
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+	env.cache = (Chorus__CacheReq *)req;
+	Chorus__Envelope *e = NULL;
+	char err[256] = "";
+	int got = chi_request(c, &env, 0, &e, err, sizeof(err));
+	if (e)
+		chorus__envelope__free_unpacked(e, NULL);
+	int ok = got == code && strstr(err, want) != NULL;
+	printf("%s: %s (%s): %s\n", what, ch_strerror(got), err, ok ? "as expected" : "WRONG");
+	return ok;
+}
+
+static int mode_compute_bad(const char *secret)
+{
+	ch_client *c = NULL;
+	char err[256];
+	struct ch_client_options o = {.timeout_ms = 5000};
+	if (ch_client_connect(&c, g_addr, secret, &o, err, sizeof(err)) != CH_OK) {
+		printf("connect: %s\n", err);
+		return 3;
+	}
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	req.op = CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE;
+	req.key.data = (uint8_t *)"bad";
+	req.key.len = 3;
+	int ok = 1;
+	ok &= compute_expect(c, "no compute", &req, CH_ERR_INVALID, "needs a handler");
+	Chorus__TaskSpec spec = CHORUS__TASK_SPEC__INIT;
+	req.compute = &spec;
+	ok &= compute_expect(c, "an empty handler", &req, CH_ERR_INVALID, "needs a handler");
+	spec.handler = "echo";
+	req.ttl_ms = -5;
+	ok &= compute_expect(c, "a negative ttl", &req, CH_ERR_INVALID, "a ttl of 0");
+	req.ttl_ms = 0;
+	req.key.len = 0;
+	ok &= compute_expect(c, "no key", &req, CH_ERR_INVALID, "a key of 1 to");
+	req.key.len = 3;
+	req.forwarded = 1;
+	ok &= compute_expect(c, "forwarded by a client", &req, CH_ERR_DENIED, "only a node");
+	ch_client_close(c);
+	printf("compute-bad: %s\n", ok ? "every answer as expected" : "WRONG");
+	return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4)
@@ -1463,6 +1514,8 @@ int main(int argc, char **argv)
 		rc = mode_gossip(secret, argv[4], argv[5]);
 	} else if (strcmp(mode, "stream-bad") == 0) {
 		rc = mode_stream_bad(secret);
+	} else if (strcmp(mode, "compute-bad") == 0) {
+		rc = mode_compute_bad(secret);
 	} else if (strcmp(mode, "hello-dump") == 0) {
 		/* one HELLO made with the key, as hex: what an eavesdropper
 		 * captures, for replay tools */

@@ -65,6 +65,9 @@ struct fake_node {
 	int cache_consistency;
 	uint32_t cache_flags;
 	int cache_op;
+	int64_t cache_ttl;
+	char cache_handler[32];  /* a get-or-compute's task */
+	uint32_t cache_task_timeout_ms;
 	int require_seen;        /* task requests (submit, map) seen */
 	size_t require_count;    /* of the last one */
 	char require[FAKE_REQUIRE_MAX][FAKE_TAG_BYTES];
@@ -340,6 +343,12 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 		n->cache_consistency = (int)cq->consistency;
 		n->cache_flags = cq->flags;
 		n->cache_op = (int)cq->op;
+		n->cache_ttl = cq->ttl_ms;
+		snprintf(n->cache_handler, sizeof n->cache_handler, "%s",
+		         cq->compute != NULL ? cq->compute->handler : "");
+		n->cache_task_timeout_ms = cq->compute != NULL && cq->compute->opts != NULL
+		                               ? cq->compute->opts->timeout_ms
+		                               : 0;
 		pthread_mutex_unlock(&n->seen_mu);
 		if (atomic_load(&n->cache_errors) > 0) {
 			atomic_fetch_sub(&n->cache_errors, 1);
@@ -365,6 +374,15 @@ static uint8_t *fake_answer(struct fake_node *n, Chorus__Envelope *q, size_t *le
 		cache.ttl_ms = miss ? -2 : -1;
 		cache.applied = !miss;
 		cache.integer = cq->delta + 10;
+		if (cq->op == CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE && miss) {
+			/* "computed": the handler's name and the payload */
+			k = snprintf(outbuf, sizeof outbuf, "%s(%.*s)", cq->compute->handler,
+			             (int)cq->compute->payload.len, (const char *)cq->compute->payload.data);
+			cache.found = 1;
+			cache.value.data = (uint8_t *)outbuf;
+			cache.value.len = (size_t)k;
+			cache.computed = 1;
+		}
 		if (cq->op == CHORUS__CACHE_OP__CACHE_SCAN) {
 			cache.n_keys = 2;
 			cache.keys = scan_keys;
@@ -1473,6 +1491,74 @@ static void cache_moved_gives_up_after_the_tries(void **state)
 	fake_stop(&f->node);
 }
 
+static void cache_get_or_compute_sends_the_task_and_tells_computed(void **state)
+{
+	struct fixture *f = *state;
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 1);
+	char err[256];
+	void *value = NULL;
+	size_t len = 0;
+	int computed = -1;
+	struct ch_cache_version v;
+	struct ch_cache_opts o = { .cache = "reports", .consistency = CH_CACHE_ONE };
+	struct ch_task_opts t = { .timeout_ms = 1500 };
+	assert_int_equal(ch_cache_get_or_compute(c, &o, "missing", 7, "sha", "in", 2, &t, 60000,
+	                                         &value, &len, &computed, &v, err, sizeof err),
+	                 CH_OK);
+	assert_int_equal(len, 7);
+	assert_string_equal(value, "sha(in)");
+	free(value);
+	assert_int_equal(computed, 1);
+	assert_int_equal(v.hlc, 42);
+	pthread_mutex_lock(&f->node.seen_mu);
+	assert_int_equal(f->node.cache_op, CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE);
+	assert_string_equal(f->node.cache_name, "reports");
+	assert_int_equal(f->node.cache_consistency, CH_CACHE_ONE);
+	assert_string_equal(f->node.cache_handler, "sha");
+	assert_int_equal(f->node.cache_task_timeout_ms, 1500);
+	assert_int_equal(f->node.cache_ttl, 60000);
+	pthread_mutex_unlock(&f->node.seen_mu);
+	/* a key that holds a value: not computed */
+	assert_int_equal(ch_cache_get_or_compute(c, NULL, "k", 1, "sha", NULL, 0, NULL, 0, &value,
+	                                         &len, &computed, NULL, err, sizeof err),
+	                 CH_OK);
+	assert_string_equal(value, "v:k");
+	free(value);
+	assert_int_equal(computed, 0);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
+static void cache_get_or_compute_retries_moved_not_a_failed_task(void **state)
+{
+	struct fixture *f = *state;
+	f->node.cache_error_code = CH_ERR_MOVED;
+	atomic_store(&f->node.cache_errors, 2);
+	fake_start(&f->node, f->secret);
+	ch_client *c = connect_ok(f, 1);
+	char err[256];
+	void *value = NULL;
+	size_t len = 0;
+	assert_int_equal(ch_cache_get_or_compute(c, NULL, "missing", 7, "echo", "x", 1, NULL, 0,
+	                                         &value, &len, NULL, NULL, err, sizeof err),
+	                 CH_OK);
+	assert_string_equal(value, "echo(x)");
+	free(value);
+	assert_int_equal(atomic_load(&f->node.requests), 3);
+	/* a task that failed is every caller's answer: not retried */
+	f->node.cache_error_code = CH_ERR_TASK_FAILED;
+	atomic_store(&f->node.cache_errors, 1000);
+	assert_int_equal(ch_cache_get_or_compute(c, NULL, "missing", 7, "echo", "x", 1, NULL, 0,
+	                                         &value, &len, NULL, NULL, err, sizeof err),
+	                 CH_ERR_TASK_FAILED);
+	assert_null(value);
+	assert_string_equal(err, "partition 7 is on another member");
+	assert_int_equal(atomic_load(&f->node.requests), 4);
+	ch_client_close(c);
+	fake_stop(&f->node);
+}
+
 static void cache_unavailable_is_not_retried(void **state)
 {
 	struct fixture *f = *state;
@@ -1536,6 +1622,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(cache_moved_is_retried_until_answered, setup, teardown),
 		cmocka_unit_test_setup_teardown(cache_moved_gives_up_after_the_tries, setup, teardown),
 		cmocka_unit_test_setup_teardown(cache_unavailable_is_not_retried, setup, teardown),
+		cmocka_unit_test_setup_teardown(cache_get_or_compute_sends_the_task_and_tells_computed,
+		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(cache_get_or_compute_retries_moved_not_a_failed_task,
+		                                setup, teardown),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	nng_fini(); /* joins nng's own threads, so valgrind sees no stacks left */

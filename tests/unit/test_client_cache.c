@@ -219,6 +219,54 @@ static void scan_needs_its_outputs(void **state)
 	assert_int_equal(next, 0);
 }
 
+static void get_or_compute_checks_its_arguments(void **state)
+{
+	(void)state;
+	void *value = (void *)&value;
+	size_t len = 7;
+	int computed = 5;
+	struct ch_cache_version v = { .hlc = 9 };
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "echo", "p", 1, NULL, 0, NULL,
+	                                       &len, &computed, &v, ERR),
+	               CH_ERR_INVALID, "value and value_len are required");
+	assert_int_equal(len, 0);
+	assert_int_equal(computed, 0);
+	assert_int_equal(v.hlc, 0);
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "", 0, "echo", "p", 1, NULL, 0, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "a key is required");
+	assert_null(value);
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, NULL, "p", 1, NULL, 0, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "a handler name is required");
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "", "p", 1, NULL, 0, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "a handler name is required");
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "echo", NULL, 3, NULL, 0, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "payload is NULL");
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "echo", "p", 1, NULL, -1, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "ttl_ms is negative");
+	struct ch_task_opts keyed = { .key = "mine" };
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "echo", "p", 1, &keyed, 0, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "task_opts.key is not taken here");
+	struct ch_task_opts bad_restart = { .restart = 7 };
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "echo", "p", 1, &bad_restart, 0,
+	                                       &value, &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "unknown restart policy 7");
+	struct ch_cache_opts bad_level = { .consistency = 9 };
+	assert_refused(ch_cache_get_or_compute(NULL, &bad_level, "k", 1, "echo", "p", 1, NULL, 0,
+	                                       &value, &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "unknown consistency level 9");
+	/* an empty payload, NULL outputs that may be NULL: as far as the client */
+	assert_refused(ch_cache_get_or_compute(NULL, NULL, "k", 1, "echo", NULL, 0, NULL, 0, &value,
+	                                       &len, NULL, NULL, ERR),
+	               CH_ERR_INVALID, "client is required");
+	assert_string_equal(ch_strerror(CH_ERR_TASK_FAILED), "the task failed");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -230,6 +278,7 @@ int main(void)
 		cmocka_unit_test(options_are_checked),
 		cmocka_unit_test(multi_key_calls_check_every_key_and_the_count),
 		cmocka_unit_test(scan_needs_its_outputs),
+		cmocka_unit_test(get_or_compute_checks_its_arguments),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
