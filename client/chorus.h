@@ -615,7 +615,7 @@ int ch_cache_getdel(ch_client *c, const struct ch_cache_opts *opts, const void *
  *   CH_CACHE_UPDATE_KEEP    change nothing (the lock is let go),
  *   or a negative CH_ERR_*: change nothing, and the call returns it.
  * lease_ms (0: 5,000) bounds how long the lock is held if this process
- * dies between the read and the write; at most 600,000. A plain write
+ * dies between the read and the write; at most 60,000. A plain write
  * (put, del, incr) does not wait for the lock; an update it raced with is
  * refused rather than applied over it, and the call begins again (fn runs
  * again), as it does when the lease ran out or the primary changed: no
@@ -629,6 +629,7 @@ enum ch_cache_update_action {
 	CH_CACHE_UPDATE_DELETE = 2,
 };
 #define CH_CACHE_UPDATE_TRIES 16
+#define CH_CACHE_UPDATE_LEASE_MS_MAX 60000u
 typedef int (*ch_cache_update_fn)(void *ud, const void *value, size_t value_len, int found,
                                   void **new_value, size_t *new_len, int64_t *ttl_ms);
 int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *key,

@@ -2839,6 +2839,18 @@ static int update_step(ch_client *c, const struct ch_cache_opts *opts, const voi
 	return cache_call(c, opts, &req, e, err, err_len);
 }
 
+/* Best effort: lets go of a lock (or a place in its line) held by token. */
+static void update_abort(ch_client *c, const struct ch_cache_opts *opts, const void *key,
+                         size_t key_len, uint64_t lock)
+{
+	char ignored[CLIENT_ERR_BYTES];
+	Chorus__Envelope *e = NULL;
+	(void)update_step(c, opts, key, key_len, UPDATE_ABORT, lock, 0, NULL, 0, 0, &e, ignored,
+	                  sizeof ignored);
+	if (e != NULL)
+		chorus__envelope__free_unpacked(e, NULL);
+}
+
 int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *key,
                     size_t key_len, uint32_t lease_ms, ch_cache_update_fn fn, void *ud,
                     int *outcome, char *err, size_t err_len)
@@ -2847,9 +2859,9 @@ int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *
 		*outcome = CH_CACHE_UPDATE_KEEP;
 	if (fn == NULL)
 		return fail(err, err_len, CH_ERR_INVALID, "an update function is required");
-	if (lease_ms > 600000)
-		return fail(err, err_len, CH_ERR_INVALID, "a lease of at most 600000 ms (%u given)",
-		            lease_ms);
+	if (lease_ms > CH_CACHE_UPDATE_LEASE_MS_MAX)
+		return fail(err, err_len, CH_ERR_INVALID, "a lease of at most %u ms (%u given)",
+		            (unsigned)CH_CACHE_UPDATE_LEASE_MS_MAX, lease_ms);
 	int code = check_cache_key(key, key_len, err, err_len);
 	if (code != CH_OK)
 		return code;
@@ -2859,9 +2871,17 @@ int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *
 	uint32_t backoff_ms = UPDATE_RETRY_MS_FIRST;
 	uint32_t refusals = 0;
 	for (;;) {
+		/* this attempt's token, chosen here so that an abort can name it
+		 * even when begin's answer never comes back */
+		uint64_t lock = 0;
+		while (lock == 0)
+			randombytes_buf(&lock, sizeof lock);
 		Chorus__Envelope *e = NULL;
-		code = update_step(c, opts, key, key_len, UPDATE_BEGIN, 0, lease_ms, NULL, 0, 0, &e,
+		code = update_step(c, opts, key, key_len, UPDATE_BEGIN, lock, lease_ms, NULL, 0, 0, &e,
 		                   err, err_len);
+		if (code != CH_OK && code != CH_ERR_FULL && code != CH_ERR_INVALID &&
+		    code != CH_ERR_NOT_FOUND && code != CH_ERR_TOO_LARGE)
+			update_abort(c, opts, key, key_len, lock); /* it may be waiting, or hold it */
 		if (code == CH_ERR_FULL && nng_clock() + backoff_ms < deadline) {
 			/* the node waited the cache timeout behind other updates */
 			nng_msleep((nng_duration)backoff_ms);
@@ -2872,10 +2892,10 @@ int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *
 		if (code != CH_OK)
 			return code;
 		const Chorus__CacheResp *r = e->cache_resp;
-		uint64_t lock = r->lock;
-		if (lock == 0) {
+		if (r->lock != lock) {
 			chorus__envelope__free_unpacked(e, NULL);
-			return fail(err, err_len, CH_ERR_PROTOCOL, "the node granted no lock");
+			update_abort(c, opts, key, key_len, lock);
+			return fail(err, err_len, CH_ERR_PROTOCOL, "the node granted another lock");
 		}
 		void *nv = NULL;
 		size_t nlen = 0;
@@ -2886,11 +2906,7 @@ int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *
 		e = NULL;
 		if (action != CH_CACHE_UPDATE_SET && action != CH_CACHE_UPDATE_DELETE) {
 			free(nv);
-			char ignored[CLIENT_ERR_BYTES];
-			(void)update_step(c, opts, key, key_len, UPDATE_ABORT, lock, 0, NULL, 0, 0, &e,
-			                  ignored, sizeof ignored);
-			if (e != NULL)
-				chorus__envelope__free_unpacked(e, NULL);
+			update_abort(c, opts, key, key_len, lock);
 			if (action == CH_CACHE_UPDATE_KEEP)
 				return CH_OK;
 			if (action < 0)
@@ -2901,19 +2917,19 @@ int ch_cache_update(ch_client *c, const struct ch_cache_opts *opts, const void *
 		}
 		if (ttl_ms < 0) {
 			free(nv);
-			char ignored[CLIENT_ERR_BYTES];
-			(void)update_step(c, opts, key, key_len, UPDATE_ABORT, lock, 0, NULL, 0, 0, &e,
-			                  ignored, sizeof ignored);
-			if (e != NULL)
-				chorus__envelope__free_unpacked(e, NULL);
+			update_abort(c, opts, key, key_len, lock);
 			return fail(err, err_len, CH_ERR_INVALID, "a ttl of 0 or more is needed");
 		}
 		code = update_step(c, opts, key, key_len,
 		                   action == CH_CACHE_UPDATE_SET ? UPDATE_COMMIT : UPDATE_COMMIT_DELETE,
 		                   lock, 0, nv, nlen, ttl_ms, &e, err, err_len);
 		free(nv);
-		if (code != CH_OK)
+		if (code != CH_OK) {
+			/* the lock is let go whatever happened (an applied commit took
+			 * the token with it: this abort then changes nothing) */
+			update_abort(c, opts, key, key_len, lock);
 			return code;
+		}
 		int applied = e->cache_resp->applied;
 		chorus__envelope__free_unpacked(e, NULL);
 		if (applied) {

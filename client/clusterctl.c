@@ -389,7 +389,7 @@ static const char help_cache[] =
 	"CHORUS_CACHE_FOUND=1 or 0 and CHORUS_CACHE_KEY in its environment), and what\n"
 	"it prints becomes the value (--ttl as put; --delete-if-empty: no output\n"
 	"deletes the key). A command that exits non-zero changes nothing (exit 1).\n"
-	"--lease DUR (default 30s, at most 10m) is how long the lock is held at most.\n"
+	"--lease DUR (default 30s, at most 1m) is how long the lock is held at most.\n"
 	"A plain put or del does not wait for the lock; when one lands between the\n"
 	"read and the write, or the lease runs out, the write is refused and the\n"
 	"update begins again: the command may run more than once, the value is\n"
@@ -2952,8 +2952,8 @@ static void cache_parse(int argc, char **argv, struct cache_args *a)
 				           sub, p);
 		} else if ((takes & CACHE_TAKES_UPDATE) != 0 && strcmp(o, "--lease") == 0) {
 			int64_t ms = parse_ttl_or_die("--lease", opt_value(argc, argv, &i));
-			if (ms > 600000)
-				usage_fail("cache update: --lease is at most 10m");
+			if (ms > CH_CACHE_UPDATE_LEASE_MS_MAX)
+				usage_fail("cache update: --lease is at most 1m");
 			a->lease_ms = (uint32_t)ms;
 		} else if ((takes & CACHE_TAKES_UPDATE) != 0 && strcmp(o, "--delete-if-empty") == 0) {
 			a->delete_if_empty = true;
@@ -3587,7 +3587,12 @@ static int update_run(void *ud, const void *value, size_t value_len, int found, 
 		fclose(in);
 		return CH_ERR_IO;
 	}
+	/* the child's environment is set here: between fork and exec only
+	 * async-signal-safe calls (nng's threads may hold malloc's locks) */
+	setenv("CHORUS_CACHE_FOUND", found ? "1" : "0", 1);
+	setenv("CHORUS_CACHE_KEY", u->a->args[0], 1);
 	fflush(stdout);
+	fflush(stderr);
 	pid_t pid = fork();
 	if (pid < 0) {
 		snprintf(u->why, sizeof u->why, "fork: %s", strerror(errno));
@@ -3601,10 +3606,11 @@ static int update_run(void *ud, const void *value, size_t value_len, int found, 
 		dup2(pfd[1], STDOUT_FILENO);
 		close(pfd[0]);
 		close(pfd[1]);
-		setenv("CHORUS_CACHE_FOUND", found ? "1" : "0", 1);
-		setenv("CHORUS_CACHE_KEY", u->a->args[0], 1);
 		execvp(u->argv[0], u->argv);
-		fprintf(stderr, "clusterctl: cannot run %s: %s\n", u->argv[0], strerror(errno));
+		static const char msg[] = "clusterctl: cannot run the command (not found, or not "
+		                          "executable)\n";
+		ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+		(void)w;
 		_exit(127);
 	}
 	close(pfd[1]);

@@ -199,7 +199,6 @@ struct repl_batch {
  * Only requests that are safe to send again alone are gathered (see
  * fb_takes). */
 #define FB_ENTRIES_MAX 256
-#define FB_BYTES_MAX (1u << 20)
 #define FB_REPLY_BYTES_MAX (4u << 20)   /* a batch's answer; the rest is sent alone */
 #define FB_RECV_MAX 1024                /* requests in one CacheBatch received */
 struct fwd_batch {
@@ -259,6 +258,7 @@ struct cache_svc {
 	int wq_busy, wq_again;
 	uint64_t fwd_waited, wq_expired;
 	int serving;
+	int stopping;                /* svc_stop began: no new request is taken */
 	/* hinted handoff: writes a replica failed to acknowledge, kept for it
 	 * (oldest first) and sent again while it is in the map */
 	struct hint *hints, *hints_tail;

@@ -248,6 +248,15 @@ static void op_answer_error(struct op *o, int code, const char *fmt, ...)
 	op_answer(o, code, NULL, msg);
 }
 
+/* What one gathered request (CacheBatch, CacheRepl) may hold: RB_BYTES_MAX,
+ * or a quarter of the frame cap when that is smaller. One item alone may
+ * pass it (a batch holds at least one). */
+static size_t batch_bytes_max(const struct cache_svc *s)
+{
+	size_t quarter = s->cfg->frame_bytes_max / 4;
+	return quarter < RB_BYTES_MAX ? quarter : RB_BYTES_MAX;
+}
+
 /* ---- peer requests that wait for room ----
  * A link holds a bounded number of requests in flight. A forward, replica
  * copy or replica read that finds its link full waits here, in order per
@@ -495,6 +504,31 @@ static void rb_push(struct repl_batch **list, struct repl_batch *b)
 static void read_ack(struct op_slot *sl, int code, int ok, int found,
                      const Chorus__CacheEntry *entry);
 
+/* A read of batch `from` the replica left out of its answer (the answer
+ * would have been too big): into this iteration's read batch for the same
+ * replica, its slot counted already. */
+static void rd_requeue(struct cache_svc *s, const struct repl_batch *from, struct op_slot *sl)
+{
+	struct repl_batch *b = s->rb_pending;
+	while (b && !(b->read && b->cache == from->cache && memcmp(b->to, from->to, ID_BYTES) == 0 &&
+	              b->n < RB_ENTRIES_MAX))
+		b = b->next;
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b) {
+			read_ack(sl, CH_ERR_NOMEM, 0, 0, NULL);
+			return;
+		}
+		b->s = s;
+		memcpy(b->to, from->to, ID_BYTES);
+		b->cache = from->cache;
+		b->read = 1;
+		rb_push(&s->rb_pending, b);
+	}
+	b->slots[b->n++] = sl;
+	b->bytes += sl->o->key_len;
+}
+
 static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
 	struct repl_batch *b = arg;
@@ -508,6 +542,8 @@ static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 		for (uint32_t i = 0; i < b->n; i++) {
 			if (r && i < r->n_reads)
 				read_ack(b->slots[i], 0, 1, r->reads[i]->found, r->reads[i]->entry);
+			else if (r && r->n_reads > 0)
+				rd_requeue(s, b, b->slots[i]); /* its answer was too big: ask again */
 			else
 				read_ack(b->slots[i], ok ? CH_ERR_PROTOCOL : c2, 0, 0, NULL);
 		}
@@ -614,7 +650,7 @@ static int rb_add(struct op *o, const uint8_t *to, int read)
 	struct repl_batch *b = s->rb_pending;
 	while (b && !(b->cache == ci && b->read == read && memcmp(b->to, to, ID_BYTES) == 0))
 		b = b->next;
-	if (b && (b->n == RB_ENTRIES_MAX || b->bytes + len > RB_BYTES_MAX)) {
+	if (b && (b->n == RB_ENTRIES_MAX || b->bytes + len > batch_bytes_max(s))) {
 		rb_send(s, b);
 		b = NULL;
 	}
@@ -1209,16 +1245,32 @@ static void fb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 	const Chorus__CacheBatchResp *r = NULL;
 	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_BATCH_RESP)
 		r = reply->cache_batch_resp;
+	int old_peer = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR &&
+	               reply->error->code == CH_ERR_PROTOCOL && reply->error->message &&
+	               strncmp(reply->error->message, "unknown request type", 20) == 0;
 	for (uint32_t i = 0; i < b->n; i++) {
 		struct op *o = b->ops[i];
 		o->outstanding--;
 		if (code != 0) {
 			op_answer(o, code, NULL, err ? err : ch_strerror(code));
+		} else if (reply && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR && old_peer) {
+			/* a node of an older version: nothing was run, each goes alone */
+			Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, o->req_len, o->req_bytes);
+			if (req) {
+				forward_alone(s, o, b->to, req);
+				chorus__cache_req__free_unpacked(req, NULL);
+				continue;
+			}
+			op_answer(o, CH_ERR_NOMEM, NULL, "out of memory");
 		} else if (reply && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR) {
 			op_answer(o, reply->error->code, NULL,
 			          reply->error->message ? reply->error->message : "no answer");
 		} else if (!r || i >= r->n_items) {
 			op_answer(o, CH_ERR_PROTOCOL, NULL, "an unexpected answer from the primary");
+		} else if (r->items[i]->resend && o->op != CHORUS__CACHE_OP__CACHE_GET) {
+			/* only a GET may be asked again: anything else ran there */
+			op_answer(o, CH_ERR_PROTOCOL, NULL,
+			          "the primary asked to resend a request that is not a GET");
 		} else if (r->items[i]->resend) {
 			Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, o->req_len, o->req_bytes);
 			if (!req) {
@@ -1312,7 +1364,7 @@ static void fb_add(struct cache_svc *s, struct op *o, const uint8_t *to)
 	struct fwd_batch *b = s->fb_pending;
 	while (b && memcmp(b->to, to, ID_BYTES) != 0)
 		b = b->next;
-	if (b && (b->n == FB_ENTRIES_MAX || b->bytes + o->req_len > FB_BYTES_MAX)) {
+	if (b && (b->n == FB_ENTRIES_MAX || b->bytes + o->req_len > batch_bytes_max(s))) {
 		fb_send(s, b);
 		b = NULL;
 	}
@@ -1341,13 +1393,14 @@ static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheRe
 		return 0;
 	}
 	o->scan_ord = scan_ord;
+	o->op = req->op;
 	Chorus__CacheReq copy = *req;
 	copy.forwarded = 1;
 	copy.epoch = s->map.epoch;
 	copy.cursor = cursor;
 	if (kind == OP_FORWARD && fb_takes(&copy)) {
 		o->req_len = chorus__cache_req__get_packed_size(&copy);
-		if (o->req_len <= FB_BYTES_MAX / 2) {
+		if (o->req_len <= batch_bytes_max(s) / 2) {
 			o->req_bytes = malloc(o->req_len ? o->req_len : 1);
 			if (!o->req_bytes) {
 				op_answer_error(o, CH_ERR_NOMEM, "out of memory");
@@ -1644,8 +1697,12 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
                        char *err, size_t err_len)
 {
 	struct cache_svc *s = ctx;
-	(void)err;
-	(void)err_len;
+	if (s->stopping) {
+		/* answers given while stopping must not start new work that
+		 * nothing would free */
+		snprintf(err, err_len, "the node is stopping");
+		return CH_ERR_SHUTTING_DOWN;
+	}
 	if (!s->have_map)
 		map_refresh(s);
 	if (req->op == CHORUS__CACHE_OP__CACHE_STATS) {
@@ -1703,7 +1760,8 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 		             req->key.len);
 		return 0;
 	}
-	if (req->value.len > s->cfg->cache_value_bytes_max) {
+	if (req->value.len > s->cfg->cache_value_bytes_max &&
+	    req->op != CHORUS__CACHE_OP__CACHE_UPDATE /* checked there: the lock is let go */) {
 		answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
 		             s->cfg->cache_value_bytes_max, req->value.len);
 		return 0;
@@ -1821,9 +1879,22 @@ static void handle_cache(void *svc, struct rpc_call *call, const Chorus__Envelop
 
 /* ---- a CacheBatch from a peer: each request as if it came alone ---- */
 
+#define BATCH_ITEM_OVERHEAD 64   /* an item's framing, version, counters */
+
+/* What a batch's answer may hold: FB_REPLY_BYTES_MAX, or a quarter of the
+ * frame cap when that is smaller (the rest: items that are not GETs, whose
+ * answers are small, and one GET whatever its size). */
+static size_t batch_reply_budget(const struct cache_svc *s)
+{
+	size_t quarter = s->cfg->frame_bytes_max / 4;
+	return quarter < FB_REPLY_BYTES_MAX ? quarter : FB_REPLY_BYTES_MAX;
+}
+
 struct batch_slot {
 	struct batch_wait *bw;
 	int code;
+	int get;                     /* a GET: may be answered "resend" */
+	int resend;
 	char *err;
 	uint8_t *resp;               /* the answer, packed */
 	size_t resp_len;
@@ -1833,6 +1904,8 @@ struct batch_wait {
 	struct rpc_call *call;
 	uint32_t n, pending;
 	int submitting;
+	size_t bytes, budget;        /* the answer's size so far, and its cap */
+	int get_kept;                /* one GET's answer is kept, whatever its size */
 	struct batch_slot slots[];
 };
 
@@ -1845,7 +1918,6 @@ static void batch_finish(struct batch_wait *bw)
 		if (!items || !ptrs || !resps) {
 			rpc_reply_error(bw->call, CH_ERR_NOMEM, "out of memory");
 		} else {
-			size_t total = 0;
 			for (uint32_t i = 0; i < bw->n; i++) {
 				struct batch_slot *sl = &bw->slots[i];
 				chorus__cache_batch_item__init(&items[i]);
@@ -1853,7 +1925,7 @@ static void batch_finish(struct batch_wait *bw)
 				if (sl->code != 0) {
 					items[i].code = sl->code;
 					items[i].error = sl->err ? sl->err : (char *)"";
-				} else if (i > 0 && total + sl->resp_len > FB_REPLY_BYTES_MAX) {
+				} else if (sl->resend) {
 					items[i].resend = 1; /* a GET: the sender asks again, alone */
 				} else if (!(resps[i] = chorus__cache_resp__unpack(NULL, sl->resp_len,
 				                                                   sl->resp))) {
@@ -1861,7 +1933,6 @@ static void batch_finish(struct batch_wait *bw)
 					items[i].error = (char *)"out of memory";
 				} else {
 					items[i].resp = resps[i];
-					total += sl->resp_len;
 				}
 			}
 			Chorus__CacheBatchResp r = CHORUS__CACHE_BATCH_RESP__INIT;
@@ -1892,8 +1963,18 @@ static void batch_item_reply(void *arg, int code, const Chorus__CacheResp *resp,
 	sl->code = code;
 	if (code != 0) {
 		sl->err = strdup(err ? err : ch_strerror(code));
+		bw->bytes += BATCH_ITEM_OVERHEAD + (sl->err ? strlen(sl->err) : 0);
+	} else if (resp && sl->get && bw->get_kept &&
+	           bw->bytes + chorus__cache_resp__get_packed_size(resp) + BATCH_ITEM_OVERHEAD >
+	               bw->budget) {
+		/* the batch's answer would pass its cap: a GET is asked again,
+		 * alone, and not held here meanwhile */
+		sl->resend = 1;
+		bw->bytes += BATCH_ITEM_OVERHEAD;
 	} else if (resp) {
 		sl->resp_len = chorus__cache_resp__get_packed_size(resp);
+		bw->bytes += sl->resp_len + BATCH_ITEM_OVERHEAD;
+		bw->get_kept |= sl->get;
 		sl->resp = malloc(sl->resp_len ? sl->resp_len : 1);
 		if (sl->resp) {
 			chorus__cache_resp__pack(resp, sl->resp);
@@ -1932,6 +2013,7 @@ static void handle_cache_batch(void *svc, struct rpc_call *call, const Chorus__E
 	bw->n = (uint32_t)m->n_reqs;
 	bw->pending = bw->n;
 	bw->submitting = 1;
+	bw->budget = batch_reply_budget(s);
 	bw->call = rpc_park(call, batch_cancel, bw);
 	if (!bw->call) {
 		free(bw);
@@ -1940,6 +2022,7 @@ static void handle_cache_batch(void *svc, struct rpc_call *call, const Chorus__E
 	for (uint32_t i = 0; i < bw->n; i++) {
 		struct batch_slot *sl = &bw->slots[i];
 		sl->bw = bw;
+		sl->get = m->reqs[i]->op == CHORUS__CACHE_OP__CACHE_GET;
 		Chorus__CacheReq req = *m->reqs[i];
 		req.forwarded = 1;
 		char err[256] = "";
@@ -2081,6 +2164,7 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
+	s->stopping = 1;
 	cache_persist_svc_stop(s); /* a snapshot of the stores as they are now */
 	wq_clear(s); /* their ops are freed below */
 	rb_clear(s);

@@ -6,6 +6,8 @@
  */
 #include "svc/cache_internal.h"
 
+#define READS_ANSWER_BYTES_MAX (4u << 20)
+
 /* ---- replica side ---- */
 
 int cache_entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheEntry *e)
@@ -113,6 +115,12 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 		                RB_READS_RECV_MAX);
 		return;
 	}
+	/* the answer stays under a quarter of the frame cap (4 MiB at most):
+	 * the reads past it are left out (n_reads < n) and the sender asks
+	 * them again; the first is always answered */
+	size_t budget = s->cfg->frame_bytes_max / 4, used = 0, answered = 0;
+	if (budget > READS_ANSWER_BYTES_MAX)
+		budget = READS_ANSWER_BYTES_MAX;
 	uint64_t now = cache_now_wall(s);
 	for (size_t i = 0; i < nr; i++) {
 		chorus__cache_read_result__init(&rr[i]);
@@ -120,13 +128,18 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 		struct cstore_item it;
 		if (m->read_keys[i].len &&
 		    cstore_peek(c->st, m->read_keys[i].data, m->read_keys[i].len, now, &it) == 0) {
+			size_t size = it.key_bytes + it.value_bytes + 64;
+			if (i > 0 && used + size > budget)
+				break;
+			used += size;
 			cache_entry_from_item(&it, &re[i], &rv[i], rn[i]);
 			rr[i].entry = &re[i];
 			rr[i].found = 1;
 		}
+		answered = i + 1;
 	}
 	resp.reads = rrp;
-	resp.n_reads = nr;
+	resp.n_reads = answered;
 	rpc_reply_body(call, CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP, cache_repl_resp, &resp);
 	free(rr);
 	free(rrp);

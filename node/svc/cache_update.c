@@ -17,7 +17,9 @@
  * wait for the lock, but an isolated update it raced with is refused
  * (applied = 0) rather than overwriting it; so is one whose lease ran out
  * or whose primary changed (the new primary knows no lock). The client
- * then begins again. No update is lost either way; the compute step runs
+ * then begins again. The client may choose the token (begin's `lock`), so
+ * that it can abort even when begin's answer never reached it: an abort
+ * with a waiter's token takes that waiter out of the line. No update is lost either way; the compute step runs
  * again only after such a refusal.
  *
  * Locks live in memory at the primary: a lease runs out at most lease_ms
@@ -30,7 +32,7 @@
 #define LOCKS_MAX 65536u
 #define LOCK_WAITERS_MAX 1024u   /* per key */
 #define LEASE_DEFAULT_MS 5000u
-#define LEASE_MAX_MS 600000u
+#define LEASE_MAX_MS 60000u
 
 enum { UPDATE_BEGIN = 1, UPDATE_COMMIT = 2, UPDATE_COMMIT_DELETE = 3, UPDATE_ABORT = 4 };
 
@@ -38,6 +40,7 @@ struct lock_waiter {
 	struct lock_waiter *next;
 	cache_reply_fn cb;
 	void *arg;
+	uint64_t token;              /* the caller's, or 0: one is drawn at grant */
 	uint32_t lease_ms;
 	uint64_t until_ms;           /* monotonic: answered "busy" then */
 };
@@ -100,12 +103,12 @@ static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt
 
 /* Gives the lock to a caller: a fresh token, the value held now. */
 static void grant(struct cache_svc *s, struct key_lock *lk, cache_reply_fn cb, void *arg,
-                  uint32_t lease_ms)
+                  uint64_t token, uint32_t lease_ms)
 {
 	struct cache *c = &s->caches[lk->cache];
-	do
+	lk->token = token;
+	while (lk->token == 0)
 		randombytes_buf(&lk->token, sizeof(lk->token));
-	while (lk->token == 0);
 	lk->expires_ms = host_now(s->host)->mono_ms + lease_ms;
 	struct cstore_item it;
 	lk->had = cstore_peek(c->st, lk->key, lk->key_len, cache_now_wall(s), &it) == 0 &&
@@ -156,7 +159,7 @@ static void release(struct cache_svc *s, struct key_lock *lk)
 			free(w);
 			continue;
 		}
-		grant(s, lk, w->cb, w->arg, w->lease_ms);
+		grant(s, lk, w->cb, w->arg, w->token, w->lease_ms);
 		free(w);
 		return;
 	}
@@ -192,7 +195,7 @@ static void begin(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 		memcpy(lk->key, req->key.data, req->key.len);
 		*pp = lk;
 		s->locks->n++;
-		grant(s, lk, cb, arg, lease);
+		grant(s, lk, cb, arg, req->lock, lease);
 		return;
 	}
 	if (lk->n_wait >= LOCK_WAITERS_MAX) {
@@ -207,6 +210,7 @@ static void begin(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 	}
 	w->cb = cb;
 	w->arg = arg;
+	w->token = req->lock;
 	w->lease_ms = lease;
 	w->until_ms = host_now(s->host)->mono_ms + s->cfg->cache_timeout_ms;
 	if (lk->wait_tail)
@@ -244,9 +248,39 @@ void cache_update(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 	}
 	uint32_t ci = (uint32_t)(c - s->caches);
 	struct key_lock *lk = *lock_slot(s, ci, req->key.data, req->key.len);
+	if (lk && req->update == UPDATE_ABORT && req->lock != 0 && req->lock != lk->token) {
+		/* the caller gave up while waiting (its begin's answer lost or
+		 * late): it leaves the line, so the lock never goes to nobody */
+		struct lock_waiter **wp = &lk->wait, *prev = NULL;
+		while (*wp && (*wp)->token != req->lock) {
+			prev = *wp;
+			wp = &(*wp)->next;
+		}
+		if (*wp) {
+			struct lock_waiter *w = *wp;
+			*wp = w->next;
+			if (lk->wait_tail == w)
+				lk->wait_tail = prev;
+			lk->n_wait--;
+			answer_code(w->cb, w->arg, CH_ERR_FULL, "the isolated update was aborted");
+			free(w);
+			Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
+			resp.epoch = s->map.epoch;
+			resp.applied = 1;
+			cb(arg, 0, &resp, NULL);
+			return;
+		}
+	}
 	if (!lk || lk->token == 0 || req->lock != lk->token) {
 		/* never held, its lease ran out, or another primary granted it */
 		refused(cb, arg, s);
+		return;
+	}
+	if (req->update != UPDATE_ABORT && req->value.len > s->cfg->cache_value_bytes_max) {
+		/* refused here, not before, so that the lock is let go */
+		release(s, lk);
+		answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
+		             s->cfg->cache_value_bytes_max, req->value.len);
 		return;
 	}
 	if (req->update == UPDATE_ABORT) {

@@ -10,6 +10,9 @@ batches large. Covered (Python's `redis` library, Debian's python3-redis):
 2. INCRs pipelined on all three nodes at once: the counters add up exactly;
 3. values big enough that one batch's answer would pass its cap (4 MiB):
    the GETs over it are sent again alone, and every value comes back whole;
+   replica reads of them (QUORUM) past the replica's answer cap are asked
+   again; INCRs in the same pipeline, gathered with those GETs, run once
+   (only a GET is ever sent again);
 4. a pipeline mixing every gathered operation (SET with EX, EXISTS, TTL,
    EXPIRE, PERSIST, DEL) with those never gathered (GETDEL, SET ... GET):
    each answer is the one its own command asked for, in order.
@@ -48,7 +51,7 @@ MISSING = None if redis else "no redis module (scripts/deps.sh installs python3-
 PERIOD = "100ms"
 PARTITIONS = 271
 CONF = """[cache]
-value_bytes_max = 1M
+value_bytes_max = 6M
 """
 
 
@@ -142,6 +145,24 @@ class TestCacheBatch(NodeTestCase):
             for (k, v), g in zip(values.items(), got):
                 self.assertEqual(len(g or b""), len(v), k)
                 self.assertEqual(g, v, k)
+
+    def test_big_gets_and_incrs_in_one_pipeline_run_once(self):
+        count, size = 6, 5 * 1024 * 1024     # 30 MiB of answers, past the 16 MiB frame
+        for i in range(count):
+            self.assertTrue(self.clients[0].set("huge:%d" % i, bytes([65 + i]) * size))
+        counters = ["once:%d" % i for i in range(200)]
+        for c in self.clients:
+            p = c.pipeline(transaction=False)
+            for i in range(count):
+                p.get("huge:%d" % i)
+            for k in counters:
+                p.incr(k)
+            got = p.execute()
+            for i in range(count):
+                self.assertEqual(got[i], bytes([65 + i]) * size, "huge:%d" % i)
+        # each node incremented each counter once: 3, never 4 or more
+        vals = self.clients[2].mget(counters)
+        self.assertEqual(vals, [b"3"] * len(counters))
 
     def test_a_mixed_pipeline_is_answered_in_order(self):
         c = self.clients[1]

@@ -93,20 +93,28 @@ class TestUpdateOneNode(UpdateCase):
         self.assertEqual(self.ctl(n, "get", "k", json=False)[0], "[[]]\n")
         _, err = self.ctl(n, "update", "k", "--", "/nonexistent/cmd", expect=EXIT_TASK_FAILED,
                           json=False)
-        self.assertIn("cannot run /nonexistent/cmd", err)
+        self.assertIn("cannot run the command", err)
         # --delete-if-empty: no output deletes the key
         out, _ = self.ctl(n, "update", "k", "--delete-if-empty", "--", "sh", "-c",
                           "cat >/dev/null")
         self.assertEqual(out, {"key": "k", "outcome": "deleted"})
         self.ctl(n, "get", "k", expect=EXIT_NOT_FOUND)
+        # a value over the node's limit: refused, and the lock let go at once
+        t0 = time.monotonic()
+        _, err = self.ctl(n, "update", "big", "--", "sh", "-c", "head -c 9000000 /dev/zero",
+                          expect=6, json=False)
+        self.assertIn("at most", err)
+        out, _ = self.ctl(n, "update", "big", "--", "sh", "-c", "echo small")
+        self.assertEqual(out, {"key": "big", "outcome": "stored"})
+        self.assertLess(time.monotonic() - t0, 20)  # not the 30 s lease
         # usage: no command, no --
         _, err = self.ctl(n, "update", "k", expect=EXIT_USAGE, json=False)
         self.assertIn("needs", err)
         _, err = self.ctl(n, "update", "k", "sh", expect=EXIT_USAGE, json=False)
         self.assertIn("--", err)
-        _, err = self.ctl(n, "update", "k", "--lease", "11m", "--", "true", expect=EXIT_USAGE,
+        _, err = self.ctl(n, "update", "k", "--lease", "2m", "--", "true", expect=EXIT_USAGE,
                           json=False)
-        self.assertIn("at most 10m", err)
+        self.assertIn("at most 1m", err)
 
     def test_persist_exists_getdel(self):
         n = self.n1
