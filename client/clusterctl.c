@@ -3075,6 +3075,15 @@ static json_t *cache_version_json(const struct ch_cache_version *v)
 	return o;
 }
 
+/* A value as get prints it: exactly the bytes stored, so `get K > f` gives
+ * what `put K --value-file f` took; a terminal gets a newline after them. */
+static void value_print(const void *value, size_t len)
+{
+	fwrite(value, 1, len, stdout);
+	if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
+		fputc('\n', stdout);
+}
+
 static int cache_get(struct cli *cli, const struct cache_args *a)
 {
 	const char *key = a->args[0];
@@ -3098,11 +3107,7 @@ static int cache_get(struct cli *cli, const struct cache_args *a)
 		json_object_set_new(o, "version", cache_version_json(&version));
 		json_print(o);
 	} else {
-		/* exactly the bytes stored, so `get K > f` gives what `put K
-		 * --value-file f` took; a terminal gets a newline after them */
-		fwrite(value, 1, len, stdout);
-		if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
-			fputc('\n', stdout);
+		value_print(value, len);
 	}
 	free(value);
 	return EXIT_OK;
@@ -3478,10 +3483,7 @@ static int cache_get_or_compute(struct cli *cli, const struct cache_args *a)
 		json_object_set_new(o, "version", cache_version_json(&version));
 		json_print(o);
 	} else {
-		/* the bytes as get prints them */
-		fwrite(value, 1, len, stdout);
-		if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
-			fputc('\n', stdout);
+		value_print(value, len);
 	}
 	free(value);
 	return EXIT_OK;
@@ -3547,9 +3549,7 @@ static int cache_getdel(struct cli *cli, const struct cache_args *a)
 		cache_bytes_json(o, "value", value, len);
 		json_print(o);
 	} else {
-		fwrite(value, 1, len, stdout);
-		if (isatty(STDOUT_FILENO) && (len == 0 || ((const char *)value)[len - 1] != '\n'))
-			fputc('\n', stdout);
+		value_print(value, len);
 	}
 	free(value);
 	return EXIT_OK;

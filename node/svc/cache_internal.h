@@ -177,23 +177,6 @@ struct wsend {
 	uint8_t bytes[];
 };
 
-/* Replica copies for one peer and cache gathered during one loop
- * iteration, sent as one CacheRepl at the iteration's tick (cache_svc.c,
- * rb_add / rb_flush): one request and one answer for many writes. */
-#define RB_ENTRIES_MAX 256
-#define RB_BYTES_MAX (1u << 20)
-struct repl_batch {
-	struct repl_batch *next, *prev; /* pending, or in flight (freed at stop) */
-	struct cache_svc *s;
-	uint8_t to[ID_BYTES];
-	uint32_t cache;
-	int read;                    /* reads (read_keys), not copies (entries) */
-	uint32_t n;
-	size_t bytes;
-	struct op_slot *slots[RB_ENTRIES_MAX];
-};
-#define RB_READS_RECV_MAX 4096   /* read_keys in one CacheRepl received */
-
 /* Forwards for one primary gathered during one loop iteration, sent as
  * one CacheBatch at the iteration's tick (cache_svc.c, fb_add / fb_flush).
  * Only requests that are safe to send again alone are gathered (see
@@ -201,14 +184,29 @@ struct repl_batch {
 #define FB_ENTRIES_MAX 256
 #define FB_REPLY_BYTES_MAX (4u << 20)   /* a batch's answer; the rest is sent alone */
 #define FB_RECV_MAX 1024                /* requests in one CacheBatch received */
-struct fwd_batch {
-	struct fwd_batch *next, *prev;
+
+/* Replica copies for one peer and cache gathered during one loop
+ * iteration, sent as one CacheRepl at the iteration's tick (cache_svc.c,
+ * rb_add / rb_flush): one request and one answer for many writes. */
+#define RB_ENTRIES_MAX 256
+#define RB_BYTES_MAX (1u << 20)
+/* One gathered request to one peer: replica copies or reads (slots) of one
+ * cache, or forwards (ops); on a pending list until the tick sends it, then
+ * on an in-flight list until its answer (freed at stop). */
+struct peer_batch {
+	struct peer_batch *next, *prev;
 	struct cache_svc *s;
 	uint8_t to[ID_BYTES];
+	uint32_t cache;              /* copies and reads */
+	int read;                    /* reads (read_keys), not copies (entries) */
 	uint32_t n;
 	size_t bytes;
-	struct op *ops[FB_ENTRIES_MAX];
+	union {
+		struct op_slot *slots[RB_ENTRIES_MAX]; /* copies and reads */
+		struct op *ops[FB_ENTRIES_MAX];        /* forwards */
+	};
 };
+#define RB_READS_RECV_MAX 4096   /* read_keys in one CacheRepl received */
 
 struct cache_svc {
 	struct host *host;
@@ -266,10 +264,10 @@ struct cache_svc {
 	uint64_t next_hints_ms;
 	struct hint_batch *hint_batches; /* sent, not answered */
 	/* replica copies waiting for this iteration's tick, and those sent */
-	struct repl_batch *rb_pending, *rb_inflight;
+	struct peer_batch *rb_pending, *rb_inflight;
 	uint64_t rb_sent, rb_entries;
 	/* forwards waiting for this iteration's tick, and those sent */
-	struct fwd_batch *fb_pending, *fb_inflight;
+	struct peer_batch *fb_pending, *fb_inflight;
 	uint64_t fb_sent, fb_entries, fb_resent;
 	/* isolated updates: per-key locks at the primary (cache_update.c) */
 	struct cache_locks *locks;
@@ -284,6 +282,9 @@ uint64_t cache_now_wall(struct cache_svc *s);
 struct cache *cache_find(struct cache_svc *s, const char *name);
 void cache_version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *pb, uint8_t *node);
 int cache_version_from_pb(const Chorus__CacheVersion *pb, struct cstore_version *v);
+/* Answers cb with code and a formatted message. */
+void cache_answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* A write at the primary (PUT, DEL, INCR, ...): applied here at once,
  * answered through cb once `consistency` replicas acknowledged it. */
 void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,

@@ -168,9 +168,7 @@ static struct cstore_version version_new(struct cache_svc *s)
 	return v;
 }
 
-static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
+void cache_answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
 {
 	char msg[300];
 	va_list ap;
@@ -481,7 +479,7 @@ static void write_ack(struct op_slot *sl, int code, int ok)
 	op_maybe_free(o);
 }
 
-static void rb_unlink(struct repl_batch **list, struct repl_batch *b)
+static void batch_unlink(struct peer_batch **list, struct peer_batch *b)
 {
 	if (b->prev)
 		b->prev->next = b->next;
@@ -492,7 +490,7 @@ static void rb_unlink(struct repl_batch **list, struct repl_batch *b)
 	b->next = b->prev = NULL;
 }
 
-static void rb_push(struct repl_batch **list, struct repl_batch *b)
+static void batch_push(struct peer_batch **list, struct peer_batch *b)
 {
 	b->prev = NULL;
 	b->next = *list;
@@ -507,9 +505,9 @@ static void read_ack(struct op_slot *sl, int code, int ok, int found,
 /* A read of batch `from` the replica left out of its answer (the answer
  * would have been too big): into this iteration's read batch for the same
  * replica, its slot counted already. */
-static void rd_requeue(struct cache_svc *s, const struct repl_batch *from, struct op_slot *sl)
+static void rd_requeue(struct cache_svc *s, const struct peer_batch *from, struct op_slot *sl)
 {
-	struct repl_batch *b = s->rb_pending;
+	struct peer_batch *b = s->rb_pending;
 	while (b && !(b->read && b->cache == from->cache && memcmp(b->to, from->to, ID_BYTES) == 0 &&
 	              b->n < RB_ENTRIES_MAX))
 		b = b->next;
@@ -523,7 +521,7 @@ static void rd_requeue(struct cache_svc *s, const struct repl_batch *from, struc
 		memcpy(b->to, from->to, ID_BYTES);
 		b->cache = from->cache;
 		b->read = 1;
-		rb_push(&s->rb_pending, b);
+		batch_push(&s->rb_pending, b);
 	}
 	b->slots[b->n++] = sl;
 	b->bytes += sl->o->key_len;
@@ -531,11 +529,11 @@ static void rd_requeue(struct cache_svc *s, const struct repl_batch *from, struc
 
 static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
-	struct repl_batch *b = arg;
+	struct peer_batch *b = arg;
 	struct cache_svc *s = b->s;
 	(void)err;
 	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
-	rb_unlink(&s->rb_inflight, b);
+	batch_unlink(&s->rb_inflight, b);
 	int c2 = code ? code : (ok ? 0 : CH_ERR_PROTOCOL);
 	if (b->read) {
 		const Chorus__CacheReplResp *r = ok ? reply->cache_repl_resp : NULL;
@@ -557,7 +555,7 @@ static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 }
 
 /* Sends a batch of reads: one CacheRepl with their keys. */
-static void rd_send(struct cache_svc *s, struct repl_batch *b)
+static void rd_send(struct cache_svc *s, struct peer_batch *b)
 {
 	ProtobufCBinaryData *keys = calloc(b->n, sizeof(*keys));
 	int rc = CH_ERR_NOMEM;
@@ -578,7 +576,7 @@ static void rd_send(struct cache_svc *s, struct repl_batch *b)
 		free(keys);
 	}
 	if (rc == 0) {
-		rb_push(&s->rb_inflight, b);
+		batch_push(&s->rb_inflight, b);
 		s->rb_sent++;
 		s->rb_entries += b->n;
 		return;
@@ -589,9 +587,9 @@ static void rd_send(struct cache_svc *s, struct repl_batch *b)
 }
 
 /* Sends one pending batch (one CacheRepl with its entries). */
-static void rb_send(struct cache_svc *s, struct repl_batch *b)
+static void rb_send(struct cache_svc *s, struct peer_batch *b)
 {
-	rb_unlink(&s->rb_pending, b);
+	batch_unlink(&s->rb_pending, b);
 	if (b->read) {
 		rd_send(s, b);
 		return;
@@ -621,7 +619,7 @@ static void rb_send(struct cache_svc *s, struct repl_batch *b)
 		chorus__cache_entry__free_unpacked(ents[i], NULL);
 	free(ents);
 	if (rc == 0) {
-		rb_push(&s->rb_inflight, b);
+		batch_push(&s->rb_inflight, b);
 		s->rb_sent++;
 		s->rb_entries += b->n;
 		return;
@@ -647,7 +645,7 @@ static int rb_add(struct op *o, const uint8_t *to, int read)
 		return CH_ERR_NOMEM;
 	size_t len = read ? o->key_len : o->entry_len;
 	uint32_t ci = (uint32_t)(o->cache - s->caches);
-	struct repl_batch *b = s->rb_pending;
+	struct peer_batch *b = s->rb_pending;
 	while (b && !(b->cache == ci && b->read == read && memcmp(b->to, to, ID_BYTES) == 0))
 		b = b->next;
 	if (b && (b->n == RB_ENTRIES_MAX || b->bytes + len > batch_bytes_max(s))) {
@@ -662,7 +660,7 @@ static int rb_add(struct op *o, const uint8_t *to, int read)
 		memcpy(b->to, to, ID_BYTES);
 		b->cache = ci;
 		b->read = read;
-		rb_push(&s->rb_pending, b);
+		batch_push(&s->rb_pending, b);
 	}
 	struct op_slot *sl = &o->slots[o->n_slots++];
 	memset(sl, 0, sizeof(*sl));
@@ -678,12 +676,12 @@ static int rb_add(struct op *o, const uint8_t *to, int read)
 static void rb_clear(struct cache_svc *s)
 {
 	while (s->rb_pending) {
-		struct repl_batch *b = s->rb_pending;
+		struct peer_batch *b = s->rb_pending;
 		s->rb_pending = b->next;
 		free(b);
 	}
 	while (s->rb_inflight) {
-		struct repl_batch *b = s->rb_inflight;
+		struct peer_batch *b = s->rb_inflight;
 		s->rb_inflight = b->next;
 		free(b);
 	}
@@ -704,7 +702,7 @@ static void replicate(struct cache_svc *s, struct cache *c, uint16_t p, const vo
 	}
 	struct op *o = op_new(s, OP_WRITE, cb, arg);
 	if (!o) {
-		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		cache_answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return;
 	}
 	o->resp = *resp;
@@ -919,7 +917,7 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	}
 	struct op *o = op_new(s, prefetch ? OP_PREFETCH : OP_READ, cb, arg);
 	if (!o) {
-		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		cache_answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return;
 	}
 	o->cache = c;
@@ -1016,7 +1014,7 @@ void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__Cac
 			struct cstore_version ifv;
 			if (req->if_version) {
 				if (cache_version_from_pb(req->if_version, &ifv) != 0) {
-					answer_error(cb, arg, CH_ERR_INVALID, "if_version: a 16-byte node id is needed");
+					cache_answer_error(cb, arg, CH_ERR_INVALID, "if_version: a 16-byte node id is needed");
 					return;
 				}
 				put.if_version = &ifv;
@@ -1038,7 +1036,7 @@ void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__Cac
 		}
 		case CHORUS__CACHE_OP__CACHE_EXPIRE:
 			if (req->ttl_ms <= 0) {
-				answer_error(cb, arg, CH_ERR_INVALID, "expire: a ttl above 0 is needed");
+				cache_answer_error(cb, arg, CH_ERR_INVALID, "expire: a ttl above 0 is needed");
 				return;
 			}
 			rc = cstore_expire(c->st, key, klen, now + (uint64_t)req->ttl_ms, &v, now);
@@ -1057,7 +1055,7 @@ void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__Cac
 			break;
 		}
 		default:
-			answer_error(cb, arg, CH_ERR_INVALID, "not a write");
+			cache_answer_error(cb, arg, CH_ERR_INVALID, "not a write");
 			return;
 		}
 		if (rc != CSTORE_STALE)
@@ -1075,13 +1073,13 @@ void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	if (rc != 0) {
 		switch (rc) {
 		case ERR_INVALID:
-			answer_error(cb, arg, CH_ERR_INVALID, "%s",
+			cache_answer_error(cb, arg, CH_ERR_INVALID, "%s",
 			             req->op == CHORUS__CACHE_OP__CACHE_INCR
 			                 ? "value is not an integer or out of range"
 			                 : "invalid request");
 			return;
 		case ERR_TOO_LARGE:
-			answer_error(cb, arg, req->op == CHORUS__CACHE_OP__CACHE_INCR ? CH_ERR_INVALID
+			cache_answer_error(cb, arg, req->op == CHORUS__CACHE_OP__CACHE_INCR ? CH_ERR_INVALID
 			                                                             : CH_ERR_TOO_LARGE,
 			             "%s", req->op == CHORUS__CACHE_OP__CACHE_INCR
 			                       ? "increment or decrement would overflow"
@@ -1089,10 +1087,10 @@ void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__Cac
 			return;
 		case ERR_NOMEM:
 		case ERR_FULL:
-			answer_error(cb, arg, CH_ERR_FULL, "the cache is full");
+			cache_answer_error(cb, arg, CH_ERR_FULL, "the cache is full");
 			return;
 		default:
-			answer_error(cb, arg, CH_ERR_INTERNAL, "store: %s", err_name(rc));
+			cache_answer_error(cb, arg, CH_ERR_INTERNAL, "store: %s", err_name(rc));
 			return;
 		}
 	}
@@ -1102,7 +1100,7 @@ void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__Cac
 		oldlen = old.value_bytes;
 		oldval = malloc(oldlen ? oldlen : 1);
 		if (!oldval) {
-			answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
+			cache_answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
 			return;
 		}
 		memcpy(oldval, old.value, oldlen);
@@ -1217,31 +1215,11 @@ static int fb_takes(const Chorus__CacheReq *req)
 	}
 }
 
-static void fb_unlink(struct fwd_batch **list, struct fwd_batch *b)
-{
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		*list = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
-	b->next = b->prev = NULL;
-}
-
-static void fb_push(struct fwd_batch **list, struct fwd_batch *b)
-{
-	b->prev = NULL;
-	b->next = *list;
-	if (*list)
-		(*list)->prev = b;
-	*list = b;
-}
-
 static void fb_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
-	struct fwd_batch *b = arg;
+	struct peer_batch *b = arg;
 	struct cache_svc *s = b->s;
-	fb_unlink(&s->fb_inflight, b);
+	batch_unlink(&s->fb_inflight, b);
 	const Chorus__CacheBatchResp *r = NULL;
 	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_BATCH_RESP)
 		r = reply->cache_batch_resp;
@@ -1297,9 +1275,9 @@ static void fb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 		wq_kick(s);
 }
 
-static void fb_send(struct cache_svc *s, struct fwd_batch *b)
+static void fb_send(struct cache_svc *s, struct peer_batch *b)
 {
-	fb_unlink(&s->fb_pending, b);
+	batch_unlink(&s->fb_pending, b);
 	Chorus__CacheReq **reqs = calloc(b->n, sizeof(*reqs));
 	uint32_t n = 0;
 	for (uint32_t i = 0; reqs && i < b->n; i++) {
@@ -1322,7 +1300,7 @@ static void fb_send(struct cache_svc *s, struct fwd_batch *b)
 		chorus__cache_req__free_unpacked(reqs[i], NULL);
 	free(reqs);
 	if (rc == 0) {
-		fb_push(&s->fb_inflight, b);
+		batch_push(&s->fb_inflight, b);
 		s->fb_sent++;
 		s->fb_entries += b->n;
 		s->forwarded += b->n;
@@ -1349,10 +1327,10 @@ static void fb_flush(struct cache_svc *s)
 
 static void fb_clear(struct cache_svc *s)
 {
-	struct fwd_batch **lists[2] = {&s->fb_pending, &s->fb_inflight};
+	struct peer_batch **lists[2] = {&s->fb_pending, &s->fb_inflight};
 	for (int k = 0; k < 2; k++)
 		while (*lists[k]) {
-			struct fwd_batch *b = *lists[k];
+			struct peer_batch *b = *lists[k];
 			*lists[k] = b->next;
 			free(b);
 		}
@@ -1361,7 +1339,7 @@ static void fb_clear(struct cache_svc *s)
 /* o's request (packed in o->req_bytes) joins to's batch of this iteration. */
 static void fb_add(struct cache_svc *s, struct op *o, const uint8_t *to)
 {
-	struct fwd_batch *b = s->fb_pending;
+	struct peer_batch *b = s->fb_pending;
 	while (b && memcmp(b->to, to, ID_BYTES) != 0)
 		b = b->next;
 	if (b && (b->n == FB_ENTRIES_MAX || b->bytes + o->req_len > batch_bytes_max(s))) {
@@ -1377,7 +1355,7 @@ static void fb_add(struct cache_svc *s, struct op *o, const uint8_t *to)
 		}
 		b->s = s;
 		memcpy(b->to, to, ID_BYTES);
-		fb_push(&s->fb_pending, b);
+		batch_push(&s->fb_pending, b);
 	}
 	b->ops[b->n++] = o;
 	b->bytes += o->req_len;
@@ -1389,7 +1367,7 @@ static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheRe
 {
 	struct op *o = op_new(s, kind, cb, arg);
 	if (!o) {
-		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		cache_answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return 0;
 	}
 	o->scan_ord = scan_ord;
@@ -1460,7 +1438,7 @@ static void fanout(struct cache_svc *s, struct cache *c, const Chorus__CacheReq 
 {
 	struct op *o = op_new(s, OP_FANOUT, cb, arg);
 	if (!o) {
-		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		cache_answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return;
 	}
 	if (req->op == CHORUS__CACHE_OP__CACHE_FLUSH)
@@ -1549,13 +1527,13 @@ static void local_scan(struct cache_svc *s, struct cache *c, const Chorus__Cache
 		                 &x, &next);
 	}
 	if (rc != 0 || x.nomem) {
-		answer_error(cb, arg, rc ? CH_ERR_INVALID : CH_ERR_NOMEM, "%s",
+		cache_answer_error(cb, arg, rc ? CH_ERR_INVALID : CH_ERR_NOMEM, "%s",
 		             rc ? "invalid cursor" : "out of memory");
 	} else {
 		Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
 		ProtobufCBinaryData *keys = calloc(x.n ? x.n : 1, sizeof(*keys));
 		if (!keys) {
-			answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
+			cache_answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
 		} else {
 			for (uint32_t i = 0; i < x.n; i++) {
 				keys[i].data = x.keys[i];
@@ -1592,11 +1570,11 @@ static void cluster_scan(struct cache_svc *s, const Chorus__CacheReq *req, cache
 	uint64_t pos = cursor & 0xffffffffu;
 	if (cursor != 0 && (((cursor >> 32) & ((1u << CURSOR_CHECK_BITS) - 1)) != cursor_check(ord, pos) ||
 	                    ord >= s->map.member_count)) {
-		answer_error(cb, arg, CH_ERR_INVALID, "invalid cursor");
+		cache_answer_error(cb, arg, CH_ERR_INVALID, "invalid cursor");
 		return;
 	}
 	if (s->map.member_count == 0) {
-		answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
+		cache_answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
 		return;
 	}
 	if (!is_self(s, s->map.members[ord])) {
@@ -1605,7 +1583,7 @@ static void cluster_scan(struct cache_svc *s, const Chorus__CacheReq *req, cache
 	}
 	struct op *o = op_new(s, OP_SCAN, cb, arg);
 	if (!o) {
-		answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
+		cache_answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return;
 	}
 	o->scan_ord = ord;
@@ -1649,7 +1627,7 @@ static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_
 		n++;
 	}
 	if (n == 0) {
-		answer_error(cb, arg, CH_ERR_NOT_FOUND, "no cache named \"%s\"", req->cache);
+		cache_answer_error(cb, arg, CH_ERR_NOT_FOUND, "no cache named \"%s\"", req->cache);
 		return;
 	}
 	Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
@@ -1711,7 +1689,7 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	}
 	struct cache *c = cache_find(s, req->cache);
 	if (!c) {
-		answer_error(cb, arg, CH_ERR_NOT_FOUND, "no cache named \"%s\"", req->cache);
+		cache_answer_error(cb, arg, CH_ERR_NOT_FOUND, "no cache named \"%s\"", req->cache);
 		return 0;
 	}
 	switch (req->op) {
@@ -1751,30 +1729,30 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 			return 0;
 		break;
 	default:
-		answer_error(cb, arg, CH_ERR_INVALID, "cache operation %d is not supported", req->op);
+		cache_answer_error(cb, arg, CH_ERR_INVALID, "cache operation %d is not supported", req->op);
 		return 0;
 	}
 	if (req->key.len == 0 || req->key.len > s->cfg->cache_key_bytes_max) {
-		answer_error(cb, arg, req->key.len ? CH_ERR_TOO_LARGE : CH_ERR_INVALID,
+		cache_answer_error(cb, arg, req->key.len ? CH_ERR_TOO_LARGE : CH_ERR_INVALID,
 		             "a key of 1 to %zu bytes is needed (%zu given)", s->cfg->cache_key_bytes_max,
 		             req->key.len);
 		return 0;
 	}
 	if (req->value.len > s->cfg->cache_value_bytes_max &&
 	    req->op != CHORUS__CACHE_OP__CACHE_UPDATE /* checked there: the lock is let go */) {
-		answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
+		cache_answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
 		             s->cfg->cache_value_bytes_max, req->value.len);
 		return 0;
 	}
 	if (s->map.member_count == 0) {
 		s->unavailable++;
-		answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
+		cache_answer_error(cb, arg, CH_ERR_UNAVAILABLE, "no member holds the cache");
 		return 0;
 	}
 	if (!serving(s)) {
 		/* MOVED: clients retry it (libchorus, the RESP listener) */
 		s->moved++;
-		answer_error(cb, arg, CH_ERR_MOVED,
+		cache_answer_error(cb, arg, CH_ERR_MOVED,
 		             "this node is still learning its cluster's members: retry");
 		return 0;
 	}
@@ -1783,7 +1761,7 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	if (!is_self(s, primary)) {
 		if (req->forwarded) {
 			s->moved++;
-			answer_error(cb, arg, CH_ERR_MOVED,
+			cache_answer_error(cb, arg, CH_ERR_MOVED,
 			             "partition %u is not led here under map %016" PRIx64 ": retry", p,
 			             s->map.epoch);
 			return 0;

@@ -89,16 +89,18 @@ static void answer_code(cache_reply_fn cb, void *arg, int code, const char *msg)
 	cb(arg, code, NULL, msg);
 }
 
-static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
+/* Takes *wp (prev before it, NULL at the head) out of lk's line and
+ * answers it code/msg. */
+static void waiter_drop(struct key_lock *lk, struct lock_waiter **wp, struct lock_waiter *prev,
+                        int code, const char *msg)
 {
-	char msg[300];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	cb(arg, code, NULL, msg);
+	struct lock_waiter *w = *wp;
+	*wp = w->next;
+	if (lk->wait_tail == w)
+		lk->wait_tail = prev;
+	lk->n_wait--;
+	answer_code(w->cb, w->arg, code, msg);
+	free(w);
 }
 
 /* Gives the lock to a caller: a fresh token, the value held now. */
@@ -172,7 +174,7 @@ static void begin(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 	uint32_t ci = (uint32_t)(c - s->caches);
 	uint32_t lease = req->lease_ms ? req->lease_ms : LEASE_DEFAULT_MS;
 	if (lease > LEASE_MAX_MS) {
-		answer_error(cb, arg, CH_ERR_INVALID, "a lease of at most %u ms (%u given)", LEASE_MAX_MS,
+		cache_answer_error(cb, arg, CH_ERR_INVALID, "a lease of at most %u ms (%u given)", LEASE_MAX_MS,
 		             req->lease_ms);
 		return;
 	}
@@ -180,13 +182,13 @@ static void begin(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 	struct key_lock *lk = *pp;
 	if (!lk) {
 		if (s->locks->n >= LOCKS_MAX) {
-			answer_error(cb, arg, CH_ERR_FULL, "too many keys locked by isolated updates (%u)",
+			cache_answer_error(cb, arg, CH_ERR_FULL, "too many keys locked by isolated updates (%u)",
 			             LOCKS_MAX);
 			return;
 		}
 		lk = calloc(1, sizeof(*lk) + req->key.len);
 		if (!lk) {
-			answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
+			cache_answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
 			return;
 		}
 		lk->cache = ci;
@@ -199,13 +201,13 @@ static void begin(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 		return;
 	}
 	if (lk->n_wait >= LOCK_WAITERS_MAX) {
-		answer_error(cb, arg, CH_ERR_FULL,
+		cache_answer_error(cb, arg, CH_ERR_FULL,
 		             "%u isolated updates already wait for this key: retry later", lk->n_wait);
 		return;
 	}
 	struct lock_waiter *w = calloc(1, sizeof(*w));
 	if (!w) {
-		answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
+		cache_answer_error(cb, arg, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
 	w->cb = cb;
@@ -240,7 +242,7 @@ void cache_update(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 	}
 	if (req->update != UPDATE_COMMIT && req->update != UPDATE_COMMIT_DELETE &&
 	    req->update != UPDATE_ABORT) {
-		answer_error(cb, arg, CH_ERR_INVALID,
+		cache_answer_error(cb, arg, CH_ERR_INVALID,
 		             "update: a step of 1 (begin), 2 (commit), 3 (commit a delete) or 4 (abort) "
 		             "is needed (%u given)",
 		             req->update);
@@ -257,13 +259,7 @@ void cache_update(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 			wp = &(*wp)->next;
 		}
 		if (*wp) {
-			struct lock_waiter *w = *wp;
-			*wp = w->next;
-			if (lk->wait_tail == w)
-				lk->wait_tail = prev;
-			lk->n_wait--;
-			answer_code(w->cb, w->arg, CH_ERR_FULL, "the isolated update was aborted");
-			free(w);
+			waiter_drop(lk, wp, prev, CH_ERR_FULL, "the isolated update was aborted");
 			Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
 			resp.epoch = s->map.epoch;
 			resp.applied = 1;
@@ -279,7 +275,7 @@ void cache_update(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *
 	if (req->update != UPDATE_ABORT && req->value.len > s->cfg->cache_value_bytes_max) {
 		/* refused here, not before, so that the lock is let go */
 		release(s, lk);
-		answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
+		cache_answer_error(cb, arg, CH_ERR_TOO_LARGE, "a value of at most %zu bytes (%zu given)",
 		             s->cfg->cache_value_bytes_max, req->value.len);
 		return;
 	}
@@ -357,18 +353,12 @@ void cache_update_tick(struct cache_svc *s)
 			/* waiters past their wait are answered "busy", in place */
 			struct lock_waiter **wp = &lk->wait, *prev = NULL;
 			while (*wp) {
-				struct lock_waiter *w = *wp;
-				if (now >= w->until_ms) {
-					*wp = w->next;
-					if (lk->wait_tail == w)
-						lk->wait_tail = prev;
-					lk->n_wait--;
-					answer_code(w->cb, w->arg, CH_ERR_FULL,
+				if (now >= (*wp)->until_ms) {
+					waiter_drop(lk, wp, prev, CH_ERR_FULL,
 					            "the key is held by another isolated update: retry");
-					free(w);
 				} else {
-					prev = w;
-					wp = &w->next;
+					prev = *wp;
+					wp = &(*wp)->next;
 				}
 			}
 			if (lk->token && now >= lk->expires_ms) {
