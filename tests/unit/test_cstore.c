@@ -10,7 +10,8 @@
  * The last test is a randomized model test: 100,000 random operations
  * compared one by one with a naive reference (an array of keys), with the
  * whole state compared every 1,000. Set CSTORE_MODEL_SEED=<n> to replay one
- * seed; the seed is printed on failure.
+ * seed; the seed is printed on failure. Under valgrind it runs 10,000
+ * (CHORUS_TEST_SCALE_DOWN, test_scale.h), through the same ten phases.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +28,7 @@
 
 #include "core/cstore.h"
 #include "lib/err.h"
+#include "test_scale.h"
 
 /* ---- the counting allocator ---- */
 
@@ -1935,10 +1937,12 @@ static void randomized_ops_match_a_reference_model(void **state)
 	m.rng = seed * 2654435761u + 1;
 	m.hlc = 1000;
 	m.now = 1;
-	/* the active key range changes, so the table grows and shrinks */
+	/* the active key range changes, so the table grows and shrinks: ten
+	 * phases of a tenth of the operations each, whatever their count */
 	static const unsigned active[] = {8, 64, 512, 64, 8, 512, 32, 512, 16, 256};
-	for (unsigned n = 0; n < 100000; n++) {
-		model_step(s, &m, active[(n / 10000) % 10]);
+	const unsigned op_count = test_scaled(100000, 10000);
+	for (unsigned n = 0; n < op_count; n++) {
+		model_step(s, &m, active[n / (op_count / 10) % 10]);
 		if (n % 1000 == 999) {
 			model_check_all(s, &m);
 			if (n % 10000 == 9999 && getenv("CSTORE_MODEL_VERBOSE"))

@@ -15,6 +15,7 @@
 #include "core/resp.h"
 #include "lib/err.h"
 #include "lib/rng.h"
+#include "test_scale.h"
 
 /* ---- transcripts: what a reader made of a stream, as bytes to compare ---- */
 
@@ -875,7 +876,9 @@ static void random_round(uint64_t seed)
 static void random_commands_round_trip(void **state)
 {
 	(void)state;
-	for (uint64_t seed = 1; seed <= 250; seed++)
+	/* 250 seeds; 25 under valgrind (test_scale.h) */
+	const uint64_t seed_count = test_scaled(250, 25);
+	for (uint64_t seed = 1; seed <= seed_count; seed++)
 		random_round(seed);
 }
 
@@ -1195,7 +1198,8 @@ static void measure(const char *label, const struct text *in, int commands)
 static void parse_throughput(void **state)
 {
 	(void)state;
-	const int commands = 100000;
+	/* a tenth under valgrind, where the figure means little (test_scale.h) */
+	const int commands = (int)test_scaled(100000, 10000);
 	struct text mb = {0}, inl = {0};
 	static const char mb_one[] = "*3\r\n$3\r\nSET\r\n$10\r\nkey:000000\r\n$3\r\nxxx\r\n";
 	static const char inl_one[] = "SET key:000000 xxx\r\n";
@@ -1211,8 +1215,10 @@ static void parse_throughput(void **state)
 		text_add(&inl, inl_one, sizeof inl_one - 1);
 		memcpy(inl.p + at + 8, digits, 6);
 	}
-	assert_memory_equal(mb.p + mb.n - 21, "key:099999", 10);
-	assert_memory_equal(inl.p + inl.n - 16, "key:099999", 10);
+	char last[16];
+	snprintf(last, sizeof last, "key:%06d", commands - 1);
+	assert_memory_equal(mb.p + mb.n - 21, last, 10);
+	assert_memory_equal(inl.p + inl.n - 16, last, 10);
 	measure("SET key:NNNNNN xxx, multibulk", &mb, commands);
 	measure("SET key:NNNNNN xxx, inline", &inl, commands);
 	text_free(&mb);

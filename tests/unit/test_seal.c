@@ -26,6 +26,7 @@
 #include "chorus.h"
 #include "proto/chorus.pb-c.h"
 #include "proto/seal.h"
+#include "test_scale.h"
 
 /* ---- helpers ---- */
 
@@ -1233,9 +1234,11 @@ static void replay_window_accepts_jittered_permutations_exactly_once(void **stat
 	(void)state;
 	const uint64_t seed = test_seed();
 	uint64_t rng = seed;
-	enum { TRIALS = 10000, COUNT_MAX = 256 };
+	enum { COUNT_MAX = 256 };
+	/* 10,000 trials; 1,000 under valgrind (test_scale.h) */
+	const int trial_count = (int)test_scaled(10000, 1000);
 	struct keyed perm[COUNT_MAX];
-	for (int t = 0; t < TRIALS; t++) {
+	for (int t = 0; t < trial_count; t++) {
 		size_t count = 16 + (size_t)(splitmix64(&rng) % (COUNT_MAX - 16 + 1));
 		uint64_t base = (t % 4 == 0) ? 1 : 1 + (splitmix64(&rng) >> 2);
 		uint64_t jitter = 1 + splitmix64(&rng) % SEAL_REPLAY_WINDOW; /* r in [0, jitter) */
