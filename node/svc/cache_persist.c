@@ -956,7 +956,7 @@ int cache_persist_svc_start(struct cache_svc *s, const struct now *now, char *er
 		                  "horizon: a key deleted on other members meanwhile may come back from "
 		                  "it (move the file away before the start to begin empty)",
 		         (now->wall_ms - st.written_wall_ms) / 1000, TOMBSTONE_HORIZON_MS / 1000);
-	if (st.hlc_max && hlc_restore(&s->hlc, st.hlc_max) != 0)
+	if (st.hlc_max && hlc_restore(&s->hlc, now->wall_ms, st.hlc_max) != 0)
 		log_warn("cache", "the snapshot's newest version %" PRIu64 " cannot be restored into "
 		                  "the clock", st.hlc_max);
 	return 0;

@@ -2055,7 +2055,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	s->cfg = host_config(h);
 	(void)now;
 	memcpy(s->self, host_node_id(h), ID_BYTES);
-	hlc_init(&s->hlc, 0);
+	hlc_init(&s->hlc, HLC_MAX_DRIFT_MS_DEFAULT);
 	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)
 		if (dispatch_register(host_dispatch(h), &REQUESTS[i], s) != 0) {
 			snprintf(err, err_len, "request %s registered twice", REQUESTS[i].name);
