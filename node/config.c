@@ -745,6 +745,10 @@ static int set_cache_key(struct config *c, const char *section, const char *name
 			c->cache_persist_interval_ms = ms;
 			return 0;
 		}
+		if (strcmp(name, "persist_stop_timeout") == 0)
+			return set_duration(v, CONFIG_PERSIST_STOP_TIMEOUT_MS_MIN,
+			                    CONFIG_PERSIST_STOP_TIMEOUT_MS_MAX,
+			                    &c->cache_persist_stop_timeout_ms, w);
 		if (strcmp(name, "compute_max") == 0)
 			return set_u32(v, 1, 65536, &c->cache_compute_max, w);
 		if (strcmp(name, "compute_waiters_max") == 0)
@@ -902,6 +906,54 @@ static int resp_check(const struct config_resp *r, char *w)
 	return 0;
 }
 
+/* An absolute path as its components, with empty and "." ones left out
+ * ("//", "/./", a trailing '/'); ".." is left as it is: the cache service
+ * compares real paths at start. */
+static void path_tidy(const char *in, char *out, size_t out_len)
+{
+	size_t n = 0;
+	const char *p = in;
+	while (*p) {
+		while (*p == '/')
+			p++;
+		const char *part = p;
+		while (*p && *p != '/')
+			p++;
+		size_t len = (size_t)(p - part);
+		if (len == 0 || (len == 1 && part[0] == '.'))
+			continue;
+		if (n + len + 2 > out_len)
+			break;
+		out[n++] = '/';
+		memcpy(out + n, part, len);
+		n += len;
+	}
+	if (n == 0)
+		out[n++] = '/';
+	out[n] = '\0';
+}
+
+/* [cache] persist = PATH must not name the node's own files: the journal
+ * and the identity live in the data dir, and a snapshot is written over
+ * PATH (by a rename) and a file there that is not one is refused. In the
+ * data dir only cache.db (what persist = on means) may be the snapshot. */
+static int persist_path_check(const struct config *c, char *w)
+{
+	if (!c->cache_persist || !c->cache_persist_path[0] || c->data_dir[0] != '/')
+		return 0;
+	char dir[CONFIG_PATH_MAX], path[CONFIG_PATH_MAX];
+	path_tidy(c->data_dir, dir, sizeof(dir));
+	path_tidy(c->cache_persist_path, path, sizeof(path));
+	size_t n = strlen(dir);
+	if (strncmp(path, dir, n) != 0 || (n > 1 && path[n] != '/' && path[n] != '\0'))
+		return 0; /* elsewhere (or a sibling such as DATA_DIR-2) */
+	const char *rest = path[n] == '\0' ? "" : path + (n > 1 ? n + 1 : 1);
+	if (strcmp(rest, "cache.db") == 0)
+		return 0;
+	return why(w, "[cache] persist = %s is inside the data dir, beside the journal: name a "
+	              "file elsewhere, or persist = on (DATA_DIR/cache.db)", c->cache_persist_path);
+}
+
 /* Checks that need the whole configuration. */
 static int config_check(const struct config *c, char *w)
 {
@@ -921,6 +973,8 @@ static int config_check(const struct config *c, char *w)
 	if (c->cache_persist_interval_ms && !c->cache_persist)
 		return why(w, "[cache] persist_interval is set but persist is off: set persist = on "
 		              "(or a path), or remove persist_interval");
+	if (persist_path_check(c, w) != 0)
+		return -1;
 	if (c->backoff_ms > c->backoff_max_ms)
 		return why(w, "backoff (%ums) is above backoff_max (%ums)", c->backoff_ms,
 			   c->backoff_max_ms);
@@ -1060,6 +1114,7 @@ void config_defaults(struct config *c)
 	c->cache_key_bytes_max = 64u << 10;
 	c->cache_value_bytes_max = 8u << 20;
 	c->cache_timeout_ms = 2000;
+	c->cache_persist_stop_timeout_ms = CONFIG_PERSIST_STOP_TIMEOUT_MS_DEFAULT;
 	c->cache_compute_max = 1024;
 	c->cache_compute_waiters_max = 1024;
 	c->voter_dead_ms = 30000;

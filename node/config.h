@@ -11,7 +11,8 @@
  *   [exec]   allow (comma-separated absolute paths)
  *   [pool NAME] workers (default 1), handlers (comma list, at least one)
  *   [cache]  partitions, replicas, memory_max, key_bytes_max, value_bytes_max,
- *            timeout, persist (off, on or an absolute path), persist_interval
+ *            timeout, persist (off, on or an absolute path), persist_interval,
+ *            persist_stop_timeout
  *   [cache NAME] db, ttl, memory_max, entries_max, touch_on_read, consistency
  *   [resp]   listen, password, password_file, allow_open, max_clients,
  *            bulk_bytes_max, multibulk_count_max, query_bytes_max,
@@ -43,6 +44,9 @@ struct config_pool {
 #define CONFIG_CACHES_MAX 16
 #define CONFIG_PERSIST_INTERVAL_MS_MIN 100u
 #define CONFIG_PERSIST_INTERVAL_MS_MAX (7ull * 86400 * 1000)
+#define CONFIG_PERSIST_STOP_TIMEOUT_MS_DEFAULT 60000u
+#define CONFIG_PERSIST_STOP_TIMEOUT_MS_MIN 1000u
+#define CONFIG_PERSIST_STOP_TIMEOUT_MS_MAX (24ull * 3600 * 1000)
 #define CONFIG_CACHE_NAME_BYTES_MAX 48
 struct config_cache {
 	char name[CONFIG_CACHE_NAME_BYTES_MAX + 1];
@@ -134,6 +138,7 @@ struct config {
 	int cache_persist;
 	char cache_persist_path[CONFIG_PATH_MAX]; /* "" = DATA_DIR/cache.db */
 	uint64_t cache_persist_interval_ms; /* 0 = at shutdown only (default) */
+	uint64_t cache_persist_stop_timeout_ms; /* the stop snapshot gives up after it; 60 s */
 	uint32_t cache_compute_max;    /* get-or-compute tasks in flight per node, default 1024 */
 	uint32_t cache_compute_waiters_max; /* callers waiting on one key's compute, default 1024 */
 

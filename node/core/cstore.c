@@ -1722,6 +1722,7 @@ struct scan_arg {
 	void *ctx;
 	int32_t partition; /* -1 = all */
 	bool tombstones;
+	uint64_t older_than_hlc; /* drop_older_bucket: entries whose hlc is below it go */
 	uint64_t emitted, visited, removed;
 };
 
@@ -1754,6 +1755,25 @@ static void drop_bucket(struct cstore *s, int table, uint64_t idx, void *arg)
 	while (l && *l) {
 		struct centry *e = *l;
 		if (e->partition != a->partition) {
+			l = &e->chain;
+			continue;
+		}
+		*l = e->chain;
+		s->t[table].used--;
+		entry_drop(s, e);
+		a->removed++;
+	}
+}
+
+/* As drop_bucket, for the entries older than a cluster-wide FLUSH. */
+static void drop_older_bucket(struct cstore *s, int table, uint64_t idx, void *arg)
+{
+	struct scan_arg *a = arg;
+	a->visited++;
+	struct centry **l = bucket_at(s, table, idx);
+	while (l && *l) {
+		struct centry *e = *l;
+		if (e->hlc >= a->older_than_hlc) {
 			l = &e->chain;
 			continue;
 		}
@@ -1823,6 +1843,24 @@ int cstore_partition_drop(struct cstore *s, uint16_t partition, uint64_t cursor,
 	struct scan_arg a = {.partition = partition};
 	do
 		v = scan_step(s, v, drop_bucket, &a);
+	while (v && a.visited < buckets);
+	*next_cursor = cursor_encode(s, v);
+	if (removed)
+		*removed = a.removed;
+	maybe_resize(s);
+	return 0;
+}
+
+int cstore_drop_older(struct cstore *s, uint64_t hlc, uint64_t cursor, uint32_t buckets,
+                      uint64_t *next_cursor, uint64_t *removed)
+{
+	uint64_t v;
+	if (!next_cursor || cursor_decode(s, cursor, &v) != 0)
+		return ERR_INVALID;
+	enter(s, REHASH_STEP_READ);
+	struct scan_arg a = {.older_than_hlc = hlc};
+	do
+		v = scan_step(s, v, drop_older_bucket, &a);
 	while (v && a.visited < buckets);
 	*next_cursor = cursor_encode(s, v);
 	if (removed)

@@ -287,6 +287,15 @@ int cstore_replication_scan(struct cstore *s, uint64_t cursor, uint32_t buckets,
  * (may be NULL) gets the count. 0, or ERR_INVALID. */
 int cstore_partition_drop(struct cstore *s, uint16_t partition, uint64_t cursor, uint32_t buckets,
                           uint64_t *next_cursor, uint64_t *removed);
+/* Removes every entry (live and tombstones, no tombstones left behind)
+ * whose version's hlc is below `hlc`, from at most `buckets` buckets per
+ * call, cursor as above: what a cluster-wide FLUSH stamped `hlc` removes,
+ * leaving the writes made after it. Each entry present for the whole pass
+ * is met; the caller refuses older entries meanwhile (an entry that arrives
+ * behind the cursor is not removed). *removed (may be NULL) gets the count.
+ * 0, or ERR_INVALID. */
+int cstore_drop_older(struct cstore *s, uint64_t hlc, uint64_t cursor, uint32_t buckets,
+                      uint64_t *next_cursor, uint64_t *removed);
 /* Counters of one partition, kept up to date on every change (O(1)).
  * Two replicas holding the same keys with the same versions and tombstone
  * flags have equal digests, whatever the order of their writes. 0, or

@@ -32,21 +32,22 @@ void hlc_init(struct hlc *h, uint32_t max_drift_ms)
 	h->max_drift_ms = max_drift_ms;
 }
 
-int hlc_restore(struct hlc *h, uint64_t ts)
-{
-	if (hlc_physical_ms(ts) >= HLC_PHYSICAL_MAX)
-		return ERR_INVALID;
-	if (ts > h->last)
-		h->last = ts;
-	return 0;
-}
-
 /* The last millisecond of the range is kept for carries: a wall reading is
  * clamped below it and a remote timestamp in it is refused, so that only
  * 65536 local events within that last ms could exhaust the clock. */
 static uint64_t wall_clamped(uint64_t wall_ms)
 {
 	return wall_ms >= HLC_PHYSICAL_MAX ? HLC_PHYSICAL_MAX - 1 : wall_ms;
+}
+
+int hlc_restore(struct hlc *h, uint64_t wall_ms, uint64_t ts)
+{
+	if (hlc_physical_ms(ts) >= HLC_PHYSICAL_MAX ||
+	    hlc_physical_ms(ts) > wall_clamped(wall_ms) + h->max_drift_ms)
+		return ERR_INVALID;
+	if (ts > h->last)
+		h->last = ts;
+	return 0;
 }
 
 static uint64_t max_u64(uint64_t a, uint64_t b)

@@ -64,12 +64,16 @@ struct hlc {
 /* Starts a clock at 0 (the first hlc_now takes the wall time). */
 void hlc_init(struct hlc *h, uint32_t max_drift_ms);
 
-/* Raises the clock to at least `ts` without a drift check: for a node that
- * restarts and reloads the greatest version it wrote (its own past, so it is
- * trusted), so that a wall clock that went back across the restart does not
- * make its new writes lose to its old ones. Never lowers the clock. Returns
- * ERR_INVALID (clock unchanged) for a ts in the reserved last ms. */
-int hlc_restore(struct hlc *h, uint64_t ts);
+/* Raises the clock to at least `ts`: for a node that restarts and reloads
+ * the greatest version it wrote or accepted, so that a wall clock that went
+ * back across the restart does not make its new writes lose to its old ones.
+ * Never lowers the clock. Returns ERR_INVALID (clock unchanged) for a ts
+ * whose physical part is more than max_drift_ms ahead of wall_ms, as
+ * hlc_update does: the node's next writes would be stamped past it, and
+ * every peer refuses a timestamp that far ahead of its own wall clock, so a
+ * clock restored there would have all of them refused. Also ERR_INVALID for
+ * a ts in the reserved last ms. */
+int hlc_restore(struct hlc *h, uint64_t wall_ms, uint64_t ts);
 
 /* A local event or a send: returns a timestamp greater than every earlier
  * one. wall_ms is the caller's wall clock (ms since the Unix epoch); a reading

@@ -48,6 +48,11 @@
 struct cache {
 	const struct config_cache *cfg;
 	struct cstore *st;
+	/* "flushed before": the HLC of the newest cluster-wide FLUSH this node
+	 * knows (0 none). Entries older than it were removed and are refused
+	 * (cache_entry_apply); anti-entropy and snapshots carry it, so a node
+	 * that missed the FLUSH cannot bring the entries back. */
+	uint64_t flush_hlc;
 };
 
 struct cache_svc;
@@ -306,7 +311,8 @@ void cache_update_clear(struct cache_svc *s);
 uint32_t cache_update_locks(const struct cache_svc *s);
 
 /* ---- cache_sync.c ---- */
-/* A replicated entry, applied when newer (0), CSTORE_STALE, or an error. */
+/* A replicated entry, applied when newer (0), CSTORE_STALE (also for one
+ * older than the cache's flush_hlc), or an error. */
 int cache_entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheEntry *e);
 /* it as an entry on the wire (pointers into it and into vpb/node). */
 void cache_entry_from_item(const struct cstore_item *it, Chorus__CacheEntry *e,
@@ -320,6 +326,16 @@ void cache_ae_clear(struct cache_svc *s);
 void cache_hint_add(struct cache_svc *s, const uint8_t *to, uint32_t cache, const uint8_t *entry,
                     size_t len);
 void cache_hints_replay(struct cache_svc *s);
+/* FLUSH here, as its coordinator: stamps a flush_hlc from this node's
+ * clock, records it and drops every entry older; returns the stamp, which
+ * the fan-out carries to the other members. */
+uint64_t cache_flush_here(struct cache_svc *s, struct cache *c);
+/* A flush_hlc learned from a peer (a FLUSH fanned out, anti-entropy, an
+ * answer): a newer one than c's is recorded, the clock raised past it
+ * (hlc_update) and the older entries dropped. 0 (also when not newer), or
+ * ERR_INVALID when it is further ahead of this node's wall clock than the
+ * drift allows (refused as a version would be; counted, logged). */
+int cache_flush_adopt(struct cache_svc *s, struct cache *c, uint64_t flush_hlc);
 
 /* ---- cache_persist.c ---- */
 /* Snapshots of every cache's entries in one sqlite file (docs/cache.md,
@@ -332,8 +348,19 @@ void cache_hints_replay(struct cache_svc *s);
 #define PERSIST_TICK_BYTES (4u << 20)       /* key and value bytes one tick writes */
 #define PERSIST_TICK_BUCKETS 16384          /* buckets one tick visits */
 #define PERSIST_SCAN_BUCKETS 8              /* buckets per cstore_replication_scan call */
+#define PERSIST_ROW_SLACK_BYTES (64u << 10) /* a row's length limit beyond key and value */
 
 struct cache_persist;
+
+/* What cache_persist_create is given (the strings are copied). */
+struct cache_persist_options {
+	const char *path;          /* the snapshot file: an absolute path */
+	const char *data_dir;      /* the node's data dir, where the journal is (NULL: none) */
+	uint64_t interval_ms;      /* periodic snapshots; 0 = only cache_persist_write_all */
+	uint64_t stop_timeout_ms;  /* cache_persist_write_all gives up after it; 0 = never */
+	uint32_t max_drift_ms;     /* the clock's: rows stamped further ahead are left out */
+	uint64_t row_bytes_max;    /* sqlite's length limit while loading; 0 = sqlite's own */
+};
 
 /* One row of the file as read (pointers into sqlite's row). */
 struct cache_persist_row {
@@ -352,15 +379,35 @@ struct cache_persist_row {
 	int64_t tombstone_ms;      /* a tombstone's wall time, else 0 */
 };
 
-enum { PERSIST_ROW_LOAD = 0, PERSIST_ROW_EXPIRED, PERSIST_ROW_GONE, PERSIST_ROW_BAD };
+enum {
+	PERSIST_ROW_LOAD = 0,
+	PERSIST_ROW_EXPIRED,
+	PERSIST_ROW_GONE,
+	PERSIST_ROW_AHEAD,
+	PERSIST_ROW_BAD,
+};
 /* What load does with a row (pure): PERSIST_ROW_LOAD (a live entry or a
  * tombstone, as it is); _EXPIRED (a live entry whose expiry came less than
  * TOMBSTONE_HORIZON_MS ago: loaded as a tombstone with its version, as the
  * store turns an expired entry); _GONE (a tombstone or an expiry that old:
- * left out); _BAD with the reason in why (the file is refused as a whole). */
-int cache_persist_row_check(const struct cache_persist_row *r, uint64_t now_wall_ms, char *why,
-                            size_t why_len);
+ * left out); _AHEAD (its version is more than max_drift_ms ahead of the
+ * wall clock: left out, and not raising the clock, since the replicas
+ * refuse such a version and would refuse every later write of this node
+ * too); _BAD with the reason in why (the file is refused as a whole). */
+int cache_persist_row_check(const struct cache_persist_row *r, uint64_t now_wall_ms,
+                            uint32_t max_drift_ms, char *why, size_t why_len);
 const char *cache_persist_verdict_name(int verdict);
+/* in (a NUL-terminated string read from a file) into out for a log line:
+ * printable ASCII as it is, every other byte and the backslash as \xNN;
+ * cut to fit, always terminated. Returns out. */
+char *cache_persist_escape(const char *in, char *out, size_t out_len);
+/* Whether path may be a snapshot file beside the node's own files (data_dir
+ * NULL: no data dir to compare with): not a symbolic link, not something
+ * other than a regular file, not the journal (chorus.db and its -wal and
+ * -shm, by identity), and, when its directory is the data dir or inside it,
+ * only DATA_DIR/cache.db. The directory must exist. 0, or ERR_DENIED /
+ * ERR_STORAGE with err set. */
+int cache_persist_path_check(const char *path, const char *data_dir, char *err, size_t err_len);
 
 struct cache_persist_load_stats {
 	uint64_t rows;             /* read from the file */
@@ -371,7 +418,10 @@ struct cache_persist_load_stats {
 	uint64_t stale;            /* an older duplicate of a row already applied */
 	uint64_t unknown_cache;    /* rows of a cache not configured here */
 	uint64_t refused;          /* over this node's limits */
-	uint64_t hlc_max;          /* the greatest version read (0 = none) */
+	uint64_t flushed;          /* older than their cache's FLUSH mark: left out */
+	uint64_t ahead;            /* versions (or FLUSH marks) too far ahead: left out */
+	uint64_t ahead_ms_max;     /* the furthest of them, ms ahead of the wall clock */
+	uint64_t hlc_max;          /* the greatest version kept (0 = none) */
 	uint64_t written_wall_ms;  /* when the snapshot was written (0 = none loaded) */
 	int bad;                   /* the file was refused and set aside */
 };
@@ -384,22 +434,30 @@ struct cache_persist_stats {
 	int disabled;
 };
 
-/* path: the snapshot's absolute path (PATH.tmp is written beside it; its
- * directory must exist and be writable). interval_ms: 0 = only
- * cache_persist_write_all. 0, or ERR_INVALID / ERR_STORAGE / ERR_NOMEM
- * with err set. *out owned by the caller (cache_persist_destroy). */
-int cache_persist_create(const char *path, uint64_t interval_ms, uint64_t now_mono_ms,
+/* Checks the path (cache_persist_path_check) and that its directory can be
+ * read, written and entered, and takes an exclusive lock on PATH.lock (held
+ * until destroy), so that two nodes never share a snapshot. PATH.tmp is
+ * written beside PATH. 0, or ERR_INVALID / ERR_STORAGE / ERR_DENIED /
+ * ERR_BUSY (the lock is held elsewhere) / ERR_NOMEM with err set. *out owned
+ * by the caller (cache_persist_destroy). */
+int cache_persist_create(const struct cache_persist_options *o, uint64_t now_mono_ms,
                          struct cache_persist **out, char *err, size_t err_len);
-/* Ends a snapshot in progress without keeping it, frees p (NULL ok). */
+/* Ends a snapshot in progress without keeping it, lets the lock go, frees p
+ * (NULL ok). */
 void cache_persist_destroy(struct cache_persist *p);
-/* Loads the snapshot into the stores (empty ones, at start): 0 (loaded, or
- * no file), or ERR_STORAGE: the file was refused, logged, renamed to
- * PATH.bad-<now_wall_ms>, and every store flushed. Logs what it did. */
-int cache_persist_load(struct cache_persist *p, const struct cache *caches, uint32_t n_caches,
+/* Loads the snapshot into the stores (empty ones, at start) and their FLUSH
+ * marks (caches[i].flush_hlc). 0 (loaded, or no file); ERR_STORAGE: a
+ * Chorus snapshot that cannot be used was refused, logged, renamed to
+ * PATH.bad-<now_wall_ms> and every store flushed; ERR_DENIED with err set:
+ * PATH (or PATH.tmp) is not recognisably a Chorus snapshot, so it was left
+ * as it is, nothing loaded, and the node must not start (it would write
+ * over the file at its next snapshot). Logs what it did. */
+int cache_persist_load(struct cache_persist *p, struct cache *caches, uint32_t n_caches,
                        uint16_t partition_count, uint64_t now_wall_ms,
-                       struct cache_persist_load_stats *st);
+                       struct cache_persist_load_stats *st, char *err, size_t err_len);
 /* Writes a whole snapshot now, in one transaction (replacing one in
- * progress). 0, or ERR_STORAGE (logged; the previous snapshot stays). */
+ * progress), giving up after the stop timeout. 0, or ERR_STORAGE /
+ * ERR_TIMEOUT (logged; the previous snapshot stays). */
 int cache_persist_write_all(struct cache_persist *p, const struct cache *caches, uint32_t n_caches,
                             uint64_t now_wall_ms);
 /* Each tick: starts a periodic snapshot when it is due, writes a bounded
@@ -411,9 +469,10 @@ void cache_persist_step(struct cache_persist *p, const struct cache *caches, uin
 uint64_t cache_persist_deadline(const struct cache_persist *p);
 void cache_persist_stats(const struct cache_persist *p, struct cache_persist_stats *st);
 /* The service's hooks: start (after the stores exist: creates s->persist,
- * loads, raises the HLC past the loaded versions; -1 with err only for a
- * persist directory that cannot be written) and stop (a whole snapshot if
- * the node drained, then destroy). */
+ * loads, raises the HLC past the loaded versions; -1 with err for a path
+ * that cannot be used, a directory that cannot be written, a lock held by
+ * another node, or a file at the path that is not a Chorus snapshot) and
+ * stop (a whole snapshot if the node drained, then destroy). */
 int cache_persist_svc_start(struct cache_svc *s, const struct now *now, char *err, size_t err_len);
 void cache_persist_svc_stop(struct cache_svc *s);
 

@@ -23,7 +23,8 @@
  * have the same epoch.
  *
  * Cluster-wide operations: DBSIZE and FLUSH go to every member (each counts
- * the partitions it leads; each flushes its store); SCAN walks the members
+ * the partitions it leads; each drops its entries older than the FLUSH's
+ * HLC stamp, which it keeps: cache_sync.c, "FLUSH marks"); SCAN walks the members
  * in id order, each scanning its store for the keys of partitions it leads,
  * under a cursor [member ordinal 12 bits | check 20 bits | position 32].
  *
@@ -535,6 +536,10 @@ static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
 	batch_unlink(&s->rb_inflight, b);
 	int c2 = code ? code : (ok ? 0 : CH_ERR_PROTOCOL);
+	/* the replica's FLUSH mark before its answers are used: a read must
+	 * not take an entry the cluster flushed for the newest */
+	if (ok && reply->cache_repl_resp->flush_hlc)
+		(void)cache_flush_adopt(s, &s->caches[b->cache], reply->cache_repl_resp->flush_hlc);
 	if (b->read) {
 		const Chorus__CacheReplResp *r = ok ? reply->cache_repl_resp : NULL;
 		for (uint32_t i = 0; i < b->n; i++) {
@@ -1441,11 +1446,11 @@ static void fanout(struct cache_svc *s, struct cache *c, const Chorus__CacheReq 
 		cache_answer_error(cb, arg, CH_ERR_FULL, "too many cache operations in flight");
 		return;
 	}
+	Chorus__CacheReq copy = *req;
 	if (req->op == CHORUS__CACHE_OP__CACHE_FLUSH)
-		cstore_flush(c->st);
+		copy.flush_hlc = cache_flush_here(s, c);
 	else
 		o->sum = (int64_t)local_dbsize(s, c);
-	Chorus__CacheReq copy = *req;
 	copy.forwarded = 1;
 	copy.epoch = s->map.epoch;
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
@@ -1703,10 +1708,15 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 	case CHORUS__CACHE_OP__CACHE_FLUSH:
 		if (req->forwarded) {
 			Chorus__CacheResp resp = CHORUS__CACHE_RESP__INIT;
-			if (req->op == CHORUS__CACHE_OP__CACHE_FLUSH)
-				cstore_flush(c->st);
-			else
+			if (req->op == CHORUS__CACHE_OP__CACHE_DBSIZE) {
 				resp.integer = (int64_t)local_dbsize(s, c);
+			} else if (!req->flush_hlc) {
+				(void)cache_flush_here(s, c); /* from a node that sends no stamp */
+			} else if (cache_flush_adopt(s, c, req->flush_hlc) != 0) {
+				answer_error(cb, arg, CH_ERR_INVALID, "the FLUSH is stamped further ahead "
+				             "of this node's clock than the drift allows");
+				return 0;
+			}
 			resp.applied = 1;
 			cb(arg, 0, &resp, NULL);
 		} else {
@@ -2033,7 +2043,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	s->cfg = host_config(h);
 	(void)now;
 	memcpy(s->self, host_node_id(h), ID_BYTES);
-	hlc_init(&s->hlc, 0);
+	hlc_init(&s->hlc, HLC_MAX_DRIFT_MS_DEFAULT);
 	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)
 		if (dispatch_register(host_dispatch(h), &REQUESTS[i], s) != 0) {
 			snprintf(err, err_len, "request %s registered twice", REQUESTS[i].name);

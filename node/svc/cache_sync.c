@@ -2,9 +2,22 @@
  * cache_sync.c - the cache's replica side and background convergence
  * (cache_internal.h; docs/cache.md): CacheRepl from peers (replicated
  * entries, reads for quorum reads, anti-entropy digests), the
- * anti-entropy rounds, and hinted handoff.
+ * anti-entropy rounds, hinted handoff, and the FLUSH marks.
+ *
+ * FLUSH leaves no tombstones (it empties the stores), so on its own it
+ * would be undone by any node that missed it: one restarted from an older
+ * snapshot, or cut off while it ran, would hand the flushed entries back
+ * through anti-entropy, where they win over nothing. So a FLUSH is a
+ * version too: its coordinator stamps it with its HLC (flush_hlc), and
+ * every node keeps the newest it knows per cache, drops its entries older
+ * than it and refuses older ones from then on. The mark spreads as a
+ * tombstone would, but for the whole cache at once: in every anti-entropy
+ * message and every CacheReplResp (a node learns it from the first answer
+ * of a peer that knows it), and in the snapshot's meta.
  */
 #include "svc/cache_internal.h"
+
+#include <assert.h>
 
 #define READS_ANSWER_BYTES_MAX (4u << 20)
 
@@ -16,6 +29,8 @@ int cache_entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheE
 	if (cache_version_from_pb(e->version, &v) != 0 || e->partition >= s->cfg->cache_partitions ||
 	    e->key.len == 0)
 		return ERR_PROTOCOL;
+	if (v.hlc < c->flush_hlc)
+		return CSTORE_STALE; /* written before a FLUSH: gone for good */
 	uint64_t merged;
 	if (hlc_update(&s->hlc, cache_now_wall(s), v.hlc, &merged) != 0) {
 		s->refused_drift++;
@@ -63,7 +78,11 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 		rpc_reply_error(call, CH_ERR_NOT_FOUND, "no cache named \"%s\" here", m->cache);
 		return;
 	}
+	/* the sender's FLUSH mark first: its entries older than it are refused */
+	if (m->flush_hlc)
+		(void)cache_flush_adopt(s, c, m->flush_hlc);
 	Chorus__CacheReplResp resp = CHORUS__CACHE_REPL_RESP__INIT;
+	resp.flush_hlc = c->flush_hlc;
 	for (size_t i = 0; i < m->n_entries; i++)
 		if (cache_entry_apply(s, c, m->entries[i]) == 0)
 			resp.applied++;
@@ -149,6 +168,55 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 	free(differ);
 }
 
+/* ---- FLUSH marks ---- */
+
+/* Drops every entry of c older than its flush_hlc, in one go (as FLUSH
+ * itself did: a pause of its own). Returns how many went. */
+static uint64_t flush_drop(struct cache *c)
+{
+	uint64_t cursor = 0, removed = 0, total = 0;
+	do {
+		/* the cursor is the store's own: never refused */
+		if (cstore_drop_older(c->st, c->flush_hlc, cursor, 1u << 20, &cursor, &removed) != 0)
+			break;
+		total += removed;
+	} while (cursor);
+	return total;
+}
+
+uint64_t cache_flush_here(struct cache_svc *s, struct cache *c)
+{
+	uint64_t stamp = hlc_now(&s->hlc, cache_now_wall(s));
+	assert(stamp > c->flush_hlc); /* every mark adopted went through this clock */
+	c->flush_hlc = stamp;
+	uint64_t dropped = flush_drop(c);
+	log_info("cache", "cache %s flushed (hlc %" PRIu64 "): %" PRIu64 " entries dropped here",
+	         c->cfg->name, stamp, dropped);
+	return stamp;
+}
+
+int cache_flush_adopt(struct cache_svc *s, struct cache *c, uint64_t flush_hlc)
+{
+	if (flush_hlc <= c->flush_hlc)
+		return 0;
+	/* the clock goes past it, so this node's next writes are newer than
+	 * the FLUSH (else they would be dropped as older everywhere); a mark
+	 * too far ahead is refused as a version would be */
+	uint64_t merged;
+	if (hlc_update(&s->hlc, cache_now_wall(s), flush_hlc, &merged) != 0) {
+		s->refused_drift++;
+		log_limited(LOG_WARN, "cache", "drift", 10000,
+		            "a FLUSH of cache %s stamped %" PRIu64 " ms ahead of this node's clock was "
+		            "refused", c->cfg->name, hlc_physical_ms(flush_hlc) - cache_now_wall(s));
+		return ERR_INVALID;
+	}
+	c->flush_hlc = flush_hlc;
+	uint64_t dropped = flush_drop(c);
+	log_info("cache", "cache %s flushed (hlc %" PRIu64 ", from a peer): %" PRIu64 " entries "
+	                  "dropped here", c->cfg->name, flush_hlc, dropped);
+	return 0;
+}
+
 /* ---- anti-entropy ---- */
 
 static int bit_get(const uint8_t *b, uint32_t i) { return b && (b[i / 8] >> (i % 8)) & 1; }
@@ -181,6 +249,7 @@ static void ae_flush(struct cache_svc *s, struct ae_peer *pe)
 	Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
 	m.cache = (char *)s->caches[s->ae.cache].cfg->name;
 	m.epoch = s->map.epoch;
+	m.flush_hlc = s->caches[s->ae.cache].flush_hlc;
 	m.entries = b->ents;
 	m.n_entries = b->n;
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
@@ -289,6 +358,8 @@ static void ae_digest_cb(void *arg, int code, const Chorus__Envelope *reply, con
 	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP) {
 		const Chorus__CacheReplResp *r = reply->cache_repl_resp;
 		pe->answered = 1;
+		if (r->flush_hlc)
+			(void)cache_flush_adopt(s, &s->caches[s->ae.cache], r->flush_hlc);
 		for (size_t i = 0; i < r->n_differ; i++)
 			if (r->differ[i] < s->map.partition_count && bit_get(pe->equal, r->differ[i])) {
 				bit_set(pe->differ, r->differ[i]);
@@ -351,6 +422,7 @@ void cache_ae_start(struct cache_svc *s, uint64_t now_mono)
 		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
 		m.cache = (char *)c->cfg->name;
 		m.epoch = s->map.epoch;
+		m.flush_hlc = c->flush_hlc;
 		m.sync = 1;
 		m.sync_partitions = parts;
 		m.n_sync_partitions = n;
@@ -438,6 +510,9 @@ static void hints_cb(void *arg, int code, const Chorus__Envelope *reply, const c
 	struct cache_svc *s = b->s;
 	(void)err;
 	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
+	if (ok && b->n && reply->cache_repl_resp->flush_hlc)
+		(void)cache_flush_adopt(s, &s->caches[b->h[0]->cache],
+		                        reply->cache_repl_resp->flush_hlc);
 	for (uint32_t i = 0; i < b->n; i++) {
 		b->h[i]->inflight = 0;
 		if (ok)

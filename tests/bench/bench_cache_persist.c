@@ -98,9 +98,14 @@ int main(int argc, char **argv)
 	printf("store: %" PRIu64 " entries, %" PRIu64 " tombstones, %.1f MiB\n", ss.entries,
 	       ss.tombstones, ss.memory_bytes / 1048576.0);
 
-	char err[256];
+	char err[512];
 	struct cache_persist *p = NULL;
-	if (cache_persist_create(path, 1000, 0, &p, err, sizeof(err)) != 0) {
+	struct cache_persist_options o = {
+		.path = path,
+		.interval_ms = 1000,
+		.max_drift_ms = HLC_MAX_DRIFT_MS_DEFAULT,
+	};
+	if (cache_persist_create(&o, 0, &p, err, sizeof(err)) != 0) {
 		fprintf(stderr, "%s\n", err);
 		return 1;
 	}
@@ -138,12 +143,13 @@ int main(int argc, char **argv)
 	cache_persist_destroy(p);
 
 	struct cache fresh = {.cfg = &cfg, .st = store_new()};
-	if (cache_persist_create(path, 0, 0, &p, err, sizeof(err)) != 0)
+	o.interval_ms = 0;
+	if (cache_persist_create(&o, 0, &p, err, sizeof(err)) != 0)
 		return 1;
 	(void)sqlite3_memory_highwater(1);
 	struct cache_persist_load_stats ls;
 	t0 = clock_mono_ns();
-	if (cache_persist_load(p, &fresh, 1, 271, WALL0 + 1000, &ls) != 0)
+	if (cache_persist_load(p, &fresh, 1, 271, WALL0 + 1000, &ls, err, sizeof(err)) != 0)
 		return 1;
 	uint64_t load_ms = ms_since(t0);
 	sqlite3_int64 peak = sqlite3_memory_highwater(0);
@@ -154,6 +160,8 @@ int main(int argc, char **argv)
 	cache_persist_destroy(p);
 	cstore_destroy(fresh.st);
 	cstore_destroy(c.st);
+	unlink(path);
+	snprintf(path + strlen(path), sizeof(path) - strlen(path), ".lock");
 	unlink(path);
 	return 0;
 }

@@ -24,11 +24,25 @@ RESP listener (a small pipelining client below), in bulk.
    that no longer fits fails with the reason in the log, the previous file
    stays, the node keeps serving; the stop snapshot fails the same way and
    the node still exits 0; the restart loads the previous snapshot.
+6. Paths that are not a snapshot's: persist naming the journal is refused
+   by the config check, a symbolic link to it and another program's file by
+   the start, each left as it was (the journal still opens); two nodes
+   cannot share one snapshot file (PATH.lock).
+7. FLUSH is not undone: a node stopped (its snapshot holding every key)
+   while the cluster is flushed, then restarted from that snapshot, and a
+   node SIGSTOPped out of the cluster while it is flushed, then let go: in
+   both, every node ends with only the keys written after the FLUSH, and
+   stays so over anti-entropy rounds.
+8. A snapshot row stamped an hour ahead (a crafted file): left out with a
+   warning, and the node's clock not raised to it, so its writes are still
+   accepted by its replicas.
 
 Every wait is a condition with a deadline; no fixed sleeps.
 """
 
 import os
+import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -166,6 +180,31 @@ class PersistCase(NodeTestCase):
             return None
         return out[0]
 
+    def refused_start(self, node):
+        """Starts node expecting it to refuse: returns its exit code and the
+        log of that start."""
+        node.start(wait=False)
+        node.exit_expected = True
+        rc = node.wait_exit(30)
+        return rc, self.log_since_start(node)
+
+    def maps_agree(self, nodes):
+        total = 0
+        for x in nodes:
+            st = self.stats(x)
+            if not st:
+                return False
+            total += st.get("partitions_primary", 0)
+        return total == PARTITIONS
+
+    def hold_for(self, cond, seconds, what):
+        """cond stays true for `seconds` (polled): a property that must not
+        change over that many anti-entropy rounds."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.assertTrue(cond(), what)
+            time.sleep(0.2)
+
 
 class TestOneNode(PersistCase):
 
@@ -298,16 +337,201 @@ class TestOneNode(PersistCase):
             self.assertEqual(f.read(), bad)
         os.remove(aside)
 
-        # a file that is not a database at all
+        # a file that is not a database at all is not recognisably ours:
+        # never moved, never written over; the node does not start
         with open(db, "wb") as f:
             f.write(b"not a database\n" * 100)
         with open(db, "rb") as f:
             bad = f.read()
-        self.damaged_start(n, port, db, bad)
-        self.assertIn("file is not a database", self.log_since_start(n))
+        rc, log = self.refused_start(n)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("ERROR cache: [cache] persist: %s is not a Chorus cache snapshot (not a "
+                      "sqlite database); it is left as it is and the node does not start" % db,
+                      log)
+        with open(db, "rb") as f:
+            self.assertEqual(f.read(), bad)
+        self.assertEqual([f for f in os.listdir(n.data_dir) if f.startswith("cache.db.bad-")],
+                         [])
+        # moved away by a human: the node starts, empty
+        os.rename(db, db + ".notes")
+        n.start()
+        self.assertEqual(self.run_resp(port, [("DBSIZE",)]), [0])
+
+    def test_paths_that_are_not_a_snapshots_are_refused_and_left_alone(self):
+        n, port = self.resp_node("n1", "[cache]\npersist = off\n")
+        self.assertAllOk(self.run_resp(port, [("SET", "k", "v")]), "a write")
+        identity = re.search(r"node n1 \(([0-9a-f]{32})\)", self.log_since_start(n)).group(1)
+        self.assertEqual(n.stop(), 0)
+        journal = os.path.join(n.data_dir, "chorus.db")
+
+        # the journal named as the snapshot: refused before anything opens
+        conf = self.conf("journal", "[cache]\npersist = %s\n" % journal)
+        rc, out, err = self.run_chorusd("--config", conf, "--data-dir", n.data_dir,
+                                        "--listen", n.addr)
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("[cache] persist = %s is inside the data dir" % journal, out + err)
+
+        # a symbolic link to it, from outside the data dir: refused at start
+        link = os.path.join(self.workdir, "link.db")
+        os.symlink(journal, link)
+        n.args = ["--config", self.conf("link", "[cache]\npersist = %s\n" % link)]
+        rc, log = self.refused_start(n)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("ERROR cache: [cache] persist: %s is a symbolic link" % link, log)
+
+        # another program's file: never moved, never replaced
+        notes = os.path.join(self.workdir, "notes.txt")
+        with open(notes, "w") as f:
+            f.write("not the cache's\n")
+        n.args = ["--config", self.conf("notes", "[cache]\npersist = %s\n" % notes)]
+        rc, log = self.refused_start(n)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("%s is not a Chorus cache snapshot (not a sqlite database)" % notes, log)
+        with open(notes) as f:
+            self.assertEqual(f.read(), "not the cache's\n")
+        self.assertEqual([f for f in os.listdir(self.workdir) if ".bad-" in f], [])
+
+        # the journal is where it was, and still the node's: it starts on
+        # it with the same identity (a refused start opened it, as any
+        # start does before the services, and changed nothing else)
+        self.assertTrue(os.path.islink(link))
+        self.assertTrue(os.path.isfile(journal) and not os.path.islink(journal))
+        self.assertEqual([f for f in os.listdir(n.data_dir) if ".bad-" in f], [])
+        n.args = ["--config", self.conf("off", "[cache]\npersist = off\n")]
+        n.start()
+        self.assertIn("node n1 (%s)" % identity, self.log_since_start(n))
+
+        # two nodes, one snapshot file: the second is refused while the
+        # first holds it
+        shared = os.path.join(self.workdir, "shared.db")
+        n.stop()
+        n.args = ["--config", self.conf("shared", "[cache]\npersist = %s\n" % shared),
+                  "--resp", "127.0.0.1:%d" % port]
+        n.start()
+        m = self.new_node("--config", self.conf("shared2", "[cache]\npersist = %s\n" % shared),
+                          name="n2", start=False)
+        rc, log = self.refused_start(m)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("%s is in use by another chorusd" % shared, log)
+        self.assertTrue(n.running())
+        self.assertEqual(n.stop(), 0)
+        m.start()  # the file is free once n1 is gone (n1's stop snapshot in it)
+        self.assertIn("from snapshot %s" % shared, self.log_since_start(m))
 
 
 class TestCluster(PersistCase):
+
+    def cluster(self, persist):
+        """Three nodes (R = 3: each holds every key), persist as given per
+        node; returns the nodes and their RESP ports."""
+        secret = keygen(os.path.join(self.workdir, "cluster.secret"))
+        common = ["--secret", secret, "--gossip-period", PERIOD]
+        nodes, ports = [], []
+        for i, mode in enumerate(persist):
+            seeds = ["--seeds", nodes[0].addr] if nodes else []
+            n, p = self.resp_node("n%d" % (i + 1), "[cache]\npersist = %s\n" % mode, *common,
+                                  *seeds, secret=secret)
+            nodes.append(n)
+            ports.append(p)
+        wait_until(lambda: self.maps_agree(nodes), CONVERGE_S, "three nodes in every map")
+        return nodes, ports
+
+    def entries(self, node):
+        st = self.stats(node)
+        return st.get("entries", 0) if st else -1
+
+    def only_after_keys_everywhere(self, nodes, ports, after, flushed):
+        """Every node holds exactly the keys written after the FLUSH, and
+        none of the flushed ones is readable through any node."""
+        if any(self.entries(x) != len(after) for x in nodes):
+            return False
+        for p in ports:
+            got = self.get_all(p, flushed[:50] + list(after))
+            if any(got[k] is not None for k in flushed[:50]):
+                return False
+            if any(got[k] != v for k, v in after.items()):
+                return False
+        return True
+
+    def test_a_flush_is_not_undone_by_a_node_restarted_from_an_older_snapshot(self):
+        (n1, n2, n3), (p1, p2, p3) = self.cluster(["off", "on", "off"])
+        keys = {"f%03d" % i: b"before %d" % i for i in range(200)}
+        self.assertAllOk(self.run_resp(p1, [("SET", k, v) for k, v in keys.items()]), "writes")
+        wait_until(lambda: self.entries(n2) == len(keys), CONVERGE_S, "n2 to hold every key")
+        self.assertEqual(n2.stop(), 0)
+        self.assertIn("snapshot of %d entries" % len(keys), self.log_since_start(n2))
+        wait_until(lambda: self.maps_agree([n1, n3]), CONVERGE_S, "n2 out of the maps")
+
+        self.assertEqual(self.run_resp(p1, [("FLUSHDB",)]), ["OK"])
+        after = {"a%02d" % i: b"after %d" % i for i in range(20)}
+        self.assertAllOk(self.run_resp(p3, [("SET", k, v) for k, v in after.items()]), "writes")
+
+        n2.start()  # from its snapshot, taken before the FLUSH
+        self.assertIn("loaded %d entries" % len(keys), self.log_since_start(n2))
+        wait_until(lambda: self.maps_agree([n1, n2, n3]), CONVERGE_S, "n2 back in every map")
+        nodes, ports = [n1, n2, n3], [p1, p2, p3]
+        wait_until(lambda: self.only_after_keys_everywhere(nodes, ports, after, list(keys)),
+                   CONVERGE_S, "only the keys written after the FLUSH, on every node")
+        self.assertRegex(self.log_since_start(n2),
+                         r"cache default flushed \(hlc \d+, from a peer\): 200 entries dropped")
+        # and it stays so over anti-entropy rounds (every 2 s)
+        self.hold_for(lambda: all(self.entries(x) == len(after) for x in nodes), 6,
+                      "flushed entries came back")
+        self.assertEqual(self.run_resp(p2, [("DBSIZE",)]), [len(after)])
+
+        # n2's next snapshot keeps the FLUSH: restarted alone, it still
+        # refuses what the FLUSH removed and the others do not bring it
+        self.assertEqual(n2.stop(), 0)
+        n2.start()
+        self.assertIn("loaded %d entries" % len(after), self.log_since_start(n2))
+
+    def test_a_flush_is_not_undone_by_a_node_cut_off_while_it_ran(self):
+        (n1, n2, n3), (p1, p2, p3) = self.cluster(["off", "off", "off"])
+        keys = {"c%03d" % i: b"before %d" % i for i in range(200)}
+        self.assertAllOk(self.run_resp(p1, [("SET", k, v) for k, v in keys.items()]), "writes")
+        wait_until(lambda: self.entries(n3) == len(keys), CONVERGE_S, "n3 to hold every key")
+        n3.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: self.maps_agree([n1, n2]), CONVERGE_S, "n3 out of the maps")
+            self.assertEqual(self.run_resp(p1, [("FLUSHDB",)]), ["OK"])
+            after = {"a%02d" % i: b"after %d" % i for i in range(20)}
+            self.assertAllOk(self.run_resp(p2, [("SET", k, v) for k, v in after.items()]),
+                             "writes")
+        finally:
+            n3.proc.send_signal(signal.SIGCONT)
+        nodes, ports = [n1, n2, n3], [p1, p2, p3]
+        wait_until(lambda: self.maps_agree(nodes), CONVERGE_S, "n3 back in every map")
+        wait_until(lambda: self.only_after_keys_everywhere(nodes, ports, after, list(keys)),
+                   CONVERGE_S, "only the keys written after the FLUSH, on every node")
+        self.hold_for(lambda: all(self.entries(x) == len(after) for x in nodes), 6,
+                      "flushed entries came back")
+
+    def test_a_snapshot_row_an_hour_ahead_does_not_move_the_clock(self):
+        (n1, n2, n3), (p1, p2, p3) = self.cluster(["on", "off", "off"])
+        db = os.path.join(n1.data_dir, "cache.db")
+        keys = {"h%03d" % i: b"v %d" % i for i in range(30)}
+        self.assertAllOk(self.run_resp(p1, [("SET", k, v) for k, v in keys.items()]), "writes")
+        wait_until(lambda: self.entries(n1) == len(keys), CONVERGE_S, "n1 to hold every key")
+        self.assertEqual(n1.stop(), 0)
+        conn = sqlite3.connect(db)
+        conn.execute("UPDATE entries SET hlc = hlc + (3600000 << 16) WHERE rowid = 1")
+        conn.commit()
+        conn.close()
+        n1.start()
+        log = self.log_since_start(n1)
+        self.assertRegex(log, r"WARN  cache: snapshot %s: 1 versions stamped more than 500 ms "
+                              r"\(the clock's drift\) ahead of this node's wall clock, up to "
+                              r"3[56]\d{5} ms, were left out" % db)
+        self.assertIn("loaded %d entries" % (len(keys) - 1), log)
+        wait_until(lambda: self.maps_agree([n1, n2, n3]), CONVERGE_S, "n1 back in every map")
+        # writes through n1 (a third of them led by n1 itself, stamped by its
+        # clock) are accepted by their replicas: QUORUM answers OK
+        more = {"m%03d" % i: b"more %d" % i for i in range(60)}
+        self.assertAllOk(self.run_resp(p1, [("SET", k, v) for k, v in more.items()]),
+                         "writes after the restart")
+        wait_until(lambda: self.entries(n2) == len(keys) + len(more), CONVERGE_S,
+                   "n2 to hold every key")
+        self.assertEqual(self.get_all(p2, list(more)), more)
 
     def test_a_restarted_node_loads_its_snapshot_and_catches_up(self):
         secret = keygen(os.path.join(self.workdir, "cluster.secret"))

@@ -353,6 +353,19 @@ static void cache_persist_settings_from_file(void **state)
 	write_conf(f, "[cache]\npersist = on\npersist_interval = 100ms\n");
 	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
 	assert_int_equal(c->cache_persist_interval_ms, 100);
+	assert_int_equal(c->cache_persist_stop_timeout_ms, 60000);
+	write_conf(f, "[cache]\npersist = on\npersist_stop_timeout = 5m\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	assert_int_equal(c->cache_persist_stop_timeout_ms, 300000);
+	/* DATA_DIR/cache.db named as a path is what persist = on means */
+	config_free(c);
+	config_defaults(c);
+	write_conf(f, "[node]\ndata_dir = /var/lib/chorus/\n"
+		      "[cache]\npersist = /var/lib//chorus/./cache.db\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
+	/* a sibling of the data dir is elsewhere */
+	write_conf(f, "[node]\ndata_dir = /var/lib/chorus\n[cache]\npersist = /var/lib/chorus-2/x.db\n");
+	assert_int_equal(config_load_file(c, f->path, f->err, sizeof(f->err)), 0);
 }
 
 static void bad_cache_persist_settings_are_refused(void **state)
@@ -375,6 +388,31 @@ static void bad_cache_persist_settings_are_refused(void **state)
 			  "'169h' is out of range 0ms..604800000ms");
 	assert_file_error(f, "[cache]\npersist = on\npersist_interval = soon\n", 3,
 			  "'soon' is not a duration (e.g. 250ms, 5s, 2m, 1h)");
+	assert_file_error(f, "[cache]\npersist = on\npersist_stop_timeout = 10ms\n", 3,
+			  "'10ms' is out of range 1000ms..86400000ms");
+	/* the data dir holds the journal and the node's identity: a snapshot
+	 * (written over PATH, a bad one moved aside) must not be among them */
+	static const char *const inside[] = {"/d/chorus.db", "/d//chorus.db-wal", "/d/secret",
+	                                     "/d/./sub/cache.db", "/d/other.db", "/d"};
+	for (size_t i = 0; i < sizeof(inside) / sizeof(inside[0]); i++) {
+		config_free(&f->c);
+		config_defaults(&f->c);
+		char text[256], want[512];
+		snprintf(text, sizeof(text), "[node]\ndata_dir = /d/\n[cache]\npersist = %s\n",
+			 inside[i]);
+		write_conf(f, text);
+		assert_int_equal(config_load_file(&f->c, f->path, f->err, sizeof(f->err)), -1);
+		snprintf(want, sizeof(want), "%s: [cache] persist = %s is inside the data dir, beside "
+			 "the journal: name a file elsewhere, or persist = on (DATA_DIR/cache.db)",
+			 f->path, inside[i]);
+		assert_string_equal(f->err, want);
+	}
+	/* the data dir from the command line counts as well */
+	config_free(&f->c);
+	config_defaults(&f->c);
+	write_conf(f, "[cache]\npersist = /srv/node1/chorus.db\n");
+	assert_int_equal(load_args(f, "--config", f->path, "--data-dir", "/srv/node1", NULL), -1);
+	assert_non_null(strstr(f->err, "is inside the data dir"));
 	/* an interval without persistence is a mistake, not a silent no-op */
 	config_free(&f->c);
 	config_defaults(&f->c);

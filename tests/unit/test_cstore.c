@@ -1337,6 +1337,101 @@ static void partition_streams_to_another_store_and_drops(void **state)
 	cstore_destroy(dst);
 }
 
+/* A cluster-wide FLUSH stamped F: every entry whose version is below F
+ * goes, live or tombstone, expiring or not, in slices across a resize;
+ * writes newer than F (made before the pass, or between its slices) stay,
+ * and the partition digests end equal to a store that only ever held those. */
+static void entries_older_than_a_flush_are_dropped_and_newer_ones_kept(void **state)
+{
+	(void)state;
+	enum { N = 3000, F = 1000 + N / 2 };
+	struct cstore *s = mk_default(), *want = mk_default();
+	char k[32], v[32];
+	for (unsigned i = 0; i < N; i++) {
+		keyname(k, sizeof(k), "fk", i);
+		keyname(v, sizeof(v), "val", i);
+		if (i % 7 == 0) {
+			assert_int_equal(del(s, k, 1000 + i, 10), 0);
+			continue;
+		}
+		struct cstore_put p = P(k, v, 1000 + i);
+		p.ttl_ms = i % 5 == 0 ? 60000 : 0; /* some in the expiry heap */
+		assert_int_equal(cstore_put(s, &p, 10, NULL), 0);
+	}
+	/* newer writes, until the table starts growing: the pass meets a resize */
+	unsigned late = 0;
+	do {
+		keyname(k, sizeof(k), "late", late);
+		assert_int_equal(put(s, k, "after", 5000 + late, 10), 0);
+		late++;
+	} while (!stats(s).rehashing && late < 4000);
+	assert_true(stats(s).rehashing);
+	uint64_t cursor = 0, removed = 0, removed_total = 0;
+	unsigned step = 0;
+	do {
+		assert_int_equal(cstore_drop_older(s, F, cursor, 16, &cursor, &removed), 0);
+		removed_total += removed;
+		/* a write made after the flush, between two slices */
+		keyname(k, sizeof(k), "between", step++);
+		assert_int_equal(put(s, k, "new", 9000 + step, 10), 0);
+	} while (cursor);
+	assert_int_equal(removed_total, N / 2);
+	for (unsigned i = 0; i < N; i++) {
+		keyname(k, sizeof(k), "fk", i);
+		keyname(v, sizeof(v), "val", i);
+		struct cstore_item it;
+		if (1000 + i < F) {
+			assert_int_equal(cstore_peek(s, k, strlen(k), 10, &it), ERR_NOT_FOUND);
+			continue;
+		}
+		if (i % 7 == 0) {
+			assert_int_equal(cstore_peek(s, k, strlen(k), 10, &it), 0);
+			assert_true(it.tombstone);
+			assert_int_equal(del(want, k, 1000 + i, 10), 0);
+			continue;
+		}
+		expect(s, k, v, 10);
+		struct cstore_put p = P(k, v, 1000 + i);
+		p.ttl_ms = i % 5 == 0 ? 60000 : 0;
+		assert_int_equal(cstore_put(want, &p, 10, NULL), 0);
+	}
+	for (unsigned i = 0; i < late; i++) {
+		keyname(k, sizeof(k), "late", i);
+		expect(s, k, "after", 10);
+		assert_int_equal(put(want, k, "after", 5000 + i, 10), 0);
+	}
+	for (unsigned i = 0; i < step; i++) {
+		keyname(k, sizeof(k), "between", i);
+		expect(s, k, "new", 10);
+		assert_int_equal(put(want, k, "new", 9000 + i + 1, 10), 0);
+	}
+	for (uint16_t p = 0; p < 16; p++) {
+		struct cstore_partition_stats a, b;
+		cstore_partition_stats(s, p, &a);
+		cstore_partition_stats(want, p, &b);
+		assert_int_equal(a.entries, b.entries);
+		assert_int_equal(a.tombstones, b.tombstones);
+		assert_int_equal(a.bytes, b.bytes);
+		assert_int_equal(a.digest, b.digest);
+	}
+	/* the dropped expiring entries left the heap: the expiries to come are
+	 * the kept ones' */
+	assert_int_equal(cstore_tick(s, 60010, 100000), cstore_tick(want, 60010, 100000));
+	assert_int_equal(stats(s).entries, stats(want).entries);
+	/* nothing older is left: a second pass removes nothing */
+	cursor = 0;
+	removed_total = 0;
+	do {
+		assert_int_equal(cstore_drop_older(s, F, cursor, 1u << 20, &cursor, &removed), 0);
+		removed_total += removed;
+	} while (cursor);
+	assert_int_equal(removed_total, 0);
+	assert_int_equal(cstore_drop_older(s, F, 12345, 16, &cursor, &removed), ERR_INVALID);
+	assert_int_equal(stats(s).memory_bytes + stats(want).memory_bytes, C.live_bytes);
+	cstore_destroy(s);
+	cstore_destroy(want);
+}
+
 static void flush_and_many_node_ids_give_memory_back(void **state)
 {
 	(void)state;
@@ -1985,6 +2080,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(glob_pathological_patterns_stay_fast_and_shallow, setup, teardown),
 		cmocka_unit_test_setup_teardown(partition_digest_ignores_order_and_sees_one_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(partition_streams_to_another_store_and_drops, setup, teardown),
+		cmocka_unit_test_setup_teardown(entries_older_than_a_flush_are_dropped_and_newer_ones_kept,
+		                                setup, teardown),
 		cmocka_unit_test_setup_teardown(flush_and_many_node_ids_give_memory_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(node_ids_are_interned_and_their_slots_reused, setup, teardown),
 		cmocka_unit_test_setup_teardown(node_id_table_refuses_a_writer_past_its_limit, setup, teardown),

@@ -172,7 +172,7 @@ static void counter_overflow_carries_into_physical(void **state)
 	(void)state;
 	struct hlc h;
 	hlc_init(&h, DRIFT_MS);
-	assert_int_equal(hlc_restore(&h, hlc_pack(T0, HLC_LOGICAL_MAX - 1)), 0);
+	assert_int_equal(hlc_restore(&h, T0, hlc_pack(T0, HLC_LOGICAL_MAX - 1)), 0);
 	assert_true(hlc_now(&h, T0) == hlc_pack(T0, HLC_LOGICAL_MAX));
 	assert_true(hlc_now(&h, T0) == hlc_pack(T0 + 1, 0));
 	assert_true(hlc_now(&h, T0) == hlc_pack(T0 + 1, 1));
@@ -196,18 +196,29 @@ static void counter_overflow_carries_into_physical(void **state)
 	assert_int_equal(hlc_logical(prev), 199999 % 65536);
 }
 
-static void restore_raises_never_lowers(void **state)
+/* A restart reloads the greatest version the node wrote or accepted: the
+ * clock goes up to it, never down, and never further than a peer would
+ * accept from it (a clock restored a minute ahead would stamp writes that
+ * every replica refuses until the wall clock caught up). */
+static void restore_raises_never_lowers_and_stays_within_the_drift(void **state)
 {
 	(void)state;
 	struct hlc h;
 	hlc_init(&h, DRIFT_MS);
-	assert_int_equal(hlc_restore(&h, hlc_pack(T0 + 60000, 3)), 0);
-	/* restarted with a wall clock a minute behind what it wrote */
-	assert_true(hlc_now(&h, T0) == hlc_pack(T0 + 60000, 4));
-	assert_int_equal(hlc_restore(&h, hlc_pack(T0, 0)), 0);
-	assert_true(hlc_last(&h) == hlc_pack(T0 + 60000, 4));
-	assert_int_equal(hlc_restore(&h, hlc_pack(HLC_PHYSICAL_MAX, 0)), ERR_INVALID);
-	assert_true(hlc_last(&h) == hlc_pack(T0 + 60000, 4));
+	/* restarted with a wall clock a little behind what it wrote */
+	assert_int_equal(hlc_restore(&h, T0, hlc_pack(T0 + DRIFT_MS, 3)), 0);
+	assert_true(hlc_now(&h, T0) == hlc_pack(T0 + DRIFT_MS, 4));
+	assert_int_equal(hlc_restore(&h, T0, hlc_pack(T0, 0)), 0);
+	assert_true(hlc_last(&h) == hlc_pack(T0 + DRIFT_MS, 4));
+	/* further ahead than the drift: refused, the clock as it was */
+	assert_int_equal(hlc_restore(&h, T0, hlc_pack(T0 + DRIFT_MS + 1, 0)), ERR_INVALID);
+	assert_int_equal(hlc_restore(&h, T0, hlc_pack(T0 + 3600 * 1000, 0)), ERR_INVALID);
+	assert_true(hlc_last(&h) == hlc_pack(T0 + DRIFT_MS, 4));
+	/* what was refused becomes fine once the wall clock is there */
+	assert_int_equal(hlc_restore(&h, T0 + 3600 * 1000, hlc_pack(T0 + 3600 * 1000, 0)), 0);
+	assert_true(hlc_last(&h) == hlc_pack(T0 + 3600 * 1000, 0));
+	assert_int_equal(hlc_restore(&h, UINT64_MAX, hlc_pack(HLC_PHYSICAL_MAX, 0)), ERR_INVALID);
+	assert_true(hlc_last(&h) == hlc_pack(T0 + 3600 * 1000, 0));
 }
 
 static void the_last_ms_of_the_range_is_reserved(void **state)
@@ -336,7 +347,7 @@ int main(void)
 		cmocka_unit_test(remote_too_far_ahead_is_refused_not_adopted),
 		cmocka_unit_test(accepted_remotes_cannot_ratchet_the_clock),
 		cmocka_unit_test(counter_overflow_carries_into_physical),
-		cmocka_unit_test(restore_raises_never_lowers),
+		cmocka_unit_test(restore_raises_never_lowers_and_stays_within_the_drift),
 		cmocka_unit_test(the_last_ms_of_the_range_is_reserved),
 		cmocka_unit_test(random_walks_stay_monotonic_and_bounded),
 		cmocka_unit_test(versions_order_by_hlc_then_node),
