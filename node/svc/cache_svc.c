@@ -551,8 +551,16 @@ static void rb_cb(void *arg, int code, const Chorus__Envelope *reply, const char
 				read_ack(b->slots[i], ok ? CH_ERR_PROTOCOL : c2, 0, 0, NULL);
 		}
 	} else {
-		for (uint32_t i = 0; i < b->n; i++)
-			write_ack(b->slots[i], c2, ok);
+		/* copies the replica named as not applied failed (each a hint) */
+		uint8_t refused[RB_ENTRIES_MAX / 8] = {0};
+		const Chorus__CacheReplResp *r = ok ? reply->cache_repl_resp : NULL;
+		for (size_t k = 0; r && k < r->n_refused; k++)
+			if (r->refused[k] < b->n)
+				refused[r->refused[k] / 8] |= (uint8_t)(1u << (r->refused[k] % 8));
+		for (uint32_t i = 0; i < b->n; i++) {
+			int no = (refused[i / 8] >> (i % 8)) & 1;
+			write_ack(b->slots[i], no ? CH_ERR_UNAVAILABLE : c2, ok && !no);
+		}
 	}
 	free(b);
 	if (s->wq_head)
@@ -1713,7 +1721,7 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 			} else if (!req->flush_hlc) {
 				(void)cache_flush_here(s, c); /* from a node that sends no stamp */
 			} else if (cache_flush_adopt(s, c, req->flush_hlc) != 0) {
-				answer_error(cb, arg, CH_ERR_INVALID, "the FLUSH is stamped further ahead "
+				cache_answer_error(cb, arg, CH_ERR_INVALID, "the FLUSH is stamped further ahead "
 				             "of this node's clock than the drift allows");
 				return 0;
 			}

@@ -83,9 +83,18 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 		(void)cache_flush_adopt(s, c, m->flush_hlc);
 	Chorus__CacheReplResp resp = CHORUS__CACHE_REPL_RESP__INIT;
 	resp.flush_hlc = c->flush_hlc;
-	for (size_t i = 0; i < m->n_entries; i++)
-		if (cache_entry_apply(s, c, m->entries[i]) == 0)
+	/* an entry that could not be applied (a version too far ahead of this
+	 * node's clock, no memory) is named, so that the primary does not count
+	 * it as held here; one that is older than held is held, by a newer one */
+	uint32_t *refused = m->n_entries ? malloc(m->n_entries * sizeof(*refused)) : NULL;
+	for (size_t i = 0; i < m->n_entries; i++) {
+		int rc = cache_entry_apply(s, c, m->entries[i]);
+		if (rc == 0)
 			resp.applied++;
+		else if (rc != CSTORE_STALE && refused)
+			refused[resp.n_refused++] = (uint32_t)i;
+	}
+	resp.refused = refused;
 	uint32_t *differ = NULL;
 	if (m->sync && m->n_sync_partitions == m->n_sync_digests && m->n_sync_partitions &&
 	    m->n_sync_partitions <= CPLACE_PARTITIONS_MAX) {
@@ -129,6 +138,7 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 		free(rv);
 		free(rn);
 		free(differ);
+		free(refused);
 		rpc_reply_error(call, nr ? CH_ERR_NOMEM : CH_ERR_INVALID,
 		                nr ? "out of memory" : "too many reads in one request (at most %u)",
 		                RB_READS_RECV_MAX);
@@ -160,6 +170,7 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 	resp.reads = rrp;
 	resp.n_reads = answered;
 	rpc_reply_body(call, CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP, cache_repl_resp, &resp);
+	free(refused);
 	free(rr);
 	free(rrp);
 	free(re);
