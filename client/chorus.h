@@ -519,10 +519,11 @@ struct ch_cache_opts {
 };
 #define CH_CACHE_NAME_BYTES_MAX 48  /* a name is [a-z0-9_.-], as the node's config */
 /* ch_cache_get_or_compute: the longest a key's primary waits for a compute
- * (its task is then cancelled), and the time it allows a task to wait for
- * a worker on top of its time limit. */
+ * (its task is then cancelled), and the least time it allows a task to
+ * wait for a worker on top of its time limits (it allows as long as the
+ * task may run, when that is longer). */
 #define CH_CACHE_COMPUTE_WAIT_MS_MAX 600000u
-#define CH_CACHE_COMPUTE_QUEUE_MS 5000u
+#define CH_CACHE_COMPUTE_QUEUE_MS 30000u
 #define CH_CACHE_MOVED_TRIES 6
 #define CH_CACHE_MULTI_KEYS_MAX 65536 /* keys of one ch_cache_mget / ch_cache_mset */
 
@@ -672,15 +673,19 @@ int ch_cache_mset(ch_client *c, const struct ch_cache_opts *opts, const void *co
  * CH_ERR_DENIED as for ch_submit, CH_ERR_TOO_LARGE (a payload over the
  * nodes' value_bytes_max, or an output over it: then not stored),
  * CH_ERR_FULL (the primary runs [cache] compute_max computes, or
- * compute_waiters_max callers wait on this key already), and those of
+ * compute_waiters_max callers wait on this key already, or the node the
+ * call went to has 32 get-or-compute requests in flight to the key's
+ * primary: callers of one request through one node share one), and those of
  * ch_cache_put for the write of the value (CH_ERR_UNAVAILABLE,
  * CH_ERR_TIMEOUT: the value may be stored at the primary then).
  *
  * Time: the call waits for the compute: with task_opts->timeout_ms set and
- * no retries, at most that plus CH_CACHE_COMPUTE_QUEUE_MS plus twice the
+ * no retries, at most twice that (at least that plus
+ * CH_CACHE_COMPUTE_QUEUE_MS, for the wait for a worker) plus twice the
  * client's timeout; otherwise up to CH_CACHE_COMPUTE_WAIT_MS_MAX (the
  * primary gives a compute up by then, cancelling its task) plus twice the
- * client's timeout. CH_ERR_MOVED is retried within that time. */
+ * client's timeout. CH_ERR_MOVED is retried within that time. A failed
+ * journal commit on the primary (a full disk) is CH_ERR_STORAGE at once. */
 int ch_cache_get_or_compute(ch_client *c, const struct ch_cache_opts *opts, const void *key,
                             size_t key_len, const char *handler, const void *payload,
                             size_t payload_len, const struct ch_task_opts *task_opts,

@@ -3127,15 +3127,19 @@ int ch_cache_dbsize(ch_client *c, const struct ch_cache_opts *opts, uint64_t *en
 	return CH_OK;
 }
 
-/* How long a get-or-compute may take before the key's primary answers: the
- * task's time limit plus its wait for a worker when the caller gave one and
- * no retries; otherwise the node decides (its default limit, the retries),
- * within CH_CACHE_COMPUTE_WAIT_MS_MAX. */
+/* How long a get-or-compute may take before the key's primary answers, as
+ * the node reckons it (node/svc/cache_compute.c, cache_compute_wait_ms):
+ * when the caller gave a time limit and no retries, the limit plus the wait
+ * for a worker allowed on top (as long again, at least
+ * CH_CACHE_COMPUTE_QUEUE_MS); otherwise the node decides (its default
+ * limit, the retries), within CH_CACHE_COMPUTE_WAIT_MS_MAX. */
 static uint32_t compute_wait_ms(const struct ch_task_opts *o)
 {
 	if (o == NULL || o->timeout_ms == 0 || o->restart != CH_RESTART_TEMPORARY)
 		return CH_CACHE_COMPUTE_WAIT_MS_MAX;
-	uint64_t w = (uint64_t)o->timeout_ms + CH_CACHE_COMPUTE_QUEUE_MS;
+	uint64_t queue = o->timeout_ms > CH_CACHE_COMPUTE_QUEUE_MS ? o->timeout_ms
+	                                                           : CH_CACHE_COMPUTE_QUEUE_MS;
+	uint64_t w = (uint64_t)o->timeout_ms + queue;
 	return w < CH_CACHE_COMPUTE_WAIT_MS_MAX ? (uint32_t)w : CH_CACHE_COMPUTE_WAIT_MS_MAX;
 }
 

@@ -4,7 +4,15 @@
  *
  * A CACHE_GET_OR_COMPUTE reaches the key's primary as every keyed request
  * does (forwarded once, CH_ERR_MOVED on a stale map), with a longer
- * forward timeout (cache_forward_timeout_ms). There:
+ * forward timeout (cache_forward_timeout_ms) that the request carries
+ * (CacheReq.wait_ms). The node it comes in by, when another node leads the
+ * key (cache_compute_forward), keeps one forward in flight per request
+ * (cache, key, compute spec, ttl, consistency) and primary: later callers
+ * of the same request join it and get its answer. A forward holds one of
+ * the link's request slots until its compute ends, so a node keeps at most
+ * CACHE_COMPUTE_FORWARDS_PEER_MAX in flight to one primary (CH_ERR_FULL
+ * beyond): a crowd of callers never takes the slots that every other
+ * request to that node needs. At the key's primary:
  *   1. a compute of (cache, key) already running here: the caller joins
  *      its waiters;
  *   2. else the key is read as a GET at the request's consistency (through
@@ -13,7 +21,9 @@
  *   3. else, unless a compute started meanwhile (join it) or this node no
  *      longer leads the key (CH_ERR_MOVED), the spec is submitted as a task
  *      through the task_submit port, under an idempotency key of its own,
- *      and watched (ports.h) for at most cache_compute_wait_ms;
+ *      and watched (ports.h) for at most cache_compute_wait_ms, less when
+ *      the node that forwarded the request would stop waiting before
+ *      (cache_compute_wait_within);
  *   4. the task succeeded: its output is written as a PUT with NX and GET
  *      (through the cache port again: a version, replication at the
  *      request's consistency, routed to the current primary if the map
@@ -22,42 +32,71 @@
  *      value is kept and every waiter gets it (computed = false), so all
  *      callers agree on one value even across a map change;
  *   5. the task failed, timed out, was cancelled or lost (or the wait ran
- *      out: it is cancelled): every waiter gets the error
+ *      out: it is cancelled), or was never journaled (a failed commit:
+ *      CH_ERR_STORAGE at once): every waiter gets the error
  *      (CH_ERR_TASK_FAILED with the task's error, CH_ERR_TIMEOUT), nothing
  *      is stored, and the next caller starts a new compute.
  * A compute is in the table from its submit until its value is written
  * (or it failed): a caller arriving while the value is being written joins
  * and gets it.
  *
+ * Callers that go away: every caller here is a struct compute_waiter,
+ * found by its callback argument (by_arg), from its arrival to its answer.
+ * When its call is dropped (cache_compute_cancel: the cache service's
+ * call_cancel) it leaves its compute's or forward's list at once, so it no
+ * longer counts against compute_waiters_max; one whose key is being read
+ * is only marked, and dropped when the read ends. A forwarded caller at
+ * the primary is also dropped (answered CH_ERR_TIMEOUT) once the node that
+ * forwarded it stopped waiting (cache_compute_tick), while the compute
+ * goes on for the others.
+ *
  * Bounds: [cache] compute_max computes per node, compute_waiters_max
- * callers per compute (CH_ERR_FULL beyond); the payload at most
- * value_bytes_max (checked where the request comes in).
+ * callers per compute and per forward (CH_ERR_FULL beyond),
+ * CACHE_COMPUTE_FORWARDS_PEER_MAX forwards per primary; the payload at
+ * most value_bytes_max (checked where the request comes in).
  *
  * Lifetimes: a caller between steps 2 and 3 is a struct compute_call, the
  * argument of the internal GET (an operation of the service, answered at
  * stop like the others); a compute is a struct compute in the table and
- * the service's list, owned by it until its waiters are answered. Every
- * callback here may run inside the call that started it (the cache port
- * answers at once when it can), so nothing is touched after such a call.
+ * the service's list, owned by it until its waiters are answered; a
+ * forward is a struct compute_fwd, the argument of its forward (an
+ * operation too). Every callback here may run inside the call that
+ * started it (the cache port answers at once when it can), so nothing is
+ * touched after such a call.
  */
 #include "svc/cache_compute.h"
 
 #include <assert.h>
 
+#include "lib/idmap.h"
 #include "svc/cache_internal.h"
 
-#define COMPUTE_BUCKETS 1024              /* the table of computes (chained) */
+#define COMPUTE_BUCKETS 1024              /* the tables of computes and forwards (chained) */
 #define COMPUTE_LIMIT_MS_DEFAULT 60000u   /* a task without a time limit, its own or the node's */
-#define COMPUTE_QUEUE_MS CH_CACHE_COMPUTE_QUEUE_MS /* a task's wait for a worker */
+#define COMPUTE_QUEUE_MS CH_CACHE_COMPUTE_QUEUE_MS /* a task's wait for a worker, at least */
 #define COMPUTE_HANDLER_TEXT 64           /* of a handler's name in a message */
 #define COMPUTE_KEY_PREFIX "cache-compute:"
 #define COMPUTE_IDEM_BYTES 160            /* its task's idempotency key (the port takes 256) */
 #define FORWARD_TIMEOUTS 3u               /* get-or-compute: read, write, slack */
+#define RESERVE_TIMEOUTS 2u               /* the primary keeps: the write, the way back */
+
+/* Where a caller waits. */
+enum { WAITER_READING = 1, WAITER_COMPUTE, WAITER_FORWARD };
+
+struct waiter_list {
+	struct compute_waiter *head, *tail;
+	uint32_t count;
+};
 
 struct compute_waiter {
-	struct compute_waiter *next;
+	struct compute_waiter *next, *prev; /* its list's */
+	struct waiter_list *list;           /* COMPUTE, FORWARD: the list it is in */
+	int state;                          /* WAITER_* */
+	int mapped;                         /* in by_arg under arg */
+	int cancelled;                      /* READING: its call went away */
 	cache_reply_fn cb;
 	void *arg;
+	uint64_t until_ms;                  /* monotonic: its forwarder gives up then; 0 = never */
 };
 
 struct compute {
@@ -76,8 +115,26 @@ struct compute {
 	int watching;                /* its watch is registered (not told yet) */
 	uint8_t *value;              /* the task's output, while it is written */
 	size_t value_len;
-	struct compute_waiter *waiters, *waiters_tail;
-	uint32_t waiter_count;
+	struct waiter_list waiters;
+	uint64_t until_min_ms;       /* no waiter's until_ms is earlier (0 = none has one) */
+};
+
+/* A get-or-compute forwarded from here, and the callers that wait on it. */
+struct compute_fwd {
+	struct cache_compute *cc;
+	struct compute_fwd *hnext;         /* its bucket's chain */
+	struct compute_fwd *next, *prev;   /* every forward */
+	uint64_t hash;
+	uint8_t to[ID_BYTES];              /* the primary it went to */
+	uint8_t *req;                      /* what its callers asked (fwd_identity), packed */
+	size_t req_len;
+	struct waiter_list waiters;
+};
+
+/* Forwards in flight to one primary. */
+struct fwd_peer {
+	uint8_t id[ID_BYTES];
+	uint32_t count;
 };
 
 struct cache_compute {
@@ -87,6 +144,13 @@ struct cache_compute {
 	struct compute *buckets[COMPUTE_BUCKETS];
 	struct compute *all;
 	uint32_t count;
+	struct compute_fwd *fwd_buckets[COMPUTE_BUCKETS];
+	struct compute_fwd *fwds;
+	uint32_t fwd_count;
+	struct fwd_peer *peers;            /* those with a forward in flight */
+	uint32_t peer_count, peer_cap;
+	struct idmap by_arg;               /* callback argument -> struct compute_waiter */
+	uint64_t joined_fwd, refused_fwd, cancelled, expired;
 };
 
 /* A caller whose key is being read (step 2): its request, packed. */
@@ -95,8 +159,8 @@ struct compute_call {
 	uint32_t cache;
 	uint8_t *req;
 	size_t req_len;
-	cache_reply_fn cb;
-	void *arg;
+	struct compute_waiter *w;
+	uint64_t arrived_ms;         /* monotonic */
 };
 
 static void answer(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
@@ -111,6 +175,112 @@ static void answer(cache_reply_fn cb, void *arg, int code, const char *fmt, ...)
 	cb(arg, code, NULL, msg);
 }
 
+static uint64_t now_mono(const struct cache_compute *cc)
+{
+	return host_now(cc->s->host)->mono_ms;
+}
+
+/* ---- waiters ---- */
+
+static uint64_t arg_id(const void *arg)
+{
+	return (uint64_t)(uintptr_t)arg;
+}
+
+/* A caller, findable by arg when no other caller here has the same one
+ * (an argument shared by two callers is not cancellable: 0 is reserved). */
+static struct compute_waiter *waiter_new(struct cache_compute *cc, int state, cache_reply_fn cb,
+                                         void *arg)
+{
+	struct compute_waiter *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->state = state;
+	w->cb = cb;
+	w->arg = arg;
+	uint64_t id = arg_id(arg);
+	if (id != 0 && !idmap_get(&cc->by_arg, id) && idmap_put(&cc->by_arg, id, w) == 0)
+		w->mapped = 1;
+	return w;
+}
+
+static void waiter_unmap(struct cache_compute *cc, struct compute_waiter *w)
+{
+	if (!w->mapped)
+		return;
+	if (idmap_get(&cc->by_arg, arg_id(w->arg)) == w)
+		(void)idmap_del(&cc->by_arg, arg_id(w->arg));
+	w->mapped = 0;
+}
+
+static void list_push(struct waiter_list *l, struct compute_waiter *w)
+{
+	w->list = l;
+	w->next = NULL;
+	w->prev = l->tail;
+	if (l->tail)
+		l->tail->next = w;
+	else
+		l->head = w;
+	l->tail = w;
+	l->count++;
+}
+
+static void list_remove(struct waiter_list *l, struct compute_waiter *w)
+{
+	assert(w->list == l && l->count > 0);
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		l->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		l->tail = w->prev;
+	w->next = w->prev = NULL;
+	w->list = NULL;
+	l->count--;
+}
+
+/* Takes every waiter off l, none findable any more (a callback run while
+ * they are answered cannot cancel one): the first, linked by next. */
+static struct compute_waiter *list_take(struct cache_compute *cc, struct waiter_list *l)
+{
+	struct compute_waiter *first = l->head;
+	for (struct compute_waiter *w = first; w; w = w->next) {
+		waiter_unmap(cc, w);
+		w->list = NULL;
+	}
+	l->head = l->tail = NULL;
+	l->count = 0;
+	return first;
+}
+
+/* Answers w (no longer in any list) and frees it. */
+static void waiter_answer(struct cache_compute *cc, struct compute_waiter *w, int code,
+                          const Chorus__CacheResp *resp, const char *err)
+{
+	assert(!w->list);
+	cache_reply_fn cb = w->cb;
+	void *arg = w->arg;
+	waiter_unmap(cc, w);
+	free(w);
+	cb(arg, code, code == 0 ? resp : NULL, code == 0 ? NULL : err);
+}
+
+static void waiter_fail(struct cache_compute *cc, struct compute_waiter *w, int code,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void waiter_fail(struct cache_compute *cc, struct compute_waiter *w, int code,
+                        const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	waiter_answer(cc, w, code, NULL, msg);
+}
+
 /* ---- time ---- */
 
 uint32_t cache_compute_wait_ms(const struct config *cfg, const Chorus__TaskOptions *o)
@@ -123,15 +293,20 @@ uint32_t cache_compute_wait_ms(const struct config *cfg, const Chorus__TaskOptio
 		attempts = o->max_attempts ? o->max_attempts : cfg->max_attempts;
 	if (attempts == 0)
 		attempts = 1;
-	uint64_t wait = COMPUTE_QUEUE_MS;
+	uint64_t run = 0;
 	uint64_t backoff = o && o->backoff_ms ? o->backoff_ms : cfg->backoff_ms;
-	for (uint64_t i = 0; i < attempts && wait < CH_CACHE_COMPUTE_WAIT_MS_MAX; i++) {
-		wait += limit;
+	for (uint64_t i = 0; i < attempts && run < CH_CACHE_COMPUTE_WAIT_MS_MAX; i++) {
+		run += limit;
 		if (i + 1 < attempts) {
-			wait += backoff < cfg->backoff_max_ms ? backoff : cfg->backoff_max_ms;
+			run += backoff < cfg->backoff_max_ms ? backoff : cfg->backoff_max_ms;
 			backoff *= 2;
 		}
 	}
+	/* a task's time limit counts from its start, and a node under load may
+	 * keep it queued a while (each retry queues again): as long again as
+	 * the run, and never less than COMPUTE_QUEUE_MS, so that a busy node
+	 * does not cancel computes only for them to be started again */
+	uint64_t wait = run + (run > COMPUTE_QUEUE_MS ? run : COMPUTE_QUEUE_MS);
 	return wait < CH_CACHE_COMPUTE_WAIT_MS_MAX ? (uint32_t)wait : CH_CACHE_COMPUTE_WAIT_MS_MAX;
 }
 
@@ -139,21 +314,39 @@ uint32_t cache_forward_timeout_ms(const struct config *cfg, const Chorus__CacheR
 {
 	uint64_t t = 2ull * cfg->cache_timeout_ms;
 	if (req->op == CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE)
-		t = cache_compute_wait_ms(cfg, req->compute ? req->compute->opts : NULL) +
-		    (uint64_t)FORWARD_TIMEOUTS * cfg->cache_timeout_ms;
+		t = req->wait_ms ? req->wait_ms
+		                 : cache_compute_wait_ms(cfg, req->compute ? req->compute->opts : NULL) +
+		                       (uint64_t)FORWARD_TIMEOUTS * cfg->cache_timeout_ms;
 	return t < UINT32_MAX ? (uint32_t)t : UINT32_MAX;
 }
 
-/* ---- the table ---- */
+uint32_t cache_compute_wait_within(uint32_t own_ms, uint32_t forwarded_ms, uint64_t elapsed_ms,
+                                   uint64_t reserve_ms)
+{
+	if (forwarded_ms == 0)
+		return own_ms;
+	uint64_t used = elapsed_ms + reserve_ms;
+	if (used >= forwarded_ms)
+		return 0;
+	uint64_t left = forwarded_ms - used;
+	return left < own_ms ? (uint32_t)left : own_ms;
+}
+
+/* ---- the table of computes ---- */
+
+static uint64_t bytes_hash(const struct cache_compute *cc, const void *bytes, size_t len)
+{
+	unsigned char h[crypto_shorthash_BYTES];
+	crypto_shorthash(h, bytes, len, cc->hash_key);
+	uint64_t x;
+	memcpy(&x, h, sizeof(x));
+	return x;
+}
 
 static uint64_t key_hash(const struct cache_compute *cc, uint32_t cache, const void *key,
                          size_t len)
 {
-	unsigned char h[crypto_shorthash_BYTES];
-	crypto_shorthash(h, key, len, cc->hash_key);
-	uint64_t x;
-	memcpy(&x, h, sizeof(x));
-	return x ^ ((uint64_t)cache * 0x9e3779b97f4a7c15ull);
+	return bytes_hash(cc, key, len) ^ ((uint64_t)cache * 0x9e3779b97f4a7c15ull);
 }
 
 static struct compute *compute_find(struct cache_compute *cc, uint32_t cache, const void *key,
@@ -199,29 +392,20 @@ static void compute_unlink(struct cache_compute *cc, struct compute *k)
 }
 
 /* Adds a caller to k's waiters (or answers it CH_ERR_FULL). */
-static void compute_join(struct compute *k, cache_reply_fn cb, void *arg)
+static void compute_join(struct compute *k, struct compute_waiter *w)
 {
 	const struct config *cfg = k->cc->s->cfg;
-	if (k->waiter_count >= cfg->cache_compute_waiters_max) {
-		answer(cb, arg, CH_ERR_FULL,
-		       "%u callers wait for this key's compute already (the most [cache] "
-		       "compute_waiters_max allows): retry later",
-		       k->waiter_count);
+	if (k->waiters.count >= cfg->cache_compute_waiters_max) {
+		waiter_fail(k->cc, w, CH_ERR_FULL,
+		            "%u callers wait for this key's compute already (the most [cache] "
+		            "compute_waiters_max allows): retry later",
+		            k->waiters.count);
 		return;
 	}
-	struct compute_waiter *w = calloc(1, sizeof(*w));
-	if (!w) {
-		answer(cb, arg, CH_ERR_NOMEM, "out of memory");
-		return;
-	}
-	w->cb = cb;
-	w->arg = arg;
-	if (k->waiters_tail)
-		k->waiters_tail->next = w;
-	else
-		k->waiters = w;
-	k->waiters_tail = w;
-	k->waiter_count++;
+	w->state = WAITER_COMPUTE;
+	list_push(&k->waiters, w);
+	if (w->until_ms && (!k->until_min_ms || w->until_ms < k->until_min_ms))
+		k->until_min_ms = w->until_ms;
 }
 
 /* The end of a compute: out of the table first (a waiter's callback may
@@ -230,13 +414,12 @@ static void compute_join(struct compute *k, cache_reply_fn cb, void *arg)
 static void compute_end(struct compute *k, int code, const Chorus__CacheResp *resp,
                         const char *err)
 {
-	compute_unlink(k->cc, k);
-	struct compute_waiter *w = k->waiters;
-	k->waiters = k->waiters_tail = NULL;
+	struct cache_compute *cc = k->cc;
+	compute_unlink(cc, k);
+	struct compute_waiter *w = list_take(cc, &k->waiters);
 	while (w) {
 		struct compute_waiter *n = w->next;
-		w->cb(w->arg, code, code == 0 ? resp : NULL, code == 0 ? NULL : err);
-		free(w);
+		waiter_answer(cc, w, code, resp, err);
 		w = n;
 	}
 	free(k->key);
@@ -287,18 +470,29 @@ static void store_done(void *arg, int code, const Chorus__CacheResp *resp, const
 	}
 	log_debug("cache", "get-or-compute: task %" PRIu64 " (%s): %s, %u caller(s) answered",
 	          k->task_id, k->handler, out.computed ? "value stored" : "a value written meanwhile kept",
-	          k->waiter_count);
+	          k->waiters.count);
 	compute_end(k, 0, &out, NULL);
 }
 
 /* ---- the task's end ---- */
 
-static void compute_done(void *arg, const Chorus__TaskResult *r)
+static void compute_done(void *arg, int rc, const Chorus__TaskResult *r)
 {
 	struct compute *k = arg;
 	struct cache_compute *cc = k->cc;
 	struct cache_svc *s = cc->s;
 	k->watching = 0;
+	if (rc != 0) {
+		/* never journaled (its iteration's commit failed): it never runs */
+		char msg[400];
+		snprintf(msg, sizeof(msg),
+		         "the compute's task (%" PRIu64 ", handler %s) could not be journaled on the "
+		         "key's primary (%s): it does not run; retry once the node's disk has room",
+		         k->task_id, k->handler, ch_strerror(rc));
+		log_debug("cache", "get-or-compute: %s (%u caller(s))", msg, k->waiters.count);
+		compute_end(k, rc, NULL, msg);
+		return;
+	}
 	if (r->state == CHORUS__TASK_STATE__TASK_SUCCEEDED) {
 		k->value_len = r->output.len;
 		k->value = malloc(k->value_len ? k->value_len : 1);
@@ -320,9 +514,9 @@ static void compute_done(void *arg, const Chorus__TaskResult *r)
 		put.consistency = (Chorus__Consistency)k->consistency;
 		char err[256] = "";
 		/* k may be freed inside: store_done answers at once when it can */
-		int rc = s->port.submit(s->port.ctx, &put, store_done, k, err, sizeof(err));
-		if (rc != 0)
-			store_done(k, rc, NULL, err);
+		int src = s->port.submit(s->port.ctx, &put, store_done, k, err, sizeof(err));
+		if (src != 0)
+			store_done(k, src, NULL, err);
 		return;
 	}
 	int code;
@@ -361,32 +555,47 @@ static void compute_done(void *arg, const Chorus__TaskResult *r)
 		}
 		break;
 	}
-	log_debug("cache", "get-or-compute: %s (%u caller(s))", msg, k->waiter_count);
+	log_debug("cache", "get-or-compute: %s (%u caller(s))", msg, k->waiters.count);
 	compute_end(k, code, NULL, msg);
 }
 
 /* ---- step 3: a new compute ---- */
 
-/* Submits req's compute and answers through the caller once it is over. */
+/* Submits req's compute and answers w once it is over. arrived_ms: when
+ * w's request came to this node (monotonic). */
 static void compute_start(struct cache_compute *cc, uint32_t cache, const Chorus__CacheReq *req,
-                          cache_reply_fn cb, void *arg)
+                          struct compute_waiter *w, uint64_t arrived_ms)
 {
 	struct cache_svc *s = cc->s;
 	if (!cc->tasks) {
-		answer(cb, arg, CH_ERR_UNAVAILABLE, "this node runs no tasks: get-or-compute is off");
+		waiter_fail(cc, w, CH_ERR_UNAVAILABLE, "this node runs no tasks: get-or-compute is off");
 		return;
 	}
 	if (cc->count >= s->cfg->cache_compute_max) {
-		answer(cb, arg, CH_ERR_FULL,
-		       "%u computes are running on this node (the most [cache] compute_max allows): "
-		       "retry later",
-		       cc->count);
+		waiter_fail(cc, w, CH_ERR_FULL,
+		            "%u computes are running on this node (the most [cache] compute_max "
+		            "allows): retry later",
+		            cc->count);
+		return;
+	}
+	/* the node that forwarded the request stops waiting after wait_ms: the
+	 * compute ends before, so that its answer (and its waiter's slot) is
+	 * not left behind */
+	uint32_t own = cache_compute_wait_ms(s->cfg, req->compute->opts);
+	uint64_t elapsed = now_mono(cc) - arrived_ms;
+	uint32_t wait = cache_compute_wait_within(own, req->forwarded ? req->wait_ms : 0, elapsed,
+	                                          (uint64_t)RESERVE_TIMEOUTS * s->cfg->cache_timeout_ms);
+	if (wait == 0) {
+		waiter_fail(cc, w, CH_ERR_TIMEOUT,
+		            "the node that forwarded this get-or-compute waits %u ms for it; after "
+		            "%" PRIu64 " ms here, no time is left for a compute (nothing was run)",
+		            req->wait_ms, elapsed);
 		return;
 	}
 	struct compute *k = calloc(1, sizeof(*k));
 	if (!k || !(k->key = malloc(req->key.len))) {
 		free(k);
-		answer(cb, arg, CH_ERR_NOMEM, "out of memory");
+		waiter_fail(cc, w, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
 	k->cc = cc;
@@ -411,21 +620,22 @@ static void compute_start(struct cache_compute *cc, uint32_t cache, const Chorus
 	if (rc != 0) {
 		free(k->key);
 		free(k);
-		answer(cb, arg, rc, "the compute's task was refused: %s", err[0] ? err : ch_strerror(rc));
+		waiter_fail(cc, w, rc, "the compute's task was refused: %s",
+		            err[0] ? err : ch_strerror(rc));
 		return;
 	}
-	k->wait_ms = cache_compute_wait_ms(s->cfg, req->compute->opts);
+	k->wait_ms = wait;
 	rc = cc->tasks->watch(cc->tasks->ctx, k->task_id, k->wait_ms, compute_done, k);
 	if (rc != 0) {
 		cc->tasks->cancel(cc->tasks->ctx, k->task_id);
 		free(k->key);
 		free(k);
-		answer(cb, arg, rc, "cannot follow the compute's task: %s", ch_strerror(rc));
+		waiter_fail(cc, w, rc, "cannot follow the compute's task: %s", ch_strerror(rc));
 		return;
 	}
 	k->watching = 1;
 	compute_link(cc, k);
-	compute_join(k, cb, arg);
+	compute_join(k, w);
 	log_debug("cache", "get-or-compute: task %" PRIu64 " (%s) computes a key of cache %s (at "
 	          "most %u ms)", k->task_id, k->handler, s->caches[cache].cfg->name, k->wait_ms);
 }
@@ -451,38 +661,243 @@ static void read_done(void *arg, int code, const Chorus__CacheResp *resp, const 
 {
 	struct compute_call *call = arg;
 	struct cache_compute *cc = call->cc;
-	cache_reply_fn cb = call->cb;
-	void *cb_arg = call->arg;
+	struct compute_waiter *w = call->w;
+	uint64_t arrived_ms = call->arrived_ms;
+	if (w->cancelled) {
+		/* its call went away while the key was read: nothing to start */
+		assert(!w->mapped);
+		free(w);
+		call_free(call);
+		return;
+	}
 	if (code != 0) {
 		call_free(call);
-		cb(cb_arg, code, NULL, err ? err : ch_strerror(code));
+		waiter_answer(cc, w, code, NULL, err ? err : ch_strerror(code));
 		return;
 	}
 	if (resp->found) {
 		Chorus__CacheResp hit = *resp;
 		hit.computed = 0;
 		call_free(call);
-		cb(cb_arg, 0, &hit, NULL);
+		waiter_answer(cc, w, 0, &hit, NULL);
 		return;
 	}
 	Chorus__CacheReq *req = chorus__cache_req__unpack(NULL, call->req_len, call->req);
 	uint32_t cache = call->cache;
 	call_free(call);
 	if (!req) {
-		answer(cb, cb_arg, CH_ERR_NOMEM, "out of memory");
+		waiter_fail(cc, w, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
 	struct compute *k = compute_find(cc, cache, req->key.data, req->key.len);
 	if (k) {
-		compute_join(k, cb, cb_arg); /* started while this caller read */
+		compute_join(k, w); /* started while this caller read */
 	} else if (!leads(cc->s, req->key.data, req->key.len)) {
 		cc->s->moved++;
-		answer(cb, cb_arg, CH_ERR_MOVED,
-		       "the key's partition moved while it was read: retry");
+		waiter_fail(cc, w, CH_ERR_MOVED, "the key's partition moved while it was read: retry");
 	} else {
-		compute_start(cc, cache, req, cb, cb_arg);
+		compute_start(cc, cache, req, w, arrived_ms);
 	}
 	chorus__cache_req__free_unpacked(req, NULL);
+}
+
+/* ---- at the node a request comes in by: one forward per request ---- */
+
+/* The count of forwards in flight to `to` (added when absent and add), or
+ * NULL (absent; or out of memory). */
+static uint32_t *peer_count(struct cache_compute *cc, const uint8_t *to, int add)
+{
+	for (uint32_t i = 0; i < cc->peer_count; i++)
+		if (memcmp(cc->peers[i].id, to, ID_BYTES) == 0)
+			return &cc->peers[i].count;
+	if (!add)
+		return NULL;
+	if (cc->peer_count == cc->peer_cap) {
+		uint32_t cap = cc->peer_cap ? cc->peer_cap * 2 : 8;
+		struct fwd_peer *p = realloc(cc->peers, cap * sizeof(*p));
+		if (!p)
+			return NULL;
+		cc->peers = p;
+		cc->peer_cap = cap;
+	}
+	struct fwd_peer *p = &cc->peers[cc->peer_count++];
+	memcpy(p->id, to, ID_BYTES);
+	p->count = 0;
+	return &p->count;
+}
+
+static void peer_release(struct cache_compute *cc, const uint8_t *to)
+{
+	for (uint32_t i = 0; i < cc->peer_count; i++) {
+		if (memcmp(cc->peers[i].id, to, ID_BYTES) != 0)
+			continue;
+		assert(cc->peers[i].count > 0);
+		if (--cc->peers[i].count == 0)
+			cc->peers[i] = cc->peers[--cc->peer_count];
+		return;
+	}
+	assert(0 && "a forward's primary is counted");
+}
+
+static struct compute_fwd *fwd_find(struct cache_compute *cc, uint64_t hash, const uint8_t *to,
+                                    const uint8_t *req, size_t len)
+{
+	for (struct compute_fwd *f = cc->fwd_buckets[hash % COMPUTE_BUCKETS]; f; f = f->hnext)
+		if (f->hash == hash && f->req_len == len && memcmp(f->to, to, ID_BYTES) == 0 &&
+		    memcmp(f->req, req, len) == 0)
+			return f;
+	return NULL;
+}
+
+static void fwd_link(struct cache_compute *cc, struct compute_fwd *f)
+{
+	struct compute_fwd **b = &cc->fwd_buckets[f->hash % COMPUTE_BUCKETS];
+	f->hnext = *b;
+	*b = f;
+	f->next = cc->fwds;
+	if (cc->fwds)
+		cc->fwds->prev = f;
+	cc->fwds = f;
+	cc->fwd_count++;
+}
+
+static void fwd_unlink(struct cache_compute *cc, struct compute_fwd *f)
+{
+	for (struct compute_fwd **p = &cc->fwd_buckets[f->hash % COMPUTE_BUCKETS]; *p;
+	     p = &(*p)->hnext) {
+		if (*p == f) {
+			*p = f->hnext;
+			break;
+		}
+	}
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		cc->fwds = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	f->hnext = f->next = f->prev = NULL;
+	assert(cc->fwd_count > 0);
+	cc->fwd_count--;
+	peer_release(cc, f->to);
+}
+
+/* A copy of resp that owns what it points to (free_unpacked), or NULL. */
+static Chorus__CacheResp *resp_copy(const Chorus__CacheResp *resp)
+{
+	size_t len = chorus__cache_resp__get_packed_size(resp);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return NULL;
+	chorus__cache_resp__pack(resp, buf);
+	Chorus__CacheResp *copy = chorus__cache_resp__unpack(NULL, len, buf);
+	free(buf);
+	return copy;
+}
+
+/* The forward's answer: every caller of it gets it. The forward leaves
+ * the table first (a caller answered below may ask again: a new forward). */
+static void fwd_done(void *arg, int code, const Chorus__CacheResp *resp, const char *err)
+{
+	struct compute_fwd *f = arg;
+	struct cache_compute *cc = f->cc;
+	fwd_unlink(cc, f);
+	/* the reply is the transport's: the answer is copied once, out of it,
+	 * and each caller gets a CacheResp of its own over that copy */
+	Chorus__CacheResp *copy = NULL;
+	if (code == 0 && !(copy = resp_copy(resp))) {
+		code = CH_ERR_NOMEM;
+		err = "out of memory";
+	}
+	if (code != 0 && !err)
+		err = ch_strerror(code);
+	log_debug("cache", "get-or-compute: a forward answered %s for %u caller(s)",
+	          code == 0 ? "a value" : err, f->waiters.count);
+	struct compute_waiter *w = list_take(cc, &f->waiters);
+	while (w) {
+		struct compute_waiter *n = w->next;
+		if (code == 0) {
+			Chorus__CacheResp mine = *copy;
+			waiter_answer(cc, w, 0, &mine, NULL);
+		} else {
+			waiter_answer(cc, w, code, NULL, err);
+		}
+		w = n;
+	}
+	if (copy)
+		chorus__cache_resp__free_unpacked(copy, NULL);
+	free(f->req);
+	free(f);
+}
+
+void cache_compute_forward(struct cache_svc *s, struct cache *c, const uint8_t *to,
+                           const Chorus__CacheReq *req, cache_reply_fn cb, void *arg)
+{
+	struct cache_compute *cc = s->compute;
+	/* what the callers of one forward share: the request as a client
+	 * sends it, the cache under its own name */
+	Chorus__CacheReq id = *req;
+	id.cache = (char *)c->cfg->name;
+	id.forwarded = 0;
+	id.epoch = 0;
+	id.wait_ms = 0;
+	size_t len = chorus__cache_req__get_packed_size(&id);
+	uint8_t *bytes = malloc(len ? len : 1);
+	struct compute_waiter *w = bytes ? waiter_new(cc, WAITER_FORWARD, cb, arg) : NULL;
+	if (!w) {
+		free(bytes);
+		answer(cb, arg, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	chorus__cache_req__pack(&id, bytes);
+	uint64_t hash = bytes_hash(cc, bytes, len);
+	struct compute_fwd *f = fwd_find(cc, hash, to, bytes, len);
+	if (f) {
+		free(bytes);
+		if (f->waiters.count >= s->cfg->cache_compute_waiters_max) {
+			waiter_fail(cc, w, CH_ERR_FULL,
+			            "%u callers wait on this node for the same get-or-compute already "
+			            "(the most [cache] compute_waiters_max allows): retry later",
+			            f->waiters.count);
+			return;
+		}
+		list_push(&f->waiters, w);
+		cc->joined_fwd++;
+		return;
+	}
+	uint32_t *n = peer_count(cc, to, 0);
+	if (n && *n >= CACHE_COMPUTE_FORWARDS_PEER_MAX) {
+		free(bytes);
+		cc->refused_fwd++;
+		waiter_fail(cc, w, CH_ERR_FULL,
+		            "%u get-or-compute requests wait on the key's primary from this node "
+		            "already (the most one node sends one primary at once, so that they "
+		            "leave the link between them to other requests): retry later",
+		            *n);
+		return;
+	}
+	f = calloc(1, sizeof(*f));
+	n = f ? peer_count(cc, to, 1) : NULL;
+	if (!n) {
+		free(f);
+		free(bytes);
+		waiter_fail(cc, w, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	f->cc = cc;
+	f->hash = hash;
+	memcpy(f->to, to, ID_BYTES);
+	f->req = bytes;
+	f->req_len = len;
+	(*n)++;
+	fwd_link(cc, f);
+	list_push(&f->waiters, w);
+	/* the wait this node gives the forward goes with it: the primary ends
+	 * the compute within it */
+	Chorus__CacheReq out = id;
+	out.wait_ms = cache_forward_timeout_ms(s->cfg, &id);
+	/* f may be freed inside: fwd_done runs at once when it cannot be sent */
+	cache_forward(s, to, &out, fwd_done, f);
 }
 
 /* ---- the hooks ---- */
@@ -512,25 +927,34 @@ void cache_compute_primary(struct cache_svc *s, struct cache *c, const Chorus__C
 {
 	struct cache_compute *cc = s->compute;
 	uint32_t cache = (uint32_t)(c - s->caches);
+	uint64_t now = now_mono(cc);
+	struct compute_waiter *w = waiter_new(cc, WAITER_READING, cb, arg);
+	if (!w) {
+		answer(cb, arg, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	/* a forwarded caller is given up when its forwarder gives up on it */
+	if (req->forwarded && req->wait_ms)
+		w->until_ms = now + req->wait_ms;
 	struct compute *k = compute_find(cc, cache, req->key.data, req->key.len);
 	if (k) {
-		compute_join(k, cb, arg);
+		compute_join(k, w);
 		return;
 	}
 	struct compute_call *call = calloc(1, sizeof(*call));
 	if (!call) {
-		answer(cb, arg, CH_ERR_NOMEM, "out of memory");
+		waiter_fail(cc, w, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
 	call->cc = cc;
 	call->cache = cache;
-	call->cb = cb;
-	call->arg = arg;
+	call->w = w;
+	call->arrived_ms = now;
 	call->req_len = chorus__cache_req__get_packed_size(req);
 	call->req = malloc(call->req_len ? call->req_len : 1);
 	if (!call->req) {
 		free(call);
-		answer(cb, arg, CH_ERR_NOMEM, "out of memory");
+		waiter_fail(cc, w, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
 	chorus__cache_req__pack(req, call->req);
@@ -546,6 +970,61 @@ void cache_compute_primary(struct cache_svc *s, struct cache *c, const Chorus__C
 		read_done(call, rc, NULL, err);
 }
 
+int cache_compute_cancel(struct cache_svc *s, void *arg)
+{
+	struct cache_compute *cc = s->compute;
+	uint64_t id = arg_id(arg);
+	struct compute_waiter *w = cc && id ? idmap_get(&cc->by_arg, id) : NULL;
+	if (!w)
+		return 0;
+	waiter_unmap(cc, w);
+	cc->cancelled++;
+	if (w->state == WAITER_READING) {
+		w->cancelled = 1; /* freed when its read ends (read_done) */
+		return 1;
+	}
+	/* a compute or a forward goes on for its other callers, or none */
+	list_remove(w->list, w);
+	free(w);
+	return 1;
+}
+
+void cache_compute_tick(struct cache_svc *s, uint64_t now_mono_ms)
+{
+	struct cache_compute *cc = s->compute;
+	if (!cc)
+		return;
+	/* taken off their computes first, answered after the walk: an answer's
+	 * callback may end or start computes */
+	struct waiter_list gone = {0};
+	for (struct compute *k = cc->all; k; k = k->next) {
+		if (!k->until_min_ms || k->until_min_ms > now_mono_ms)
+			continue;
+		k->until_min_ms = 0;
+		for (struct compute_waiter *w = k->waiters.head, *n; w; w = n) {
+			n = w->next;
+			if (w->until_ms && w->until_ms <= now_mono_ms) {
+				list_remove(&k->waiters, w);
+				list_push(&gone, w);
+			} else if (w->until_ms && (!k->until_min_ms || w->until_ms < k->until_min_ms)) {
+				k->until_min_ms = w->until_ms;
+			}
+		}
+	}
+	if (gone.count)
+		log_debug("cache", "get-or-compute: %u forwarded caller(s) no longer waited for",
+		          gone.count);
+	cc->expired += gone.count;
+	struct compute_waiter *w = list_take(cc, &gone);
+	while (w) {
+		struct compute_waiter *n = w->next;
+		waiter_answer(cc, w, CH_ERR_TIMEOUT, NULL,
+		              "the node that forwarded this get-or-compute stopped waiting for it (the "
+		              "compute goes on)");
+		w = n;
+	}
+}
+
 int cache_compute_start(struct cache_svc *s, char *err, size_t err_len)
 {
 	struct cache_compute *cc = calloc(1, sizeof(*cc));
@@ -558,6 +1037,7 @@ int cache_compute_start(struct cache_svc *s, char *err, size_t err_len)
 	if (cc->tasks && (!cc->tasks->watch || !cc->tasks->unwatch))
 		cc->tasks = NULL;
 	crypto_shorthash_keygen(cc->hash_key);
+	idmap_init(&cc->by_arg);
 	s->compute = cc;
 	return 0;
 }
@@ -573,6 +1053,15 @@ void cache_compute_stop(struct cache_svc *s)
 			cc->tasks->unwatch(cc->tasks->ctx, k->task_id, k);
 		compute_end(k, CH_ERR_SHUTTING_DOWN, NULL, "the node is stopping");
 	}
+	/* a forward is an operation of the service: answered before this */
+	assert(!cc->fwds && cc->fwd_count == 0 && cc->peer_count == 0);
+	assert(cc->by_arg.count == 0); /* every caller answered, or gone */
+	log_debug("cache", "get-or-compute: %" PRIu64 " caller(s) joined a forward in flight, %" PRIu64
+	          " refused at the bound per primary, %" PRIu64 " went away, %" PRIu64
+	          " given up after their forwarder", cc->joined_fwd, cc->refused_fwd, cc->cancelled,
+	          cc->expired);
+	idmap_free(&cc->by_arg);
+	free(cc->peers);
 	free(cc);
 	s->compute = NULL;
 }

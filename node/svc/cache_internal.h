@@ -294,6 +294,11 @@ void cache_answer_error(cache_reply_fn cb, void *arg, int code, const char *fmt,
  * answered through cb once `consistency` replicas acknowledged it. */
 void cache_primary_write(struct cache_svc *s, struct cache *c, const Chorus__CacheReq *req,
                          uint16_t p, int consistency, cache_reply_fn cb, void *arg);
+/* req forwarded to `to`, its key's primary, as any request this node does
+ * not lead is: its answer through cb, exactly once, maybe before it
+ * returns. */
+void cache_forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheReq *req,
+                   cache_reply_fn cb, void *arg);
 /* Fills resp from the live entry at key (GET-like answers; pointers into
  * the store and into vpb/node). */
 void cache_resp_from_store(struct cache_svc *s, struct cache *c, const void *key, size_t len,

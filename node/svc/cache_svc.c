@@ -1408,6 +1408,12 @@ static int forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheRe
 	return 0;
 }
 
+void cache_forward(struct cache_svc *s, const uint8_t *to, const Chorus__CacheReq *req,
+                   cache_reply_fn cb, void *arg)
+{
+	(void)forward(s, to, req, OP_FORWARD, 0, req->cursor, cb, arg);
+}
+
 /* ---- cluster-wide ---- */
 
 static uint64_t local_dbsize(struct cache_svc *s, struct cache *c)
@@ -1784,6 +1790,11 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 			             s->map.epoch);
 			return 0;
 		}
+		if (req->op == CHORUS__CACHE_OP__CACHE_GET_OR_COMPUTE) {
+			/* one forward per request in flight, whatever the callers */
+			cache_compute_forward(s, c, primary, req, cb, arg);
+			return 0;
+		}
 		return forward(s, primary, req, OP_FORWARD, 0, req->cursor, cb, arg);
 	}
 	int consistency = consistency_of(c, req->consistency);
@@ -1823,6 +1834,7 @@ static const char *port_db_name(void *ctx, uint32_t db)
 
 struct call_wait {
 	struct rpc_call *call;
+	struct cache_svc *s;
 };
 
 static void call_reply(void *arg, int code, const Chorus__CacheResp *resp, const char *err)
@@ -1843,6 +1855,12 @@ static void call_cancel(void *arg, struct rpc_call *c)
 {
 	(void)c;
 	struct call_wait *w = arg;
+	/* a get-or-compute caller leaves its compute now, rather than count
+	 * against its bound until the compute ends */
+	if (cache_compute_cancel(w->s, w)) {
+		free(w);
+		return;
+	}
 	w->call = NULL; /* the session went: the answer has nowhere to go */
 }
 
@@ -1859,6 +1877,7 @@ static void handle_cache(void *svc, struct rpc_call *call, const Chorus__Envelop
 		rpc_reply_error(call, CH_ERR_NOMEM, "out of memory");
 		return;
 	}
+	w->s = s;
 	w->call = rpc_park(call, call_cancel, w);
 	if (!w->call) {
 		free(w);
@@ -2125,6 +2144,7 @@ static void svc_tick(void *svc, const struct now *now)
 		s->next_map_ms = now->mono_ms + MAP_CHECK_MS;
 		map_refresh(s);
 		cache_update_tick(s);
+		cache_compute_tick(s, now->mono_ms);
 		for (uint32_t i = 0; i < s->n_caches; i++) {
 			cstore_tick(s->caches[i].st, now->wall_ms, TICK_BUDGET);
 			if (now->wall_ms > TOMBSTONE_HORIZON_MS)

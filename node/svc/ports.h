@@ -114,16 +114,19 @@ struct task_submit_port {
 	void (*cancel)(void *ctx, uint64_t task_id);
 	/* Tells cb how a task of this node ended: once, on the loop thread,
 	 * after the commit that journals its final state (the same waiters
-	 * as a SubmitReq's wait_ms), never from inside the task core. r and
-	 * what it points to are valid during the call only. cb also runs,
-	 * once, with r's state not final when wait_ms (0 = no limit) passes
-	 * first, or when the node is closing (the drain's last iteration).
-	 * A task that is final already is told after the next commit; one
-	 * the node no longer knows, as LOST. 0, or CH_ERR_NOT_FOUND (no such
-	 * task) / CH_ERR_NOMEM (cb never called). cb may call this port
-	 * again (submit, watch, unwatch, cancel). */
+	 * as a SubmitReq's wait_ms), never from inside the task core, with
+	 * code 0 and r (r and what it points to are valid during the call
+	 * only). cb also runs, once, with r's state not final when wait_ms
+	 * (0 = no limit) passes first, or when the node is closing (the
+	 * drain's last iteration). A task that is final already is told
+	 * after the next commit; one the node no longer knows, as LOST. A
+	 * task submitted in an iteration whose commit failed (a full disk)
+	 * never runs: cb is told right after that commit, with
+	 * CH_ERR_STORAGE and r NULL. 0, or CH_ERR_NOT_FOUND (no such task) /
+	 * CH_ERR_NOMEM (cb never called). cb may call this port again
+	 * (submit, watch, unwatch, cancel). */
 	int (*watch)(void *ctx, uint64_t task_id, uint32_t wait_ms,
-	             void (*cb)(void *arg, const Chorus__TaskResult *r), void *arg);
+	             void (*cb)(void *arg, int code, const Chorus__TaskResult *r), void *arg);
 	/* Drops the watch of task_id that carries arg, if any: its cb is not
 	 * called. */
 	void (*unwatch)(void *ctx, uint64_t task_id, void *arg);

@@ -81,9 +81,9 @@ struct waiter {
 	struct waiter *next, *prev;   /* all waiters */
 	struct waiter *id_next;       /* waiters on the same id */
 	/* A watch of the task_submit port instead of a parked call (call
-	 * NULL): cb runs with the task's result. `dropped`: unwatched while
-	 * a watch's cb ran, freed when next looked at. */
-	void (*watch)(void *arg, const Chorus__TaskResult *r);
+	 * NULL): cb runs with the task's result (ports.h). `dropped`:
+	 * unwatched while a watch's cb ran, freed when next looked at. */
+	void (*watch)(void *arg, int code, const Chorus__TaskResult *r);
 	void *watch_arg;
 	int dropped;
 };
@@ -141,6 +141,7 @@ struct tasks_svc {
 	struct idmap task_waiters, batch_waiters;
 	struct timerheap deadlines;
 	struct idvec ended, progressed, closed;
+	struct idvec withdrawn;    /* watched tasks a failed commit withdrew */
 	struct idmap streams;      /* batch id -> struct stream */
 	struct batch stored_batch; /* the last batch read from the journal (id 0: none) */
 	int nomem_logged;

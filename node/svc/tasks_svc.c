@@ -239,7 +239,7 @@ static struct waiter *park(struct tasks_svc *s, struct rpc_call *c, int kind, ui
  * this one never meets a freed waiter. */
 static void watch_fire(struct tasks_svc *s, struct waiter *w)
 {
-	void (*cb)(void *, const Chorus__TaskResult *) = w->watch;
+	void (*cb)(void *, int, const Chorus__TaskResult *) = w->watch;
 	void *arg = w->watch_arg;
 	uint64_t id = w->id;
 	waiter_free(s, w);
@@ -259,9 +259,35 @@ static void watch_fire(struct tasks_svc *s, struct waiter *w)
 		r.error = why;
 	}
 	s->watch_depth++;
-	cb(arg, &r);
+	cb(arg, 0, &r);
 	s->watch_depth--;
 	task_free(owned);
+}
+
+/* The watches of tasks a failed commit withdrew (withdrawn(), below): told
+ * CH_ERR_STORAGE now, outside the core call that withdrew them, rather
+ * than after the next commit that works, which on a full disk may be
+ * long after their wait (and would then report them LOST). */
+static void watches_fail_withdrawn(struct tasks_svc *s)
+{
+	for (uint32_t i = 0; i < s->withdrawn.n; i++) {
+		struct waiter *w = idmap_get(&s->task_waiters, s->withdrawn.v[i]);
+		while (w) {
+			struct waiter *n = w->id_next;
+			if (w->dropped) {
+				waiter_free(s, w);
+			} else if (w->watch) {
+				void (*cb)(void *, int, const Chorus__TaskResult *) = w->watch;
+				void *arg = w->watch_arg;
+				waiter_free(s, w);
+				s->watch_depth++;
+				cb(arg, CH_ERR_STORAGE, NULL);
+				s->watch_depth--;
+			}
+			w = n;
+		}
+	}
+	s->withdrawn.n = 0;
 }
 
 /* Answers c with the task's current state. */
@@ -1288,7 +1314,7 @@ static void port_cancel(void *ctx, uint64_t task_id)
 }
 
 static int port_watch(void *ctx, uint64_t task_id, uint32_t wait_ms,
-                      void (*cb)(void *arg, const Chorus__TaskResult *r), void *arg)
+                      void (*cb)(void *arg, int code, const Chorus__TaskResult *r), void *arg)
 {
 	struct tasks_svc *s = ctx;
 	if (!cb)
@@ -1634,7 +1660,8 @@ static int svc_flush(void *svc, struct store *st)
 }
 
 /* A task admitted in an iteration whose commit failed: its submitter is
- * answered CH_ERR_STORAGE, a submit --wait parked on it included. */
+ * answered CH_ERR_STORAGE, a submit --wait parked on it included; a watch
+ * is told once the core call is over (watches_fail_withdrawn). */
 static void withdrawn(void *arg, const struct task *t)
 {
 	struct tasks_svc *s = arg;
@@ -1643,7 +1670,7 @@ static void withdrawn(void *arg, const struct task *t)
 	while (w) {
 		struct waiter *n = w->id_next;
 		if (w->watch) {
-			watched = 1; /* told after a commit, outside this core call */
+			watched = 1; /* told outside this core call */
 		} else {
 			rpc_reply_error(w->call, CH_ERR_STORAGE, "the node could not journal the request");
 			waiter_free(s, w);
@@ -1651,7 +1678,7 @@ static void withdrawn(void *arg, const struct task *t)
 		w = n;
 	}
 	if (watched)
-		idvec_push(s, &s->ended, t->id);
+		idvec_push(s, &s->withdrawn, t->id);
 	struct placed_rec *pr = idmap_get(&s->placed_by_task, t->id);
 	if (pr)
 		placed_drop(s, pr);
@@ -1669,6 +1696,7 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 			log_debug("tasks", "commit failed: %" PRIu64 " new task(s) withdrawn", n);
 		s->journaled_submit = 0;
 		s->commit_failed = 1;
+		watches_fail_withdrawn(s);
 		return;
 	}
 	s->commit_failed = 0;
@@ -1840,6 +1868,7 @@ static void svc_stop(void *svc)
 	idmap_free(&s->batch_waiters);
 	timerheap_free(&s->deadlines);
 	free(s->ended.v);
+	free(s->withdrawn.v);
 	free(s->progressed.v);
 	free(s->closed.v);
 	free(s);

@@ -11,10 +11,15 @@ Nothing starts before it is journaled (issue #10, part 1): a refused task
 never runs (exec of /usr/bin/touch FILE: the file is never created), the
 node's counters agree with the journal, and the log holds one line for the
 condition, bounded reminders, and one line when it clears.
+
+A cache get-or-compute whose task cannot be journaled is answered
+CH_ERR_STORAGE at once (docs/cache.md, "Get-or-compute"), not after the
+compute's wait, and the next call once there is room computes the value.
 """
 
 import os
 import subprocess
+import sys
 import time
 import unittest
 
@@ -145,6 +150,33 @@ class TestStorageFull(NodeTestCase):
         cleared = [l for l in lines if "failure cleared" in l]
         self.assertEqual(len(cleared), 1, "\n".join(lines))
         self.assertLess(lines.index(failed[0]), lines.index(cleared[0]))
+
+    def test_a_compute_whose_task_cannot_be_journaled_fails_at_once(self):
+        mnt, node = self.node_on_tmpfs("--exec-allow", "/bin/sh")
+        self.assertEqual(node.submit("echo", "--wait", payload="before")["output"], "before")
+        filler = os.path.join(mnt, "filler")
+        self.fill(filler)
+        # a task bigger than any free page the journal could reuse: its
+        # payload and two arguments (an argument is at most 128 KiB)
+        part = "x" * (120 * 1024)
+        args = ["cache", "get-or-compute", "k", "exec", part, "--arg", "/bin/sh", "--arg", "-c",
+                "--arg", "printf computed; exit 0; " + part, "--arg", part]
+        t0 = time.monotonic()
+        rc, out, err = node.ctl(*args, json=False)
+        took = time.monotonic() - t0
+        self.assertEqual(rc, EXIT_OTHER, (out, err))
+        self.assertIn("storage error", err)
+        self.assertIn("could not be journaled", err)
+        # at once: the compute's wait would be 2 minutes (60 s default
+        # limit, as long again for a worker)
+        self.assertLess(took, 10.0, err)
+        print("get-or-compute on a full disk: storage error after %.2f s" % took,
+              file=sys.stderr)
+        self.assertTrue(node.running())
+
+        os.remove(filler)
+        rc, out, err = node.ctl(*args, json=False)
+        self.assertEqual((rc, out), (EXIT_OK, "computed"), err)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,22 @@
  *                    test can kill the node mid-way and know every id it was
  *                    promised); stops at the first error ("error I: ...",
  *                    exit 1) and ends with "submitted K"
+ *   cache-leads N PREFIX
+ *                    as a node (the node key): a forwarded GET of each key
+ *                    PREFIX0 .. PREFIX<N-1>; prints "lead KEY" for the keys
+ *                    the node leads and "elsewhere KEY" for those it
+ *                    answers CH_ERR_MOVED (in a two-node cluster: the other
+ *                    node's keys)
+ *   compute-crowd N SCRIPT COMPUTE_KEYS PLAIN_KEYS
+ *                    N concurrent ch_cache_get_or_compute callers (one
+ *                    client, N contexts), caller i asking for key i mod k
+ *                    of the comma-separated COMPUTE_KEYS, an exec task
+ *                    `/bin/sh -c SCRIPT`; meanwhile a second client puts
+ *                    and gets the comma-separated PLAIN_KEYS in turn until
+ *                    every caller was answered. Prints each distinct error
+ *                    once ("crowd error" / "plain error") and one line
+ *                    "RESULT {json}" with the counts and times; exit 0
+ *                    unless the node cannot be reached
  *
  * Frames that expect no answer are given a short receive timeout
  * (FRAMETOOL_QUIET_MS); a timeout there is the expected outcome.
@@ -1264,7 +1280,8 @@ static int usage(void)
 	        "       hammer N [SLEEP_MS] |\n"
 	        "       hammer-big N BYTES |\n"
 	        "       submit N HANDLER PAYLOAD [temporary|transient [PAUSE_MS]] |\n"
-	        "       compute-bad\n"
+	        "       compute-bad | cache-leads N PREFIX |\n"
+	        "       compute-crowd N SCRIPT COMPUTE_KEYS PLAIN_KEYS\n"
 	        "exit: 0 every outcome as expected, 1 one was not, 2 usage, 3 node unreachable\n");
 	return 2;
 }
@@ -1462,6 +1479,271 @@ static int mode_compute_bad(const char *secret)
 	return ok ? 0 : 1;
 }
 
+/* ---- cache-leads: which keys a node leads, asked as a node ---- */
+
+static int mode_cache_leads(const char *secret, uint32_t n, const char *prefix)
+{
+	struct seal_keyring *kr = node_keyring_from_file(secret);
+	ch_client *c = NULL;
+	char err[256] = "";
+	struct ch_client_options o = {.timeout_ms = 5000};
+	if (chi_client_open_lazy(&c, g_addr, kr, SEAL_ROLE_NODE, NULL, &o, err, sizeof(err)) !=
+	    CH_OK) {
+		printf("connect: %s\n", err);
+		seal_keyring_free(kr);
+		return 3;
+	}
+	chi_client_set_self_id(c, g_self_id);
+	int ok = 1;
+	for (uint32_t i = 0; i < n && ok; i++) {
+		char key[128];
+		snprintf(key, sizeof(key), "%s%" PRIu32, prefix, i);
+		Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+		req.op = CHORUS__CACHE_OP__CACHE_GET;
+		req.key.data = (uint8_t *)key;
+		req.key.len = strlen(key);
+		req.forwarded = 1;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_CACHE;
+		env.cache = &req;
+		Chorus__Envelope *e = NULL;
+		int code = chi_request(c, &env, 0, &e, err, sizeof(err));
+		if (e)
+			chorus__envelope__free_unpacked(e, NULL);
+		if (code == CH_OK) {
+			printf("lead %s\n", key);
+		} else if (code == CH_ERR_MOVED) {
+			printf("elsewhere %s\n", key);
+		} else {
+			printf("error %s: %s (%s)\n", key, ch_strerror(code), err);
+			ok = 0;
+		}
+	}
+	ch_client_close(c);
+	seal_keyring_free(kr);
+	return ok ? 0 : 1;
+}
+
+/* ---- compute-crowd: many callers of a slow compute, plain traffic beside ---- */
+
+#define CROWD_ERRORS_MAX 16           /* distinct error lines kept */
+#define CROWD_KEYS_MAX 256
+#define CROWD_SAMPLES_MAX 200000u     /* plain operations timed */
+#define CROWD_CALL_MS_MAX 120000u     /* a caller's own limit (the task's is its script's) */
+
+struct crowd {
+	ch_client *c;
+	const char *script;
+	char *keys[CROWD_KEYS_MAX];
+	uint32_t n_keys;
+	uint64_t t0_ms;
+	pthread_mutex_t mu;
+	/* guarded by mu */
+	uint32_t answered, ok, full, other;
+	uint64_t first_ms, last_ms;   /* after t0 */
+	char *values[CROWD_KEYS_MAX]; /* the first value each key got */
+	uint32_t mismatched;          /* callers that got another value */
+	uint32_t computed;            /* answers with computed = 1 */
+	char errors[CROWD_ERRORS_MAX][200];
+	uint32_t n_errors;
+};
+
+struct crowd_caller {
+	struct crowd *cr;
+	uint32_t index;
+};
+
+/* Remembers one error line (each text once). Call with mu held. */
+static void crowd_note_error(struct crowd *cr, const char *who, int code, const char *err)
+{
+	char line[200];
+	snprintf(line, sizeof(line), "%s error: %s: %s", who, ch_strerror(code), err);
+	for (uint32_t i = 0; i < cr->n_errors; i++)
+		if (strcmp(cr->errors[i], line) == 0)
+			return;
+	if (cr->n_errors < CROWD_ERRORS_MAX)
+		memcpy(cr->errors[cr->n_errors++], line, sizeof(line));
+}
+
+static void *crowd_call(void *arg)
+{
+	struct crowd_caller *cc = arg;
+	struct crowd *cr = cc->cr;
+	uint32_t k = cc->index % cr->n_keys;
+	const char *argv[] = {"/bin/sh", "-c", cr->script, NULL};
+	struct ch_task_opts topts = {.timeout_ms = CROWD_CALL_MS_MAX, .argv = argv};
+	void *value = NULL;
+	size_t value_len = 0;
+	int computed = 0;
+	char err[256] = "";
+	int code = ch_cache_get_or_compute(cr->c, NULL, cr->keys[k], strlen(cr->keys[k]), "exec",
+	                                   NULL, 0, &topts, 0, &value, &value_len, &computed, NULL,
+	                                   err, sizeof(err));
+	uint64_t at = now_ms() - cr->t0_ms;
+	pthread_mutex_lock(&cr->mu);
+	if (cr->answered == 0 || at < cr->first_ms)
+		cr->first_ms = at;
+	if (at > cr->last_ms)
+		cr->last_ms = at;
+	cr->answered++;
+	if (code == CH_OK) {
+		cr->ok++;
+		cr->computed += computed != 0;
+		char *v = strndup(value ? value : "", value_len);
+		if (!cr->values[k])
+			cr->values[k] = v;
+		else {
+			if (!v || strcmp(cr->values[k], v) != 0)
+				cr->mismatched++;
+			free(v);
+		}
+	} else {
+		if (code == CH_ERR_FULL)
+			cr->full++;
+		else
+			cr->other++;
+		crowd_note_error(cr, "crowd", code, err);
+	}
+	pthread_mutex_unlock(&cr->mu);
+	free(value);
+	return NULL;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Splits a comma-separated list into at most max strings (pointers into
+ * the copy *buf, which the caller frees). */
+static uint32_t split_keys(const char *list, char **out, uint32_t max, char **buf)
+{
+	*buf = strdup(list);
+	uint32_t n = 0;
+	char *save = NULL;
+	for (char *t = *buf ? strtok_r(*buf, ",", &save) : NULL; t && n < max;
+	     t = strtok_r(NULL, ",", &save))
+		out[n++] = t;
+	return n;
+}
+
+static int mode_compute_crowd(const char *secret, uint32_t n, const char *script,
+                              const char *compute_keys, const char *plain_keys)
+{
+	static struct crowd cr;
+	char *kbuf = NULL, *pbuf = NULL;
+	char *plain[CROWD_KEYS_MAX];
+	cr.script = script;
+	cr.n_keys = split_keys(compute_keys, cr.keys, CROWD_KEYS_MAX, &kbuf);
+	uint32_t n_plain = split_keys(plain_keys, plain, CROWD_KEYS_MAX, &pbuf);
+	if (cr.n_keys == 0 || n_plain == 0) {
+		free(kbuf);
+		free(pbuf);
+		return usage();
+	}
+	pthread_mutex_init(&cr.mu, NULL);
+	char err[256] = "";
+	ch_client *pc = NULL;
+	struct ch_client_options o = {.timeout_ms = 5000, .contexts = n + 4};
+	struct ch_client_options po = {.timeout_ms = 5000};
+	if (ch_client_connect(&cr.c, g_addr, secret, &o, err, sizeof(err)) != CH_OK ||
+	    ch_client_connect(&pc, g_addr, secret, &po, err, sizeof(err)) != CH_OK) {
+		printf("connect: %s\n", err);
+		return 3;
+	}
+	struct crowd_caller *callers = calloc(n, sizeof(*callers));
+	pthread_t *th = calloc(n, sizeof(*th));
+	uint64_t *samples = calloc(CROWD_SAMPLES_MAX, sizeof(*samples));
+	if (!callers || !th || !samples) {
+		printf("out of memory\n");
+		return 1;
+	}
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256u * 1024u);
+	cr.t0_ms = now_ms();
+	uint32_t started = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		callers[i].cr = &cr;
+		callers[i].index = i;
+		if (pthread_create(&th[i], &attr, crowd_call, &callers[i]) != 0)
+			break;
+		started++;
+	}
+	pthread_attr_destroy(&attr);
+	/* plain traffic through the same node until every caller is answered */
+	uint32_t n_samples = 0, plain_failed = 0, plain_ops = 0;
+	uint64_t deadline = cr.t0_ms + CROWD_CALL_MS_MAX + 30000u;
+	for (uint32_t i = 0; now_ms() < deadline; i++) {
+		pthread_mutex_lock(&cr.mu);
+		uint32_t answered = cr.answered;
+		pthread_mutex_unlock(&cr.mu);
+		if (answered >= started)
+			break;
+		const char *key = plain[i % n_plain];
+		char val[64];
+		snprintf(val, sizeof(val), "plain-%" PRIu32, i);
+		uint64_t t = now_ms();
+		int code = ch_cache_put(pc, NULL, key, strlen(key), val, strlen(val), 0, 0, NULL, NULL,
+		                        err, sizeof(err));
+		void *got = NULL;
+		size_t got_len = 0;
+		if (code == CH_OK)
+			code = ch_cache_get(pc, NULL, key, strlen(key), &got, &got_len, NULL, NULL, err,
+			                    sizeof(err));
+		if (code == CH_OK && (got_len != strlen(val) || memcmp(got, val, got_len) != 0)) {
+			code = CH_ERR_PROTOCOL;
+			snprintf(err, sizeof(err), "read back another value");
+		}
+		free(got);
+		plain_ops += 2;
+		if (n_samples < CROWD_SAMPLES_MAX)
+			samples[n_samples++] = now_ms() - t;
+		if (code != CH_OK) {
+			plain_failed++;
+			pthread_mutex_lock(&cr.mu);
+			crowd_note_error(&cr, "plain", code, err);
+			pthread_mutex_unlock(&cr.mu);
+		}
+	}
+	pthread_mutex_lock(&cr.mu);
+	int all_answered = cr.answered >= started;
+	pthread_mutex_unlock(&cr.mu);
+	if (!all_answered) {
+		printf("RESULT {\"callers\": %" PRIu32 ", \"answered\": %" PRIu32 ", \"hung\": true}\n",
+		       n, cr.answered);
+		fflush(stdout);
+		_exit(1); /* blocked threads hold the client */
+	}
+	for (uint32_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	qsort(samples, n_samples, sizeof(*samples), u64_cmp);
+	uint64_t p50 = n_samples ? samples[n_samples / 2] : 0;
+	uint64_t p99 = n_samples ? samples[(uint64_t)n_samples * 99 / 100] : 0;
+	uint64_t mx = n_samples ? samples[n_samples - 1] : 0;
+	for (uint32_t i = 0; i < cr.n_errors; i++)
+		printf("%s\n", cr.errors[i]);
+	printf("RESULT {\"callers\": %" PRIu32 ", \"started\": %" PRIu32 ", \"ok\": %" PRIu32
+	       ", \"full\": %" PRIu32 ", \"other\": %" PRIu32 ", \"computed\": %" PRIu32
+	       ", \"mismatched\": %" PRIu32 ", \"keys\": %" PRIu32 ", \"first_ms\": %" PRIu64
+	       ", \"last_ms\": %" PRIu64 ", \"plain_ops\": %" PRIu32 ", \"plain_failed\": %" PRIu32
+	       ", \"plain_p50_ms\": %" PRIu64 ", \"plain_p99_ms\": %" PRIu64
+	       ", \"plain_max_ms\": %" PRIu64 "}\n",
+	       n, started, cr.ok, cr.full, cr.other, cr.computed, cr.mismatched, cr.n_keys,
+	       cr.first_ms, cr.last_ms, plain_ops, plain_failed, p50, p99, mx);
+	for (uint32_t i = 0; i < cr.n_keys; i++)
+		free(cr.values[i]);
+	free(callers);
+	free(th);
+	free(samples);
+	free(kbuf);
+	free(pbuf);
+	ch_client_close(pc);
+	ch_client_close(cr.c);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4)
@@ -1516,6 +1798,16 @@ int main(int argc, char **argv)
 		rc = mode_stream_bad(secret);
 	} else if (strcmp(mode, "compute-bad") == 0) {
 		rc = mode_compute_bad(secret);
+	} else if (strcmp(mode, "cache-leads") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		if (n == 0 || argc < 6)
+			return usage();
+		rc = mode_cache_leads(secret, n, argv[5]);
+	} else if (strcmp(mode, "compute-crowd") == 0) {
+		uint32_t n = arg ? parse_count(arg) : 0;
+		if (n == 0 || n > 1000 || argc < 8)
+			return usage();
+		rc = mode_compute_crowd(secret, n, argv[5], argv[6], argv[7]);
 	} else if (strcmp(mode, "hello-dump") == 0) {
 		/* one HELLO made with the key, as hex: what an eavesdropper
 		 * captures, for replay tools */
