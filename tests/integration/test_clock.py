@@ -12,7 +12,11 @@ test steps the node's wall clock by hours while its monotonic clock runs on:
    workers' sleeps) is still running after both steps, and succeeds once
    released, on its first attempt; the wait is answered then, not before;
 2. in a 3-node cluster, a +1 h step on one member makes no member suspect or
-   dead in any view (SWIM's suspicion runs on the monotonic clock).
+   dead in any view (SWIM's suspicion runs on the monotonic clock);
+3. a cache replica whose wall clock is 5 s behind refuses the copies the
+   others stamp (an HLC version too far ahead of its clock): it names them
+   refused, so a write at ALL is not acknowledged (exit 3) while QUORUM
+   writes go on; before, the refused copies counted as held.
 
 Skips with one line when libfaketime is not installed.
 """
@@ -114,6 +118,42 @@ class TestWallClockStep(NodeTestCase):
         self.assertEqual(t.get("attempts"), 1, t)
         # the wait ended when the task did, not at a stepped deadline
         self.assertLess(elapsed, 30, "the wait took %.1f s" % elapsed)
+
+    def test_a_replica_that_refuses_a_copy_does_not_acknowledge_it(self):
+        secret = keygen(os.path.join(self.workdir, "cluster.secret"))
+        common = ["--secret", secret, "--gossip-period", "100ms"]
+        n1 = self.new_node(*common, name="n1", secret=secret)
+        slow = self.fake_node(*common, "--seeds", n1.addr, name="slow", secret=secret)
+        n3 = self.new_node(*common, "--seeds", n1.addr, name="n3", secret=secret)
+        nodes = [n1, slow, n3]
+
+        def maps_agree():
+            led = []
+            for x in nodes:
+                rc, out, _ = x.ctl("cache", "stats", "--cache", "default")
+                if rc != 0:
+                    return False
+                led.append(out[0]["partitions_primary"])
+            return sum(led) == 271 and all(0 < k < 271 for k in led)
+        wait_until(maps_agree, 30, "every partition map with three members")
+        # behind by more than the cache's drift bound (500 ms), well within
+        # the links' HELLO skew window, so the links stay up
+        self.step(slow, "-5", -5)
+        results = {"all": [], "quorum": []}
+        for i in range(30):
+            for level in results:
+                rc, _, err = n1.ctl("cache", "put", "%s-%d" % (level, i), "v",
+                                    "--consistency", level, json=False, timeout_s=30)
+                results[level].append((rc, err.strip()))
+        self.assertTrue(all(rc == 0 for rc, _ in results["quorum"]), results["quorum"])
+        refused = [e for rc, e in results["all"] if rc == 3]
+        # keys the slow node leads are stamped by its own (late) clock and
+        # taken by the others: only the others' keys fail at ALL
+        self.assertGreater(len(refused), 0, results["all"])
+        self.assertTrue(all("replica" in e for e in refused), refused)
+        self.assertEqual(len(refused), len(results["all"]) - sum(1 for rc, _ in results["all"]
+                                                                 if rc == 0))
+        self.assertIn("ahead of this node's clock was refused", slow.log_tail(400))
 
     def test_cluster_member_clock_step_suspects_nobody(self):
         secret = keygen(os.path.join(self.workdir, "cluster.secret"))
