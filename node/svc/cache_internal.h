@@ -25,6 +25,7 @@
 #include "chorus.h"
 #include "config.h"
 #include "core/cplace.h"
+#include "core/crepl.h"
 #include "core/cstore.h"
 #include "core/hlc.h"
 #include "io/dispatch.h"
@@ -121,10 +122,11 @@ enum { OP_FORWARD = 1, OP_WRITE, OP_READ, OP_FANOUT, OP_SCAN, OP_SYNC, OP_PREFET
  * the entries of those partitions to it (last writer wins on arrival). The
  * member does the same on its own round, so both converge. A partition
  * this node holds but no longer owns is dropped once every owner answered
- * an equal digest for it. */
+ * an equal digest for it, or acknowledged all of it pushed this round. The
+ * round's bookkeeping and the drop rule are crepl's (core/crepl.h); the
+ * batches and requests are here. */
 #define AE_PERIOD_MS 2000
 #define AE_AFTER_MAP_MS 300
-#define AE_PEERS_MAX 64
 #define AE_BATCH_ENTRIES 128
 #define AE_BATCH_BYTES (512u << 10)
 #define AE_SCAN_BUCKETS 4096     /* per tick */
@@ -137,11 +139,8 @@ struct ae_batch {
 
 struct ae_peer {
 	struct cache_svc *s;
-	uint8_t id[ID_BYTES];
-	uint8_t *differ;             /* bitmap over partitions: push these */
-	uint8_t *equal;              /* bitmap: its digest equals ours */
+	uint32_t k;                  /* its index in the round (struct crepl_ae) */
 	struct ae_batch batch;
-	int answered;
 };
 
 #define HINTS_MAX 100000
@@ -149,20 +148,11 @@ struct ae_peer {
 #define HINTS_PERIOD_MS 500
 #define HINTS_BATCH 128
 
-struct hint {
-	struct hint *next;
-	uint8_t to[ID_BYTES];
-	uint32_t cache;          /* index into caches */
-	uint8_t *entry;          /* a packed CacheEntry */
-	size_t len;
-	int inflight;
-};
-
 /* A batch of hints sent, waiting for its answer. */
 struct hint_batch {
 	struct cache_svc *s;
 	struct hint_batch *next, *prev; /* the service's list (freed at stop) */
-	struct hint *h[HINTS_BATCH];
+	struct crepl_hint *h[HINTS_BATCH];
 	uint32_t n;
 };
 
@@ -223,6 +213,7 @@ struct cache_svc {
 	uint32_t n_caches;
 	struct cplace_map map;
 	int have_map;
+	uint32_t owners_seen_max;    /* the most owners a map of this process gave a partition */
 	uint64_t next_map_ms;
 	struct op *ops;
 	uint32_t n_ops;
@@ -230,12 +221,11 @@ struct cache_svc {
 	/* anti-entropy */
 	struct {
 		uint64_t next_ms;
-		uint64_t map_epoch;      /* the map the round was planned on */
-		int phase;               /* 0 idle, 1 digests out, 2 pushing */
+		int phase;               /* 0 idle, 1 digests out, 2 pushing, 3 pushes out */
 		uint32_t cache;          /* the cache of this round */
-		uint32_t outstanding;
-		struct ae_peer peers[AE_PEERS_MAX];
-		uint32_t n_peers;
+		uint32_t outstanding;    /* digests (phase 1) or push batches (2, 3) out */
+		struct crepl_ae round;   /* its map, peers, offers and answers */
+		struct ae_peer peers[CREPL_AE_PEERS_MAX];
 		uint64_t cursor;
 		uint64_t rounds, pushed, dropped;
 	} ae;
@@ -264,8 +254,7 @@ struct cache_svc {
 	int stopping;                /* svc_stop began: no new request is taken */
 	/* hinted handoff: writes a replica failed to acknowledge, kept for it
 	 * (oldest first) and sent again while it is in the map */
-	struct hint *hints, *hints_tail;
-	uint64_t hints_count, hints_bytes, hints_dropped, hints_delivered;
+	struct crepl_hints hintq;
 	uint64_t next_hints_ms;
 	struct hint_batch *hint_batches; /* sent, not answered */
 	/* replica copies waiting for this iteration's tick, and those sent */
@@ -480,5 +469,7 @@ void cache_persist_stats(const struct cache_persist *p, struct cache_persist_sta
  * stop (a whole snapshot if the node drained, then destroy). */
 int cache_persist_svc_start(struct cache_svc *s, const struct now *now, char *err, size_t err_len);
 void cache_persist_svc_stop(struct cache_svc *s);
+/* Frees every hint and every batch in flight (at stop). */
+void cache_hints_clear(struct cache_svc *s);
 
 #endif

@@ -93,9 +93,11 @@ static void map_refresh(struct cache_svc *s)
 		cplace_map_free(&s->map);
 	s->map = fresh;
 	s->have_map = 1;
+	if (fresh.owner_count > s->owners_seen_max)
+		s->owners_seen_max = fresh.owner_count;
 	s->map_changed_ms = host_now(s->host)->mono_ms;
 	/* owners changed: converge soon, and read from every owner meanwhile */
-	s->settle_until_round = s->ae.rounds + 2ull * (s->n_caches ? s->n_caches : 1) + 1;
+	s->settle_until_round = crepl_settle_until(s->ae.rounds, s->n_caches);
 	uint64_t soon = host_now(s->host)->mono_ms + AE_AFTER_MAP_MS;
 	if (s->ae.next_ms > soon)
 		s->ae.next_ms = soon;
@@ -128,12 +130,7 @@ static int consistency_of(const struct cache *c, int asked)
 /* Answers needed from replicas (the primary counts for one). */
 static uint32_t replicas_needed(const struct cplace_map *m, int consistency)
 {
-	uint32_t r = m->owner_count;
-	if (consistency == CH_CACHE_ONE || r <= 1)
-		return 0;
-	if (consistency == CH_CACHE_ALL)
-		return r - 1;
-	return r / 2; /* a majority of r, the primary being one */
+	return crepl_replicas_needed(m->owner_count, consistency);
 }
 
 void cache_version_to_pb(const struct cstore_version *v, Chorus__CacheVersion *pb, uint8_t *node)
@@ -152,13 +149,6 @@ int cache_version_from_pb(const Chorus__CacheVersion *pb, struct cstore_version 
 	v->hlc = pb->hlc;
 	memcpy(v->node, pb->node.data, ID_BYTES);
 	return 0;
-}
-
-static int version_cmp(const struct cstore_version *a, const struct cstore_version *b)
-{
-	if (a->hlc != b->hlc)
-		return a->hlc < b->hlc ? -1 : 1;
-	return memcmp(a->node, b->node, ID_BYTES);
 }
 
 static struct cstore_version version_new(struct cache_svc *s)
@@ -469,9 +459,10 @@ static void write_ack(struct op_slot *sl, int code, int ok)
 	if (!o->answered) {
 		if (ok && o->need > 0)
 			o->need--;
-		if (o->need == 0)
+		enum crepl_verdict verdict = crepl_decide(o->need, 0, o->outstanding);
+		if (verdict == CREPL_DONE)
 			op_answer(o, 0, &o->resp, NULL);
-		else if (o->asked - o->failed < o->need)
+		else if (verdict == CREPL_FAIL)
 			op_answer_error(o, code == CH_ERR_TIMEOUT ? CH_ERR_TIMEOUT : CH_ERR_UNAVAILABLE,
 			                "the write is applied on the primary, but %u more replica "
 			                "acknowledgement(s) were needed and %u replica(s) failed: %s",
@@ -808,7 +799,7 @@ static void read_answer(struct op *o)
 			m.n_entries = 1;
 			for (uint32_t i = 0; i < o->n_slots; i++) {
 				const struct op_slot *sl = &o->slots[i];
-				if (sl->answered && (!sl->found || version_cmp(&sl->v, &nv) < 0))
+				if (sl->answered && crepl_read_needs_repair(sl->found, &sl->v, &nv))
 					send_repl_oneway(s, sl->id, &m);
 			}
 		}
@@ -867,7 +858,7 @@ static void read_ack(struct op_slot *sl, int code, int ok, int found,
 			sl->v = v;
 			struct cstore_version cur;
 			if (!o->have_newest || (cache_version_from_pb(o->newest->version, &cur) == 0 &&
-			                        version_cmp(&v, &cur) > 0)) {
+			                        crepl_read_newer(true, &cur, &v))) {
 				size_t n = chorus__cache_entry__get_packed_size(entry);
 				uint8_t *buf = malloc(n ? n : 1);
 				if (buf) {
@@ -890,9 +881,11 @@ static void read_ack(struct op_slot *sl, int code, int ok, int found,
 	}
 	if (!o->answered) {
 		/* settling: every owner that can answer does, a quorum at least */
-		if (o->need == 0 && (o->n_seen >= o->want || o->outstanding == 0))
+		enum crepl_verdict verdict =
+		    crepl_decide(o->need, o->want > o->n_seen ? o->want - o->n_seen : 0, o->outstanding);
+		if (verdict == CREPL_DONE)
 			read_answer(o);
-		else if (o->asked - o->failed < o->need)
+		else if (verdict == CREPL_FAIL)
 			op_answer_error(o, code == CH_ERR_TIMEOUT ? CH_ERR_TIMEOUT : CH_ERR_UNAVAILABLE,
 			                "%u replica read(s) needed, %u answered", o->need + o->n_seen,
 			                o->n_seen);
@@ -955,9 +948,9 @@ static void primary_read(struct cache_svc *s, struct cache *c, const Chorus__Cac
 	}
 	memcpy(o->key, req->key.data, req->key.len);
 	o->key_len = req->key.len;
-	o->need = need;
-	o->want = prefetch || s->ae.rounds < s->settle_until_round ? (uint32_t)s->map.owner_count - 1
-	                                                            : need;
+	o->need = crepl_read_need(s->map.owner_count, need, s->ae.rounds < s->settle_until_round,
+	                          prefetch);
+	o->want = o->need;
 	/* what this node holds starts as the newest */
 	struct cstore_item it;
 	if (cstore_peek(c->st, o->key, o->key_len, cache_now_wall(s), &it) == 0) {
@@ -1640,7 +1633,7 @@ static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_
 		x->expirations = st.expirations;
 		x->tombstones = st.tombstones;
 		x->partitions_primary = prim;
-		x->hints_pending = s->hints_count;
+		x->hints_pending = s->hintq.count;
 		x->partitions_replica = repl >= prim ? repl - prim : 0;
 		ptrs[n] = x;
 		n++;
@@ -1798,6 +1791,13 @@ static int port_submit(void *ctx, const Chorus__CacheReq *req, cache_reply_fn cb
 		return forward(s, primary, req, OP_FORWARD, 0, req->cursor, cb, arg);
 	}
 	int consistency = consistency_of(c, req->consistency);
+	if (!crepl_copies_enough(consistency, s->map.owner_count, s->owners_seen_max)) {
+		/* cut off from every other member: one copy is no quorum */
+		s->unavailable++;
+		cache_answer_error(cb, arg, CH_ERR_UNAVAILABLE,
+		             "this node sees no other member now: QUORUM and ALL need a second copy");
+		return 0;
+	}
 	switch (req->op) {
 	case CHORUS__CACHE_OP__CACHE_GET:
 	case CHORUS__CACHE_OP__CACHE_EXISTS:
@@ -2070,7 +2070,7 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 	s->cfg = host_config(h);
 	(void)now;
 	memcpy(s->self, host_node_id(h), ID_BYTES);
-	hlc_init(&s->hlc, HLC_MAX_DRIFT_MS_DEFAULT);
+	hlc_init(&s->hlc, CREPL_DRIFT_MS);
 	for (size_t i = 0; i < sizeof(REQUESTS) / sizeof(REQUESTS[0]); i++)
 		if (dispatch_register(host_dispatch(h), &REQUESTS[i], s) != 0) {
 			snprintf(err, err_len, "request %s registered twice", REQUESTS[i].name);
@@ -2128,7 +2128,7 @@ static uint64_t svc_next_deadline(void *svc)
 		return 0;
 	if (s->wq_head)
 		return host_now(s->host)->mono_ms + 2;
-	if (s->hints && s->next_hints_ms < next)
+	if (s->hintq.head && s->next_hints_ms < next)
 		next = s->next_hints_ms;
 	if (s->ae.phase == 0 && s->ae.next_ms < next)
 		next = s->ae.next_ms;
@@ -2156,7 +2156,7 @@ static void svc_tick(void *svc, const struct now *now)
 	rb_flush(s);
 	if (s->wq_head)
 		wq_kick(s);
-	if (s->hints && now->mono_ms >= s->next_hints_ms) {
+	if (s->hintq.head && now->mono_ms >= s->next_hints_ms) {
 		s->next_hints_ms = now->mono_ms + HINTS_PERIOD_MS;
 		cache_hints_replay(s);
 	}
@@ -2196,17 +2196,7 @@ static void svc_stop(void *svc)
 	}
 	cache_compute_stop(s); /* after the ops: a compute's read or write is one */
 	cache_ae_clear(s);
-	while (s->hint_batches) {
-		struct hint_batch *b = s->hint_batches;
-		s->hint_batches = b->next;
-		free(b);
-	}
-	while (s->hints) {
-		struct hint *h = s->hints;
-		s->hints = h->next;
-		free(h->entry);
-		free(h);
-	}
+	cache_hints_clear(s);
 	for (uint32_t i = 0; i < s->n_caches; i++)
 		cstore_destroy(s->caches[i].st);
 	if (s->have_map)

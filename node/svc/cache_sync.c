@@ -2,7 +2,10 @@
  * cache_sync.c - the cache's replica side and background convergence
  * (cache_internal.h; docs/cache.md): CacheRepl from peers (replicated
  * entries, reads for quorum reads, anti-entropy digests), the
- * anti-entropy rounds, hinted handoff, and the FLUSH marks.
+ * anti-entropy rounds, hinted handoff, and the FLUSH marks. What to decide
+ * is crepl's (core/crepl.h: the drift and last-writer-wins rule, digest
+ * comparison, the round's bookkeeping and the handover rule, the hint
+ * queue); this file packs, sends and scans.
  *
  * FLUSH leaves no tombstones (it empties the stores), so on its own it
  * would be undone by any node that missed it: one restarted from an older
@@ -31,14 +34,6 @@ int cache_entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheE
 		return ERR_PROTOCOL;
 	if (v.hlc < c->flush_hlc)
 		return CSTORE_STALE; /* written before a FLUSH: gone for good */
-	uint64_t merged;
-	if (hlc_update(&s->hlc, cache_now_wall(s), v.hlc, &merged) != 0) {
-		s->refused_drift++;
-		log_limited(LOG_WARN, "cache", "drift", 10000,
-		            "a write stamped %" PRIu64 " ms ahead of this node's clock was refused",
-		            (v.hlc >> 16) - cache_now_wall(s));
-		return ERR_INVALID;
-	}
 	struct cstore_item it;
 	memset(&it, 0, sizeof(it));
 	it.key = e->key.data;
@@ -49,7 +44,15 @@ int cache_entry_apply(struct cache_svc *s, struct cache *c, const Chorus__CacheE
 	it.expire_ms = e->tombstone ? 0 : (uint64_t)(e->expire_ms > 0 ? e->expire_ms : 0);
 	it.tombstone = e->tombstone;
 	it.partition = (uint16_t)e->partition;
-	return cstore_apply(c->st, &it, cache_now_wall(s));
+	uint64_t refused = s->hlc.refused_count;
+	int rc = crepl_apply(&s->hlc, c->st, &it, cache_now_wall(s));
+	if (s->hlc.refused_count != refused) {
+		s->refused_drift++;
+		log_limited(LOG_WARN, "cache", "drift", 10000,
+		            "a write stamped %" PRIu64 " ms ahead of this node's clock was refused",
+		            (v.hlc >> 16) - cache_now_wall(s));
+	}
+	return rc;
 }
 
 void cache_entry_from_item(const struct cstore_item *it, Chorus__CacheEntry *e,
@@ -81,34 +84,40 @@ void cache_handle_repl(void *svc, struct rpc_call *call, const Chorus__Envelope 
 	/* the sender's FLUSH mark first: its entries older than it are refused */
 	if (m->flush_hlc)
 		(void)cache_flush_adopt(s, c, m->flush_hlc);
+	if (s->have_map) /* another map spreading: read from every owner meanwhile */
+		s->settle_until_round = crepl_settle_on_epoch(s->settle_until_round, s->ae.rounds,
+		                                              s->n_caches, s->map.epoch, m->epoch);
 	Chorus__CacheReplResp resp = CHORUS__CACHE_REPL_RESP__INIT;
 	resp.flush_hlc = c->flush_hlc;
 	/* an entry that could not be applied (a version too far ahead of this
 	 * node's clock, no memory) is named, so that the primary does not count
-	 * it as held here; one that is older than held is held, by a newer one */
+	 * it as held here (it keeps a hint and tries again); one older than
+	 * held is held, by a newer one */
 	uint32_t *refused = m->n_entries ? malloc(m->n_entries * sizeof(*refused)) : NULL;
 	for (size_t i = 0; i < m->n_entries; i++) {
 		int rc = cache_entry_apply(s, c, m->entries[i]);
 		if (rc == 0)
 			resp.applied++;
-		else if (rc != CSTORE_STALE && refused)
+		else if (!crepl_apply_held(rc) && refused)
 			refused[resp.n_refused++] = (uint32_t)i;
 	}
 	resp.refused = refused;
+	if (m->sync && s->have_map && m->epoch != s->map.epoch) {
+		/* confirmations count between nodes with the same map only
+		 * (crepl_ae_answer_other_map): the sender pushes instead */
+		free(refused);
+		rpc_reply_error(call, CH_ERR_MOVED, "this node's partition map is %016" PRIx64
+		                ", not %016" PRIx64, s->map.epoch, m->epoch);
+		return;
+	}
 	uint32_t *differ = NULL;
 	if (m->sync && m->n_sync_partitions == m->n_sync_digests && m->n_sync_partitions &&
 	    m->n_sync_partitions <= CPLACE_PARTITIONS_MAX) {
 		differ = malloc(m->n_sync_partitions * sizeof(*differ));
 		if (differ) {
 			cstore_tick(c->st, cache_now_wall(s), TICK_BUDGET);
-			for (size_t i = 0; i < m->n_sync_partitions; i++) {
-				struct cstore_partition_stats ps;
-				if (m->sync_partitions[i] >= s->cfg->cache_partitions ||
-				    cstore_partition_stats(c->st, (uint16_t)m->sync_partitions[i], &ps) != 0)
-					continue;
-				if (ps.digest != m->sync_digests[i])
-					differ[resp.n_differ++] = m->sync_partitions[i];
-			}
+			resp.n_differ = crepl_ae_differ(c->st, s->cfg->cache_partitions, m->sync_partitions,
+			                                m->sync_digests, m->n_sync_partitions, differ);
 			resp.differ = differ;
 		}
 	}
@@ -230,9 +239,6 @@ int cache_flush_adopt(struct cache_svc *s, struct cache *c, uint64_t flush_hlc)
 
 /* ---- anti-entropy ---- */
 
-static int bit_get(const uint8_t *b, uint32_t i) { return b && (b[i / 8] >> (i % 8)) & 1; }
-static void bit_set(uint8_t *b, uint32_t i) { b[i / 8] |= (uint8_t)(1u << (i % 8)); }
-
 static void ae_batch_clear(struct ae_batch *b)
 {
 	for (uint32_t i = 0; i < b->n; i++)
@@ -243,13 +249,27 @@ static void ae_batch_clear(struct ae_batch *b)
 
 void cache_ae_clear(struct cache_svc *s)
 {
-	for (uint32_t i = 0; i < s->ae.n_peers; i++) {
-		free(s->ae.peers[i].differ);
-		free(s->ae.peers[i].equal);
+	for (uint32_t i = 0; i < s->ae.round.peer_count; i++)
 		ae_batch_clear(&s->ae.peers[i].batch);
-	}
 	memset(s->ae.peers, 0, sizeof(s->ae.peers));
-	s->ae.n_peers = 0;
+	crepl_ae_clear(&s->ae.round);
+}
+
+static void ae_finish(struct cache_svc *s, uint64_t now_mono);
+
+/* A push batch came back: an acknowledgement means every entry is held
+ * there (cache_handle_repl answers an error otherwise), which lets the
+ * handover drop what was pushed (crepl_ae_droppable). */
+static void ae_push_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
+{
+	struct ae_peer *pe = arg;
+	struct cache_svc *s = pe->s;
+	(void)err;
+	s->ae.outstanding--;
+	crepl_ae_push_done(&s->ae.round, pe->k,
+	                   code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP);
+	if (s->ae.outstanding == 0 && s->ae.phase == 3)
+		ae_finish(s, host_now(s->host)->mono_ms);
 }
 
 static void ae_flush(struct cache_svc *s, struct ae_peer *pe)
@@ -266,93 +286,96 @@ static void ae_flush(struct cache_svc *s, struct ae_peer *pe)
 	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 	env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
 	env.cache_repl = &m;
-	if (s->peers->request(s->peers->ctx, pe->id, &env, s->cfg->cache_timeout_ms, NULL, NULL) == 0)
+	int rc = s->peers->request(s->peers->ctx, s->ae.round.peers[pe->k].id, &env,
+	                           s->cfg->cache_timeout_ms, ae_push_cb, pe);
+	crepl_ae_push_sent(&s->ae.round, pe->k, rc == 0);
+	if (rc == 0) {
 		s->ae.pushed += b->n;
+		s->ae.outstanding++;
+	}
 	ae_batch_clear(b);
 }
 
 static void ae_visit(void *arg, const struct cstore_item *it)
 {
 	struct cache_svc *s = arg;
-	for (uint32_t k = 0; k < s->ae.n_peers; k++) {
+	for (uint32_t k = 0; k < s->ae.round.peer_count; k++) {
 		struct ae_peer *pe = &s->ae.peers[k];
-		if (!bit_get(pe->differ, it->partition))
+		if (!crepl_ae_wants(&s->ae.round, k, it->partition))
 			continue;
 		struct ae_batch *b = &pe->batch;
-		if (!b->ents) {
+		if (!b->ents)
 			b->ents = calloc(AE_BATCH_ENTRIES, sizeof(*b->ents));
-			if (!b->ents)
-				return;
+		if (!b->ents || b->n == AE_BATCH_ENTRIES || b->bytes >= AE_BATCH_BYTES) {
+			/* full (flushed after this bucket): the next round sends the
+			 * rest, and this one cannot hand the partition over */
+			crepl_ae_skipped(&s->ae.round, k, it->partition);
+			continue;
 		}
-		if (b->n == AE_BATCH_ENTRIES || b->bytes >= AE_BATCH_BYTES)
-			continue; /* full: flushed after this bucket; the next round sends the rest */
 		Chorus__CacheEntry e;
 		Chorus__CacheVersion vpb;
 		uint8_t node[ID_BYTES];
 		cache_entry_from_item(it, &e, &vpb, node);
 		size_t n = chorus__cache_entry__get_packed_size(&e);
 		uint8_t *buf = malloc(n ? n : 1);
-		if (!buf)
-			return;
-		chorus__cache_entry__pack(&e, buf);
-		Chorus__CacheEntry *copy = chorus__cache_entry__unpack(NULL, n, buf);
-		free(buf);
-		if (!copy)
-			return;
+		Chorus__CacheEntry *copy = NULL;
+		if (buf) {
+			chorus__cache_entry__pack(&e, buf);
+			copy = chorus__cache_entry__unpack(NULL, n, buf);
+			free(buf);
+		}
+		if (!copy) {
+			crepl_ae_skipped(&s->ae.round, k, it->partition);
+			continue;
+		}
 		b->ents[b->n++] = copy;
 		b->bytes += n;
 	}
 }
 
 /* The round is over: partitions held here but owned elsewhere go once
- * every owner said its digest equals ours. */
+ * every owner said its digest equals ours or acknowledged all of them
+ * (crepl_ae_droppable). */
 static void ae_finish(struct cache_svc *s, uint64_t now_mono)
 {
 	struct cache *c = &s->caches[s->ae.cache];
-	int me = cplace_member_find(&s->map, s->self);
-	if (s->ae.map_epoch == s->map.epoch && me >= 0) {
-		for (uint32_t p = 0; p < s->map.partition_count; p++) {
-			if (cplace_rank(&s->map, (uint16_t)p, (uint32_t)me) >= 0)
-				continue;
-			struct cstore_partition_stats ps;
-			if (cstore_partition_stats(c->st, (uint16_t)p, &ps) != 0 ||
-			    ps.entries + ps.tombstones == 0)
-				continue;
-			int all_equal = 1;
-			for (uint8_t k = 0; k < s->map.owner_count && all_equal; k++) {
-				const uint8_t *o = cplace_owner_id(&s->map, (uint16_t)p, k);
-				int found = 0;
-				for (uint32_t j = 0; j < s->ae.n_peers; j++)
-					if (memcmp(s->ae.peers[j].id, o, ID_BYTES) == 0)
-						found = s->ae.peers[j].answered && bit_get(s->ae.peers[j].equal, p);
-				all_equal = found;
-			}
-			if (!all_equal)
-				continue;
-			uint64_t cur = 0, removed = 0, total = 0;
-			do {
-				if (cstore_partition_drop(c->st, (uint16_t)p, cur, 1u << 20, &cur, &removed) != 0)
-					break;
-				total += removed;
-			} while (cur);
-			s->ae.dropped += total;
-			log_debug("cache", "partition %u of %s handed over: %" PRIu64 " entries dropped here",
-			          p, c->cfg->name, total);
-		}
+	for (uint32_t p = 0; p < s->map.partition_count; p++) {
+		if (!crepl_ae_droppable(&s->ae.round, &s->map, c->st, p))
+			continue;
+		uint64_t cur = 0, removed = 0, total = 0;
+		do {
+			if (cstore_partition_drop(c->st, (uint16_t)p, cur, 1u << 20, &cur, &removed) != 0)
+				break;
+			total += removed;
+		} while (cur);
+		s->ae.dropped += total;
+		log_debug("cache", "partition %u of %s handed over: %" PRIu64 " entries dropped here", p,
+		          c->cfg->name, total);
 	}
+	/* a round the map changed under (it may have waited for a member that
+	 * is gone) pushed nothing: the partitions this node just lost are
+	 * handed over by the next one, as soon as after any map change */
+	uint64_t next = s->ae.round.epoch == s->map.epoch ? AE_PERIOD_MS : AE_AFTER_MAP_MS;
 	cache_ae_clear(s);
 	s->ae.phase = 0;
 	s->ae.rounds++;
-	s->ae.next_ms = now_mono + AE_PERIOD_MS;
+	s->ae.next_ms = now_mono + next;
+}
+
+/* The push pass is over (or cut short): the round ends once its push
+ * batches came back. */
+static void ae_end(struct cache_svc *s, uint64_t now_mono)
+{
+	if (s->ae.outstanding) {
+		s->ae.phase = 3;
+		return;
+	}
+	ae_finish(s, now_mono);
 }
 
 static void ae_push_start(struct cache_svc *s, uint64_t now_mono)
 {
-	int any = 0;
-	for (uint32_t k = 0; k < s->ae.n_peers; k++)
-		for (uint32_t p = 0; p < s->map.partition_count && !any; p++)
-			any = bit_get(s->ae.peers[k].differ, p);
-	if (!any || s->ae.map_epoch != s->map.epoch) {
+	if (!crepl_ae_push_any(&s->ae.round) || s->ae.round.epoch != s->map.epoch) {
 		ae_finish(s, now_mono);
 		return;
 	}
@@ -368,14 +391,13 @@ static void ae_digest_cb(void *arg, int code, const Chorus__Envelope *reply, con
 	s->ae.outstanding--;
 	if (code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP) {
 		const Chorus__CacheReplResp *r = reply->cache_repl_resp;
-		pe->answered = 1;
 		if (r->flush_hlc)
 			(void)cache_flush_adopt(s, &s->caches[s->ae.cache], r->flush_hlc);
-		for (size_t i = 0; i < r->n_differ; i++)
-			if (r->differ[i] < s->map.partition_count && bit_get(pe->equal, r->differ[i])) {
-				bit_set(pe->differ, r->differ[i]);
-				pe->equal[r->differ[i] / 8] &= (uint8_t)~(1u << (r->differ[i] % 8));
-			}
+		crepl_ae_answer(&s->ae.round, pe->k, r->differ, r->n_differ);
+	} else if (code == CH_ERR_MOVED ||
+	           (reply && reply->body_case == CHORUS__ENVELOPE__BODY_ERROR && reply->error &&
+	            reply->error->code == CH_ERR_MOVED)) {
+		crepl_ae_answer_other_map(&s->ae.round, pe->k); /* its map differs */
 	}
 	if (s->ae.outstanding == 0 && s->ae.phase == 1)
 		ae_push_start(s, host_now(s->host)->mono_ms);
@@ -388,48 +410,21 @@ void cache_ae_start(struct cache_svc *s, uint64_t now_mono)
 		return;
 	s->ae.cache = (s->ae.cache + 1) % s->n_caches;
 	struct cache *c = &s->caches[s->ae.cache];
-	int me = cplace_member_find(&s->map, s->self);
-	if (me < 0)
+	if (cplace_member_find(&s->map, s->self) < 0)
 		return;
 	cache_ae_clear(s);
-	s->ae.map_epoch = s->map.epoch;
 	s->ae.phase = 1;
 	cstore_tick(c->st, host_now(s->host)->wall_ms, TICK_BUDGET);
+	(void)crepl_ae_plan(&s->ae.round, &s->map, s->self, c->st); /* ERR_NOMEM: the peers planned */
 	uint32_t P = s->map.partition_count;
 	uint32_t *parts = malloc(P * sizeof(*parts));
 	uint64_t *digests = malloc(P * sizeof(*digests));
-	for (uint32_t i = 0; parts && digests && i < s->map.member_count; i++) {
-		if ((int)i == me || s->ae.n_peers == AE_PEERS_MAX)
-			continue;
-		uint32_t n = 0;
-		for (uint32_t p = 0; p < P; p++) {
-			if (cplace_rank(&s->map, (uint16_t)p, i) < 0)
-				continue; /* it does not own p */
-			struct cstore_partition_stats ps;
-			int held = cstore_partition_stats(c->st, (uint16_t)p, &ps) == 0 &&
-			           ps.entries + ps.tombstones > 0;
-			if (cplace_rank(&s->map, (uint16_t)p, (uint32_t)me) < 0 && !held)
-				continue; /* nothing of p here */
-			parts[n] = p;
-			digests[n] = held ? ps.digest : 0;
-			n++;
-		}
-		if (n == 0)
-			continue;
-		struct ae_peer *pe = &s->ae.peers[s->ae.n_peers];
+	for (uint32_t k = 0; parts && digests && k < s->ae.round.peer_count; k++) {
+		struct ae_peer *pe = &s->ae.peers[k];
 		memset(pe, 0, sizeof(*pe));
 		pe->s = s;
-		memcpy(pe->id, s->map.members[i], ID_BYTES);
-		pe->differ = calloc((P + 7) / 8, 1);
-		pe->equal = calloc((P + 7) / 8, 1);
-		if (!pe->differ || !pe->equal) {
-			free(pe->differ);
-			free(pe->equal);
-			break;
-		}
-		for (uint32_t k = 0; k < n; k++)
-			bit_set(pe->equal, parts[k]); /* until it says otherwise */
-		s->ae.n_peers++;
+		pe->k = k;
+		uint32_t n = crepl_ae_offer(&s->ae.round, k, parts, digests);
 		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
 		m.cache = (char *)c->cfg->name;
 		m.epoch = s->map.epoch;
@@ -442,12 +437,15 @@ void cache_ae_start(struct cache_svc *s, uint64_t now_mono)
 		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
 		env.body_case = CHORUS__ENVELOPE__BODY_CACHE_REPL;
 		env.cache_repl = &m;
-		if (s->peers->request(s->peers->ctx, pe->id, &env, s->cfg->cache_timeout_ms, ae_digest_cb,
-		                      pe) == 0)
+		if (s->peers->request(s->peers->ctx, s->ae.round.peers[k].id, &env, s->cfg->cache_timeout_ms,
+		                      ae_digest_cb, pe) == 0)
 			s->ae.outstanding++;
 		else
-			memset(pe->equal, 0, (P + 7) / 8);
+			crepl_ae_unsent(&s->ae.round, k);
 	}
+	if (!parts || !digests)
+		for (uint32_t k = 0; k < s->ae.round.peer_count; k++)
+			crepl_ae_unsent(&s->ae.round, k);
 	free(parts);
 	free(digests);
 	if (s->ae.outstanding == 0)
@@ -459,61 +457,32 @@ void cache_ae_step(struct cache_svc *s, uint64_t now_mono)
 {
 	struct cache *c = &s->caches[s->ae.cache];
 	uint64_t next = 0;
-	if (s->ae.map_epoch != s->map.epoch ||
+	if (s->ae.round.epoch != s->map.epoch ||
 	    cstore_replication_scan(c->st, s->ae.cursor, AE_SCAN_BUCKETS, host_now(s->host)->wall_ms,
 	                            ae_visit, s, &next) != 0) {
-		ae_finish(s, now_mono);
+		ae_end(s, now_mono);
 		return;
 	}
-	for (uint32_t k = 0; k < s->ae.n_peers; k++)
+	for (uint32_t k = 0; k < s->ae.round.peer_count; k++)
 		ae_flush(s, &s->ae.peers[k]);
 	s->ae.cursor = next;
-	if (next == 0)
-		ae_finish(s, now_mono);
+	if (next == 0) {
+		crepl_ae_pass_done(&s->ae.round);
+		ae_end(s, now_mono);
+	}
 }
 
-
+/* ---- hinted handoff ---- */
 
 void cache_hint_add(struct cache_svc *s, const uint8_t *to, uint32_t cache, const uint8_t *entry,
                      size_t len)
 {
 	if (!entry || !len)
 		return;
-	struct hint *h = calloc(1, sizeof(*h));
-	uint8_t *copy = malloc(len);
-	if (!h || !copy) {
-		free(h);
-		free(copy);
-		s->hints_dropped++;
-		return;
-	}
-	memcpy(copy, entry, len);
-	memcpy(h->to, to, ID_BYTES);
-	h->cache = cache;
-	h->entry = copy;
-	h->len = len;
-	if (s->hints_tail)
-		s->hints_tail->next = h;
-	else
-		s->hints = h;
-	s->hints_tail = h;
-	s->hints_count++;
-	s->hints_bytes += len;
-	/* bounded: the oldest go (anti-entropy still brings them) */
-	while (s->hints && (s->hints_count > HINTS_MAX || s->hints_bytes > HINTS_BYTES_MAX) &&
-	       !s->hints->inflight) {
-		struct hint *old = s->hints;
-		s->hints = old->next;
-		if (!s->hints)
-			s->hints_tail = NULL;
-		s->hints_count--;
-		s->hints_bytes -= old->len;
-		s->hints_dropped++;
-		free(old->entry);
-		free(old);
-	}
+	if (s->hintq.count_max == 0) /* the first hint: the queue takes its limits */
+		crepl_hints_init(&s->hintq, HINTS_MAX, HINTS_BYTES_MAX);
+	(void)crepl_hints_add(&s->hintq, to, cache, entry, len); /* ERR_NOMEM: counted as dropped */
 }
-
 
 static void hints_cb(void *arg, int code, const Chorus__Envelope *reply, const char *err)
 {
@@ -521,33 +490,12 @@ static void hints_cb(void *arg, int code, const Chorus__Envelope *reply, const c
 	struct cache_svc *s = b->s;
 	(void)err;
 	int ok = code == 0 && reply && reply->body_case == CHORUS__ENVELOPE__BODY_CACHE_REPL_RESP;
+	if (ok && reply->cache_repl_resp->n_refused)
+		ok = 0; /* some not held there: all stay and go again (applying twice is harmless) */
 	if (ok && b->n && reply->cache_repl_resp->flush_hlc)
 		(void)cache_flush_adopt(s, &s->caches[b->h[0]->cache],
 		                        reply->cache_repl_resp->flush_hlc);
-	for (uint32_t i = 0; i < b->n; i++) {
-		b->h[i]->inflight = 0;
-		if (ok)
-			b->h[i]->len = 0; /* delivered: removed below */
-	}
-	if (ok)
-		s->hints_delivered += b->n;
-	struct hint **pp = &s->hints;
-	s->hints_tail = NULL;
-	while (*pp) {
-		struct hint *h = *pp;
-		if (h->len == 0 && !h->inflight) {
-			*pp = h->next;
-			s->hints_count--;
-			free(h->entry);
-			free(h);
-			continue;
-		}
-		s->hints_tail = h;
-		pp = &h->next;
-	}
-	s->hints_bytes = 0;
-	for (struct hint *h = s->hints; h; h = h->next)
-		s->hints_bytes += h->len;
+	crepl_hints_done(&s->hintq, b->h, b->n, ok);
 	if (b->prev)
 		b->prev->next = b->next;
 	else
@@ -557,26 +505,29 @@ static void hints_cb(void *arg, int code, const Chorus__Envelope *reply, const c
 	free(b);
 }
 
+static int hint_member(void *ctx, const uint8_t *id)
+{
+	struct cache_svc *s = ctx;
+	return cplace_member_find(&s->map, id) >= 0;
+}
+
 /* Hints for members back in the map go to them, a batch per member and
  * cache at a time. */
 void cache_hints_replay(struct cache_svc *s)
 {
-	for (struct hint *h = s->hints; h; h = h->next) {
-		if (h->inflight || h->len == 0 || cplace_member_find(&s->map, h->to) < 0)
-			continue;
+	for (struct crepl_hint *h = NULL; (h = crepl_hints_next(&s->hintq, h, hint_member, s)) != NULL;) {
 		struct hint_batch *b = calloc(1, sizeof(*b));
 		if (!b)
 			return;
 		b->s = s;
+		struct crepl_hint *group[HINTS_BATCH];
+		uint32_t n = crepl_hints_gather(&s->hintq, h, group, HINTS_BATCH);
 		Chorus__CacheEntry *ents[HINTS_BATCH];
-		for (struct hint *g = h; g && b->n < HINTS_BATCH; g = g->next) {
-			if (g->inflight || g->len == 0 || g->cache != h->cache ||
-			    memcmp(g->to, h->to, ID_BYTES) != 0)
-				continue;
-			ents[b->n] = chorus__cache_entry__unpack(NULL, g->len, g->entry);
+		for (uint32_t i = 0; i < n; i++) {
+			ents[b->n] = chorus__cache_entry__unpack(NULL, group[i]->len, group[i]->entry);
 			if (!ents[b->n])
 				continue;
-			b->h[b->n++] = g;
+			b->h[b->n++] = group[i];
 		}
 		Chorus__CacheRepl m = CHORUS__CACHE_REPL__INIT;
 		m.cache = (char *)s->caches[h->cache].cfg->name;
@@ -595,8 +546,7 @@ void cache_hints_replay(struct cache_svc *s)
 			free(b);
 			continue;
 		}
-		for (uint32_t i = 0; i < b->n; i++)
-			b->h[i]->inflight = 1;
+		crepl_hints_sent(b->h, b->n);
 		b->next = s->hint_batches;
 		if (b->next)
 			b->next->prev = b;
@@ -604,3 +554,12 @@ void cache_hints_replay(struct cache_svc *s)
 	}
 }
 
+void cache_hints_clear(struct cache_svc *s)
+{
+	while (s->hint_batches) {
+		struct hint_batch *b = s->hint_batches;
+		s->hint_batches = b->next;
+		free(b);
+	}
+	crepl_hints_clear(&s->hintq);
+}

@@ -21,10 +21,12 @@
 
 extern const struct sim_suite sim_suite_swim;
 extern const struct sim_suite sim_suite_raft;
+extern const struct sim_suite sim_suite_cache;
 
 static const struct sim_suite *const SUITES[] = {
 	&sim_suite_swim,
 	&sim_suite_raft,
+	&sim_suite_cache,
 };
 #define SUITE_COUNT (sizeof SUITES / sizeof SUITES[0])
 
@@ -38,11 +40,13 @@ static const struct sim_scenario *scenario_find(const char *name)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: chorus_sim [--ci] [--big] [--seed S] [-v]\n"
+	fprintf(f, "usage: chorus_sim [--ci] [--big] [--suite NAME] [--seed S] [-v]\n"
 	           "       chorus_sim --scenario NAME --n N --seed S [--loss PCT] [-v]\n"
 	           "  --ci     every suite's CI plan (asserting scenarios, N = 10, 100, 1000, and the table);\n"
 	           "           exit 1 on a violation\n"
-	           "  --big    also N = 10,000 in the table (about 11 GB of memory, many minutes)\n"
+	           "  --big    also N = 10,000 in the table (about 11 GB of memory, many minutes), and\n"
+	           "           the long plans (many more seeds per scenario)\n"
+	           "  --suite  only that suite's plan (swim, raft, cache)\n"
 	           "  --seed   top-level seed (default: $CHORUS_SIM_SEED, else derived from the time);\n"
 	           "           every failure prints the seed and command that replay it\n"
 	           "scenarios:\n");
@@ -62,7 +66,7 @@ int main(int argc, char **argv)
 {
 	uint64_t seed = 0;
 	int have_seed = 0, big = 0, verbose = 0;
-	const char *scenario = NULL;
+	const char *scenario = NULL, *suite = NULL;
 	uint32_t one_n = 100, loss_pct = 10;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--ci")) {
@@ -72,6 +76,8 @@ int main(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
 			seed = strtoull(argv[++i], NULL, 10);
 			have_seed = 1;
+		} else if (!strcmp(argv[i], "--suite") && i + 1 < argc) {
+			suite = argv[++i];
 		} else if (!strcmp(argv[i], "--scenario") && i + 1 < argc) {
 			scenario = argv[++i];
 		} else if (!strcmp(argv[i], "--n") && i + 1 < argc) {
@@ -116,14 +122,21 @@ int main(int argc, char **argv)
 		seed = rng_splitmix64(&x) % 1000000000ULL;
 	}
 	double t0 = wall_s();
-	printf("chorus_sim seed=%" PRIu64 " (replay this whole run: chorus_sim --ci%s --seed %" PRIu64 ")\n", seed,
-	       big ? " --big" : "", seed);
+	int known = !suite;
+	for (size_t i = 0; i < SUITE_COUNT; i++) known |= suite && !strcmp(suite, SUITES[i]->driver);
+	if (!known) {
+		usage(stderr);
+		return 2;
+	}
+	printf("chorus_sim seed=%" PRIu64 " (replay this whole run: chorus_sim --ci%s%s%s --seed %" PRIu64 ")\n", seed,
+	       big ? " --big" : "", suite ? " --suite " : "", suite ? suite : "", seed);
 	fflush(stdout);
-	for (size_t i = 0; i < SUITE_COUNT; i++) SUITES[i]->ci(seed, big);
+	for (size_t i = 0; i < SUITE_COUNT; i++)
+		if (!suite || !strcmp(suite, SUITES[i]->driver)) SUITES[i]->ci(seed, big);
 	printf("\nchorus_sim: %s in %.1f s (seed %" PRIu64 ")\n",
 	       sim_failures() ? "FAILED" : "all invariants held", wall_s() - t0, seed);
 	if (sim_failures())
-		printf("replay: chorus_sim --ci%s --seed %" PRIu64 " (or the per-run lines above)\n", big ? " --big" : "",
-		       seed);
+		printf("replay: chorus_sim --ci%s%s%s --seed %" PRIu64 " (or the per-run lines above)\n", big ? " --big" : "",
+		       suite ? " --suite " : "", suite ? suite : "", seed);
 	return sim_failures() ? 1 : 0;
 }
