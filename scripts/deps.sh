@@ -2,9 +2,11 @@
 # Installs the Debian 12 packages Chorus needs to build and test, when any is
 # missing. As root it runs apt-get; otherwise it prints the exact command.
 set -euo pipefail
+# dpkg-dev and file: cpack's dependency list (dpkg-shlibdeps) for
+# scripts/package.sh; debootstrap: the Debian base image of test_package.py
 PKGS=(cmake gcc make pkg-config libnng-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev
       libsqlite3-dev libcmocka-dev libinih-dev libjansson-dev python3 valgrind procps clang
-      libfaketime iproute2 tzdata redis-tools python3-redis)
+      libfaketime iproute2 tzdata redis-tools python3-redis dpkg-dev file debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
