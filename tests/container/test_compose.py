@@ -4,8 +4,9 @@ real Docker engine. Run by scripts/test.sh; prints one line and exits 0
 when no Docker engine answers (or docker-compose is missing, or not root).
 
 One scenario, in order, each step with a deadline:
- 1. build the image (static binaries, FROM scratch) under a tag of its own,
-    make the secrets with init.sh, `up -d` under a project name of its own;
+ 1. build the image (static binaries, FROM scratch) under a tag of its own
+    (its chorusd refuses --plugin), make the secrets with init.sh, `up -d`
+    under a project name of its own;
  2. every node healthy (its HEALTHCHECK: clusterctl status with the client
     credential); `clusterctl status` shows 3 alive members and a leader,
     from the host through the published port and from `run --rm ctl`;
@@ -334,6 +335,11 @@ def step_up(d):
     d.image_built = True
     log("image %s built in %.1f s (%s)" % (d.image, time.monotonic() - t0,
                                           p.stdout.strip().splitlines()[-1]))
+    # a static chorusd cannot load a plugin: refused at start, exit 2
+    p = run(["docker", "run", "--rm", "--network", "none", d.image, "--plugin", "/x.so"],
+            check=False)
+    assert p.returncode == 2 and "statically linked and cannot load plugins" in p.stderr, \
+        (p.returncode, p.stderr)
     run(["bash", os.path.join(DEPLOY, "init.sh")], env=d.env)
     for f in ("cluster.secret", "client.key", "resp.password"):
         st = os.stat(os.path.join(d.secrets, f))
@@ -571,7 +577,7 @@ def step_partition(d, cids, keys):
                CONVERGE_S, "3 alive members seen from every node")
     log("%s reconnected: membership converged after %.1f s" % (victim, time.monotonic() - t0))
 
-    wait_until(lambda: cache_converged(d, keys) is True, CONVERGE_S,
+    wait_until(lambda: cache_converged(d, keys), CONVERGE_S,
                "every node holding all %d keys" % len(keys))
     log("cache converged after %.1f s: %d keys on each node" % (time.monotonic() - t0, len(keys)))
     for i in (0, PART_KEYS - 1):
@@ -582,12 +588,13 @@ def step_partition(d, cids, keys):
 
 def cache_converged(d, keys):
     """True once every one of n1..n3 holds every key and no partition is
-    moving (3 members, 3 replicas: every node holds every key); else what
-    each holds."""
+    moving (3 members, 3 replicas: every node holds every key); until then
+    an AssertionError saying what each holds (wait_until shows the last)."""
     stats = {s: d.ctl(s, "cache", "stats")[0] for s in ("n1", "n2", "n3")}
     if all(st["entries"] == len(keys) and st["partitions_moving"] == 0 for st in stats.values()):
         return True
-    return {s: (st["entries"], st["partitions_moving"]) for s, st in stats.items()}
+    raise AssertionError("entries, partitions moving: %s (want %d, 0)" % (
+        {s: (st["entries"], st["partitions_moving"]) for s, st in stats.items()}, len(keys)))
 
 
 def step_rolling(d, cids, keys):
@@ -610,7 +617,7 @@ def step_rolling(d, cids, keys):
         wait_until(lambda: (lambda st: len(st.get("raft_voters", [])) == 3 and
                             st.get("raft_leader"))(d.status(svc)), CONVERGE_S,
                    "%s back among 3 voters, with a leader" % svc)
-        wait_until(lambda: cache_converged(d, keys) is True, CONVERGE_S,
+        wait_until(lambda: cache_converged(d, keys), CONVERGE_S,
                    "every node holding all %d keys" % len(keys))
         log("%s recreated and back in %.1f s" % (svc, time.monotonic() - t0))
     for k in sorted(keys)[:3]:
@@ -630,9 +637,12 @@ def step_scale(d):
                "4 alive members seen from n1, n2, n3")
     me = [m for m in d.status("n1")["members"] if m["name"] == name][0]
     assert me["addr"] == "tcp://%s:7400" % name, me
-    wait_until(lambda: (lambda st: st["partitions_primary"] > 0 and st["entries"] > 0 and
-                        st["partitions_moving"] == 0)(d.ctl(cid, "cache", "stats")[0]),
-               CONVERGE_S, "the fourth node leading partitions and holding keys")
+    def took_partitions():
+        st = d.ctl(cid, "cache", "stats")[0]
+        if st["partitions_primary"] > 0 and st["entries"] > 0 and st["partitions_moving"] == 0:
+            return st
+        raise AssertionError("stats of the fourth node: %s" % st)
+    wait_until(took_partitions, CONVERGE_S, "the fourth node leading partitions and holding keys")
     st = d.ctl(cid, "cache", "stats")[0]
     log("fourth node %s joined in %.1f s: leads %d partitions, holds %d keys"
         % (name, time.monotonic() - t0, st["partitions_primary"], st["entries"]))
