@@ -1,6 +1,7 @@
 /*
  * config.c - chorusd settings: defaults, then the INI file (libinih), then
- * command-line flags (getopt_long); each source overrides the one before.
+ * environment variables (CHORUS_<FLAG>, for containers), then command-line
+ * flags (getopt_long); each source overrides the one before.
  *
  * Owns struct config and the strings it holds (lists of plugins, exec
  * allow entries and pool handlers). Every value is checked where it is
@@ -18,6 +19,17 @@
  *    before every other flag wherever --config appears on the line.
  *  - Repeatable flags (--plugin, --exec-allow) replace the file's list on
  *    first use and append after; --pool NAME replaces that pool only.
+ *  - The environment is read through the flag table: --data-dir is
+ *    CHORUS_DATA_DIR, and a variable goes through the same code as its
+ *    flag, so the two cannot disagree on what a value means. CHORUS_CONFIG
+ *    names the file when --config does not. An empty variable is unset (a
+ *    compose file's `CHORUS_SEEDS: ${SEEDS:-}`); --pool has no variable (its
+ *    value holds commas, the list separator).
+ *  - A wildcard listen address (tcp://0.0.0.0:P, tcp://[::]:P) cannot be
+ *    reached by other nodes, so unless --advertise is given the node
+ *    advertises tcp://HOSTNAME:P: in a container the host name is one that
+ *    the container network resolves (each replica's own), see
+ *    docs/deploy.md.
  */
 #include "config.h"
 
@@ -1264,11 +1276,149 @@ static const char *option_name(int opt)
 	return "?";
 }
 
+/* Lists a source has set so far: a source's first --plugin or
+ * --exec-allow replaces the list an earlier source gave, later ones add. */
+struct list_state {
+	int plugins_set; /* --plugin / --exec-allow: the first use replaces the list */
+	int allow_set;
+};
+
+/* Applies one option's value (a flag's argument or its variable's value).
+ * 0, or -1 with the reason in w. */
+static int config_apply(struct config *c, int opt, const char *v, struct list_state *ls, char *w)
+{
+	switch (opt) {
+	case OPT_PLUGIN:
+		if (!ls->plugins_set++)
+			list_free(c->plugins, &c->plugin_count);
+		return list_append(v, c->plugins, &c->plugin_count, LIST_PLAIN, w);
+	case OPT_EXEC_ALLOW:
+		if (!ls->allow_set++)
+			list_free(c->exec_allow, &c->exec_allow_count);
+		return list_append(v, c->exec_allow, &c->exec_allow_count, LIST_ABSOLUTE_PATH, w);
+	case OPT_POOL:
+		return set_pool_flag(c, v, w);
+	case OPT_SEEDS:
+		return set_cluster_key(c, "seeds", v, w);
+	case OPT_TAGS:
+		return set_cluster_key(c, "tags", v, w);
+	case OPT_ADVERTISE:
+		return set_cluster_key(c, "advertise", v, w);
+	case OPT_GOSSIP_PERIOD:
+		return set_cluster_key(c, "gossip_period", v, w);
+	case OPT_VOTERS_TARGET:
+		return set_cluster_key(c, "voters_target", v, w);
+	case OPT_ELECTION_TIMEOUT:
+		return set_cluster_key(c, "election_timeout", v, w);
+	case OPT_RAFT_SNAPSHOT_ENTRIES:
+		return set_cluster_key(c, "raft_snapshot_entries", v, w);
+	case OPT_BOOTSTRAP:
+		return set_cluster_key(c, "bootstrap", v, w);
+	case OPT_VOTERS:
+		return set_cluster_key(c, "voters", v, w);
+	case OPT_RESP:
+		return set_resp_key(c, "listen", v, w);
+	default: {
+		const char *key = flag_key(opt);
+		if (!key)
+			return why(w, "unexpected option %d", opt);
+		return set_node_key(c, key, v, w);
+	}
+	}
+}
+
+/* "data-dir" -> "CHORUS_DATA_DIR". */
+static void env_name(const char *flag, char *out, size_t len)
+{
+	size_t n = (size_t)snprintf(out, len, "CHORUS_");
+	for (const char *p = flag; *p && n + 1 < len; p++)
+		out[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 'a' + 'A' : *p);
+	out[n] = '\0';
+}
+
+/* Options that take no variable: the file itself (CHORUS_CONFIG is read
+ * before the file), --pool (commas in its value), --help, --version. */
+static int env_skipped(int opt)
+{
+	return opt == OPT_CONFIG || opt == OPT_POOL || opt == 'h' || opt == 'V';
+}
+
+/* Applies every CHORUS_<FLAG> variable that is set and not empty, in the
+ * order of the flag table. Records their names in c->env_used. */
+static int config_load_env(struct config *c, char *err, size_t err_len)
+{
+	char w[CONFIG_WHY_BYTES];
+	size_t used = 0;
+	c->env_used[0] = '\0';
+	for (const struct option *o = config_options; o->name; o++) {
+		if (env_skipped(o->val))
+			continue;
+		char name[64];
+		env_name(o->name, name, sizeof(name));
+		const char *v = getenv(name);
+		if (!v || !*v)
+			continue;
+		struct list_state ls = {0}; /* a variable replaces the file's list */
+		if (config_apply(c, o->val, v, &ls, w) != 0) {
+			snprintf(err, err_len, "environment %s: %s", name, w);
+			return -1;
+		}
+		int n = snprintf(c->env_used + used, sizeof(c->env_used) - used, "%s%s",
+				 used ? " " : "", name);
+		if (n > 0 && (size_t)n < sizeof(c->env_used) - used)
+			used += (size_t)n;
+	}
+	return 0;
+}
+
+/* Whether a tcp:// listen address binds every interface ("0.0.0.0", "::",
+ * "*" or no host), and its port. */
+static int listen_is_wildcard(const char *listen, char *port, size_t port_len)
+{
+	static const char scheme[] = "tcp://";
+	if (strncmp(listen, scheme, sizeof(scheme) - 1) != 0)
+		return 0;
+	const char *host = listen + sizeof(scheme) - 1;
+	const char *colon = strrchr(host, ':');
+	if (!colon || colon[1] == '\0')
+		return 0;
+	size_t hn = (size_t)(colon - host);
+	static const char *const wild[] = {"", "0.0.0.0", "*", "[::]", "::", "[::0]"};
+	for (size_t i = 0; i < sizeof(wild) / sizeof(wild[0]); i++)
+		if (strlen(wild[i]) == hn && strncmp(host, wild[i], hn) == 0) {
+			snprintf(port, port_len, "%s", colon + 1);
+			return 1;
+		}
+	return 0;
+}
+
+int config_resolve_advertise(struct config *c, const char *hostname, char *err, size_t err_len)
+{
+	char port[16];
+	c->advertise_auto = 0;
+	if (c->advertise[0] || !listen_is_wildcard(c->listen, port, sizeof(port)))
+		return 0;
+	if (!hostname || !*hostname) {
+		snprintf(err, err_len, "listen address %s is a wildcard, which other nodes cannot "
+			 "reach, and the host name is unknown: set --advertise", c->listen);
+		return -1;
+	}
+	int n = snprintf(c->advertise, sizeof(c->advertise), "tcp://%s:%s", hostname, port);
+	if (n < 0 || (size_t)n >= sizeof(c->advertise)) {
+		c->advertise[0] = '\0';
+		snprintf(err, err_len, "host name too long for an address: set --advertise");
+		return -1;
+	}
+	c->advertise_auto = 1;
+	return 0;
+}
+
 int config_load(struct config *c, int argc, char **argv, char *err, size_t err_len)
 {
 	const char *shortopts = ":hV";
 	int help = 0, version = 0;
 	const char *config_path = NULL;
+	const char *config_from = "--config";
 
 	/* pass 1: --config (and --help/--version) before anything else */
 	opterr = 0;
@@ -1289,70 +1439,39 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		printf("chorusd %s (protocol %d)\n", CH_VERSION_STRING, CH_PROTOCOL_VERSION);
 		return 1;
 	}
+	if (!config_path) {
+		const char *v = getenv("CHORUS_CONFIG");
+		if (v && *v) {
+			config_path = v;
+			config_from = "CHORUS_CONFIG";
+		}
+	}
 	if (config_path) {
 		if (set_string(config_path, c->config_file, sizeof(c->config_file), 0,
 			       (char[CONFIG_WHY_BYTES]){0}) != 0) {
-			snprintf(err, err_len, "--config: path longer than %d bytes", CONFIG_PATH_MAX - 1);
+			snprintf(err, err_len, "%s: path longer than %d bytes", config_from,
+				 CONFIG_PATH_MAX - 1);
 			return -1;
 		}
 		if (config_load_file(c, config_path, err, err_len) != 0)
 			return -1;
 	}
 
-	/* pass 2: every other flag, overriding the file */
-	int plugins_from_flags = 0, allow_from_flags = 0;
+	/* then the environment, overriding the file */
+	if (config_load_env(c, err, err_len) != 0)
+		return -1;
+
+	/* pass 2: every other flag, overriding both */
+	struct list_state ls = {0};
 	char w[CONFIG_WHY_BYTES];
 	opterr = 0;
 	optind = 0;
 	for (int opt; (opt = getopt_long(argc, argv, shortopts, config_options, NULL)) != -1;) {
-		int rc = 0;
 		switch (opt) {
 		case OPT_CONFIG:
-			break;
-		case OPT_PLUGIN:
-			if (!plugins_from_flags++)
-				list_free(c->plugins, &c->plugin_count);
-			rc = list_append(optarg, c->plugins, &c->plugin_count, LIST_PLAIN, w);
-			break;
-		case OPT_EXEC_ALLOW:
-			if (!allow_from_flags++)
-				list_free(c->exec_allow, &c->exec_allow_count);
-			rc = list_append(optarg, c->exec_allow, &c->exec_allow_count,
-					 LIST_ABSOLUTE_PATH, w);
-			break;
-		case OPT_POOL:
-			rc = set_pool_flag(c, optarg, w);
-			break;
-		case OPT_SEEDS:
-			rc = set_cluster_key(c, "seeds", optarg, w);
-			break;
-		case OPT_TAGS:
-			rc = set_cluster_key(c, "tags", optarg, w);
-			break;
-		case OPT_ADVERTISE:
-			rc = set_cluster_key(c, "advertise", optarg, w);
-			break;
-		case OPT_GOSSIP_PERIOD:
-			rc = set_cluster_key(c, "gossip_period", optarg, w);
-			break;
-		case OPT_VOTERS_TARGET:
-			rc = set_cluster_key(c, "voters_target", optarg, w);
-			break;
-		case OPT_ELECTION_TIMEOUT:
-			rc = set_cluster_key(c, "election_timeout", optarg, w);
-			break;
-		case OPT_RAFT_SNAPSHOT_ENTRIES:
-			rc = set_cluster_key(c, "raft_snapshot_entries", optarg, w);
-			break;
-		case OPT_BOOTSTRAP:
-			rc = set_cluster_key(c, "bootstrap", optarg, w);
-			break;
-		case OPT_VOTERS:
-			rc = set_cluster_key(c, "voters", optarg, w);
-			break;
-		case OPT_RESP:
-			rc = set_resp_key(c, "listen", optarg, w);
-			break;
+		case 'h': /* handled in pass 1 */
+		case 'V':
+			continue;
 		case ':':
 			snprintf(err, err_len, "option '%s' needs a value (see --help)", argv[optind - 1]);
 			return -1;
@@ -1363,16 +1482,8 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 				snprintf(err, err_len, "unknown option '%s' (see --help)",
 					 argv[optind - 1]);
 			return -1;
-		default: {
-			const char *key = flag_key(opt);
-			if (!key) { /* -h/-V were handled in pass 1 */
-				snprintf(err, err_len, "unexpected option %d", opt);
-				return -1;
-			}
-			rc = set_node_key(c, key, optarg, w);
 		}
-		}
-		if (rc != 0) {
+		if (config_apply(c, opt, optarg, &ls, w) != 0) {
 			snprintf(err, err_len, "--%s: %s", option_name(opt), w);
 			return -1;
 		}
@@ -1385,7 +1496,11 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
 		snprintf(err, err_len, "%s", w);
 		return -1;
 	}
-	return 0;
+	char host[256];
+	if (gethostname(host, sizeof(host)) != 0)
+		host[0] = '\0';
+	host[sizeof(host) - 1] = '\0';
+	return config_resolve_advertise(c, host, err, err_len);
 }
 
 void config_usage(FILE *out)
@@ -1403,10 +1518,15 @@ void config_usage(FILE *out)
 		"Usage: chorusd [options]\n"
 		"Runs one node of a Chorus task cluster.\n"
 		"\n"
-		"Settings come from the defaults, then --config FILE, then the flags.\n"
+		"Settings come from, each overriding the one before: the defaults, the config\n"
+		"file, environment variables, the flags. Every flag but --pool is also a\n"
+		"variable: --some-flag VALUE is CHORUS_SOME_FLAG=VALUE (e.g. CHORUS_NAME,\n"
+		"CHORUS_LISTEN, CHORUS_ADVERTISE, CHORUS_SEEDS, CHORUS_DATA_DIR, CHORUS_SECRET,\n"
+		"CHORUS_RESP; lists comma-separated); an empty variable counts as unset.\n"
 		"Durations: 250ms, 5s, 2m, 1h or plain milliseconds. Sizes: 512, 64k, 16M, 1G.\n"
 		"\n"
-		"  --config FILE         INI file read before the other flags (see chorus.conf.example)\n"
+		"  --config FILE         INI file read first (see chorus.conf.example); without\n"
+		"                        this flag, the file CHORUS_CONFIG names, if set\n"
 		"  --name NAME           node name (default: the host name, here '%s')\n"
 		"  --listen URL          tcp://, ipc:// or inproc:// address (default %s)\n"
 		"  --data-dir DIR        journal and secret live here, created 0700 (default %s)\n"
@@ -1430,7 +1550,9 @@ void config_usage(FILE *out)
 		"  --seeds URL,URL       other nodes to join through (default: none, a one-node\n"
 		"                        cluster); unreachable seeds are retried with backoff\n"
 		"  --tags TAG,TAG        this node's tags, matched by tasks' --require (max %d)\n"
-		"  --advertise URL       address other nodes reach us at (default: --listen)\n"
+		"  --advertise URL       address other nodes reach us at (default: --listen; when\n"
+		"                        that is a wildcard like tcp://0.0.0.0:7400, the host\n"
+		"                        name: tcp://HOSTNAME:7400)\n"
 		"  --gossip-period DUR   SWIM protocol period, 20ms..60s (default %s)\n"
 		"  --voters-target N     Raft voters the leader grows the set to, from the alive\n"
 		"                        members, 1..9 (default 3)\n"

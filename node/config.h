@@ -1,6 +1,11 @@
 /*
  * config.h - chorusd settings: defaults, then an INI file (libinih), then
- * command-line flags (getopt_long). Later sources override earlier ones.
+ * environment variables, then command-line flags (getopt_long). Later
+ * sources override earlier ones.
+ *
+ * Every flag --some-flag except --pool can be given as the variable
+ * CHORUS_SOME_FLAG (lists comma-separated); CHORUS_CONFIG names the file
+ * when --config does not; an empty variable counts as unset.
  *
  * INI layout (see deploy/chorus.conf.example):
  *   [node]   name, listen, data_dir, secret, workers, prefetch, log_level,
@@ -111,6 +116,8 @@ struct config {
 	char *tags[CONFIG_TAGS_MAX + 1]; /* owned, NULL-terminated */
 	uint32_t tag_count;
 	char advertise[256];           /* address others reach us at; "" = listen */
+	int advertise_auto;            /* advertise was made from the host name (a
+	                                * wildcard listen address, no --advertise) */
 	uint32_t gossip_period_ms;     /* SWIM protocol period; default 1 s */
 	uint32_t probe_timeout_ms;     /* direct ping timeout; 0 = half the period */
 	uint32_t reap_after_ms;        /* forget dead/left members after; default 60 s */
@@ -143,13 +150,21 @@ struct config {
 	uint32_t cache_compute_waiters_max; /* callers waiting on one key's compute, default 1024 */
 
 	struct config_resp resp;       /* [resp] and --resp */
+
+	char env_used[1024];           /* names of the variables applied, space-separated (for the log) */
 };
 
 void config_defaults(struct config *c);
-/* Parses argv (after defaults; reads --config FILE first, then the other
- * flags). Returns 0 to run, 1 when --help/--version was printed (exit 0),
- * or -1 with a message in err (exit 2). */
+/* Parses argv (after defaults): reads the file (--config FILE, else
+ * CHORUS_CONFIG), then the CHORUS_* variables, then the other flags, then
+ * resolves the advertised address (config_resolve_advertise with this
+ * host's name). Returns 0 to run, 1 when --help/--version was printed
+ * (exit 0), or -1 with a message in err (exit 2). */
 int config_load(struct config *c, int argc, char **argv, char *err, size_t err_len);
+/* With no advertise set and a wildcard tcp:// listen address (0.0.0.0, [::],
+ * *, or none), sets advertise to tcp://HOSTNAME:PORT and advertise_auto.
+ * 0, or -1 with err when hostname is empty or too long. */
+int config_resolve_advertise(struct config *c, const char *hostname, char *err, size_t err_len);
 /* Just the INI file (used by config_load and the tests). */
 int config_load_file(struct config *c, const char *path, char *err, size_t err_len);
 void config_free(struct config *c);

@@ -19,6 +19,10 @@
  *
  * Exit codes: 0 clean stop (SIGTERM/SIGINT drained), 1 runtime failure
  * (store, listener, workers), 2 bad settings (message on stderr).
+ *
+ * A static build (CHORUS_STATIC, cmake/static.cmake) refuses --plugin: a
+ * plugin is a shared object that needs the shared libc, and loading one
+ * into a static program would give it a second libc.
  */
 #include <stdio.h>
 
@@ -58,7 +62,20 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
+#ifdef CHORUS_STATIC_BUILD
+	if (cfg.plugin_count > 0) {
+		fprintf(stderr, "chorusd: --plugin %s: this chorusd is statically linked and cannot "
+			"load plugins; use a dynamically linked build\n", cfg.plugins[0]);
+		config_free(&cfg);
+		return 2;
+	}
+#endif
 	log_setup(cfg.log_level, cfg.log_json);
+	if (cfg.env_used[0])
+		log_info("node", "settings from the environment: %s", cfg.env_used);
+	if (cfg.advertise_auto)
+		log_info("node", "advertising %s to other nodes (the listen address %s is a "
+			 "wildcard; --advertise sets another)", cfg.advertise, cfg.listen);
 	int code = host_run(&cfg, register_services);
 	config_free(&cfg);
 	return code;

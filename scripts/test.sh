@@ -5,7 +5,9 @@
 #      programs at a time, heavy random loops scaled down (docs/testing.md);
 #   3. the builds a packager runs, warnings as errors: Release (GCC) and
 #      RelWithDebInfo with clang (build only);
-#   4. unit + integration tests on an ASan+UBSan build with assert() on.
+#   4. unit + integration tests on an ASan+UBSan build with assert() on;
+#   5. the container test (tests/container/test_compose.py: the image and a
+#      compose cluster), or one line saying why it is skipped (no Docker).
 # Every stage fails loudly: a failed build, a ctest run that finds no test,
 # or a valgrind stage that finds no test program stops the script non-zero.
 set -euo pipefail
@@ -75,4 +77,6 @@ bash scripts/build.sh build-asan -DCHORUS_SANITIZE=ON -DCHORUS_ASSERTS=ON
 echo "== tests under ASan + UBSan"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
    ctest --output-on-failure --no-tests=error -j2 --timeout 300)
+echo "== container test (deploy/: static image, compose cluster)"
+python3 tests/container/test_compose.py
 echo "test.sh: all stages passed in $(( $(date +%s) - start )) s"

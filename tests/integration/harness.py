@@ -86,6 +86,14 @@ def nng_resend_leak_only(report):
     return "ERROR: AddressSanitizer" not in report and "runtime error:" not in report
 
 
+def is_settings_var(name):
+    """Whether chorusd could read the environment variable `name` as a
+    setting: every CHORUS_* but the test hooks (CHORUS_TEST_*) and the
+    test runner's CHORUS_BUILD_DIR and CHORUS_SOURCE_DIR."""
+    return (name.startswith("CHORUS_") and not name.startswith("CHORUS_TEST_")
+            and name not in ("CHORUS_BUILD_DIR", "CHORUS_SOURCE_DIR"))
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -200,8 +208,11 @@ class Node:
         log.write(("---- start %d: %s\n" % (self.starts, " ".join(self.command()))).encode())
         log.flush()
         try:
-            # a session of its own, so that cleanup can reap orphaned workers
-            env = dict(os.environ, **self.env) if self.env else None
+            # a session of its own, so that cleanup can reap orphaned workers;
+            # chorusd takes settings from CHORUS_* variables (chorusd --help):
+            # none of the caller's reach a test node, only what the test sets
+            env = {k: v for k, v in os.environ.items() if not is_settings_var(k)}
+            env.update(self.env or {})
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          env=env)
@@ -514,12 +525,15 @@ class NodeTestCase(unittest.TestCase):
         if reports:
             self.fail("\n".join(reports))
 
-    def run_chorusd(self, *args, timeout_s=30):
+    def run_chorusd(self, *args, timeout_s=30, env_extra=None):
         """Runs chorusd ARGS to its end (--help, a start that must be
-        refused); returns (exit code, stdout, stderr). Its output is scanned
-        for sanitizer reports at the end of the test."""
+        refused), with the variables of env_extra; returns (exit code,
+        stdout, stderr). Its output is scanned for sanitizer reports at the
+        end of the test."""
         cmd = [CHORUSD] + [str(a) for a in args]
-        rc, out, err = run_cmd(cmd, timeout_s=timeout_s)
+        env = {k: v for k, v in os.environ.items() if not is_settings_var(k)}
+        env.update(env_extra or {})
+        rc, out, err = run_cmd(cmd, timeout_s=timeout_s, env=env)
         self.chorusd_runs.append((" ".join(cmd), out + err))
         return rc, out, err
 

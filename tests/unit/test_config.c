@@ -1,8 +1,10 @@
 /*
  * test_config.c - chorusd settings (node/config.c): defaults, the INI file,
- * flags overriding the file, every refusal naming file:line (or the flag),
- * and the duration/size parsers at their edges. Config files are written
- * to a temporary directory per test.
+ * environment variables over the file and flags over both, every refusal
+ * naming file:line (or the flag, or the variable), the advertised address
+ * of a wildcard listen address, and the duration/size parsers at their
+ * edges. Config files are written to a temporary directory per test; the
+ * CHORUS_* settings variables are cleared before and after each test.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,8 +31,35 @@ struct fixture {
 	char err[512];
 };
 
+extern char **environ;
+
+/* Unsets every CHORUS_* variable but the test runner's own (CHORUS_TEST_*,
+ * CHORUS_BUILD_DIR, CHORUS_SOURCE_DIR), so that neither the caller's
+ * environment nor an earlier test changes what config_load sees. */
+static void clear_chorus_env(void)
+{
+	for (int again = 1; again;) {
+		again = 0;
+		for (char **e = environ; *e; e++) {
+			if (strncmp(*e, "CHORUS_", 7) != 0 || strncmp(*e, "CHORUS_TEST_", 12) == 0 ||
+			    strncmp(*e, "CHORUS_BUILD_DIR=", 17) == 0 ||
+			    strncmp(*e, "CHORUS_SOURCE_DIR=", 18) == 0)
+				continue;
+			char name[128];
+			size_t n = strcspn(*e, "=");
+			assert_true(n < sizeof(name));
+			memcpy(name, *e, n);
+			name[n] = '\0';
+			assert_int_equal(unsetenv(name), 0);
+			again = 1; /* environ changed under us: start over */
+			break;
+		}
+	}
+}
+
 static int setup(void **state)
 {
+	clear_chorus_env();
 	struct fixture *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
 	strcpy(f->dir, "/tmp/chorus-config-XXXXXX");
@@ -44,6 +73,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	clear_chorus_env();
 	config_free(&f->c);
 	unlink(f->path);
 	rmdir(f->dir);
@@ -794,6 +824,239 @@ static void sizes_parse_with_binary_units_and_refuse_overflow(void **state)
 			fail_msg("size '%s' was accepted", bad[i]);
 }
 
+/* ---- environment variables ---- */
+
+static void env_sets_settings_as_their_flags_do(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	setenv("CHORUS_NAME", "n7", 1);
+	setenv("CHORUS_LISTEN", "tcp://127.0.0.1:7500", 1);
+	setenv("CHORUS_ADVERTISE", "tcp://n7:7500", 1);
+	setenv("CHORUS_SEEDS", "tcp://n1:7400,tcp://n2:7400", 1);
+	setenv("CHORUS_DATA_DIR", "/var/lib/chorus", 1);
+	setenv("CHORUS_SECRET", "/run/secrets/chorus_secret", 1);
+	setenv("CHORUS_RESP", "127.0.0.1:6380", 1);
+	setenv("CHORUS_WORKERS", "6", 1);
+	setenv("CHORUS_TAGS", "gpu,ssd", 1);
+	setenv("CHORUS_LOG_FORMAT", "json", 1);
+	setenv("CHORUS_GOSSIP_PERIOD", "200ms", 1);
+	setenv("CHORUS_VOTERS_TARGET", "5", 1);
+	setenv("CHORUS_BOOTSTRAP", "off", 1);
+	assert_int_equal(load_args(f, NULL), 0);
+	assert_string_equal(c->name, "n7");
+	assert_string_equal(c->listen, "tcp://127.0.0.1:7500");
+	assert_string_equal(c->advertise, "tcp://n7:7500");
+	assert_int_equal(c->advertise_auto, 0);
+	assert_int_equal(c->seed_count, 2);
+	assert_string_equal(c->seeds[0], "tcp://n1:7400");
+	assert_string_equal(c->seeds[1], "tcp://n2:7400");
+	assert_null(c->seeds[2]);
+	assert_string_equal(c->data_dir, "/var/lib/chorus");
+	assert_string_equal(c->secret_file, "/run/secrets/chorus_secret");
+	assert_string_equal(c->resp.listen, "127.0.0.1:6380");
+	assert_int_equal(c->workers, 6);
+	assert_int_equal(c->tag_count, 2);
+	assert_int_equal(c->log_json, 1);
+	assert_int_equal(c->gossip_period_ms, 200);
+	assert_int_equal(c->voters_target, 5);
+	assert_int_equal(c->bootstrap, 0);
+	/* named in the flag table's order, for the start log */
+	assert_string_equal(c->env_used,
+			    "CHORUS_DATA_DIR CHORUS_LISTEN CHORUS_SECRET CHORUS_WORKERS CHORUS_NAME "
+			    "CHORUS_LOG_FORMAT CHORUS_SEEDS CHORUS_TAGS CHORUS_ADVERTISE "
+			    "CHORUS_GOSSIP_PERIOD CHORUS_VOTERS_TARGET CHORUS_BOOTSTRAP CHORUS_RESP");
+}
+
+static void flag_beats_env_beats_file_beats_default(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	write_conf(f, "[node]\nname = from-file\nworkers = 3\nprefetch = 5\n"
+		      "[cluster]\ngossip_period = 300ms\n");
+	setenv("CHORUS_NAME", "from-env", 1);
+	setenv("CHORUS_WORKERS", "4", 1);
+	setenv("CHORUS_GOSSIP_PERIOD", "400ms", 1);
+	assert_int_equal(load_args(f, "--config", f->path, "--name", "from-flag", NULL), 0);
+	assert_string_equal(c->name, "from-flag");   /* flag over env and file */
+	assert_int_equal(c->workers, 4);             /* env over file */
+	assert_int_equal(c->gossip_period_ms, 400);  /* env over file, another section */
+	assert_int_equal(c->prefetch, 5);            /* file over default */
+	assert_int_equal(c->queue_max, 1000000);     /* default */
+	assert_string_equal(c->env_used, "CHORUS_WORKERS CHORUS_NAME CHORUS_GOSSIP_PERIOD");
+}
+
+static void config_file_from_env_unless_the_flag_names_one(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	write_conf(f, "[node]\nworkers = 7\n");
+	setenv("CHORUS_CONFIG", f->path, 1);
+	assert_int_equal(load_args(f, NULL), 0);
+	assert_int_equal(c->workers, 7);
+	assert_string_equal(c->config_file, f->path);
+	assert_string_equal(c->env_used, ""); /* CHORUS_CONFIG is not a setting of its own */
+
+	/* --config wins: the file CHORUS_CONFIG names is not even opened */
+	struct config d;
+	config_defaults(&d);
+	setenv("CHORUS_CONFIG", "/nonexistent/chorus.conf", 1);
+	char *argv[] = {"chorusd", "--config", f->path, NULL};
+	assert_int_equal(config_load(&d, 3, argv, f->err, sizeof(f->err)), 0);
+	assert_int_equal(d.workers, 7);
+	config_free(&d);
+
+	/* a file named by the variable that cannot be read is an error naming it */
+	config_defaults(&d);
+	assert_int_equal(config_load(&d, 1, argv, f->err, sizeof(f->err)), -1);
+	assert_non_null(strstr(f->err, "/nonexistent/chorus.conf"));
+	config_free(&d);
+}
+
+static void bad_env_value_names_the_variable(void **state)
+{
+	struct fixture *f = *state;
+	setenv("CHORUS_WORKERS", "0", 1);
+	assert_int_equal(load_args(f, NULL), -1);
+	assert_string_equal(f->err, "environment CHORUS_WORKERS: '0' is out of range 1..256");
+	unsetenv("CHORUS_WORKERS");
+	setenv("CHORUS_SEEDS", "n1:7400", 1);
+	assert_int_equal(load_args(f, NULL), -1);
+	assert_string_equal(f->err, "environment CHORUS_SEEDS: 'n1:7400' is not a tcp://, ipc:// "
+				    "or inproc:// address");
+	unsetenv("CHORUS_SEEDS");
+	setenv("CHORUS_NAME", "has space", 1);
+	assert_int_equal(load_args(f, NULL), -1);
+	assert_non_null(strstr(f->err, "environment CHORUS_NAME: "));
+	unsetenv("CHORUS_NAME");
+	/* a value the flag would refuse is refused even when a flag overrides it:
+	 * a broken environment is reported, never silently shadowed */
+	setenv("CHORUS_LOG_LEVEL", "loud", 1);
+	assert_int_equal(load_args(f, "--log-level", "warn", NULL), -1);
+	assert_non_null(strstr(f->err, "environment CHORUS_LOG_LEVEL: "));
+}
+
+static void empty_env_variable_counts_as_unset(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	write_conf(f, "[node]\nname = from-file\n[cluster]\nseeds = tcp://n1:7400\n");
+	setenv("CHORUS_CONFIG", f->path, 1);
+	setenv("CHORUS_NAME", "", 1);
+	setenv("CHORUS_SEEDS", "", 1);
+	setenv("CHORUS_WORKERS", "", 1);
+	assert_int_equal(load_args(f, NULL), 0);
+	assert_string_equal(c->name, "from-file");
+	assert_int_equal(c->seed_count, 1);
+	assert_int_equal(c->workers, 2);
+	assert_string_equal(c->env_used, "");
+	/* an empty CHORUS_CONFIG reads no file */
+	struct config d;
+	config_defaults(&d);
+	setenv("CHORUS_CONFIG", "", 1);
+	char *argv[] = {"chorusd", NULL};
+	assert_int_equal(config_load(&d, 1, argv, f->err, sizeof(f->err)), 0);
+	assert_string_equal(d.config_file, "");
+	config_free(&d);
+}
+
+static void env_list_replaces_the_file_list_and_flags_replace_the_env(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	write_conf(f, "[exec]\nallow = /bin/echo,/usr/bin/env\n[node]\nplugins = /opt/a.so\n");
+	setenv("CHORUS_EXEC_ALLOW", "/bin/true, /bin/false", 1);
+	setenv("CHORUS_PLUGIN", "/opt/e.so", 1);
+	setenv("CHORUS_POOL", "slow:2:resize", 1); /* --pool has no variable: ignored */
+	assert_int_equal(load_args(f, "--config", f->path, "--plugin", "/opt/f.so", "--plugin",
+				   "/opt/g.so", NULL), 0);
+	assert_int_equal(c->exec_allow_count, 2);
+	assert_string_equal(c->exec_allow[0], "/bin/true");
+	assert_string_equal(c->exec_allow[1], "/bin/false");
+	assert_null(c->exec_allow[2]);
+	assert_int_equal(c->plugin_count, 2);
+	assert_string_equal(c->plugins[0], "/opt/f.so");
+	assert_string_equal(c->plugins[1], "/opt/g.so");
+	assert_int_equal(c->pool_count, 0);
+	/* the variable's list is checked as the flag's is */
+	setenv("CHORUS_EXEC_ALLOW", "bin/true", 1);
+	assert_int_equal(load_args(f, NULL), -1);
+	assert_string_equal(f->err, "environment CHORUS_EXEC_ALLOW: 'bin/true' is not an absolute "
+				    "path");
+}
+
+static void wildcard_listen_advertises_the_host_name(void **state)
+{
+	struct fixture *f = *state;
+	struct config *c = &f->c;
+	static const struct {
+		const char *listen, *advertise;
+	} cases[] = {
+		{"tcp://0.0.0.0:7400", "tcp://a1b2c3d4e5f6:7400"},
+		{"tcp://[::]:7401", "tcp://a1b2c3d4e5f6:7401"},
+		{"tcp://*:7402", "tcp://a1b2c3d4e5f6:7402"},
+		{"tcp://:7403", "tcp://a1b2c3d4e5f6:7403"},
+		{"tcp://127.0.0.1:7400", ""},   /* reachable as it is: advertised as listen */
+		{"tcp://10.0.0.5:7400", ""},
+		{"tcp://n1:7400", ""},
+		{"ipc:///tmp/chorus.ipc", ""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(c->listen, sizeof(c->listen), "%s", cases[i].listen);
+		c->advertise[0] = '\0';
+		assert_int_equal(config_resolve_advertise(c, "a1b2c3d4e5f6", f->err, sizeof(f->err)), 0);
+		if (strcmp(c->advertise, cases[i].advertise) != 0)
+			fail_msg("listen %s advertised '%s', want '%s'", cases[i].listen, c->advertise,
+				 cases[i].advertise);
+		assert_int_equal(c->advertise_auto, cases[i].advertise[0] != '\0');
+	}
+	/* an advertise that was given is kept */
+	snprintf(c->listen, sizeof(c->listen), "tcp://0.0.0.0:7400");
+	snprintf(c->advertise, sizeof(c->advertise), "tcp://n1:7400");
+	assert_int_equal(config_resolve_advertise(c, "a1b2c3d4e5f6", f->err, sizeof(f->err)), 0);
+	assert_string_equal(c->advertise, "tcp://n1:7400");
+	assert_int_equal(c->advertise_auto, 0);
+	/* no host name: a wildcard cannot be advertised */
+	c->advertise[0] = '\0';
+	assert_int_equal(config_resolve_advertise(c, "", f->err, sizeof(f->err)), -1);
+	assert_non_null(strstr(f->err, "set --advertise"));
+	assert_string_equal(c->advertise, "");
+
+	/* config_load does it with this host's name, whichever source set listen */
+	struct config d;
+	config_defaults(&d);
+	setenv("CHORUS_LISTEN", "tcp://0.0.0.0:7400", 1);
+	char *argv[] = {"chorusd", NULL};
+	assert_int_equal(config_load(&d, 1, argv, f->err, sizeof(f->err)), 0);
+	char host[256] = "", want[300];
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	snprintf(want, sizeof(want), "tcp://%s:7400", host);
+	assert_string_equal(d.advertise, want);
+	assert_int_equal(d.advertise_auto, 1);
+	config_free(&d);
+}
+
+static void usage_explains_the_environment(void **state)
+{
+	(void)state;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+	assert_non_null(out);
+	config_usage(out);
+	fclose(out);
+	static const char *const words[] = {
+		"the defaults, the config\nfile, environment variables, the flags",
+		"CHORUS_SOME_FLAG=VALUE", "CHORUS_NAME", "CHORUS_LISTEN", "CHORUS_ADVERTISE",
+		"CHORUS_SEEDS", "CHORUS_DATA_DIR", "CHORUS_SECRET", "CHORUS_RESP", "CHORUS_CONFIG",
+		"an empty variable counts as unset", "tcp://HOSTNAME:7400",
+	};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (!strstr(text, words[i]))
+			fail_msg("usage lacks '%s'", words[i]);
+	free(text);
+}
+
 int main(void)
 {
 	log_setup(LOG_ERROR + 1, 0);
@@ -833,6 +1096,14 @@ int main(void)
 		T(example_file_parses_to_the_defaults),
 		T(durations_parse_with_units_and_refuse_overflow),
 		T(sizes_parse_with_binary_units_and_refuse_overflow),
+		T(env_sets_settings_as_their_flags_do),
+		T(flag_beats_env_beats_file_beats_default),
+		T(config_file_from_env_unless_the_flag_names_one),
+		T(bad_env_value_names_the_variable),
+		T(empty_env_variable_counts_as_unset),
+		T(env_list_replaces_the_file_list_and_flags_replace_the_env),
+		T(wildcard_listen_advertises_the_host_name),
+		T(usage_explains_the_environment),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);
