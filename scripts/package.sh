@@ -4,7 +4,9 @@
 # A Release build (prefix /usr) of what the package holds: chorusd,
 # clusterctl, libchorus (shared and static), in BUILD_DIR (default
 # build-package/, kept for the next run), then `cpack -G DEB`. What the
-# package contains and does: docs/deploy.md. Needs dpkg-dev and file
+# package contains and does: docs/deploy.md. CMAKE_ARGS are kept in
+# BUILD_DIR's cache: -DCHORUS_DEB_RELEASE=2 makes chorus_VERSION-2 there
+# until another value is given. Needs dpkg-dev and file
 # (dpkg-shlibdeps reads the binaries' library dependencies); scripts/deps.sh
 # installs them.
 set -euo pipefail

@@ -773,6 +773,31 @@ static void example_file_parses_to_the_defaults(void **state)
 	config_free(&d);
 }
 
+/* The conffile of the Debian package (/etc/chorus/chorus.conf) loads, sets
+ * the host's paths and leaves every other setting at its default: what it
+ * shows is what a host gets. */
+static void package_host_file_sets_only_the_host_paths(void **state)
+{
+	struct fixture *f = *state;
+	char src[1024];
+	snprintf(src, sizeof(src), "%s", __FILE__);
+	char host[1200];
+	/* tests/unit/test_config.c -> deploy/debian/chorus.conf */
+	snprintf(host, sizeof(host), "%s/../../deploy/debian/chorus.conf", dirname(src));
+	if (access(host, R_OK) != 0)
+		skip();
+	assert_int_equal(config_load_file(&f->c, host, f->err, sizeof(f->err)), 0);
+	assert_string_equal(f->c.data_dir, "/var/lib/chorus");
+	assert_string_equal(f->c.secret_file, "/etc/chorus/secret");
+	assert_null(f->c.seeds[0]);
+	struct config d;
+	config_defaults(&d);
+	snprintf(d.data_dir, sizeof(d.data_dir), "%s", f->c.data_dir);
+	snprintf(d.secret_file, sizeof(d.secret_file), "%s", f->c.secret_file);
+	assert_memory_equal(&f->c, &d, sizeof(d));
+	config_free(&d);
+}
+
 static void durations_parse_with_units_and_refuse_overflow(void **state)
 {
 	(void)state;
@@ -1094,6 +1119,7 @@ int main(void)
 		T(help_and_version_return_one),
 		T(usage_lists_every_flag_and_default),
 		T(example_file_parses_to_the_defaults),
+		T(package_host_file_sets_only_the_host_paths),
 		T(durations_parse_with_units_and_refuse_overflow),
 		T(sizes_parse_with_binary_units_and_refuse_overflow),
 		T(env_sets_settings_as_their_flags_do),
