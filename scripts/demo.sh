@@ -21,10 +21,17 @@ cleanup() {
 }
 trap cleanup EXIT
 seed="tcp://127.0.0.1:$base"
+# chorusd takes settings from CHORUS_* variables too (chorusd --help): none of
+# the caller's (a CHORUS_SEEDS, a CHORUS_DATA_DIR left in the shell) may reach
+# the demo's nodes, which get all they need as flags
+no_chorus_env=()
+for v in $(compgen -e); do
+  case "$v" in CHORUS_*) no_chorus_env+=(-u "$v") ;; esac
+done
 for i in 1 2 3; do
   addr="tcp://127.0.0.1:$((base + i - 1))"
   seeds=(); [ "$i" -gt 1 ] && seeds=(--seeds "$seed")
-  build/chorusd --name "node$i" --data-dir "$data/node$i" --listen "$addr" --secret "$secret" \
+  env "${no_chorus_env[@]}" build/chorusd --name "node$i" --data-dir "$data/node$i" --listen "$addr" --secret "$secret" \
     --gossip-period 200ms "${seeds[@]}" 2>"$data/node$i.log" &
   pids+=($!)
 done

@@ -1224,6 +1224,35 @@ static void stream_figures(const char *chorusd, const struct counts *k,
 
 /* ---- the run ---- */
 
+/* chorusd takes settings from CHORUS_* variables too (chorusd --help), and
+ * the nodes (and clusterctl) started here inherit this environment: none of
+ * the caller's (a CHORUS_SEEDS, a CHORUS_DATA_DIR left in the shell) may
+ * change what is measured; the nodes get all they need as flags. Called
+ * before any thread starts (unsetenv is not thread-safe). Each pass removes
+ * one variable and scans again, as unsetenv moves environ's entries. */
+static void clear_chorus_env(void)
+{
+	for (;;) {
+		char name[256];
+		bool found = false;
+		for (char **e = environ; *e != NULL && !found; e++) {
+			const char *eq = strchr(*e, '=');
+			size_t len = eq != NULL ? (size_t)(eq - *e) : strlen(*e);
+			if (strncmp(*e, "CHORUS_", 7) != 0 || len >= sizeof(name))
+				continue;
+			memcpy(name, *e, len);
+			name[len] = '\0';
+			found = true;
+		}
+		if (!found)
+			return;
+		if (unsetenv(name) != 0) {
+			fprintf(stderr, "bench_chorus: unsetenv %s: %s\n", name, strerror(errno));
+			exit(1);
+		}
+	}
+}
+
 static void default_chorusd_path(char *out, size_t out_len, const char *argv0)
 {
 	char exe[PATH_MAX - 16];
@@ -1311,6 +1340,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	const struct counts *k = quick ? &counts_quick : &counts_full;
+	clear_chorus_env();
 
 	struct sigaction sa = {.sa_handler = on_signal};
 	sigemptyset(&sa.sa_mask);
