@@ -17,7 +17,7 @@ cmake -S "$here" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DCHORUS_STATIC=ON >
 # the build's progress lines are filtered out, its exit status kept
 status=0
 cmake --build "$build_dir" -j"$(nproc)" --target chorusd clusterctl 2>&1 |
-  grep -vE '^\[ *[0-9]+%\]|^-- |^Consolidate compiler generated dependencies|warning: Using .(dlopen|getaddrinfo). in statically linked|in function .(handlers_load_plugin|listener_open|resolv_worker).:$' ||
+  grep -vE '^\[ *[0-9]+%\]|^-- |^Consolidate compiler generated dependencies|warning: Using .(dlopen|getaddrinfo). in statically linked|in function .(handlers_load_plugin|listener_open|resolv_worker|config_host_resolve).:$' ||
   status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
   echo "build-image: build failed (exit $status)" >&2
