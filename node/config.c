@@ -29,7 +29,10 @@
  *    reached by other nodes, so unless --advertise is given the node
  *    advertises tcp://HOSTNAME:P: in a container the host name is one that
  *    the container network resolves (each replica's own), see
- *    docs/deploy.md.
+ *    docs/deploy.md. A name that does not resolve here, or resolves to
+ *    loopback only (Debian's 127.0.1.1) while a seed is elsewhere, is
+ *    likely not one other hosts can dial: config_advertise_risk says so,
+ *    for a WARN at start, without refusing (we cannot see their resolver).
  */
 #include "config.h"
 
@@ -39,10 +42,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "chorus.h"
@@ -1410,6 +1416,106 @@ int config_resolve_advertise(struct config *c, const char *hostname, char *err, 
 		return -1;
 	}
 	c->advertise_auto = 1;
+	return 0;
+}
+
+const char *config_host_kind_name(enum config_host_kind k)
+{
+	switch (k) {
+	case CONFIG_HOST_UNRESOLVED:
+		return "unresolved";
+	case CONFIG_HOST_LOOPBACK:
+		return "loopback";
+	case CONFIG_HOST_ROUTABLE:
+		return "routable";
+	}
+	return "?";
+}
+
+static int sockaddr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		if (IN6_IS_ADDR_LOOPBACK(a))
+			return 1;
+		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+	}
+	return 0;
+}
+
+enum config_host_kind config_host_resolve(const char *host)
+{
+	struct addrinfo hints = {0}, *res = NULL;
+	hints.ai_socktype = SOCK_STREAM;
+	if (!host || !*host || getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+		return CONFIG_HOST_UNRESOLVED;
+	enum config_host_kind kind = CONFIG_HOST_LOOPBACK;
+	for (const struct addrinfo *a = res; a; a = a->ai_next)
+		if (!sockaddr_is_loopback(a->ai_addr)) {
+			kind = CONFIG_HOST_ROUTABLE;
+			break;
+		}
+	freeaddrinfo(res);
+	return kind;
+}
+
+/* The host of a tcp://HOST:PORT address, brackets of an IPv6 literal
+ * removed; 0, or -1 for another scheme or no port. */
+static int tcp_addr_host(const char *addr, char *host, size_t host_len)
+{
+	static const char scheme[] = "tcp://";
+	if (strncmp(addr, scheme, sizeof(scheme) - 1) != 0)
+		return -1;
+	const char *h = addr + sizeof(scheme) - 1;
+	const char *colon = strrchr(h, ':');
+	if (!colon)
+		return -1;
+	size_t n = (size_t)(colon - h);
+	if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+		h++;
+		n -= 2;
+	}
+	if (n >= host_len)
+		return -1;
+	memcpy(host, h, n);
+	host[n] = '\0';
+	return 0;
+}
+
+int config_advertise_risk(const struct config *c, enum config_host_kind (*resolve)(const char *host),
+			  char *msg, size_t msg_len)
+{
+	char host[256];
+	if (!c->advertise_auto || tcp_addr_host(c->advertise, host, sizeof(host)) != 0)
+		return 0;
+	enum config_host_kind kind = resolve(host);
+	if (kind == CONFIG_HOST_UNRESOLVED) {
+		snprintf(msg, msg_len, "advertising %s, but the host name '%s' does not resolve on "
+			 "this host: other nodes may not reach this one under it; set --advertise "
+			 "(CHORUS_ADVERTISE) to an address they can dial", c->advertise, host);
+		return 1;
+	}
+	if (kind != CONFIG_HOST_LOOPBACK)
+		return 0;
+	/* loopback here: harmless when the whole cluster is on this host, so
+	 * only a seed elsewhere makes it a risk (the first node of a cluster,
+	 * with no seeds, cannot tell) */
+	for (uint32_t i = 0; i < c->seed_count; i++) {
+		char seed_host[256];
+		if (tcp_addr_host(c->seeds[i], seed_host, sizeof(seed_host)) != 0 ||
+		    resolve(seed_host) != CONFIG_HOST_ROUTABLE)
+			continue;
+		snprintf(msg, msg_len, "advertising %s, but the host name '%s' resolves only to "
+			 "loopback addresses on this host (as Debian's /etc/hosts line 127.0.1.1 "
+			 "does), while seed %s is not on loopback: nodes on other hosts may not "
+			 "reach this one under that name; set --advertise (CHORUS_ADVERTISE) to an "
+			 "address they can dial", c->advertise, host, c->seeds[i]);
+		return 1;
+	}
 	return 0;
 }
 

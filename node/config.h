@@ -165,6 +165,27 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t err_l
  * *, or none), sets advertise to tcp://HOSTNAME:PORT and advertise_auto.
  * 0, or -1 with err when hostname is empty or too long. */
 int config_resolve_advertise(struct config *c, const char *hostname, char *err, size_t err_len);
+
+/* How a host name resolves on this host. */
+enum config_host_kind {
+	CONFIG_HOST_UNRESOLVED, /* no address */
+	CONFIG_HOST_LOOPBACK,   /* loopback addresses only (127.0.0.0/8, ::1) */
+	CONFIG_HOST_ROUTABLE,   /* at least one other address */
+};
+const char *config_host_kind_name(enum config_host_kind k);
+/* getaddrinfo() on host (a name or a numeric address): blocks for as long
+ * as the resolver takes (DNS timeouts included). */
+enum config_host_kind config_host_resolve(const char *host);
+/* The risk of an advertised address made from the host name
+ * (advertise_auto), for a WARN line at start: the name does not resolve
+ * here, or resolves to loopback only (Debian's /etc/hosts maps the host
+ * name to 127.0.1.1) while a seed resolves to another address, so the
+ * cluster spans hosts that will dial the name. resolve is
+ * config_host_resolve (tests pass their own). Returns 1 with the warning
+ * in msg, or 0 (nothing to say: advertise was given, or the name looks
+ * reachable). */
+int config_advertise_risk(const struct config *c, enum config_host_kind (*resolve)(const char *host),
+			  char *msg, size_t msg_len);
 /* Just the INI file (used by config_load and the tests). */
 int config_load_file(struct config *c, const char *path, char *err, size_t err_len);
 void config_free(struct config *c);

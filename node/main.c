@@ -76,6 +76,9 @@ int main(int argc, char **argv)
 	if (cfg.advertise_auto)
 		log_info("node", "advertising %s to other nodes (the listen address %s is a "
 			 "wildcard; --advertise sets another)", cfg.advertise, cfg.listen);
+	char risk[1024];
+	if (config_advertise_risk(&cfg, config_host_resolve, risk, sizeof(risk)))
+		log_warn("node", "%s", risk);
 	int code = host_run(&cfg, register_services);
 	config_free(&cfg);
 	return code;

@@ -1,15 +1,28 @@
 """test_compose.py - the container deployment end to end (issue #13):
 deploy/build-image.sh, deploy/init.sh and deploy/docker-compose.yml on a
 real Docker engine. Run by scripts/test.sh; prints one line and exits 0
-when no Docker engine answers (or docker-compose is missing, or not root).
+when no Docker engine answers (or docker-compose is missing). Runs as root
+or as any user the engine answers (the docker group): init.sh needs
+neither root nor sudo, and the test reads the client credential and the
+RESP password through `docker cp`, as docs/deploy.md tells users to.
+
+First, what killed runs of this test left (their cleanup never ran) is
+removed: compose projects, image tags and temporary directories named
+chorustest-OWNER, localhost/chorus:test-OWNER and chorus-compose-OWNER-*
+whose OWNER (pid namespace, pid, the pid's start time) is no longer
+running. Nothing else is looked at.
 
 One scenario, in order, each step with a deadline:
  1. build the image (static binaries, FROM scratch) under a tag of its own
-    (its chorusd refuses --plugin), make the secrets with init.sh, `up -d`
-    under a project name of its own;
+    (its chorusd refuses --plugin), make the secrets with init.sh, choose
+    the published ports and `up -d` under a project name of its own (ports
+    taken meanwhile: new ones, and the test squats one of its first choice
+    to take that path every run); every container hardened (read-only
+    root with a writable /tmp, no capability, no-new-privileges);
  2. every node healthy (its HEALTHCHECK: clusterctl status with the client
     credential); `clusterctl status` shows 3 alive members and a leader,
-    from the host through the published port and from `run --rm ctl`;
+    from the host through the published port and from the documented
+    `docker-compose run --rm ctl status`, run as printed;
  3. a fan-out of 1,000 tasks completes, every result in order;
  4. a cache value written on n1 is read on n3, through clusterctl and
     through the RESP ports (password from init.sh);
@@ -18,30 +31,38 @@ One scenario, in order, each step with a deadline:
     schedule keeps firing under it, the fan-out completes with every task
     once and succeeded; the old leader is started again and follows; the
     schedule decided every second exactly once and the journals hold one
-    task per dispatched occurrence;
+    task per dispatched occurrence (the history, which keeps the newest 64
+    decisions, is read every few seconds throughout and the reads joined;
+    the checked window must start before the kill and end after the
+    restart);
  6. a follower is `docker network disconnect`ed, keys are written while it
     is away, it is connected again: every node sees 3 alive members and
     holds every key;
  7. a rolling restart as docs/deploy.md's upgrade does it (each node
     recreated in turn, the next once the cluster has it back) while a
-    schedule runs: the cache keeps every key, the schedule decides every
-    second once;
+    schedule runs: each old container exits 0 (drained within
+    stop_grace_period), the cache keeps every key, the schedule decides
+    every second once across all three restarts;
  8. `up --scale node=1 node` adds a fourth node (named after its host name,
-    advertising it): it joins, is alive everywhere and leads partitions;
+    advertising it, with no warning about that name): it joins, is alive
+    everywhere and leads partitions;
  9. `down -v` leaves no container, network or volume of the project.
-On any failure: the logs of every container of the project, then the same
-cleanup. Nothing sleeps for a fixed time: every wait polls a condition
-until its deadline.
+Then, and on any failure after the logs of every container of the
+project, the cleanup: `down -v`, any container still made from the
+test's image (one is left outside the project on purpose), then the image,
+which must be gone (a run that cannot remove it fails rather than leave it
+nameless). Nothing sleeps for a fixed time:
+every wait polls a condition until its deadline.
 
 Environment: CHORUS_COMPOSE overrides the compose command ("docker
 compose" for the v2 plugin; default docker-compose, else the plugin).
 Standard library only.
 """
 
-import hashlib
 import json
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -58,6 +79,9 @@ DEPLOY = os.path.join(SOURCE_DIR, "deploy")
 STATIC_DIR = os.environ.get("CHORUS_STATIC_BUILD_DIR") or os.path.join(SOURCE_DIR, "build-static")
 CLUSTERCTL = os.path.join(STATIC_DIR, "clusterctl")
 NAME = "test_compose"
+PROJECT_PREFIX = "chorustest-"         # + OWNER: the compose project
+IMAGE_PREFIX = "localhost/chorus:test-"  # + OWNER: the image tag
+WORKDIR_PREFIX = "chorus-compose-"     # + OWNER + "-": the run's directory in $TMPDIR
 
 POLL_S = 0.2
 CMD_TIMEOUT_S = 120       # one docker / compose command
@@ -70,6 +94,8 @@ INFLIGHT_MS = 100
 PART_KEYS = 40            # cache keys written while a node is cut off
 GOSSIP = "200ms"          # the test's gossip period (an override file)
 LOG_TAIL_LINES = 400
+PORT_TRIES = 5            # `up` again with new ports when one was taken
+HISTORY_READ_S = 5        # a schedule's history is read this often (it keeps 64 s)
 
 
 class Skip(Exception):
@@ -80,12 +106,12 @@ def log(msg):
     print("%s: %s" % (NAME, msg), flush=True)
 
 
-def run(cmd, timeout_s=CMD_TIMEOUT_S, check=True, env=None, input=None):
+def run(cmd, timeout_s=CMD_TIMEOUT_S, check=True, env=None, input=None, cwd=None):
     """Runs cmd with a deadline; returns the CompletedProcess (text).
     check: a non-zero exit raises AssertionError with its output."""
     try:
         p = subprocess.run(cmd, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, timeout=timeout_s, env=env,
+                           text=True, timeout=timeout_s, env=env, cwd=cwd,
                            stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise AssertionError("`%s` did not finish within %d s (stdout %r, stderr %r)"
@@ -121,6 +147,98 @@ def free_port():
         return s.getsockname()[1]
 
 
+# ---- runs of this test, and what killed ones left ----
+
+def pid_namespace():
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def process_start_ticks(pid):
+    """When process pid started (clock ticks since boot, field 22 of
+    /proc/PID/stat), or None when there is no such process or it has
+    ended (a zombie: killed, not yet reaped by its parent)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def run_owner():
+    """OWNER, the part of this run's names that says who made them: pid
+    namespace, pid, the pid's start time (a reused pid starts later), and
+    16 random bits."""
+    return "%d-%d-%d-%04x" % (pid_namespace(), os.getpid(), process_start_ticks(os.getpid()),
+                              random.getrandbits(16))
+
+
+def owner_gone(owner):
+    """True when the run named by owner has ended; False while it runs, and
+    for a name of another pid namespace or form (not ours to judge)."""
+    m = re.fullmatch(r"(\d+)-(\d+)-(\d+)-[0-9a-f]{4}", owner)
+    if not m or int(m.group(1)) != pid_namespace():
+        return False
+    return process_start_ticks(int(m.group(2))) != int(m.group(3))
+
+
+def containers_made_from(ref):
+    """Ids of the containers, running or not, created from image reference
+    ref. By the name they were created with, not by image id: a run whose
+    build was a cache hit has the same image id as another run's, and
+    `--filter ancestor=` would name that run's containers too."""
+    out = run(["docker", "ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Image}}"]).stdout
+    return [cid for cid, image in (l.split(" ", 1) for l in out.splitlines()) if image == ref]
+
+
+def sweep_stale_runs():
+    """Removes the compose projects and image tags of runs of this test
+    that were killed before their cleanup: containers (with their anonymous
+    volumes), networks and volumes labelled with such a project, then the
+    image tag and any container still using it, and the run's directory
+    (secrets) when it is ours. Returns what it removed."""
+    label = "com.docker.compose.project"
+    projects = set()
+    for what in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
+        out = run(["docker"] + what + ["--filter", "label=" + label, "--format",
+                                       '{{.Label "%s"}}' % label]).stdout.split()
+        projects |= {p for p in out if p.startswith(PROJECT_PREFIX)}
+    tags = run(["docker", "images", "--filter", "reference=%s*" % IMAGE_PREFIX, "--format",
+                "{{.Repository}}:{{.Tag}}"]).stdout.split()
+    removed = []
+    for project in sorted(projects):
+        if not owner_gone(project[len(PROJECT_PREFIX):]):
+            continue
+        flt = ["--filter", "label=%s=%s" % (label, project)]
+        ids = run(["docker", "ps", "-a", "-q"] + flt).stdout.split()
+        if ids:
+            run(["docker", "rm", "-f", "-v"] + ids, check=False)
+        for kind in ("network", "volume"):
+            ids = run(["docker", kind, "ls", "-q"] + flt).stdout.split()
+            if ids:
+                run(["docker", kind, "rm"] + ids, check=False)
+        removed.append("project " + project)
+    for tag in sorted(tags):
+        if not tag.startswith(IMAGE_PREFIX) or not owner_gone(tag[len(IMAGE_PREFIX):]):
+            continue
+        ids = containers_made_from(tag)
+        if ids:
+            run(["docker", "rm", "-f", "-v"] + ids, check=False)
+        run(["docker", "image", "rm", tag], check=False)
+        removed.append("image " + tag)
+    tmp = tempfile.gettempdir()
+    for entry in sorted(os.listdir(tmp)):
+        m = re.fullmatch(re.escape(WORKDIR_PREFIX) + r"(\d+-\d+-\d+-[0-9a-f]{4})-\w+", entry)
+        path = os.path.join(tmp, entry)
+        if m and owner_gone(m.group(1)) and os.stat(path).st_uid == os.geteuid():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append("directory " + path)
+    return removed
+
+
 # ---- where the test can run ----
 
 def compose_command():
@@ -146,12 +264,11 @@ def check_environment():
     except subprocess.TimeoutExpired:
         raise Skip("no Docker engine answers (docker info timed out)")
     if p.returncode != 0 or not p.stdout.strip():
-        raise Skip("no Docker engine answers (docker info: %s)"
-                   % (p.stderr.strip().splitlines() or ["no output"])[-1])
-    if os.geteuid() != 0:
-        # init.sh gives the secrets to the image's user (10001): root, or a
-        # sudo that may ask for a password, which a test cannot answer
-        raise Skip("needs root (init.sh gives the secrets to uid 10001)")
+        # the last line of the error, which says why (permission denied:
+        # not in the docker group)
+        why = (p.stderr.strip().splitlines() or ["no output"])[-1].strip()
+        hint = " (is this user in the docker group?)" if "permission denied" in why else ""
+        raise Skip("no Docker engine answers (docker info: %s)%s" % (why, hint))
     return p.stdout.strip(), compose_command()
 
 
@@ -163,14 +280,19 @@ class Deployment:
 
     def __init__(self, compose):
         self.compose_cmd = compose
-        tag = "%x%04x" % (os.getpid(), random.getrandbits(16))
-        self.project = "chorustest" + tag
-        self.image = "localhost/chorus:test-" + tag
-        self.workdir = tempfile.mkdtemp(prefix="chorus-compose-")
-        self.secrets = os.path.join(self.workdir, "secrets")
-        self.ports = {}     # service -> (client port, RESP port) on 127.0.0.1
+        owner = run_owner()
+        self.project = PROJECT_PREFIX + owner
+        self.image = IMAGE_PREFIX + owner
+        self.image_id = None  # once built
+        self.workdir = tempfile.mkdtemp(prefix="%s%s-" % (WORKDIR_PREFIX, owner))
+        self.secrets = os.path.join(self.workdir, "secrets")  # init.sh's, owned by 10001
+        # the test's own copies (docker cp out of a node), readable by whoever runs it
+        self.client_key = os.path.join(self.workdir, "client.key")
+        self.resp_password = None
+        self.ports = {}     # service -> (client port, RESP port) on 127.0.0.1, once up
         self.volumes = set()  # every volume a container of the project used
-        self.image_built = False
+        self.claimed_tasks = set()  # (node, task id) of schedules already checked
+        self.watches = []   # HistoryWatch threads, stopped by cleanup
         self.override = os.path.join(self.workdir, "test-override.yml")
         with open(self.override, "w") as f:
             # faster failure detection for the test; nothing else differs
@@ -180,26 +302,73 @@ class Deployment:
                         % (svc, GOSSIP))
         self.env = dict(os.environ)
         self.env.update({"CHORUS_IMAGE": self.image, "CHORUS_SECRETS_DIR": self.secrets})
-        for i, svc in enumerate(("n1", "n2", "n3"), 1):
-            client, resp = free_port(), free_port()
-            self.ports[svc] = (client, resp)
-            self.env["CHORUS_PORT_N%d" % i] = str(client)
-            self.env["CHORUS_RESP_PORT_N%d" % i] = str(resp)
 
     # -- commands --
 
+    def files(self):
+        return ["-p", self.project, "-f", os.path.join(DEPLOY, "docker-compose.yml"), "-f",
+                self.override]
+
     def compose(self, *args, timeout_s=CMD_TIMEOUT_S, check=True):
-        cmd = self.compose_cmd + ["-p", self.project, "-f",
-                                  os.path.join(DEPLOY, "docker-compose.yml"), "-f",
-                                  self.override, "--profile", "extra", "--profile", "tools"]
+        cmd = self.compose_cmd + self.files() + ["--profile", "extra", "--profile", "tools"]
         return run(cmd + list(args), timeout_s=timeout_s, check=check, env=self.env)
 
-    def up(self, *args):
-        # without --profile: `up` must start n1..n3 alone
-        cmd = self.compose_cmd + ["-p", self.project, "-f",
-                                  os.path.join(DEPLOY, "docker-compose.yml"), "-f",
-                                  self.override, "up", "-d", "--no-build"]
-        return run(cmd + list(args), env=self.env)
+    def documented(self, command):
+        """A compose command exactly as docs/deploy.md and the README print
+        it ("docker-compose run --rm ctl status"), run in deploy/; this
+        run's project and files come from COMPOSE_PROJECT_NAME and
+        COMPOSE_FILE, as a user's come from the directory."""
+        words = shlex.split(command)
+        assert words[0] == "docker-compose", command
+        env = dict(self.env, COMPOSE_PROJECT_NAME=self.project,
+                   COMPOSE_FILE=os.pathsep.join([os.path.join(DEPLOY, "docker-compose.yml"),
+                                                 self.override]))
+        return run(self.compose_cmd + words[1:], env=env, cwd=DEPLOY)
+
+    def choose_ports(self, services):
+        """New published ports for services, free now and distinct from
+        every other port of the project."""
+        for svc in services:
+            taken = {p for s, pair in self.ports.items() if s != svc for p in pair}
+            while True:
+                pair = (free_port(), free_port())
+                if pair[0] != pair[1] and not taken & set(pair):
+                    break
+            self.ports[svc] = pair
+            self.env["CHORUS_PORT_N%s" % svc[1:]] = str(pair[0])
+            self.env["CHORUS_RESP_PORT_N%s" % svc[1:]] = str(pair[1])
+
+    def up_publishing(self, args, services, squat=False):
+        """`up -d --no-build ARGS` for services that publish ports: their
+        ports are chosen just before (kept, if they have some, for the first
+        try) and chosen again when the engine says one was taken meanwhile,
+        at most PORT_TRIES times. squat: the test holds the first port of
+        its first choice during the first try, so that the retry is taken.
+        Returns the number of tries."""
+        compose = self.compose_cmd + self.files()
+        what = " ".join(["up"] + list(args))
+        for attempt in range(1, PORT_TRIES + 1):
+            if attempt > 1 or not all(s in self.ports for s in services):
+                self.choose_ports(services)
+            squatter = None
+            if squat and attempt == 1:
+                squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                squatter.bind(("127.0.0.1", self.ports[services[0]][0]))
+                squatter.listen(1)
+            try:
+                p = run(compose + ["up", "-d", "--no-build"] + list(args), timeout_s=180,
+                        check=False, env=self.env)
+            finally:
+                if squatter:
+                    squatter.close()
+            if p.returncode == 0:
+                return attempt
+            out = p.stdout + p.stderr
+            if "port is already allocated" not in out and "address already in use" not in out:
+                raise AssertionError("`%s` exited %d:\n%s" % (what, p.returncode, out))
+            log("%s, try %d: a published port was taken meanwhile: new ports" % (what, attempt))
+        raise AssertionError("`%s`: a port was taken on each of %d tries" % (what, PORT_TRIES))
 
     def containers(self, service=None):
         """Ids of the project's containers (of one service), running or not."""
@@ -229,7 +398,7 @@ class Deployment:
         base = ["--timeout", "5s"] + (["--json"] if json_out else [])
         if service in self.ports:
             cmd = [CLUSTERCTL, "-a", "tcp://127.0.0.1:%d" % self.ports[service][0], "-k",
-                   os.path.join(self.secrets, "client.key")] + base
+                   self.client_key] + base
         else:
             cmd = ["docker", "exec", service, "/usr/bin/clusterctl", "-k",
                    "/run/secrets/chorus_client"] + base
@@ -292,18 +461,38 @@ class Deployment:
         return left
 
     def cleanup(self):
-        """Best effort, every step tried: containers, networks, volumes,
-        the image tag, the secrets."""
+        """Every step tried, in this order: the project (down -v), any
+        container still made from the image (a `run` container, one made
+        outside compose), the volumes it used, the image, the secrets.
+        Returns what could not be removed: the tag, or an image left
+        without a name (what `rmi -f` of an image in use does). An image
+        that keeps another name (another run's build, a cache hit with the
+        same id) is that name's."""
+        problems = []
+        for w in self.watches:
+            w.stopping.set()
         try:
             self.compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout_s=180,
                          check=False)
         except AssertionError as e:
-            log("cleanup: %s" % e)
+            problems.append("down -v: %s" % e)
+        users = set(self.containers())
+        if self.image_id:
+            users |= set(containers_made_from(self.image))
+        if users:
+            run(["docker", "rm", "-f", "-v"] + sorted(users), check=False)
         for v in sorted(self.volumes):
             run(["docker", "volume", "rm", "-f", v], check=False)
-        if self.image_built:
-            run(["docker", "image", "rm", "-f", self.image], check=False)
+        if self.image_id:
+            p = run(["docker", "image", "rm", self.image], check=False)
+            left = run(["docker", "image", "inspect", "-f", "{{len .RepoTags}}", self.image_id],
+                       check=False)
+            if image_id(self.image) or (left.returncode == 0 and left.stdout.strip() == "0"):
+                problems.append("image %s (%s) not removed: %s" % (self.image, self.image_id[7:19],
+                                                                   p.stderr.strip()))
+        # init.sh's files belong to 10001, in directories of ours: removable
         shutil.rmtree(self.workdir, ignore_errors=True)
+        return problems
 
 
 # ---- the steps ----
@@ -328,11 +517,42 @@ def history(d, service, name):
     return out
 
 
+def image_id(ref):
+    p = run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], check=False)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def copy_out(cid, path, dest):
+    """A file of a container (a compose secret) copied to dest as the
+    user running the test, its mode kept: how docs/deploy.md has users
+    take a copy of the client credential without root."""
+    run(["docker", "cp", "%s:%s" % (cid, path), dest])
+    st = os.stat(dest)
+    assert (st.st_uid, st.st_mode & 0o777) == (os.geteuid(), 0o600), (dest, st)
+
+
+def check_hardened(d, cid, svc):
+    """The compose file's hardening, as the engine applied it, and what it
+    means inside: the image's files are read-only, /tmp is writable by the
+    containers' user."""
+    hc = d.inspect(cid)["HostConfig"]
+    assert hc["ReadonlyRootfs"] is True, (svc, hc["ReadonlyRootfs"])
+    assert hc["CapDrop"] == ["ALL"], (svc, hc["CapDrop"])
+    assert "no-new-privileges:true" in (hc["SecurityOpt"] or []), (svc, hc["SecurityOpt"])
+    assert list(hc["Tmpfs"] or {}) == ["/tmp"], (svc, hc["Tmpfs"])
+    keygen = ["docker", "exec", cid, "/usr/bin/clusterctl", "keygen"]
+    p = run(keygen + ["/etc/chorus/probe.key"], check=False)
+    assert p.returncode != 0 and "Read-only file system" in p.stderr, (svc, p.returncode, p.stderr)
+    run(keygen + ["/tmp/probe.key"])
+
+
 def step_up(d):
     t0 = time.monotonic()
-    p = run(["bash", os.path.join(DEPLOY, "build-image.sh"), d.image], timeout_s=BUILD_TIMEOUT_S,
-            env=d.env)
-    d.image_built = True
+    try:
+        p = run(["bash", os.path.join(DEPLOY, "build-image.sh"), d.image],
+                timeout_s=BUILD_TIMEOUT_S, env=d.env)
+    finally:
+        d.image_id = image_id(d.image)
     log("image %s built in %.1f s (%s)" % (d.image, time.monotonic() - t0,
                                           p.stdout.strip().splitlines()[-1]))
     # a static chorusd cannot load a plugin: refused at start, exit 2
@@ -340,22 +560,45 @@ def step_up(d):
             check=False)
     assert p.returncode == 2 and "statically linked and cannot load plugins" in p.stderr, \
         (p.returncode, p.stderr)
+    # a container of the image outside the project, left for the cleanup:
+    # the image must go all the same (removed after it, not untagged)
+    run(["docker", "create", "--name", d.project + "-straggler", d.image, "--version"])
+    # as whoever runs the test: init.sh needs neither root nor sudo
     run(["bash", os.path.join(DEPLOY, "init.sh")], env=d.env)
     for f in ("cluster.secret", "client.key", "resp.password"):
         st = os.stat(os.path.join(d.secrets, f))
         assert (st.st_uid, st.st_mode & 0o777) == (10001, 0o600), (f, st)
-    d.up()
+    assert sorted(os.listdir(d.secrets)) == ["client.key", "cluster.secret", "resp.password"], \
+        os.listdir(d.secrets)
+    # without --profile: `up` must start n1..n3 alone
+    tries = d.up_publishing([], ["n1", "n2", "n3"], squat=True)
     d.record_volumes()
     cids = {svc: d.container(svc) for svc in ("n1", "n2", "n3")}
     assert sorted(s for s in ("node", "ctl") if d.containers(s)) == [], "up started a profile"
     wait_until(lambda: all(d.health(c) == "healthy" for c in cids.values()), HEALTHY_S,
                "n1, n2, n3 healthy")
+    ports = ", ".join("%s %d/%d" % (s, c, r) for s, (c, r) in sorted(d.ports.items()))
+    if tries == 1:
+        # an engine without the userland proxy does not bind host ports
+        log("up: the engine did not refuse the port the test held; ports %s" % ports)
+    else:
+        log("up after %d tries (the first refused: the test held a port), ports %s"
+            % (tries, ports))
     for svc, cid in cids.items():
         info = d.inspect(cid)
         assert info["Config"]["User"] == "10001:10001", info["Config"]["User"]
         for port, binds in info["NetworkSettings"]["Ports"].items():
             for b in binds or []:
                 assert b["HostIp"] == "127.0.0.1", "%s publishes %s on %s" % (svc, port, b)
+                assert int(b["HostPort"]) in d.ports[svc], (svc, b, d.ports[svc])
+        check_hardened(d, cid, svc)
+    # the test's own copies of the client credential and the RESP password
+    copy_out(cids["n1"], "/run/secrets/chorus_client", d.client_key)
+    pw = os.path.join(d.workdir, "resp.password")
+    copy_out(cids["n1"], "/run/secrets/chorus_resp_password", pw)
+    with open(pw) as f:
+        d.resp_password = f.read().strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", d.resp_password), "the RESP password is not 32 bytes in hex"
     return cids
 
 
@@ -366,12 +609,15 @@ def step_status(d):
         return (sorted(alive) == ["n1", "n2", "n3"] and st.get("raft_leader") and
                 len(st.get("raft_voters", [])) == 3) and st
     st = wait_until(ready, CONVERGE_S, "3 alive members, 3 voters and a leader")
-    # the ctl service: clusterctl in a container with the client credential
-    p = d.compose("run", "--rm", "-T", "ctl", "--json", "status")
-    ctl = json.loads(p.stdout)
-    assert sorted(m["name"] for m in ctl["members"] if m["state"] == "alive") == \
-        ["n1", "n2", "n3"], ctl["members"]
-    assert ctl.get("raft_leader") == st["raft_leader"], (ctl.get("raft_leader"), st["raft_leader"])
+    # the ctl service, as the README and docs/deploy.md print it: clusterctl
+    # in a container with the client credential, n1's status as text
+    p = d.documented("docker-compose run --rm ctl status")
+    text = p.stdout
+    assert re.search(r"^cluster +3 members, 3 alive$", text, re.M), text
+    m = re.search(r"^raft +leader (\S+) ", text, re.M)
+    assert m and m.group(1) == st["raft_leader"], (m and m.group(1), st["raft_leader"], text)
+    for name in ("n1", "n2", "n3"):
+        assert re.search(r"^%s\*? +alive +tcp://%s:7400 " % (name, name), text, re.M), text
     return st["raft_leader"]
 
 
@@ -419,8 +665,7 @@ def step_cache(d):
     assert rc.returncode == 0
     p = d.ctl("n3", "cache", "get", "deploy:greeting", json_out=False)
     assert p.stdout == "hello from n1", repr(p.stdout)
-    with open(os.path.join(d.secrets, "resp.password")) as f:
-        pw = f.read().strip()
+    pw = d.resp_password
     assert resp_call(d.ports["n1"][1], pw, "SET", "deploy:resp", "via n1") == "+OK"
     assert resp_call(d.ports["n3"][1], pw, "GET", "deploy:resp") == "via n1"
     return {"deploy:greeting", "deploy:resp"}
@@ -470,6 +715,8 @@ class Stream:
 def step_failover(d, cids):
     services = ["n1", "n2", "n3"]
     d.ctl("n1", "cron", "every", "tick", "1s", "sha256", "tick", json_out=False)
+    watch = HistoryWatch(d, "tick", services)
+    marks = {}
     wait_until(lambda: sum(1 for r in history(d, "n1", "tick") if r["outcome"] == "succeeded") >= 3,
                30, "three runs of the schedule")
     old = wait_until(lambda: leader_of(d, services), 10, "a leader")
@@ -477,11 +724,12 @@ def step_failover(d, cids):
     # a transient fan-out in flight through a follower while the leader dies
     coord = followers[0]
     stream = Stream([CLUSTERCTL, "-a", "tcp://127.0.0.1:%d" % d.ports[coord][0], "-k",
-                     os.path.join(d.secrets, "client.key"), "--timeout", "10s", "submit",
+                     d.client_key, "--timeout", "10s", "submit",
                      "sleep", "--fanout", "-", "--transient", "--retries", "5"],
                     "%d\n" % INFLIGHT_MS * INFLIGHT)
     try:
         wait_until(lambda: stream.count() >= 20, 60, "the first results of the fan-out")
+        marks["the kill of %s" % old] = time.time()
         run(["docker", "kill", cids[old]])
         t0 = time.monotonic()
         new = wait_until(lambda: leader_of(d, followers), 20, "a new leader")
@@ -503,50 +751,130 @@ def step_failover(d, cids):
                            r["outcome"] == "succeeded") >= 3, 30,
                "three runs decided by the new leader %s" % new)
     # the old leader comes back as a follower
+    marks["the restart of %s" % old] = time.time()
     run(["docker", "start", cids[old]])
     wait_until(lambda: d.status(old).get("raft_leader") == new, CONVERGE_S,
                "%s restarted and following %s" % (old, new))
     wait_until(lambda: d.health(cids[old]) == "healthy", HEALTHY_S, "%s healthy again" % old)
-    check_exactly_once(d, services, "tick")
+    check_exactly_once(d, watch, services, marks)
     return new
 
 
-def check_exactly_once(d, services, name):
+class HistoryWatch:
+    """A schedule's decisions, all of them: the cluster keeps the newest 64
+    (SCHED_HISTORY_MAX), fewer than a failover or a rolling restart lasts
+    at one a second, so a thread reads the history every HISTORY_READ_S
+    seconds, from whichever node answers, and joins the reads by second.
+    Each read is checked as it comes: no second twice in one read, and no
+    second that an earlier read showed decided otherwise (skipped against
+    dispatched, or another task) even if that decision scrolled out since.
+    A read that failed leaves a gap only if 64 decisions passed before the
+    next one: the joined seconds must then be contiguous, which finds it."""
+
+    def __init__(self, d, name, services):
+        self.d = d
+        self.name = name
+        self.services = list(services)
+        self.runs = {}      # scheduled_s -> the newest state seen
+        self.errors = []
+        self.reads = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        d.watches.append(self)
+        self.thread.start()
+
+    def _loop(self):
+        while not self.stopping.wait(HISTORY_READ_S):
+            self.read()
+
+    def read(self, service=None):
+        """One read, joined; False when no node answered."""
+        for svc in [service] if service else self.services:
+            try:
+                runs = history(self.d, svc, self.name)
+            except AssertionError:
+                continue
+            self.join(runs, svc)
+            return True
+        return False
+
+    def join(self, runs, svc):
+        with self.lock:
+            self.reads += 1
+            times = [r["scheduled_s"] for r in runs]
+            dup = sorted({t for t in times if times.count(t) > 1})
+            if dup:
+                self.errors.append("read %d (%s): seconds decided twice: %s" % (
+                    self.reads, svc, [r for r in runs if r["scheduled_s"] in dup]))
+            for r in runs:
+                t = r["scheduled_s"]
+                prev = self.runs.get(t)
+                if prev is not None:
+                    skipped = (prev["outcome"] == "skipped", r["outcome"] == "skipped")
+                    tasks = ((prev["node"], prev["task_id"]), (r["node"], r["task_id"]))
+                    if skipped[0] != skipped[1] or (prev["task_id"] and r["task_id"] and
+                                                    tasks[0] != tasks[1]):
+                        self.errors.append("second %d decided twice: %s, then %s (read %d, %s)"
+                                           % (t, prev, r, self.reads, svc))
+                    if prev["task_id"] and not r["task_id"]:
+                        continue  # a follower behind: keep what was seen
+                self.runs[t] = r
+
+    def finish(self):
+        """Stops the thread and reads once more from n1 (it must answer);
+        returns the joined runs, oldest first."""
+        self.stopping.set()
+        self.thread.join(30)
+        assert self.read("n1"), "the last read of %s's history failed" % self.name
+        with self.lock:
+            return [self.runs[t] for t in sorted(self.runs)]
+
+
+def check_exactly_once(d, watch, services, marks):
     """Every second from the first decision to the last decided once (fired
-    or skipped with a reason), and one task per dispatched occurrence in
-    the journals (the schedule runs sha256 on its own name: its tasks are
-    those with that output): the schedule is paused first and its runs
-    awaited, so history and journals are read at rest."""
+    or skipped with a reason), over a window that starts before each of
+    marks (name -> wall time of a kill or a restart) and ends after it, and
+    one task per dispatched occurrence in the journals: the schedule runs
+    sha256, so its tasks are the journals' sha256 tasks that no earlier
+    schedule claimed, matched by node and task id (a task lost in a kill
+    has no output but still counts). The schedule is paused first and its
+    runs awaited, so history and journals are read at rest."""
+    name = watch.name
     d.ctl("n1", "cron", "pause", name, "--note", "checking", json_out=False)
     wait_until(lambda: not any(r["outcome"] in ("fired", "dispatched", "queued", "running")
                                for r in history(d, "n1", name)), 30, "the runs to end")
-    runs = history(d, "n1", name)
+    runs = watch.finish()
+    assert not watch.errors, "\n".join(watch.errors)
     times = [r["scheduled_s"] for r in runs]
-    dup = sorted({t for t in times if times.count(t) > 1})
-    assert not dup, "decided more than once: %r" % dup
-    assert sorted(times) == list(range(min(times), max(times) + 1)), "a second undecided: %r" % runs
+    assert times == list(range(times[0], times[-1] + 1)), "seconds undecided (or unread): %s" % [
+        t for t in range(times[0], times[-1] + 1) if t not in watch.runs]
+    for what, at in sorted(marks.items(), key=lambda kv: kv[1]):
+        assert times[0] < at < times[-1] + 1, "the checked window %d..%d misses %s at %.1f" % (
+            times[0], times[-1], what, at)
     for r in runs:
         if r["outcome"] == "skipped":
             assert r.get("why"), r
-    # the history keeps the newest 64 decisions: count the tasks of the
-    # occurrences it holds (an occurrence's task is submitted after its time)
-    since_ms = min(times) * 1000
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    tasks = 0
+    dispatched = {(r["node"], r["task_id"]) for r in runs if r["task_id"]}
+    assert len(dispatched) == sum(1 for r in runs if r["task_id"]), "a task for two seconds"
+    journals = set()
     for svc in services:
-        out = d.ctl(svc, "tasks", "--limit", 10000)
-        tasks += sum(1 for t in out if t.get("output") == digest and
-                     t.get("submitted_ms", 0) >= since_ms)
-    dispatched = [r for r in runs if r.get("task_id")]
-    assert tasks == len(dispatched), "%d tick tasks in the journals, %d dispatched: %r" % (
-        tasks, len(dispatched), runs)
+        for t in d.ctl(svc, "tasks", "--limit", 10000):
+            if t.get("handler") == "sha256" and (svc, t["task_id"]) not in d.claimed_tasks:
+                journals.add((svc, t["task_id"]))
+    assert journals == dispatched, "journals without a decision: %s; decisions without a task: %s" % (
+        sorted(journals - dispatched), sorted(dispatched - journals))
+    d.claimed_tasks |= journals
     outcomes = {}
     for r in runs:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
     why = sorted({r.get("why") for r in runs if r["outcome"] != "succeeded"} - {None, ""})
-    log("schedule %s: %d seconds decided once each (%s; %s), %d tasks for %d dispatched"
+    log("schedule %s: %d seconds decided once each (%s; %s), %d tasks for %d dispatched; "
+        "%d reads of the history, the window %d s before %s and %d s after %s"
         % (name, len(runs), ", ".join("%s %d" % kv for kv in sorted(outcomes.items())),
-           "; ".join(why) or "-", tasks, len(dispatched)))
+           "; ".join(why) or "-", len(journals), len(dispatched), watch.reads,
+           min(marks.values()) - times[0], min(marks, key=marks.get),
+           times[-1] - max(marks.values()), max(marks, key=marks.get)))
 
 
 def step_partition(d, cids, keys):
@@ -565,10 +893,25 @@ def step_partition(d, cids, keys):
         wait_until(lambda: all(d.member_state(s, victim) in ("dead", None) for s in others),
                    CONVERGE_S, "%s seen dead by %s" % (victim, others))
         log("%s disconnected: seen dead after %.1f s" % (victim, time.monotonic() - t0))
+        # a put that reaches the writer between its membership marking the
+        # victim dead and its cache dropping the victim from the partition
+        # map (the same tick, but a status poll can fall between) is
+        # forwarded to the victim and times out: put again (same value, so
+        # idempotent), as a client that decides to retry would
+        retried = []
         for i in range(PART_KEYS):
             k = "deploy:cut:%d" % i
-            d.ctl(writer, "cache", "put", k, "v%d" % i, json_out=False)
+            tries = []
+            def put():
+                tries.append(1)
+                return d.ctl(writer, "cache", "put", k, "v%d" % i, json_out=False)
+            wait_until(put, 30, "a put of %s through %s" % (k, writer))
+            if len(tries) > 1:
+                retried.append("%s (%d tries)" % (k, len(tries)))
             keys.add(k)
+        if retried:
+            log("puts while %s was away, put again after a timeout: %s"
+                % (victim, ", ".join(retried)))
     finally:
         # the service name is an alias on the network: give it back
         run(["docker", "network", "connect", "--alias", victim, net, cid])
@@ -600,13 +943,32 @@ def cache_converged(d, keys):
 def step_rolling(d, cids, keys):
     """The upgrade of docs/deploy.md: each node recreated in turn (SIGTERM,
     a new container on the same volume), the next once the cluster has it
-    back; a schedule runs throughout."""
+    back; a schedule runs throughout. Each old container must exit 0: it
+    drained within stop_grace_period rather than being killed."""
+    services = ["n1", "n2", "n3"]
     d.ctl("n1", "cron", "every", "tock", "1s", "sha256", "tock", json_out=False)
+    watch = HistoryWatch(d, "tock", services)
+    marks = {}
     wait_until(lambda: sum(1 for r in history(d, "n1", "tock") if r["outcome"] == "succeeded") >= 2,
                30, "two runs of the schedule")
-    for svc in ("n1", "n2", "n3"):
+    grace_s = d.inspect(cids["n1"])["Config"]["StopTimeout"]
+    for svc in services:
         t0 = time.monotonic()
-        d.compose("up", "-d", "--no-deps", "--no-build", "--force-recreate", svc, timeout_s=180)
+        marks["the recreation of %s" % svc] = time.time()
+        # the old container's exit code, reported when it stops (before
+        # compose removes it)
+        waiter = subprocess.Popen(["docker", "wait", cids[svc]], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            d.up_publishing(["--no-deps", "--force-recreate", svc], [svc])
+            out, err = waiter.communicate(timeout=30)
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.wait()
+        assert out.strip() == "0", "the old %s exited %r (%s): not drained within %s s" % (
+            svc, out.strip(), err.strip(), grace_s)
+        stopped_s = time.monotonic() - t0
         cid = d.container(svc)
         assert cid != cids[svc], "%s was not recreated" % svc
         cids[svc] = cid
@@ -619,14 +981,16 @@ def step_rolling(d, cids, keys):
                    "%s back among 3 voters, with a leader" % svc)
         wait_until(lambda: cache_converged(d, keys), CONVERGE_S,
                    "every node holding all %d keys" % len(keys))
-        log("%s recreated and back in %.1f s" % (svc, time.monotonic() - t0))
+        log("%s recreated (the old one exited 0, in %.1f s with the new one up) and back in "
+            "%.1f s" % (svc, stopped_s, time.monotonic() - t0))
     for k in sorted(keys)[:3]:
         d.ctl("n2", "cache", "get", k, "--consistency", "all", json_out=False)
-    check_exactly_once(d, ["n1", "n2", "n3"], "tock")
+    check_exactly_once(d, watch, services, marks)
 
 
 def step_scale(d):
-    d.up("--scale", "node=1", "node")
+    run(d.compose_cmd + d.files() + ["up", "-d", "--no-build", "--scale", "node=1", "node"],
+        env=d.env)
     d.record_volumes()
     cid = d.container("node")
     wait_until(lambda: d.health(cid) == "healthy", HEALTHY_S, "the fourth node healthy")
@@ -637,6 +1001,13 @@ def step_scale(d):
                "4 alive members seen from n1, n2, n3")
     me = [m for m in d.status("n1")["members"] if m["name"] == name][0]
     assert me["addr"] == "tcp://%s:7400" % name, me
+    # its host name resolves to its own address on the compose network:
+    # advertised, and nothing to warn about
+    p = run(["docker", "logs", cid])
+    logs = p.stdout + p.stderr
+    assert "advertising tcp://%s:7400 to other nodes" % name in logs, logs[-3000:]
+    assert " WARN  node: advertising" not in logs, logs[-3000:]
+    check_hardened(d, cid, "node")
     def took_partitions():
         st = d.ctl(cid, "cache", "stats")[0]
         if st["partitions_primary"] > 0 and st["entries"] > 0 and st["partitions_moving"] == 0:
@@ -673,8 +1044,11 @@ def main():
         log("skipped: %s" % e)
         return 0
     check_dockerfiles_agree()
+    for what in sweep_stale_runs():
+        log("removed %s, left by a run that was killed" % what)
     d = Deployment(compose)
-    log("Docker %s, %s, project %s" % (engine, " ".join(compose), d.project))
+    log("Docker %s, %s, project %s, as uid %d" % (engine, " ".join(compose), d.project,
+                                                  os.geteuid()))
 
     def on_signal(signo, frame):
         raise KeyboardInterrupt("signal %d" % signo)
@@ -708,7 +1082,11 @@ def main():
         except Exception as le:
             log("could not print the logs: %s" % le)
     finally:
-        d.cleanup()
+        problems = d.cleanup()
+    if problems and not failed:
+        failed = "cleanup: %s" % "; ".join(problems)
+    elif problems:
+        log("cleanup: %s" % "; ".join(problems))
     took = time.monotonic() - start
     if failed:
         log("FAILED at %s" % failed)

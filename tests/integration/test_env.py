@@ -7,15 +7,32 @@ with flags, a config file and variables together.
   environment, and the start log names the variables it applied.
 - Precedence on a real process: a flag beats its variable, a variable beats
   the file CHORUS_CONFIG names, the file beats the default.
-- A wildcard listen address is advertised under the host name.
+- A wildcard listen address is advertised under the host name; a WARN at
+  start says when that name looks unreachable from other hosts (it does not
+  resolve here, or resolves to loopback only while a seed is elsewhere),
+  as this machine's resolver classifies it.
 - A bad value in a variable is refused at start, naming the variable.
 """
 
 import os
+import shutil
 import socket
 import unittest
 
 from harness import CHORUSD, Node, NodeTestCase, free_port, keygen, wait_until
+
+
+def host_kind(host):
+    """How this machine resolves host, as chorusd's config_host_resolve
+    classifies it: "unresolved", "loopback" (only) or "routable"."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return "unresolved"
+    def loopback(ip):
+        ip = ip.split("%")[0]
+        return ip == "::1" or ip.startswith("127.") or ip.startswith("::ffff:127.")
+    return "loopback" if all(loopback(i[4][0]) for i in infos) else "routable"
 
 
 class EnvNode(Node):
@@ -97,6 +114,69 @@ class TestEnv(NodeTestCase):
         me = [m for m in n.status()["members"] if m.get("self")][0]
         self.assertEqual(me["addr"], want)
         self.assertIn("advertising %s to other nodes" % want, n.log_text())
+        # no seeds: only a name that does not resolve here is worth a warning
+        unresolved = host_kind(socket.gethostname()) == "unresolved"
+        self.assertEqual("does not resolve on this host" in n.log_text(), unresolved,
+                         n.log_text())
+        self.assertNotIn("resolves only to loopback", n.log_text())
+
+    def test_a_host_name_others_may_not_reach_is_warned_about(self):
+        # a seed elsewhere (192.0.2.1, TEST-NET-1: never answers): a host name
+        # that resolves to loopback only here is a risk, and says so; one
+        # that does not resolve is one too; a routable one is not
+        port = free_port()
+        seed = "tcp://192.0.2.1:7400"
+        n = self.env_node("w2", {
+            "CHORUS_LISTEN": "tcp://0.0.0.0:%d" % port,
+            "CHORUS_SEEDS": seed,
+            "CHORUS_DATA_DIR": os.path.join(self.workdir, "w2-data"),
+            "CHORUS_SECRET": os.path.join(self.workdir, "cluster.secret"),
+        }, args=["--name", "w2"], port=port)
+        host = socket.gethostname()
+        advertised = "tcp://%s:%d" % (host, port)
+        kind = host_kind(host)
+        warn = [l for l in n.log_text().splitlines() if " WARN " in l and
+                ("advertising %s, but" % advertised) in l]
+        if kind == "routable":
+            self.assertEqual(warn, [], "%s resolves to a routable address here" % host)
+            return
+        self.assertEqual(len(warn), 1, n.log_text())
+        if kind == "loopback":
+            self.assertIn("the host name '%s' resolves only to loopback addresses" % host, warn[0])
+            self.assertIn("seed %s is not on loopback" % seed, warn[0])
+        else:
+            self.assertIn("the host name '%s' does not resolve on this host" % host, warn[0])
+        self.assertIn("set --advertise (CHORUS_ADVERTISE)", warn[0])
+        # a warning, not a refusal: the node runs
+        me = [m for m in n.status()["members"] if m.get("self")][0]
+        self.assertEqual(me["addr"], advertised)
+
+    def test_a_host_name_that_does_not_resolve_is_warned_about(self):
+        # the node in a UTS namespace of its own, under a name no resolver
+        # knows (.invalid, RFC 6761): needs root for unshare
+        if os.geteuid() != 0 or shutil.which("unshare") is None:
+            self.skipTest("needs root and unshare(1) to give chorusd another host name")
+        host = "chorus-nowhere-%d.invalid" % os.getpid()
+        self.assertEqual(host_kind(host), "unresolved")
+        port = free_port()
+        prefix = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host]
+        secret = os.path.join(self.workdir, "cluster.secret")
+        keygen(secret)
+        node = EnvNode(self.workdir, name="w3", args=["--name", "w3"], secret=secret, port=port)
+        node.prefix = prefix
+        node.env = {"CHORUS_LISTEN": "tcp://0.0.0.0:%d" % port,
+                    "CHORUS_DATA_DIR": os.path.join(self.workdir, "w3-data"),
+                    "CHORUS_SECRET": secret}
+        self.nodes.append(node)
+        self.addCleanup(node.cleanup)
+        node.start()
+        advertised = "tcp://%s:%d" % (host, port)
+        warn = [l for l in node.log_text().splitlines() if " WARN " in l and
+                ("advertising %s, but the host name '%s' does not resolve on this host"
+                 % (advertised, host)) in l]
+        self.assertEqual(len(warn), 1, node.log_text())
+        me = [m for m in node.status()["members"] if m.get("self")][0]
+        self.assertEqual(me["addr"], advertised)
 
     def test_a_bad_variable_is_refused_at_start_naming_it(self):
         rc, out, err = self.run_chorusd("--data-dir", os.path.join(self.workdir, "x"),

@@ -2,7 +2,8 @@
  * test_config.c - chorusd settings (node/config.c): defaults, the INI file,
  * environment variables over the file and flags over both, every refusal
  * naming file:line (or the flag, or the variable), the advertised address
- * of a wildcard listen address, and the duration/size parsers at their
+ * of a wildcard listen address and the warning when its host name looks
+ * unreachable, and the duration/size parsers at their
  * edges. Config files are written to a temporary directory per test; the
  * CHORUS_* settings variables are cleared before and after each test.
  */
@@ -1061,6 +1062,107 @@ static void wildcard_listen_advertises_the_host_name(void **state)
 	config_free(&d);
 }
 
+/* The resolver of advertised_host_name_risks: names by what they stand for. */
+static enum config_host_kind fake_resolve(const char *host)
+{
+	static const struct {
+		const char *host;
+		enum config_host_kind kind;
+	} table[] = {
+		{"debian-box", CONFIG_HOST_LOOPBACK},   /* 127.0.1.1 in /etc/hosts */
+		{"127.0.0.1", CONFIG_HOST_LOOPBACK},
+		{"localhost", CONFIG_HOST_LOOPBACK},
+		{"::1", CONFIG_HOST_LOOPBACK},
+		{"a1b2c3d4e5f6", CONFIG_HOST_ROUTABLE}, /* a container's id */
+		{"10.0.0.2", CONFIG_HOST_ROUTABLE},
+		{"seed.example", CONFIG_HOST_ROUTABLE},
+		{"fd00::2", CONFIG_HOST_ROUTABLE},
+	};
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (strcmp(host, table[i].host) == 0)
+			return table[i].kind;
+	return CONFIG_HOST_UNRESOLVED;
+}
+
+/* The config a node would run with: a wildcard listen address, these
+ * seeds (NULL: none), advertised under this host name. */
+static void load_wildcard(struct fixture *f, struct config *d, const char *seeds, const char *host)
+{
+	clear_chorus_env();
+	config_defaults(d);
+	setenv("CHORUS_LISTEN", "tcp://0.0.0.0:7400", 1);
+	if (seeds)
+		setenv("CHORUS_SEEDS", seeds, 1);
+	char *argv[] = {"chorusd", NULL};
+	assert_int_equal(config_load(d, 1, argv, f->err, sizeof(f->err)), 0);
+	d->advertise[0] = '\0';
+	assert_int_equal(config_resolve_advertise(d, host, f->err, sizeof(f->err)), 0);
+	assert_int_equal(d->advertise_auto, 1);
+}
+
+static void advertised_host_name_risks_are_warned(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *host, *seeds;
+		const char *warn; /* a part of the warning; NULL: none */
+	} cases[] = {
+		/* a name no resolver here knows: warned, seeds or not */
+		{"nowhere", NULL, "'nowhere' does not resolve on this host"},
+		{"nowhere", "tcp://127.0.0.1:7401", "'nowhere' does not resolve on this host"},
+		/* loopback only: a risk once a seed is elsewhere */
+		{"debian-box", NULL, NULL},
+		{"debian-box", "tcp://127.0.0.1:7401,tcp://localhost:7402,tcp://[::1]:7403", NULL},
+		{"debian-box", "tcp://127.0.0.1:7401,tcp://10.0.0.2:7400",
+		 "seed tcp://10.0.0.2:7400 is not on loopback"},
+		{"debian-box", "tcp://seed.example:7400", "seed tcp://seed.example:7400"},
+		{"debian-box", "tcp://[fd00::2]:7400", "seed tcp://[fd00::2]:7400"},
+		{"debian-box", "tcp://unknown-seed:7400", NULL}, /* no evidence of another host */
+		{"debian-box", "ipc:///tmp/x.ipc", NULL},
+		/* a name that resolves to an address others can use */
+		{"a1b2c3d4e5f6", "tcp://10.0.0.2:7400", NULL},
+		{"a1b2c3d4e5f6", NULL, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct config d;
+		load_wildcard(f, &d, cases[i].seeds, cases[i].host);
+		char msg[1024] = "";
+		int risk = config_advertise_risk(&d, fake_resolve, msg, sizeof(msg));
+		if (risk != (cases[i].warn != NULL) || (cases[i].warn && !strstr(msg, cases[i].warn)))
+			fail_msg("host %s, seeds %s: risk %d '%s', want '%s'", cases[i].host,
+				 cases[i].seeds ? cases[i].seeds : "-", risk, msg,
+				 cases[i].warn ? cases[i].warn : "(none)");
+		if (risk) {
+			assert_non_null(strstr(msg, d.advertise));
+			assert_non_null(strstr(msg, "set --advertise (CHORUS_ADVERTISE)"));
+		}
+		config_free(&d);
+	}
+	/* an address that was given is the operator's choice: nothing said */
+	struct config d;
+	load_wildcard(f, &d, "tcp://10.0.0.2:7400", "nowhere");
+	snprintf(d.advertise, sizeof(d.advertise), "tcp://nowhere:7400");
+	d.advertise_auto = 0;
+	char msg[1024] = "";
+	assert_int_equal(config_advertise_risk(&d, fake_resolve, msg, sizeof(msg)), 0);
+	config_free(&d);
+}
+
+static void numeric_hosts_resolve_by_their_address(void **state)
+{
+	(void)state;
+	/* numeric addresses: no resolver consulted, the same on every machine */
+	assert_int_equal(config_host_resolve("127.0.0.1"), CONFIG_HOST_LOOPBACK);
+	assert_int_equal(config_host_resolve("127.0.1.1"), CONFIG_HOST_LOOPBACK);
+	assert_int_equal(config_host_resolve("::1"), CONFIG_HOST_LOOPBACK);
+	assert_int_equal(config_host_resolve("::ffff:127.0.0.1"), CONFIG_HOST_LOOPBACK);
+	assert_int_equal(config_host_resolve("10.0.0.2"), CONFIG_HOST_ROUTABLE);
+	assert_int_equal(config_host_resolve("fd00::2"), CONFIG_HOST_ROUTABLE);
+	assert_int_equal(config_host_resolve(""), CONFIG_HOST_UNRESOLVED);
+	assert_int_equal(config_host_resolve(NULL), CONFIG_HOST_UNRESOLVED);
+	assert_string_equal(config_host_kind_name(CONFIG_HOST_LOOPBACK), "loopback");
+}
+
 static void usage_explains_the_environment(void **state)
 {
 	(void)state;
@@ -1129,6 +1231,8 @@ int main(void)
 		T(empty_env_variable_counts_as_unset),
 		T(env_list_replaces_the_file_list_and_flags_replace_the_env),
 		T(wildcard_listen_advertises_the_host_name),
+		T(advertised_host_name_risks_are_warned),
+		T(numeric_hosts_resolve_by_their_address),
 		T(usage_explains_the_environment),
 	};
 #undef T
