@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,14 @@
 #include "chorus.h"
 #include "config.h"
 #include "io/dispatch.h"
+#include "io/events.h"
 #include "io/ids.h"
 #include "io/log.h"
 #include "io/rpc.h"
 #include "io/store.h"
 #include "lib/arena.h"
 #include "lib/clock.h"
+#include "lib/prom.h"
 #include "proto/seal.h"
 #include "svc/service.h"
 
@@ -65,6 +68,7 @@ struct host {
 	struct ids *ids;
 	struct rpc *rpc;
 	struct dispatch *dispatch;
+	struct events *events; /* recent cluster events (io/events.h) */
 	struct seal_keyring *kr; /* node keys (one reference) */
 	uint8_t node_id[SEAL_ID_BYTES];
 	char node_id_hex[SEAL_ID_BYTES * 2 + 1];
@@ -222,6 +226,30 @@ void host_status_fill(struct host *h, Chorus__StatusResp *st, struct arena *a)
 	for (uint32_t i = 0; i < h->service_count; i++)
 		if (h->services[i].started && h->services[i].ops->status)
 			h->services[i].ops->status(h->services[i].svc, st, a);
+}
+
+void host_metrics_fill(struct host *h, struct prom *p)
+{
+	for (uint32_t i = 0; i < h->service_count; i++)
+		if (h->services[i].started && h->services[i].ops->metrics)
+			h->services[i].ops->metrics(h->services[i].svc, p);
+}
+
+void host_event(struct host *h, const char *kind, const char *subject, const char *fmt, ...)
+{
+	if (!h->events)
+		return;
+	char msg[EVENT_MESSAGE_BYTES];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	events_add(h->events, clock_wall_ms(), kind, subject, msg);
+}
+
+struct events *host_events(struct host *h)
+{
+	return h->events;
 }
 
 /* ---- start-up ---- */
@@ -596,6 +624,7 @@ static void host_free(struct host *h)
 		if (h->services[i].ops->stop)
 			h->services[i].ops->stop(h->services[i].svc);
 	dispatch_destroy(h->dispatch);
+	events_destroy(h->events);
 	if (h->wake_fd >= 0)
 		close(h->wake_fd);
 	if (h->sig_fd >= 0)
@@ -680,7 +709,8 @@ int host_run(const struct config *cfg, int (*register_services)(struct host *h))
 		goto out;
 	}
 	h->dispatch = dispatch_create();
-	if (!h->dispatch || register_services(h) != 0) {
+	h->events = events_create(0);
+	if (!h->dispatch || !h->events || register_services(h) != 0) {
 		log_error("node", "cannot register the services");
 		goto out;
 	}

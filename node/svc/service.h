@@ -58,6 +58,8 @@ struct dispatch;
 struct rpc;
 struct arena;
 struct seal_keyring;
+struct prom;
+struct events;
 
 struct service_ops {
 	const char *name;
@@ -84,6 +86,9 @@ struct service_ops {
 	/* Adds this service's part of `clusterctl status` (allocations from
 	 * the arena, freed after the answer). */
 	void (*status)(void *svc, Chorus__StatusResp *st, struct arena *a);
+	/* Adds this service's metric families to the Prometheus text being
+	 * built (lib/prom.h; /metrics and `clusterctl metrics`). Loop thread. */
+	void (*metrics)(void *svc, struct prom *p);
 	void (*stop)(void *svc);
 };
 
@@ -113,6 +118,23 @@ int host_closing(const struct host *h);
 void host_wake(void *host);
 /* Every service's status() into st (the status service calls it). */
 void host_status_fill(struct host *h, Chorus__StatusResp *st, struct arena *a);
+
+/* Every service's metrics() (and the host's own: journal, request table,
+ * sessions, refused frames) into p, in registration order. */
+void host_metrics_fill(struct host *h, struct prom *p);
+
+/* ---- events (io/events.h): the node's recent cluster events ----
+ * A service reports something an operator wants to see as it happens
+ * (a member's state changed, a new leader, a task failed or was lost, a
+ * pool degraded, a schedule skipped occurrences, partitions moved, refused
+ * frames over a threshold). kind is a short fixed word ("member",
+ * "leader", "task_failed", ...), subject what it is about (a member name,
+ * a task id, a pool, a schedule), the message one line for people. Kept
+ * in a bounded ring (EVENTS_RING entries); `clusterctl events` and the
+ * HTTP service read it. Loop thread only. */
+void host_event(struct host *h, const char *kind, const char *subject, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+struct events *host_events(struct host *h);
 
 /* Ports: a provider sets, users get (NULL when no service provides it). */
 int host_port_set(struct host *h, const char *name, void *port);

@@ -1,0 +1,59 @@
+/*
+ * prom.h - builds the Prometheus text exposition format (version 0.0.4):
+ * https://prometheus.io/docs/instrumenting/exposition_formats/
+ *
+ * A family is declared once (# HELP and # TYPE), then its samples follow.
+ * Names follow Prometheus's conventions: chorus_ prefix, base units
+ * (_seconds, _bytes), counters end in _total. Label values are escaped
+ * (backslash, double quote, newline); a value that is not valid UTF-8 has
+ * its bad bytes replaced. Families must not repeat (a second
+ * prom_family with a name already used is ignored and counted in
+ * p->errors, which the unit tests assert is 0).
+ *
+ * Labels are given as a NULL-terminated list of name, value pairs:
+ *   prom_family(p, "chorus_tasks_total", PROM_COUNTER, "Tasks by final state.");
+ *   prom_sample(p, "chorus_tasks_total", 12, "state", "succeeded", NULL);
+ *
+ * Pure: no I/O. Out of memory sets p->oom (the text is then incomplete and
+ * the caller answers an error).
+ */
+#ifndef CHORUS_LIB_PROM_H
+#define CHORUS_LIB_PROM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum prom_type { PROM_COUNTER, PROM_GAUGE, PROM_HISTOGRAM };
+
+struct prom {
+	char *buf;
+	size_t len, cap;
+	int oom;
+	uint32_t errors;
+	/* the families declared so far (their names), to refuse repeats */
+	char **names;
+	size_t n_names, cap_names;
+};
+
+void prom_init(struct prom *p);
+void prom_free(struct prom *p);
+
+/* # HELP and # TYPE for name. */
+void prom_family(struct prom *p, const char *name, enum prom_type type, const char *help);
+
+/* One sample line: name{labels} value. name is the family's (or, for a
+ * histogram, the family's with _bucket/_sum/_count). */
+void prom_sample(struct prom *p, const char *name, double value, ...);
+
+/* A whole histogram series of the family `name`: n buckets with upper
+ * bounds le[i] (ascending, in the family's unit) and counts[i] the
+ * observations in (le[i-1], le[i]] (not cumulative: the builder sums them),
+ * plus the +Inf bucket (over = observations above le[n-1]), _sum and
+ * _count. Labels as for prom_sample. */
+void prom_histogram(struct prom *p, const char *name, const double *le, const uint64_t *counts,
+                    size_t n, uint64_t over, double sum, ...);
+
+/* The text so far (NUL-terminated; "" when empty). */
+const char *prom_text(const struct prom *p, size_t *len);
+
+#endif
