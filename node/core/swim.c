@@ -42,6 +42,7 @@ struct susp {
 	uint32_t member;
 	uint32_t confirm_count;
 	uint64_t start_ms, min_ms, max_ms, deadline_ms;
+	uint32_t checks;                   /* direct pings sent to it near the end */
 	uint8_t origin[SWIM_ID_BYTES];     /* who suspected first */
 	uint8_t from[SWIM_ID_BYTES];       /* cited when we gossip it */
 	uint8_t confirmers[SWIM_SUSPICION_K_MAX][SWIM_ID_BYTES];
@@ -95,6 +96,13 @@ struct swim {
 
 	struct relay *relays;
 	uint64_t relay_min_ms;
+
+	/* accusers told directly that we are alive (refute_direct): the last
+	 * few, so one accuser is told at most once a period */
+#define SWIM_TOLD_MAX 8
+	struct { uint8_t id[SWIM_ID_BYTES]; uint64_t at_ms; } told[SWIM_TOLD_MAX];
+	uint32_t told_next;
+	const uint8_t *msg_sender;         /* the sender of the message being applied */
 
 	uint64_t next_pp_ms;
 	uint32_t pp_rounds;
@@ -523,7 +531,7 @@ static void susp_start(struct swim *s, uint32_t idx, const uint8_t *from)
 	memcpy(x->origin, from, SWIM_ID_BYTES);
 	memcpy(x->from, from, SWIM_ID_BYTES);
 	x->deadline_ms = x->start_ms + susp_timeout_ms(s, x);
-	if (s->susp_count == 0 || x->deadline_ms < s->susp_min_ms) s->susp_min_ms = x->deadline_ms;
+	if (s->susp_count == 0 || x->start_ms < s->susp_min_ms) s->susp_min_ms = x->start_ms;
 	s->m[idx].susp = s->susp_count++;
 }
 
@@ -553,7 +561,7 @@ static int susp_confirm(struct swim *s, uint32_t idx, const uint8_t *from)
 	memcpy(x->confirmers[x->confirm_count++], from, SWIM_ID_BYTES);
 	memcpy(x->from, from, SWIM_ID_BYTES);
 	x->deadline_ms = x->start_ms + susp_timeout_ms(s, x);
-	if (x->deadline_ms < s->susp_min_ms) s->susp_min_ms = x->deadline_ms;
+	if (s->now_ms < s->susp_min_ms) s->susp_min_ms = s->now_ms; /* recomputed at the tick */
 	return 1;
 }
 
@@ -658,6 +666,8 @@ static void bump_self(struct swim *s, uint32_t above)
 	q_push(s, s->self);
 }
 
+static void refute_direct(struct swim *s, const uint8_t *accuser);
+
 /* An update about ourselves: refute anything that is not our current self
  * (SWIM §4.2: bump the incarnation and gossip alive; Lifeguard §3: a refutation
  * means others had trouble reaching us, so LHM + 1). */
@@ -670,10 +680,18 @@ static void apply_self(struct swim *s, const struct swim_update *u)
 		if (u->incarnation > me->incarnation) bump_self(s, u->incarnation);
 		return;
 	}
-	if (u->incarnation < me->incarnation) return; /* already refuted */
-	bump_self(s, u->incarnation);
-	lhm_apply(s, +1);
-	s->st.refuted++;
+	if (u->incarnation >= me->incarnation) {
+		bump_self(s, u->incarnation);
+		lhm_apply(s, +1);
+		s->st.refuted++;
+	}
+	/* The gossip of our refutation may never reach the one who accused
+	 * us (its retransmit budget is spent among the others at 10% loss),
+	 * and that one alone then declares us dead when its timer ends. So the
+	 * accuser is told directly, now and whenever its (stale) accusation
+	 * comes round again. */
+	refute_direct(s, u->from);
+	if (s->msg_sender && !id_eq(s->msg_sender, u->from)) refute_direct(s, s->msg_sender);
 }
 
 #define APPLY_GOSSIP 1    /* queue what changed for dissemination */
@@ -763,12 +781,20 @@ static void piggyback(struct swim *s, struct swim_msg *o, uint32_t first)
 	uint32_t limit = swim_retransmit_limit(s), max = s->cfg.piggyback_max;
 	uint32_t taken[SWIM_PIGGYBACK_MAX], n = 0;
 	assert(max <= SWIM_PIGGYBACK_MAX && o->update_count == 0);
+	int buddy_extra = 0;
 	if (first != NONE && s->m[first].queued) {
 		taken[n++] = first;
 		q_unlink(s, first);
+	} else if (first != NONE && s->m[first].state == SWIM_SUSPECT && max > 0) {
+		/* memberlist builds a fresh suspect message for every ping to a
+		 * suspect member: its retransmit budget may be spent before the
+		 * gossip reached it (10% loss), and a member that never hears
+		 * its suspicion cannot refute it. Not queued again. */
+		fill_update(s, first, &o->updates[o->update_count++]);
+		buddy_extra = 1;
 	}
-	for (uint32_t b = 0; b < s->q_buckets && n < max; b++) {
-		while (s->q_head[b] != NONE && n < max) {
+	for (uint32_t b = 0; b < s->q_buckets && n + buddy_extra < max; b++) {
+		while (s->q_head[b] != NONE && n + buddy_extra < max) {
 			uint32_t idx = s->q_head[b];
 			q_unlink(s, idx);
 			if (b < limit) taken[n++] = idx; /* else: the limit shrank with the cluster, spent */
@@ -786,6 +812,35 @@ static void out_send(struct swim *s, const char *addr, struct swim_msg *o)
 	assert(o->type < SWIM_MSG_TYPE_COUNT);
 	s->st.sent[o->type]++;
 	s->fx.send(s->fx.ctx, addr, o);
+}
+
+/* Sends our current alive update to accuser, first in a ping (its ack is
+ * ignored: no probe waits for that seq), at most once a period per accuser. */
+static void refute_direct(struct swim *s, const uint8_t *accuser)
+{
+	if (id_is_zero(accuser)) return;
+	uint32_t a = ht_find(s, accuser);
+	if (a == NONE || a == s->self) return;
+	if (s->m[a].state != SWIM_ALIVE && s->m[a].state != SWIM_SUSPECT) return;
+	uint32_t slot = SWIM_TOLD_MAX;
+	for (uint32_t i = 0; i < SWIM_TOLD_MAX; i++) {
+		if (!id_eq(s->told[i].id, accuser)) continue;
+		if (s->now_ms < s->told[i].at_ms + s->cfg.period_ms) return;
+		slot = i;
+		break;
+	}
+	if (slot == SWIM_TOLD_MAX) {
+		slot = s->told_next;
+		s->told_next = (s->told_next + 1) % SWIM_TOLD_MAX;
+		memcpy(s->told[slot].id, accuser, SWIM_ID_BYTES);
+	}
+	s->told[slot].at_ms = s->now_ms;
+	struct swim_msg *o = msg_begin(s, SWIM_MSG_PING, ++s->seq);
+	memcpy(o->target, s->m[a].id, SWIM_ID_BYTES);
+	if (s->cfg.piggyback_max > 0) fill_update(s, s->self, &o->updates[o->update_count++]);
+	char addr[SWIM_ADDR_BYTES_MAX];
+	snprintf(addr, sizeof addr, "%s", s->m[a].addr);
+	out_send(s, addr, o);
 }
 
 static void send_push_pull(struct swim *s, const char *addr, uint8_t type, int join)
@@ -1188,7 +1243,9 @@ int swim_on_message(struct swim *s, uint64_t now_ms, const struct swim_msg *m)
 	uint8_t self_id[SWIM_ID_BYTES]; /* a copy: merging may grow (move) the member array */
 	memcpy(self_id, s->m[s->self].id, SWIM_ID_BYTES);
 	if (id_eq(m->from, self_id)) return 0; /* our own message looped back (e.g. a seed is us) */
+	s->msg_sender = m->from;
 	for (uint32_t i = 0; i < m->update_count; i++) apply_update(s, &m->updates[i], APPLY_GOSSIP);
+	s->msg_sender = NULL;
 	switch (m->type) {
 	case SWIM_MSG_PING: {
 		/* a ping meant for a previous owner of our address is not ours to ack */
@@ -1211,8 +1268,10 @@ int swim_on_message(struct swim *s, uint64_t now_ms, const struct swim_msg *m)
 	case SWIM_MSG_PUSH_PULL:
 	case SWIM_MSG_PUSH_PULL_REPLY:
 		/* merge first, so a refutation of what they think of us rides in the reply */
+		s->msg_sender = m->from;
 		for (uint32_t i = 0; i < m->state_count; i++)
 			apply_update(s, &m->states[i], APPLY_GOSSIP | APPLY_PUSH_PULL);
+		s->msg_sender = NULL;
 		if (m->type == SWIM_MSG_PUSH_PULL) {
 			send_push_pull(s, m->from_addr, SWIM_MSG_PUSH_PULL_REPLY, 0);
 		} else if (s->joining) {
@@ -1249,6 +1308,32 @@ static void tick_relays(struct swim *s)
 	s->relay_min_ms = next;
 }
 
+/* A suspicion's next moment: a check near its end, or its deadline. Two
+ * checks, one and two periods before the deadline: a direct ping to the
+ * suspect carrying its suspicion (the buddy system), so a member that
+ * refuted long ago but whose refutation never reached us (gossip is
+ * probabilistic; at 10% loss an epidemic now and then misses a node) tells
+ * us directly (refute_direct) before we declare it dead. A dead member
+ * answers nothing and dies on time. */
+#define SWIM_SUSP_CHECKS 2u
+static uint64_t susp_due(const struct swim *s, const struct susp *x)
+{
+	if (x->checks >= SWIM_SUSP_CHECKS) return x->deadline_ms;
+	uint64_t back = (uint64_t)(SWIM_SUSP_CHECKS - x->checks) * s->cfg.period_ms;
+	uint64_t at = x->deadline_ms > x->start_ms + back ? x->deadline_ms - back : x->start_ms;
+	return at < x->deadline_ms ? at : x->deadline_ms;
+}
+
+static void susp_check(struct swim *s, uint32_t idx)
+{
+	struct swim_msg *o = msg_begin(s, SWIM_MSG_PING, ++s->seq);
+	memcpy(o->target, s->m[idx].id, SWIM_ID_BYTES);
+	piggyback(s, o, idx);
+	char addr[SWIM_ADDR_BYTES_MAX];
+	snprintf(addr, sizeof addr, "%s", s->m[idx].addr);
+	out_send(s, addr, o);
+}
+
 static void tick_suspicions(struct swim *s)
 {
 	if (s->susp_count == 0 || s->susp_min_ms > s->now_ms) return;
@@ -1256,12 +1341,24 @@ static void tick_suspicions(struct swim *s)
 	uint32_t i = 0;
 	while (i < s->susp_count) {
 		struct susp *x = &s->susp[i];
-		if (x->deadline_ms <= s->now_ms) {
+		if (x->deadline_ms <= s->now_ms && x->checks > 0) {
 			/* SWIM §4.2: the suspicion timed out unrefuted */
 			declare(s, x->member, SWIM_DEAD); /* removes record i */
 			continue;
 		}
-		if (x->deadline_ms < next) next = x->deadline_ms;
+		if (x->deadline_ms <= s->now_ms) {
+			/* the deadline came at once (confirmations): check once, one period more */
+			susp_check(s, x->member);
+			x = &s->susp[i];
+			x->checks = SWIM_SUSP_CHECKS;
+			x->deadline_ms = s->now_ms + s->cfg.period_ms;
+		} else if (susp_due(s, x) <= s->now_ms) {
+			susp_check(s, x->member);
+			x = &s->susp[i];
+			x->checks++;
+		}
+		uint64_t due = susp_due(s, x);
+		if (due < next) next = due;
 		i++;
 	}
 	s->susp_min_ms = next;
