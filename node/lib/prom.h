@@ -14,6 +14,13 @@
  *   prom_family(p, "chorus_tasks_total", PROM_COUNTER, "Tasks by final state.");
  *   prom_sample(p, "chorus_tasks_total", 12, "state", "succeeded", NULL);
  *
+ * Refused (not written, p->errors incremented): a name or label name that
+ * is not a valid Prometheus name, a sample whose name is not the current
+ * family's (for a histogram: the family's with _bucket, _sum or _count),
+ * a histogram whose bounds do not ascend, a sample before any family.
+ * Values: integers print as integers, others in the shortest form that
+ * reads back exactly, NaN and +Inf/-Inf as Prometheus spells them.
+ *
  * Pure: no I/O. Out of memory sets p->oom (the text is then incomplete and
  * the caller answers an error).
  */
@@ -33,6 +40,11 @@ struct prom {
 	/* the families declared so far (their names), to refuse repeats */
 	char **names;
 	size_t n_names, cap_names;
+	/* the family samples go to now: a sample of another family (or
+	 * after a refused declaration) is refused and counted in errors,
+	 * since the format wants a family's samples together under it */
+	const char *cur_name; /* one of names[], NULL = none */
+	enum prom_type cur_type;
 };
 
 void prom_init(struct prom *p);
