@@ -354,6 +354,21 @@ void prom_histogram(struct prom *p, const char *name, const double *le, const ui
 	va_end(ap);
 }
 
+const double prom_seconds_le[PROM_SECONDS_BUCKETS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
+};
+
+void prom_hist_observe(struct prom_hist *h, const double *le, size_t n, double v)
+{
+	if (n > PROM_HIST_BUCKETS_MAX)
+		n = PROM_HIST_BUCKETS_MAX;
+	size_t b = 0;
+	while (b < n && v > le[b])
+		b++;
+	h->counts[b]++;
+	h->sum += v;
+}
+
 const char *prom_text(const struct prom *p, size_t *len)
 {
 	if (len)

@@ -65,6 +65,20 @@ void prom_sample(struct prom *p, const char *name, double value, ...);
 void prom_histogram(struct prom *p, const char *name, const double *le, const uint64_t *counts,
                     size_t n, uint64_t over, double sum, ...);
 
+/* A histogram's counters as a service keeps them between scrapes:
+ * counts[i] for (le[i-1], le[i]], counts[n] above le[n-1]. Written with
+ *   prom_histogram(p, name, le, h.counts, n, h.counts[n], h.sum, labels...). */
+#define PROM_HIST_BUCKETS_MAX 24
+struct prom_hist {
+	uint64_t counts[PROM_HIST_BUCKETS_MAX + 1];
+	double sum;
+};
+void prom_hist_observe(struct prom_hist *h, const double *le, size_t n, double v);
+
+/* Bounds for durations in seconds, 1 ms .. 5 min (tasks, lateness). */
+#define PROM_SECONDS_BUCKETS 16
+extern const double prom_seconds_le[PROM_SECONDS_BUCKETS];
+
 /* The text so far (NUL-terminated; "" when empty). */
 const char *prom_text(const struct prom *p, size_t *len);
 
