@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import NodeTestCase, keygen, wait_until
+from harness import CLUSTERCTL, EXIT_USAGE, NodeTestCase, keygen, run_cmd, wait_until
 
 PERIOD = "200ms"
 PROMTOOL = shutil.which("promtool")
@@ -259,6 +259,16 @@ class TestParser(unittest.TestCase):
         for text in bad:
             with self.assertRaises(FormatError, msg=text):
                 parse_metrics(text)
+
+
+class TestMetricsUsage(unittest.TestCase):
+
+    def test_bad_usage_exits_2_before_connecting(self):
+        for args in (["metrics", "extra"], ["--json", "metrics"]):
+            rc, out, err = run_cmd([CLUSTERCTL, "-k", "/nonexistent/secret"] + args)
+            self.assertEqual(rc, EXIT_USAGE, (args, err))
+            self.assertEqual(out, "")
+            self.assertIn("metrics:", err)
 
 
 class TestMetrics(NodeTestCase):
