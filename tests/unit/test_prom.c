@@ -223,6 +223,25 @@ static void large_output_grows_without_loss(void **state)
 	prom_free(&p);
 }
 
+static void hist_observe_puts_bounds_in_their_bucket(void **state)
+{
+	(void)state;
+	struct prom_hist h;
+	memset(&h, 0, sizeof(h));
+	const double le[] = {0.5, 1};
+	prom_hist_observe(&h, le, 2, 0.5);  /* le is inclusive */
+	prom_hist_observe(&h, le, 2, 0.75);
+	prom_hist_observe(&h, le, 2, 1);
+	prom_hist_observe(&h, le, 2, 7);    /* above every bound */
+	assert_int_equal(h.counts[0], 1);
+	assert_int_equal(h.counts[1], 2);
+	assert_int_equal(h.counts[2], 1);
+	assert_true(h.sum == 9.25);
+	/* the seconds bounds ascend (prom_histogram refuses them otherwise) */
+	for (int i = 1; i < PROM_SECONDS_BUCKETS; i++)
+		assert_true(prom_seconds_le[i] > prom_seconds_le[i - 1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -236,6 +255,7 @@ int main(void)
 		cmocka_unit_test(bad_names_and_stray_samples_are_refused),
 		cmocka_unit_test(histogram_misuse_is_refused),
 		cmocka_unit_test(large_output_grows_without_loss),
+		cmocka_unit_test(hist_observe_puts_bounds_in_their_bucket),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
