@@ -293,6 +293,11 @@ int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results
  * "schedules" (how many the cluster holds). */
 int ch_status_json(ch_client *c, char **json, char *err, size_t err_len);
 
+/* The node's metrics in the Prometheus text format (version 0.0.4), as its
+ * HTTP listener serves them on /metrics (docs/metrics.md lists every
+ * family). *text is malloc'd, the caller frees it. */
+int ch_metrics(ch_client *c, char **text, char *err, size_t err_len);
+
 /* The membership view of the node asked, as a JSON array (malloc'd, caller
  * frees), one object per member it knows, itself included:
  *   {"id": "<32 hex>", "name": "n1", "addr": "tcp://127.0.0.1:7601",

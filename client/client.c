@@ -1783,6 +1783,27 @@ int ch_members_json(ch_client *c, char **json, char *err, size_t err_len)
 	return json_hand_over(a, json, err, err_len);
 }
 
+int ch_metrics(ch_client *c, char **text, char *err, size_t err_len)
+{
+	if (c == NULL || text == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and text are required");
+	*text = NULL;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__MetricsReq mr = CHORUS__METRICS_REQ__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_METRICS;
+	env.metrics = &mr;
+	Chorus__Envelope *e = NULL;
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_METRICS_RESP, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	*text = strdup(e->metrics_resp->text ? e->metrics_resp->text : "");
+	chorus__envelope__free_unpacked(e, NULL);
+	if (*text == NULL)
+		return fail(err, err_len, CH_ERR_NOMEM, "out of memory");
+	err_clear(err, err_len);
+	return CH_OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* schedules and voters                                                */
 

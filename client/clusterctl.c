@@ -80,6 +80,7 @@ static const char usage_text[] =
 	"                                                     spread over the cluster\n"
 	"  status [TASK_ID]                                   node status, or one task\n"
 	"  members                                            the cluster as this node sees it\n"
+	"  metrics                                            the node's Prometheus metrics\n"
 	"  tasks [--state STATE] [--limit N]                  list tasks, newest first\n"
 	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
 	"  wait --batch ID [--from N]                         re-attach to a fan-out: its\n"
@@ -185,6 +186,15 @@ static const char help_submit[] =
 	"                     batch (default: its own, 4096)\n"
 	"  --max-concurrency N  at most N tasks of the batch running at once\n"
 	"  --deadline DUR     every task finished or timed out by then\n";
+
+static const char help_metrics[] =
+	"usage: clusterctl metrics\n"
+	"\n"
+	"Prints the node's metrics in the Prometheus text format, as its HTTP\n"
+	"listener (chorusd --http) serves them on /metrics: tasks, pools, requests,\n"
+	"links, membership, the election, schedules, the cache and the journal.\n"
+	"docs/metrics.md lists every family. --json is not accepted: the text is\n"
+	"the format.\n";
 
 static const char help_status[] =
 	"usage: clusterctl status [TASK_ID]\n"
@@ -1637,6 +1647,25 @@ static void print_status_tables(json_t *o)
 		       alive);
 		print_members_table(members, now > 0 ? now : wall_now_ms());
 	}
+}
+
+static int cmd_metrics(struct cli *cli, int argc, char **argv)
+{
+	if (cli->json)
+		usage_fail("metrics: --json is not accepted (the output is the Prometheus text format)");
+	for (int i = 1; i < argc; i++)
+		usage_fail("metrics: unexpected argument '%s'", argv[i]);
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char err[ERR_BYTES] = "";
+	char *text = NULL;
+	int rv = ch_metrics(cli->c, &text, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	fputs(text, stdout);
+	free(text);
+	return EXIT_OK;
 }
 
 static int cmd_status(struct cli *cli, int argc, char **argv)
@@ -3867,6 +3896,7 @@ static int cmd_help(int argc, char **argv)
 	const char *text = strcmp(c, "submit") == 0   ? help_submit
 	                   : strcmp(c, "status") == 0 ? help_status
 	                   : strcmp(c, "members") == 0 ? help_members
+	                   : strcmp(c, "metrics") == 0 ? help_metrics
 	                   : strcmp(c, "tasks") == 0  ? help_tasks
 	                   : strcmp(c, "wait") == 0   ? help_wait
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
@@ -3936,6 +3966,8 @@ int main(int argc, char **argv)
 		rc = cmd_status(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "members") == 0)
 		rc = cmd_members(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "metrics") == 0)
+		rc = cmd_metrics(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "tasks") == 0)
 		rc = cmd_tasks(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "wait") == 0)

@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(cmake gcc make pkg-config libnng-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev
       libsqlite3-dev libcmocka-dev libinih-dev libjansson-dev python3 valgrind procps clang
       libfaketime iproute2 tzdata redis-tools python3-redis dpkg-dev file debootstrap \
-      libmbedtls-dev)
+      libmbedtls-dev prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -228,8 +228,157 @@ void host_status_fill(struct host *h, Chorus__StatusResp *st, struct arena *a)
 			h->services[i].ops->status(h->services[i].svc, st, a);
 }
 
+/* The host's own families: the node, the request table, the links'
+ * refused frames and sessions, the journal (docs/metrics.md). */
+static void host_metrics_own(struct host *h, struct prom *p)
+{
+	prom_family(p, "chorus_node_info", PROM_GAUGE, "This node: its id, name and version (always 1).");
+	prom_sample(p, "chorus_node_info", 1, "node_id", h->node_id_hex, "name", h->cfg->name,
+	            "version", CH_VERSION_STRING, NULL);
+	prom_family(p, "chorus_node_start_time_seconds", PROM_GAUGE,
+	            "When this node started, in seconds since the Unix epoch.");
+	prom_sample(p, "chorus_node_start_time_seconds", (double)h->started_wall_ms / 1000.0, NULL);
+	prom_family(p, "chorus_draining", PROM_GAUGE, "1 while the node drains (after SIGTERM).");
+	prom_sample(p, "chorus_draining", h->draining ? 1 : 0, NULL);
+
+	/* the request table: dispatch buckets are 2^(i+4) us, the last open */
+	double le[DISPATCH_BUCKETS - 1];
+	for (int i = 0; i < DISPATCH_BUCKETS - 1; i++)
+		le[i] = (double)(UINT64_C(16) << i) / 1e6;
+	static const struct {
+		const char *name, *help;
+		enum prom_type type;
+	} req_families[] = {
+		{"chorus_requests_total", "Requests taken, by request type.", PROM_COUNTER},
+		{"chorus_request_errors_total", "Requests answered with an error, by request type.",
+		 PROM_COUNTER},
+		{"chorus_requests_refused_total",
+		 "Requests refused before their handler (role, drain, not the leader), by type.",
+		 PROM_COUNTER},
+		{"chorus_request_duration_seconds",
+		 "Time from taking a request to queueing its answer, by request type.", PROM_HISTOGRAM},
+	};
+	for (size_t f = 0; f < sizeof(req_families) / sizeof(req_families[0]); f++) {
+		prom_family(p, req_families[f].name, req_families[f].type, req_families[f].help);
+		int cur = 0;
+		const char *name;
+		for (const struct req_stats *s; (s = dispatch_next_stats(h->dispatch, &cur, &name));) {
+			if (f == 0)
+				prom_sample(p, req_families[f].name, (double)s->calls, "type", name, NULL);
+			else if (f == 1)
+				prom_sample(p, req_families[f].name, (double)s->errors, "type", name, NULL);
+			else if (f == 2)
+				prom_sample(p, req_families[f].name, (double)s->refused, "type", name, NULL);
+			else
+				prom_histogram(p, req_families[f].name, le, s->latency_buckets,
+				               DISPATCH_BUCKETS - 1, s->latency_buckets[DISPATCH_BUCKETS - 1],
+				               (double)s->latency_sum_us / 1e6, "type", name, NULL);
+		}
+	}
+
+	/* refused frames by kind, summed over the peers */
+	uint64_t forged = 0, tampered = 0, replayed = 0, truncated = 0, oversized = 0,
+	         malformed = 0, unknown_session = 0, rate_limited = 0, stale = 0, busy = 0,
+	         resent = 0, conn_refused = 0, conn_closed = 0;
+	Chorus__PeerCounters **pcs = NULL;
+	size_t npc = 0;
+	if (h->rpc && rpc_peer_counters(h->rpc, &pcs, &npc) == 0) {
+		for (size_t i = 0; i < npc; i++) {
+			forged += pcs[i]->forged;
+			tampered += pcs[i]->tampered;
+			replayed += pcs[i]->replayed;
+			truncated += pcs[i]->truncated;
+			oversized += pcs[i]->oversized;
+			malformed += pcs[i]->malformed;
+			unknown_session += pcs[i]->unknown_session;
+			rate_limited += pcs[i]->rate_limited;
+			stale += pcs[i]->stale;
+			busy += pcs[i]->busy;
+			resent += pcs[i]->resent;
+			conn_refused += pcs[i]->connections_refused;
+			conn_closed += pcs[i]->connections_closed;
+		}
+	}
+	rpc_peer_counters_free(pcs, npc);
+	const struct {
+		const char *kind;
+		uint64_t n;
+	} kinds[] = {
+		{"forged", forged},       {"tampered", tampered},   {"replayed", replayed},
+		{"truncated", truncated}, {"oversized", oversized}, {"malformed", malformed},
+		{"unknown_session", unknown_session}, {"rate_limited", rate_limited},
+		{"stale", stale},         {"busy", busy},
+	};
+	prom_family(p, "chorus_frames_refused_total", PROM_COUNTER,
+	            "Frames refused by the sealed links, by why, summed over peers.");
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		prom_sample(p, "chorus_frames_refused_total", (double)kinds[i].n, "kind", kinds[i].kind,
+		            NULL);
+	prom_family(p, "chorus_frames_resent_total", PROM_COUNTER,
+	            "Authentic resent requests answered again from the resend cache.");
+	prom_sample(p, "chorus_frames_resent_total", (double)resent, NULL);
+	prom_family(p, "chorus_connections_refused_total", PROM_COUNTER,
+	            "Connections closed on arrival (over a connection cap).");
+	prom_sample(p, "chorus_connections_refused_total", (double)conn_refused, NULL);
+	prom_family(p, "chorus_connections_closed_total", PROM_COUNTER,
+	            "Connections closed later (no handshake in time, refused frames, not reading).");
+	prom_sample(p, "chorus_connections_closed_total", (double)conn_closed, NULL);
+
+	/* sessions by role and key id, every key of the keyring listed */
+	struct rpc_key_sessions ks[8];
+	uint32_t nk = h->rpc ? rpc_key_sessions(h->rpc, ks, 8) : 0;
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t nids = seal_keyring_ids(h->kr, ids);
+	for (uint32_t i = 0; i < nids && nk < 8; i++) {
+		uint32_t k = 0;
+		while (k < nk && ks[k].key_id != ids[i])
+			k++;
+		if (k == nk)
+			ks[nk++] = (struct rpc_key_sessions){.key_id = ids[i]};
+	}
+	prom_family(p, "chorus_sessions", PROM_GAUGE,
+	            "Live sealed-link sessions, by the peer's role and the key they were made with.");
+	for (uint32_t i = 0; i < nk; i++) {
+		char hex[SEAL_KEY_ID_HEX_BYTES];
+		seal_key_id_hex(ks[i].key_id, hex);
+		prom_sample(p, "chorus_sessions", ks[i].node_sessions, "role", "node", "key_id", hex, NULL);
+		prom_sample(p, "chorus_sessions", ks[i].sessions - ks[i].node_sessions, "role", "client",
+		            "key_id", hex, NULL);
+	}
+	prom_family(p, "chorus_key_primary", PROM_GAUGE,
+	            "1 for the keyring's primary key, 0 for a key still accepted (rotation).");
+	for (uint32_t i = 0; i < nk; i++) {
+		char hex[SEAL_KEY_ID_HEX_BYTES];
+		seal_key_id_hex(ks[i].key_id, hex);
+		prom_sample(p, "chorus_key_primary", ks[i].key_id == seal_keyring_primary_id(h->kr),
+		            "key_id", hex, NULL);
+	}
+
+	/* the journal */
+	struct store_stats ss;
+	store_stats_get(h->store, &ss);
+	double cle[STORE_COMMIT_BUCKETS - 1];
+	for (int i = 0; i < STORE_COMMIT_BUCKETS - 1; i++)
+		cle[i] = (double)store_commit_bounds_us[i] / 1e6;
+	prom_family(p, "chorus_journal_commit_seconds", PROM_HISTOGRAM,
+	            "Journal (sqlite) commits that wrote rows: time to commit, fsync included.");
+	prom_histogram(p, "chorus_journal_commit_seconds", cle, ss.commit_buckets,
+	               STORE_COMMIT_BUCKETS - 1, ss.commit_buckets[STORE_COMMIT_BUCKETS - 1],
+	               (double)ss.commit_sum_ns / 1e9, NULL);
+	prom_family(p, "chorus_journal_commit_failures_total", PROM_COUNTER,
+	            "Journal commits that failed (a full disk, an I/O error).");
+	prom_sample(p, "chorus_journal_commit_failures_total", (double)ss.commit_failures, NULL);
+	prom_family(p, "chorus_journal_bytes", PROM_GAUGE,
+	            "Size of the journal on disk, by file (db: chorus.db, wal: its write-ahead log).");
+	prom_sample(p, "chorus_journal_bytes", (double)ss.db_bytes, "file", "db", NULL);
+	prom_sample(p, "chorus_journal_bytes", (double)ss.wal_bytes, "file", "wal", NULL);
+	prom_family(p, "chorus_journal_failing", PROM_GAUGE, "1 while journal commits fail.");
+	prom_sample(p, "chorus_journal_failing", h->journal_failing ? 1 : 0, NULL);
+}
+
 void host_metrics_fill(struct host *h, struct prom *p)
 {
+	host_metrics_own(h, p);
 	for (uint32_t i = 0; i < h->service_count; i++)
 		if (h->services[i].started && h->services[i].ops->metrics)
 			h->services[i].ops->metrics(h->services[i].svc, p);

@@ -40,6 +40,7 @@
 #include "core/tasks.h"
 #include "io/log.h"
 #include "io/walscan.h"
+#include "lib/clock.h"
 
 #define STORE_SCHEMA_VERSION 2
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -199,6 +200,8 @@ struct store {
 	int created;              /* this open created the journal (schema) */
 	char last_err[256];
 	sqlite3_stmt *q[Q_COUNT];
+	char path[PATH_MAX]; /* chorus.db, for its size */
+	struct store_stats stats; /* commit counters (sizes filled on demand) */
 };
 
 /* ---- small helpers ---- */
@@ -443,6 +446,7 @@ int store_open(struct store **out, const char *dir, int synchronous, char *err, 
 		snprintf(err, err_len, "store: out of memory");
 		return CH_ERR_NOMEM;
 	}
+	memcpy(st->path, path, sizeof(st->path));
 	int rc = sqlite3_open_v2(path, &st->db,
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
 				 NULL);
@@ -565,14 +569,43 @@ int store_tx_wrote(const struct store *st)
 	return sqlite3_total_changes64(st->db) != st->changes_at_begin;
 }
 
+const uint64_t store_commit_bounds_us[STORE_COMMIT_BUCKETS - 1] = {
+	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+};
+
 int store_commit(struct store *st)
 {
 	assert(st->in_tx);
+	/* only commits that wrote are timed: the loop commits every
+	 * iteration, and empty commits would drown the ones that fsync */
+	int wrote = store_tx_wrote(st);
+	uint64_t t0 = wrote ? clock_mono_ns() : 0;
 	int rc = q_exec(st, Q_COMMIT, "commit");
 	/* A failed COMMIT may leave the transaction open (SQLITE_BUSY) or have
 	 * rolled it back already; ask sqlite which. */
 	st->in_tx = !sqlite3_get_autocommit(st->db);
+	if (rc != 0) {
+		st->stats.commit_failures++;
+	} else if (wrote) {
+		uint64_t ns = clock_mono_ns() - t0;
+		int b = 0;
+		while (b < STORE_COMMIT_BUCKETS - 1 && ns > store_commit_bounds_us[b] * 1000u)
+			b++;
+		st->stats.commit_buckets[b]++;
+		st->stats.commit_sum_ns += ns;
+		st->stats.commits++;
+	}
 	return rc;
+}
+
+void store_stats_get(const struct store *st, struct store_stats *out)
+{
+	*out = st->stats;
+	struct stat sb;
+	char wal[PATH_MAX + 8];
+	out->db_bytes = stat(st->path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+	snprintf(wal, sizeof(wal), "%s-wal", st->path);
+	out->wal_bytes = stat(wal, &sb) == 0 ? (uint64_t)sb.st_size : 0;
 }
 
 int store_rollback(struct store *st)

@@ -64,6 +64,20 @@ int store_rollback(struct store *st);
  * about the disk). */
 int store_tx_wrote(const struct store *st);
 
+/* Journal metrics (/metrics): commits that wrote rows, their latency in
+ * STORE_COMMIT_BUCKETS buckets with upper bounds store_commit_bounds_us
+ * (the last bucket counts the slower ones), commits that failed, and the
+ * journal's size on disk (chorus.db and its WAL, stat'ed at the call). */
+#define STORE_COMMIT_BUCKETS 15
+extern const uint64_t store_commit_bounds_us[STORE_COMMIT_BUCKETS - 1];
+struct store_stats {
+	uint64_t commits, commit_failures;
+	uint64_t commit_buckets[STORE_COMMIT_BUCKETS];
+	uint64_t commit_sum_ns;
+	uint64_t db_bytes, wal_bytes;
+};
+void store_stats_get(const struct store *st, struct store_stats *out);
+
 /* Insert or update the whole row (INSERT OR REPLACE is fine; keep it cheap:
  * update only mutable columns when the row exists: see store.c).
  * Added: CH_ERR_INVALID (nothing written) when an argv string is not UTF-8,

@@ -42,6 +42,10 @@
 #include "svc/cache_compute.h"
 #include "svc/cache_internal.h"
 
+#include <stddef.h>
+
+#include "lib/prom.h"
+
 uint64_t cache_now_wall(struct cache_svc *s)
 {
 	return host_now(s->host)->wall_ms;
@@ -2177,6 +2181,115 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	(void)a;
 }
 
+/* Per cache: its store; per node: the partition map, hinted handoff,
+ * replication and anti-entropy (docs/metrics.md). */
+static void svc_metrics(void *svc, struct prom *p)
+{
+	struct cache_svc *s = svc;
+	if (s->n_caches == 0)
+		return;
+	struct cstore_stats st[CONFIG_CACHES_MAX];
+	for (uint32_t i = 0; i < s->n_caches; i++)
+		cstore_stats(s->caches[i].st, &st[i]);
+	static const struct {
+		const char *name, *help;
+		enum prom_type type;
+		size_t off;
+	} per_cache[] = {
+		{"chorus_cache_hits_total", "Reads of a cache's store here that found the key.",
+		 PROM_COUNTER, offsetof(struct cstore_stats, hits)},
+		{"chorus_cache_misses_total", "Reads of a cache's store here that did not find the key.",
+		 PROM_COUNTER, offsetof(struct cstore_stats, misses)},
+		{"chorus_cache_evictions_total", "Entries evicted to stay within the memory limit.",
+		 PROM_COUNTER, offsetof(struct cstore_stats, evictions)},
+		{"chorus_cache_expirations_total", "Entries removed when their time to live ran out.",
+		 PROM_COUNTER, offsetof(struct cstore_stats, expirations)},
+		{"chorus_cache_memory_bytes", "Memory a cache's store holds here, its tables included.",
+		 PROM_GAUGE, offsetof(struct cstore_stats, memory_bytes)},
+		{"chorus_cache_entries", "Entries a cache's store holds here (replicas included).",
+		 PROM_GAUGE, offsetof(struct cstore_stats, entries)},
+		{"chorus_cache_tombstones", "Deletion markers a cache's store holds here.", PROM_GAUGE,
+		 offsetof(struct cstore_stats, tombstones)},
+	};
+	for (size_t f = 0; f < sizeof(per_cache) / sizeof(per_cache[0]); f++) {
+		prom_family(p, per_cache[f].name, per_cache[f].type, per_cache[f].help);
+		for (uint32_t i = 0; i < s->n_caches; i++) {
+			uint64_t v;
+			memcpy(&v, (const char *)&st[i] + per_cache[f].off, sizeof(v));
+			prom_sample(p, per_cache[f].name, (double)v, "cache", s->caches[i].cfg->name, NULL);
+		}
+	}
+	/* partitions this node owns in the map, and those it still holds
+	 * entries of but no longer owns (handed over by anti-entropy) */
+	uint32_t prim = 0, owned = 0;
+	int me = s->have_map ? cplace_member_find(&s->map, s->self) : -1;
+	if (me >= 0)
+		cplace_member_load(&s->map, (uint32_t)me, &prim, &owned);
+	prom_family(p, "chorus_cache_partitions_owned", PROM_GAUGE,
+	            "Partitions of the map this node owns, by role (primary, replica).");
+	prom_sample(p, "chorus_cache_partitions_owned", prim, "role", "primary", NULL);
+	prom_sample(p, "chorus_cache_partitions_owned", owned >= prim ? owned - prim : 0, "role",
+	            "replica", NULL);
+	prom_family(p, "chorus_cache_partitions_moving", PROM_GAUGE,
+	            "Partitions a cache still holds entries of here that the map gives to other "
+	            "members (waiting to be handed over).");
+	for (uint32_t i = 0; i < s->n_caches; i++) {
+		uint32_t moving = 0;
+		for (uint32_t q = 0; s->have_map && q < s->map.partition_count; q++) {
+			if (me >= 0 && cplace_rank(&s->map, (uint16_t)q, (uint32_t)me) >= 0)
+				continue;
+			struct cstore_partition_stats ps;
+			if (cstore_partition_stats(s->caches[i].st, (uint16_t)q, &ps) == 0 &&
+			    (ps.entries || ps.tombstones))
+				moving++;
+		}
+		prom_sample(p, "chorus_cache_partitions_moving", moving, "cache", s->caches[i].cfg->name,
+		            NULL);
+	}
+	prom_family(p, "chorus_cache_map_epoch", PROM_GAUGE, "Epoch of the partition map in use here.");
+	prom_sample(p, "chorus_cache_map_epoch", (double)(s->have_map ? s->map.epoch : 0), NULL);
+	prom_family(p, "chorus_cache_hints_pending", PROM_GAUGE,
+	            "Hinted writes kept for replicas that did not acknowledge them.");
+	prom_sample(p, "chorus_cache_hints_pending", (double)s->hintq.count, NULL);
+	prom_family(p, "chorus_cache_hints_pending_bytes", PROM_GAUGE,
+	            "Bytes of the hinted writes kept for replicas.");
+	prom_sample(p, "chorus_cache_hints_pending_bytes", (double)s->hintq.bytes, NULL);
+	prom_family(p, "chorus_cache_hints_total", PROM_COUNTER,
+	            "Hinted writes by outcome (delivered to their replica, dropped over the limits).");
+	prom_sample(p, "chorus_cache_hints_total", (double)s->hintq.delivered, "outcome", "delivered",
+	            NULL);
+	prom_sample(p, "chorus_cache_hints_total", (double)s->hintq.dropped, "outcome", "dropped",
+	            NULL);
+	static const struct {
+		const char *what;
+		size_t off;
+	} ops[] = {
+		{"forwarded", offsetof(struct cache_svc, forwarded)},
+		{"replicated", offsetof(struct cache_svc, replicated)},
+		{"read_repair", offsetof(struct cache_svc, repairs)},
+		{"unavailable", offsetof(struct cache_svc, unavailable)},
+		{"timeout", offsetof(struct cache_svc, timeouts)},
+		{"moved", offsetof(struct cache_svc, moved)},
+	};
+	prom_family(p, "chorus_cache_operations_total", PROM_COUNTER,
+	            "Cache routing and replication events here: forwarded to a primary, copies sent "
+	            "to replicas, read repairs, refused unavailable, timed out, answered MOVED.");
+	for (size_t k = 0; k < sizeof(ops) / sizeof(ops[0]); k++) {
+		uint64_t v;
+		memcpy(&v, (const char *)s + ops[k].off, sizeof(v));
+		prom_sample(p, "chorus_cache_operations_total", (double)v, "op", ops[k].what, NULL);
+	}
+	prom_family(p, "chorus_cache_anti_entropy_rounds_total", PROM_COUNTER,
+	            "Anti-entropy rounds this node ran.");
+	prom_sample(p, "chorus_cache_anti_entropy_rounds_total", (double)s->ae.rounds, NULL);
+	prom_family(p, "chorus_cache_anti_entropy_entries_total", PROM_COUNTER,
+	            "Entries anti-entropy moved: pushed to other owners, dropped after a hand-over.");
+	prom_sample(p, "chorus_cache_anti_entropy_entries_total", (double)s->ae.pushed, "action",
+	            "pushed", NULL);
+	prom_sample(p, "chorus_cache_anti_entropy_entries_total", (double)s->ae.dropped, "action",
+	            "dropped", NULL);
+}
+
 static void svc_stop(void *svc)
 {
 	struct cache_svc *s = svc;
@@ -2210,6 +2323,7 @@ static const struct service_ops CACHE_OPS = {
     .next_deadline = svc_next_deadline,
     .tick = svc_tick,
     .status = svc_status,
+    .metrics = svc_metrics,
     .stop = svc_stop,
 };
 

@@ -25,7 +25,9 @@
 #include "io/log.h"
 #include "io/rpc.h"
 #include "io/store.h"
+#include "core/swim.h"
 #include "lib/arena.h"
+#include "lib/prom.h"
 #include "proto/seal.h"
 #include "svc/ports.h"
 #include "svc/service.h"
@@ -276,6 +278,53 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	(void)cluster_members(s->cluster, a, &now, &st->members, &st->n_members);
 }
 
+/* Membership as this node sees it, and its gossip (docs/metrics.md). */
+static void svc_metrics(void *svc, struct prom *p)
+{
+	struct cluster_svc *s = svc;
+	const struct swim *sw = s->cluster ? cluster_swim(s->cluster) : NULL;
+	if (!sw)
+		return;
+	prom_family(p, "chorus_members", PROM_GAUGE,
+	            "Members this node knows, itself included, by state.");
+	for (int st = SWIM_ALIVE; st <= SWIM_LEFT; st++)
+		prom_sample(p, "chorus_members", swim_count(sw, st), "state", swim_state_name(st), NULL);
+	const struct swim_stats *gs = swim_stats(sw);
+	prom_family(p, "chorus_gossip_messages_total", PROM_COUNTER,
+	            "Membership (SWIM) messages sent and received, by direction and type.");
+	for (int dir = 0; dir < 2; dir++)
+		for (int t = 1; t < SWIM_MSG_TYPE_COUNT; t++)
+			prom_sample(p, "chorus_gossip_messages_total",
+			            (double)(dir ? gs->received[t] : gs->sent[t]), "direction",
+			            dir ? "received" : "sent", "type", swim_msg_type_name(t), NULL);
+	prom_family(p, "chorus_gossip_invalid_total", PROM_COUNTER,
+	            "Membership messages refused by validation.");
+	prom_sample(p, "chorus_gossip_invalid_total", (double)gs->invalid, NULL);
+	prom_family(p, "chorus_gossip_suspicions_total", PROM_COUNTER,
+	            "Members this node's view turned suspect.");
+	prom_sample(p, "chorus_gossip_suspicions_total", (double)gs->suspected, NULL);
+	prom_family(p, "chorus_gossip_declared_dead_total", PROM_COUNTER,
+	            "Members this node's view declared dead.");
+	prom_sample(p, "chorus_gossip_declared_dead_total", (double)gs->declared_dead, NULL);
+	prom_family(p, "chorus_gossip_refuted_total", PROM_COUNTER,
+	            "Suspicions of this node it refuted (a higher incarnation).");
+	prom_sample(p, "chorus_gossip_refuted_total", (double)gs->refuted, NULL);
+	prom_family(p, "chorus_gossip_probes_total", PROM_COUNTER, "Probes this node started.");
+	prom_sample(p, "chorus_gossip_probes_total", (double)gs->probes, NULL);
+	prom_family(p, "chorus_gossip_probes_failed_total", PROM_COUNTER,
+	            "Probes that got no answer, directly or through other members.");
+	prom_sample(p, "chorus_gossip_probes_failed_total", (double)gs->probes_failed, NULL);
+	prom_family(p, "chorus_gossip_probes_indirect_ok_total", PROM_COUNTER,
+	            "Probes answered only through another member (ping-req).");
+	prom_sample(p, "chorus_gossip_probes_indirect_ok_total", (double)gs->probes_indirect_ok, NULL);
+	prom_family(p, "chorus_gossip_local_health", PROM_GAUGE,
+	            "Lifeguard local health multiplier (0 healthy .. 8).");
+	prom_sample(p, "chorus_gossip_local_health", swim_lhm(sw), NULL);
+	prom_family(p, "chorus_gossip_queued_updates", PROM_GAUGE,
+	            "Membership updates waiting to be piggybacked.");
+	prom_sample(p, "chorus_gossip_queued_updates", swim_queued_updates(sw), NULL);
+}
+
 static void svc_stop(void *svc)
 {
 	struct cluster_svc *s = svc;
@@ -293,6 +342,7 @@ static const struct service_ops CLUSTER_OPS = {
 	.drain = svc_drain,
 	.drained = svc_drained,
 	.status = svc_status,
+	.metrics = svc_metrics,
 	.stop = svc_stop,
 };
 

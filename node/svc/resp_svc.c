@@ -58,6 +58,8 @@
  */
 #include "svc/resp_internal.h"
 
+#include "lib/prom.h"
+
 static void conn_process(struct conn *c);
 static void svc_free(struct resp_svc *s);
 
@@ -1186,6 +1188,33 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	st->resp_errors = s->errors;
 }
 
+/* The RESP listener, when on (docs/metrics.md). */
+static void svc_metrics(void *svc, struct prom *p)
+{
+	struct resp_svc *s = svc;
+	if (!s->listen_addr[0])
+		return;
+	prom_family(p, "chorus_resp_clients", PROM_GAUGE, "Open RESP (redis protocol) connections.");
+	prom_sample(p, "chorus_resp_clients", s->conn_count, NULL);
+	prom_family(p, "chorus_resp_connections_total", PROM_COUNTER,
+	            "RESP connections by outcome at arrival (accepted, rejected over the cap).");
+	prom_sample(p, "chorus_resp_connections_total",
+	            (double)s->connections_received, "outcome", "accepted", NULL);
+	prom_sample(p, "chorus_resp_connections_total", (double)s->rejected, "outcome", "rejected",
+	            NULL);
+	prom_family(p, "chorus_resp_commands_total", PROM_COUNTER, "RESP commands taken.");
+	prom_sample(p, "chorus_resp_commands_total", (double)s->commands, NULL);
+	prom_family(p, "chorus_resp_errors_total", PROM_COUNTER,
+	            "RESP error answers and closes, by kind.");
+	prom_sample(p, "chorus_resp_errors_total", (double)s->errors, "kind", "command", NULL);
+	prom_sample(p, "chorus_resp_errors_total", (double)s->auth_failures, "kind", "auth", NULL);
+	prom_sample(p, "chorus_resp_errors_total", (double)s->protocol_errors, "kind", "protocol",
+	            NULL);
+	prom_sample(p, "chorus_resp_errors_total", (double)s->output_closed, "kind", "output_full",
+	            NULL);
+	prom_sample(p, "chorus_resp_errors_total", (double)s->idle_closed, "kind", "idle", NULL);
+}
+
 static void svc_free(struct resp_svc *s)
 {
 	assert(!s->conns && !s->dead);
@@ -1231,6 +1260,7 @@ static const struct service_ops RESP_OPS = {
 	.drain = svc_drain,
 	.drained = svc_drained,
 	.status = svc_status,
+	.metrics = svc_metrics,
 	.stop = svc_stop,
 };
 

@@ -368,6 +368,8 @@ void sched_plan_and_propose(struct sched_svc *s)
 	uint32_t n = sched_plan(s->sched, now, s->self.b, members, n_members, cmds, 64);
 	for (uint32_t i = 0; i < n; i++) {
 		int rc = sched_propose_cmd(s, &cmds[i], NULL);
+		if (rc == 0)
+			sched_metrics_decided(s, &cmds[i]);
 		if (rc != 0) {
 			log_limited(LOG_ERROR, "sched", "propose", 10000,
 			            "cannot propose the schedule's decision (%s): planned again",
@@ -497,3 +499,15 @@ void sched_autopilot(struct sched_svc *s)
 	}
 }
 
+/* A decision proposed as leader, for the metrics. */
+void sched_metrics_decided(struct sched_svc *s, const struct sched_cmd *c)
+{
+	if (c->op == SCHED_OP_FIRE) {
+		s->fired++;
+		int64_t late_ms = (int64_t)c->wall_ms - c->scheduled_s * 1000;
+		prom_hist_observe(&s->lateness, prom_seconds_le, PROM_SECONDS_BUCKETS,
+		                  late_ms > 0 ? (double)late_ms / 1000.0 : 0.0);
+	} else if (c->op == SCHED_OP_SKIP) {
+		s->skipped += c->count;
+	}
+}

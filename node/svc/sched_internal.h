@@ -30,6 +30,7 @@
 #include "io/tzload.h"
 #include "lib/arena.h"
 #include "lib/err.h"
+#include "lib/prom.h"
 #include "svc/ports.h"
 #include "svc/service.h"
 
@@ -100,7 +101,14 @@ struct sched_svc {
 	uint32_t n_confirm;
 	uint64_t persist_retry_ms;
 	int fatal;
+	/* metrics: this node's decisions as leader (FIREs and SKIPs it
+	 * proposed), so the cluster's sum counts each occurrence once */
+	struct prom_hist lateness;   /* fire time - due time, seconds */
+	uint64_t fired, skipped;     /* skipped: occurrences */
 };
+
+/* ---- sched_duties.c (metrics) ---- */
+void sched_metrics_decided(struct sched_svc *s, const struct sched_cmd *c);
 
 /* ---- sched_svc.c ---- */
 uint64_t sched_mono_ms(struct sched_svc *s);

@@ -1110,6 +1110,53 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	st->schedules = sched_count(s->sched);
 }
 
+/* The election and the schedules (docs/metrics.md). */
+static void svc_metrics(void *svc, struct prom *p)
+{
+	struct sched_svc *s = svc;
+	if (!s->raft)
+		return;
+	struct raft_status rs;
+	raft_status(s->raft, &rs);
+	int voter = 0;
+	for (uint32_t v = 0; v < rs.voter_count && !voter; v++)
+		voter = raft_id_eq(&rs.voters[v], &s->self);
+	prom_family(p, "chorus_raft_term", PROM_GAUGE, "The Raft term this node is in.");
+	prom_sample(p, "chorus_raft_term", (double)rs.term, NULL);
+	prom_family(p, "chorus_raft_is_leader", PROM_GAUGE, "1 when this node is the Raft leader.");
+	prom_sample(p, "chorus_raft_is_leader", rs.role == RAFT_LEADER ? 1 : 0, NULL);
+	prom_family(p, "chorus_raft_leader", PROM_GAUGE,
+	            "The leader this node knows (1, labelled with its name); none when unknown.");
+	if (rs.has_leader) {
+		char leader[64];
+		sched_member_name(s, &rs.leader, leader, sizeof(leader));
+		prom_sample(p, "chorus_raft_leader", 1, "leader", leader, NULL);
+	}
+	prom_family(p, "chorus_raft_voter", PROM_GAUGE, "1 when this node is a voter.");
+	prom_sample(p, "chorus_raft_voter", voter, NULL);
+	prom_family(p, "chorus_raft_voters", PROM_GAUGE, "Voters in the configuration this node holds.");
+	prom_sample(p, "chorus_raft_voters", rs.voter_count, NULL);
+	prom_family(p, "chorus_raft_commit_index", PROM_GAUGE, "The Raft commit index known here.");
+	prom_sample(p, "chorus_raft_commit_index", (double)rs.commit_index, NULL);
+	prom_family(p, "chorus_raft_applied_index", PROM_GAUGE, "The last Raft entry applied here.");
+	prom_sample(p, "chorus_raft_applied_index", (double)rs.applied_index, NULL);
+	prom_family(p, "chorus_raft_last_index", PROM_GAUGE, "The last Raft entry held here.");
+	prom_sample(p, "chorus_raft_last_index", (double)rs.last_index, NULL);
+	prom_family(p, "chorus_schedules", PROM_GAUGE, "Schedules the cluster holds (as applied here).");
+	prom_sample(p, "chorus_schedules", sched_count(s->sched), NULL);
+	prom_family(p, "chorus_schedule_fires_total", PROM_COUNTER,
+	            "Occurrences this node fired as leader.");
+	prom_sample(p, "chorus_schedule_fires_total", (double)s->fired, NULL);
+	prom_family(p, "chorus_schedule_skipped_total", PROM_COUNTER,
+	            "Occurrences this node skipped as leader (overlap, missed while down, paused).");
+	prom_sample(p, "chorus_schedule_skipped_total", (double)s->skipped, NULL);
+	prom_family(p, "chorus_schedule_lateness_seconds", PROM_HISTOGRAM,
+	            "Fire time minus due time of the occurrences this node fired as leader.");
+	prom_histogram(p, "chorus_schedule_lateness_seconds", prom_seconds_le, s->lateness.counts,
+	               PROM_SECONDS_BUCKETS, s->lateness.counts[PROM_SECONDS_BUCKETS], s->lateness.sum,
+	               NULL);
+}
+
 static void svc_stop(void *svc)
 {
 	struct sched_svc *s = svc;
@@ -1135,6 +1182,7 @@ static const struct service_ops SCHED_OPS = {
 	.drain = svc_drain,
 	.drained = svc_drained,
 	.status = svc_status,
+	.metrics = svc_metrics,
 	.stop = svc_stop,
 };
 

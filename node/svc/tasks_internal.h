@@ -29,6 +29,7 @@
 #include "lib/arena.h"
 #include "lib/err.h"
 #include "lib/idmap.h"
+#include "lib/prom.h"
 #include "lib/timerheap.h"
 #include "proto/seal.h"
 #include "svc/ports.h"
@@ -126,6 +127,20 @@ struct idvec {
 	uint32_t n, cap;
 };
 
+/* Per-handler metrics of the tasks this node owns (tasks_svc.c, the end
+ * of the file): a bounded label set, handlers past the cap count as
+ * "other" (the last slot). */
+#define TASKS_METRIC_HANDLERS_MAX 64
+struct task_handler_metrics {
+	char name[HANDLER_NAME_MAX + 1];
+	uint64_t finished[TASK_LOST + 1]; /* by final state */
+	struct prom_hist wait, run;       /* submit -> start, start -> end (seconds) */
+};
+struct tasks_metrics {
+	struct task_handler_metrics h[TASKS_METRIC_HANDLERS_MAX + 1];
+	uint32_t n; /* named slots in use; h[TASKS_METRIC_HANDLERS_MAX] is "other" */
+};
+
 struct tasks_svc {
 	struct host *host;
 	const struct config *cfg;
@@ -160,6 +175,7 @@ struct tasks_svc {
 	int crash_after_dispatch; /* CHORUS_TEST_CRASH_AFTER_DISPATCH (tests only) */
 	uint32_t temporary_dispatches; /* own temporary tasks dispatched by the last pump */
 	uint32_t watch_depth;     /* > 0 while a watch's cb runs (unwatch then only marks) */
+	struct tasks_metrics metrics;
 };
 
 struct batch_collect {
@@ -181,6 +197,8 @@ int key_record(struct tasks_svc *s, struct rpc_call *c, const ProtobufCBinaryDat
                uint64_t id);
 int ids_lease(struct tasks_svc *s, struct rpc_call *c, uint32_t tasks, uint32_t batches);
 uint32_t batch_total(struct tasks_svc *s, uint64_t batch_id);
+
+void tasks_metrics_final(struct tasks_svc *s, const struct task *t);
 
 /* ---- tasks_stream.c, used by tasks_svc.c ---- */
 struct stream *stream_find(const struct tasks_svc *s, uint64_t batch_id);
