@@ -25,6 +25,9 @@
 
 #define FLUSH_EVERY_MS 1000u
 #define ANSWER_MARGIN_BYTES 1024u /* the envelope around the events */
+/* A drain waits this long after answering the parked calls (node_draining
+ * among them), so the answers leave before the node closes its links. */
+#define DRAIN_LINGER_MS 200u
 
 struct waiter {
 	struct events_svc *s;
@@ -43,6 +46,7 @@ struct events_svc {
 	struct waiter *waiters;
 	uint32_t waiter_count;
 	uint64_t next_flush_ms, next_refused_ms;
+	uint64_t drain_until_ms; /* 0: not draining */
 	struct refused_watch refused;
 };
 
@@ -212,7 +216,7 @@ static void handle_events(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	uint32_t wait_ms = rq->wait_ms > EVENTS_WAIT_MAX_MS ? EVENTS_WAIT_MAX_MS : rq->wait_ms;
 	uint64_t last = events_last_seq(s->ev);
 	/* after > last: the asker saw another run of this node; tell it now */
-	if (wait_ms == 0 || rq->after != last || host_draining(s->host) ||
+	if (wait_ms == 0 || rq->after != last || s->drain_until_ms ||
 	    s->waiter_count >= EVENTS_WAITERS_MAX) {
 		answer(s, c, rq->after, max);
 		return;
@@ -284,6 +288,8 @@ static uint64_t svc_next_deadline(void *svc)
 	if (s->news && s->waiters)
 		return 0;
 	uint64_t next = s->next_flush_ms < s->next_refused_ms ? s->next_flush_ms : s->next_refused_ms;
+	if (s->drain_until_ms && s->drain_until_ms < next)
+		next = s->drain_until_ms;
 	for (struct waiter *w = s->waiters; w; w = w->next)
 		if (w->deadline_ms < next)
 			next = w->deadline_ms;
@@ -307,7 +313,9 @@ static void svc_after_commit(void *svc, int committed, const struct now *now)
 {
 	struct events_svc *s = svc;
 	(void)committed; /* the ring is not journaled: answers do not wait on it */
-	int all = host_draining(s->host) || host_closing(s->host);
+	/* from this service's drain on, not from SIGTERM: drain() reports
+	 * node_draining first, and the parked calls should carry it */
+	int all = s->drain_until_ms || host_closing(s->host);
 	if (all || s->news || (s->waiters && now->mono_ms >= svc_next_deadline(s)))
 		serve(s, now->mono_ms, all);
 }
@@ -318,6 +326,13 @@ static void svc_drain(void *svc, const struct now *now)
 	const struct config *cfg = host_config(s->host);
 	host_event(s->host, "node_draining", cfg->name, "node %s is draining (SIGTERM)", cfg->name);
 	serve(s, now->mono_ms, 1);
+	s->drain_until_ms = now->mono_ms + DRAIN_LINGER_MS;
+}
+
+static int svc_drained(void *svc, const struct now *now)
+{
+	struct events_svc *s = svc;
+	return now->mono_ms >= s->drain_until_ms;
 }
 
 static void svc_stop(void *svc)
@@ -341,6 +356,7 @@ static const struct service_ops EVENTS_OPS = {
 	.tick = svc_tick,
 	.after_commit = svc_after_commit,
 	.drain = svc_drain,
+	.drained = svc_drained,
 	.stop = svc_stop,
 };
 

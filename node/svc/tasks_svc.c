@@ -1097,7 +1097,7 @@ static void fx_final(void *ctx, const struct task *t)
 		           t->state == TASK_FAILED      ? "task_failed"
 		           : t->state == TASK_TIMED_OUT ? "task_timed_out"
 		                                        : "task_lost",
-		           id, "%s %s after %u attempt(s)%s%s", t->handler, task_state_name(t->state),
+		           id, "%s: %s after %u attempt(s)%s%s", t->handler, task_state_name(t->state),
 		           t->attempts, t->error ? ": " : "", t->error ? t->error : "");
 	}
 }
