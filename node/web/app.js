@@ -295,10 +295,10 @@
 				var fill = c[3].firstChild.firstChild;
 				var w = pct + '%';
 				if (fill.style.width !== w) fill.style.width = w;
-				setClass(fill, 'fill' + (f.failed || f.lost ? ' has-failed' : ''));
+				setClass(fill, 'fill' + (f.failed || f.timed_out || f.lost ? ' has-failed' : ''));
 				setAttr(c[3].firstChild, 'title', pct + '%');
 				setText(c[4], done + ' / ' + total + ' (' + pct + '%)');
-				setText(c[5], num(f.succeeded) + ' / ' + num(f.failed) + ' / ' +
+				setText(c[5], num(f.succeeded) + ' / ' + num((f.failed || 0) + (f.timed_out || 0)) + ' / ' +
 					num(f.cancelled) + ' / ' + num(f.lost));
 				setText(c[6], clock(f.submitted_ms));
 				c[7].firstChild.hidden = f.state !== 'running';
@@ -383,11 +383,14 @@
 		if (!tr) return;
 		var ol = tr.querySelector('ol');
 		var items = error ? [{ k: 'e', text: 'history: ' + error }] : runs.map(function (h, i) {
-			var parts = [];
-			['scheduled', 'fired', 'state', 'task_id', 'node', 'error', 'outcome', 'note'].forEach(function (f) {
-				if (h[f] !== undefined && h[f] !== null && h[f] !== '') parts.push(f + ' ' + h[f]);
-			});
-			return { k: i, text: parts.length ? parts.join(', ') : JSON.stringify(h) };
+			/* a run of `clusterctl --json cron history`: when it was due, when it
+			 * fired, what came of it, where, and why (a skip, a failure) */
+			var parts = [h.scheduled || '', h.outcome || ''];
+			if (h.fired_ms) parts.push('fired ' + clock(h.fired_ms));
+			if (h.task_id) parts.push('task ' + h.task_id);
+			if (h.node) parts.push('on ' + h.node);
+			if (h.why) parts.push(h.why);
+			return { k: i, text: parts.filter(Boolean).join(', ') };
 		});
 		if (!items.length) items = [{ k: 'none', text: 'no runs yet' }];
 		while (ol.children.length > items.length) ol.removeChild(ol.lastChild);
