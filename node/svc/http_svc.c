@@ -1174,6 +1174,43 @@ static void route_asset(void *arg, struct http_exchange *x, const struct http_re
 	answer_raw(x, 200, a->content_type, extra, a->data, a->len);
 }
 
+/* ---- test routes (CHORUS_HTTP_TEST_ROUTES=1 only) ----
+ * The JSON API's routes are http_api.c's; these two let the integration
+ * test check http_call (a local request through the request table, parked
+ * or not, answered after the commit) and the token on a POST without
+ * depending on them. */
+
+static void test_status_done(void *arg, struct http_exchange *x, const Chorus__Envelope *answer)
+{
+	(void)arg;
+	if (!x)
+		return;
+	if (answer->body_case == CHORUS__ENVELOPE__BODY_ERROR) {
+		http_answer_from_error(x, answer->error);
+		return;
+	}
+	if (answer->body_case != CHORUS__ENVELOPE__BODY_STATUS_RESP || !answer->status_resp) {
+		http_answer_error(x, 500, "unexpected answer %d", (int)answer->body_case);
+		return;
+	}
+	const Chorus__StatusResp *st = answer->status_resp;
+	http_answer_json(x, 200,
+	                 json_pack("{s:s, s:s, s:b}", "name", st->name ? st->name : "", "node_id",
+	                           st->node_id ? st->node_id : "", "local_call", 1));
+}
+
+static void route_test_status(void *arg, struct http_exchange *x, const struct http_req *r)
+{
+	(void)arg;
+	(void)r;
+	Chorus__StatusReq req = CHORUS__STATUS_REQ__INIT;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	env.body_case = CHORUS__ENVELOPE__BODY_STATUS;
+	env.status = &req;
+	if (http_call(x, &env, test_status_done, NULL) != 0)
+		http_answer_error(x, 500, "local call refused");
+}
+
 /* ---- the service ---- */
 
 static int svc_start(void *svc, struct host *h, const struct now *now, char *err, size_t err_len)
@@ -1461,6 +1498,12 @@ int http_svc_register(struct host *h)
 	rc |= http_route_add(s, "GET", "/api/auth", HTTP_ROUTE_PUBLIC, route_auth, s);
 	rc |= http_route_add(s, "GET", "/api/events", 0, route_events, s);
 	rc |= http_route_add(s, "GET", "/api/events/stream", 0, route_events_stream, s);
+	const char *test = getenv("CHORUS_HTTP_TEST_ROUTES");
+	if (test && strcmp(test, "1") == 0) {
+		rc |= http_route_add(s, "GET", "/api/_test/status", 0, route_test_status, s);
+		rc |= http_route_add(s, "POST", "/api/_test/status", HTTP_ROUTE_WRITE,
+		                     route_test_status, s);
+	}
 	for (unsigned i = 0; i < web_asset_count; i++) {
 		const struct web_asset *a = &web_assets[i];
 		rc |= http_route_add(s, "GET", a->path, HTTP_ROUTE_PUBLIC, route_asset, (void *)a);
