@@ -214,6 +214,19 @@ static void waiting_unlink(struct http_svc *s, struct http_exchange *x)
 	x->waiting = 0;
 }
 
+/* Closes a connection whose client does not read: an abortive close
+ * (RST), so the kernel drops the unsent bytes too instead of holding them
+ * for a reader that never comes. */
+static void conn_kill(struct conn *c, const char *why);
+static void conn_abort(struct conn *c, const char *why)
+{
+	if (c->dead)
+		return;
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	conn_kill(c, why);
+}
+
 static void conn_kill(struct conn *c, const char *why)
 {
 	if (c->dead)
@@ -265,6 +278,9 @@ static int conn_flush(struct conn *c)
 	if (c->out_off == c->out_len) {
 		c->out_off = c->out_len = 0;
 		c->write_stall_ms = 0;
+		/* a request read while answers were stuck starts its clock now */
+		if (c->request_start_ms)
+			c->request_start_ms = now_ms(c->s);
 		if (c->close_after) {
 			/* everything said: a FIN after the last byte */
 			shutdown(c->fd, SHUT_WR);
@@ -283,8 +299,8 @@ static int conn_write(struct conn *c, const void *data, size_t len)
 		return -1;
 	size_t cap = c->sse ? SSE_OUT_BYTES_MAX : OUT_BYTES_MAX;
 	if (c->out_len - c->out_off + len > cap) {
-		conn_kill(c, c->sse ? "event stream reader too slow: unsent output over its cap"
-		                    : "client does not read its answers: unsent output over its cap");
+		conn_abort(c, c->sse ? "event stream reader too slow: unsent output over its cap"
+		                     : "client does not read its answers: unsent output over its cap");
 		return -1;
 	}
 	if (c->out_off && c->out_len + len > c->out_cap) {
@@ -398,8 +414,16 @@ static void answer_raw(struct http_exchange *x, int status, const char *ctype, c
 	if (x->answered)
 		return;
 	x->answered = 1;
-	if (x->c)
-		conn_respond(x->c, status, ctype, extra, body, len, x->head_only, x->req.keep_alive);
+	struct conn *c = x->c;
+	if (c) {
+		/* detached first: writing may close the connection, which must
+		 * not free x under us */
+		x->c = NULL;
+		c->x = NULL;
+		c->kick = 1;
+		x->s->kick = 1;
+		conn_respond(c, status, ctype, extra, body, len, x->head_only, x->req.keep_alive);
+	}
 	exchange_maybe_free(x);
 }
 
@@ -1211,6 +1235,21 @@ static void route_test_status(void *arg, struct http_exchange *x, const struct h
 		http_answer_error(x, 500, "local call refused");
 }
 
+/* POST /api/_test/event?kind=K&subject=S: reports an event (the services
+ * report theirs through host_event as well). */
+static void route_test_event(void *arg, struct http_exchange *x, const struct http_req *r)
+{
+	struct http_svc *s = arg;
+	char kind[EVENT_KIND_BYTES], subject[EVENT_SUBJECT_BYTES];
+	if (http_query_param(r, "kind", kind, sizeof kind) != 0)
+		snprintf(kind, sizeof kind, "test");
+	if (http_query_param(r, "subject", subject, sizeof subject) != 0)
+		snprintf(subject, sizeof subject, "http");
+	host_event(s->host, kind, subject, "a test event (%zu body bytes)", r->body_len);
+	http_answer_json(x, 200, json_pack("{s:I}", "seq",
+	                                   (json_int_t)events_last_seq(host_events(s->host))));
+}
+
 /* ---- the service ---- */
 
 static int svc_start(void *svc, struct host *h, const struct now *now, char *err, size_t err_len)
@@ -1328,7 +1367,7 @@ static void svc_tick(void *svc, const struct now *now)
 		if (c->dead)
 			continue;
 		if (c->out_len > c->out_off && c->write_stall_ms && t - c->write_stall_ms >= timeout) {
-			conn_kill(c, "client took no answer bytes for the request timeout");
+			conn_abort(c, "client took no answer bytes for the request timeout");
 			continue;
 		}
 		if (c->sse) {
@@ -1348,7 +1387,10 @@ static void svc_tick(void *svc, const struct now *now)
 			}
 			continue;
 		}
-		if (!c->x && c->request_start_ms && t - c->request_start_ms >= timeout) {
+		/* (a request waiting only because answers are unsent is the
+		 * stalled-output case above, not a slow request) */
+		if (!c->x && c->request_start_ms && c->out_len == c->out_off &&
+		    t - c->request_start_ms >= timeout) {
 			/* slowloris: a request not whole within the timeout */
 			log_limited(LOG_INFO, "http", "timeout", LOG_EVERY_MS,
 			            "closed %s: no whole request within %" PRIu64 " ms", c->addr,
@@ -1388,7 +1430,7 @@ static uint64_t svc_next_deadline(void *svc)
 		uint64_t d = UINT64_MAX;
 		if (c->sse)
 			d = c->sse_keepalive_ms;
-		else if (!c->x && c->request_start_ms)
+		else if (!c->x && c->request_start_ms && c->out_len == c->out_off)
 			d = c->request_start_ms + timeout;
 		else if (!c->x && !c->in_len)
 			d = c->idle_since_ms + (c->served ? IDLE_TIMEOUT_MS : timeout);
@@ -1503,6 +1545,8 @@ int http_svc_register(struct host *h)
 		rc |= http_route_add(s, "GET", "/api/_test/status", 0, route_test_status, s);
 		rc |= http_route_add(s, "POST", "/api/_test/status", HTTP_ROUTE_WRITE,
 		                     route_test_status, s);
+		rc |= http_route_add(s, "POST", "/api/_test/event", HTTP_ROUTE_WRITE,
+		                     route_test_event, s);
 	}
 	for (unsigned i = 0; i < web_asset_count; i++) {
 		const struct web_asset *a = &web_assets[i];
