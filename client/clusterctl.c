@@ -107,6 +107,8 @@ static const char usage_text[] =
 	"  voters add|remove MEMBER                           change the voters (name or id)\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
 	"  keygen --client SECRET_FILE OUT_FILE               write a client credential\n"
+	"  http-token [--all]                                 the bearer token of chorusd --http\n"
+	"                                                     (from -k: a secret or credential)\n"
 	"  help [COMMAND]                                     help on a command\n"
 	"\n"
 	"global options:\n"
@@ -1988,6 +1990,70 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
 		return EXIT_OTHER;
 	}
 	keygen_report(cli, path, "cluster secret", NULL);
+	return EXIT_OK;
+}
+
+static const char help_http_token[] =
+	"usage: clusterctl [-k SECRET_OR_CREDENTIAL] http-token [--all]\n"
+	"\n"
+	"Prints the bearer token of the node's HTTP service (chorusd --http,\n"
+	"docs/http.md): 64 hex characters, derived from the key file given with -k (a\n"
+	"cluster secret or a client credential of it give the same token). Send it as\n"
+	"`Authorization: Bearer TOKEN`. No node is contacted.\n"
+	"\n"
+	"During a key rotation the file holds two keys: the token of the primary key\n"
+	"is printed; --all prints one per key, primary first (a node accepts the token\n"
+	"of any key it holds).\n";
+
+static int cmd_http_token(struct cli *cli, int argc, char **argv)
+{
+	bool all = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--all") == 0)
+			all = true;
+		else if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else
+			usage_fail("http-token: unexpected argument '%s'", argv[i]);
+	}
+	if (sodium_init() < 0) {
+		fprintf(stderr, "clusterctl: libsodium failed to initialise\n");
+		return EXIT_OTHER;
+	}
+	char err[ERR_BYTES] = "";
+	struct seal_keyring *kr = seal_keyring_load(cli->secret, SEAL_ROLE_CLIENT, err, sizeof err);
+	if (kr == NULL) {
+		fprintf(stderr, "clusterctl: %s\n", err);
+		return EXIT_OTHER;
+	}
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t n = seal_keyring_ids(kr, ids);
+	if (!all)
+		n = 1;
+	json_t *arr = cli->json ? json_array() : NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t tok[SEAL_HTTP_TOKEN_BYTES];
+		char hex[2 * SEAL_HTTP_TOKEN_BYTES + 1];
+		if (seal_keyring_http_token(kr, i, tok) != 0)
+			break;
+		sodium_bin2hex(hex, sizeof hex, tok, sizeof tok);
+		sodium_memzero(tok, sizeof tok);
+		if (arr != NULL)
+			json_array_append_new(arr, json_string(hex));
+		else
+			printf("%s\n", hex);
+		sodium_memzero(hex, sizeof hex);
+	}
+	seal_keyring_free(kr);
+	if (arr != NULL) {
+		json_t *o = json_object();
+		json_object_set_new(o, "token", json_incref(json_array_get(arr, 0)));
+		if (all)
+			json_object_set_new(o, "tokens", arr);
+		else
+			json_decref(arr);
+		json_print(o);
+	}
 	return EXIT_OK;
 }
 
@@ -3926,6 +3992,7 @@ static int cmd_help(int argc, char **argv)
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
 	                   : strcmp(c, "fanouts") == 0 ? help_fanouts
 	                   : strcmp(c, "keygen") == 0 ? help_keygen
+	                   : strcmp(c, "http-token") == 0 ? help_http_token
 	                   : strcmp(c, "cron") == 0   ? help_cron
 	                   : strcmp(c, "cache") == 0  ? help_cache
 	                   : strcmp(c, "voters") == 0 ? help_voters
@@ -4001,6 +4068,8 @@ int main(int argc, char **argv)
 		rc = cmd_fanouts(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "keygen") == 0)
 		rc = cmd_keygen(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "http-token") == 0)
+		rc = cmd_http_token(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "cron") == 0)
 		rc = cmd_cron(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "voters") == 0)

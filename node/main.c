@@ -14,6 +14,8 @@
  *   resp     the cache's Redis-protocol front door (--resp; uses "cache";
  *            drains before the cache, so answers it owes still come)
  *   status   `clusterctl status`, from every service's status()
+ *   http     /metrics, the dashboard and its JSON API (--http; last, so it
+ *            drains first: it stops serving before what it shows stops)
  * So on SIGTERM schedules stop first, then the tasks drain, then the node
  * leaves the cluster.
  *
@@ -31,6 +33,7 @@
 #include "io/log.h"
 #include "svc/cache_svc.h"
 #include "svc/cluster_svc.h"
+#include "svc/http_svc.h"
 #include "svc/resp_svc.h"
 #include "svc/sched_svc.h"
 #include "svc/status_svc.h"
@@ -41,7 +44,7 @@ static int register_services(struct host *h)
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
 	    sched_svc_register(h) != 0 || cache_svc_register(h) != 0 ||
 	    resp_svc_register(h) != 0 ||
-	    status_svc_register(h) != 0)
+	    status_svc_register(h) != 0 || http_svc_register(h) != 0)
 		return -1;
 	return 0;
 }
