@@ -33,6 +33,7 @@
 #include "io/log.h"
 #include "svc/cache_svc.h"
 #include "svc/cluster_svc.h"
+#include "svc/http_api.h"
 #include "svc/http_svc.h"
 #include "svc/resp_svc.h"
 #include "svc/sched_svc.h"
@@ -44,7 +45,7 @@ static int register_services(struct host *h)
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
 	    sched_svc_register(h) != 0 || cache_svc_register(h) != 0 ||
 	    resp_svc_register(h) != 0 ||
-	    status_svc_register(h) != 0 || http_svc_register(h) != 0)
+	    status_svc_register(h) != 0 || http_svc_register(h) != 0 || http_api_register(h) != 0)
 		return -1;
 	return 0;
 }

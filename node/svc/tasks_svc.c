@@ -923,7 +923,8 @@ static void handle_cancel(void *svc, struct rpc_call *c, const Chorus__Envelope 
 			}
 		}
 		cr.cancelled = tasks_cancel_batch(s->tasks, m->batch_id, now);
-		fanout_cancelled(s, m->batch_id);
+		if (cr.cancelled > 0) /* a finished batch stays "done" */
+			fanout_cancelled(s, m->batch_id);
 	}
 	if (m->task_id) {
 		const struct task *t;
