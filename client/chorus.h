@@ -317,6 +317,33 @@ int ch_members_json(ch_client *c, char **json, char *err, size_t err_len);
 int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t err_len);
 
 /* ------------------------------------------------------------------ */
+/* Events: what happened in the cluster, as the node asked saw it.
+ *
+ * Each node keeps its recent events in memory (a ring of the last 1024; a
+ * restart empties it and seqs start again from 1) - docs/events.md. One
+ * page, as a JSON object (malloc'd, caller frees):
+ *   {"node": "n1", "node_id": "<32 hex>", "started_ms": <unix ms of the
+ *    node's start>, "first_seq": <oldest held>, "last_seq": <newest>,
+ *    "events": [{"seq": 7, "wall_ms": <unix ms>, "kind": "member",
+ *                "subject": "n2", "message": "suspect (was alive)"}, ...]}
+ * the events with seq > after, oldest first, at most max (0: the node's
+ * page size, 256; fewer when they would not fit one frame). kind is one of
+ * member, leader, task_failed, task_timed_out, task_lost, pool_degraded,
+ * pool_recovered, schedule_skipped, partitions_moved, frames_refused,
+ * node_started, node_draining. An `after` older than first_seq gets the
+ * page from first_seq (the asker lost some events: the first seq it gets
+ * is not after + 1).
+ *
+ * wait_ms > 0 (at most CH_EVENTS_WAIT_MAX_MS; more is cut to it) waits on
+ * the node until an event after `after` exists, else answers an empty page
+ * when the wait ends. An `after` beyond last_seq is answered at once: the
+ * asker saw another run of the node (compare started_ms). The client's
+ * timeout counts on top of wait_ms. */
+#define CH_EVENTS_WAIT_MAX_MS 30000u
+int ch_events_json(ch_client *c, uint64_t after, uint32_t wait_ms, uint32_t max, char **json,
+                   char *err, size_t err_len);
+
+/* ------------------------------------------------------------------ */
 /* Schedules (cron) and the voters that replicate them.
  *
  * Schedules live in the cluster's replicated state (Raft among the voters):

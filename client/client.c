@@ -1618,6 +1618,70 @@ int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t
 }
 
 /* ------------------------------------------------------------------ */
+/* events                                                              */
+
+/* One event as in ch_events_json's contract (chorus.h); the fields of the
+ * HTTP API's event object (/api/events, docs/http.md). */
+static json_t *event_to_json(const Chorus__Event *e)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "seq", JU64(e->seq));
+	json_object_set_new(o, "wall_ms", JU64(e->wall_ms));
+	json_object_set_new(o, "kind", json_text(e->kind));
+	json_object_set_new(o, "subject", json_text(e->subject));
+	json_object_set_new(o, "message", json_text(e->message));
+	return o;
+}
+
+/* One page of events: the node, its run (started_ms), the seqs it holds. */
+static json_t *events_page_to_json(const Chorus__EventsResp *r)
+{
+	json_t *o = json_object();
+	json_t *a = json_array();
+	if (o == NULL || a == NULL) {
+		json_decref(o);
+		json_decref(a);
+		return NULL;
+	}
+	json_object_set_new(o, "node", json_text(r->node));
+	json_object_set_new(o, "node_id", json_text(r->node_id));
+	json_object_set_new(o, "started_ms", JU64(r->started_ms));
+	json_object_set_new(o, "first_seq", JU64(r->first_seq));
+	json_object_set_new(o, "last_seq", JU64(r->last_seq));
+	for (size_t i = 0; i < r->n_events; i++)
+		json_array_append_new(a, event_to_json(r->events[i]));
+	json_object_set_new(o, "events", a);
+	return o;
+}
+
+int ch_events_json(ch_client *c, uint64_t after, uint32_t wait_ms, uint32_t max, char **json,
+                   char *err, size_t err_len)
+{
+	if (c == NULL || json == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and json are required");
+	*json = NULL;
+	if (wait_ms > CH_EVENTS_WAIT_MAX_MS)
+		wait_ms = CH_EVENTS_WAIT_MAX_MS; /* what the node would do anyway */
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__EventsReq rq = CHORUS__EVENTS_REQ__INIT;
+	rq.after = after;
+	rq.wait_ms = wait_ms;
+	rq.max = max;
+	env.body_case = CHORUS__ENVELOPE__BODY_EVENTS;
+	env.events = &rq;
+	Chorus__Envelope *e = NULL;
+	int code = call_expect(c, &env, wait_ms, CHORUS__ENVELOPE__BODY_EVENTS_RESP, &e, err,
+	                       err_len);
+	if (code != CH_OK)
+		return code;
+	json_t *o = events_page_to_json(e->events_resp);
+	chorus__envelope__free_unpacked(e, NULL);
+	return json_hand_over(o, json, err, err_len);
+}
+
+/* ------------------------------------------------------------------ */
 /* schedules and voters                                                */
 
 /* Calls the leader answers (through whichever node is asked) are retried

@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <nng/nng.h>
 #include <sodium.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -81,6 +82,7 @@ static const char usage_text[] =
 	"                                                     spread over the cluster\n"
 	"  status [TASK_ID]                                   node status, or one task\n"
 	"  members                                            the cluster as this node sees it\n"
+	"  events [--follow] [--after SEQ] [--max N]          the node's recent cluster events\n"
 	"  tasks [--state STATE] [--limit N]                  list tasks, newest first\n"
 	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
 	"  wait --batch ID [--from N]                         re-attach to a fan-out: its\n"
@@ -203,6 +205,30 @@ static const char help_status[] =
 	"on (chorusd --resp), as \"resp_listen\", \"resp_clients\", \"resp_commands\"\n"
 	"and \"resp_errors\". With TASK_ID: that task's current state, and the node\n"
 	"that ran it.\n";
+
+static const char help_events[] =
+	"usage: clusterctl events [--follow] [--after SEQ] [--max N]\n"
+	"\n"
+	"The cluster events the node asked saw, oldest first, one line each:\n"
+	"  2026-12-01T18:00:00.123Z member n2 suspect (was alive)\n"
+	"TIME (UTC) KIND SUBJECT MESSAGE. Kinds: member, leader, task_failed,\n"
+	"task_timed_out, task_lost, pool_degraded, pool_recovered, schedule_skipped,\n"
+	"partitions_moved, frames_refused, node_started, node_draining\n"
+	"(docs/events.md). Each node keeps its last 1024 events in memory: a\n"
+	"restart empties them, and their seqs start again from 1.\n"
+	"\n"
+	"  --after SEQ   only the events after seq SEQ (default: all the node holds)\n"
+	"  --max N       at most N events (with --follow: per request)\n"
+	"  --follow      keep waiting for new events and print them as they come,\n"
+	"                until interrupted (exit 0 on SIGINT, SIGTERM or a closed\n"
+	"                pipe). A line says when events were lost (the node's ring\n"
+	"                moved past the ones expected) or the node restarted; after\n"
+	"                an error it reconnects, waiting 0.25 s doubling to 5 s.\n"
+	"\n"
+	"With --json: one JSON object per line (JSON Lines), {\"seq\", \"wall_ms\" (unix\n"
+	"ms), \"kind\", \"subject\", \"message\"}, the event object of the HTTP API's\n"
+	"/api/events; with --follow the lines about lost events and restarts go to\n"
+	"stderr, so stdout holds events only.\n";
 
 static const char help_members[] =
 	"usage: clusterctl members\n"
@@ -1694,6 +1720,219 @@ static int cmd_members(struct cli *cli, int argc, char **argv)
 	print_members_table(a, wall_now_ms());
 	json_decref(a);
 	return EXIT_OK;
+}
+
+/* ---- events ---- */
+
+#define EVENTS_FOLLOW_WAIT_MS 25000u /* one long poll (the node caps it at 30 s) */
+#define EVENTS_BACKOFF_FIRST_MS 250u
+#define EVENTS_BACKOFF_MAX_MS 5000u
+
+/* A follower stops by being told to: nothing is buffered (each line is
+ * flushed), so leaving at once loses nothing. */
+static void events_leave(int sig)
+{
+	(void)sig;
+	_exit(EXIT_OK);
+}
+
+static void sleep_ms(uint32_t ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000u, .tv_nsec = (long)(ms % 1000u) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static uint64_t mono_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* 2026-12-01T18:00:00.123Z */
+static void format_utc_ms(uint64_t ms, char *buf, size_t len)
+{
+	time_t t = (time_t)(ms / 1000u);
+	struct tm tm;
+	char day[32];
+	if (gmtime_r(&t, &tm) == NULL || strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		snprintf(day, sizeof day, "%llu", (unsigned long long)(ms / 1000u));
+	snprintf(buf, len, "%s.%03uZ", day, (unsigned)(ms % 1000u));
+}
+
+/* Prints one event; false when stdout is gone (a closed pipe). */
+static bool event_print(json_t *e, bool as_json)
+{
+	if (as_json) {
+		char *t = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (t == NULL)
+			return true;
+		printf("%s\n", t);
+		free(t);
+	} else {
+		char when[48];
+		const char *subject = json_string_value(json_object_get(e, "subject"));
+		format_utc_ms((uint64_t)json_integer_value(json_object_get(e, "wall_ms")), when,
+		              sizeof when);
+		printf("%s %s %s %s\n", when, json_string_value(json_object_get(e, "kind")),
+		       subject != NULL && subject[0] != '\0' ? subject : "-",
+		       json_string_value(json_object_get(e, "message")));
+	}
+	return fflush(stdout) == 0 && !ferror(stdout);
+}
+
+/* A line about the stream itself: stdout in text, stderr with --json (so
+ * stdout holds events only). */
+static bool events_note(bool as_json, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool events_note(bool as_json, const char *fmt, ...)
+{
+	FILE *f = as_json ? stderr : stdout;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs(as_json ? "clusterctl: " : "# ", f);
+	vfprintf(f, fmt, ap);
+	fputc('\n', f);
+	va_end(ap);
+	return fflush(f) == 0 && !ferror(f);
+}
+
+static int cmd_events(struct cli *cli, int argc, char **argv)
+{
+	bool follow = false;
+	uint64_t after = 0;
+	uint32_t max = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--json") == 0) {
+			cli->json = true;
+		} else if (strcmp(a, "--follow") == 0 || strcmp(a, "-f") == 0) {
+			follow = true;
+		} else if (strcmp(a, "--after") == 0) {
+			const char *v = opt_value(argc, argv, &i);
+			if (!parse_u64(v, &after))
+				usage_fail("--after needs a seq (a number), got '%s'", v);
+		} else if (strcmp(a, "--max") == 0) {
+			max = parse_u32_or_die(a, opt_value(argc, argv, &i));
+			if (max == 0)
+				usage_fail("--max must be more than 0");
+		} else {
+			usage_fail("events: unexpected argument '%s'", a);
+		}
+	}
+	if (follow) {
+		struct sigaction sa = { .sa_handler = events_leave };
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGPIPE, &sa, NULL);
+	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK && !follow)
+		return rc;
+	uint64_t printed = 0;     /* without --follow: events printed, for --max */
+	uint64_t started_ms = 0;  /* the node's run seen last (0: none yet) */
+	uint32_t backoff = 0;
+	for (;;) {
+		char err[ERR_BYTES] = "";
+		char *text = NULL;
+		uint32_t page = max;
+		if (!follow && max > 0 && max - printed < page)
+			page = (uint32_t)(max - printed);
+		uint64_t t0 = mono_now_ms();
+		int rv = cli->c != NULL ? ch_events_json(cli->c, after, follow ? EVENTS_FOLLOW_WAIT_MS : 0,
+		                                         page, &text, err, sizeof err)
+		                        : CH_ERR_UNREACHABLE;
+		if (rv != CH_OK && !follow)
+			return report(cli, rv, err);
+		if (rv != CH_OK) {
+			/* the node went away or restarted: a new client, after a pause */
+			if (cli->c != NULL)
+				(void)report(cli, rv, err);
+			backoff = backoff == 0 ? EVENTS_BACKOFF_FIRST_MS
+			                       : (backoff * 2 > EVENTS_BACKOFF_MAX_MS ? EVENTS_BACKOFF_MAX_MS
+			                                                              : backoff * 2);
+			sleep_ms(backoff);
+			ch_client_close(cli->c);
+			cli->c = NULL;
+			struct ch_client_options o = { .timeout_ms = cli->timeout_ms };
+			if (ch_client_connect(&cli->c, cli->addr, cli->secret, &o, err, sizeof err) != CH_OK)
+				cli->c = NULL;
+			continue;
+		}
+		backoff = 0;
+		json_error_t je;
+		json_t *o = json_loads(text, 0, &je);
+		free(text);
+		json_t *evs = json_object_get(o, "events");
+		if (!json_is_array(evs)) {
+			json_decref(o);
+			fprintf(stderr, "clusterctl: the events page is not a JSON object with events\n");
+			return EXIT_OTHER;
+		}
+		char node[128]; /* outlives o */
+		snprintf(node, sizeof node, "%s", json_string_value(json_object_get(o, "node")) != NULL
+		                                      ? json_string_value(json_object_get(o, "node"))
+		                                      : "?");
+		uint64_t run = (uint64_t)json_integer_value(json_object_get(o, "started_ms"));
+		if (follow && started_ms != 0 && run != started_ms) {
+			char when[48];
+			format_utc_ms(run, when, sizeof when);
+			if (!events_note(cli->json, "node %s restarted at %s: its events start again "
+			                            "from seq 1", node, when)) {
+				json_decref(o);
+				return EXIT_OK;
+			}
+			started_ms = run;
+			after = 0; /* this page answered an `after` of the run before */
+			json_decref(o);
+			continue;
+		}
+		started_ms = run;
+		size_t n = json_array_size(evs);
+		if (n > 0) {
+			uint64_t first = (uint64_t)json_integer_value(
+				json_object_get(json_array_get(evs, 0), "seq"));
+			if (after > 0 && first > after + 1 &&
+			    !events_note(cli->json, "%llu event(s) lost: seq %llu to %llu are no longer "
+			                            "held by node %s",
+			                 (unsigned long long)(first - after - 1),
+			                 (unsigned long long)(after + 1), (unsigned long long)(first - 1),
+			                 node)) {
+				json_decref(o);
+				return EXIT_OK;
+			}
+		}
+		size_t k;
+		json_t *e;
+		json_array_foreach(evs, k, e) {
+			if (!event_print(e, cli->json)) {
+				json_decref(o);
+				return EXIT_OK; /* the reader went away */
+			}
+			after = (uint64_t)json_integer_value(json_object_get(e, "seq"));
+			printed++;
+		}
+		uint64_t last = (uint64_t)json_integer_value(json_object_get(o, "last_seq"));
+		json_decref(o);
+		if (follow && after > last) {
+			/* a seq the node has not reached (of an earlier run, or a typo):
+			 * the node answers such a wait at once, so wait from its newest */
+			if (!events_note(cli->json, "seq %llu is beyond node %s's newest event (%llu): "
+			                            "following from there",
+			                 (unsigned long long)after, node,
+			                 (unsigned long long)last))
+				return EXIT_OK;
+			after = last;
+			continue;
+		}
+		if (!follow && (n == 0 || after >= last || (max > 0 && printed >= max)))
+			return EXIT_OK;
+		/* an empty page long before the wait was over (a draining node
+		 * answers at once): do not ask again in a tight loop */
+		if (follow && n == 0 && mono_now_ms() - t0 < EVENTS_FOLLOW_WAIT_MS / 2)
+			sleep_ms(500);
+	}
 }
 
 static int cmd_tasks(struct cli *cli, int argc, char **argv)
@@ -3987,6 +4226,7 @@ static int cmd_help(int argc, char **argv)
 	const char *text = strcmp(c, "submit") == 0   ? help_submit
 	                   : strcmp(c, "status") == 0 ? help_status
 	                   : strcmp(c, "members") == 0 ? help_members
+	                   : strcmp(c, "events") == 0 ? help_events
 	                   : strcmp(c, "tasks") == 0  ? help_tasks
 	                   : strcmp(c, "wait") == 0   ? help_wait
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
@@ -4058,6 +4298,8 @@ int main(int argc, char **argv)
 		rc = cmd_status(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "members") == 0)
 		rc = cmd_members(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "events") == 0)
+		rc = cmd_events(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "tasks") == 0)
 		rc = cmd_tasks(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "wait") == 0)

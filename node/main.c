@@ -14,6 +14,10 @@
  *   resp     the cache's Redis-protocol front door (--resp; uses "cache";
  *            drains before the cache, so answers it owes still come)
  *   status   `clusterctl status`, from every service's status()
+ *   events   `clusterctl events`: the ring of recent events (io/events.h);
+ *            near the end, so it answers in the iteration an event was
+ *            reported in, and drains early (node_draining is the first
+ *            thing a drain reports)
  *   http     /metrics, the dashboard and its JSON API (--http; last, so it
  *            drains first: it stops serving before what it shows stops)
  * So on SIGTERM schedules stop first, then the tasks drain, then the node
@@ -33,6 +37,7 @@
 #include "io/log.h"
 #include "svc/cache_svc.h"
 #include "svc/cluster_svc.h"
+#include "svc/events_svc.h"
 #include "svc/http_api.h"
 #include "svc/http_svc.h"
 #include "svc/resp_svc.h"
@@ -45,7 +50,8 @@ static int register_services(struct host *h)
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
 	    sched_svc_register(h) != 0 || cache_svc_register(h) != 0 ||
 	    resp_svc_register(h) != 0 ||
-	    status_svc_register(h) != 0 || http_svc_register(h) != 0 || http_api_register(h) != 0)
+	    status_svc_register(h) != 0 || events_svc_register(h) != 0 ||
+	    http_svc_register(h) != 0 || http_api_register(h) != 0)
 		return -1;
 	return 0;
 }

@@ -133,6 +133,8 @@ struct cluster {
 	size_t frame_bytes_max;
 	void (*wake)(void *);
 	void *wake_arg;
+	void (*member_event)(void *arg, const char *member, const char *message);
+	void *event_arg;
 
 	struct link links[LINKS_MAX];
 	uint32_t link_count;
@@ -295,6 +297,16 @@ static void fx_event(void *ctx, int event, const struct swim_member *m, int old_
 		break;
 	default:
 		return;
+	}
+	if (c->member_event && event != SWIM_EV_REAP) {
+		char msg[160];
+		if (event == SWIM_EV_JOIN)
+			snprintf(msg, sizeof(msg), "joined (%s) at %s", swim_state_name(m->state),
+			         m->addr);
+		else
+			snprintf(msg, sizeof(msg), "%s (was %s)", swim_state_name(m->state),
+			         swim_state_name(old_state));
+		c->member_event(c->event_arg, m->name, msg);
 	}
 	if ((event == SWIM_EV_STATE && m->state != SWIM_ALIVE) || event == SWIM_EV_REAP) {
 		if (c->unreach_count < DEAD_PENDING_MAX)
@@ -1044,6 +1056,8 @@ int cluster_start(struct cluster **out, const struct cluster_config *cfg, const 
 	c->frame_bytes_max = cfg->frame_bytes_max;
 	c->wake = cfg->wake;
 	c->wake_arg = cfg->wake_arg;
+	c->member_event = cfg->member_event;
+	c->event_arg = cfg->event_arg;
 	rng_seed(&c->rng, cfg->seed);
 	int rc = 0;
 	for (uint32_t i = 0; i < cfg->tag_count && i < SWIM_TAGS_MAX && rc == 0; i++)

@@ -46,6 +46,10 @@ struct cluster_config {
 	size_t frame_bytes_max;
 	void (*wake)(void *arg);     /* called from nng threads: wake the loop */
 	void *wake_arg;
+	/* a member joined or changed state; message without the member's
+	 * name, e.g. "suspect (was alive)" (loop thread; NULL: not told) */
+	void (*member_event)(void *arg, const char *member, const char *message);
+	void *event_arg;
 };
 
 struct cluster;

@@ -3,6 +3,7 @@
  */
 #include "io/events.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,10 +12,21 @@ struct subscriber {
 	void *arg;
 };
 
+/* One kind's count in the current wall-clock second. */
+struct rate_slot {
+	char kind[EVENT_KIND_BYTES]; /* "" = free */
+	uint64_t second;             /* wall_ms / 1000 of the count */
+	uint32_t count;              /* events of the kind in that second */
+	uint64_t left_out;           /* of them, over the rate (not yet summarised) */
+};
+
 struct events {
 	struct event *ring;
 	uint32_t capacity;
 	uint64_t last; /* seq of the newest; 0 = none */
+	uint32_t rate; /* per kind per second, 0 = none */
+	uint64_t suppressed;
+	struct rate_slot slots[EVENTS_RATE_KINDS];
 	struct subscriber subs[EVENTS_SUBSCRIBERS_MAX];
 };
 
@@ -24,6 +36,7 @@ struct events *events_create(uint32_t capacity)
 	if (!ev)
 		return NULL;
 	ev->capacity = capacity ? capacity : EVENTS_RING;
+	ev->rate = EVENTS_RATE_DEFAULT;
 	ev->ring = calloc(ev->capacity, sizeof(*ev->ring));
 	if (!ev->ring) {
 		free(ev);
@@ -63,8 +76,9 @@ static void field_set(char *dst, size_t n, const char *s)
 	}
 }
 
-uint64_t events_add(struct events *ev, uint64_t wall_ms, const char *kind, const char *subject,
-                    const char *message)
+/* Into the ring, then to the subscribers. */
+static uint64_t ring_put(struct events *ev, uint64_t wall_ms, const char *kind, const char *subject,
+                         const char *message)
 {
 	uint64_t seq = ++ev->last;
 	struct event *e = &ev->ring[(seq - 1) % ev->capacity];
@@ -77,6 +91,85 @@ uint64_t events_add(struct events *ev, uint64_t wall_ms, const char *kind, const
 		if (ev->subs[i].fn)
 			ev->subs[i].fn(ev->subs[i].arg, e);
 	return seq;
+}
+
+/* The summary of a second whose events of one kind were cut short. */
+static void summarise(struct events *ev, struct rate_slot *r, uint64_t wall_ms)
+{
+	if (r->left_out == 0)
+		return;
+	char msg[EVENT_MESSAGE_BYTES];
+	snprintf(msg, sizeof(msg),
+	         "and %llu more %s event(s) in that second, not recorded (at most %u a second)",
+	         (unsigned long long)r->left_out, r->kind, ev->rate);
+	r->left_out = 0;
+	ring_put(ev, wall_ms, r->kind, "", msg);
+}
+
+/* The slot of kind (taking a free one), NULL when the table is full. The
+ * kind compared is the one cut to its field, as stored. */
+static struct rate_slot *rate_slot(struct events *ev, const char *kind)
+{
+	char k[EVENT_KIND_BYTES];
+	field_set(k, sizeof(k), kind);
+	struct rate_slot *free_slot = NULL;
+	for (int i = 0; i < EVENTS_RATE_KINDS; i++) {
+		if (ev->slots[i].kind[0] == '\0') {
+			if (!free_slot)
+				free_slot = &ev->slots[i];
+		} else if (strcmp(ev->slots[i].kind, k) == 0) {
+			return &ev->slots[i];
+		}
+	}
+	if (free_slot) {
+		memcpy(free_slot->kind, k, sizeof(k));
+		free_slot->second = UINT64_MAX;
+	}
+	return free_slot;
+}
+
+uint64_t events_add(struct events *ev, uint64_t wall_ms, const char *kind, const char *subject,
+                    const char *message)
+{
+	struct rate_slot *r = ev->rate && kind && kind[0] ? rate_slot(ev, kind) : NULL;
+	if (r) {
+		uint64_t second = wall_ms / 1000;
+		/* != rather than >: a wall clock set back starts a new second too */
+		if (r->second != second) {
+			summarise(ev, r, wall_ms);
+			r->second = second;
+			r->count = 0;
+		}
+		if (++r->count > ev->rate) {
+			r->left_out++;
+			ev->suppressed++;
+			return 0;
+		}
+	}
+	return ring_put(ev, wall_ms, kind, subject, message);
+}
+
+void events_set_rate(struct events *ev, uint32_t per_sec)
+{
+	ev->rate = per_sec;
+}
+
+uint32_t events_flush(struct events *ev, uint64_t wall_ms)
+{
+	uint32_t n = 0;
+	for (int i = 0; i < EVENTS_RATE_KINDS; i++) {
+		struct rate_slot *r = &ev->slots[i];
+		if (r->kind[0] && r->left_out && r->second != wall_ms / 1000) {
+			summarise(ev, r, wall_ms);
+			n++;
+		}
+	}
+	return n;
+}
+
+uint64_t events_suppressed(const struct events *ev)
+{
+	return ev->suppressed;
 }
 
 uint64_t events_last_seq(const struct events *ev)

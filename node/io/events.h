@@ -20,6 +20,10 @@
 #define EVENT_SUBJECT_BYTES 128
 #define EVENT_MESSAGE_BYTES 256
 #define EVENTS_SUBSCRIBERS_MAX 8
+/* Default rate limit: events of one kind per wall-clock second (a storm of
+ * task failures must not push everything else out of the ring). */
+#define EVENTS_RATE_DEFAULT 20
+#define EVENTS_RATE_KINDS 16
 
 struct event {
 	uint64_t seq;     /* 1, 2, ... */
@@ -36,9 +40,24 @@ struct events *events_create(uint32_t capacity);
 void events_destroy(struct events *ev);
 
 /* Adds an event (strings cut to their fields, bytes below 0x20 turned to
- * spaces so a line stays a line); returns its seq. */
+ * spaces so a line stays a line); returns its seq, or 0 when the kind is
+ * over its rate this second (the event is only counted: see events_flush). */
 uint64_t events_add(struct events *ev, uint64_t wall_ms, const char *kind, const char *subject,
                     const char *message);
+
+/* At most per_sec events of one kind in one wall-clock second (0: no
+ * limit; EVENTS_RATE_DEFAULT after events_create). Kinds beyond
+ * EVENTS_RATE_KINDS distinct ones are not limited. */
+void events_set_rate(struct events *ev, uint32_t per_sec);
+
+/* For every kind whose limited second is over with events left out: adds
+ * one summary event of that kind, subject "", "N more KIND events ...".
+ * (The next event of such a kind adds its summary first too.) Call about
+ * once a second. Returns how many summaries it added. */
+uint32_t events_flush(struct events *ev, uint64_t wall_ms);
+
+/* Events left out by the rate limit since the start. */
+uint64_t events_suppressed(const struct events *ev);
 
 /* The oldest held and the newest seq (0, 0 when none yet). */
 uint64_t events_first_seq(const struct events *ev);

@@ -54,6 +54,28 @@ static int id_cmp(const void *a, const void *b)
 	return memcmp(a, b, ID_BYTES);
 }
 
+/* One event per map change that moves this node's partitions: how many it
+ * gains and loses (not one event per partition). */
+static void partitions_moved_event(struct cache_svc *s, const struct cplace_map *from,
+                                   const struct cplace_map *to)
+{
+	if (from->partition_count != to->partition_count)
+		return;
+	int a = cplace_member_find(from, s->self), b = cplace_member_find(to, s->self);
+	uint32_t gained = 0, lost = 0, owned = 0;
+	for (uint16_t p = 0; p < to->partition_count; p++) {
+		int had = a >= 0 && cplace_rank(from, p, (uint32_t)a) >= 0;
+		int has = b >= 0 && cplace_rank(to, p, (uint32_t)b) >= 0;
+		gained += has && !had;
+		lost += had && !has;
+		owned += has;
+	}
+	if (gained || lost)
+		host_event(s->host, "partitions_moved", s->cfg->name,
+		           "map %016" PRIx64 " (%u member(s)): gains %u, loses %u partition(s); owns %u of %u",
+		           to->epoch, to->member_count, gained, lost, owned, to->partition_count);
+}
+
 /* Rebuilds the map when the alive members changed. */
 static void map_refresh(struct cache_svc *s)
 {
@@ -89,8 +111,10 @@ static void map_refresh(struct cache_svc *s)
 		            err_name(rc));
 		return;
 	}
-	if (s->have_map)
+	if (s->have_map) {
+		partitions_moved_event(s, &s->map, &fresh);
 		cplace_map_free(&s->map);
+	}
 	s->map = fresh;
 	s->have_map = 1;
 	if (fresh.owner_count > s->owners_seen_max)

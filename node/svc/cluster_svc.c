@@ -148,6 +148,13 @@ static uint32_t port_local_capacity(void *ctx)
 	return s->cfg->workers * s->cfg->prefetch;
 }
 
+/* A member's state as an event (svc/service.h). */
+static void member_event(void *arg, const char *member, const char *message)
+{
+	struct cluster_svc *s = arg;
+	host_event(s->host, "member", member, "%s", message);
+}
+
 /* ---- service ops ---- */
 
 static int svc_start(void *svc, struct host *h, const struct now *now, char *err, size_t err_len)
@@ -193,6 +200,8 @@ static int svc_start(void *svc, struct host *h, const struct now *now, char *err
 		.frame_bytes_max = cfg->frame_bytes_max,
 		.wake = host_wake,
 		.wake_arg = h,
+		.member_event = member_event,
+		.event_arg = s,
 	};
 	if (cluster_start(&s->cluster, &cc, now, err, err_len) != 0)
 		return -1;

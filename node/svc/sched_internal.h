@@ -74,6 +74,8 @@ struct sched_svc {
 	struct raft_id self;
 	int leader;                     /* this node led after the last cycle */
 	uint64_t leader_term;
+	struct raft_id ev_leader;       /* the leader last reported as an event */
+	int ev_has_leader;
 	struct pending *pending;
 	uint32_t n_pending;
 	uint64_t next_duty_ms, next_autopilot_ms;

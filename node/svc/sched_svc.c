@@ -341,6 +341,11 @@ static void apply_entry(struct sched_svc *s, const struct raft_entry *e)
 				         spec->tz[0] ? " in " : "", spec->tz);
 			else if (rc == 0 && c.op == SCHED_OP_RM)
 				log_info("sched", "schedule %s removed", c.name);
+			/* the leader decided it: one event in the cluster, not one
+			 * per voter, and none when the log is replayed at a start */
+			if (rc == 0 && s->leader && c.op == SCHED_OP_SKIP)
+				host_event(s->host, "schedule_skipped", c.name,
+				           "%u occurrence(s) skipped: %s", c.count, c.note);
 			/* cancel_other: the leader cancels the runs going on */
 			if (rc == 0 && s->leader && c.op == SCHED_OP_FIRE && s->submit) {
 				struct sched_view v;
@@ -535,6 +540,13 @@ static void raft_cycle(struct sched_svc *s)
 	int leader = st.role == RAFT_LEADER;
 	if (leader)
 		memcpy(s->last_heard, st.heard_ago_ms, sizeof(s->last_heard));
+	if (st.has_leader && (!s->ev_has_leader || !raft_id_eq(&st.leader, &s->ev_leader))) {
+		char nb[64];
+		host_event(s->host, "leader", sched_member_name(s, &st.leader, nb, sizeof(nb)),
+		           "leader for term %" PRIu64 "%s", st.term, leader ? " (this node)" : "");
+		s->ev_leader = st.leader;
+		s->ev_has_leader = 1;
+	}
 	if (leader != s->leader || (leader && st.term != s->leader_term)) {
 		sched_leader_reset(s->sched);
 		sched_tracks_clear(s);
@@ -552,6 +564,8 @@ static void raft_cycle(struct sched_svc *s)
 				                        s->last_heard[v]);
 			}
 			log_info("raft", "no longer the leader (term %" PRIu64 "; last: %s)", st.term, why);
+			host_event(s->host, "leader", host_config(s->host)->name,
+			           "this node is no longer the leader (term %" PRIu64 ")", st.term);
 		}
 		if (!leader)
 			pending_fail_all(s, "this node stopped being the leader before the change "

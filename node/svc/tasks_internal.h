@@ -151,6 +151,7 @@ struct tasks_svc {
 	int reg_ready;
 	uint32_t pool_count;
 	char pool_names[WORKERS_POOLS_MAX][WORKERS_POOL_NAME_MAX + 1];
+	uint8_t pool_degraded[WORKERS_POOLS_MAX]; /* as last reported as an event */
 
 	struct waiter *waiters;
 	struct idmap task_waiters, batch_waiters;

@@ -1123,6 +1123,18 @@ static void fx_final(void *ctx, const struct task *t)
 		log_msg(t->state == TASK_CANCELLED ? LOG_INFO : LOG_WARN, "tasks",
 		        "task %" PRIu64 " (%s) %s after %u attempt(s): %s", t->id, t->handler,
 		        task_state_name(t->state), t->attempts, t->error ? t->error : "");
+	/* an event where the task was submitted (not where a peer ran it) */
+	if (!t->ephemeral && (t->state == TASK_FAILED || t->state == TASK_TIMED_OUT ||
+	                      t->state == TASK_LOST)) {
+		char id[24];
+		snprintf(id, sizeof(id), "%" PRIu64, t->id);
+		host_event(s->host,
+		           t->state == TASK_FAILED      ? "task_failed"
+		           : t->state == TASK_TIMED_OUT ? "task_timed_out"
+		                                        : "task_lost",
+		           id, "%s: %s after %u attempt(s)%s%s", t->handler, task_state_name(t->state),
+		           t->attempts, t->error ? ": " : "", t->error ? t->error : "");
+	}
 }
 
 static void fx_batch_progress(void *ctx, const struct batch *b)
@@ -1667,6 +1679,17 @@ static void svc_tick(void *svc, const struct now *now)
 		         gap);
 	workers_tick(s->workers, workers_now_ms());
 	tasks_tick(s->tasks, now);
+	for (uint32_t p = 0; p < s->pool_count; p++) {
+		struct workers_pool_status ws;
+		workers_pool_status(s->workers, p, &ws);
+		if (!ws.degraded != !s->pool_degraded[p]) {
+			s->pool_degraded[p] = ws.degraded ? 1 : 0;
+			host_event(s->host, ws.degraded ? "pool_degraded" : "pool_recovered",
+			           s->pool_names[p], ws.degraded ? "%u restart(s) in all: restarts are now spaced out"
+			                                         : "no restart for a period (%u in all)",
+			           ws.restarts);
+		}
+	}
 	/* no dispatch here: nothing starts before it is journaled, so tasks
 	 * are handed to workers in after_commit, right after the commit */
 }
