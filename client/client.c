@@ -1622,6 +1622,12 @@ int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t
 
 /* One event as in ch_events_json's contract (chorus.h); the fields of the
  * HTTP API's event object (/api/events, docs/http.md). */
+/* merge of 'events' over 'api': api moved these helpers into views.c */
+#ifndef JU64
+#define JU64(v) json_integer((json_int_t)(v))
+#endif
+#define json_text(s) view_text(s)
+
 static json_t *event_to_json(const Chorus__Event *e)
 {
 	json_t *o = json_object();
