@@ -189,6 +189,11 @@ int ch_task_status(ch_client *c, uint64_t task_id, struct ch_result **result, ch
                    size_t err_len);
 
 int ch_cancel(ch_client *c, uint64_t task_id, int *state_after, char *err, size_t err_len);
+/* Cancels every unfinished task of a fan-out (on its coordinator, the node
+ * asked when it was submitted); *cancelled (optional) gets how many.
+ * CH_ERR_NOT_FOUND: no such batch on this node. */
+int ch_cancel_batch(ch_client *c, uint64_t batch_id, uint32_t *cancelled, char *err,
+                    size_t err_len);
 
 /* Fan-out (Task.async_stream / await_many): one task per payload, at most
  * max_concurrency running at once (0 = no limit), all finished or timed out
@@ -307,6 +312,14 @@ int ch_metrics(ch_client *c, char **text, char *err, size_t err_len);
  *    "protocol_version": 1}
  * A node with no peers answers a one-element array (itself). */
 int ch_members_json(ch_client *c, char **json, char *err, size_t err_len);
+/* The fan-outs the node coordinates, as a JSON array (malloc'd, the
+ * caller frees): the running ones, then the most recently finished (the
+ * node keeps 100), each newest first, at most limit (0 = 50). Each is
+ * {"batch_id", "total", "done", "succeeded", "failed", "timed_out",
+ * "cancelled", "lost", "running", "queued", "submitted_ms", "finished_ms"
+ * (0 while running), "state" ("running", "done", "cancelled"), "handler",
+ * "input_open"} (docs/http.md: GET /api/fanouts is the same). */
+int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t err_len);
 
 /* ------------------------------------------------------------------ */
 /* Events: what happened in the cluster, as the node asked saw it.

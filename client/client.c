@@ -61,6 +61,7 @@
  */
 #include "chorus.h"
 #include "client_internal.h"
+#include "views.h"
 #include "proto/chorus.pb-c.h"
 #include "proto/seal.h"
 
@@ -1476,6 +1477,26 @@ int ch_cancel(ch_client *c, uint64_t task_id, int *state_after, char *err, size_
 	return CH_OK;
 }
 
+int ch_cancel_batch(ch_client *c, uint64_t batch_id, uint32_t *cancelled, char *err,
+                    size_t err_len)
+{
+	if (c == NULL || batch_id == 0)
+		return fail(err, err_len, CH_ERR_INVALID, "client and a batch id are required");
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__CancelReq cr = CHORUS__CANCEL_REQ__INIT;
+	cr.batch_id = batch_id;
+	env.body_case = CHORUS__ENVELOPE__BODY_CANCEL;
+	env.cancel = &cr;
+	Chorus__Envelope *e = NULL;
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_CANCEL_RESP, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	if (cancelled != NULL)
+		*cancelled = e->cancel_resp->cancelled;
+	chorus__envelope__free_unpacked(e, NULL);
+	return CH_OK;
+}
+
 int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results, uint32_t *n,
             char *err, size_t err_len)
 {
@@ -1523,213 +1544,6 @@ int ch_list(ch_client *c, int state, uint32_t limit, struct ch_result ***results
 /* ------------------------------------------------------------------ */
 /* status as JSON                                                      */
 
-static json_t *json_strings(char **v, size_t n)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; a != NULL && i < n; i++)
-		json_array_append_new(a, json_string(v[i] != NULL ? v[i] : ""));
-	return a;
-}
-
-/* jansson integers are signed 64-bit; counters never get near 2^63. */
-#define JU64(v) json_integer((json_int_t)(v))
-
-/* A string a peer reported (names and addresses travel by gossip): jansson
- * refuses invalid UTF-8, so such bytes become '?' rather than the key
- * going missing. */
-static json_t *json_text(const char *s)
-{
-	if (s == NULL)
-		return json_string("");
-	json_t *j = json_string(s);
-	if (j != NULL)
-		return j;
-	char *copy = strdup(s);
-	if (copy == NULL)
-		return NULL;
-	for (char *p = copy; *p != '\0'; p++) {
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	}
-	j = json_string(copy);
-	free(copy);
-	return j;
-}
-
-/* One member as in ch_members_json's contract (chorus.h). */
-static json_t *member_to_json(const Chorus__MemberInfo *m)
-{
-	json_t *o = json_object();
-	if (o == NULL)
-		return NULL;
-	json_object_set_new(o, "id", json_text(m->id));
-	json_object_set_new(o, "name", json_text(m->name));
-	json_object_set_new(o, "addr", json_text(m->addr));
-	json_object_set_new(o, "state", json_text(m->state));
-	json_object_set_new(o, "incarnation", JU64(m->incarnation));
-	json_t *tags = json_array();
-	for (size_t i = 0; tags != NULL && i < m->n_tags; i++)
-		json_array_append_new(tags, json_text(m->tags[i]));
-	json_object_set_new(o, "tags", tags);
-	json_object_set_new(o, "capacity", JU64(m->capacity));
-	json_object_set_new(o, "load", JU64(m->load));
-	json_object_set_new(o, "since_ms", JU64(m->since_ms));
-	json_object_set_new(o, "self", json_boolean(m->self));
-	json_object_set_new(o, "protocol_version", JU64(m->protocol_version));
-	return o;
-}
-
-static json_t *members_to_json(Chorus__MemberInfo *const *v, size_t n)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; a != NULL && i < n; i++)
-		json_array_append_new(a, member_to_json(v[i]));
-	return a;
-}
-
-/* The latency (us) under which a share q of the answers fell: the upper
- * bound of the bucket holding that rank (bucket i: < 2^(i+4) us). */
-static uint64_t bucket_quantile_us(const uint64_t *b, size_t n, double q)
-{
-	uint64_t total = 0;
-	for (size_t i = 0; i < n; i++)
-		total += b[i];
-	if (total == 0)
-		return 0;
-	uint64_t rank = (uint64_t)(q * (double)total);
-	if (rank >= total)
-		rank = total - 1;
-	uint64_t seen = 0;
-	for (size_t i = 0; i < n; i++) {
-		seen += b[i];
-		if (seen > rank)
-			return UINT64_C(16) << i;
-	}
-	return UINT64_C(16) << (n ? n - 1 : 0);
-}
-
-/* The node's request table counters: calls, errors, refusals, latency. */
-static json_t *requests_to_json(Chorus__RequestStats *const *v, size_t n)
-{
-	json_t *a = json_array();
-	for (size_t i = 0; a != NULL && i < n; i++) {
-		const Chorus__RequestStats *r = v[i];
-		json_t *o = json_object();
-		if (o == NULL)
-			continue;
-		json_object_set_new(o, "name", json_string(r->name));
-		json_object_set_new(o, "calls", JU64(r->calls));
-		json_object_set_new(o, "errors", JU64(r->errors));
-		json_object_set_new(o, "refused", JU64(r->refused));
-		json_object_set_new(o, "latency_sum_us", JU64(r->latency_sum_us));
-		json_object_set_new(o, "latency_p50_us",
-		                    JU64(bucket_quantile_us(r->latency_buckets, r->n_latency_buckets, 0.5)));
-		json_object_set_new(o, "latency_p99_us",
-		                    JU64(bucket_quantile_us(r->latency_buckets, r->n_latency_buckets, 0.99)));
-		json_t *b = json_array();
-		for (size_t k = 0; b != NULL && k < r->n_latency_buckets; k++)
-			json_array_append_new(b, JU64(r->latency_buckets[k]));
-		json_object_set_new(o, "latency_buckets", b);
-		json_array_append_new(a, o);
-	}
-	return a;
-}
-
-static json_t *status_to_json(const Chorus__StatusResp *s)
-{
-	json_t *o = json_object();
-	if (o == NULL)
-		return NULL;
-	json_object_set_new(o, "node_id", json_string(s->node_id));
-	json_object_set_new(o, "name", json_string(s->name));
-	json_object_set_new(o, "version", json_string(s->version));
-	json_object_set_new(o, "listen", json_string(s->listen));
-	json_object_set_new(o, "started_ms", JU64(s->started_ms));
-	json_object_set_new(o, "now_ms", JU64(s->now_ms));
-	json_object_set_new(o, "queued", JU64(s->queued));
-	json_object_set_new(o, "running", JU64(s->running));
-	json_object_set_new(o, "submitted", JU64(s->submitted));
-	json_object_set_new(o, "succeeded", JU64(s->succeeded));
-	json_object_set_new(o, "failed", JU64(s->failed));
-	json_object_set_new(o, "timed_out", JU64(s->timed_out));
-	json_object_set_new(o, "cancelled", JU64(s->cancelled));
-	json_object_set_new(o, "lost", JU64(s->lost));
-	json_object_set_new(o, "retried", JU64(s->retried));
-	json_object_set_new(o, "sessions", JU64(s->sessions));
-	json_object_set_new(o, "handlers", json_strings(s->handlers, s->n_handlers));
-	json_t *pools = json_array();
-	for (size_t i = 0; pools != NULL && i < s->n_pools; i++) {
-		const Chorus__PoolStatus *p = s->pools[i];
-		json_t *po = json_object();
-		if (po == NULL)
-			continue;
-		json_object_set_new(po, "name", json_string(p->name));
-		json_object_set_new(po, "workers", JU64(p->workers));
-		json_object_set_new(po, "alive", JU64(p->alive));
-		json_object_set_new(po, "busy", JU64(p->busy));
-		json_object_set_new(po, "queued", JU64(p->queued));
-		json_object_set_new(po, "restarts", JU64(p->restarts));
-		json_object_set_new(po, "degraded", json_boolean(p->degraded));
-		json_object_set_new(po, "handlers", json_strings(p->handlers, p->n_handlers));
-		json_array_append_new(pools, po);
-	}
-	json_object_set_new(o, "pools", pools);
-	json_t *peers = json_array();
-	for (size_t i = 0; peers != NULL && i < s->n_peers; i++) {
-		const Chorus__PeerCounters *p = s->peers[i];
-		json_t *po = json_object();
-		if (po == NULL)
-			continue;
-		json_object_set_new(po, "peer", json_string(p->peer));
-		json_object_set_new(po, "forged", JU64(p->forged));
-		json_object_set_new(po, "tampered", JU64(p->tampered));
-		json_object_set_new(po, "replayed", JU64(p->replayed));
-		json_object_set_new(po, "truncated", JU64(p->truncated));
-		json_object_set_new(po, "oversized", JU64(p->oversized));
-		json_object_set_new(po, "malformed", JU64(p->malformed));
-		json_object_set_new(po, "unknown_session", JU64(p->unknown_session));
-		json_object_set_new(po, "resent", JU64(p->resent));
-		json_object_set_new(po, "rate_limited", JU64(p->rate_limited));
-		json_object_set_new(po, "stale", JU64(p->stale));
-		json_object_set_new(po, "busy", JU64(p->busy));
-		json_object_set_new(po, "connections_refused", JU64(p->connections_refused));
-		json_object_set_new(po, "connections_closed", JU64(p->connections_closed));
-		json_array_append_new(peers, po);
-	}
-	json_object_set_new(o, "peers", peers);
-	json_object_set_new(o, "tags", json_strings(s->tags, s->n_tags));
-	json_object_set_new(o, "members", members_to_json(s->members, s->n_members));
-	json_object_set_new(o, "requests", requests_to_json(s->requests, s->n_requests));
-	json_t *keys = json_array();
-	for (size_t i = 0; keys != NULL && i < s->n_keys; i++) {
-		json_t *ko = json_object();
-		if (ko == NULL)
-			continue;
-		json_object_set_new(ko, "key_id", json_string(s->keys[i]->key_id));
-		json_object_set_new(ko, "primary", json_boolean(s->keys[i]->primary));
-		json_object_set_new(ko, "sessions", JU64(s->keys[i]->sessions));
-		json_object_set_new(ko, "node_sessions", JU64(s->keys[i]->node_sessions));
-		json_array_append_new(keys, ko);
-	}
-	json_object_set_new(o, "keys", keys);
-	json_object_set_new(o, "raft_role", json_text(s->raft_role));
-	json_object_set_new(o, "raft_term", JU64(s->raft_term));
-	json_object_set_new(o, "raft_leader", json_text(s->raft_leader));
-	json_object_set_new(o, "raft_commit", JU64(s->raft_commit));
-	json_object_set_new(o, "raft_snapshot", JU64(s->raft_snapshot));
-	json_object_set_new(o, "raft_first", JU64(s->raft_first));
-	json_t *voters = json_array();
-	for (size_t i = 0; voters != NULL && i < s->n_raft_voters; i++)
-		json_array_append_new(voters, json_text(s->raft_voters[i]));
-	json_object_set_new(o, "raft_voters", voters);
-	json_object_set_new(o, "schedules", JU64(s->schedules));
-	json_object_set_new(o, "resp_listen", json_text(s->resp_listen));
-	json_object_set_new(o, "resp_clients", JU64(s->resp_clients));
-	json_object_set_new(o, "resp_commands", JU64(s->resp_commands));
-	json_object_set_new(o, "resp_errors", JU64(s->resp_errors));
-	return o;
-}
-
 /* Dumps and releases o; *json gets the text, malloc'd for the caller. */
 static int json_hand_over(json_t *o, char **json, char *err, size_t err_len)
 {
@@ -1760,7 +1574,7 @@ int ch_status_json(ch_client *c, char **json, char *err, size_t err_len)
 	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_STATUS_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
-	json_t *o = status_to_json(e->status_resp);
+	json_t *o = view_status(e->status_resp);
 	chorus__envelope__free_unpacked(e, NULL);
 	return json_hand_over(o, json, err, err_len);
 }
@@ -1778,7 +1592,27 @@ int ch_members_json(ch_client *c, char **json, char *err, size_t err_len)
 	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_MEMBERS_RESP, &e, err, err_len);
 	if (code != CH_OK)
 		return code;
-	json_t *a = members_to_json(e->members_resp->members, e->members_resp->n_members);
+	json_t *a = view_members(e->members_resp->members, e->members_resp->n_members);
+	chorus__envelope__free_unpacked(e, NULL);
+	return json_hand_over(a, json, err, err_len);
+}
+
+int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t err_len)
+{
+	if (c == NULL || json == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and json are required");
+	*json = NULL;
+	Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+	Chorus__ListReq lr = CHORUS__LIST_REQ__INIT;
+	lr.batches = 1;
+	lr.limit = limit;
+	env.body_case = CHORUS__ENVELOPE__BODY_LIST;
+	env.list = &lr;
+	Chorus__Envelope *e = NULL;
+	int code = call_expect(c, &env, 0, CHORUS__ENVELOPE__BODY_LIST_RESP, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	json_t *a = view_batches(e->list_resp);
 	chorus__envelope__free_unpacked(e, NULL);
 	return json_hand_over(a, json, err, err_len);
 }
@@ -1809,6 +1643,12 @@ int ch_metrics(ch_client *c, char **text, char *err, size_t err_len)
 
 /* One event as in ch_events_json's contract (chorus.h); the fields of the
  * HTTP API's event object (/api/events, docs/http.md). */
+/* merge of 'events' over 'api': api moved these helpers into views.c */
+#ifndef JU64
+#define JU64(v) json_integer((json_int_t)(v))
+#endif
+#define json_text(s) view_text(s)
+
 static json_t *event_to_json(const Chorus__Event *e)
 {
 	json_t *o = json_object();

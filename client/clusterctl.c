@@ -13,6 +13,7 @@
  * piped untouched.
  */
 #include "chorus.h"
+#include "views.h"
 #include "core/cron.h"
 #include "core/tz.h"
 #include "io/tzload.h"
@@ -87,7 +88,8 @@ static const char usage_text[] =
 	"  wait TASK_ID [--timeout DUR]                       wait for a task's result\n"
 	"  wait --batch ID [--from N]                         re-attach to a fan-out: its\n"
 	"                                                     results from index N on\n"
-	"  cancel TASK_ID                                     cancel a task\n"
+	"  cancel TASK_ID | --batch ID                        cancel a task, or a fan-out\n"
+	"  fanouts [--limit N]                                running and recent fan-outs\n"
 	"  cron add NAME 'EXPR' HANDLER [PAYLOAD] [options]   add a schedule to the cluster\n"
 	"  cron every NAME DURATION HANDLER [PAYLOAD] [options]\n"
 	"                                                     the same, every DURATION\n"
@@ -108,6 +110,8 @@ static const char usage_text[] =
 	"  voters add|remove MEMBER                           change the voters (name or id)\n"
 	"  keygen [FILE]                                      write a new cluster secret\n"
 	"  keygen --client SECRET_FILE OUT_FILE               write a client credential\n"
+	"  http-token [--all]                                 the bearer token of chorusd --http\n"
+	"                                                     (from -k: a secret or credential)\n"
 	"  help [COMMAND]                                     help on a command\n"
 	"\n"
 	"global options:\n"
@@ -271,8 +275,23 @@ static const char help_wait[] =
 
 static const char help_cancel[] =
 	"usage: clusterctl cancel TASK_ID\n"
+	"       clusterctl cancel --batch BATCH_ID\n"
 	"\n"
-	"Cancels a task that has not finished and prints its state afterwards.\n";
+	"Cancels a task that has not finished and prints its state afterwards\n"
+	"(--json: {\"task_id\", \"state\"}); with --batch, every unfinished task of\n"
+	"a fan-out (ask its coordinator, the node it was submitted to) and prints\n"
+	"how many (--json: {\"batch_id\", \"cancelled\"}).\n";
+static const char help_fanouts[] =
+	"usage: clusterctl fanouts [--limit N]\n"
+	"\n"
+	"The fan-outs this node coordinates (those submitted through it): the\n"
+	"running ones, then the most recently finished (the node keeps the last\n"
+	"100 in memory), each newest first, at most N (default 50), with their\n"
+	"progress. With --json an array of {\"batch_id\", \"total\", \"done\",\n"
+	"\"succeeded\", \"failed\", \"timed_out\", \"cancelled\", \"lost\",\n"
+	"\"running\", \"queued\", \"submitted_ms\", \"finished_ms\" (0 while\n"
+	"running), \"state\" (running, done, cancelled), \"handler\",\n"
+	"\"input_open\"}: the objects of GET /api/fanouts (docs/http.md).\n";
 
 static const char help_cron[] =
 	"usage: clusterctl cron add NAME 'EXPR' HANDLER [PAYLOAD | -f FILE | -] [options]\n"
@@ -732,73 +751,29 @@ static int read_source(const char *path, uint8_t **out, size_t *len)
 
 static bool utf8_valid(const uint8_t *s, size_t n)
 {
-	size_t i = 0;
-	while (i < n) {
-		uint8_t c = s[i];
-		size_t extra;
-		uint32_t cp;
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if ((c & 0xE0) == 0xC0) {
-			extra = 1;
-			cp = c & 0x1F;
-		} else if ((c & 0xF0) == 0xE0) {
-			extra = 2;
-			cp = c & 0x0F;
-		} else if ((c & 0xF8) == 0xF0) {
-			extra = 3;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (extra > n - i - 1) /* truncated sequence */
-			return false;
-		for (size_t k = 1; k <= extra; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		/* overlong forms, surrogates, beyond U+10FFFF */
-		if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) ||
-		    (extra == 3 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-			return false;
-		i += extra + 1;
-	}
-	return true;
+	return view_utf8_valid(s, n) != 0;
 }
 
+/* A result as JSON: the wire message rebuilt, so that its keys are the
+ * ones views.c defines for everyone (GET /api/tasks too). */
 static json_t *result_json(const struct ch_result *r, bool batch)
 {
-	json_t *o = json_object();
-	json_object_set_new(o, "task_id", json_integer((json_int_t)r->task_id));
-	if (batch)
-		json_object_set_new(o, "index", json_integer(r->batch_index));
-	json_object_set_new(o, "state", json_string(ch_task_state_name(r->state)));
-	json_object_set_new(o, "exit_code", json_integer(r->exit_code));
-	json_object_set_new(o, "error", json_string(r->error));
-	json_object_set_new(o, "attempts", json_integer(r->attempts));
-	json_object_set_new(o, "node", json_string(r->node));
-	json_object_set_new(o, "handler", json_string(r->handler));
-	json_object_set_new(o, "submitted_ms", json_integer((json_int_t)r->submitted_ms));
-	json_object_set_new(o, "started_ms", json_integer((json_int_t)r->started_ms));
-	json_object_set_new(o, "finished_ms", json_integer((json_int_t)r->finished_ms));
-	if (batch)
-		json_object_set_new(o, "batch_id", json_integer((json_int_t)r->batch_id));
-	if (utf8_valid(r->output, r->output_len)) {
-		json_object_set_new(o, "output", json_stringn((const char *)r->output, r->output_len));
-	} else {
-		size_t b64_len = sodium_base64_encoded_len(r->output_len,
-		                                           sodium_base64_VARIANT_ORIGINAL);
-		char *b64 = malloc(b64_len);
-		if (b64 != NULL) {
-			sodium_bin2base64(b64, b64_len, r->output, r->output_len,
-			                  sodium_base64_VARIANT_ORIGINAL);
-			json_object_set_new(o, "output_base64", json_string(b64));
-			free(b64);
-		}
-	}
-	return o;
+	Chorus__TaskResult w = CHORUS__TASK_RESULT__INIT;
+	w.task_id = r->task_id;
+	w.state = (Chorus__TaskState)r->state;
+	w.output.data = r->output;
+	w.output.len = r->output_len;
+	w.exit_code = r->exit_code;
+	w.error = r->error;
+	w.attempts = r->attempts;
+	w.node = r->node;
+	w.submitted_ms = r->submitted_ms;
+	w.started_ms = r->started_ms;
+	w.finished_ms = r->finished_ms;
+	w.handler = r->handler;
+	w.batch_id = r->batch_id;
+	w.batch_index = r->batch_index;
+	return view_task(&w, batch);
 }
 
 static void json_print(json_t *o)
@@ -2093,10 +2068,12 @@ static int cmd_wait(struct cli *cli, int argc, char **argv)
 
 static int cmd_cancel(struct cli *cli, int argc, char **argv)
 {
-	const char *id_arg = NULL;
+	const char *id_arg = NULL, *batch_arg = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			cli->json = true;
+		else if (strcmp(argv[i], "--batch") == 0)
+			batch_arg = opt_value(argc, argv, &i);
 		else if (argv[i][0] == '-')
 			usage_fail("cancel: unknown option '%s'", argv[i]);
 		else if (id_arg == NULL)
@@ -2104,25 +2081,99 @@ static int cmd_cancel(struct cli *cli, int argc, char **argv)
 		else
 			usage_fail("cancel: unexpected argument '%s'", argv[i]);
 	}
-	if (id_arg == NULL)
-		usage_fail("cancel needs a TASK_ID");
-	uint64_t task_id = parse_task_id_or_die(id_arg);
+	if (id_arg != NULL && batch_arg != NULL)
+		usage_fail("cancel: give a TASK_ID or --batch ID, not both");
+	if (id_arg == NULL && batch_arg == NULL)
+		usage_fail("cancel needs a TASK_ID or --batch ID");
+	uint64_t batch_id = 0, task_id = 0;
+	if (batch_arg != NULL && (!parse_u64(batch_arg, &batch_id) || batch_id == 0))
+		usage_fail("'%s' is not a batch id", batch_arg);
+	if (id_arg != NULL)
+		task_id = parse_task_id_or_die(id_arg);
 	int rc = connect_cli(cli);
 	if (rc != EXIT_OK)
 		return rc;
-	int state = CH_TASK_UNKNOWN;
 	char err[ERR_BYTES] = "";
+	Chorus__CancelResp cr = CHORUS__CANCEL_RESP__INIT;
+	if (batch_id != 0) {
+		uint32_t cancelled = 0;
+		int rv = ch_cancel_batch(cli->c, batch_id, &cancelled, err, sizeof err);
+		if (rv != CH_OK)
+			return report(cli, rv, err);
+		cr.cancelled = cancelled;
+		if (cli->json)
+			json_print(view_cancel_batch(batch_id, &cr));
+		else
+			printf("batch %llu: %u task%s cancelled\n", (unsigned long long)batch_id, cancelled,
+			       cancelled == 1 ? "" : "s");
+		return EXIT_OK;
+	}
+	int state = CH_TASK_UNKNOWN;
 	int rv = ch_cancel(cli->c, task_id, &state, err, sizeof err);
 	if (rv != CH_OK)
 		return report(cli, rv, err);
-	if (cli->json) {
-		json_t *o = json_object();
-		json_object_set_new(o, "task_id", json_integer((json_int_t)task_id));
-		json_object_set_new(o, "state", json_string(ch_task_state_name(state)));
-		json_print(o);
-	} else {
+	cr.state = (Chorus__TaskState)state;
+	if (cli->json)
+		json_print(view_cancel_task(task_id, &cr));
+	else
 		printf("task %llu: %s\n", (unsigned long long)task_id, ch_task_state_name(state));
+	return EXIT_OK;
+}
+
+static int cmd_fanouts(struct cli *cli, int argc, char **argv)
+{
+	uint32_t limit = 50;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else if (strcmp(argv[i], "--limit") == 0)
+			limit = parse_u32_or_die("--limit", opt_value(argc, argv, &i));
+		else
+			usage_fail("fanouts: unexpected argument '%s'", argv[i]);
 	}
+	int rc = connect_cli(cli);
+	if (rc != EXIT_OK)
+		return rc;
+	char *text = NULL;
+	char err[ERR_BYTES] = "";
+	int rv = ch_fanouts_json(cli->c, limit, &text, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		printf("%s\n", text);
+		free(text);
+		return EXIT_OK;
+	}
+	json_error_t je;
+	json_t *a = json_loads(text, 0, &je);
+	free(text);
+	printf("%-20s %-10s %-16s %9s %9s %9s %7s %7s %7s  %s\n", "BATCH", "STATE", "HANDLER", "DONE",
+	       "TOTAL", "SUCCEEDED", "FAILED", "RUNNING", "QUEUED", "PROGRESS");
+	size_t i;
+	json_t *b;
+	json_array_foreach(a, i, b)
+	{
+		uint64_t total = json_u64(b, "total"), done = json_u64(b, "done");
+		char bar[PROGRESS_WIDTH + 3];
+		size_t fill = total ? (size_t)(done * PROGRESS_WIDTH / total) : 0;
+		bar[0] = '[';
+		for (size_t k = 0; k < PROGRESS_WIDTH; k++)
+			bar[1 + k] = k < fill ? '#' : '.';
+		bar[PROGRESS_WIDTH + 1] = ']';
+		bar[PROGRESS_WIDTH + 2] = '\0';
+		printf("%-20llu %-10s %-16s %9llu %9llu %9llu %7llu %7llu %7llu  %s%s\n",
+		       (unsigned long long)json_u64(b, "batch_id"), json_str(b, "state"),
+		       json_str(b, "handler"), (unsigned long long)done, (unsigned long long)total,
+		       (unsigned long long)json_u64(b, "succeeded"),
+		       (unsigned long long)(json_u64(b, "failed") + json_u64(b, "timed_out") +
+		                            json_u64(b, "lost")),
+		       (unsigned long long)json_u64(b, "running"),
+		       (unsigned long long)json_u64(b, "queued"), bar,
+		       json_is_true(json_object_get(b, "input_open")) ? " (input open)" : "");
+	}
+	if (json_array_size(a) == 0)
+		printf("(no fan-outs)\n");
+	json_decref(a);
 	return EXIT_OK;
 }
 
@@ -2207,6 +2258,70 @@ static int cmd_keygen(struct cli *cli, int argc, char **argv)
 		return EXIT_OTHER;
 	}
 	keygen_report(cli, path, "cluster secret", NULL);
+	return EXIT_OK;
+}
+
+static const char help_http_token[] =
+	"usage: clusterctl [-k SECRET_OR_CREDENTIAL] http-token [--all]\n"
+	"\n"
+	"Prints the bearer token of the node's HTTP service (chorusd --http,\n"
+	"docs/http.md): 64 hex characters, derived from the key file given with -k (a\n"
+	"cluster secret or a client credential of it give the same token). Send it as\n"
+	"`Authorization: Bearer TOKEN`. No node is contacted.\n"
+	"\n"
+	"During a key rotation the file holds two keys: the token of the primary key\n"
+	"is printed; --all prints one per key, primary first (a node accepts the token\n"
+	"of any key it holds).\n";
+
+static int cmd_http_token(struct cli *cli, int argc, char **argv)
+{
+	bool all = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--all") == 0)
+			all = true;
+		else if (strcmp(argv[i], "--json") == 0)
+			cli->json = true;
+		else
+			usage_fail("http-token: unexpected argument '%s'", argv[i]);
+	}
+	if (sodium_init() < 0) {
+		fprintf(stderr, "clusterctl: libsodium failed to initialise\n");
+		return EXIT_OTHER;
+	}
+	char err[ERR_BYTES] = "";
+	struct seal_keyring *kr = seal_keyring_load(cli->secret, SEAL_ROLE_CLIENT, err, sizeof err);
+	if (kr == NULL) {
+		fprintf(stderr, "clusterctl: %s\n", err);
+		return EXIT_OTHER;
+	}
+	uint32_t ids[SEAL_KEYS_MAX];
+	uint32_t n = seal_keyring_ids(kr, ids);
+	if (!all)
+		n = 1;
+	json_t *arr = cli->json ? json_array() : NULL;
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t tok[SEAL_HTTP_TOKEN_BYTES];
+		char hex[2 * SEAL_HTTP_TOKEN_BYTES + 1];
+		if (seal_keyring_http_token(kr, i, tok) != 0)
+			break;
+		sodium_bin2hex(hex, sizeof hex, tok, sizeof tok);
+		sodium_memzero(tok, sizeof tok);
+		if (arr != NULL)
+			json_array_append_new(arr, json_string(hex));
+		else
+			printf("%s\n", hex);
+		sodium_memzero(hex, sizeof hex);
+	}
+	seal_keyring_free(kr);
+	if (arr != NULL) {
+		json_t *o = json_object();
+		json_object_set_new(o, "token", json_incref(json_array_get(arr, 0)));
+		if (all)
+			json_object_set_new(o, "tokens", arr);
+		else
+			json_decref(arr);
+		json_print(o);
+	}
 	return EXIT_OK;
 }
 
@@ -2376,15 +2491,6 @@ static void cron_time_text(struct tzcache *cache, const char *zone, int64_t t, c
 	tz_format_iso8601(t, tz_utoff_at(z, t), buf, len);
 }
 
-static json_t *cron_time_json(struct tzcache *cache, const char *zone, int64_t t)
-{
-	if (t == 0)
-		return json_null();
-	char buf[TZ_ISO_BYTES];
-	cron_time_text(cache, zone, t, buf, sizeof buf);
-	return json_string(buf);
-}
-
 /* "active", "paused", "paused: NOTE", "ended" (no next occurrence) or
  * "broken: WHY" (the node cannot evaluate it: a note while not paused). */
 static void cron_state_text(const struct ch_cron_info *ci, char *buf, size_t len)
@@ -2415,89 +2521,103 @@ static json_t *base64_json(const uint8_t *p, size_t n)
 	return s;
 }
 
-static json_t *bytes_json(json_t *o, const char *key, const char *key_b64, const uint8_t *p,
-                          size_t n)
+/* Times in a schedule's zone for views.c, from this machine's tzdata. */
+static void cron_time_view(void *ctx, const char *zone, int64_t t, char *buf, size_t len)
 {
-	if (utf8_valid(p, n)) {
-		json_object_set_new(o, key, json_stringn((const char *)p, n));
-		return o;
+	cron_time_text(ctx, zone, t, buf, len);
+}
+
+/* The wire form of a schedule rebuilt around ci (pointers into ci, valid
+ * while it is), so that its JSON comes from views.c like GET /api/schedules. */
+struct cron_wire {
+	Chorus__CronInfo info;
+	Chorus__CronSpec spec;
+	Chorus__TaskOptions opts;
+	Chorus__CronRun *runs;
+	Chorus__CronRun **runp;
+};
+
+static void cron_wire_build(struct cron_wire *w, const struct ch_cron_info *ci)
+{
+	chorus__cron_info__init(&w->info);
+	chorus__cron_spec__init(&w->spec);
+	chorus__task_options__init(&w->opts);
+	w->spec.name = ci->name;
+	w->spec.expr = ci->expr;
+	w->spec.tz = ci->tz;
+	w->spec.handler = ci->handler;
+	w->spec.payload.data = ci->payload;
+	w->spec.payload.len = ci->payload_len;
+	w->spec.overlap = (Chorus__Overlap)ci->overlap;
+	w->spec.catchup_ms = ci->catchup_ms;
+	w->spec.start_s = ci->start_s;
+	w->spec.end_s = ci->end_s;
+	w->spec.max_runs = ci->max_runs;
+	w->spec.jitter_ms = ci->jitter_ms;
+	w->spec.pause_on_failure = ci->pause_on_failure != 0;
+	w->spec.on = ci->on;
+	w->opts.timeout_ms = ci->timeout_ms;
+	w->opts.restart = ci->restart == CH_RESTART_TRANSIENT ? CHORUS__RESTART_POLICY__RESTART_TRANSIENT
+	                                                      : CHORUS__RESTART_POLICY__RESTART_TEMPORARY;
+	w->opts.max_attempts = ci->max_attempts;
+	w->opts.backoff_ms = ci->backoff_ms;
+	w->opts.argv = ci->argv;
+	w->opts.n_argv = ci->argv_count;
+	w->opts.require = ci->require;
+	w->opts.n_require = ci->require_count;
+	w->spec.opts = &w->opts;
+	w->info.spec = &w->spec;
+	w->info.paused = ci->paused != 0;
+	w->info.note = ci->note;
+	w->info.runs = ci->runs;
+	w->info.next_s = ci->next_s;
+	w->info.last_s = ci->last_s;
+	w->runs = calloc(ci->history_count ? ci->history_count : 1, sizeof *w->runs);
+	w->runp = calloc(ci->history_count ? ci->history_count : 1, sizeof *w->runp);
+	if (w->runs == NULL || w->runp == NULL)
+		return; /* no history then */
+	for (uint32_t i = 0; i < ci->history_count; i++) {
+		const struct ch_cron_run *r = &ci->history[i];
+		Chorus__CronRun *x = &w->runs[i];
+		chorus__cron_run__init(x);
+		x->scheduled_s = r->scheduled_s;
+		x->fired_ms = r->fired_ms;
+		x->node = r->node;
+		x->task_id = r->task_id;
+		x->outcome = r->outcome;
+		x->why = r->why;
+		w->runp[i] = x;
 	}
-	json_t *b64 = base64_json(p, n);
-	if (b64 != NULL)
-		json_object_set_new(o, key_b64, b64);
-	return o;
+	w->info.history = w->runp;
+	w->info.n_history = ci->history_count;
 }
 
-static json_t *strv_json(char *const *v, uint32_t n)
+static void cron_wire_free(struct cron_wire *w)
 {
-	json_t *a = json_array();
-	for (uint32_t i = 0; i < n; i++)
-		json_array_append_new(a, json_string(v[i]));
-	return a;
-}
-
-static json_t *cron_run_json(struct tzcache *cache, const char *zone, const struct ch_cron_run *r)
-{
-	json_t *o = json_object();
-	json_object_set_new(o, "scheduled", cron_time_json(cache, zone, r->scheduled_s));
-	json_object_set_new(o, "scheduled_s", json_integer(r->scheduled_s));
-	json_object_set_new(o, "fired_ms", json_integer((json_int_t)r->fired_ms));
-	json_object_set_new(o, "outcome", json_string(r->outcome));
-	json_object_set_new(o, "node", json_string(r->node));
-	json_object_set_new(o, "task_id", json_integer((json_int_t)r->task_id));
-	json_object_set_new(o, "why", json_string(r->why));
-	return o;
+	free(w->runs);
+	free(w->runp);
 }
 
 static json_t *cron_history_json(struct tzcache *cache, const struct ch_cron_info *ci)
 {
-	json_t *a = json_array();
-	for (uint32_t i = 0; i < ci->history_count; i++)
-		json_array_append_new(a, cron_run_json(cache, ci->tz, &ci->history[i]));
+	struct cron_wire w;
+	cron_wire_build(&w, ci);
+	struct view_clock clk = { cron_time_view, cache };
+	json_t *a = view_cron_history(&w.info, &clk);
+	cron_wire_free(&w);
 	return a;
 }
 
 /* A schedule as JSON: the same fields as the text, times both as unix
- * seconds and as ISO-8601 in the schedule's zone. */
+ * seconds and as ISO-8601 in the schedule's zone (views.c). */
 static json_t *cron_info_json(struct tzcache *cache, const struct ch_cron_info *ci,
                               bool with_history)
 {
-	char state[CH_CRON_NOTE_BYTES_MAX + 32];
-	cron_state_text(ci, state, sizeof state);
-	json_t *o = json_object();
-	json_object_set_new(o, "name", json_string(ci->name));
-	json_object_set_new(o, "expr", json_string(ci->expr));
-	json_object_set_new(o, "tz", json_string(ci->tz[0] != '\0' ? ci->tz : "UTC"));
-	json_object_set_new(o, "next", cron_time_json(cache, ci->tz, ci->next_s));
-	json_object_set_new(o, "next_s", json_integer(ci->next_s));
-	json_object_set_new(o, "last", cron_time_json(cache, ci->tz, ci->last_s));
-	json_object_set_new(o, "last_s", json_integer(ci->last_s));
-	json_object_set_new(o, "runs", json_integer(ci->runs));
-	json_object_set_new(o, "state", json_string(state));
-	json_object_set_new(o, "paused", json_boolean(ci->paused));
-	json_object_set_new(o, "note", json_string(ci->note));
-	json_object_set_new(o, "handler", json_string(ci->handler));
-	bytes_json(o, "payload", "payload_base64", ci->payload, ci->payload_len);
-	json_object_set_new(o, "on", json_string(ci->on));
-	json_object_set_new(o, "overlap", json_string(ch_overlap_name(ci->overlap)));
-	json_object_set_new(o, "catchup_ms", json_integer((json_int_t)ci->catchup_ms));
-	json_object_set_new(o, "start", cron_time_json(cache, ci->tz, ci->start_s));
-	json_object_set_new(o, "start_s", json_integer(ci->start_s));
-	json_object_set_new(o, "end", cron_time_json(cache, ci->tz, ci->end_s));
-	json_object_set_new(o, "end_s", json_integer(ci->end_s));
-	json_object_set_new(o, "max_runs", json_integer(ci->max_runs));
-	json_object_set_new(o, "jitter_ms", json_integer((json_int_t)ci->jitter_ms));
-	json_object_set_new(o, "pause_on_failure", json_boolean(ci->pause_on_failure));
-	json_object_set_new(o, "timeout_ms", json_integer(ci->timeout_ms));
-	json_object_set_new(o, "restart", json_string(ci->restart == CH_RESTART_TRANSIENT
-	                                                      ? "transient"
-	                                                      : "temporary"));
-	json_object_set_new(o, "max_attempts", json_integer(ci->max_attempts));
-	json_object_set_new(o, "backoff_ms", json_integer(ci->backoff_ms));
-	json_object_set_new(o, "argv", strv_json(ci->argv, ci->argv_count));
-	json_object_set_new(o, "require", strv_json(ci->require, ci->require_count));
-	if (with_history)
-		json_object_set_new(o, "history", cron_history_json(cache, ci));
+	struct cron_wire w;
+	cron_wire_build(&w, ci);
+	struct view_clock clk = { cron_time_view, cache };
+	json_t *o = view_cron_info(&w.info, with_history, &clk);
+	cron_wire_free(&w);
 	return o;
 }
 
@@ -3323,7 +3443,7 @@ static void cache_bytes_json(json_t *o, const char *name, const void *p, size_t 
 {
 	char b64_name[32];
 	snprintf(b64_name, sizeof b64_name, "%s_base64", name);
-	bytes_json(o, name, b64_name, p, n);
+	view_set_bytes(o, name, b64_name, p, n);
 }
 
 static json_t *cache_key_json(const char *key)
@@ -3628,21 +3748,21 @@ static void bytes_text(uint64_t n, char *buf, size_t len)
 
 static json_t *cache_stats_json(const struct ch_cache_stats *s)
 {
-	json_t *o = json_object();
-	json_object_set_new(o, "cache", json_string(s->cache));
-	json_object_set_new(o, "node", json_string(s->node));
-	json_object_set_new(o, "entries", json_integer((json_int_t)s->entries));
-	json_object_set_new(o, "memory_bytes", json_integer((json_int_t)s->memory_bytes));
-	json_object_set_new(o, "hits", json_integer((json_int_t)s->hits));
-	json_object_set_new(o, "misses", json_integer((json_int_t)s->misses));
-	json_object_set_new(o, "evictions", json_integer((json_int_t)s->evictions));
-	json_object_set_new(o, "expirations", json_integer((json_int_t)s->expirations));
-	json_object_set_new(o, "hints_pending", json_integer((json_int_t)s->hints_pending));
-	json_object_set_new(o, "tombstones", json_integer((json_int_t)s->tombstones));
-	json_object_set_new(o, "partitions_primary", json_integer(s->partitions_primary));
-	json_object_set_new(o, "partitions_replica", json_integer(s->partitions_replica));
-	json_object_set_new(o, "partitions_moving", json_integer(s->partitions_moving));
-	return o;
+	Chorus__CacheStatsInfo w = CHORUS__CACHE_STATS_INFO__INIT;
+	w.cache = s->cache;
+	w.node = s->node;
+	w.entries = s->entries;
+	w.memory_bytes = s->memory_bytes;
+	w.hits = s->hits;
+	w.misses = s->misses;
+	w.evictions = s->evictions;
+	w.expirations = s->expirations;
+	w.hints_pending = s->hints_pending;
+	w.tombstones = s->tombstones;
+	w.partitions_primary = s->partitions_primary;
+	w.partitions_replica = s->partitions_replica;
+	w.partitions_moving = s->partitions_moving;
+	return view_cache_stats(&w);
 }
 
 static void cache_stats_table(const struct ch_cache_stats *v, size_t n)
@@ -4140,7 +4260,9 @@ static int cmd_help(int argc, char **argv)
 	                   : strcmp(c, "tasks") == 0  ? help_tasks
 	                   : strcmp(c, "wait") == 0   ? help_wait
 	                   : strcmp(c, "cancel") == 0 ? help_cancel
+	                   : strcmp(c, "fanouts") == 0 ? help_fanouts
 	                   : strcmp(c, "keygen") == 0 ? help_keygen
+	                   : strcmp(c, "http-token") == 0 ? help_http_token
 	                   : strcmp(c, "cron") == 0   ? help_cron
 	                   : strcmp(c, "cache") == 0  ? help_cache
 	                   : strcmp(c, "voters") == 0 ? help_voters
@@ -4216,8 +4338,12 @@ int main(int argc, char **argv)
 		rc = cmd_wait(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "cancel") == 0)
 		rc = cmd_cancel(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "fanouts") == 0)
+		rc = cmd_fanouts(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "keygen") == 0)
 		rc = cmd_keygen(&cli, sub_argc, sub_argv);
+	else if (strcmp(cmd, "http-token") == 0)
+		rc = cmd_http_token(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "cron") == 0)
 		rc = cmd_cron(&cli, sub_argc, sub_argv);
 	else if (strcmp(cmd, "voters") == 0)

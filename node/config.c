@@ -860,9 +860,59 @@ static int set_resp_key(struct config *c, const char *name, const char *v, char 
 	return why(w, "unknown key '%s' in [resp]", name);
 }
 
+static int set_http_key(struct config *c, const char *name, const char *v, char *w)
+{
+	struct config_http *hc = &c->http;
+	if (strcmp(name, "listen") == 0) {
+		char host[256];
+		uint16_t port;
+		if (*v == '\0') {
+			hc->listen[0] = '\0'; /* off */
+			return 0;
+		}
+		if (config_parse_hostport(v, host, sizeof(host), &port) != 0)
+			return why(w, "'%s' is not HOST:PORT (e.g. 127.0.0.1:7480, [::1]:7480)", v);
+		return set_string(v, hc->listen, sizeof(hc->listen), 0, w);
+	}
+	if (strcmp(name, "auth") == 0) {
+		if (strcmp(v, "open") == 0)
+			hc->auth_all = 0;
+		else if (strcmp(v, "all") == 0)
+			hc->auth_all = 1;
+		else
+			return why(w, "'%s' is not one of open, all", v);
+		return 0;
+	}
+	if (strcmp(name, "request_timeout") == 0)
+		return set_duration32(v, 100, &hc->request_timeout_ms, w);
+	if (strcmp(name, "max_connections") == 0)
+		return set_u32(v, 1, CONFIG_HTTP_CONNECTIONS_MAX, &hc->connections_max, w);
+	return why(w, "unknown key '%s' in [http]", name);
+}
+
+/* [http] as a whole: reading is open only on loopback, so a listener other
+ * hosts can reach must ask every request for the token. */
+static int http_check(const struct config_http *hc, char *w)
+{
+	if (!hc->listen[0])
+		return 0;
+	char host[256];
+	uint16_t port;
+	if (config_parse_hostport(hc->listen, host, sizeof(host), &port) != 0)
+		return why(w, "http listen '%s' is not HOST:PORT", hc->listen);
+	if (!config_host_is_loopback(host) && !hc->auth_all)
+		return why(w, "the HTTP listener %s is not a loopback address: anyone who reaches "
+		              "it could read the cluster's state, and there is no TLS. Use "
+		              "--http-auth all ([http] auth = all) so that every request needs the "
+		              "token (clusterctl http-token), or listen on 127.0.0.1", hc->listen);
+	return 0;
+}
+
 static int set_key(struct config *c, const char *section, const char *name, const char *v,
 		   char *w)
 {
+	if (strcmp(section, "http") == 0)
+		return set_http_key(c, name, v, w);
 	if (strcmp(section, "cache") == 0 ||
 	    (strncmp(section, "cache", 5) == 0 && (section[5] == ' ' || section[5] == '\t')))
 		return set_cache_key(c, section, name, v, w);
@@ -996,6 +1046,8 @@ static int config_check(const struct config *c, char *w)
 	if (c->backoff_ms > c->backoff_max_ms)
 		return why(w, "backoff (%ums) is above backoff_max (%ums)", c->backoff_ms,
 			   c->backoff_max_ms);
+	if (http_check(&c->http, w) != 0)
+		return -1;
 	return resp_check(&c->resp, w);
 }
 
@@ -1144,6 +1196,8 @@ void config_defaults(struct config *c)
 	c->resp.inline_bytes_max = (size_t)64 << 10;
 	c->resp.output_bytes_max = (size_t)64 << 20;
 	c->resp.idle_timeout_ms = 0;
+	c->http.request_timeout_ms = 10000;
+	c->http.connections_max = 128;
 	c->reap_after_ms = 60 * 1000;
 }
 
@@ -1189,6 +1243,8 @@ enum {
 	OPT_BOOTSTRAP,
 	OPT_VOTERS,
 	OPT_RESP,
+	OPT_HTTP,
+	OPT_HTTP_AUTH,
 };
 
 static const struct option config_options[] = {
@@ -1221,6 +1277,8 @@ static const struct option config_options[] = {
 	{"bootstrap", required_argument, NULL, OPT_BOOTSTRAP},
 	{"voters", required_argument, NULL, OPT_VOTERS},
 	{"resp", required_argument, NULL, OPT_RESP},
+	{"http", required_argument, NULL, OPT_HTTP},
+	{"http-auth", required_argument, NULL, OPT_HTTP_AUTH},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -1324,6 +1382,10 @@ static int config_apply(struct config *c, int opt, const char *v, struct list_st
 		return set_cluster_key(c, "voters", v, w);
 	case OPT_RESP:
 		return set_resp_key(c, "listen", v, w);
+	case OPT_HTTP:
+		return set_http_key(c, "listen", v, w);
+	case OPT_HTTP_AUTH:
+		return set_http_key(c, "auth", v, w);
 	default: {
 		const char *key = flag_key(opt);
 		if (!key)
@@ -1628,7 +1690,8 @@ void config_usage(FILE *out)
 		"file, environment variables, the flags. Every flag but --pool is also a\n"
 		"variable: --some-flag VALUE is CHORUS_SOME_FLAG=VALUE (e.g. CHORUS_NAME,\n"
 		"CHORUS_LISTEN, CHORUS_ADVERTISE, CHORUS_SEEDS, CHORUS_DATA_DIR, CHORUS_SECRET,\n"
-		"CHORUS_RESP; lists comma-separated); an empty variable counts as unset.\n"
+		"CHORUS_RESP, CHORUS_HTTP, CHORUS_HTTP_AUTH; lists comma-separated); an empty\n"
+		"variable counts as unset.\n"
 		"Durations: 250ms, 5s, 2m, 1h or plain milliseconds. Sizes: 512, 64k, 16M, 1G.\n"
 		"\n"
 		"  --config FILE         INI file read first (see chorus.conf.example); without\n"
@@ -1671,6 +1734,12 @@ void config_usage(FILE *out)
 		"  --resp HOST:PORT      serve the cache over the Redis protocol (RESP2) here\n"
 		"                        (default: off). A non-loopback address needs [resp]\n"
 		"                        password or password_file, or allow_open = true\n"
+		"  --http HOST:PORT      serve /metrics, the dashboard and the JSON API here\n"
+		"                        (default: off; docs/http.md)\n"
+		"  --http-auth open|all  open: on a loopback address reading is open and\n"
+		"                        changes need the token (clusterctl http-token); all:\n"
+		"                        every request needs it. A non-loopback --http needs\n"
+		"                        all (default open)\n"
 		"  --log-level LEVEL     debug|info|warn|error (default %s)\n"
 		"  --log-format FORMAT   text|json (default %s)\n"
 		"  -h, --help            print this help and exit\n"
@@ -1680,11 +1749,13 @@ void config_usage(FILE *out)
 		"voter_dead ([cluster]) are set in the config file, and so are the RESP\n"
 		"listener's password and limits ([resp]: password, password_file, allow_open,\n"
 		"max_clients (default 256, at most %d), bulk_bytes_max, multibulk_count_max,\n"
-		"query_bytes_max, inline_bytes_max, output_bytes_max, idle_timeout).\n",
+		"query_bytes_max, inline_bytes_max, output_bytes_max, idle_timeout), and the\n"
+		"HTTP listener's request_timeout (default 10s) and max_connections (default\n"
+		"128, at most %d) ([http]).\n",
 		d.name, d.listen, d.data_dir, CONFIG_WORKERS_MAX, d.workers, CONFIG_PREFETCH_MAX,
 		d.prefetch, CONFIG_NAMED_POOLS_MAX, timeout, d.queue_max, ttl, frame,
 		store_sync_name(d.synchronous), grace, CONFIG_TAGS_MAX, gossip,
 		log_level_name(d.log_level),
-		d.log_json ? "json" : "text", CONFIG_RESP_CLIENTS_MAX);
+		d.log_json ? "json" : "text", CONFIG_RESP_CLIENTS_MAX, CONFIG_HTTP_CONNECTIONS_MAX);
 	config_free(&d);
 }

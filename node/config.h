@@ -22,6 +22,7 @@
  *   [resp]   listen, password, password_file, allow_open, max_clients,
  *            bulk_bytes_max, multibulk_count_max, query_bytes_max,
  *            inline_bytes_max, output_bytes_max, idle_timeout
+ *   [http]   listen, auth (open|all), request_timeout, max_connections
  * Durations accept "250ms", "5s", "2m", "1h" or plain milliseconds.
  * Sizes accept "512", "64k", "16M", "1G" (bytes, binary units).
  * Unknown sections or keys and bad values are errors naming file:line.
@@ -78,6 +79,16 @@ struct config_resp {
 	size_t inline_bytes_max;      /* an inline command line; default 64 KiB */
 	size_t output_bytes_max;      /* replies not yet read by the client; default 64 MiB */
 	uint32_t idle_timeout_ms;     /* close a client idle this long; 0 = never (default) */
+};
+
+/* [http]: the HTTP service (svc/http_svc.c, docs/http.md). */
+#define CONFIG_HTTP_CONNECTIONS_MAX 256
+struct config_http {
+	char listen[256];             /* HOST:PORT; "" = no listener (default) */
+	int auth_all;                 /* every request needs the token (--http-auth all) */
+	uint32_t request_timeout_ms;  /* a request's head and body, and a stalled
+	                                 answer; default 10 s */
+	uint32_t connections_max;     /* default 128 */
 };
 
 struct config {
@@ -150,6 +161,7 @@ struct config {
 	uint32_t cache_compute_waiters_max; /* callers waiting on one key's compute, default 1024 */
 
 	struct config_resp resp;       /* [resp] and --resp */
+	struct config_http http;       /* [http], --http and --http-auth */
 
 	char env_used[1024];           /* names of the variables applied, space-separated (for the log) */
 };

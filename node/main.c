@@ -15,9 +15,11 @@
  *            drains before the cache, so answers it owes still come)
  *   status   `clusterctl status`, from every service's status()
  *   events   `clusterctl events`: the ring of recent events (io/events.h);
- *            last, so it answers in the iteration an event was reported in,
- *            and drains first (node_draining is the first thing a drain
- *            reports)
+ *            near the end, so it answers in the iteration an event was
+ *            reported in, and drains early (node_draining is the first
+ *            thing a drain reports)
+ *   http     /metrics, the dashboard and its JSON API (--http; last, so it
+ *            drains first: it stops serving before what it shows stops)
  * So on SIGTERM schedules stop first, then the tasks drain, then the node
  * leaves the cluster.
  *
@@ -36,6 +38,8 @@
 #include "svc/cache_svc.h"
 #include "svc/cluster_svc.h"
 #include "svc/events_svc.h"
+#include "svc/http_api.h"
+#include "svc/http_svc.h"
 #include "svc/resp_svc.h"
 #include "svc/sched_svc.h"
 #include "svc/status_svc.h"
@@ -46,7 +50,8 @@ static int register_services(struct host *h)
 	if (cluster_svc_register(h) != 0 || tasks_svc_register(h) != 0 ||
 	    sched_svc_register(h) != 0 || cache_svc_register(h) != 0 ||
 	    resp_svc_register(h) != 0 ||
-	    status_svc_register(h) != 0 || events_svc_register(h) != 0)
+	    status_svc_register(h) != 0 || events_svc_register(h) != 0 ||
+	    http_svc_register(h) != 0 || http_api_register(h) != 0)
 		return -1;
 	return 0;
 }

@@ -83,6 +83,8 @@
 #define KDF_MIX_ID 2
 #define KDF_REJECT_ID 3
 #define KDF_KEY_ID_ID 4
+#define KDF_HTTP_CONTEXT "chorhttp"
+#define KDF_HTTP_TOKEN_ID 5
 #define KEY_BYTES 32
 #define HELLO_DOMAIN "chorus-hello-v2"
 #define WELCOME_DOMAIN "chorus-welcome-v2"
@@ -111,6 +113,8 @@ _Static_assert(crypto_generichash_KEYBYTES_MIN <= KEY_BYTES &&
                "mixing keys are generichash keys");
 _Static_assert(DOMAIN_BYTES(KDF_ROLE_CONTEXT) == crypto_kdf_CONTEXTBYTES, "kdf context size");
 _Static_assert(DOMAIN_BYTES(KDF_LINK_CONTEXT) == crypto_kdf_CONTEXTBYTES, "kdf context size");
+_Static_assert(DOMAIN_BYTES(KDF_HTTP_CONTEXT) == crypto_kdf_CONTEXTBYTES, "kdf context size");
+_Static_assert(SEAL_HTTP_TOKEN_BYTES >= crypto_kdf_BYTES_MIN, "token derivable by crypto_kdf");
 _Static_assert(NONCE_BYTES == 12, "ietf nonce");
 _Static_assert(SEAL_STALE == 8 && SEAL_WRONG_PEER + 1 == SEAL_VERDICT_COUNT,
                "verdicts are appended, and counted");
@@ -437,6 +441,35 @@ static int keyring_find(const struct seal_keyring *kr, uint32_t key_id)
 		if (kr->key_ids[i] == key_id)
 			return (int)i;
 	return -1;
+}
+
+void seal_http_token(const uint8_t client_root[SEAL_SECRET_BYTES],
+                     uint8_t out[SEAL_HTTP_TOKEN_BYTES])
+{
+	sodium_ready();
+	kdf(out, SEAL_HTTP_TOKEN_BYTES, KDF_HTTP_TOKEN_ID, KDF_HTTP_CONTEXT, client_root);
+}
+
+int seal_keyring_http_token(const struct seal_keyring *kr, uint32_t index,
+                            uint8_t out[SEAL_HTTP_TOKEN_BYTES])
+{
+	if (kr == NULL || index >= kr->key_count)
+		return -1;
+	seal_http_token(kr->keys[index].client_root, out);
+	return 0;
+}
+
+int seal_http_token_check(const struct seal_keyring *kr, const uint8_t token[SEAL_HTTP_TOKEN_BYTES])
+{
+	int ok = 0;
+	for (uint32_t i = 0; kr != NULL && i < kr->key_count; i++) {
+		uint8_t want[SEAL_HTTP_TOKEN_BYTES];
+		seal_http_token(kr->keys[i].client_root, want);
+		/* every key is compared, whatever the first gave */
+		ok |= sodium_memcmp(want, token, SEAL_HTTP_TOKEN_BYTES) == 0;
+		sodium_memzero(want, sizeof want);
+	}
+	return ok;
 }
 
 int seal_keyring_has_id(const struct seal_keyring *kr, uint32_t key_id)

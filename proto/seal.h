@@ -175,6 +175,20 @@ int seal_keyring_wipes_on_fork(const struct seal_keyring *kr);
  * seal_keyring_wipes_on_fork(kr) (tests, and a worker's own assertion). */
 int seal_keyring_is_zero(const struct seal_keyring *kr);
 
+/* ---- the HTTP bearer token (docs/http.md) ----
+ * token = kdf(client_root, id 5, "chorhttp"): a client credential gives the
+ * same token as the cluster secret it was made from, and the token reveals
+ * nothing of the link keys (another kdf context). */
+#define SEAL_HTTP_TOKEN_BYTES 32u
+void seal_http_token(const uint8_t client_root[SEAL_SECRET_BYTES],
+                     uint8_t out[SEAL_HTTP_TOKEN_BYTES]);
+/* The token of kr's key number index (0 = primary); -1 when out of range. */
+int seal_keyring_http_token(const struct seal_keyring *kr, uint32_t index,
+                            uint8_t out[SEAL_HTTP_TOKEN_BYTES]);
+/* 1 if token is the HTTP token of any key of kr (rotation: both keys are
+ * accepted), compared in constant time (sodium_memcmp); else 0. */
+int seal_http_token_check(const struct seal_keyring *kr, const uint8_t token[SEAL_HTTP_TOKEN_BYTES]);
+
 /* Writes a fresh random cluster secret (one line of hex, mode 0600,
  * O_EXCL). 0 or -1 + err. */
 int seal_secret_generate(const char *path, char *err, size_t err_len);

@@ -7,7 +7,12 @@ set -euo pipefail
 PKGS=(cmake gcc make pkg-config libnng-dev protobuf-c-compiler libprotobuf-c-dev libsodium-dev
       libsqlite3-dev libcmocka-dev libinih-dev libjansson-dev python3 valgrind procps clang
       libfaketime iproute2 tzdata redis-tools python3-redis dpkg-dev file debootstrap \
-      libmbedtls-dev prometheus)
+      libmbedtls-dev)
+# test-only: promtool, which checks /metrics (tests/integration/test_metrics.py)
+PKGS+=(prometheus)
+# test-only: the dashboard's headless-browser test (tests/integration/test_dashboard.py,
+# which skips without them); about 120 MB to download, 400 MB installed
+PKGS+=(chromium chromium-driver python3-selenium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -135,6 +135,8 @@ struct out {
 	int persist;
 	uint8_t *plain;           /* envelope (sealed at send) or raw frame */
 	size_t len;
+	rpc_local_done_fn local_done; /* a local call's answer (no slot, no session) */
+	void *local_arg;
 	struct out *next;
 };
 
@@ -734,7 +736,8 @@ static void out_push(struct rpc *r, struct slot *sl, struct session *sess, uint6
 	struct out *o = calloc(1, sizeof(*o));
 	if (!o) {
 		free(plain);
-		slot_recv(sl);
+		if (sl)
+			slot_recv(sl);
 		return;
 	}
 	o->slot = sl;
@@ -744,7 +747,8 @@ static void out_push(struct rpc *r, struct slot *sl, struct session *sess, uint6
 	o->persist = persist;
 	o->plain = plain;
 	o->len = len;
-	sl->state = SLOT_BUSY;
+	if (sl)
+		sl->state = SLOT_BUSY;
 	if (r->out_tail)
 		r->out_tail->next = o;
 	else
@@ -773,6 +777,31 @@ static uint8_t *pack_error(const struct rpc *r, uint64_t request_id, int code, c
 	return buf;
 }
 
+/* A local call's answer, after the commit: decoded and handed over. */
+static void local_deliver(struct rpc *r, struct out *o, int committed)
+{
+	Chorus__Envelope *env = NULL;
+	if (!(o->persist && !committed) && o->plain)
+		env = chorus__envelope__unpack(NULL, o->len, o->plain);
+	if (env) {
+		o->local_done(o->local_arg, env);
+		chorus__envelope__free_unpacked(env, NULL);
+		return;
+	}
+	Chorus__Error e = CHORUS__ERROR__INIT;
+	Chorus__Envelope err = CHORUS__ENVELOPE__INIT;
+	e.code = o->persist && !committed ? CH_ERR_STORAGE : CH_ERR_NOMEM;
+	e.message = o->persist && !committed ? (char *)"the node could not journal the request"
+	                                     : (char *)"out of memory";
+	err.version = CH_PROTOCOL_VERSION;
+	err.sender.data = (uint8_t *)r->cfg.node_id;
+	err.sender.len = SEAL_ID_BYTES;
+	err.request_id = o->request_id;
+	err.body_case = CHORUS__ENVELOPE__BODY_ERROR;
+	err.error = &e;
+	o->local_done(o->local_arg, &err);
+}
+
 void rpc_send_outbox(struct rpc *r, int committed)
 {
 	struct out *o = r->out_head;
@@ -782,6 +811,13 @@ void rpc_send_outbox(struct rpc *r, int committed)
 		struct slot *sl = o->slot;
 		nng_msg *msg = NULL;
 		int ok = 0;
+		if (o->local_done) {
+			local_deliver(r, o, committed);
+			free(o->plain);
+			free(o);
+			o = next;
+			continue;
+		}
 		if (o->sess && o->persist && !committed) {
 			/* not journaled: do not promise */
 			size_t n;
@@ -862,8 +898,39 @@ static void call_done(struct rpc_call *c, int code)
 	}
 }
 
+/* Queues a local call's answer (buf may be NULL: out of memory, told to
+ * done as an error). If even that fails, done runs now with an error: it
+ * runs exactly once either way. */
+static void local_queue(struct rpc_call *c, uint8_t *buf, size_t n)
+{
+	struct rpc *r = c->rpc;
+	struct out *o = calloc(1, sizeof(*o));
+	if (!o) {
+		free(buf);
+		struct out tmp = {.request_id = c->request_id, .local_done = c->local_done,
+		                  .local_arg = c->local_arg};
+		local_deliver(r, &tmp, 1);
+		return;
+	}
+	o->request_id = c->request_id;
+	o->persist = c->persist;
+	o->plain = buf;
+	o->len = buf ? n : 0;
+	o->local_done = c->local_done;
+	o->local_arg = c->local_arg;
+	if (r->out_tail)
+		r->out_tail->next = o;
+	else
+		r->out_head = o;
+	r->out_tail = o;
+}
+
 static void queue_answer(struct rpc_call *c, uint8_t *buf, size_t n)
 {
+	if (c->local_done) {
+		local_queue(c, buf, n);
+		return;
+	}
 	/* copies first: out_push may free buf */
 	for (uint32_t i = 0; i < c->more_count; i++) {
 		uint8_t *copy = malloc(n ? n : 1);
@@ -903,7 +970,10 @@ void rpc_reply(struct rpc_call *c, Chorus__Envelope *env)
 			chorus__envelope__pack(env, buf);
 	}
 	if (!buf) {
-		slot_recv(c->slot);
+		if (c->local_done)
+			local_queue(c, NULL, 0);
+		else
+			slot_recv(c->slot);
 		for (uint32_t i = 0; i < c->more_count; i++)
 			slot_recv(c->more[i]);
 		c->more_count = 0;
@@ -950,12 +1020,17 @@ struct rpc_call *rpc_park(struct rpc_call *c, void (*on_cancel)(void *arg, struc
 	if (r->parked_head)
 		r->parked_head->pprev = p;
 	r->parked_head = p;
-	p->slot->state = SLOT_PARKED;
-	p->slot->parked = p;
-	p->sess->parked++;
-	struct recent *rc = recent_find(p->sess, p->counter);
-	if (rc)
-		rc->parked = p;
+	/* a local call has neither slot nor session (rpc_local_call) */
+	if (p->slot) {
+		p->slot->state = SLOT_PARKED;
+		p->slot->parked = p;
+	}
+	if (p->sess) {
+		p->sess->parked++;
+		struct recent *rc = recent_find(p->sess, p->counter);
+		if (rc)
+			rc->parked = p;
+	}
 	return p;
 }
 
@@ -1364,11 +1439,15 @@ void rpc_destroy(struct rpc *r)
 		parked_unlink(r, c);
 		if (c->on_cancel)
 			c->on_cancel(c->cancel_arg, c);
+		if (c->local_done)
+			c->local_done(c->local_arg, NULL); /* never answered */
 		free(c);
 	}
 	while (r->out_head) {
 		struct out *o = r->out_head;
 		r->out_head = o->next;
+		if (o->local_done)
+			o->local_done(o->local_arg, NULL); /* not sent: the node stops */
 		free(o->plain);
 		free(o);
 	}
@@ -1393,6 +1472,27 @@ void rpc_destroy(struct rpc *r)
 	seal_hello_guard_free(r->hello_guard);
 	pthread_mutex_destroy(&r->mu);
 	free(r);
+}
+
+int rpc_local_call(struct rpc *r, const Chorus__Envelope *env, unsigned role,
+                   rpc_local_done_fn done, void *arg)
+{
+	if (!r || !env || !done)
+		return -1;
+	/* the handler may park it: rpc_park copies the call, so it can live
+	 * on the stack */
+	struct rpc_call c;
+	memset(&c, 0, sizeof(c));
+	c.rpc = r;
+	c.role = role;
+	c.request_id = env->request_id;
+	c.body_case = (int)env->body_case;
+	c.start_ns = clock_mono_ns();
+	c.local_done = done;
+	c.local_arg = arg;
+	r->h.request(r->h.ctx, &c, env);
+	assert(c.answered || c.parked);
+	return 0;
 }
 
 void rpc_count_refused(struct rpc_call *c, int verdict)

@@ -64,6 +64,10 @@ struct rpc_call {
 	uint64_t start_ns;        /* monotonic, when the request was taken */
 	uint32_t pipe_id;         /* nng pipe it came on (peer address) */
 	void *stats;              /* the dispatcher's per-request counters */
+	/* a local call (rpc_local_call): no slot, no session; the answer goes
+	 * to local_done after the commit */
+	void (*local_done)(void *arg, const Chorus__Envelope *answer);
+	void *local_arg;
 	/* parked only */
 #define RPC_REPLY_TARGETS_MAX 3
 	struct slot *more[RPC_REPLY_TARGETS_MAX]; /* resends of it: answered too */
@@ -108,6 +112,20 @@ void rpc_take_ready(struct rpc *r, uint64_t now_mono_ms);
 void rpc_send_outbox(struct rpc *r, int committed);
 /* Forgets idle sessions. */
 void rpc_tick(struct rpc *r, uint64_t now_mono_ms);
+
+/* ---- local calls ----
+ * A request made inside the node (the HTTP service's API) goes through the
+ * request table exactly as a client session's would: roles (role bits),
+ * draining, persist-before-promise, parking. done(arg, answer) runs once,
+ * on the loop, from rpc_send_outbox after the iteration's commit: answer is
+ * the answer envelope (an Error body for failures; a persist answer whose
+ * commit failed is a CH_ERR_STORAGE error), valid during the call only. If
+ * the transport is destroyed first (the node stops with the call parked or
+ * queued), done runs with answer NULL. Returns 0, or -1 when the request
+ * could not be made (then done never runs). */
+typedef void (*rpc_local_done_fn)(void *arg, const Chorus__Envelope *answer);
+int rpc_local_call(struct rpc *r, const Chorus__Envelope *env, unsigned role,
+                   rpc_local_done_fn done, void *arg);
 
 /* ---- answering ---- */
 

@@ -67,7 +67,22 @@
 
 enum waiter_kind { WAIT_TASK, WAIT_BATCH };
 
+/* Fan-out listing (tasks_fanouts.c): finished batches kept for it. */
+#define FANOUTS_FINISHED_KEPT 100u
+#define FANOUT_HANDLER_BYTES 64u
+
 struct tasks_svc;
+
+/* One fan-out this node coordinates, for its listing. */
+struct fanout_rec {
+	uint64_t id;
+	uint32_t total; /* last seen from the core */
+	uint32_t succeeded, failed, timed_out, cancelled, lost;
+	uint64_t submitted_ms, finished_ms; /* wall; finished 0 = running */
+	int cancel_asked;
+	char handler[FANOUT_HANDLER_BYTES];
+	struct fanout_rec *newer, *older;
+};
 
 struct waiter {
 	struct tasks_svc *svc;
@@ -159,6 +174,9 @@ struct tasks_svc {
 	struct idvec ended, progressed, closed;
 	struct idvec withdrawn;    /* watched tasks a failed commit withdrew */
 	struct idmap streams;      /* batch id -> struct stream */
+	struct idmap fanouts;      /* batch id -> struct fanout_rec (tasks_fanouts.c) */
+	struct fanout_rec *fan_newest, *fan_oldest;
+	uint32_t fan_finished;
 	struct batch stored_batch; /* the last batch read from the journal (id 0: none) */
 	int nomem_logged;
 
@@ -202,6 +220,15 @@ uint32_t batch_total(struct tasks_svc *s, uint64_t batch_id);
 void tasks_metrics_final(struct tasks_svc *s, const struct task *t);
 
 /* ---- tasks_stream.c, used by tasks_svc.c ---- */
+void fanout_begin(struct tasks_svc *s, uint64_t batch_id, const char *handler);
+void fanout_on_final(struct tasks_svc *s, const struct task *t);
+void fanout_on_progress(struct tasks_svc *s, uint64_t batch_id);
+void fanout_cancelled(struct tasks_svc *s, uint64_t batch_id);
+/* Running fan-outs then finished ones, each newest first, at most limit:
+ * *out (calloc'd, caller frees; strings point into the records, valid
+ * until the loop's next call into the service). 0, or -1 out of memory. */
+int fanouts_list(struct tasks_svc *s, uint32_t limit, Chorus__BatchInfo **out, size_t *n);
+void fanouts_free(struct tasks_svc *s);
 struct stream *stream_find(const struct tasks_svc *s, uint64_t batch_id);
 void stream_free(struct tasks_svc *s, struct stream *st);
 uint32_t stream_room(const struct tasks_svc *s, uint64_t batch_id);

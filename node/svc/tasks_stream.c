@@ -225,6 +225,7 @@ void handle_map_stream(struct tasks_svc *s, struct rpc_call *c, const Chorus__Ma
 	                      host_now(s->host), &batch_id);
 	if (rc == 0) {
 		st->batch_id = batch_id;
+		fanout_begin(s, batch_id, m->handler);
 		if (idmap_put(&s->streams, batch_id, st) != 0) {
 			/* its first tasks run; no more can come */
 			(void)tasks_close_batch(s->tasks, batch_id);

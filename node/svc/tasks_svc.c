@@ -849,6 +849,7 @@ static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *en
 		return;
 	}
 	free(tv);
+	fanout_begin(s, batch_id, m->handler);
 	if (key_record(s, c, &m->idempotency_key, STORE_KEY_BATCH, batch_id) != 0) {
 		int gone = tasks_withdraw_batch(s->tasks, batch_id);
 		assert(gone == 0);
@@ -922,6 +923,8 @@ static void handle_cancel(void *svc, struct rpc_call *c, const Chorus__Envelope 
 			}
 		}
 		cr.cancelled = tasks_cancel_batch(s->tasks, m->batch_id, now);
+		if (cr.cancelled > 0) /* a finished batch stays "done" */
+			fanout_cancelled(s, m->batch_id);
 	}
 	if (m->task_id) {
 		const struct task *t;
@@ -962,6 +965,31 @@ static int list_cb(void *arg, struct task *t)
 	return 0;
 }
 
+/* ListReq.batches: the fan-outs this node coordinates (tasks_fanouts.c). */
+static void list_batches(struct tasks_svc *s, struct rpc_call *c, uint32_t limit)
+{
+	Chorus__BatchInfo *v = NULL;
+	size_t n = 0;
+	if (fanouts_list(s, limit, &v, &n) != 0) {
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	Chorus__BatchInfo **vp = calloc(n ? n : 1, sizeof(*vp));
+	if (!vp) {
+		free(v);
+		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		vp[i] = &v[i];
+	Chorus__ListResp lr = CHORUS__LIST_RESP__INIT;
+	lr.n_batches = n;
+	lr.batches = vp;
+	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_LIST_RESP, list_resp, &lr);
+	free(vp);
+	free(v);
+}
+
 static void handle_list(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
 {
 	struct tasks_svc *s = svc;
@@ -969,6 +997,10 @@ static void handle_list(void *svc, struct rpc_call *c, const Chorus__Envelope *e
 	uint32_t limit = m->limit ? m->limit : 50;
 	if (limit > LIST_LIMIT_MAX)
 		limit = LIST_LIMIT_MAX;
+	if (m->batches) {
+		list_batches(s, c, limit);
+		return;
+	}
 	struct list_collect lc = {.cap = limit};
 	lc.bytes_max = rpc_reply_bytes_max(c->rpc);
 	lc.bytes_max = lc.bytes_max > 1024 ? lc.bytes_max - 1024 : lc.bytes_max;
@@ -1068,8 +1100,11 @@ static void fx_final(void *ctx, const struct task *t)
 	struct tasks_svc *s = ctx;
 	tasks_metrics_final(s, t);
 	idvec_push(s, &s->ended, t->id);
-	if (t->batch_id)
+	if (t->batch_id) {
 		stream_on_final(s, t);
+		if (!t->ephemeral)
+			fanout_on_final(s, t);
+	}
 	if (t->ephemeral) {
 		/* keep its outcome for a resend of the same attempt */
 		struct placed_rec *pr = idmap_get(&s->placed_by_task, t->id);
@@ -1107,6 +1142,7 @@ static void fx_batch_progress(void *ctx, const struct batch *b)
 {
 	struct tasks_svc *s = ctx;
 	idvec_push(s, &s->progressed, b->id);
+	fanout_on_progress(s, b->id);
 }
 
 /* ---- worker events (delivered outside core calls) ---- */
@@ -2010,6 +2046,7 @@ static void svc_stop(void *svc)
 		free(st);
 	}
 	idmap_free(&s->streams);
+	fanouts_free(s);
 	tasks_destroy(s->tasks);
 	if (s->reg_ready)
 		handlers_free(&s->reg);
@@ -2057,6 +2094,7 @@ int tasks_svc_register(struct host *h)
 	idmap_init(&s->task_waiters);
 	idmap_init(&s->batch_waiters);
 	idmap_init(&s->streams);
+	idmap_init(&s->fanouts);
 	idmap_init(&s->placed_by_key);
 	idmap_init(&s->placed_by_task);
 	timerheap_init(&s->deadlines);
