@@ -2,14 +2,18 @@
 # Chorus's main job on embedded defaults: installs what is missing, builds,
 # starts a local 3-node cluster (fresh data dirs, one shared secret, nodes 2
 # and 3 join through node 1), runs a fan-out of 1,000 sha256 tasks across it,
-# shows the results, who ran what and the cluster's status, then stops the
-# nodes with SIGTERM (each drains and leaves gracefully).
+# shows the results, who ran what, the cluster's status, events and a few
+# metrics, then stops the nodes with SIGTERM (each drains and leaves
+# gracefully). Node 1 serves the dashboard and /metrics on loopback
+# (http://127.0.0.1:7500/ by default); run from a terminal, the demo keeps
+# the cluster up until Enter is pressed, so the dashboard can be looked at.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/deps.sh
 bash scripts/build.sh build
 base=${CHORUS_DEMO_PORT:-7400}
+http_port=${CHORUS_DEMO_HTTP_PORT:-$((base + 100))}
 data=$(mktemp -d /tmp/chorus-demo.XXXXXX)
 secret="$data/secret"
 build/clusterctl keygen "$secret" >/dev/null
@@ -31,6 +35,7 @@ done
 for i in 1 2 3; do
   addr="tcp://127.0.0.1:$((base + i - 1))"
   seeds=(); [ "$i" -gt 1 ] && seeds=(--seeds "$seed")
+  [ "$i" -eq 1 ] && seeds+=(--http "127.0.0.1:$http_port")
   env "${no_chorus_env[@]}" build/chorusd --name "node$i" --data-dir "$data/node$i" --listen "$addr" --secret "$secret" \
     --gossip-period 200ms "${seeds[@]}" 2>"$data/node$i.log" &
   pids+=($!)
@@ -61,3 +66,11 @@ sleep 3.5
 ctl cron history tick
 echo "== status of node1"
 ctl status
+echo "== the cluster's recent events, as node1 saw them"
+ctl events
+echo "== a few of node1's Prometheus metrics (all of them: curl http://127.0.0.1:$http_port/metrics)"
+ctl metrics | grep -E '^chorus_(tasks_total|members|raft_is_leader)' | head -12
+echo "== dashboard: http://127.0.0.1:$http_port/ (changes need the token: $(ctl http-token))"
+if [ -t 0 ] && [ -t 1 ]; then
+  read -r -p "press Enter to stop the cluster " _ || true
+fi
