@@ -15,6 +15,7 @@
  *     mix    = kdf(role_root, id 2, "chorlink")  mixes the session keys
  *     reject = kdf(client_root, id 3, "chorlink") MACs data-frame REJECTs
  *     key_id = le32(first 4 bytes of kdf(client_root, id 4, "chorlink", 16 bytes))
+ *     http token = kdf(client_root, id 5, "chorhttp")  (docs/http.md)
  *
  *   HELLO    mac = crypto_auth(auth[role], "chorus-hello-v2" || version(le32)
  *                  || role(u8) || key_id(le32) || time_ms(le64) || eph_pk
