@@ -321,6 +321,13 @@ int ch_members_json(ch_client *c, char **json, char *err, size_t err_len);
  * "input_open"} (docs/http.md: GET /api/fanouts is the same). */
 int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t err_len);
 
+/* The node's cache overview as JSON (malloc'd, the caller frees): {"stats":
+ * [per cache, as `clusterctl --json cache stats`], "partitions":
+ * {"partitions", "replicas", "epoch", "primary", "owned", "moving" (this
+ * node's counts), "map": [[owner member names of partition 0, primary
+ * first], ...]}} (docs/http.md: GET /api/cache is the same). */
+int ch_cache_overview_json(ch_client *c, char **json, char *err, size_t err_len);
+
 /* ------------------------------------------------------------------ */
 /* Events: what happened in the cluster, as the node asked saw it.
  *

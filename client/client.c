@@ -1617,6 +1617,26 @@ int ch_fanouts_json(ch_client *c, uint32_t limit, char **json, char *err, size_t
 	return json_hand_over(a, json, err, err_len);
 }
 
+static int cache_send(ch_client *c, Chorus__CacheReq *req, Chorus__Envelope **e, char *err,
+                      size_t err_len);
+
+int ch_cache_overview_json(ch_client *c, char **json, char *err, size_t err_len)
+{
+	if (c == NULL || json == NULL)
+		return fail(err, err_len, CH_ERR_INVALID, "client and json are required");
+	*json = NULL;
+	Chorus__CacheReq req = CHORUS__CACHE_REQ__INIT;
+	req.op = CHORUS__CACHE_OP__CACHE_STATS;
+	req.cache = (char *)""; /* every cache */
+	Chorus__Envelope *e = NULL;
+	int code = cache_send(c, &req, &e, err, err_len);
+	if (code != CH_OK)
+		return code;
+	json_t *o = view_cache(e->cache_resp);
+	chorus__envelope__free_unpacked(e, NULL);
+	return json_hand_over(o, json, err, err_len);
+}
+
 int ch_metrics(ch_client *c, char **text, char *err, size_t err_len)
 {
 	if (c == NULL || text == NULL)
@@ -1643,46 +1663,6 @@ int ch_metrics(ch_client *c, char **text, char *err, size_t err_len)
 
 /* One event as in ch_events_json's contract (chorus.h); the fields of the
  * HTTP API's event object (/api/events, docs/http.md). */
-/* merge of 'events' over 'api': api moved these helpers into views.c */
-#ifndef JU64
-#define JU64(v) json_integer((json_int_t)(v))
-#endif
-#define json_text(s) view_text(s)
-
-static json_t *event_to_json(const Chorus__Event *e)
-{
-	json_t *o = json_object();
-	if (o == NULL)
-		return NULL;
-	json_object_set_new(o, "seq", JU64(e->seq));
-	json_object_set_new(o, "wall_ms", JU64(e->wall_ms));
-	json_object_set_new(o, "kind", json_text(e->kind));
-	json_object_set_new(o, "subject", json_text(e->subject));
-	json_object_set_new(o, "message", json_text(e->message));
-	return o;
-}
-
-/* One page of events: the node, its run (started_ms), the seqs it holds. */
-static json_t *events_page_to_json(const Chorus__EventsResp *r)
-{
-	json_t *o = json_object();
-	json_t *a = json_array();
-	if (o == NULL || a == NULL) {
-		json_decref(o);
-		json_decref(a);
-		return NULL;
-	}
-	json_object_set_new(o, "node", json_text(r->node));
-	json_object_set_new(o, "node_id", json_text(r->node_id));
-	json_object_set_new(o, "started_ms", JU64(r->started_ms));
-	json_object_set_new(o, "first_seq", JU64(r->first_seq));
-	json_object_set_new(o, "last_seq", JU64(r->last_seq));
-	for (size_t i = 0; i < r->n_events; i++)
-		json_array_append_new(a, event_to_json(r->events[i]));
-	json_object_set_new(o, "events", a);
-	return o;
-}
-
 int ch_events_json(ch_client *c, uint64_t after, uint32_t wait_ms, uint32_t max, char **json,
                    char *err, size_t err_len)
 {
@@ -1703,7 +1683,7 @@ int ch_events_json(ch_client *c, uint64_t after, uint32_t wait_ms, uint32_t max,
 	                       err_len);
 	if (code != CH_OK)
 		return code;
-	json_t *o = events_page_to_json(e->events_resp);
+	json_t *o = view_events_page(e->events_resp);
 	chorus__envelope__free_unpacked(e, NULL);
 	return json_hand_over(o, json, err, err_len);
 }

@@ -20,6 +20,7 @@
 #include "proto/seal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <limits.h>
 #include <nng/nng.h>
@@ -400,6 +401,7 @@ static const char help_cache[] =
 	"       clusterctl cache update KEY [--ttl DUR] [--lease DUR] [--delete-if-empty] -- COMMAND [ARG...]\n"
 	"       clusterctl cache scan [--match GLOB] [--count N] [--cursor C]\n"
 	"       clusterctl cache stats\n"
+	"       clusterctl cache partitions\n"
 	"       clusterctl cache flush --yes\n"
 	"       clusterctl cache dbsize\n"
 	"\n"
@@ -478,8 +480,13 @@ static const char help_cache[] =
 	"stats: the counters of the node asked, one line per cache (--cache: one):\n"
 	"entries, memory, hits, misses, evictions, expirations, hinted writes pending\n"
 	"for a replica that is down, and the partitions it holds as primary, as\n"
-	"replica and moving. flush --yes: removes every entry of the cache on every\n"
-	"member. dbsize: the cache's entries, cluster-wide.\n"
+	"replica and moving. partitions: the partition map the node asked routes by\n"
+	"(every cache shares it): how many partitions each member holds as primary\n"
+	"and as replica; with --json {\"stats\": [as stats], \"partitions\":\n"
+	"{\"partitions\", \"replicas\", \"epoch\", \"primary\", \"owned\", \"moving\",\n"
+	"\"map\": [[owners of partition 0, primary first], ...]}}, what the node's\n"
+	"GET /api/cache answers (docs/http.md). flush --yes: removes every entry of\n"
+	"the cache on every member. dbsize: the cache's entries, cluster-wide.\n"
 	"\n"
 	"With --json each command prints one object: get {\"key\", \"value\", \"ttl_ms\"\n"
 	"(-1: no expiry), \"version\": {\"hlc\", \"node\"}}, put {\"key\", \"stored\"}, del\n"
@@ -3189,6 +3196,7 @@ static const struct cache_cmd cache_cmds[] = {
 	{ "update", 2, -1, CACHE_TAKES_UPDATE, "KEY -- COMMAND [ARG...]" },
 	{ "scan", 0, 0, CACHE_TAKES_SCAN, "no argument" },
 	{ "stats", 0, 0, 0, "no argument" },
+	{ "partitions", 0, 0, 0, "no argument" },
 	{ "flush", 0, 0, CACHE_TAKES_YES, "no argument" },
 	{ "dbsize", 0, 0, 0, "no argument" },
 };
@@ -3794,6 +3802,63 @@ static void cache_stats_table(const struct ch_cache_stats *v, size_t n)
 		printf("(no cache on this node)\n");
 }
 
+/* The partition map: per member, how many partitions it holds as primary
+ * and as replica (the node's JSON overview, GET /api/cache, with --json). */
+static int cache_partitions(struct cli *cli)
+{
+	char err[ERR_BYTES] = "";
+	char *text = NULL;
+	int rv = ch_cache_overview_json(cli->c, &text, err, sizeof err);
+	if (rv != CH_OK)
+		return report(cli, rv, err);
+	if (cli->json) {
+		printf("%s\n", text);
+		free(text);
+		return EXIT_OK;
+	}
+	json_t *o = json_loads(text, 0, NULL);
+	free(text);
+	json_t *p = json_object_get(o, "partitions");
+	json_t *map = json_object_get(p, "map");
+	const char *epoch = json_string_value(json_object_get(p, "epoch"));
+	printf("%" JSON_INTEGER_FORMAT " partitions, %" JSON_INTEGER_FORMAT " copies each, map epoch %s\n",
+	       json_integer_value(json_object_get(p, "partitions")),
+	       json_integer_value(json_object_get(p, "replicas")), epoch ? epoch : "?");
+	/* members in order of first appearance */
+	json_t *counts = json_object();
+	json_t *order = json_array();
+	size_t i;
+	json_t *owners;
+	json_array_foreach(map, i, owners) {
+		size_t k;
+		json_t *name;
+		json_array_foreach(owners, k, name) {
+			const char *nm = json_string_value(name);
+			if (nm == NULL)
+				continue;
+			json_t *c = json_object_get(counts, nm);
+			if (c == NULL) {
+				c = json_pack("[ii]", 0, 0);
+				json_object_set_new(counts, nm, c);
+				json_array_append_new(order, json_string(nm));
+			}
+			size_t slot = k == 0 ? 0 : 1;
+			json_array_set_new(c, slot, json_integer(json_integer_value(json_array_get(c, slot)) + 1));
+		}
+	}
+	printf("%-24s %8s %8s\n", "MEMBER", "PRIMARY", "REPLICA");
+	json_t *nm;
+	json_array_foreach(order, i, nm) {
+		json_t *c = json_object_get(counts, json_string_value(nm));
+		printf("%-24s %8" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT "\n", json_string_value(nm),
+		       json_integer_value(json_array_get(c, 0)), json_integer_value(json_array_get(c, 1)));
+	}
+	json_decref(counts);
+	json_decref(order);
+	json_decref(o);
+	return EXIT_OK;
+}
+
 static int cache_stats(struct cli *cli, const struct cache_args *a)
 {
 	char err[ERR_BYTES] = "";
@@ -4138,6 +4203,8 @@ static int cmd_cache(struct cli *cli, int argc, char **argv)
 			rc = cache_scan(cli, &a);
 		else if (strcmp(sub, "stats") == 0)
 			rc = cache_stats(cli, &a);
+		else if (strcmp(sub, "partitions") == 0)
+			rc = cache_partitions(cli);
 		else if (strcmp(sub, "flush") == 0)
 			rc = cache_flush(cli, &a);
 		else

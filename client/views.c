@@ -8,6 +8,7 @@
 #include "chorus.h"
 
 #include <sodium.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -516,6 +517,81 @@ json_t *view_cache_stats_list(const Chorus__CacheResp *r)
 	for (size_t i = 0; a != NULL && i < r->n_stats; i++)
 		json_array_append_new(a, view_cache_stats(r->stats[i]));
 	return a;
+}
+
+json_t *view_cache_partitions(const Chorus__CacheResp *r)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	/* every cache shares the node's partition map: the first one's counts
+	 * are this node's */
+	const Chorus__CacheStatsInfo *s0 = r->n_stats > 0 ? r->stats[0] : NULL;
+	size_t replicas = r->n_partition_map > 0 ? r->partition_map[0]->n_owners : 0;
+	json_object_set_new(o, "partitions", JU64(r->n_partition_map));
+	json_object_set_new(o, "replicas", JU64(replicas));
+	char epoch[17];
+	snprintf(epoch, sizeof epoch, "%016" PRIx64, r->epoch);
+	json_object_set_new(o, "epoch", json_string(epoch)); /* an id, as the node logs it */
+	json_object_set_new(o, "primary", JU64(s0 ? s0->partitions_primary : 0));
+	json_object_set_new(o, "owned", JU64(s0 ? (uint64_t)s0->partitions_primary +
+	                                                s0->partitions_replica
+	                                          : 0));
+	json_object_set_new(o, "moving", JU64(s0 ? s0->partitions_moving : 0));
+	json_t *map = json_array();
+	for (size_t p = 0; map != NULL && p < r->n_partition_map; p++) {
+		json_t *owners = json_array();
+		for (size_t k = 0; owners != NULL && k < r->partition_map[p]->n_owners; k++)
+			json_array_append_new(owners, view_text(r->partition_map[p]->owners[k]));
+		json_array_append_new(map, owners);
+	}
+	json_object_set_new(o, "map", map);
+	return o;
+}
+
+json_t *view_cache(const Chorus__CacheResp *r)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "stats", view_cache_stats_list(r));
+	json_object_set_new(o, "partitions", view_cache_partitions(r));
+	return o;
+}
+
+/* ---- events ---- */
+
+json_t *view_event(const Chorus__Event *e)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	json_object_set_new(o, "seq", JU64(e->seq));
+	json_object_set_new(o, "wall_ms", JU64(e->wall_ms));
+	json_object_set_new(o, "kind", view_text(e->kind));
+	json_object_set_new(o, "subject", view_text(e->subject));
+	json_object_set_new(o, "message", view_text(e->message));
+	return o;
+}
+
+json_t *view_events_page(const Chorus__EventsResp *r)
+{
+	json_t *o = json_object();
+	json_t *a = json_array();
+	if (o == NULL || a == NULL) {
+		json_decref(o);
+		json_decref(a);
+		return NULL;
+	}
+	json_object_set_new(o, "node", view_text(r->node));
+	json_object_set_new(o, "node_id", view_text(r->node_id));
+	json_object_set_new(o, "started_ms", JU64(r->started_ms));
+	json_object_set_new(o, "first_seq", JU64(r->first_seq));
+	json_object_set_new(o, "last_seq", JU64(r->last_seq));
+	for (size_t i = 0; i < r->n_events; i++)
+		json_array_append_new(a, view_event(r->events[i]));
+	json_object_set_new(o, "events", a);
+	return o;
 }
 
 char *view_dump(json_t *o)

@@ -80,6 +80,18 @@ void view_cron_state(const Chorus__CronInfo *ci, char *buf, size_t len);
  * stats` (GET /api/cache's "stats"). */
 json_t *view_cache_stats(const Chorus__CacheStatsInfo *s);
 json_t *view_cache_stats_list(const Chorus__CacheResp *r);
+/* The partition map of a CACHE_STATS answer: {"partitions" (P), "replicas"
+ * (R), "epoch", "primary", "owned", "moving" (this node's counts), "map":
+ * [[owner names of partition 0, primary first], ...]}. */
+json_t *view_cache_partitions(const Chorus__CacheResp *r);
+/* {"stats": view_cache_stats_list, "partitions": view_cache_partitions}:
+ * GET /api/cache and `clusterctl --json cache overview`. */
+json_t *view_cache(const Chorus__CacheResp *r);
+/* An event {"seq", "wall_ms", "kind", "subject", "message"}, and a page of
+ * them {"node", "node_id", "started_ms", "first_seq", "last_seq", "events"}:
+ * `clusterctl --json events`, GET /api/events and each SSE data line. */
+json_t *view_event(const Chorus__Event *e);
+json_t *view_events_page(const Chorus__EventsResp *r);
 
 /* Text of o (indented, keys in insertion order), malloc'd; releases o.
  * NULL when o is NULL or out of memory. */

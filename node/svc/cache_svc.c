@@ -1674,7 +1674,38 @@ static void stats(struct cache_svc *s, const Chorus__CacheReq *req, cache_reply_
 	resp.stats = ptrs;
 	resp.n_stats = n;
 	resp.epoch = s->map.epoch;
+	/* the map by member name (an id the membership no longer knows is
+	 * shown as its hex prefix) */
+	uint32_t P = s->map.partition_count, R = s->map.owner_count, M = s->map.member_count;
+	Chorus__CachePartition *parts = P ? calloc(P, sizeof(*parts)) : NULL;
+	Chorus__CachePartition **pptrs = P ? calloc(P, sizeof(*pptrs)) : NULL;
+	char **owners = P && R ? calloc((size_t)P * R, sizeof(*owners)) : NULL;
+	char (*names)[64] = M ? calloc(M, sizeof(*names)) : NULL;
+	if (parts && pptrs && owners && names) {
+		for (uint32_t m = 0; m < M; m++) {
+			struct peer_info pi;
+			if (s->peers && s->peers->find(s->peers->ctx, s->map.members[m], &pi) && pi.name)
+				snprintf(names[m], sizeof(names[m]), "%s", pi.name);
+			else
+				snprintf(names[m], sizeof(names[m]), "%02x%02x%02x%02x", s->map.members[m][0],
+				         s->map.members[m][1], s->map.members[m][2], s->map.members[m][3]);
+		}
+		for (uint32_t p = 0; p < P; p++) {
+			chorus__cache_partition__init(&parts[p]);
+			for (uint32_t k = 0; k < R; k++)
+				owners[(size_t)p * R + k] = names[cplace_owner(&s->map, (uint16_t)p, (uint8_t)k)];
+			parts[p].owners = &owners[(size_t)p * R];
+			parts[p].n_owners = R;
+			pptrs[p] = &parts[p];
+		}
+		resp.partition_map = pptrs;
+		resp.n_partition_map = P;
+	}
 	cb(arg, 0, &resp, NULL);
+	free(parts);
+	free(pptrs);
+	free(owners);
+	free(names);
 }
 
 /* ---- entry point ---- */

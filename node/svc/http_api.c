@@ -192,25 +192,8 @@ static void answered(void *arg, struct http_exchange *x, const Chorus__Envelope 
 		}
 		break;
 	case API_CACHE:
-		if (e->body_case == CHORUS__ENVELOPE__BODY_CACHE_RESP) {
-			const Chorus__CacheResp *cr = e->cache_resp;
-			const struct config *cfg = host_config(c->api->host);
-			body = json_object();
-			json_t *p = json_object();
-			/* every cache shares the node's partition map: the first one's
-			 * counts are this node's */
-			const Chorus__CacheStatsInfo *s0 = cr->n_stats > 0 ? cr->stats[0] : NULL;
-			json_object_set_new(p, "partitions", json_integer(cfg->cache_partitions));
-			json_object_set_new(p, "replicas", json_integer(cfg->cache_replicas));
-			json_object_set_new(p, "primary", json_integer(s0 ? s0->partitions_primary : 0));
-			json_object_set_new(p, "owned",
-			                    json_integer(s0 ? (json_int_t)s0->partitions_primary +
-			                                          s0->partitions_replica
-			                                    : 0));
-			json_object_set_new(p, "moving", json_integer(s0 ? s0->partitions_moving : 0));
-			json_object_set_new(body, "stats", view_cache_stats_list(cr));
-			json_object_set_new(body, "partitions", p);
-		}
+		if (e->body_case == CHORUS__ENVELOPE__BODY_CACHE_RESP)
+			body = view_cache(e->cache_resp);
 		break;
 	}
 	if (body == NULL)

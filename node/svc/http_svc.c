@@ -58,6 +58,7 @@
 #include "proto/seal.h"
 #include "svc/service.h"
 #include "svc/web_assets.h"
+#include "views.h"
 
 #define IN_BYTES_MAX (HTTP_HEAD_BYTES_MAX + HTTP_BODY_BYTES_MAX)
 #define IN_CHUNK_BYTES 4096
@@ -954,28 +955,51 @@ static int listener_open(struct http_svc *s, char *err, size_t err_len)
 
 /* One event as the API shows it (the same object `clusterctl --json
  * events` prints: client/views.c should share this shape). */
+/* The event as the events request sends it, through the one view of it
+ * (client/views.c): /api/events and `clusterctl --json events` agree. */
 static json_t *event_json(const struct event *e)
 {
-	return json_pack("{s:I, s:I, s:s, s:s, s:s}", "seq", (json_int_t)e->seq, "wall_ms",
-	                 (json_int_t)e->wall_ms, "kind", e->kind, "subject", e->subject, "message",
-	                 e->message);
+	Chorus__Event w = CHORUS__EVENT__INIT;
+	w.seq = e->seq;
+	w.wall_ms = e->wall_ms;
+	w.kind = (char *)e->kind;
+	w.subject = (char *)e->subject;
+	w.message = (char *)e->message;
+	return view_event(&w);
 }
 
 /* A page of events after `after`, at most max. */
 static json_t *events_page(struct http_svc *s, uint64_t after, uint32_t max)
 {
 	struct events *ev = host_events(s->host);
-	json_t *arr = json_array();
 	const struct event **v = max ? calloc(max, sizeof *v) : NULL;
 	uint32_t n = ev && v ? events_since(ev, after, v, max) : 0;
-	for (uint32_t i = 0; i < n; i++)
-		json_array_append_new(arr, event_json(v[i]));
+	Chorus__Event *ws = n ? calloc(n, sizeof *ws) : NULL;
+	Chorus__Event **wp = n ? calloc(n, sizeof *wp) : NULL;
+	if (n && (!ws || !wp))
+		n = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		chorus__event__init(&ws[i]);
+		ws[i].seq = v[i]->seq;
+		ws[i].wall_ms = v[i]->wall_ms;
+		ws[i].kind = (char *)v[i]->kind;
+		ws[i].subject = (char *)v[i]->subject;
+		ws[i].message = (char *)v[i]->message;
+		wp[i] = &ws[i];
+	}
+	Chorus__EventsResp page = CHORUS__EVENTS_RESP__INIT;
+	page.node = (char *)host_config(s->host)->name;
+	page.node_id = (char *)host_node_id_hex(s->host);
+	page.started_ms = host_started_wall_ms(s->host);
+	page.first_seq = ev ? events_first_seq(ev) : 0;
+	page.last_seq = ev ? events_last_seq(ev) : 0;
+	page.events = wp;
+	page.n_events = n;
+	json_t *o = view_events_page(&page);
+	free(ws);
+	free(wp);
 	free(v);
-	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o}", "node", host_config(s->host)->name,
-	                 "node_id", host_node_id_hex(s->host), "started_ms",
-	                 (json_int_t)host_started_wall_ms(s->host), "first_seq",
-	                 (json_int_t)(ev ? events_first_seq(ev) : 0), "last_seq",
-	                 (json_int_t)(ev ? events_last_seq(ev) : 0), "events", arr);
+	return o;
 }
 
 static void waiting_answer(struct http_svc *s, struct http_exchange *x)

@@ -252,6 +252,23 @@ class TestApi(ApiCase):
                          self.ctl("cache", "stats", "--cache", "default")[0]["partitions_primary"] +
                          self.ctl("cache", "stats", "--cache", "default")[0]["partitions_replica"])
 
+        # the map: one schema with `clusterctl --json cache partitions`,
+        # P partitions of R distinct owners, every member owning some, and
+        # the node's own count matching the map
+        def same_map():
+            api = self.get("/api/cache")["partitions"]
+            cli = self.ctl("cache", "partitions")["partitions"]
+            return api if api == cli else None
+        part = wait_until(same_map, 30, "the API's map equal to clusterctl's")
+        self.assertEqual(len(part["map"]), PARTITIONS)
+        names = set()
+        for owners in part["map"]:
+            self.assertEqual(len(owners), REPLICAS)
+            self.assertEqual(len(set(owners)), REPLICAS, owners)
+            names.update(owners)
+        self.assertEqual(names, {"n1", "n2", "n3"})
+        self.assertEqual(sum(o[0] == "n1" for o in part["map"]), part["primary"])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -232,8 +232,17 @@ class HttpTest(NodeTestCase):
         node = self.http_node()
         port = self.http_port
         tok = self.token(node)
-        status, page = jget(port, "/api/events")
-        self.assertEqual(status, 200)
+        # a new single node reports its start and, within about a second,
+        # its own election: wait for that, so no event of the node's own
+        # arrives while the test counts what it made
+        deadline = time.monotonic() + 15
+        while True:
+            status, page = jget(port, "/api/events")
+            self.assertEqual(status, 200)
+            if any(e["kind"] == "leader" for e in page["events"]):
+                break
+            self.assertLess(time.monotonic(), deadline, "no leader event: %r" % page)
+            time.sleep(0.05)
         for k in ("node", "node_id", "started_ms", "first_seq", "last_seq", "events"):
             self.assertIn(k, page)
         last = page["last_seq"]
