@@ -203,9 +203,10 @@ def cpu_of(pid):
 
 # ---------------------------------------------------------------- callgrind
 
-def callgrind_totals(path):
+def callgrind_totals(path, inclusive=False):
     """(total Ir, [(Ir, function, object)] by self Ir) of one callgrind file."""
-    rep = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", path],
+    rep = subprocess.run(["callgrind_annotate", "--inclusive=%s" % ("yes" if inclusive else "no"),
+                          "--threshold=100", path],
                          capture_output=True, text=True)
     total = None
     funcs = []
@@ -218,7 +219,17 @@ def callgrind_totals(path):
                      line)
         if m and total is not None:
             funcs.append((int(m.group(1).replace(",", "")), m.group(3), m.group(4) or m.group(2)))
-    return total, funcs
+    # In a dump taken while the program runs (callgrind_control -d), the
+    # frames still on a stack (main, the thread starts, the worker's
+    # host_run -> ... -> worker_spawn) are listed with their inclusive cost,
+    # the same figure for every frame of one stack: drop every figure that
+    # appears more than once (the real functions' figures are distinct).
+    if inclusive:
+        return total, funcs
+    seen = {}
+    for ir, _, _ in funcs:
+        seen[ir] = seen.get(ir, 0) + 1
+    return total, [f for f in funcs if seen[f[0]] == 1]
 
 
 def run_callgrind(args, workdir, node, path, outdir):
@@ -267,6 +278,25 @@ def run_callgrind(args, workdir, node, path, outdir):
                                                        100.0 * ir / total if total else 0, fn,
                                                        os.path.basename(obj)))
         print()
+        objs = {}
+        for (fn, obj), ir in merged.items():
+            objs[os.path.basename(obj)] = objs.get(os.path.basename(obj), 0) + ir
+        print("self instructions of the %s per object:\n" % title)
+        print("| object | Ir per task | share |\n|---|---:|---:|")
+        for obj, ir in sorted(objs.items(), key=lambda kv: -kv[1])[:8]:
+            print("| %s | %s | %.1f%% |" % (obj, "{:,.0f}".format(ir / args.tasks),
+                                           100.0 * ir / total if total else 0))
+        print()
+    # where the node's own code leads: inclusive, chorusd's functions only,
+    # without the frames every instruction is under (main, thread starts)
+    total, funcs = callgrind_totals(sorted(files[pid])[-1], inclusive=True)
+    own = [f for f in funcs if os.path.basename(f[2]) == "chorusd" and f[0] < 0.9 * total]
+    print("top %d functions of chorusd (the node) by inclusive instructions:\n" % args.top)
+    print("| # | Ir per task, inclusive | share | function |\n|---:|---:|---:|---|")
+    for i, (ir, fn, _) in enumerate(sorted(own, key=lambda f: -f[0])[:args.top]):
+        print("| %d | %s | %.1f%% | `%s` |" % (i + 1, "{:,.0f}".format(ir / args.tasks),
+                                              100.0 * ir / total, fn))
+    print()
 
 
 # ---------------------------------------------------------------- strace
