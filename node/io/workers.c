@@ -97,6 +97,7 @@ struct worker {
 	size_t hold_from;        /* bytes from here on wait for workers_release_held */
 	int shut_wr;             /* workers_stop sent SHUT_WR */
 	int unsent;              /* wbuf has bytes to flush at the next delivering call */
+	int reaped;              /* the process is gone (waited for): its last results are read */
 	struct handlers_progress *progress; /* this worker's slot in the shared page */
 	uint64_t results_seen;   /* results read from this process (its jobs 1..results_seen) */
 	uint64_t run_us_seen;    /* progress->run_us when the pool's EWMA last took it in */
@@ -235,6 +236,7 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 	wk->held = 0;
 	wk->shut_wr = 0;
 	wk->unsent = 0;
+	wk->reaped = 0;
 	wk->results_seen = 0;
 	wk->run_us_seen = 0;
 	wk->head_since_us = 0;
@@ -250,7 +252,8 @@ static void worker_kill(struct worker *wk, const char *fmt, ...)
 	if (wk->state != WORKER_LIVE)
 		return;
 	assert(wk->pid > 0);
-	kill(wk->pid, SIGKILL);
+	if (!wk->reaped) /* a reaped pid may belong to someone else by now */
+		kill(wk->pid, SIGKILL);
 	close(wk->fd);
 	wk->fd = -1;
 	wk->state = WORKER_DYING;
@@ -656,7 +659,8 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 	uint64_t now = now_us();
 	for (uint32_t k = 0; k < pl->worker_count; k++) {
 		struct worker *wk = &pl->workers[(pl->cursor + k) % pl->worker_count];
-		if (wk->state != WORKER_LIVE || wk->job_count >= worker_limit(w, pl, wk, now))
+		if (wk->state != WORKER_LIVE || wk->reaped ||
+		    wk->job_count >= worker_limit(w, pl, wk, now))
 			continue;
 		if (best == NULL || wk->job_count < best->job_count)
 			best = wk;
@@ -752,7 +756,7 @@ uint32_t workers_free_slots(const struct workers *w, uint32_t pool)
 	for (uint32_t i = 0; i < pl->worker_count; i++) {
 		const struct worker *wk = &pl->workers[i];
 		uint32_t limit = worker_limit(w, pl, wk, now);
-		if (wk->state == WORKER_LIVE && wk->job_count < limit)
+		if (wk->state == WORKER_LIVE && !wk->reaped && wk->job_count < limit)
 			free_slots += limit - wk->job_count;
 	}
 	return free_slots;
@@ -1001,6 +1005,27 @@ static void worker_exited(struct workers *w, struct worker *wk, int status)
 	}
 }
 
+/* The process is gone but its socket may still hold results it wrote
+ * before it died (a crashing worker writes those it was keeping): they are
+ * delivered before its jobs are reported lost. */
+static void worker_drain(struct workers *w, struct worker *wk)
+{
+	wk->reaped = 1;
+	for (int reads = 0; reads < READS_PER_CALL_MAX * 16 && wk->state == WORKER_LIVE; reads++) {
+		if (rbuf_reserve(w, wk) != 0)
+			return;
+		ssize_t n = read(wk->fd, wk->rbuf + wk->rlen, wk->rcap - wk->rlen);
+		if (n > 0) {
+			wk->rlen += (size_t)n;
+			worker_parse(w, wk);
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else {
+			return; /* EOF, or nothing more */
+		}
+	}
+}
+
 /* How many of the pool's restarts fall within the last period_ms; only
  * whether it reaches `intensity` matters, so the ring holds that many. */
 static int pool_intensity_reached(const struct workers *w, const struct pool *pl, uint64_t now_ms)
@@ -1069,7 +1094,9 @@ void workers_reap(struct workers *w)
 		struct worker *wk = worker_by_pid(w, pid);
 		if (wk == NULL)
 			continue; /* not one of ours */
-		worker_exited(w, wk, status);
+		worker_drain(w, wk);
+		if (wk->state != WORKER_DEAD)
+			worker_exited(w, wk, status);
 	}
 	restart_due(w, workers_now_ms());
 }

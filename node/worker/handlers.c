@@ -883,10 +883,59 @@ struct run_stats {
 	uint8_t samples[HANDLERS_MAX];
 };
 
+/* What a crashing worker still writes (see crash_flush). Set only while
+ * the buffer holds whole frames and the main loop is not changing it. */
+static const uint8_t *volatile g_crash_buf;
+static volatile size_t g_crash_len;
+static volatile int g_crash_fd = -1;
+
+/* A handler crashed the worker (SIGSEGV, abort, ...): the results it was
+ * keeping behind that job ran to completion, so they go out before it dies
+ * (the node reads them before it reports the worker's jobs lost). Only
+ * write(2) and raise(3) here: async-signal-safe. */
+static void crash_flush(int sig)
+{
+	const uint8_t *b = g_crash_buf;
+	size_t len = g_crash_len, off = 0;
+	g_crash_len = 0;
+	while (b != NULL && off < len) {
+		ssize_t w = write(g_crash_fd, b + off, len - off);
+		if (w > 0)
+			off += (size_t)w;
+		else if (w < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+	raise(sig); /* SA_RESETHAND: the default action now, SA_NODEFER: at once */
+}
+
+static void crash_flush_install(int fd)
+{
+	g_crash_fd = fd;
+	static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS};
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = crash_flush;
+	sa.sa_flags = (int)(SA_RESETHAND | SA_NODEFER);
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* The pending results as a crash would write them (whole frames only). */
+static void crash_expose(const struct results_out *o)
+{
+	g_crash_len = 0;
+	g_crash_buf = o->buf;
+	g_crash_len = o->len;
+}
+
 static void results_flush(int fd, struct results_out *o)
 {
 	if (o->len == 0)
 		return;
+	g_crash_len = 0;
 	if (write_full(fd, o->buf, o->len) != 0)
 		_exit(HANDLERS_EXIT_WRITE);
 	o->len = 0;
@@ -973,6 +1022,7 @@ static void job_read(int fd, struct job_in *in)
 
 static void result_append(struct results_out *o, const Chorus__WorkerResult *res)
 {
+	g_crash_len = 0; /* the buffer may move: nothing to write until it is whole again */
 	size_t body_len = chorus__worker_result__get_packed_size(res);
 	if (o->cap - o->len < 4 + body_len) {
 		size_t cap = o->cap ? o->cap : 4096;
@@ -992,6 +1042,7 @@ static void result_append(struct results_out *o, const Chorus__WorkerResult *res
 	chorus__worker_result__pack(res, f + 4);
 	o->len += 4 + body_len;
 	o->count++;
+	crash_expose(o);
 }
 
 void handlers_worker_main(const struct handler_registry *reg, int fd,
@@ -1004,6 +1055,7 @@ void handlers_worker_run(const struct handler_registry *reg, int fd,
                          const struct handlers_beat *beat, struct handlers_progress *progress)
 {
 	worker_signals_reset();
+	crash_flush_install(fd);
 	struct job_in in = {0};
 	struct results_out out = {0};
 	struct run_stats *rs = calloc(1, sizeof *rs);
