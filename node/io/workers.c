@@ -42,6 +42,12 @@
  *  - workers_reap uses waitpid(-1): the node has no other children (exec
  *    children are the workers' children), and pids that are not ours are
  *    ignored.
+ *  - Which jobs a dead worker had run comes from its progress slot in a
+ *    shared page (jobs reached, counted by the worker), not from the ring:
+ *    with results batched in the worker, jobs past the head may have run.
+ *    A reaped worker's socket is drained before its jobs are reported lost
+ *    (a crashing worker writes the results it kept); a reaped pid is never
+ *    signalled again.
  *  - Writes use send(MSG_NOSIGNAL) so a dead worker gives EPIPE, never a
  *    SIGPIPE in the node.
  */

@@ -17,6 +17,10 @@
  *    the whole group is SIGKILLed so no straggler keeps our pipes open.
  *  - SIGPIPE is blocked around the stdin writes (a pending one is consumed)
  *    so handlers_run is safe in a process that has not ignored SIGPIPE.
+ *  - The worker main reads job frames in bulk and may keep results to
+ *    write many at once (rules in handlers.h). A crash signal writes the
+ *    kept results before the worker dies (crash_flush), so a finished job's
+ *    answer is not lost with a later job that crashed.
  *  - Text that ends up in an error string (stderr head, a `fail` payload, a
  *    plugin's message) is made valid UTF-8, since it travels as a protobuf
  *    string and ends up in JSON.
