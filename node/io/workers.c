@@ -42,6 +42,12 @@
  *  - workers_reap uses waitpid(-1): the node has no other children (exec
  *    children are the workers' children), and pids that are not ours are
  *    ignored.
+ *  - Which jobs a dead worker had run comes from its progress slot in a
+ *    shared page (jobs reached, counted by the worker), not from the ring:
+ *    with results batched in the worker, jobs past the head may have run.
+ *    A reaped worker's socket is drained before its jobs are reported lost
+ *    (a crashing worker writes the results it kept); a reaped pid is never
+ *    signalled again.
  *  - Writes use send(MSG_NOSIGNAL) so a dead worker gives EPIPE, never a
  *    SIGPIPE in the node.
  */
@@ -86,7 +92,7 @@ struct worker {
 	pid_t pid;  /* > 0 unless DEAD */
 	int fd;     /* parent end; >= 0 only when LIVE */
 	uint32_t pool;
-	uint64_t *jobs; /* ring of task ids, capacity prefetch; head is running */
+	uint64_t *jobs; /* ring of task ids, capacity ring_cap; head is running */
 	uint8_t *kill_at_start; /* same ring: killed before it started (cancel) */
 	uint32_t job_head, job_count;
 	uint8_t *rbuf;
@@ -96,6 +102,12 @@ struct worker {
 	int held;                /* a job dispatched with `hold` is in wbuf: */
 	size_t hold_from;        /* bytes from here on wait for workers_release_held */
 	int shut_wr;             /* workers_stop sent SHUT_WR */
+	int unsent;              /* wbuf has bytes to flush at the next delivering call */
+	int reaped;              /* the process is gone (waited for): its last results are read */
+	struct handlers_progress *progress; /* this worker's slot in the shared page */
+	uint64_t results_seen;   /* results read from this process (its jobs 1..results_seen) */
+	uint64_t run_us_seen;    /* progress->run_us when the pool's EWMA last took it in */
+	uint64_t head_since_us;  /* when the head job started, as far as we know */
 	char kill_reason[160];   /* why we killed it, "" when we did not */
 };
 
@@ -110,6 +122,8 @@ struct pool {
 	int any_restart;
 	int degraded;
 	uint32_t cursor; /* tie-break for dispatch, spreads work */
+	uint32_t run_ewma_us; /* EWMA of the run time of this pool's jobs */
+	uint32_t run_samples;
 };
 
 /* A `started` raised by workers_dispatch, waiting for delivery. */
@@ -130,6 +144,10 @@ struct workers {
 	struct handlers_beat *beat;   /* shared with the workers (mmap) */
 	uint64_t last_beat_ms;
 	uint32_t held_workers; /* a hint: workers marked held since the last release (>= the real count) */
+	uint32_t ring_cap;     /* max(prefetch, prefetch_short): the job rings' capacity */
+	uint32_t unsent_workers; /* a hint: workers marked unsent (>= the real count) */
+	struct handlers_progress *progress; /* shared page: one slot per worker */
+	size_t progress_bytes;
 };
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -151,9 +169,18 @@ uint64_t workers_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* ---- processes ---- */
 
-static __attribute__((noreturn)) void worker_child(const struct workers *w, int fd, pid_t parent)
+static __attribute__((noreturn)) void worker_child(const struct workers *w,
+                                                  struct handlers_progress *progress, int fd,
+                                                  pid_t parent)
 {
 	/* A worker must not outlive its node (a kill -9 of chorusd would
 	 * otherwise leave it running its current job). */
@@ -174,8 +201,7 @@ static __attribute__((noreturn)) void worker_child(const struct workers *w, int 
 		for (int i = 4; i < max; i++)
 			close(i);
 	}
-	handlers_worker_main(w->reg, fd, w->beat);
-	_exit(HANDLERS_EXIT_EOF); /* not reached: the worker main never returns */
+	handlers_worker_run(w->reg, fd, w->beat, progress);
 }
 
 static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t err_len)
@@ -186,6 +212,10 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 		set_err(err, err_len, "socketpair: %s", strerror(errno));
 		return -1;
 	}
+	/* a fresh process counts its jobs from 0 (written before the fork,
+	 * so the child's first job can only move it up) */
+	atomic_store(&wk->progress->begun, 0);
+	atomic_store(&wk->progress->run_us, 0);
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -196,7 +226,7 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 	}
 	if (pid == 0) {
 		close(sv[0]);
-		worker_child(w, sv[1], parent);
+		worker_child(w, wk->progress, sv[1], parent);
 	}
 	close(sv[1]);
 	int flags = fcntl(sv[0], F_GETFL);
@@ -211,6 +241,11 @@ static int worker_spawn(struct workers *w, struct worker *wk, char *err, size_t 
 	wk->wlen = 0;
 	wk->held = 0;
 	wk->shut_wr = 0;
+	wk->unsent = 0;
+	wk->reaped = 0;
+	wk->results_seen = 0;
+	wk->run_us_seen = 0;
+	wk->head_since_us = 0;
 	wk->kill_reason[0] = '\0';
 	return 0;
 }
@@ -223,7 +258,8 @@ static void worker_kill(struct worker *wk, const char *fmt, ...)
 	if (wk->state != WORKER_LIVE)
 		return;
 	assert(wk->pid > 0);
-	kill(wk->pid, SIGKILL);
+	if (!wk->reaped) /* a reaped pid may belong to someone else by now */
+		kill(wk->pid, SIGKILL);
 	close(wk->fd);
 	wk->fd = -1;
 	wk->state = WORKER_DYING;
@@ -336,6 +372,8 @@ static void workers_free_memory(struct workers *w)
 		free(pl->restart_ms);
 	}
 	free(w->started_q);
+	if (w->progress)
+		munmap(w->progress, w->progress_bytes);
 	if (w->beat)
 		munmap(w->beat, sizeof(*w->beat));
 	free(w);
@@ -377,6 +415,11 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 		        PREFETCH_MAX);
 		return -1;
 	}
+	if (cfg->prefetch_short > PREFETCH_MAX) {
+		set_err(err, err_len, "workers: prefetch_short %u out of range 0..%d",
+		        cfg->prefetch_short, PREFETCH_MAX);
+		return -1;
+	}
 	if (cfg->output_max == 0 || cfg->output_max > OUTPUT_MAX_LIMIT) {
 		set_err(err, err_len, "workers: output_max %zu out of range 1..%u", cfg->output_max,
 		        OUTPUT_MAX_LIMIT);
@@ -402,6 +445,7 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 	}
 	w->cfg = *cfg;
 	w->reg = reg;
+	w->ring_cap = cfg->prefetch_short > cfg->prefetch ? cfg->prefetch_short : cfg->prefetch;
 	/* shared with every worker forked below */
 	void *page = mmap(NULL, sizeof(struct handlers_beat), PROT_READ | PROT_WRITE,
 	                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -418,6 +462,15 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 		w->started_cap += cfg->pools[p].worker_count;
 	w->started_q = calloc(w->started_cap, sizeof *w->started_q);
 	int oom = w->started_q == NULL;
+	/* shared too: each worker's progress slot (a crash is read from it) */
+	w->progress_bytes = (size_t)w->started_cap * sizeof *w->progress;
+	void *slots = mmap(NULL, w->progress_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	                   -1, 0);
+	if (slots == MAP_FAILED)
+		oom = 1;
+	else
+		w->progress = slots;
+	uint32_t slot = 0;
 	for (uint32_t p = 0; p < cfg->pool_count && !oom; p++) {
 		struct pool *pl = &w->pools[p];
 		snprintf(pl->name, sizeof pl->name, "%s", cfg->pools[p].name);
@@ -432,8 +485,9 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 			struct worker *wk = &pl->workers[i];
 			wk->fd = -1;
 			wk->pool = p;
-			wk->jobs = calloc(cfg->prefetch, sizeof *wk->jobs);
-			wk->kill_at_start = calloc(cfg->prefetch, sizeof *wk->kill_at_start);
+			wk->progress = &w->progress[slot++];
+			wk->jobs = calloc(w->ring_cap, sizeof *wk->jobs);
+			wk->kill_at_start = calloc(w->ring_cap, sizeof *wk->kill_at_start);
 			if (wk->jobs == NULL || wk->kill_at_start == NULL) {
 				oom = 1;
 				break;
@@ -462,6 +516,8 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 
 /* ---- event delivery ---- */
 
+static void flush_unsent(struct workers *w);
+
 /* Delivers the queued `started` events, oldest first. A callback may
  * dispatch, which queues more: they are delivered in the same call. */
 static void deliver_started(struct workers *w)
@@ -487,6 +543,7 @@ static void queue_started(struct workers *w, uint64_t task_id)
 
 void workers_deliver(struct workers *w)
 {
+	flush_unsent(w);
 	deliver_started(w);
 }
 
@@ -517,8 +574,25 @@ int workers_job_waiting(const struct workers *w, uint64_t task_id)
 		for (uint32_t i = 0; i < pl->worker_count; i++) {
 			const struct worker *wk = &pl->workers[i];
 			for (uint32_t j = 1; j < wk->job_count; j++)
-				if (wk->jobs[(wk->job_head + j) % w->cfg.prefetch] == task_id)
+				if (wk->jobs[(wk->job_head + j) % w->ring_cap] == task_id)
 					return 1;
+		}
+	}
+	return 0;
+}
+
+int workers_job_begun(const struct workers *w, uint64_t task_id)
+{
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		const struct pool *pl = &w->pools[p];
+		for (uint32_t i = 0; i < pl->worker_count; i++) {
+			const struct worker *wk = &pl->workers[i];
+			if (wk->state == WORKER_DEAD)
+				continue;
+			uint64_t begun = atomic_load_explicit(&wk->progress->begun, memory_order_acquire);
+			for (uint32_t j = 0; j < wk->job_count; j++)
+				if (wk->jobs[(wk->job_head + j) % w->ring_cap] == task_id)
+					return wk->results_seen + 1 + j <= begun;
 		}
 	}
 	return 0;
@@ -526,15 +600,73 @@ int workers_job_waiting(const struct workers *w, uint64_t task_id)
 
 /* ---- dispatch ---- */
 
+/* 1 while the pool's recent jobs ran short: deep queues cost nothing
+ * then (a job waits behind a few microseconds of others) and save the
+ * loop many passes. */
+static int pool_short(const struct workers *w, const struct pool *pl)
+{
+	return w->cfg.prefetch_short > w->cfg.prefetch && pl->run_samples >= 8 &&
+	       pl->run_ewma_us < WORKERS_SHORT_EWMA_US;
+}
+
+/* How many jobs this worker may hold now. A deep queue only behind a
+ * head job not known to be running long: a long job never gets more short
+ * ones stuck behind it while another worker could take them. */
+static uint32_t worker_limit(const struct workers *w, const struct pool *pl,
+                             const struct worker *wk, uint64_t now)
+{
+	if (!pool_short(w, pl))
+		return w->cfg.prefetch;
+	if (wk->job_count > 0 && now - wk->head_since_us > WORKERS_HEAD_LONG_US)
+		return w->cfg.prefetch;
+	return w->cfg.prefetch_short;
+}
+
+/* Takes in what the worker's progress slot says about the run time of
+ * the jobs it reported since the last call (n of them). */
+static void pool_sample(struct workers *w, struct worker *wk, uint64_t n)
+{
+	if (n == 0)
+		return;
+	struct pool *pl = &w->pools[wk->pool];
+	uint64_t run = atomic_load_explicit(&wk->progress->run_us, memory_order_relaxed);
+	uint64_t d = run >= wk->run_us_seen ? run - wk->run_us_seen : 0;
+	wk->run_us_seen = run;
+	uint64_t avg = d / n;
+	uint32_t v = avg > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)avg;
+	pl->run_ewma_us = pl->run_samples ? (uint32_t)(((uint64_t)pl->run_ewma_us * 7 + v) / 8) : v;
+	if (pl->run_samples < UINT32_MAX)
+		pl->run_samples++;
+}
+
+/* Sends every worker's unsent job bytes (those not held). */
+static void flush_unsent(struct workers *w)
+{
+	if (!w->unsent_workers)
+		return;
+	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
+		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
+			struct worker *wk = &w->pools[p].workers[i];
+			if (!wk->unsent)
+				continue;
+			wk->unsent = 0;
+			worker_flush(wk);
+		}
+	}
+	w->unsent_workers = 0;
+}
+
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job)
 {
 	if (pool >= w->cfg.pool_count || w->stopping)
 		return -1;
 	struct pool *pl = &w->pools[pool];
 	struct worker *best = NULL;
+	uint64_t now = now_us();
 	for (uint32_t k = 0; k < pl->worker_count; k++) {
 		struct worker *wk = &pl->workers[(pl->cursor + k) % pl->worker_count];
-		if (wk->state != WORKER_LIVE || wk->job_count >= w->cfg.prefetch)
+		if (wk->state != WORKER_LIVE || wk->reaped ||
+		    wk->job_count >= worker_limit(w, pl, wk, now))
 			continue;
 		if (best == NULL || wk->job_count < best->job_count)
 			best = wk;
@@ -572,21 +704,29 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 	(void)packed;
 	best->wlen += 4 + len;
 
-	assert(best->job_count < w->cfg.prefetch);
-	best->jobs[(best->job_head + best->job_count) % w->cfg.prefetch] = job->task_id;
-	best->kill_at_start[(best->job_head + best->job_count) % w->cfg.prefetch] = 0;
+	assert(best->job_count < w->ring_cap);
+	best->jobs[(best->job_head + best->job_count) % w->ring_cap] = job->task_id;
+	best->kill_at_start[(best->job_head + best->job_count) % w->ring_cap] = 0;
 	best->job_count++;
-	worker_flush(best);
+	/* sent with the others of this pass by the next delivering call (one
+	 * send per worker, not one per job) */
+	if (!best->unsent) {
+		best->unsent = 1;
+		w->unsent_workers++;
+	}
 	/* A job sent to an idle worker is running from now on; the node hears
 	 * it from workers_deliver (or the next call that delivers), never from
 	 * inside this call. */
-	if (best->job_count == 1)
+	if (best->job_count == 1) {
+		best->head_since_us = now;
 		queue_started(w, job->task_id);
+	}
 	return 0;
 }
 
 void workers_release_held(struct workers *w)
 {
+	flush_unsent(w);
 	if (!w->held_workers)
 		return;
 	for (uint32_t p = 0; p < w->cfg.pool_count; p++) {
@@ -618,9 +758,13 @@ uint32_t workers_free_slots(const struct workers *w, uint32_t pool)
 		return 0;
 	const struct pool *pl = &w->pools[pool];
 	uint32_t free_slots = 0;
-	for (uint32_t i = 0; i < pl->worker_count; i++)
-		if (pl->workers[i].state == WORKER_LIVE)
-			free_slots += w->cfg.prefetch - pl->workers[i].job_count;
+	uint64_t now = now_us();
+	for (uint32_t i = 0; i < pl->worker_count; i++) {
+		const struct worker *wk = &pl->workers[i];
+		uint32_t limit = worker_limit(w, pl, wk, now);
+		if (wk->state == WORKER_LIVE && !wk->reaped && wk->job_count < limit)
+			free_slots += limit - wk->job_count;
+	}
 	return free_slots;
 }
 
@@ -630,7 +774,7 @@ int workers_kill_task(struct workers *w, uint64_t task_id)
 		for (uint32_t i = 0; i < w->pools[p].worker_count; i++) {
 			struct worker *wk = &w->pools[p].workers[i];
 			for (uint32_t j = 0; j < wk->job_count; j++) {
-				uint32_t at = (wk->job_head + j) % w->cfg.prefetch;
+				uint32_t at = (wk->job_head + j) % w->ring_cap;
 				if (wk->jobs[at] != task_id)
 					continue;
 				if (j > 0) {
@@ -664,8 +808,10 @@ static int worker_on_result(struct workers *w, struct worker *wk, Chorus__Worker
 		return -1;
 	}
 	deliver_started(w); /* this task's `started` before its result */
-	wk->job_head = (wk->job_head + 1) % w->cfg.prefetch;
+	wk->job_head = (wk->job_head + 1) % w->ring_cap;
 	wk->job_count--;
+	wk->results_seen++;
+	wk->head_since_us = now_us();
 	int has_next = wk->job_count > 0;
 	if (res->withdrawn) {
 		if (w->ev.withdrawn != NULL)
@@ -697,6 +843,7 @@ static int worker_on_result(struct workers *w, struct worker *wk, Chorus__Worker
 static void worker_parse(struct workers *w, struct worker *wk)
 {
 	size_t off = 0;
+	uint64_t seen = wk->results_seen;
 	while (wk->state == WORKER_LIVE && wk->rlen - off >= 4) {
 		uint32_t len = le32_get(wk->rbuf + off);
 		if (len > w->result_frame_max) {
@@ -719,6 +866,7 @@ static void worker_parse(struct workers *w, struct worker *wk)
 	}
 	if (wk->state != WORKER_LIVE)
 		return;
+	pool_sample(w, wk, wk->results_seen - seen);
 	if (off > 0) {
 		memmove(wk->rbuf, wk->rbuf + off, wk->rlen - off);
 		wk->rlen -= off;
@@ -749,6 +897,7 @@ static int rbuf_reserve(struct workers *w, struct worker *wk)
 
 void workers_on_readable(struct workers *w, int fd)
 {
+	flush_unsent(w);
 	deliver_started(w);
 	struct worker *wk = worker_by_fd(w, fd);
 	if (wk == NULL)
@@ -836,7 +985,16 @@ static void worker_exited(struct workers *w, struct worker *wk, int status)
 	uint32_t held = wk->job_count;
 	assert(held <= PREFETCH_MAX);
 	for (uint32_t j = 0; j < held; j++)
-		ids[j] = wk->jobs[(wk->job_head + j) % w->cfg.prefetch];
+		ids[j] = wk->jobs[(wk->job_head + j) % w->ring_cap];
+	/* Which of them ran: the process numbered the jobs it reached; the
+	 * head is job results_seen + 1. Those it reached ran (the last one
+	 * was running; the results of those before it were still in the
+	 * worker); the others never started. */
+	uint64_t begun = atomic_load_explicit(&wk->progress->begun, memory_order_acquire);
+	uint32_t ran = begun > wk->results_seen ? (uint32_t)(begun - wk->results_seen < held
+	                                                         ? begun - wk->results_seen
+	                                                         : held)
+	                                        : 0;
 	wk->state = WORKER_DEAD;
 	wk->pid = 0;
 	wk->fd = -1;
@@ -848,8 +1006,29 @@ static void worker_exited(struct workers *w, struct worker *wk, int status)
 	if (w->ev.lost == NULL)
 		return;
 	for (uint32_t j = 0; j < held; j++) {
-		w->ev.lost(w->ev.ctx, ids[j], j == 0, why, workers_now_ms());
+		w->ev.lost(w->ev.ctx, ids[j], j < ran, why, workers_now_ms());
 		deliver_started(w);
+	}
+}
+
+/* The process is gone but its socket may still hold results it wrote
+ * before it died (a crashing worker writes those it was keeping): they are
+ * delivered before its jobs are reported lost. */
+static void worker_drain(struct workers *w, struct worker *wk)
+{
+	wk->reaped = 1;
+	for (int reads = 0; reads < READS_PER_CALL_MAX * 16 && wk->state == WORKER_LIVE; reads++) {
+		if (rbuf_reserve(w, wk) != 0)
+			return;
+		ssize_t n = read(wk->fd, wk->rbuf + wk->rlen, wk->rcap - wk->rlen);
+		if (n > 0) {
+			wk->rlen += (size_t)n;
+			worker_parse(w, wk);
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else {
+			return; /* EOF, or nothing more */
+		}
 	}
 }
 
@@ -909,6 +1088,7 @@ static void restart_due(struct workers *w, uint64_t now_ms)
 
 void workers_reap(struct workers *w)
 {
+	flush_unsent(w);
 	deliver_started(w);
 	for (;;) {
 		int status = 0;
@@ -920,13 +1100,16 @@ void workers_reap(struct workers *w)
 		struct worker *wk = worker_by_pid(w, pid);
 		if (wk == NULL)
 			continue; /* not one of ours */
-		worker_exited(w, wk, status);
+		worker_drain(w, wk);
+		if (wk->state != WORKER_DEAD)
+			worker_exited(w, wk, status);
 	}
 	restart_due(w, workers_now_ms());
 }
 
 void workers_tick(struct workers *w, uint64_t now_ms)
 {
+	flush_unsent(w);
 	deliver_started(w);
 	restart_due(w, now_ms);
 }

@@ -2,11 +2,19 @@
  * workers.h - the supervisor: pools of long-lived worker processes.
  *
  * Owns the worker processes (fork()ed from chorusd, each running
- * handlers_worker_main on one end of a socketpair). Each pool has a fixed
+ * handlers_worker_run on one end of a socketpair). Each pool has a fixed
  * number of workers; a worker takes job after job. Up to `prefetch` jobs may
- * be queued at one worker; it runs them in order, so the head of its list is
- * the running job, and the supervisor reports a job as started when the one
- * before it finishes.
+ * be queued at one worker, or `prefetch_short` while the pool's jobs are
+ * short (WORKERS_SHORT_EWMA_US); it runs them in order, so the head of its
+ * list is the running job, and the supervisor reports a job as started when
+ * the one before it finishes.
+ *
+ * Batching: jobs dispatched to a worker in one pass of the loop go out in
+ * one send() (at the next delivering call, below); a worker reads as many
+ * as it was sent in one read() and may write many results in one write()
+ * (node/worker/handlers.h). A worker that dies is read from its shared
+ * progress slot: its jobs it had reached are reported lost as running
+ * (was_running=1, their results died with it), the others as not started.
  *
  * Supervision (OTP one_for_one): a worker that exits (crash, or SIGKILL from
  * workers_kill_task) is restarted. More than `intensity` restarts within
@@ -47,11 +55,21 @@ struct workers_config {
 	uint32_t pool_count;
 	struct workers_pool_config pools[WORKERS_POOLS_MAX];
 	uint32_t prefetch;            /* jobs queued per worker, >= 1 */
+	/* jobs queued per worker while the pool's recent jobs are short (run
+	 * time EWMA < WORKERS_SHORT_EWMA_US); 0 or <= prefetch: always
+	 * `prefetch` */
+	uint32_t prefetch_short;
 	uint32_t intensity;           /* restarts allowed ... */
 	uint32_t period_ms;           /* ... within this window */
 	uint32_t degraded_backoff_ms; /* delay between restarts when degraded */
 	size_t output_max;            /* bytes of output kept per task */
 };
+
+#define WORKERS_PREFETCH_SHORT_DEFAULT 64
+#define WORKERS_SHORT_EWMA_US 1000u
+/* a worker whose head job has run this long (as far as the node knows)
+ * gets no more than `prefetch` jobs, whatever the pool's average */
+#define WORKERS_HEAD_LONG_US 2000u
 
 struct workers_job {
 	uint64_t task_id;
@@ -100,12 +118,15 @@ int workers_start(struct workers **out, const struct workers_config *cfg,
 uint64_t workers_now_ms(void);
 
 /* Queues a job at the least-loaded live worker of the pool. 0, or -1 when
- * every worker has `prefetch` jobs or none is alive (or the supervisor is
- * stopping), or WORKERS_ERR_JOB_TOO_BIG when the encoded job would exceed
+ * every worker is at its limit (`prefetch`, or `prefetch_short` while the
+ * pool's jobs are short) or none is alive (or the supervisor is stopping),
+ * or WORKERS_ERR_JOB_TOO_BIG when the encoded job would exceed
  * HANDLERS_JOB_FRAME_BYTES_MAX (the node should cap payloads well below).
- * A job that lands on an idle worker is running at once: its `started` is
- * queued (with the time of this call) and delivered by the next
- * workers_deliver / workers_on_readable / workers_reap / workers_tick. */
+ * The job's bytes are sent by the next delivering call (workers_deliver /
+ * workers_on_readable / workers_reap / workers_tick / workers_release_held),
+ * all of one worker's in one send(). A job that lands on an idle worker is
+ * running from then: its `started` is queued (with the time of this call)
+ * and delivered by that same call. */
 #define WORKERS_ERR_JOB_TOO_BIG (-2)
 int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job *job);
 /* Sends the jobs dispatched with `hold` (and what was queued behind them
@@ -113,10 +134,11 @@ int workers_dispatch(struct workers *w, uint32_t pool, const struct workers_job 
 void workers_release_held(struct workers *w);
 /* 1 while some dispatched job is held. */
 int workers_any_held(const struct workers *w);
-/* Delivers the events queued by workers_dispatch (`started`). Call it
- * outside any task core call, e.g. right after tasks_pump. */
+/* Sends the jobs dispatched since the last call and delivers the events
+ * queued by workers_dispatch (`started`). Call it outside any task core
+ * call, right after tasks_pump. */
 void workers_deliver(struct workers *w);
-/* Free job slots in a pool right now. */
+/* Free job slots in a pool right now (at the current limit). */
 uint32_t workers_free_slots(const struct workers *w, uint32_t pool);
 
 /* SIGKILLs the worker holding task_id (running or queued there). Every task
@@ -148,6 +170,10 @@ void workers_new_epoch(struct workers *w);
 /* 1 when task_id was handed to a worker that has not reached it yet
  * (prefetched behind another job). */
 int workers_job_waiting(const struct workers *w, uint64_t task_id);
+
+/* 1 when the worker holding task_id has reached it (it is running, or ran
+ * and its result is on the way); 0 when it has not or no worker holds it. */
+int workers_job_begun(const struct workers *w, uint64_t task_id);
 
 struct workers_pool_status {
 	const char *name;

@@ -47,11 +47,6 @@ void idvec_push(struct tasks_svc *s, struct idvec *iv, uint64_t id)
 	iv->v[iv->n++] = id;
 }
 
-static uint32_t local_capacity(const struct tasks_svc *s)
-{
-	return s->cfg->workers * s->cfg->prefetch;
-}
-
 /* A task by id: from the table, else from the journal (*owned set). */
 static int task_lookup(struct tasks_svc *s, uint64_t id, const struct task **t, struct task **owned)
 {
@@ -1045,7 +1040,11 @@ static int fx_dispatch(void *ctx, struct task *t)
 	 * says; single tasks, tasks of named pools and tasks placed here by
 	 * another coordinator run here. */
 	if (s->placement && !t->ephemeral && t->pool == 0 && (t->batch_id || t->require_count)) {
-		uint32_t held = local_capacity(s) - workers_free_slots(s->workers, 0);
+		/* jobs held here (the default pool may queue beyond prefetch
+		 * while its jobs are short: its free slots say nothing then) */
+		struct workers_pool_status ws;
+		workers_pool_status(s->workers, 0, &ws);
+		uint32_t held = ws.busy + ws.queued;
 		int where = s->placement->place(s->placement->ctx, t, held, host_now(s->host));
 		if (where == 1) {
 			if (t->opts.restart == TASK_RESTART_TEMPORARY)
@@ -1497,6 +1496,8 @@ static int workers_setup(struct tasks_svc *s, char *err, size_t err_len)
 		snprintf(s->pool_names[p], sizeof(s->pool_names[p]), "%s", wc.pools[p].name);
 	s->pool_count = wc.pool_count;
 	wc.prefetch = cfg->prefetch;
+	/* deeper queues while a pool's jobs are short (io/workers.h) */
+	wc.prefetch_short = WORKERS_PREFETCH_SHORT_DEFAULT;
 	wc.intensity = cfg->intensity;
 	wc.period_ms = cfg->period_ms;
 	wc.degraded_backoff_ms = 1000;

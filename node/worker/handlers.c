@@ -17,6 +17,10 @@
  *    the whole group is SIGKILLed so no straggler keeps our pipes open.
  *  - SIGPIPE is blocked around the stdin writes (a pending one is consumed)
  *    so handlers_run is safe in a process that has not ignored SIGPIPE.
+ *  - The worker main reads job frames in bulk and may keep results to
+ *    write many at once (rules in handlers.h). A crash signal writes the
+ *    kept results before the worker dies (crash_flush), so a finished job's
+ *    answer is not lost with a later job that crashed.
  *  - Text that ends up in an error string (stderr head, a `fail` payload, a
  *    plugin's message) is made valid UTF-8, since it travels as a protobuf
  *    string and ends up in JSON.
@@ -798,24 +802,6 @@ void handlers_run(const struct handler_registry *reg, const char *handler, const
 
 /* ---- the worker process ---- */
 
-/* 1 when all len bytes were read, 0 on EOF before the first byte, -1 on
- * error or EOF in the middle. */
-static int read_full(int fd, uint8_t *buf, size_t len)
-{
-	size_t got = 0;
-	while (got < len) {
-		ssize_t r = read(fd, buf + got, len - got);
-		if (r > 0) {
-			got += (size_t)r;
-		} else if (r == 0) {
-			return got == 0 ? 0 : -1;
-		} else if (errno != EINTR) {
-			return -1;
-		}
-	}
-	return 1;
-}
-
 static int write_full(int fd, const uint8_t *buf, size_t len)
 {
 	size_t done = 0;
@@ -862,30 +848,243 @@ static int job_withdrawn(const struct handlers_beat *beat, uint64_t job_epoch)
 	return job_epoch < atomic_load(&((struct handlers_beat *)beat)->epoch);
 }
 
+/* 1 while the node's heartbeat is fresh: job_withdrawn will not wait. */
+static int beat_fresh(const struct handlers_beat *beat)
+{
+	if (!beat)
+		return 1;
+	uint64_t stale = atomic_load(&((struct handlers_beat *)beat)->stale_ms);
+	if (!stale)
+		stale = 1000;
+	uint64_t alive = atomic_load(&((struct handlers_beat *)beat)->alive_ms);
+	return !alive || now_ms() - alive < stale;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The job frames read but not run yet: [off, len) of buf. */
+struct job_in {
+	uint8_t *buf;
+	size_t off, len, cap;
+};
+
+/* Result frames run but not written yet (see handlers_worker_run). */
+struct results_out {
+	uint8_t *buf;
+	size_t len, cap;
+	uint32_t count;
+};
+
+/* Per handler: an EWMA of its run time and whether it can be trusted. */
+struct run_stats {
+	uint32_t ewma_us[HANDLERS_MAX];
+	uint32_t last_us[HANDLERS_MAX];
+	uint8_t samples[HANDLERS_MAX];
+};
+
+/* What a crashing worker still writes (see crash_flush). Set only while
+ * the buffer holds whole frames and the main loop is not changing it. */
+static const uint8_t *volatile g_crash_buf;
+static volatile size_t g_crash_len;
+static volatile int g_crash_fd = -1;
+
+/* A handler crashed the worker (SIGSEGV, abort, ...): the results it was
+ * keeping behind that job ran to completion, so they go out before it dies
+ * (the node reads them before it reports the worker's jobs lost). Only
+ * write(2) and raise(3) here: async-signal-safe. */
+static void crash_flush(int sig)
+{
+	const uint8_t *b = g_crash_buf;
+	size_t len = g_crash_len, off = 0;
+	g_crash_len = 0;
+	while (b != NULL && off < len) {
+		ssize_t w = write(g_crash_fd, b + off, len - off);
+		if (w > 0)
+			off += (size_t)w;
+		else if (w < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+	raise(sig); /* SA_RESETHAND: the default action now, SA_NODEFER: at once */
+}
+
+static void crash_flush_install(int fd)
+{
+	g_crash_fd = fd;
+	static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS};
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = crash_flush;
+	sa.sa_flags = (int)(SA_RESETHAND | SA_NODEFER);
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* The pending results as a crash would write them (whole frames only). */
+static void crash_expose(const struct results_out *o)
+{
+	g_crash_len = 0;
+	g_crash_buf = o->buf;
+	g_crash_len = o->len;
+}
+
+static void results_flush(int fd, struct results_out *o)
+{
+	if (o->len == 0)
+		return;
+	g_crash_len = 0;
+	if (write_full(fd, o->buf, o->len) != 0)
+		_exit(HANDLERS_EXIT_WRITE);
+	o->len = 0;
+	o->count = 0;
+}
+
+/* 1 when handler h's recent runs were all short: its result may wait for
+ * the next job's. A handler never seen is not known to be short. */
+static int known_short(const struct run_stats *rs, int h)
+{
+	return h >= 0 && rs->samples[h] >= HANDLERS_SHORT_SAMPLES_MIN &&
+	       rs->ewma_us[h] < HANDLERS_SHORT_EWMA_US && rs->last_us[h] < HANDLERS_SHORT_LAST_US;
+}
+
+static void stats_add(struct run_stats *rs, int h, uint64_t us)
+{
+	if (h < 0)
+		return;
+	uint32_t v = us > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)us;
+	rs->ewma_us[h] = rs->samples[h] ? (uint32_t)(((uint64_t)rs->ewma_us[h] * 7 + v) / 8) : v;
+	rs->last_us[h] = v;
+	if (rs->samples[h] < UINT8_MAX)
+		rs->samples[h]++;
+}
+
+/* The next complete job frame in `in` (body at *body, *len bytes), 1; 0
+ * when none is complete yet. Exits on an oversized frame. */
+static int job_next(struct job_in *in, const uint8_t **body, uint32_t *len)
+{
+	size_t have = in->len - in->off;
+	if (have < 4)
+		return 0;
+	const uint8_t *h = in->buf + in->off;
+	uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+	if (n > HANDLERS_JOB_FRAME_BYTES_MAX)
+		_exit(HANDLERS_EXIT_BAD_FRAME);
+	if (have - 4 < n)
+		return 0;
+	*body = h + 4;
+	*len = n;
+	return 1;
+}
+
+/* Reads what the socket has (blocking until something comes) into `in`,
+ * with room for at least the rest of the frame being assembled. Exits on
+ * EOF: cleanly between frames, as a bad frame in the middle of one. */
+static void job_read(int fd, struct job_in *in)
+{
+	if (in->off > 0) {
+		memmove(in->buf, in->buf + in->off, in->len - in->off);
+		in->len -= in->off;
+		in->off = 0;
+	}
+	size_t want = in->len + HANDLERS_READ_CHUNK_BYTES;
+	if (in->len >= 4) {
+		const uint8_t *h = in->buf;
+		size_t frame = 4 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 |
+		                    (size_t)h[3] << 24);
+		if (frame > want)
+			want = frame;
+	}
+	if (in->cap < want) {
+		size_t cap = in->cap ? in->cap : HANDLERS_READ_CHUNK_BYTES;
+		while (cap < want)
+			cap *= 2;
+		uint8_t *p = realloc(in->buf, cap);
+		if (p == NULL)
+			_exit(HANDLERS_EXIT_NOMEM);
+		in->buf = p;
+		in->cap = cap;
+	}
+	for (;;) {
+		ssize_t r = read(fd, in->buf + in->len, in->cap - in->len);
+		if (r > 0) {
+			in->len += (size_t)r;
+			return;
+		}
+		if (r == 0)
+			_exit(in->len == 0 ? HANDLERS_EXIT_EOF : HANDLERS_EXIT_BAD_FRAME);
+		if (errno != EINTR)
+			_exit(HANDLERS_EXIT_BAD_FRAME);
+	}
+}
+
+static void result_append(struct results_out *o, const Chorus__WorkerResult *res)
+{
+	g_crash_len = 0; /* the buffer may move: nothing to write until it is whole again */
+	size_t body_len = chorus__worker_result__get_packed_size(res);
+	if (o->cap - o->len < 4 + body_len) {
+		size_t cap = o->cap ? o->cap : 4096;
+		while (cap - o->len < 4 + body_len)
+			cap *= 2;
+		uint8_t *p = realloc(o->buf, cap);
+		if (p == NULL)
+			_exit(HANDLERS_EXIT_NOMEM);
+		o->buf = p;
+		o->cap = cap;
+	}
+	uint8_t *f = o->buf + o->len;
+	f[0] = (uint8_t)body_len;
+	f[1] = (uint8_t)(body_len >> 8);
+	f[2] = (uint8_t)(body_len >> 16);
+	f[3] = (uint8_t)(body_len >> 24);
+	chorus__worker_result__pack(res, f + 4);
+	o->len += 4 + body_len;
+	o->count++;
+	crash_expose(o);
+}
+
 void handlers_worker_main(const struct handler_registry *reg, int fd,
                           const struct handlers_beat *beat)
 {
+	handlers_worker_run(reg, fd, beat, NULL);
+}
+
+void handlers_worker_run(const struct handler_registry *reg, int fd,
+                         const struct handlers_beat *beat, struct handlers_progress *progress)
+{
 	worker_signals_reset();
+	crash_flush_install(fd);
+	struct job_in in = {0};
+	struct results_out out = {0};
+	struct run_stats *rs = calloc(1, sizeof *rs);
+	if (rs == NULL)
+		_exit(HANDLERS_EXIT_NOMEM);
+	uint64_t begun = 0, run_total = 0;
 	for (;;) {
-		uint8_t hdr[4];
-		int r = read_full(fd, hdr, sizeof hdr);
-		if (r == 0)
-			_exit(HANDLERS_EXIT_EOF);
-		if (r < 0)
-			_exit(HANDLERS_EXIT_BAD_FRAME);
-		uint32_t len = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 |
-		               (uint32_t)hdr[3] << 24;
-		if (len > HANDLERS_JOB_FRAME_BYTES_MAX)
-			_exit(HANDLERS_EXIT_BAD_FRAME);
-		uint8_t *body = malloc(len ? len : 1);
-		if (body == NULL)
-			_exit(HANDLERS_EXIT_NOMEM);
-		if (read_full(fd, body, len) != 1 && len > 0)
-			_exit(HANDLERS_EXIT_BAD_FRAME);
+		const uint8_t *body;
+		uint32_t len;
+		if (!job_next(&in, &body, &len)) {
+			/* nothing to run: what is done goes out before we wait */
+			results_flush(fd, &out);
+			job_read(fd, &in);
+			continue;
+		}
 		Chorus__WorkerJob *job = chorus__worker_job__unpack(NULL, len, body);
-		free(body);
+		in.off += 4 + (size_t)len;
 		if (job == NULL)
 			_exit(HANDLERS_EXIT_BAD_FRAME);
+		const struct handler_entry *e = handlers_find(reg, job->handler);
+		int h = e ? (int)(e - reg->entries) : -1;
+		/* A result waits only behind a job known to be short and only
+		 * while the node is not held up (job_withdrawn may wait then). */
+		if (out.count > 0 && (!known_short(rs, h) || !beat_fresh(beat)))
+			results_flush(fd, &out);
 
 		const char **argv = NULL;
 		if (job->n_argv > 0) {
@@ -895,40 +1094,46 @@ void handlers_worker_main(const struct handler_registry *reg, int fd,
 			for (size_t i = 0; i < job->n_argv; i++)
 				argv[i] = job->argv[i];
 		}
+		/* The node reads this if we die: jobs up to `begun` started (the
+		 * last one was running, those before it ran and their results
+		 * may be among those not written yet); the rest never did. */
 		struct handler_run_result res;
 		int withdrawn = job_withdrawn(beat, job->epoch);
+		begun++;
+		if (progress)
+			atomic_store_explicit(&progress->begun, begun, memory_order_release);
 		if (withdrawn) {
 			memset(&res, 0, sizeof(res));
 			res.error = strdup("withdrawn: the node was held up before it started");
 		} else {
+			uint64_t t0 = now_us();
 			handlers_run(reg, job->handler, job->payload.data, job->payload.len, argv,
 			             job->timeout_ms, job->output_max, &res);
+			uint64_t took = now_us() - t0;
+			stats_add(rs, h, took);
+			run_total += took; /* only this process writes it: no RMW */
+			if (progress)
+				atomic_store_explicit(&progress->run_us, run_total, memory_order_relaxed);
 		}
 		free(argv);
 
-		Chorus__WorkerResult out = CHORUS__WORKER_RESULT__INIT;
-		out.withdrawn = withdrawn;
-		out.task_id = job->task_id;
-		out.ok = res.ok ? 1 : 0;
-		out.output.data = res.output;
-		out.output.len = res.output_len;
-		out.exit_code = res.exit_code;
+		Chorus__WorkerResult r = CHORUS__WORKER_RESULT__INIT;
+		r.withdrawn = withdrawn;
+		r.task_id = job->task_id;
+		r.ok = res.ok ? 1 : 0;
+		r.output.data = res.output;
+		r.output.len = res.output_len;
+		r.exit_code = res.exit_code;
 		if (res.error != NULL)
-			out.error = res.error;
-		size_t body_len = chorus__worker_result__get_packed_size(&out);
-		uint8_t *frame = malloc(4 + body_len);
-		if (frame == NULL)
-			_exit(HANDLERS_EXIT_NOMEM);
-		frame[0] = (uint8_t)body_len;
-		frame[1] = (uint8_t)(body_len >> 8);
-		frame[2] = (uint8_t)(body_len >> 16);
-		frame[3] = (uint8_t)(body_len >> 24);
-		chorus__worker_result__pack(&out, frame + 4);
+			r.error = res.error;
+		result_append(&out, &r);
 		chorus__worker_job__free_unpacked(job, NULL);
 		free(res.output);
 		free(res.error);
-		if (write_full(fd, frame, 4 + body_len) != 0)
-			_exit(HANDLERS_EXIT_WRITE);
-		free(frame);
+		/* a job handed back never ran: its answer must not be lost with
+		 * a later job (the node would count it as run) */
+		if (withdrawn || out.count >= HANDLERS_RESULTS_BATCH_MAX ||
+		    out.len >= HANDLERS_RESULTS_BATCH_BYTES)
+			results_flush(fd, &out);
 	}
 }

@@ -96,9 +96,41 @@ struct handlers_beat {
 };
 
 /* The worker process main: reads length-prefixed WorkerJob messages from fd,
- * runs each, writes a length-prefixed WorkerResult back, until EOF. Never
- * returns (calls _exit). beat may be NULL (no pause detection). */
+ * runs each in order, writes a length-prefixed WorkerResult back for each,
+ * until EOF. Never returns (calls _exit). beat may be NULL (no pause
+ * detection).
+ *
+ * Batching: a read takes whatever the socket holds (many job frames); a
+ * result may wait in the worker to go out with later ones in one write,
+ * but only while the next job is already here and its handler is known to
+ * be short (its last HANDLERS_SHORT_SAMPLES_MIN+ runs average under
+ * HANDLERS_SHORT_EWMA_US and the last one took under
+ * HANDLERS_SHORT_LAST_US), up to HANDLERS_RESULTS_BATCH_MAX results or
+ * HANDLERS_RESULTS_BATCH_BYTES. Everything waiting goes out before any
+ * other job starts and before the worker waits for more jobs.
+ *
+ * progress (may be NULL): counters in memory shared with the node (see
+ * struct handlers_progress). */
+struct handlers_progress {
+	/* jobs this worker has reached (run or handed back), set before each
+	 * one runs: if the worker dies, the node tells from it which of its
+	 * jobs ran (their results may have died with it) and which never
+	 * started */
+	_Atomic uint64_t begun;
+	/* microseconds spent running jobs, added after each: the node's
+	 * measure of how short a pool's jobs are, free of its own latency */
+	_Atomic uint64_t run_us;
+};
+#define HANDLERS_READ_CHUNK_BYTES (64u * 1024u)
+#define HANDLERS_RESULTS_BATCH_MAX 64u
+#define HANDLERS_RESULTS_BATCH_BYTES (256u * 1024u)
+#define HANDLERS_SHORT_EWMA_US 200u
+#define HANDLERS_SHORT_LAST_US 1000u
+#define HANDLERS_SHORT_SAMPLES_MIN 2u
 void handlers_worker_main(const struct handler_registry *reg, int fd,
-                          const struct handlers_beat *beat);
+                          const struct handlers_beat *beat) __attribute__((noreturn));
+void handlers_worker_run(const struct handler_registry *reg, int fd,
+                         const struct handlers_beat *beat, struct handlers_progress *progress)
+	__attribute__((noreturn));
 
 #endif
