@@ -56,6 +56,14 @@
  * cut off, its answer may still come, and it is the task's result. */
 #define GHOST_TTL_MS (10u * 60u * 1000u)
 #define GHOSTS_MAX 65536
+/* Batched placement (PlaceReq): the attempts placed on one member in one
+ * loop iteration leave in one frame of at most PLACE_FRAME_TASKS of them.
+ * Credit per member: at most its slots (workers x prefetch, gossiped) of
+ * attempts and PLACE_BYTES_INFLIGHT payload bytes outstanding; more go as
+ * outcomes come back, so a member that stops answering gets no more work
+ * and a member's death costs at most what it could hold. */
+#define PLACE_FRAME_TASKS 1024u
+#define PLACE_BYTES_INFLIGHT (8u << 20)
 
 struct link {
 	char addr[SWIM_ADDR_BYTES_MAX];
@@ -63,6 +71,9 @@ struct link {
 	int has_expect;
 	ch_client *cli;
 	uint32_t inflight;     /* tasks placed there, not back */
+	uint64_t bytes_inflight; /* their payload bytes */
+	struct placed *out_head, *out_tail; /* to send (or ask again) in the next frame */
+	int single;            /* an older node: one SubmitReq per attempt */
 	uint64_t last_used_ms;
 	uint64_t refusing_until_ms; /* it said full / shutting down: look elsewhere */
 };
@@ -77,6 +88,11 @@ struct placed {
 	 * this copy of it waits here, NULL once sent */
 	struct task *held;
 	struct placed *held_next;
+	int hold;              /* on the held list (waits for the commit) */
+	int queued;            /* on its link's outbox (out_next) */
+	int awaiting;          /* sent, answered pending: to be asked again */
+	size_t bytes;          /* payload bytes (the link's bytes_inflight) */
+	struct placed *out_next;
 	uint8_t member[SWIM_ID_BYTES];
 	char member_name[SWIM_NAME_BYTES_MAX];
 };
@@ -90,9 +106,20 @@ struct ghost {
 	struct ghost *next;   /* oldest first */
 };
 
+/* One PlaceReq in flight: the attempts it carries, in order. */
+struct place_call {
+	struct cluster *c;
+	uint32_t n;
+	struct {
+		uint64_t task_id;
+		uint32_t attempt;
+	} items[];
+};
+
 struct completion {
 	uint64_t task_id;
 	uint32_t attempt;
+	struct place_call *place; /* a PlaceReq's answer (then not task_id) */
 	int code;
 	int unsent;           /* never sent (held, then cancelled or unsendable) */
 	char err[256];
@@ -141,6 +168,7 @@ struct cluster {
 
 	struct idmap placed;   /* task id -> struct placed */
 	struct placed *held_head; /* placed, not sent yet (held_next) */
+	uint32_t out_count;    /* attempts on the links' outboxes */
 	struct idmap ghosts;   /* task id -> struct ghost */
 	struct ghost *ghost_head, *ghost_tail;
 
@@ -235,7 +263,7 @@ static void link_close(struct cluster *c, uint32_t i)
 	ch_client_close(c->links[i].cli);
 	/* keep indexes of placements valid: only links with nothing placed
 	 * are closed, and the last link moves into the hole */
-	assert(c->links[i].inflight == 0);
+	assert(c->links[i].inflight == 0 && !c->links[i].out_head);
 	uint32_t last = c->link_count - 1;
 	if (i != last) {
 		c->links[i] = c->links[last];
@@ -377,6 +405,37 @@ static void run_reply_cb(void *arg, int code, Chorus__Envelope *reply, const cha
 		c->done_head = d;
 	c->done_tail = d;
 	pthread_mutex_unlock(&c->mu);
+	c->wake(c->wake_arg);
+}
+
+static void done_push(struct cluster *c, struct completion *d)
+{
+	pthread_mutex_lock(&c->mu);
+	if (c->done_tail)
+		c->done_tail->next = d;
+	else
+		c->done_head = d;
+	c->done_tail = d;
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void place_reply_cb(void *arg, int code, Chorus__Envelope *reply, const char *err)
+{
+	struct place_call *pc = arg;
+	struct cluster *c = pc->c;
+	struct completion *d = calloc(1, sizeof(*d));
+	if (!d) {
+		/* as run_reply_cb: given up with the member, or by its timeout */
+		if (reply)
+			chorus__envelope__free_unpacked(reply, NULL);
+		free(pc);
+		return;
+	}
+	d->place = pc;
+	d->code = code;
+	d->reply = reply;
+	snprintf(d->err, sizeof(d->err), "%s", err ? err : "");
+	done_push(c, d);
 	c->wake(c->wake_arg);
 }
 
@@ -573,25 +632,156 @@ static int send_attempt(struct cluster *c, struct placed *p, const struct task *
 	return rc;
 }
 
-/* An attempt that was never sent ends as "not started" (placed again, no
- * attempt charged; a cancelled task ends cancelled). */
-static void complete_unsent(struct cluster *c, struct placed *p, const char *why)
+/* An attempt ends with `code` on the next tick; unsent: it was never sent
+ * and ends as "not started" (placed again, no attempt charged; a cancelled
+ * task ends cancelled). */
+static void complete_later(struct cluster *c, struct placed *p, int code, int unsent,
+                           const char *why)
 {
 	struct completion *d = calloc(1, sizeof(*d));
 	if (!d)
 		return; /* given up with the member, or by its timeout */
 	d->task_id = p->task_id;
 	d->attempt = p->attempt;
-	d->code = CH_ERR_FULL;
-	d->unsent = 1;
+	d->code = code;
+	d->unsent = unsent;
 	snprintf(d->err, sizeof(d->err), "%s", why);
-	pthread_mutex_lock(&c->mu);
-	if (c->done_tail)
-		c->done_tail->next = d;
+	done_push(c, d);
+}
+
+static void complete_unsent(struct cluster *c, struct placed *p, const char *why)
+{
+	complete_later(c, p, CH_ERR_FULL, 1, why);
+}
+
+static void outbox_push(struct cluster *c, struct placed *p)
+{
+	struct link *l = &c->links[p->link];
+	assert(!p->queued);
+	p->queued = 1;
+	p->out_next = NULL;
+	if (l->out_tail)
+		l->out_tail->out_next = p;
 	else
-		c->done_head = d;
-	c->done_tail = d;
-	pthread_mutex_unlock(&c->mu);
+		l->out_head = p;
+	l->out_tail = p;
+	c->out_count++;
+}
+
+static struct placed *outbox_pop(struct cluster *c, struct link *l)
+{
+	struct placed *p = l->out_head;
+	if (!p)
+		return NULL;
+	l->out_head = p->out_next;
+	if (!l->out_head)
+		l->out_tail = NULL;
+	p->out_next = NULL;
+	p->queued = 0;
+	c->out_count--;
+	return p;
+}
+
+/* Sends what a link's outbox holds: PlaceReq frames of at most
+ * PLACE_FRAME_TASKS attempts and about half the frame cap (an older node:
+ * one SubmitReq each). */
+static void flush_link(struct cluster *c, uint32_t li)
+{
+	struct link *l = &c->links[li];
+	while (l->out_head) {
+		if (l->single) {
+			struct placed *p = outbox_pop(c, l);
+			struct task *t = p->held;
+			p->held = NULL;
+			if (!t)
+				complete_later(c, p, CH_ERR_PROTOCOL, 0, "the member cannot be asked again");
+			else if (send_attempt(c, p, t) != 0)
+				complete_unsent(c, p, "could not be sent");
+			task_free(t);
+			continue;
+		}
+		uint32_t n = 0;
+		size_t bytes = 0, cap = c->frame_bytes_max / 2;
+		for (struct placed *p = l->out_head; p && n < PLACE_FRAME_TASKS; p = p->out_next) {
+			size_t b = (p->held ? p->bytes + 256 : 0) + 64;
+			if (n && bytes + b > cap)
+				break;
+			bytes += b;
+			n++;
+		}
+		struct place_call *pc = malloc(sizeof(*pc) + n * sizeof(pc->items[0]));
+		struct codec_remote_submit *rs = calloc(n, sizeof(*rs));
+		Chorus__SubmitReq **items = calloc(n, sizeof(*items));
+		struct placed **ps = calloc(n, sizeof(*ps));
+		if (!pc || !rs || !items || !ps) {
+			free(pc);
+			free(rs);
+			free(items);
+			free(ps);
+			for (struct placed *p; (p = outbox_pop(c, l));) {
+				if (p->held)
+					complete_unsent(c, p, "could not be sent: out of memory");
+				else
+					complete_later(c, p, CH_ERR_NOMEM, 0, "out of memory");
+				task_free(p->held);
+				p->held = NULL;
+			}
+			return;
+		}
+		pc->c = c;
+		pc->n = n;
+		uint32_t wait = 0;
+		for (uint32_t i = 0; i < n; i++) {
+			struct placed *p = ps[i] = outbox_pop(c, l);
+			if (p->held) {
+				codec_remote_submit_fill(&rs[i], p->held, c->node_id, p->wait_ms);
+			} else {
+				/* answered pending before: asked again, without the task */
+				chorus__submit_req__init(&rs[i].req);
+				rs[i].req.origin.data = c->node_id;
+				rs[i].req.origin.len = SWIM_ID_BYTES;
+				rs[i].req.origin_task = p->task_id;
+				rs[i].req.wait_ms = p->wait_ms;
+			}
+			rs[i].req.origin_attempt = p->attempt;
+			items[i] = &rs[i].req;
+			pc->items[i].task_id = p->task_id;
+			pc->items[i].attempt = p->attempt;
+			if (p->wait_ms > wait)
+				wait = p->wait_ms;
+		}
+		Chorus__PlaceReq pr = CHORUS__PLACE_REQ__INIT;
+		pr.n_items = n;
+		pr.items = items;
+		Chorus__Envelope env = CHORUS__ENVELOPE__INIT;
+		env.body_case = CHORUS__ENVELOPE__BODY_PLACE;
+		env.place = &pr;
+		int rc = chi_request_async(l->cli, &env, wait + RUN_EXTRA_MS, place_reply_cb, pc);
+		if (rc != 0) {
+			free(pc);
+			log_limited(LOG_WARN, "cluster", l->addr, 10000,
+			            "cannot send %u task(s) to %s: %s", n, l->addr, ch_strerror(rc));
+		}
+		for (uint32_t i = 0; i < n; i++) {
+			struct placed *p = ps[i];
+			if (rc != 0 && p->held)
+				complete_unsent(c, p, "could not be sent");
+			else if (rc != 0)
+				complete_later(c, p, rc, 0, "could not ask the member again");
+			task_free(p->held);
+			p->held = NULL;
+			p->awaiting = 0;
+		}
+		free(rs);
+		free(items);
+		free(ps);
+	}
+}
+
+static void flush_all(struct cluster *c)
+{
+	for (uint32_t i = 0; i < c->link_count && c->out_count; i++)
+		flush_link(c, i);
 }
 
 static int send_run(struct cluster *c, struct task *t, const struct swim_member *m, int li)
@@ -615,10 +805,13 @@ static int send_run(struct cluster *c, struct task *t, const struct swim_member 
 	p->wait_ms = wait;
 	memcpy(p->member, m->id, SWIM_ID_BYTES);
 	snprintf(p->member_name, sizeof(p->member_name), "%s", m->name);
+	p->bytes = t->payload_len;
 	/* a temporary task never starts twice: held until its `running` is
 	 * journaled, so a coordinator crash before that commit finds it
-	 * queued and no member has it */
-	if (t->opts.restart == TASK_RESTART_TEMPORARY && !t->ephemeral) {
+	 * queued and no member has it. Any other attempt waits on its link's
+	 * outbox for the iteration's frame (an older member: sent at once). */
+	p->hold = t->opts.restart == TASK_RESTART_TEMPORARY && !t->ephemeral;
+	if (p->hold || !c->links[li].single) {
 		p->held = task_clone(t);
 		if (!p->held) {
 			free(p);
@@ -632,15 +825,18 @@ static int send_run(struct cluster *c, struct task *t, const struct swim_member 
 		free(p);
 		return -1;
 	}
-	if (p->held) {
+	if (p->hold) {
 		p->held_next = c->held_head;
 		c->held_head = p;
+	} else if (p->held) {
+		outbox_push(c, p);
 	} else if (send_attempt(c, p, t) != 0) {
 		(void)idmap_del(&c->placed, t->id);
 		free(p);
 		return -1;
 	}
 	c->links[li].inflight++;
+	c->links[li].bytes_inflight += p->bytes;
 	return 0;
 }
 
@@ -651,20 +847,17 @@ void cluster_release_held(struct cluster *c)
 	while (p) {
 		struct placed *next = p->held_next;
 		p->held_next = NULL;
-		if (p->held) {
-			struct task *t = p->held;
-			p->held = NULL;
-			if (send_attempt(c, p, t) != 0)
-				complete_unsent(c, p, "could not be sent");
-			task_free(t);
-		}
+		p->hold = 0;
+		if (p->held)
+			outbox_push(c, p);
 		p = next;
 	}
+	flush_all(c);
 }
 
 int cluster_any_held(const struct cluster *c)
 {
-	return c->held_head != NULL;
+	return c->held_head != NULL || c->out_count > 0;
 }
 
 int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
@@ -688,9 +881,15 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 			pc->load = 0;
 		} else {
 			int li = link_find(c, m->addr, m->id);
+			const struct link *l = li >= 0 ? &c->links[li] : NULL;
+			/* credit: the member's slots (what it holds, so what a
+			 * death can cost stays bounded by them), and its bytes */
 			pc->capacity = m->capacity;
 			pc->load = m->load;
-			pc->inflight = li >= 0 ? c->links[li].inflight : 0;
+			pc->inflight = l ? l->inflight : 0;
+			if (l && l->bytes_inflight &&
+			    l->bytes_inflight + t->payload_len > PLACE_BYTES_INFLIGHT)
+				pc->inflight = pc->capacity;
 			/* a member that just refused work (draining, queue full)
 			 * gets none for a moment, so a drain does not become a
 			 * loop of refusals */
@@ -760,21 +959,18 @@ void cluster_kill(struct cluster *c, const struct task *t)
  * attempt before running it (full, draining, or it answered "not started")
  * gets no new work for a moment, so a drain does not become a loop of
  * refusals. */
-static void complete(struct cluster *c, const struct task_sink_port *sink, struct placed *p,
-                     struct completion *d, const struct now *now)
+static void complete_as(struct cluster *c, const struct task_sink_port *sink, struct placed *p,
+                        int code, const char *err, const Chorus__TaskResult *r, int unsent,
+                        const struct now *now)
 {
-	const Chorus__TaskResult *r = NULL;
-	if (d->code == 0 && d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
-	    d->reply->submit_resp)
-		r = d->reply->submit_resp->result;
-	int refused = !d->unsent && (d->code == CH_ERR_FULL || d->code == CH_ERR_SHUTTING_DOWN ||
-	                             (r && codec_state_from_wire(r->state) == TASK_QUEUED));
+	int refused = !unsent && (code == CH_ERR_FULL || code == CH_ERR_SHUTTING_DOWN ||
+	                          (r && codec_state_from_wire(r->state) == TASK_QUEUED));
 	if (refused && p->link < c->link_count)
 		c->links[p->link].refusing_until_ms = now->mono_ms + REFUSED_BACKOFF_MS;
 	struct remote_outcome o = {
 		.task_id = p->task_id,
-		.code = d->code,
-		.err = d->err,
+		.code = code,
+		.err = err,
 		.result = r,
 		.member_name = p->member_name,
 	};
@@ -782,13 +978,45 @@ static void complete(struct cluster *c, const struct task_sink_port *sink, struc
 		sink->outcome(sink->ctx, &o, now);
 }
 
+static void complete(struct cluster *c, const struct task_sink_port *sink, struct placed *p,
+                     struct completion *d, const struct now *now)
+{
+	const Chorus__TaskResult *r = NULL;
+	if (d->code == 0 && d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_SUBMIT_RESP &&
+	    d->reply->submit_resp)
+		r = d->reply->submit_resp->result;
+	complete_as(c, sink, p, d->code, d->err, r, d->unsent, now);
+}
+
+/* Takes p off the held list or its link's outbox, and drops its copy. */
 static void held_unlink(struct cluster *c, struct placed *p)
 {
-	for (struct placed **pp = &c->held_head; *pp; pp = &(*pp)->held_next)
-		if (*pp == p) {
-			*pp = p->held_next;
+	if (p->hold) {
+		for (struct placed **pp = &c->held_head; *pp; pp = &(*pp)->held_next)
+			if (*pp == p) {
+				*pp = p->held_next;
+				break;
+			}
+		p->hold = 0;
+	}
+	if (p->queued) {
+		struct link *l = &c->links[p->link];
+		struct placed *prev = NULL;
+		for (struct placed *q = l->out_head; q; prev = q, q = q->out_next) {
+			if (q != p)
+				continue;
+			if (prev)
+				prev->out_next = p->out_next;
+			else
+				l->out_head = p->out_next;
+			if (l->out_tail == p)
+				l->out_tail = prev;
 			break;
 		}
+		p->queued = 0;
+		p->out_next = NULL;
+		c->out_count--;
+	}
 	task_free(p->held);
 	p->held = NULL;
 }
@@ -801,6 +1029,7 @@ static void placed_remove(struct cluster *c, struct placed *p)
 	(void)v;
 	assert(c->links[p->link].inflight > 0);
 	c->links[p->link].inflight--;
+	c->links[p->link].bytes_inflight -= p->bytes;
 	free(p);
 }
 
@@ -838,6 +1067,81 @@ static void ghost_add(struct cluster *c, const struct placed *p, uint64_t now_ms
 	else
 		c->ghost_head = g;
 	c->ghost_tail = g;
+}
+
+/* A PlaceReq's answer: each item ends, or (pending) is asked again in the
+ * link's next frame. An older node that does not know PlaceReq ran none of
+ * them: they are placed again, one SubmitReq each from now on. */
+static void place_done(struct cluster *c, const struct task_sink_port *sink, struct completion *d,
+                       const struct now *now)
+{
+	const struct place_call *pc = d->place;
+	const Chorus__PlaceResp *r = NULL;
+	if (d->code == 0 && d->reply && d->reply->body_case == CHORUS__ENVELOPE__BODY_PLACE_RESP)
+		r = d->reply->place_resp;
+	int old_peer = d->code == CH_ERR_PROTOCOL && strncmp(d->err, "unknown request type", 20) == 0;
+	for (uint32_t i = 0; i < pc->n; i++) {
+		uint64_t id = pc->items[i].task_id;
+		uint32_t attempt = pc->items[i].attempt;
+		struct placed *p = placed_get(c, id);
+		if (p && (p->attempt != attempt || p->queued || p->hold))
+			p = NULL; /* not this attempt, or not sent: nothing to do with it */
+		const Chorus__PlaceItem *it = NULL;
+		if (r && i < r->n_items && r->items[i]->origin_task == id &&
+		    r->items[i]->origin_attempt == attempt)
+			it = r->items[i];
+		if (old_peer) {
+			if (p) {
+				if (!c->links[p->link].single)
+					log_info("cluster", "member %s does not take tasks in batches (an older "
+					                    "version): one request per task", p->member_name);
+				c->links[p->link].single = 1;
+				struct placed copy = *p;
+				placed_remove(c, p);
+				complete_as(c, sink, &copy, CH_ERR_FULL, "placed again", NULL, 1, now);
+			}
+			continue;
+		}
+		if (it && it->pending) {
+			if (p) {
+				p->awaiting = 1;
+				outbox_push(c, p);
+			}
+			continue;
+		}
+		int code = d->code;
+		const char *err = d->err;
+		const Chorus__TaskResult *res = NULL;
+		if (code == 0 && !it) {
+			code = CH_ERR_PROTOCOL;
+			err = "the member's answer left the task out";
+		} else if (code == 0) {
+			code = it->code;
+			err = it->error ? it->error : "";
+			res = code == 0 ? it->result : NULL;
+		}
+		if (p) {
+			struct placed copy = *p;
+			placed_remove(c, p);
+			complete_as(c, sink, &copy, code, err, res, 0, now);
+			continue;
+		}
+		struct ghost *g = idmap_get(&c->ghosts, id);
+		if (g && g->task_id && g->attempt == attempt && code == 0 && res && sink &&
+		    sink->late_outcome) {
+			/* the member was paused or cut off, not dead: its answer */
+			struct remote_outcome o = {
+				.task_id = id,
+				.code = 0,
+				.err = "",
+				.result = res,
+				.member_name = g->member_name,
+			};
+			g->task_id = 0;
+			(void)idmap_del(&c->ghosts, id);
+			sink->late_outcome(sink->ctx, &o, now);
+		}
+	}
 }
 
 /* Tasks placed on members that died (or left, or were forgotten). */
@@ -891,6 +1195,15 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 	pthread_mutex_unlock(&c->mu);
 	while (d) {
 		struct completion *next = d->next;
+		if (d->place) {
+			place_done(c, sink, d, now);
+			if (d->reply)
+				chorus__envelope__free_unpacked(d->reply, NULL);
+			free(d->place);
+			free(d);
+			d = next;
+			continue;
+		}
 		struct placed *p = placed_get(c, d->task_id);
 		struct ghost *g = p ? NULL : idmap_get(&c->ghosts, d->task_id);
 		if (p && p->attempt == d->attempt) {
@@ -918,6 +1231,8 @@ void cluster_tick(struct cluster *c, const struct task_sink_port *sink, uint32_t
 		d = next;
 	}
 	fail_dead_members(c, sink, now);
+	/* what the last iteration placed, and what was answered pending */
+	flush_all(c);
 	deliver_peer_replies(c);
 	if (sink && sink->origin_unreachable) {
 		if (c->unreach_overflow)
@@ -1134,6 +1449,7 @@ void cluster_stop(struct cluster *c)
 		struct completion *n = d->next;
 		if (d->reply)
 			chorus__envelope__free_unpacked(d->reply, NULL);
+		free(d->place);
 		free(d);
 		d = n;
 	}

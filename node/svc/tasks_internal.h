@@ -114,7 +114,40 @@ struct placed_rec {
 	struct task *final;       /* a copy of its outcome once final, else NULL */
 	size_t final_bytes;
 	uint64_t created_ms;      /* monotonic */
+	int owed;                 /* a PlaceResp said "pending": its outcome is owed
+	                             to the coordinator (kept past the caps) */
 	struct placed_rec *next, *prev; /* oldest first */
+};
+
+/* Batched placement (PlaceReq, tasks_svc.c "attempts placed in batches"):
+ * one parked PlaceReq and its items. An item ends when its task does (a
+ * watch), at once (refused, or answered from a remembered outcome), or when
+ * the request's wait runs out. The request is answered after the commit of
+ * an iteration in which at least one item ended: the rest go back
+ * "pending", and the coordinator asks for them again. */
+#define PLACE_ITEMS_MAX 4096u
+struct place_wait;
+struct place_item {
+	uint64_t origin_task;
+	uint32_t origin_attempt;
+	uint64_t task_id;          /* the task it waits on (0: none) */
+	struct place_wait *pw;
+	int done;
+	int code;                  /* done: 0, or the CH_ERR_* it was refused with */
+	char *error;               /* done, code != 0 (malloc'd) */
+	Chorus__TaskResult *result;/* done, code 0: an owned copy (result_dup) */
+	int watched;               /* a watch waits on task_id */
+};
+struct place_wait {
+	struct tasks_svc *svc;
+	struct rpc_call *call;
+	uint8_t origin[16];
+	uint32_t n, done;
+	int ready;                 /* on the ready list */
+	struct timer deadline;     /* in place_timers: the request's wait ran out */
+	struct place_wait *next, *prev;   /* every parked PlaceReq */
+	struct place_wait *ready_next;
+	struct place_item items[];
 };
 
 /* A finished task of an unordered stream, not yet acknowledged. */
@@ -186,6 +219,8 @@ struct tasks_svc {
 	size_t placed_bytes;
 	uint64_t drain_deadline_ms;
 	struct placement_port *placement;
+	struct place_wait *place_waits, *place_ready;
+	struct timerheap place_timers;
 	struct task_sink_port sink;
 	struct task_submit_port submit_port;
 	int commit_failed;        /* the last commit failed */
