@@ -366,6 +366,17 @@ static void conn_respond(struct conn *c, int status, const char *ctype, const ch
 static char *error_body(int status, const char *msg, size_t *len)
 {
 	json_t *o = json_pack("{s:s, s:i}", "error", msg, "status", status);
+	if (!o) {
+		/* msg is not UTF-8 (it may quote a request's path or query, which
+		 * can hold any byte): still an error object, its bytes beyond
+		 * ASCII as '?' */
+		char ascii[1024];
+		size_t i = 0;
+		for (; msg[i] && i + 1 < sizeof ascii; i++)
+			ascii[i] = (unsigned char)msg[i] < 0x80 ? msg[i] : '?';
+		ascii[i] = '\0';
+		o = json_pack("{s:s, s:i}", "error", ascii, "status", status);
+	}
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	*len = text ? strlen(text) : 0;
@@ -658,6 +669,50 @@ static int request_authorized(struct http_svc *s, const struct http_request *req
 	return ok;
 }
 
+/* Whether a Host value names this machine's loopback: localhost,
+ * 127.x.x.x or [::1], with or without a port. With --http-auth open,
+ * reading needs no token because only local processes reach a loopback
+ * listener; a web page can still reach it through DNS rebinding (its own
+ * name made to resolve to 127.0.0.1), and then the browser sends that name
+ * as Host. Answering only loopback names keeps such a page from reading
+ * the cluster's state. */
+static int host_is_loopback_name(const char *value)
+{
+	char h[HTTP_HOST_BYTES_MAX + 1];
+	const char *rest;
+	size_t n;
+	if (value[0] == '[') {
+		const char *close_b = strchr(value, ']');
+		if (!close_b)
+			return 0;
+		n = (size_t)(close_b - value - 1);
+		memcpy(h, value + 1, n);
+		rest = close_b + 1;
+	} else {
+		const char *colon = strchr(value, ':');
+		n = colon ? (size_t)(colon - value) : strlen(value);
+		memcpy(h, value, n);
+		rest = value + n;
+	}
+	h[n] = '\0';
+	if (rest[0] == ':') {
+		rest++;
+		if (!rest[0])
+			return 0;
+		for (; *rest; rest++)
+			if (*rest < '0' || *rest > '9')
+				return 0;
+	} else if (rest[0]) {
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (h[i] >= 'A' && h[i] <= 'Z')
+			h[i] = (char)(h[i] - 'A' + 'a');
+	if (n > 1 && h[n - 1] == '.') /* "localhost." is localhost */
+		h[n - 1] = '\0';
+	return config_host_is_loopback(h);
+}
+
 /* ---- requests ---- */
 
 static void conn_request(struct conn *c, const struct http_request *req)
@@ -692,6 +747,15 @@ static void conn_request(struct conn *c, const struct http_request *req)
 	c->x = x;
 	if (s->draining) {
 		http_answer_error(x, 503, "the node is shutting down");
+		return;
+	}
+	if (!s->hc->auth_all && x->req.has_host && !host_is_loopback_name(x->req.host)) {
+		log_limited(LOG_INFO, "http", "host", LOG_EVERY_MS,
+		            "refused %s %s from %s: Host is not a loopback name", x->req.method,
+		            x->req.path, c->addr);
+		http_answer_error(x, 403, "with --http-auth open the node answers only requests "
+		                          "addressed to a loopback name (localhost, 127.0.0.1, "
+		                          "[::1]); this Host is not one");
 		return;
 	}
 	char allow[128];

@@ -191,13 +191,13 @@ class HttpTest(NodeTestCase):
         s = connect(port)
         r = Reader(s)
         for _ in range(5):
-            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             status, h, body = r.answer()
             self.assertEqual(status, 200)
             self.assertEqual(h["connection"], "keep-alive")
-        s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n" * 3 +
-                  b"GET /api/_test/status HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 3 +
+                  b"GET /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                  b"GET /style.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         answers = [r.answer() for _ in range(5)]
         self.assertEqual([a[0] for a in answers], [200] * 5)
         self.assertEqual(json.loads(answers[3][2])["name"], node.name)  # in order
@@ -225,6 +225,62 @@ class HttpTest(NodeTestCase):
         self.assertEqual(get(port, "/")[0], 200)
         status, a = jget(port, "/api/auth")
         self.assertEqual((status, a["read"], a["write"], a["auth"]), (200, False, False, "all"))
+
+    def test_open_reads_only_for_loopback_host_names(self):
+        """DNS rebinding: a web page whose own name resolves to 127.0.0.1
+        reaches a loopback listener, and its browser sends that name as
+        Host. With --http-auth open only loopback names are answered."""
+        node = self.http_node()
+        port = self.http_port
+
+        def with_host(host, path="/api/status", token=None):
+            auth = "Authorization: Bearer %s\r\n" % token if token else ""
+            raw = ("GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n"
+                   % (path, host, auth)).encode()
+            status, h, body, r = request(port, raw)
+            r.sock.close()
+            return status, body
+
+        for host in ("127.0.0.1", "127.0.0.1:%d" % port, "localhost:%d" % port,
+                     "LOCALHOST", "[::1]:%d" % port, "127.1.2.3"):
+            self.assertEqual(with_host(host)[0], 200, host)
+        for host in ("attacker.example:%d" % port, "attacker.example", "127.0.0.1.nip.io",
+                     "localhost.attacker.example", "127.0.0.1:%d:1" % port, "[::1",
+                     "10.0.0.1", "0.0.0.0"):
+            for path in ("/api/status", "/api/events", "/metrics", "/"):
+                status, body = with_host(host, path)
+                self.assertEqual(status, 403, (host, path))
+                self.assertNotIn(node.name.encode(), body)
+                self.assertEqual(json.loads(body)["status"], 403)
+        # HTTP/1.0 without Host (a local script) is still served
+        status, h, body, r = request(port, b"GET /api/auth HTTP/1.0\r\n\r\n")
+        self.assertEqual(status, 200)
+        r.sock.close()
+
+    def test_auth_all_serves_any_host_name_with_the_token(self):
+        node = self.http_node("--http-auth", "all")
+        port = self.http_port
+        tok = self.token(node)
+        raw = ("GET /api/status HTTP/1.1\r\nHost: chorus.example.net\r\n"
+               "Authorization: Bearer %s\r\nConnection: close\r\n\r\n" % tok).encode()
+        status, h, body, r = request(port, raw)
+        r.sock.close()
+        self.assertEqual(status, 200)
+
+    def test_errors_stay_json_for_any_bytes(self):
+        """An error quoting a path or a parameter that is not UTF-8 is
+        still {"error": ..., "status": N}."""
+        self.http_node()
+        port = self.http_port
+        for target, want in ((b"/api/\xff\xfe", 404), (b"/%c0%ae%c0%ae/x", 404),
+                             (b"/api/tasks?state=%ff", 400)):
+            status, h, body, r = request(port, b"GET " + target +
+                                         b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            r.sock.close()
+            self.assertEqual(status, want, target)
+            e = json.loads(body)
+            self.assertEqual(e["status"], want, (target, body))
+            self.assertTrue(e["error"], (target, body))
 
     # ---- events ----
 
@@ -260,11 +316,11 @@ class HttpTest(NodeTestCase):
 
         # a long-poll is answered when an event arrives
         s = connect(port)
-        s.sendall(("GET /api/events?after=%d&wait_ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(("GET /api/events?after=%d&wait_ms=20000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                    % last).encode())
         # the stream: the headers, then events as they come
         sse = connect(port)
-        sse.sendall(("GET /api/events/stream?after=%d HTTP/1.1\r\nHost: x\r\n\r\n"
+        sse.sendall(("GET /api/events/stream?after=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                      % last).encode())
         sr = Reader(sse)
         status, h, _ = sr.answer(head_only=True)
@@ -300,7 +356,7 @@ class HttpTest(NodeTestCase):
         # Last-Event-ID: a reconnecting stream gets what came after it
         jget(port, "/api/_test/event?kind=leader&subject=n2", method="POST", token=tok)
         sse = connect(port)
-        sse.sendall(("GET /api/events/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: %d\r\n\r\n"
+        sse.sendall(("GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: %d\r\n\r\n"
                      % seq).encode())
         sr = Reader(sse)
         sr.answer(head_only=True)
@@ -324,18 +380,18 @@ class HttpTest(NodeTestCase):
             r.sock.close()
             return body
 
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431)
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431)
         refused(b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n\r\n", 431)
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: 1\r\n" * 200 + b"\r\n", 431)
-        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n",
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: 1\r\n" * 200 + b"\r\n", 431)
+        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 70000\r\n\r\n",
                 413)
-        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: x\r\n"
+        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411)
         refused(b"GARBAGE\r\n\r\n", 400)
-        refused(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400)
-        refused(b"GET / FTP/1.1\r\nHost: x\r\n\r\n", 400)
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400)
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n  folded\r\n\r\n", 400)
+        refused(b"GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n", 400)
+        refused(b"GET / FTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400)
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", 400)
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\r\n  folded\r\n\r\n", 400)
         refused(b"GET / HTTP/1.1\r\n\r\n", 400)  # no Host
         refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400)  # a TLS hello
         # path traversal: never a file from disk
@@ -344,13 +400,13 @@ class HttpTest(NodeTestCase):
                        b"http://127.0.0.1/etc/passwd", b"//etc/passwd", b"/etc/passwd",
                        b"/index.html/../../secret", b"/..\\..\\secret"):
             status, h, body, r = request(port, b"GET " + target +
-                                         b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                                         b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             self.assertIn(status, (400, 404), target)
             self.assertNotIn(b"root:", body)
             self.assertTrue(body.startswith(b"{"), (target, body[:100]))
             r.sock.close()
         # a body that is fine, then the node still serves
-        status, h, body, r = request(port, b"POST /api/_test/status HTTP/1.1\r\nHost: x\r\n"
+        status, h, body, r = request(port, b"POST /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                            b"Content-Length: 3\r\n\r\nabc")
         self.assertEqual(status, 401)
         r.sock.close()
@@ -365,7 +421,7 @@ class HttpTest(NodeTestCase):
         slow = []
         for i in range(60):
             s = connect(port)
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow-%d: " % i)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-%d: " % i)
             slow.append(s)
         # meanwhile the node answers, promptly, over HTTP and its link
         for _ in range(3):
@@ -398,7 +454,7 @@ class HttpTest(NodeTestCase):
         port = self.http_port
         s = connect(port)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        one = b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n"
+        one = b"GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         sent = 0
         # pipelined requests, answers never read: the node stops reading
         # (our sends block), then closes it when its answers do not move
@@ -433,10 +489,10 @@ class HttpTest(NodeTestCase):
         held = []
         for _ in range(8):
             s = connect(port)
-            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             Reader(s).answer()
             held.append(s)
-        status, h, body, r = request(port, b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, h, body, r = request(port, b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertEqual(status, 503)
         self.assertEqual(json.loads(body)["status"], 503)
         self.assertTrue(r.closed())
