@@ -127,6 +127,7 @@ struct conn {
 	uint64_t served;            /* requests taken */
 	int sse;                    /* an event stream */
 	uint64_t sse_keepalive_ms;  /* next keepalive comment */
+	uint64_t sse_seq;           /* the newest event written to the stream */
 	struct conn *next, *prev;
 };
 
@@ -1091,6 +1092,42 @@ static void sse_send_event(struct conn *c, const struct event *e)
 	free(data);
 }
 
+/* Writes the stream's next events from the ring, oldest first, while its
+ * unsent output is under half its cap: a new stream's replay, or a reader
+ * catching up, goes at the reader's pace instead of being queued at once
+ * (a replay of the whole ring can be more than the cap: the stream would
+ * be closed at its start, and again at each reconnection). A reader so
+ * far behind that the ring moved past its events gets the oldest held: the
+ * jump in ids tells it. */
+static void sse_pump(struct conn *c)
+{
+	struct events *ev = host_events(c->s->host);
+	while (ev && !c->dead && c->sse && c->out_len - c->out_off < SSE_OUT_BYTES_MAX / 2) {
+		const struct event *batch[16];
+		uint32_t got = events_since(ev, c->sse_seq, batch, 16);
+		if (got == 0)
+			break;
+		for (uint32_t i = 0; i < got && !c->dead; i++) {
+			sse_send_event(c, batch[i]);
+			c->sse_seq = batch[i]->seq;
+		}
+	}
+}
+
+/* Pumps and sends until the stream is caught up or the socket is full
+ * (then POLLOUT brings us back). */
+static void sse_feed(struct conn *c)
+{
+	struct events *ev = host_events(c->s->host);
+	while (ev && !c->dead && c->sse) {
+		sse_pump(c);
+		if (c->dead || conn_flush(c) != 0)
+			return;
+		if (c->out_len > c->out_off || c->sse_seq >= events_last_seq(ev))
+			return;
+	}
+}
+
 /* An event was added (events_subscribe): wakes the long-polls waiting for
  * it and writes it to every stream. Runs inside whoever reported it: only
  * queues bytes. */
@@ -1105,9 +1142,7 @@ static void on_event(void *arg, const struct event *e)
 	for (struct conn *c = s->conns; c; c = c->next) {
 		if (c->dead || !c->sse)
 			continue;
-		sse_send_event(c, e);
-		if (!c->dead)
-			(void)conn_flush(c);
+		sse_feed(c);
 	}
 }
 
@@ -1221,17 +1256,8 @@ static void route_events_stream(void *arg, struct http_exchange *x, const struct
 	c->sse = 1;
 	s->sse_count++;
 	c->sse_keepalive_ms = now_ms(s) + SSE_KEEPALIVE_MS;
-	const struct event *batch[64];
-	for (;;) {
-		uint32_t got = events_since(ev, after, batch, 64);
-		for (uint32_t i = 0; i < got && !c->dead; i++)
-			sse_send_event(c, batch[i]);
-		if (got < 64 || c->dead)
-			break;
-		after = batch[got - 1]->seq;
-	}
-	if (!c->dead)
-		(void)conn_flush(c);
+	c->sse_seq = after;
+	sse_feed(c);
 }
 
 /* ---- the other routes of this file ---- */
@@ -1324,7 +1350,7 @@ static void route_test_status(void *arg, struct http_exchange *x, const struct h
 }
 
 /* POST /api/_test/event?kind=K&subject=S: reports an event (the services
- * report theirs through host_event as well). */
+ * report theirs through host_event as well); a body is its message's end. */
 static void route_test_event(void *arg, struct http_exchange *x, const struct http_req *r)
 {
 	struct http_svc *s = arg;
@@ -1333,7 +1359,8 @@ static void route_test_event(void *arg, struct http_exchange *x, const struct ht
 		snprintf(kind, sizeof kind, "test");
 	if (http_query_param(r, "subject", subject, sizeof subject) != 0)
 		snprintf(subject, sizeof subject, "http");
-	host_event(s->host, kind, subject, "a test event (%zu body bytes)", r->body_len);
+	host_event(s->host, kind, subject, "a test event (%zu body bytes)%s%.240s", r->body_len,
+	           r->body_len ? ": " : "", r->body_len ? r->body : "");
 	http_answer_json(x, 200, json_pack("{s:I}", "seq",
 	                                   (json_int_t)events_last_seq(host_events(s->host))));
 }
@@ -1422,9 +1449,16 @@ static void svc_on_poll(void *svc, const struct pollfd *fds, int n, const struct
 		}
 		if (c->dead || !fds[i].revents)
 			continue;
-		if (fds[i].revents & POLLOUT)
+		if (fds[i].revents & POLLOUT) {
 			if (conn_flush(c) != 0)
 				continue;
+			if (c->sse) {
+				/* room again: the stream's next events */
+				sse_feed(c);
+				if (c->dead)
+					continue;
+			}
+		}
 		if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
 			if (c->sse) {
 				/* a stream's client sends nothing more: read to see it go */

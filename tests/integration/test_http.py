@@ -12,6 +12,7 @@ Every wait is a condition with a deadline (harness.wait_until)."""
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -363,6 +364,50 @@ class HttpTest(NodeTestCase):
         wait_until(lambda: sse_has("event: leader"), 10, "the later event after Last-Event-ID")
         self.assertNotIn(b"event: member", sr.buf)
         sse.close()
+
+    def test_event_stream_replays_a_full_ring(self):
+        """A stream that starts (or reconnects with Last-Event-ID) far back
+        gets every event the ring holds, at its own pace: a replay of more
+        than the stream's 256 KiB of unsent output is not taken for a slow
+        reader (it was closed at once, and at every reconnection)."""
+        node = self.http_node()
+        port = self.http_port
+        tok = self.token(node)
+        subject = "s" * 127
+        body = "m" * 200
+        s = connect(port)
+        n = 1100  # more than the ring holds (1024); distinct kinds: no rate limit past 16
+        s.sendall(b"".join(("POST /api/_test/event?kind=t%d&subject=%s HTTP/1.1\r\n"
+                            "Host: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                            "Content-Length: %d\r\n\r\n%s"
+                            % (i, subject, tok, len(body), body)).encode() for i in range(n)))
+        r = Reader(s)
+        for _ in range(n):
+            self.assertEqual(r.answer()[0], 200)
+        s.close()
+        status, page = jget(port, "/api/events?max=1")
+        first, last = page["first_seq"], page["last_seq"]
+        self.assertGreaterEqual(last - first + 1, 1000)
+        for start in (b"?after=0", b"", b"Last-Event-ID: 1"):
+            sse = connect(port)
+            if start.startswith(b"?"):
+                sse.sendall(b"GET /api/events/stream" + start +
+                            b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            else:
+                sse.sendall(b"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                            start + b"\r\n\r\n")
+            sr = Reader(sse)
+            self.assertEqual(sr.answer(head_only=True)[0], 200)
+            want = b"id: %d\n" % last
+            deadline = time.monotonic() + 20
+            while want not in sr.buf:
+                self.assertLess(time.monotonic(), deadline, "the replay did not reach %d" % last)
+                sr._more()  # EOFError / reset: the stream was closed
+            ids = [int(x) for x in re.findall(rb"^id: (\d+)$", sr.buf, re.M)]
+            lo = first if start else last - 63
+            self.assertEqual(ids, list(range(lo, last + 1)), start)
+            self.assertGreater(len(sr.buf), 256 * 1024 if start else 0)
+            sse.close()
 
     # ---- bad input ----
 
