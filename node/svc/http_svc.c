@@ -1459,6 +1459,14 @@ static void svc_on_poll(void *svc, const struct pollfd *fds, int n, const struct
 					continue;
 			}
 		}
+		if ((fds[i].revents & (POLLHUP | POLLERR)) && !(fds[i].revents & POLLIN)) {
+			/* reset, or gone both ways, while its input is full (a
+			 * request parked with more behind it, so POLLIN was not
+			 * asked): nothing will be read or delivered, and poll
+			 * would report it at once again and again */
+			conn_kill(c, NULL);
+			continue;
+		}
 		if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
 			if (c->sse) {
 				/* a stream's client sends nothing more: read to see it go */

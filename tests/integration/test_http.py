@@ -14,6 +14,7 @@ import json
 import os
 import re
 import socket
+import struct
 import sys
 import time
 import unittest
@@ -493,6 +494,32 @@ class HttpTest(NodeTestCase):
         self.assertTrue(Reader(s).closed(timeout_s=10))
         s.close()
         self.assertEqual(get(port, "/api/auth")[0], 200)
+
+    def test_reset_with_full_input_is_closed_at_once(self):
+        """A parked long-poll with a full input buffer behind it (so the
+        node does not poll it for input), then a reset: the connection is
+        closed at once. It was kept, and poll reported the reset on every
+        turn of the loop (a core busy) until the long-poll's end."""
+        self.http_node()
+        port = self.http_port
+
+        def open_conns():
+            text = get(port, "/metrics")[2].decode()
+            return int(re.search(r"^chorus_http_connections (\d+)$", text, re.M).group(1))
+        # the node's own election is an event: after it, nothing comes
+        wait_until(lambda: any(e["kind"] == "leader"
+                               for e in jget(port, "/api/events")[1]["events"]),
+                   15, "the node's leader event")
+        base = open_conns()  # the scrape's own connection
+        last = jget(port, "/api/events")[1]["last_seq"]
+        s = connect(port)
+        s.sendall(b"GET /api/events?after=%d&wait_ms=30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                  % last + b"X" * (96 * 1024))
+        wait_until(lambda: open_conns() == base + 1, 10, "the long-poll's connection open")
+        time.sleep(0.3)  # the node has read all it takes
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+        wait_until(lambda: open_conns() == base, 5, "the reset connection closed")
 
     def test_client_that_never_reads_is_closed(self):
         self.http_node(conf="[http]\nrequest_timeout = 2s\n")
