@@ -263,7 +263,11 @@ static int parse_header(const char *line, size_t n, struct http_request *req, in
 	} else if (name_is(line, name_len, "host")) {
 		if (req->has_host)
 			return fail(req, 400, "more than one Host header");
+		if (vn > HTTP_HOST_BYTES_MAX)
+			return fail(req, 400, "Host header too long");
 		req->has_host = 1;
+		memcpy(req->host, v, vn);
+		req->host[vn] = '\0';
 	} else if (name_is(line, name_len, "connection")) {
 		if (list_has(v, vn, "close"))
 			req->keep_alive = 0;

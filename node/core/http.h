@@ -8,9 +8,10 @@
  *   400  a malformed request line, method, target or header line, a version
  *        other than HTTP/1.0 or HTTP/1.1, a header folded over lines, a
  *        bad or repeated-and-different Content-Length, Transfer-Encoding
- *        together with Content-Length, HTTP/1.1 without Host, a path that
- *        decodes to NUL, an encoded '/' or a "." / ".." segment, an
- *        absolute-form target (http://host/path: we are no proxy)
+ *        together with Content-Length, HTTP/1.1 without Host, a Host over
+ *        HTTP_HOST_BYTES_MAX, a path that decodes to NUL, an encoded '/' or
+ *        a "." / ".." segment, an absolute-form target (http://host/path:
+ *        we are no proxy)
  *   411  Transfer-Encoding (chunked request bodies are not taken: a body
  *        needs Content-Length)
  *   413  a body over HTTP_BODY_BYTES_MAX
@@ -33,6 +34,7 @@
 #define HTTP_METHOD_BYTES_MAX 16u
 #define HTTP_AUTH_BYTES_MAX 256u           /* Authorization values kept (longer: not ours) */
 #define HTTP_EVENT_ID_BYTES_MAX 32u
+#define HTTP_HOST_BYTES_MAX 300u          /* a Host value (a 255-byte name and a port) */
 
 enum http_parse_result {
 	HTTP_PARSE_DONE = 0,   /* a whole request: see req */
@@ -47,6 +49,7 @@ struct http_request {
 	int version_minor;                     /* HTTP/1.0 or HTTP/1.1 */
 	int keep_alive;                        /* the connection stays open after */
 	int has_host;
+	char host[HTTP_HOST_BYTES_MAX + 1];      /* the Host header's value; "" when none */
 	int expect_continue;                   /* Expect: 100-continue */
 	int has_content_length;
 	size_t content_length;

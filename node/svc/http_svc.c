@@ -127,6 +127,7 @@ struct conn {
 	uint64_t served;            /* requests taken */
 	int sse;                    /* an event stream */
 	uint64_t sse_keepalive_ms;  /* next keepalive comment */
+	uint64_t sse_seq;           /* the newest event written to the stream */
 	struct conn *next, *prev;
 };
 
@@ -366,6 +367,17 @@ static void conn_respond(struct conn *c, int status, const char *ctype, const ch
 static char *error_body(int status, const char *msg, size_t *len)
 {
 	json_t *o = json_pack("{s:s, s:i}", "error", msg, "status", status);
+	if (!o) {
+		/* msg is not UTF-8 (it may quote a request's path or query, which
+		 * can hold any byte): still an error object, its bytes beyond
+		 * ASCII as '?' */
+		char ascii[1024];
+		size_t i = 0;
+		for (; msg[i] && i + 1 < sizeof ascii; i++)
+			ascii[i] = (unsigned char)msg[i] < 0x80 ? msg[i] : '?';
+		ascii[i] = '\0';
+		o = json_pack("{s:s, s:i}", "error", ascii, "status", status);
+	}
 	char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	*len = text ? strlen(text) : 0;
@@ -658,6 +670,50 @@ static int request_authorized(struct http_svc *s, const struct http_request *req
 	return ok;
 }
 
+/* Whether a Host value names this machine's loopback: localhost,
+ * 127.x.x.x or [::1], with or without a port. With --http-auth open,
+ * reading needs no token because only local processes reach a loopback
+ * listener; a web page can still reach it through DNS rebinding (its own
+ * name made to resolve to 127.0.0.1), and then the browser sends that name
+ * as Host. Answering only loopback names keeps such a page from reading
+ * the cluster's state. */
+static int host_is_loopback_name(const char *value)
+{
+	char h[HTTP_HOST_BYTES_MAX + 1];
+	const char *rest;
+	size_t n;
+	if (value[0] == '[') {
+		const char *close_b = strchr(value, ']');
+		if (!close_b)
+			return 0;
+		n = (size_t)(close_b - value - 1);
+		memcpy(h, value + 1, n);
+		rest = close_b + 1;
+	} else {
+		const char *colon = strchr(value, ':');
+		n = colon ? (size_t)(colon - value) : strlen(value);
+		memcpy(h, value, n);
+		rest = value + n;
+	}
+	h[n] = '\0';
+	if (rest[0] == ':') {
+		rest++;
+		if (!rest[0])
+			return 0;
+		for (; *rest; rest++)
+			if (*rest < '0' || *rest > '9')
+				return 0;
+	} else if (rest[0]) {
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (h[i] >= 'A' && h[i] <= 'Z')
+			h[i] = (char)(h[i] - 'A' + 'a');
+	if (n > 1 && h[n - 1] == '.') /* "localhost." is localhost */
+		h[n - 1] = '\0';
+	return config_host_is_loopback(h);
+}
+
 /* ---- requests ---- */
 
 static void conn_request(struct conn *c, const struct http_request *req)
@@ -692,6 +748,15 @@ static void conn_request(struct conn *c, const struct http_request *req)
 	c->x = x;
 	if (s->draining) {
 		http_answer_error(x, 503, "the node is shutting down");
+		return;
+	}
+	if (!s->hc->auth_all && x->req.has_host && !host_is_loopback_name(x->req.host)) {
+		log_limited(LOG_INFO, "http", "host", LOG_EVERY_MS,
+		            "refused %s %s from %s: Host is not a loopback name", x->req.method,
+		            x->req.path, c->addr);
+		http_answer_error(x, 403, "with --http-auth open the node answers only requests "
+		                          "addressed to a loopback name (localhost, 127.0.0.1, "
+		                          "[::1]); this Host is not one");
 		return;
 	}
 	char allow[128];
@@ -1027,6 +1092,42 @@ static void sse_send_event(struct conn *c, const struct event *e)
 	free(data);
 }
 
+/* Writes the stream's next events from the ring, oldest first, while its
+ * unsent output is under half its cap: a new stream's replay, or a reader
+ * catching up, goes at the reader's pace instead of being queued at once
+ * (a replay of the whole ring can be more than the cap: the stream would
+ * be closed at its start, and again at each reconnection). A reader so
+ * far behind that the ring moved past its events gets the oldest held: the
+ * jump in ids tells it. */
+static void sse_pump(struct conn *c)
+{
+	struct events *ev = host_events(c->s->host);
+	while (ev && !c->dead && c->sse && c->out_len - c->out_off < SSE_OUT_BYTES_MAX / 2) {
+		const struct event *batch[16];
+		uint32_t got = events_since(ev, c->sse_seq, batch, 16);
+		if (got == 0)
+			break;
+		for (uint32_t i = 0; i < got && !c->dead; i++) {
+			sse_send_event(c, batch[i]);
+			c->sse_seq = batch[i]->seq;
+		}
+	}
+}
+
+/* Pumps and sends until the stream is caught up or the socket is full
+ * (then POLLOUT brings us back). */
+static void sse_feed(struct conn *c)
+{
+	struct events *ev = host_events(c->s->host);
+	while (ev && !c->dead && c->sse) {
+		sse_pump(c);
+		if (c->dead || conn_flush(c) != 0)
+			return;
+		if (c->out_len > c->out_off || c->sse_seq >= events_last_seq(ev))
+			return;
+	}
+}
+
 /* An event was added (events_subscribe): wakes the long-polls waiting for
  * it and writes it to every stream. Runs inside whoever reported it: only
  * queues bytes. */
@@ -1041,9 +1142,7 @@ static void on_event(void *arg, const struct event *e)
 	for (struct conn *c = s->conns; c; c = c->next) {
 		if (c->dead || !c->sse)
 			continue;
-		sse_send_event(c, e);
-		if (!c->dead)
-			(void)conn_flush(c);
+		sse_feed(c);
 	}
 }
 
@@ -1157,17 +1256,8 @@ static void route_events_stream(void *arg, struct http_exchange *x, const struct
 	c->sse = 1;
 	s->sse_count++;
 	c->sse_keepalive_ms = now_ms(s) + SSE_KEEPALIVE_MS;
-	const struct event *batch[64];
-	for (;;) {
-		uint32_t got = events_since(ev, after, batch, 64);
-		for (uint32_t i = 0; i < got && !c->dead; i++)
-			sse_send_event(c, batch[i]);
-		if (got < 64 || c->dead)
-			break;
-		after = batch[got - 1]->seq;
-	}
-	if (!c->dead)
-		(void)conn_flush(c);
+	c->sse_seq = after;
+	sse_feed(c);
 }
 
 /* ---- the other routes of this file ---- */
@@ -1260,7 +1350,7 @@ static void route_test_status(void *arg, struct http_exchange *x, const struct h
 }
 
 /* POST /api/_test/event?kind=K&subject=S: reports an event (the services
- * report theirs through host_event as well). */
+ * report theirs through host_event as well); a body is its message's end. */
 static void route_test_event(void *arg, struct http_exchange *x, const struct http_req *r)
 {
 	struct http_svc *s = arg;
@@ -1269,7 +1359,8 @@ static void route_test_event(void *arg, struct http_exchange *x, const struct ht
 		snprintf(kind, sizeof kind, "test");
 	if (http_query_param(r, "subject", subject, sizeof subject) != 0)
 		snprintf(subject, sizeof subject, "http");
-	host_event(s->host, kind, subject, "a test event (%zu body bytes)", r->body_len);
+	host_event(s->host, kind, subject, "a test event (%zu body bytes)%s%.240s", r->body_len,
+	           r->body_len ? ": " : "", r->body_len ? r->body : "");
 	http_answer_json(x, 200, json_pack("{s:I}", "seq",
 	                                   (json_int_t)events_last_seq(host_events(s->host))));
 }
@@ -1358,9 +1449,24 @@ static void svc_on_poll(void *svc, const struct pollfd *fds, int n, const struct
 		}
 		if (c->dead || !fds[i].revents)
 			continue;
-		if (fds[i].revents & POLLOUT)
+		if (fds[i].revents & POLLOUT) {
 			if (conn_flush(c) != 0)
 				continue;
+			if (c->sse) {
+				/* room again: the stream's next events */
+				sse_feed(c);
+				if (c->dead)
+					continue;
+			}
+		}
+		if ((fds[i].revents & (POLLHUP | POLLERR)) && !(fds[i].revents & POLLIN)) {
+			/* reset, or gone both ways, while its input is full (a
+			 * request parked with more behind it, so POLLIN was not
+			 * asked): nothing will be read or delivered, and poll
+			 * would report it at once again and again */
+			conn_kill(c, NULL);
+			continue;
+		}
 		if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
 			if (c->sse) {
 				/* a stream's client sends nothing more: read to see it go */

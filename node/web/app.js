@@ -19,7 +19,9 @@
 	var polls = 0;
 	var pollTimer = null;
 	var polling = false;
-	var openHistory = {};        /* schedule name -> true while its history is shown */
+	/* schedule name -> true while its history is shown; no prototype: a
+	 * schedule may be named "constructor" or "__proto__" */
+	var openHistory = Object.create(null);
 
 	function $(id) { return document.getElementById(id); }
 
@@ -50,10 +52,10 @@
 	 * are created once (make), refreshed in place (update) and removed when
 	 * their item is gone, so nothing flickers and focus is kept. */
 	function syncRows(tbody, items, key, make, update) {
-		var old = {};
+		var old = Object.create(null);
 		var rows = tbody.rows;
 		for (var i = 0; i < rows.length; i++) old[rows[i].dataset.key] = rows[i];
-		var keep = {};
+		var keep = Object.create(null);
 		var prev = null;
 		items.forEach(function (it) {
 			var k = String(key(it));

@@ -17,7 +17,8 @@ Python, so an interpreter other than /usr/bin/python3 finds it in
    button is disabled without a token (and says why); the token from
    `clusterctl http-token` is entered in the page, the button is enabled,
    a click cancels it: `clusterctl --json wait ID` says cancelled;
-4. a schedule (`cron every`, 1 h) shows with its next fire time;
+4. a schedule (`cron every`, 1 h) shows with its next fire time; schedules
+   named `constructor` and `__proto__` show with their history closed;
 5. n3 stops: the events panel shows a member event naming n3, and the
    members table shows n3 no longer alive;
 6. the browser's console has no errors (SEVERE entries); a screenshot is
@@ -264,6 +265,18 @@ class TestDashboard(NodeTestCase):
         self.assertEqual(nxt[0], shown["next"])
         self.assertIn(shown["next"], nxt[1])
         self.assertEqual(nxt[2], "false")
+        # names that are also properties of every JavaScript object: their
+        # history stays closed until asked for (it was shown at once,
+        # empty, and __proto__'s could not be closed)
+        for name in ("constructor", "__proto__"):
+            rc, out, err = n1.ctl("cron", "every", name, "1h", "echo", "x")
+            self.assertEqual(rc, 0, "cron every %s: %r %s" % (name, out, err))
+        rows = self.wait_page("""
+            var rows = document.querySelectorAll('#schedules tbody tr');
+            var keys = Array.prototype.map.call(rows, function (r) { return r.dataset.key; });
+            return keys.indexOf('s:constructor') >= 0 && keys.indexOf('s:__proto__') >= 0
+                ? keys : null;""", "the schedules constructor and __proto__")
+        self.assertEqual([k for k in rows if k.startswith("h:")], [], rows)
 
     def check_member_event(self, n3):
         n3.stop()

@@ -12,7 +12,9 @@ Every wait is a condition with a deadline (harness.wait_until)."""
 
 import json
 import os
+import re
 import socket
+import struct
 import sys
 import time
 import unittest
@@ -191,13 +193,13 @@ class HttpTest(NodeTestCase):
         s = connect(port)
         r = Reader(s)
         for _ in range(5):
-            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             status, h, body = r.answer()
             self.assertEqual(status, 200)
             self.assertEqual(h["connection"], "keep-alive")
-        s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n" * 3 +
-                  b"GET /api/_test/status HTTP/1.1\r\nHost: x\r\n\r\n"
-                  b"GET /style.css HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 3 +
+                  b"GET /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                  b"GET /style.css HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         answers = [r.answer() for _ in range(5)]
         self.assertEqual([a[0] for a in answers], [200] * 5)
         self.assertEqual(json.loads(answers[3][2])["name"], node.name)  # in order
@@ -225,6 +227,62 @@ class HttpTest(NodeTestCase):
         self.assertEqual(get(port, "/")[0], 200)
         status, a = jget(port, "/api/auth")
         self.assertEqual((status, a["read"], a["write"], a["auth"]), (200, False, False, "all"))
+
+    def test_open_reads_only_for_loopback_host_names(self):
+        """DNS rebinding: a web page whose own name resolves to 127.0.0.1
+        reaches a loopback listener, and its browser sends that name as
+        Host. With --http-auth open only loopback names are answered."""
+        node = self.http_node()
+        port = self.http_port
+
+        def with_host(host, path="/api/status", token=None):
+            auth = "Authorization: Bearer %s\r\n" % token if token else ""
+            raw = ("GET %s HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n"
+                   % (path, host, auth)).encode()
+            status, h, body, r = request(port, raw)
+            r.sock.close()
+            return status, body
+
+        for host in ("127.0.0.1", "127.0.0.1:%d" % port, "localhost:%d" % port,
+                     "LOCALHOST", "[::1]:%d" % port, "127.1.2.3"):
+            self.assertEqual(with_host(host)[0], 200, host)
+        for host in ("attacker.example:%d" % port, "attacker.example", "127.0.0.1.nip.io",
+                     "localhost.attacker.example", "127.0.0.1:%d:1" % port, "[::1",
+                     "10.0.0.1", "0.0.0.0"):
+            for path in ("/api/status", "/api/events", "/metrics", "/"):
+                status, body = with_host(host, path)
+                self.assertEqual(status, 403, (host, path))
+                self.assertNotIn(node.name.encode(), body)
+                self.assertEqual(json.loads(body)["status"], 403)
+        # HTTP/1.0 without Host (a local script) is still served
+        status, h, body, r = request(port, b"GET /api/auth HTTP/1.0\r\n\r\n")
+        self.assertEqual(status, 200)
+        r.sock.close()
+
+    def test_auth_all_serves_any_host_name_with_the_token(self):
+        node = self.http_node("--http-auth", "all")
+        port = self.http_port
+        tok = self.token(node)
+        raw = ("GET /api/status HTTP/1.1\r\nHost: chorus.example.net\r\n"
+               "Authorization: Bearer %s\r\nConnection: close\r\n\r\n" % tok).encode()
+        status, h, body, r = request(port, raw)
+        r.sock.close()
+        self.assertEqual(status, 200)
+
+    def test_errors_stay_json_for_any_bytes(self):
+        """An error quoting a path or a parameter that is not UTF-8 is
+        still {"error": ..., "status": N}."""
+        self.http_node()
+        port = self.http_port
+        for target, want in ((b"/api/\xff\xfe", 404), (b"/%c0%ae%c0%ae/x", 404),
+                             (b"/api/tasks?state=%ff", 400)):
+            status, h, body, r = request(port, b"GET " + target +
+                                         b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            r.sock.close()
+            self.assertEqual(status, want, target)
+            e = json.loads(body)
+            self.assertEqual(e["status"], want, (target, body))
+            self.assertTrue(e["error"], (target, body))
 
     # ---- events ----
 
@@ -260,11 +318,11 @@ class HttpTest(NodeTestCase):
 
         # a long-poll is answered when an event arrives
         s = connect(port)
-        s.sendall(("GET /api/events?after=%d&wait_ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n"
+        s.sendall(("GET /api/events?after=%d&wait_ms=20000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                    % last).encode())
         # the stream: the headers, then events as they come
         sse = connect(port)
-        sse.sendall(("GET /api/events/stream?after=%d HTTP/1.1\r\nHost: x\r\n\r\n"
+        sse.sendall(("GET /api/events/stream?after=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
                      % last).encode())
         sr = Reader(sse)
         status, h, _ = sr.answer(head_only=True)
@@ -300,13 +358,57 @@ class HttpTest(NodeTestCase):
         # Last-Event-ID: a reconnecting stream gets what came after it
         jget(port, "/api/_test/event?kind=leader&subject=n2", method="POST", token=tok)
         sse = connect(port)
-        sse.sendall(("GET /api/events/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: %d\r\n\r\n"
+        sse.sendall(("GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nLast-Event-ID: %d\r\n\r\n"
                      % seq).encode())
         sr = Reader(sse)
         sr.answer(head_only=True)
         wait_until(lambda: sse_has("event: leader"), 10, "the later event after Last-Event-ID")
         self.assertNotIn(b"event: member", sr.buf)
         sse.close()
+
+    def test_event_stream_replays_a_full_ring(self):
+        """A stream that starts (or reconnects with Last-Event-ID) far back
+        gets every event the ring holds, at its own pace: a replay of more
+        than the stream's 256 KiB of unsent output is not taken for a slow
+        reader (it was closed at once, and at every reconnection)."""
+        node = self.http_node()
+        port = self.http_port
+        tok = self.token(node)
+        subject = "s" * 127
+        body = "m" * 200
+        s = connect(port)
+        n = 1100  # more than the ring holds (1024); distinct kinds: no rate limit past 16
+        s.sendall(b"".join(("POST /api/_test/event?kind=t%d&subject=%s HTTP/1.1\r\n"
+                            "Host: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                            "Content-Length: %d\r\n\r\n%s"
+                            % (i, subject, tok, len(body), body)).encode() for i in range(n)))
+        r = Reader(s)
+        for _ in range(n):
+            self.assertEqual(r.answer()[0], 200)
+        s.close()
+        status, page = jget(port, "/api/events?max=1")
+        first, last = page["first_seq"], page["last_seq"]
+        self.assertGreaterEqual(last - first + 1, 1000)
+        for start in (b"?after=0", b"", b"Last-Event-ID: 1"):
+            sse = connect(port)
+            if start.startswith(b"?"):
+                sse.sendall(b"GET /api/events/stream" + start +
+                            b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            else:
+                sse.sendall(b"GET /api/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                            start + b"\r\n\r\n")
+            sr = Reader(sse)
+            self.assertEqual(sr.answer(head_only=True)[0], 200)
+            want = b"id: %d\n" % last
+            deadline = time.monotonic() + 20
+            while want not in sr.buf:
+                self.assertLess(time.monotonic(), deadline, "the replay did not reach %d" % last)
+                sr._more()  # EOFError / reset: the stream was closed
+            ids = [int(x) for x in re.findall(rb"^id: (\d+)$", sr.buf, re.M)]
+            lo = first if start else last - 63
+            self.assertEqual(ids, list(range(lo, last + 1)), start)
+            self.assertGreater(len(sr.buf), 256 * 1024 if start else 0)
+            sse.close()
 
     # ---- bad input ----
 
@@ -324,18 +426,18 @@ class HttpTest(NodeTestCase):
             r.sock.close()
             return body
 
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431)
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431)
         refused(b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n\r\n", 431)
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: 1\r\n" * 200 + b"\r\n", 431)
-        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n",
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: 1\r\n" * 200 + b"\r\n", 431)
+        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 70000\r\n\r\n",
                 413)
-        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: x\r\n"
+        refused(b"POST /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411)
         refused(b"GARBAGE\r\n\r\n", 400)
-        refused(b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 400)
-        refused(b"GET / FTP/1.1\r\nHost: x\r\n\r\n", 400)
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400)
-        refused(b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n  folded\r\n\r\n", 400)
+        refused(b"GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n", 400)
+        refused(b"GET / FTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400)
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n", 400)
+        refused(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\r\n  folded\r\n\r\n", 400)
         refused(b"GET / HTTP/1.1\r\n\r\n", 400)  # no Host
         refused(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400)  # a TLS hello
         # path traversal: never a file from disk
@@ -344,13 +446,13 @@ class HttpTest(NodeTestCase):
                        b"http://127.0.0.1/etc/passwd", b"//etc/passwd", b"/etc/passwd",
                        b"/index.html/../../secret", b"/..\\..\\secret"):
             status, h, body, r = request(port, b"GET " + target +
-                                         b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                                         b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             self.assertIn(status, (400, 404), target)
             self.assertNotIn(b"root:", body)
             self.assertTrue(body.startswith(b"{"), (target, body[:100]))
             r.sock.close()
         # a body that is fine, then the node still serves
-        status, h, body, r = request(port, b"POST /api/_test/status HTTP/1.1\r\nHost: x\r\n"
+        status, h, body, r = request(port, b"POST /api/_test/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                            b"Content-Length: 3\r\n\r\nabc")
         self.assertEqual(status, 401)
         r.sock.close()
@@ -365,7 +467,7 @@ class HttpTest(NodeTestCase):
         slow = []
         for i in range(60):
             s = connect(port)
-            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow-%d: " % i)
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow-%d: " % i)
             slow.append(s)
         # meanwhile the node answers, promptly, over HTTP and its link
         for _ in range(3):
@@ -393,12 +495,38 @@ class HttpTest(NodeTestCase):
         s.close()
         self.assertEqual(get(port, "/api/auth")[0], 200)
 
+    def test_reset_with_full_input_is_closed_at_once(self):
+        """A parked long-poll with a full input buffer behind it (so the
+        node does not poll it for input), then a reset: the connection is
+        closed at once. It was kept, and poll reported the reset on every
+        turn of the loop (a core busy) until the long-poll's end."""
+        self.http_node()
+        port = self.http_port
+
+        def open_conns():
+            text = get(port, "/metrics")[2].decode()
+            return int(re.search(r"^chorus_http_connections (\d+)$", text, re.M).group(1))
+        # the node's own election is an event: after it, nothing comes
+        wait_until(lambda: any(e["kind"] == "leader"
+                               for e in jget(port, "/api/events")[1]["events"]),
+                   15, "the node's leader event")
+        base = open_conns()  # the scrape's own connection
+        last = jget(port, "/api/events")[1]["last_seq"]
+        s = connect(port)
+        s.sendall(b"GET /api/events?after=%d&wait_ms=30000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                  % last + b"X" * (96 * 1024))
+        wait_until(lambda: open_conns() == base + 1, 10, "the long-poll's connection open")
+        time.sleep(0.3)  # the node has read all it takes
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+        wait_until(lambda: open_conns() == base, 5, "the reset connection closed")
+
     def test_client_that_never_reads_is_closed(self):
         self.http_node(conf="[http]\nrequest_timeout = 2s\n")
         port = self.http_port
         s = connect(port)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        one = b"GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n"
+        one = b"GET /app.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         sent = 0
         # pipelined requests, answers never read: the node stops reading
         # (our sends block), then closes it when its answers do not move
@@ -433,10 +561,10 @@ class HttpTest(NodeTestCase):
         held = []
         for _ in range(8):
             s = connect(port)
-            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             Reader(s).answer()
             held.append(s)
-        status, h, body, r = request(port, b"GET /api/auth HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, h, body, r = request(port, b"GET /api/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         self.assertEqual(status, 503)
         self.assertEqual(json.loads(body)["status"], 503)
         self.assertTrue(r.closed())

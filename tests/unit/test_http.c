@@ -49,8 +49,30 @@ static void simple_get_parses(void **state)
 	assert_true(req.keep_alive);
 	assert_string_equal(req.authorization, "Bearer abc");
 	assert_string_equal(req.last_event_id, "42");
+	assert_string_equal(req.host, "x");
 	assert_int_equal(req.total_bytes, strlen(s));
 	assert_null(req.body);
+}
+
+/* The Host value is kept (the service answers open reads only for a
+ * loopback name: DNS rebinding); one too long to be a name is refused. */
+static void host_is_kept_and_bounded(void **state)
+{
+	(void)state;
+	assert_int_equal(parse("GET / HTTP/1.1\r\nHost:  localhost:7480 \r\n\r\n"), HTTP_PARSE_DONE);
+	assert_string_equal(req.host, "localhost:7480");
+	assert_int_equal(parse("GET / HTTP/1.0\r\n\r\n"), HTTP_PARSE_DONE);
+	assert_string_equal(req.host, "");
+	char buf[HTTP_HOST_BYTES_MAX + 64];
+	int n = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: %0*d\r\n\r\n",
+	                 (int)HTTP_HOST_BYTES_MAX, 0);
+	assert_true(n > 0 && (size_t)n < sizeof buf);
+	assert_int_equal(parse(buf), HTTP_PARSE_DONE);
+	assert_int_equal(strlen(req.host), HTTP_HOST_BYTES_MAX);
+	n = snprintf(buf, sizeof buf, "GET / HTTP/1.1\r\nHost: %0*d\r\n\r\n",
+	             (int)HTTP_HOST_BYTES_MAX + 1, 0);
+	assert_true(n > 0 && (size_t)n < sizeof buf);
+	refused(buf, 400);
 }
 
 static void post_body_parses_and_pipelines(void **state)
@@ -339,6 +361,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(simple_get_parses),
+		cmocka_unit_test(host_is_kept_and_bounded),
 		cmocka_unit_test(post_body_parses_and_pipelines),
 		cmocka_unit_test(every_split_needs_more_until_whole),
 		cmocka_unit_test(http10_closes_unless_keep_alive),
