@@ -63,21 +63,7 @@ struct api_call {
 /* An Error code (CH_ERR_*) as the HTTP status that fits it. */
 static int status_for(int code)
 {
-	switch (code) {
-	case CH_ERR_INVALID: return 400;
-	case CH_ERR_NOT_FOUND: return 404;
-	case CH_ERR_DENIED:
-	case CH_ERR_AUTH: return 403;
-	case CH_ERR_TOO_LARGE: return 413;
-	case CH_ERR_FULL: return 429;
-	case CH_ERR_TIMEOUT: return 504;
-	case CH_ERR_SHUTTING_DOWN:
-	case CH_ERR_NOT_LEADER:
-	case CH_ERR_UNAVAILABLE:
-	case CH_ERR_MOVED:
-	case CH_ERR_UNREACHABLE: return 503;
-	default: return 500;
-	}
+	return http_status_of_error(code);
 }
 
 static void zone_time(void *ctx, const char *zone, int64_t t, char *buf, size_t len)

@@ -484,10 +484,11 @@ void http_answer_error(struct http_exchange *x, int status, const char *fmt, ...
 
 int http_status_of_error(int ch_err)
 {
+	/* the one table (docs/http.md "Errors"): every route maps a node's
+	 * error through it */
 	switch (ch_err) {
 	case CH_ERR_INVALID:
 	case CH_ERR_UNKNOWN_HANDLER:
-	case CH_ERR_TOO_LARGE:
 		return 400;
 	case CH_ERR_AUTH:
 		return 401;
@@ -497,8 +498,11 @@ int http_status_of_error(int ch_err)
 		return 404;
 	case CH_ERR_CLOSED:
 		return 409;
-	case CH_ERR_SHUTTING_DOWN:
+	case CH_ERR_TOO_LARGE:
+		return 413;
 	case CH_ERR_FULL:
+		return 429;
+	case CH_ERR_SHUTTING_DOWN:
 	case CH_ERR_NOT_LEADER:
 	case CH_ERR_UNAVAILABLE:
 	case CH_ERR_MOVED:

@@ -63,7 +63,10 @@ struct track {
 	uint8_t dispatched_seen; /* what the state said when it was proposed */
 };
 
+struct fwd_ctx;
+
 struct sched_svc {
+	struct fwd_ctx *fwd_head; /* requests forwarded to the leader, unanswered */
 	struct host *host;
 	const struct config *cfg;
 	struct raftlog *log;

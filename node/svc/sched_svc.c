@@ -578,10 +578,39 @@ static void raft_cycle(struct sched_svc *s)
 
 /* ---- requests ---- */
 
+/* A request forwarded to the leader. Kept on the service's list until its
+ * answer comes: a node that stops first frees what is left (the cluster
+ * drops its pending answers at stop without calling back). */
 struct fwd_ctx {
 	struct sched_svc *s;
 	struct rpc_call *call;
+	struct fwd_ctx *prev, *next;
 };
+
+static struct fwd_ctx *fwd_new(struct sched_svc *s)
+{
+	struct fwd_ctx *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->s = s;
+	f->next = s->fwd_head;
+	if (s->fwd_head)
+		s->fwd_head->prev = f;
+	s->fwd_head = f;
+	return f;
+}
+
+static void fwd_free(struct fwd_ctx *f)
+{
+	struct sched_svc *s = f->s;
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		s->fwd_head = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	free(f);
+}
 
 static void fwd_cancel(void *arg, struct rpc_call *c)
 {
@@ -604,7 +633,7 @@ static void fwd_cb(void *arg, int code, const Chorus__Envelope *reply, const cha
 			rpc_reply(f->call, &copy);
 		}
 	}
-	free(f);
+	fwd_free(f);
 }
 
 /* Not the leader: forward c to the one we know. Returns 1 when c was
@@ -627,21 +656,20 @@ static int forward_if_follower(struct sched_svc *s, struct rpc_call *c, const Ch
 		                              : "no leader elected yet: retry shortly");
 		return 1;
 	}
-	struct fwd_ctx *f = calloc(1, sizeof(*f));
+	struct fwd_ctx *f = fwd_new(s);
 	if (!f) {
 		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
 		return 1;
 	}
-	f->s = s;
 	f->call = rpc_park(c, fwd_cancel, f);
 	if (!f->call) {
-		free(f);
+		fwd_free(f);
 		return 1;
 	}
 	int rc = s->peers->request(s->peers->ctx, st.leader.b, env, FORWARD_TIMEOUT_MS, fwd_cb, f);
 	if (rc != 0) {
 		rpc_reply_error(f->call, CH_ERR_NOT_LEADER, "cannot reach the leader: %s", ch_strerror(rc));
-		free(f);
+		fwd_free(f);
 	}
 	return 1;
 }
@@ -1179,6 +1207,8 @@ static void svc_stop(void *svc)
 		s->pending = p->next;
 		free(p);
 	}
+	while (s->fwd_head)
+		fwd_free(s->fwd_head); /* forwards whose answer never came */
 	raft_destroy(s->raft);
 	sched_destroy(s->sched);
 	tzcache_free(s->tz);
