@@ -756,10 +756,11 @@ int store_task_update(struct store *st, const struct task *t)
 {
 	assert(t && t->handler);
 	assert(t->state >= 0 && t->state < STORE_TASK_STATES);
-	int final = task_state_is_final(t->state);
 	/* what a live task's update leaves out is only ever set when it ends
-	 * (tasks.c: finish, tasks_on_result) */
-	assert(final || (t->output_len == 0 && t->finished_ms == 0 && t->exit_code == 0));
+	 * (tasks.c: finish, tasks_on_result) and never cleared after; should a
+	 * live task carry any of it, it is written all the same */
+	int final = task_state_is_final(t->state) || t->output_len || t->finished_ms ||
+	            t->exit_code;
 	int qi = final ? Q_TASK_END : Q_TASK_LIVE;
 	sqlite3_stmt *s = st->q[qi];
 	sqlite3_bind_int64(s, 1, (sqlite3_int64)t->id);

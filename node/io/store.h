@@ -89,7 +89,8 @@ int store_task_put(struct store *st, const struct task *t);
 /* The hot path's write for a task whose row exists (tasks.h: t->durable):
  * one narrow UPDATE by id of the columns its state can have changed: a
  * live (queued, running) task's state, attempts, started_ms, node and
- * error; a final task's also exit_code, output and finished_ms. The
+ * error; a final task's (or one carrying a result) also exit_code, output
+ * and finished_ms. The
  * spec (handler, payload, argv, options) is never written again. When no
  * row has that id it writes the whole row (store_task_put), so a wrong
  * guess costs a statement, never a change. */
