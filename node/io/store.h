@@ -11,13 +11,16 @@
  * mode NORMAL survives a process crash (kill -9) but may lose the last
  * commits on power loss; FULL survives power loss. See README.
  *
- * Schema (version 2; version 1 lacks idem, added by migration):
+ * Schema (version 3; version 1 lacks idem, version 2 has full indexes on
+ * state and finished_ms; both are migrated at open):
  *   meta(key TEXT PRIMARY KEY, value TEXT)
  *   tasks(id INTEGER PRIMARY KEY, batch_id, batch_index, handler, payload BLOB,
  *         argv TEXT (JSON array), timeout_ms, restart, max_attempts, backoff_ms,
  *         pool, state, attempts, exit_code, output BLOB, error, node,
  *         submitted_ms, started_ms, finished_ms)
- *     index on (state) and (batch_id, batch_index) and (finished_ms)
+ *     index on (batch_id, batch_index); partial ones (store.c, version 3) on
+ *     state for queued and running tasks, on state for failed, timed out,
+ *     cancelled and lost ones, and on finished_ms for ended ones
  *   batches(id INTEGER PRIMARY KEY, total, max_concurrency, deadline_ms, created_ms)
  *   idem(key BLOB PRIMARY KEY, kind (1 task, 2 batch), id, created_ms)
  *     index on (created_ms)
@@ -83,6 +86,15 @@ void store_stats_get(const struct store *st, struct store_stats *out);
  * Added: CH_ERR_INVALID (nothing written) when an argv string is not UTF-8,
  * since argv is journaled as a JSON array. */
 int store_task_put(struct store *st, const struct task *t);
+/* The hot path's write for a task whose row exists (tasks.h: t->durable):
+ * one narrow UPDATE by id of the columns its state can have changed: a
+ * live (queued, running) task's state, attempts, started_ms, node and
+ * error; a final task's (or one carrying a result) also exit_code, output
+ * and finished_ms. The
+ * spec (handler, payload, argv, options) is never written again. When no
+ * row has that id it writes the whole row (store_task_put), so a wrong
+ * guess costs a statement, never a change. */
+int store_task_update(struct store *st, const struct task *t);
 int store_batch_put(struct store *st, const struct batch *b);
 
 /* Loads tasks whose state is queued or running, oldest first; calls cb
@@ -120,7 +132,8 @@ int store_max_ids(struct store *st, uint64_t *task_id, uint64_t *batch_id);
 int store_meta_get(struct store *st, const char *key, char *val, size_t val_len);
 int store_meta_put(struct store *st, const char *key, const char *val);
 
-/* Counts by state (index = enum task_state, 0..7). */
+/* Counts by state (index = enum task_state, 0..7). O(tasks): a scan of the
+ * table (the state indexes are partial). */
 int store_count_states(struct store *st, uint64_t counts[8]);
 
 /* Idempotency keys: opaque bytes (at most STORE_KEY_BYTES_MAX) naming the

@@ -2054,9 +2054,11 @@ static void svc_tick(void *svc, const struct now *now)
 	 * are handed to workers in after_commit, right after the commit */
 }
 
+/* A task's first write is its whole row; after that (durable: its row is
+ * committed) only what changed, by id (store_task_update). */
 static int put_task_cb(void *arg, const struct task *t)
 {
-	return store_task_put(arg, t);
+	return t->durable ? store_task_update(arg, t) : store_task_put(arg, t);
 }
 
 static int put_batch_cb(void *arg, const struct batch *b)

@@ -257,6 +257,92 @@ static void update_rewrites_mutable_fields_but_not_the_spec(void **state)
 	task_free(t);
 }
 
+/* The hot path's narrow updates: a live task's update writes its state,
+ * attempts, started_ms, node and error; a final one's also its result; the
+ * spec is never written again. */
+static void narrow_updates_write_what_the_state_can_change_and_no_spec(void **state)
+{
+	struct fixture *f = *state;
+	struct task *t = full_task(6);
+	t->state = TASK_QUEUED;
+	t->attempts = 0;
+	t->exit_code = 0;
+	free(t->output);
+	t->output = NULL;
+	t->output_len = 0;
+	free(t->error);
+	t->error = NULL;
+	free(t->node);
+	t->node = NULL;
+	t->started_ms = t->finished_ms = 0;
+	assert_int_equal(store_task_put(f->st, t), 0);
+
+	/* running: a changed spec must not stick */
+	t->state = TASK_RUNNING;
+	t->attempts = 1;
+	t->started_ms = 21;
+	t->node = xstrdup("node-r");
+	t->error = xstrdup("retried after: crash");
+	t->payload[0] = 'Z';
+	free(t->handler);
+	t->handler = xstrdup("other");
+	t->opts.timeout_ms = 9;
+	assert_int_equal(store_task_update(f->st, t), 0);
+	struct task *got = NULL;
+	assert_int_equal(store_task_get(f->st, 6, &got), 0);
+	assert_int_equal(got->state, TASK_RUNNING);
+	assert_int_equal(got->attempts, 1);
+	assert_int_equal(got->started_ms, 21);
+	assert_string_equal(got->node, "node-r");
+	assert_string_equal(got->error, "retried after: crash");
+	assert_int_equal(got->payload[0], 'a');
+	assert_string_equal(got->handler, "exec");
+	assert_int_equal(got->opts.timeout_ms, 1500);
+	assert_int_equal(got->argc, 3);
+	assert_null(got->output);
+	assert_int_equal(got->finished_ms, 0);
+	task_free(got);
+
+	/* the end: result, error cleared, a later start (tasks_on_started) */
+	t->state = TASK_SUCCEEDED;
+	t->exit_code = 3;
+	t->output = (uint8_t *)xstrdup("done");
+	t->output_len = 4;
+	free(t->error);
+	t->error = NULL;
+	t->started_ms = 22;
+	t->finished_ms = 23;
+	assert_int_equal(store_task_update(f->st, t), 0);
+	assert_int_equal(store_task_get(f->st, 6, &got), 0);
+	assert_int_equal(got->state, TASK_SUCCEEDED);
+	assert_int_equal(got->exit_code, 3);
+	assert_int_equal(got->output_len, 4);
+	assert_memory_equal(got->output, "done", 4);
+	assert_null(got->error);
+	assert_string_equal(got->node, "node-r");
+	assert_int_equal(got->started_ms, 22);
+	assert_int_equal(got->finished_ms, 23);
+	assert_int_equal(got->payload[0], 'a');
+	task_free(got);
+	task_free(t);
+}
+
+/* An update whose row is not there (never written, or purged) writes the
+ * whole row instead of losing the change. */
+static void update_without_a_row_writes_the_whole_row(void **state)
+{
+	struct fixture *f = *state;
+	struct task *t = full_task(77);
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_task_update(f->st, t), 0);
+	assert_int_equal(store_commit(f->st), 0);
+	struct task *got = NULL;
+	assert_int_equal(store_task_get(f->st, 77, &got), 0);
+	assert_same_task(t, got);
+	task_free(got);
+	task_free(t);
+}
+
 static void unknown_task_and_batch_are_not_found(void **state)
 {
 	struct fixture *f = *state;
@@ -380,6 +466,50 @@ static void task_list_is_newest_first_and_filters_by_state(void **state)
 		assert_int_equal(queued.ids[i], 9 - 2 * i);
 		assert_int_equal(queued.states[i], TASK_QUEUED);
 	}
+}
+
+/* Every state lists through its own statement (live, ended, succeeded):
+ * each finds its tasks only, newest first, also after they moved. */
+static void task_list_by_every_state_finds_only_its_tasks(void **state)
+{
+	struct fixture *f = *state;
+	for (uint64_t id = 1; id <= 21; id++) {
+		int st = 1 + (int)(id % 7); /* queued .. lost */
+		put_plain(f->st, id, st, 0, 0, task_state_is_final(st) ? 100 + id : 0);
+	}
+	/* moves: queued -> running, running -> failed */
+	struct task *t = plain_task(7, TASK_RUNNING, 0, 0, 0); /* 7 % 7 = 0: queued */
+	t->attempts = 1;
+	assert_int_equal(store_task_update(f->st, t), 0);
+	task_free(t);
+	t = plain_task(8, TASK_FAILED, 0, 0, 200); /* 8 % 7 = 1: running */
+	t->error = xstrdup("boom");
+	assert_int_equal(store_task_update(f->st, t), 0);
+	task_free(t);
+	for (int st = TASK_QUEUED; st <= TASK_LOST; st++) {
+		struct collect c = {0};
+		assert_int_equal(store_task_list(f->st, st, 100, collect_cb, &c), 0);
+		size_t want = 0;
+		uint64_t last = UINT64_MAX;
+		for (uint64_t id = 21; id >= 1; id--) {
+			int expect = id == 7 ? TASK_RUNNING : id == 8 ? TASK_FAILED : 1 + (int)(id % 7);
+			if (expect != st)
+				continue;
+			assert_true(want < c.count);
+			assert_int_equal(c.ids[want], id);
+			assert_int_equal(c.states[want], st);
+			assert_true(c.ids[want] < last);
+			last = c.ids[want];
+			want++;
+		}
+		assert_int_equal(c.count, want);
+	}
+	uint64_t counts[8];
+	assert_int_equal(store_count_states(f->st, counts), 0);
+	assert_int_equal(counts[TASK_QUEUED], 2);
+	assert_int_equal(counts[TASK_RUNNING], 3);
+	assert_int_equal(counts[TASK_SUCCEEDED], 3);
+	assert_int_equal(counts[TASK_FAILED], 4);
 }
 
 static void purge_respects_before_and_max_rows(void **state)
@@ -580,6 +710,100 @@ static void keys_name_one_task_or_batch_are_transactional_and_purged(void **stat
 	assert_int_equal(store_key_get(f->st, k2, sizeof(k2), &kind, &id), 0);
 }
 
+/* Turns a journal of this version back into the indexes of versions 1
+ * and 2 (full indexes on state and finished_ms). */
+#define V1_INDEXES                                                                       \
+	"DROP INDEX tasks_live; DROP INDEX tasks_ended; DROP INDEX tasks_finished; "     \
+	"CREATE INDEX tasks_by_state ON tasks(state); "                                  \
+	"CREATE INDEX tasks_by_finished ON tasks(finished_ms); "
+
+/* The query plan of sql names `index` (sqlite uses a partial index only
+ * when the query says its condition word for word). */
+static void assert_plan_uses(sqlite3 *db, const char *sql, const char *index)
+{
+	char eqp[512];
+	snprintf(eqp, sizeof(eqp), "EXPLAIN QUERY PLAN %s", sql);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db, eqp, -1, &s, NULL), SQLITE_OK);
+	int found = 0;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *detail = (const char *)sqlite3_column_text(s, 3);
+		if (detail && strstr(detail, index))
+			found = 1;
+	}
+	sqlite3_finalize(s);
+	if (!found)
+		fail_msg("%s: plan does not use %s", sql, index);
+}
+
+static int count_rows(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	int n = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return n;
+}
+
+/* A version 2 journal with tasks in it: open migrates it to the partial
+ * indexes (built from the rows there), and what the node restarts from,
+ * lists and purges is the same. */
+static void version_2_journal_gets_partial_indexes_and_keeps_its_tasks(void **state)
+{
+	struct fixture *f = *state;
+	for (uint64_t id = 1; id <= 30; id++) {
+		int st = 1 + (int)(id % 6); /* queued .. cancelled */
+		put_plain(f->st, id, st, 0, 0, task_state_is_final(st) ? 100 + id : 0);
+	}
+	store_close(f->st);
+	f->st = NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "%s/chorus.db", f->dir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, V1_INDEXES "PRAGMA user_version = 2", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+
+	char err[256] = "";
+	assert_int_equal(store_open(&f->st, f->dir, STORE_SYNC_NORMAL, err, sizeof(err)), 0);
+	assert_false(store_created(f->st));
+	struct collect c = {0};
+	assert_int_equal(store_load_unfinished(f->st, collect_cb, &c), 0);
+	assert_int_equal(c.count, 10); /* id % 6 of 0 and 1 */
+	for (size_t i = 0; i < c.count; i++) {
+		assert_true(c.states[i] == TASK_QUEUED || c.states[i] == TASK_RUNNING);
+		assert_true(i == 0 || c.ids[i] > c.ids[i - 1]);
+	}
+	struct collect failed = {0};
+	assert_int_equal(store_task_list(f->st, TASK_FAILED, 100, collect_cb, &failed), 0);
+	assert_int_equal(failed.count, 5);
+	assert_int_equal(failed.ids[0], 27);
+	/* finished_ms = 100 + id: before 120 are ids up to 19; the final
+	 * ones (id % 6 of 2 to 5) are 12 */
+	int purged = store_purge(f->st, 120, 1000);
+	assert_int_equal(purged, 12);
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(count_rows(db, "PRAGMA user_version"), 3);
+	assert_int_equal(count_rows(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+	                                "AND name IN ('tasks_by_state', 'tasks_by_finished')"),
+	                 0);
+	/* the premise of the statements in store.c */
+	assert_plan_uses(db, "SELECT id FROM tasks WHERE state IN (1, 2) ORDER BY id", "tasks_live");
+	assert_plan_uses(db, "SELECT id FROM tasks WHERE state = ?1 AND state IN (1, 2) "
+	                     "ORDER BY id DESC LIMIT 5", "tasks_live");
+	assert_plan_uses(db, "SELECT id FROM tasks WHERE state = ?1 AND state >= 4 "
+	                     "ORDER BY id DESC LIMIT 5", "tasks_ended");
+	assert_plan_uses(db, "SELECT id FROM tasks WHERE id IN (SELECT id FROM tasks WHERE "
+	                     "state >= 3 AND finished_ms > 0 AND finished_ms < 5 LIMIT 9)",
+	                 "tasks_finished");
+	sqlite3_close(db);
+	char found[128];
+	assert_int_equal(store_quick_check(f->st, found, sizeof(found)), 0);
+}
+
 static void version_1_journal_is_migrated_and_not_new(void **state)
 {
 	struct fixture *f = *state;
@@ -589,8 +813,8 @@ static void version_1_journal_is_migrated_and_not_new(void **state)
 	snprintf(path, sizeof(path), "%s/chorus.db", f->dir);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "DROP TABLE idem; PRAGMA user_version = 1", NULL, NULL,
-	                              NULL),
+	assert_int_equal(sqlite3_exec(db, V1_INDEXES "DROP TABLE idem; PRAGMA user_version = 1", NULL,
+	                              NULL, NULL),
 	                 SQLITE_OK);
 	sqlite3_close(db);
 	char err[256] = "";
@@ -695,6 +919,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(put_then_get_round_trips_every_field, setup, teardown),
 		cmocka_unit_test_setup_teardown(update_rewrites_mutable_fields_but_not_the_spec, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			narrow_updates_write_what_the_state_can_change_and_no_spec, setup, teardown),
+		cmocka_unit_test_setup_teardown(update_without_a_row_writes_the_whole_row, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(unknown_task_and_batch_are_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(argv_that_is_not_utf8_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(load_unfinished_finds_queued_and_running_only_oldest_first,
@@ -705,6 +933,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(task_list_is_newest_first_and_filters_by_state, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(task_list_by_every_state_finds_only_its_tasks, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(purge_respects_before_and_max_rows, setup, teardown),
 		cmocka_unit_test_setup_teardown(purge_drops_batches_left_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(max_ids_never_go_back_after_purge, setup, teardown),
@@ -719,6 +949,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(missing_data_dir_is_created_private, setup, teardown),
 		cmocka_unit_test_setup_teardown(keys_name_one_task_or_batch_are_transactional_and_purged,
 		                                setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			version_2_journal_gets_partial_indexes_and_keeps_its_tasks, setup, teardown),
 		cmocka_unit_test_setup_teardown(version_1_journal_is_migrated_and_not_new, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(quick_check_reports_a_damaged_journal, setup, teardown),
