@@ -15,6 +15,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,7 @@ struct port {
 struct host {
 	const struct config *cfg;
 	int wake_fd, sig_fd, lock_fd;
+	atomic_int wake_pending; /* host_wake wrote wake_fd; the loop has not read it */
 	struct store *store;
 	struct ids *ids;
 	struct rpc *rpc;
@@ -117,6 +119,13 @@ int host_closing(const struct host *h) { return h->closing; }
 void host_wake(void *arg)
 {
 	struct host *h = arg;
+	/* One write per wake-up, not per completion: while a wake is pending
+	 * (written, and the loop has not read it yet) whatever the caller
+	 * posted before this call is taken by the iteration that wake starts
+	 * (the loop clears the flag before it takes the posted work). Under
+	 * load nng's threads complete many requests per iteration. */
+	if (atomic_exchange_explicit(&h->wake_pending, 1, memory_order_acq_rel))
+		return;
 	uint64_t one = 1;
 	ssize_t n = write(h->wake_fd, &one, sizeof(one));
 	(void)n; /* EAGAIN: the counter is already non-zero, the loop wakes */
@@ -719,6 +728,12 @@ static int loop(struct host *h)
 			uint64_t v;
 			ssize_t r = read(h->wake_fd, &v, sizeof(v));
 			(void)r;
+			/* read first, then clear: a host_wake after the clear writes
+			 * again (the next poll wakes); one before it posted work
+			 * this iteration takes below. Cleared the other way round,
+			 * a write could be read with the flag still set, and the
+			 * next post would not wake the loop. */
+			atomic_store_explicit(&h->wake_pending, 0, memory_order_seq_cst);
 		}
 		rpc_take_ready(h->rpc, now.mono_ms);
 		for (uint32_t i = 0; i < h->service_count; i++) {

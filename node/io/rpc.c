@@ -180,10 +180,22 @@ struct rpc {
 
 /* ---- nng side: callbacks only post to the loop ---- */
 
+static void slot_recv(struct slot *sl);
+
 static void slot_cb(void *arg)
 {
 	struct slot *sl = arg;
 	struct rpc *r = sl->rpc;
+	/* An answer sent: the loop has nothing to do with this context any
+	 * more (nng owns the message, the slot holds no call), so it takes
+	 * the next request from here. Through the loop this cost an eventfd
+	 * write, a poll wake-up and a whole iteration per request. A failed
+	 * send still goes to the loop: the message is ours to free, and a
+	 * timeout closes the connection and is counted. */
+	if (sl->sending && nng_aio_result(sl->aio) == 0) {
+		slot_recv(sl);
+		return;
+	}
 	pthread_mutex_lock(&r->mu);
 	assert(r->ready_count < RPC_CONTEXTS);
 	r->ready[r->ready_count++] = sl->index;
