@@ -1312,7 +1312,21 @@ static void handle_slot(struct rpc *r, struct slot *sl)
 	nng_msg_free(msg);
 }
 
+/* Rounds of rpc_take_ready: requests that arrive while a round is handled
+ * join this iteration (and its commit) instead of waking the next one. */
+#define TAKE_ROUNDS_MAX 4
+
+static uint32_t rpc_take_round(struct rpc *r, uint64_t now_mono_ms);
+
 void rpc_take_ready(struct rpc *r, uint64_t now_mono_ms)
+{
+	for (int round = 0; round < TAKE_ROUNDS_MAX; round++)
+		if (!rpc_take_round(r, now_mono_ms))
+			break;
+}
+
+/* One round: returns how many slots were handled. */
+static uint32_t rpc_take_round(struct rpc *r, uint64_t now_mono_ms)
 {
 	uint32_t batch[RPC_CONTEXTS];
 	pthread_mutex_lock(&r->mu);
@@ -1335,6 +1349,7 @@ void rpc_take_ready(struct rpc *r, uint64_t now_mono_ms)
 		pipe_close_id(evict[i]);
 	for (uint32_t i = 0; i < n; i++)
 		handle_slot(r, &r->slots[batch[i]]);
+	return n + ne;
 }
 
 void rpc_tick(struct rpc *r, uint64_t now_mono_ms)
