@@ -784,7 +784,13 @@ static void version_2_journal_gets_partial_indexes_and_keeps_its_tasks(void **st
 	 * ones (id % 6 of 2 to 5) are 12 */
 	int purged = store_purge(f->st, 120, 1000);
 	assert_int_equal(purged, 12);
+	char found[128];
+	assert_int_equal(store_quick_check(f->st, found, sizeof(found)), 0);
 
+	/* the journal is its store's alone while open (exclusive locking):
+	 * read it with a second connection once the store closed */
+	store_close(f->st);
+	f->st = NULL;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(count_rows(db, "PRAGMA user_version"), 3);
 	assert_int_equal(count_rows(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' "
@@ -800,8 +806,6 @@ static void version_2_journal_gets_partial_indexes_and_keeps_its_tasks(void **st
 	                     "state >= 3 AND finished_ms > 0 AND finished_ms < 5 LIMIT 9)",
 	                 "tasks_finished");
 	sqlite3_close(db);
-	char found[128];
-	assert_int_equal(store_quick_check(f->st, found, sizeof(found)), 0);
 }
 
 static void version_1_journal_is_migrated_and_not_new(void **state)
@@ -903,6 +907,42 @@ static void missing_data_dir_is_created_private(void **state)
 	store_close(st);
 }
 
+/* The journal is opened in exclusive locking mode (no WAL-index locks per
+ * transaction, no -shm file): while its store is open no other connection
+ * reads it; once closed anyone may, and a reopen finds what was written.
+ * (A crash with the WAL left behind: integration tests test_once and
+ * test_recovery kill -9 a node.) */
+static void journal_is_exclusive_while_open(void **state)
+{
+	struct fixture *f = *state;
+	put_plain(f->st, 7, TASK_QUEUED, 0, 0, 0);
+	char path[128], shm[140];
+	snprintf(path, sizeof(path), "%s/chorus.db", f->dir);
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	struct stat sb;
+	assert_int_equal(stat(shm, &sb), -1); /* the WAL index is in memory */
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM tasks", NULL, NULL, NULL),
+	                 SQLITE_BUSY);
+	sqlite3_close(db);
+
+	store_close(f->st);
+	f->st = NULL;
+
+	char err[256] = "";
+	assert_int_equal(store_open(&f->st, f->dir, STORE_SYNC_NORMAL, err, sizeof(err)), 0);
+	struct collect c = {0};
+	assert_int_equal(store_load_unfinished(f->st, collect_cb, &c), 0);
+	assert_int_equal(c.count, 1);
+	assert_int_equal(c.ids[0], 7);
+	store_close(f->st);
+	f->st = NULL;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "SELECT count(*) FROM tasks", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
 static void sync_names_parse_back(void **state)
 {
 	(void)state;
@@ -954,6 +994,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(version_1_journal_is_migrated_and_not_new, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(quick_check_reports_a_damaged_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			journal_is_exclusive_while_open, setup, teardown),
 		cmocka_unit_test(sync_names_parse_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
