@@ -253,6 +253,30 @@ int ids_lease(struct tasks_svc *s, struct rpc_call *c, uint32_t tasks, uint32_t 
 uint32_t batch_total(struct tasks_svc *s, uint64_t batch_id);
 
 void tasks_metrics_final(struct tasks_svc *s, const struct task *t);
+/* service_ops.metrics (tasks_metrics.c) */
+struct prom;
+void tasks_svc_metrics(void *svc, struct prom *p);
+
+/* ---- tasks_svc.c, used by tasks_place.c ---- */
+/* The task with this id: *t (the core's, or *owned loaded from the journal
+ * and to be freed by the caller); 0, or -1 when unknown. */
+int task_lookup(struct tasks_svc *s, uint64_t id, const struct task **t, struct task **owned);
+struct placed_rec *placed_find(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
+                               uint32_t attempt);
+void placed_add(struct tasks_svc *s, const uint8_t origin[16], uint64_t task, uint32_t attempt,
+                uint64_t task_id);
+
+/* ---- tasks_place.c (batched placement, the member side), used by
+ * tasks_svc.c ---- */
+void handle_place(void *svc, struct rpc_call *c, const Chorus__Envelope *env);
+/* Answers the PlaceReqs whose items ended this iteration (after commit). */
+void place_serve(struct tasks_svc *s);
+void place_wait_free(struct tasks_svc *s, struct place_wait *pw);
+/* A waiter of kind on id (wait_ms, deadline: armed in the timer heap);
+ * NULL when out of memory. */
+struct waiter *waiter_new(struct tasks_svc *s, int kind, uint64_t id, uint32_t wait_ms,
+                          int deadline);
+void waiter_free(struct tasks_svc *s, struct waiter *w);
 
 /* ---- tasks_stream.c, used by tasks_svc.c ---- */
 void fanout_begin(struct tasks_svc *s, uint64_t batch_id, const char *handler);

@@ -48,7 +48,7 @@ void idvec_push(struct tasks_svc *s, struct idvec *iv, uint64_t id)
 }
 
 /* A task by id: from the table, else from the journal (*owned set). */
-static int task_lookup(struct tasks_svc *s, uint64_t id, const struct task **t, struct task **owned)
+int task_lookup(struct tasks_svc *s, uint64_t id, const struct task **t, struct task **owned)
 {
 	*owned = NULL;
 	*t = tasks_get(s->tasks, id);
@@ -159,7 +159,7 @@ static void waiter_unlink(struct tasks_svc *s, struct waiter *w)
 	timerheap_cancel(&s->deadlines, &w->deadline);
 }
 
-static void waiter_free(struct tasks_svc *s, struct waiter *w)
+void waiter_free(struct tasks_svc *s, struct waiter *w)
 {
 	waiter_unlink(s, w);
 	free(w);
@@ -176,8 +176,8 @@ static void waiter_cancelled(void *arg, struct rpc_call *c)
 /* A waiter on id, linked but not parked: NULL when out of memory. With
  * `deadline` it is answered by wait_ms at the latest, else only by the
  * task's end (a watch). */
-static struct waiter *waiter_new(struct tasks_svc *s, int kind, uint64_t id, uint32_t wait_ms,
-                                 int deadline)
+struct waiter *waiter_new(struct tasks_svc *s, int kind, uint64_t id, uint32_t wait_ms,
+                          int deadline)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -535,8 +535,8 @@ static void placed_expire(struct tasks_svc *s, uint64_t now_ms)
 		placed_drop(s, s->placed_head);
 }
 
-static struct placed_rec *placed_find(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
-                                      uint32_t attempt)
+struct placed_rec *placed_find(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
+                               uint32_t attempt)
 {
 	struct placed_rec *r = idmap_get(&s->placed_by_key, placed_key(origin, task, attempt));
 	if (r && r->origin_task == task && r->origin_attempt == attempt &&
@@ -545,8 +545,8 @@ static struct placed_rec *placed_find(struct tasks_svc *s, const uint8_t origin[
 	return NULL;
 }
 
-static void placed_add(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
-                       uint32_t attempt, uint64_t task_id)
+void placed_add(struct tasks_svc *s, const uint8_t origin[16], uint64_t task,
+                uint32_t attempt, uint64_t task_id)
 {
 	struct placed_rec *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -758,369 +758,6 @@ static void handle_submit(void *svc, struct rpc_call *c, const Chorus__Envelope 
 	Chorus__SubmitResp sr = CHORUS__SUBMIT_RESP__INIT;
 	sr.task_id = id;
 	rpc_reply_body(c, CHORUS__ENVELOPE__BODY_SUBMIT_RESP, submit_resp, &sr);
-}
-
-/* ---- attempts placed in batches (PlaceReq) ----
- *
- * A coordinator sends the attempts it places here in one loop iteration as
- * one PlaceReq (node/io/cluster.c). Each item is admitted as a lone
- * SubmitReq with origin would be (same dedup by placed_rec, same ephemeral
- * task), and the request is answered after the commit of the first
- * iteration in which one of its items ended: every item that ended then
- * goes in that one answer, the others are marked pending and the
- * coordinator asks for them again (items without a task). So outcomes
- * travel in batches too, and a slow task never holds up the results of the
- * fast ones placed with it. */
-
-static Chorus__TaskResult *result_dup(const Chorus__TaskResult *r)
-{
-	const char *e = r->error ? r->error : "", *n = r->node ? r->node : "";
-	const char *h = r->handler ? r->handler : "";
-	size_t lo = r->output.len, le = strlen(e) + 1, ln = strlen(n) + 1, lh = strlen(h) + 1;
-	Chorus__TaskResult *d = malloc(sizeof(*d) + lo + le + ln + lh);
-	if (!d)
-		return NULL;
-	*d = *r;
-	char *p = (char *)(d + 1);
-	if (lo)
-		memcpy(p, r->output.data, lo);
-	d->output.data = lo ? (uint8_t *)p : NULL;
-	p += lo;
-	d->error = memcpy(p, e, le);
-	p += le;
-	d->node = memcpy(p, n, ln);
-	p += ln;
-	d->handler = memcpy(p, h, lh);
-	return d;
-}
-
-static void place_ready_push(struct tasks_svc *s, struct place_wait *pw)
-{
-	if (pw->ready)
-		return;
-	pw->ready = 1;
-	pw->ready_next = s->place_ready;
-	s->place_ready = pw;
-}
-
-/* An item ends: refused (code), or with the attempt's result (maybe not
- * final: the wait ran out, the node drains or closes). */
-static void place_item_end(struct tasks_svc *s, struct place_item *it, int code, const char *error,
-                           const Chorus__TaskResult *r)
-{
-	if (it->done)
-		return;
-	it->done = 1;
-	it->code = code;
-	if (code == 0 && r && !(it->result = result_dup(r)))
-		it->code = CH_ERR_NOMEM;
-	else if (code == 0 && !r)
-		it->code = CH_ERR_INTERNAL;
-	if (it->code != 0)
-		it->error = strdup(error && *error ? error : ch_strerror(it->code));
-	it->pw->done++;
-	place_ready_push(s, it->pw);
-}
-
-static void place_watch_cb(void *arg, int code, const Chorus__TaskResult *r)
-{
-	struct place_item *it = arg;
-	it->watched = 0; /* the waiter is gone (watch_fire, watches_fail_withdrawn) */
-	place_item_end(it->pw->svc, it, code, "the node could not journal the request",
-	               code ? NULL : r);
-}
-
-static void place_item_unwatch(struct tasks_svc *s, struct place_item *it)
-{
-	if (!it->watched)
-		return;
-	it->watched = 0;
-	for (struct waiter *w = idmap_get(&s->task_waiters, it->task_id); w; w = w->id_next) {
-		if (w->watch != place_watch_cb || w->watch_arg != it || w->dropped)
-			continue;
-		if (s->watch_depth > 0)
-			w->dropped = 1; /* a walk over the waiters may hold it */
-		else
-			waiter_free(s, w);
-		return;
-	}
-}
-
-static void place_item_watch(struct tasks_svc *s, struct place_item *it, uint64_t task_id)
-{
-	struct waiter *w = waiter_new(s, WAIT_TASK, task_id, 0, 0);
-	if (!w) {
-		/* it runs, but its outcome cannot be waited for: the
-		 * coordinator's restart policy decides */
-		place_item_end(s, it, CH_ERR_NOMEM, "out of memory", NULL);
-		return;
-	}
-	w->svc = s;
-	w->watch = place_watch_cb;
-	w->watch_arg = it;
-	it->task_id = task_id;
-	it->watched = 1;
-}
-
-static void place_wait_free(struct tasks_svc *s, struct place_wait *pw)
-{
-	for (uint32_t i = 0; i < pw->n; i++) {
-		place_item_unwatch(s, &pw->items[i]);
-		free(pw->items[i].error);
-		free(pw->items[i].result);
-	}
-	if (pw->ready)
-		for (struct place_wait **pp = &s->place_ready; *pp; pp = &(*pp)->ready_next)
-			if (*pp == pw) {
-				*pp = pw->ready_next;
-				break;
-			}
-	if (pw->prev)
-		pw->prev->next = pw->next;
-	else if (s->place_waits == pw)
-		s->place_waits = pw->next;
-	if (pw->next)
-		pw->next->prev = pw->prev;
-	timerheap_cancel(&s->place_timers, &pw->deadline);
-	free(pw);
-}
-
-static void place_cancelled(void *arg, struct rpc_call *c)
-{
-	struct place_wait *pw = arg;
-	(void)c;
-	pw->call = NULL;
-	place_wait_free(pw->svc, pw);
-}
-
-/* One item of a PlaceReq: ended at once, or watching its task. */
-static void place_item_admit(struct tasks_svc *s, struct place_wait *pw, struct place_item *it,
-                             const Chorus__SubmitReq *q)
-{
-	char msg[600];
-	it->pw = pw;
-	it->origin_task = q->origin_task;
-	it->origin_attempt = q->origin_attempt;
-	/* the same attempt again (asked again, or resent under a new
-	 * session): never a second run */
-	struct placed_rec *pr = placed_find(s, pw->origin, q->origin_task, q->origin_attempt);
-	if (pr && pr->final) {
-		Chorus__TaskResult r;
-		codec_result_fill(&r, pr->final);
-		place_item_end(s, it, 0, NULL, &r);
-		return;
-	}
-	if (pr && tasks_get(s->tasks, pr->task_id)) {
-		place_item_watch(s, it, pr->task_id);
-		return;
-	}
-	if (!q->task) {
-		place_item_end(s, it, CH_ERR_NOT_FOUND,
-		               "this member does not know the attempt (restarted since it was placed?)",
-		               NULL);
-		return;
-	}
-	if (host_draining(s->host)) {
-		place_item_end(s, it, CH_ERR_SHUTTING_DOWN, "the node is shutting down", NULL);
-		return;
-	}
-	int rc = spec_check(s, q->task->handler, q->task->opts, q->task->payload.len, msg, sizeof(msg));
-	if (rc) {
-		log_limited(LOG_WARN, "tasks", "submit-refused", 10000, "placed task refused: %s", msg);
-		place_item_end(s, it, rc, msg, NULL);
-		return;
-	}
-	struct task *t = codec_task_from_spec(q->task->handler, q->task->payload.data,
-	                                      q->task->payload.len, q->task->opts,
-	                                      handler_pool(s, q->task->handler));
-	if (!t) {
-		place_item_end(s, it, CH_ERR_NOMEM, "out of memory", NULL);
-		return;
-	}
-	/* as a lone SubmitReq with origin: run once, journal nothing, the
-	 * coordinator owns the task and its restart policy */
-	t->ephemeral = 1;
-	memcpy(t->origin, pw->origin, SEAL_ID_BYTES);
-	t->origin_task = q->origin_task;
-	t->opts.restart = TASK_RESTART_TEMPORARY;
-	t->opts.max_attempts = 1;
-	uint64_t id = 0;
-	rc = tasks_submit(s->tasks, t, host_now(s->host), &id);
-	if (rc) {
-		task_free(t);
-		log_limited(LOG_WARN, "tasks", "queue-full", 10000,
-		            "queue full (%u tasks): placed task refused", s->cfg->queue_max);
-		snprintf(msg, sizeof(msg), "queue full (%u tasks held): retry later", s->cfg->queue_max);
-		place_item_end(s, it, err_to_public(rc), msg, NULL);
-		return;
-	}
-	placed_add(s, pw->origin, q->origin_task, q->origin_attempt, id);
-	place_item_watch(s, it, id);
-}
-
-/* Answers pw with the items that ended (as many as fit a frame) and the
- * rest pending, and frees it. */
-static void place_answer(struct tasks_svc *s, struct place_wait *pw)
-{
-	Chorus__PlaceItem *iv = calloc(pw->n, sizeof(*iv));
-	Chorus__PlaceItem **ip = calloc(pw->n, sizeof(*ip));
-	if (!iv || !ip) {
-		free(iv);
-		free(ip);
-		rpc_reply_error(pw->call, CH_ERR_NOMEM, "out of memory");
-		pw->call = NULL;
-		place_wait_free(s, pw);
-		return;
-	}
-	size_t budget = s->cfg->frame_bytes_max > (256u << 10) ? s->cfg->frame_bytes_max - (128u << 10)
-	                                                      : s->cfg->frame_bytes_max / 2;
-	size_t bytes = 0;
-	for (uint32_t i = 0; i < pw->n; i++) {
-		struct place_item *it = &pw->items[i];
-		Chorus__PlaceItem *o = &iv[i];
-		chorus__place_item__init(o);
-		o->origin_task = it->origin_task;
-		o->origin_attempt = it->origin_attempt;
-		size_t b = 64 + (it->error ? strlen(it->error) : 0);
-		if (it->result)
-			b += it->result->output.len + strlen(it->result->error) +
-			     strlen(it->result->node) + strlen(it->result->handler) + 96;
-		/* an answer too big for one frame: the rest are asked again
-		 * (their outcome is remembered: owed) */
-		int fits = bytes == 0 || bytes + b <= budget;
-		struct placed_rec *pr = placed_find(s, pw->origin, it->origin_task, it->origin_attempt);
-		if (it->done && fits) {
-			bytes += b;
-			o->code = it->code;
-			o->error = it->code ? it->error : NULL;
-			o->result = it->code ? NULL : it->result;
-			if (pr)
-				pr->owed = 0;
-		} else {
-			o->pending = 1;
-			if (pr)
-				pr->owed = 1;
-		}
-		ip[i] = o;
-	}
-	Chorus__PlaceResp r = CHORUS__PLACE_RESP__INIT;
-	r.n_items = pw->n;
-	r.items = ip;
-	rpc_reply_body(pw->call, CHORUS__ENVELOPE__BODY_PLACE_RESP, place_resp, &r);
-	pw->call = NULL;
-	free(iv);
-	free(ip);
-	place_wait_free(s, pw);
-}
-
-/* After a commit: requests whose wait ran out, then every request with an
- * item that ended. */
-static void place_serve(struct tasks_svc *s)
-{
-	uint64_t now_ms = host_now(s->host)->mono_ms;
-	for (struct timer *tm; (tm = timerheap_pop_due(&s->place_timers, now_ms));) {
-		struct place_wait *pw = timer_owner(tm, struct place_wait, deadline);
-		for (uint32_t i = 0; i < pw->n; i++) {
-			struct place_item *it = &pw->items[i];
-			if (it->done)
-				continue;
-			place_item_unwatch(s, it);
-			/* as a lone SubmitReq whose wait ran out: the state as it is */
-			const struct task *t;
-			struct task *owned;
-			if (it->task_id && task_lookup(s, it->task_id, &t, &owned) == 0) {
-				Chorus__TaskResult r;
-				codec_result_fill(&r, t);
-				place_item_end(s, it, 0, NULL, &r);
-				task_free(owned);
-			} else {
-				place_item_end(s, it, CH_ERR_NOT_FOUND, "the attempt is gone", NULL);
-			}
-		}
-	}
-	while (s->place_ready) {
-		struct place_wait *pw = s->place_ready;
-		s->place_ready = pw->ready_next;
-		pw->ready = 0;
-		place_answer(s, pw);
-	}
-}
-
-static void handle_place(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
-{
-	struct tasks_svc *s = svc;
-	const Chorus__PlaceReq *m = env->place;
-	if (m->n_items == 0 || m->n_items > PLACE_ITEMS_MAX) {
-		rpc_reply_error(c, CH_ERR_INVALID, "a placement of %zu tasks: 1 to %u", m->n_items,
-		                PLACE_ITEMS_MAX);
-		return;
-	}
-	uint32_t fresh = 0, wait_max = 0;
-	for (size_t i = 0; i < m->n_items; i++) {
-		const Chorus__SubmitReq *q = m->items[i];
-		if (q->origin.len != SEAL_ID_BYTES ||
-		    memcmp(q->origin.data, m->items[0]->origin.data, SEAL_ID_BYTES) != 0) {
-			rpc_reply_error(c, CH_ERR_INVALID,
-			                "every placed task must name the same 16-byte origin");
-			return;
-		}
-		if (q->task && !q->task->handler) {
-			rpc_reply_error(c, CH_ERR_INVALID, "a placed task without a handler");
-			return;
-		}
-		fresh += q->task != NULL;
-		if (q->wait_ms > wait_max)
-			wait_max = q->wait_ms;
-	}
-	if (fresh && !host_draining(s->host) && ids_lease(s, c, fresh, 0) != 0)
-		return;
-	struct place_wait *pw = calloc(1, sizeof(*pw) + m->n_items * sizeof(pw->items[0]));
-	if (!pw) {
-		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
-		return;
-	}
-	pw->svc = s;
-	pw->n = (uint32_t)m->n_items;
-	memcpy(pw->origin, m->items[0]->origin.data, SEAL_ID_BYTES);
-	pw->next = s->place_waits;
-	if (s->place_waits)
-		s->place_waits->prev = pw;
-	s->place_waits = pw;
-	pw->ready = 1; /* not on the ready list while admitting */
-	for (uint32_t i = 0; i < pw->n; i++)
-		place_item_admit(s, pw, &pw->items[i], m->items[i]);
-	pw->ready = 0;
-	if (pw->done == pw->n) {
-		pw->call = c;
-		place_answer(s, pw);
-		return;
-	}
-	if (wait_max > WAIT_MS_MAX)
-		wait_max = WAIT_MS_MAX;
-	if (wait_max &&
-	    timerheap_set(&s->place_timers, &pw->deadline, host_now(s->host)->mono_ms + wait_max) != 0) {
-		place_wait_free(s, pw);
-		rpc_reply_error(c, CH_ERR_NOMEM, "out of memory");
-		return;
-	}
-	pw->call = rpc_park(c, place_cancelled, pw);
-	if (!pw->call) { /* answered with CH_ERR_NOMEM */
-		place_wait_free(s, pw);
-		return;
-	}
-	if (pw->done)
-		place_ready_push(s, pw); /* answered after this iteration's commit */
-}
-
-
-/* The tasks a batch has so far (held, else from the journal; 0 unknown). */
-uint32_t batch_total(struct tasks_svc *s, uint64_t batch_id)
-{
-	const struct batch *held = tasks_get_batch(s->tasks, batch_id);
-	if (held)
-		return held->total;
-	struct batch fb;
-	return store_batch_get(s->store, batch_id, &fb) == 0 ? fb.total : 0;
 }
 
 static void handle_map(void *svc, struct rpc_call *c, const Chorus__Envelope *env)
@@ -2262,135 +1899,6 @@ static void svc_status(void *svc, Chorus__StatusResp *st, struct arena *a)
 	}
 }
 
-/* ---- metrics (docs/metrics.md) ---- */
-
-static struct task_handler_metrics *handler_metrics(struct tasks_svc *s, const char *name)
-{
-	struct tasks_metrics *m = &s->metrics;
-	if (!name)
-		name = "";
-	for (uint32_t i = 0; i < m->n; i++)
-		if (strcmp(m->h[i].name, name) == 0)
-			return &m->h[i];
-	if (m->n < TASKS_METRIC_HANDLERS_MAX && strlen(name) <= HANDLER_NAME_MAX) {
-		struct task_handler_metrics *hm = &m->h[m->n++];
-		snprintf(hm->name, sizeof(hm->name), "%s", name);
-		return hm;
-	}
-	return &m->h[TASKS_METRIC_HANDLERS_MAX];
-}
-
-/* A task this node owns reached its final state. A task placed here by
- * another node's fan-out (ephemeral) is its coordinator's to count, so
- * the cluster's sum counts every task once. */
-void tasks_metrics_final(struct tasks_svc *s, const struct task *t)
-{
-	if (t->ephemeral || t->state < TASK_SUCCEEDED || t->state > TASK_LOST)
-		return;
-	struct task_handler_metrics *hm = handler_metrics(s, t->handler);
-	hm->finished[t->state]++;
-	if (t->started_ms && t->submitted_ms && t->started_ms >= t->submitted_ms)
-		prom_hist_observe(&hm->wait, prom_seconds_le, PROM_SECONDS_BUCKETS,
-		                  (double)(t->started_ms - t->submitted_ms) / 1000.0);
-	if (t->started_ms && t->finished_ms && t->finished_ms >= t->started_ms)
-		prom_hist_observe(&hm->run, prom_seconds_le, PROM_SECONDS_BUCKETS,
-		                  (double)(t->finished_ms - t->started_ms) / 1000.0);
-}
-
-static void svc_metrics(void *svc, struct prom *p)
-{
-	struct tasks_svc *s = svc;
-	struct tasks_metrics *m = &s->metrics;
-	struct tasks_counters c;
-	tasks_counters(s->tasks, &c);
-	prom_family(p, "chorus_tasks", PROM_GAUGE,
-	            "Unfinished tasks held here, by state (retry_wait: waiting out a backoff).");
-	prom_sample(p, "chorus_tasks", (double)c.queued, "state", "queued", NULL);
-	prom_sample(p, "chorus_tasks", (double)c.running, "state", "running", NULL);
-	prom_sample(p, "chorus_tasks", (double)c.backoff, "state", "retry_wait", NULL);
-	prom_family(p, "chorus_tasks_submitted_total", PROM_COUNTER,
-	            "Tasks admitted by this node since it started.");
-	prom_sample(p, "chorus_tasks_submitted_total", (double)c.submitted, NULL);
-	prom_family(p, "chorus_tasks_retried_total", PROM_COUNTER,
-	            "Attempts of transient tasks queued again after an abnormal end.");
-	prom_sample(p, "chorus_tasks_retried_total", (double)c.retried, NULL);
-
-	uint32_t slots[TASKS_METRIC_HANDLERS_MAX + 1];
-	uint32_t ns = 0;
-	for (uint32_t i = 0; i < m->n; i++)
-		slots[ns++] = i;
-	const struct task_handler_metrics *other = &m->h[TASKS_METRIC_HANDLERS_MAX];
-	int other_used = 0;
-	for (int st = TASK_SUCCEEDED; st <= TASK_LOST; st++)
-		other_used |= other->finished[st] != 0;
-	if (other_used)
-		slots[ns++] = TASKS_METRIC_HANDLERS_MAX;
-	prom_family(p, "chorus_tasks_total", PROM_COUNTER,
-	            "Tasks owned by this node that finished since it started, by final state and "
-	            "handler (handlers past the first 64 as \"other\").");
-	for (uint32_t k = 0; k < ns; k++) {
-		const struct task_handler_metrics *hm = &m->h[slots[k]];
-		const char *hn = slots[k] == TASKS_METRIC_HANDLERS_MAX ? "other" : hm->name;
-		for (int st = TASK_SUCCEEDED; st <= TASK_LOST; st++)
-			prom_sample(p, "chorus_tasks_total", (double)hm->finished[st], "state",
-			            task_state_name(st), "handler", hn, NULL);
-	}
-	prom_family(p, "chorus_task_queue_wait_seconds", PROM_HISTOGRAM,
-	            "Time from a task's submission to its (last) attempt's start, by handler.");
-	for (uint32_t k = 0; k < ns; k++) {
-		const struct task_handler_metrics *hm = &m->h[slots[k]];
-		prom_histogram(p, "chorus_task_queue_wait_seconds", prom_seconds_le, hm->wait.counts,
-		               PROM_SECONDS_BUCKETS, hm->wait.counts[PROM_SECONDS_BUCKETS], hm->wait.sum,
-		               "handler", slots[k] == TASKS_METRIC_HANDLERS_MAX ? "other" : hm->name,
-		               NULL);
-	}
-	prom_family(p, "chorus_task_run_seconds", PROM_HISTOGRAM,
-	            "Time from a task's (last) attempt's start to its end, by handler.");
-	for (uint32_t k = 0; k < ns; k++) {
-		const struct task_handler_metrics *hm = &m->h[slots[k]];
-		prom_histogram(p, "chorus_task_run_seconds", prom_seconds_le, hm->run.counts,
-		               PROM_SECONDS_BUCKETS, hm->run.counts[PROM_SECONDS_BUCKETS], hm->run.sum,
-		               "handler", slots[k] == TASKS_METRIC_HANDLERS_MAX ? "other" : hm->name,
-		               NULL);
-	}
-
-	/* the worker pools */
-	if (!s->workers)
-		return; /* stopping */
-	struct workers_pool_status ws[WORKERS_POOLS_MAX];
-	for (uint32_t q = 0; q < s->pool_count; q++)
-		workers_pool_status(s->workers, q, &ws[q]);
-	prom_family(p, "chorus_pool_queue_depth", PROM_GAUGE,
-	            "Tasks queued for a pool, not yet handed to a worker.");
-	for (uint32_t q = 0; q < s->pool_count; q++)
-		prom_sample(p, "chorus_pool_queue_depth", tasks_pool_queued(s->tasks, q), "pool",
-		            s->pool_names[q], NULL);
-	prom_family(p, "chorus_pool_prefetched", PROM_GAUGE,
-	            "Jobs handed to a pool's workers, waiting behind the running ones.");
-	for (uint32_t q = 0; q < s->pool_count; q++)
-		prom_sample(p, "chorus_pool_prefetched", ws[q].queued, "pool", s->pool_names[q], NULL);
-	prom_family(p, "chorus_pool_workers", PROM_GAUGE,
-	            "A pool's worker processes: configured, alive, busy (running a task).");
-	for (uint32_t q = 0; q < s->pool_count; q++) {
-		prom_sample(p, "chorus_pool_workers", ws[q].workers, "pool", s->pool_names[q], "state",
-		            "configured", NULL);
-		prom_sample(p, "chorus_pool_workers", ws[q].alive, "pool", s->pool_names[q], "state",
-		            "alive", NULL);
-		prom_sample(p, "chorus_pool_workers", ws[q].busy, "pool", s->pool_names[q], "state",
-		            "busy", NULL);
-	}
-	prom_family(p, "chorus_worker_restarts_total", PROM_COUNTER,
-	            "Worker processes of a pool restarted after they died.");
-	for (uint32_t q = 0; q < s->pool_count; q++)
-		prom_sample(p, "chorus_worker_restarts_total", ws[q].restarts, "pool", s->pool_names[q],
-		            NULL);
-	prom_family(p, "chorus_pool_degraded", PROM_GAUGE,
-	            "1 while a pool is degraded (restart intensity exceeded), else 0.");
-	for (uint32_t q = 0; q < s->pool_count; q++)
-		prom_sample(p, "chorus_pool_degraded", ws[q].degraded ? 1 : 0, "pool", s->pool_names[q],
-		            NULL);
-}
-
 static void svc_stop(void *svc)
 {
 	struct tasks_svc *s = svc;
@@ -2442,7 +1950,7 @@ static const struct service_ops TASKS_OPS = {
 	.drain = svc_drain,
 	.drained = svc_drained,
 	.status = svc_status,
-	.metrics = svc_metrics,
+	.metrics = tasks_svc_metrics,
 	.stop = svc_stop,
 };
 

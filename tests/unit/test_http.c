@@ -278,8 +278,8 @@ static void random_input_never_crashes(void **state)
 	(void)state;
 	static const char *seeds_text[] = {
 		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
-		"POST /api/tasks/1/cancel HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
-		"Authorization: Bearer 00\r\n\r\nbody",
+		("POST /api/tasks/1/cancel HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
+		 "Authorization: Bearer 00\r\n\r\nbody"),
 		"GET /a%20b?x=1&y=%41 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 		"HEAD /app.js HTTP/1.1\nHost: h\nLast-Event-ID: 7\n\n",
 	};
