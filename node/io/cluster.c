@@ -906,7 +906,23 @@ int cluster_place(struct cluster *c, struct task *t, uint32_t local_inflight,
 		 * saying none exists */
 		int settling = swim_joining(c->swim) ||
 		               now_ms < c->start_ms + STARTUP_SETTLE_PERIODS * (uint64_t)c->period_ms;
+		/* a suspect member that has the tags may be alive (a probe lost
+		 * under load): wait for SWIM's verdict rather than fail the task
+		 * for good; suspects are never placed on, only counted here */
+		uint32_t ks = k;
 		if (!settling && !placement_satisfiable(c->cand, k, req, t->require_count)) {
+			cursor = 0;
+			for (const struct swim_member *m; (m = swim_next_member(c->swim, &cursor)) != NULL;) {
+				if (m->state != SWIM_SUSPECT || ks >= n + 1)
+					continue;
+				c->cand[ks].tags = m->tags;
+				c->cand[ks].tag_count = m->tag_count;
+				c->cand[ks].capacity = m->capacity;
+				ks++;
+			}
+		}
+		if (!settling && !placement_satisfiable(c->cand + k, ks - k, req, t->require_count) &&
+		    !placement_satisfiable(c->cand, k, req, t->require_count)) {
 			char *tags = tags_text(t->require, t->require_count);
 			char msg[512];
 			snprintf(msg, sizeof(msg), "no alive member has the required tags: %s",

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import time
 import unittest
@@ -553,6 +554,36 @@ class TestCluster(NodeTestCase):
                                     json=False)
         self.assertEqual(rc, EXIT_TASK_FAILED, (out, err))
         self.assertIn("tpu", err)
+
+    def test_require_waits_while_the_only_tagged_member_is_suspect(self):
+        """A task requiring a tag only a suspect member has waits for SWIM's
+        verdict instead of failing at once (a probe lost under load used to
+        fail every such task of a fan-out); the member comes back and runs it."""
+        slow = ("--gossip-period", "400ms")  # a suspicion lasts >= 1.6 s here
+        n1 = self.member("n1", extra=slow)
+        n2 = self.member("n2", seeds=[n1], tags=("gpu",), extra=slow)
+        n3 = self.member("n3", seeds=[n1], extra=slow)
+        nodes = [n1, n2, n3]
+        self.wait_views(nodes, lambda v: alive_names(v) == {"n1", "n2", "n3"} and len(v) == 3,
+                        "3 alive members")
+
+        # past n1's start-up settling (10 periods), during which a missing
+        # tag never fails a task: the case under test is a settled cluster
+        def settled():
+            st = n1.status()
+            return st["now_ms"] - st["started_ms"] > 10 * 400 + 500
+        wait_until(settled, 30, "n1 past its start-up settling")
+        os.kill(n2.proc.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: n1.members()["n2"]["state"] == "suspect", 30,
+                       "n1 suspecting the stopped n2", interval_s=0.02)
+            out = n1.submit("echo", "--require", "gpu", payload="waited")
+        finally:
+            os.kill(n2.proc.pid, signal.SIGCONT)
+        task_id = out["task_id"]
+        rc, r, err = n1.ctl("wait", task_id, "--timeout", "60s")
+        self.assertEqual(rc, EXIT_OK, (r, err, n1.log_tail(30)))
+        self.assertEqual((r["state"], r["output"], r["node"]), ("succeeded", "waited", "n2"))
 
 
 if __name__ == "__main__":
