@@ -605,8 +605,9 @@ int workers_job_begun(const struct workers *w, uint64_t task_id)
  * loop many passes. */
 static int pool_short(const struct workers *w, const struct pool *pl)
 {
+	uint32_t bound = w->cfg.short_ewma_us ? w->cfg.short_ewma_us : WORKERS_SHORT_EWMA_US;
 	return w->cfg.prefetch_short > w->cfg.prefetch && pl->run_samples >= 8 &&
-	       pl->run_ewma_us < WORKERS_SHORT_EWMA_US;
+	       pl->run_ewma_us < bound;
 }
 
 /* How many jobs this worker may hold now. A deep queue only behind a
@@ -617,7 +618,8 @@ static uint32_t worker_limit(const struct workers *w, const struct pool *pl,
 {
 	if (!pool_short(w, pl))
 		return w->cfg.prefetch;
-	if (wk->job_count > 0 && now - wk->head_since_us > WORKERS_HEAD_LONG_US)
+	uint32_t long_us = w->cfg.head_long_us ? w->cfg.head_long_us : WORKERS_HEAD_LONG_US;
+	if (wk->job_count > 0 && now - wk->head_since_us > long_us)
 		return w->cfg.prefetch;
 	return w->cfg.prefetch_short;
 }

@@ -59,6 +59,10 @@ struct workers_config {
 	 * time EWMA < WORKERS_SHORT_EWMA_US); 0 or <= prefetch: always
 	 * `prefetch` */
 	uint32_t prefetch_short;
+	/* what counts as short and as long (0 = WORKERS_SHORT_EWMA_US and
+	 * WORKERS_HEAD_LONG_US; tests under valgrind set wider bounds) */
+	uint32_t short_ewma_us;
+	uint32_t head_long_us;
 	uint32_t intensity;           /* restarts allowed ... */
 	uint32_t period_ms;           /* ... within this window */
 	uint32_t degraded_backoff_ms; /* delay between restarts when degraded */

@@ -111,13 +111,18 @@ class TestSched(NodeTestCase):
         wait_until(lambda: self.leader_of(others) is not None, 10, "a new leader")
         elected_s = time.monotonic() - t0
         print("new leader %.2f s after kill -9 of the leader" % elected_s, file=sys.stderr)
-        new = self.leader_of(others)
-        wait_until(lambda: sum(1 for r in history(new) if r["node"] == new.name and
+        # decided by a survivor: on a loaded machine a stalled new leader
+        # may lose its term to the other survivor, which is fine here
+        names = {x.name for x in others}
+        wait_until(lambda: sum(1 for r in history(others[0]) if r["node"] in names and
                                r["outcome"] == "succeeded") >= 3, 30,
-                   "three runs decided by the new leader")
+                   "three runs decided by a new leader")
         old.start()
-        wait_until(lambda: old.status().get("raft_leader") == new.name, 30,
-                   "the old leader follows the new one")
+
+        def follows():
+            lead = self.leader_of(others)
+            return lead is not None and old.status().get("raft_leader") == lead.name
+        wait_until(follows, 30, "the old leader follows the new one")
         self.check_exactly_once(nodes)
 
     def test_a_paused_leader_fires_nothing_when_it_comes_back(self):
